@@ -1,0 +1,1 @@
+"""Self-service virtualization portal: project package and core app."""

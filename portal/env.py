@@ -1,0 +1,69 @@
+"""The one place that reads the environment (PORTAL_* variables, see .env.example)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def _load_dotenv() -> None:
+    """Read a local `.env` file (KEY=VALUE lines) without overriding the real environment."""
+    path = BASE_DIR / ".env"
+    if not path.is_file():
+        return
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.partition("=")
+        os.environ.setdefault(key.strip(), value.strip().strip('"').strip("'"))
+
+
+_load_dotenv()
+
+
+def get(name: str, default: str | None = None) -> str | None:
+    return os.environ.get(f"PORTAL_{name}", default)
+
+
+def get_str(name: str, default: str) -> str:
+    return os.environ.get(f"PORTAL_{name}", default)
+
+
+def get_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(f"PORTAL_{name}")
+    if raw is None or raw == "":
+        return default
+    if raw.lower() in {"1", "true", "yes", "on"}:
+        return True
+    if raw.lower() in {"0", "false", "no", "off"}:
+        return False
+    raise ImproperlyConfigured(f"PORTAL_{name} must be a boolean (got {raw!r})")
+
+
+def get_int(name: str, default: int) -> int:
+    raw = os.environ.get(f"PORTAL_{name}")
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"PORTAL_{name} must be an integer (got {raw!r})") from exc
+
+
+def get_list(name: str, default: list[str]) -> list[str]:
+    raw = os.environ.get(f"PORTAL_{name}")
+    if raw is None or raw.strip() == "":
+        return default
+    return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def require(name: str) -> str:
+    value = os.environ.get(f"PORTAL_{name}")
+    if not value:
+        raise ImproperlyConfigured(f"PORTAL_{name} must be set in production (PORTAL_DEBUG=0)")
+    return value

@@ -1,0 +1,157 @@
+"""DomainSpec -> libvirt XML and back: pure functions over ElementTree, never string formatting."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+
+from .types import METADATA_NS, DomainSpec
+
+ET.register_namespace("portal", METADATA_NS)
+
+
+def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) -> ET.Element:
+    el = ET.SubElement(parent, tag, {k.rstrip("_"): v for k, v in attrs.items()})
+    if text is not None:
+        el.text = text
+    return el
+
+
+def build_domain_xml(spec: DomainSpec) -> str:
+    """Render a DomainSpec; every user-supplied string goes through ElementTree's escaping."""
+    dom = ET.Element("domain", {"type": spec.domain_type})
+    _sub(dom, "name", spec.name)
+    _sub(dom, "uuid", spec.uuid)
+    if spec.title:
+        _sub(dom, "title", spec.title.replace("\n", " "))
+    if spec.description:
+        _sub(dom, "description", spec.description)
+    if spec.metadata:
+        meta = _sub(dom, "metadata")
+        vm = ET.SubElement(meta, f"{{{METADATA_NS}}}vm")
+        for key, value in sorted(spec.metadata.items()):
+            item = ET.SubElement(vm, f"{{{METADATA_NS}}}{key}")
+            item.text = value
+    _sub(dom, "memory", str(spec.memory_mib), unit="MiB")
+    _sub(dom, "currentMemory", str(spec.memory_mib), unit="MiB")
+    _sub(dom, "vcpu", str(spec.vcpus), placement="static")
+
+    os_el = _sub(dom, "os")
+    _sub(os_el, "type", "hvm", arch=spec.arch, machine=spec.machine)
+    if spec.kernel:
+        _sub(os_el, "kernel", spec.kernel)
+        if spec.initrd:
+            _sub(os_el, "initrd", spec.initrd)
+        if spec.cmdline:
+            _sub(os_el, "cmdline", spec.cmdline)
+    else:
+        _sub(os_el, "boot", dev="hd")
+
+    features = _sub(dom, "features")
+    _sub(features, "acpi")  # required for ACPI shutdown (the power button)
+    _sub(features, "apic")
+    _sub(dom, "on_poweroff", "destroy")
+    _sub(dom, "on_reboot", "restart")
+    _sub(dom, "on_crash", "destroy")
+
+    devices = _sub(dom, "devices")
+    for disk in spec.disks:
+        d = _sub(devices, "disk", type="file", device=disk.device)
+        # Format is always explicit: never let QEMU probe a guest-writable image.
+        _sub(d, "driver", name="qemu", type=disk.format)
+        _sub(d, "source", file=disk.path)
+        _sub(d, "target", dev=disk.target, bus=disk.bus)
+        if disk.readonly:
+            _sub(d, "readonly")
+    if any(disk.bus == "scsi" for disk in spec.disks) or spec.domain_type != "test":
+        _sub(devices, "controller", type="scsi", index="0", model="virtio-scsi")
+    for nic in spec.nics:
+        i = _sub(devices, "interface", type="network")
+        if nic.mac:
+            _sub(i, "mac", address=nic.mac)
+        _sub(i, "source", network=nic.network)
+        _sub(i, "model", type=nic.model)
+    serial = _sub(devices, "serial", type="pty")
+    _sub(serial, "target", port="0")
+    if spec.serial_log:
+        _sub(serial, "log", file=spec.serial_log, append="off")
+    console = _sub(devices, "console", type="pty")
+    _sub(console, "target", type="serial", port="0")
+    if spec.graphics:
+        attrs = {"type": "vnc", "port": "-1", "autoport": "yes", "listen": spec.graphics_listen}
+        if spec.graphics_password:
+            attrs["passwd"] = spec.graphics_password
+        g = _sub(devices, "graphics", **attrs)
+        _sub(g, "listen", type="address", address=spec.graphics_listen)
+        video = _sub(devices, "video")
+        _sub(video, "model", type="vga")
+    if spec.domain_type != "test":
+        balloon = _sub(devices, "memballoon", model="virtio")
+        _sub(balloon, "stats", period="5")
+    return ET.tostring(dom, encoding="unicode")
+
+
+def parse_metadata(xml: str) -> dict[str, str] | None:
+    """Our <portal:vm> metadata from a domain's XML, or None for domains the portal did not create."""
+    try:
+        root = ET.fromstring(xml)
+    except ET.ParseError:
+        return None
+    vm = root.find(f"metadata/{{{METADATA_NS}}}vm")
+    if vm is None:
+        return None
+    return {child.tag.split("}", 1)[1]: (child.text or "") for child in vm}
+
+
+def graphics_endpoint(xml: str) -> tuple[str, int, str | None] | None:
+    """(listen address, port, password) of a running domain's VNC server, from its live XML."""
+    root = ET.fromstring(xml)
+    g = root.find("devices/graphics[@type='vnc']")
+    if g is None:
+        return None
+    port = int(g.get("port", "-1"))
+    if port <= 0:
+        return None
+    listen = g.get("listen") or "127.0.0.1"
+    return listen, port, g.get("passwd")
+
+
+def disk_paths(xml: str) -> list[str]:
+    root = ET.fromstring(xml)
+    return [s.get("file") for s in root.findall("devices/disk/source") if s.get("file")]
+
+
+def title_of(xml: str) -> str:
+    root = ET.fromstring(xml)
+    return (root.findtext("title") or "").strip()
+
+
+def volume_xml(*, name: str, capacity_bytes: int, fmt: str = "qcow2",
+               backing_path: str | None = None, backing_format: str = "qcow2") -> str:
+    vol = ET.Element("volume")
+    _sub(vol, "name", name)
+    _sub(vol, "capacity", str(capacity_bytes), unit="bytes")
+    target = _sub(vol, "target")
+    _sub(target, "format", type=fmt)
+    if fmt == "qcow2":
+        _sub(target, "compat", "1.1")
+    if backing_path:
+        backing = _sub(vol, "backingStore")
+        _sub(backing, "path", backing_path)
+        _sub(backing, "format", type=backing_format)
+    return ET.tostring(vol, encoding="unicode")
+
+
+def pool_xml(*, name: str, path: str) -> str:
+    pool = ET.Element("pool", {"type": "dir"})
+    _sub(pool, "name", name)
+    target = _sub(pool, "target")
+    _sub(target, "path", path)
+    return ET.tostring(pool, encoding="unicode")
+
+
+def volume_format(xml: str) -> tuple[str, str | None]:
+    root = ET.fromstring(xml)
+    fmt_el = root.find("target/format")
+    fmt = fmt_el.get("type") if fmt_el is not None else "raw"
+    backing = root.findtext("backingStore/path")
+    return fmt or "raw", backing

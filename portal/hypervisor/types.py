@@ -1,0 +1,128 @@
+"""Typed, frozen values that cross the gateway; no libvirt object or constant leaves portal.hypervisor."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+METADATA_NS = "https://vmportal.dev/xmlns/domain/1"
+
+
+class PowerState(StrEnum):
+    """What libvirt says a domain is doing."""
+
+    RUNNING = "running"
+    BLOCKED = "blocked"
+    PAUSED = "paused"
+    SHUTTING_DOWN = "shutting_down"
+    SHUTOFF = "shutoff"
+    CRASHED = "crashed"
+    PMSUSPENDED = "pmsuspended"
+    NOSTATE = "nostate"
+
+    @property
+    def is_active(self) -> bool:
+        return self not in {PowerState.SHUTOFF, PowerState.CRASHED, PowerState.NOSTATE}
+
+
+@dataclass(frozen=True)
+class DiskSpec:
+    path: str
+    target: str = "vda"
+    bus: str = "virtio"
+    format: str = "qcow2"
+    device: str = "disk"
+    readonly: bool = False
+
+
+@dataclass(frozen=True)
+class NicSpec:
+    network: str
+    mac: str | None = None
+    model: str = "virtio"
+
+
+@dataclass(frozen=True)
+class DomainSpec:
+    """Everything needed to define a domain; turned into XML by domain_xml.build_domain_xml."""
+
+    name: str
+    uuid: str
+    vcpus: int
+    memory_mib: int
+    domain_type: str = "qemu"
+    title: str = ""
+    description: str = ""
+    disks: tuple[DiskSpec, ...] = ()
+    nics: tuple[NicSpec, ...] = ()
+    kernel: str | None = None
+    initrd: str | None = None
+    cmdline: str | None = None
+    arch: str = "x86_64"
+    machine: str = "pc"
+    graphics: bool = True
+    graphics_listen: str = "127.0.0.1"
+    graphics_password: str | None = None
+    serial_log: str | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DomainInfo:
+    name: str
+    uuid: str
+    state: PowerState
+    persistent: bool
+    vcpus: int
+    memory_kib: int
+    title: str = ""
+    metadata: dict[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class HostInfo:
+    hostname: str
+    uri: str
+    driver: str
+    libvirt_version: str
+    hypervisor_version: str
+    arch: str
+    cpus: int
+    memory_mib: int
+    free_memory_mib: int
+    domain_types: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class VolumeInfo:
+    pool: str
+    name: str
+    path: str
+    capacity_bytes: int
+    allocation_bytes: int
+    format: str
+    backing_path: str | None = None
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a driver can do, so callers ask before they offer an action."""
+
+    real_guests: bool
+    console: bool
+    graphics: bool
+    acpi_shutdown: bool
+    migration: bool
+    memory_snapshots: bool
+    live_disk_resize: bool
+    events: bool
+    storage_files: bool
+
+
+@dataclass(frozen=True)
+class LifecycleEvent:
+    uuid: str
+    name: str
+    event: str
+    detail: int
+    state: PowerState

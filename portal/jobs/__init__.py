@@ -1,0 +1,227 @@
+"""Jobs: long operations as Job rows, enqueued on commit, run by django.tasks workers.
+
+A service creates the Job inside its record-phase transaction with `job_create`; after commit the
+task `execute_job` runs the registered handler for the job's kind. Handlers report progress through
+a JobContext; a heartbeat thread marks the job alive, and `jobs_reap_stale` finishes or retries jobs
+whose worker died.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import close_old_connections, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from portal.choices import JobStatus
+from portal.events import STAFF_GROUP, publish, user_group
+from portal.exceptions import PortalError
+from portal.models import Job
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Handler:
+    run: Callable[[JobContext], dict | None]
+    on_failure: Callable[[Job, str], None] | None = None
+
+
+HANDLERS: dict[str, Handler] = {}
+
+
+def job_handler(kind: str, *, on_failure: Callable[[Job, str], None] | None = None):
+    """Register the function that performs jobs of `kind` (the act phase)."""
+
+    def register(fn: Callable[[JobContext], dict | None]):
+        HANDLERS[kind] = Handler(fn, on_failure)
+        return fn
+
+    return register
+
+
+def _job_event(job: Job) -> dict[str, Any]:
+    return {
+        "kind": "job",
+        "id": str(job.id),
+        "job_kind": job.kind,
+        "status": job.status,
+        "progress": job.progress,
+        "step": job.step,
+        "error": job.error,
+        "target_type": job.target_type,
+        "target_id": job.target_id,
+    }
+
+
+def publish_job(job: Job) -> None:
+    groups = [STAFF_GROUP]
+    if job.actor_id:
+        groups.append(user_group(job.actor_id))
+    publish(groups, _job_event(job))
+
+
+def job_create(*, kind: str, actor: Any, via: str, target: Any = None, params: dict | None = None,
+               max_attempts: int = 2) -> Job:
+    """Create a pending job and enqueue it once the surrounding transaction commits."""
+    if kind not in HANDLERS:
+        raise ValueError(f"no handler registered for job kind {kind!r}")
+    job = Job.objects.create(
+        kind=kind,
+        actor=actor if getattr(actor, "pk", None) else None,
+        via=via,
+        target_type=target._meta.model_name if target is not None else "",
+        target_id=str(target.pk) if target is not None else "",
+        target_name=str(getattr(target, "name", "")) if target is not None else "",
+        params=params or {},
+        max_attempts=max_attempts,
+        step="Queued",
+    )
+    publish_job(job)
+    transaction.on_commit(lambda: enqueue(job.id))
+    return job
+
+
+def enqueue(job_id) -> None:
+    from .tasks import execute_job
+
+    execute_job.enqueue(str(job_id))
+
+
+class JobContext:
+    """What a handler gets: the job, progress reporting and a log."""
+
+    def __init__(self, job: Job) -> None:
+        self.job = job
+
+    @property
+    def params(self) -> dict:
+        return self.job.params
+
+    def progress(self, percent: int, step: str) -> None:
+        self.job.progress = max(0, min(100, percent))
+        self.job.step = step[:200]
+        self.job.log += f"{timezone.now():%H:%M:%S} {step}\n"
+        Job.objects.filter(pk=self.job.pk).update(
+            progress=self.job.progress, step=self.job.step, log=self.job.log,
+            heartbeat_at=timezone.now(), updated_at=timezone.now())
+        publish_job(self.job)
+
+    def log(self, line: str) -> None:
+        self.job.log += f"{timezone.now():%H:%M:%S} {line}\n"
+        Job.objects.filter(pk=self.job.pk).update(log=self.job.log)
+
+
+def _worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
+
+
+class _Heartbeat(threading.Thread):
+    def __init__(self, job_id) -> None:
+        super().__init__(name=f"job-heartbeat-{job_id}", daemon=True)
+        self.job_id = job_id
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        try:
+            while not self.stop.wait(settings.JOB_HEARTBEAT_SECONDS):
+                Job.objects.filter(pk=self.job_id, status=JobStatus.RUNNING).update(heartbeat_at=timezone.now())
+        finally:
+            close_old_connections()
+
+
+def _finish(job: Job, *, status: str, error: str = "", tb: str = "", result: dict | None = None) -> None:
+    job.status = status
+    job.error = error
+    job.traceback = tb
+    job.result = result or {}
+    job.finished_at = timezone.now()
+    if status == JobStatus.SUCCEEDED:
+        job.progress = 100
+        job.step = "Done"
+    else:
+        job.step = "Failed" if status == JobStatus.FAILED else "Error"
+    with transaction.atomic():
+        Job.objects.filter(pk=job.pk).update(
+            status=job.status, error=job.error, traceback=job.traceback, result=job.result,
+            finished_at=job.finished_at, progress=job.progress, step=job.step, updated_at=timezone.now())
+        publish_job(job)
+
+
+def run_job(job_id) -> str | None:
+    """Claim a pending job and run its handler; returns the final status (None if not claimed)."""
+    now = timezone.now()
+    claimed = Job.objects.filter(pk=job_id, status=JobStatus.PENDING).update(
+        status=JobStatus.RUNNING, started_at=now, heartbeat_at=now, attempts=F("attempts") + 1,
+        worker=_worker_name(), step="Started", updated_at=now)
+    if not claimed:
+        return None
+    job = Job.objects.get(pk=job_id)
+    publish_job(job)
+    handler = HANDLERS.get(job.kind)
+    heartbeat = _Heartbeat(job.pk)
+    heartbeat.start()
+    try:
+        if handler is None:
+            raise RuntimeError(f"no handler for job kind {job.kind!r}")
+        result = handler.run(JobContext(job)) or {}
+    except PortalError as exc:
+        log.info("job %s (%s) failed: %s", job.pk, job.kind, exc.message)
+        _fail(job, handler, status=JobStatus.FAILED, error=exc.message)
+    except Exception as exc:  # a bug: keep the traceback for admins
+        log.exception("job %s (%s) errored", job.pk, job.kind)
+        _fail(job, handler, status=JobStatus.ERRORED, error=f"Internal error: {exc.__class__.__name__}",
+              tb=traceback.format_exc())
+    else:
+        _finish(job, status=JobStatus.SUCCEEDED, result=result)
+    finally:
+        heartbeat.stop.set()
+    return job.status
+
+
+def _fail(job: Job, handler: Handler | None, *, status: str, error: str, tb: str = "") -> None:
+    if handler is not None and handler.on_failure is not None:
+        try:
+            handler.on_failure(job, error)
+        except Exception:
+            log.exception("on_failure of job %s failed", job.pk)
+            tb = tb + "\n--- cleanup failed ---\n" + traceback.format_exc()
+    _finish(job, status=status, error=error, tb=tb)
+
+
+def jobs_reap_stale() -> list[Job]:
+    """Jobs whose worker stopped heart-beating: retried while attempts remain, else failed.
+
+    Handlers are idempotent, so a retry resumes the work; the last failure runs the kind's clean-up.
+    """
+    cutoff = timezone.now() - timedelta(seconds=settings.JOB_STALE_SECONDS)
+    reaped = []
+    for job in Job.objects.filter(status=JobStatus.RUNNING, heartbeat_at__lt=cutoff):
+        if job.attempts < job.max_attempts:
+            n = Job.objects.filter(pk=job.pk, status=JobStatus.RUNNING, heartbeat_at__lt=cutoff).update(
+                status=JobStatus.PENDING, step="Retrying after the worker stopped", updated_at=timezone.now())
+            if n:
+                job.refresh_from_db()
+                log.warning("job %s lost its worker; retrying (attempt %s)", job.pk, job.attempts + 1)
+                transaction.on_commit(lambda jid=job.pk: enqueue(jid))
+                reaped.append(job)
+        else:
+            n = Job.objects.filter(pk=job.pk, status=JobStatus.RUNNING, heartbeat_at__lt=cutoff).update(
+                status=JobStatus.FAILED, updated_at=timezone.now())
+            if n:
+                job.refresh_from_db()
+                _fail(job, HANDLERS.get(job.kind), status=JobStatus.FAILED,
+                      error="The worker running this job stopped; the job was abandoned after "
+                            f"{job.attempts} attempt(s).")
+                reaped.append(job)
+    return reaped

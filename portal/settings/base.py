@@ -1,0 +1,205 @@
+"""Settings for every environment; each knob is switched by a PORTAL_* variable read in portal.env."""
+
+from __future__ import annotations
+
+from portal import env
+
+BASE_DIR = env.BASE_DIR
+DEBUG = env.get_bool("DEBUG", True)
+
+if DEBUG:
+    SECRET_KEY = env.get_str("SECRET_KEY", "dev-insecure-secret-key-change-me")
+else:
+    SECRET_KEY = env.require("SECRET_KEY")
+
+ALLOWED_HOSTS = env.get_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env.get_list(
+    "CSRF_TRUSTED_ORIGINS", ["http://127.0.0.1:8000", "http://localhost:8000"]
+)
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django.contrib.humanize",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "django_filters",
+    "drf_spectacular",
+    "channels",
+    "django_tasks_db",
+    "portal",
+    "vms",
+    "storage",
+    "chatops",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "portal.urls"
+ASGI_APPLICATION = "portal.asgi.application"
+WSGI_APPLICATION = "portal.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "portal.context_processors.portal",
+            ],
+        },
+    },
+]
+
+# --- Database: SQLite embedded default, PostgreSQL in production (PORTAL_DATABASE_URL) ---
+DATA_DIR = env.get_str("DATA_DIR", str(BASE_DIR / "var"))
+
+
+def _database(url: str | None) -> dict:
+    if not url:
+        return {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": f"{DATA_DIR}/portal.sqlite3",
+            "OPTIONS": {"timeout": 30, "transaction_mode": "IMMEDIATE", "init_command": "PRAGMA journal_mode=WAL;"},
+        }
+    from urllib.parse import unquote, urlparse
+
+    parsed = urlparse(url)
+    if parsed.scheme not in {"postgres", "postgresql"}:
+        from django.core.exceptions import ImproperlyConfigured
+
+        raise ImproperlyConfigured("PORTAL_DATABASE_URL must be a postgresql:// URL")
+    return {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": unquote(parsed.path.lstrip("/")) or "portal",
+        "USER": unquote(parsed.username or ""),
+        "PASSWORD": unquote(parsed.password or ""),
+        "HOST": parsed.hostname or "",
+        "PORT": str(parsed.port or ""),
+        "CONN_MAX_AGE": 0,
+    }
+
+
+DATABASES = {"default": _database(env.get("DATABASE_URL"))}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Channels: in-memory by default, Redis for several daphne processes (PORTAL_REDIS_URL) ---
+_redis = env.get("REDIS_URL")
+if _redis:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            # socket_timeout None: redis-py 8 would drop idle consumers after 5 s.
+            "CONFIG": {"hosts": [{"address": _redis, "socket_timeout": None}], "capacity": 500},
+        }
+    }
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 500}}}
+
+# --- Tasks: django.tasks with the durable database backend (django-tasks-db) ---
+TASKS = {
+    "default": {
+        "BACKEND": env.get_str("TASKS_BACKEND", "django_tasks_db.DatabaseBackend"),
+    }
+}
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 8}},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "vms:list"
+LOGOUT_REDIRECT_URL = "login"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = env.get_str("TIME_ZONE", "UTC")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "var" / "static"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.SessionAuthentication",
+        "rest_framework.authentication.TokenAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "PAGE_SIZE": 50,
+    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "portal.api.exception_handler",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "VM Portal API",
+    "DESCRIPTION": "Self-service virtual machines on KVM/QEMU through libvirt.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env.get_str("LOG_LEVEL", "INFO")},
+    "loggers": {"django.db.backends": {"level": "WARNING"}, "django.tasks": {"level": "WARNING"}},
+}
+
+# --- The hypervisor ---
+# URI of the default host created at set-up; more hosts are added in the admin.
+LIBVIRT_URI = env.get_str("LIBVIRT_URI", "qemu:///system")
+# auto: KVM where it really boots a guest (probed once per host), plain QEMU emulation otherwise.
+DOMAIN_TYPE = env.get_str("DOMAIN_TYPE", "auto")
+# Directory of the libvirt dir pool that holds images and VM disks.
+STORAGE_POOL = env.get_str("STORAGE_POOL", "vmportal")
+STORAGE_DIR = env.get_str("STORAGE_DIR", "/var/lib/vmportal/images")
+GUEST_DIR = env.get_str("GUEST_DIR", "/var/lib/vmportal/guest")
+# Tells this portal's domains from other portals' and hand-made ones on a shared libvirtd.
+INSTANCE_ID = env.get_str("INSTANCE_ID", "default")
+DOMAIN_PREFIX = env.get_str("DOMAIN_PREFIX", "vmp")
+GRAPHICS_LISTEN = env.get_str("GRAPHICS_LISTEN", "127.0.0.1")
+STOP_TIMEOUT_SECONDS = env.get_int("STOP_TIMEOUT_SECONDS", 90)
+RECONCILE_SECONDS = env.get_int("RECONCILE_SECONDS", 10)
+JOB_HEARTBEAT_SECONDS = env.get_int("JOB_HEARTBEAT_SECONDS", 5)
+JOB_STALE_SECONDS = env.get_int("JOB_STALE_SECONDS", 60)
+# Quota for users and groups that have no quota row yet: vms, vcpus, memory MiB, disk GiB.
+DEFAULT_QUOTA = {
+    "max_vms": env.get_int("DEFAULT_QUOTA_VMS", 3),
+    "max_vcpus": env.get_int("DEFAULT_QUOTA_VCPUS", 4),
+    "max_memory_mib": env.get_int("DEFAULT_QUOTA_MEMORY_MIB", 2048),
+    "max_disk_gib": env.get_int("DEFAULT_QUOTA_DISK_GIB", 40),
+}
+# Limits for any single VM, for every door.
+VM_LIMITS = {
+    "vcpus": (1, env.get_int("MAX_VCPUS", 16)),
+    "memory_mib": (64, env.get_int("MAX_MEMORY_MIB", 65536)),
+    "disk_gib": (1, env.get_int("MAX_DISK_GIB", 2048)),
+}
+
+# --- Slack (chatops) ---
+SLACK_BOT_TOKEN = env.get("SLACK_BOT_TOKEN")
+SLACK_SIGNING_SECRET = env.get("SLACK_SIGNING_SECRET")
+SLACK_API_BASE_URL = env.get("SLACK_API_BASE_URL")
+SLACK_ADMIN_CHANNEL = env.get("SLACK_ADMIN_CHANNEL")
+
+PORTAL_BASE_URL = env.get_str("BASE_URL", "http://127.0.0.1:8000")

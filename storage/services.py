@@ -1,0 +1,128 @@
+"""Storage rules: pools on hosts, the image library, and VM disks as thin overlays on images."""
+
+from __future__ import annotations
+
+import os
+import re
+
+from django.conf import settings
+from django.db import transaction
+
+from portal.audit import audit
+from portal.choices import Via
+from portal.exceptions import Conflict, NotFound, ValidationFailed
+from portal.hypervisor import get_driver
+
+from .models import Image, StoragePool, Volume
+
+GIB = 1024**3
+IMAGE_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,58}[a-z0-9]$")
+
+
+def pool_ensure(*, host, name: str | None = None, path: str | None = None) -> StoragePool:
+    """The host's portal pool, defined and started in libvirt if needed."""
+    name = name or settings.STORAGE_POOL
+    path = path or settings.STORAGE_DIR
+    driver = get_driver(host.uri)
+    if driver.capabilities().storage_files:
+        os.makedirs(path, exist_ok=True)
+    driver.ensure_pool(name, path)
+    pool, _ = StoragePool.objects.get_or_create(host=host, name=name, defaults={"path": path})
+    return pool
+
+
+def pool_for_host(host) -> StoragePool:
+    """The portal pool of a host (created when the host was registered)."""
+    pool = StoragePool.objects.filter(host=host, name=settings.STORAGE_POOL).first()
+    if pool is None:
+        raise Conflict(f"Host {host.name} has no storage pool {settings.STORAGE_POOL!r}; "
+                       "an administrator must refresh the host.")
+    return pool
+
+
+def image_register(*, actor, via: str = Via.CLI, host, name: str, title: str, source_path: str,
+                   fmt: str = "qcow2", description: str = "", os_name: str = "",
+                   boot_mode: str = Image.BootMode.DISK, kernel_path: str = "", initrd_path: str = "",
+                   cmdline: str = "", ready_marker: str = "", min_disk_gib: int = 1,
+                   is_default: bool = False, replace: bool = False) -> Image:
+    """Copy an image file into the host's pool (format given explicitly, never probed) and list it."""
+    if not IMAGE_NAME_RE.match(name or ""):
+        raise ValidationFailed("Image name must be 2–60 lowercase letters, digits or hyphens.", field="name")
+    if fmt not in {"qcow2", "raw"}:
+        raise ValidationFailed("Image format must be qcow2 or raw.", field="format")
+    if not os.path.isfile(source_path):
+        raise ValidationFailed(f"No such image file: {source_path}", field="source_path")
+    for path in (kernel_path, initrd_path):
+        if path and not os.path.isfile(path):
+            raise ValidationFailed(f"No such file: {path}", field="kernel_path")
+    pool = pool_ensure(host=host)
+    driver = get_driver(host.uri)
+    volume_name = f"image-{name}.{fmt}"
+    existing = Image.objects.filter(name=name).first()
+    if existing and not replace:
+        raise ValidationFailed(f"An image named {name!r} exists already.", field="name")
+    if existing:
+        if existing.volumes.exists():
+            raise ValidationFailed(f"Image {name!r} is in use by VM disks and cannot be replaced.", field="name")
+        existing.delete()
+    driver.delete_volume(pool=pool.name, name=volume_name)
+    info = driver.upload_volume(pool=pool.name, name=volume_name, source_path=source_path, fmt=fmt)
+    with transaction.atomic():
+        if is_default:
+            Image.objects.filter(is_default=True).update(is_default=False)
+        image = Image.objects.create(
+            name=name, title=title, description=description, os_name=os_name, pool=pool,
+            volume_name=volume_name, path=info.path, format=fmt, size_bytes=info.capacity_bytes,
+            boot_mode=boot_mode, kernel_path=kernel_path, initrd_path=initrd_path, cmdline=cmdline,
+            ready_marker=ready_marker, min_disk_gib=max(min_disk_gib, -(-info.capacity_bytes // GIB)),
+            is_default=is_default,
+        )
+        audit(actor=actor, via=via, action="image.register", target=image,
+              message=f"Registered image {name} ({info.capacity_bytes} bytes)")
+    return image
+
+
+def image_list(*, user):
+    qs = Image.objects.select_related("pool")
+    return qs if user.is_staff else qs.filter(is_public=True)
+
+
+def image_get(*, user, name_or_id) -> Image:
+    qs = image_list(user=user)
+    text = str(name_or_id).strip()
+    try:
+        if text.isdigit():
+            return qs.get(pk=int(text))
+        return qs.get(name=text)
+    except Image.DoesNotExist:
+        raise NotFound(f"Image {text[:60]!r} not found.") from None
+
+
+def root_volume_plan(*, vm, pool: StoragePool) -> Volume:
+    """The DB row of a VM's root disk, written in the record phase before anything exists in libvirt."""
+    return Volume.objects.create(
+        vm=vm, pool=pool, name=f"{vm.domain_name}-disk0.qcow2", target="vda", bus="virtio",
+        format="qcow2", capacity_gib=vm.disk_gib, backing_image=vm.image,
+    )
+
+
+def volume_materialize(*, volume: Volume) -> Volume:
+    """Create the volume in libvirt (idempotent): a thin qcow2 overlay on the image's base volume."""
+    driver = get_driver(volume.pool.host.uri)
+    try:
+        info = driver.volume_info(pool=volume.pool.name, name=volume.name)
+    except NotFound:
+        image = volume.backing_image
+        info = driver.create_volume(
+            pool=volume.pool.name, name=volume.name, capacity_bytes=volume.capacity_gib * GIB, fmt="qcow2",
+            backing_path=image.path if image else None, backing_format=image.format if image else "qcow2")
+    if volume.path != info.path:
+        Volume.objects.filter(pk=volume.pk).update(path=info.path)
+        volume.path = info.path
+    return volume
+
+
+def volume_destroy(*, volume: Volume) -> None:
+    """Delete the disk in libvirt (missing is fine) and its row."""
+    get_driver(volume.pool.host.uri).delete_volume(pool=volume.pool.name, name=volume.name)
+    volume.delete()

@@ -1,0 +1,37 @@
+"""VM and host states, with the named groups the rules are written in."""
+
+from django.db import models
+
+
+class VMStatus(models.TextChoices):
+    CREATING = "creating", "Creating"
+    STOPPED = "stopped", "Stopped"
+    STARTING = "starting", "Starting"
+    RUNNING = "running", "Running"
+    STOPPING = "stopping", "Stopping"
+    REBOOTING = "rebooting", "Rebooting"
+    PAUSED = "paused", "Paused"
+    DELETING = "deleting", "Deleting"
+    ERROR = "error", "Error"
+    DELETED = "deleted", "Deleted"
+
+
+# Every state that still holds resources counts against the quota.
+VMStatus.COUNTED = tuple(s for s in VMStatus if s != VMStatus.DELETED)  # type: ignore[attr-defined]
+# A job owns the VM while it is in one of these; events only record what libvirt says.
+VMStatus.TRANSITIONAL = (  # type: ignore[attr-defined]
+    VMStatus.CREATING, VMStatus.STARTING, VMStatus.STOPPING, VMStatus.REBOOTING, VMStatus.DELETING)
+VMStatus.ACTIVE = (VMStatus.RUNNING, VMStatus.PAUSED)  # type: ignore[attr-defined]
+
+
+class HostStatus(models.TextChoices):
+    UP = "up", "Up"
+    DOWN = "down", "Down"
+    MAINTENANCE = "maintenance", "Maintenance"
+    UNKNOWN = "unknown", "Unknown"
+
+
+class DomainType(models.TextChoices):
+    AUTO = "auto", "Auto (KVM where it boots a guest, else QEMU)"
+    KVM = "kvm", "KVM"
+    QEMU = "qemu", "QEMU (emulation)"

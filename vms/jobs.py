@@ -1,0 +1,222 @@
+"""Act phase of VM actions: job handlers that call the gateway and write outcomes in short transactions.
+
+Handlers are idempotent (a retried job after a worker died resumes safely) and never hold a row
+lock across a libvirt call.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.utils import timezone
+
+from portal.audit import audit
+from portal.choices import Via
+from portal.exceptions import InvalidState, NotFound, PortalError
+from portal.hypervisor import PowerState, get_driver
+from portal.jobs import JobContext, job_handler
+from portal.models import AuditEvent, Job
+from storage.services import volume_destroy, volume_materialize
+
+from .choices import VMStatus
+from .models import VM
+from .services import vm_set_status
+from .specs import build_spec
+
+
+def status_for(state: PowerState | None) -> str:
+    """The VM status that a libvirt power state means (None: the domain is gone)."""
+    if state is None:
+        return VMStatus.ERROR
+    if state in (PowerState.RUNNING, PowerState.BLOCKED, PowerState.SHUTTING_DOWN):
+        return VMStatus.RUNNING
+    if state in (PowerState.PAUSED, PowerState.PMSUSPENDED):
+        return VMStatus.PAUSED
+    return VMStatus.STOPPED
+
+
+def _vm(job: Job) -> VM:
+    return VM.objects.select_related("host", "image", "owner").get(pk=int(job.target_id))
+
+
+def _done(job: Job, vm: VM, action: str, message: str) -> None:
+    audit(actor=job.actor, via=job.via, action=action, target=vm, job=job, message=message)
+
+
+def _failed_audit(job: Job, vm: VM, error: str) -> None:
+    audit(actor=job.actor, via=job.via, action=job.kind, target=vm, job=job,
+          outcome=AuditEvent.Outcome.FAILED, message=error)
+
+
+def _restore_from_libvirt(job: Job, error: str) -> None:
+    """After a failed power action: the VM shows what libvirt says, with the reason."""
+    vm = _vm(job)
+    try:
+        state = get_driver(vm.host.uri).domain_info(str(vm.uuid)).state
+        status = status_for(state)
+    except NotFound:
+        state, status = None, VMStatus.ERROR
+    except PortalError:
+        state, status = None, job.params.get("previous", VMStatus.ERROR)
+    vm_set_status(vm, status, last_error=error, power_state=state or "")
+    _failed_audit(job, vm, error)
+
+
+# --- create -------------------------------------------------------------------------------------
+
+def _create_failed(job: Job, error: str) -> None:
+    """A create that failed before the VM existed leaves nothing behind: domain, disks, quota."""
+    vm = _vm(job)
+    if vm.status != VMStatus.CREATING:  # created, but the start failed: keep the stopped VM
+        _failed_audit(job, vm, error)
+        return
+    driver = get_driver(vm.host.uri)
+    try:
+        driver.undefine(str(vm.uuid))
+    except PortalError:
+        pass
+    for volume in vm.volumes.select_related("pool__host"):
+        try:
+            volume_destroy(volume=volume)
+        except PortalError:
+            pass
+    vm_set_status(vm, VMStatus.DELETED, last_error=f"Create failed: {error}", deleted_at=timezone.now())
+    _failed_audit(job, vm, f"Create failed, nothing was kept: {error}")
+
+
+@job_handler("vm.create", on_failure=_create_failed)
+def create(ctx: JobContext) -> dict:
+    vm = _vm(ctx.job)
+    if vm.status != VMStatus.CREATING:
+        raise InvalidState(f"{vm.name} is {vm.status}, not creating")
+    driver = get_driver(vm.host.uri)
+    ctx.progress(10, "Creating the disk")
+    for volume in vm.volumes.select_related("pool__host", "backing_image"):
+        volume_materialize(volume=volume)
+    ctx.progress(40, "Defining the domain")
+    domain_type = driver.resolve_domain_type(vm.host.effective_domain_type)
+    driver.define(build_spec(vm, domain_type=domain_type))
+    VM.objects.filter(pk=vm.pk).update(domain_type=domain_type)
+    if not ctx.params.get("start", True):
+        vm_set_status(vm, VMStatus.STOPPED, last_error="", power_state=PowerState.SHUTOFF)
+        _done(ctx.job, vm, "vm.created", f"Created {vm.name} ({domain_type})")
+        return {"domain": vm.domain_name, "domain_type": domain_type}
+    ctx.progress(70, "Starting")
+    try:
+        info = driver.start(str(vm.uuid))
+    except PortalError as exc:
+        vm_set_status(vm, VMStatus.STOPPED, last_error=f"Created, but could not start: {exc.message}",
+                      power_state=PowerState.SHUTOFF)
+        raise
+    vm_set_status(vm, VMStatus.RUNNING, last_error="", power_state=info.state, observed_at=timezone.now())
+    _done(ctx.job, vm, "vm.created", f"Created and started {vm.name} ({domain_type})")
+    return {"domain": vm.domain_name, "domain_type": domain_type}
+
+
+# --- power actions ------------------------------------------------------------------------------
+
+@job_handler("vm.start", on_failure=_restore_from_libvirt)
+def start(ctx: JobContext) -> dict:
+    vm = _vm(ctx.job)
+    driver = get_driver(vm.host.uri)
+    ctx.progress(30, "Starting")
+    if not driver.domain_exists(str(vm.uuid)):
+        # Removed behind our back (drift): define it again from the portal's record.
+        driver.define(build_spec(vm, domain_type=driver.resolve_domain_type(vm.host.effective_domain_type)))
+    info = driver.start(str(vm.uuid))
+    vm_set_status(vm, VMStatus.RUNNING, last_error="", power_state=info.state, observed_at=timezone.now())
+    _done(ctx.job, vm, "vm.started", f"Started {vm.name}")
+    return {}
+
+
+@job_handler("vm.stop", on_failure=_restore_from_libvirt)
+def stop(ctx: JobContext) -> dict:
+    vm = _vm(ctx.job)
+    driver = get_driver(vm.host.uri)
+    ctx.progress(10, "Sending the ACPI power-off signal")
+    driver.shutdown(str(vm.uuid))
+    timeout = settings.STOP_TIMEOUT_SECONDS
+    last = [0]
+
+    def tick(elapsed: float) -> None:
+        if int(elapsed) // 2 != last[0]:
+            last[0] = int(elapsed) // 2
+            ctx.progress(10 + int(80 * min(1.0, elapsed / timeout)),
+                         f"Waiting for the guest to power off ({int(elapsed)} s)")
+
+    try:
+        driver.wait_for_state(str(vm.uuid), {PowerState.SHUTOFF, PowerState.CRASHED}, timeout, on_tick=tick)
+    except TimeoutError:
+        raise InvalidState(f"{vm.name} did not power off within {timeout} s of the ACPI signal "
+                           "(the guest may ignore it). Use Force off to cut the power.") from None
+    vm_set_status(vm, VMStatus.STOPPED, last_error="", power_state=PowerState.SHUTOFF, observed_at=timezone.now())
+    _done(ctx.job, vm, "vm.stopped", f"Stopped {vm.name} (ACPI)")
+    return {}
+
+
+@job_handler("vm.force_off", on_failure=_restore_from_libvirt)
+def force_off(ctx: JobContext) -> dict:
+    vm = _vm(ctx.job)
+    ctx.progress(30, "Cutting the power")
+    get_driver(vm.host.uri).destroy(str(vm.uuid))
+    vm_set_status(vm, VMStatus.STOPPED, last_error="", power_state=PowerState.SHUTOFF, observed_at=timezone.now())
+    _done(ctx.job, vm, "vm.forced_off", f"Forced off {vm.name}")
+    return {}
+
+
+@job_handler("vm.reboot", on_failure=_restore_from_libvirt)
+def reboot(ctx: JobContext) -> dict:
+    vm = _vm(ctx.job)
+    ctx.progress(30, "Rebooting")
+    get_driver(vm.host.uri).reboot(str(vm.uuid))
+    vm_set_status(vm, VMStatus.RUNNING, last_error="", power_state=PowerState.RUNNING, observed_at=timezone.now())
+    _done(ctx.job, vm, "vm.rebooted", f"Rebooted {vm.name}")
+    return {}
+
+
+@job_handler("vm.pause", on_failure=_restore_from_libvirt)
+def pause(ctx: JobContext) -> dict:
+    vm = _vm(ctx.job)
+    get_driver(vm.host.uri).suspend(str(vm.uuid))
+    vm_set_status(vm, VMStatus.PAUSED, last_error="", power_state=PowerState.PAUSED, observed_at=timezone.now())
+    _done(ctx.job, vm, "vm.paused", f"Paused {vm.name}")
+    return {}
+
+
+@job_handler("vm.resume", on_failure=_restore_from_libvirt)
+def resume(ctx: JobContext) -> dict:
+    vm = _vm(ctx.job)
+    get_driver(vm.host.uri).resume(str(vm.uuid))
+    vm_set_status(vm, VMStatus.RUNNING, last_error="", power_state=PowerState.RUNNING, observed_at=timezone.now())
+    _done(ctx.job, vm, "vm.resumed", f"Resumed {vm.name}")
+    return {}
+
+
+# --- delete -------------------------------------------------------------------------------------
+
+def _delete_failed(job: Job, error: str) -> None:
+    vm = _vm(job)
+    vm_set_status(vm, VMStatus.ERROR, last_error=f"Delete failed: {error}. Delete again to retry.")
+    _failed_audit(job, vm, error)
+
+
+@job_handler("vm.delete", on_failure=_delete_failed)
+def delete(ctx: JobContext) -> dict:
+    vm = _vm(ctx.job)
+    driver = get_driver(vm.host.uri)
+    ctx.progress(20, "Powering off")
+    try:
+        driver.destroy(str(vm.uuid))
+    except NotFound:
+        pass
+    ctx.progress(40, "Removing the domain")
+    driver.undefine(str(vm.uuid))
+    ctx.progress(60, "Deleting disks")
+    removed = []
+    for volume in vm.volumes.select_related("pool__host"):
+        volume_destroy(volume=volume)
+        removed.append(volume.name)
+    vm_set_status(vm, VMStatus.DELETED, power_state="", deleted_at=timezone.now())
+    _done(ctx.job, vm, "vm.deleted", f"Deleted {vm.name} and {len(removed)} disk(s)")
+    return {"removed_volumes": removed}
+
+

@@ -1,0 +1,88 @@
+"""Reads that depend on who asks; everything goes through `vm_visible`, the one visibility rule."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.db.models import Q, QuerySet
+
+from portal.exceptions import NotFound
+from portal.models import Job
+
+from .choices import VMStatus
+from .models import VM, Flavor, Host
+
+
+def vm_visible(*, user) -> QuerySet[VM]:
+    """VMs `user` may see and act on: their own, their groups', or all for staff. Never deleted ones."""
+    qs = VM.objects.exclude(status=VMStatus.DELETED).select_related("owner", "host", "image", "flavor", "group")
+    if not user or not user.is_authenticated or not user.is_active:
+        return qs.none()
+    if user.is_staff:
+        return qs
+    return qs.filter(Q(owner=user) | Q(group__in=user.groups.all())).distinct()
+
+
+def vm_list(*, user, status: str | None = None, search: str | None = None, owner: str | None = None,
+            host: str | None = None) -> QuerySet[VM]:
+    qs = vm_visible(user=user)
+    if status:
+        qs = qs.filter(status=status)
+    if search:
+        qs = qs.filter(Q(name__icontains=search) | Q(description__icontains=search))
+    if owner and user.is_staff:
+        qs = qs.filter(owner__username=owner)
+    if host and user.is_staff:
+        qs = qs.filter(host__name=host)
+    return qs.order_by("name", "id")
+
+
+def vm_get(*, user, vm_id) -> VM:
+    """A VM the user may see, by id or uuid; others' VMs are indistinguishable from missing ones."""
+    qs = vm_visible(user=user)
+    text = str(vm_id).strip()
+    try:
+        if text.isdigit():
+            return qs.get(pk=int(text))
+        return qs.get(uuid=uuid.UUID(text))
+    except (VM.DoesNotExist, ValueError):
+        raise NotFound(f"VM {text[:64]} not found.") from None
+
+
+def vm_get_by_name(*, user, name: str) -> VM:
+    """A VM by name: the user's own first, then their groups' (used by Slack and the CLI)."""
+    qs = vm_visible(user=user).filter(name=name)
+    own = qs.filter(owner=user).first()
+    vm = own or qs.first()
+    if vm is None:
+        raise NotFound(f"No VM named {name[:63]!r}.")
+    return vm
+
+
+def vm_jobs(*, vm: VM) -> QuerySet[Job]:
+    return Job.objects.filter(target_type="vm", target_id=str(vm.pk)).select_related("actor")
+
+
+def job_visible(*, user) -> QuerySet[Job]:
+    qs = Job.objects.select_related("actor")
+    if user.is_staff:
+        return qs
+    vm_ids = [str(pk) for pk in VM.objects.filter(
+        Q(owner=user) | Q(group__in=user.groups.all())).values_list("pk", flat=True)]
+    return qs.filter(Q(actor=user) | Q(target_type="vm", target_id__in=vm_ids))
+
+
+def job_get(*, user, job_id) -> Job:
+    try:
+        return job_visible(user=user).get(pk=uuid.UUID(str(job_id)))
+    except (Job.DoesNotExist, ValueError):
+        raise NotFound(f"Job {job_id} not found.") from None
+
+
+def flavor_list(*, user) -> QuerySet[Flavor]:
+    qs = Flavor.objects.all()
+    return qs if user.is_staff else qs.filter(is_public=True)
+
+
+def host_list() -> QuerySet[Host]:
+    return Host.objects.all()

@@ -1,0 +1,331 @@
+"""Every rule about VMs: authorization, validation, quota, state machine, auditing and jobs.
+
+Record phase (here, one transaction): check, reserve, write the row in a transitional state,
+create the Job and the audit event; the job is enqueued on commit. Act phase: vms.jobs handlers
+call the gateway outside any long transaction and write the outcome in a short one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from portal.audit import audit
+from portal.events import STAFF_GROUP, publish, team_group, user_group
+from portal.exceptions import InvalidState, NotFound, PermissionDenied, ValidationFailed
+from portal.hypervisor import get_driver
+from portal.jobs import job_create
+from portal.models import AuditEvent, Job
+from portal.quotas import quota_reserve
+from storage.models import Image
+
+from .choices import VMStatus
+from .models import VM, Flavor
+from .scheduler import pick_host
+from .selectors import vm_visible
+from .validation import validate_description, validate_size, validate_vm_name
+
+
+@dataclass(frozen=True)
+class ActionResult:
+    """What an action did: the VM, the job that carries it out (None for a no-op) and a message."""
+
+    vm: VM
+    job: Job | None
+    message: str
+
+
+def vm_event(vm: VM) -> dict:
+    return {
+        "kind": "vm",
+        "id": vm.pk,
+        "uuid": str(vm.uuid),
+        "name": vm.name,
+        "status": vm.status,
+        "status_label": VMStatus(vm.status).label,
+        "power_state": vm.power_state,
+        "last_error": vm.last_error,
+    }
+
+
+def _publish_vm(vm: VM) -> None:
+    groups = [STAFF_GROUP, user_group(vm.owner_id)]
+    if vm.group_id:
+        groups.append(team_group(vm.group_id))
+    publish(groups, vm_event(vm))
+
+
+def vm_set_status(vm: VM, status: str, *, last_error: str | None = None, **fields) -> VM:
+    """Write a new status (the only place VM.status changes) and publish it."""
+    vm.status = status
+    vm.status_changed_at = timezone.now()
+    update = {"status": status, "status_changed_at": vm.status_changed_at, "updated_at": timezone.now(), **fields}
+    if last_error is not None:
+        vm.last_error = update["last_error"] = last_error
+    for key, value in fields.items():
+        setattr(vm, key, value)
+    VM.objects.filter(pk=vm.pk).update(**update)
+    _publish_vm(vm)
+    return vm
+
+
+def _check_actor(actor) -> None:
+    if actor is None or not getattr(actor, "is_authenticated", False) or not actor.is_active:
+        raise PermissionDenied("Sign in to manage VMs.")
+
+
+def _lock_visible(*, actor, vm: VM | int) -> VM:
+    """Re-read the VM under a row lock, through the visibility rule."""
+    _check_actor(actor)
+    pk = vm.pk if isinstance(vm, VM) else vm
+    if not vm_visible(user=actor).filter(pk=pk).exists():
+        raise NotFound(f"VM {pk} not found.")
+    # Lock the bare row (FOR UPDATE cannot apply to DISTINCT or outer joins).
+    return VM.objects.select_for_update().get(pk=pk)
+
+
+def _resolve_size(*, flavor, vcpus, memory_mib, disk_gib, image: Image | None, actor) -> tuple:
+    if flavor is not None and not isinstance(flavor, Flavor):
+        name = str(flavor).strip()
+        qs = Flavor.objects.all() if actor.is_staff else Flavor.objects.filter(is_public=True)
+        flavor = qs.filter(name=name).first()
+        if flavor is None:
+            known = ", ".join(qs.values_list("name", flat=True)) or "none"
+            raise ValidationFailed(f"Unknown flavor {name[:40]!r} (known: {known}).", field="flavor")
+    errors: dict[str, list[str]] = {}
+    values = {}
+    for field, explicit, from_flavor in (
+        ("vcpus", vcpus, flavor.vcpus if flavor else None),
+        ("memory_mib", memory_mib, flavor.memory_mib if flavor else None),
+        ("disk_gib", disk_gib, flavor.disk_gib if flavor else None),
+    ):
+        value = explicit if explicit not in (None, "") else from_flavor
+        if value is None:
+            errors[field] = ["Choose a flavor or give this size."]
+            continue
+        try:
+            values[field] = validate_size(field, value)
+        except ValidationFailed as exc:
+            errors.update(exc.errors)
+    if errors:
+        raise ValidationFailed(errors)
+    if image is not None and values["disk_gib"] < image.min_disk_gib:
+        raise ValidationFailed(f"Image {image.name} needs a disk of at least {image.min_disk_gib} GiB.",
+                               field="disk_gib")
+    return flavor, values["vcpus"], values["memory_mib"], values["disk_gib"]
+
+
+def _resolve_image(*, actor, image) -> Image:
+    if isinstance(image, Image):
+        if not image.is_public and not actor.is_staff:
+            raise ValidationFailed(f"Unknown image {image.name!r}.", field="image")
+        return image
+    qs = Image.objects.all() if actor.is_staff else Image.objects.filter(is_public=True)
+    if image in (None, ""):
+        default = qs.filter(is_default=True).first()
+        if default is None:
+            raise ValidationFailed("Choose an image.", field="image")
+        return default
+    text = str(image).strip()
+    found = qs.filter(pk=int(text)).first() if text.isdigit() else qs.filter(name=text).first()
+    if found is None:
+        known = ", ".join(qs.values_list("name", flat=True)) or "none"
+        raise ValidationFailed(f"Unknown image {text[:60]!r} (known: {known}).", field="image")
+    return found
+
+
+def vm_create(*, actor, via: str, name: str, image=None, flavor=None, vcpus=None, memory_mib=None,
+              disk_gib=None, description: str = "", group=None, start: bool = True) -> ActionResult:
+    """Validate, reserve quota under a row lock, write the VM as `creating` and queue the create job."""
+    _check_actor(actor)
+    name = validate_vm_name(name)
+    description = validate_description(description)
+    image = _resolve_image(actor=actor, image=image)
+    flavor, vcpus, memory_mib, disk_gib = _resolve_size(
+        flavor=flavor, vcpus=vcpus, memory_mib=memory_mib, disk_gib=disk_gib, image=image, actor=actor)
+    if group is not None and not actor.is_staff and not actor.groups.filter(pk=group.pk).exists():
+        raise PermissionDenied(f"You are not a member of the group {group.name}.")
+    host = pick_host(vcpus=vcpus, memory_mib=memory_mib)
+    try:
+        with transaction.atomic():
+            quota_reserve(user=actor, group=group, vcpus=vcpus, memory_mib=memory_mib, disk_gib=disk_gib)
+            if VM.objects.filter(owner=actor, name=name).exclude(status=VMStatus.DELETED).exists():
+                raise ValidationFailed(f"You already have a VM named {name!r}.", field="name")
+            vm = VM.objects.create(
+                name=name, description=description, owner=actor, group=group, host=host, image=image,
+                flavor=flavor, vcpus=vcpus, memory_mib=memory_mib, disk_gib=disk_gib,
+                status=VMStatus.CREATING, created_via=via,
+            )
+            from storage.services import pool_for_host, root_volume_plan
+
+            vm.domain_name = f"{_domain_prefix()}-{vm.uuid.hex[:12]}"
+            VM.objects.filter(pk=vm.pk).update(domain_name=vm.domain_name)
+            root_volume_plan(vm=vm, pool=pool_for_host(host))
+            job = job_create(kind="vm.create", actor=actor, via=via, target=vm, params={"start": start},
+                             max_attempts=2)
+            audit(actor=actor, via=via, action="vm.create", target=vm, job=job,
+                  outcome=AuditEvent.Outcome.REQUESTED,
+                  message=f"Create {name}: {vcpus} vCPU, {memory_mib} MiB, {disk_gib} GiB, image {image.name}",
+                  data={"vcpus": vcpus, "memory_mib": memory_mib, "disk_gib": disk_gib, "image": image.name})
+            _publish_vm(vm)
+    except IntegrityError:  # the unique (owner, name) constraint lost a race with a twin request
+        raise ValidationFailed(f"You already have a VM named {name!r}.", field="name") from None
+    return ActionResult(vm, job, f"Creating {name}.")
+
+
+def _domain_prefix() -> str:
+    from django.conf import settings
+
+    return settings.DOMAIN_PREFIX
+
+
+# --- power actions ------------------------------------------------------------------------------
+
+_ACTIONS = {
+    # action: (allowed from, no-op when in, transitional state, job kind, verb for messages)
+    "start": ({VMStatus.STOPPED, VMStatus.ERROR}, {VMStatus.RUNNING}, VMStatus.STARTING, "vm.start", "Starting"),
+    "stop": ({VMStatus.RUNNING}, set(), VMStatus.STOPPING, "vm.stop", "Stopping"),
+    "force_off": ({VMStatus.RUNNING, VMStatus.PAUSED, VMStatus.STOPPING, VMStatus.STARTING,
+                   VMStatus.REBOOTING, VMStatus.ERROR}, set(), VMStatus.STOPPING, "vm.force_off", "Forcing off"),
+    "reboot": ({VMStatus.RUNNING}, set(), VMStatus.REBOOTING, "vm.reboot", "Rebooting"),
+    "pause": ({VMStatus.RUNNING}, {VMStatus.PAUSED}, None, "vm.pause", "Pausing"),
+    "resume": ({VMStatus.PAUSED}, {VMStatus.RUNNING}, None, "vm.resume", "Resuming"),
+}
+
+_WHY_NOT = {
+    ("stop", VMStatus.STOPPED): "is already stopped",
+    ("force_off", VMStatus.STOPPED): "is already stopped",
+    ("stop", VMStatus.PAUSED): "is paused: resume it first, or use Force off",
+    ("reboot", VMStatus.STOPPED): "is stopped: start it instead",
+    ("pause", VMStatus.STOPPED): "is stopped",
+    ("resume", VMStatus.STOPPED): "is stopped: start it instead",
+}
+
+
+def _power_action(action: str, *, actor, via: str, vm: VM | int) -> ActionResult:
+    allowed, noop, transitional, kind, verb = _ACTIONS[action]
+    with transaction.atomic():
+        vm = _lock_visible(actor=actor, vm=vm)
+        if vm.status in noop:
+            audit(actor=actor, via=via, action=f"vm.{action}", target=vm,
+                  message=f"No-op: {vm.name} is already {vm.get_status_display().lower()}")
+            return ActionResult(vm, None, f"{vm.name} is already {vm.get_status_display().lower()}.")
+        if vm.status not in allowed:
+            reason = _WHY_NOT.get((action, vm.status))
+            if reason is None:
+                reason = (f"is busy ({vm.get_status_display().lower()})" if vm.is_transitional
+                          else f"is {vm.get_status_display().lower()}")
+            audit(actor=actor, via=via, action=f"vm.{action}", target=vm, outcome=AuditEvent.Outcome.DENIED,
+                  message=f"Cannot {action.replace('_', ' ')}: {vm.name} {reason}")
+            raise InvalidState(f"Cannot {action.replace('_', ' ')} {vm.name}: it {reason}.",
+                               status=vm.status)
+        previous = vm.status
+        job = job_create(kind=kind, actor=actor, via=via, target=vm, params={"previous": previous})
+        if transitional:
+            vm_set_status(vm, transitional)
+        audit(actor=actor, via=via, action=f"vm.{action}", target=vm, job=job,
+              outcome=AuditEvent.Outcome.REQUESTED, message=f"{verb} {vm.name}")
+    return ActionResult(vm, job, f"{verb} {vm.name}.")
+
+
+def vm_start(*, actor, via: str, vm: VM | int) -> ActionResult:
+    """Power on; starting a running VM is a no-op."""
+    return _power_action("start", actor=actor, via=via, vm=vm)
+
+
+def vm_stop(*, actor, via: str, vm: VM | int) -> ActionResult:
+    """ACPI shutdown: press the power button and wait for the guest to power off."""
+    return _power_action("stop", actor=actor, via=via, vm=vm)
+
+
+def vm_force_off(*, actor, via: str, vm: VM | int) -> ActionResult:
+    """Power cut."""
+    return _power_action("force_off", actor=actor, via=via, vm=vm)
+
+
+def vm_reboot(*, actor, via: str, vm: VM | int) -> ActionResult:
+    return _power_action("reboot", actor=actor, via=via, vm=vm)
+
+
+def vm_pause(*, actor, via: str, vm: VM | int) -> ActionResult:
+    return _power_action("pause", actor=actor, via=via, vm=vm)
+
+
+def vm_resume(*, actor, via: str, vm: VM | int) -> ActionResult:
+    return _power_action("resume", actor=actor, via=via, vm=vm)
+
+
+VM_ACTIONS = {
+    "start": vm_start,
+    "stop": vm_stop,
+    "force_off": vm_force_off,
+    "reboot": vm_reboot,
+    "pause": vm_pause,
+    "resume": vm_resume,
+}
+
+
+def vm_action(*, actor, via: str, vm: VM | int, action: str) -> ActionResult:
+    """Dispatch a power action by name (for adapters that take the action as input)."""
+    fn = VM_ACTIONS.get(action)
+    if fn is None:
+        raise ValidationFailed(f"Unknown action {action[:30]!r} (one of: {', '.join(VM_ACTIONS)}).",
+                               field="action")
+    return fn(actor=actor, via=via, vm=vm)
+
+
+def vm_delete(*, actor, via: str, vm: VM | int, confirm_name: str | None = None) -> ActionResult:
+    """Power off, undefine, remove every disk: the job leaves nothing behind in libvirt."""
+    with transaction.atomic():
+        vm = _lock_visible(actor=actor, vm=vm)
+        if confirm_name is not None and confirm_name.strip() != vm.name:
+            raise ValidationFailed(f"Type the VM's name ({vm.name}) to confirm deletion.", field="confirm_name")
+        if vm.status == VMStatus.DELETING:
+            return ActionResult(vm, None, f"{vm.name} is already being deleted.")
+        if vm.status in (VMStatus.CREATING, VMStatus.STARTING, VMStatus.REBOOTING):
+            raise InvalidState(f"Cannot delete {vm.name}: it is busy ({vm.get_status_display().lower()}). "
+                               "Try again when the current action has finished.", status=vm.status)
+        job = job_create(kind="vm.delete", actor=actor, via=via, target=vm, params={"previous": vm.status},
+                         max_attempts=3)
+        vm_set_status(vm, VMStatus.DELETING)
+        audit(actor=actor, via=via, action="vm.delete", target=vm, job=job,
+              outcome=AuditEvent.Outcome.REQUESTED, message=f"Delete {vm.name}")
+    return ActionResult(vm, job, f"Deleting {vm.name}.")
+
+
+def vm_update(*, actor, via: str, vm: VM | int, name: str | None = None,
+              description: str | None = None) -> VM:
+    """Rename or re-describe a VM; the domain's title and description follow."""
+    changes = {}
+    with transaction.atomic():
+        vm = _lock_visible(actor=actor, vm=vm)
+        if name is not None:
+            new_name = validate_vm_name(name)
+            if new_name != vm.name:
+                if VM.objects.filter(owner=vm.owner, name=new_name).exclude(status=VMStatus.DELETED).exists():
+                    raise ValidationFailed(f"You already have a VM named {new_name!r}.", field="name")
+                changes["name"] = (vm.name, new_name)
+                vm.name = new_name
+        if description is not None:
+            description = validate_description(description)
+            if description != vm.description:
+                changes["description"] = (vm.description, description)
+                vm.description = description
+        if not changes:
+            return vm
+        try:
+            with transaction.atomic():
+                vm.save(update_fields=["name", "description", "updated_at"])
+        except IntegrityError:
+            raise ValidationFailed(f"You already have a VM named {vm.name!r}.", field="name") from None
+        audit(actor=actor, via=via, action="vm.update", target=vm,
+              message="; ".join(f"{k}: {old!r} → {new!r}" for k, (old, new) in changes.items()))
+        _publish_vm(vm)
+    if vm.status not in (VMStatus.CREATING, VMStatus.DELETING):
+        try:
+            get_driver(vm.host.uri).set_title(str(vm.uuid), title=vm.name, description=vm.description)
+        except NotFound:
+            pass
+    return vm

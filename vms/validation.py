@@ -1,0 +1,59 @@
+"""Input rules for VMs, shared by every door (forms, API serializers and Slack call these services)."""
+
+from __future__ import annotations
+
+import re
+
+from django.conf import settings
+
+from portal.exceptions import ValidationFailed
+
+NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+NAME_HELP = ("1–63 characters: lowercase letters, digits and hyphens, starting and ending with a "
+             "letter or digit (e.g. web-1)")
+DESCRIPTION_MAX = 1000
+
+
+def validate_vm_name(name: object) -> str:
+    if not isinstance(name, str) or not name.strip():
+        raise ValidationFailed("Name is required.", field="name")
+    value = name.strip()
+    if len(value) > 63:
+        raise ValidationFailed(f"Name is too long ({len(value)} characters, at most 63).", field="name")
+    if not NAME_RE.match(value):
+        raise ValidationFailed(f"Invalid name {value[:70]!r}: use {NAME_HELP}.", field="name")
+    return value
+
+
+def validate_description(description: object) -> str:
+    if description is None:
+        return ""
+    if not isinstance(description, str):
+        raise ValidationFailed("Description must be text.", field="description")
+    if len(description) > DESCRIPTION_MAX:
+        raise ValidationFailed(f"Description is too long (at most {DESCRIPTION_MAX} characters).",
+                               field="description")
+    if any(ord(c) < 32 and c not in "\n\t" for c in description):
+        raise ValidationFailed("Description contains control characters.", field="description")
+    return description
+
+
+_LABELS = {"vcpus": ("vCPUs", ""), "memory_mib": ("Memory", " MiB"), "disk_gib": ("Disk", " GiB")}
+
+
+def validate_size(field: str, value: object) -> int:
+    label, unit = _LABELS[field]
+    if isinstance(value, bool):
+        raise ValidationFailed(f"{label} must be a whole number.", field=field)
+    if isinstance(value, str):
+        value = value.strip()
+        if not value.isdigit():
+            raise ValidationFailed(f"{label} must be a whole number (got {value[:20]!r}).", field=field)
+        value = int(value)
+    if not isinstance(value, int):
+        raise ValidationFailed(f"{label} must be a whole number.", field=field)
+    low, high = settings.VM_LIMITS[field]
+    if value < low or value > high:
+        raise ValidationFailed(f"{label} must be between {low} and {high}{unit} (got {value}{unit}).",
+                               field=field)
+    return value
