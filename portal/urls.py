@@ -10,5 +10,7 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("api/", include("portal.api_urls")),
+    path("consoles/", include("consoles.urls")),
+    path("slack/", include("chatops.urls")),
     path("", include("vms.urls")),
 ]

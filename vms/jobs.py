@@ -10,7 +10,6 @@ from django.conf import settings
 from django.utils import timezone
 
 from portal.audit import audit
-from portal.choices import Via
 from portal.exceptions import InvalidState, NotFound, PortalError
 from portal.hypervisor import PowerState, get_driver
 from portal.jobs import JobContext, job_handler

@@ -36,6 +36,7 @@ INSTALLED_APPS = [
     "vms",
     "storage",
     "chatops",
+    "consoles",
 ]
 
 MIDDLEWARE = [

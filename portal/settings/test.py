@@ -4,11 +4,12 @@ import os
 import uuid
 
 from .base import *  # noqa: F403
-from .base import BASE_DIR, DATABASES, INSTANCE_ID  # noqa: F401
 
 # Every test run marks its domains with its own instance id, so reconcile never touches
 # a developer's portal domains on the same libvirtd, and leftovers are easy to find.
 INSTANCE_ID = os.environ.get("PORTAL_TEST_INSTANCE_ID") or f"test-{uuid.uuid4().hex[:8]}"
+# Subprocesses started by tests (daphne, workers) inherit the same id.
+os.environ["PORTAL_TEST_INSTANCE_ID"] = INSTANCE_ID
 DOMAIN_PREFIX = "vmptest"
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 TASKS = {"default": {"BACKEND": "django.tasks.backends.immediate.ImmediateBackend"}}

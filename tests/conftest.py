@@ -1,0 +1,150 @@
+"""Shared fixtures.
+
+- `test_host`: a Host on libvirt's test:///default driver (fast, in-process, no real guests).
+- `qemu_host`: a Host on the real qemu:///system hypervisor (marker `qemu`). Tests that use it are
+  serialised across processes by an exclusive lock on /tmp/vmportal-qemu.lock, so two suites never
+  start VMs on this machine at the same time.
+- `firmware_image` (SeaBIOS only, starts in ~0.4 s) and `guest_image` (the tiny Linux guest built
+  by scripts/build-guest.sh) on qemu_host.
+- Every domain and volume a run creates carries the run's INSTANCE_ID / DOMAIN_PREFIX and is removed
+  at the end of the session, even when tests fail.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+
+QEMU_URI = os.environ.get("PORTAL_TEST_QEMU_URI", "qemu:///system")
+LOCK_PATH = "/tmp/vmportal-qemu.lock"
+GUEST_DIR = Path(settings.GUEST_DIR)
+
+
+@pytest.fixture(scope="session")
+def qemu_lock():
+    """Exclusive machine-wide lock for tests that start real VMs."""
+    fh = open(LOCK_PATH, "w")
+    fcntl.flock(fh, fcntl.LOCK_EX)
+    yield
+    fcntl.flock(fh, fcntl.LOCK_UN)
+    fh.close()
+
+
+def _cleanup_hypervisor(uri: str) -> None:
+    """Remove every domain and volume this test run created on `uri`."""
+    from portal.hypervisor import get_driver
+
+    driver = get_driver(uri)
+    try:
+        for d in driver.list_domains():
+            meta = d.metadata or {}
+            if meta.get("instance") == settings.INSTANCE_ID or d.name.startswith(f"{settings.DOMAIN_PREFIX}-"):
+                driver.undefine(d.uuid)
+        for v in driver.list_volumes(pool=settings.STORAGE_POOL):
+            if v.name.startswith(f"{settings.DOMAIN_PREFIX}-") or v.name.startswith("image-test-"):
+                driver.delete_volume(pool=settings.STORAGE_POOL, name=v.name)
+    except Exception as exc:  # pragma: no cover - best effort at teardown
+        print(f"cleanup of {uri} failed: {exc}")
+
+
+@pytest.fixture(scope="session")
+def _qemu_session(qemu_lock):
+    yield
+    _cleanup_hypervisor(QEMU_URI)
+
+
+@pytest.fixture
+def make_user(db, django_user_model):
+    def make(username: str, *, staff: bool = False, quota: dict | None = None, **extra):
+        user = django_user_model.objects.create_user(
+            username=username, password="pw-" + username, is_staff=staff, is_superuser=staff, **extra)
+        if quota is not None:
+            from portal.models import Quota
+
+            Quota.objects.create(user=user, **quota)
+        return user
+
+    return make
+
+
+@pytest.fixture
+def alice(make_user):
+    return make_user("alice", quota={"max_vms": 3, "max_vcpus": 4, "max_memory_mib": 2048, "max_disk_gib": 20})
+
+
+@pytest.fixture
+def bob(make_user):
+    return make_user("bob", quota={"max_vms": 3, "max_vcpus": 4, "max_memory_mib": 2048, "max_disk_gib": 20})
+
+
+@pytest.fixture
+def admin_user(make_user):
+    return make_user("root-admin", staff=True)
+
+
+@pytest.fixture
+def test_host(db):
+    """A host on libvirt's test driver with a blank default image."""
+    from storage.services import image_register
+    from vms.hosts import host_register
+
+    host = host_register(actor=None, name="testhost", uri="test:///default", domain_type="qemu")
+    with tempfile.NamedTemporaryFile(suffix=".img") as fh:
+        fh.write(b"\0" * 4096)
+        fh.flush()
+        image_register(actor=None, host=host, name="test-blank", title="Blank (test driver)",
+                       source_path=fh.name, fmt="raw", is_default=True, replace=True)
+    return host
+
+
+def _blank_qcow2(path: Path) -> None:
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(path), "16M"], check=True)
+
+
+@pytest.fixture
+def qemu_host(transactional_db, _qemu_session):
+    """A host on the real qemu:///system hypervisor (plain QEMU emulation: KVM here cannot boot Linux)."""
+    from vms.hosts import host_register
+
+    host = host_register(actor=None, name="qemu-local", uri=QEMU_URI, domain_type="qemu")
+    assert host.status == "up", f"qemu:///system is not reachable: {host.last_error}"
+    return host
+
+
+@pytest.fixture
+def firmware_image(qemu_host, tmp_path):
+    """A blank disk image: domains boot SeaBIOS only (fast lifecycle tests that need no OS)."""
+    from storage.services import image_register
+
+    src = tmp_path / "blank.qcow2"
+    _blank_qcow2(src)
+    return image_register(actor=None, host=qemu_host, name="test-firmware", title="Firmware only",
+                          source_path=str(src), fmt="qcow2", replace=True, is_default=True)
+
+
+@pytest.fixture
+def guest_image(qemu_host):
+    """The tiny real Linux guest (kernel + busybox initramfs, root on a qcow2 overlay)."""
+    from storage.services import image_register
+
+    root = GUEST_DIR / "root.qcow2"
+    if not root.exists():
+        pytest.fail(f"{root} is missing: run scripts/build-guest.sh (make test does)")
+    return image_register(
+        actor=None, host=qemu_host, name="test-guest", title="Tiny Linux guest", source_path=str(root),
+        fmt="qcow2", boot_mode="kernel", kernel_path=str(GUEST_DIR / "vmlinuz"),
+        initrd_path=str(GUEST_DIR / "initrd.gz"),
+        cmdline="console=tty0 console=ttyS0,115200 portalroot=/dev/vda portalhost={hostname}",
+        ready_marker="PORTAL GUEST READY", replace=True)
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if "qemu_host" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.qemu)
