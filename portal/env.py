@@ -11,10 +11,14 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 
 
 def _load_dotenv() -> None:
-    """Read a local `.env` file (KEY=VALUE lines) without overriding the real environment."""
-    path = BASE_DIR / ".env"
-    if not path.is_file():
-        return
+    """Read `.env` (yours) and `var/fallback.env` (written by set-up when no hypervisor could be
+    started) as KEY=VALUE lines, without overriding the real environment."""
+    for path in (BASE_DIR / ".env", BASE_DIR / "var" / "fallback.env"):
+        if path.is_file():
+            _load_file(path)
+
+
+def _load_file(path: Path) -> None:
     for line in path.read_text().splitlines():
         line = line.strip()
         if not line or line.startswith("#") or "=" not in line:

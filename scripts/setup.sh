@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# One idempotent set-up for running and for testing the portal:
+#   scripts/setup.sh          # what `make run` needs
+#   scripts/setup.sh --test   # plus what the test suite needs (chromium, PostgreSQL)
+# Installs Debian packages that are missing, the Python venv and the project, starts libvirt's
+# daemons, builds the demo guest, vendors the console JS, migrates and seeds the database.
+# Re-running is fast: every step checks before it acts.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+MODE=${1:-run}
+VENV=$ROOT/.venv
+STAMPS=$ROOT/var/stamps
+mkdir -p "$STAMPS" "$ROOT/var/log"
+
+step() { printf '\n==> %s\n' "$*"; }
+
+# --- Python 3.12+ ----------------------------------------------------------------------------
+find_python() {
+  local want cand
+  want=$(cat .python-version 2>/dev/null || echo 3.12)
+  for cand in "${PYENV_ROOT:-$HOME/.pyenv}/versions/$want/bin/python" \
+              "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.1[2-9]*/bin/python \
+              "$(command -v python3.13 || true)" "$(command -v python3.12 || true)" "$(command -v python3 || true)"; do
+    [ -n "$cand" ] && [ -x "$cand" ] || continue
+    if "$cand" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 12) else 1)' 2>/dev/null; then
+      echo "$cand"; return 0
+    fi
+  done
+  return 1
+}
+
+# --- Debian packages ---------------------------------------------------------------------------
+APT_RUN=(libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 qemu-utils
+         libvirt-dev pkg-config gcc dnsmasq-base cpio e2fsprogs ovmf)
+APT_TEST=(chromium)
+missing=()
+pkgs=("${APT_RUN[@]}")
+[ "$MODE" = "--test" ] && pkgs+=("${APT_TEST[@]}")
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  step "Installing Debian packages: ${missing[*]}"
+  if [ "$(id -u)" != 0 ]; then echo "Run as root (or install: ${missing[*]})" >&2; exit 1; fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -q --no-install-recommends "${missing[@]}" >var/log/apt.log 2>&1 || {
+    apt-get update -q >>var/log/apt.log 2>&1
+    apt-get install -y -q --no-install-recommends "${missing[@]}" >>var/log/apt.log 2>&1 || {
+      echo "apt-get install failed; see var/log/apt.log" >&2; exit 1; }
+  }
+fi
+
+# --- venv and project --------------------------------------------------------------------------
+if [ ! -x "$VENV/bin/python" ]; then
+  PY=$(find_python) || { echo "Python 3.12 or newer is required (pyenv 3.12.1 is expected: see .python-version)." >&2; exit 1; }
+  step "Creating the virtualenv with $PY"
+  "$PY" -m venv "$VENV"
+fi
+deps_hash=$(cat pyproject.toml requirements.lock 2>/dev/null | sha256sum | cut -c1-16)
+if [ "$(cat "$STAMPS/pip" 2>/dev/null)" != "$deps_hash" ]; then
+  step "Installing Python dependencies (libvirt-python builds against the system libvirt)"
+  "$VENV/bin/pip" install -q --upgrade pip >var/log/pip.log 2>&1
+  if [ -f requirements.lock ]; then
+    "$VENV/bin/pip" install -q -c requirements.lock -e '.[dev]' >>var/log/pip.log 2>&1 || { cat var/log/pip.log >&2; exit 1; }
+  else
+    "$VENV/bin/pip" install -q -e '.[dev]' >>var/log/pip.log 2>&1 || { cat var/log/pip.log >&2; exit 1; }
+  fi
+  echo "$deps_hash" >"$STAMPS/pip"
+fi
+
+# --- hypervisor ----------------------------------------------------------------------------------
+step "Starting libvirt"
+if ! scripts/start-daemons.sh; then
+  echo "  WARNING: no hypervisor could be started here; the portal will use libvirt's test:///default driver." >&2
+  export PORTAL_LIBVIRT_URI=${PORTAL_LIBVIRT_URI:-test:///default}
+  echo "PORTAL_LIBVIRT_URI=test:///default" >var/fallback.env
+else
+  rm -f var/fallback.env
+fi
+
+step "Building the demo guest image"
+scripts/build-guest.sh "${PORTAL_GUEST_DIR:-/var/lib/vmportal/guest}"
+
+if [ -x scripts/vendor-js.sh ]; then
+  step "Vendoring console JavaScript (noVNC, xterm.js)"
+  scripts/vendor-js.sh
+fi
+
+if [ "$MODE" = "--test" ]; then
+  step "Starting PostgreSQL"
+  scripts/start-postgres.sh
+fi
+
+step "Migrating and seeding the database"
+"$VENV/bin/python" manage.py migrate -v0
+"$VENV/bin/python" manage.py collectstatic --noinput -v0
+"$VENV/bin/python" manage.py setup_portal

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The README's test command (`make test`, also what .ci/run calls): set-up, lint, then the whole
+# suite on PostgreSQL against the real qemu:///system hypervisor and libvirt's test driver, then a
+# short smoke run on the embedded SQLite default.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh --test
+
+export PORTAL_DATABASE_URL=${PORTAL_TEST_DATABASE_URL:-postgresql://postgres@127.0.0.1:5432/portal}
+export PORTAL_LOG_LEVEL=WARNING
+
+printf '\n==> Lint (ruff)\n'
+.venv/bin/ruff check .
+
+printf '\n==> SQLite smoke run (embedded default)\n'
+env -u PORTAL_DATABASE_URL .venv/bin/pytest -q -p no:cacheprovider -m "not qemu and not browser and not postgres" \
+  tests/hypervisor tests/vms/test_services.py
+
+printf '\n==> Full suite on PostgreSQL (%s)\n' "$PORTAL_DATABASE_URL"
+exec .venv/bin/pytest -p no:cacheprovider -q --durations=15 "$@"

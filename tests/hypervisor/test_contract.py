@@ -1,0 +1,155 @@
+"""The gateway contract: the same cases against libvirt's test driver and the real qemu:///system.
+
+Domains here are firmware-only (no OS): they start in well under a second under QEMU.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+
+import pytest
+from django.conf import settings
+
+from portal.exceptions import DomainNotFound, HypervisorInvalidState, HypervisorUnavailable
+from portal.hypervisor import DomainSpec, PowerState, get_driver
+from portal.hypervisor.driver import LibvirtDriver
+
+URIS = [
+    pytest.param("test:///default", id="test"),
+    pytest.param("qemu:///system", id="qemu", marks=pytest.mark.qemu),
+]
+
+
+@pytest.fixture(params=URIS)
+def driver(request):
+    if request.param.startswith("qemu"):
+        request.getfixturevalue("_qemu_session")
+    d = get_driver(request.param)
+    d.ensure_pool(settings.STORAGE_POOL, settings.STORAGE_DIR)
+    return d
+
+
+@pytest.fixture
+def spec(driver):
+    name = f"{settings.DOMAIN_PREFIX}-contract-{uuid.uuid4().hex[:8]}"
+    s = DomainSpec(
+        name=name, uuid=str(uuid.uuid4()), vcpus=1, memory_mib=64,
+        domain_type=driver.resolve_domain_type("qemu"),
+        title="web <1> & 'quoted'", description="a & b < c",
+        metadata={"instance": settings.INSTANCE_ID, "vm-id": "0"},
+    )
+    yield s
+    driver.undefine(s.uuid)
+
+
+def test_host_info_reports_real_facts(driver):
+    info = driver.host_info()
+    assert info.cpus > 0 and info.memory_mib > 0
+    assert info.libvirt_version.count(".") == 2
+    if driver.is_test:
+        assert info.domain_types == ("test",)
+    else:
+        assert "qemu" in info.domain_types
+
+
+def test_capabilities_are_declared(driver):
+    caps = driver.capabilities()
+    assert caps.acpi_shutdown and caps.events
+    assert caps.real_guests is (not driver.is_test)
+    assert caps.console is (not driver.is_test)
+
+
+def test_define_start_stop_undefine_roundtrip(driver, spec):
+    info = driver.define(spec)
+    assert info.state == PowerState.SHUTOFF
+    assert info.persistent
+    assert info.title == "web <1> & 'quoted'"  # XML metacharacters survive, escaped by ElementTree
+    assert info.metadata == {"instance": settings.INSTANCE_ID, "vm-id": "0"}
+
+    assert driver.start(spec.uuid).state == PowerState.RUNNING
+    assert driver.domain_info(spec.uuid).state == PowerState.RUNNING
+    assert any(d.uuid == spec.uuid for d in driver.list_domains())
+
+    driver.destroy(spec.uuid)
+    assert driver.domain_info(spec.uuid).state == PowerState.SHUTOFF
+    driver.undefine(spec.uuid)
+    assert not driver.domain_exists(spec.uuid)
+
+
+def test_verbs_are_idempotent(driver, spec):
+    driver.define(spec)
+    driver.start(spec.uuid)
+    assert driver.start(spec.uuid).state == PowerState.RUNNING  # start a running domain: success
+    driver.suspend(spec.uuid)
+    driver.suspend(spec.uuid)
+    assert driver.domain_info(spec.uuid).state == PowerState.PAUSED
+    driver.resume(spec.uuid)
+    driver.resume(spec.uuid)
+    assert driver.domain_info(spec.uuid).state == PowerState.RUNNING
+    driver.destroy(spec.uuid)
+    driver.destroy(spec.uuid)  # force off a stopped domain: success
+    driver.undefine(spec.uuid)
+    driver.undefine(spec.uuid)  # delete a missing domain: success
+
+
+def test_errors_are_classified(driver, spec):
+    with pytest.raises(DomainNotFound):
+        driver.domain_info(str(uuid.uuid4()))
+    with pytest.raises(DomainNotFound):
+        driver.start(str(uuid.uuid4()))
+    driver.define(spec)
+    with pytest.raises(HypervisorInvalidState, match="not running"):
+        driver.reboot(spec.uuid)
+
+
+def test_set_title_changes_title_and_description(driver, spec):
+    driver.define(spec)
+    driver.set_title(spec.uuid, title="renamed & <ok>", description="new")
+    assert driver.domain_info(spec.uuid).title == "renamed & <ok>"
+
+
+def test_lifecycle_events_arrive(driver, spec):
+    seen = []
+    got = threading.Event()
+
+    def on_event(ev):
+        if ev.uuid == spec.uuid and ev.event == "started":
+            seen.append(ev)
+            got.set()
+
+    fresh = LibvirtDriver(driver.uri)  # own connection: callbacks stay with this test
+    try:
+        fresh.register_lifecycle(on_event)
+        driver.define(spec)
+        driver.start(spec.uuid)
+        assert got.wait(10), "no STARTED event within 10 s"
+        assert seen[0].name == spec.name
+    finally:
+        fresh.close()
+
+
+def test_volumes_create_overlay_and_delete(driver):
+    pool = settings.STORAGE_POOL
+    base = f"{settings.DOMAIN_PREFIX}-base-{uuid.uuid4().hex[:6]}.qcow2"
+    over = f"{settings.DOMAIN_PREFIX}-over-{uuid.uuid4().hex[:6]}.qcow2"
+    b = driver.create_volume(pool=pool, name=base, capacity_bytes=64 * 1024 * 1024)
+    try:
+        o = driver.create_volume(pool=pool, name=over, capacity_bytes=1024**3, backing_path=b.path)
+        assert o.capacity_bytes == 1024**3
+        if not driver.is_test:
+            assert o.format == "qcow2"
+            assert o.backing_path == b.path  # a thin overlay, not a copy
+            assert o.allocation_bytes < 10 * 1024 * 1024
+        driver.delete_volume(pool=pool, name=over)
+        driver.delete_volume(pool=pool, name=over)  # missing: success
+        assert over not in {v.name for v in driver.list_volumes(pool=pool)}
+    finally:
+        driver.delete_volume(pool=pool, name=over)
+        driver.delete_volume(pool=pool, name=base)
+
+
+def test_unreachable_hypervisor_is_reported_as_unavailable():
+    bad = LibvirtDriver("qemu+unix:///system?socket=/nonexistent/libvirt-sock")
+    with pytest.raises(HypervisorUnavailable, match="cannot connect"):
+        bad.host_info()

@@ -1,0 +1,91 @@
+"""Manage VMs from the command line, through the same services as the web, API and Slack."""
+
+from __future__ import annotations
+
+import time
+
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand, CommandError
+
+from portal.choices import Via
+from portal.exceptions import PortalError
+from portal.models import Job
+from portal.quotas import quota_usage
+from vms import selectors, services
+
+
+class Command(BaseCommand):
+    help = "VM lifecycle as a given user: list, show, create, start, stop, force-off, reboot, pause, resume, delete."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--user", required=True, help="Act as this portal user.")
+        parser.add_argument("--wait", action="store_true", help="Wait for the job to finish.")
+        sub = parser.add_subparsers(dest="verb", required=True)
+        sub.add_parser("list")
+        sub.add_parser("quota")
+        for verb in ("show", "start", "stop", "force-off", "reboot", "pause", "resume", "delete"):
+            sub.add_parser(verb).add_argument("name")
+        create = sub.add_parser("create")
+        create.add_argument("name")
+        create.add_argument("--image")
+        create.add_argument("--flavor")
+        create.add_argument("--vcpus")
+        create.add_argument("--memory-mib")
+        create.add_argument("--disk-gib")
+        create.add_argument("--description", default="")
+        create.add_argument("--no-start", action="store_true")
+
+    def handle(self, *args, user: str, verb: str, wait: bool, **opts):
+        actor = get_user_model().objects.filter(username=user).first()
+        if actor is None:
+            raise CommandError(f"No user {user!r}.")
+        try:
+            result = self._run(actor, verb, opts)
+        except PortalError as exc:
+            raise CommandError(exc.message) from None
+        if result is None:
+            return
+        self.stdout.write(result.message)
+        if result.job is not None:
+            self.stdout.write(f"job {result.job.pk}")
+            if wait:
+                self._wait(result.job)
+
+    def _run(self, actor, verb, opts):
+        if verb == "list":
+            for vm in selectors.vm_list(user=actor):
+                self.stdout.write(f"{vm.pk:>5}  {vm.name:<24} {vm.status:<10} {vm.vcpus} vCPU  "
+                                  f"{vm.memory_mib} MiB  {vm.disk_gib} GiB  {vm.host.name}")
+            return None
+        if verb == "quota":
+            for u in quota_usage(user=actor):
+                self.stdout.write(f"{u.label:<8} {u.used:>6} / {u.limit:<6} {u.unit}")
+            return None
+        if verb == "create":
+            return services.vm_create(
+                actor=actor, via=Via.CLI, name=opts["name"], image=opts["image"], flavor=opts["flavor"],
+                vcpus=opts["vcpus"], memory_mib=opts["memory_mib"], disk_gib=opts["disk_gib"],
+                description=opts["description"], start=not opts["no_start"])
+        vm = selectors.vm_get_by_name(user=actor, name=opts["name"])
+        if verb == "show":
+            for field in ("pk", "uuid", "name", "status", "power_state", "vcpus", "memory_mib", "disk_gib",
+                          "domain_name", "domain_type", "last_error"):
+                self.stdout.write(f"{field:<12} {getattr(vm, field)}")
+            return None
+        if verb == "delete":
+            return services.vm_delete(actor=actor, via=Via.CLI, vm=vm)
+        return services.vm_action(actor=actor, via=Via.CLI, vm=vm, action=verb.replace("-", "_"))
+
+    def _wait(self, job: Job) -> None:
+        last = None
+        while True:
+            job.refresh_from_db()
+            line = f"{job.status} {job.progress}% {job.step}"
+            if line != last:
+                self.stdout.write(line)
+                last = line
+            if not job.is_active:
+                break
+            time.sleep(0.5)
+        if job.status != "succeeded":
+            raise CommandError(job.error or job.status)
