@@ -33,7 +33,8 @@ def pool_ensure(*, host, name: str | None = None, path: str | None = None) -> St
 
 def pool_for_host(host) -> StoragePool:
     """The portal pool of a host (created when the host was registered)."""
-    pool = StoragePool.objects.filter(host=host, name=settings.STORAGE_POOL).first()
+    pools = StoragePool.objects.filter(host=host)
+    pool = pools.filter(name=settings.STORAGE_POOL).first() or pools.first()
     if pool is None:
         raise Conflict(f"Host {host.name} has no storage pool {settings.STORAGE_POOL!r}; "
                        "an administrator must refresh the host.")
@@ -123,6 +124,48 @@ def volume_materialize(*, volume: Volume) -> Volume:
 
 
 def volume_destroy(*, volume: Volume) -> None:
-    """Delete the disk in libvirt (missing is fine) and its row."""
-    get_driver(volume.pool.host.uri).delete_volume(pool=volume.pool.name, name=volume.name)
+    """Delete the disk in libvirt (a missing volume or pool is fine) and its row."""
+    try:
+        get_driver(volume.pool.host.uri).delete_volume(pool=volume.pool.name, name=volume.name)
+    except NotFound:
+        pass
     volume.delete()
+
+
+def image_delete(*, actor, via: str, image: Image) -> None:
+    """Remove an image from the library and its base volume from libvirt; refused while in use."""
+    from vms.choices import VMStatus
+
+    disks = image.volumes.count()
+    vms = image.vms.exclude(status=VMStatus.DELETED).count()
+    if disks or vms:
+        raise Conflict(f"Image {image.name} is in use ({vms} VM(s), {disks} disk(s) backed by it); "
+                       "delete those VMs first.", image=image.name, vms=vms, disks=disks)
+    get_driver(image.pool.host.uri).delete_volume(pool=image.pool.name, name=image.volume_name)
+    with transaction.atomic():
+        audit(actor=actor, via=via, action="image.delete", target=image,
+              message=f"Deleted image {image.name} and its base volume {image.volume_name}")
+        image.delete()
+
+
+def image_update(*, actor, via: str, image: Image, title: str | None = None, description: str | None = None,
+                 os_name: str | None = None, is_public: bool | None = None,
+                 is_default: bool | None = None) -> Image:
+    """Change how an image is presented (title, description, OS, visibility, default); one default at most."""
+    wanted = {"title": title, "description": description, "os_name": os_name, "is_public": is_public,
+              "is_default": is_default}
+    if title is not None and not title.strip():
+        raise ValidationFailed("Title is required.", field="title")
+    with transaction.atomic():
+        image = Image.objects.select_for_update().get(pk=image.pk)
+        changes = {f: (getattr(image, f), v) for f, v in wanted.items() if v is not None and v != getattr(image, f)}
+        if not changes:
+            return image
+        if changes.get("is_default", (None, False))[1]:
+            Image.objects.filter(is_default=True).exclude(pk=image.pk).update(is_default=False)
+        for field, (_old, new) in changes.items():
+            setattr(image, field, new)
+        image.save(update_fields=list(changes))
+        audit(actor=actor, via=via, action="image.update", target=image,
+              message="; ".join(f"{f}: {old!r} → {new!r}" for f, (old, new) in changes.items()))
+    return image

@@ -63,21 +63,30 @@ def _restore_from_libvirt(job: Job, error: str) -> None:
 # --- create -------------------------------------------------------------------------------------
 
 def _create_failed(job: Job, error: str) -> None:
-    """A create that failed before the VM existed leaves nothing behind: domain, disks, quota."""
+    """A create that failed before the VM existed leaves nothing behind: domain, disks, quota.
+
+    When the clean-up itself cannot finish (host unreachable), the VM stays in `error`, visible
+    and counted, and Delete finishes the clean-up later: nothing is ever silently orphaned.
+    """
     vm = _vm(job)
     if vm.status != VMStatus.CREATING:  # created, but the start failed: keep the stopped VM
         _failed_audit(job, vm, error)
         return
-    driver = get_driver(vm.host.uri)
+    problems = []
     try:
-        driver.undefine(str(vm.uuid))
-    except PortalError:
-        pass
+        get_driver(vm.host.uri).undefine(str(vm.uuid))
+    except PortalError as exc:
+        problems.append(exc.message)
     for volume in vm.volumes.select_related("pool__host"):
         try:
             volume_destroy(volume=volume)
-        except PortalError:
-            pass
+        except PortalError as exc:
+            problems.append(exc.message)
+    if problems:
+        vm_set_status(vm, VMStatus.ERROR, last_error=(
+            f"Create failed: {error}. Clean-up could not finish ({problems[0]}); Delete removes what is left."))
+        _failed_audit(job, vm, f"Create failed, clean-up pending: {error}")
+        return
     vm_set_status(vm, VMStatus.DELETED, last_error=f"Create failed: {error}", deleted_at=timezone.now())
     _failed_audit(job, vm, f"Create failed, nothing was kept: {error}")
 

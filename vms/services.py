@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from django.contrib.auth.models import Group
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -136,6 +137,20 @@ def _resolve_image(*, actor, image) -> Image:
     return found
 
 
+def _resolve_group(*, actor, group) -> Group | None:
+    """A Group given as object or name (API, Slack); blank means a personal VM."""
+    if group is None or isinstance(group, Group):
+        return group
+    text = str(group).strip()
+    if not text:
+        return None
+    found = Group.objects.filter(name=text).first()
+    if found is None:
+        mine = ", ".join(actor.groups.order_by("name").values_list("name", flat=True)) or "none"
+        raise ValidationFailed(f"Unknown group {text[:80]!r} (yours: {mine}).", field="group")
+    return found
+
+
 def vm_create(*, actor, via: str, name: str, image=None, flavor=None, vcpus=None, memory_mib=None,
               disk_gib=None, description: str = "", group=None, start: bool = True) -> ActionResult:
     """Validate, reserve quota under a row lock, write the VM as `creating` and queue the create job."""
@@ -145,6 +160,7 @@ def vm_create(*, actor, via: str, name: str, image=None, flavor=None, vcpus=None
     image = _resolve_image(actor=actor, image=image)
     flavor, vcpus, memory_mib, disk_gib = _resolve_size(
         flavor=flavor, vcpus=vcpus, memory_mib=memory_mib, disk_gib=disk_gib, image=image, actor=actor)
+    group = _resolve_group(actor=actor, group=group)
     if group is not None and not actor.is_staff and not actor.groups.filter(pk=group.pk).exists():
         raise PermissionDenied(f"You are not a member of the group {group.name}.")
     host = pick_host(vcpus=vcpus, memory_mib=memory_mib)
@@ -206,27 +222,28 @@ _WHY_NOT = {
 
 def _power_action(action: str, *, actor, via: str, vm: VM | int) -> ActionResult:
     allowed, noop, transitional, kind, verb = _ACTIONS[action]
+    refused: InvalidState | None = None
     with transaction.atomic():
         vm = _lock_visible(actor=actor, vm=vm)
+        state = vm.get_status_display().lower()
         if vm.status in noop:
             audit(actor=actor, via=via, action=f"vm.{action}", target=vm,
-                  message=f"No-op: {vm.name} is already {vm.get_status_display().lower()}")
-            return ActionResult(vm, None, f"{vm.name} is already {vm.get_status_display().lower()}.")
+                  message=f"No-op: {vm.name} is already {state}")
+            return ActionResult(vm, None, f"{vm.name} is already {state}.")
         if vm.status not in allowed:
-            reason = _WHY_NOT.get((action, vm.status))
-            if reason is None:
-                reason = (f"is busy ({vm.get_status_display().lower()})" if vm.is_transitional
-                          else f"is {vm.get_status_display().lower()}")
-            audit(actor=actor, via=via, action=f"vm.{action}", target=vm, outcome=AuditEvent.Outcome.DENIED,
-                  message=f"Cannot {action.replace('_', ' ')}: {vm.name} {reason}")
-            raise InvalidState(f"Cannot {action.replace('_', ' ')} {vm.name}: it {reason}.",
-                               status=vm.status)
-        previous = vm.status
-        job = job_create(kind=kind, actor=actor, via=via, target=vm, params={"previous": previous})
-        if transitional:
-            vm_set_status(vm, transitional)
-        audit(actor=actor, via=via, action=f"vm.{action}", target=vm, job=job,
-              outcome=AuditEvent.Outcome.REQUESTED, message=f"{verb} {vm.name}")
+            reason = _WHY_NOT.get((action, vm.status)) or (
+                f"is busy ({state})" if vm.is_transitional else f"is {state}")
+            refused = InvalidState(f"Cannot {action.replace('_', ' ')} {vm.name}: it {reason}.", status=vm.status)
+        else:
+            job = job_create(kind=kind, actor=actor, via=via, target=vm, params={"previous": vm.status})
+            if transitional:
+                vm_set_status(vm, transitional)
+            audit(actor=actor, via=via, action=f"vm.{action}", target=vm, job=job,
+                  outcome=AuditEvent.Outcome.REQUESTED, message=f"{verb} {vm.name}")
+    if refused is not None:
+        audit(actor=actor, via=via, action=f"vm.{action}", target=vm, outcome=AuditEvent.Outcome.DENIED,
+              message=refused.message)
+        raise refused
     return ActionResult(vm, job, f"{verb} {vm.name}.")
 
 
