@@ -95,6 +95,8 @@ def _create_failed(job: Job, error: str) -> None:
 def create(ctx: JobContext) -> dict:
     vm = _vm(ctx.job)
     if vm.status != VMStatus.CREATING:
+        if vm.status in (VMStatus.RUNNING, VMStatus.STOPPED) and get_driver(vm.host.uri).domain_exists(str(vm.uuid)):
+            return {"domain": vm.domain_name, "already_created": True}  # a retry after the work was done
         raise InvalidState(f"{vm.name} is {vm.status}, not creating")
     driver = get_driver(vm.host.uri)
     ctx.progress(10, "Creating the disk")

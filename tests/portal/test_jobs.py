@@ -1,0 +1,97 @@
+"""The job runner: outcomes, expected failure vs bug, and jobs whose worker died."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from portal.choices import JobStatus
+from portal.hypervisor import get_driver
+from portal.jobs import jobs_reap_stale, run_job
+from portal.models import Job
+from vms import services
+from vms.choices import VMStatus
+from vms.models import VM
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def lost_enqueue(monkeypatch):
+    """Within the block, enqueued jobs are dropped, as if the worker died before finishing them."""
+    import contextlib
+
+    from portal import jobs
+
+    @contextlib.contextmanager
+    def block():
+        real = jobs.enqueue
+        monkeypatch.setattr(jobs, "enqueue", lambda job_id: None)
+        try:
+            yield
+        finally:
+            monkeypatch.setattr(jobs, "enqueue", real)
+
+    return block
+
+
+def _stale_running(job: Job, attempts: int) -> None:
+    Job.objects.filter(pk=job.pk).update(status=JobStatus.RUNNING, attempts=attempts,
+                                         heartbeat_at=timezone.now() - timedelta(minutes=10))
+
+
+def test_a_job_whose_worker_died_is_retried_and_finishes(test_host, alice, lost_enqueue):
+    """Record phase done, worker killed mid-job: the reaper re-queues it and the idempotent handler finishes."""
+    with lost_enqueue():  # the enqueue never reaches a worker
+        result = services.vm_create(actor=alice, via="api", name="orphan-1", vcpus=1, memory_mib=128, disk_gib=1)
+    _stale_running(result.job, attempts=1)
+    reaped = jobs_reap_stale()
+    assert [j.pk for j in reaped] == [result.job.pk]
+    job = Job.objects.get(pk=result.job.pk)
+    assert job.status == JobStatus.SUCCEEDED and job.attempts == 2
+    vm = VM.objects.get(pk=result.vm.pk)
+    assert vm.status == VMStatus.RUNNING
+    assert get_driver("test:///default").domain_exists(str(vm.uuid))
+
+
+def test_a_job_out_of_attempts_fails_and_cleans_up(test_host, alice, lost_enqueue):
+    with lost_enqueue():
+        result = services.vm_create(actor=alice, via="api", name="orphan-2", vcpus=1, memory_mib=128, disk_gib=1)
+    _stale_running(result.job, attempts=2)
+    jobs_reap_stale()
+    job = Job.objects.get(pk=result.job.pk)
+    assert job.status == JobStatus.FAILED and "worker running this job stopped" in job.error
+    vm = VM.objects.get(pk=result.vm.pk)
+    assert vm.status == VMStatus.DELETED and vm.volumes.count() == 0
+
+
+def test_fresh_running_jobs_are_left_alone(test_host, alice, lost_enqueue):
+    with lost_enqueue():
+        result = services.vm_create(actor=alice, via="api", name="busy-1", vcpus=1, memory_mib=128, disk_gib=1)
+    Job.objects.filter(pk=result.job.pk).update(status=JobStatus.RUNNING, heartbeat_at=timezone.now())
+    assert jobs_reap_stale() == []
+    assert Job.objects.get(pk=result.job.pk).status == JobStatus.RUNNING
+
+
+def test_a_job_runs_once_even_if_delivered_twice(test_host, alice):
+    result = services.vm_create(actor=alice, via="api", name="once-1", vcpus=1, memory_mib=128, disk_gib=1)
+    assert run_job(result.job.pk) is None  # already claimed and finished: not run again
+    assert Job.objects.get(pk=result.job.pk).attempts == 1
+
+
+def test_a_bug_in_a_handler_is_errored_with_traceback_not_failed(test_host, alice, monkeypatch):
+    from portal import jobs
+
+    def boom(ctx):
+        raise RuntimeError("kaboom")
+
+    monkeypatch.setitem(jobs.HANDLERS, "vm.reboot", jobs.Handler(boom, jobs.HANDLERS["vm.reboot"].on_failure))
+    vm = services.vm_create(actor=alice, via="api", name="bug-1", vcpus=1, memory_mib=128, disk_gib=1).vm
+    result = services.vm_reboot(actor=alice, via="api", vm=vm)
+    job = Job.objects.get(pk=result.job.pk)
+    assert job.status == JobStatus.ERRORED
+    assert job.error == "Internal error: RuntimeError" and "kaboom" in job.traceback
+    vm.refresh_from_db()
+    assert vm.status == VMStatus.RUNNING  # restored from what libvirt says
