@@ -57,7 +57,7 @@ if [ ! -x "$VENV/bin/python" ]; then
   step "Creating the virtualenv with $PY"
   "$PY" -m venv "$VENV"
 fi
-deps_hash=$(cat pyproject.toml requirements.lock 2>/dev/null | sha256sum | cut -c1-16)
+deps_hash=$(cat pyproject.toml requirements.lock 2>/dev/null | sha256sum | cut -c1-16 || true)
 if [ "$(cat "$STAMPS/pip" 2>/dev/null)" != "$deps_hash" ]; then
   step "Installing Python dependencies (libvirt-python builds against the system libvirt)"
   "$VENV/bin/pip" install -q --upgrade pip >var/log/pip.log 2>&1
