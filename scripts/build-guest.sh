@@ -13,7 +13,7 @@
 # Only Debian's apt mirrors are used (apt-get download + dpkg-deb -x); nothing is
 # installed on the host except the build tools (cpio, e2fsprogs, qemu-utils) if missing.
 # Re-running is cheap: when all outputs exist and OUTDIR/.stamp matches this script's
-# sha256 and the kernel package, it prints "guest image up to date" and exits 0.
+# sha256 and the kernel version, it prints "guest image up to date" and exits 0.
 #
 # Guest kernel command line options understood by the guest:
 #   portalroot=/dev/vda   (or LABEL=portalroot / UUID=...) mount that ext4 fs and switch_root into it
@@ -60,28 +60,22 @@ apt_update_once() {
 }
 
 # The concrete kernel image package linux-image-amd64 depends on (never a glob).
+# (awk reads all input: an early exit would SIGPIPE apt-cache under pipefail)
 kernel_package() {
   apt-cache depends "$KERNEL_META" 2>/dev/null |
     awk '!f && $1 ~ /^\|?(Pre)?Depends:$/ && $2 ~ /^linux-image-[0-9]/ { print $2; f = 1 }'
 }
-candidate_version() {
-  apt-cache policy "$1" 2>/dev/null | awk '!f && $1 == "Candidate:" { print $2; f = 1 }'
-}
-
 KPKG=$(kernel_package || true)
 if [ -z "$KPKG" ]; then
   apt_update_once
   KPKG=$(kernel_package || true)
 fi
 [ -n "$KPKG" ] || die "cannot find the kernel package that $KERNEL_META depends on (apt-cache depends $KERNEL_META)"
-# (awk reads all input in these helpers: an early exit would SIGPIPE apt-cache under pipefail)
-KPKG_VER=$(candidate_version "$KPKG" || true)
-if [ -z "$KPKG_VER" ] || [ "$KPKG_VER" = "(none)" ]; then
-  apt_update_once
-  KPKG_VER=$(candidate_version "$KPKG" || true)
-fi
+# Kernel version (ABI name) as named by the package; the real one is re-read from the .deb.
+KVER_WANT=${KPKG#linux-image-}
+KVER_WANT=${KVER_WANT%-unsigned}
 
-STAMP_WANT="script_sha256=$SCRIPT_SHA kernel_package=$KPKG=$KPKG_VER"
+STAMP_WANT="script_sha256=$SCRIPT_SHA kernel=$KVER_WANT"
 
 mkdir -p "$OUTDIR"
 OUTDIR=$(cd "$OUTDIR" && pwd)
@@ -94,7 +88,7 @@ up_to_date() {
 }
 
 if up_to_date; then
-  echo "guest image up to date ($OUTDIR, $KPKG $KPKG_VER)"
+  echo "guest image up to date ($OUTDIR, kernel $KVER_WANT)"
   exit 0
 fi
 
@@ -104,7 +98,7 @@ fi
 if command -v flock >/dev/null 2>&1; then
   exec 9>"$OUTDIR/.lock"
   flock 9
-  if up_to_date; then echo "guest image up to date ($OUTDIR, $KPKG $KPKG_VER)"; exit 0; fi
+  if up_to_date; then echo "guest image up to date ($OUTDIR, kernel $KVER_WANT)"; exit 0; fi
 fi
 
 # ---------------------------------------------------------------- build tools
@@ -134,7 +128,7 @@ mkdir -p "$BUILD/debs" "$BUILD/x/kernel" "$BUILD/x/busybox" "$BUILD/out"
 # apt drops privileges to _apt for downloads; let it write there (avoids a warning).
 if id _apt >/dev/null 2>&1; then chown _apt "$BUILD/debs"; fi
 
-log "downloading $KPKG ($KPKG_VER) and busybox-static"
+log "downloading $KPKG and busybox-static"
 apt_download() { (cd "$BUILD/debs" && apt-get download -q "$@" >&2); }
 if ! apt_download "$KPKG" busybox-static; then
   apt_update_once
@@ -161,6 +155,7 @@ VMLINUZ="$BUILD/x/kernel/boot/vmlinuz-$KVER"
 [ -f "$VMLINUZ" ] || die "no boot/vmlinuz-$KVER in $KDEB"
 BB="$BUILD/x/busybox/bin/busybox"
 [ -x "$BB" ] || die "no bin/busybox in $BDEB"
+if [ "$KVER" != "$KVER_WANT" ]; then warn "package $KPKG ships kernel $KVER (expected $KVER_WANT)"; fi
 log "kernel $KVER, busybox $BB_VER"
 
 # Newer Debian kernels may ship compressed modules; decompress so busybox
@@ -455,7 +450,7 @@ log "packing initrd.gz"
 (cd "$R" && find . -print0 | LC_ALL=C sort -z | cpio --null -o -H newc --quiet -R 0:0) | gzip -9 -n > "$O/initrd.gz"
 
 log "building ext4 root ($ROOT_SIZE, label $ROOT_LABEL)"
-mke2fs -q -t ext4 -L "$ROOT_LABEL" -d "$R" "$BUILD/rootfs.img" "$ROOT_SIZE"
+mke2fs -q -t ext4 -L "$ROOT_LABEL" -d "$R" "$BUILD/rootfs.img" "$ROOT_SIZE" >/dev/null
 qemu-img convert -O qcow2 -o compat=1.1 "$BUILD/rootfs.img" "$O/root.qcow2"
 qemu-img check -q "$O/root.qcow2" >/dev/null
 
