@@ -153,7 +153,10 @@ def stop(ctx: JobContext) -> dict:
             if last[0] % 3 == 0:
                 # Press the button again every ~6 s: a guest still booting has no ACPI daemon yet
                 # and loses the first press.
-                driver.shutdown(str(vm.uuid))
+                try:
+                    driver.shutdown(str(vm.uuid))
+                except PortalError:
+                    pass  # powered off in between: the wait sees it
             ctx.progress(10 + int(80 * min(1.0, elapsed / timeout)),
                          f"Waiting for the guest to power off ({int(elapsed)} s)")
 
