@@ -141,7 +141,7 @@ def guest_image(qemu_host):
         fmt="qcow2", boot_mode="kernel", kernel_path=str(GUEST_DIR / "vmlinuz"),
         initrd_path=str(GUEST_DIR / "initrd.gz"),
         cmdline="console=tty0 console=ttyS0,115200 portalroot=/dev/vda portalhost={hostname}",
-        ready_marker="PORTAL GUEST READY", replace=True)
+        ready_marker="PORTAL GUEST READY", is_default=True, replace=True)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -64,7 +64,8 @@ def test_firmware_vm_power_cycle_through_services(qemu_host, firmware_image, ali
 
 
 def test_real_guest_boots_answers_on_serial_stops_by_acpi_and_keeps_its_disk(qemu_host, guest_image, alice):
-    result = services.vm_create(actor=alice, via="api", name="linux-1", vcpus=1, memory_mib=128, disk_gib=1)
+    result = services.vm_create(actor=alice, via="api", name="linux-1", image=guest_image,
+                                 vcpus=1, memory_mib=128, disk_gib=1)
     job_ok(result)
     vm = VM.objects.get(pk=result.vm.pk)
     driver = get_driver(qemu_host.uri)
