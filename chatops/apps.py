@@ -4,3 +4,19 @@ from django.apps import AppConfig
 class ChatopsConfig(AppConfig):
     name = "chatops"
     verbose_name = "ChatOps (Slack)"
+
+    def ready(self) -> None:
+        from django.db.models.signals import post_save
+
+        from portal.jobs import job_finished
+        from portal.models import AuditEvent
+        from portal.quota_requests import quota_request_created, quota_request_decided
+
+        from . import checks, notifications, slack  # noqa: F401  (checks and setting_changed register)
+
+        job_finished.connect(notifications.on_job_finished, dispatch_uid="chatops.job_finished")
+        post_save.connect(notifications.on_audit_event, sender=AuditEvent, dispatch_uid="chatops.audit_event")
+        quota_request_created.connect(notifications.on_quota_request_created,
+                                      dispatch_uid="chatops.quota_request_created")
+        quota_request_decided.connect(notifications.on_quota_request_decided,
+                                      dispatch_uid="chatops.quota_request_decided")

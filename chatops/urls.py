@@ -1,2 +1,14 @@
+"""Slack endpoint and the web pages of chatops, under /slack/ (see portal/urls.py)."""
+
+from django.urls import path
+
+from . import views
+
 app_name = "chatops"
-urlpatterns = []
+urlpatterns = [
+    # Slash commands, interactivity (buttons) and events all arrive here, signed by Slack.
+    path("events", views.slack_events, name="events"),
+    path("link/<str:token>/", views.link_view, name="link"),
+    path("quota-requests/", views.quota_request_list_view, name="quota_requests"),
+    path("quota-requests/<int:pk>/<slug:decision>/", views.quota_request_decide_view, name="quota_request_decide"),
+]

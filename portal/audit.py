@@ -2,9 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from .models import AuditEvent, Job
+
+# Facts about the door an action came through (e.g. the Slack user and channel), added by the
+# adapter around its service call so every audit row written inside carries them in `data`.
+_context: ContextVar[dict[str, Any] | None] = ContextVar("audit_context", default=None)
+
+
+@contextmanager
+def audit_context(**data: Any) -> Iterator[None]:
+    """Add `data` to the `data` of every audit row written inside the block (this thread/task)."""
+    token = _context.set({**(_context.get() or {}), **data})
+    try:
+        yield
+    finally:
+        _context.reset(token)
 
 
 def audit(*, actor: Any, via: str, action: str, target: Any = None, target_type: str = "",
@@ -27,5 +44,5 @@ def audit(*, actor: Any, via: str, action: str, target: Any = None, target_type:
         outcome=outcome,
         message=message,
         job=job,
-        data=data or {},
+        data={**(_context.get() or {}), **(data or {})},
     )

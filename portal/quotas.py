@@ -85,3 +85,42 @@ def quota_reserve(*, user=None, group=None, vcpus: int, memory_mib: int, disk_gi
         if u.used + amount > u.limit:
             raise QuotaExceeded(resource=u.label, requested=amount, limit=u.limit, in_use=u.used, unit=u.unit)
     return quota
+
+
+QUOTA_LIMIT_FIELDS = ("max_vms", "max_vcpus", "max_memory_mib", "max_disk_gib")
+
+
+def quota_set(*, actor, via: str, user=None, group=None, max_vms: int | None = None,
+              max_vcpus: int | None = None, max_memory_mib: int | None = None,
+              max_disk_gib: int | None = None) -> Quota:
+    """Change the limits of a user's or a group's quota (created from the defaults if missing).
+
+    Lowering a limit below the current usage is allowed: running VMs keep running, new ones are
+    refused until usage drops. Every change is audited.
+    """
+    from .audit import audit
+    from .exceptions import ValidationFailed
+
+    if (user is None) == (group is None):
+        raise ValidationFailed("A quota belongs to exactly one user or one group.", field="user")
+    wanted = {"max_vms": max_vms, "max_vcpus": max_vcpus, "max_memory_mib": max_memory_mib,
+              "max_disk_gib": max_disk_gib}
+    errors = {f: ["Must be a whole number, 0 or more."] for f, v in wanted.items()
+              if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0)}
+    if errors:
+        raise ValidationFailed(errors)
+    lookup = {"user": user} if group is None else {"group": group}
+    with transaction.atomic():
+        quota_get_or_create(**lookup)
+        quota = Quota.objects.select_for_update().get(**lookup)
+        changes = {f: (getattr(quota, f), v) for f, v in wanted.items() if v is not None and v != getattr(quota, f)}
+        if not changes:
+            return quota
+        for field, (_old, new) in changes.items():
+            setattr(quota, field, new)
+        quota.save(update_fields=[*changes, "updated_at"])
+        audit(actor=actor, via=via, action="quota.update", target_type="quota", target_id=str(quota.pk),
+              target_name=quota.subject_name,
+              message="; ".join(f"{f}: {old} → {new}" for f, (old, new) in changes.items()),
+              data={f: new for f, (_old, new) in changes.items()})
+    return quota

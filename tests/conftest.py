@@ -100,7 +100,9 @@ def test_host(db):
         fh.flush()
         image_register(actor=None, host=host, name="test-blank", title="Blank (test driver)",
                        source_path=fh.name, fmt="raw", is_default=True, replace=True)
-    return host
+    yield host
+    # The test driver keeps its state for the whole process: free its (small, fake) pool.
+    _cleanup_hypervisor("test:///default")
 
 
 def _blank_qcow2(path: Path) -> None:

@@ -7,7 +7,7 @@ import uuid
 from django.db.models import Q, QuerySet
 
 from portal.exceptions import NotFound
-from portal.models import Job
+from portal.models import AuditEvent, Job
 
 from .choices import VMStatus
 from .models import VM, Flavor, Host
@@ -61,6 +61,11 @@ def vm_get_by_name(*, user, name: str) -> VM:
 
 def vm_jobs(*, vm: VM) -> QuerySet[Job]:
     return Job.objects.filter(target_type="vm", target_id=str(vm.pk)).select_related("actor")
+
+
+def vm_audit_events(*, vm: VM) -> QuerySet[AuditEvent]:
+    """The audit trail of a VM (the caller got `vm` through vm_get, so it is visible)."""
+    return AuditEvent.objects.filter(target_type="vm", target_id=str(vm.pk)).select_related("actor")
 
 
 def job_visible(*, user) -> QuerySet[Job]:

@@ -284,6 +284,17 @@ VM_ACTIONS = {
 }
 
 
+# vm_delete refuses while a create, start or reboot is under way, and a delete is not repeated.
+_DELETE_BLOCKED = {VMStatus.CREATING, VMStatus.STARTING, VMStatus.REBOOTING, VMStatus.DELETING, VMStatus.DELETED}
+
+
+def vm_action_rules() -> dict[str, list[str]]:
+    """Which VM states allow which action (for adapters that enable buttons; the services decide)."""
+    rules = {action: sorted(allowed) for action, (allowed, *_rest) in _ACTIONS.items()}
+    rules["delete"] = sorted(s for s in VMStatus.values if s not in _DELETE_BLOCKED)
+    return rules
+
+
 def vm_action(*, actor, via: str, vm: VM | int, action: str) -> ActionResult:
     """Dispatch a power action by name (for adapters that take the action as input)."""
     fn = VM_ACTIONS.get(action)
@@ -301,7 +312,7 @@ def vm_delete(*, actor, via: str, vm: VM | int, confirm_name: str | None = None)
             raise ValidationFailed(f"Type the VM's name ({vm.name}) to confirm deletion.", field="confirm_name")
         if vm.status == VMStatus.DELETING:
             return ActionResult(vm, None, f"{vm.name} is already being deleted.")
-        if vm.status in (VMStatus.CREATING, VMStatus.STARTING, VMStatus.REBOOTING):
+        if vm.status in _DELETE_BLOCKED - {VMStatus.DELETING, VMStatus.DELETED}:
             raise InvalidState(f"Cannot delete {vm.name}: it is busy ({vm.get_status_display().lower()}). "
                                "Try again when the current action has finished.", status=vm.status)
         job = job_create(kind="vm.delete", actor=actor, via=via, target=vm, params={"previous": vm.status},

@@ -19,6 +19,8 @@ def domain_metadata(vm: VM) -> dict[str, str]:
 
 
 def build_spec(vm: VM, *, domain_type: str) -> DomainSpec:
+    from consoles.services import console_graphics_password  # consoles builds on vms: import late
+
     image = vm.image
     disks = tuple(
         DiskSpec(path=v.path, target=v.target, bus=v.bus, format=v.format, readonly=v.readonly)
@@ -41,5 +43,6 @@ def build_spec(vm: VM, *, domain_type: str) -> DomainSpec:
         initrd=initrd,
         cmdline=cmdline,
         graphics_listen=settings.GRAPHICS_LISTEN,
+        graphics_password=console_graphics_password(vm),
         metadata=domain_metadata(vm),
     )

@@ -1,7 +1,18 @@
+"""Web pages for VMs and jobs (the REST API lives under /api/, see vms/api/)."""
+
 from django.urls import path
-from django.views.generic import RedirectView
+
+from . import views
 
 app_name = "vms"
 urlpatterns = [
-    path("", RedirectView.as_view(url="/admin/"), name="list"),
+    path("", views.vm_list_view, name="list"),
+    path("vms/new/", views.vm_create_view, name="create"),
+    path("vms/status.json", views.status_json_view, name="status"),
+    path("vms/<int:pk>/", views.vm_detail_view, name="detail"),
+    path("vms/<int:pk>/edit/", views.vm_update_view, name="update"),
+    path("vms/<int:pk>/action/<slug:action>/", views.vm_action_view, name="action"),
+    path("vms/<int:pk>/delete/", views.vm_delete_view, name="delete"),
+    path("jobs/", views.job_list_view, name="jobs"),
+    path("jobs/<uuid:job_id>/", views.job_detail_view, name="job"),
 ]

@@ -470,8 +470,13 @@ class LibvirtDriver:
 
         return self._call(f"console {uuid}", fn)
 
-    def graphics_endpoint(self, uuid: str) -> tuple[str, int, str | None] | None:
-        return domain_xml.graphics_endpoint(self.domain_xml(uuid, inactive=False))
+    def graphics_endpoint(self, uuid: str, *, secure: bool = False) -> tuple[str, int, str | None] | None:
+        """(listen, port, password) of the running domain's VNC server; the password only with `secure`."""
+        if not secure:
+            return domain_xml.graphics_endpoint(self.domain_xml(uuid, inactive=False))
+        xml = self._call(f"domain {uuid}",
+                         lambda conn: self._lookup(conn, uuid).XMLDesc(libvirt.VIR_DOMAIN_XML_SECURE))
+        return domain_xml.graphics_endpoint(xml)
 
     def screenshot(self, uuid: str) -> bytes:
         def fn(conn: libvirt.virConnect) -> bytes:

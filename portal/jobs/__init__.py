@@ -21,6 +21,7 @@ from typing import Any
 from django.conf import settings
 from django.db import close_old_connections, transaction
 from django.db.models import F
+from django.dispatch import Signal
 from django.utils import timezone
 
 from portal.choices import JobStatus
@@ -39,6 +40,16 @@ class Handler:
 
 HANDLERS: dict[str, Handler] = {}
 
+# Sent once per job, after the commit that records its final state, with `job=` (a Job).
+# Receivers (e.g. chatops notifications) run robustly: a failing receiver never breaks the job.
+job_finished = Signal()
+
+
+def _announce_finished(job: Job) -> None:
+    for receiver, result in job_finished.send_robust(sender=Job, job=job):
+        if isinstance(result, Exception):
+            log.error("job_finished receiver %r failed for job %s", receiver, job.pk, exc_info=result)
+
 
 def job_handler(kind: str, *, on_failure: Callable[[Job, str], None] | None = None):
     """Register the function that performs jobs of `kind` (the act phase)."""
@@ -50,7 +61,7 @@ def job_handler(kind: str, *, on_failure: Callable[[Job, str], None] | None = No
     return register
 
 
-def _job_event(job: Job) -> dict[str, Any]:
+def job_event(job: Job) -> dict[str, Any]:
     return {
         "kind": "job",
         "id": str(job.id),
@@ -68,7 +79,7 @@ def publish_job(job: Job) -> None:
     groups = [STAFF_GROUP]
     if job.actor_id:
         groups.append(user_group(job.actor_id))
-    publish(groups, _job_event(job))
+    publish(groups, job_event(job))
 
 
 def job_create(*, kind: str, actor: Any, via: str, target: Any = None, params: dict | None = None,
@@ -156,6 +167,7 @@ def _finish(job: Job, *, status: str, error: str = "", tb: str = "", result: dic
             status=job.status, error=job.error, traceback=job.traceback, result=job.result,
             finished_at=job.finished_at, progress=job.progress, step=job.step, updated_at=timezone.now())
         publish_job(job)
+        transaction.on_commit(lambda: _announce_finished(job))
 
 
 def run_job(job_id) -> str | None:

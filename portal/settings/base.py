@@ -204,3 +204,38 @@ SLACK_API_BASE_URL = env.get("SLACK_API_BASE_URL")
 SLACK_ADMIN_CHANNEL = env.get("SLACK_ADMIN_CHANNEL")
 
 PORTAL_BASE_URL = env.get_str("BASE_URL", "http://127.0.0.1:8000")
+
+# --- REST API schema: one component name per choice set (vms/api) ---
+SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"] = {
+    "VMStatusEnum": "vms.choices.VMStatus",
+    "HostStatusEnum": "vms.choices.HostStatus",
+    "JobStatusEnum": "portal.choices.JobStatus",
+    "ViaEnum": "portal.choices.Via",
+}
+# Token first: an anonymous API call gets 401 with `WWW-Authenticate: Token` (scripts), not 403.
+REST_FRAMEWORK["DEFAULT_AUTHENTICATION_CLASSES"] = [
+    "rest_framework.authentication.TokenAuthentication",
+    "rest_framework.authentication.SessionAuthentication",
+]
+
+# --- Slack (chatops), continued: see docs/slack.md ---
+# App-level token (xapp-...) for `manage.py slack_socket_mode` (workspaces without a public URL).
+SLACK_APP_TOKEN = env.get("SLACK_APP_TOKEN")
+# The slash command the app registers (chatops/slack-manifest.yaml).
+SLACK_COMMAND = env.get_str("SLACK_COMMAND", "/vm")
+# Workspaces allowed to use the bot; empty: only the bot token's own workspace (from auth.test).
+SLACK_TEAM_IDS = env.get_list("SLACK_TEAM_IDS", [])
+# Lifetime of the one-time `/vm link` URL.
+SLACK_LINK_TTL_SECONDS = env.get_int("SLACK_LINK_TTL_SECONDS", 600)
+
+# --- Consoles (consoles/, docs/consoles.md) ---
+# Seconds a console ticket may wait before the browser connects with it (at most 60).
+CONSOLE_TICKET_SECONDS = min(env.get_int("CONSOLE_TICKET_SECONDS", 30), 60)
+# How often an open console re-checks that its user may still use it (revoked, stopped, signed out).
+CONSOLE_POLL_SECONDS = env.get_int("CONSOLE_POLL_SECONDS", 5)
+# Longest lifetime of a view-only share link, in hours.
+CONSOLE_SHARE_MAX_HOURS = env.get_int("CONSOLE_SHARE_MAX_HOURS", 72)
+# ws:// or wss:// base URL of `manage.py console_proxy` (websockify tier); empty: the portal's own origin.
+CONSOLE_PROXY_URL = env.get_str("CONSOLE_PROXY_URL", "").rstrip("/")
+# Origins allowed to open console websockets besides the portal's own (same host and port as the request).
+CONSOLE_ALLOWED_ORIGINS = env.get_list("CONSOLE_ALLOWED_ORIGINS", [PORTAL_BASE_URL, *CSRF_TRUSTED_ORIGINS])

@@ -1,0 +1,120 @@
+"""Bolt wiring: the slack_bolt App (HTTP mode through slack_bolt.adapter.django, or Socket Mode).
+
+The App exists only when PORTAL_SLACK_BOT_TOKEN is set, and then PORTAL_SLACK_SIGNING_SECRET is
+required (the system check chatops.E001 stops start-up without it). Every request is verified
+(v0 HMAC-SHA256 signature, timestamp at most 5 minutes old) by Bolt before a listener runs.
+
+`process_before_response=True`: listeners run inside the HTTP request and their ack is the
+response. They only do record-phase work (database rows, a job enqueued on commit), which fits
+in Slack's 3 seconds; the hypervisor work runs in the job worker and reports back when it ends.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from slack_bolt import App
+from slack_bolt.adapter.django import SlackRequestHandler
+
+from . import formatting as f
+from . import handlers, slack
+
+log = logging.getLogger(__name__)
+
+ACTION_PATTERN = re.compile(r"^(vm|quota)_[a-z_]+$")
+
+_app: App | None = None
+_handler: SlackRequestHandler | None = None
+_lock = threading.Lock()
+
+
+def misconfiguration() -> str | None:
+    """Why the Slack settings cannot work, or None."""
+    if settings.SLACK_BOT_TOKEN and not settings.SLACK_SIGNING_SECRET:
+        return ("PORTAL_SLACK_BOT_TOKEN is set but PORTAL_SLACK_SIGNING_SECRET is not: requests from Slack "
+                "could not be verified.")
+    return None
+
+
+def build_app() -> App:
+    """A new Bolt App for the configured workspace (raises ImproperlyConfigured when it can't be)."""
+    problem = misconfiguration()
+    if problem:
+        raise ImproperlyConfigured(problem)
+    if not settings.SLACK_BOT_TOKEN:
+        raise ImproperlyConfigured("Slack is not configured (PORTAL_SLACK_BOT_TOKEN is empty).")
+    app = App(
+        name="vmportal",
+        token=settings.SLACK_BOT_TOKEN,
+        signing_secret=settings.SLACK_SIGNING_SECRET,
+        # No network call at start-up: the first request calls auth.test once.
+        token_verification_enabled=False,
+        client=slack.get_client(),
+        process_before_response=True,
+        raise_error_for_unhandled_request=False,
+    )
+    app.command(settings.SLACK_COMMAND)(on_command)
+    app.action(ACTION_PATTERN)(on_action)
+    return app
+
+
+def get_app() -> App | None:
+    """The process-wide App, or None when Slack is not configured."""
+    global _app
+    if not settings.SLACK_BOT_TOKEN:
+        return None
+    with _lock:
+        if _app is None:
+            _app = build_app()
+        return _app
+
+
+def get_handler() -> SlackRequestHandler | None:
+    global _handler
+    app = get_app()
+    if app is None:
+        return None
+    with _lock:
+        if _handler is None or _handler.app is not app:
+            _handler = SlackRequestHandler(app)
+        return _handler
+
+
+def reset_app() -> None:
+    global _app, _handler
+    with _lock:
+        _app = _handler = None
+
+
+def _bot_team_id(context) -> str | None:
+    result = context.authorize_result
+    return result.team_id if result is not None else None
+
+
+def on_command(ack, body, context, request) -> None:
+    """The slash command: the reply is the acknowledgement (ephemeral unless it says otherwise)."""
+    try:
+        reply = handlers.handle_command(body, bot_team_id=_bot_team_id(context), raw_body=request.raw_body)
+    except Exception:  # a bug: the user gets a sentence, the log gets the traceback
+        log.exception("Slack command failed")
+        reply = f.Reply(text="Something went wrong in the portal; the error was logged for the administrators.")
+    if reply.text or reply.blocks:
+        ack(**reply.as_body())
+    else:
+        ack()
+
+
+def on_action(ack, body, action, context, request) -> None:
+    """A button: acknowledged at once (empty 200); the answer goes to the response_url."""
+    ack()
+    retry = (request.headers.get("x-slack-retry-num") or [None])[0]
+    try:
+        handlers.handle_action(body, action, bot_team_id=_bot_team_id(context), retry=bool(retry))
+    except Exception:
+        log.exception("Slack button failed")
+        slack.respond(str(body.get("response_url") or ""),
+                      text="Something went wrong in the portal; the error was logged for the administrators.")

@@ -1,0 +1,254 @@
+"""The `/vm` command language: text in, a typed command out (or a ParseError with a clear message).
+
+The parser only splits words and options; names, sizes and images are validated by the same
+services as the web form and the API, so every door gives the same message for the same mistake.
+"""
+
+from __future__ import annotations
+
+import html
+import shlex
+from dataclasses import dataclass, field
+
+MAX_TEXT = 1000
+
+
+class ParseError(Exception):
+    """The text is not a command we understand; `message` says what to type instead."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Help:
+    topic: str = ""
+
+
+@dataclass(frozen=True)
+class Link:
+    pass
+
+
+@dataclass(frozen=True)
+class ListVMs:
+    pass
+
+
+@dataclass(frozen=True)
+class Create:
+    name: str
+    flavor: str | None = None
+    image: str | None = None
+    vcpus: str | None = None
+    memory_mib: str | None = None
+    disk_gib: str | None = None
+    description: str = ""
+    group: str | None = None
+
+
+@dataclass(frozen=True)
+class Action:
+    """A power action or delete on one VM (the destructive ones are confirmed with buttons first)."""
+
+    action: str  # start, stop, reboot, force_off, delete
+    name: str
+
+
+@dataclass(frozen=True)
+class Console:
+    name: str
+
+
+@dataclass(frozen=True)
+class Quota:
+    pass
+
+
+@dataclass(frozen=True)
+class QuotaRequest:
+    max_vms: str | None = None
+    max_vcpus: str | None = None
+    max_memory_mib: str | None = None
+    max_disk_gib: str | None = None
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Hosts:
+    pass
+
+
+@dataclass(frozen=True)
+class Subscribe:
+    where: str  # "here" (this channel) or "me" (direct messages)
+    events: tuple[str, ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True)
+class Unsubscribe:
+    where: str
+
+
+@dataclass(frozen=True)
+class Subscriptions:
+    pass
+
+
+Command = (Help | Link | ListVMs | Create | Action | Console | Quota | QuotaRequest | Hosts | Subscribe
+           | Unsubscribe | Subscriptions)
+
+ACTION_VERBS = {
+    "start": "start",
+    "stop": "stop",
+    "reboot": "reboot",
+    "restart": "reboot",
+    "force-off": "force_off",
+    "force_off": "force_off",
+    "forceoff": "force_off",
+    "delete": "delete",
+    "rm": "delete",
+}
+# Actions that ask "are you sure?" with buttons before anything happens.
+CONFIRMED_ACTIONS = ("stop", "reboot", "force_off", "delete")
+
+CREATE_OPTIONS = {
+    "flavor": "flavor", "size": "flavor",
+    "image": "image",
+    "cpus": "vcpus", "vcpus": "vcpus", "cpu": "vcpus",
+    "memory": "memory_mib", "mem": "memory_mib", "ram": "memory_mib",
+    "disk": "disk_gib",
+    "description": "description", "desc": "description",
+    "group": "group", "team": "group",
+}
+QUOTA_OPTIONS = {
+    "vms": "max_vms",
+    "cpus": "max_vcpus", "vcpus": "max_vcpus",
+    "memory": "max_memory_mib", "mem": "max_memory_mib", "ram": "max_memory_mib",
+    "disk": "max_disk_gib",
+    "reason": "reason",
+}
+EVENT_ALIASES = {
+    "jobs": ("job.succeeded", "job.failed"),
+    "job": ("job.succeeded", "job.failed"),
+    "failures": ("job.failed",),
+    "failed": ("job.failed",),
+    "vm-state": ("vm.state",),
+    "state": ("vm.state",),
+    "drift": ("vm.state",),
+    "host-down": ("host.down",),
+    "hosts": ("host.down",),
+    "all": ("job.succeeded", "job.failed", "vm.state", "host.down"),
+}
+DEFAULT_EVENTS = ("job.succeeded", "job.failed", "vm.state")
+
+# Typographic quotes that Slack clients put in for straight ones.
+_QUOTES = str.maketrans({"“": '"', "”": '"', "„": '"', "‘": "'", "’": "'"})
+
+
+def _short(value: str, limit: int = 40) -> str:
+    return value if len(value) <= limit else value[: limit - 1] + "…"
+
+
+def _words(text: str) -> list[str]:
+    # Slack escapes &, < and > in command text; undo it so messages quote what the user typed.
+    text = html.unescape(text).translate(_QUOTES)
+    try:
+        return shlex.split(text)
+    except ValueError as exc:  # "No closing quotation"
+        raise ParseError(f"Could not read the command: {str(exc).lower()}.") from None
+
+
+def _options(words: list[str], known: dict[str, str], verb: str) -> tuple[list[str], dict[str, str]]:
+    """Split `--key value` / `--key=value` options from positional words."""
+    positional: list[str] = []
+    options: dict[str, str] = {}
+    i = 0
+    while i < len(words):
+        word = words[i]
+        if word.startswith("--") and len(word) > 2:
+            key, eq, value = word[2:].partition("=")
+            key = key.lower()
+            if key not in known:
+                names = ", ".join(f"--{k}" for k in dict.fromkeys(known))
+                raise ParseError(f"Unknown option --{_short(key, 30)} for {verb} (known: {names}).")
+            if not eq:
+                if i + 1 >= len(words):
+                    raise ParseError(f"Option --{key} needs a value.")
+                i += 1
+                value = words[i]
+            options[known[key]] = value
+        else:
+            positional.append(word)
+        i += 1
+    return positional, options
+
+
+def _one_name(verb: str, positional: list[str], prefix: str) -> str:
+    if not positional:
+        raise ParseError(f"Which VM? Type `{prefix} {verb} NAME`.")
+    if len(positional) > 1:
+        raise ParseError(f"Unexpected argument {_short(positional[1])!r}: `{prefix} {verb}` takes one VM name.")
+    return positional[0]
+
+
+def parse(text: str, *, prefix: str = "/vm") -> Command:
+    """Turn the text after `/vm` into a typed command."""
+    text = (text or "").strip()
+    if len(text) > MAX_TEXT:
+        raise ParseError(f"That command is too long ({len(text)} characters; at most {MAX_TEXT}).")
+    words = _words(text)
+    if not words:
+        return Help()
+    verb, rest = words[0].lower(), words[1:]
+    if verb in ("help", "-h", "--help", "?"):
+        return Help(topic=rest[0].lower() if rest else "")
+    if verb == "link":
+        return Link()
+    if verb in ("list", "ls"):
+        if rest:
+            raise ParseError(f"`{prefix} list` takes no arguments.")
+        return ListVMs()
+    if verb in ("create", "new"):
+        positional, options = _options(rest, CREATE_OPTIONS, "create")
+        name = _one_name("create", positional, prefix)
+        return Create(name=name, **options)
+    if verb in ACTION_VERBS:
+        positional, _ = _options(rest, {}, verb)
+        return Action(action=ACTION_VERBS[verb], name=_one_name(verb, positional, prefix))
+    if verb == "console":
+        positional, _ = _options(rest, {}, verb)
+        return Console(name=_one_name("console", positional, prefix))
+    if verb == "quota":
+        if rest and rest[0].lower() == "request":
+            positional, options = _options(rest[1:], QUOTA_OPTIONS, "quota request")
+            reason = " ".join([*positional, options.pop("reason", "")]).strip()
+            if not options:
+                raise ParseError(f"Say what you need, e.g. `{prefix} quota request --vms 5 --memory 4096 for the demo`.")
+            return QuotaRequest(reason=reason, **options)
+        if rest:
+            raise ParseError(f"Type `{prefix} quota` to see your usage, or `{prefix} quota request --vms N ...` for more.")
+        return Quota()
+    if verb == "hosts":
+        return Hosts()
+    if verb in ("subscribe", "unsubscribe"):
+        where = "here"
+        if rest and rest[0].lower() in ("here", "me"):
+            where, rest = rest[0].lower(), rest[1:]
+        if verb == "unsubscribe":
+            if rest:
+                raise ParseError(f"Type `{prefix} unsubscribe` (this channel) or `{prefix} unsubscribe me` (direct messages).")
+            return Unsubscribe(where=where)
+        events: list[str] = []
+        for word in rest:
+            found = EVENT_ALIASES.get(word.lower())
+            if found is None:
+                raise ParseError(f"Unknown event {_short(word)!r} (known: {', '.join(EVENT_ALIASES)}).")
+            events.extend(found)
+        return Subscribe(where=where, events=tuple(dict.fromkeys(events or DEFAULT_EVENTS)))
+    if verb in ("subscriptions", "subs"):
+        return Subscriptions()
+    if verb == "snapshot":
+        raise ParseError("Snapshots are not available from Slack yet; use the portal.")
+    raise ParseError(f"Unknown command {_short(verb, 30)!r}. Type `{prefix} help` for the list.")

@@ -1,0 +1,443 @@
+"""Slack wording and Block Kit: pure functions from portal objects to message text and blocks.
+
+Anything that came from a user (names, reasons, error messages quoting input) goes through `esc`,
+so `<@U123>`, `<!channel>` or a link in an argument is shown as text, never as a mention or link.
+Domain errors are worded once, by `portal.web.error_text`, the same sentence the web shows.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.conf import settings
+from django.urls import reverse
+
+from portal.choices import JobStatus
+from portal.exceptions import PortalError, QuotaExceeded
+from portal.web import error_text
+
+# Action ids of buttons (the Bolt app routes on these).
+A_START = "vm_start"
+A_STOP = "vm_stop"
+A_REBOOT = "vm_reboot"
+A_FORCE_OFF = "vm_force_off"
+A_DELETE = "vm_delete"
+A_CONSOLE = "vm_console"
+A_CANCEL = "vm_cancel"
+A_QUOTA_REQUEST = "quota_request"
+A_QUOTA_APPROVE = "quota_approve"
+A_QUOTA_DENY = "quota_deny"
+
+ACTION_IDS = {"start": A_START, "stop": A_STOP, "reboot": A_REBOOT, "force_off": A_FORCE_OFF, "delete": A_DELETE}
+ACTION_BY_ID = {v: k for k, v in ACTION_IDS.items()}
+# One word per concept, the same as the web buttons.
+ACTION_LABELS = {"start": "Start", "stop": "Stop", "reboot": "Reboot", "force_off": "Force off", "delete": "Delete"}
+CONFIRM_TEXT = {
+    "stop": "The guest is asked to shut down (ACPI power button).",
+    "reboot": "The guest is asked to restart.",
+    "force_off": "This cuts the power at once; unsaved data in the guest is lost.",
+    "delete": "This powers the VM off and removes it and its disks for good. There is no undo.",
+}
+STATUS_ICONS = {
+    "running": "🟢", "stopped": "⚪", "paused": "⏸️", "error": "🔴", "deleted": "🗑️",
+    "creating": "⏳", "starting": "⏳", "stopping": "⏳", "rebooting": "⏳", "deleting": "⏳",
+}
+JOB_LABELS = {
+    "vm.create": "Create", "vm.start": "Start", "vm.stop": "Stop", "vm.force_off": "Force off",
+    "vm.reboot": "Reboot", "vm.pause": "Pause", "vm.resume": "Resume", "vm.delete": "Delete",
+}
+SECTION_MAX = 2900
+MAX_LISTED = 40
+
+
+@dataclass
+class Reply:
+    """A message for Slack: plain `text` (notifications, fallbacks) and optional Block Kit `blocks`."""
+
+    text: str
+    blocks: list[dict[str, Any]] | None = None
+    response_type: str = "ephemeral"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_body(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"text": self.text, "response_type": self.response_type}
+        if self.blocks:
+            body["blocks"] = self.blocks
+        return body
+
+
+# --- primitives ----------------------------------------------------------------------------------
+
+def esc(value: object) -> str:
+    """Escape text for Slack mrkdwn: no mentions, channel pings or links can be smuggled in."""
+    return str(value).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _cut(text: str, limit: int = SECTION_MAX) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def section(text: str) -> dict:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": _cut(text)}}
+
+
+def context(text: str) -> dict:
+    return {"type": "context", "elements": [{"type": "mrkdwn", "text": _cut(text)}]}
+
+
+def actions(*buttons: dict) -> dict:
+    return {"type": "actions", "elements": list(buttons)}
+
+
+def confirm_dialog(title: str, text: str, confirm: str, *, style: str = "danger") -> dict:
+    return {
+        "title": {"type": "plain_text", "text": _cut(title, 100)},
+        "text": {"type": "mrkdwn", "text": _cut(text, 300)},
+        "confirm": {"type": "plain_text", "text": _cut(confirm, 30)},
+        "deny": {"type": "plain_text", "text": "Cancel"},
+        "style": style,
+    }
+
+
+def button(text: str, action_id: str, value: str = "", *, style: str | None = None, url: str | None = None,
+           confirm: dict | None = None) -> dict:
+    element: dict[str, Any] = {"type": "button", "text": {"type": "plain_text", "text": _cut(text, 75)},
+                               "action_id": action_id}
+    if value:
+        element["value"] = value
+    if style:
+        element["style"] = style
+    if url:
+        element["url"] = url
+    if confirm:
+        element["confirm"] = confirm
+    return element
+
+
+def mention(slack_user_id: str) -> str:
+    return f"<@{slack_user_id}>" if slack_user_id else "someone"
+
+
+def mib(value: int) -> str:
+    if value >= 1024:
+        gib = value / 1024
+        return f"{gib:.1f}".removesuffix(".0") + " GiB"
+    return f"{value} MiB"
+
+
+def short_id(job) -> str:
+    return str(job.pk)[:8]
+
+
+def portal_url(path: str) -> str:
+    return settings.PORTAL_BASE_URL.rstrip("/") + path
+
+
+def console_url(vm) -> str:
+    return portal_url(f"/consoles/vm/{vm.pk}/screen/")
+
+
+def vm_url(vm) -> str:
+    try:
+        return portal_url(reverse("vms:detail", args=[vm.pk]))
+    except Exception:  # the web views are optional for the bot
+        return portal_url("/")
+
+
+def specs(vm) -> str:
+    image = f" · {esc(vm.image.name)}" if vm.image_id else ""
+    return f"{vm.vcpus} vCPU · {mib(vm.memory_mib)} · {vm.disk_gib} GiB{image}"
+
+
+def status_label(vm) -> str:
+    return f"{STATUS_ICONS.get(vm.status, '•')} {vm.get_status_display()}"
+
+
+# --- replies to commands -------------------------------------------------------------------------
+
+def help_reply(prefix: str, *, is_staff: bool = False, linked: bool = True) -> Reply:
+    lines = [
+        "*VM Portal from Slack*",
+        f"`{prefix} list` — your VMs and their state",
+        f"`{prefix} create NAME --flavor small --image demo` — create and start a VM "
+        "(or `--cpus N --memory MiB --disk GiB`; also `--description TEXT`, `--group TEAM`)",
+        f"`{prefix} start NAME` · `{prefix} stop NAME` (ACPI shutdown) · `{prefix} reboot NAME` · "
+        f"`{prefix} force-off NAME` (cut the power) — stop, reboot and force off ask first",
+        f"`{prefix} delete NAME` — remove the VM and its disks (asks first)",
+        f"`{prefix} console NAME` — a link to the VM's screen in the portal (only you see it)",
+        f"`{prefix} quota` — usage and limits · "
+        f"`{prefix} quota request --vms N --cpus N --memory MiB --disk GiB REASON` — ask for more",
+        f"`{prefix} subscribe [here|me] [jobs|failures|vm-state|all]` · `{prefix} unsubscribe [here|me]` · "
+        f"`{prefix} subscriptions` — notifications in this channel or by direct message",
+        f"`{prefix} link` — link your Slack account to your portal account",
+    ]
+    if is_staff:
+        lines.append(f"`{prefix} hosts` — hypervisor hosts and their load (administrators)")
+    if not linked:
+        lines.append(f"\n:link: Your Slack account is not linked yet: start with `{prefix} link`.")
+    return Reply(text="\n".join(lines), blocks=[section("\n".join(lines))])
+
+
+def unlinked_reply(prefix: str) -> Reply:
+    text = (f":link: Your Slack account is not linked to a portal account yet, so nothing was done. "
+            f"Type `{prefix} link` to link it.")
+    return Reply(text=text)
+
+
+def inactive_reply() -> Reply:
+    return Reply(text="Your portal account is disabled, so nothing was done. Ask an administrator.")
+
+
+def unknown_team_reply() -> Reply:
+    return Reply(text="This Slack workspace is not connected to this portal, so nothing was done.")
+
+
+def parse_error_reply(message: str, prefix: str) -> Reply:
+    return Reply(text=f":warning: {esc(message)}\nType `{prefix} help` for the commands.")
+
+
+def error_reply(exc: PortalError, *, user=None) -> Reply:
+    """The one mapping of domain errors to Slack: the web's sentence, escaped, shown only to the user."""
+    return Reply(text=f":warning: {esc(error_text(exc, user=user))}")
+
+
+def quota_exceeded_reply(exc: QuotaExceeded, *, user, size: dict[str, Any] | None) -> Reply:
+    text = f":no_entry: {esc(error_text(exc, user=user))}"
+    blocks = [section(text)]
+    if size is not None:
+        blocks.append(actions(button("Request more", A_QUOTA_REQUEST, json.dumps(size, separators=(",", ":")),
+                                     style="primary")))
+    return Reply(text=text, blocks=blocks)
+
+
+def duplicate_reply() -> Reply:
+    return Reply(text="This request was already handled; nothing was done again.")
+
+
+def vm_list_reply(vms: list, *, user, total: int, prefix: str = "/vm") -> Reply:
+    if not vms:
+        text = f"No VMs yet. Create one with `{prefix} create NAME --flavor small`."
+        return Reply(text=text)
+    title = "All VMs" if user.is_staff else "Your VMs"
+    lines = [f"*{title}* ({total})"]
+    for vm in vms[:MAX_LISTED]:
+        owner = f" · {esc(vm.owner.get_username())}" if vm.owner_id != user.pk else ""
+        line = f"{status_label(vm)}  *{esc(vm.name)}* — {specs(vm)}{owner}"
+        if vm.last_error:
+            line += f"\n      _{esc(vm.last_error[:150])}_"
+        lines.append(line)
+    if total > MAX_LISTED:
+        lines.append(f"…and {total - MAX_LISTED} more: <{portal_url('/')}|see them all in the portal>.")
+    text = "\n".join(lines)
+    return Reply(text=text, blocks=[section(text)])
+
+
+def bar(percent: int, width: int = 10) -> str:
+    filled = max(0, min(width, round(percent * width / 100)))
+    return "█" * filled + "░" * (width - filled)
+
+
+def quota_text(usage: list) -> str:
+    rows = []
+    for u in usage:
+        if u.resource == "memory_mib":
+            numbers = f"{mib(u.used)} / {mib(u.limit)}"
+        else:
+            unit = f" {u.unit}" if u.unit else ""
+            numbers = f"{u.used} / {u.limit}{unit}"
+        rows.append(f"{u.label:<7} {bar(u.percent)} {numbers}")
+    return "```\n" + "\n".join(rows) + "\n```"
+
+
+def quota_reply(usage: list, *, prefix: str, pending=None) -> Reply:
+    text = "*Your quota*\n" + quota_text(usage)
+    hint = f"Need more? `{prefix} quota request --vms N --cpus N --memory MiB --disk GiB REASON`"
+    if pending is not None:
+        hint = f"Quota request #{pending.pk} is waiting for an administrator."
+    return Reply(text=text + "\n" + hint, blocks=[section(text), context(hint)])
+
+
+def hosts_reply(capacity: list) -> Reply:
+    """Hosts with what their VMs commit (vms.dashboard.host_capacity rows)."""
+    if not capacity:
+        return Reply(text="No hosts are registered.")
+    icons = {"up": "🟢", "down": "🔴", "maintenance": "🛠️", "unknown": "⚪"}
+    lines = ["*Hosts*"]
+    for c in capacity:
+        h = c.host
+        line = (f"{icons.get(h.status, '•')} {h.get_status_display()}  *{esc(h.name)}* — "
+                f"{c.vms} VM{'s' if c.vms != 1 else ''} · {c.vcpus} of {h.cpus} vCPUs · "
+                f"{mib(c.memory_mib)} of {mib(h.memory_mib)} committed · {mib(h.free_memory_mib)} free")
+        if c.foreign:
+            line += f" · {c.foreign} foreign domain{'s' if c.foreign != 1 else ''}"
+        if not h.enabled:
+            line += " · _disabled_"
+        if h.last_error:
+            line += f"\n      _{esc(h.last_error[:150])}_"
+        lines.append(line)
+    text = "\n".join(lines)
+    return Reply(text=text, blocks=[section(text)])
+
+
+def link_reply(url: str, ttl_minutes: int) -> Reply:
+    text = (f":link: <{url}|Link your Slack account to the portal> — open it while logged in to the portal. "
+            f"The link works once and expires in {ttl_minutes} minutes. Only you can see this message.")
+    return Reply(text=text)
+
+
+def console_reply(vm) -> Reply:
+    text = (f":desktop_computer: <{console_url(vm)}|Open the console of {esc(vm.name)}> "
+            f"({vm.get_status_display().lower()}). You need to be logged in to the portal; "
+            "only you can see this link.")
+    return Reply(text=text)
+
+
+def confirm_reply(action: str, vm) -> Reply:
+    label = ACTION_LABELS[action]
+    text = f"{label} *{esc(vm.name)}*? {CONFIRM_TEXT[action]}"
+    blocks = [
+        section(text),
+        actions(
+            button(f"{label} {vm.name}", ACTION_IDS[action], str(vm.pk), style="danger"),
+            button("Cancel", A_CANCEL, str(vm.pk)),
+        ),
+    ]
+    return Reply(text=text, blocks=blocks)
+
+
+def creating_text(*, slack_user_id: str, vm, job) -> str:
+    return (f"{mention(slack_user_id)} is creating *{esc(vm.name)}* ({specs(vm)}) · job `{short_id(job)}`. "
+            "I'll reply in this thread when it runs.")
+
+
+def started_action_text(*, slack_user_id: str, message: str, job) -> str:
+    """After a click or command: what was asked, by whom, and which job carries it out."""
+    job_part = f" · job `{short_id(job)}`" if job is not None else ""
+    return f"⏳ {esc(message)}{job_part} (asked by {mention(slack_user_id)})"
+
+
+def vm_buttons(vm) -> dict | None:
+    pk = str(vm.pk)
+    delete = button("Delete", A_DELETE, pk, style="danger", confirm=confirm_dialog(
+        f"Delete {vm.name}?", CONFIRM_TEXT["delete"], "Delete"))
+    if vm.status == "running":
+        return actions(
+            button("Stop", A_STOP, pk, confirm=confirm_dialog(f"Stop {vm.name}?", CONFIRM_TEXT["stop"], "Stop",
+                                                               style="primary")),
+            button("Console", A_CONSOLE, pk, url=console_url(vm)),
+            delete,
+        )
+    if vm.status in ("stopped", "error"):
+        return actions(button("Start", A_START, pk, style="primary"), delete)
+    return None
+
+
+_DONE = {
+    "vm.create": "✅ *{name}* is running.",
+    "vm.start": "▶️ *{name}* is running.",
+    "vm.stop": "⏹️ *{name}* stopped.",
+    "vm.force_off": "⏹️ *{name}* was forced off.",
+    "vm.reboot": "🔄 *{name}* rebooted.",
+    "vm.pause": "⏸️ *{name}* is paused.",
+    "vm.resume": "▶️ *{name}* is running again.",
+    "vm.delete": "🗑️ *{name}* was deleted with its disks.",
+}
+
+
+def job_result_reply(job, vm, *, slack_user_id: str = "") -> Reply:
+    """The follow-up when a job ends: the outcome, and buttons for what makes sense next."""
+    name = esc(vm.name if vm is not None else job.target_name)
+    who = f"{mention(slack_user_id)} " if slack_user_id else ""
+    if job.status == JobStatus.SUCCEEDED:
+        line = _DONE.get(job.kind, "✅ {label} of *{name}* finished.").format(
+            name=name, label=JOB_LABELS.get(job.kind, job.kind))
+        if job.kind == "vm.create" and vm is not None and vm.status == "stopped":
+            line = f"✅ *{name}* was created (stopped)."
+    else:
+        label = JOB_LABELS.get(job.kind, job.kind)
+        line = f"❌ {label} of *{name}* failed: {esc(job.error or job.get_status_display())}"
+    text = who + line
+    if vm is not None and vm.status != "deleted":
+        text += f"\n{status_label(vm)} · {specs(vm)} · <{vm_url(vm)}|open in the portal>"
+    blocks = [section(text)]
+    more = vm_buttons(vm) if vm is not None and vm.status != "deleted" else None
+    if more is not None:
+        blocks.append(more)
+    return Reply(text=text, blocks=blocks, response_type="in_channel")
+
+
+def job_notice(job, vm) -> Reply:
+    """A subscription notice: one line per finished or failed job."""
+    reply = job_result_reply(job, vm)
+    actor = job.actor.get_username() if job.actor_id else "the system"
+    reply.text += f"\n_by {esc(actor)} via {job.get_via_display()}_"
+    reply.blocks = [section(reply.text)]
+    return reply
+
+
+def drift_notice(vm, message: str) -> Reply:
+    text = f"⚠️ *{esc(vm.name)}* changed outside the portal: {esc(message)}\n{status_label(vm)}"
+    return Reply(text=text, blocks=[section(text)])
+
+
+def host_down_notice(host, reason: str) -> Reply:
+    text = f"🔴 Host *{esc(host.name)}* is down: {esc(reason or 'unreachable')}"
+    return Reply(text=text, blocks=[section(text)])
+
+
+# --- quota requests ------------------------------------------------------------------------------
+
+def quota_request_created_reply(request, summary: str, *, posted: bool) -> Reply:
+    where = "posted to the administrators" if posted else "sent to the administrators (they'll see it in the portal)"
+    text = f"📨 Quota request #{request.pk} was {where}: {esc(summary)}. I'll tell you when it's decided."
+    return Reply(text=text)
+
+
+def quota_request_admin_post(request, summary: str, *, requester: str, usage_text: str) -> Reply:
+    subject = f" for group *{esc(request.group.name)}*" if request.group_id else ""
+    text = f"📈 *Quota request #{request.pk}* from {requester}{subject}: {esc(summary)}"
+    if request.reason:
+        text += f"\n>{esc(request.reason[:500])}"
+    pk = str(request.pk)
+    blocks = [
+        section(text),
+        context("Usage now:\n" + usage_text),
+        actions(
+            button("Approve", A_QUOTA_APPROVE, pk, style="primary"),
+            button("Deny", A_QUOTA_DENY, pk, style="danger"),
+        ),
+    ]
+    return Reply(text=text, blocks=blocks, response_type="in_channel")
+
+
+def quota_request_decided_post(request, summary: str, *, requester: str, decider: str) -> Reply:
+    icon = "✅" if request.status == "approved" else "❌"
+    text = (f"{icon} *Quota request #{request.pk}* from {requester} ({esc(summary)}) was "
+            f"{request.get_status_display().lower()} by {decider}.")
+    if request.decision_note:
+        text += f"\n>{esc(request.decision_note[:500])}"
+    return Reply(text=text, blocks=[section(text)])
+
+
+def quota_request_decided_dm(request, summary: str, *, decider: str) -> Reply:
+    if request.status == "approved":
+        text = (f"✅ Your quota request #{request.pk} was approved by {decider}: {esc(summary)}. "
+                "You can create the VM now.")
+    else:
+        text = f"❌ Your quota request #{request.pk} ({esc(summary)}) was denied by {decider}."
+    if request.decision_note:
+        text += f"\n>{esc(request.decision_note[:500])}"
+    return Reply(text=text, blocks=[section(text)])
+
+
+def subscriptions_reply(subs: list, labels: dict[str, str], *, prefix: str = "/vm") -> Reply:
+    if not subs:
+        return Reply(text=f"No subscriptions. `{prefix} subscribe` sends job results here; "
+                          f"`{prefix} subscribe me` by direct message.")
+    lines = ["*Your subscriptions*"]
+    for s in subs:
+        where = "direct messages" if s.is_direct else f"<#{esc(s.channel_id)}>"
+        lines.append(f"• {where}: {', '.join(labels.get(e, e) for e in s.events)}")
+    return Reply(text="\n".join(lines))

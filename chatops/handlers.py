@@ -1,0 +1,436 @@
+"""Slack requests in, one service call each, Slack replies out.
+
+`handle_command` answers a slash command (its return value is the 3-second acknowledgement);
+`handle_action` handles a button click (acknowledged at once by the Bolt listener, answered through
+the interaction's response_url). Long work is a Job created by the service; the follow-up is
+posted when the job ends (chatops.notifications). Domain errors are worded once, in formatting.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.models import Group
+from django.db import transaction
+from django.urls import reverse
+
+from portal.audit import audit_context
+from portal.choices import Via
+from portal.exceptions import PermissionDenied, PortalError, QuotaExceeded, ValidationFailed
+from portal.quota_requests import (
+    quota_request_approve,
+    quota_request_create,
+    quota_request_deny,
+    quota_request_for_size,
+    quota_request_list,
+    quota_request_summary,
+)
+from portal.quotas import quota_usage
+from vms.selectors import flavor_list, vm_get_by_name, vm_list
+from vms.services import vm_action, vm_create, vm_delete
+
+from . import commands as c
+from . import formatting as f
+from . import services, slack
+from .models import QuotaRequestPost
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SlackContext:
+    """Who asked, from where, and how to answer: never a display name for identity."""
+
+    team_id: str
+    slack_user_id: str
+    slack_user_name: str = ""
+    channel_id: str = ""
+    channel_name: str = ""
+    response_url: str = ""
+    trigger_id: str = ""
+
+    @classmethod
+    def from_command(cls, body: dict[str, Any]) -> SlackContext:
+        return cls(
+            team_id=str(body.get("team_id") or ""),
+            slack_user_id=str(body.get("user_id") or ""),
+            slack_user_name=str(body.get("user_name") or "")[:100],
+            channel_id=str(body.get("channel_id") or ""),
+            channel_name=str(body.get("channel_name") or "")[:100],
+            response_url=str(body.get("response_url") or ""),
+            trigger_id=str(body.get("trigger_id") or ""),
+        )
+
+    @classmethod
+    def from_action(cls, body: dict[str, Any]) -> SlackContext:
+        user = body.get("user") or {}
+        team = body.get("team") or {}
+        channel = body.get("channel") or {}
+        return cls(
+            team_id=str(team.get("id") or user.get("team_id") or ""),
+            slack_user_id=str(user.get("id") or ""),
+            slack_user_name=str(user.get("username") or user.get("name") or "")[:100],
+            channel_id=str(channel.get("id") or (body.get("container") or {}).get("channel_id") or ""),
+            channel_name=str(channel.get("name") or "")[:100],
+            response_url=str(body.get("response_url") or ""),
+            trigger_id=str(body.get("trigger_id") or ""),
+        )
+
+    def audit_data(self) -> dict[str, str]:
+        data = {"slack_team": self.team_id, "slack_user": self.slack_user_id, "slack_channel": self.channel_id}
+        if self.slack_user_name:
+            data["slack_user_name"] = self.slack_user_name
+        if self.channel_name:
+            data["slack_channel_name"] = self.channel_name
+        return data
+
+
+@dataclass(frozen=True)
+class SourceMessage:
+    """The message a clicked button sits on."""
+
+    channel_id: str
+    ts: str
+    thread_ts: str
+    ephemeral: bool
+
+    @classmethod
+    def from_action(cls, body: dict[str, Any]) -> SourceMessage:
+        container = body.get("container") or {}
+        message = body.get("message") or {}
+        return cls(
+            channel_id=str(container.get("channel_id") or (body.get("channel") or {}).get("id") or ""),
+            ts=str(container.get("message_ts") or message.get("ts") or ""),
+            thread_ts=str(container.get("thread_ts") or message.get("thread_ts") or ""),
+            ephemeral=bool(container.get("is_ephemeral")) or not message,
+        )
+
+
+def team_allowed(team_id: str, bot_team_id: str | None) -> bool:
+    """Only the configured workspaces (default: the bot token's own) may use the bot."""
+    allowed = set(settings.SLACK_TEAM_IDS) or ({bot_team_id} if bot_team_id else set())
+    return bool(team_id) and team_id in allowed
+
+
+class _AfterCommit:
+    """Slack messages sent right after the service's transaction commits, before its job is enqueued.
+
+    Registered with transaction.on_commit *before* the service call, so it runs first: the
+    "creating…" message exists (and its thread is known) before the job can finish, even when jobs
+    run immediately (tests) rather than in a worker.
+    """
+
+    def __init__(self, ctx: SlackContext, *, mode: str, source: SourceMessage | None = None) -> None:
+        self.ctx = ctx
+        self.mode = mode  # "channel": post to the channel; "replace": replace the clicked message
+        self.source = source
+        self.text = ""
+        self.watch = None
+        self.posted = False
+
+    def __call__(self) -> None:
+        if not self.text:
+            return
+        try:
+            if self.mode == "channel":
+                posted = slack.post_message(channel=self.ctx.channel_id, text=self.text,
+                                            blocks=[f.section(self.text)])
+                if posted is not None:
+                    self.posted = True
+                    if self.watch is not None:
+                        services.job_watch_set_thread(watch=self.watch, channel_id=posted.channel,
+                                                      thread_ts=posted.ts)
+            else:
+                self.posted = slack.respond(self.ctx.response_url, text=self.text, blocks=[f.section(self.text)],
+                                            replace_original=True)
+        except Exception:  # never let a Slack hiccup stop the job from being enqueued
+            log.exception("Slack announcement failed")
+
+
+# --- slash commands -------------------------------------------------------------------------------
+
+ACTING = (c.Create, c.Action, c.QuotaRequest, c.Subscribe, c.Unsubscribe)
+
+
+def handle_command(body: dict[str, Any], *, bot_team_id: str | None, raw_body: str = "") -> f.Reply:
+    """Answer one slash command (the return value is the acknowledgement Slack shows)."""
+    ctx = SlackContext.from_command(body)
+    prefix = str(body.get("command") or settings.SLACK_COMMAND)[:32]
+    if not team_allowed(ctx.team_id, bot_team_id):
+        log.warning("Slack command from workspace %r refused (not connected)", ctx.team_id[:32])
+        return f.unknown_team_reply()
+    try:
+        command = c.parse(str(body.get("text") or ""), prefix=prefix)
+    except c.ParseError as exc:
+        return f.parse_error_reply(exc.message, prefix)
+    if isinstance(command, c.Link):
+        return _link(ctx)
+    identity = services.identity_resolve(team_id=ctx.team_id, slack_user_id=ctx.slack_user_id)
+    if isinstance(command, c.Help):
+        user = identity.user if identity else None
+        return f.help_reply(prefix, is_staff=bool(user and user.is_staff), linked=identity is not None)
+    if identity is None:
+        return f.unlinked_reply(prefix)
+    user = identity.user
+    if not user.is_active:
+        return f.inactive_reply()
+    record = None
+    if isinstance(command, ACTING):
+        # Slack retries a slow request with the same body (same trigger id): act once, replay the answer.
+        request_id = ctx.trigger_id or hashlib.sha256(raw_body.encode()).hexdigest()
+        record, fresh = services.request_claim(key=f"command:{ctx.team_id}:{request_id}", kind="command",
+                                               team_id=ctx.team_id, slack_user_id=ctx.slack_user_id,
+                                               summary=str(body.get("text") or "")[:200])
+        if not fresh:
+            return f.Reply(**_replay(record.reply)) if record.reply else f.duplicate_reply()
+    with audit_context(**ctx.audit_data()):
+        try:
+            reply = COMMANDS[type(command)](ctx, user, command, prefix)
+        except PortalError as exc:
+            reply = f.error_reply(exc, user=user)
+    if record is not None:
+        services.request_record_reply(record=record, reply=reply.as_body())
+    return reply
+
+
+def _replay(body: dict) -> dict:
+    return {"text": body.get("text", ""), "blocks": body.get("blocks"),
+            "response_type": body.get("response_type", "ephemeral")}
+
+
+def _link(ctx: SlackContext) -> f.Reply:
+    token = services.link_token_create(team_id=ctx.team_id, slack_user_id=ctx.slack_user_id,
+                                       slack_name=ctx.slack_user_name, response_url=ctx.response_url)
+    url = f.portal_url(reverse("chatops:link", args=[token]))
+    return f.link_reply(url, max(1, settings.SLACK_LINK_TTL_SECONDS // 60))
+
+
+def _list(ctx, user, command: c.ListVMs, prefix: str) -> f.Reply:
+    vms = vm_list(user=user)
+    total = vms.count()
+    return f.vm_list_reply(list(vms[: f.MAX_LISTED]), user=user, total=total, prefix=prefix)
+
+
+def _size_of(user, command: c.Create) -> dict[str, Any] | None:
+    """The size a refused create asked for, for the [Request more] button (the service re-checks)."""
+    flavor = flavor_list(user=user).filter(name=command.flavor).first() if command.flavor else None
+    size = {}
+    for field, explicit in (("vcpus", command.vcpus), ("memory_mib", command.memory_mib),
+                            ("disk_gib", command.disk_gib)):
+        if explicit is not None and str(explicit).strip().isdigit():
+            size[field] = int(str(explicit).strip())
+        elif flavor is not None:
+            size[field] = getattr(flavor, field)
+        else:
+            return None
+    if command.group:
+        group = Group.objects.filter(name=command.group).first()
+        size["group"] = group.pk if group else None
+    return size
+
+
+def _create(ctx: SlackContext, user, command: c.Create, prefix: str) -> f.Reply:
+    announce = _AfterCommit(ctx, mode="channel")
+    try:
+        with transaction.atomic():
+            transaction.on_commit(announce)  # first in line: before the job's enqueue
+            result = vm_create(actor=user, via=Via.SLACK, name=command.name, image=command.image,
+                               flavor=command.flavor, vcpus=command.vcpus, memory_mib=command.memory_mib,
+                               disk_gib=command.disk_gib, description=command.description, group=command.group)
+            announce.watch = services.job_watch_add(job=result.job, team_id=ctx.team_id, channel_id=ctx.channel_id,
+                                                    slack_user_id=ctx.slack_user_id,
+                                                    response_url=ctx.response_url)
+            announce.text = f.creating_text(slack_user_id=ctx.slack_user_id, vm=result.vm, job=result.job)
+    except QuotaExceeded as exc:
+        return f.quota_exceeded_reply(exc, user=user, size=_size_of(user, command))
+    if announce.posted:
+        return f.Reply(text="")  # the channel message says it all
+    # The bot is not in this channel: answer in the channel through the command's response.
+    return f.Reply(text=announce.text, blocks=[f.section(announce.text)], response_type="in_channel")
+
+
+def _action(ctx: SlackContext, user, command: c.Action, prefix: str) -> f.Reply:
+    vm = vm_get_by_name(user=user, name=command.name)
+    if command.action in c.CONFIRMED_ACTIONS:
+        return f.confirm_reply(command.action, vm)
+    return _run_vm_action(ctx, user, action=command.action, vm_id=vm.pk, source=None) or f.Reply(text="")
+
+
+def _run_vm_action(ctx: SlackContext, user, *, action: str, vm_id: int,
+                   source: SourceMessage | None) -> f.Reply | None:
+    """Ask the service for a power action or delete; the job's end is told where it was asked."""
+    if source is None:
+        after = _AfterCommit(ctx, mode="channel")
+    else:
+        after = _AfterCommit(ctx, mode="replace", source=source)
+    with transaction.atomic():
+        transaction.on_commit(after)
+        if action == "delete":
+            result = vm_delete(actor=user, via=Via.SLACK, vm=vm_id)
+        else:
+            result = vm_action(actor=user, via=Via.SLACK, vm=vm_id, action=action)
+        if result.job is not None:
+            in_thread = source is not None and not source.ephemeral
+            after.watch = services.job_watch_add(
+                job=result.job, team_id=ctx.team_id, channel_id=ctx.channel_id, slack_user_id=ctx.slack_user_id,
+                thread_ts=(source.thread_ts or source.ts) if in_thread else "", response_url=ctx.response_url,
+                ephemeral=source is not None and source.ephemeral)
+            after.text = f.started_action_text(slack_user_id=ctx.slack_user_id, message=result.message,
+                                               job=result.job)
+    if result.job is None:  # a no-op ("already running"): only the user hears of it
+        reply = f.Reply(text=f"ℹ️ {f.esc(result.message)}")
+        if source is None:
+            return reply
+        slack.respond(ctx.response_url, text=reply.text)
+        return None
+    if source is None and not after.posted:
+        return f.Reply(text=after.text, blocks=[f.section(after.text)], response_type="in_channel")
+    return None
+
+
+def _console(ctx, user, command: c.Console, prefix: str) -> f.Reply:
+    return f.console_reply(vm_get_by_name(user=user, name=command.name))
+
+
+def _quota(ctx, user, command: c.Quota, prefix: str) -> f.Reply:
+    pending = quota_request_list(user=user, status="pending").filter(requester=user, group__isnull=True).first()
+    return f.quota_reply(quota_usage(user=user), prefix=prefix, pending=pending)
+
+
+def _quota_request(ctx, user, command: c.QuotaRequest, prefix: str) -> f.Reply:
+    request = quota_request_create(actor=user, via=Via.SLACK, max_vms=command.max_vms, max_vcpus=command.max_vcpus,
+                                   max_memory_mib=command.max_memory_mib, max_disk_gib=command.max_disk_gib,
+                                   reason=command.reason)
+    return _quota_request_sent(request)
+
+
+def _quota_request_sent(request) -> f.Reply:
+    posted = QuotaRequestPost.objects.filter(quota_request=request).exists()
+    return f.quota_request_created_reply(request, quota_request_summary(request), posted=posted)
+
+
+def _hosts(ctx, user, command: c.Hosts, prefix: str) -> f.Reply:
+    if not user.is_staff:
+        raise PermissionDenied("Only administrators can see the hosts.")
+    from vms.dashboard import host_capacity
+
+    return f.hosts_reply(host_capacity())
+
+
+def _where(ctx: SlackContext, where: str) -> str:
+    return ctx.slack_user_id if where == "me" else ctx.channel_id
+
+
+def _subscribe(ctx, user, command: c.Subscribe, prefix: str) -> f.Reply:
+    sub = services.subscription_set(actor=user, via=Via.SLACK, team_id=ctx.team_id,
+                                    channel_id=_where(ctx, command.where), events=command.events)
+    labels = ", ".join(services.EVENT_LABELS[e] for e in sub.events)
+    where = "You'll get direct messages" if command.where == "me" else "This channel gets"
+    return f.Reply(text=f"🔔 {where} for: {labels} (about the VMs you can see). "
+                        f"`{prefix} unsubscribe{' me' if command.where == 'me' else ''}` stops it.")
+
+
+def _unsubscribe(ctx, user, command: c.Unsubscribe, prefix: str) -> f.Reply:
+    removed = services.subscription_remove(actor=user, via=Via.SLACK, team_id=ctx.team_id,
+                                           channel_id=_where(ctx, command.where))
+    return f.Reply(text="🔕 Unsubscribed." if removed else "There was no subscription to remove.")
+
+
+def _subscriptions(ctx, user, command: c.Subscriptions, prefix: str) -> f.Reply:
+    return f.subscriptions_reply(list(services.subscription_list(actor=user)), services.EVENT_LABELS, prefix=prefix)
+
+
+COMMANDS = {
+    c.ListVMs: _list,
+    c.Create: _create,
+    c.Action: _action,
+    c.Console: _console,
+    c.Quota: _quota,
+    c.QuotaRequest: _quota_request,
+    c.Hosts: _hosts,
+    c.Subscribe: _subscribe,
+    c.Unsubscribe: _unsubscribe,
+    c.Subscriptions: _subscriptions,
+}
+
+
+# --- buttons --------------------------------------------------------------------------------------
+
+def handle_action(body: dict[str, Any], action: dict[str, Any], *, bot_team_id: str | None,
+                  retry: bool = False) -> None:
+    """Handle one button click (already acknowledged); answers go to the interaction's response_url."""
+    ctx = SlackContext.from_action(body)
+    source = SourceMessage.from_action(body)
+    action_id = str(action.get("action_id") or "")
+    value = str(action.get("value") or "")[:200]
+
+    def tell(reply: f.Reply) -> None:
+        slack.respond(ctx.response_url, text=reply.text, blocks=reply.blocks)
+
+    if not team_allowed(ctx.team_id, bot_team_id):
+        log.warning("Slack click from workspace %r refused (not connected)", ctx.team_id[:32])
+        tell(f.unknown_team_reply())
+        return
+    if action_id == f.A_CONSOLE:
+        return  # a link button: Slack opens the portal page, which checks who may see it
+    if action_id == f.A_CANCEL:
+        slack.respond(ctx.response_url, text="Cancelled.", delete_original=True)
+        return
+    identity = services.identity_resolve(team_id=ctx.team_id, slack_user_id=ctx.slack_user_id)
+    if identity is None:
+        tell(f.unlinked_reply(settings.SLACK_COMMAND))
+        return
+    user = identity.user
+    if not user.is_active:
+        tell(f.inactive_reply())
+        return
+    # One message, one button, one effect: a double click or a retried delivery finds the record.
+    record, fresh = services.request_claim(
+        key=f"action:{ctx.team_id}:{source.channel_id}:{source.ts}:{action_id}:{value}", kind="action",
+        team_id=ctx.team_id, slack_user_id=ctx.slack_user_id, summary=f"{action_id} {value}")
+    if not fresh:
+        if not retry:  # Slack re-sending a slow click needs no second answer; a double click does
+            tell(f.duplicate_reply())
+        return
+    with audit_context(**ctx.audit_data()):
+        try:
+            if action_id in f.ACTION_BY_ID:
+                _run_vm_action(ctx, user, action=f.ACTION_BY_ID[action_id], vm_id=_int(value), source=source)
+            elif action_id == f.A_QUOTA_REQUEST:
+                _click_quota_request(ctx, user, value)
+            elif action_id == f.A_QUOTA_APPROVE:
+                quota_request_approve(actor=user, via=Via.SLACK, request=_int(value))
+            elif action_id == f.A_QUOTA_DENY:
+                quota_request_deny(actor=user, via=Via.SLACK, request=_int(value))
+            else:
+                raise ValidationFailed("This button is not known to the portal.")
+        except PortalError as exc:
+            services.request_release(record=record)  # nothing happened: the button may be tried again
+            tell(f.error_reply(exc, user=user))
+
+
+def _int(value: str) -> int:
+    if not value.isdigit():
+        raise ValidationFailed("This button carries no valid id.")
+    return int(value)
+
+
+def _click_quota_request(ctx: SlackContext, user, value: str) -> None:
+    try:
+        size = json.loads(value)
+        if not isinstance(size, dict):
+            raise ValueError
+    except ValueError:
+        raise ValidationFailed("This button carries no valid size.") from None
+    group = None
+    if size.get("group"):
+        group = Group.objects.filter(pk=size["group"]).first()
+    request = quota_request_for_size(actor=user, via=Via.SLACK, vcpus=size.get("vcpus"),
+                                     memory_mib=size.get("memory_mib"), disk_gib=size.get("disk_gib"), group=group)
+    reply = _quota_request_sent(request)
+    slack.respond(ctx.response_url, text=reply.text, blocks=[f.section(reply.text)], replace_original=True)

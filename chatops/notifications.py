@@ -1,0 +1,153 @@
+"""Slack notices for things that happen in the portal, whichever door caused them.
+
+Connected in ChatopsConfig.ready:
+- portal.jobs.job_finished -> the thread (or response_url) that asked for the job, then subscribers;
+- AuditEvent rows `vm.drift` (state changed outside the portal) and `host.down` -> subscribers;
+- portal.quota_requests signals -> the admins' channel and the requester's direct messages.
+Every post is best-effort (chatops.slack): a Slack failure never changes a portal outcome.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from django.conf import settings
+from django.db import transaction
+
+from portal.choices import JobStatus
+from portal.models import AuditEvent, Job, QuotaRequest
+from portal.quota_requests import quota_request_summary
+from portal.quotas import quota_usage
+
+from . import formatting as f
+from . import services, slack
+from .models import QuotaRequestPost, SlackIdentity, Subscription
+
+log = logging.getLogger(__name__)
+
+
+def _vm_of(job: Job):
+    if job.target_type != "vm" or not job.target_id.isdigit():
+        return None
+    from vms.models import VM
+
+    return VM.objects.select_related("image", "owner").filter(pk=int(job.target_id)).first()
+
+
+def on_job_finished(sender, *, job: Job, **kwargs) -> None:
+    """Tell the conversation that asked for `job`, then the subscribers who may see it."""
+    if not slack.is_configured():
+        return
+    vm = _vm_of(job)
+    told_channels: set[tuple[str, str]] = set()
+    told_users: set[tuple[str, str]] = set()
+    for watch in services.job_watches_claim(job=job):
+        reply = f.job_result_reply(job, vm, slack_user_id=watch.slack_user_id)
+        done = False
+        if watch.thread_ts and watch.channel_id and not watch.ephemeral:
+            done = slack.post_message(channel=watch.channel_id, text=reply.text, blocks=reply.blocks,
+                                      thread_ts=watch.thread_ts) is not None
+            if done:
+                told_channels.add((watch.team_id, watch.channel_id))
+        if not done and watch.response_url:
+            done = slack.respond(watch.response_url, text=reply.text, blocks=reply.blocks,
+                                 response_type="ephemeral" if watch.ephemeral else "in_channel")
+        if done:
+            told_users.add((watch.team_id, watch.slack_user_id))
+    if job.status == JobStatus.SUCCEEDED:
+        event = Subscription.Event.JOB_SUCCEEDED
+    elif job.status in (JobStatus.FAILED, JobStatus.ERRORED):
+        event = Subscription.Event.JOB_FAILED
+    else:
+        return
+    for sub in services.subscriptions_for(event=event, job=job):
+        key = (sub.team_id, sub.channel_id)
+        if key in told_channels or key in told_users:
+            continue
+        reply = f.job_notice(job, vm)
+        if slack.post_message(channel=sub.channel_id, text=reply.text, blocks=reply.blocks) is not None:
+            told_channels.add(key)
+
+
+def notify_vm_state(*, vm, message: str) -> None:
+    """A VM changed state outside the portal (seen by reconcile or a libvirt event)."""
+    if not slack.is_configured():
+        return
+    reply = f.drift_notice(vm, message)
+    for sub in services.subscriptions_for(event=Subscription.Event.VM_STATE, vm=vm):
+        slack.post_message(channel=sub.channel_id, text=reply.text, blocks=reply.blocks)
+
+
+def notify_host_down(*, host, reason: str = "") -> None:
+    """A host stopped answering: administrators' subscriptions hear of it."""
+    if not slack.is_configured():
+        return
+    reply = f.host_down_notice(host, reason)
+    for sub in services.subscriptions_for(event=Subscription.Event.HOST_DOWN):
+        slack.post_message(channel=sub.channel_id, text=reply.text, blocks=reply.blocks)
+
+
+def on_audit_event(sender, *, instance: AuditEvent, created: bool, **kwargs) -> None:
+    """Audit rows are the portal's record of out-of-band changes: relay the ones people subscribe to."""
+    if not created or instance.action not in ("vm.drift", "host.down") or not slack.is_configured():
+        return
+    target_id, message = instance.target_id, instance.message
+
+    def relay() -> None:
+        try:
+            if instance.action == "vm.drift":
+                from vms.models import VM
+
+                vm = VM.objects.filter(pk=int(target_id)).first() if target_id.isdigit() else None
+                if vm is not None:
+                    notify_vm_state(vm=vm, message=message)
+            else:
+                from vms.models import Host
+
+                host = Host.objects.filter(pk=int(target_id)).first() if target_id.isdigit() else None
+                if host is not None:
+                    notify_host_down(host=host, reason=message)
+        except Exception:
+            log.exception("Slack notice for %s failed", instance.action)
+
+    transaction.on_commit(relay)
+
+
+# --- quota requests -------------------------------------------------------------------------------
+
+def who(user) -> str:
+    """A portal user as Slack shows them: a mention when linked, with the portal user name."""
+    identity = SlackIdentity.objects.filter(user=user).first()
+    name = f.esc(user.get_username())
+    return f"<@{identity.slack_user_id}> ({name})" if identity else name
+
+
+def on_quota_request_created(sender, *, quota_request: QuotaRequest, **kwargs) -> None:
+    """Post the request to the admins' channel with [Approve] [Deny]."""
+    channel = settings.SLACK_ADMIN_CHANNEL
+    if not slack.is_configured() or not channel:
+        return
+    request = quota_request
+    usage = quota_usage(user=None if request.group_id else request.requester, group=request.group)
+    reply = f.quota_request_admin_post(request, quota_request_summary(request), requester=who(request.requester),
+                                       usage_text=f.quota_text(usage))
+    posted = slack.post_message(channel=channel, text=reply.text, blocks=reply.blocks)
+    if posted is not None:
+        QuotaRequestPost.objects.update_or_create(quota_request=request,
+                                                  defaults={"channel_id": posted.channel, "ts": posted.ts})
+
+
+def on_quota_request_decided(sender, *, quota_request: QuotaRequest, **kwargs) -> None:
+    """Close the admins' post (no more buttons) and tell the requester by direct message."""
+    if not slack.is_configured():
+        return
+    request = quota_request
+    summary = quota_request_summary(request)
+    decider = who(request.decided_by) if request.decided_by_id else "an administrator"
+    post = QuotaRequestPost.objects.filter(quota_request=request).first()
+    if post is not None:
+        reply = f.quota_request_decided_post(request, summary, requester=who(request.requester), decider=decider)
+        slack.update_message(channel=post.channel_id, ts=post.ts, text=reply.text, blocks=reply.blocks)
+    dm = f.quota_request_decided_dm(request, summary, decider=decider)
+    for identity in SlackIdentity.objects.filter(user=request.requester):
+        slack.post_message(channel=identity.slack_user_id, text=dm.text, blocks=dm.blocks)

@@ -1,0 +1,523 @@
+"""Every rule about consoles: tickets, who may connect, serial privacy, share links, session audit.
+
+Both relays (consoles.consumers on Channels, consoles.websockify on the proxy tier) are thin: they
+parse the connection, call `console_ticket_redeem`, then `console_session_check` every few seconds
+and `console_session_close` at the end. The VNC endpoint always comes from libvirt's live XML of
+the ticket's VM, never from anything the browser sent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+import string
+from dataclasses import dataclass
+from datetime import timedelta
+from importlib import import_module
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from portal.audit import audit
+from portal.choices import Via
+from portal.exceptions import NotFound, PermissionDenied, PortalError, ValidationFailed
+from portal.hypervisor import get_driver
+from portal.models import AuditEvent
+from vms.choices import VMStatus
+from vms.models import VM
+from vms.selectors import vm_visible
+
+from .choices import ConsoleKind, SerialSharing, SessionRole
+from .exceptions import (
+    ConsoleBusy,
+    ConsoleForbidden,
+    ConsoleUnavailable,
+    ConsoleVMNotRunning,
+    SessionEnded,
+    TicketExpired,
+    TicketMissing,
+    TicketUnknown,
+    TicketUsed,
+)
+from .models import ConsoleSession, ConsoleSettings, ConsoleShare, ConsoleTicket
+
+log = logging.getLogger(__name__)
+
+# A console stays usable while the guest runs, and through a reboot or an ACPI stop (people watch those).
+CONSOLE_STATES = (VMStatus.RUNNING, VMStatus.PAUSED, VMStatus.REBOOTING, VMStatus.STOPPING)
+_PASSWORD_ALPHABET = string.ascii_letters + string.digits
+
+
+def _hash(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8", "replace")).hexdigest()
+
+
+def _kind(kind: str) -> str:
+    if kind not in ConsoleKind.values:
+        raise ValidationFailed(f"Unknown console kind {str(kind)[:20]!r} (screen or serial).", field="kind")
+    return kind
+
+
+def _human_duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m {seconds}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes}m"
+
+
+# --- per-VM settings ------------------------------------------------------------------------------
+
+def console_settings_for(*, vm: VM) -> ConsoleSettings:
+    """The VM's console settings, created with a fresh random VNC password on first use."""
+    found = ConsoleSettings.objects.filter(vm=vm).first()
+    if found:
+        return found
+    password = "".join(secrets.choice(_PASSWORD_ALPHABET) for _ in range(8))
+    obj, _ = ConsoleSettings.objects.get_or_create(vm=vm, defaults={"vnc_password": password})
+    return obj
+
+
+def console_graphics_password(vm: VM) -> str:
+    """The per-domain VNC password written into the domain XML (vms.specs.build_spec)."""
+    return console_settings_for(vm=vm).vnc_password
+
+
+def console_settings_update(*, actor, via: str, vm: VM, serial_sharing: str) -> ConsoleSettings:
+    """The owner (or staff) chooses whether a second serial viewer is refused or may watch."""
+    vm = _visible_vm(actor=actor, vm=vm)
+    if not (actor.is_staff or vm.owner_id == actor.pk):
+        raise PermissionDenied(f"Only the owner of {vm.name} can change who may watch its terminal.")
+    if serial_sharing not in SerialSharing.values:
+        raise ValidationFailed(f"Unknown choice {str(serial_sharing)[:20]!r} (refuse or read_only).",
+                               field="serial_sharing")
+    with transaction.atomic():
+        obj = console_settings_for(vm=vm)
+        if obj.serial_sharing != serial_sharing:
+            obj.serial_sharing = serial_sharing
+            obj.save(update_fields=["serial_sharing", "updated_at"])
+            audit(actor=actor, via=via, action="console.settings", target=vm,
+                  message=f"Second terminal viewers of {vm.name}: {SerialSharing(serial_sharing).label.lower()}")
+    return obj
+
+
+def _visible_vm(*, actor, vm: VM | int) -> VM:
+    if actor is None or not getattr(actor, "is_authenticated", False) or not actor.is_active:
+        raise PermissionDenied("Sign in to use consoles.")
+    pk = vm.pk if isinstance(vm, VM) else vm
+    found = vm_visible(user=actor).filter(pk=pk).first()
+    if found is None:
+        raise NotFound(f"VM {pk} not found.")
+    return found
+
+
+def _check_console_possible(vm: VM, kind: str) -> None:
+    if vm.status not in CONSOLE_STATES:
+        raise ConsoleVMNotRunning(
+            f"{vm.name} is {vm.get_status_display().lower()}: start it to use the console.", status=vm.status)
+    caps = get_driver(vm.host.uri).capabilities()
+    if not (caps.graphics if kind == ConsoleKind.SCREEN else caps.console):
+        raise ConsoleUnavailable(f"Consoles are not available for VMs on {vm.host.name}: its hypervisor driver has none.")
+
+
+# --- tickets --------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class IssuedTicket:
+    """A fresh ticket: the plain token goes to the browser once, the database keeps its hash."""
+
+    token: str
+    vm_id: int
+    kind: str
+    view_only: bool
+    expires_at: object
+    ttl_seconds: int
+
+
+def console_ticket_issue(*, actor, via: str, vm: VM | int, kind: str, session_key: str,
+                         share: ConsoleShare | None = None) -> IssuedTicket:
+    """A single-use ticket, valid for CONSOLE_TICKET_SECONDS (≤ 60 s), bound to user, VM, kind and session."""
+    kind = _kind(kind)
+    if share is not None:
+        share = _usable_share(actor=actor, share=share)
+        if kind != ConsoleKind.SCREEN:
+            raise PermissionDenied("Share links show the screen only.")
+        vm = VM.objects.select_related("host").get(pk=share.vm_id)
+    else:
+        vm = _visible_vm(actor=actor, vm=vm)
+    if not session_key:
+        raise PermissionDenied("Sign in to use consoles.")
+    _check_console_possible(vm, kind)
+    ttl = max(1, min(int(settings.CONSOLE_TICKET_SECONDS), 60))
+    token = secrets.token_urlsafe(32)
+    expires_at = timezone.now() + timedelta(seconds=ttl)
+    ConsoleTicket.objects.create(
+        token_hash=_hash(token), user=actor, vm=vm, kind=kind, session_key=session_key, share=share,
+        view_only=share is not None, via=via, expires_at=expires_at)
+    return IssuedTicket(token=token, vm_id=vm.pk, kind=kind, view_only=share is not None,
+                        expires_at=expires_at, ttl_seconds=ttl)
+
+
+def console_origin_allowed(*, origin: str | None, host: str | None) -> bool:
+    """Same origin as the request's Host, or one of CONSOLE_ALLOWED_ORIGINS; no Origin at all is refused."""
+    if not origin:
+        return False
+    origin = origin.strip().rstrip("/").lower()
+    allowed = {o.strip().rstrip("/").lower() for o in settings.CONSOLE_ALLOWED_ORIGINS if o.strip()}
+    if origin in allowed:
+        return True
+    parts = urlsplit(origin)
+    if parts.scheme not in {"http", "https"} or not parts.netloc or not host:
+        return False
+    return parts.netloc == host.strip().lower()
+
+
+@dataclass(frozen=True)
+class ConsoleGrant:
+    """What a relay may do after a successful redemption."""
+
+    session_id: int
+    vm_id: int
+    vm_name: str
+    user_id: int
+    username: str
+    kind: str
+    role: str
+    view_only: bool
+    # screen: where the VNC server listens (from libvirt's live XML) and its password
+    target_host: str | None = None
+    target_port: int | None = None
+    vnc_password: str | None = None
+
+    @property
+    def read_only(self) -> bool:
+        return self.view_only or self.role == SessionRole.WATCH
+
+
+def _session_user_id(session_key: str) -> str | None:
+    """The user id stored in a Django session, or None if the session is gone (signed out)."""
+    engine = import_module(settings.SESSION_ENGINE)
+    store = engine.SessionStore(session_key)
+    if not store.exists(session_key):
+        return None
+    return store.get("_auth_user_id")
+
+
+def _deny(ticket: ConsoleTicket, exc: PortalError, tier: str) -> PortalError:
+    audit(actor=ticket.user, via=Via.CONSOLE, action="console.open", target=ticket.vm,
+          outcome=AuditEvent.Outcome.DENIED, message=exc.message,
+          data={"kind": ticket.kind, "tier": tier, "code": exc.code})
+    return exc
+
+
+def console_ticket_redeem(*, token: str | None, vm_id: int | str, kind: str, session_key: str | None,
+                          origin: str | None, host: str | None, tier: str, user_id: int | None = None,
+                          client: str = "") -> ConsoleGrant:
+    """Check and consume a ticket, open a ConsoleSession and audit it; raises a ConsoleRefused subclass.
+
+    Order: Origin, ticket present and known, same VM and kind, same browser session, unused,
+    unexpired; the ticket is then spent whatever follows; then the user (or share) must still be
+    allowed and the VM running. For the serial console, a second viewer is refused or made a
+    read-only watcher, by the owner's choice.
+    """
+    if not console_origin_allowed(origin=origin, host=host):
+        raise ConsoleForbidden(f"Origin {str(origin)[:60]!r} may not open consoles.")
+    if not token:
+        raise TicketMissing("No console ticket: open the console from the VM's page.")
+    ticket = ConsoleTicket.objects.select_related("user", "vm", "vm__host", "share").filter(
+        token_hash=_hash(token)).first()
+    if ticket is None:
+        raise TicketUnknown("Unknown console ticket.")
+    if str(ticket.vm_id) != str(vm_id) or ticket.kind != kind:
+        raise _deny(ticket, ConsoleForbidden("This ticket is for another console."), tier)
+    if (not session_key or not secrets.compare_digest(ticket.session_key, session_key)
+            or (user_id is not None and user_id != ticket.user_id)):
+        raise _deny(ticket, ConsoleForbidden("This ticket was issued to another browser session."), tier)
+    if ticket.used_at is not None:
+        raise _deny(ticket, TicketUsed("This console ticket was already used: reconnect from the page."), tier)
+    now = timezone.now()
+    if ticket.expires_at <= now:
+        raise _deny(ticket, TicketExpired("This console ticket expired: reconnect from the page."), tier)
+    # Spend it atomically: of two racing connections, exactly one wins.
+    if not ConsoleTicket.objects.filter(pk=ticket.pk, used_at__isnull=True).update(used_at=now):
+        raise _deny(ticket, TicketUsed("This console ticket was already used: reconnect from the page."), tier)
+    if _session_user_id(session_key) != str(ticket.user_id):
+        raise _deny(ticket, ConsoleForbidden("You signed out: sign in again to use the console."), tier)
+    try:
+        _check_access(user=ticket.user, vm_id=ticket.vm_id, share=ticket.share)
+        vm = VM.objects.select_related("host").get(pk=ticket.vm_id)
+        _check_running(vm)
+    except PortalError as exc:
+        raise _deny(ticket, exc, tier) from None
+
+    target_host = target_port = password = None
+    if kind == ConsoleKind.SCREEN:
+        target_host, target_port, password = _graphics_target(vm)
+
+    with transaction.atomic():
+        role = SessionRole.WATCH if ticket.view_only else SessionRole.CONTROL
+        if kind == ConsoleKind.SERIAL:
+            role = _serial_role(vm=vm, user=ticket.user)
+        session = ConsoleSession.objects.create(
+            ticket=ticket, user=ticket.user, vm=vm, kind=kind, tier=tier, role=role, share=ticket.share,
+            client=client[:100])
+        if ticket.share_id:
+            ConsoleShare.objects.filter(pk=ticket.share_id).update(last_used_at=now, use_count=F("use_count") + 1)
+        extra = " (view-only share link)" if ticket.share_id else (
+            " (read-only watcher)" if role == SessionRole.WATCH else "")
+        audit(actor=ticket.user, via=Via.CONSOLE, action="console.open", target=vm,
+              message=f"Opened the {ConsoleKind(kind).label.lower()} of {vm.name} via {tier}{extra}",
+              data={"kind": kind, "tier": tier, "session": session.pk, "role": role,
+                    "share": ticket.share_id, "client": client[:100]})
+    return ConsoleGrant(
+        session_id=session.pk, vm_id=vm.pk, vm_name=vm.name, user_id=ticket.user_id,
+        username=ticket.user.get_username(), kind=kind, role=role, view_only=ticket.view_only,
+        target_host=target_host, target_port=target_port, vnc_password=password)
+
+
+def _check_access(*, user, vm_id: int, share: ConsoleShare | None) -> None:
+    if not user.is_active:
+        raise ConsoleForbidden("Your account is deactivated.")
+    if share is not None:
+        if share.revoked_at is not None:
+            raise ConsoleForbidden("The share link was revoked by its owner.")
+        if share.expires_at <= timezone.now():
+            raise ConsoleForbidden("The share link expired.")
+        if share.recipient_id != user.pk:
+            raise ConsoleForbidden("This share link is for someone else.")
+        if not share.created_by.is_active or not vm_visible(user=share.created_by).filter(pk=vm_id).exists():
+            raise ConsoleForbidden("The person who shared this console no longer has access to it.")
+        return
+    if not vm_visible(user=user).filter(pk=vm_id).exists():
+        raise ConsoleForbidden("You no longer have access to this VM.")
+
+
+def _check_running(vm: VM) -> None:
+    if vm.status not in CONSOLE_STATES:
+        raise ConsoleVMNotRunning(f"{vm.name} is {vm.get_status_display().lower()}: the console is closed.",
+                                  status=vm.status)
+
+
+def _graphics_target(vm: VM) -> tuple[str, int, str | None]:
+    """Where the VM's VNC server listens, from libvirt's live XML on the VM's host (never user input)."""
+    endpoint = get_driver(vm.host.uri).graphics_endpoint(str(vm.uuid), secure=True)
+    if endpoint is None:
+        raise ConsoleVMNotRunning(f"{vm.name} stopped: it has no display right now.")
+    listen, port, password = endpoint
+    if listen in {"", "0.0.0.0", "::", "[::]"}:
+        listen = urlsplit(vm.host.uri).hostname or "127.0.0.1"
+    return listen, port, password
+
+
+def _stale_before():
+    return timezone.now() - timedelta(seconds=3 * max(1, settings.CONSOLE_POLL_SECONDS) + 5)
+
+
+def _serial_role(*, vm: VM, user) -> str:
+    """CONTROL for the first terminal; for a second one, the owner's choice: refuse or watch."""
+    conf = console_settings_for(vm=vm)
+    ConsoleSettings.objects.select_for_update().filter(pk=conf.pk).first()  # serialise racing openers
+    active = (ConsoleSession.objects.filter(vm=vm, kind=ConsoleKind.SERIAL, role=SessionRole.CONTROL,
+                                            closed_at__isnull=True, terminate_requested_at__isnull=True,
+                                            last_seen_at__gte=_stale_before())
+              .select_related("user").first())
+    if active is None:
+        return SessionRole.CONTROL
+    if conf.serial_sharing == SerialSharing.READ_ONLY:
+        return SessionRole.WATCH
+    who = "you, in another window" if active.user_id == user.pk else active.user.get_username()
+    raise ConsoleBusy(f"The terminal of {vm.name} is in use by {who}; its owner allows one terminal at a time.")
+
+
+# --- open sessions ----------------------------------------------------------------------------------
+
+def console_session_check(*, session_id: int) -> None:
+    """Raise the reason an open session must end now (revoked, signed out, VM stopped), else mark it alive."""
+    session = (ConsoleSession.objects.select_related("user", "vm", "share", "share__created_by", "ticket")
+               .filter(pk=session_id).first())
+    if session is None or session.closed_at is not None:
+        raise SessionEnded("The console session ended.")
+    if session.terminate_requested_at is not None:
+        raise ConsoleForbidden("An administrator ended this console session.")
+    _check_access(user=session.user, vm_id=session.vm_id, share=session.share)
+    if session.ticket is not None and _session_user_id(session.ticket.session_key) != str(session.user_id):
+        raise ConsoleForbidden("You signed out: the console closed.")
+    _check_running(session.vm)
+    ConsoleSession.objects.filter(pk=session_id).update(last_seen_at=timezone.now())
+
+
+def console_session_end_reason(*, session_id: int) -> PortalError | None:
+    """Why the guest side of a session went away: the VM stopped (4410), or None while undecided.
+
+    QEMU closes its display before libvirt reports the domain shut off, so relays ask again for a
+    few seconds (without holding a thread) and then fall back to `SessionEnded`.
+    """
+    session = ConsoleSession.objects.select_related("vm", "vm__host").get(pk=session_id)
+    vm = session.vm
+    if vm.status not in (VMStatus.RUNNING, VMStatus.PAUSED, VMStatus.REBOOTING):
+        return ConsoleVMNotRunning(f"{vm.name} stopped: the console closed.")
+    try:
+        running = get_driver(vm.host.uri).domain_info(str(vm.uuid)).state.is_active
+    except PortalError:
+        running = False
+    if not running:
+        return ConsoleVMNotRunning(f"{vm.name} stopped: the console closed.")
+    return None
+
+
+END_REASON_WAIT_SECONDS = 6.0
+ENDED_MESSAGE = "The guest closed the console connection."
+
+
+def console_session_close(*, session_id: int, code: int | None, reason: str = "", bytes_to_guest: int = 0,
+                          bytes_from_guest: int = 0) -> ConsoleSession | None:
+    """Close the session row once and audit how long it lasted and why it ended."""
+    with transaction.atomic():
+        session = (ConsoleSession.objects.select_for_update().filter(pk=session_id, closed_at__isnull=True)
+                   .first())
+        if session is None:
+            return None
+        session.closed_at = timezone.now()
+        session.close_code = code
+        session.close_reason = (reason or "")[:200]
+        session.bytes_to_guest = bytes_to_guest
+        session.bytes_from_guest = bytes_from_guest
+        session.save(update_fields=["closed_at", "close_code", "close_reason", "bytes_to_guest",
+                                    "bytes_from_guest"])
+        duration = session.duration_seconds
+        vm = VM.objects.get(pk=session.vm_id)
+        audit(actor=session.user, via=Via.CONSOLE, action="console.close", target=vm,
+              message=(f"Closed the {ConsoleKind(session.kind).label.lower()} of {vm.name} after "
+                       f"{_human_duration(duration)} via {session.tier}" + (f": {reason}" if reason else "")),
+              data={"kind": session.kind, "tier": session.tier, "session": session.pk, "role": session.role,
+                    "duration_seconds": round(duration, 3), "close_code": code, "share": session.share_id,
+                    "bytes_to_guest": bytes_to_guest, "bytes_from_guest": bytes_from_guest})
+    return session
+
+
+def console_session_terminate(*, actor, via: str, session: ConsoleSession) -> None:
+    """End someone's open console at its next check (admins)."""
+    if not actor.is_staff:
+        raise PermissionDenied("Only administrators can end other people's console sessions.")
+    if session.closed_at is not None:
+        return
+    ConsoleSession.objects.filter(pk=session.pk, terminate_requested_at__isnull=True).update(
+        terminate_requested_at=timezone.now())
+    audit(actor=actor, via=via, action="console.terminate", target=session.vm,
+          message=f"Ended {session.user.get_username()}'s {session.kind} console of {session.vm.name}",
+          data={"session": session.pk})
+
+
+def console_serial_open(*, session_id: int):
+    """The VM's serial console stream for a controlling session (libvirt openConsole)."""
+    session = ConsoleSession.objects.select_related("vm", "vm__host").get(pk=session_id)
+    if session.role != SessionRole.CONTROL or session.kind != ConsoleKind.SERIAL:
+        raise ConsoleForbidden("Only the controlling terminal session opens the serial console.")
+    return get_driver(session.vm.host.uri).open_console(str(session.vm.uuid))
+
+
+# --- share links ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class CreatedShare:
+    share: ConsoleShare
+    token: str
+
+
+def console_share_create(*, actor, via: str, vm: VM | int, recipient: str, hours: int | str = 4,
+                         note: str = "") -> CreatedShare:
+    """An expiring, revocable, view-only link to the VM's screen for one colleague (audited)."""
+    vm = _visible_vm(actor=actor, vm=vm)
+    if not (actor.is_staff or vm.owner_id == actor.pk):
+        raise PermissionDenied(f"Only the owner of {vm.name} can share its console.")
+    errors: dict[str, list[str]] = {}
+    username = str(recipient or "").strip()
+    user_model = get_user_model()
+    target = user_model.objects.filter(**{user_model.USERNAME_FIELD: username}, is_active=True).first()
+    if not username:
+        errors["recipient"] = ["Give the username of the colleague who may watch."]
+    elif target is None:
+        errors["recipient"] = [f"No active portal user named {username[:60]!r}."]
+    elif target.pk == actor.pk:
+        errors["recipient"] = ["You can already see your own console."]
+    max_hours = max(1, settings.CONSOLE_SHARE_MAX_HOURS)
+    try:
+        hours = int(hours)
+        if not 1 <= hours <= max_hours:
+            raise ValueError
+    except (TypeError, ValueError):
+        errors["hours"] = [f"Choose between 1 and {max_hours} hours."]
+    note = str(note or "").strip()
+    if len(note) > 200:
+        errors["note"] = ["Keep the note under 200 characters."]
+    if errors:
+        raise ValidationFailed(errors)
+    token = secrets.token_urlsafe(24)
+    with transaction.atomic():
+        share = ConsoleShare.objects.create(
+            token_hash=_hash(token), vm=vm, created_by=actor, recipient=target, note=note,
+            expires_at=timezone.now() + timedelta(hours=hours))
+        audit(actor=actor, via=via, action="console.share.create", target=vm,
+              message=f"Shared the screen of {vm.name} with {target.get_username()} (view-only, {hours} h)",
+              data={"share": share.pk, "recipient": target.get_username(), "hours": hours})
+    return CreatedShare(share=share, token=token)
+
+
+def console_share_revoke(*, actor, via: str, share: ConsoleShare | int) -> ConsoleShare:
+    """Revoke a share link; its open sessions close at their next check (within CONSOLE_POLL_SECONDS)."""
+    pk = share.pk if isinstance(share, ConsoleShare) else share
+    share = ConsoleShare.objects.select_related("vm", "recipient").filter(pk=pk).first()
+    if share is None or not vm_visible(user=actor).filter(pk=share.vm_id).exists():
+        raise NotFound(f"Share link {pk} not found.")
+    if not (actor.is_staff or share.created_by_id == actor.pk or share.vm.owner_id == actor.pk):
+        raise PermissionDenied("Only the VM's owner can revoke its share links.")
+    if share.revoked_at is None:
+        with transaction.atomic():
+            share.revoked_at = timezone.now()
+            share.revoked_by = actor
+            share.save(update_fields=["revoked_at", "revoked_by"])
+            open_sessions = ConsoleSession.objects.filter(share=share, closed_at__isnull=True).count()
+            audit(actor=actor, via=via, action="console.share.revoke", target=share.vm,
+                  message=(f"Revoked the screen share of {share.vm.name} with {share.recipient.get_username()}"
+                           + (f"; {open_sessions} open session(s) will close" if open_sessions else "")),
+                  data={"share": share.pk})
+    return share
+
+
+def _usable_share(*, actor, share: ConsoleShare) -> ConsoleShare:
+    share = ConsoleShare.objects.select_related("vm", "created_by").get(pk=share.pk)
+    if actor is None or not getattr(actor, "is_authenticated", False) or not actor.is_active:
+        raise PermissionDenied("Sign in to open a shared console.")
+    _check_access(user=actor, vm_id=share.vm_id, share=share)
+    return share
+
+
+def console_share_resolve(*, user, token: str) -> ConsoleShare:
+    """The share link behind `token`, for its recipient; anything else looks like a missing link."""
+    share = (ConsoleShare.objects.select_related("vm", "vm__host", "created_by", "recipient")
+             .filter(token_hash=_hash(token or "")).first())
+    if share is None or user is None or not user.is_authenticated or share.recipient_id != user.pk:
+        raise NotFound("This share link does not exist or is not for you.")
+    return share
+
+
+def console_shares_for_vm(*, user, vm: VM):
+    """The VM's share links, for its owner and staff."""
+    if not (user.is_staff or vm.owner_id == user.pk):
+        return ConsoleShare.objects.none()
+    return ConsoleShare.objects.filter(vm=vm).select_related("recipient", "created_by")
+
+
+def console_tickets_purge(*, older_than_hours: int = 24) -> int:
+    """Delete spent and expired tickets (sessions keep their own record)."""
+    cutoff = timezone.now() - timedelta(hours=older_than_hours)
+    deleted, _ = ConsoleTicket.objects.filter(expires_at__lt=cutoff).delete()
+    return deleted

@@ -1,0 +1,237 @@
+"""Small building blocks shared by the admin modules: badges, times, links, service calls with messages.
+
+The admin is an adapter like the others: every change goes through a service, and domain errors
+(portal.exceptions.PortalError) are turned into admin messages here, once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from django.contrib import messages
+from django.contrib.humanize.templatetags.humanize import naturaltime
+from django.db import transaction
+from django.http import HttpResponseRedirect
+from django.urls import NoReverseMatch, reverse
+from django.utils.formats import date_format
+from django.utils.html import format_html
+from django.utils.http import urlencode
+from django.utils.timezone import localtime
+
+from .choices import JobStatus
+from .exceptions import InvalidState, PortalError, ValidationFailed
+
+EMPTY = "—"
+
+# One tone per state word, the same across hosts, VMs, jobs and audit outcomes.
+_TONES = {
+    "running": "ok", "up": "ok", "succeeded": "ok",
+    "stopped": "muted", "unknown": "muted", "cancelled": "muted", "deleted": "muted", "requested": "info",
+    "creating": "busy", "starting": "busy", "stopping": "busy", "rebooting": "busy", "deleting": "busy",
+    "pending": "busy", "maintenance": "warn", "paused": "warn", "denied": "warn",
+    "error": "bad", "down": "bad", "failed": "bad", "errored": "bad",
+}
+
+
+def badge(value: str, label: str | None = None, *, tone: str | None = None, title: str = ""):
+    """A coloured badge that always carries its text label (never colour alone)."""
+    tone = tone or _TONES.get(str(value), "muted")
+    return format_html('<span class="pbadge pbadge-{}" title="{}">{}</span>', tone, title, label or value or EMPTY)
+
+
+def when(value):
+    """Relative time ("3 minutes ago") with the exact time on hover."""
+    if not value:
+        return EMPTY
+    exact = date_format(localtime(value), "DATETIME_FORMAT")
+    return format_html('<time datetime="{}" title="{}">{}</time>', value.isoformat(), exact, naturaltime(value))
+
+
+def mib(value: int | None) -> str:
+    if not value:
+        return "0 MiB" if value == 0 else EMPTY
+    if value >= 1024:
+        gib = value / 1024
+        return f"{gib:.0f} GiB" if gib == int(gib) else f"{gib:.1f} GiB"
+    return f"{value} MiB"
+
+
+def human_bytes(value: int | None) -> str:
+    if not value:
+        return EMPTY
+    size = float(value)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024:
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} TiB"
+
+
+def admin_url(obj_or_model, view: str = "change", **query) -> str | None:
+    """The admin URL of an object (change page) or a model (changelist with filters)."""
+    opts = obj_or_model._meta
+    try:
+        if view == "changelist":
+            url = reverse(f"admin:{opts.app_label}_{opts.model_name}_changelist")
+            return f"{url}?{urlencode(query)}" if query else url
+        return reverse(f"admin:{opts.app_label}_{opts.model_name}_{view}", args=[obj_or_model.pk])
+    except NoReverseMatch:
+        return None
+
+
+def link(obj, text: Any = None):
+    """A link to an object's admin page (plain text when the model has no admin)."""
+    if obj is None:
+        return EMPTY
+    url = admin_url(obj)
+    text = str(obj) if text is None else text
+    return format_html('<a href="{}">{}</a>', url, text) if url else text
+
+
+def changelist_link(model, text: Any, **query):
+    url = admin_url(model, "changelist", **query)
+    return format_html('<a href="{}">{}</a>', url, text) if url else text
+
+
+def target_link(target_type: str, target_id: str, target_name: str):
+    """Link a job's or audit event's target to its admin page, by type."""
+    from django.apps import apps
+
+    label = target_name or f"{target_type} {target_id}" if target_type else EMPTY
+    models = {"vm": "vms.VM", "host": "vms.Host", "image": "storage.Image", "quota": "portal.Quota",
+              "flavor": "vms.Flavor", "volume": "storage.Volume", "storagepool": "storage.StoragePool"}
+    dotted = models.get(target_type)
+    if not dotted or not str(target_id).isdigit():
+        return label
+    model = apps.get_model(dotted)
+    try:
+        url = reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_change", args=[target_id])
+    except NoReverseMatch:
+        return label
+    return format_html('<a href="{}">{}</a>', url, label)
+
+
+def progress_bar(percent: int, label: str = ""):
+    percent = max(0, min(100, int(percent or 0)))
+    return format_html(
+        '<span class="pprogress" role="progressbar" aria-valuenow="{}" aria-valuemin="0" aria-valuemax="100" '
+        'title="{}"><span style="width:{}%"></span></span> {}%', percent, label, percent, percent)
+
+
+def error_text(exc: PortalError) -> str:
+    """One line for a domain error; field errors joined with their field names."""
+    if isinstance(exc, ValidationFailed) and len(exc.errors) > 1:
+        return "; ".join(f"{field}: {' '.join(msgs)}" for field, msgs in exc.errors.items())
+    return exc.message
+
+
+def job_report(job, fallback: str) -> tuple[int, str]:
+    """Level and text for an action that queued `job`: the outcome if it already finished."""
+    if job is None:
+        return messages.INFO, fallback
+    job.refresh_from_db(fields=["status", "error", "step"])
+    url = admin_url(job)
+    job_ref = format_html('<a href="{}">job</a>', url) if url else "job"
+    if job.status == JobStatus.SUCCEEDED:
+        return messages.SUCCESS, format_html("{} Done ({}).", fallback, job_ref)
+    if job.status in (JobStatus.FAILED, JobStatus.ERRORED):
+        return messages.ERROR, format_html("{} Failed: {} ({}).", fallback, job.error or job.get_status_display(),
+                                           job_ref)
+    return messages.SUCCESS, format_html("{} Queued ({}).", fallback, job_ref)
+
+
+def per_object(modeladmin, request, objects: Iterable, call: Callable[[Any], tuple[int, str] | None],
+               *, verb: str) -> dict[str, int]:
+    """Run `call` for each object, one message per object; domain errors become warnings/errors.
+
+    `call` returns (level, message) or None for a plain success. Services own their transactions,
+    so one failure never undoes the others.
+    """
+    counts = {"ok": 0, "refused": 0, "failed": 0}
+    for obj in objects:
+        try:
+            outcome = call(obj)
+        except InvalidState as exc:
+            counts["refused"] += 1
+            modeladmin.message_user(request, format_html("{}: {}", obj, error_text(exc)), messages.WARNING)
+            continue
+        except PortalError as exc:
+            counts["failed"] += 1
+            modeladmin.message_user(request, format_html("{}: {}", obj, error_text(exc)), messages.ERROR)
+            continue
+        level, text = outcome or (messages.SUCCESS, f"{verb} {obj}.")
+        counts["ok" if level in (messages.SUCCESS, messages.INFO) else "failed"] += 1
+        modeladmin.message_user(request, text, level)
+    return counts
+
+
+class ServiceSaveMixin:
+    """For ModelAdmins whose save_model calls a service.
+
+    A domain error raised in save_model is reported as an error message and the user is sent back
+    to the form, without Django's "was changed successfully" message and without a LogEntry.
+    The service call runs in a savepoint, so a half-done call leaves nothing behind.
+    """
+
+    _error_attr = "_portal_admin_error"
+
+    def call_service(self, request, fn: Callable[[], Any]) -> Any:
+        try:
+            with transaction.atomic():
+                return fn()
+        except PortalError as exc:
+            setattr(request, self._error_attr, exc)
+            return None
+
+    def _failed(self, request) -> PortalError | None:
+        return getattr(request, self._error_attr, None)
+
+    def log_addition(self, request, obj, message):
+        if self._failed(request) is None:
+            return super().log_addition(request, obj, message)
+
+    def log_change(self, request, obj, message):
+        if self._failed(request) is None:
+            return super().log_change(request, obj, message)
+
+    def save_related(self, request, form, formsets, change):
+        if self._failed(request) is None:
+            return super().save_related(request, form, formsets, change)
+
+    def construct_change_message(self, request, form, formsets, add=False):
+        if self._failed(request) is not None:
+            return ""  # nothing was saved (and the formsets were not saved either)
+        return super().construct_change_message(request, form, formsets, add)
+
+    def _back_to_form(self, request):
+        exc = self._failed(request)
+        self.message_user(request, f"Not saved: {error_text(exc)}", messages.ERROR)
+        return HttpResponseRedirect(request.get_full_path())
+
+    def response_add(self, request, obj, post_url_continue=None):
+        if self._failed(request) is not None:
+            return self._back_to_form(request)
+        return super().response_add(request, obj, post_url_continue)
+
+    def response_change(self, request, obj):
+        if self._failed(request) is not None:
+            return self._back_to_form(request)
+        return super().response_change(request, obj)
+
+
+class ReadOnlyAdminMixin:
+    """Views only: rows that services or libvirt own are never added, changed or deleted here."""
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+def note_context(note: str, extra_context: dict | None = None) -> dict:
+    return {**(extra_context or {}), "changelist_note": note}

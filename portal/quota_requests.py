@@ -1,0 +1,263 @@
+"""Quota requests: a user asks for a larger quota, an administrator approves or denies it once.
+
+Every door (web page, Slack button, admin) calls these functions. Creation and decisions are
+audited; `quota_request_created` and `quota_request_decided` are sent after the commit so adapters
+(the Slack bot) can post to the admins' channel and tell the requester, whichever door was used.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from django.contrib.auth.models import Group
+from django.db import transaction
+from django.db.models import Q, QuerySet
+from django.dispatch import Signal
+from django.utils import timezone
+
+from .audit import audit
+from .exceptions import Conflict, InvalidState, NotFound, PermissionDenied, ValidationFailed
+from .models import AuditEvent, Quota, QuotaRequest
+from .quotas import quota_get_or_create, quota_set, quota_usage
+
+log = logging.getLogger(__name__)
+
+# Sent after commit with `quota_request=`; receivers run robustly (a failing one changes nothing).
+quota_request_created = Signal()
+quota_request_decided = Signal()
+
+
+@dataclass(frozen=True)
+class Limit:
+    field: str
+    label: str
+    unit: str
+    ceiling: int
+
+
+LIMITS = (
+    Limit("max_vms", "VMs", "", 1000),
+    Limit("max_vcpus", "vCPUs", "", 10_000),
+    Limit("max_memory_mib", "Memory", "MiB", 64 * 1024 * 1024),
+    Limit("max_disk_gib", "Disk", "GiB", 1024 * 1024),
+)
+REASON_MAX = 1000
+
+
+@dataclass(frozen=True)
+class LimitChange:
+    """One limit a request changes: from the limit at request time to the limit asked for."""
+
+    label: str
+    unit: str
+    old: int
+    new: int
+
+    def __str__(self) -> str:
+        unit = f" {self.unit}" if self.unit else ""
+        return f"{self.label} {self.old} → {self.new}{unit}"
+
+
+def quota_request_changes(request: QuotaRequest) -> list[LimitChange]:
+    """The limits `request` asks to change, in a fixed order (for every door's wording)."""
+    changes = []
+    for limit in LIMITS:
+        new = getattr(request, limit.field)
+        if new is not None:
+            changes.append(LimitChange(limit.label, limit.unit, int(request.previous.get(limit.field, 0)), new))
+    return changes
+
+
+def quota_request_summary(request: QuotaRequest) -> str:
+    return ", ".join(str(c) for c in quota_request_changes(request)) or "no change"
+
+
+def _check_actor(actor) -> None:
+    if actor is None or not getattr(actor, "is_authenticated", False) or not actor.is_active:
+        raise PermissionDenied("Sign in to request more quota.")
+
+
+def _check_admin(actor) -> None:
+    _check_actor(actor)
+    if not actor.is_staff:
+        raise PermissionDenied("Only administrators can decide quota requests.")
+
+
+def _validate_reason(reason: object) -> str:
+    if reason is None:
+        return ""
+    if not isinstance(reason, str):
+        raise ValidationFailed("Reason must be text.", field="reason")
+    reason = reason.strip()
+    if len(reason) > REASON_MAX:
+        raise ValidationFailed(f"Reason is too long (at most {REASON_MAX} characters).", field="reason")
+    if any(ord(c) < 32 and c not in "\n\t" for c in reason):
+        raise ValidationFailed("Reason contains control characters.", field="reason")
+    return reason
+
+
+def _validate_limit(limit: Limit, value: object) -> int | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValidationFailed(f"{limit.label} must be a whole number.", field=limit.field)
+    if value < 0 or value > limit.ceiling:
+        unit = f" {limit.unit}" if limit.unit else ""
+        raise ValidationFailed(f"{limit.label} must be between 0 and {limit.ceiling}{unit}.", field=limit.field)
+    return value
+
+
+def _emit(signal: Signal, request: QuotaRequest) -> None:
+    def send() -> None:
+        for receiver, result in signal.send_robust(sender=QuotaRequest, quota_request=request):
+            if isinstance(result, Exception):
+                log.error("%r failed for quota request %s", receiver, request.pk, exc_info=result)
+
+    transaction.on_commit(send)
+
+
+def quota_request_create(*, actor, via: str, group: Group | None = None, max_vms=None, max_vcpus=None,
+                         max_memory_mib=None, max_disk_gib=None, reason: str = "") -> QuotaRequest:
+    """Record a request for higher limits (only increases count); one pending request per quota."""
+    _check_actor(actor)
+    if group is not None and not actor.is_staff and not actor.groups.filter(pk=group.pk).exists():
+        raise PermissionDenied(f"You are not a member of the group {group.name}.")
+    reason = _validate_reason(reason)
+    asked = {
+        limit.field: _validate_limit(limit, value)
+        for limit, value in zip(LIMITS, (max_vms, max_vcpus, max_memory_mib, max_disk_gib), strict=True)
+    }
+    with transaction.atomic():
+        quota_get_or_create(user=None if group else actor, group=group)
+        lookup = {"group": group} if group is not None else {"user": actor}
+        quota = Quota.objects.select_for_update().get(**lookup)  # serialises twin requests
+        current = {limit.field: getattr(quota, limit.field) for limit in LIMITS}
+        wanted = {f: v for f, v in asked.items() if v is not None and v > current[f]}
+        if not wanted:
+            now = ", ".join(f"{limit.label} {current[limit.field]}" for limit in LIMITS)
+            raise ValidationFailed(f"Ask for more than the current quota ({now}).")
+        pending = QuotaRequest.objects.filter(requester=actor, group=group, status=QuotaRequest.Status.PENDING)
+        existing = pending.first()
+        if existing is not None:
+            raise Conflict(f"You already have a pending quota request (#{existing.pk}); "
+                           "an administrator will decide it soon.", request_id=existing.pk)
+        request = QuotaRequest.objects.create(requester=actor, group=group, via=via, reason=reason,
+                                              previous=current, **wanted)
+        summary = quota_request_summary(request)
+        audit(actor=actor, via=via, action="quota_request.create", target=request,
+              target_name=f"#{request.pk} {request.subject_name}", outcome=AuditEvent.Outcome.REQUESTED,
+              message=f"Asked for {summary}" + (f": {reason}" if reason else ""),
+              data={"requested": wanted, "previous": current})
+        _emit(quota_request_created, request)
+    return request
+
+
+def quota_request_for_size(*, actor, via: str, vcpus: int, memory_mib: int, disk_gib: int,
+                           group: Group | None = None, reason: str = "") -> QuotaRequest:
+    """Ask for just enough quota for one more VM of this size (the "Request more" button)."""
+    _check_actor(actor)
+    need = {"vms": 1, "vcpus": vcpus, "memory_mib": memory_mib, "disk_gib": disk_gib}
+    limits = {}
+    for usage in quota_usage(user=None if group else actor, group=group):
+        amount = need[usage.resource]
+        if not isinstance(amount, int) or isinstance(amount, bool) or amount < 0:
+            raise ValidationFailed(f"{usage.label} must be a whole number.", field=usage.resource)
+        limits[f"max_{usage.resource}"] = max(usage.limit, usage.used + amount)
+    if not reason:
+        reason = f"For a new VM of {vcpus} vCPU, {memory_mib} MiB, {disk_gib} GiB."
+    return quota_request_create(actor=actor, via=via, group=group, reason=reason, **limits)
+
+
+def _lock_pending(request: QuotaRequest | int) -> QuotaRequest:
+    pk = request.pk if isinstance(request, QuotaRequest) else request
+    try:
+        request = QuotaRequest.objects.select_for_update().get(pk=pk)
+    except (QuotaRequest.DoesNotExist, ValueError, TypeError):
+        raise NotFound(f"Quota request #{pk} not found.") from None
+    if not request.is_pending:
+        by = f" by {request.decided_by.get_username()}" if request.decided_by_id else ""
+        raise InvalidState(f"Quota request #{request.pk} was already {request.get_status_display().lower()}{by}.",
+                           status=request.status)
+    return request
+
+
+def _decide(request: QuotaRequest, *, actor, via: str, status: str, note: str) -> None:
+    request.status = status
+    request.decided_by = actor if getattr(actor, "pk", None) else None
+    request.decided_at = timezone.now()
+    request.decided_via = via
+    request.decision_note = note
+    request.save(update_fields=["status", "decided_by", "decided_at", "decided_via", "decision_note"])
+
+
+def quota_request_approve(*, actor, via: str, request: QuotaRequest | int, note: str = "") -> QuotaRequest:
+    """Raise the quota to the limits asked for (never lowering one) and close the request."""
+    _check_admin(actor)
+    note = _validate_reason(note)
+    with transaction.atomic():
+        request = _lock_pending(request)
+        subject = {"group": request.group} if request.group_id else {"user": request.requester}
+        quota_get_or_create(**subject)
+        quota = Quota.objects.select_for_update().get(**subject)
+        raised = {limit.field: getattr(request, limit.field) for limit in LIMITS
+                  if getattr(request, limit.field) is not None
+                  and getattr(request, limit.field) > getattr(quota, limit.field)}
+        quota_set(actor=actor, via=via, **subject, **raised)  # audited there as quota.update
+        _decide(request, actor=actor, via=via, status=QuotaRequest.Status.APPROVED, note=note)
+        audit(actor=actor, via=via, action="quota_request.approve", target=request,
+              target_name=f"#{request.pk} {request.subject_name}",
+              message=f"Approved {quota_request_summary(request)}" + (f": {note}" if note else ""),
+              data={"raised": raised})
+        _emit(quota_request_decided, request)
+    return request
+
+
+def quota_request_deny(*, actor, via: str, request: QuotaRequest | int, note: str = "") -> QuotaRequest:
+    """Close the request without changing the quota."""
+    _check_admin(actor)
+    note = _validate_reason(note)
+    with transaction.atomic():
+        request = _lock_pending(request)
+        _decide(request, actor=actor, via=via, status=QuotaRequest.Status.DENIED, note=note)
+        audit(actor=actor, via=via, action="quota_request.deny", target=request,
+              target_name=f"#{request.pk} {request.subject_name}", outcome=AuditEvent.Outcome.DENIED,
+              message=f"Denied {quota_request_summary(request)}" + (f": {note}" if note else ""))
+        _emit(quota_request_decided, request)
+    return request
+
+
+def quota_request_cancel(*, actor, via: str, request: QuotaRequest | int) -> QuotaRequest:
+    """The requester withdraws a pending request."""
+    _check_actor(actor)
+    with transaction.atomic():
+        request = _lock_pending(request)
+        if request.requester_id != actor.pk:
+            raise NotFound(f"Quota request #{request.pk} not found.")
+        _decide(request, actor=actor, via=via, status=QuotaRequest.Status.CANCELLED, note="")
+        audit(actor=actor, via=via, action="quota_request.cancel", target=request,
+              target_name=f"#{request.pk} {request.subject_name}", message="Withdrawn by the requester")
+    return request
+
+
+# --- selectors -----------------------------------------------------------------------------------
+
+def quota_request_list(*, user, status: str | None = None) -> QuerySet[QuotaRequest]:
+    """Requests `user` may see: their own and their groups', or all for administrators."""
+    qs = QuotaRequest.objects.select_related("requester", "group", "decided_by")
+    if not user or not user.is_authenticated or not user.is_active:
+        return qs.none()
+    if not user.is_staff:
+        qs = qs.filter(Q(requester=user) | Q(group__in=user.groups.all())).distinct()
+    if status:
+        qs = qs.filter(status=status)
+    return qs
+
+
+def quota_request_get(*, user, request_id) -> QuotaRequest:
+    try:
+        return quota_request_list(user=user).get(pk=int(str(request_id)))
+    except (QuotaRequest.DoesNotExist, ValueError):
+        raise NotFound(f"Quota request #{str(request_id)[:20]} not found.") from None

@@ -1,0 +1,92 @@
+"""Web adapter glue: the one place domain errors become what a browser sees.
+
+`portal_view` wraps every server-rendered view: NotFound becomes the 404 page, any other
+PortalError becomes an error message and a redirect back to where the user came from.
+`form_error` puts a domain error on a Django form instead (next to its field, or at the top), for
+views that re-render a form. `error_text` is the wording both use, so the same error reads the
+same everywhere on the site and never shows a libvirt URI or a traceback to non-admins.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+
+from django import forms
+from django.contrib import messages
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import resolve_url
+from django.utils.http import url_has_allowed_host_and_scheme
+
+from .exceptions import (
+    HypervisorError,
+    HypervisorUnavailable,
+    NotFound,
+    PortalError,
+    QuotaExceeded,
+    ValidationFailed,
+)
+
+log = logging.getLogger(__name__)
+
+
+def error_text(exc: PortalError, *, user=None) -> str:
+    """The sentence a person reads for `exc` (admins get the hypervisor's own words)."""
+    if isinstance(exc, QuotaExceeded):
+        return (f"{exc.message}. Delete or shrink a VM, or ask an administrator for a larger quota.")
+    if isinstance(exc, HypervisorError) and not getattr(user, "is_staff", False):
+        if isinstance(exc, HypervisorUnavailable):
+            return "The VM's host cannot be reached right now. Try again in a minute."
+        if isinstance(exc, NotFound):
+            return "The hypervisor no longer knows this VM. An administrator has been told about the drift."
+        return ("The hypervisor could not do this. Try again; if it keeps failing, "
+                "an administrator can see the details in the job log.")
+    if isinstance(exc, ValidationFailed):
+        return " ".join(m for msgs in exc.errors.values() for m in msgs)
+    return exc.message
+
+
+def is_web_404(exc: PortalError) -> bool:
+    """Missing (or someone else's) objects are a 404; a domain lost on the host is not."""
+    return isinstance(exc, NotFound) and not isinstance(exc, HypervisorError)
+
+
+def safe_next(request: HttpRequest, fallback: str, *args, **kwargs) -> str:
+    """Where to send the user back: a same-site `next` field, then the Referer, then `fallback`."""
+    for candidate in (request.POST.get("next"), request.GET.get("next"), request.META.get("HTTP_REFERER")):
+        if candidate and url_has_allowed_host_and_scheme(
+                candidate, allowed_hosts={request.get_host()}, require_https=request.is_secure()):
+            return candidate
+    return resolve_url(fallback, *args, **kwargs)
+
+
+def portal_view(view: Callable | None = None, *, fallback: str = "vms:list"):
+    """Decorate a view so a PortalError becomes a 404 (NotFound) or a message and a redirect."""
+
+    def decorate(fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+            try:
+                return fn(request, *args, **kwargs)
+            except PortalError as exc:
+                if is_web_404(exc):
+                    raise Http404(exc.message) from None
+                log.info("%s %s: %s (%s)", request.method, request.path, exc.code, exc.message)
+                messages.error(request, error_text(exc, user=request.user))
+                return HttpResponseRedirect(safe_next(request, fallback))
+
+        return wrapper
+
+    return decorate(view) if view is not None else decorate
+
+
+def form_error(form: forms.Form, exc: PortalError, *, user=None) -> None:
+    """Show `exc` on `form`: each ValidationFailed message next to its field, anything else on top."""
+    if isinstance(exc, ValidationFailed):
+        for field, msgs in exc.errors.items():
+            target = field if field in form.fields else None
+            for msg in msgs:
+                form.add_error(target, msg)
+        return
+    form.add_error(None, error_text(exc, user=user))

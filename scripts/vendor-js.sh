@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# vendor-js.sh - copy the console front-end libraries from npm into static/vendor/ (no bundler).
+#
+#   @novnc/novnc      -> static/vendor/novnc/   (core/ ES modules + vendor/pako/lib, LICENSE)
+#   @xterm/xterm      -> static/vendor/xterm/   (xterm.mjs, xterm.css, LICENSE)
+#   @xterm/addon-fit  -> static/vendor/xterm/   (addon-fit.mjs, LICENSE.addon-fit)
+#
+# Only the files the pages load are copied (no docs, tests, source maps or CommonJS builds), and
+# the `//# sourceMappingURL=` lines are dropped so a manifest static storage finds every reference.
+# Idempotent: when static/vendor/VERSIONS already records the pinned versions it does nothing,
+# so a set-up without network access still works once the files are there.
+#
+# Usage: scripts/vendor-js.sh [--force]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+NOVNC_VERSION=1.7.0
+XTERM_VERSION=6.0.0
+FIT_VERSION=0.11.0
+DEST=static/vendor
+STAMP="$DEST/VERSIONS"
+WANT="@novnc/novnc@$NOVNC_VERSION @xterm/xterm@$XTERM_VERSION @xterm/addon-fit@$FIT_VERSION"
+
+if [ "${1:-}" != "--force" ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT" ] \
+   && [ -f "$DEST/novnc/core/rfb.js" ] && [ -f "$DEST/xterm/xterm.mjs" ] && [ -f "$DEST/xterm/addon-fit.mjs" ]; then
+  echo "vendored console JS up to date ($WANT)"
+  exit 0
+fi
+
+command -v npm >/dev/null || { echo "npm is required to vendor noVNC and xterm.js (apt-get install npm)" >&2; exit 1; }
+
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP"' EXIT
+(cd "$TMP" && npm install --silent --no-audit --no-fund --ignore-scripts --no-package-lock \
+   "@novnc/novnc@$NOVNC_VERSION" "@xterm/xterm@$XTERM_VERSION" "@xterm/addon-fit@$FIT_VERSION" >/dev/null)
+NM="$TMP/node_modules"
+
+strip_maps() { sed -i '/^\/\/# sourceMappingURL=/d' "$@"; }
+
+# Build into a staging directory and swap it in, so an interrupted run never leaves half a tree.
+STAGE="$TMP/stage"
+mkdir -p "$STAGE/novnc/vendor/pako" "$STAGE/xterm"
+cp -R "$NM/@novnc/novnc/core" "$STAGE/novnc/core"
+cp -R "$NM/@novnc/novnc/vendor/pako/lib" "$STAGE/novnc/vendor/pako/lib"
+cp "$NM/@novnc/novnc/vendor/pako/LICENSE" "$STAGE/novnc/vendor/pako/LICENSE"
+cp "$NM/@novnc/novnc/LICENSE.txt" "$STAGE/novnc/LICENSE.txt"
+cp "$NM/@xterm/xterm/lib/xterm.mjs" "$STAGE/xterm/xterm.mjs"
+cp "$NM/@xterm/xterm/css/xterm.css" "$STAGE/xterm/xterm.css"
+cp "$NM/@xterm/xterm/LICENSE" "$STAGE/xterm/LICENSE"
+cp "$NM/@xterm/addon-fit/lib/addon-fit.mjs" "$STAGE/xterm/addon-fit.mjs"
+cp "$NM/@xterm/addon-fit/LICENSE" "$STAGE/xterm/LICENSE.addon-fit"
+find "$STAGE" -name '*.js' -o -name '*.mjs' | while read -r f; do strip_maps "$f"; done
+find "$STAGE" -type f -exec chmod 0644 {} +
+
+mkdir -p "$DEST"
+rm -rf "$DEST/novnc" "$DEST/xterm"
+mv "$STAGE/novnc" "$DEST/novnc"
+mv "$STAGE/xterm" "$DEST/xterm"
+echo "$WANT" >"$STAMP"
+echo "vendored $WANT into $DEST ($(du -sh "$DEST" | cut -f1))"

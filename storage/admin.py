@@ -1,0 +1,267 @@
+"""Admin back-office for the image library, storage pools and VM disks.
+
+Images are registered, changed and deleted through storage.services; pools and volumes are
+created and removed by the host and VM services and are shown read-only here.
+"""
+
+from __future__ import annotations
+
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin.actions import delete_selected as django_delete_selected
+from django.db.models import Count, Q
+from django.http import HttpResponseRedirect
+
+from portal.admin_helpers import (
+    ReadOnlyAdminMixin,
+    ServiceSaveMixin,
+    admin_url,
+    badge,
+    changelist_link,
+    human_bytes,
+    link,
+    note_context,
+    per_object,
+    when,
+)
+from portal.choices import Via
+from vms.choices import VMStatus
+from vms.models import VM, Host
+
+from . import services
+from .models import Image, StoragePool, Volume
+
+IMAGE_NOTE = ("Registering an image copies the file into the host's storage pool (format given explicitly, "
+              "never probed). The file path, volume and size are then owned by libvirt and read-only. "
+              "An image that VM disks are built on cannot be deleted.")
+
+
+class ImageRegisterForm(forms.ModelForm):
+    """Everything image_register needs: the host whose pool receives the copy and the source file."""
+
+    host = forms.ModelChoiceField(queryset=Host.objects.all(), help_text="The image is copied into this host's pool.")
+    source_path = forms.CharField(label="Source file", max_length=500,
+                                  help_text="Path of the image file on the portal server, e.g. /srv/images/debian.qcow2")
+
+    class Meta:
+        model = Image
+        fields = ["name", "title", "description", "os_name", "format", "boot_mode", "kernel_path", "initrd_path",
+                  "cmdline", "ready_marker", "min_disk_gib", "is_public", "is_default"]
+        widgets = {"format": forms.Select(choices=[("qcow2", "qcow2"), ("raw", "raw")])}
+
+
+@admin.register(Image)
+class ImageAdmin(ServiceSaveMixin, admin.ModelAdmin):
+    list_display = ("name", "title", "os_name", "boot_mode", "format", "size", "min_disk", "is_public",
+                    "is_default", "host_link", "vms_link", "disks", "created")
+    list_filter = ("boot_mode", "format", "is_public", "is_default", "pool__host")
+    search_fields = ("name", "title", "os_name", "description")
+    list_select_related = ("pool__host",)
+    change_list_template = "admin/portal/change_list_note.html"
+    actions = ["delete_selected"]
+    change_fields = ("title", "description", "os_name", "is_public", "is_default")
+    change_readonly = ("name", "pool", "volume_name", "path", "format", "size", "boot_mode", "kernel_path",
+                       "initrd_path", "cmdline", "ready_marker", "min_disk", "created", "vms_link", "disks")
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(
+            live_vms=Count("vms", filter=~Q(vms__status=VMStatus.DELETED), distinct=True),
+            n_disks=Count("volumes", distinct=True))
+
+    def changelist_view(self, request, extra_context=None):
+        return super().changelist_view(request, note_context(IMAGE_NOTE, extra_context))
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        if obj is None:
+            kwargs["form"] = ImageRegisterForm
+        return super().get_form(request, obj, change=change, **kwargs)
+
+    def get_fieldsets(self, request, obj=None):
+        if obj is None:
+            return (
+                (None, {"fields": ("host", "source_path", "name", "title", "description", "os_name", "format",
+                                   "is_public", "is_default", "min_disk_gib"),
+                        "description": IMAGE_NOTE}),
+                ("Direct kernel boot (optional)", {"fields": ("boot_mode", "kernel_path", "initrd_path",
+                                                              "cmdline", "ready_marker")}),
+            )
+        return (
+            (None, {"fields": self.change_fields}),
+            ("Stored in libvirt", {"fields": ("name", "pool", "volume_name", "path", "format", "size",
+                                              "min_disk", "created")}),
+            ("Boot", {"fields": ("boot_mode", "kernel_path", "initrd_path", "cmdline", "ready_marker")}),
+            ("Used by", {"fields": ("vms_link", "disks")}),
+        )
+
+    def get_readonly_fields(self, request, obj=None):
+        return () if obj is None else self.change_readonly
+
+    @admin.display(description="size", ordering="size_bytes")
+    def size(self, obj):
+        return human_bytes(obj.size_bytes)
+
+    @admin.display(description="min. disk", ordering="min_disk_gib")
+    def min_disk(self, obj):
+        return f"{obj.min_disk_gib} GiB"
+
+    @admin.display(description="host", ordering="pool__host__name")
+    def host_link(self, obj):
+        return link(obj.pool.host)
+
+    @admin.display(description="VMs", ordering="live_vms")
+    def vms_link(self, obj):
+        count = getattr(obj, "live_vms", None)
+        if count is None:
+            count = obj.vms.exclude(status=VMStatus.DELETED).count()
+        return changelist_link(VM, f"{count} VM{'s' if count != 1 else ''}", image__id__exact=obj.pk)
+
+    @admin.display(description="disks built on it", ordering="n_disks")
+    def disks(self, obj):
+        count = getattr(obj, "n_disks", None)
+        if count is None:
+            count = obj.volumes.count()
+        return changelist_link(Volume, count, backing_image__id__exact=obj.pk)
+
+    @admin.display(description="created", ordering="created_at")
+    def created(self, obj):
+        return when(obj.created_at)
+
+    # saving: register through image_register, edit through image_update
+    def save_model(self, request, obj, form, change):
+        data = form.cleaned_data
+        if not change:
+            image = self.call_service(request, lambda: services.image_register(
+                actor=request.user, via=Via.ADMIN, host=data["host"], name=data["name"], title=data["title"],
+                source_path=data["source_path"], fmt=data["format"], description=data["description"],
+                os_name=data["os_name"], boot_mode=data["boot_mode"], kernel_path=data["kernel_path"],
+                initrd_path=data["initrd_path"], cmdline=data["cmdline"], ready_marker=data["ready_marker"],
+                min_disk_gib=data["min_disk_gib"], is_default=data["is_default"]))
+            if image is None:
+                return
+            if not data["is_public"]:
+                services.image_update(actor=request.user, via=Via.ADMIN, image=image, is_public=False)
+            obj.pk = image.pk
+            obj.refresh_from_db()
+            return
+        if form.changed_data:
+            self.call_service(request, lambda: services.image_update(
+                actor=request.user, via=Via.ADMIN, image=obj,
+                **{f: data[f] for f in self.change_fields if f in form.changed_data}))
+
+    # deleting: through image_delete, refused while VMs or disks use the image
+    def _in_use(self, image) -> str | None:
+        vms = image.vms.exclude(status=VMStatus.DELETED).count()
+        disks = image.volumes.count()
+        if vms or disks:
+            return (f"Cannot delete image {image.name}: it is in use by {vms} VM(s) and {disks} disk(s) "
+                    "built on it. Delete those VMs first.")
+        return None
+
+    def delete_view(self, request, object_id, extra_context=None):
+        image = self.get_object(request, object_id)
+        if image is not None and (reason := self._in_use(image)):
+            self.message_user(request, reason, messages.ERROR)
+            return HttpResponseRedirect(admin_url(image))
+        return super().delete_view(request, object_id, extra_context)
+
+    def _delete(self, request, image):
+        services.image_delete(actor=request.user, via=Via.ADMIN, image=image)
+        return messages.SUCCESS, f"Deleted image {image.name} and its base volume."
+
+    def delete_model(self, request, obj):
+        per_object(self, request, [obj], lambda image: self._delete(request, image), verb="Deleted")
+
+    def delete_queryset(self, request, queryset):
+        per_object(self, request, queryset, lambda image: self._delete(request, image), verb="Deleted")
+
+    def log_deletions(self, request, queryset):
+        return None  # image_delete writes the audit event
+
+    def response_delete(self, request, obj_display, obj_id):
+        return HttpResponseRedirect(admin_url(Image, "changelist"))
+
+    @admin.action(permissions=["delete"], description="Delete selected images (unused ones only)")
+    def delete_selected(self, request, queryset):
+        refused = []
+        for image in queryset:
+            if reason := self._in_use(image):
+                refused.append(image.pk)
+                self.message_user(request, reason, messages.ERROR)
+        rest = queryset.exclude(pk__in=refused)
+        if not rest.exists():
+            return None
+        if request.POST.get("post"):
+            self.delete_queryset(request, rest)
+            return None
+        return django_delete_selected(self, request, rest)
+
+
+@admin.register(StoragePool)
+class StoragePoolAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Pools are created by host registration (pool_ensure); shown here for reference."""
+
+    list_display = ("name", "host_link", "path", "images_link", "volumes_link")
+    list_filter = ("host",)
+    search_fields = ("name", "path", "host__name")
+    list_select_related = ("host",)
+    readonly_fields = ("name", "host_link", "path", "images_link", "volumes_link")
+    fields = readonly_fields
+    actions = None
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(n_images=Count("images", distinct=True),
+                                                      n_volumes=Count("volumes", distinct=True))
+
+    @admin.display(description="host", ordering="host__name")
+    def host_link(self, obj):
+        return link(obj.host)
+
+    @admin.display(description="images", ordering="n_images")
+    def images_link(self, obj):
+        return changelist_link(Image, getattr(obj, "n_images", None) or obj.images.count(), pool__id__exact=obj.pk)
+
+    @admin.display(description="VM disks", ordering="n_volumes")
+    def volumes_link(self, obj):
+        return changelist_link(Volume, getattr(obj, "n_volumes", None) or obj.volumes.count(),
+                               pool__id__exact=obj.pk)
+
+
+VOLUME_NOTE = ("VM disks are created by the VM's create job and removed by its delete job (through the VM "
+               "actions); they are read-only here.")
+
+
+@admin.register(Volume)
+class VolumeAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ("name", "vm_link", "vm_status", "target", "capacity", "format", "backing_image", "host",
+                    "created")
+    list_filter = ("pool__host", "format", ("backing_image", admin.RelatedOnlyFieldListFilter), "pool")
+    search_fields = ("name", "path", "vm__name", "vm__uuid")
+    list_select_related = ("vm", "pool__host", "backing_image")
+    readonly_fields = ("name", "vm_link", "vm_status", "pool", "path", "target", "bus", "format", "capacity",
+                       "backing_image", "readonly", "created")
+    fields = readonly_fields
+    change_list_template = "admin/portal/change_list_note.html"
+    actions = None
+
+    def changelist_view(self, request, extra_context=None):
+        return super().changelist_view(request, note_context(VOLUME_NOTE, extra_context))
+
+    @admin.display(description="VM", ordering="vm__name")
+    def vm_link(self, obj):
+        return link(obj.vm)
+
+    @admin.display(description="VM status", ordering="vm__status")
+    def vm_status(self, obj):
+        return badge(obj.vm.status, obj.vm.get_status_display())
+
+    @admin.display(description="capacity", ordering="capacity_gib")
+    def capacity(self, obj):
+        return f"{obj.capacity_gib} GiB"
+
+    @admin.display(description="host", ordering="pool__host__name")
+    def host(self, obj):
+        return link(obj.pool.host)
+
+    @admin.display(description="created", ordering="created_at")
+    def created(self, obj):
+        return when(obj.created_at)

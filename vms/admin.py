@@ -1,0 +1,656 @@
+"""Admin back-office for hosts, VMs, flavors and foreign domains, plus the operator dashboard.
+
+A thin adapter: what libvirt or the services own is read-only here, and every change (save,
+delete, actions) calls a service in vms.services / vms.hosts with `via=Via.ADMIN`, reporting one
+message per object.
+"""
+
+from __future__ import annotations
+
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin import ActionLocation
+from django.contrib.admin.actions import delete_selected as django_delete_selected
+from django.db.models import Count, Q
+from django.http import HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import NoReverseMatch, reverse
+from django.utils.html import format_html, format_html_join
+
+from portal.admin_helpers import (
+    EMPTY,
+    ServiceSaveMixin,
+    admin_url,
+    badge,
+    changelist_link,
+    job_report,
+    link,
+    mib,
+    note_context,
+    per_object,
+    progress_bar,
+    target_link,
+    when,
+)
+from portal.choices import Via
+from portal.exceptions import ValidationFailed
+from portal.models import AuditEvent
+from storage.models import Volume
+
+from . import hosts as host_services
+from . import services
+from .choices import HostStatus, VMStatus
+from .dashboard import dashboard
+from .models import VM, Flavor, ForeignDomain, Host
+from .selectors import vm_jobs
+from .validation import NAME_HELP, validate_description, validate_vm_name
+
+BOTH = [ActionLocation.CHANGE_LIST, ActionLocation.CHANGE_FORM]
+
+
+def _portal_create_url() -> str:
+    for name in ("vms:create", "vms:list"):
+        try:
+            return reverse(name)
+        except NoReverseMatch:
+            continue
+    return "/"
+
+
+# --- hosts --------------------------------------------------------------------------------------
+
+class HostAddForm(forms.ModelForm):
+    class Meta:
+        model = Host
+        fields = ["name", "uri", "domain_type", "enabled"]
+        help_texts = {"uri": "e.g. qemu:///system, qemu+ssh://root@host/system, test:///default"}
+
+
+@admin.register(Host)
+class HostAdmin(ServiceSaveMixin, admin.ModelAdmin):
+    list_display = ("name", "uri", "status_badge", "enabled", "effective_type", "kvm_probe", "cpus",
+                    "memory", "vms_link", "last_seen")
+    list_filter = ("status", "enabled", "domain_type")
+    search_fields = ("name", "uri", "hostname")
+    actions = ["refresh_facts", "reconcile_now", "delete_selected"]
+    readonly_fields = ("status_badge", "effective_type", "kvm_probe", "hostname", "libvirt_version", "cpus",
+                       "memory", "free_memory", "last_seen", "last_error", "vms_link", "foreign_link",
+                       "pools_link")
+    fieldsets = (
+        (None, {"fields": ("name", "uri", "enabled", "domain_type")}),
+        ("What libvirt reports", {"fields": ("status_badge", "effective_type", "kvm_probe", "hostname",
+                                             "libvirt_version", "cpus", "memory", "free_memory", "last_seen",
+                                             "last_error")}),
+        ("On this host", {"fields": ("vms_link", "foreign_link", "pools_link")}),
+    )
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(
+            live_vms=Count("vms", filter=~Q(vms__status=VMStatus.DELETED)))
+
+    def get_readonly_fields(self, request, obj=None):
+        if obj is None:
+            return ()
+        return ("uri", *self.readonly_fields)
+
+    def get_fieldsets(self, request, obj=None):
+        if obj is None:
+            return ((None, {"fields": ("name", "uri", "domain_type", "enabled"),
+                            "description": "The host is registered through the host service: its facts are "
+                                           "read from libvirt and the portal's storage pool is created."}),)
+        return self.fieldsets
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        if obj is None:
+            kwargs["form"] = HostAddForm
+        return super().get_form(request, obj, change=change, **kwargs)
+
+    # columns
+    @admin.display(description="status", ordering="status")
+    def status_badge(self, obj):
+        return badge(obj.status, obj.get_status_display(), title=obj.last_error)
+
+    @admin.display(description="domain type")
+    def effective_type(self, obj):
+        return obj.effective_domain_type if obj.domain_type != "auto" else f"{obj.effective_domain_type} (auto)"
+
+    @admin.display(description="KVM probe", ordering="kvm_boots_guests")
+    def kvm_probe(self, obj):
+        if obj.kvm_boots_guests is None:
+            return badge("unknown", "not probed")
+        if obj.kvm_boots_guests:
+            return badge("ok", "boots guests", tone="ok", title=str(obj.kvm_probed_at or ""))
+        return badge("no", "no KVM guests", tone="warn", title=str(obj.kvm_probed_at or ""))
+
+    @admin.display(description="memory", ordering="memory_mib")
+    def memory(self, obj):
+        return mib(obj.memory_mib)
+
+    @admin.display(description="free memory")
+    def free_memory(self, obj):
+        return mib(obj.free_memory_mib)
+
+    @admin.display(description="VMs", ordering="live_vms")
+    def vms_link(self, obj):
+        count = getattr(obj, "live_vms", None)
+        if count is None:
+            count = obj.vms.exclude(status=VMStatus.DELETED).count()
+        return changelist_link(VM, f"{count} VM{'s' if count != 1 else ''}", host__id__exact=obj.pk)
+
+    @admin.display(description="last seen", ordering="last_seen_at")
+    def last_seen(self, obj):
+        return when(obj.last_seen_at)
+
+    @admin.display(description="foreign domains")
+    def foreign_link(self, obj):
+        return changelist_link(ForeignDomain, f"{obj.foreign_domains.count()} foreign domain(s)",
+                               host__id__exact=obj.pk)
+
+    @admin.display(description="storage pools")
+    def pools_link(self, obj):
+        from storage.models import StoragePool
+
+        return changelist_link(StoragePool, f"{obj.pools.count()} pool(s)", host__id__exact=obj.pk)
+
+    # saving goes through the host service
+    def save_model(self, request, obj, form, change):
+        if not change:
+            host = self.call_service(request, lambda: host_services.host_register(
+                actor=request.user, via=Via.ADMIN, name=obj.name, uri=obj.uri, domain_type=obj.domain_type))
+            if host is None:
+                return
+            if not obj.enabled:
+                Host.objects.filter(pk=host.pk).update(enabled=False)
+            obj.pk = host.pk
+            obj.refresh_from_db()
+            self._report_host(request, obj, "Registered")
+            return
+        changed = set(form.changed_data)
+        if changed & {"name", "domain_type"}:
+            host = self.call_service(request, lambda: host_services.host_register(
+                actor=request.user, via=Via.ADMIN, name=obj.name, uri=obj.uri, domain_type=obj.domain_type))
+            if host is None:
+                return
+        if "enabled" in changed:
+            from portal.audit import audit
+
+            Host.objects.filter(pk=obj.pk).update(enabled=obj.enabled)
+            audit(actor=request.user, via=Via.ADMIN, action="host.enable" if obj.enabled else "host.disable",
+                  target=obj, message=f"{obj.name} {'takes' if obj.enabled else 'gets no'} new VMs")
+
+    def _report_host(self, request, host, verb):
+        if host.status == HostStatus.DOWN:
+            self.message_user(request, f"{verb} {host.name}, but it is unreachable: {host.last_error}",
+                              messages.WARNING)
+        else:
+            self.message_user(request, f"{verb} {host.name}: {host.get_status_display().lower()}, "
+                                       f"{host.cpus} CPUs, {mib(host.memory_mib)}.", messages.SUCCESS)
+
+    # deleting a host with VMs is refused
+    def _vm_refusal(self, host) -> str | None:
+        live = host.vms.exclude(status=VMStatus.DELETED).count()
+        total = host.vms.count()
+        if not total:
+            return None
+        if live:
+            return (f"Cannot delete host {host.name}: {live} VM(s) still live on it. "
+                    "Delete or move them first.")
+        return (f"Cannot delete host {host.name}: {total} deleted VM record(s) still name it and are kept for "
+                "the audit trail. Disable the host instead (untick “enabled”) so it gets no new VMs.")
+
+    def delete_view(self, request, object_id, extra_context=None):
+        host = self.get_object(request, object_id)
+        if host is not None:
+            reason = self._vm_refusal(host)
+            if reason:
+                self.message_user(request, reason, messages.ERROR)
+                return HttpResponseRedirect(admin_url(host))
+        return super().delete_view(request, object_id, extra_context)
+
+    @admin.action(permissions=["delete"], description="Delete selected hosts")
+    def delete_selected(self, request, queryset):
+        refused = []
+        for host in queryset:
+            reason = self._vm_refusal(host)
+            if reason:
+                refused.append(host.pk)
+                self.message_user(request, reason, messages.ERROR)
+        rest = queryset.exclude(pk__in=refused)
+        if rest.exists():
+            return django_delete_selected(self, request, rest)
+        return None
+
+    # actions
+    @admin.action(description="Refresh facts from libvirt", location=BOTH)
+    def refresh_facts(self, request, queryset):
+        def call(host):
+            host = host_services.host_refresh(host=host)
+            if host.status == HostStatus.DOWN:
+                return messages.ERROR, f"{host.name}: unreachable: {host.last_error}"
+            return messages.SUCCESS, (f"{host.name}: {host.get_status_display().lower()}, {host.cpus} CPUs, "
+                                      f"{mib(host.memory_mib)} ({mib(host.free_memory_mib)} free), "
+                                      f"libvirt {host.libvirt_version}.")
+
+        per_object(self, request, queryset, call, verb="Refreshed")
+
+    @admin.action(description="Reconcile now (VM states from libvirt, foreign domains)", location=BOTH)
+    def reconcile_now(self, request, queryset):
+        def call(host):
+            result = host_services.host_sync(host=host)
+            if result.get("status") != "up":
+                return messages.ERROR, f"{host.name}: {result.get('status')}: {result.get('error', '')}"
+            level = messages.WARNING if result.get("drifted") else messages.SUCCESS
+            return level, (f"{host.name}: {result['domains']} domain(s) seen, {result['drifted']} VM(s) drifted "
+                           f"(marked from libvirt's state), {result['foreign']} foreign domain(s).")
+
+        per_object(self, request, queryset, call, verb="Reconciled")
+
+
+# --- flavors ------------------------------------------------------------------------------------
+
+@admin.register(Flavor)
+class FlavorAdmin(admin.ModelAdmin):
+    list_display = ("name", "vcpus", "memory", "disk", "is_public", "vms_link", "description")
+    list_filter = ("is_public",)
+    search_fields = ("name", "description")
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(
+            live_vms=Count("vms", filter=~Q(vms__status=VMStatus.DELETED)))
+
+    @admin.display(description="memory", ordering="memory_mib")
+    def memory(self, obj):
+        return mib(obj.memory_mib)
+
+    @admin.display(description="disk", ordering="disk_gib")
+    def disk(self, obj):
+        return f"{obj.disk_gib} GiB"
+
+    @admin.display(description="VMs", ordering="live_vms")
+    def vms_link(self, obj):
+        return changelist_link(VM, obj.live_vms, flavor__id__exact=obj.pk)
+
+
+# --- VMs ----------------------------------------------------------------------------------------
+
+class LifecycleFilter(admin.SimpleListFilter):
+    """Live VMs by default; deleted ones are kept for history and shown on request."""
+
+    title = "lifecycle"
+    parameter_name = "lifecycle"
+
+    def __init__(self, request, params, model, model_admin):
+        # Filtering on a status explicitly (e.g. "deleted") must not be hidden by the "live" default.
+        self._status_given = "status__exact" in params
+        super().__init__(request, params, model, model_admin)
+
+    def lookups(self, request, model_admin):
+        return [("live", "Live"), ("deleted", "Deleted"), ("all", "All")]
+
+    def _effective(self) -> str:
+        return self.value() or ("all" if self._status_given else "live")
+
+    def choices(self, changelist):
+        current = self._effective()
+        for lookup, title in self.lookup_choices:
+            yield {"selected": current == lookup, "display": title,
+                   "query_string": changelist.get_query_string({self.parameter_name: lookup})}
+
+    def queryset(self, request, queryset):
+        value = self._effective()
+        if value == "live":
+            return queryset.exclude(status=VMStatus.DELETED)
+        if value == "deleted":
+            return queryset.filter(status=VMStatus.DELETED)
+        return queryset
+
+
+class VMChangeForm(forms.ModelForm):
+    """Only the name and description are edited here; the service checks them again and saves."""
+
+    class Meta:
+        model = VM
+        fields = ["name", "description"]
+        help_texts = {"name": NAME_HELP}
+
+    def _check(self, fn, field):
+        try:
+            return fn(self.cleaned_data.get(field))
+        except ValidationFailed as exc:
+            raise forms.ValidationError(exc.errors.get(field) or exc.message) from None
+
+    def clean_name(self):
+        return self._check(validate_vm_name, "name")
+
+    def clean_description(self):
+        return self._check(validate_description, "description")
+
+
+class VolumeInline(admin.TabularInline):
+    """The VM's disks, as the storage service recorded them (read-only)."""
+
+    model = Volume
+    fk_name = "vm"
+    extra = 0
+    can_delete = False
+    fields = ("name", "target", "bus", "format", "capacity", "backing_image", "pool", "path")
+    readonly_fields = fields
+    verbose_name = "disk"
+    verbose_name_plural = "disks (storage volumes)"
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="capacity")
+    def capacity(self, obj):
+        return f"{obj.capacity_gib} GiB"
+
+
+@admin.register(VM)
+class VMAdmin(ServiceSaveMixin, admin.ModelAdmin):
+    form = VMChangeForm
+    list_display = ("name", "owner_link", "group", "status_badge", "power_state", "host_link", "size",
+                    "image", "created_via", "created", "status_since")
+    list_filter = (LifecycleFilter, "status", "host", ("owner", admin.RelatedOnlyFieldListFilter),
+                   ("group", admin.RelatedOnlyFieldListFilter), "created_via",
+                   ("image", admin.RelatedOnlyFieldListFilter))
+    search_fields = ("name", "owner__username", "uuid", "domain_name", "description")
+    list_select_related = ("owner", "host", "image", "group")
+    date_hierarchy = "created_at"
+    actions = ["start", "stop", "force_off", "reboot", "delete_selected"]
+    inlines = [VolumeInline]
+    change_list_template = "admin/vms/vm/change_list.html"
+    readonly_fields = (
+        "owner_link", "group", "quota_link", "uuid", "domain_name", "status_badge", "power_state", "last_error",
+        "status_since", "observed", "created", "created_via", "deleted", "host_link", "domain_type", "flavor",
+        "image", "vcpus", "memory", "disk", "recent_jobs", "recent_activity",
+    )
+    fieldsets = (
+        (None, {"fields": ("name", "description", "owner_link", "group", "quota_link")}),
+        ("State (from libvirt and the jobs)", {"fields": ("status_badge", "power_state", "last_error", "status_since",
+                                                         "observed", "created", "created_via", "deleted")}),
+        ("Placement and size", {"fields": ("host_link", "domain_name", "uuid", "domain_type", "flavor", "image",
+                                           "vcpus", "memory", "disk")}),
+        ("Recent jobs", {"fields": ("recent_jobs",)}),
+        ("Recent activity", {"classes": ("collapse",), "fields": ("recent_activity",)}),
+    )
+
+    def changelist_view(self, request, extra_context=None):
+        extra = {"portal_create_url": _portal_create_url(), **(extra_context or {})}
+        return super().changelist_view(request, extra)
+
+    # VMs are created by vm_create (quota, placement, the create job), never as a raw row.
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        if obj is not None and obj.status == VMStatus.DELETED:
+            return False
+        return super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request, obj=None):
+        if obj is not None and obj.status in (VMStatus.DELETED, VMStatus.DELETING):
+            return False
+        return super().has_delete_permission(request, obj)
+
+    # columns
+    @admin.display(description="owner", ordering="owner__username")
+    def owner_link(self, obj):
+        return link(obj.owner, obj.owner.get_username())
+
+    @admin.display(description="status", ordering="status")
+    def status_badge(self, obj):
+        return badge(obj.status, obj.get_status_display(), title=obj.last_error)
+
+    @admin.display(description="host", ordering="host__name")
+    def host_link(self, obj):
+        return link(obj.host)
+
+    @admin.display(description="size")
+    def size(self, obj):
+        return format_html('<span title="vCPUs / memory / disk">{} / {} / {} GiB</span>', obj.vcpus,
+                           mib(obj.memory_mib), obj.disk_gib)
+
+    @admin.display(description="memory")
+    def memory(self, obj):
+        return mib(obj.memory_mib)
+
+    @admin.display(description="disk")
+    def disk(self, obj):
+        return f"{obj.disk_gib} GiB"
+
+    @admin.display(description="created", ordering="created_at")
+    def created(self, obj):
+        return when(obj.created_at)
+
+    @admin.display(description="state since", ordering="status_changed_at")
+    def status_since(self, obj):
+        return when(obj.status_changed_at)
+
+    @admin.display(description="last observed in libvirt")
+    def observed(self, obj):
+        return when(obj.observed_at)
+
+    @admin.display(description="deleted")
+    def deleted(self, obj):
+        return when(obj.deleted_at)
+
+    @admin.display(description="quota")
+    def quota_link(self, obj):
+        from portal.models import Quota
+
+        quota = Quota.objects.filter(group=obj.group).first() if obj.group_id else \
+            Quota.objects.filter(user=obj.owner).first()
+        if quota is None:
+            return "defaults (no quota row yet)"
+        return link(quota, f"{quota.subject_name}")
+
+    @admin.display(description="jobs")
+    def recent_jobs(self, obj):
+        jobs = list(vm_jobs(vm=obj)[:10])
+        if not jobs:
+            return "No jobs yet."
+        rows = format_html_join(
+            "", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            ((link(j, j.kind), badge(j.status, j.get_status_display()), progress_bar(j.progress, j.step),
+              j.actor.get_username() if j.actor else "system", j.get_via_display(), when(j.created_at))
+             for j in jobs))
+        more = changelist_link(type(jobs[0]), "all jobs of this VM →", target_type="vm", target_id=obj.pk)
+        return format_html('<table class="pinline"><thead><tr><th>job</th><th>status</th><th>progress</th>'
+                           '<th>actor</th><th>via</th><th>created</th></tr></thead><tbody>{}</tbody></table>'
+                           '<p>{}</p>', rows, more)
+
+    @admin.display(description="audit")
+    def recent_activity(self, obj):
+        events = list(AuditEvent.objects.filter(target_type="vm", target_id=str(obj.pk))[:15])
+        if not events:
+            return "Nothing recorded."
+        rows = format_html_join(
+            "", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            ((when(e.at), e.actor_name or "system", e.get_via_display(), e.action,
+              badge(e.outcome, e.get_outcome_display()), e.message) for e in events))
+        more = changelist_link(AuditEvent, "full audit trail →", target_type="vm", target_id=obj.pk)
+        return format_html('<table class="pinline"><thead><tr><th>at</th><th>actor</th><th>via</th>'
+                           '<th>action</th><th>outcome</th><th>message</th></tr></thead><tbody>{}</tbody>'
+                           '</table><p>{}</p>', rows, more)
+
+    # saving: name and description through vm_update
+    def save_model(self, request, obj, form, change):
+        if not change:  # pragma: no cover - add is disabled
+            raise PermissionError("VMs are created through vms.services.vm_create")
+        if not form.changed_data:
+            return
+        vm = self.call_service(request, lambda: services.vm_update(
+            actor=request.user, via=Via.ADMIN, vm=obj.pk,
+            name=form.cleaned_data["name"], description=form.cleaned_data["description"]))
+        if vm is not None:
+            obj.refresh_from_db()
+
+    # deleting: through vm_delete (power off, undefine, remove every disk), never a row delete
+    def get_deleted_objects(self, objs, request):
+        # The delete job removes the disks, not the operator: no delete permission needed on volumes.
+        deleted, model_count, _perms_needed, protected = super().get_deleted_objects(objs, request)
+        return deleted, model_count, set(), protected
+
+    def _delete_one(self, request, vm) -> tuple[int, str]:
+        result = services.vm_delete(actor=request.user, via=Via.ADMIN, vm=vm.pk)
+        return job_report(result.job, result.message)
+
+    def delete_model(self, request, obj):
+        per_object(self, request, [obj], lambda vm: self._delete_one(request, vm), verb="Deleting")
+
+    def delete_queryset(self, request, queryset):
+        per_object(self, request, queryset, lambda vm: self._delete_one(request, vm), verb="Deleting")
+
+    def log_deletions(self, request, queryset):
+        return None  # vm_delete writes the audit event; the row itself stays (status deleted)
+
+    def response_delete(self, request, obj_display, obj_id):
+        # The per-object message was already given; go back to the list without Django's "deleted" note.
+        return HttpResponseRedirect(admin_url(VM, "changelist"))
+
+    @admin.action(permissions=["delete"], description="Delete selected VMs (domain and disks)")
+    def delete_selected(self, request, queryset):
+        gone = [vm for vm in queryset if vm.status in (VMStatus.DELETED, VMStatus.DELETING)]
+        for vm in gone:
+            self.message_user(request, f"{vm.name}: already {vm.get_status_display().lower()}.", messages.INFO)
+        queryset = queryset.exclude(pk__in=[vm.pk for vm in gone])
+        if not queryset.exists():
+            return None
+        if request.POST.get("post"):
+            self.delete_queryset(request, queryset)
+            return None
+        return django_delete_selected(self, request, queryset)  # the confirmation page
+
+    # power actions
+    def _power(self, request, queryset, fn, verb):
+        def call(vm):
+            result = fn(actor=request.user, via=Via.ADMIN, vm=vm.pk)
+            return job_report(result.job, result.message)
+
+        per_object(self, request, queryset, call, verb=verb)
+
+    @admin.action(permissions=["change"], description="Start", description_plural="Start selected VMs",
+                  location=BOTH)
+    def start(self, request, queryset):
+        self._power(request, queryset, services.vm_start, "Starting")
+
+    @admin.action(permissions=["change"], description="Stop (ACPI shutdown)",
+                  description_plural="Stop selected VMs (ACPI shutdown)", location=BOTH)
+    def stop(self, request, queryset):
+        self._power(request, queryset, services.vm_stop, "Stopping")
+
+    @admin.action(permissions=["change"], description="Force off (power cut)",
+                  description_plural="Force off selected VMs (power cut)", location=BOTH)
+    def force_off(self, request, queryset):
+        self._power(request, queryset, services.vm_force_off, "Forcing off")
+
+    @admin.action(permissions=["change"], description="Reboot", description_plural="Reboot selected VMs",
+                  location=BOTH)
+    def reboot(self, request, queryset):
+        self._power(request, queryset, services.vm_reboot, "Rebooting")
+
+
+# --- foreign domains ----------------------------------------------------------------------------
+
+FOREIGN_NOTE = ("Domains found on the hosts that this portal did not create (or whose portal record is gone). "
+                "They are listed for information only and never touched: no action here starts, stops or "
+                "deletes them. The list is refreshed by each reconcile.")
+
+
+@admin.register(ForeignDomain)
+class ForeignDomainAdmin(admin.ModelAdmin):
+    list_display = ("name", "host_link", "state_badge", "uuid", "owner_hint", "first_seen", "last_seen")
+    list_filter = ("host", "state")
+    search_fields = ("name", "uuid", "owner_hint")
+    list_select_related = ("host",)
+    change_list_template = "admin/portal/change_list_note.html"
+    actions = None
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def changelist_view(self, request, extra_context=None):
+        return super().changelist_view(request, note_context(FOREIGN_NOTE, extra_context))
+
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        return super().changeform_view(request, object_id, form_url, note_context(FOREIGN_NOTE, extra_context))
+
+    @admin.display(description="host", ordering="host__name")
+    def host_link(self, obj):
+        return link(obj.host)
+
+    @admin.display(description="state", ordering="state")
+    def state_badge(self, obj):
+        return badge(obj.state, tone="muted")
+
+    @admin.display(description="first seen", ordering="first_seen_at")
+    def first_seen(self, obj):
+        return when(obj.first_seen_at)
+
+    @admin.display(description="last seen", ordering="last_seen_at")
+    def last_seen(self, obj):
+        return when(obj.last_seen_at)
+
+
+# --- the dashboard ------------------------------------------------------------------------------
+
+def dashboard_view(request):
+    """Operators' overview (staff only, wrapped by admin.site.admin_view in portal/urls.py)."""
+    data = dashboard(hours=24)
+    hosts = [{
+        "host": c.host, "url": admin_url(c.host), "badge": badge(c.host.status, c.host.get_status_display(),
+                                                                 title=c.host.last_error),
+        "vms": c.vms, "vms_url": admin_url(VM, "changelist", host__id__exact=c.host.pk),
+        "vcpus": c.vcpus, "vcpu_percent": c.vcpu_percent, "memory": mib(c.memory_mib),
+        "host_memory": mib(c.host.memory_mib), "memory_percent": c.memory_percent,
+        "free_memory": mib(c.host.free_memory_mib), "foreign": c.foreign,
+        "foreign_url": admin_url(ForeignDomain, "changelist", host__id__exact=c.host.pk),
+        "last_seen": when(c.host.last_seen_at),
+    } for c in data.hosts]
+    error_vms = [{
+        "link": link(vm), "owner": link(vm.owner, vm.owner.get_username()), "host": link(vm.host),
+        "since": when(vm.status_changed_at), "reason": vm.last_error or EMPTY,
+    } for vm in data.error_vms]
+    failed_jobs = [{
+        "link": link(j, j.kind), "target": target_link(j.target_type, j.target_id, j.target_name),
+        "badge": badge(j.status, j.get_status_display()), "error": j.error or EMPTY, "when": when(j.created_at),
+    } for j in data.recent_failed_jobs]
+    context = {
+        **admin.site.each_context(request),
+        "title": "Operations dashboard",
+        "subtitle": None,
+        "d": data,
+        "hosts": hosts,
+        "error_vms": error_vms,
+        "failed_jobs": failed_jobs,
+        "totals_memory": mib(data.totals["memory_mib"]),
+        "totals_host_memory": mib(data.totals["host_memory_mib"]),
+        "status_counts": [(VMStatus(s).label, s, n) for s, n in sorted(data.vm_status_counts.items())],
+        "vm_changelist": admin_url(VM, "changelist"),
+        "error_vms_url": admin_url(VM, "changelist", status__exact=VMStatus.ERROR),
+        "foreign_url": admin_url(ForeignDomain, "changelist"),
+        "host_changelist": admin_url(Host, "changelist"),
+        "failed_jobs_url": _jobs_url(status__in="failed,errored"),
+        "active_jobs_url": _jobs_url(status__in="pending,running"),
+    }
+    return TemplateResponse(request, "admin/dashboard.html", context)
+
+
+def _jobs_url(**query) -> str | None:
+    from portal.models import Job
+
+    return admin_url(Job, "changelist", **query)
+

@@ -1,0 +1,289 @@
+"""REST endpoints: parse with a serializer, call one service or selector, render.
+
+Visibility comes from vms.selectors (other users' VMs are 404, exactly like missing ones) and every
+rule from vms.services; domain errors become responses in portal.api.exception_handler.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
+from rest_framework import status, viewsets
+from rest_framework.decorators import action
+from rest_framework.permissions import IsAdminUser
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from portal.api import ErrorSerializer, Pagination, QuotaErrorSerializer, ValidationErrorSerializer
+from portal.choices import Via
+from portal.exceptions import NotFound
+from portal.models import Job
+from portal.quotas import quota_usage
+from storage.models import Image
+from storage.services import image_get, image_list
+from vms.hosts import host_get
+from vms.models import VM, Flavor, Host
+from vms.selectors import flavor_list, host_list, job_get, job_visible, vm_get, vm_jobs, vm_list
+from vms.services import VM_ACTIONS, ActionResult, vm_action, vm_create, vm_delete, vm_update
+
+from .serializers import (
+    FlavorSerializer,
+    HostSerializer,
+    ImageSerializer,
+    JobListQuerySerializer,
+    JobSerializer,
+    QuotaOverviewSerializer,
+    VMActionSerializer,
+    VMCreateSerializer,
+    VMListQuerySerializer,
+    VMOperationSerializer,
+    VMSerializer,
+    VMUpdateSerializer,
+)
+
+NOT_FOUND = OpenApiResponse(ErrorSerializer, description="Not found, or not yours.")
+INVALID = OpenApiResponse(ValidationErrorSerializer, description="Invalid input; `errors` maps fields to messages.")
+WRONG_STATE = OpenApiResponse(ErrorSerializer, description="The VM's state does not allow this action.")
+VM_ID = OpenApiParameter("id", OpenApiTypes.STR, OpenApiParameter.PATH,
+                         description="The VM's numeric id or its UUID.")
+
+
+def _operation(request, result: ActionResult, *, created: bool = False) -> Response:
+    """202 with the job when work was queued, 200 with a message for a no-op."""
+    body = VMOperationSerializer(
+        {"message": result.message, "vm": result.vm, "job": result.job}, context={"request": request}).data
+    if result.job is None:
+        return Response(body, status=status.HTTP_200_OK)
+    headers = {"Location": body["vm"]["url"]} if created else {}
+    return Response(body, status=status.HTTP_202_ACCEPTED, headers=headers)
+
+
+def _power_route(name: str):
+    """A convenience route `/api/vms/{id}/<name>/`, the same service as POST .../actions/."""
+
+    def view(self, request, pk=None):
+        return self._act(request, pk, name)
+
+    view.__name__ = name
+    view.__doc__ = f"{name.replace('_', ' ').capitalize()} the VM (same as POST actions/ with action={name})."
+    view = extend_schema(
+        request=None, parameters=[VM_ID],
+        responses={202: VMOperationSerializer, 200: VMOperationSerializer, 404: NOT_FOUND, 409: WRONG_STATE},
+        tags=["vms"],
+    )(view)
+    return action(detail=True, methods=["post"], url_path=name, url_name=name)(view)
+
+
+@extend_schema_view(
+    retrieve=extend_schema(parameters=[VM_ID], responses={200: VMSerializer, 404: NOT_FOUND}),
+)
+class VMViewSet(viewsets.GenericViewSet):
+    """Virtual machines you own, share through a group, or (staff) all of them."""
+
+    serializer_class = VMSerializer
+    pagination_class = Pagination
+    filter_backends: list = []
+    queryset = VM.objects.none()  # for schema introspection; reads go through vms.selectors
+
+    # Input shapes per action (also what the browsable API renders as its form).
+    action_serializers = {"create": VMCreateSerializer, "partial_update": VMUpdateSerializer,
+                          "actions": VMActionSerializer, "jobs": JobSerializer}
+
+    def get_serializer_class(self):
+        return self.action_serializers.get(self.action, VMSerializer)
+
+    def get_object(self) -> VM:
+        return vm_get(user=self.request.user, vm_id=self.kwargs["pk"])
+
+    @extend_schema(parameters=[VMListQuerySerializer], responses={200: VMSerializer(many=True), 400: INVALID})
+    def list(self, request):
+        """VMs you can see, by name; filter by status or a search term (staff: also owner and host)."""
+        query = VMListQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        qs = vm_list(user=request.user, **query.validated_data)
+        page = self.paginate_queryset(qs)
+        return self.get_paginated_response(VMSerializer(page, many=True, context={"request": request}).data)
+
+    @extend_schema(
+        request=VMCreateSerializer,
+        responses={
+            202: OpenApiResponse(VMOperationSerializer, description="Accepted: the VM is being created."),
+            400: INVALID,
+            403: OpenApiResponse(QuotaErrorSerializer, description="Quota exceeded, or not a member of the group."),
+            409: OpenApiResponse(ErrorSerializer, description="No host can take the VM."),
+        },
+    )
+    def create(self, request):
+        """Create a VM (and start it unless `start` is false). Answers 202 with the create job."""
+        data = VMCreateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        result = vm_create(actor=request.user, via=Via.API, **data.validated_data)
+        return _operation(request, result, created=True)
+
+    def retrieve(self, request, pk=None):
+        """One VM, by id or UUID."""
+        return Response(VMSerializer(self.get_object(), context={"request": request}).data)
+
+    @extend_schema(parameters=[VM_ID], request=VMUpdateSerializer,
+                   responses={200: VMSerializer, 400: INVALID, 404: NOT_FOUND})
+    def partial_update(self, request, pk=None):
+        """Rename the VM or change its description."""
+        data = VMUpdateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        vm = vm_update(actor=request.user, via=Via.API, vm=self.get_object(), **data.validated_data)
+        return Response(VMSerializer(vm, context={"request": request}).data)
+
+    @extend_schema(parameters=[VM_ID], request=None,
+                   responses={202: VMOperationSerializer, 200: OpenApiResponse(
+                       VMOperationSerializer, description="Already being deleted."), 404: NOT_FOUND,
+                       409: WRONG_STATE})
+    def destroy(self, request, pk=None):
+        """Power off and delete the VM with its disks. Answers 202 with the delete job."""
+        result = vm_delete(actor=request.user, via=Via.API, vm=self.get_object())
+        return _operation(request, result)
+
+    @extend_schema(
+        parameters=[VM_ID], request=VMActionSerializer,
+        responses={
+            202: OpenApiResponse(VMOperationSerializer, description="Accepted: the job carries it out."),
+            200: OpenApiResponse(VMOperationSerializer, description="Nothing to do (e.g. start a running VM)."),
+            400: INVALID, 404: NOT_FOUND, 409: WRONG_STATE,
+        },
+    )
+    @action(detail=True, methods=["post"], url_path="actions", url_name="actions")
+    def actions(self, request, pk=None):
+        """Run a power action: start, stop (ACPI), force_off, reboot, pause or resume."""
+        data = VMActionSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        return self._act(request, pk, data.validated_data["action"])
+
+    def _act(self, request, pk, name: str) -> Response:
+        result = vm_action(actor=request.user, via=Via.API, vm=self.get_object(), action=name)
+        return _operation(request, result)
+
+    @extend_schema(parameters=[VM_ID], responses={200: JobSerializer(many=True), 404: NOT_FOUND})
+    @action(detail=True, methods=["get"], url_path="jobs", url_name="jobs")
+    def jobs(self, request, pk=None):
+        """The VM's jobs, newest first."""
+        page = self.paginate_queryset(vm_jobs(vm=self.get_object()))
+        return self.get_paginated_response(JobSerializer(page, many=True, context={"request": request}).data)
+
+    start = _power_route("start")
+    stop = _power_route("stop")
+    force_off = _power_route("force_off")
+    reboot = _power_route("reboot")
+    pause = _power_route("pause")
+    resume = _power_route("resume")
+
+
+assert set(VM_ACTIONS) == {"start", "stop", "force_off", "reboot", "pause", "resume"}, \
+    "a new VM action needs its convenience route in VMViewSet"
+
+
+class JobViewSet(viewsets.GenericViewSet):
+    """Jobs you started or that act on VMs you can see (staff: all)."""
+
+    serializer_class = JobSerializer
+    pagination_class = Pagination
+    filter_backends: list = []
+    queryset = Job.objects.none()
+    lookup_value_regex = "[^/]+"
+
+    @extend_schema(parameters=[JobListQuerySerializer], responses={200: JobSerializer(many=True), 400: INVALID})
+    def list(self, request):
+        """Jobs, newest first; filter by status or kind."""
+        query = JobListQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        qs = job_visible(user=request.user)
+        if query.validated_data.get("status"):
+            qs = qs.filter(status=query.validated_data["status"])
+        if query.validated_data.get("kind"):
+            qs = qs.filter(kind=query.validated_data["kind"])
+        page = self.paginate_queryset(qs.order_by("-created_at"))
+        return self.get_paginated_response(JobSerializer(page, many=True, context={"request": request}).data)
+
+    @extend_schema(parameters=[OpenApiParameter("id", OpenApiTypes.UUID, OpenApiParameter.PATH)],
+                   responses={200: JobSerializer, 404: NOT_FOUND})
+    def retrieve(self, request, pk=None):
+        """One job: status, progress, log, result or error (traceback for staff)."""
+        job = job_get(user=request.user, job_id=pk)
+        return Response(JobSerializer(job, context={"request": request}).data)
+
+
+NAME_OR_ID = OpenApiParameter("id", OpenApiTypes.STR, OpenApiParameter.PATH, description="Name or numeric id.")
+
+
+class ImageViewSet(viewsets.GenericViewSet):
+    """Images VMs boot from (staff also see non-public ones)."""
+
+    serializer_class = ImageSerializer
+    pagination_class = Pagination
+    filter_backends: list = []
+    queryset = Image.objects.none()
+    lookup_value_regex = "[^/]+"
+
+    def list(self, request):
+        page = self.paginate_queryset(image_list(user=request.user))
+        return self.get_paginated_response(ImageSerializer(page, many=True).data)
+
+    @extend_schema(parameters=[NAME_OR_ID], responses={200: ImageSerializer, 404: NOT_FOUND})
+    def retrieve(self, request, pk=None):
+        return Response(ImageSerializer(image_get(user=request.user, name_or_id=pk)).data)
+
+
+class FlavorViewSet(viewsets.GenericViewSet):
+    """Size presets for new VMs."""
+
+    serializer_class = FlavorSerializer
+    pagination_class = Pagination
+    filter_backends: list = []
+    queryset = Flavor.objects.none()
+    lookup_value_regex = "[^/]+"
+
+    def list(self, request):
+        page = self.paginate_queryset(flavor_list(user=request.user))
+        return self.get_paginated_response(FlavorSerializer(page, many=True).data)
+
+    @extend_schema(parameters=[NAME_OR_ID], responses={200: FlavorSerializer, 404: NOT_FOUND})
+    def retrieve(self, request, pk=None):
+        qs = flavor_list(user=request.user)
+        flavor = qs.filter(pk=int(pk)).first() if pk.isdigit() else qs.filter(name=pk).first()
+        if flavor is None:
+            raise NotFound(f"Flavor {pk[:40]!r} not found.")
+        return Response(FlavorSerializer(flavor).data)
+
+
+class HostViewSet(viewsets.GenericViewSet):
+    """Hypervisor hosts (staff only, read-only)."""
+
+    serializer_class = HostSerializer
+    pagination_class = Pagination
+    permission_classes = [IsAdminUser]
+    filter_backends: list = []
+    queryset = Host.objects.none()
+    lookup_value_regex = "[^/]+"
+
+    def list(self, request):
+        page = self.paginate_queryset(host_list())
+        return self.get_paginated_response(HostSerializer(page, many=True).data)
+
+    @extend_schema(parameters=[NAME_OR_ID], responses={200: HostSerializer, 404: NOT_FOUND})
+    def retrieve(self, request, pk=None):
+        return Response(HostSerializer(host_get(name_or_id=pk)).data)
+
+
+class QuotaView(APIView):
+    """Your quota usage: personal (VMs without a group) and that of each group you belong to."""
+
+    @extend_schema(responses={200: QuotaOverviewSerializer})
+    def get(self, request):
+        user = request.user
+        body = {
+            "user": {"subject": "user", "name": user.get_username(), "resources": quota_usage(user=user)},
+            "groups": [{"subject": "group", "name": g.name, "resources": quota_usage(group=g)}
+                       for g in user.groups.order_by("name")],
+            "vm_limits": {k: list(v) for k, v in settings.VM_LIMITS.items()},
+        }
+        return Response(QuotaOverviewSerializer(body).data)
+

@@ -1,0 +1,53 @@
+"""Web forms for VMs: they only parse what the browser sent; every rule lives in vms.services.
+
+Fields are deliberately permissive (plain text, nothing required) so that the service's messages,
+the same for the web, the API and Slack, are the ones people read.
+"""
+
+from __future__ import annotations
+
+from django import forms
+
+from .validation import DESCRIPTION_MAX, NAME_HELP, NAME_RE
+
+CUSTOM = "custom"
+
+# The name rule as an HTML `pattern` (anchored by the browser; `-` escaped for the `v` flag that
+# browsers compile patterns with). The server stays the authority; this only guides typing.
+NAME_PATTERN_HTML = NAME_RE.pattern.removeprefix("^").removesuffix("$").replace("-]", r"\-]")
+
+
+class VMCreateForm(forms.Form):
+    name = forms.CharField(required=False, strip=True, help_text=NAME_HELP)
+    flavor = forms.CharField(required=False)
+    vcpus = forms.CharField(required=False, label="vCPUs")
+    memory_mib = forms.CharField(required=False, label="Memory (MiB)")
+    disk_gib = forms.CharField(required=False, label="Disk (GiB)")
+    image = forms.CharField(required=False)
+    description = forms.CharField(required=False, strip=False, widget=forms.Textarea,
+                                  max_length=DESCRIPTION_MAX * 2)
+
+    def __init__(self, *args, flavors=(), images=(), **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.flavors = list(flavors)
+        self.images = list(images)
+        if not self.is_bound:
+            default_image = next((i for i in self.images if i.is_default), self.images[0] if self.images else None)
+            self.initial.setdefault("image", str(default_image.pk) if default_image else "")
+            self.initial.setdefault("flavor", self.flavors[0].name if self.flavors else CUSTOM)
+
+    def service_kwargs(self) -> dict:
+        """The arguments for vms.services.vm_create: a flavor name, or the three custom sizes."""
+        data = self.cleaned_data
+        kwargs = {"name": data["name"], "description": data["description"], "image": data["image"] or None}
+        if data["flavor"] and data["flavor"] != CUSTOM:
+            kwargs["flavor"] = data["flavor"]
+        else:
+            kwargs.update(vcpus=data["vcpus"], memory_mib=data["memory_mib"], disk_gib=data["disk_gib"])
+        return kwargs
+
+
+class VMUpdateForm(forms.Form):
+    name = forms.CharField(required=False, strip=True, help_text=NAME_HELP)
+    description = forms.CharField(required=False, strip=False, widget=forms.Textarea,
+                                  max_length=DESCRIPTION_MAX * 2)

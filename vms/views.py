@@ -1,0 +1,262 @@
+"""The end-user web portal: thin views that parse the request, call one service or selector, render.
+
+Every view is wrapped by `portal.web.portal_view`, the one place domain errors become a 404 page
+or a message and a redirect. Pages work without JavaScript; static/portal/live.js keeps states and
+job progress current over the websocket (or /vms/status.json when it cannot connect).
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_POST
+
+from portal.choices import JobStatus, Via
+from portal.exceptions import PortalError, ValidationFailed
+from portal.quotas import quota_usage
+from portal.web import form_error, portal_view, safe_next
+from storage.services import image_list
+
+from . import services
+from .choices import VMStatus
+from .consumers import live_state
+from .forms import CUSTOM, NAME_PATTERN_HTML, VMCreateForm, VMUpdateForm
+from .selectors import flavor_list, job_get, job_visible, vm_audit_events, vm_get, vm_jobs, vm_list
+from .templatetags.portal_ui import JOB_LABELS
+from .validation import DESCRIPTION_MAX, NAME_HELP
+
+PAGE_SIZE = 50
+
+# Labels of the buttons, one word per concept everywhere (see docs/ui.md).
+ACTION_LABELS = {
+    "start": "Start",
+    "stop": "Stop",
+    "force_off": "Force off",
+    "reboot": "Reboot",
+    "pause": "Pause",
+    "resume": "Resume",
+    "delete": "Delete",
+}
+ACTION_HELP = {
+    "start": "Power on",
+    "stop": "Ask the guest to shut down (ACPI power button)",
+    "force_off": "Cut the power at once; unsaved data in the guest is lost",
+    "reboot": "Ask the guest to restart",
+    "pause": "Freeze the VM in memory",
+    "resume": "Continue a paused VM",
+    "delete": "Remove the VM and its disks",
+}
+
+
+def action_rules() -> dict[str, list[str]]:
+    """Which states enable which button: a hint for the page, taken from the service's own table.
+
+    The service decides; a button enabled by a stale page gets the service's message back.
+    """
+    rules = services.vm_action_rules()
+    rules["console"] = [VMStatus.RUNNING, VMStatus.PAUSED]
+    return rules
+
+
+def _annotate(vm, rules: dict[str, list[str]]):
+    vm.allowed = {action for action, states in rules.items() if vm.status in states}
+    return vm
+
+
+def _live_context(rules: dict[str, list[str]]) -> dict:
+    """What live.js needs to redraw a page in place (embedded with json_script)."""
+    return {
+        "action_labels": ACTION_LABELS,
+        "live_config": {
+            "wsPath": "/ws/updates/",
+            "statusUrl": reverse("vms:status"),
+            "pollSeconds": 3,
+            "rules": rules,
+            "statusLabels": dict(VMStatus.choices),
+            "transitional": list(VMStatus.TRANSITIONAL),
+            "jobStatusLabels": dict(JobStatus.choices),
+            "jobActive": list(JobStatus.ACTIVE),
+            "jobLabels": JOB_LABELS,
+        },
+    }
+
+
+@login_required
+@require_GET
+@portal_view
+def vm_list_view(request: HttpRequest) -> HttpResponse:
+    """My VMs: quota usage bars, then one row per VM with its state and actions."""
+    status = request.GET.get("status", "")
+    status = status if status in VMStatus.values and status != VMStatus.DELETED else ""
+    search = request.GET.get("q", "").strip()[:100]
+    vms = vm_list(user=request.user, status=status or None, search=search or None)
+    page = Paginator(vms, PAGE_SIZE).get_page(request.GET.get("page"))
+    rules = action_rules()
+    active = {}
+    for job in job_visible(user=request.user).filter(status__in=JobStatus.ACTIVE, target_type="vm"):
+        active.setdefault(job.target_id, job)
+    for vm in page:
+        _annotate(vm, rules)
+        vm.active_job = active.get(str(vm.pk))
+    return render(request, "vms/list.html", {
+        "page": page,
+        "vms": list(page),
+        "usage": quota_usage(user=request.user),
+        "status": status,
+        "search": search,
+        "filtered": bool(status or search),
+        "status_choices": [(v, label) for v, label in VMStatus.choices if v != VMStatus.DELETED],
+        **_live_context(rules),
+    })
+
+
+@login_required
+@portal_view(fallback="vms:create")
+def vm_create_view(request: HttpRequest) -> HttpResponse:
+    """Create VM: a short form; the service validates, reserves quota and queues the create job."""
+    flavors = list(flavor_list(user=request.user))
+    images = list(image_list(user=request.user))
+    form = VMCreateForm(request.POST or None, flavors=flavors, images=images)
+    if request.method == "POST" and form.is_valid():
+        try:
+            result = services.vm_create(actor=request.user, via=Via.WEB, **form.service_kwargs())
+        except PortalError as exc:
+            form_error(form, exc, user=request.user)
+        else:
+            messages.success(request, result.message)
+            return redirect("vms:detail", pk=result.vm.pk)
+    usage = quota_usage(user=request.user)
+    remaining = {u.resource: u.remaining for u in usage}
+    for flavor in flavors:
+        flavor.fits = (remaining["vms"] >= 1 and flavor.vcpus <= remaining["vcpus"]
+                       and flavor.memory_mib <= remaining["memory_mib"] and flavor.disk_gib <= remaining["disk_gib"])
+    selected_flavor = form["flavor"].value() or CUSTOM
+    return render(request, "vms/create.html", {
+        "form": form,
+        "flavors": flavors,
+        "images": images,
+        "usage": usage,
+        "remaining": remaining,
+        "selected_flavor": selected_flavor,
+        "selected_image": str(form["image"].value() or ""),
+        "custom": CUSTOM,
+        "name_pattern": NAME_PATTERN_HTML,
+        "name_help": NAME_HELP,
+        "description_max": DESCRIPTION_MAX,
+        "limits": settings.VM_LIMITS,
+    }, status=400 if form.errors else 200)
+
+
+def _detail(request: HttpRequest, vm, *, edit_form: VMUpdateForm | None = None, status: int = 200) -> HttpResponse:
+    rules = action_rules()
+    _annotate(vm, rules)
+    jobs = list(vm_jobs(vm=vm)[:20])
+    events = list(vm_audit_events(vm=vm)[:30])
+    if edit_form is None:
+        edit_form = VMUpdateForm(initial={"name": vm.name, "description": vm.description})
+    return render(request, "vms/detail.html", {
+        "vm": vm,
+        "jobs": jobs,
+        "events": events,
+        "edit_form": edit_form,
+        "name_pattern": NAME_PATTERN_HTML,
+        "name_help": NAME_HELP,
+        "description_max": DESCRIPTION_MAX,
+        "action_help": ACTION_HELP,
+        "console_urls": {
+            "screen": f"/consoles/vm/{vm.pk}/screen/",
+            "terminal": f"/consoles/vm/{vm.pk}/terminal/",
+        },
+        **_live_context(rules),
+    }, status=status)
+
+
+@login_required
+@require_GET
+@portal_view
+def vm_detail_view(request: HttpRequest, pk: int) -> HttpResponse:
+    """One VM: state and actions, overview, consoles, activity (jobs and audit), settings."""
+    return _detail(request, vm_get(user=request.user, vm_id=pk))
+
+
+@login_required
+@require_POST
+@portal_view
+def vm_update_view(request: HttpRequest, pk: int) -> HttpResponse:
+    """Rename or re-describe a VM; errors are shown next to the fields of the settings form."""
+    form = VMUpdateForm(request.POST)
+    if form.is_valid():
+        try:
+            vm = services.vm_update(actor=request.user, via=Via.WEB, vm=pk, name=form.cleaned_data["name"],
+                                    description=form.cleaned_data["description"])
+        except ValidationFailed as exc:
+            form_error(form, exc, user=request.user)
+        else:
+            messages.success(request, f"Saved the settings of {vm.name}.")
+            return redirect("vms:detail", pk=vm.pk)
+    return _detail(request, vm_get(user=request.user, vm_id=pk), edit_form=form, status=400)
+
+
+@login_required
+@require_POST
+@portal_view
+def vm_action_view(request: HttpRequest, pk: int, action: str) -> HttpResponse:
+    """Start, Stop (ACPI), Force off, Reboot, Pause or Resume; the job carries it out."""
+    result = services.vm_action(actor=request.user, via=Via.WEB, vm=pk, action=action)
+    (messages.success if result.job else messages.info)(request, result.message)
+    return redirect(safe_next(request, "vms:detail", pk=pk))
+
+
+@login_required
+@require_POST
+@portal_view
+def vm_delete_view(request: HttpRequest, pk: int) -> HttpResponse:
+    """Delete a VM and its disks, once the user has typed its name."""
+    result = services.vm_delete(actor=request.user, via=Via.WEB, vm=pk,
+                                confirm_name=request.POST.get("confirm_name", ""))
+    messages.success(request, result.message)
+    return redirect("vms:list")
+
+
+@login_required
+@require_GET
+@portal_view
+def job_list_view(request: HttpRequest) -> HttpResponse:
+    """Every job the user may see, newest first, with progress, step and result."""
+    status = request.GET.get("status", "")
+    status = status if status in JobStatus.values else ""
+    jobs = job_visible(user=request.user).order_by("-created_at")
+    if status:
+        jobs = jobs.filter(status=status)
+    page = Paginator(jobs, PAGE_SIZE).get_page(request.GET.get("page"))
+    return render(request, "jobs/list.html", {
+        "page": page,
+        "jobs": list(page),
+        "status": status,
+        "status_choices": JobStatus.choices,
+        **_live_context(action_rules()),
+    })
+
+
+@login_required
+@require_GET
+@portal_view(fallback="vms:jobs")
+def job_detail_view(request: HttpRequest, job_id) -> HttpResponse:
+    """One job: progress, step, result or error, and its log (tracebacks only for admins)."""
+    job = job_get(user=request.user, job_id=job_id)
+    return render(request, "jobs/detail.html", {"job": job, **_live_context(action_rules())})
+
+
+@require_GET
+def status_json_view(request: HttpRequest) -> JsonResponse:
+    """The live state as JSON: the fallback that live.js polls when the websocket cannot connect."""
+    if not request.user.is_authenticated:
+        return JsonResponse({"code": "not_authenticated", "detail": "Sign in to see your VMs."}, status=401)
+    response = JsonResponse(live_state(user=request.user))
+    response["Cache-Control"] = "no-store"
+    return response
