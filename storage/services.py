@@ -58,7 +58,9 @@ def image_register(*, actor, via: str = Via.CLI, host, name: str, title: str, so
             raise ValidationFailed(f"No such file: {path}", field="kernel_path")
     pool = pool_ensure(host=host)
     driver = get_driver(host.uri)
-    volume_name = f"image-{name}.{fmt}"
+    # Portals sharing one libvirtd keep their image volumes apart by instance id.
+    prefix = "image" if settings.INSTANCE_ID == "default" else f"image-{settings.INSTANCE_ID}"
+    volume_name = f"{prefix}-{name}.{fmt}"
     existing = Image.objects.filter(name=name).first()
     if existing and not replace:
         raise ValidationFailed(f"An image named {name!r} exists already.", field="name")

@@ -47,7 +47,7 @@ def _cleanup_hypervisor(uri: str) -> None:
             if meta.get("instance") == settings.INSTANCE_ID or d.name.startswith(f"{settings.DOMAIN_PREFIX}-"):
                 driver.undefine(d.uuid)
         for v in driver.list_volumes(pool=settings.STORAGE_POOL):
-            if v.name.startswith(f"{settings.DOMAIN_PREFIX}-") or v.name.startswith("image-test-"):
+            if v.name.startswith(f"{settings.DOMAIN_PREFIX}-") or v.name.startswith(f"image-{settings.INSTANCE_ID}-"):
                 driver.delete_volume(pool=settings.STORAGE_POOL, name=v.name)
     except Exception as exc:  # pragma: no cover - best effort at teardown
         print(f"cleanup of {uri} failed: {exc}")
