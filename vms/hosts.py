@@ -43,8 +43,11 @@ def host_refresh(*, host: Host) -> Host:
     try:
         info = get_driver(host.uri).host_info()
     except HypervisorUnavailable as exc:
+        was = host.status
         Host.objects.filter(pk=host.pk).update(status=HostStatus.DOWN, last_error=exc.message)
         host.status, host.last_error = HostStatus.DOWN, exc.message
+        if was == HostStatus.UP:
+            audit(actor=None, via=Via.SYSTEM, action="host.down", target=host, message=exc.message)
         return host
     fields = {
         "hostname": info.hostname, "libvirt_version": info.libvirt_version, "cpus": info.cpus,
