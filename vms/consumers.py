@@ -125,6 +125,11 @@ class UpdatesConsumer(AsyncJsonWebsocketConsumer):
             if previous is None or _vm_key(previous) != _vm_key(event):
                 await self.send_json(event)
             self.sent_vms[event["id"]] = event
+        if not getattr(self, "snapshot_sent", False):
+            # The page was rendered before this socket opened: tell it every VM that still exists,
+            # so rows of VMs deleted in between go away.
+            await self.send_json({"kind": "snapshot", "vm_ids": sorted(seen)})
+            self.snapshot_sent = True
         for vm_id in set(self.sent_vms) - seen:  # deleted, or no longer visible to this user
             gone = {**self.sent_vms.pop(vm_id), "status": VMStatus.DELETED,
                     "status_label": VMStatus.DELETED.label, "power_state": ""}

@@ -180,10 +180,24 @@
     }
   }
 
+  // VMs on the page that the server no longer lists (deleted while the page loaded) go away.
+  function markMissing(ids) {
+    var seen = {};
+    ids.forEach(function (id) { seen[String(id)] = true; });
+    $all(document, "[data-vm-id]").forEach(function (node) {
+      var id = node.dataset.vmId;
+      if (!seen[id] && node.dataset.vmStatus !== "deleted") {
+        applyVm({ kind: "vm", id: id, name: node.dataset.vmName, status: "deleted", status_label: "Deleted",
+                  power_state: "", last_error: "" });
+      }
+    });
+  }
+
   function handle(ev) {
     if (!ev || typeof ev !== "object") return;
     if (ev.kind === "vm") applyVm(ev);
     else if (ev.kind === "job") applyJob(ev);
+    else if (ev.kind === "snapshot") markMissing(ev.vm_ids || []);
   }
 
   // --- Transport: websocket first, polling as the fallback -----------------------------------
@@ -195,16 +209,8 @@
       })
       .then(function (data) {
         if (!data) return;
-        var seen = {};
-        data.vms.forEach(function (ev) { seen[ev.id] = true; handle(ev); });
-        // VMs on the page that are no longer listed were deleted.
-        $all(document, "[data-vm-id]").forEach(function (node) {
-          var id = node.dataset.vmId;
-          if (!seen[id] && node.dataset.vmStatus !== "deleted") {
-            applyVm({ kind: "vm", id: id, name: node.dataset.vmName, status: "deleted", status_label: "Deleted",
-                      power_state: "", last_error: "" });
-          }
-        });
+        data.vms.forEach(handle);
+        markMissing(data.vms.map(function (ev) { return ev.id; }));
         data.jobs.slice().reverse().forEach(handle);
       })
       .catch(function () { /* offline for a moment: try again on the next tick */ });

@@ -98,3 +98,16 @@ async def ws_close_code(ws, timeout: float = 15) -> tuple[int, str]:
     except ConnectionClosed as exc:
         assert exc.rcvd is not None, "the server closed without a close frame"
         return exc.rcvd.code, exc.rcvd.reason
+
+
+@pytest.fixture
+async def close_thread_connections():
+    """Close the database connections that async tests open in asgiref's worker thread.
+
+    (On PostgreSQL they would otherwise keep the test database busy at the end of the run.)
+    """
+    yield
+    from asgiref.sync import sync_to_async
+    from django.db import connections
+
+    await sync_to_async(connections.close_all)()

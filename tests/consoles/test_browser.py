@@ -129,6 +129,15 @@ def chromium(monkeypatch):
         browser.close()
 
 
+@pytest.fixture
+def playwright_db_connections(chromium):
+    """Close the connections the test body opened while Playwright's loop ran (kept per context then)."""
+    yield
+    from django.db import connections
+
+    connections.close_all()
+
+
 # Compare noVNC's canvas with a PNG of libvirt's screenshot, decoded by the browser itself.
 COMPARE_JS = """async (png) => {
   const canvas = document.querySelector('[data-screen] canvas');
@@ -183,7 +192,8 @@ def _canvas_matches_guest(page, driver, uuid: str) -> dict:
     raise AssertionError(f"the noVNC canvas does not match the guest's screenshot: {last}")
 
 
-def test_consoles_in_chromium_on_a_real_guest(console_db, guest_image, alice, consoles_live, chromium):
+def test_consoles_in_chromium_on_a_real_guest(console_db, guest_image, alice, consoles_live, chromium,
+                                              playwright_db_connections):
     from django.test import Client
 
     from portal.hypervisor import get_driver

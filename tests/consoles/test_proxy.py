@@ -21,7 +21,7 @@ from portal.models import AuditEvent
 from .conftest import ORIGIN, ws_client, ws_close_code
 from .test_relay import _create_vm, _ticket
 
-pytestmark = [pytest.mark.qemu, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.qemu, pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("close_thread_connections")]
 
 
 @contextmanager

@@ -19,7 +19,7 @@ from portal.models import AuditEvent
 
 from .conftest import communicator, refused
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("close_thread_connections")]
 
 
 @pytest.fixture

@@ -28,7 +28,7 @@ from vms.models import VM
 
 from .conftest import communicator, receive_close, refused
 
-pytestmark = [pytest.mark.qemu, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.qemu, pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("close_thread_connections")]
 
 
 def _create_vm(owner, image, name: str, group=None) -> VM:
