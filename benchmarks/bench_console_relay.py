@@ -5,9 +5,9 @@ the same way, rounds interleaved so drift hits them alike:
 
 - connect: a fresh connection up to ServerInit (for the relays: ticket redemption, libvirt's live
   XML, the relay's own VNC password handshake, then the browser-side handshake);
-- latency: round trip of a non-incremental 1x1 FramebufferUpdateRequest (QEMU answers it on its
-  next refresh tick, so the relay's added latency is the difference of medians);
-- throughput: full-screen raw FramebufferUpdates, several requests in flight, MB/s of pixels.
+- round trip: ClientInit -> ServerInit (QEMU answers at once): each relay's added latency;
+- up: browser -> VNC server throughput (clipboard messages, framed by the relays);
+- down: full-screen raw FramebufferUpdates back to back (paced by QEMU's display refresh tick).
 
     .venv/bin/python benchmarks/bench_console_relay.py [--rounds 5]
 
@@ -122,8 +122,12 @@ class Bench:
                                          kind="screen", session_key=self.session_key)
         return issued.token
 
-    async def open(self, path: str) -> tuple[object, int, int, int, float]:
-        """Connect through `path` up to ServerInit; returns (conn, width, height, bytes/pixel, seconds)."""
+    async def open(self, path: str) -> tuple[object, int, int, int, float, float]:
+        """Connect through `path` up to ServerInit.
+
+        Returns (conn, width, height, bytes/pixel, seconds to ServerInit, ClientInit -> ServerInit round trip):
+        QEMU answers ClientInit at once, so that round trip is the path's own latency.
+        """
         if path == "direct":
             t0 = time.perf_counter()
             conn = TcpConn(*await asyncio.open_connection(*self.target))
@@ -147,13 +151,14 @@ class Bench:
             assert await conn.recv_exact(2) == b"\x01\x01"
             await conn.send(b"\x01")
             assert await conn.recv_exact(4) == b"\0\0\0\0"
+        t1 = time.perf_counter()
         await conn.send(b"\x01")  # ClientInit, shared
         head = await conn.recv_exact(24)
         width, height, bpp = struct.unpack(">HHB", head[:5])
         await conn.recv_exact(struct.unpack(">I", head[20:24])[0])
-        elapsed = time.perf_counter() - t0
+        now = time.perf_counter()
         await conn.send(struct.pack(">BBHi", 2, 0, 1, 0))  # SetEncodings: raw only
-        return conn, width, height, bpp // 8, elapsed
+        return conn, width, height, bpp // 8, now - t0, now - t1
 
     @staticmethod
     async def read_update(conn, bytes_per_pixel: int) -> int:
@@ -167,28 +172,30 @@ class Bench:
             total += 12 + w * h * bytes_per_pixel
         return total
 
-    async def latency(self, conn, bpp: int, samples: int) -> list[float]:
-        out = []
-        for _ in range(samples):
-            t0 = time.perf_counter()
-            await conn.send(struct.pack(">BBHHHH", 3, 0, 0, 0, 1, 1))
-            await self.read_update(conn, bpp)
-            out.append(time.perf_counter() - t0)
-        return out
+    async def upload(self, conn, bpp: int, megabytes: int, chunk: int = 256 * 1024) -> float:
+        """Browser -> VNC server: clipboard messages (framed by the relays); MB/s until QEMU has read them all.
 
-    async def throughput(self, conn, width: int, height: int, bpp: int, updates: int, window: int = 4) -> float:
+        QEMU reads its socket as fast as it can; a final 1x1 update request, answered in order,
+        marks the end.
+        """
+        message = struct.pack(">BxxxI", 6, chunk) + b"x" * chunk
+        count = megabytes * 1024 * 1024 // chunk
+        t0 = time.perf_counter()
+        for _ in range(count):
+            await conn.send(message)
+        await conn.send(struct.pack(">BBHHHH", 3, 0, 0, 0, 1, 1))
+        await self.read_update(conn, bpp)
+        return count * len(message) / (time.perf_counter() - t0) / 1e6
+
+    async def throughput(self, conn, width: int, height: int, bpp: int, updates: int) -> float:
+        """VNC server -> browser: full-screen updates back to back (QEMU merges requests in flight, so one
+        at a time, and answers each on its display refresh tick: this one is QEMU-bound)."""
         request = struct.pack(">BBHHHH", 3, 0, 0, 0, width, height)
         t0 = time.perf_counter()
-        sent = received = nbytes = 0
-        while sent < min(window, updates):
+        nbytes = 0
+        for _ in range(updates):
             await conn.send(request)
-            sent += 1
-        while received < updates:
             nbytes += await self.read_update(conn, bpp)
-            received += 1
-            if sent < updates:
-                await conn.send(request)
-                sent += 1
         return nbytes / (time.perf_counter() - t0) / 1e6
 
 
@@ -212,30 +219,42 @@ def _ms(values: list[float], q: float = 0.5) -> float:
     return 1000 * values[min(len(values) - 1, int(q * len(values)))]
 
 
-async def run(bench: Bench, rounds: int, samples: int, updates: int) -> dict[str, dict[str, list[float]]]:
+async def run(bench: Bench, rounds: int, connects: int, upload_mb: int, updates: int) -> dict:
     paths = ["direct", "channels", "websockify"]
-    results = {p: {"connect": [], "rtt": [], "mbps": []} for p in paths}
+    results = {p: {"connect": [], "rtt": [], "up": [], "down": []} for p in paths}
     for p in paths:  # warm-up: imports, first libvirt connection in each relay process
-        conn, *_ = await bench.open(p)
+        conn, *_ = await asyncio.wait_for(bench.open(p), 30)
         await conn.close()
+    size = None
     for r in range(rounds):
+        print(f"round {r + 1}/{rounds}", flush=True)
         for p in paths[r % 3:] + paths[:r % 3]:
-            conn, width, height, bpp, elapsed = await bench.open(p)
-            results[p]["connect"].append(elapsed)
-            results[p]["rtt"] += await bench.latency(conn, bpp, samples)
-            results[p]["mbps"].append(await bench.throughput(conn, width, height, bpp, updates))
+            for _ in range(connects):
+                conn, width, height, bpp, elapsed, rtt = await asyncio.wait_for(bench.open(p), 30)
+                results[p]["connect"].append(elapsed)
+                results[p]["rtt"].append(rtt)
+                await conn.close()
+            conn, width, height, bpp, *_ = await asyncio.wait_for(bench.open(p), 30)
+            size = (width, height, bpp)
+            results[p]["up"].append(await asyncio.wait_for(bench.upload(conn, bpp, upload_mb), 300))
+            results[p]["down"].append(await asyncio.wait_for(bench.throughput(conn, width, height, bpp, updates), 300))
             await conn.close()
-    results["_screen"] = {"size": [width, height, bpp]}
+    results["_screen"] = {"size": list(size)}
     return results
 
 
 def main() -> None:
+    import signal
+
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--samples", type=int, default=40, help="1x1 update round trips per round and path")
-    parser.add_argument("--updates", type=int, default=60, help="full-screen updates per round and path")
+    parser.add_argument("--connects", type=int, default=10, help="fresh connections per round and path")
+    parser.add_argument("--upload-mb", type=int, default=32, help="MiB of clipboard messages per round and path")
+    parser.add_argument("--updates", type=int, default=30, help="full-screen updates per round and path")
     args = parser.parse_args()
     lock = open("/tmp/vmportal-qemu.lock", "w")
+    print("waiting for the machine-wide qemu lock…", flush=True)
     fcntl.flock(lock, fcntl.LOCK_EX)
     call_command("migrate", verbosity=0)
     host = host_register(actor=None, name="bench", uri=URI, domain_type="qemu")
@@ -258,7 +277,8 @@ def main() -> None:
         procs.append(_start([sys.executable, "manage.py", "console_proxy", "--listen", f"127.0.0.1:{PROXY_PORT}"],
                             PROXY_PORT, Path(TMP) / "proxy.log"))
         time.sleep(2)  # let SeaBIOS draw its screen
-        results = asyncio.run(run(Bench(vm, user, session.session_key), args.rounds, args.samples, args.updates))
+        results = asyncio.run(run(Bench(vm, user, session.session_key), args.rounds, args.connects,
+                                    args.upload_mb, args.updates))
     finally:
         for proc in procs:
             proc.terminate()
@@ -271,29 +291,40 @@ def main() -> None:
         img = Image.objects.get(pk=image.pk)
         get_driver(URI).delete_volume(pool=settings.STORAGE_POOL, name=img.volume_name)
     width, height, bpp = results.pop("_screen")["size"]
-    direct_rtt = statistics.median(results["direct"]["rtt"])
+    direct = results["direct"]
     rows = []
     for path, label in (("direct", "direct TCP to the VNC port"), ("channels", "Channels relay (daphne)"),
                         ("websockify", "websockify tier (`console_proxy`)")):
         r = results[path]
-        added = "—" if path == "direct" else f"{1000 * (statistics.median(r['rtt']) - direct_rtt):+.2f}"
+        added = "—" if path == "direct" else f"+{_ms(r['rtt']) - _ms(direct['rtt']):.2f}"
         rows.append(f"| {label} | {_ms(r['connect']):.1f} | {_ms(r['rtt']):.2f} | {_ms(r['rtt'], 0.95):.2f} | "
-                    f"{added} | {statistics.median(r['mbps']):.1f} |")
-    ratio = statistics.median(results["channels"]["mbps"]) / statistics.median(results["websockify"]["mbps"])
+                    f"{added} | {statistics.median(r['up']):.0f} | {statistics.median(r['down']):.1f} |")
+
+    def ratio(key: str) -> float:
+        return statistics.median(results["channels"][key]) / statistics.median(results["websockify"][key])
+
+    n = args.rounds * args.connects
     lines = [
-        f"VNC of one firmware-only VM ({width}×{height}, {8 * bpp} bpp raw) on `{URI}`, {args.rounds} interleaved "
-        f"rounds × {args.samples} round trips and {args.updates} full-screen updates per path, "
-        f"{time.strftime('%Y-%m-%d')}. Clients are Python (asyncio, `websockets`) on the same machine.",
+        f"VNC of one firmware-only VM ({width}×{height}, {8 * bpp} bpp, raw encoding) on `{URI}`, "
+        f"{args.rounds} interleaved rounds; per path {n} fresh connections, {args.rounds}× {args.upload_mb} MiB up "
+        f"and {args.rounds}× {args.updates} full-screen updates down; {time.strftime('%Y-%m-%d')}. "
+        "Clients are Python (asyncio, `websockets`) on the same 2-core machine as QEMU and the relays.",
         "",
-        "| path | connect → ServerInit, median ms | 1×1 update RTT median ms | p95 ms | added vs direct, ms | "
-        "full-screen throughput, MB/s (median) |",
-        "|---|---|---|---|---|---|",
+        "| path | connect → ServerInit, median ms | round trip (ClientInit → ServerInit), median ms | p95 ms | "
+        "added latency, ms | up: browser → VNC, MB/s | down: full-screen updates, MB/s |",
+        "|---|---|---|---|---|---|---|",
         *rows,
         "",
-        f"**Channels / websockify throughput: {ratio:.2f}×** (target ≥ 0.9×). Connect time of the relays includes "
-        "the ticket redemption (database), reading the VNC endpoint from libvirt's live XML and the relay's own "
-        "VNC password handshake. The RTT is dominated by QEMU answering on its display refresh tick, so the "
-        "added latency is the difference of medians.",
+        f"**Channels / websockify throughput: up {ratio('up'):.2f}×, down {ratio('down'):.2f}×** (target ≥ 0.9×).",
+        "",
+        "- *connect* includes, for the relays, the ticket redemption (database), reading the VNC endpoint from "
+        "libvirt's live XML and the relay's own VNC password handshake; websockify also forks a process per "
+        "connection.",
+        "- *round trip*: QEMU answers ClientInit at once, so this is each path's own latency; *added* is the "
+        "difference of medians with direct TCP.",
+        "- *up* is relay-bound: the relays frame every browser message (RFB parsing) before passing it on.",
+        "- *down* is bound by QEMU, which sends a requested update on its next display refresh tick; the "
+        "relays keep up with it.",
     ]
     write_section("consoles", "Console relay: Channels vs websockify vs direct VNC", "\n".join(lines))
     print("\n".join(lines))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import socket
 import threading
 from urllib.parse import parse_qs
 
@@ -41,6 +42,7 @@ log = logging.getLogger(__name__)
 MAX_INPUT_FRAME = 64 * 1024
 CONNECT_TIMEOUT = 5.0
 HANDSHAKE_TIMEOUT = 10.0
+WRITE_BUFFER_HIGH = 4 * 1024 * 1024
 
 
 def serial_group(vm_id: int) -> str:
@@ -182,6 +184,11 @@ class ScreenConsumer(_ConsoleConsumer):
         reader, writer = await asyncio.wait_for(
             asyncio.open_connection(grant.target_host, grant.target_port), CONNECT_TIMEOUT)
         self.writer = writer
+        # Let a burst from the browser queue up in the transport instead of waiting on every message.
+        writer.transport.set_write_buffer_limits(high=WRITE_BUFFER_HIGH)
+        sock = writer.transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         handshake = ServerHandshake(grant.vnc_password)
         async with asyncio.timeout(HANDSHAKE_TIMEOUT):
             while not handshake.done:

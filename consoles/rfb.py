@@ -194,10 +194,12 @@ class ClientStream:
         return VERSION_38
 
     def feed(self, data: bytes) -> tuple[bytes, bytes]:
+        if self.state == "messages":  # the hot path: no handshake left, frame without copying
+            return self._frame(data), b""
         self.buf += data
         to_server = bytearray()
         to_client = bytearray()
-        while True:
+        while self.state != "messages":
             if self.state == "version":
                 if len(self.buf) < 12:
                     break
@@ -229,65 +231,86 @@ class ClientStream:
                 del self.buf[:1]
                 to_server += b"\x01"  # ClientInit: always shared, never kick the other viewers
                 self.state = "messages"
-            else:
-                length = self._message_length()
-                if length is None or len(self.buf) < length:
-                    break
-                message = bytes(self.buf[:length])
-                del self.buf[:length]
-                if self.view_only and self._is_input(message):
-                    self.dropped += 1
-                    continue
-                to_server += message
+        if self.state == "messages" and self.buf:
+            rest = bytes(self.buf)
+            self.buf.clear()
+            to_server += self._frame(rest)
         return bytes(to_server), bytes(to_client)
 
+    def _frame(self, data: bytes) -> bytes:
+        """Complete messages of `data` (after what is pending) to pass on; keeps an incomplete tail."""
+        if self.buf:
+            data = bytes(self.buf) + data
+            self.buf.clear()
+        view = memoryview(data)
+        size = len(data)
+        offset = start = 0
+        parts: list[memoryview] = []
+        while offset < size:
+            length = self._message_length(view, offset, size)
+            if length is None or offset + length > size:
+                break
+            if self.view_only and self._is_input(view, offset):
+                if start < offset:
+                    parts.append(view[start:offset])
+                start = offset + length
+                self.dropped += 1
+            offset += length
+        if start < offset:
+            parts.append(view[start:offset])
+        if offset < size:
+            self.buf += view[offset:]
+        if len(parts) == 1 and len(parts[0]) == size:
+            return data  # the usual case: everything passes, no copy
+        return b"".join(parts)
+
     @staticmethod
-    def _is_input(message: bytes) -> bool:
-        kind = message[0]
+    def _is_input(buf, offset: int) -> bool:
+        kind = buf[offset]
         if kind in INPUT_MESSAGES:
             return True
-        return kind == MSG_QEMU and message[1] == 0  # QEMU extended key event
+        return kind == MSG_QEMU and buf[offset + 1] == 0  # QEMU extended key event
 
-    def _message_length(self) -> int | None:
-        """Length of the next complete client message, None when more bytes are needed."""
-        buf = self.buf
-        if not buf:
-            return None
-        kind = buf[0]
-        fixed = {MSG_SET_PIXEL_FORMAT: 20, MSG_FB_UPDATE_REQUEST: 10, MSG_KEY_EVENT: 8,
-                 MSG_POINTER_EVENT: 6, MSG_ENABLE_CONTINUOUS_UPDATES: 10, MSG_XVP: 4}
-        if kind in fixed:
-            return fixed[kind]
+    _FIXED = {MSG_SET_PIXEL_FORMAT: 20, MSG_FB_UPDATE_REQUEST: 10, MSG_KEY_EVENT: 8, MSG_POINTER_EVENT: 6,
+              MSG_ENABLE_CONTINUOUS_UPDATES: 10, MSG_XVP: 4}
+
+    def _message_length(self, buf, off: int, size: int) -> int | None:
+        """Length of the client message at `off`, None when more bytes are needed to know it."""
+        avail = size - off
+        kind = buf[off]
+        fixed = self._FIXED.get(kind)
+        if fixed is not None:
+            return fixed
         if kind == MSG_SET_ENCODINGS:
-            if len(buf) < 4:
+            if avail < 4:
                 return None
-            return 4 + 4 * struct.unpack(">H", buf[2:4])[0]
+            return 4 + 4 * struct.unpack_from(">H", buf, off + 2)[0]
         if kind == MSG_CLIENT_CUT_TEXT:
-            if len(buf) < 8:
+            if avail < 8:
                 return None
-            (length,) = struct.unpack(">i", buf[4:8])  # negative: extended clipboard
+            (length,) = struct.unpack_from(">i", buf, off + 4)  # negative: extended clipboard
             if abs(length) > MAX_CUT_TEXT:
                 raise BadFrame("Bad frame: clipboard text larger than 1 MiB.")
             return 8 + abs(length)
         if kind == MSG_CLIENT_FENCE:
-            if len(buf) < 9:
+            if avail < 9:
                 return None
-            if buf[8] > 64:
+            if buf[off + 8] > 64:
                 raise BadFrame("Bad frame: fence payload longer than 64 bytes.")
-            return 9 + buf[8]
+            return 9 + buf[off + 8]
         if kind == MSG_SET_DESKTOP_SIZE:
-            if len(buf) < 8:
+            if avail < 8:
                 return None
-            return 8 + 16 * buf[6]
+            return 8 + 16 * buf[off + 6]
         if kind == MSG_QEMU:
-            if len(buf) < 2:
+            if avail < 2:
                 return None
-            sub = buf[1]
+            sub = buf[off + 1]
             if sub == 0:  # extended key event
                 return 12
             if sub == 1:  # audio: enable/disable (4 bytes) or set format (10 bytes)
-                if len(buf) < 4:
+                if avail < 4:
                     return None
-                return 10 if struct.unpack(">H", buf[2:4])[0] == 2 else 4
+                return 10 if struct.unpack_from(">H", buf, off + 2)[0] == 2 else 4
             raise BadFrame(f"Bad frame: unknown QEMU client message {sub}.")
         raise BadFrame(f"Bad frame: unknown RFB client message type {kind}.")

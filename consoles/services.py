@@ -157,6 +157,7 @@ def console_ticket_issue(*, actor, via: str, vm: VM | int, kind: str, session_ke
         raise PermissionDenied("Sign in to use consoles.")
     _check_console_possible(vm, kind)
     ttl = max(1, min(int(settings.CONSOLE_TICKET_SECONDS), 60))
+    console_tickets_purge()  # spent tickets are worthless after a day; the sessions keep the record
     token = secrets.token_urlsafe(32)
     expires_at = timezone.now() + timedelta(seconds=ttl)
     ConsoleTicket.objects.create(
