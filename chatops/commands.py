@@ -62,6 +62,26 @@ class Console:
 
 
 @dataclass(frozen=True)
+class TakeSnapshot:
+    name: str
+    snapshot: str | None = None
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class ListSnapshots:
+    name: str
+
+
+@dataclass(frozen=True)
+class Revert:
+    """Revert a VM to one of its snapshots (asks for confirmation with buttons first)."""
+
+    name: str
+    snapshot: str
+
+
+@dataclass(frozen=True)
 class Quota:
     pass
 
@@ -97,7 +117,7 @@ class Subscriptions:
 
 
 Command = (Help | Link | ListVMs | Create | Action | Console | Quota | QuotaRequest | Hosts | Subscribe
-           | Unsubscribe | Subscriptions)
+           | Unsubscribe | Subscriptions | TakeSnapshot | ListSnapshots | Revert)
 
 ACTION_VERBS = {
     "start": "start",
@@ -249,6 +269,22 @@ def parse(text: str, *, prefix: str = "/vm") -> Command:
         return Subscribe(where=where, events=tuple(dict.fromkeys(events or DEFAULT_EVENTS)))
     if verb in ("subscriptions", "subs"):
         return Subscriptions()
-    if verb == "snapshot":
-        raise ParseError("Snapshots are not available from Slack yet; use the portal.")
+    if verb in ("snapshot", "snap"):
+        positional, options = _options(rest, {"description": "description", "desc": "description"}, verb)
+        if not positional:
+            raise ParseError(f"Which VM? Type `{prefix} snapshot NAME [SNAPSHOT-NAME]`.")
+        if len(positional) > 2:
+            raise ParseError(f"Unexpected argument {_short(positional[2])!r}: "
+                             f"`{prefix} snapshot` takes a VM name and an optional snapshot name.")
+        return TakeSnapshot(name=positional[0], snapshot=positional[1] if len(positional) > 1 else None,
+                            description=options.get("description", ""))
+    if verb in ("snapshots", "snaps"):
+        positional, _ = _options(rest, {}, verb)
+        return ListSnapshots(name=_one_name("snapshots", positional, prefix))
+    if verb == "revert":
+        positional, _ = _options(rest, {}, verb)
+        if len(positional) != 2:
+            raise ParseError(f"Type `{prefix} revert NAME SNAPSHOT-NAME` "
+                             f"(`{prefix} snapshots NAME` lists them).")
+        return Revert(name=positional[0], snapshot=positional[1])
     raise ParseError(f"Unknown command {_short(verb, 30)!r}. Type `{prefix} help` for the list.")

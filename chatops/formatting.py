@@ -29,6 +29,7 @@ A_CANCEL = "vm_cancel"
 A_QUOTA_REQUEST = "quota_request"
 A_QUOTA_APPROVE = "quota_approve"
 A_QUOTA_DENY = "quota_deny"
+A_SNAPSHOT_REVERT = "vm_snapshot_revert"
 
 ACTION_IDS = {"start": A_START, "stop": A_STOP, "reboot": A_REBOOT, "force_off": A_FORCE_OFF, "delete": A_DELETE}
 ACTION_BY_ID = {v: k for k, v in ACTION_IDS.items()}
@@ -47,6 +48,7 @@ STATUS_ICONS = {
 JOB_LABELS = {
     "vm.create": "Create", "vm.start": "Start", "vm.stop": "Stop", "vm.force_off": "Force off",
     "vm.reboot": "Reboot", "vm.pause": "Pause", "vm.resume": "Resume", "vm.delete": "Delete",
+    "vm.snapshot.create": "Snapshot", "vm.snapshot.revert": "Revert", "vm.snapshot.delete": "Snapshot delete",
 }
 SECTION_MAX = 2900
 MAX_LISTED = 40
@@ -166,6 +168,8 @@ def help_reply(prefix: str, *, is_staff: bool = False, linked: bool = True) -> R
         f"`{prefix} start NAME` · `{prefix} stop NAME` (ACPI shutdown) · `{prefix} reboot NAME` · "
         f"`{prefix} force-off NAME` (cut the power) — stop, reboot and force off ask first",
         f"`{prefix} delete NAME` — remove the VM and its disks (asks first)",
+        f"`{prefix} snapshot NAME [SNAPSHOT]` — snapshot disks and memory · `{prefix} snapshots NAME` — "
+        f"list them · `{prefix} revert NAME SNAPSHOT` — go back to one (asks first)",
         f"`{prefix} console NAME` — a link to the VM's screen in the portal (only you see it)",
         f"`{prefix} quota` — usage and limits · "
         f"`{prefix} quota request --vms N --cpus N --memory MiB --disk GiB REASON` — ask for more",
@@ -307,6 +311,47 @@ def confirm_reply(action: str, vm) -> Reply:
     return Reply(text=text, blocks=blocks)
 
 
+REVERT_TEXT = "Everything that changed since the snapshot was taken is lost."
+
+
+def _revert_value(vm, snapshot) -> str:
+    return f"{vm.pk}:{snapshot.pk}"
+
+
+def snapshot_list_reply(vm, snapshots: list, *, prefix: str = "/vm") -> Reply:
+    if not snapshots:
+        text = f"*{esc(vm.name)}* has no snapshots. Take one with `{prefix} snapshot {esc(vm.name)}`."
+        return Reply(text=text, blocks=[section(text)])
+    lines = [f"*Snapshots of {esc(vm.name)}* ({len(snapshots)})"]
+    blocks: list[dict[str, Any]] = [section(lines[0])]
+    for snap in snapshots:
+        holds = "disks and memory" if snap.has_memory else "disks"
+        when = snap.taken_at or snap.created_at
+        line = (f"`{esc(snap.name)}` · {holds} · {snap.get_status_display().lower()} · "
+                f"<!date^{int(when.timestamp())}^{{date_short_pretty}} {{time}}|{when:%Y-%m-%d %H:%M} UTC>")
+        if snap.description:
+            line += f"\n_{esc(snap.description[:200])}_"
+        lines.append(line)
+        block = section(line)
+        if snap.status == "ready":
+            block["accessory"] = button("Revert", A_SNAPSHOT_REVERT, _revert_value(vm, snap), confirm=confirm_dialog(
+                f"Revert {vm.name} to {snap.name}?", REVERT_TEXT, "Revert"))
+        blocks.append(block)
+    return Reply(text="\n".join(lines), blocks=blocks[:50])
+
+
+def revert_confirm_reply(vm, snapshot) -> Reply:
+    text = f"Revert *{esc(vm.name)}* to snapshot `{esc(snapshot.name)}`? {REVERT_TEXT}"
+    blocks = [
+        section(text),
+        actions(
+            button(f"Revert {vm.name}", A_SNAPSHOT_REVERT, _revert_value(vm, snapshot), style="danger"),
+            button("Cancel", A_CANCEL, str(vm.pk)),
+        ),
+    ]
+    return Reply(text=text, blocks=blocks)
+
+
 def creating_text(*, slack_user_id: str, vm, job) -> str:
     return (f"{mention(slack_user_id)} is creating *{esc(vm.name)}* ({specs(vm)}) · job `{short_id(job)}`. "
             "I'll reply in this thread when it runs.")
@@ -343,6 +388,9 @@ _DONE = {
     "vm.pause": "⏸️ *{name}* is paused.",
     "vm.resume": "▶️ *{name}* is running again.",
     "vm.delete": "🗑️ *{name}* was deleted with its disks.",
+    "vm.snapshot.create": "📸 Snapshot `{snapshot}` of *{name}* taken.",
+    "vm.snapshot.revert": "⏪ *{name}* was reverted to snapshot `{snapshot}`.",
+    "vm.snapshot.delete": "🗑️ Snapshot `{snapshot}` of *{name}* deleted.",
 }
 
 
@@ -352,7 +400,8 @@ def job_result_reply(job, vm, *, slack_user_id: str = "") -> Reply:
     who = f"{mention(slack_user_id)} " if slack_user_id else ""
     if job.status == JobStatus.SUCCEEDED:
         line = _DONE.get(job.kind, "✅ {label} of *{name}* finished.").format(
-            name=name, label=JOB_LABELS.get(job.kind, job.kind))
+            name=name, label=JOB_LABELS.get(job.kind, job.kind),
+            snapshot=esc(str((job.params or {}).get("snapshot", ""))))
         if job.kind == "vm.create" and vm is not None and vm.status == "stopped":
             line = f"✅ *{name}* was created (stopped)."
     else:

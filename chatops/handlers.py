@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +22,7 @@ from django.urls import reverse
 
 from portal.audit import audit_context
 from portal.choices import Via
-from portal.exceptions import PermissionDenied, PortalError, QuotaExceeded, ValidationFailed
+from portal.exceptions import NotFound, PermissionDenied, PortalError, QuotaExceeded, ValidationFailed
 from portal.quota_requests import (
     quota_request_approve,
     quota_request_create,
@@ -31,8 +32,8 @@ from portal.quota_requests import (
     quota_request_summary,
 )
 from portal.quotas import quota_usage
-from vms.selectors import flavor_list, vm_get_by_name, vm_list
-from vms.services import vm_action, vm_create, vm_delete
+from vms.selectors import flavor_list, vm_get_by_name, vm_list, vm_snapshots
+from vms.services import snapshot_create, snapshot_revert, vm_action, vm_create, vm_delete
 
 from . import commands as c
 from . import formatting as f
@@ -154,7 +155,7 @@ class _AfterCommit:
 
 # --- slash commands -------------------------------------------------------------------------------
 
-ACTING = (c.Create, c.Action, c.QuotaRequest, c.Subscribe, c.Unsubscribe)
+ACTING = (c.Create, c.Action, c.QuotaRequest, c.Subscribe, c.Unsubscribe, c.TakeSnapshot)
 
 
 def handle_command(body: dict[str, Any], *, bot_team_id: str | None, raw_body: str = "") -> f.Reply:
@@ -264,26 +265,40 @@ def _action(ctx: SlackContext, user, command: c.Action, prefix: str) -> f.Reply:
 def _run_vm_action(ctx: SlackContext, user, *, action: str, vm_id: int,
                    source: SourceMessage | None) -> f.Reply | None:
     """Ask the service for a power action or delete; the job's end is told where it was asked."""
+
+    def ask():
+        if action == "delete":
+            result = vm_delete(actor=user, via=Via.SLACK, vm=vm_id)
+        else:
+            result = vm_action(actor=user, via=Via.SLACK, vm=vm_id, action=action)
+        return result.message, result.job
+
+    return _run_job_request(ctx, source=source, ask=ask)
+
+
+def _run_job_request(ctx: SlackContext, *, source: SourceMessage | None,
+                     ask: Callable[[], tuple[str, Any]]) -> f.Reply | None:
+    """Call a service that queues a job (`ask` returns its message and job, or no job for a no-op).
+
+    The start is announced in the channel (or replaces the clicked message) and the job's end is
+    told in that message's thread.
+    """
     if source is None:
         after = _AfterCommit(ctx, mode="channel")
     else:
         after = _AfterCommit(ctx, mode="replace", source=source)
     with transaction.atomic():
         transaction.on_commit(after)
-        if action == "delete":
-            result = vm_delete(actor=user, via=Via.SLACK, vm=vm_id)
-        else:
-            result = vm_action(actor=user, via=Via.SLACK, vm=vm_id, action=action)
-        if result.job is not None:
+        message, job = ask()
+        if job is not None:
             in_thread = source is not None and not source.ephemeral
             after.watch = services.job_watch_add(
-                job=result.job, team_id=ctx.team_id, channel_id=ctx.channel_id, slack_user_id=ctx.slack_user_id,
+                job=job, team_id=ctx.team_id, channel_id=ctx.channel_id, slack_user_id=ctx.slack_user_id,
                 thread_ts=(source.thread_ts or source.ts) if in_thread else "", response_url=ctx.response_url,
                 ephemeral=source is not None and source.ephemeral)
-            after.text = f.started_action_text(slack_user_id=ctx.slack_user_id, message=result.message,
-                                               job=result.job)
-    if result.job is None:  # a no-op ("already running"): only the user hears of it
-        reply = f.Reply(text=f"ℹ️ {f.esc(result.message)}")
+            after.text = f.started_action_text(slack_user_id=ctx.slack_user_id, message=message, job=job)
+    if job is None:  # a no-op ("already running"): only the user hears of it
+        reply = f.Reply(text=f"ℹ️ {f.esc(message)}")
         if source is None:
             return reply
         slack.respond(ctx.response_url, text=reply.text)
@@ -291,6 +306,45 @@ def _run_vm_action(ctx: SlackContext, user, *, action: str, vm_id: int,
     if source is None and not after.posted:
         return f.Reply(text=after.text, blocks=[f.section(after.text)], response_type="in_channel")
     return None
+
+
+def _take_snapshot(ctx, user, command: c.TakeSnapshot, prefix: str) -> f.Reply:
+    vm = vm_get_by_name(user=user, name=command.name)
+
+    def ask():
+        snapshot, job = snapshot_create(actor=user, via=Via.SLACK, vm=vm, name=command.snapshot,
+                                        description=command.description)
+        return f"Taking snapshot {snapshot.name} of {vm.name}.", job
+
+    return _run_job_request(ctx, source=None, ask=ask) or f.Reply(text="")
+
+
+def _list_snapshots(ctx, user, command: c.ListSnapshots, prefix: str) -> f.Reply:
+    vm = vm_get_by_name(user=user, name=command.name)
+    return f.snapshot_list_reply(vm, list(vm_snapshots(vm=vm)), prefix=prefix)
+
+
+def _snapshot_named(vm, name: str):
+    found = vm_snapshots(vm=vm).filter(name=name).first()
+    if found is None:
+        raise NotFound(f"{vm.name} has no snapshot {name[:63]!r}.")
+    return found
+
+
+def _revert(ctx, user, command: c.Revert, prefix: str) -> f.Reply:
+    vm = vm_get_by_name(user=user, name=command.name)
+    return f.revert_confirm_reply(vm, _snapshot_named(vm, command.snapshot))
+
+
+def _click_revert(ctx: SlackContext, user, value: str, source: SourceMessage) -> None:
+    vm_part, _, snap_part = value.partition(":")
+    vm_id, snapshot_id = _int(vm_part), _int(snap_part)
+
+    def ask():
+        snapshot, job = snapshot_revert(actor=user, via=Via.SLACK, vm=vm_id, snapshot=snapshot_id)
+        return f"Reverting {snapshot.vm.name} to snapshot {snapshot.name}.", job
+
+    _run_job_request(ctx, source=source, ask=ask)
 
 
 def _console(ctx, user, command: c.Console, prefix: str) -> f.Reply:
@@ -356,6 +410,9 @@ COMMANDS = {
     c.Subscribe: _subscribe,
     c.Unsubscribe: _unsubscribe,
     c.Subscriptions: _subscriptions,
+    c.TakeSnapshot: _take_snapshot,
+    c.ListSnapshots: _list_snapshots,
+    c.Revert: _revert,
 }
 
 
@@ -401,6 +458,8 @@ def handle_action(body: dict[str, Any], action: dict[str, Any], *, bot_team_id: 
         try:
             if action_id in f.ACTION_BY_ID:
                 _run_vm_action(ctx, user, action=f.ACTION_BY_ID[action_id], vm_id=_int(value), source=source)
+            elif action_id == f.A_SNAPSHOT_REVERT:
+                _click_revert(ctx, user, value, source)
             elif action_id == f.A_QUOTA_REQUEST:
                 _click_quota_request(ctx, user, value)
             elif action_id == f.A_QUOTA_APPROVE:

@@ -41,7 +41,7 @@ from . import hosts as host_services
 from . import services
 from .choices import HostStatus, VMStatus
 from .dashboard import dashboard
-from .models import VM, Flavor, ForeignDomain, Host
+from .models import VM, Flavor, ForeignDomain, Host, Snapshot
 from .selectors import vm_jobs
 from .validation import NAME_HELP, validate_description, validate_vm_name
 
@@ -352,6 +352,26 @@ class VolumeInline(admin.TabularInline):
         return f"{obj.capacity_gib} GiB"
 
 
+class SnapshotInline(admin.TabularInline):
+    """The VM's snapshots (read-only here: users take, revert and delete them on the VM's page or the API)."""
+
+    model = Snapshot
+    extra = 0
+    can_delete = False
+    fields = ("name", "status", "has_memory", "vm_state", "created_by", "created_via", "taken_at", "reverted_at",
+              "description")
+    readonly_fields = fields
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
 @admin.register(VM)
 class VMAdmin(ServiceSaveMixin, admin.ModelAdmin):
     form = VMChangeForm
@@ -364,7 +384,7 @@ class VMAdmin(ServiceSaveMixin, admin.ModelAdmin):
     list_select_related = ("owner", "host", "image", "group")
     date_hierarchy = "created_at"
     actions = ["start", "stop", "force_off", "reboot", "delete_selected"]
-    inlines = [VolumeInline]
+    inlines = [VolumeInline, SnapshotInline]
     change_list_template = "admin/vms/vm/change_list.html"
     readonly_fields = (
         "owner_link", "group", "quota_link", "uuid", "domain_name", "status_badge", "power_state", "last_error",

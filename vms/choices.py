@@ -24,6 +24,17 @@ VMStatus.TRANSITIONAL = (  # type: ignore[attr-defined]
 VMStatus.ACTIVE = (VMStatus.RUNNING, VMStatus.PAUSED)  # type: ignore[attr-defined]
 
 
+class SnapshotStatus(models.TextChoices):
+    CREATING = "creating", "Taking"
+    READY = "ready", "Ready"
+    REVERTING = "reverting", "Reverting"
+    DELETING = "deleting", "Deleting"
+
+
+SnapshotStatus.BUSY = (  # type: ignore[attr-defined]
+    SnapshotStatus.CREATING, SnapshotStatus.REVERTING, SnapshotStatus.DELETING)
+
+
 class HostStatus(models.TextChoices):
     UP = "up", "Up"
     DOWN = "down", "Down"

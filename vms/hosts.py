@@ -14,7 +14,7 @@ from portal.choices import Via
 from portal.exceptions import HypervisorUnavailable, NotFound, PortalError, ValidationFailed
 from portal.hypervisor import DomainInfo, DomainSpec, PowerState, get_driver
 
-from .choices import DomainType, HostStatus, VMStatus
+from .choices import DomainType, HostStatus, SnapshotStatus, VMStatus
 from .jobs import status_for
 from .models import VM, ForeignDomain, Host
 from .services import vm_set_status
@@ -118,6 +118,10 @@ def vm_observe(*, vm: VM, state: PowerState | None, source: str) -> bool:
     from portal.models import Job
 
     now = timezone.now()
+    if vm.snapshots.filter(status=SnapshotStatus.REVERTING).exists():
+        # A revert stops and restarts the domain; its job writes the outcome.
+        VM.objects.filter(pk=vm.pk).update(power_state=state or "", observed_at=now)
+        return False
     if vm.status in VMStatus.TRANSITIONAL:
         busy = Job.objects.filter(target_type="vm", target_id=str(vm.pk), status__in=JobStatus.ACTIVE).exists()
         if busy:

@@ -16,8 +16,8 @@ from portal.jobs import JobContext, job_handler
 from portal.models import AuditEvent, Job
 from storage.services import volume_destroy, volume_materialize
 
-from .choices import VMStatus
-from .models import VM
+from .choices import SnapshotStatus, VMStatus
+from .models import VM, Snapshot
 from .services import vm_set_status
 from .specs import build_spec
 
@@ -232,8 +232,92 @@ def delete(ctx: JobContext) -> dict:
     for volume in vm.volumes.select_related("pool__host"):
         volume_destroy(volume=volume)
         removed.append(volume.name)
+    vm.snapshots.all().delete()  # they lived inside the disks just removed
     vm_set_status(vm, VMStatus.DELETED, power_state="", deleted_at=timezone.now())
     _done(ctx.job, vm, "vm.deleted", f"Deleted {vm.name} and {len(removed)} disk(s)")
     return {"removed_volumes": removed}
 
 
+
+
+# --- snapshots ----------------------------------------------------------------------------------
+
+def _snapshot(job: Job) -> Snapshot | None:
+    return Snapshot.objects.filter(pk=job.params.get("snapshot_id")).first()
+
+
+def _publish_snapshots(vm: VM) -> None:
+    from .services import _publish_vm
+
+    _publish_vm(vm)
+
+
+def _snapshot_create_failed(job: Job, error: str) -> None:
+    """Nothing half-made stays: the snapshot (if libvirt made it) and its row go."""
+    vm = _vm(job)
+    snapshot = _snapshot(job)
+    try:
+        get_driver(vm.host.uri).snapshot_delete(str(vm.uuid), job.params["snapshot"])
+    except PortalError:
+        pass  # the host is unreachable: the row goes anyway, the name is free to reuse
+    if snapshot is not None:
+        snapshot.delete()
+    _failed_audit(job, vm, f"Snapshot {job.params['snapshot']} failed: {error}")
+    _publish_snapshots(vm)
+
+
+@job_handler("vm.snapshot.create", on_failure=_snapshot_create_failed)
+def snapshot_create(ctx: JobContext) -> dict:
+    vm = _vm(ctx.job)
+    snapshot = _snapshot(ctx.job)
+    if snapshot is None:
+        raise NotFound("The snapshot was deleted before it was taken.")
+    ctx.progress(20, "Taking the snapshot" + (" with the memory" if vm.status in VMStatus.ACTIVE else ""))
+    info = get_driver(vm.host.uri).snapshot_create(str(vm.uuid), name=snapshot.name,
+                                                   description=snapshot.description)
+    Snapshot.objects.filter(pk=snapshot.pk).update(
+        status=SnapshotStatus.READY, has_memory=info.has_memory, vm_state=status_for(info.state),
+        taken_at=timezone.now())
+    what = "disks and memory" if info.has_memory else "disks"
+    _done(ctx.job, vm, "vm.snapshot.created", f"Took snapshot {snapshot.name} of {vm.name} ({what})")
+    _publish_snapshots(vm)
+    return {"snapshot": snapshot.name, "has_memory": info.has_memory}
+
+
+def _snapshot_revert_failed(job: Job, error: str) -> None:
+    Snapshot.objects.filter(pk=job.params.get("snapshot_id")).update(status=SnapshotStatus.READY)
+    _restore_from_libvirt(job, f"Revert to snapshot {job.params['snapshot']} failed: {error}")
+
+
+@job_handler("vm.snapshot.revert", on_failure=_snapshot_revert_failed)
+def snapshot_revert(ctx: JobContext) -> dict:
+    vm = _vm(ctx.job)
+    snapshot = _snapshot(ctx.job)
+    if snapshot is None:
+        raise NotFound("The snapshot no longer exists.")
+    ctx.progress(20, f"Reverting to {snapshot.name}")
+    info = get_driver(vm.host.uri).snapshot_revert(str(vm.uuid), snapshot.name)
+    Snapshot.objects.filter(pk=snapshot.pk).update(status=SnapshotStatus.READY, reverted_at=timezone.now())
+    vm_set_status(vm, status_for(info.state), last_error="", power_state=info.state, observed_at=timezone.now())
+    _done(ctx.job, vm, "vm.snapshot.reverted", f"Reverted {vm.name} to snapshot {snapshot.name} "
+                                               f"(now {status_for(info.state)})")
+    return {"snapshot": snapshot.name, "state": str(info.state)}
+
+
+def _snapshot_delete_failed(job: Job, error: str) -> None:
+    vm = _vm(job)
+    Snapshot.objects.filter(pk=job.params.get("snapshot_id")).update(status=SnapshotStatus.READY)
+    _failed_audit(job, vm, f"Deleting snapshot {job.params['snapshot']} failed: {error}")
+    _publish_snapshots(vm)
+
+
+@job_handler("vm.snapshot.delete", on_failure=_snapshot_delete_failed)
+def snapshot_delete(ctx: JobContext) -> dict:
+    vm = _vm(ctx.job)
+    name = ctx.job.params["snapshot"]
+    ctx.progress(30, f"Deleting snapshot {name}")
+    get_driver(vm.host.uri).snapshot_delete(str(vm.uuid), name)
+    Snapshot.objects.filter(pk=ctx.job.params.get("snapshot_id")).delete()
+    _done(ctx.job, vm, "vm.snapshot.deleted", f"Deleted snapshot {name} of {vm.name}")
+    _publish_snapshots(vm)
+    return {"snapshot": name}

@@ -11,7 +11,7 @@ from django.db.models import Q
 
 from portal.choices import Via
 
-from .choices import DomainType, HostStatus, VMStatus
+from .choices import DomainType, HostStatus, SnapshotStatus, VMStatus
 
 
 class Host(models.Model):
@@ -109,6 +109,34 @@ class VM(models.Model):
     @property
     def is_transitional(self) -> bool:
         return self.status in VMStatus.TRANSITIONAL
+
+
+class Snapshot(models.Model):
+    """An internal snapshot of a VM's disks (and RAM when it was running); rows change only in vms.services."""
+
+    vm = models.ForeignKey(VM, on_delete=models.CASCADE, related_name="snapshots")
+    name = models.CharField(max_length=63)
+    description = models.CharField(max_length=500, blank=True)
+    status = models.CharField(max_length=16, choices=SnapshotStatus.choices, default=SnapshotStatus.CREATING)
+    has_memory = models.BooleanField(default=False, help_text="Holds the RAM: reverting resumes the running guest.")
+    vm_state = models.CharField(max_length=16, blank=True, help_text="The VM's power state when it was taken.")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")
+    created_via = models.CharField(max_length=16, choices=Via.choices, default=Via.WEB)
+    created_at = models.DateTimeField(auto_now_add=True)
+    taken_at = models.DateTimeField(null=True, blank=True)
+    reverted_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["vm", "created_at", "id"]
+        constraints = [models.UniqueConstraint(fields=["vm", "name"], name="snapshot_name_unique_per_vm")]
+
+    def __str__(self) -> str:
+        return f"{self.vm.name}@{self.name}"
+
+    @property
+    def is_busy(self) -> bool:
+        return self.status in SnapshotStatus.BUSY
 
 
 class ForeignDomain(models.Model):

@@ -63,6 +63,11 @@ def vm_jobs(*, vm: VM) -> QuerySet[Job]:
     return Job.objects.filter(target_type="vm", target_id=str(vm.pk)).select_related("actor")
 
 
+def vm_snapshots(*, vm: VM) -> QuerySet:
+    """A VM's snapshots, oldest first (the caller got `vm` through vm_get, so it is visible)."""
+    return vm.snapshots.select_related("created_by").order_by("created_at", "id")
+
+
 def vm_audit_events(*, vm: VM) -> QuerySet[AuditEvent]:
     """The audit trail of a VM (the caller got `vm` through vm_get, so it is visible)."""
     return AuditEvent.objects.filter(target_type="vm", target_id=str(vm.pk)).select_related("actor")

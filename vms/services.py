@@ -22,11 +22,11 @@ from portal.models import AuditEvent, Job
 from portal.quotas import quota_reserve
 from storage.models import Image
 
-from .choices import VMStatus
-from .models import VM, Flavor
+from .choices import SnapshotStatus, VMStatus
+from .models import VM, Flavor, Snapshot
 from .scheduler import pick_host
 from .selectors import vm_visible
-from .validation import validate_description, validate_size, validate_vm_name
+from .validation import validate_description, validate_size, validate_snapshot_name, validate_vm_name
 
 
 @dataclass(frozen=True)
@@ -230,10 +230,14 @@ def _power_action(action: str, *, actor, via: str, vm: VM | int) -> ActionResult
             audit(actor=actor, via=via, action=f"vm.{action}", target=vm,
                   message=f"No-op: {vm.name} is already {state}")
             return ActionResult(vm, None, f"{vm.name} is already {state}.")
+        busy = _snapshot_busy(vm)
         if vm.status not in allowed:
             reason = _WHY_NOT.get((action, vm.status)) or (
                 f"is busy ({state})" if vm.is_transitional else f"is {state}")
             refused = InvalidState(f"Cannot {action.replace('_', ' ')} {vm.name}: it {reason}.", status=vm.status)
+        elif busy is not None and action != "force_off":
+            refused = InvalidState(f"Cannot {action.replace('_', ' ')} {vm.name}: {_busy_text(busy)}. "
+                                   "Try again when it has finished.", status=vm.status)
         else:
             job = job_create(kind=kind, actor=actor, via=via, target=vm, params={"previous": vm.status})
             if transitional:
@@ -315,6 +319,10 @@ def vm_delete(*, actor, via: str, vm: VM | int, confirm_name: str | None = None)
         if vm.status in _DELETE_BLOCKED - {VMStatus.DELETING, VMStatus.DELETED}:
             raise InvalidState(f"Cannot delete {vm.name}: it is busy ({vm.get_status_display().lower()}). "
                                "Try again when the current action has finished.", status=vm.status)
+        busy = _snapshot_busy(vm)
+        if busy is not None:
+            raise InvalidState(f"Cannot delete {vm.name}: {_busy_text(busy)}. "
+                               "Try again when it has finished.", status=vm.status)
         job = job_create(kind="vm.delete", actor=actor, via=via, target=vm, params={"previous": vm.status},
                          max_attempts=3)
         vm_set_status(vm, VMStatus.DELETING)
@@ -357,3 +365,126 @@ def vm_update(*, actor, via: str, vm: VM | int, name: str | None = None,
         except NotFound:
             pass
     return vm
+
+
+# --- snapshots ----------------------------------------------------------------------------------
+# Internal snapshots inside the VM's qcow2 disks: with the RAM when the VM runs (revert resumes the
+# guest where it was), disks only when it is off. One snapshot operation per VM at a time.
+
+_SNAPSHOT_VM_STATES = {VMStatus.RUNNING, VMStatus.STOPPED, VMStatus.PAUSED}
+_BUSY_TEXT = {
+    SnapshotStatus.CREATING: "snapshot {name} is being taken",
+    SnapshotStatus.REVERTING: "it is being reverted to snapshot {name}",
+    SnapshotStatus.DELETING: "snapshot {name} is being deleted",
+}
+
+
+def _snapshot_busy(vm: VM) -> Snapshot | None:
+    return vm.snapshots.filter(status__in=SnapshotStatus.BUSY).first()
+
+
+def _busy_text(snapshot: Snapshot) -> str:
+    return _BUSY_TEXT[snapshot.status].format(name=snapshot.name)
+
+
+def _snapshot_ready_vm(*, actor, vm: VM | int, verb: str) -> VM:
+    """Lock the VM and check that a snapshot operation may start now."""
+    vm = _lock_visible(actor=actor, vm=vm)
+    if vm.status not in _SNAPSHOT_VM_STATES:
+        state = vm.get_status_display().lower()
+        reason = f"is busy ({state})" if vm.is_transitional else f"is {state}"
+        raise InvalidState(f"Cannot {verb} {vm.name}: it {reason}.", status=vm.status)
+    busy = _snapshot_busy(vm)
+    if busy is not None:
+        raise InvalidState(f"Cannot {verb} {vm.name}: {_busy_text(busy)}. Try again when it has finished.",
+                           status=vm.status)
+    return vm
+
+
+def _snapshot_of(vm: VM, snapshot: Snapshot | int | str) -> Snapshot:
+    """A snapshot of this VM by row, id or name (another VM's snapshot is not found)."""
+    qs = vm.snapshots.all()
+    if isinstance(snapshot, Snapshot):
+        found = qs.filter(pk=snapshot.pk).first()
+    elif isinstance(snapshot, int) or (isinstance(snapshot, str) and snapshot.strip().isdigit()
+                                       and not qs.filter(name=snapshot.strip()).exists()):
+        found = qs.filter(pk=int(snapshot)).first()
+    else:
+        found = qs.filter(name=str(snapshot).strip()).first()
+    if found is None:
+        raise NotFound(f"{vm.name} has no snapshot {str(getattr(snapshot, 'name', snapshot))[:63]!r}.")
+    return found
+
+
+def snapshot_create(*, actor, via: str, vm: VM | int, name: str | None = None,
+                    description: str = "") -> tuple[Snapshot, Job]:
+    """Take a snapshot of the VM (with its RAM when it runs) in a job."""
+    name = validate_snapshot_name(name) if name not in (None, "") else None
+    description = validate_description(description)
+    if len(description) > 500:
+        raise ValidationFailed("Description is too long (at most 500 characters).", field="description")
+    from django.conf import settings
+
+    with transaction.atomic():
+        vm = _snapshot_ready_vm(actor=actor, vm=vm, verb="snapshot")
+        count = vm.snapshots.count()
+        if count >= settings.SNAPSHOTS_PER_VM:
+            raise InvalidState(f"{vm.name} already has {count} snapshots (at most {settings.SNAPSHOTS_PER_VM}): "
+                               "delete one first.", status=vm.status)
+        if name is None:
+            name = timezone.localtime().strftime("snap-%Y%m%d-%H%M%S")
+        if vm.snapshots.filter(name=name).exists():
+            raise ValidationFailed(f"{vm.name} already has a snapshot named {name!r}.", field="name")
+        try:
+            with transaction.atomic():
+                snapshot = Snapshot.objects.create(vm=vm, name=name, description=description, created_by=actor,
+                                                   created_via=via, vm_state=vm.status)
+        except IntegrityError:
+            raise ValidationFailed(f"{vm.name} already has a snapshot named {name!r}.", field="name") from None
+        with_ram = " with its memory" if vm.status in VMStatus.ACTIVE else ""
+        job = job_create(kind="vm.snapshot.create", actor=actor, via=via, target=vm,
+                         params={"snapshot_id": snapshot.pk, "snapshot": name})
+        audit(actor=actor, via=via, action="vm.snapshot.create", target=vm, job=job,
+              outcome=AuditEvent.Outcome.REQUESTED, message=f"Snapshot {vm.name}{with_ram} as {name}",
+              data={"snapshot": name})
+    return snapshot, job
+
+
+def snapshot_revert(*, actor, via: str, vm: VM | int, snapshot: Snapshot | int | str) -> tuple[Snapshot, Job]:
+    """Return the VM to a snapshot: disks (and RAM, when it has it) as they were; later changes are lost."""
+    with transaction.atomic():
+        vm = _snapshot_ready_vm(actor=actor, vm=vm, verb="revert")
+        snapshot = _snapshot_of(vm, snapshot)
+        job = job_create(kind="vm.snapshot.revert", actor=actor, via=via, target=vm,
+                         params={"snapshot_id": snapshot.pk, "snapshot": snapshot.name, "previous": vm.status})
+        Snapshot.objects.filter(pk=snapshot.pk).update(status=SnapshotStatus.REVERTING)
+        snapshot.status = SnapshotStatus.REVERTING
+        audit(actor=actor, via=via, action="vm.snapshot.revert", target=vm, job=job,
+              outcome=AuditEvent.Outcome.REQUESTED, message=f"Revert {vm.name} to snapshot {snapshot.name}",
+              data={"snapshot": snapshot.name})
+        _publish_vm(vm)
+    return snapshot, job
+
+
+def snapshot_delete(*, actor, via: str, vm: VM | int, snapshot: Snapshot | int | str) -> tuple[Snapshot, Job]:
+    """Delete a snapshot (its data inside the disks too); the VM keeps running as it is."""
+    with transaction.atomic():
+        vm = _lock_visible(actor=actor, vm=vm)
+        if vm.status in (VMStatus.DELETING, VMStatus.DELETED):
+            raise InvalidState(f"{vm.name} is being deleted with its snapshots.", status=vm.status)
+        snapshot = _snapshot_of(vm, snapshot)
+        busy = _snapshot_busy(vm)
+        if busy is not None:
+            raise InvalidState(f"Cannot delete snapshot {snapshot.name}: {_busy_text(busy)}. "
+                               "Try again when it has finished.", status=vm.status)
+        if vm.is_transitional:
+            raise InvalidState(f"Cannot delete snapshot {snapshot.name}: {vm.name} is busy "
+                               f"({vm.get_status_display().lower()}).", status=vm.status)
+        job = job_create(kind="vm.snapshot.delete", actor=actor, via=via, target=vm,
+                         params={"snapshot_id": snapshot.pk, "snapshot": snapshot.name})
+        Snapshot.objects.filter(pk=snapshot.pk).update(status=SnapshotStatus.DELETING)
+        snapshot.status = SnapshotStatus.DELETING
+        audit(actor=actor, via=via, action="vm.snapshot.delete", target=vm, job=job,
+              outcome=AuditEvent.Outcome.REQUESTED, message=f"Delete snapshot {snapshot.name} of {vm.name}",
+              data={"snapshot": snapshot.name})
+    return snapshot, job

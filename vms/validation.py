@@ -38,6 +38,22 @@ def validate_description(description: object) -> str:
     return description
 
 
+SNAPSHOT_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+
+
+def validate_snapshot_name(name: object) -> str:
+    if not isinstance(name, str) or not name.strip():
+        raise ValidationFailed("Snapshot name is required.", field="name")
+    value = name.strip()
+    if len(value) > 63:
+        raise ValidationFailed(f"Snapshot name is too long ({len(value)} characters, at most 63).", field="name")
+    if not SNAPSHOT_NAME_RE.match(value):
+        raise ValidationFailed(f"Invalid snapshot name {value[:70]!r}: use 1–63 letters, digits, dots, "
+                               "hyphens and underscores, starting with a letter or digit (e.g. before-upgrade).",
+                               field="name")
+    return value
+
+
 _LABELS = {"vcpus": ("vCPUs", ""), "memory_mib": ("Memory", " MiB"), "disk_gib": ("Disk", " GiB")}
 
 

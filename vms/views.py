@@ -11,7 +11,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
@@ -26,7 +26,16 @@ from . import services
 from .choices import VMStatus
 from .consumers import live_state
 from .forms import CUSTOM, NAME_PATTERN_HTML, VMCreateForm, VMUpdateForm
-from .selectors import flavor_list, job_get, job_visible, vm_audit_events, vm_get, vm_jobs, vm_list
+from .selectors import (
+    flavor_list,
+    job_get,
+    job_visible,
+    vm_audit_events,
+    vm_get,
+    vm_jobs,
+    vm_list,
+    vm_snapshots,
+)
 from .templatetags.portal_ui import JOB_LABELS
 from .validation import DESCRIPTION_MAX, NAME_HELP
 
@@ -161,6 +170,7 @@ def _detail(request: HttpRequest, vm, *, edit_form: VMUpdateForm | None = None, 
         edit_form = VMUpdateForm(initial={"name": vm.name, "description": vm.description})
     return render(request, "vms/detail.html", {
         "vm": vm,
+        **_snapshot_context(vm),
         "jobs": jobs,
         "events": events,
         "edit_form": edit_form,
@@ -221,6 +231,48 @@ def vm_delete_view(request: HttpRequest, pk: int) -> HttpResponse:
                                 confirm_name=request.POST.get("confirm_name", ""))
     messages.success(request, result.message)
     return redirect("vms:list")
+
+
+def _snapshot_context(vm) -> dict:
+    snapshots = list(vm_snapshots(vm=vm))
+    return {
+        "snapshots": snapshots,
+        "snapshots_busy": any(s.is_busy for s in snapshots),
+        "snapshots_full": len(snapshots) >= settings.SNAPSHOTS_PER_VM,
+        "snapshots_max": settings.SNAPSHOTS_PER_VM,
+        "snapshots_allowed": vm.status in (VMStatus.RUNNING, VMStatus.STOPPED, VMStatus.PAUSED),
+    }
+
+
+@login_required
+@portal_view
+def snapshot_list_view(request: HttpRequest, pk: int) -> HttpResponse:
+    """GET: the snapshots panel (live.js reloads it when a snapshot job ends). POST: take a snapshot."""
+    vm = vm_get(user=request.user, vm_id=pk)
+    if request.method == "POST":
+        snapshot, _job = services.snapshot_create(
+            actor=request.user, via=Via.WEB, vm=vm, name=request.POST.get("name", "").strip() or None,
+            description=request.POST.get("description", ""))
+        messages.success(request, f"Taking snapshot {snapshot.name} of {vm.name}.")
+        return redirect(reverse("vms:detail", args=[vm.pk]) + "#snapshots")
+    if request.method != "GET":
+        return HttpResponse(status=405)
+    return render(request, "vms/_snapshots.html", {"vm": vm, **_snapshot_context(vm)})
+
+
+@login_required
+@require_POST
+@portal_view
+def snapshot_op_view(request: HttpRequest, pk: int, sid: int, op: str) -> HttpResponse:
+    """Revert to a snapshot or delete it (both confirmed in the page first)."""
+    ops = {"revert": (services.snapshot_revert, "Reverting {vm} to snapshot {snap}."),
+           "delete": (services.snapshot_delete, "Deleting snapshot {snap} of {vm}.")}
+    if op not in ops:
+        raise Http404("No such snapshot operation.")
+    fn, text = ops[op]
+    snapshot, _job = fn(actor=request.user, via=Via.WEB, vm=pk, snapshot=sid)
+    messages.success(request, text.format(vm=snapshot.vm.name, snap=snapshot.name))
+    return redirect(reverse("vms:detail", args=[pk]) + "#snapshots")
 
 
 @login_required

@@ -18,6 +18,7 @@ from .types import (  # noqa: F401
     LifecycleEvent,
     NicSpec,
     PowerState,
+    SnapshotInfo,
     VolumeInfo,
 )
 

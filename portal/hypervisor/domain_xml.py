@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
-from .types import METADATA_NS, DomainSpec
+from .types import METADATA_NS, DomainSpec, PowerState, SnapshotInfo
 
 ET.register_namespace("portal", METADATA_NS)
 
@@ -155,3 +155,36 @@ def volume_format(xml: str) -> tuple[str, str | None]:
     fmt = fmt_el.get("type") if fmt_el is not None else "raw"
     backing = root.findtext("backingStore/path")
     return fmt or "raw", backing
+
+
+def snapshot_xml(*, name: str, description: str, with_memory: bool) -> str:
+    """An internal snapshot (inside the qcow2 disks); with the RAM when the domain is running."""
+    root = ET.Element("domainsnapshot")
+    _sub(root, "name", name)
+    if description:
+        _sub(root, "description", description)
+    if with_memory:
+        _sub(root, "memory", snapshot="internal")
+    return ET.tostring(root, encoding="unicode")
+
+
+_SNAPSHOT_STATE = {
+    "running": PowerState.RUNNING, "blocked": PowerState.BLOCKED, "paused": PowerState.PAUSED,
+    "shutdown": PowerState.SHUTTING_DOWN, "shutoff": PowerState.SHUTOFF, "crashed": PowerState.CRASHED,
+    "pmsuspended": PowerState.PMSUSPENDED, "disk-snapshot": PowerState.SHUTOFF,
+}
+
+
+def parse_snapshot(xml: str, *, is_current: bool = False) -> SnapshotInfo:
+    root = ET.fromstring(xml)
+    memory = root.find("memory")
+    state = _SNAPSHOT_STATE.get(root.findtext("state") or "", PowerState.NOSTATE)
+    has_memory = memory is not None and memory.get("snapshot") in ("internal", "external")
+    return SnapshotInfo(
+        name=root.findtext("name") or "",
+        description=root.findtext("description") or "",
+        state=state,
+        has_memory=has_memory and state.is_active,
+        created_at=int(root.findtext("creationTime") or 0),
+        is_current=is_current,
+    )

@@ -120,6 +120,18 @@ class Capabilities:
 
 
 @dataclass(frozen=True)
+class SnapshotInfo:
+    """A domain snapshot: its name, the domain's state when taken, and whether it holds the RAM."""
+
+    name: str
+    description: str
+    state: PowerState
+    has_memory: bool
+    created_at: int  # seconds since the epoch, from libvirt
+    is_current: bool = False
+
+
+@dataclass(frozen=True)
 class LifecycleEvent:
     uuid: str
     name: str

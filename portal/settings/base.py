@@ -180,6 +180,8 @@ INSTANCE_ID = env.get_str("INSTANCE_ID", "default")
 DOMAIN_PREFIX = env.get_str("DOMAIN_PREFIX", "vmp")
 GRAPHICS_LISTEN = env.get_str("GRAPHICS_LISTEN", "127.0.0.1")
 STOP_TIMEOUT_SECONDS = env.get_int("STOP_TIMEOUT_SECONDS", 90)
+# Internal snapshots live inside the VM's qcow2 disk (and hold its RAM when taken running): cap them.
+SNAPSHOTS_PER_VM = env.get_int("SNAPSHOTS_PER_VM", 5)
 RECONCILE_SECONDS = env.get_int("RECONCILE_SECONDS", 10)
 JOB_HEARTBEAT_SECONDS = env.get_int("JOB_HEARTBEAT_SECONDS", 5)
 JOB_STALE_SECONDS = env.get_int("JOB_STALE_SECONDS", 60)

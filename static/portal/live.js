@@ -173,11 +173,33 @@
         });
     }
     known.forEach(function (node) { paintJob(node, ev); });
+    if (ev.target_type === "vm" && String(ev.job_kind || "").indexOf("vm.snapshot.") === 0) {
+      refreshSnapshots(ev);
+    }
     if (!active && known.length) {
       if (ev.status === "failed" || ev.status === "errored") {
         announce((config.jobLabels[ev.job_kind] || ev.job_kind) + " failed: " + (ev.error || ""));
       }
     }
+  }
+
+  // The snapshots panel (detail page) is re-rendered by the server when a snapshot job changes state.
+  var snapshotJobStatus = {};
+  function refreshSnapshots(ev) {
+    if (snapshotJobStatus[ev.id] === ev.status) return;
+    snapshotJobStatus[ev.id] = ev.status;
+    $all(document, attrEq("data-snapshots-panel", ev.target_id)).forEach(function (panel) {
+      fetch(panel.dataset.snapshotsUrl, { credentials: "same-origin", cache: "no-store" })
+        .then(function (r) { return r.ok ? r.text() : null; })
+        .then(function (html) {
+          if (!html) return;
+          var holder = document.createElement("div");
+          holder.innerHTML = html;
+          var fresh = holder.querySelector("[data-snapshots-panel]");
+          if (fresh && panel.parentNode) panel.parentNode.replaceChild(fresh, panel);
+        })
+        .catch(function () {});
+    });
   }
 
   // VMs on the page that the server no longer lists (deleted while the page loaded) go away.

@@ -290,3 +290,56 @@ def test_job_failure_is_reported_in_the_thread(slack, alice_linked):
     [result] = slack.fake.posts(CHANNEL)
     assert result.text.startswith("<@UALICE> ❌ Stop of *web-1* failed: ")
     assert result.body["thread_ts"] == parent.ts
+
+
+def _accessories(call_or_body) -> list[dict]:
+    body = call_or_body.body if hasattr(call_or_body, "body") else call_or_body
+    blocks = body.get("blocks") or []
+    if isinstance(blocks, str):
+        import json
+
+        blocks = json.loads(blocks)
+    return [b["accessory"] for b in blocks if "accessory" in b]
+
+
+def test_snapshot_list_and_revert_from_slack(slack, alice_linked):
+    _create(slack)
+    vm = VM.objects.get(name="web-1")
+    slack.fake.clear()
+
+    assert slack.command("snapshot web-1 before-upgrade").status_code == 200
+    snap = vm.snapshots.get()
+    assert snap.status == "ready" and snap.has_memory and snap.created_via == "slack"
+    parent, done = slack.fake.posts(CHANNEL)
+    assert "Taking snapshot before-upgrade of web-1." in parent.text and "asked by <@UALICE>" in parent.text
+    assert done.body["thread_ts"] == parent.ts
+    assert "📸 Snapshot `before-upgrade` of *web-1* taken." in done.text
+    assert AuditEvent.objects.get(action="vm.snapshot.create").data["slack_user"] == "UALICE"
+
+    listing = reply_of(slack.command("snapshots web-1"))
+    assert "before-upgrade" in reply_text(slack.command("snapshots web-1"))
+    [revert] = _accessories(listing)
+    assert revert["text"]["text"] == "Revert" and revert["confirm"]["title"]["text"] == "Revert web-1 to before-upgrade?"
+
+    prompt = reply_of(slack.command("revert web-1 before-upgrade"))
+    assert "Everything that changed since the snapshot was taken is lost." in prompt["text"]
+    confirm = prompt["blocks"][1]["elements"][0]
+    assert confirm["value"] == revert["value"]
+    get_driver("test:///default").destroy(str(vm.uuid))  # powered off since the snapshot
+    slack.fake.clear()
+    slack.click(confirm["action_id"], confirm["value"], ephemeral=True)
+    vm.refresh_from_db()
+    assert vm.status == "running"  # back to the running snapshot
+    assert Job.objects.get(kind="vm.snapshot.revert").via == "slack"
+    texts = [c.text for c in slack.fake.responses()]
+    assert any("Reverting web-1 to snapshot before-upgrade" in t for t in texts)
+    assert any("⏪ *web-1* was reverted to snapshot `before-upgrade`." in t for t in texts)
+
+
+def test_snapshot_errors_are_clear_replies(slack, alice_linked, bob, link):
+    _create(slack)
+    assert "Invalid snapshot name 'a&lt;b'" in reply_text(slack.command("snapshot web-1 'a<b'"))
+    assert "has no snapshot 'nope'" in reply_text(slack.command("revert web-1 nope"))
+    link(bob, "UBOB")
+    assert "No VM named 'web-1'" in reply_text(slack.command("snapshot web-1", user="UBOB"))
+    assert not VM.objects.get(name="web-1").snapshots.exists()

@@ -37,6 +37,10 @@ from chatops import formatting as f
     ("subscribe here jobs vm-state", c.Subscribe("here", ("job.succeeded", "job.failed", "vm.state"))),
     ("unsubscribe me", c.Unsubscribe("me")),
     ("subscriptions", c.Subscriptions()),
+    ("snapshot web-1", c.TakeSnapshot("web-1")),
+    ('snapshot web-1 before-upgrade --description "pre 2.0"', c.TakeSnapshot("web-1", "before-upgrade", "pre 2.0")),
+    ("snapshots web-1", c.ListSnapshots("web-1")),
+    ("revert web-1 before-upgrade", c.Revert("web-1", "before-upgrade")),
 ])
 def test_parse(text, expected):
     assert c.parse(text) == expected
@@ -57,7 +61,9 @@ def test_names_are_passed_through_for_the_service_to_judge():
     ('create "web-1', "Could not read the command: no closing quotation."),
     ("quota request", "Say what you need"),
     ("subscribe cats", "Unknown event 'cats'"),
-    ("snapshot web-1", "Snapshots are not available from Slack yet"),
+    ("snapshot", "Which VM? Type `/vm snapshot NAME [SNAPSHOT-NAME]`."),
+    ("snapshot a b c", "Unexpected argument 'c'"),
+    ("revert web-1", "Type `/vm revert NAME SNAPSHOT-NAME`"),
     ("rm-rf", "Unknown command 'rm-rf'. Type `/vm help` for the list."),
     ("x" * 1001, "too long (1001 characters; at most 1000)"),
 ])

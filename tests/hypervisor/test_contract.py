@@ -5,6 +5,7 @@ Domains here are firmware-only (no OS): they start in well under a second under 
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import uuid
 
@@ -12,7 +13,7 @@ import pytest
 from django.conf import settings
 
 from portal.exceptions import DomainNotFound, HypervisorInvalidState, HypervisorUnavailable
-from portal.hypervisor import DomainSpec, PowerState, get_driver
+from portal.hypervisor import DiskSpec, DomainSpec, PowerState, get_driver
 from portal.hypervisor.driver import LibvirtDriver
 
 URIS = [
@@ -147,6 +148,39 @@ def test_volumes_create_overlay_and_delete(driver):
     finally:
         driver.delete_volume(pool=pool, name=over)
         driver.delete_volume(pool=pool, name=base)
+
+
+def test_snapshots_with_and_without_memory_revert_and_delete(driver, spec):
+    """Internal snapshots on a qcow2 disk: RAM included while running; revert restores the power state."""
+    volume = driver.create_volume(pool=settings.STORAGE_POOL, name=f"{spec.name}-snap.qcow2",
+                                  capacity_bytes=16 * 1024 * 1024)
+    s = dataclasses.replace(spec, disks=(DiskSpec(path=volume.path),))
+    try:
+        driver.define(s)
+        driver.start(s.uuid)
+        running = driver.snapshot_create(s.uuid, name="running-1", description="a & b <c>")
+        assert running.has_memory and running.state == PowerState.RUNNING
+        assert running.description == "a & b <c>"
+        assert driver.snapshot_create(s.uuid, name="running-1").name == "running-1"  # idempotent
+        driver.destroy(s.uuid)
+        off = driver.snapshot_create(s.uuid, name="off-1")
+        assert not off.has_memory and off.state == PowerState.SHUTOFF
+        assert [x.name for x in driver.list_snapshots(s.uuid)] == ["running-1", "off-1"]
+
+        assert driver.snapshot_revert(s.uuid, "running-1").state == PowerState.RUNNING
+        assert driver.domain_info(s.uuid).state == PowerState.RUNNING
+        assert driver.snapshot_revert(s.uuid, "off-1").state == PowerState.SHUTOFF
+
+        driver.snapshot_delete(s.uuid, "off-1")
+        driver.snapshot_delete(s.uuid, "off-1")  # idempotent
+        assert [x.name for x in driver.list_snapshots(s.uuid)] == ["running-1"]
+        with pytest.raises(DomainNotFound):
+            driver.snapshot_revert(s.uuid, "off-1")
+        driver.undefine(s.uuid)  # with a snapshot left: its metadata goes too
+        assert not driver.domain_exists(s.uuid)
+    finally:
+        driver.undefine(s.uuid)
+        driver.delete_volume(pool=settings.STORAGE_POOL, name=volume.name)
 
 
 def test_unreachable_hypervisor_is_reported_as_unavailable():

@@ -504,3 +504,52 @@ def test_browsable_api_renders_for_a_signed_in_user(alice, test_host, client):
     actions = client.get(f"/api/vms/{vm['id']}/actions/", HTTP_ACCEPT="text/html")
     assert actions.status_code == 405
     assert b'name="action"' in actions.content
+
+
+# --- snapshots -------------------------------------------------------------------------------------
+
+def test_snapshots_through_the_api(as_alice, driver):
+    vm = create(as_alice).json()["vm"]
+    base = f"/api/vms/{vm['id']}/snapshots/"
+    assert as_alice.get(base).json()["results"] == []
+
+    taken = as_alice.post(base, {"name": "before", "description": "pre-upgrade"}, format="json")
+    assert taken.status_code == 202, taken.content
+    body = taken.json()
+    assert body["snapshot"]["name"] == "before" and body["job"]["kind"] == "vm.snapshot.create"
+    listed = as_alice.get(base).json()["results"]
+    assert [(s["name"], s["status"], s["has_memory"], s["vm_state"]) for s in listed] == [
+        ("before", "ready", True, "running")]
+    assert as_alice.get(f"{base}before/").json()["description"] == "pre-upgrade"
+    assert as_alice.get(listed[0]["url"]).json()["name"] == "before"  # by id too
+
+    driver.destroy(vm["uuid"])
+    reverted = as_alice.post(f"{base}before/revert/", format="json")
+    assert reverted.status_code == 202 and reverted.json()["job"]["kind"] == "vm.snapshot.revert"
+    assert as_alice.get(f"/api/vms/{vm['id']}/").json()["status"] == "running"
+    assert driver.domain_info(vm["uuid"]).state == PowerState.RUNNING
+
+    gone = as_alice.delete(f"{base}before/")
+    assert gone.status_code == 202
+    assert as_alice.get(base).json()["results"] == []
+    assert driver.list_snapshots(vm["uuid"]) == []
+
+
+def test_snapshot_errors_through_the_api(as_alice, bob, client_for, settings):
+    vm = create(as_alice).json()["vm"]
+    base = f"/api/vms/{vm['id']}/snapshots/"
+    bad = as_alice.post(base, {"name": "a<b>"}, format="json")
+    assert bad.status_code == 400 and "name" in bad.json()["errors"]
+    assert as_alice.post(base, {"name": "one"}, format="json").status_code == 202
+    dup = as_alice.post(base, {"name": "one"}, format="json")
+    assert dup.status_code == 400 and "already has a snapshot named 'one'" in dup.json()["errors"]["name"][0]
+    settings.SNAPSHOTS_PER_VM = 1
+    full = as_alice.post(base, {"name": "two"}, format="json")
+    assert full.status_code == 409 and "at most 1" in full.json()["detail"]
+    assert as_alice.post(f"{base}nope/revert/").status_code == 404
+    assert as_alice.delete(f"{base}nope/").status_code == 404
+    as_bob = client_for(bob)
+    assert as_bob.get(base).status_code == 404
+    assert as_bob.post(f"{base}one/revert/").status_code == 404
+    assert as_bob.delete(f"{base}one/").status_code == 404
+    assert [s["name"] for s in as_alice.get(base).json()["results"]] == ["one"]

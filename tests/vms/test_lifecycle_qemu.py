@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from types import SimpleNamespace
 
 import pytest
 from django.conf import settings
@@ -78,6 +79,29 @@ def test_real_guest_boots_answers_on_serial_stops_by_acpi_and_keeps_its_disk(qem
         token = uuid.uuid4().hex[:10]
         console.write(f"echo {token} > /root/proof; sync; echo wrote-$((6*7))\n".encode())
         console.read_until(b"wrote-42", timeout=20)
+    finally:
+        console.close()
+
+    # A RAM snapshot, a change, a revert: the guest is back where it was, without rebooting.
+    snapshot, job = services.snapshot_create(actor=alice, via="api", vm=vm, name="before")
+    job_ok(SimpleNamespace(job=job))
+    taken = {s.name: s for s in driver.list_snapshots(str(vm.uuid))}["before"]
+    assert taken.has_memory and taken.state == PowerState.RUNNING
+    console = driver.open_console(str(vm.uuid))
+    try:
+        console.write(b"echo changed > /root/after; sync; echo wrote-$((7*6))-again\n")
+        console.read_until(b"wrote-42-again", timeout=20)
+    finally:
+        console.close()
+    job_ok(SimpleNamespace(job=services.snapshot_revert(actor=alice, via="api", vm=vm, snapshot=snapshot)[1]))
+    vm.refresh_from_db()
+    assert vm.status == VMStatus.RUNNING and state(vm) == PowerState.RUNNING
+    console = driver.open_console(str(vm.uuid))
+    try:
+        console.write(b"\ntest -e /root/after && echo after-$((2*3))-present || echo after-$((2*3))-gone; "
+                      b"echo end-$((3*3))\n")
+        seen = console.read_until(b"end-9", timeout=20)
+        assert b"after-6-gone" in seen  # disk and memory rolled back; the shell still answers
     finally:
         console.close()
 

@@ -386,3 +386,50 @@ def test_hypervisor_errors_read_plainly_for_users_and_in_full_for_admins(alice, 
     assert "cannot be reached" in error_text(HypervisorUnavailable("no route to host"), user=alice)
     # A domain missing on the host is drift to report, not a page that does not exist.
     assert not is_web_404(DomainNotFound("Domain not found: no domain with matching uuid"))
+
+
+# --- snapshots -------------------------------------------------------------------------------------
+
+def test_snapshots_panel_take_revert_and_delete(client, alice, make_vm, run_jobs):
+    vm = make_vm(alice)
+    client.force_login(alice)
+    page = _text(client.get(f"/vms/{vm.pk}/"))
+    assert "Snapshots" in page and "No snapshots yet." in page
+
+    with run_jobs():
+        response = client.post(f"/vms/{vm.pk}/snapshots/", {"name": "before-upgrade"})
+    assert response.status_code == 302 and response["Location"].endswith(f"/vms/{vm.pk}/#snapshots")
+    assert "Taking snapshot before-upgrade of web-1." in _messages(response)
+    snap = vm.snapshots.get()
+    assert snap.status == "ready" and snap.created_via == Via.WEB
+    panel = client.get(f"/vms/{vm.pk}/snapshots/")
+    assert panel.status_code == 200
+    text = _text(panel)
+    assert "before-upgrade" in text and "Disks and memory" in text and "Revert" in text
+
+    with run_jobs():
+        response = client.post(f"/vms/{vm.pk}/snapshots/{snap.pk}/revert/")
+    assert "Reverting web-1 to snapshot before-upgrade." in _messages(response)
+    assert Job.objects.get(kind="vm.snapshot.revert").status == "succeeded"
+    with run_jobs():
+        client.post(f"/vms/{vm.pk}/snapshots/{snap.pk}/delete/")
+    assert not vm.snapshots.exists()
+
+
+def test_snapshot_mistakes_are_messages_and_others_get_404(client, alice, bob, make_vm, run_jobs):
+    vm = make_vm(alice)
+    client.force_login(alice)
+    response = client.post(f"/vms/{vm.pk}/snapshots/", {"name": "no spaces"}, HTTP_REFERER=f"/vms/{vm.pk}/")
+    assert response.status_code == 302
+    assert any("Invalid snapshot name 'no spaces'" in m for m in _messages(response))
+    assert not vm.snapshots.exists()
+    assert client.post(f"/vms/{vm.pk}/snapshots/999/revert/").status_code == 404
+    assert client.post(f"/vms/{vm.pk}/snapshots/1/explode/").status_code == 404
+    with run_jobs():
+        client.post(f"/vms/{vm.pk}/snapshots/", {"name": "mine"})
+    snap = vm.snapshots.get()
+    client.force_login(bob)
+    assert client.get(f"/vms/{vm.pk}/snapshots/").status_code == 404
+    assert client.post(f"/vms/{vm.pk}/snapshots/", {"name": "theirs"}).status_code == 404
+    assert client.post(f"/vms/{vm.pk}/snapshots/{snap.pk}/delete/").status_code == 404
+    assert list(vm.snapshots.values_list("name", flat=True)) == ["mine"]

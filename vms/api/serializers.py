@@ -14,7 +14,7 @@ from rest_framework.reverse import reverse
 from portal.models import Job
 from storage.models import Image
 from vms.choices import VMStatus
-from vms.models import VM, Flavor, Host
+from vms.models import VM, Flavor, Host, Snapshot
 from vms.services import VM_ACTIONS
 
 
@@ -149,6 +149,36 @@ class VMOperationSerializer(serializers.Serializer):
     message = serializers.CharField()
     vm = VMSerializer()
     job = JobSummarySerializer(allow_null=True)
+
+
+class SnapshotCreateSerializer(serializers.Serializer):
+    name = serializers.CharField(required=False, allow_blank=True, allow_null=True,
+                                 help_text="Letters, digits, dots, hyphens, underscores; snap-<time> when omitted.")
+    description = serializers.CharField(required=False, allow_blank=True, allow_null=True, trim_whitespace=False)
+
+
+class SnapshotSerializer(serializers.ModelSerializer):
+    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    status_label = serializers.CharField(source="get_status_display", read_only=True)
+    url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Snapshot
+        fields = ["id", "name", "description", "status", "status_label", "has_memory", "vm_state", "created_by",
+                  "created_via", "created_at", "taken_at", "reverted_at", "url"]
+        read_only_fields = fields
+
+    def get_url(self, snapshot: Snapshot) -> str:
+        return reverse("api-vm-snapshot", kwargs={"pk": snapshot.vm_id, "sid": snapshot.pk},
+                       request=self.context.get("request"))
+
+
+class SnapshotOperationSerializer(serializers.Serializer):
+    """What a snapshot create, revert or delete answers: a message, the snapshot and its job."""
+
+    message = serializers.CharField()
+    snapshot = SnapshotSerializer()
+    job = JobSummarySerializer()
 
 
 class ImageSerializer(serializers.ModelSerializer):

@@ -24,8 +24,18 @@ from storage.models import Image
 from storage.services import image_get, image_list
 from vms.hosts import host_get
 from vms.models import VM, Flavor, Host
-from vms.selectors import flavor_list, host_list, job_get, job_visible, vm_get, vm_jobs, vm_list
-from vms.services import VM_ACTIONS, ActionResult, vm_action, vm_create, vm_delete, vm_update
+from vms.selectors import flavor_list, host_list, job_get, job_visible, vm_get, vm_jobs, vm_list, vm_snapshots
+from vms.services import (
+    VM_ACTIONS,
+    ActionResult,
+    snapshot_create,
+    snapshot_delete,
+    snapshot_revert,
+    vm_action,
+    vm_create,
+    vm_delete,
+    vm_update,
+)
 
 from .serializers import (
     FlavorSerializer,
@@ -34,6 +44,9 @@ from .serializers import (
     JobListQuerySerializer,
     JobSerializer,
     QuotaOverviewSerializer,
+    SnapshotCreateSerializer,
+    SnapshotOperationSerializer,
+    SnapshotSerializer,
     VMActionSerializer,
     VMCreateSerializer,
     VMListQuerySerializer,
@@ -47,6 +60,20 @@ INVALID = OpenApiResponse(ValidationErrorSerializer, description="Invalid input;
 WRONG_STATE = OpenApiResponse(ErrorSerializer, description="The VM's state does not allow this action.")
 VM_ID = OpenApiParameter("id", OpenApiTypes.STR, OpenApiParameter.PATH,
                          description="The VM's numeric id or its UUID.")
+
+
+SNAPSHOT_ID = OpenApiParameter("sid", OpenApiTypes.STR, OpenApiParameter.PATH,
+                               description="The snapshot's numeric id or its name.")
+
+
+def _snapshot_lookup(vm, sid: str):
+    """A snapshot of this VM by id or name; others' and missing ones are 404."""
+    found = vm_snapshots(vm=vm).filter(name=sid).first()
+    if found is None and str(sid).isdigit():
+        found = vm_snapshots(vm=vm).filter(pk=int(sid)).first()
+    if found is None:
+        raise NotFound(f"{vm.name} has no snapshot {str(sid)[:63]!r}.")
+    return found
 
 
 def _operation(request, result: ActionResult, *, created: bool = False) -> Response:
@@ -88,7 +115,9 @@ class VMViewSet(viewsets.GenericViewSet):
 
     # Input shapes per action (also what the browsable API renders as its form).
     action_serializers = {"create": VMCreateSerializer, "partial_update": VMUpdateSerializer,
-                          "actions": VMActionSerializer, "jobs": JobSerializer}
+                          "actions": VMActionSerializer, "jobs": JobSerializer,
+                          "snapshots": SnapshotCreateSerializer, "snapshot": SnapshotSerializer,
+                          "snapshot_revert": SnapshotSerializer}
 
     def get_serializer_class(self):
         return self.action_serializers.get(self.action, VMSerializer)
@@ -168,6 +197,57 @@ class VMViewSet(viewsets.GenericViewSet):
         """The VM's jobs, newest first."""
         page = self.paginate_queryset(vm_jobs(vm=self.get_object()))
         return self.get_paginated_response(JobSerializer(page, many=True, context={"request": request}).data)
+
+    @extend_schema(
+        methods=["GET"], parameters=[VM_ID], request=None,
+        responses={200: SnapshotSerializer(many=True), 404: NOT_FOUND})
+    @extend_schema(
+        methods=["POST"], parameters=[VM_ID], request=SnapshotCreateSerializer,
+        responses={202: OpenApiResponse(SnapshotOperationSerializer, description="Accepted: the job takes it."),
+                   400: INVALID, 404: NOT_FOUND,
+                   409: OpenApiResponse(ErrorSerializer, description="VM busy, or too many snapshots.")})
+    @action(detail=True, methods=["get", "post"], url_path="snapshots", url_name="snapshots")
+    def snapshots(self, request, pk=None):
+        """GET: the VM's snapshots, oldest first. POST: take one (with the memory when the VM runs)."""
+        vm = self.get_object()
+        if request.method == "GET":
+            page = self.paginate_queryset(vm_snapshots(vm=vm))
+            return self.get_paginated_response(
+                SnapshotSerializer(page, many=True, context={"request": request}).data)
+        data = SnapshotCreateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        snapshot, job = snapshot_create(actor=request.user, via=Via.API, vm=vm,
+                                        name=data.validated_data.get("name"),
+                                        description=data.validated_data.get("description") or "")
+        return self._snapshot_operation(request, snapshot, job, f"Taking snapshot {snapshot.name} of {vm.name}.")
+
+    @extend_schema(methods=["GET"], parameters=[VM_ID, SNAPSHOT_ID], request=None,
+                   responses={200: SnapshotSerializer, 404: NOT_FOUND})
+    @extend_schema(methods=["DELETE"], parameters=[VM_ID, SNAPSHOT_ID], request=None,
+                   responses={202: SnapshotOperationSerializer, 404: NOT_FOUND, 409: WRONG_STATE})
+    @action(detail=True, methods=["get", "delete"], url_path=r"snapshots/(?P<sid>[^/.]+)", url_name="snapshot")
+    def snapshot(self, request, pk=None, sid=None):
+        """GET: one snapshot (by id or name). DELETE: delete it; the VM stays as it is."""
+        vm = self.get_object()
+        if request.method == "GET":
+            found = _snapshot_lookup(vm, sid)
+            return Response(SnapshotSerializer(found, context={"request": request}).data)
+        snapshot, job = snapshot_delete(actor=request.user, via=Via.API, vm=vm, snapshot=_snapshot_lookup(vm, sid))
+        return self._snapshot_operation(request, snapshot, job, f"Deleting snapshot {snapshot.name} of {vm.name}.")
+
+    @extend_schema(parameters=[VM_ID, SNAPSHOT_ID], request=None,
+                   responses={202: SnapshotOperationSerializer, 404: NOT_FOUND, 409: WRONG_STATE})
+    @action(detail=True, methods=["post"], url_path=r"snapshots/(?P<sid>[^/.]+)/revert", url_name="snapshot-revert")
+    def snapshot_revert(self, request, pk=None, sid=None):
+        """Revert the VM to the snapshot: changes since are lost; it comes back running if the RAM was kept."""
+        vm = self.get_object()
+        snapshot, job = snapshot_revert(actor=request.user, via=Via.API, vm=vm, snapshot=_snapshot_lookup(vm, sid))
+        return self._snapshot_operation(request, snapshot, job, f"Reverting {vm.name} to snapshot {snapshot.name}.")
+
+    def _snapshot_operation(self, request, snapshot, job, message: str) -> Response:
+        body = SnapshotOperationSerializer({"message": message, "snapshot": snapshot, "job": job},
+                                           context={"request": request}).data
+        return Response(body, status=status.HTTP_202_ACCEPTED)
 
     start = _power_route("start")
     stop = _power_route("stop")
