@@ -59,7 +59,19 @@ def host_refresh(*, host: Host) -> Host:
     Host.objects.filter(pk=host.pk).update(**fields)
     for key, value in fields.items():
         setattr(host, key, value)
+    _pools_ensure(host)
     return host
+
+
+def _pools_ensure(host: Host) -> None:
+    """The host's portal pools stay defined and started (a restarted libvirtd, or a fresh test driver)."""
+    from storage.models import StoragePool
+
+    for pool in StoragePool.objects.filter(host=host):
+        try:
+            get_driver(host.uri).ensure_pool(pool.name, pool.path)
+        except PortalError as exc:
+            log.warning("storage pool %s on %s: %s", pool.name, host.name, exc.message)
 
 
 def host_probe_kvm(*, host: Host, timeout: float = 15.0, force: bool = False) -> bool:

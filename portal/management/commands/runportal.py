@@ -1,4 +1,10 @@
-"""Serve the portal: daphne (HTTP + websockets), the job worker and the hypervisor monitor."""
+"""Serve the portal: daphne (HTTP + websockets), the job worker and the hypervisor monitor.
+
+On a real hypervisor these are separate processes. On libvirt's test driver (the demo fallback
+where no hypervisor can be started) every process would see its own in-memory "hypervisor", so the
+portal runs as one process instead: daphne in the main thread, the monitor in a thread, and jobs
+run by Django's immediate task backend right after the request that queued them.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +12,13 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
+from django.conf import settings
 from django.core.management.base import BaseCommand
+
+IMMEDIATE_BACKEND = "django.tasks.backends.immediate.ImmediateBackend"
 
 
 class Command(BaseCommand):
@@ -18,15 +28,26 @@ class Command(BaseCommand):
         parser.add_argument("--bind", default="127.0.0.1")
         parser.add_argument("--port", type=int, default=8000)
         parser.add_argument("--workers", type=int, default=2, help="Job worker processes.")
+        parser.add_argument("--single-process", action="store_true",
+                            help="Everything in this process (chosen automatically on libvirt's test driver).")
 
-    def handle(self, *args, bind: str, port: int, workers: int, **options):
+    def handle(self, *args, bind: str, port: int, workers: int, single_process: bool, **options):
         py = sys.executable
         manage = [py, "manage.py"]
         env = dict(os.environ)
-        commands = {"web": [py, "-m", "daphne", "-b", bind, "-p", str(port), "portal.asgi:application"]}
-        for n in range(workers):
-            commands[f"worker{n + 1}"] = [*manage, "db_worker", "--no-startup-delay"]
-        commands["monitor"] = [*manage, "hypervisor_monitor"]
+        if single_process:
+            return self._single_process(bind, port)
+        if settings.LIBVIRT_URI.startswith("test:"):
+            self.stdout.write(self.style.WARNING(
+                f"{settings.LIBVIRT_URI} keeps its domains in one process's memory: running the portal as "
+                "one process (jobs run right after each request)."))
+            env["PORTAL_TASKS_BACKEND"] = IMMEDIATE_BACKEND
+            commands = {"portal": [*manage, "runportal", "--single-process", "--bind", bind, "--port", str(port)]}
+        else:
+            commands = {"web": [py, "-m", "daphne", "-b", bind, "-p", str(port), "portal.asgi:application"]}
+            for n in range(workers):
+                commands[f"worker{n + 1}"] = [*manage, "db_worker", "--no-startup-delay"]
+            commands["monitor"] = [*manage, "hypervisor_monitor"]
         procs: dict[str, subprocess.Popen] = {}
         for name, cmd in commands.items():
             procs[name] = subprocess.Popen(cmd, env=env)
@@ -58,3 +79,19 @@ class Command(BaseCommand):
                 p.kill()
         if code:
             sys.exit(code)
+
+    def _single_process(self, bind: str, port: int) -> None:
+        from daphne.cli import CommandLineInterface
+
+        from vms.monitor import monitor_run
+
+        stopping = threading.Event()
+        monitor = threading.Thread(
+            target=monitor_run, name="hypervisor-monitor", daemon=True,
+            kwargs={"interval": settings.RECONCILE_SECONDS, "should_stop": stopping.is_set})
+        monitor.start()
+        try:
+            CommandLineInterface().run(["-b", bind, "-p", str(port), "portal.asgi:application"])
+        finally:
+            stopping.set()
+            monitor.join(timeout=3)

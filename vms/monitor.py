@@ -1,0 +1,66 @@
+"""The hypervisor monitor loop: lifecycle events in real time, a periodic reconcile, stale jobs reaped.
+
+Run by `manage.py hypervisor_monitor` (its own process) or, for the single-process demo on libvirt's
+test driver, in a thread of `manage.py runportal` (see there).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import time
+from collections.abc import Callable
+
+from django.db import close_old_connections
+
+from portal.exceptions import PortalError
+from portal.hypervisor import LifecycleEvent, get_driver
+from portal.jobs import jobs_reap_stale
+
+from .hosts import host_sync, vm_observe_event
+from .models import Host
+
+log = logging.getLogger("vms.monitor")
+
+
+def monitor_run(*, interval: float, should_stop: Callable[[], bool], once: bool = False) -> None:
+    """Watch every enabled host until `should_stop()` is true (checked at least once a second)."""
+    events: queue.Queue[tuple[int, LifecycleEvent]] = queue.Queue()
+    registered: set[str] = set()
+    next_sync = 0.0
+    while not should_stop():
+        close_old_connections()
+        hosts = list(Host.objects.filter(enabled=True))
+        for host in hosts:
+            if host.uri in registered and get_driver(host.uri).is_alive():
+                continue
+            try:
+                get_driver(host.uri).register_lifecycle(lambda ev, host_id=host.pk: events.put((host_id, ev)))
+                registered.add(host.uri)
+                log.info("watching lifecycle events of %s (%s)", host.name, host.uri)
+            except PortalError as exc:
+                registered.discard(host.uri)
+                log.warning("cannot watch %s: %s", host.name, exc.message)
+        if time.monotonic() >= next_sync:
+            for host in hosts:
+                try:
+                    result = host_sync(host=host)
+                    if result.get("drifted"):
+                        log.info("reconciled %s: %s", host.name, result)
+                except Exception:
+                    log.exception("reconcile of %s failed", host.name)
+            for job in jobs_reap_stale():
+                log.warning("reaped stale job %s (%s): now %s", job.pk, job.kind, job.status)
+            next_sync = time.monotonic() + interval
+            if once:
+                return
+        try:
+            host_id, ev = events.get(timeout=1.0)
+        except queue.Empty:
+            continue
+        try:
+            host = Host.objects.get(pk=host_id)
+            vm_observe_event(host=host, uuid=ev.uuid, state=None if ev.event == "undefined" else ev.state)
+        except Exception:
+            log.exception("handling event %s failed", ev)
+    close_old_connections()
