@@ -291,10 +291,11 @@ def link_reply(url: str, ttl_minutes: int) -> Reply:
     return Reply(text=text)
 
 
-def console_reply(vm) -> Reply:
-    text = (f":desktop_computer: <{console_url(vm)}|Open the console of {esc(vm.name)}> "
-            f"({vm.get_status_display().lower()}). You need to be logged in to the portal; "
-            "only you can see this link.")
+def console_reply(vm, *, screen_url: str, terminal_url: str, ttl_minutes: int) -> Reply:
+    text = (f":desktop_computer: <{screen_url}|Open the screen of {esc(vm.name)}> · "
+            f"<{terminal_url}|serial terminal> ({vm.get_status_display().lower()}). "
+            f"Only you can see these links; each works once, for your portal account, "
+            f"within {ttl_minutes} minutes.")
     return Reply(text=text)
 
 

@@ -348,7 +348,12 @@ def _click_revert(ctx: SlackContext, user, value: str, source: SourceMessage) ->
 
 
 def _console(ctx, user, command: c.Console, prefix: str) -> f.Reply:
-    return f.console_reply(vm_get_by_name(user=user, name=command.name))
+    vm = vm_get_by_name(user=user, name=command.name)
+    urls = {kind: f.portal_url(reverse("chatops:console", args=[services.console_link_create(user=user, vm=vm,
+                                                                                                kind=kind)]))
+            for kind in ("screen", "terminal")}
+    return f.console_reply(vm, screen_url=urls["screen"], terminal_url=urls["terminal"],
+                           ttl_minutes=max(1, settings.SLACK_CONSOLE_LINK_TTL_SECONDS // 60))
 
 
 def _quota(ctx, user, command: c.Quota, prefix: str) -> f.Reply:

@@ -21,7 +21,7 @@ from slack_sdk.webhook import WebhookClient
 
 log = logging.getLogger(__name__)
 
-API_TIMEOUT = 5  # seconds: Slack wants the request acknowledged within 3 s
+API_TIMEOUT = 2  # seconds: Slack wants the request acknowledged within 3 s, and some posts precede the ack
 SLACK_HOOKS = "https://hooks.slack.com/"
 
 _client: WebClient | None = None

@@ -9,6 +9,7 @@ urlpatterns = [
     # Slash commands, interactivity (buttons) and events all arrive here, signed by Slack.
     path("events", views.slack_events, name="events"),
     path("link/<str:token>/", views.link_view, name="link"),
+    path("console/<str:token>/", views.console_link_view, name="console"),
     path("quota-requests/", views.quota_request_list_view, name="quota_requests"),
     path("quota-requests/<int:pk>/<slug:decision>/", views.quota_request_decide_view, name="quota_request_decide"),
 ]

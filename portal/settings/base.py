@@ -229,6 +229,7 @@ SLACK_COMMAND = env.get_str("SLACK_COMMAND", "/vm")
 SLACK_TEAM_IDS = env.get_list("SLACK_TEAM_IDS", [])
 # Lifetime of the one-time `/vm link` URL.
 SLACK_LINK_TTL_SECONDS = env.get_int("SLACK_LINK_TTL_SECONDS", 600)
+SLACK_CONSOLE_LINK_TTL_SECONDS = env.get_int("SLACK_CONSOLE_LINK_TTL_SECONDS", 300)
 
 # --- Consoles (consoles/, docs/consoles.md) ---
 # Seconds a console ticket may wait before the browser connects with it (at most 60).

@@ -130,12 +130,40 @@ def test_quota_shows_usage_bars_with_numbers(slack, alice, link, test_host):
     assert "quota request" in text
 
 
-def test_console_sends_an_ephemeral_link_to_the_console_page(slack, alice, link, test_host):
+def _console_links(text: str) -> list[str]:
+    import re
+
+    return [url.replace("http://portal.test", "") for url in re.findall(r"<(http://portal\.test/slack/console/[^|>]+)", text)]
+
+
+def test_console_sends_ephemeral_one_time_links_to_the_console_pages(slack, alice, bob, link, test_host, client):
     link(alice, "UALICE")
     vm = _vm(alice, test_host, "alice-web")
     response = slack.command("console alice-web")
     assert reply_of(response)["response_type"] == "ephemeral"
-    assert f"http://portal.test/consoles/vm/{vm.pk}/screen/" in reply_text(response)
+    screen, terminal = _console_links(reply_text(response))
+
+    assert client.get(screen).status_code == 302  # to the login page first: the link stays unspent
+    client.force_login(bob)
+    refused = client.get(screen)
+    assert refused.status_code == 403 and b"made for another portal account" in refused.content
+    client.force_login(alice)
+    opened = client.get(screen)
+    assert opened.status_code == 302 and opened["Location"] == f"/consoles/vm/{vm.pk}/screen/"
+    again = client.get(screen)
+    assert again.status_code == 410 and b"already used" in again.content
+    assert client.get(terminal)["Location"] == f"/consoles/vm/{vm.pk}/terminal/"
+    assert client.get("/slack/console/not-a-token/").status_code == 404
+
+
+def test_console_link_expires(slack, alice, link, test_host, client, settings):
+    link(alice, "UALICE")
+    _vm(alice, test_host, "alice-web")
+    settings.SLACK_CONSOLE_LINK_TTL_SECONDS = 0
+    screen, _ = _console_links(reply_text(slack.command("console alice-web")))
+    client.force_login(alice)
+    gone = client.get(screen)
+    assert gone.status_code == 410 and b"expired" in gone.content
 
 
 def test_hosts_is_for_administrators(slack, alice, admin_user, link, test_host):
