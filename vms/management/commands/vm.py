@@ -15,7 +15,8 @@ from vms import selectors, services
 
 
 class Command(BaseCommand):
-    help = "VM lifecycle as a given user: list, show, create, start, stop, force-off, reboot, pause, resume, delete."
+    help = ("VM lifecycle as a given user: list, show, create, start, stop, force-off, reboot, pause, resume, "
+            "delete; snapshot, snapshots, revert, delete-snapshot.")
 
     def add_arguments(self, parser):
         parser.add_argument("--user", required=True, help="Act as this portal user.")
@@ -25,6 +26,15 @@ class Command(BaseCommand):
         sub.add_parser("quota")
         for verb in ("show", "start", "stop", "force-off", "reboot", "pause", "resume", "delete"):
             sub.add_parser(verb).add_argument("name")
+        snap = sub.add_parser("snapshot")
+        snap.add_argument("name")
+        snap.add_argument("snapshot", nargs="?", help="Snapshot name (default snap-<date>-<time>).")
+        snap.add_argument("--description", default="")
+        sub.add_parser("snapshots").add_argument("name")
+        for verb in ("revert", "delete-snapshot"):
+            p = sub.add_parser(verb)
+            p.add_argument("name")
+            p.add_argument("snapshot")
         create = sub.add_parser("create")
         create.add_argument("name")
         create.add_argument("--image")
@@ -74,6 +84,22 @@ class Command(BaseCommand):
             return None
         if verb == "delete":
             return services.vm_delete(actor=actor, via=Via.CLI, vm=vm)
+        if verb == "snapshots":
+            for snap in selectors.vm_snapshots(vm=vm):
+                holds = "disks+memory" if snap.has_memory else "disks"
+                when = snap.taken_at or snap.created_at
+                self.stdout.write(f"{snap.name:<32} {snap.status:<10} {holds:<13} {when:%Y-%m-%d %H:%M:%S}")
+            return None
+        if verb == "snapshot":
+            snapshot, job = services.snapshot_create(actor=actor, via=Via.CLI, vm=vm, name=opts["snapshot"],
+                                                     description=opts["description"])
+            return services.ActionResult(vm, job, f"Taking snapshot {snapshot.name} of {vm.name}.")
+        if verb == "revert":
+            snapshot, job = services.snapshot_revert(actor=actor, via=Via.CLI, vm=vm, snapshot=opts["snapshot"])
+            return services.ActionResult(vm, job, f"Reverting {vm.name} to snapshot {snapshot.name}.")
+        if verb == "delete-snapshot":
+            snapshot, job = services.snapshot_delete(actor=actor, via=Via.CLI, vm=vm, snapshot=opts["snapshot"])
+            return services.ActionResult(vm, job, f"Deleting snapshot {snapshot.name} of {vm.name}.")
         return services.vm_action(actor=actor, via=Via.CLI, vm=vm, action=verb.replace("-", "_"))
 
     def _wait(self, job: Job) -> None:
