@@ -26,7 +26,7 @@ from vms import services
 from vms.choices import VMStatus
 from vms.models import VM
 
-from ..browser.conftest import _postgres_url
+from tests.browser.conftest import _postgres_url
 
 pytestmark = [
     pytest.mark.qemu,
