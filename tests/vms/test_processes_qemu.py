@@ -22,11 +22,10 @@ from django.db import connection
 
 from portal.hypervisor import get_driver
 from portal.models import Job
+from tests.browser.conftest import _postgres_url
 from vms import services
 from vms.choices import VMStatus
 from vms.models import VM
-
-from tests.browser.conftest import _postgres_url
 
 pytestmark = [
     pytest.mark.qemu,
