@@ -511,6 +511,7 @@ def test_browsable_api_renders_for_a_signed_in_user(alice, test_host, client):
 def test_snapshots_through_the_api(as_alice, driver):
     vm = create(as_alice).json()["vm"]
     base = f"/api/vms/{vm['id']}/snapshots/"
+    assert vm["snapshots_url"].endswith(base)
     assert as_alice.get(base).json()["results"] == []
 
     taken = as_alice.post(base, {"name": "before", "description": "pre-upgrade"}, format="json")

@@ -127,13 +127,14 @@ class VMSerializer(serializers.ModelSerializer):
     status_label = serializers.CharField(source="get_status_display", read_only=True)
     url = serializers.SerializerMethodField()
     jobs_url = serializers.SerializerMethodField()
+    snapshots_url = serializers.SerializerMethodField()
 
     class Meta:
         model = VM
         fields = ["id", "uuid", "name", "description", "status", "status_label", "power_state", "owner",
                   "group", "host", "image", "flavor", "vcpus", "memory_mib", "disk_gib", "domain_name",
                   "created_via", "last_error", "created_at", "updated_at", "status_changed_at", "url",
-                  "jobs_url"]
+                  "jobs_url", "snapshots_url"]
         read_only_fields = fields
 
     def get_url(self, vm: VM) -> str:
@@ -141,6 +142,9 @@ class VMSerializer(serializers.ModelSerializer):
 
     def get_jobs_url(self, vm: VM) -> str:
         return reverse("api-vm-jobs", kwargs={"pk": vm.pk}, request=self.context.get("request"))
+
+    def get_snapshots_url(self, vm: VM) -> str:
+        return reverse("api-vm-snapshots", kwargs={"pk": vm.pk}, request=self.context.get("request"))
 
 
 class VMOperationSerializer(serializers.Serializer):
