@@ -19,6 +19,7 @@ from django.utils.html import format_html, format_html_join
 
 from portal.admin_helpers import (
     EMPTY,
+    ReadOnlyAdminMixin,
     ServiceSaveMixin,
     admin_url,
     badge,
@@ -326,7 +327,7 @@ class VMChangeForm(forms.ModelForm):
         return self._check(validate_description, "description")
 
 
-class VolumeInline(admin.TabularInline):
+class VolumeInline(ReadOnlyAdminMixin, admin.TabularInline):
     """The VM's disks, as the storage service recorded them (read-only)."""
 
     model = Volume
@@ -338,21 +339,12 @@ class VolumeInline(admin.TabularInline):
     verbose_name = "disk"
     verbose_name_plural = "disks (storage volumes)"
 
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
     @admin.display(description="capacity")
     def capacity(self, obj):
         return f"{obj.capacity_gib} GiB"
 
 
-class SnapshotInline(admin.TabularInline):
+class SnapshotInline(ReadOnlyAdminMixin, admin.TabularInline):
     """The VM's snapshots (read-only here: users take, revert and delete them on the VM's page or the API)."""
 
     model = Snapshot
@@ -361,15 +353,6 @@ class SnapshotInline(admin.TabularInline):
     fields = ("name", "status", "has_memory", "vm_state", "created_by", "created_via", "taken_at", "reverted_at",
               "description")
     readonly_fields = fields
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(VM)
