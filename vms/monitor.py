@@ -28,6 +28,8 @@ def monitor_run(*, interval: float, should_stop: Callable[[], bool], once: bool 
     events: queue.Queue[tuple[int, LifecycleEvent]] = queue.Queue()
     registered: set[str] = set()
     next_sync = 0.0
+    log.info("hypervisor monitor started: %d enabled host(s), reconcile every %s s",
+             Host.objects.filter(enabled=True).count(), interval)
     while not should_stop():
         close_old_connections()
         hosts = list(Host.objects.filter(enabled=True))

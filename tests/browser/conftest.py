@@ -9,41 +9,15 @@ with the rest of the run's.
 
 from __future__ import annotations
 
-import os
-import shutil
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 from urllib.parse import quote
 
 import pytest
 from django.conf import settings
 
-CHROMIUM = os.environ.get("PORTAL_TEST_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
+from tests.support import DAPHNE, MANAGE, chromium, free_port, processes
+
 SCREENSHOTS = Path(settings.BASE_DIR) / "docs" / "screenshots"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait_for_port(port: int, proc: subprocess.Popen, log: Path, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"daphne exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"daphne did not listen on {port} within {timeout} s:\n{log.read_text()[-3000:]}")
 
 
 def _postgres_url(settings_dict: dict) -> str:
@@ -89,50 +63,18 @@ def portal_db(browser, django_db_setup, django_db_blocker, tmp_path):
 @pytest.fixture
 def live_portal(portal_db, tmp_path):
     """The portal served by daphne (HTTP and websockets) with a django-tasks-db worker; yields its URL."""
-    port = _free_port()
-    env = {**os.environ, **portal_db, "DJANGO_SETTINGS_MODULE": "tests.browser.settings", "PYTHONUNBUFFERED": "1"}
-    env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
-    commands = {
-        "daphne": [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "portal.asgi:application"],
-        "worker": [sys.executable, "manage.py", "db_worker", "--no-startup-delay", "--no-reload", "--interval", "0.3"],
-    }
-    procs: dict[str, tuple[subprocess.Popen, Path]] = {}
-    try:
-        for name, cmd in commands.items():
-            log = tmp_path / f"{name}.log"
-            with open(log, "wb") as fh:
-                procs[name] = (subprocess.Popen(cmd, cwd=settings.BASE_DIR, env=env, stdout=fh,
-                                                stderr=subprocess.STDOUT), log)
-        _wait_for_port(port, *procs["daphne"])
+    port = free_port()
+    with processes(tmp_path, {**portal_db, "DJANGO_SETTINGS_MODULE": "tests.browser.settings"}) as procs:
+        procs.start("daphne", [*DAPHNE, "-p", str(port), "portal.asgi:application"], port=port)
+        procs.start("worker", [*MANAGE, "db_worker", "--no-startup-delay", "--no-reload", "--interval", "0.3"])
         yield f"http://127.0.0.1:{port}"
-    finally:
-        for proc, _log in procs.values():
-            if proc.poll() is None:
-                proc.terminate()
-        for name, (proc, log) in procs.items():
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-            # Shown by pytest when the test failed.
-            print(f"--- {name} log (tail) ---\n{log.read_text(errors='replace')[-4000:]}")
 
 
 @pytest.fixture
 def browser(monkeypatch):
     """Headless Debian chromium (no `playwright install`)."""
-    if not shutil.which(CHROMIUM) and not os.path.exists(CHROMIUM):
-        pytest.skip(f"{CHROMIUM} is not installed")
-    from playwright.sync_api import sync_playwright
-
-    # Playwright's sync API keeps an event loop in this thread, which Django's async-safety check
-    # mistakes for async code; the test's own database calls are plain synchronous ones.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+    with chromium(monkeypatch) as browser:
         yield browser
-        browser.close()
 
 
 @pytest.fixture

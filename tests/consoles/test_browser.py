@@ -11,41 +11,18 @@ from __future__ import annotations
 import base64
 import json
 import os
-import shutil
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 from django.conf import settings
 
+from tests.support import DAPHNE, MANAGE, free_port, processes
+from tests.support import chromium as launch_chromium
+
 pytestmark = [pytest.mark.browser, pytest.mark.qemu, pytest.mark.django_db(transaction=True)]
 
-CHROMIUM = os.environ.get("PORTAL_TEST_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
 SCREENSHOTS = Path(settings.BASE_DIR) / "docs" / "screenshots"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait_for_port(port: int, proc: subprocess.Popen, log: Path, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args[:3]} exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"nothing listens on {port} after {timeout} s:\n{log.read_text()[-3000:]}")
 
 
 @pytest.fixture
@@ -82,51 +59,22 @@ def console_db(transactional_db, django_db_blocker, tmp_path):
 @pytest.fixture
 def consoles_live(console_db, tmp_path):
     """daphne (the portal) and `manage.py console_proxy` (websockify tier); yields (portal URL, proxy URL)."""
-    port, proxy_port = _free_port(), _free_port()
+    port, proxy_port = free_port(), free_port()
     base = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.consoles.live_settings", "PYTHONUNBUFFERED": "1",
+    env = {"DJANGO_SETTINGS_MODULE": "tests.consoles.live_settings",
            "PORTAL_CONSOLE_TEST_DB": json.dumps(console_db, default=str),
            "PORTAL_CONSOLE_PROXY_URL": f"ws://127.0.0.1:{proxy_port}",
            "PORTAL_CONSOLE_ALLOWED_ORIGINS": base, "PORTAL_CONSOLE_POLL_SECONDS": "2"}
-    env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
-    commands = {
-        "daphne": ([sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "portal.asgi:application"], port),
-        "proxy": ([sys.executable, "manage.py", "console_proxy", "--listen", f"127.0.0.1:{proxy_port}"], proxy_port),
-    }
-    procs: dict[str, tuple[subprocess.Popen, Path]] = {}
-    try:
-        for name, (cmd, listen) in commands.items():
-            log = tmp_path / f"{name}.log"
-            with open(log, "wb") as fh:
-                procs[name] = (subprocess.Popen(cmd, cwd=settings.BASE_DIR, env=env, stdout=fh,
-                                                stderr=subprocess.STDOUT), log)
-            _wait_for_port(listen, *procs[name])
+    with processes(tmp_path, env) as procs:
+        procs.start("daphne", [*DAPHNE, "-p", str(port), "portal.asgi:application"], port=port)
+        procs.start("proxy", [*MANAGE, "console_proxy", "--listen", f"127.0.0.1:{proxy_port}"], port=proxy_port)
         yield base, f"ws://127.0.0.1:{proxy_port}"
-    finally:
-        for proc, _log in procs.values():
-            if proc.poll() is None:
-                proc.terminate()  # our own children, by PID
-        for name, (proc, log) in procs.items():
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-            print(f"--- {name} log (tail) ---\n{log.read_text(errors='replace')[-4000:]}")
 
 
 @pytest.fixture
 def chromium(monkeypatch):
-    if not shutil.which(CHROMIUM) and not os.path.exists(CHROMIUM):
-        pytest.skip(f"{CHROMIUM} is not installed")
-    from playwright.sync_api import sync_playwright
-
-    # Playwright's sync API keeps an event loop in this thread; the test's ORM calls are synchronous.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+    with launch_chromium(monkeypatch) as browser:
         yield browser
-        browser.close()
 
 
 @pytest.fixture

@@ -10,29 +10,20 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 import urllib.request
 import uuid
-from pathlib import Path
 
 import pytest
 from django.conf import settings
 from django.db import connection
 
+from tests.support import MANAGE, free_port, processes
+
 pytestmark = [
     pytest.mark.postgres,
     pytest.mark.skipif(connection.vendor != "postgresql", reason="the portal subprocesses need a server database"),
 ]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _call(method: str, url: str, token: str | None = None, payload: dict | None = None) -> tuple[int, dict]:
@@ -70,51 +61,31 @@ def test_run_command_on_the_test_driver_serves_one_process_that_keeps_vms_true(f
     env.update(PORTAL_DATABASE_URL=fallback_db, PORTAL_LIBVIRT_URI="test:///default", PORTAL_DATA_DIR=str(tmp_path),
                PORTAL_RECONCILE_SECONDS="1", PORTAL_INSTANCE_ID=settings.INSTANCE_ID,
                PORTAL_DOMAIN_PREFIX=settings.DOMAIN_PREFIX, PORTAL_GUEST_DIR=settings.GUEST_DIR)
-    manage = [sys.executable, str(Path(settings.BASE_DIR) / "manage.py")]
-    for step in (["migrate", "-v0"], ["setup_portal", "--no-probe", "--quiet"]):
-        done = subprocess.run([*manage, *step], env=env, cwd=settings.BASE_DIR, capture_output=True, text=True,
-                              timeout=120)
-        assert done.returncode == 0, done.stderr[-2000:]
-    logins = json.loads((tmp_path / "credentials.json").read_text())
-    port = _free_port()
-    log = tmp_path / "runportal.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen([*manage, "runportal", "--port", str(port)], env=env, cwd=settings.BASE_DIR,
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, log.read_text()[-3000:]
-            try:
-                status, body = _call("POST", f"{base}/api/auth/token/", payload={
-                    "username": "demo", "password": logins["demo"]})
-                break
-            except OSError:
-                assert time.monotonic() < deadline, log.read_text()[-3000:]
-                time.sleep(0.2)
+    with processes(tmp_path, env, inherit=False) as procs:  # as a user starts it: no test settings
+        for step in (["migrate", "-v0"], ["setup_portal", "--no-probe", "--quiet"]):
+            done = procs.run([*MANAGE, *step])
+            assert done.returncode == 0, done.stderr[-2000:]
+        logins = json.loads((tmp_path / "credentials.json").read_text())
+        port = free_port()
+        procs.start("runportal", [*MANAGE, "runportal", "--port", str(port)], port=port, group=True)
+        base = f"http://127.0.0.1:{port}"
+
+        status, body = _call("POST", f"{base}/api/auth/token/", payload={
+            "username": "demo", "password": logins["demo"]})
         assert status == 200, body
         token = body["token"]
-
         status, body = _call("POST", f"{base}/api/vms/", token, {"name": "fb-1", "vcpus": 1, "memory_mib": 128,
                                                                   "disk_gib": 1})
         assert status == 202, body
         vm_url = f"{base}/api/vms/{body['vm']['id']}/"
         time.sleep(3)  # several reconciles of the monitor (every second here)
         status, vm = _call("GET", vm_url, token)
-        assert status == 200, (vm, log.read_text()[-3000:])
-        assert (vm["status"], vm["last_error"]) == ("running", ""), log.read_text()[-3000:]
+        assert status == 200, (vm, procs.log("runportal")[-3000:])
+        assert (vm["status"], vm["last_error"]) == ("running", ""), procs.log("runportal")[-3000:]
 
         assert _call("POST", f"{vm_url}stop/", token)[0] == 202
         assert _call("GET", vm_url, token)[1]["status"] == "stopped"
         assert _call("DELETE", vm_url, token)[0] == 202
         assert _call("GET", vm_url, token)[0] == 404
-        text = log.read_text()
+        text = procs.log("runportal")
         assert "running the portal as one process" in text and "Traceback" not in text
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
