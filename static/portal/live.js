@@ -41,6 +41,10 @@
   }
 
   function applyVm(ev) {
+    // The snapshots panel's buttons depend on the VM's state: redraw it when that changes.
+    $all(document, attrEq("data-snapshots-panel", ev.id)).forEach(function (panel) {
+      if (panel.dataset.vmStatus !== ev.status && ev.status !== "deleted") reloadSnapshotPanel(panel);
+    });
     var nodes = $all(document, attrEq("data-vm-id", ev.id));
     if (!nodes.length) {
       if (ev.status !== "deleted" && document.querySelector("[data-vm-table]")) {
@@ -188,18 +192,25 @@
   function refreshSnapshots(ev) {
     if (snapshotJobStatus[ev.id] === ev.status) return;
     snapshotJobStatus[ev.id] = ev.status;
-    $all(document, attrEq("data-snapshots-panel", ev.target_id)).forEach(function (panel) {
-      fetch(panel.dataset.snapshotsUrl, { credentials: "same-origin", cache: "no-store" })
-        .then(function (r) { return r.ok ? r.text() : null; })
-        .then(function (html) {
-          if (!html) return;
-          var holder = document.createElement("div");
-          holder.innerHTML = html;
-          var fresh = holder.querySelector("[data-snapshots-panel]");
-          if (fresh && panel.parentNode) panel.parentNode.replaceChild(fresh, panel);
-        })
-        .catch(function () {});
-    });
+    $all(document, attrEq("data-snapshots-panel", ev.target_id)).forEach(reloadSnapshotPanel);
+  }
+
+  function reloadSnapshotPanel(panel) {
+    fetch(panel.dataset.snapshotsUrl, { credentials: "same-origin", cache: "no-store" })
+      .then(function (r) { return r.ok ? r.text() : null; })
+      .then(function (html) {
+        if (!html) return;
+        var holder = document.createElement("div");
+        holder.innerHTML = html;
+        var fresh = holder.querySelector("[data-snapshots-panel]");
+        var current = document.querySelector(attrEq("data-snapshots-panel", panel.dataset.snapshotsPanel));
+        if (!fresh || !current) return;
+        var typed = current.querySelector("#id_snapshot_name");
+        var keep = typed && typed.value;
+        current.parentNode.replaceChild(fresh, current);
+        if (keep) fresh.querySelector("#id_snapshot_name").value = keep;  // what the user was typing stays
+      })
+      .catch(function () {});
   }
 
   // VMs on the page that the server no longer lists (deleted while the page loaded) go away.

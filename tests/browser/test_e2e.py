@@ -121,7 +121,18 @@ def test_create_watch_stop_and_delete_a_real_vm_in_the_browser(
     assert driver.domain_info(str(vm.uuid)).state == PowerState.RUNNING
     expect(page.locator("[data-vm-jobs] tr", has_text="Create")).to_contain_text("Succeeded")
     _wait_for_guest_shell(qemu_host.uri, str(vm.uuid))
-    page.reload()  # the activity list (audit events) is rendered by the server
+
+    # --- a snapshot with the guest's memory: its row turns ready by itself ------------------------
+    page.locator("#id_snapshot_name").fill("before-upgrade")
+    page.get_by_role("button", name="Take snapshot").click()
+    expect(page.locator(".message", has_text="Taking snapshot before-upgrade of e2e-web.")).to_be_visible()
+    snapshot_row = page.locator("[data-snapshots-panel] tr[data-snapshot=before-upgrade]")
+    expect(snapshot_row).to_contain_text("Disks and memory", timeout=30_000)
+    expect(snapshot_row.get_by_role("button", name="Revert")).to_be_enabled()
+    taken = driver.list_snapshots(str(vm.uuid))
+    assert [(s.name, s.has_memory) for s in taken] == [("before-upgrade", True)]
+
+    page.goto(f"/vms/{vm.pk}/")  # the activity list (audit events) is rendered by the server; top of the page
     _shoot(page, screenshot_dir, "detail-desktop")
 
     page.goto("/")
