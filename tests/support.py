@@ -38,7 +38,9 @@ class Processes:
     def __init__(self, log_dir: Path, env: dict[str, str] | None = None, *, inherit: bool = True):
         """`env` is added to this process's environment, or (`inherit=False`) is the whole of it."""
         self.log_dir = log_dir
-        self.env = {**(os.environ if inherit else {}), "PYTHONUNBUFFERED": "1", **(env or {})}
+        # PYTHONFAULTHANDLER: a stuck child dumps its threads' stacks into its log on SIGABRT (see diagnose).
+        self.env = {**(os.environ if inherit else {}), "PYTHONUNBUFFERED": "1", "PYTHONFAULTHANDLER": "1",
+                    **(env or {})}
         self.env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
         self.procs: dict[str, tuple[subprocess.Popen, Path, bool]] = {}
 
@@ -79,8 +81,31 @@ class Processes:
     def wait_for_log(self, name: str, text: str, timeout: float = 20) -> None:
         deadline = time.monotonic() + timeout
         while text not in self.log(name):
-            assert time.monotonic() < deadline, f"{text!r} not in the {name} log:\n{self.log(name)[-3000:]}"
+            if time.monotonic() >= deadline:
+                raise AssertionError(f"{text!r} not in the {name} log after {timeout} s:\n{self.diagnose(name)}")
             time.sleep(0.1)
+
+    def diagnose(self, name: str) -> str:
+        """What a stuck child is doing: its threads' stacks (faulthandler), and database lock waits."""
+        proc, _log, _group = self.procs[name]
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGABRT)
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+        waits = ""
+        try:
+            from django.db import connection
+
+            if connection.vendor == "postgresql":
+                with connection.cursor() as cursor:
+                    cursor.execute("SELECT pid, state, wait_event_type, wait_event, left(query, 200) "
+                                   "FROM pg_stat_activity WHERE datname = current_database()")
+                    waits = "\n".join(map(str, cursor.fetchall()))
+        except Exception as exc:  # diagnostics only
+            waits = f"(no pg_stat_activity: {exc})"
+        return f"{self.log(name)[-6000:]}\n--- database sessions ---\n{waits}"
 
     def _signal(self, proc: subprocess.Popen, group: bool, sig: int) -> None:
         if group:
