@@ -60,7 +60,8 @@ def test_monitor_shows_virsh_destroy_and_undefine_within_seconds(qemu_host, firm
     assert _status(vm) == VMStatus.RUNNING
     driver = get_driver(qemu_host.uri)
     # Reconcile only at start: what follows must come from libvirt's lifecycle events.
-    portal_processes.start("monitor", [*MANAGE, "hypervisor_monitor"], PORTAL_RECONCILE_SECONDS="600")
+    portal_processes.start("monitor", [*MANAGE, "hypervisor_monitor"], PORTAL_RECONCILE_SECONDS="600",
+                           PORTAL_LOG_LEVEL="INFO")  # make test runs at WARNING; the wait reads INFO lines
     portal_processes.wait_for_log("monitor", "watching lifecycle events", timeout=60)
     try:
         driver.destroy(str(vm.uuid))
