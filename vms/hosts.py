@@ -7,6 +7,7 @@ import uuid as uuidlib
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from portal.audit import audit
@@ -16,7 +17,7 @@ from portal.hypervisor import DomainInfo, DomainSpec, PowerState, get_driver
 
 from .choices import DomainType, HostStatus, SnapshotStatus, VMStatus
 from .jobs import status_for
-from .models import VM, ForeignDomain, Host
+from .models import VM, ForeignDomain, Host, Snapshot
 from .services import vm_set_status
 
 log = logging.getLogger(__name__)
@@ -130,7 +131,10 @@ def vm_observe(*, vm: VM, state: PowerState | None, source: str) -> bool:
     from portal.models import Job
 
     now = timezone.now()
-    if vm.snapshots.filter(status=SnapshotStatus.REVERTING).exists():
+    reverting = getattr(vm, "reverting", None)  # annotated by host_sync; one query otherwise
+    if reverting is None:
+        reverting = vm.snapshots.filter(status=SnapshotStatus.REVERTING).exists()
+    if reverting:
         # A revert stops and restarts the domain; its job writes the outcome.
         VM.objects.filter(pk=vm.pk).update(power_state=state or "", observed_at=now)
         return False
@@ -174,7 +178,9 @@ def host_sync(*, host: Host) -> dict:
         return {"host": host.name, "status": "error", "error": exc.message}
     by_uuid = {d.uuid: d for d in domains}
     drifted = 0
-    for vm in VM.objects.filter(host=host).exclude(status=VMStatus.DELETED).select_related("owner"):
+    reverting = Snapshot.objects.filter(vm=OuterRef("pk"), status=SnapshotStatus.REVERTING)
+    vms = VM.objects.filter(host=host).exclude(status=VMStatus.DELETED).select_related("owner")
+    for vm in vms.annotate(reverting=Exists(reverting)):
         info = by_uuid.get(str(vm.uuid))
         if vm_observe(vm=vm, state=info.state if info else None, source="reconcile"):
             drifted += 1

@@ -150,3 +150,19 @@ def test_deleting_the_vm_removes_its_snapshots(test_host, alice):
     job_ok(services.vm_delete(actor=alice, via="cli", vm=vm).job)
     assert not Snapshot.objects.exists()
     assert not get_driver("test:///default").domain_exists(str(vm.uuid))
+
+
+def test_reconcile_leaves_a_vm_being_reverted_to_its_job(test_host, alice):
+    from vms.hosts import host_sync
+
+    vm = make_vm(alice)
+    Snapshot.objects.create(vm=vm, name="s1", status=SnapshotStatus.REVERTING)
+    get_driver("test:///default").destroy(str(vm.uuid))  # the revert restarts the domain
+    host_sync(host=test_host)
+    vm.refresh_from_db()
+    assert vm.status == VMStatus.RUNNING and vm.power_state == "shutoff"  # recorded, not acted on
+    assert not AuditEvent.objects.filter(target_id=str(vm.pk), action="vm.drift").exists()
+    Snapshot.objects.filter(vm=vm).update(status=SnapshotStatus.READY)
+    host_sync(host=test_host)
+    vm.refresh_from_db()
+    assert vm.status == VMStatus.STOPPED  # without a revert under way, the same is drift
