@@ -22,7 +22,7 @@ from django.urls import reverse
 
 from portal.audit import audit_context
 from portal.choices import Via
-from portal.exceptions import NotFound, PermissionDenied, PortalError, QuotaExceeded, ValidationFailed
+from portal.exceptions import PermissionDenied, PortalError, QuotaExceeded, ValidationFailed
 from portal.quota_requests import (
     quota_request_approve,
     quota_request_create,
@@ -32,7 +32,7 @@ from portal.quota_requests import (
     quota_request_summary,
 )
 from portal.quotas import quota_usage
-from vms.selectors import flavor_list, vm_get_by_name, vm_list, vm_snapshots
+from vms.selectors import flavor_list, vm_get_by_name, vm_list, vm_snapshot_get, vm_snapshots
 from vms.services import snapshot_create, snapshot_revert, vm_action, vm_create, vm_delete
 
 from . import commands as c
@@ -324,16 +324,9 @@ def _list_snapshots(ctx, user, command: c.ListSnapshots, prefix: str) -> f.Reply
     return f.snapshot_list_reply(vm, list(vm_snapshots(vm=vm)), prefix=prefix)
 
 
-def _snapshot_named(vm, name: str):
-    found = vm_snapshots(vm=vm).filter(name=name).first()
-    if found is None:
-        raise NotFound(f"{vm.name} has no snapshot {name[:63]!r}.")
-    return found
-
-
 def _revert(ctx, user, command: c.Revert, prefix: str) -> f.Reply:
     vm = vm_get_by_name(user=user, name=command.name)
-    return f.revert_confirm_reply(vm, _snapshot_named(vm, command.snapshot))
+    return f.revert_confirm_reply(vm, vm_snapshot_get(vm=vm, key=command.snapshot))
 
 
 def _click_revert(ctx: SlackContext, user, value: str, source: SourceMessage) -> None:

@@ -68,6 +68,19 @@ def vm_snapshots(*, vm: VM) -> QuerySet:
     return vm.snapshots.select_related("created_by").order_by("created_at", "id")
 
 
+def vm_snapshot_get(*, vm: VM, key):
+    """One of the VM's snapshots, by row, name or numeric id (another VM's snapshot is not found)."""
+    qs = vm_snapshots(vm=vm)
+    pk = getattr(key, "pk", None)
+    text = str(key).strip() if pk is None else ""
+    found = qs.filter(pk=pk).first() if pk is not None else qs.filter(name=text).first()
+    if found is None and text.isdigit():
+        found = qs.filter(pk=int(text)).first()
+    if found is None:
+        raise NotFound(f"{vm.name} has no snapshot {str(getattr(key, 'name', key))[:63]!r}.")
+    return found
+
+
 def vm_audit_events(*, vm: VM) -> QuerySet[AuditEvent]:
     """The audit trail of a VM (the caller got `vm` through vm_get, so it is visible)."""
     return AuditEvent.objects.filter(target_type="vm", target_id=str(vm.pk)).select_related("actor")

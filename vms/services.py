@@ -25,7 +25,7 @@ from storage.models import Image
 from .choices import SnapshotStatus, VMStatus
 from .models import VM, Flavor, Snapshot
 from .scheduler import pick_host
-from .selectors import vm_visible
+from .selectors import vm_snapshot_get, vm_visible
 from .validation import validate_description, validate_size, validate_snapshot_name, validate_vm_name
 
 
@@ -401,21 +401,6 @@ def _snapshot_ready_vm(*, actor, vm: VM | int, verb: str) -> VM:
     return vm
 
 
-def _snapshot_of(vm: VM, snapshot: Snapshot | int | str) -> Snapshot:
-    """A snapshot of this VM by row, id or name (another VM's snapshot is not found)."""
-    qs = vm.snapshots.all()
-    if isinstance(snapshot, Snapshot):
-        found = qs.filter(pk=snapshot.pk).first()
-    elif isinstance(snapshot, int) or (isinstance(snapshot, str) and snapshot.strip().isdigit()
-                                       and not qs.filter(name=snapshot.strip()).exists()):
-        found = qs.filter(pk=int(snapshot)).first()
-    else:
-        found = qs.filter(name=str(snapshot).strip()).first()
-    if found is None:
-        raise NotFound(f"{vm.name} has no snapshot {str(getattr(snapshot, 'name', snapshot))[:63]!r}.")
-    return found
-
-
 def snapshot_create(*, actor, via: str, vm: VM | int, name: str | None = None,
                     description: str = "") -> tuple[Snapshot, Job]:
     """Take a snapshot of the VM (with its RAM when it runs) in a job."""
@@ -454,7 +439,7 @@ def snapshot_revert(*, actor, via: str, vm: VM | int, snapshot: Snapshot | int |
     """Return the VM to a snapshot: disks (and RAM, when it has it) as they were; later changes are lost."""
     with transaction.atomic():
         vm = _snapshot_ready_vm(actor=actor, vm=vm, verb="revert")
-        snapshot = _snapshot_of(vm, snapshot)
+        snapshot = vm_snapshot_get(vm=vm, key=snapshot)
         job = job_create(kind="vm.snapshot.revert", actor=actor, via=via, target=vm,
                          params={"snapshot_id": snapshot.pk, "snapshot": snapshot.name, "previous": vm.status})
         Snapshot.objects.filter(pk=snapshot.pk).update(status=SnapshotStatus.REVERTING)
@@ -472,7 +457,7 @@ def snapshot_delete(*, actor, via: str, vm: VM | int, snapshot: Snapshot | int |
         vm = _lock_visible(actor=actor, vm=vm)
         if vm.status in (VMStatus.DELETING, VMStatus.DELETED):
             raise InvalidState(f"{vm.name} is being deleted with its snapshots.", status=vm.status)
-        snapshot = _snapshot_of(vm, snapshot)
+        snapshot = vm_snapshot_get(vm=vm, key=snapshot)
         busy = _snapshot_busy(vm)
         if busy is not None:
             raise InvalidState(f"Cannot delete snapshot {snapshot.name}: {_busy_text(busy)}. "

@@ -24,7 +24,17 @@ from storage.models import Image
 from storage.services import image_get, image_list
 from vms.hosts import host_get
 from vms.models import VM, Flavor, Host
-from vms.selectors import flavor_list, host_list, job_get, job_visible, vm_get, vm_jobs, vm_list, vm_snapshots
+from vms.selectors import (
+    flavor_list,
+    host_list,
+    job_get,
+    job_visible,
+    vm_get,
+    vm_jobs,
+    vm_list,
+    vm_snapshot_get,
+    vm_snapshots,
+)
 from vms.services import (
     VM_ACTIONS,
     ActionResult,
@@ -64,16 +74,6 @@ VM_ID = OpenApiParameter("id", OpenApiTypes.STR, OpenApiParameter.PATH,
 
 SNAPSHOT_ID = OpenApiParameter("sid", OpenApiTypes.STR, OpenApiParameter.PATH,
                                description="The snapshot's numeric id or its name.")
-
-
-def _snapshot_lookup(vm, sid: str):
-    """A snapshot of this VM by id or name; others' and missing ones are 404."""
-    found = vm_snapshots(vm=vm).filter(name=sid).first()
-    if found is None and str(sid).isdigit():
-        found = vm_snapshots(vm=vm).filter(pk=int(sid)).first()
-    if found is None:
-        raise NotFound(f"{vm.name} has no snapshot {str(sid)[:63]!r}.")
-    return found
 
 
 def _operation(request, result: ActionResult, *, created: bool = False) -> Response:
@@ -230,9 +230,9 @@ class VMViewSet(viewsets.GenericViewSet):
         """GET: one snapshot (by id or name). DELETE: delete it; the VM stays as it is."""
         vm = self.get_object()
         if request.method == "GET":
-            found = _snapshot_lookup(vm, sid)
+            found = vm_snapshot_get(vm=vm, key=sid)
             return Response(SnapshotSerializer(found, context={"request": request}).data)
-        snapshot, job = snapshot_delete(actor=request.user, via=Via.API, vm=vm, snapshot=_snapshot_lookup(vm, sid))
+        snapshot, job = snapshot_delete(actor=request.user, via=Via.API, vm=vm, snapshot=vm_snapshot_get(vm=vm, key=sid))
         return self._snapshot_operation(request, snapshot, job, f"Deleting snapshot {snapshot.name} of {vm.name}.")
 
     @extend_schema(parameters=[VM_ID, SNAPSHOT_ID], request=None,
@@ -241,7 +241,7 @@ class VMViewSet(viewsets.GenericViewSet):
     def snapshot_revert(self, request, pk=None, sid=None):
         """Revert the VM to the snapshot: changes since are lost; it comes back running if the RAM was kept."""
         vm = self.get_object()
-        snapshot, job = snapshot_revert(actor=request.user, via=Via.API, vm=vm, snapshot=_snapshot_lookup(vm, sid))
+        snapshot, job = snapshot_revert(actor=request.user, via=Via.API, vm=vm, snapshot=vm_snapshot_get(vm=vm, key=sid))
         return self._snapshot_operation(request, snapshot, job, f"Reverting {vm.name} to snapshot {snapshot.name}.")
 
     def _snapshot_operation(self, request, snapshot, job, message: str) -> Response:
