@@ -62,6 +62,12 @@ class Console:
 
 
 @dataclass(frozen=True)
+class GrowDisk:
+    name: str
+    disk_gib: str
+
+
+@dataclass(frozen=True)
 class TakeSnapshot:
     name: str
     snapshot: str | None = None
@@ -117,7 +123,7 @@ class Subscriptions:
 
 
 Command = (Help | Link | ListVMs | Create | Action | Console | Quota | QuotaRequest | Hosts | Subscribe
-           | Unsubscribe | Subscriptions | TakeSnapshot | ListSnapshots | Revert)
+           | Unsubscribe | Subscriptions | TakeSnapshot | ListSnapshots | Revert | GrowDisk)
 
 ACTION_VERBS = {
     "start": "start",
@@ -269,6 +275,11 @@ def parse(text: str, *, prefix: str = "/vm") -> Command:
         return Subscribe(where=where, events=tuple(dict.fromkeys(events or DEFAULT_EVENTS)))
     if verb in ("subscriptions", "subs"):
         return Subscriptions()
+    if verb in ("grow-disk", "grow"):
+        positional, _ = _options(rest, {}, verb)
+        if len(positional) != 2:
+            raise ParseError(f"Type `{prefix} grow-disk NAME GiB`, e.g. `{prefix} grow-disk web-1 20`.")
+        return GrowDisk(name=positional[0], disk_gib=positional[1])
     if verb in ("snapshot", "snap"):
         positional, options = _options(rest, {"description": "description", "desc": "description"}, verb)
         if not positional:

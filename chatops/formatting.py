@@ -49,6 +49,7 @@ JOB_LABELS = {
     "vm.create": "Create", "vm.start": "Start", "vm.stop": "Stop", "vm.force_off": "Force off",
     "vm.reboot": "Reboot", "vm.pause": "Pause", "vm.resume": "Resume", "vm.delete": "Delete",
     "vm.snapshot.create": "Snapshot", "vm.snapshot.revert": "Revert", "vm.snapshot.delete": "Snapshot delete",
+    "vm.disk.grow": "Grow disk",
 }
 SECTION_MAX = 2900
 MAX_LISTED = 40
@@ -168,6 +169,7 @@ def help_reply(prefix: str, *, is_staff: bool = False, linked: bool = True) -> R
         f"`{prefix} start NAME` · `{prefix} stop NAME` (ACPI shutdown) · `{prefix} reboot NAME` · "
         f"`{prefix} force-off NAME` (cut the power) — stop, reboot and force off ask first",
         f"`{prefix} delete NAME` — remove the VM and its disks (asks first)",
+        f"`{prefix} grow-disk NAME GiB` — grow the VM's disk (never shrinks; counts against your quota)",
         f"`{prefix} snapshot NAME [SNAPSHOT]` — snapshot disks and memory · `{prefix} snapshots NAME` — "
         f"list them · `{prefix} revert NAME SNAPSHOT` — go back to one (asks first)",
         f"`{prefix} console NAME` — a link to the VM's screen in the portal (only you see it)",
@@ -389,6 +391,7 @@ _DONE = {
     "vm.pause": "⏸️ *{name}* is paused.",
     "vm.resume": "▶️ *{name}* is running again.",
     "vm.delete": "🗑️ *{name}* was deleted with its disks.",
+    "vm.disk.grow": "💽 The disk of *{name}* was grown.",
     "vm.snapshot.create": "📸 Snapshot `{snapshot}` of *{name}* taken.",
     "vm.snapshot.revert": "⏪ *{name}* was reverted to snapshot `{snapshot}`.",
     "vm.snapshot.delete": "🗑️ Snapshot `{snapshot}` of *{name}* deleted.",

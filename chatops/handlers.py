@@ -33,7 +33,7 @@ from portal.quota_requests import (
 )
 from portal.quotas import quota_usage
 from vms.selectors import flavor_list, vm_get_by_name, vm_list, vm_snapshot_get, vm_snapshots
-from vms.services import snapshot_create, snapshot_revert, vm_action, vm_create, vm_delete
+from vms.services import snapshot_create, snapshot_revert, vm_action, vm_create, vm_delete, vm_grow_disk
 
 from . import commands as c
 from . import formatting as f
@@ -155,7 +155,7 @@ class _AfterCommit:
 
 # --- slash commands -------------------------------------------------------------------------------
 
-ACTING = (c.Create, c.Action, c.QuotaRequest, c.Subscribe, c.Unsubscribe, c.TakeSnapshot)
+ACTING = (c.Create, c.Action, c.QuotaRequest, c.Subscribe, c.Unsubscribe, c.TakeSnapshot, c.GrowDisk)
 
 
 def handle_command(body: dict[str, Any], *, bot_team_id: str | None, raw_body: str = "") -> f.Reply:
@@ -308,6 +308,16 @@ def _run_job_request(ctx: SlackContext, *, source: SourceMessage | None,
     return None
 
 
+def _grow_disk(ctx, user, command: c.GrowDisk, prefix: str) -> f.Reply:
+    vm = vm_get_by_name(user=user, name=command.name)
+
+    def ask():
+        result = vm_grow_disk(actor=user, via=Via.SLACK, vm=vm, disk_gib=command.disk_gib)
+        return result.message, result.job
+
+    return _run_job_request(ctx, source=None, ask=ask) or f.Reply(text="")
+
+
 def _take_snapshot(ctx, user, command: c.TakeSnapshot, prefix: str) -> f.Reply:
     vm = vm_get_by_name(user=user, name=command.name)
 
@@ -409,6 +419,7 @@ COMMANDS = {
     c.Unsubscribe: _unsubscribe,
     c.Subscriptions: _subscriptions,
     c.TakeSnapshot: _take_snapshot,
+    c.GrowDisk: _grow_disk,
     c.ListSnapshots: _list_snapshots,
     c.Revert: _revert,
 }

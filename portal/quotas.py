@@ -68,8 +68,9 @@ def quota_usage(*, user=None, group=None) -> list[ResourceUsage]:
     ]
 
 
-def quota_reserve(*, user=None, group=None, vcpus: int, memory_mib: int, disk_gib: int) -> Quota:
-    """Lock the subject's quota row and check that one more VM of this size fits.
+def quota_reserve(*, user=None, group=None, vcpus: int, memory_mib: int, disk_gib: int, vms: int = 1) -> Quota:
+    """Lock the subject's quota row and check that one more VM of this size fits (`vms=0`: that an
+    existing VM may grow by these amounts).
 
     Must run inside the transaction that then writes the VM row: the lock serialises concurrent
     creates of one subject, so twenty requests against a quota of three make exactly three VMs.
@@ -79,10 +80,10 @@ def quota_reserve(*, user=None, group=None, vcpus: int, memory_mib: int, disk_gi
     lookup = {"user": user} if group is None else {"group": group}
     quota = Quota.objects.select_for_update().get(**lookup)
     usage = {u.resource: u for u in quota_usage(user=user, group=group)}
-    wanted = {"vms": 1, "vcpus": vcpus, "memory_mib": memory_mib, "disk_gib": disk_gib}
+    wanted = {"vms": vms, "vcpus": vcpus, "memory_mib": memory_mib, "disk_gib": disk_gib}
     for resource, amount in wanted.items():
         u = usage[resource]
-        if u.used + amount > u.limit:
+        if amount and u.used + amount > u.limit:
             raise QuotaExceeded(resource=u.label, requested=amount, limit=u.limit, in_use=u.used, unit=u.unit)
     return quota
 

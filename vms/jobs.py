@@ -321,3 +321,29 @@ def snapshot_delete(ctx: JobContext) -> dict:
     _done(ctx.job, vm, "vm.snapshot.deleted", f"Deleted snapshot {name} of {vm.name}")
     _publish_snapshots(vm)
     return {"snapshot": name}
+
+
+# --- disk ---------------------------------------------------------------------------------------
+
+def _grow_failed(job: Job, error: str) -> None:
+    """The disk keeps its old size: the VM row and the quota charge go back to it."""
+    vm = _vm(job)
+    VM.objects.filter(pk=vm.pk, disk_gib=job.params["disk_gib"]).update(disk_gib=job.params["previous_gib"])
+    vm.refresh_from_db()
+    _failed_audit(job, vm, f"Growing the disk to {job.params['disk_gib']} GiB failed: {error}")
+    from .services import _publish_vm
+
+    _publish_vm(vm)
+
+
+@job_handler("vm.disk.grow", on_failure=_grow_failed)
+def grow_disk(ctx: JobContext) -> dict:
+    vm = _vm(ctx.job)
+    volume = vm.volumes.select_related("pool").get()
+    size = ctx.job.params["disk_gib"]
+    ctx.progress(30, f"Growing the disk to {size} GiB")
+    get_driver(vm.host.uri).grow_disk(str(vm.uuid), target=volume.target, pool=volume.pool.name, volume=volume.name,
+                                      capacity_bytes=size * 1024**3)
+    type(volume).objects.filter(pk=volume.pk).update(capacity_gib=size)
+    _done(ctx.job, vm, "vm.disk.grown", f"Grew the disk of {vm.name} to {size} GiB")
+    return {"disk_gib": size}

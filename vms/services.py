@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from portal.audit import audit
 from portal.events import STAFF_GROUP, publish, team_group, user_group
-from portal.exceptions import InvalidState, NotFound, PermissionDenied, ValidationFailed
+from portal.exceptions import Conflict, InvalidState, NotFound, PermissionDenied, ValidationFailed
 from portal.hypervisor import get_driver
 from portal.jobs import job_create
 from portal.models import AuditEvent, Job
@@ -366,6 +366,51 @@ def vm_update(*, actor, via: str, vm: VM | int, name: str | None = None,
             pass
     return vm
 
+
+# --- disk --------------------------------------------------------------------------------------------
+
+_GROW_VM_STATES = {VMStatus.RUNNING, VMStatus.STOPPED, VMStatus.PAUSED}
+
+
+def vm_grow_disk(*, actor, via: str, vm: VM | int, disk_gib) -> ActionResult:
+    """Grow the VM's disk (never shrink), charged to its owner's (or team's) disk quota.
+
+    A running guest sees the new size at once (its partitions and filesystems are its own business).
+    """
+    with transaction.atomic():
+        vm = _lock_visible(actor=actor, vm=vm)
+        new_size = validate_size("disk_gib", disk_gib)
+        if new_size == vm.disk_gib:
+            return ActionResult(vm, None, f"The disk of {vm.name} is already {new_size} GiB.")
+        if new_size < vm.disk_gib:
+            raise ValidationFailed(f"A disk can only grow: {vm.name}'s is {vm.disk_gib} GiB, so give more than that.",
+                                   field="disk_gib")
+        if vm.status not in _GROW_VM_STATES:
+            raise InvalidState(f"Cannot grow the disk of {vm.name}: it is busy ({vm.get_status_display().lower()}).",
+                               status=vm.status)
+        busy = _snapshot_busy(vm)
+        if busy is not None:
+            raise InvalidState(f"Cannot grow the disk of {vm.name}: {_busy_text(busy)}. "
+                               "Try again when it has finished.", status=vm.status)
+        disks = vm.volumes.count()
+        if disks != 1:
+            raise Conflict(f"{vm.name} has {disks} disks; only a single-disk VM can be grown here.")
+        old_size = vm.disk_gib
+        if vm.group_id:
+            quota_reserve(group=vm.group, vcpus=0, memory_mib=0, disk_gib=new_size - old_size, vms=0)
+        else:
+            quota_reserve(user=vm.owner, vcpus=0, memory_mib=0, disk_gib=new_size - old_size, vms=0)
+        if not get_driver(vm.host.uri).capabilities().live_disk_resize:
+            raise Conflict(f"The host of {vm.name} ({vm.host.name}) cannot grow disks.")
+        VM.objects.filter(pk=vm.pk).update(disk_gib=new_size, updated_at=timezone.now())
+        vm.disk_gib = new_size
+        job = job_create(kind="vm.disk.grow", actor=actor, via=via, target=vm,
+                         params={"previous_gib": old_size, "disk_gib": new_size})
+        audit(actor=actor, via=via, action="vm.disk.grow", target=vm, job=job, outcome=AuditEvent.Outcome.REQUESTED,
+              message=f"Grow the disk of {vm.name} from {old_size} to {new_size} GiB",
+              data={"previous_gib": old_size, "disk_gib": new_size})
+        _publish_vm(vm)
+    return ActionResult(vm, job, f"Growing the disk of {vm.name} to {new_size} GiB.")
 
 # --- snapshots ----------------------------------------------------------------------------------
 # Internal snapshots inside the VM's qcow2 disks: with the RAM when the VM runs (revert resumes the

@@ -13,6 +13,7 @@ urlpatterns = [
     path("vms/<int:pk>/edit/", views.vm_update_view, name="update"),
     path("vms/<int:pk>/action/<slug:action>/", views.vm_action_view, name="action"),
     path("vms/<int:pk>/delete/", views.vm_delete_view, name="delete"),
+    path("vms/<int:pk>/disk/", views.vm_grow_disk_view, name="grow-disk"),
     path("vms/<int:pk>/snapshots/", views.snapshot_list_view, name="snapshots"),
     path("vms/<int:pk>/snapshots/<int:sid>/<slug:op>/", views.snapshot_op_view, name="snapshot-op"),
     path("jobs/", views.job_list_view, name="jobs"),

@@ -178,6 +178,7 @@ def _detail(request: HttpRequest, vm, *, edit_form: VMUpdateForm | None = None, 
         "name_help": NAME_HELP,
         "description_max": DESCRIPTION_MAX,
         "action_help": ACTION_HELP,
+        "limits": settings.VM_LIMITS,
         "console_urls": {
             "screen": f"/consoles/vm/{vm.pk}/screen/",
             "terminal": f"/consoles/vm/{vm.pk}/terminal/",
@@ -231,6 +232,16 @@ def vm_delete_view(request: HttpRequest, pk: int) -> HttpResponse:
                                 confirm_name=request.POST.get("confirm_name", ""))
     messages.success(request, result.message)
     return redirect("vms:list")
+
+
+@login_required
+@require_POST
+@portal_view
+def vm_grow_disk_view(request: HttpRequest, pk: int) -> HttpResponse:
+    """Grow the VM's disk (confirmed in the page first); the job carries it out."""
+    result = services.vm_grow_disk(actor=request.user, via=Via.WEB, vm=pk, disk_gib=request.POST.get("disk_gib", ""))
+    (messages.success if result.job else messages.info)(request, result.message)
+    return redirect(reverse("vms:detail", args=[pk]) + "#settings")
 
 
 def _snapshot_context(vm) -> dict:

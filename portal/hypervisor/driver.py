@@ -469,6 +469,25 @@ class LibvirtDriver:
 
         return self._call(f"console {uuid}", fn)
 
+    def grow_disk(self, uuid: str, *, target: str, pool: str, volume: str, capacity_bytes: int) -> int:
+        """Grow a domain's disk to `capacity_bytes`: live (blockResize, the guest sees it at once) while
+        the domain runs, through the storage volume while it is off. Never shrinks; returns the size."""
+
+        def fn(conn: libvirt.virConnect) -> int:
+            dom = self._lookup(conn, uuid)
+            if dom.isActive():
+                current = dom.blockInfo(target, 0)[0]
+                if current < capacity_bytes:
+                    dom.blockResize(target, capacity_bytes, libvirt.VIR_DOMAIN_BLOCK_RESIZE_BYTES)
+                return max(current, capacity_bytes)
+            vol = conn.storagePoolLookupByName(pool).storageVolLookupByName(volume)
+            current = vol.info()[1]
+            if current < capacity_bytes:
+                vol.resize(capacity_bytes, 0)
+            return max(current, capacity_bytes)
+
+        return self._call(f"grow disk {target} of {uuid}", fn)
+
     # -- snapshots --------------------------------------------------------------------------
     def _snapshot_info(self, dom: libvirt.virDomain, snap: libvirt.virDomainSnapshot) -> SnapshotInfo:
         try:

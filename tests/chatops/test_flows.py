@@ -343,3 +343,10 @@ def test_snapshot_errors_are_clear_replies(slack, alice_linked, bob, link):
     link(bob, "UBOB")
     assert "No VM named 'web-1'" in reply_text(slack.command("snapshot web-1", user="UBOB"))
     assert not VM.objects.get(name="web-1").snapshots.exists()
+
+
+def test_grow_disk_from_slack_uses_the_same_rules(slack, alice_linked):
+    _create(slack)
+    assert "Disk must be between 1 and" in reply_text(slack.command("grow-disk web-1 0"))
+    assert "cannot grow disks" in reply_text(slack.command("grow-disk web-1 5"))  # the test driver cannot
+    assert VM.objects.get(name="web-1").disk_gib == 1

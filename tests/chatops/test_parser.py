@@ -40,6 +40,7 @@ from chatops import formatting as f
     ("snapshot web-1", c.TakeSnapshot("web-1")),
     ('snapshot web-1 before-upgrade --description "pre 2.0"', c.TakeSnapshot("web-1", "before-upgrade", "pre 2.0")),
     ("snapshots web-1", c.ListSnapshots("web-1")),
+    ("grow-disk web-1 20", c.GrowDisk("web-1", "20")),
     ("revert web-1 before-upgrade", c.Revert("web-1", "before-upgrade")),
 ])
 def test_parse(text, expected):
@@ -64,6 +65,7 @@ def test_names_are_passed_through_for_the_service_to_judge():
     ("snapshot", "Which VM? Type `/vm snapshot NAME [SNAPSHOT-NAME]`."),
     ("snapshot a b c", "Unexpected argument 'c'"),
     ("revert web-1", "Type `/vm revert NAME SNAPSHOT-NAME`"),
+    ("grow-disk web-1", "Type `/vm grow-disk NAME GiB`"),
     ("rm-rf", "Unknown command 'rm-rf'. Type `/vm help` for the list."),
     ("x" * 1001, "too long (1001 characters; at most 1000)"),
 ])

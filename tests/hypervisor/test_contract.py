@@ -183,6 +183,28 @@ def test_snapshots_with_and_without_memory_revert_and_delete(driver, spec):
         driver.delete_volume(pool=settings.STORAGE_POOL, name=volume.name)
 
 
+def test_disks_grow_live_and_offline_where_the_driver_can(driver, spec):
+    mib = 1024 * 1024
+    volume = driver.create_volume(pool=settings.STORAGE_POOL, name=f"{spec.name}-grow.qcow2", capacity_bytes=16 * mib)
+    s = dataclasses.replace(spec, disks=(DiskSpec(path=volume.path),))
+    try:
+        driver.define(s)
+        driver.start(s.uuid)
+        grow = {"target": "vda", "pool": settings.STORAGE_POOL, "volume": volume.name}
+        if not driver.capabilities().live_disk_resize:
+            assert driver.is_test  # only the test driver says so; the services refuse before calling it
+            return
+        assert driver.grow_disk(s.uuid, capacity_bytes=32 * mib, **grow) == 32 * mib  # live
+        assert driver.volume_info(pool=settings.STORAGE_POOL, name=volume.name).capacity_bytes == 32 * mib
+        assert driver.grow_disk(s.uuid, capacity_bytes=24 * mib, **grow) == 32 * mib  # never shrinks
+        driver.destroy(s.uuid)
+        assert driver.grow_disk(s.uuid, capacity_bytes=48 * mib, **grow) == 48 * mib  # offline, by the volume
+        assert driver.volume_info(pool=settings.STORAGE_POOL, name=volume.name).capacity_bytes == 48 * mib
+    finally:
+        driver.undefine(s.uuid)
+        driver.delete_volume(pool=settings.STORAGE_POOL, name=volume.name)
+
+
 def test_unreachable_hypervisor_is_reported_as_unavailable():
     bad = LibvirtDriver("qemu+unix:///system?socket=/nonexistent/libvirt-sock")
     with pytest.raises(HypervisorUnavailable, match="cannot connect"):

@@ -105,6 +105,15 @@ def test_real_guest_boots_answers_on_serial_stops_by_acpi_and_keeps_its_disk(qem
     finally:
         console.close()
 
+    # The disk grows live: the running guest sees 2 GiB (4194304 sectors) at once.
+    job_ok(services.vm_grow_disk(actor=alice, via="api", vm=vm, disk_gib=2))
+    console = driver.open_console(str(vm.uuid))
+    try:
+        console.write(b"echo sectors-$(cat /sys/block/vda/size)-end\n")
+        assert b"sectors-4194304-end" in console.read_until(b"sectors-4194304-end", timeout=20)
+    finally:
+        console.close()
+
     job_ok(services.vm_stop(actor=alice, via="web", vm=vm))  # ACPI power button
     vm.refresh_from_db()
     assert vm.status == VMStatus.STOPPED

@@ -155,6 +155,10 @@ class VMOperationSerializer(serializers.Serializer):
     job = JobSummarySerializer(allow_null=True)
 
 
+class VMGrowDiskSerializer(serializers.Serializer):
+    disk_gib = RawSizeField(help_text="The new size in GiB: more than the current one (disks only grow).")
+
+
 class SnapshotCreateSerializer(serializers.Serializer):
     name = serializers.CharField(required=False, allow_blank=True, allow_null=True,
                                  help_text="Letters, digits, dots, hyphens, underscores; snap-<time> when omitted.")

@@ -44,6 +44,7 @@ from vms.services import (
     vm_action,
     vm_create,
     vm_delete,
+    vm_grow_disk,
     vm_update,
 )
 
@@ -59,6 +60,7 @@ from .serializers import (
     SnapshotSerializer,
     VMActionSerializer,
     VMCreateSerializer,
+    VMGrowDiskSerializer,
     VMListQuerySerializer,
     VMOperationSerializer,
     VMSerializer,
@@ -117,7 +119,7 @@ class VMViewSet(viewsets.GenericViewSet):
     action_serializers = {"create": VMCreateSerializer, "partial_update": VMUpdateSerializer,
                           "actions": VMActionSerializer, "jobs": JobSerializer,
                           "snapshots": SnapshotCreateSerializer, "snapshot": SnapshotSerializer,
-                          "snapshot_revert": SnapshotSerializer}
+                          "snapshot_revert": SnapshotSerializer, "grow_disk": VMGrowDiskSerializer}
 
     def get_serializer_class(self):
         return self.action_serializers.get(self.action, VMSerializer)
@@ -197,6 +199,24 @@ class VMViewSet(viewsets.GenericViewSet):
         """The VM's jobs, newest first."""
         page = self.paginate_queryset(vm_jobs(vm=self.get_object()))
         return self.get_paginated_response(JobSerializer(page, many=True, context={"request": request}).data)
+
+    @extend_schema(
+        parameters=[VM_ID], request=VMGrowDiskSerializer,
+        responses={
+            202: OpenApiResponse(VMOperationSerializer, description="Accepted: the job grows the disk."),
+            200: OpenApiResponse(VMOperationSerializer, description="The disk has that size already."),
+            400: INVALID, 403: OpenApiResponse(QuotaErrorSerializer, description="Disk quota exceeded."),
+            404: NOT_FOUND, 409: OpenApiResponse(ErrorSerializer, description="VM busy, or the host cannot grow disks."),
+        },
+    )
+    @action(detail=True, methods=["post"], url_path="grow_disk", url_name="grow-disk")
+    def grow_disk(self, request, pk=None):
+        """Grow the VM's disk to `disk_gib` (never shrinks); live while it runs. Charged to the disk quota."""
+        data = VMGrowDiskSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        result = vm_grow_disk(actor=request.user, via=Via.API, vm=self.get_object(),
+                              disk_gib=data.validated_data["disk_gib"])
+        return _operation(request, result)
 
     @extend_schema(
         methods=["GET"], parameters=[VM_ID], request=None,

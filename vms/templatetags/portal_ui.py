@@ -19,6 +19,7 @@ JOB_LABELS = {
     "vm.pause": "Pause",
     "vm.resume": "Resume",
     "vm.delete": "Delete",
+    "vm.disk.grow": "Grow disk",
     "vm.snapshot.create": "Take snapshot",
     "vm.snapshot.revert": "Revert to snapshot",
     "vm.snapshot.delete": "Delete snapshot",

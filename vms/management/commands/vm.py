@@ -16,7 +16,7 @@ from vms import selectors, services
 
 class Command(BaseCommand):
     help = ("VM lifecycle as a given user: list, show, create, start, stop, force-off, reboot, pause, resume, "
-            "delete; snapshot, snapshots, revert, delete-snapshot.")
+            "delete, grow-disk; snapshot, snapshots, revert, delete-snapshot.")
 
     def add_arguments(self, parser):
         parser.add_argument("--user", required=True, help="Act as this portal user.")
@@ -26,6 +26,9 @@ class Command(BaseCommand):
         sub.add_parser("quota")
         for verb in ("show", "start", "stop", "force-off", "reboot", "pause", "resume", "delete"):
             sub.add_parser(verb).add_argument("name")
+        grow = sub.add_parser("grow-disk")
+        grow.add_argument("name")
+        grow.add_argument("disk_gib", help="New size in GiB (disks only grow).")
         snap = sub.add_parser("snapshot")
         snap.add_argument("name")
         snap.add_argument("snapshot", nargs="?", help="Snapshot name (default snap-<date>-<time>).")
@@ -84,6 +87,8 @@ class Command(BaseCommand):
             return None
         if verb == "delete":
             return services.vm_delete(actor=actor, via=Via.CLI, vm=vm)
+        if verb == "grow-disk":
+            return services.vm_grow_disk(actor=actor, via=Via.CLI, vm=vm, disk_gib=opts["disk_gib"])
         if verb == "snapshots":
             for snap in selectors.vm_snapshots(vm=vm):
                 holds = "disks+memory" if snap.has_memory else "disks"
