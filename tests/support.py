@@ -108,15 +108,17 @@ class Processes:
         return f"{self.log(name)[-6000:]}\n--- database sessions ---\n{waits}"
 
     def _signal(self, proc: subprocess.Popen, group: bool, sig: int) -> None:
-        if group:
-            os.killpg(proc.pid, sig)
-        else:
-            proc.send_signal(sig)
+        try:
+            if group:
+                os.killpg(proc.pid, sig)  # the whole group, even when its leader has exited
+            elif proc.poll() is None:
+                proc.send_signal(sig)
+        except ProcessLookupError:
+            pass
 
     def stop_all(self) -> None:
         for proc, _log, group in self.procs.values():
-            if proc.poll() is None:
-                self._signal(proc, group, signal.SIGTERM)
+            self._signal(proc, group, signal.SIGTERM)
         for name, (proc, log, group) in self.procs.items():
             try:
                 proc.wait(timeout=15)

@@ -65,12 +65,13 @@ def host_refresh(*, host: Host) -> Host:
 
 
 def _pools_ensure(host: Host) -> None:
-    """The host's portal pools stay defined and started (a restarted libvirtd, or a fresh test driver)."""
+    """The host's portal pools are defined again where they went missing (a fresh test driver, a
+    pool undefined by hand); pools that exist are left as they are."""
     from storage.models import StoragePool
 
     for pool in StoragePool.objects.filter(host=host):
         try:
-            get_driver(host.uri).ensure_pool(pool.name, pool.path)
+            get_driver(host.uri).ensure_pool(pool.name, pool.path, only_if_missing=True)
         except PortalError as exc:
             log.warning("storage pool %s on %s: %s", pool.name, host.name, exc.message)
 
@@ -131,11 +132,11 @@ def vm_observe(*, vm: VM, state: PowerState | None, source: str) -> bool:
     from portal.models import Job
 
     now = timezone.now()
-    reverting = getattr(vm, "reverting", None)  # annotated by host_sync; one query otherwise
-    if reverting is None:
-        reverting = vm.snapshots.filter(status=SnapshotStatus.REVERTING).exists()
-    if reverting:
-        # A revert stops and restarts the domain; its job writes the outcome.
+    snapshot_busy = getattr(vm, "snapshot_busy", None)  # annotated by host_sync; one query otherwise
+    if snapshot_busy is None:
+        snapshot_busy = vm.snapshots.filter(status__in=SnapshotStatus.BUSY).exists()
+    if snapshot_busy:
+        # Taking a memory snapshot pauses the guest, a revert restarts it: the job writes the outcome.
         VM.objects.filter(pk=vm.pk).update(power_state=state or "", observed_at=now)
         return False
     if vm.status in VMStatus.TRANSITIONAL:
@@ -178,9 +179,9 @@ def host_sync(*, host: Host) -> dict:
         return {"host": host.name, "status": "error", "error": exc.message}
     by_uuid = {d.uuid: d for d in domains}
     drifted = 0
-    reverting = Snapshot.objects.filter(vm=OuterRef("pk"), status=SnapshotStatus.REVERTING)
+    busy = Snapshot.objects.filter(vm=OuterRef("pk"), status__in=SnapshotStatus.BUSY)
     vms = VM.objects.filter(host=host).exclude(status=VMStatus.DELETED).select_related("owner")
-    for vm in vms.annotate(reverting=Exists(reverting)):
+    for vm in vms.annotate(snapshot_busy=Exists(busy)):
         info = by_uuid.get(str(vm.uuid))
         if vm_observe(vm=vm, state=info.state if info else None, source="reconcile"):
             drifted += 1
@@ -209,11 +210,22 @@ def sync_all() -> list[dict]:
     return [host_sync(host=h) for h in Host.objects.filter(enabled=True)]
 
 
-def vm_observe_event(*, host: Host, uuid: str, state: PowerState) -> None:
-    """A lifecycle event from libvirt for a domain on `host`."""
+def vm_observe_event(*, host: Host, uuid: str) -> None:
+    """A lifecycle event from libvirt for a domain on `host`: a cue to read the domain's state now.
+
+    The state is read when the event is handled, not taken from the event: events queued behind a
+    busy moment (a snapshot pauses the guest, a revert restarts it) must not replay old states.
+    """
     try:
         vm = VM.objects.select_related("owner").get(host=host, uuid=uuidlib.UUID(uuid))
     except (VM.DoesNotExist, ValueError):
+        return
+    try:
+        state = get_driver(host.uri).domain_info(uuid).state
+    except NotFound:
+        state = None
+    except PortalError as exc:
+        log.warning("event for %s on %s: cannot read its state: %s", vm.name, host.name, exc.message)
         return
     vm_observe(vm=vm, state=state, source="event")
 

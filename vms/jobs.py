@@ -10,7 +10,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from portal.audit import audit
-from portal.exceptions import InvalidState, NotFound, PortalError
+from portal.exceptions import Conflict, InvalidState, NotFound, PortalError
 from portal.hypervisor import PowerState, get_driver
 from portal.jobs import JobContext, job_handler
 from portal.models import AuditEvent, Job
@@ -18,7 +18,7 @@ from storage.services import volume_destroy, volume_materialize
 
 from .choices import SnapshotStatus, VMStatus
 from .models import VM, Snapshot
-from .services import vm_set_status
+from .services import snapshots_publish, vm_publish, vm_set_status
 from .specs import build_spec
 
 
@@ -246,24 +246,18 @@ def _snapshot(job: Job) -> Snapshot | None:
     return Snapshot.objects.filter(pk=job.params.get("snapshot_id")).first()
 
 
-def _publish_snapshots(vm: VM) -> None:
-    from .services import _publish_vm
-
-    _publish_vm(vm)
-
-
 def _snapshot_create_failed(job: Job, error: str) -> None:
     """Nothing half-made stays: the snapshot (if libvirt made it) and its row go."""
     vm = _vm(job)
     snapshot = _snapshot(job)
-    try:
-        get_driver(vm.host.uri).snapshot_delete(str(vm.uuid), job.params["snapshot"])
-    except PortalError:
-        pass  # the host is unreachable: the row goes anyway, the name is free to reuse
-    if snapshot is not None:
+    if snapshot is not None:  # gone already when the name was taken on the host: that one is not ours
+        try:
+            get_driver(vm.host.uri).snapshot_delete(str(vm.uuid), job.params["snapshot"])
+        except PortalError:
+            pass  # the domain or host is gone: the row goes; a retake of the name is refused while one is there
         snapshot.delete()
     _failed_audit(job, vm, f"Snapshot {job.params['snapshot']} failed: {error}")
-    _publish_snapshots(vm)
+    snapshots_publish(vm)
 
 
 @job_handler("vm.snapshot.create", on_failure=_snapshot_create_failed)
@@ -273,20 +267,26 @@ def snapshot_create(ctx: JobContext) -> dict:
     if snapshot is None:
         raise NotFound("The snapshot was deleted before it was taken.")
     ctx.progress(20, "Taking the snapshot" + (" with the memory" if vm.status in VMStatus.ACTIVE else ""))
-    info = get_driver(vm.host.uri).snapshot_create(str(vm.uuid), name=snapshot.name,
-                                                   description=snapshot.description)
+    driver = get_driver(vm.host.uri)
+    retry = ctx.job.attempts > 1  # a retry finds the snapshot its first attempt made
+    if not retry and any(s.name == snapshot.name for s in driver.list_snapshots(str(vm.uuid))):
+        snapshot.delete()  # the host's snapshot of that name is not ours: leave it alone
+        raise Conflict(f"A snapshot named {snapshot.name} exists on the host already (made outside the portal); "
+                       "choose another name.")
+    info = driver.snapshot_create(str(vm.uuid), name=snapshot.name, description=snapshot.description, adopt=retry)
     Snapshot.objects.filter(pk=snapshot.pk).update(
         status=SnapshotStatus.READY, has_memory=info.has_memory, vm_state=status_for(info.state),
         taken_at=timezone.now())
     what = "disks and memory" if info.has_memory else "disks"
     _done(ctx.job, vm, "vm.snapshot.created", f"Took snapshot {snapshot.name} of {vm.name} ({what})")
-    _publish_snapshots(vm)
+    snapshots_publish(vm)
     return {"snapshot": snapshot.name, "has_memory": info.has_memory}
 
 
 def _snapshot_revert_failed(job: Job, error: str) -> None:
     Snapshot.objects.filter(pk=job.params.get("snapshot_id")).update(status=SnapshotStatus.READY)
     _restore_from_libvirt(job, f"Revert to snapshot {job.params['snapshot']} failed: {error}")
+    snapshots_publish(_vm(job))
 
 
 @job_handler("vm.snapshot.revert", on_failure=_snapshot_revert_failed)
@@ -299,6 +299,7 @@ def snapshot_revert(ctx: JobContext) -> dict:
     info = get_driver(vm.host.uri).snapshot_revert(str(vm.uuid), snapshot.name)
     Snapshot.objects.filter(pk=snapshot.pk).update(status=SnapshotStatus.READY, reverted_at=timezone.now())
     vm_set_status(vm, status_for(info.state), last_error="", power_state=info.state, observed_at=timezone.now())
+    snapshots_publish(vm)
     _done(ctx.job, vm, "vm.snapshot.reverted", f"Reverted {vm.name} to snapshot {snapshot.name} "
                                                f"(now {status_for(info.state)})")
     return {"snapshot": snapshot.name, "state": str(info.state)}
@@ -308,7 +309,7 @@ def _snapshot_delete_failed(job: Job, error: str) -> None:
     vm = _vm(job)
     Snapshot.objects.filter(pk=job.params.get("snapshot_id")).update(status=SnapshotStatus.READY)
     _failed_audit(job, vm, f"Deleting snapshot {job.params['snapshot']} failed: {error}")
-    _publish_snapshots(vm)
+    snapshots_publish(vm)
 
 
 @job_handler("vm.snapshot.delete", on_failure=_snapshot_delete_failed)
@@ -319,7 +320,7 @@ def snapshot_delete(ctx: JobContext) -> dict:
     get_driver(vm.host.uri).snapshot_delete(str(vm.uuid), name)
     Snapshot.objects.filter(pk=ctx.job.params.get("snapshot_id")).delete()
     _done(ctx.job, vm, "vm.snapshot.deleted", f"Deleted snapshot {name} of {vm.name}")
-    _publish_snapshots(vm)
+    snapshots_publish(vm)
     return {"snapshot": name}
 
 
@@ -331,9 +332,7 @@ def _grow_failed(job: Job, error: str) -> None:
     VM.objects.filter(pk=vm.pk, disk_gib=job.params["disk_gib"]).update(disk_gib=job.params["previous_gib"])
     vm.refresh_from_db()
     _failed_audit(job, vm, f"Growing the disk to {job.params['disk_gib']} GiB failed: {error}")
-    from .services import _publish_vm
-
-    _publish_vm(vm)
+    vm_publish(vm)
 
 
 @job_handler("vm.disk.grow", on_failure=_grow_failed)

@@ -25,25 +25,44 @@ log = logging.getLogger("vms.monitor")
 
 def monitor_run(*, interval: float, should_stop: Callable[[], bool], once: bool = False) -> None:
     """Watch every enabled host until `should_stop()` is true (checked at least once a second)."""
-    events: queue.Queue[tuple[int, LifecycleEvent]] = queue.Queue()
-    registered: set[str] = set()
-    next_sync = 0.0
+    monitor = _Monitor(interval)
     log.info("hypervisor monitor started: %d enabled host(s), reconcile every %s s",
              Host.objects.filter(enabled=True).count(), interval)
     while not should_stop():
+        try:
+            synced = monitor.turn()
+        except Exception:  # the database or a host hiccuped: say so, keep watching
+            log.exception("hypervisor monitor turn failed; retrying in a second")
+            time.sleep(1.0)
+            continue
+        if once and synced:
+            break
+    close_old_connections()
+
+
+class _Monitor:
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self.events: queue.Queue[tuple[int, LifecycleEvent]] = queue.Queue()
+        self.registered: set[str] = set()
+        self.next_sync = 0.0
+
+    def turn(self) -> bool:
+        """(Re)watch hosts, reconcile when due, handle at most one event; True when it reconciled."""
         close_old_connections()
         hosts = list(Host.objects.filter(enabled=True))
         for host in hosts:
-            if host.uri in registered and get_driver(host.uri).is_alive():
+            if host.uri in self.registered and get_driver(host.uri).is_alive():
                 continue
             try:
-                get_driver(host.uri).register_lifecycle(lambda ev, host_id=host.pk: events.put((host_id, ev)))
-                registered.add(host.uri)
+                get_driver(host.uri).register_lifecycle(lambda ev, host_id=host.pk: self.events.put((host_id, ev)))
+                self.registered.add(host.uri)
                 log.info("watching lifecycle events of %s (%s)", host.name, host.uri)
             except PortalError as exc:
-                registered.discard(host.uri)
+                self.registered.discard(host.uri)
                 log.warning("cannot watch %s: %s", host.name, exc.message)
-        if time.monotonic() >= next_sync:
+        synced = False
+        if time.monotonic() >= self.next_sync:
             for host in hosts:
                 try:
                     result = host_sync(host=host)
@@ -53,16 +72,14 @@ def monitor_run(*, interval: float, should_stop: Callable[[], bool], once: bool 
                     log.exception("reconcile of %s failed", host.name)
             for job in jobs_reap_stale():
                 log.warning("reaped stale job %s (%s): now %s", job.pk, job.kind, job.status)
-            next_sync = time.monotonic() + interval
-            if once:
-                return
+            self.next_sync = time.monotonic() + self.interval
+            synced = True
         try:
-            host_id, ev = events.get(timeout=1.0)
+            host_id, ev = self.events.get(timeout=1.0)
         except queue.Empty:
-            continue
+            return synced
         try:
-            host = Host.objects.get(pk=host_id)
-            vm_observe_event(host=host, uuid=ev.uuid, state=None if ev.event == "undefined" else ev.state)
+            vm_observe_event(host=Host.objects.get(pk=host_id), uuid=ev.uuid)
         except Exception:
             log.exception("handling event %s failed", ev)
-    close_old_connections()
+        return synced

@@ -69,13 +69,15 @@ def vm_snapshots(*, vm: VM) -> QuerySet:
 
 
 def vm_snapshot_get(*, vm: VM, key):
-    """One of the VM's snapshots, by row, name or numeric id (another VM's snapshot is not found)."""
+    """One of the VM's snapshots: by row or id (an int, or a string of digits: names never are), else
+    by name. Another VM's snapshot is not found."""
     qs = vm_snapshots(vm=vm)
-    pk = getattr(key, "pk", None)
-    text = str(key).strip() if pk is None else ""
-    found = qs.filter(pk=pk).first() if pk is not None else qs.filter(name=text).first()
-    if found is None and text.isdigit():
-        found = qs.filter(pk=int(text)).first()
+    if hasattr(key, "pk"):
+        found = qs.filter(pk=key.pk).first()
+    elif isinstance(key, int) or str(key).strip().isdigit():
+        found = qs.filter(pk=int(key)).first()
+    else:
+        found = qs.filter(name=str(key).strip()).first()
     if found is None:
         raise NotFound(f"{vm.name} has no snapshot {str(getattr(key, 'name', key))[:63]!r}.")
     return found

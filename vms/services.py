@@ -14,6 +14,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from portal.audit import audit
+from portal.choices import JobStatus
 from portal.events import STAFF_GROUP, publish, team_group, user_group
 from portal.exceptions import Conflict, InvalidState, NotFound, PermissionDenied, ValidationFailed
 from portal.hypervisor import get_driver
@@ -51,11 +52,21 @@ def vm_event(vm: VM) -> dict:
     }
 
 
-def _publish_vm(vm: VM) -> None:
+def _vm_groups(vm: VM) -> list[str]:
+    """Who hears about a VM live: staff, its owner, its team."""
     groups = [STAFF_GROUP, user_group(vm.owner_id)]
     if vm.group_id:
         groups.append(team_group(vm.group_id))
-    publish(groups, vm_event(vm))
+    return groups
+
+
+def vm_publish(vm: VM) -> None:
+    publish(_vm_groups(vm), vm_event(vm))
+
+
+def snapshots_publish(vm: VM) -> None:
+    """Tell pages showing the VM that its snapshots changed (they fetch the panel again)."""
+    publish(_vm_groups(vm), {"kind": "vm_snapshots", "id": vm.pk})
 
 
 def vm_set_status(vm: VM, status: str, *, last_error: str | None = None, **fields) -> VM:
@@ -68,7 +79,7 @@ def vm_set_status(vm: VM, status: str, *, last_error: str | None = None, **field
     for key, value in fields.items():
         setattr(vm, key, value)
     VM.objects.filter(pk=vm.pk).update(**update)
-    _publish_vm(vm)
+    vm_publish(vm)
     return vm
 
 
@@ -185,7 +196,7 @@ def vm_create(*, actor, via: str, name: str, image=None, flavor=None, vcpus=None
                   outcome=AuditEvent.Outcome.REQUESTED,
                   message=f"Create {name}: {vcpus} vCPU, {memory_mib} MiB, {disk_gib} GiB, image {image.name}",
                   data={"vcpus": vcpus, "memory_mib": memory_mib, "disk_gib": disk_gib, "image": image.name})
-            _publish_vm(vm)
+            vm_publish(vm)
     except IntegrityError:  # the unique (owner, name) constraint lost a race with a twin request
         raise ValidationFailed(f"You already have a VM named {name!r}.", field="name") from None
     return ActionResult(vm, job, f"Creating {name}.")
@@ -358,7 +369,7 @@ def vm_update(*, actor, via: str, vm: VM | int, name: str | None = None,
             raise ValidationFailed(f"You already have a VM named {vm.name!r}.", field="name") from None
         audit(actor=actor, via=via, action="vm.update", target=vm,
               message="; ".join(f"{k}: {old!r} → {new!r}" for k, (old, new) in changes.items()))
-        _publish_vm(vm)
+        vm_publish(vm)
     if vm.status not in (VMStatus.CREATING, VMStatus.DELETING):
         try:
             get_driver(vm.host.uri).set_title(str(vm.uuid), title=vm.name, description=vm.description)
@@ -368,9 +379,6 @@ def vm_update(*, actor, via: str, vm: VM | int, name: str | None = None,
 
 
 # --- disk --------------------------------------------------------------------------------------------
-
-_GROW_VM_STATES = {VMStatus.RUNNING, VMStatus.STOPPED, VMStatus.PAUSED}
-
 
 def vm_grow_disk(*, actor, via: str, vm: VM | int, disk_gib) -> ActionResult:
     """Grow the VM's disk (never shrink), charged to its owner's (or team's) disk quota.
@@ -385,13 +393,7 @@ def vm_grow_disk(*, actor, via: str, vm: VM | int, disk_gib) -> ActionResult:
         if new_size < vm.disk_gib:
             raise ValidationFailed(f"A disk can only grow: {vm.name}'s is {vm.disk_gib} GiB, so give more than that.",
                                    field="disk_gib")
-        if vm.status not in _GROW_VM_STATES:
-            raise InvalidState(f"Cannot grow the disk of {vm.name}: it is busy ({vm.get_status_display().lower()}).",
-                               status=vm.status)
-        busy = _snapshot_busy(vm)
-        if busy is not None:
-            raise InvalidState(f"Cannot grow the disk of {vm.name}: {_busy_text(busy)}. "
-                               "Try again when it has finished.", status=vm.status)
+        _refuse_while_busy(vm, "grow the disk of")
         disks = vm.volumes.count()
         if disks != 1:
             raise Conflict(f"{vm.name} has {disks} disks; only a single-disk VM can be grown here.")
@@ -409,14 +411,15 @@ def vm_grow_disk(*, actor, via: str, vm: VM | int, disk_gib) -> ActionResult:
         audit(actor=actor, via=via, action="vm.disk.grow", target=vm, job=job, outcome=AuditEvent.Outcome.REQUESTED,
               message=f"Grow the disk of {vm.name} from {old_size} to {new_size} GiB",
               data={"previous_gib": old_size, "disk_gib": new_size})
-        _publish_vm(vm)
+        vm_publish(vm)
     return ActionResult(vm, job, f"Growing the disk of {vm.name} to {new_size} GiB.")
 
 # --- snapshots ----------------------------------------------------------------------------------
 # Internal snapshots inside the VM's qcow2 disks: with the RAM when the VM runs (revert resumes the
 # guest where it was), disks only when it is off. One snapshot operation per VM at a time.
 
-_SNAPSHOT_VM_STATES = {VMStatus.RUNNING, VMStatus.STOPPED, VMStatus.PAUSED}
+# The VM states in which snapshots and disk growth may start (adapters read it to enable buttons).
+SNAPSHOT_VM_STATES = (VMStatus.RUNNING, VMStatus.STOPPED, VMStatus.PAUSED)
 _BUSY_TEXT = {
     SnapshotStatus.CREATING: "snapshot {name} is being taken",
     SnapshotStatus.REVERTING: "it is being reverted to snapshot {name}",
@@ -432,10 +435,14 @@ def _busy_text(snapshot: Snapshot) -> str:
     return _BUSY_TEXT[snapshot.status].format(name=snapshot.name)
 
 
-def _snapshot_ready_vm(*, actor, vm: VM | int, verb: str) -> VM:
-    """Lock the VM and check that a snapshot operation may start now."""
-    vm = _lock_visible(actor=actor, vm=vm)
-    if vm.status not in _SNAPSHOT_VM_STATES:
+def _active_job(vm: VM) -> Job | None:
+    """A queued or running job on the VM (pause and resume have no transitional state to show it)."""
+    return Job.objects.filter(target_type="vm", target_id=str(vm.pk), status__in=JobStatus.ACTIVE).first()
+
+
+def _refuse_while_busy(vm: VM, verb: str) -> None:
+    """Snapshot and disk operations wait for whatever else is under way on the VM."""
+    if vm.status not in SNAPSHOT_VM_STATES:
         state = vm.get_status_display().lower()
         reason = f"is busy ({state})" if vm.is_transitional else f"is {state}"
         raise InvalidState(f"Cannot {verb} {vm.name}: it {reason}.", status=vm.status)
@@ -443,6 +450,16 @@ def _snapshot_ready_vm(*, actor, vm: VM | int, verb: str) -> VM:
     if busy is not None:
         raise InvalidState(f"Cannot {verb} {vm.name}: {_busy_text(busy)}. Try again when it has finished.",
                            status=vm.status)
+    job = _active_job(vm)
+    if job is not None:
+        raise InvalidState(f"Cannot {verb} {vm.name}: a {job.kind.split('.', 1)[-1].replace('.', ' ')} job is "
+                           f"{job.get_status_display().lower()}. Try again when it has finished.", status=vm.status)
+
+
+def _snapshot_ready_vm(*, actor, vm: VM | int, verb: str) -> VM:
+    """Lock the VM and check that a snapshot operation may start now."""
+    vm = _lock_visible(actor=actor, vm=vm)
+    _refuse_while_busy(vm, verb)
     return vm
 
 
@@ -477,6 +494,7 @@ def snapshot_create(*, actor, via: str, vm: VM | int, name: str | None = None,
         audit(actor=actor, via=via, action="vm.snapshot.create", target=vm, job=job,
               outcome=AuditEvent.Outcome.REQUESTED, message=f"Snapshot {vm.name}{with_ram} as {name}",
               data={"snapshot": name})
+        snapshots_publish(vm)
     return snapshot, job
 
 
@@ -492,7 +510,7 @@ def snapshot_revert(*, actor, via: str, vm: VM | int, snapshot: Snapshot | int |
         audit(actor=actor, via=via, action="vm.snapshot.revert", target=vm, job=job,
               outcome=AuditEvent.Outcome.REQUESTED, message=f"Revert {vm.name} to snapshot {snapshot.name}",
               data={"snapshot": snapshot.name})
-        _publish_vm(vm)
+        snapshots_publish(vm)
     return snapshot, job
 
 
@@ -517,4 +535,5 @@ def snapshot_delete(*, actor, via: str, vm: VM | int, snapshot: Snapshot | int |
         audit(actor=actor, via=via, action="vm.snapshot.delete", target=vm, job=job,
               outcome=AuditEvent.Outcome.REQUESTED, message=f"Delete snapshot {snapshot.name} of {vm.name}",
               data={"snapshot": snapshot.name})
+        snapshots_publish(vm)
     return snapshot, job

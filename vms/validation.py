@@ -47,6 +47,8 @@ def validate_snapshot_name(name: object) -> str:
     value = name.strip()
     if len(value) > 63:
         raise ValidationFailed(f"Snapshot name is too long ({len(value)} characters, at most 63).", field="name")
+    if value.isdigit():  # a number always means a snapshot's id, in URLs and buttons
+        raise ValidationFailed(f"Invalid snapshot name {value!r}: it needs a letter (e.g. v{value}).", field="name")
     if not SNAPSHOT_NAME_RE.match(value):
         raise ValidationFailed(f"Invalid snapshot name {value[:70]!r}: use 1–63 letters, digits, dots, "
                                "hyphens and underscores, starting with a letter or digit (e.g. before-upgrade).",

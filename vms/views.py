@@ -251,7 +251,7 @@ def _snapshot_context(vm) -> dict:
         "snapshots_busy": any(s.is_busy for s in snapshots),
         "snapshots_full": len(snapshots) >= settings.SNAPSHOTS_PER_VM,
         "snapshots_max": settings.SNAPSHOTS_PER_VM,
-        "snapshots_allowed": vm.status in (VMStatus.RUNNING, VMStatus.STOPPED, VMStatus.PAUSED),
+        "snapshots_allowed": vm.status in services.SNAPSHOT_VM_STATES,
     }
 
 

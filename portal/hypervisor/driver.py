@@ -496,19 +496,24 @@ class LibvirtDriver:
             current = False
         return domain_xml.parse_snapshot(snap.getXMLDesc(0), is_current=current)
 
-    def snapshot_create(self, uuid: str, *, name: str, description: str = "") -> SnapshotInfo:
+    def snapshot_create(self, uuid: str, *, name: str, description: str = "", adopt: bool = False) -> SnapshotInfo:
         """Take an internal snapshot: disks only when the domain is off, disks and RAM when it runs.
 
-        Idempotent: a snapshot of that name that already exists is returned as it is.
+        A snapshot of that name that exists already is an error, unless `adopt` (a retry of the
+        same request): then it is returned as it is.
         """
 
         def fn(conn: libvirt.virConnect) -> SnapshotInfo:
             dom = self._lookup(conn, uuid)
             try:
-                return self._snapshot_info(dom, dom.snapshotLookupByName(name, 0))
+                existing = dom.snapshotLookupByName(name, 0)
             except libvirt.libvirtError as exc:
                 if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN_SNAPSHOT:
                     raise
+            else:
+                if adopt:
+                    return self._snapshot_info(dom, existing)
+                raise HypervisorInvalidState(f"a snapshot named {name!r} exists on the host already")
             xml = domain_xml.snapshot_xml(name=name, description=description, with_memory=bool(dom.isActive()))
             snap = dom.snapshotCreateXML(xml, 0)
             return self._snapshot_info(dom, snap)
@@ -625,8 +630,9 @@ class LibvirtDriver:
             return self._conn is not None and bool(self._conn.isAlive())
 
     # -- storage ----------------------------------------------------------------------------
-    def ensure_pool(self, name: str, path: str) -> None:
-        """A started, autostarting dir pool `name` at `path` (created if missing)."""
+    def ensure_pool(self, name: str, path: str, *, only_if_missing: bool = False) -> None:
+        """A started, autostarting dir pool `name` at `path` (created if missing). With
+        `only_if_missing`, a pool that exists is left as it is (an administrator may have stopped it)."""
 
         def fn(conn: libvirt.virConnect) -> None:
             try:
@@ -637,6 +643,9 @@ class LibvirtDriver:
                 pool = conn.storagePoolDefineXML(domain_xml.pool_xml(name=name, path=path), 0)
                 if not self.is_test:
                     pool.build(0)
+            else:
+                if only_if_missing:
+                    return
             if not pool.isActive():
                 pool.create(0)
             try:

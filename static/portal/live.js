@@ -195,22 +195,36 @@
     $all(document, attrEq("data-snapshots-panel", ev.target_id)).forEach(reloadSnapshotPanel);
   }
 
+  // A panel is fetched again at most one request at a time; a newer answer always wins, and the
+  // swap waits while the user is in a confirmation dialog or typing a snapshot name.
+  var panelSeq = {};
   function reloadSnapshotPanel(panel) {
+    var vmId = panel.dataset.snapshotsPanel;
+    var seq = panelSeq[vmId] = (panelSeq[vmId] || 0) + 1;
     fetch(panel.dataset.snapshotsUrl, { credentials: "same-origin", cache: "no-store" })
       .then(function (r) { return r.ok ? r.text() : null; })
-      .then(function (html) {
-        if (!html) return;
-        var holder = document.createElement("div");
-        holder.innerHTML = html;
-        var fresh = holder.querySelector("[data-snapshots-panel]");
-        var current = document.querySelector(attrEq("data-snapshots-panel", panel.dataset.snapshotsPanel));
-        if (!fresh || !current) return;
-        var typed = current.querySelector("#id_snapshot_name");
-        var keep = typed && typed.value;
-        current.parentNode.replaceChild(fresh, current);
-        if (keep) fresh.querySelector("#id_snapshot_name").value = keep;  // what the user was typing stays
-      })
+      .then(function (html) { if (html) swapSnapshotPanel(vmId, seq, html); })
       .catch(function () {});
+  }
+
+  function swapSnapshotPanel(vmId, seq, html) {
+    if (panelSeq[vmId] !== seq) return;  // an older answer: a newer request is under way
+    var current = document.querySelector(attrEq("data-snapshots-panel", vmId));
+    if (!current) return;
+    var busy = document.querySelector("dialog[open]") ||
+      (document.activeElement && current.contains(document.activeElement) && document.activeElement.tagName === "INPUT");
+    if (busy) {
+      setTimeout(function () { swapSnapshotPanel(vmId, seq, html); }, 1000);
+      return;
+    }
+    var holder = document.createElement("div");
+    holder.innerHTML = html;
+    var fresh = holder.querySelector("[data-snapshots-panel]");
+    if (!fresh) return;
+    var typed = current.querySelector("#id_snapshot_name");
+    var keep = typed && typed.value;
+    current.parentNode.replaceChild(fresh, current);
+    if (keep) fresh.querySelector("#id_snapshot_name").value = keep;  // what the user typed stays
   }
 
   // VMs on the page that the server no longer lists (deleted while the page loaded) go away.
@@ -231,6 +245,9 @@
     if (ev.kind === "vm") applyVm(ev);
     else if (ev.kind === "job") applyJob(ev);
     else if (ev.kind === "snapshot") markMissing(ev.vm_ids || []);
+    else if (ev.kind === "vm_snapshots") {
+      $all(document, attrEq("data-snapshots-panel", ev.id)).forEach(reloadSnapshotPanel);
+    }
   }
 
   // --- Transport: websocket first, polling as the fallback -----------------------------------

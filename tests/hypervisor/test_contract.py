@@ -161,7 +161,10 @@ def test_snapshots_with_and_without_memory_revert_and_delete(driver, spec):
         running = driver.snapshot_create(s.uuid, name="running-1", description="a & b <c>")
         assert running.has_memory and running.state == PowerState.RUNNING
         assert running.description == "a & b <c>"
-        assert driver.snapshot_create(s.uuid, name="running-1").name == "running-1"  # idempotent
+        with pytest.raises(HypervisorInvalidState, match="exists on the host already"):
+            driver.snapshot_create(s.uuid, name="running-1")
+        again = driver.snapshot_create(s.uuid, name="running-1", adopt=True)  # a retry takes its own
+        assert (again.name, again.created_at, again.has_memory) == ("running-1", running.created_at, True)
         driver.destroy(s.uuid)
         off = driver.snapshot_create(s.uuid, name="off-1")
         assert not off.has_memory and off.state == PowerState.SHUTOFF

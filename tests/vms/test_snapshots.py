@@ -53,7 +53,7 @@ def test_snapshot_of_a_stopped_vm_holds_the_disks_only_and_gets_a_default_name(t
     assert not libvirt_snapshots(vm)[snapshot.name].has_memory
 
 
-@pytest.mark.parametrize("name", ["-x", "a b", "a<b", "it's", "x" * 64, "a/b"])
+@pytest.mark.parametrize("name", ["-x", "a b", "a<b", "it's", "x" * 64, "a/b", "42"])
 def test_bad_snapshot_names_are_refused_and_nothing_is_made(test_host, alice, name):
     vm = make_vm(alice)
     with pytest.raises(ValidationFailed) as err:
@@ -88,6 +88,11 @@ def test_revert_brings_back_the_running_vm_and_is_not_seen_as_drift(test_host, a
     reverted.refresh_from_db()
     assert reverted.status == SnapshotStatus.READY and reverted.reverted_at is not None
     assert AuditEvent.objects.filter(target_id=str(vm.pk), action="vm.snapshot.reverted").exists()
+    from vms.hosts import host_sync
+
+    host_sync(host=test_host)
+    vm.refresh_from_db()
+    assert vm.status == VMStatus.RUNNING
     assert not AuditEvent.objects.filter(target_id=str(vm.pk), action="vm.drift").exists()
 
 
@@ -166,3 +171,38 @@ def test_reconcile_leaves_a_vm_being_reverted_to_its_job(test_host, alice):
     host_sync(host=test_host)
     vm.refresh_from_db()
     assert vm.status == VMStatus.STOPPED  # without a revert under way, the same is drift
+
+
+def test_ids_and_names_never_mix_up(test_host, alice):
+    vm = make_vm(alice)
+    first = services.snapshot_create(actor=alice, via="cli", vm=vm, name="first")[0]
+    second = services.snapshot_create(actor=alice, via="cli", vm=vm, name=f"v{first.pk}")[0]
+    from vms.selectors import vm_snapshot_get
+
+    assert vm_snapshot_get(vm=vm, key=str(first.pk)) == first  # digits: always an id
+    assert vm_snapshot_get(vm=vm, key=first.pk) == first
+    assert vm_snapshot_get(vm=vm, key=f"v{first.pk}") == second
+    services.snapshot_delete(actor=alice, via="web", vm=vm, snapshot=first.pk)
+    assert list(vm.snapshots.values_list("name", flat=True)) == [f"v{first.pk}"]
+
+
+def test_snapshot_waits_for_a_queued_job_on_the_vm(test_host, alice):
+    vm = make_vm(alice)
+    Job.objects.create(kind="vm.pause", target_type="vm", target_id=str(vm.pk), target_name=vm.name,
+                       status="pending", via="cli")
+    with pytest.raises(InvalidState, match="a pause job is pending"):
+        services.snapshot_create(actor=alice, via="cli", vm=vm)
+    with pytest.raises(InvalidState, match="a pause job is pending"):
+        services.snapshot_revert(actor=alice, via="cli", vm=vm, snapshot="x")
+    assert not Snapshot.objects.exists()
+
+
+def test_a_snapshot_of_that_name_made_outside_the_portal_is_neither_taken_over_nor_removed(test_host, alice):
+    vm = make_vm(alice)
+    driver = get_driver("test:///default")
+    driver.snapshot_create(str(vm.uuid), name="handmade")  # as `virsh snapshot-create-as` would
+    _, job = services.snapshot_create(actor=alice, via="cli", vm=vm, name="handmade")
+    job = Job.objects.get(pk=job.pk)
+    assert job.status == "failed" and "exists on the host already (made outside the portal)" in job.error
+    assert not Snapshot.objects.exists()
+    assert "handmade" in libvirt_snapshots(vm)  # still there, untouched

@@ -245,7 +245,7 @@ class VMViewSet(viewsets.GenericViewSet):
                    responses={200: SnapshotSerializer, 404: NOT_FOUND})
     @extend_schema(methods=["DELETE"], parameters=[VM_ID, SNAPSHOT_ID], request=None,
                    responses={202: SnapshotOperationSerializer, 404: NOT_FOUND, 409: WRONG_STATE})
-    @action(detail=True, methods=["get", "delete"], url_path=r"snapshots/(?P<sid>[^/.]+)", url_name="snapshot")
+    @action(detail=True, methods=["get", "delete"], url_path=r"snapshots/(?P<sid>[^/]+)", url_name="snapshot")
     def snapshot(self, request, pk=None, sid=None):
         """GET: one snapshot (by id or name). DELETE: delete it; the VM stays as it is."""
         vm = self.get_object()
@@ -257,7 +257,7 @@ class VMViewSet(viewsets.GenericViewSet):
 
     @extend_schema(parameters=[VM_ID, SNAPSHOT_ID], request=None,
                    responses={202: SnapshotOperationSerializer, 404: NOT_FOUND, 409: WRONG_STATE})
-    @action(detail=True, methods=["post"], url_path=r"snapshots/(?P<sid>[^/.]+)/revert", url_name="snapshot-revert")
+    @action(detail=True, methods=["post"], url_path=r"snapshots/(?P<sid>[^/]+)/revert", url_name="snapshot-revert")
     def snapshot_revert(self, request, pk=None, sid=None):
         """Revert the VM to the snapshot: changes since are lost; it comes back running if the RAM was kept."""
         vm = self.get_object()

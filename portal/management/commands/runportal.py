@@ -82,6 +82,12 @@ class Command(BaseCommand):
 
     def _single_process(self, bind: str, port: int) -> None:
         from daphne.cli import CommandLineInterface
+        from django.core.management.base import CommandError
+
+        if settings.TASKS["default"]["BACKEND"] != IMMEDIATE_BACKEND:
+            raise CommandError("--single-process runs no job worker: it needs "
+                               f"PORTAL_TASKS_BACKEND={IMMEDIATE_BACKEND} (runportal sets it by itself on "
+                               "libvirt's test driver).")
 
         from vms.monitor import monitor_run
 
