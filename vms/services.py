@@ -503,14 +503,8 @@ def snapshot_revert(*, actor, via: str, vm: VM | int, snapshot: Snapshot | int |
     with transaction.atomic():
         vm = _snapshot_ready_vm(actor=actor, vm=vm, verb="revert")
         snapshot = vm_snapshot_get(vm=vm, key=snapshot)
-        job = job_create(kind="vm.snapshot.revert", actor=actor, via=via, target=vm,
-                         params={"snapshot_id": snapshot.pk, "snapshot": snapshot.name, "previous": vm.status})
-        Snapshot.objects.filter(pk=snapshot.pk).update(status=SnapshotStatus.REVERTING)
-        snapshot.status = SnapshotStatus.REVERTING
-        audit(actor=actor, via=via, action="vm.snapshot.revert", target=vm, job=job,
-              outcome=AuditEvent.Outcome.REQUESTED, message=f"Revert {vm.name} to snapshot {snapshot.name}",
-              data={"snapshot": snapshot.name})
-        snapshots_publish(vm)
+        job = _snapshot_job(actor=actor, via=via, vm=vm, snapshot=snapshot, op="revert",
+                            status=SnapshotStatus.REVERTING, message=f"Revert {vm.name} to snapshot {snapshot.name}")
     return snapshot, job
 
 
@@ -528,12 +522,18 @@ def snapshot_delete(*, actor, via: str, vm: VM | int, snapshot: Snapshot | int |
         if vm.is_transitional:
             raise InvalidState(f"Cannot delete snapshot {snapshot.name}: {vm.name} is busy "
                                f"({vm.get_status_display().lower()}).", status=vm.status)
-        job = job_create(kind="vm.snapshot.delete", actor=actor, via=via, target=vm,
-                         params={"snapshot_id": snapshot.pk, "snapshot": snapshot.name})
-        Snapshot.objects.filter(pk=snapshot.pk).update(status=SnapshotStatus.DELETING)
-        snapshot.status = SnapshotStatus.DELETING
-        audit(actor=actor, via=via, action="vm.snapshot.delete", target=vm, job=job,
-              outcome=AuditEvent.Outcome.REQUESTED, message=f"Delete snapshot {snapshot.name} of {vm.name}",
-              data={"snapshot": snapshot.name})
-        snapshots_publish(vm)
+        job = _snapshot_job(actor=actor, via=via, vm=vm, snapshot=snapshot, op="delete",
+                            status=SnapshotStatus.DELETING, message=f"Delete snapshot {snapshot.name} of {vm.name}")
     return snapshot, job
+
+
+def _snapshot_job(*, actor, via: str, vm: VM, snapshot: Snapshot, op: str, status: str, message: str) -> Job:
+    """Record phase of a revert or delete: the snapshot turns busy, the job is queued, audited, told."""
+    job = job_create(kind=f"vm.snapshot.{op}", actor=actor, via=via, target=vm,
+                     params={"snapshot_id": snapshot.pk, "snapshot": snapshot.name, "previous": vm.status})
+    Snapshot.objects.filter(pk=snapshot.pk).update(status=status)
+    snapshot.status = status
+    audit(actor=actor, via=via, action=f"vm.snapshot.{op}", target=vm, job=job,
+          outcome=AuditEvent.Outcome.REQUESTED, message=message, data={"snapshot": snapshot.name})
+    snapshots_publish(vm)
+    return job
