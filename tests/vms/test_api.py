@@ -554,3 +554,20 @@ def test_snapshot_errors_through_the_api(as_alice, bob, client_for, settings):
     assert as_bob.post(f"{base}one/revert/").status_code == 404
     assert as_bob.delete(f"{base}one/").status_code == 404
     assert [s["name"] for s in as_alice.get(base).json()["results"]] == ["one"]
+
+
+def test_token_endpoint_is_throttled_against_password_guessing(alice, test_host):
+    from django.core.cache import cache
+
+    cache.clear()
+    anonymous = APIClient()
+    for _ in range(10):
+        wrong = anonymous.post("/api/auth/token/", {"username": "alice", "password": "guess"}, format="json")
+        assert wrong.status_code == 400
+    refused = anonymous.post("/api/auth/token/", {"username": "alice", "password": "pw-alice"}, format="json")
+    assert refused.status_code == 429
+    assert refused.json()["code"] == "throttled" and "available in" in refused.json()["detail"]
+    assert int(refused["Retry-After"]) > 0
+    cache.clear()
+    assert anonymous.post("/api/auth/token/", {"username": "alice", "password": "pw-alice"},
+                          format="json").status_code == 200

@@ -1,7 +1,6 @@
 """REST routes under /api/ (included from portal/api_urls.py). Route names start with `api-`."""
 
 from django.urls import path
-from rest_framework.authtoken.views import obtain_auth_token
 from rest_framework.routers import DefaultRouter
 
 from . import views
@@ -15,6 +14,6 @@ router.register("hosts", views.HostViewSet, basename="api-host")
 
 urlpatterns = [
     path("quota/", views.QuotaView.as_view(), name="api-quota"),
-    path("auth/token/", obtain_auth_token, name="api-token"),
+    path("auth/token/", views.TokenView.as_view(), name="api-token"),
     *router.urls,
 ]

@@ -10,9 +10,11 @@ from django.conf import settings
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import status, viewsets
+from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.decorators import action
 from rest_framework.permissions import IsAdminUser
 from rest_framework.response import Response
+from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
 from portal.api import ErrorSerializer, Pagination, QuotaErrorSerializer, ValidationErrorSerializer
@@ -371,6 +373,17 @@ class HostViewSet(viewsets.GenericViewSet):
     @extend_schema(parameters=[NAME_OR_ID], responses={200: HostSerializer, 404: NOT_FOUND})
     def retrieve(self, request, pk=None):
         return Response(HostSerializer(host_get(name_or_id=pk)).data)
+
+
+class TokenView(ObtainAuthToken):
+    """Trade a username and password for an API token (`Authorization: Token …`).
+
+    Throttled per client address (`PORTAL_API_TOKEN_RATE`, 10 a minute by default): password guessing
+    gets 429 with the seconds to wait.
+    """
+
+    throttle_classes = [ScopedRateThrottle]
+    throttle_scope = "token"
 
 
 class QuotaView(APIView):
