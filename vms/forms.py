@@ -24,6 +24,7 @@ class VMCreateForm(forms.Form):
     memory_mib = forms.CharField(required=False, label="Memory (MiB)")
     disk_gib = forms.CharField(required=False, label="Disk (GiB)")
     image = forms.CharField(required=False)
+    group = forms.CharField(required=False, label="Team")
     description = forms.CharField(required=False, strip=False, widget=forms.Textarea,
                                   max_length=DESCRIPTION_MAX * 2)
 
@@ -39,7 +40,8 @@ class VMCreateForm(forms.Form):
     def service_kwargs(self) -> dict:
         """The arguments for vms.services.vm_create: a flavor name, or the three custom sizes."""
         data = self.cleaned_data
-        kwargs = {"name": data["name"], "description": data["description"], "image": data["image"] or None}
+        kwargs = {"name": data["name"], "description": data["description"], "image": data["image"] or None,
+                  "group": data["group"] or None}
         if data["flavor"] and data["flavor"] != CUSTOM:
             kwargs["flavor"] = data["flavor"]
         else:

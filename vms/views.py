@@ -141,6 +141,11 @@ def vm_create_view(request: HttpRequest) -> HttpResponse:
             return redirect("vms:detail", pk=result.vm.pk)
     usage = quota_usage(user=request.user)
     remaining = {u.resource: u.remaining for u in usage}
+    teams = list(request.user.groups.order_by("name"))
+    # What is left for each owner the VM can have (you, or one of your teams): the page's size check.
+    quota_by_owner = {"": _quota_view(usage)}
+    for team in teams:
+        quota_by_owner[team.name] = _quota_view(quota_usage(group=team))
     for flavor in flavors:
         flavor.fits = (remaining["vms"] >= 1 and flavor.vcpus <= remaining["vcpus"]
                        and flavor.memory_mib <= remaining["memory_mib"] and flavor.disk_gib <= remaining["disk_gib"])
@@ -153,12 +158,26 @@ def vm_create_view(request: HttpRequest) -> HttpResponse:
         "remaining": remaining,
         "selected_flavor": selected_flavor,
         "selected_image": str(form["image"].value() or ""),
+        "teams": teams,
+        "selected_team": str(form["group"].value() or ""),
+        "quota_by_owner": quota_by_owner,
         "custom": CUSTOM,
         "name_pattern": NAME_PATTERN_HTML,
         "name_help": NAME_HELP,
         "description_max": DESCRIPTION_MAX,
         "limits": settings.VM_LIMITS,
     }, status=400 if form.errors else 200)
+
+
+def _quota_view(usage) -> dict:
+    """Remaining quota per resource, with the words the page shows ("2 left of 3")."""
+    from .templatetags.portal_ui import mib
+
+    def amount(u, value):
+        return mib(value) if u.resource == "memory_mib" else f"{value}{' ' + u.unit if u.unit else ''}"
+
+    return {u.resource: {"remaining": u.remaining, "left": amount(u, u.remaining),
+                         "limit": f"left of {amount(u, u.limit)}"} for u in usage}
 
 
 def _detail(request: HttpRequest, vm, *, edit_form: VMUpdateForm | None = None, status: int = 200) -> HttpResponse:

@@ -91,7 +91,51 @@
     };
   }
 
+  // With teams, the VM's owner decides whose quota it uses: the numbers and the check follow it.
+  var owner = form.querySelector("[data-owner-select]");
+  var byOwner = null;
+  var byOwnerNode = document.getElementById("quota-by-owner");
+  if (byOwnerNode) {
+    try { byOwner = JSON.parse(byOwnerNode.textContent); } catch (e) { byOwner = null; }
+  }
+  var whose = "your";
+
+  function applyOwner() {
+    if (!owner || !byOwner) return;
+    var team = owner.value;
+    var q = byOwner[team];
+    if (!q) return;
+    whose = team ? "team " + team + "'s" : "your";
+    document.querySelectorAll("[data-owner-label]").forEach(function (el) {
+      el.textContent = team ? " (team " + team + ")" : "";
+    });
+    document.querySelectorAll("[data-remaining]").forEach(function (row) {
+      var r = q[row.dataset.remaining];
+      if (!r) return;
+      remaining[row.dataset.remaining] = r.remaining;
+      row.dataset.value = r.remaining;
+      row.classList.toggle("is-full", r.remaining === 0);
+      var left = row.querySelector("[data-remaining-left]");
+      var limit = row.querySelector("[data-remaining-limit]");
+      if (left) left.textContent = r.left;
+      if (limit) limit.textContent = r.limit;
+    });
+  }
+
+  function markFlavors() {
+    form.querySelectorAll("input[name=flavor][data-vcpus]").forEach(function (radio) {
+      var fits = (remaining.vms === undefined || remaining.vms >= 1) &&
+        parseInt(radio.dataset.vcpus, 10) <= remaining.vcpus &&
+        parseInt(radio.dataset.memory, 10) <= remaining.memory_mib &&
+        parseInt(radio.dataset.disk, 10) <= remaining.disk_gib;
+      var choice = radio.closest(".choice");
+      if (choice) choice.classList.toggle("is-over", !fits);
+    });
+  }
+
   function update() {
+    applyOwner();
+    if (byOwner) markFlavors();
     var size = selectedSize();
     if (custom) custom.classList.toggle("is-collapsed", !(size && size.custom));
     if (!check) return;
@@ -106,10 +150,10 @@
     if (size.memory_mib > remaining.memory_mib) over.push("memory");
     if (size.disk_gib > remaining.disk_gib) over.push("disk");
     if (over.length) {
-      check.textContent = "This size needs more " + over.join(", ") + " than your quota has left.";
+      check.textContent = "This size needs more " + over.join(", ") + " than " + whose + " quota has left.";
       check.className = "quota-check is-over";
     } else {
-      check.textContent = "✓ This size fits your remaining quota.";
+      check.textContent = "✓ This size fits " + whose + " remaining quota.";
       check.className = "quota-check is-ok";
     }
   }

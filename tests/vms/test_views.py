@@ -183,6 +183,29 @@ def test_create_with_a_custom_size(client, alice, test_host):
     assert (vm.vcpus, vm.memory_mib, vm.disk_gib, vm.flavor) == (2, 256, 3, None)
 
 
+def test_team_members_choose_the_owner_and_the_team_quota_applies(client, alice, bob, test_host):
+    from django.contrib.auth.models import Group
+
+    from portal.models import Quota
+
+    team = Group.objects.create(name="infra")
+    alice.groups.add(team)
+    Quota.objects.create(group=team, max_vms=5, max_vcpus=8, max_memory_mib=4096, max_disk_gib=50)
+    client.force_login(alice)
+    page = client.get("/vms/new/").content.decode()
+    assert "Team infra, on the team's quota" in page and 'id="quota-by-owner"' in page
+    response = client.post("/vms/new/", {"name": "shared-1", "flavor": "custom", "vcpus": "1",
+                                         "memory_mib": "128", "disk_gib": "1", "group": "infra"})
+    assert response.status_code == 302
+    vm = VM.objects.get(name="shared-1")
+    assert vm.group == team and vm.owner == alice
+    refused = client.post("/vms/new/", {"name": "not-mine", "flavor": "custom", "vcpus": "1",
+                                        "memory_mib": "128", "disk_gib": "1", "group": "admins"})
+    assert refused.status_code == 400 and "Unknown group &#x27;admins&#x27; (yours: infra)" in refused.content.decode()
+    client.force_login(bob)  # not in a team: no owner choice at all
+    assert 'name="group"' not in client.get("/vms/new/").content.decode()
+
+
 def test_validation_errors_appear_next_to_their_fields(client, alice, test_host):
     client.force_login(alice)
     response = client.post("/vms/new/", {"name": "Web_1", "flavor": "custom", "vcpus": "lots",
