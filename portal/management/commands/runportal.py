@@ -46,7 +46,7 @@ class Command(BaseCommand):
         else:
             commands = {"web": [py, "-m", "daphne", "-b", bind, "-p", str(port), "portal.asgi:application"]}
             for n in range(workers):
-                commands[f"worker{n + 1}"] = [*manage, "db_worker", "--no-startup-delay"]
+                commands[f"worker{n + 1}"] = [*manage, "db_worker", "--no-startup-delay", "--no-reload"]
             commands["monitor"] = [*manage, "hypervisor_monitor"]
         procs: dict[str, subprocess.Popen] = {}
         for name, cmd in commands.items():
