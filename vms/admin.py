@@ -11,6 +11,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import ActionLocation
 from django.contrib.admin.actions import delete_selected as django_delete_selected
+from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Q
 from django.http import HttpResponseRedirect
 from django.template.response import TemplateResponse
@@ -34,8 +35,9 @@ from portal.admin_helpers import (
     when,
 )
 from portal.choices import Via
-from portal.exceptions import ValidationFailed
+from portal.exceptions import PortalError, ValidationFailed
 from portal.models import AuditEvent
+from portal.web import form_error
 from storage.models import Volume
 
 from . import hosts as host_services
@@ -327,6 +329,41 @@ class VMChangeForm(forms.ModelForm):
         return self._check(validate_description, "description")
 
 
+class VMAdminCreateForm(forms.Form):
+    """Create a VM for a user: the fields only parse; vm_create checks everything (quota included)."""
+
+    owner = forms.ModelChoiceField(queryset=None, help_text="The VM is theirs, on their quota (or their team's).")
+    name = forms.CharField(required=False, help_text=NAME_HELP)
+    image = forms.ModelChoiceField(queryset=None, required=False, empty_label="The default image")
+    flavor = forms.ModelChoiceField(queryset=None, required=False, empty_label="Custom size (below)")
+    vcpus = forms.CharField(required=False, label="vCPUs")
+    memory_mib = forms.CharField(required=False, label="Memory (MiB)")
+    disk_gib = forms.CharField(required=False, label="Disk (GiB)")
+    group = forms.ModelChoiceField(queryset=None, required=False, empty_label="None: a personal VM",
+                                   label="Team", help_text="A team VM is shared with the team and uses its quota.")
+    description = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}), strip=False)
+    start = forms.BooleanField(required=False, initial=True, help_text="Start it once created.")
+
+    def __init__(self, *args, **kwargs) -> None:
+        from django.contrib.auth import get_user_model
+        from django.contrib.auth.models import Group
+
+        from storage.models import Image
+
+        super().__init__(*args, **kwargs)
+        self.fields["owner"].queryset = get_user_model().objects.filter(is_active=True).order_by("username")
+        self.fields["image"].queryset = Image.objects.order_by("name")
+        self.fields["flavor"].queryset = Flavor.objects.all()
+        self.fields["group"].queryset = Group.objects.order_by("name")
+
+    def service_kwargs(self) -> dict:
+        data = self.cleaned_data
+        sizes = {} if data["flavor"] else {"vcpus": data["vcpus"], "memory_mib": data["memory_mib"],
+                                           "disk_gib": data["disk_gib"]}
+        return {"owner": data["owner"], "name": data["name"], "image": data["image"], "flavor": data["flavor"],
+                "group": data["group"], "description": data["description"], "start": data["start"], **sizes}
+
+
 class VolumeInline(ReadOnlyAdminMixin, admin.TabularInline):
     """The VM's disks, as the storage service recorded them (read-only)."""
 
@@ -388,9 +425,26 @@ class VMAdmin(ServiceSaveMixin, admin.ModelAdmin):
         extra = {"portal_create_url": _portal_create_url(), **(extra_context or {})}
         return super().changelist_view(request, extra)
 
-    # VMs are created by vm_create (quota, placement, the create job), never as a raw row.
-    def has_add_permission(self, request):
-        return False
+    # VMs are created by vm_create (quota, placement, the create job), never as a raw row: the add
+    # page is a form for that service (for any user), with its errors next to the fields.
+    def add_view(self, request, form_url="", extra_context=None):
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        form = VMAdminCreateForm(request.POST or None, initial={"start": True})
+        if request.method == "POST" and form.is_valid():
+            try:
+                result = services.vm_create(actor=request.user, via=Via.ADMIN, **form.service_kwargs())
+            except PortalError as exc:
+                form_error(form, exc, user=request.user)
+            else:
+                level, text = job_report(result.job, result.message)
+                self.message_user(request, text, level)
+                return HttpResponseRedirect(admin_url(result.vm, "change"))
+        context = {
+            **self.admin_site.each_context(request), "title": "Create a VM for a user", "form": form,
+            "opts": self.model._meta, "has_view_permission": True, "subtitle": None,
+        }
+        return TemplateResponse(request, "admin/vms/vm/add.html", context, status=400 if form.errors else 200)
 
     def has_change_permission(self, request, obj=None):
         if obj is not None and obj.status == VMStatus.DELETED:

@@ -163,25 +163,36 @@ def _resolve_group(*, actor, group) -> Group | None:
 
 
 def vm_create(*, actor, via: str, name: str, image=None, flavor=None, vcpus=None, memory_mib=None,
-              disk_gib=None, description: str = "", group=None, start: bool = True) -> ActionResult:
-    """Validate, reserve quota under a row lock, write the VM as `creating` and queue the create job."""
+              disk_gib=None, description: str = "", group=None, start: bool = True, owner=None) -> ActionResult:
+    """Validate, reserve quota under a row lock, write the VM as `creating` and queue the create job.
+
+    `owner` (administrators only): create the VM for another user, on that user's (or team's) quota.
+    """
     _check_actor(actor)
+    owner = owner or actor
+    if owner != actor:
+        if not actor.is_staff:
+            raise PermissionDenied("Only administrators create VMs for other users.")
+        if not owner.is_active:
+            raise ValidationFailed(f"{owner.get_username()} is inactive: VMs cannot be created for them.",
+                                   field="owner")
     name = validate_vm_name(name)
     description = validate_description(description)
     image = _resolve_image(actor=actor, image=image)
     flavor, vcpus, memory_mib, disk_gib = _resolve_size(
         flavor=flavor, vcpus=vcpus, memory_mib=memory_mib, disk_gib=disk_gib, image=image, actor=actor)
-    group = _resolve_group(actor=actor, group=group)
+    group = _resolve_group(actor=owner, group=group)
     if group is not None and not actor.is_staff and not actor.groups.filter(pk=group.pk).exists():
         raise PermissionDenied(f"You are not a member of the group {group.name}.")
     host = pick_host(vcpus=vcpus, memory_mib=memory_mib)
+    whose = "You already have" if owner == actor else f"{owner.get_username()} already has"
     try:
         with transaction.atomic():
-            quota_reserve(user=actor, group=group, vcpus=vcpus, memory_mib=memory_mib, disk_gib=disk_gib)
-            if VM.objects.filter(owner=actor, name=name).exclude(status=VMStatus.DELETED).exists():
-                raise ValidationFailed(f"You already have a VM named {name!r}.", field="name")
+            quota_reserve(user=owner, group=group, vcpus=vcpus, memory_mib=memory_mib, disk_gib=disk_gib)
+            if VM.objects.filter(owner=owner, name=name).exclude(status=VMStatus.DELETED).exists():
+                raise ValidationFailed(f"{whose} a VM named {name!r}.", field="name")
             vm = VM.objects.create(
-                name=name, description=description, owner=actor, group=group, host=host, image=image,
+                name=name, description=description, owner=owner, group=group, host=host, image=image,
                 flavor=flavor, vcpus=vcpus, memory_mib=memory_mib, disk_gib=disk_gib,
                 status=VMStatus.CREATING, created_via=via,
             )
@@ -192,13 +203,16 @@ def vm_create(*, actor, via: str, name: str, image=None, flavor=None, vcpus=None
             root_volume_plan(vm=vm, pool=pool_for_host(host))
             job = job_create(kind="vm.create", actor=actor, via=via, target=vm, params={"start": start},
                              max_attempts=2)
+            for_whom = "" if owner == actor else f" for {owner.get_username()}"
             audit(actor=actor, via=via, action="vm.create", target=vm, job=job,
                   outcome=AuditEvent.Outcome.REQUESTED,
-                  message=f"Create {name}: {vcpus} vCPU, {memory_mib} MiB, {disk_gib} GiB, image {image.name}",
-                  data={"vcpus": vcpus, "memory_mib": memory_mib, "disk_gib": disk_gib, "image": image.name})
+                  message=f"Create {name}{for_whom}: {vcpus} vCPU, {memory_mib} MiB, {disk_gib} GiB, "
+                          f"image {image.name}",
+                  data={"vcpus": vcpus, "memory_mib": memory_mib, "disk_gib": disk_gib, "image": image.name,
+                        "owner": owner.get_username()})
             vm_publish(vm)
     except IntegrityError:  # the unique (owner, name) constraint lost a race with a twin request
-        raise ValidationFailed(f"You already have a VM named {name!r}.", field="name") from None
+        raise ValidationFailed(f"{whose} a VM named {name!r}.", field="name") from None
     return ActionResult(vm, job, f"Creating {name}.")
 
 

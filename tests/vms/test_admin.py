@@ -123,10 +123,33 @@ def vm_jobs_first(vm):
     return vm_jobs(vm=vm).first()
 
 
-def test_adding_a_vm_in_the_admin_is_disabled_and_points_to_the_portal(db, test_host, staff_client):
-    assert staff_client.get(reverse("admin:vms_vm_add")).status_code == 403
-    html = staff_client.get(reverse("admin:vms_vm_changelist")).content.decode()
-    assert "Create a VM in the portal" in html
+def test_admin_creates_a_vm_for_a_user_through_the_service(transactional_db, test_host, alice, admin_user,
+                                                           staff_client):
+    from vms.models import VM
+
+    add = reverse("admin:vms_vm_add")
+    assert "Create a VM for a user" in staff_client.get(add).content.decode()
+    form = {"owner": alice.pk, "name": "for-alice", "vcpus": "1", "memory_mib": "128", "disk_gib": "1",
+            "description": "made by an admin", "start": "on"}
+    response = staff_client.post(add, form)
+    vm = VM.objects.get(name="for-alice")
+    assert response.status_code == 302 and response["Location"] == reverse("admin:vms_vm_change", args=[vm.pk])
+    assert vm.owner == alice and vm.status == "running" and vm.created_via == "admin"
+    assert _domain_state(vm) == PowerState.RUNNING
+    requested = AuditEvent.objects.get(action="vm.create", target_id=str(vm.pk))
+    assert requested.actor == admin_user and "for alice" in requested.message
+
+    # Mistakes come back next to their fields, with what was typed; nothing is created.
+    again = staff_client.post(add, {**form, "name": "Bad_Name"})
+    assert again.status_code == 400
+    html = again.content.decode()
+    assert "Invalid name &#x27;Bad_Name&#x27;" in html and 'value="Bad_Name"' in html
+    taken = staff_client.post(add, form)
+    assert "alice already has a VM named &#x27;for-alice&#x27;." in taken.content.decode()
+    over = staff_client.post(add, {**form, "name": "too-big", "vcpus": "16"})
+    assert over.status_code == 400 and "Quota exceeded for vCPUs" in over.content.decode()
+    assert VM.objects.filter(owner=alice).count() == 1
+    assert "Create a VM in the portal" in staff_client.get(reverse("admin:vms_vm_changelist")).content.decode()
 
 
 # --- VM actions go through the services ------------------------------------------------------------

@@ -9,6 +9,7 @@ from django.contrib.auth.models import Group
 from portal.exceptions import InvalidState, NotFound, PermissionDenied, QuotaExceeded, ValidationFailed
 from portal.hypervisor import PowerState, get_driver
 from portal.models import AuditEvent, Job
+from portal.quotas import quota_usage
 from vms import selectors, services
 from vms.choices import VMStatus
 from vms.models import VM
@@ -249,3 +250,16 @@ def test_anonymous_actor_is_refused(test_host):
 
     with pytest.raises(PermissionDenied):
         create(AnonymousUser())
+
+
+def test_only_administrators_create_vms_for_others_and_on_the_owners_quota(test_host, alice, bob, admin_user):
+    with pytest.raises(PermissionDenied, match="Only administrators create VMs for other users"):
+        create(alice, name="for-bob", owner=bob)
+    vm = create(admin_user, name="for-bob", owner=bob).vm
+    assert vm.owner == bob
+    usage = {u.resource: u.used for u in quota_usage(user=bob)}
+    assert usage["vms"] == 1 and {u.resource: u.used for u in quota_usage(user=admin_user)}["vms"] == 0
+    bob.is_active = False
+    bob.save()
+    with pytest.raises(ValidationFailed, match="bob is inactive"):
+        create(admin_user, name="for-bob-2", owner=bob)
