@@ -322,9 +322,9 @@ def _take_snapshot(ctx, user, command: c.TakeSnapshot, prefix: str) -> f.Reply:
     vm = vm_get_by_name(user=user, name=command.name)
 
     def ask():
-        snapshot, job = snapshot_create(actor=user, via=Via.SLACK, vm=vm, name=command.snapshot,
-                                        description=command.description)
-        return f"Taking snapshot {snapshot.name} of {vm.name}.", job
+        result = snapshot_create(actor=user, via=Via.SLACK, vm=vm, name=command.snapshot,
+                                 description=command.description)
+        return result.message, result.job
 
     return _run_job_request(ctx, source=None, ask=ask) or f.Reply(text="")
 
@@ -344,8 +344,8 @@ def _click_revert(ctx: SlackContext, user, value: str, source: SourceMessage) ->
     vm_id, snapshot_id = _int(vm_part), _int(snap_part)
 
     def ask():
-        snapshot, job = snapshot_revert(actor=user, via=Via.SLACK, vm=vm_id, snapshot=snapshot_id)
-        return f"Reverting {snapshot.vm.name} to snapshot {snapshot.name}.", job
+        result = snapshot_revert(actor=user, via=Via.SLACK, vm=vm_id, snapshot=snapshot_id)
+        return result.message, result.job
 
     _run_job_request(ctx, source=source, ask=ask)
 

@@ -8,6 +8,7 @@ call the gateway outside any long transaction and write the outcome in a short o
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from django.contrib.auth.models import Group
 from django.db import IntegrityError, transaction
@@ -36,6 +37,14 @@ class ActionResult:
 
     vm: VM
     job: Job | None
+    message: str
+
+
+class SnapshotResult(NamedTuple):
+    """What a snapshot operation did: the snapshot, the job that carries it out, and a message."""
+
+    snapshot: Snapshot
+    job: Job
     message: str
 
 
@@ -478,7 +487,7 @@ def _snapshot_ready_vm(*, actor, vm: VM | int, verb: str) -> VM:
 
 
 def snapshot_create(*, actor, via: str, vm: VM | int, name: str | None = None,
-                    description: str = "") -> tuple[Snapshot, Job]:
+                    description: str = "") -> SnapshotResult:
     """Take a snapshot of the VM (with its RAM when it runs) in a job."""
     name = validate_snapshot_name(name) if name not in (None, "") else None
     description = validate_description(description)
@@ -509,20 +518,20 @@ def snapshot_create(*, actor, via: str, vm: VM | int, name: str | None = None,
               outcome=AuditEvent.Outcome.REQUESTED, message=f"Snapshot {vm.name}{with_ram} as {name}",
               data={"snapshot": name})
         snapshots_publish(vm)
-    return snapshot, job
+    return SnapshotResult(snapshot, job, f"Taking snapshot {name} of {vm.name}.")
 
 
-def snapshot_revert(*, actor, via: str, vm: VM | int, snapshot: Snapshot | int | str) -> tuple[Snapshot, Job]:
+def snapshot_revert(*, actor, via: str, vm: VM | int, snapshot: Snapshot | int | str) -> SnapshotResult:
     """Return the VM to a snapshot: disks (and RAM, when it has it) as they were; later changes are lost."""
     with transaction.atomic():
         vm = _snapshot_ready_vm(actor=actor, vm=vm, verb="revert")
         snapshot = vm_snapshot_get(vm=vm, key=snapshot)
         job = _snapshot_job(actor=actor, via=via, vm=vm, snapshot=snapshot, op="revert",
                             status=SnapshotStatus.REVERTING, message=f"Revert {vm.name} to snapshot {snapshot.name}")
-    return snapshot, job
+    return SnapshotResult(snapshot, job, f"Reverting {vm.name} to snapshot {snapshot.name}.")
 
 
-def snapshot_delete(*, actor, via: str, vm: VM | int, snapshot: Snapshot | int | str) -> tuple[Snapshot, Job]:
+def snapshot_delete(*, actor, via: str, vm: VM | int, snapshot: Snapshot | int | str) -> SnapshotResult:
     """Delete a snapshot (its data inside the disks too); the VM keeps running as it is."""
     with transaction.atomic():
         vm = _lock_visible(actor=actor, vm=vm)
@@ -538,7 +547,7 @@ def snapshot_delete(*, actor, via: str, vm: VM | int, snapshot: Snapshot | int |
                                f"({vm.get_status_display().lower()}).", status=vm.status)
         job = _snapshot_job(actor=actor, via=via, vm=vm, snapshot=snapshot, op="delete",
                             status=SnapshotStatus.DELETING, message=f"Delete snapshot {snapshot.name} of {vm.name}")
-    return snapshot, job
+    return SnapshotResult(snapshot, job, f"Deleting snapshot {snapshot.name} of {vm.name}.")
 
 
 def _snapshot_job(*, actor, via: str, vm: VM, snapshot: Snapshot, op: str, status: str, message: str) -> Job:

@@ -280,10 +280,10 @@ def snapshot_list_view(request: HttpRequest, pk: int) -> HttpResponse:
     """GET: the snapshots panel (live.js reloads it when a snapshot job ends). POST: take a snapshot."""
     vm = vm_get(user=request.user, vm_id=pk)
     if request.method == "POST":
-        snapshot, _job = services.snapshot_create(
+        result = services.snapshot_create(
             actor=request.user, via=Via.WEB, vm=vm, name=request.POST.get("name", "").strip() or None,
             description=request.POST.get("description", ""))
-        messages.success(request, f"Taking snapshot {snapshot.name} of {vm.name}.")
+        messages.success(request, result.message)
         return redirect(reverse("vms:detail", args=[vm.pk]) + "#snapshots")
     if request.method != "GET":
         return HttpResponse(status=405)
@@ -295,13 +295,10 @@ def snapshot_list_view(request: HttpRequest, pk: int) -> HttpResponse:
 @portal_view
 def snapshot_op_view(request: HttpRequest, pk: int, sid: int, op: str) -> HttpResponse:
     """Revert to a snapshot or delete it (both confirmed in the page first)."""
-    ops = {"revert": (services.snapshot_revert, "Reverting {vm} to snapshot {snap}."),
-           "delete": (services.snapshot_delete, "Deleting snapshot {snap} of {vm}.")}
+    ops = {"revert": services.snapshot_revert, "delete": services.snapshot_delete}
     if op not in ops:
         raise Http404("No such snapshot operation.")
-    fn, text = ops[op]
-    snapshot, _job = fn(actor=request.user, via=Via.WEB, vm=pk, snapshot=sid)
-    messages.success(request, text.format(vm=snapshot.vm.name, snap=snapshot.name))
+    messages.success(request, ops[op](actor=request.user, via=Via.WEB, vm=pk, snapshot=sid).message)
     return redirect(reverse("vms:detail", args=[pk]) + "#snapshots")
 
 

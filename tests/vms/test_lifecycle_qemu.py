@@ -83,7 +83,7 @@ def test_real_guest_boots_answers_on_serial_stops_by_acpi_and_keeps_its_disk(qem
         console.close()
 
     # A RAM snapshot, a change, a revert: the guest is back where it was, without rebooting.
-    snapshot, job = services.snapshot_create(actor=alice, via="api", vm=vm, name="before")
+    snapshot, job, _ = services.snapshot_create(actor=alice, via="api", vm=vm, name="before")
     job_ok(SimpleNamespace(job=job))
     taken = {s.name: s for s in driver.list_snapshots(str(vm.uuid))}["before"]
     assert taken.has_memory and taken.state == PowerState.RUNNING

@@ -31,7 +31,7 @@ def job_ok(job):
 
 def test_snapshot_of_a_running_vm_keeps_its_memory(test_host, alice):
     vm = make_vm(alice)
-    snapshot, job = services.snapshot_create(actor=alice, via="api", vm=vm, name="before-upgrade",
+    snapshot, job, _ = services.snapshot_create(actor=alice, via="api", vm=vm, name="before-upgrade",
                                              description="a & b <c>")
     job_ok(job)
     snapshot.refresh_from_db()
@@ -46,7 +46,7 @@ def test_snapshot_of_a_running_vm_keeps_its_memory(test_host, alice):
 def test_snapshot_of_a_stopped_vm_holds_the_disks_only_and_gets_a_default_name(test_host, alice):
     vm = make_vm(alice)
     job_ok(services.vm_force_off(actor=alice, via="cli", vm=vm).job)
-    snapshot, job = services.snapshot_create(actor=alice, via="cli", vm=vm)
+    snapshot, job, _ = services.snapshot_create(actor=alice, via="cli", vm=vm)
     job_ok(job)
     snapshot.refresh_from_db()
     assert snapshot.name.startswith("snap-") and not snapshot.has_memory and snapshot.vm_state == "stopped"
@@ -75,12 +75,12 @@ def test_duplicate_name_and_the_per_vm_limit_are_refused(test_host, alice):
 
 def test_revert_brings_back_the_running_vm_and_is_not_seen_as_drift(test_host, alice):
     vm = make_vm(alice)
-    snapshot, job = services.snapshot_create(actor=alice, via="cli", vm=vm, name="s1")
+    snapshot, job, _ = services.snapshot_create(actor=alice, via="cli", vm=vm, name="s1")
     job_ok(job)
     job_ok(services.vm_force_off(actor=alice, via="cli", vm=vm).job)
     assert get_driver("test:///default").domain_info(str(vm.uuid)).state == PowerState.SHUTOFF
 
-    reverted, job = services.snapshot_revert(actor=alice, via="web", vm=vm, snapshot="s1")
+    reverted, job, _ = services.snapshot_revert(actor=alice, via="web", vm=vm, snapshot="s1")
     job_ok(job)
     vm.refresh_from_db()
     assert vm.status == VMStatus.RUNNING
@@ -98,9 +98,9 @@ def test_revert_brings_back_the_running_vm_and_is_not_seen_as_drift(test_host, a
 
 def test_delete_removes_the_snapshot_from_libvirt_and_the_list(test_host, alice):
     vm = make_vm(alice)
-    snapshot, job = services.snapshot_create(actor=alice, via="cli", vm=vm, name="s1")
+    snapshot, job, _ = services.snapshot_create(actor=alice, via="cli", vm=vm, name="s1")
     job_ok(job)
-    _, job = services.snapshot_delete(actor=alice, via="cli", vm=vm, snapshot=snapshot.pk)
+    _, job, _ = services.snapshot_delete(actor=alice, via="cli", vm=vm, snapshot=snapshot.pk)
     job_ok(job)
     assert not Snapshot.objects.exists() and libvirt_snapshots(vm) == {}
 
@@ -108,7 +108,7 @@ def test_delete_removes_the_snapshot_from_libvirt_and_the_list(test_host, alice)
 def test_other_users_and_other_vms_snapshots_are_not_found(test_host, alice, bob):
     vm = make_vm(alice)
     other = make_vm(alice, name="web-2")
-    snapshot, job = services.snapshot_create(actor=alice, via="cli", vm=vm, name="s1")
+    snapshot, job, _ = services.snapshot_create(actor=alice, via="cli", vm=vm, name="s1")
     job_ok(job)
     for call in (services.snapshot_create, services.snapshot_revert, services.snapshot_delete):
         with pytest.raises(NotFound):
@@ -142,7 +142,7 @@ def test_snapshots_need_a_settled_vm(test_host, alice):
 def test_failed_snapshot_leaves_no_row(test_host, alice):
     vm = make_vm(alice)
     get_driver("test:///default").undefine(str(vm.uuid))  # removed behind the portal's back
-    snapshot, job = services.snapshot_create(actor=alice, via="cli", vm=vm, name="s1")
+    snapshot, job, _ = services.snapshot_create(actor=alice, via="cli", vm=vm, name="s1")
     job = Job.objects.get(pk=job.pk)
     assert job.status == "failed"
     assert not Snapshot.objects.exists()
@@ -201,7 +201,7 @@ def test_a_snapshot_of_that_name_made_outside_the_portal_is_neither_taken_over_n
     vm = make_vm(alice)
     driver = get_driver("test:///default")
     driver.snapshot_create(str(vm.uuid), name="handmade")  # as `virsh snapshot-create-as` would
-    _, job = services.snapshot_create(actor=alice, via="cli", vm=vm, name="handmade")
+    _, job, _ = services.snapshot_create(actor=alice, via="cli", vm=vm, name="handmade")
     job = Job.objects.get(pk=job.pk)
     assert job.status == "failed" and "exists on the host already (made outside the portal)" in job.error
     assert not Snapshot.objects.exists()

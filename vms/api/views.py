@@ -238,10 +238,9 @@ class VMViewSet(viewsets.GenericViewSet):
                 SnapshotSerializer(page, many=True, context={"request": request}).data)
         data = SnapshotCreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        snapshot, job = snapshot_create(actor=request.user, via=Via.API, vm=vm,
-                                        name=data.validated_data.get("name"),
-                                        description=data.validated_data.get("description") or "")
-        return self._snapshot_operation(request, snapshot, job, f"Taking snapshot {snapshot.name} of {vm.name}.")
+        return self._snapshot_operation(request, snapshot_create(
+            actor=request.user, via=Via.API, vm=vm, name=data.validated_data.get("name"),
+            description=data.validated_data.get("description") or ""))
 
     @extend_schema(methods=["GET"], parameters=[VM_ID, SNAPSHOT_ID], request=None,
                    responses={200: SnapshotSerializer, 404: NOT_FOUND})
@@ -254,8 +253,7 @@ class VMViewSet(viewsets.GenericViewSet):
         if request.method == "GET":
             found = vm_snapshot_get(vm=vm, key=sid)
             return Response(SnapshotSerializer(found, context={"request": request}).data)
-        snapshot, job = snapshot_delete(actor=request.user, via=Via.API, vm=vm, snapshot=vm_snapshot_get(vm=vm, key=sid))
-        return self._snapshot_operation(request, snapshot, job, f"Deleting snapshot {snapshot.name} of {vm.name}.")
+        return self._snapshot_operation(request, snapshot_delete(actor=request.user, via=Via.API, vm=vm, snapshot=sid))
 
     @extend_schema(parameters=[VM_ID, SNAPSHOT_ID], request=None,
                    responses={202: SnapshotOperationSerializer, 404: NOT_FOUND, 409: WRONG_STATE})
@@ -263,12 +261,10 @@ class VMViewSet(viewsets.GenericViewSet):
     def snapshot_revert(self, request, pk=None, sid=None):
         """Revert the VM to the snapshot: changes since are lost; it comes back running if the RAM was kept."""
         vm = self.get_object()
-        snapshot, job = snapshot_revert(actor=request.user, via=Via.API, vm=vm, snapshot=vm_snapshot_get(vm=vm, key=sid))
-        return self._snapshot_operation(request, snapshot, job, f"Reverting {vm.name} to snapshot {snapshot.name}.")
+        return self._snapshot_operation(request, snapshot_revert(actor=request.user, via=Via.API, vm=vm, snapshot=sid))
 
-    def _snapshot_operation(self, request, snapshot, job, message: str) -> Response:
-        body = SnapshotOperationSerializer({"message": message, "snapshot": snapshot, "job": job},
-                                           context={"request": request}).data
+    def _snapshot_operation(self, request, result) -> Response:
+        body = SnapshotOperationSerializer(result._asdict(), context={"request": request}).data
         return Response(body, status=status.HTTP_202_ACCEPTED)
 
     start = _power_route("start")

@@ -95,16 +95,14 @@ class Command(BaseCommand):
                 when = snap.taken_at or snap.created_at
                 self.stdout.write(f"{snap.name:<32} {snap.status:<10} {holds:<13} {when:%Y-%m-%d %H:%M:%S}")
             return None
+        # Snapshot results carry a message and a job too, like ActionResult.
         if verb == "snapshot":
-            snapshot, job = services.snapshot_create(actor=actor, via=Via.CLI, vm=vm, name=opts["snapshot"],
-                                                     description=opts["description"])
-            return services.ActionResult(vm, job, f"Taking snapshot {snapshot.name} of {vm.name}.")
+            return services.snapshot_create(actor=actor, via=Via.CLI, vm=vm, name=opts["snapshot"],
+                                            description=opts["description"])
         if verb == "revert":
-            snapshot, job = services.snapshot_revert(actor=actor, via=Via.CLI, vm=vm, snapshot=opts["snapshot"])
-            return services.ActionResult(vm, job, f"Reverting {vm.name} to snapshot {snapshot.name}.")
+            return services.snapshot_revert(actor=actor, via=Via.CLI, vm=vm, snapshot=opts["snapshot"])
         if verb == "delete-snapshot":
-            snapshot, job = services.snapshot_delete(actor=actor, via=Via.CLI, vm=vm, snapshot=opts["snapshot"])
-            return services.ActionResult(vm, job, f"Deleting snapshot {snapshot.name} of {vm.name}.")
+            return services.snapshot_delete(actor=actor, via=Via.CLI, vm=vm, snapshot=opts["snapshot"])
         return services.vm_action(actor=actor, via=Via.CLI, vm=vm, action=verb.replace("-", "_"))
 
     def _wait(self, job: Job) -> None:
