@@ -79,7 +79,7 @@ def console_link_view(request: HttpRequest, token: str) -> HttpResponse:
         status = {"not_found": 404, "forbidden": 403}.get(exc.code, 410)
         return render(request, "chatops/console_link.html", {"error": error_text(exc, user=request.user)},
                       status=status)
-    return redirect(f"/consoles/vm/{link.vm_id}/{link.kind}/")
+    return redirect(f"consoles:{link.kind}", pk=link.vm_id)
 
 
 def _usage_context(user) -> dict:

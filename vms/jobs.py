@@ -14,6 +14,7 @@ from portal.exceptions import Conflict, InvalidState, NotFound, PortalError
 from portal.hypervisor import PowerState, get_driver
 from portal.jobs import JobContext, job_handler
 from portal.models import AuditEvent, Job
+from storage.models import Volume
 from storage.services import volume_destroy, volume_materialize
 
 from .choices import SnapshotStatus, VMStatus
@@ -343,6 +344,6 @@ def grow_disk(ctx: JobContext) -> dict:
     ctx.progress(30, f"Growing the disk to {size} GiB")
     get_driver(vm.host.uri).grow_disk(str(vm.uuid), target=volume.target, pool=volume.pool.name, volume=volume.name,
                                       capacity_bytes=size * 1024**3)
-    type(volume).objects.filter(pk=volume.pk).update(capacity_gib=size)
+    Volume.objects.filter(pk=volume.pk).update(capacity_gib=size)
     _done(ctx.job, vm, "vm.disk.grown", f"Grew the disk of {vm.name} to {size} GiB")
     return {"disk_gib": size}

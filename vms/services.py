@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from django.conf import settings
 from django.contrib.auth.models import Group
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -226,8 +227,6 @@ def vm_create(*, actor, via: str, name: str, image=None, flavor=None, vcpus=None
 
 
 def _domain_prefix() -> str:
-    from django.conf import settings
-
     return settings.DOMAIN_PREFIX
 
 
@@ -421,10 +420,7 @@ def vm_grow_disk(*, actor, via: str, vm: VM | int, disk_gib) -> ActionResult:
         if disks != 1:
             raise Conflict(f"{vm.name} has {disks} disks; only a single-disk VM can be grown here.")
         old_size = vm.disk_gib
-        if vm.group_id:
-            quota_reserve(group=vm.group, vcpus=0, memory_mib=0, disk_gib=new_size - old_size, vms=0)
-        else:
-            quota_reserve(user=vm.owner, vcpus=0, memory_mib=0, disk_gib=new_size - old_size, vms=0)
+        quota_reserve(user=vm.owner, group=vm.group, vcpus=0, memory_mib=0, disk_gib=new_size - old_size, vms=0)
         if not get_driver(vm.host.uri).capabilities().live_disk_resize:
             raise Conflict(f"The host of {vm.name} ({vm.host.name}) cannot grow disks.")
         VM.objects.filter(pk=vm.pk).update(disk_gib=new_size, updated_at=timezone.now())
@@ -490,11 +486,7 @@ def snapshot_create(*, actor, via: str, vm: VM | int, name: str | None = None,
                     description: str = "") -> SnapshotResult:
     """Take a snapshot of the VM (with its RAM when it runs) in a job."""
     name = validate_snapshot_name(name) if name not in (None, "") else None
-    description = validate_description(description)
-    if len(description) > 500:
-        raise ValidationFailed("Description is too long (at most 500 characters).", field="description")
-    from django.conf import settings
-
+    description = validate_description(description, limit=Snapshot._meta.get_field("description").max_length)
     with transaction.atomic():
         vm = _snapshot_ready_vm(actor=actor, vm=vm, verb="snapshot")
         count = vm.snapshots.count()

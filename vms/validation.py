@@ -25,14 +25,13 @@ def validate_vm_name(name: object) -> str:
     return value
 
 
-def validate_description(description: object) -> str:
+def validate_description(description: object, *, limit: int = DESCRIPTION_MAX) -> str:
     if description is None:
         return ""
     if not isinstance(description, str):
         raise ValidationFailed("Description must be text.", field="description")
-    if len(description) > DESCRIPTION_MAX:
-        raise ValidationFailed(f"Description is too long (at most {DESCRIPTION_MAX} characters).",
-                               field="description")
+    if len(description) > limit:
+        raise ValidationFailed(f"Description is too long (at most {limit} characters).", field="description")
     if any(ord(c) < 32 and c not in "\n\t" for c in description):
         raise ValidationFailed("Description contains control characters.", field="description")
     return description

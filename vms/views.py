@@ -36,7 +36,7 @@ from .selectors import (
     vm_list,
     vm_snapshots,
 )
-from .templatetags.portal_ui import JOB_LABELS
+from .templatetags.portal_ui import JOB_LABELS, mib
 from .validation import DESCRIPTION_MAX, NAME_HELP
 
 PAGE_SIZE = 50
@@ -171,8 +171,6 @@ def vm_create_view(request: HttpRequest) -> HttpResponse:
 
 def _quota_view(usage) -> dict:
     """Remaining quota per resource, with the words the page shows ("2 left of 3")."""
-    from .templatetags.portal_ui import mib
-
     def amount(u, value):
         return mib(value) if u.resource == "memory_mib" else f"{value}{' ' + u.unit if u.unit else ''}"
 

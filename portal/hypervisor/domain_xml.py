@@ -175,7 +175,7 @@ _SNAPSHOT_STATE = {
 }
 
 
-def parse_snapshot(xml: str, *, is_current: bool = False) -> SnapshotInfo:
+def parse_snapshot(xml: str) -> SnapshotInfo:
     root = ET.fromstring(xml)
     memory = root.find("memory")
     state = _SNAPSHOT_STATE.get(root.findtext("state") or "", PowerState.NOSTATE)
@@ -186,5 +186,4 @@ def parse_snapshot(xml: str, *, is_current: bool = False) -> SnapshotInfo:
         state=state,
         has_memory=has_memory and state.is_active,
         created_at=int(root.findtext("creationTime") or 0),
-        is_current=is_current,
     )

@@ -489,12 +489,6 @@ class LibvirtDriver:
         return self._call(f"grow disk {target} of {uuid}", fn)
 
     # -- snapshots --------------------------------------------------------------------------
-    def _snapshot_info(self, dom: libvirt.virDomain, snap: libvirt.virDomainSnapshot) -> SnapshotInfo:
-        try:
-            current = bool(snap.isCurrent())
-        except libvirt.libvirtError:
-            current = False
-        return domain_xml.parse_snapshot(snap.getXMLDesc(0), is_current=current)
 
     def snapshot_create(self, uuid: str, *, name: str, description: str = "", adopt: bool = False) -> SnapshotInfo:
         """Take an internal snapshot: disks only when the domain is off, disks and RAM when it runs.
@@ -512,11 +506,11 @@ class LibvirtDriver:
                     raise
             else:
                 if adopt:
-                    return self._snapshot_info(dom, existing)
+                    return domain_xml.parse_snapshot(existing.getXMLDesc(0))
                 raise HypervisorInvalidState(f"a snapshot named {name!r} exists on the host already")
             xml = domain_xml.snapshot_xml(name=name, description=description, with_memory=bool(dom.isActive()))
             snap = dom.snapshotCreateXML(xml, 0)
-            return self._snapshot_info(dom, snap)
+            return domain_xml.parse_snapshot(snap.getXMLDesc(0))
 
         return self._call(f"snapshot {uuid}", fn)
 
@@ -527,7 +521,7 @@ class LibvirtDriver:
             dom = self._lookup(conn, uuid)
             # Topological (parents first) keeps the order of snapshots taken within one second.
             snaps = dom.listAllSnapshots(libvirt.VIR_DOMAIN_SNAPSHOT_LIST_TOPOLOGICAL)
-            return sorted((self._snapshot_info(dom, snap) for snap in snaps), key=lambda s: s.created_at)
+            return sorted((domain_xml.parse_snapshot(snap.getXMLDesc(0)) for snap in snaps), key=lambda s: s.created_at)
 
         return self._call(f"snapshots of {uuid}", fn)
 

@@ -128,7 +128,6 @@ class SnapshotInfo:
     state: PowerState
     has_memory: bool
     created_at: int  # seconds since the epoch, from libvirt
-    is_current: bool = False
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ import threading
 import time
 
 from django.conf import settings
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 IMMEDIATE_BACKEND = "django.tasks.backends.immediate.ImmediateBackend"
 
@@ -82,7 +82,6 @@ class Command(BaseCommand):
 
     def _single_process(self, bind: str, port: int) -> None:
         from daphne.cli import CommandLineInterface
-        from django.core.management.base import CommandError
 
         if settings.TASKS["default"]["BACKEND"] != IMMEDIATE_BACKEND:
             raise CommandError("--single-process runs no job worker: it needs "
