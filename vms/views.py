@@ -14,7 +14,7 @@ from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from portal.choices import JobStatus, Via
 from portal.exceptions import PortalError, ValidationFailed
@@ -273,6 +273,7 @@ def _snapshot_context(vm) -> dict:
 
 
 @login_required
+@require_http_methods(["GET", "POST"])
 @portal_view
 def snapshot_list_view(request: HttpRequest, pk: int) -> HttpResponse:
     """GET: the snapshots panel (live.js reloads it when a snapshot job ends). POST: take a snapshot."""
@@ -283,8 +284,6 @@ def snapshot_list_view(request: HttpRequest, pk: int) -> HttpResponse:
             description=request.POST.get("description", ""))
         messages.success(request, result.message)
         return redirect(reverse("vms:detail", args=[vm.pk]) + "#snapshots")
-    if request.method != "GET":
-        return HttpResponse(status=405)
     return render(request, "vms/_snapshots.html", {"vm": vm, **_snapshot_context(vm)})
 
 
