@@ -66,13 +66,13 @@ from django.core.management import call_command  # noqa: E402
 from websockets.asyncio.client import connect as ws_connect  # noqa: E402
 
 from benchmarks.report import write_section  # noqa: E402
+from cluster.services import host_register  # noqa: E402
 from consoles.rfb import ServerHandshake  # noqa: E402
 from consoles.services import console_ticket_issue  # noqa: E402
 from portal.hypervisor import get_driver  # noqa: E402
-from portal.models import Quota  # noqa: E402
+from quotas.models import Quota  # noqa: E402
 from storage.services import image_register  # noqa: E402
 from vms import services  # noqa: E402
-from vms.hosts import host_register  # noqa: E402
 
 URI = "qemu:///system"
 

@@ -43,12 +43,12 @@ from django.contrib.auth import get_user_model  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 
 from benchmarks.report import write_section  # noqa: E402
+from cluster.services import host_register  # noqa: E402
 from portal.hypervisor import DomainSpec  # noqa: E402
 from portal.hypervisor.domain_xml import build_domain_xml, volume_xml  # noqa: E402
-from portal.models import Quota  # noqa: E402
+from quotas.models import Quota  # noqa: E402
 from storage.services import image_register  # noqa: E402
 from vms import services  # noqa: E402
-from vms.hosts import host_register  # noqa: E402
 
 URI = "qemu:///system"
 

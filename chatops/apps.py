@@ -10,7 +10,7 @@ class ChatopsConfig(AppConfig):
 
         from portal.jobs import job_finished
         from portal.models import AuditEvent
-        from portal.quota_requests import quota_request_created, quota_request_decided
+        from quotas.services import quota_request_created, quota_request_decided
 
         from . import checks, notifications, slack  # noqa: F401  (checks and setting_changed register)
 

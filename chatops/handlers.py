@@ -23,15 +23,14 @@ from django.urls import reverse
 from portal.audit import audit_context
 from portal.choices import Via
 from portal.exceptions import PermissionDenied, PortalError, QuotaExceeded, ValidationFailed
-from portal.quota_requests import (
+from quotas.selectors import quota_request_list, quota_request_summary, quota_usage
+from quotas.services import (
     quota_request_approve,
     quota_request_create,
     quota_request_deny,
     quota_request_for_size,
-    quota_request_list,
-    quota_request_summary,
 )
-from portal.quotas import quota_usage
+from vms.dashboard import host_capacity
 from vms.selectors import flavor_list, vm_get_by_name, vm_list, vm_snapshot_get, vm_snapshots
 from vms.services import snapshot_create, snapshot_revert, vm_action, vm_create, vm_delete, vm_grow_disk
 
@@ -379,8 +378,6 @@ def _quota_request_sent(request) -> f.Reply:
 def _hosts(ctx, user, command: c.Hosts, prefix: str) -> f.Reply:
     if not user.is_staff:
         raise PermissionDenied("Only administrators can see the hosts.")
-    from vms.dashboard import host_capacity
-
     return f.hosts_reply(host_capacity())
 
 

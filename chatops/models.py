@@ -145,7 +145,7 @@ class Subscription(models.Model):
 class QuotaRequestPost(models.Model):
     """Where a quota request was posted for the admins, so the decision can update that message."""
 
-    quota_request = models.OneToOneField("portal.QuotaRequest", on_delete=models.CASCADE, related_name="slack_post")
+    quota_request = models.OneToOneField("quotas.QuotaRequest", on_delete=models.CASCADE, related_name="slack_post")
     channel_id = models.CharField(max_length=32)
     ts = models.CharField(max_length=32)
     posted_at = models.DateTimeField(auto_now_add=True)

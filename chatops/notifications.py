@@ -3,7 +3,7 @@
 Connected in ChatopsConfig.ready:
 - portal.jobs.job_finished -> the thread (or response_url) that asked for the job, then subscribers;
 - AuditEvent rows `vm.drift` (state changed outside the portal) and `host.down` -> subscribers;
-- portal.quota_requests signals -> the admins' channel and the requester's direct messages.
+- quotas.services signals -> the admins' channel and the requester's direct messages.
 Every post is best-effort (chatops.slack): a Slack failure never changes a portal outcome.
 """
 
@@ -15,9 +15,9 @@ from django.conf import settings
 from django.db import transaction
 
 from portal.choices import JobStatus
-from portal.models import AuditEvent, Job, QuotaRequest
-from portal.quota_requests import quota_request_summary
-from portal.quotas import quota_usage
+from portal.models import AuditEvent, Job
+from quotas.models import QuotaRequest
+from quotas.selectors import quota_request_summary, quota_usage
 
 from . import formatting as f
 from . import services, slack

@@ -240,7 +240,8 @@ def subscription_list(*, actor) -> QuerySet[Subscription]:
 
 def subscriptions_for(*, event: str, job: Job | None = None, vm=None) -> list[Subscription]:
     """Subscriptions to `event` whose owner may see the job or VM (host events: administrators only)."""
-    from vms.selectors import job_visible, vm_visible
+    from portal.jobs.selectors import job_visible
+    from vms.selectors import vm_visible
 
     subs = []
     for sub in Subscription.objects.select_related("owner").filter(owner__is_active=True):

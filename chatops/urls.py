@@ -1,6 +1,7 @@
-"""Slack endpoint and the web pages of chatops, under /slack/ (see portal/urls.py)."""
+"""Slack endpoint and the account-link pages, under /slack/ (see portal/urls.py)."""
 
 from django.urls import path
+from django.views.generic import RedirectView
 
 from . import views
 
@@ -10,6 +11,6 @@ urlpatterns = [
     path("events", views.slack_events, name="events"),
     path("link/<str:token>/", views.link_view, name="link"),
     path("console/<str:token>/", views.console_link_view, name="console"),
-    path("quota-requests/", views.quota_request_list_view, name="quota_requests"),
-    path("quota-requests/<int:pk>/<slug:decision>/", views.quota_request_decide_view, name="quota_request_decide"),
+    # The quota-request pages moved to /quotas/requests/; links already sent in Slack still work.
+    path("quota-requests/", RedirectView.as_view(pattern_name="quotas:requests", permanent=True)),
 ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from django.apps import apps
 from django.contrib import messages
 from django.contrib.humanize.templatetags.humanize import naturaltime
 from django.db import transaction
@@ -96,15 +97,11 @@ def changelist_link(model, text: Any, **query):
 
 def target_link(target_type: str, target_id: str, target_name: str):
     """Link a job's or audit event's target to its admin page, by type."""
-    from django.apps import apps
-
     label = target_name or f"{target_type} {target_id}" if target_type else EMPTY
-    models = {"vm": "vms.VM", "host": "vms.Host", "image": "storage.Image", "quota": "portal.Quota",
-              "flavor": "vms.Flavor", "volume": "storage.Volume", "storagepool": "storage.StoragePool"}
-    dotted = models.get(target_type)
-    if not dotted or not str(target_id).isdigit():
+    # Targets are named by model (portal.audit writes the model name): found in whichever app owns it.
+    model = next((m for m in apps.get_models() if m._meta.model_name == target_type), None)
+    if model is None or not str(target_id).isdigit():
         return label
-    model = apps.get_model(dotted)
     try:
         url = reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_change", args=[target_id])
     except NoReverseMatch:

@@ -7,10 +7,18 @@ messages) for invalid input, or the domain error's fields (`resource`, `requeste
 
 from __future__ import annotations
 
-from rest_framework import serializers
+from typing import Any
+
+from django.db.models import QuerySet
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import serializers, viewsets
+from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.exceptions import ValidationError as DRFValidationError
 from rest_framework.pagination import PageNumberPagination
+from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from .exceptions import PortalError, QuotaExceeded, ValidationFailed
@@ -78,3 +86,45 @@ class QuotaErrorSerializer(ErrorSerializer):
     requested = serializers.IntegerField()
     limit = serializers.IntegerField()
     in_use = serializers.IntegerField()
+
+
+NOT_FOUND = OpenApiResponse(ErrorSerializer, description="Not found, or not yours.")
+INVALID = OpenApiResponse(ValidationErrorSerializer, description="Invalid input; `errors` maps fields to messages.")
+NAME_OR_ID = OpenApiParameter("id", OpenApiTypes.STR, OpenApiParameter.PATH, description="Name or numeric id.")
+
+
+class CatalogViewSet(viewsets.GenericViewSet):
+    """Read-only list and lookup by name or numeric id (images, flavors, hosts).
+
+    Subclasses say what the requesting user may see (`visible`) and how one is found (`find`, which
+    raises NotFound); the serializer renders both.
+    """
+
+    pagination_class = Pagination
+    filter_backends: list = []
+    lookup_value_regex = "[^/]+"
+
+    def visible(self, request: Request) -> QuerySet:
+        raise NotImplementedError
+
+    def find(self, request: Request, key: str) -> Any:
+        raise NotImplementedError
+
+    def list(self, request: Request) -> Response:
+        page = self.paginate_queryset(self.visible(request))
+        return self.get_paginated_response(self.get_serializer(page, many=True).data)
+
+    @extend_schema(parameters=[NAME_OR_ID], responses={404: NOT_FOUND})
+    def retrieve(self, request: Request, pk: str | None = None) -> Response:
+        return Response(self.get_serializer(self.find(request, str(pk))).data)
+
+
+class TokenView(ObtainAuthToken):
+    """Trade a username and password for an API token (`Authorization: Token …`).
+
+    Throttled per client address (`PORTAL_API_TOKEN_RATE`, 10 a minute by default): password guessing
+    gets 429 with the seconds to wait.
+    """
+
+    throttle_classes = [ScopedRateThrottle]
+    throttle_scope = "token"

@@ -1,5 +1,24 @@
+"""The REST API under /api/: assembled from each app's own `api/urls.py`, plus the token endpoint."""
+
 from django.urls import include, path
+from rest_framework.routers import APIRootView
+
+from portal.api import TokenView
+
+
+class PortalAPIRootView(APIRootView):
+    """The portal's REST API: VMs, jobs, images, flavors, hosts (staff), your quota."""
+
+    api_root_dict = {"vms": "api-vm-list", "jobs": "api-job-list", "images": "api-image-list",
+                     "flavors": "api-flavor-list", "hosts": "api-host-list"}
+
 
 urlpatterns = [
+    path("", PortalAPIRootView.as_view(), name="api-root"),
+    path("auth/token/", TokenView.as_view(), name="api-token"),
     path("", include("vms.api.urls")),
+    path("", include("portal.jobs.api.urls")),
+    path("", include("storage.api.urls")),
+    path("", include("cluster.api.urls")),
+    path("", include("quotas.api.urls")),
 ]

@@ -1,3 +1,5 @@
+"""The project URL conf: assembles each app's pages, API and admin (see docs/architecture.md)."""
+
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
@@ -14,6 +16,8 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("api/", include("portal.api_urls")),
+    path("jobs/", include("portal.jobs.urls")),
+    path("quotas/", include("quotas.urls")),
     path("consoles/", include("consoles.urls")),
     path("slack/", include("chatops.urls")),
     path("", include("vms.urls")),

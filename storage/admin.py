@@ -12,6 +12,7 @@ from django.contrib.admin.actions import delete_selected as django_delete_select
 from django.db.models import Count, Q
 from django.http import HttpResponseRedirect
 
+from cluster.models import Host
 from portal.admin_helpers import (
     ReadOnlyAdminMixin,
     ServiceSaveMixin,
@@ -25,8 +26,6 @@ from portal.admin_helpers import (
     when,
 )
 from portal.choices import Via
-from vms.choices import VMStatus
-from vms.models import VM, Host
 
 from . import services
 from .models import Image, StoragePool, Volume
@@ -65,7 +64,7 @@ class ImageAdmin(ServiceSaveMixin, admin.ModelAdmin):
 
     def get_queryset(self, request):
         return super().get_queryset(request).annotate(
-            live_vms=Count("vms", filter=~Q(vms__status=VMStatus.DELETED), distinct=True),
+            live_vms=Count("vms", filter=Q(vms__deleted_at__isnull=True), distinct=True),  # via the reverse relation
             n_disks=Count("volumes", distinct=True))
 
     def changelist_view(self, request, extra_context=None):
@@ -112,8 +111,8 @@ class ImageAdmin(ServiceSaveMixin, admin.ModelAdmin):
     def vms_link(self, obj):
         count = getattr(obj, "live_vms", None)
         if count is None:
-            count = obj.vms.exclude(status=VMStatus.DELETED).count()
-        return changelist_link(VM, f"{count} VM{'s' if count != 1 else ''}", image__id__exact=obj.pk)
+            count = obj.vms.filter(deleted_at__isnull=True).count()
+        return changelist_link(obj.vms.model, f"{count} VM{'s' if count != 1 else ''}", image__id__exact=obj.pk)
 
     @admin.display(description="disks built on it", ordering="n_disks")
     def disks(self, obj):
@@ -150,7 +149,7 @@ class ImageAdmin(ServiceSaveMixin, admin.ModelAdmin):
 
     # deleting: through image_delete, refused while VMs or disks use the image
     def _in_use(self, image) -> str | None:
-        vms = image.vms.exclude(status=VMStatus.DELETED).count()
+        vms = image.vms.filter(deleted_at__isnull=True).count()
         disks = image.volumes.count()
         if vms or disks:
             return (f"Cannot delete image {image.name}: it is in use by {vms} VM(s) and {disks} disk(s) "

@@ -8,7 +8,7 @@ from django.db import models
 class StoragePool(models.Model):
     """A libvirt dir pool on a host, holding image base volumes and VM disks."""
 
-    host = models.ForeignKey("vms.Host", on_delete=models.CASCADE, related_name="pools")
+    host = models.ForeignKey("cluster.Host", on_delete=models.CASCADE, related_name="pools")
     name = models.CharField(max_length=100)
     path = models.CharField(max_length=500)
 

@@ -2,24 +2,28 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 
 from django.conf import settings
 from django.db import transaction
 
+from cluster.models import Host
 from portal.audit import audit
 from portal.choices import Via
-from portal.exceptions import Conflict, NotFound, ValidationFailed
+from portal.exceptions import Conflict, NotFound, PortalError, ValidationFailed
 from portal.hypervisor import get_driver
 
 from .models import Image, StoragePool, Volume
+
+log = logging.getLogger(__name__)
 
 GIB = 1024**3
 IMAGE_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,58}[a-z0-9]$")
 
 
-def pool_ensure(*, host, name: str | None = None, path: str | None = None) -> StoragePool:
+def pool_ensure(*, host: Host, name: str | None = None, path: str | None = None) -> StoragePool:
     """The host's portal pool, defined and started in libvirt if needed."""
     name = name or settings.STORAGE_POOL
     path = path or settings.STORAGE_DIR
@@ -31,7 +35,21 @@ def pool_ensure(*, host, name: str | None = None, path: str | None = None) -> St
     return pool
 
 
-def pool_for_host(host) -> StoragePool:
+def pools_ensure_on_host(*, host: Host) -> None:
+    """The host's portal pools are defined again where they went missing (a fresh test driver, a
+    pool undefined by hand); pools that exist are left as they are. A new host gets the default pool."""
+    pools = list(StoragePool.objects.filter(host=host))
+    if not pools:
+        pool_ensure(host=host)
+        return
+    for pool in pools:
+        try:
+            get_driver(host.uri).ensure_pool(pool.name, pool.path, only_if_missing=True)
+        except PortalError as exc:
+            log.warning("storage pool %s on %s: %s", pool.name, host.name, exc.message)
+
+
+def pool_for_host(host: Host) -> StoragePool:
     """The portal pool of a host (created when the host was registered)."""
     pools = StoragePool.objects.filter(host=host)
     pool = pools.filter(name=settings.STORAGE_POOL).first() or pools.first()
@@ -85,22 +103,6 @@ def image_register(*, actor, via: str = Via.CLI, host, name: str, title: str, so
     return image
 
 
-def image_list(*, user):
-    qs = Image.objects.select_related("pool")
-    return qs if user.is_staff else qs.filter(is_public=True)
-
-
-def image_get(*, user, name_or_id) -> Image:
-    qs = image_list(user=user)
-    text = str(name_or_id).strip()
-    try:
-        if text.isdigit():
-            return qs.get(pk=int(text))
-        return qs.get(name=text)
-    except Image.DoesNotExist:
-        raise NotFound(f"Image {text[:60]!r} not found.") from None
-
-
 def root_volume_plan(*, vm, pool: StoragePool) -> Volume:
     """The DB row of a VM's root disk, written in the record phase before anything exists in libvirt."""
     return Volume.objects.create(
@@ -136,10 +138,8 @@ def volume_destroy(*, volume: Volume) -> None:
 
 def image_delete(*, actor, via: str, image: Image) -> None:
     """Remove an image from the library and its base volume from libvirt; refused while in use."""
-    from vms.choices import VMStatus
-
     disks = image.volumes.count()
-    vms = image.vms.exclude(status=VMStatus.DELETED).count()
+    vms = image.vms.filter(deleted_at__isnull=True).count()  # VMs that still exist (reverse relation)
     if disks or vms:
         raise Conflict(f"Image {image.name} is in use ({vms} VM(s), {disks} disk(s) backed by it); "
                        "delete those VMs first.", image=image.name, vms=vms, disks=disks)

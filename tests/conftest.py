@@ -65,7 +65,7 @@ def make_user(db, django_user_model):
         user = django_user_model.objects.create_user(
             username=username, password="pw-" + username, is_staff=staff, is_superuser=staff, **extra)
         if quota is not None:
-            from portal.models import Quota
+            from quotas.models import Quota
 
             Quota.objects.create(user=user, **quota)
         return user
@@ -91,8 +91,8 @@ def admin_user(make_user):
 @pytest.fixture
 def test_host(db):
     """A host on libvirt's test driver with a blank default image."""
+    from cluster.services import host_register
     from storage.services import image_register
-    from vms.hosts import host_register
 
     host = host_register(actor=None, name="testhost", uri="test:///default", domain_type="qemu")
     with tempfile.NamedTemporaryFile(suffix=".img") as fh:
@@ -112,7 +112,7 @@ def _blank_qcow2(path: Path) -> None:
 @pytest.fixture
 def qemu_host(transactional_db, _qemu_session):
     """A host on the real qemu:///system hypervisor (plain QEMU emulation: KVM here cannot boot Linux)."""
-    from vms.hosts import host_register
+    from cluster.services import host_register
 
     host = host_register(actor=None, name="qemu-local", uri=QEMU_URI, domain_type="qemu")
     assert host.status == "up", f"qemu:///system is not reachable: {host.last_error}"

@@ -1,7 +1,7 @@
-"""Admin back-office for hosts, VMs, flavors and foreign domains, plus the operator dashboard.
+"""Admin back-office for VMs and flavors, users and groups (with their quotas and VMs), and the dashboard.
 
 A thin adapter: what libvirt or the services own is read-only here, and every change (save,
-delete, actions) calls a service in vms.services / vms.hosts with `via=Via.ADMIN`, reporting one
+delete, actions) calls a service in vms.services with `via=Via.ADMIN`, reporting one
 message per object.
 """
 
@@ -11,6 +11,10 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import ActionLocation
 from django.contrib.admin.actions import delete_selected as django_delete_selected
+from django.contrib.auth import get_user_model
+from django.contrib.auth.admin import GroupAdmin as DjangoGroupAdmin
+from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
+from django.contrib.auth.models import Group
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Q
 from django.http import HttpResponseRedirect
@@ -18,6 +22,7 @@ from django.template.response import TemplateResponse
 from django.urls import NoReverseMatch, reverse
 from django.utils.html import format_html, format_html_join
 
+from cluster.models import ForeignDomain, Host
 from portal.admin_helpers import (
     EMPTY,
     ReadOnlyAdminMixin,
@@ -28,7 +33,6 @@ from portal.admin_helpers import (
     job_report,
     link,
     mib,
-    note_context,
     per_object,
     progress_bar,
     target_link,
@@ -36,19 +40,21 @@ from portal.admin_helpers import (
 )
 from portal.choices import Via
 from portal.exceptions import PortalError, ValidationFailed
-from portal.models import AuditEvent
+from portal.models import AuditEvent, Job
 from portal.web import form_error
-from storage.models import Volume
+from quotas.admin import GroupQuotaInline, QuotaInlineMixin, UserQuotaInline
+from quotas.models import Quota
+from storage.models import Image, Volume
 
-from . import hosts as host_services
-from . import services
-from .choices import HostStatus, VMStatus
+from . import lifecycle, services
+from .choices import VMStatus
 from .dashboard import dashboard
-from .models import VM, Flavor, ForeignDomain, Host, Snapshot
+from .models import VM, Flavor, Snapshot
 from .selectors import vm_jobs
 from .validation import NAME_HELP, validate_description, validate_vm_name
 
 BOTH = [ActionLocation.CHANGE_LIST, ActionLocation.CHANGE_FORM]
+User = get_user_model()
 
 
 def _portal_create_url() -> str:
@@ -58,195 +64,6 @@ def _portal_create_url() -> str:
         except NoReverseMatch:
             continue
     return "/"
-
-
-# --- hosts --------------------------------------------------------------------------------------
-
-class HostAddForm(forms.ModelForm):
-    class Meta:
-        model = Host
-        fields = ["name", "uri", "domain_type", "enabled"]
-        help_texts = {"uri": "e.g. qemu:///system, qemu+ssh://root@host/system, test:///default"}
-
-
-@admin.register(Host)
-class HostAdmin(ServiceSaveMixin, admin.ModelAdmin):
-    list_display = ("name", "uri", "status_badge", "enabled", "effective_type", "kvm_probe", "cpus",
-                    "memory", "vms_link", "last_seen")
-    list_filter = ("status", "enabled", "domain_type")
-    search_fields = ("name", "uri", "hostname")
-    actions = ["refresh_facts", "reconcile_now", "delete_selected"]
-    readonly_fields = ("status_badge", "effective_type", "kvm_probe", "hostname", "libvirt_version", "cpus",
-                       "memory", "free_memory", "last_seen", "last_error", "vms_link", "foreign_link",
-                       "pools_link")
-    fieldsets = (
-        (None, {"fields": ("name", "uri", "enabled", "domain_type")}),
-        ("What libvirt reports", {"fields": ("status_badge", "effective_type", "kvm_probe", "hostname",
-                                             "libvirt_version", "cpus", "memory", "free_memory", "last_seen",
-                                             "last_error")}),
-        ("On this host", {"fields": ("vms_link", "foreign_link", "pools_link")}),
-    )
-
-    def get_queryset(self, request):
-        return super().get_queryset(request).annotate(
-            live_vms=Count("vms", filter=~Q(vms__status=VMStatus.DELETED)))
-
-    def get_readonly_fields(self, request, obj=None):
-        if obj is None:
-            return ()
-        return ("uri", *self.readonly_fields)
-
-    def get_fieldsets(self, request, obj=None):
-        if obj is None:
-            return ((None, {"fields": ("name", "uri", "domain_type", "enabled"),
-                            "description": "The host is registered through the host service: its facts are "
-                                           "read from libvirt and the portal's storage pool is created."}),)
-        return self.fieldsets
-
-    def get_form(self, request, obj=None, change=False, **kwargs):
-        if obj is None:
-            kwargs["form"] = HostAddForm
-        return super().get_form(request, obj, change=change, **kwargs)
-
-    # columns
-    @admin.display(description="status", ordering="status")
-    def status_badge(self, obj):
-        return badge(obj.status, obj.get_status_display(), title=obj.last_error)
-
-    @admin.display(description="domain type")
-    def effective_type(self, obj):
-        return obj.effective_domain_type if obj.domain_type != "auto" else f"{obj.effective_domain_type} (auto)"
-
-    @admin.display(description="KVM probe", ordering="kvm_boots_guests")
-    def kvm_probe(self, obj):
-        if obj.kvm_boots_guests is None:
-            return badge("unknown", "not probed")
-        if obj.kvm_boots_guests:
-            return badge("ok", "boots guests", tone="ok", title=str(obj.kvm_probed_at or ""))
-        return badge("no", "no KVM guests", tone="warn", title=str(obj.kvm_probed_at or ""))
-
-    @admin.display(description="memory", ordering="memory_mib")
-    def memory(self, obj):
-        return mib(obj.memory_mib)
-
-    @admin.display(description="free memory")
-    def free_memory(self, obj):
-        return mib(obj.free_memory_mib)
-
-    @admin.display(description="VMs", ordering="live_vms")
-    def vms_link(self, obj):
-        count = getattr(obj, "live_vms", None)
-        if count is None:
-            count = obj.vms.exclude(status=VMStatus.DELETED).count()
-        return changelist_link(VM, f"{count} VM{'s' if count != 1 else ''}", host__id__exact=obj.pk)
-
-    @admin.display(description="last seen", ordering="last_seen_at")
-    def last_seen(self, obj):
-        return when(obj.last_seen_at)
-
-    @admin.display(description="foreign domains")
-    def foreign_link(self, obj):
-        return changelist_link(ForeignDomain, f"{obj.foreign_domains.count()} foreign domain(s)",
-                               host__id__exact=obj.pk)
-
-    @admin.display(description="storage pools")
-    def pools_link(self, obj):
-        from storage.models import StoragePool
-
-        return changelist_link(StoragePool, f"{obj.pools.count()} pool(s)", host__id__exact=obj.pk)
-
-    # saving goes through the host service
-    def save_model(self, request, obj, form, change):
-        if not change:
-            host = self.call_service(request, lambda: host_services.host_register(
-                actor=request.user, via=Via.ADMIN, name=obj.name, uri=obj.uri, domain_type=obj.domain_type))
-            if host is None:
-                return
-            if not obj.enabled:
-                Host.objects.filter(pk=host.pk).update(enabled=False)
-            obj.pk = host.pk
-            obj.refresh_from_db()
-            self._report_host(request, obj, "Registered")
-            return
-        changed = set(form.changed_data)
-        if changed & {"name", "domain_type"}:
-            host = self.call_service(request, lambda: host_services.host_register(
-                actor=request.user, via=Via.ADMIN, name=obj.name, uri=obj.uri, domain_type=obj.domain_type))
-            if host is None:
-                return
-        if "enabled" in changed:
-            from portal.audit import audit
-
-            Host.objects.filter(pk=obj.pk).update(enabled=obj.enabled)
-            audit(actor=request.user, via=Via.ADMIN, action="host.enable" if obj.enabled else "host.disable",
-                  target=obj, message=f"{obj.name} {'takes' if obj.enabled else 'gets no'} new VMs")
-
-    def _report_host(self, request, host, verb):
-        if host.status == HostStatus.DOWN:
-            self.message_user(request, f"{verb} {host.name}, but it is unreachable: {host.last_error}",
-                              messages.WARNING)
-        else:
-            self.message_user(request, f"{verb} {host.name}: {host.get_status_display().lower()}, "
-                                       f"{host.cpus} CPUs, {mib(host.memory_mib)}.", messages.SUCCESS)
-
-    # deleting a host with VMs is refused
-    def _vm_refusal(self, host) -> str | None:
-        live = host.vms.exclude(status=VMStatus.DELETED).count()
-        total = host.vms.count()
-        if not total:
-            return None
-        if live:
-            return (f"Cannot delete host {host.name}: {live} VM(s) still live on it. "
-                    "Delete or move them first.")
-        return (f"Cannot delete host {host.name}: {total} deleted VM record(s) still name it and are kept for "
-                "the audit trail. Disable the host instead (untick “enabled”) so it gets no new VMs.")
-
-    def delete_view(self, request, object_id, extra_context=None):
-        host = self.get_object(request, object_id)
-        if host is not None:
-            reason = self._vm_refusal(host)
-            if reason:
-                self.message_user(request, reason, messages.ERROR)
-                return HttpResponseRedirect(admin_url(host))
-        return super().delete_view(request, object_id, extra_context)
-
-    @admin.action(permissions=["delete"], description="Delete selected hosts")
-    def delete_selected(self, request, queryset):
-        refused = []
-        for host in queryset:
-            reason = self._vm_refusal(host)
-            if reason:
-                refused.append(host.pk)
-                self.message_user(request, reason, messages.ERROR)
-        rest = queryset.exclude(pk__in=refused)
-        if rest.exists():
-            return django_delete_selected(self, request, rest)
-        return None
-
-    # actions
-    @admin.action(description="Refresh facts from libvirt", location=BOTH)
-    def refresh_facts(self, request, queryset):
-        def call(host):
-            host = host_services.host_refresh(host=host)
-            if host.status == HostStatus.DOWN:
-                return messages.ERROR, f"{host.name}: unreachable: {host.last_error}"
-            return messages.SUCCESS, (f"{host.name}: {host.get_status_display().lower()}, {host.cpus} CPUs, "
-                                      f"{mib(host.memory_mib)} ({mib(host.free_memory_mib)} free), "
-                                      f"libvirt {host.libvirt_version}.")
-
-        per_object(self, request, queryset, call, verb="Refreshed")
-
-    @admin.action(description="Reconcile now (VM states from libvirt, foreign domains)", location=BOTH)
-    def reconcile_now(self, request, queryset):
-        def call(host):
-            result = host_services.host_sync(host=host)
-            if result.get("status") != "up":
-                return messages.ERROR, f"{host.name}: {result.get('status')}: {result.get('error', '')}"
-            level = messages.WARNING if result.get("drifted") else messages.SUCCESS
-            return level, (f"{host.name}: {result['domains']} domain(s) seen, {result['drifted']} VM(s) drifted "
-                           f"(marked from libvirt's state), {result['foreign']} foreign domain(s).")
-
-        per_object(self, request, queryset, call, verb="Reconciled")
 
 
 # --- flavors ------------------------------------------------------------------------------------
@@ -348,8 +165,6 @@ class VMAdminCreateForm(forms.Form):
         from django.contrib.auth import get_user_model
         from django.contrib.auth.models import Group
 
-        from storage.models import Image
-
         super().__init__(*args, **kwargs)
         self.fields["owner"].queryset = get_user_model().objects.filter(is_active=True).order_by("username")
         self.fields["image"].queryset = Image.objects.order_by("name")
@@ -403,7 +218,7 @@ class VMAdmin(ServiceSaveMixin, admin.ModelAdmin):
     search_fields = ("name", "owner__username", "uuid", "domain_name", "description")
     list_select_related = ("owner", "host", "image", "group")
     date_hierarchy = "created_at"
-    actions = ["start", "stop", "force_off", "reboot", "delete_selected"]
+    actions = [*lifecycle.POWER_ACTIONS, "delete_selected"]
     inlines = [VolumeInline, SnapshotInline]
     change_list_template = "admin/vms/vm/change_list.html"
     readonly_fields = (
@@ -500,8 +315,6 @@ class VMAdmin(ServiceSaveMixin, admin.ModelAdmin):
 
     @admin.display(description="quota")
     def quota_link(self, obj):
-        from portal.models import Quota
-
         quota = Quota.objects.filter(group=obj.group).first() if obj.group_id else \
             Quota.objects.filter(user=obj.owner).first()
         if quota is None:
@@ -585,81 +398,86 @@ class VMAdmin(ServiceSaveMixin, admin.ModelAdmin):
             return None
         return django_delete_selected(self, request, queryset)  # the confirmation page
 
-    # power actions
-    def _power(self, request, queryset, fn, verb):
+    # power actions: one admin action per row of the lifecycle table (see below the class)
+    def _power(self, request, queryset, action: str) -> None:
+        transition = lifecycle.POWER_ACTIONS[action]
+
         def call(vm):
-            result = fn(actor=request.user, via=Via.ADMIN, vm=vm.pk)
+            result = services.vm_action(actor=request.user, via=Via.ADMIN, vm=vm.pk, action=action)
             return job_report(result.job, result.message)
 
-        per_object(self, request, queryset, call, verb=verb)
-
-    @admin.action(permissions=["change"], description="Start", description_plural="Start selected VMs",
-                  location=BOTH)
-    def start(self, request, queryset):
-        self._power(request, queryset, services.vm_start, "Starting")
-
-    @admin.action(permissions=["change"], description="Stop (ACPI shutdown)",
-                  description_plural="Stop selected VMs (ACPI shutdown)", location=BOTH)
-    def stop(self, request, queryset):
-        self._power(request, queryset, services.vm_stop, "Stopping")
-
-    @admin.action(permissions=["change"], description="Force off (power cut)",
-                  description_plural="Force off selected VMs (power cut)", location=BOTH)
-    def force_off(self, request, queryset):
-        self._power(request, queryset, services.vm_force_off, "Forcing off")
-
-    @admin.action(permissions=["change"], description="Reboot", description_plural="Reboot selected VMs",
-                  location=BOTH)
-    def reboot(self, request, queryset):
-        self._power(request, queryset, services.vm_reboot, "Rebooting")
+        per_object(self, request, queryset, call, verb=transition.doing)
 
 
-# --- foreign domains ----------------------------------------------------------------------------
+def _power_admin_action(action: str):
+    """An admin action that runs `action` on each selected VM through the service."""
+    transition = lifecycle.POWER_ACTIONS[action]
 
-FOREIGN_NOTE = ("Domains found on the hosts that this portal did not create (or whose portal record is gone). "
-                "They are listed for information only and never touched: no action here starts, stops or "
-                "deletes them. The list is refreshed by each reconcile.")
+    def run(modeladmin: VMAdmin, request, queryset) -> None:
+        modeladmin._power(request, queryset, action)
+
+    run.__name__ = action
+    return admin.action(permissions=["change"], description=f"{transition.label}: {transition.help}",
+                        description_plural=f"{transition.label} selected VMs", location=BOTH)(run)
 
 
-@admin.register(ForeignDomain)
-class ForeignDomainAdmin(admin.ModelAdmin):
-    list_display = ("name", "host_link", "state_badge", "uuid", "owner_hint", "first_seen", "last_seen")
-    list_filter = ("host", "state")
-    search_fields = ("name", "uuid", "owner_hint")
-    list_select_related = ("host",)
-    change_list_template = "admin/portal/change_list_note.html"
-    actions = None
+for _action in lifecycle.POWER_ACTIONS:
+    setattr(VMAdmin, _action, _power_admin_action(_action))
 
-    def has_add_permission(self, request):
-        return False
 
-    def has_change_permission(self, request, obj=None):
-        return False
+# --- users and groups: their quota inline (quotas) and their VMs ---------------------------------
 
-    def has_delete_permission(self, request, obj=None):
-        return False
+admin.site.unregister(User)
+admin.site.unregister(Group)
 
-    def changelist_view(self, request, extra_context=None):
-        return super().changelist_view(request, note_context(FOREIGN_NOTE, extra_context))
 
-    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
-        return super().changeform_view(request, object_id, form_url, note_context(FOREIGN_NOTE, extra_context))
+@admin.register(User)
+class UserAdmin(QuotaInlineMixin, DjangoUserAdmin):
+    quota_subject = "user"
+    inlines = [*DjangoUserAdmin.inlines, UserQuotaInline]
+    list_display = ("username", "email", "first_name", "last_name", "is_staff", "is_active", "vms_link",
+                    "last_login")
 
-    @admin.display(description="host", ordering="host__name")
-    def host_link(self, obj):
-        return link(obj.host)
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(
+            live_vms=Count("vms", filter=~Q(vms__status=VMStatus.DELETED)))
 
-    @admin.display(description="state", ordering="state")
-    def state_badge(self, obj):
-        return badge(obj.state, tone="muted")
+    def get_readonly_fields(self, request, obj=None):
+        fields = super().get_readonly_fields(request, obj)
+        return (*fields, "vms_link") if obj is not None else fields
 
-    @admin.display(description="first seen", ordering="first_seen_at")
-    def first_seen(self, obj):
-        return when(obj.first_seen_at)
+    def get_fieldsets(self, request, obj=None):
+        fieldsets = super().get_fieldsets(request, obj)
+        if obj is None:
+            return fieldsets
+        return (*fieldsets, ("VMs", {"fields": ("vms_link",)}))
 
-    @admin.display(description="last seen", ordering="last_seen_at")
-    def last_seen(self, obj):
-        return when(obj.last_seen_at)
+    @admin.display(description="VMs", ordering="live_vms")
+    def vms_link(self, obj):
+        count = getattr(obj, "live_vms", None)
+        if count is None:
+            count = VM.objects.filter(owner=obj).exclude(status="deleted").count()
+        return changelist_link(VM, f"{count} VM{'s' if count != 1 else ''}", owner__id__exact=obj.pk)
+
+
+@admin.register(Group)
+class GroupAdmin(QuotaInlineMixin, DjangoGroupAdmin):
+    quota_subject = "group"
+    inlines = [*DjangoGroupAdmin.inlines, GroupQuotaInline]
+    list_display = ("name", "members", "vms_link")
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(
+            n_members=Count("user", distinct=True),
+            live_vms=Count("vms", filter=~Q(vms__status=VMStatus.DELETED), distinct=True))
+
+    @admin.display(description="members", ordering="n_members")
+    def members(self, obj):
+        return changelist_link(User, obj.n_members, groups__id__exact=obj.pk)
+
+    @admin.display(description="team VMs", ordering="live_vms")
+    def vms_link(self, obj):
+        return changelist_link(VM, obj.live_vms, group__id__exact=obj.pk)
 
 
 # --- the dashboard ------------------------------------------------------------------------------
@@ -707,7 +525,5 @@ def dashboard_view(request):
 
 
 def _jobs_url(**query) -> str | None:
-    from portal.models import Job
-
     return admin_url(Job, "changelist", **query)
 

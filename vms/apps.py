@@ -6,4 +6,23 @@ class VmsConfig(AppConfig):
     verbose_name = "Virtual machines"
 
     def ready(self) -> None:
+        # Imported here, not at module level: they import models, which need the app registry.
+        from cluster.observers import register_observer
+        from cluster.placement import register_load
+        from portal.jobs.labels import register_job_labels
+        from portal.jobs.selectors import register_target_visibility
+        from portal.live import register_live_config
+        from quotas.usage import register_usage
+
         from . import jobs  # noqa: F401  (registers the job handlers)
+        from .lifecycle import JOB_LABELS
+        from .reconcile import VMObserver
+        from .selectors import vm_host_loads, vm_owned_ids, vm_quota_usage
+        from .views import live_config
+
+        register_usage(vm_quota_usage)
+        register_load(vm_host_loads)
+        register_observer(VMObserver())
+        register_target_visibility("vm", lambda user: vm_owned_ids(user=user))
+        register_job_labels(JOB_LABELS)
+        register_live_config(live_config)

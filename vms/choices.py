@@ -33,16 +33,3 @@ class SnapshotStatus(models.TextChoices):
 
 SnapshotStatus.BUSY = (  # type: ignore[attr-defined]
     SnapshotStatus.CREATING, SnapshotStatus.REVERTING, SnapshotStatus.DELETING)
-
-
-class HostStatus(models.TextChoices):
-    UP = "up", "Up"
-    DOWN = "down", "Down"
-    MAINTENANCE = "maintenance", "Maintenance"
-    UNKNOWN = "unknown", "Unknown"
-
-
-class DomainType(models.TextChoices):
-    AUTO = "auto", "Auto (KVM where it boots a guest, else QEMU)"
-    KVM = "kvm", "KVM"
-    QEMU = "qemu", "QEMU (emulation)"

@@ -26,9 +26,10 @@ from django.utils import timezone
 from portal.choices import JobStatus
 from portal.events import STAFF_GROUP, team_group, user_group
 from portal.jobs import job_event
+from portal.jobs.selectors import job_visible
 
 from .choices import VMStatus
-from .selectors import job_visible, vm_visible
+from .selectors import vm_visible
 from .services import vm_event
 
 log = logging.getLogger(__name__)

@@ -9,11 +9,12 @@ from django.db.models import Count, Q, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from cluster.models import ForeignDomain, Host
 from portal.choices import JobStatus
 from portal.models import Job
 
 from .choices import VMStatus
-from .models import VM, ForeignDomain, Host
+from .models import VM
 
 
 @dataclass(frozen=True)

@@ -6,32 +6,28 @@ lock across a libvirt call.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from django.conf import settings
 from django.utils import timezone
 
 from portal.audit import audit
 from portal.exceptions import Conflict, InvalidState, NotFound, PortalError
-from portal.hypervisor import PowerState, get_driver
+from portal.hypervisor import DomainInfo, PowerState, get_driver
 from portal.jobs import JobContext, job_handler
 from portal.models import AuditEvent, Job
 from storage.models import Volume
 from storage.services import volume_destroy, volume_materialize
 
+from . import lifecycle
 from .choices import SnapshotStatus, VMStatus
+from .lifecycle import status_for
 from .models import VM, Snapshot
 from .services import snapshots_publish, vm_publish, vm_set_status
 from .specs import build_spec
 
-
-def status_for(state: PowerState | None) -> str:
-    """The VM status that a libvirt power state means (None: the domain is gone)."""
-    if state is None:
-        return VMStatus.ERROR
-    if state in (PowerState.RUNNING, PowerState.BLOCKED, PowerState.SHUTTING_DOWN):
-        return VMStatus.RUNNING
-    if state in (PowerState.PAUSED, PowerState.PMSUSPENDED):
-        return VMStatus.PAUSED
-    return VMStatus.STOPPED
+if TYPE_CHECKING:  # the driver class is only needed for annotations
+    from portal.hypervisor.driver import LibvirtDriver
 
 
 def _vm(job: Job) -> VM:
@@ -123,28 +119,11 @@ def create(ctx: JobContext) -> dict:
     return {"domain": vm.domain_name, "domain_type": domain_type}
 
 
-# --- power actions ------------------------------------------------------------------------------
+# --- power actions: one handler for every row of the lifecycle table ---------------------------
 
-@job_handler("vm.start", on_failure=_restore_from_libvirt)
-def start(ctx: JobContext) -> dict:
-    vm = _vm(ctx.job)
-    driver = get_driver(vm.host.uri)
-    ctx.progress(30, "Starting")
-    if not driver.domain_exists(str(vm.uuid)):
-        # Removed behind our back (drift): define it again from the portal's record.
-        driver.define(build_spec(vm, domain_type=driver.resolve_domain_type(vm.host.effective_domain_type)))
-    info = driver.start(str(vm.uuid))
-    vm_set_status(vm, VMStatus.RUNNING, last_error="", power_state=info.state, observed_at=timezone.now())
-    _done(ctx.job, vm, "vm.started", f"Started {vm.name}")
-    return {}
-
-
-@job_handler("vm.stop", on_failure=_restore_from_libvirt)
-def stop(ctx: JobContext) -> dict:
-    vm = _vm(ctx.job)
-    driver = get_driver(vm.host.uri)
-    ctx.progress(10, "Sending the ACPI power-off signal")
-    driver.shutdown(str(vm.uuid))
+def _wait_powered_off(ctx: JobContext, vm: VM, driver: LibvirtDriver) -> None:
+    """After the ACPI signal: wait for the guest to power off, pressing the button again every ~6 s
+    (a guest still booting has no ACPI daemon yet and loses the first press)."""
     timeout = settings.STOP_TIMEOUT_SECONDS
     last = [0]
 
@@ -152,8 +131,6 @@ def stop(ctx: JobContext) -> dict:
         if int(elapsed) // 2 != last[0]:
             last[0] = int(elapsed) // 2
             if last[0] % 3 == 0:
-                # Press the button again every ~6 s: a guest still booting has no ACPI daemon yet
-                # and loses the first press.
                 try:
                     driver.shutdown(str(vm.uuid))
                 except PortalError:
@@ -166,47 +143,32 @@ def stop(ctx: JobContext) -> dict:
     except TimeoutError:
         raise InvalidState(f"{vm.name} did not power off within {timeout} s of the ACPI signal "
                            "(the guest may ignore it). Use Force off to cut the power.") from None
-    vm_set_status(vm, VMStatus.STOPPED, last_error="", power_state=PowerState.SHUTOFF, observed_at=timezone.now())
-    _done(ctx.job, vm, "vm.stopped", f"Stopped {vm.name} (ACPI)")
-    return {}
 
 
-@job_handler("vm.force_off", on_failure=_restore_from_libvirt)
-def force_off(ctx: JobContext) -> dict:
+def power(ctx: JobContext) -> dict:
+    """Carry out the power transition of the job's kind: the gateway verb, then the resulting state."""
+    transition = lifecycle.by_job_kind(ctx.job.kind)
     vm = _vm(ctx.job)
-    ctx.progress(30, "Cutting the power")
-    get_driver(vm.host.uri).destroy(str(vm.uuid))
-    vm_set_status(vm, VMStatus.STOPPED, last_error="", power_state=PowerState.SHUTOFF, observed_at=timezone.now())
-    _done(ctx.job, vm, "vm.forced_off", f"Forced off {vm.name}")
+    driver = get_driver(vm.host.uri)
+    ctx.progress(10 if transition.action == "stop" else 30, transition.progress)
+    if transition.action == "start" and not driver.domain_exists(str(vm.uuid)):
+        # Removed behind our back (drift): define it again from the portal's record.
+        driver.define(build_spec(vm, domain_type=driver.resolve_domain_type(vm.host.effective_domain_type)))
+    outcome = getattr(driver, transition.verb)(str(vm.uuid))
+    if transition.action == "stop":
+        _wait_powered_off(ctx, vm, driver)
+    state = outcome.state if isinstance(outcome, DomainInfo) else _RESULT_POWER_STATE[transition.result]
+    vm_set_status(vm, transition.result, last_error="", power_state=state, observed_at=timezone.now())
+    _done(ctx.job, vm, transition.done, transition.done_message.format(name=vm.name))
     return {}
 
 
-@job_handler("vm.reboot", on_failure=_restore_from_libvirt)
-def reboot(ctx: JobContext) -> dict:
-    vm = _vm(ctx.job)
-    ctx.progress(30, "Rebooting")
-    get_driver(vm.host.uri).reboot(str(vm.uuid))
-    vm_set_status(vm, VMStatus.RUNNING, last_error="", power_state=PowerState.RUNNING, observed_at=timezone.now())
-    _done(ctx.job, vm, "vm.rebooted", f"Rebooted {vm.name}")
-    return {}
+# The power state a successful transition leaves when the gateway verb does not report one.
+_RESULT_POWER_STATE = {VMStatus.RUNNING: PowerState.RUNNING, VMStatus.STOPPED: PowerState.SHUTOFF,
+                       VMStatus.PAUSED: PowerState.PAUSED}
 
-
-@job_handler("vm.pause", on_failure=_restore_from_libvirt)
-def pause(ctx: JobContext) -> dict:
-    vm = _vm(ctx.job)
-    get_driver(vm.host.uri).suspend(str(vm.uuid))
-    vm_set_status(vm, VMStatus.PAUSED, last_error="", power_state=PowerState.PAUSED, observed_at=timezone.now())
-    _done(ctx.job, vm, "vm.paused", f"Paused {vm.name}")
-    return {}
-
-
-@job_handler("vm.resume", on_failure=_restore_from_libvirt)
-def resume(ctx: JobContext) -> dict:
-    vm = _vm(ctx.job)
-    get_driver(vm.host.uri).resume(str(vm.uuid))
-    vm_set_status(vm, VMStatus.RUNNING, last_error="", power_state=PowerState.RUNNING, observed_at=timezone.now())
-    _done(ctx.job, vm, "vm.resumed", f"Resumed {vm.name}")
-    return {}
+for _transition in lifecycle.POWER_ACTIONS.values():
+    job_handler(_transition.job_kind, on_failure=_restore_from_libvirt)(power)
 
 
 # --- delete -------------------------------------------------------------------------------------

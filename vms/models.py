@@ -1,4 +1,4 @@
-"""Hosts, size presets (flavors), VMs and the domains found on hosts that the portal did not create."""
+"""Size presets (flavors), VMs and their snapshots."""
 
 from __future__ import annotations
 
@@ -11,39 +11,7 @@ from django.db.models import Q
 
 from portal.choices import Via
 
-from .choices import DomainType, HostStatus, SnapshotStatus, VMStatus
-
-
-class Host(models.Model):
-    """A libvirt host, addressed by its URI; libvirt owns the facts shown about it."""
-
-    name = models.CharField(max_length=100, unique=True)
-    uri = models.CharField("libvirt URI", max_length=300, unique=True)
-    enabled = models.BooleanField(default=True, help_text="Disabled hosts get no new VMs.")
-    status = models.CharField(max_length=16, choices=HostStatus.choices, default=HostStatus.UNKNOWN)
-    domain_type = models.CharField(max_length=8, choices=DomainType.choices, default=DomainType.AUTO)
-    kvm_boots_guests = models.BooleanField(null=True, blank=True,
-                                           help_text="Probe result: does a Linux guest boot under KVM here?")
-    kvm_probed_at = models.DateTimeField(null=True, blank=True)
-    hostname = models.CharField(max_length=200, blank=True)
-    libvirt_version = models.CharField(max_length=32, blank=True)
-    cpus = models.PositiveIntegerField(default=0)
-    memory_mib = models.PositiveIntegerField(default=0)
-    free_memory_mib = models.PositiveIntegerField(default=0)
-    last_seen_at = models.DateTimeField(null=True, blank=True)
-    last_error = models.TextField(blank=True)
-
-    class Meta:
-        ordering = ["name"]
-
-    def __str__(self) -> str:
-        return self.name
-
-    @property
-    def effective_domain_type(self) -> str:
-        if self.domain_type != DomainType.AUTO:
-            return self.domain_type
-        return DomainType.KVM if self.kvm_boots_guests else DomainType.QEMU
+from .choices import SnapshotStatus, VMStatus
 
 
 class Flavor(models.Model):
@@ -72,7 +40,7 @@ class VM(models.Model):
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="vms")
     group = models.ForeignKey(Group, null=True, blank=True, on_delete=models.PROTECT, related_name="vms",
                               help_text="Team that shares this VM and whose quota it uses.")
-    host = models.ForeignKey(Host, on_delete=models.PROTECT, related_name="vms")
+    host = models.ForeignKey("cluster.Host", on_delete=models.PROTECT, related_name="vms")
     image = models.ForeignKey("storage.Image", null=True, blank=True, on_delete=models.SET_NULL, related_name="vms")
     flavor = models.ForeignKey(Flavor, null=True, blank=True, on_delete=models.SET_NULL, related_name="vms")
     vcpus = models.PositiveIntegerField()
@@ -137,23 +105,3 @@ class Snapshot(models.Model):
     @property
     def is_busy(self) -> bool:
         return self.status in SnapshotStatus.BUSY
-
-
-class ForeignDomain(models.Model):
-    """A domain found on a host that this portal did not create: listed for admins, never touched."""
-
-    host = models.ForeignKey(Host, on_delete=models.CASCADE, related_name="foreign_domains")
-    uuid = models.CharField(max_length=36)
-    name = models.CharField(max_length=200)
-    state = models.CharField(max_length=16)
-    owner_hint = models.CharField(max_length=200, blank=True,
-                                  help_text="Another portal instance's id, if it carries portal metadata.")
-    first_seen_at = models.DateTimeField(auto_now_add=True)
-    last_seen_at = models.DateTimeField(auto_now=True)
-
-    class Meta:
-        ordering = ["host__name", "name"]
-        constraints = [models.UniqueConstraint(fields=["host", "uuid"], name="foreign_domain_unique")]
-
-    def __str__(self) -> str:
-        return f"{self.name} on {self.host}"

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import uuid
 
-from django.db.models import Q, QuerySet
+from django.db.models import Count, Q, QuerySet, Sum
+from django.db.models.functions import Coalesce
 
+from cluster.placement import HostLoad
+from portal.choices import JobStatus
 from portal.exceptions import NotFound
+from portal.jobs.selectors import job_visible
 from portal.models import AuditEvent, Job
 
 from .choices import VMStatus
-from .models import VM, Flavor, Host
+from .models import VM, Flavor
 
 
 def vm_visible(*, user) -> QuerySet[VM]:
@@ -59,6 +63,14 @@ def vm_get_by_name(*, user, name: str) -> VM:
     return vm
 
 
+def vm_active_jobs(*, user) -> dict[str, Job]:
+    """The newest queued or running job of each VM the user may see, by VM id (as text)."""
+    active: dict[str, Job] = {}
+    for job in job_visible(user=user).filter(status__in=JobStatus.ACTIVE, target_type="vm"):
+        active.setdefault(job.target_id, job)
+    return active
+
+
 def vm_jobs(*, vm: VM) -> QuerySet[Job]:
     return Job.objects.filter(target_type="vm", target_id=str(vm.pk)).select_related("actor")
 
@@ -88,26 +100,49 @@ def vm_audit_events(*, vm: VM) -> QuerySet[AuditEvent]:
     return AuditEvent.objects.filter(target_type="vm", target_id=str(vm.pk)).select_related("actor")
 
 
-def job_visible(*, user) -> QuerySet[Job]:
-    qs = Job.objects.select_related("actor")
-    if user.is_staff:
-        return qs
-    vm_ids = [str(pk) for pk in VM.objects.filter(
-        Q(owner=user) | Q(group__in=user.groups.all())).values_list("pk", flat=True)]
-    return qs.filter(Q(actor=user) | Q(target_type="vm", target_id__in=vm_ids))
-
-
-def job_get(*, user, job_id) -> Job:
-    try:
-        return job_visible(user=user).get(pk=uuid.UUID(str(job_id)))
-    except (Job.DoesNotExist, ValueError):
-        raise NotFound(f"Job {job_id} not found.") from None
-
-
 def flavor_list(*, user) -> QuerySet[Flavor]:
+    """Size presets `user` may choose: public ones, all for staff."""
     qs = Flavor.objects.all()
     return qs if user.is_staff else qs.filter(is_public=True)
 
 
-def host_list() -> QuerySet[Host]:
-    return Host.objects.all()
+def flavor_get(*, user, name_or_id: object) -> Flavor:
+    """One flavor the user may choose, by name or numeric id."""
+    qs = flavor_list(user=user)
+    text = str(name_or_id).strip()
+    flavor = qs.filter(pk=int(text)).first() if text.isdigit() else qs.filter(name=text).first()
+    if flavor is None:
+        raise NotFound(f"Flavor {text[:40]!r} not found.")
+    return flavor
+
+
+def vm_owned_ids(*, user) -> QuerySet:
+    """Ids of the VMs (deleted ones too) owned by `user` or their groups: whose jobs they may see."""
+    return VM.objects.filter(Q(owner=user) | Q(group__in=user.groups.all())).values_list("pk", flat=True)
+
+
+def _charged(*, user=None, group=None) -> QuerySet[VM]:
+    qs = VM.objects.filter(status__in=VMStatus.COUNTED)
+    if group is not None:
+        return qs.filter(group=group)
+    return qs.filter(owner=user, group__isnull=True)
+
+
+def vm_quota_usage(*, user=None, group=None) -> dict[str, int]:
+    """What the VMs charge to a user's personal quota (no group) or to a group's (registered with quotas)."""
+    if group is None and getattr(user, "pk", None) is None:
+        return {}
+    agg = _charged(user=user, group=group).aggregate(
+        vms=Count("id"),
+        vcpus=Coalesce(Sum("vcpus"), 0),
+        memory_mib=Coalesce(Sum("memory_mib"), 0),
+        disk_gib=Coalesce(Sum("disk_gib"), 0),
+    )
+    return dict(agg)
+
+
+def vm_host_loads() -> dict[int, HostLoad]:
+    """Memory, vCPUs and VMs committed per host by the VMs that still hold resources (for placement)."""
+    rows = (VM.objects.filter(status__in=VMStatus.COUNTED).values("host_id")
+            .annotate(memory=Sum("memory_mib"), vcpus=Sum("vcpus"), n=Count("id")))
+    return {r["host_id"]: HostLoad(memory_mib=r["memory"] or 0, vcpus=r["vcpus"] or 0, vms=r["n"]) for r in rows}

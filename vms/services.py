@@ -15,6 +15,8 @@ from django.contrib.auth.models import Group
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from cluster.placement import pick_host
+from portal.actors import Actor, require_user
 from portal.audit import audit
 from portal.choices import JobStatus
 from portal.events import STAFF_GROUP, publish, team_group, user_group
@@ -22,12 +24,13 @@ from portal.exceptions import Conflict, InvalidState, NotFound, PermissionDenied
 from portal.hypervisor import get_driver
 from portal.jobs import job_create
 from portal.models import AuditEvent, Job
-from portal.quotas import quota_reserve
+from quotas.services import quota_reserve
 from storage.models import Image
+from storage.services import pool_for_host, root_volume_plan
 
+from . import lifecycle
 from .choices import SnapshotStatus, VMStatus
 from .models import VM, Flavor, Snapshot
-from .scheduler import pick_host
 from .selectors import vm_snapshot_get, vm_visible
 from .validation import validate_description, validate_size, validate_snapshot_name, validate_vm_name
 
@@ -93,9 +96,8 @@ def vm_set_status(vm: VM, status: str, *, last_error: str | None = None, **field
     return vm
 
 
-def _check_actor(actor) -> None:
-    if actor is None or not getattr(actor, "is_authenticated", False) or not actor.is_active:
-        raise PermissionDenied("Sign in to manage VMs.")
+def _check_actor(actor: Actor) -> None:
+    require_user(actor, "Sign in to manage VMs.")
 
 
 def _lock_visible(*, actor, vm: VM | int) -> VM:
@@ -206,8 +208,6 @@ def vm_create(*, actor, via: str, name: str, image=None, flavor=None, vcpus=None
                 flavor=flavor, vcpus=vcpus, memory_mib=memory_mib, disk_gib=disk_gib,
                 status=VMStatus.CREATING, created_via=via,
             )
-            from storage.services import pool_for_host, root_volume_plan
-
             vm.domain_name = f"{_domain_prefix()}-{vm.uuid.hex[:12]}"
             VM.objects.filter(pk=vm.pk).update(domain_name=vm.domain_name)
             root_volume_plan(vm=vm, pool=pool_for_host(host))
@@ -230,133 +230,98 @@ def _domain_prefix() -> str:
     return settings.DOMAIN_PREFIX
 
 
-# --- power actions ------------------------------------------------------------------------------
+# --- power actions and delete (the rules are the table in vms.lifecycle) -------------------------
 
-_ACTIONS = {
-    # action: (allowed from, no-op when in, transitional state, job kind, verb for messages)
-    "start": ({VMStatus.STOPPED, VMStatus.ERROR}, {VMStatus.RUNNING}, VMStatus.STARTING, "vm.start", "Starting"),
-    "stop": ({VMStatus.RUNNING}, set(), VMStatus.STOPPING, "vm.stop", "Stopping"),
-    "force_off": ({VMStatus.RUNNING, VMStatus.PAUSED, VMStatus.STOPPING, VMStatus.STARTING,
-                   VMStatus.REBOOTING, VMStatus.ERROR}, set(), VMStatus.STOPPING, "vm.force_off", "Forcing off"),
-    "reboot": ({VMStatus.RUNNING}, set(), VMStatus.REBOOTING, "vm.reboot", "Rebooting"),
-    "pause": ({VMStatus.RUNNING}, {VMStatus.PAUSED}, None, "vm.pause", "Pausing"),
-    "resume": ({VMStatus.PAUSED}, {VMStatus.RUNNING}, None, "vm.resume", "Resuming"),
-}
-
-_WHY_NOT = {
-    ("stop", VMStatus.STOPPED): "is already stopped",
-    ("force_off", VMStatus.STOPPED): "is already stopped",
-    ("stop", VMStatus.PAUSED): "is paused: resume it first, or use Force off",
-    ("reboot", VMStatus.STOPPED): "is stopped: start it instead",
-    ("pause", VMStatus.STOPPED): "is stopped",
-    ("resume", VMStatus.STOPPED): "is stopped: start it instead",
-}
-
-
-def _power_action(action: str, *, actor, via: str, vm: VM | int) -> ActionResult:
-    allowed, noop, transitional, kind, verb = _ACTIONS[action]
+def _power_action(action: str, *, actor: Actor, via: str, vm: VM | int) -> ActionResult:
+    transition = lifecycle.POWER_ACTIONS[action]
     refused: InvalidState | None = None
     with transaction.atomic():
         vm = _lock_visible(actor=actor, vm=vm)
         state = vm.get_status_display().lower()
-        if vm.status in noop:
+        if vm.status in transition.noop:
             audit(actor=actor, via=via, action=f"vm.{action}", target=vm,
                   message=f"No-op: {vm.name} is already {state}")
             return ActionResult(vm, None, f"{vm.name} is already {state}.")
         busy = _snapshot_busy(vm)
-        if vm.status not in allowed:
-            reason = _WHY_NOT.get((action, vm.status)) or (
-                f"is busy ({state})" if vm.is_transitional else f"is {state}")
-            refused = InvalidState(f"Cannot {action.replace('_', ' ')} {vm.name}: it {reason}.", status=vm.status)
-        elif busy is not None and action != "force_off":
+        if vm.status not in transition.allowed:
+            refused = InvalidState(transition.refusal(name=vm.name, status=vm.status, transitional=vm.is_transitional),
+                                   status=vm.status)
+        elif busy is not None and transition.waits_for_snapshots:
             refused = InvalidState(f"Cannot {action.replace('_', ' ')} {vm.name}: {_busy_text(busy)}. "
                                    "Try again when it has finished.", status=vm.status)
         else:
-            job = job_create(kind=kind, actor=actor, via=via, target=vm, params={"previous": vm.status})
-            if transitional:
-                vm_set_status(vm, transitional)
+            job = job_create(kind=transition.job_kind, actor=actor, via=via, target=vm,
+                             params={"previous": vm.status})
+            if transition.transitional:
+                vm_set_status(vm, transition.transitional)
             audit(actor=actor, via=via, action=f"vm.{action}", target=vm, job=job,
-                  outcome=AuditEvent.Outcome.REQUESTED, message=f"{verb} {vm.name}")
+                  outcome=AuditEvent.Outcome.REQUESTED, message=f"{transition.doing} {vm.name}")
     if refused is not None:
         audit(actor=actor, via=via, action=f"vm.{action}", target=vm, outcome=AuditEvent.Outcome.DENIED,
               message=refused.message)
         raise refused
-    return ActionResult(vm, job, f"{verb} {vm.name}.")
+    return ActionResult(vm, job, f"{transition.doing} {vm.name}.")
 
 
-def vm_start(*, actor, via: str, vm: VM | int) -> ActionResult:
+def vm_start(*, actor: Actor, via: str, vm: VM | int) -> ActionResult:
     """Power on; starting a running VM is a no-op."""
     return _power_action("start", actor=actor, via=via, vm=vm)
 
 
-def vm_stop(*, actor, via: str, vm: VM | int) -> ActionResult:
+def vm_stop(*, actor: Actor, via: str, vm: VM | int) -> ActionResult:
     """ACPI shutdown: press the power button and wait for the guest to power off."""
     return _power_action("stop", actor=actor, via=via, vm=vm)
 
 
-def vm_force_off(*, actor, via: str, vm: VM | int) -> ActionResult:
+def vm_force_off(*, actor: Actor, via: str, vm: VM | int) -> ActionResult:
     """Power cut."""
     return _power_action("force_off", actor=actor, via=via, vm=vm)
 
 
-def vm_reboot(*, actor, via: str, vm: VM | int) -> ActionResult:
+def vm_reboot(*, actor: Actor, via: str, vm: VM | int) -> ActionResult:
+    """Ask the guest to restart."""
     return _power_action("reboot", actor=actor, via=via, vm=vm)
 
 
-def vm_pause(*, actor, via: str, vm: VM | int) -> ActionResult:
+def vm_pause(*, actor: Actor, via: str, vm: VM | int) -> ActionResult:
+    """Freeze the VM in memory; pausing a paused VM is a no-op."""
     return _power_action("pause", actor=actor, via=via, vm=vm)
 
 
-def vm_resume(*, actor, via: str, vm: VM | int) -> ActionResult:
+def vm_resume(*, actor: Actor, via: str, vm: VM | int) -> ActionResult:
+    """Continue a paused VM; resuming a running VM is a no-op."""
     return _power_action("resume", actor=actor, via=via, vm=vm)
 
 
-VM_ACTIONS = {
-    "start": vm_start,
-    "stop": vm_stop,
-    "force_off": vm_force_off,
-    "reboot": vm_reboot,
-    "pause": vm_pause,
-    "resume": vm_resume,
-}
+# The power actions by name, in the lifecycle table's order (the API's enum, the CLI's choices).
+VM_ACTIONS = tuple(lifecycle.POWER_ACTIONS)
 
 
-# vm_delete refuses while a create, start or reboot is under way, and a delete is not repeated.
-_DELETE_BLOCKED = {VMStatus.CREATING, VMStatus.STARTING, VMStatus.REBOOTING, VMStatus.DELETING, VMStatus.DELETED}
-
-
-def vm_action_rules() -> dict[str, list[str]]:
-    """Which VM states allow which action (for adapters that enable buttons; the services decide)."""
-    rules = {action: sorted(allowed) for action, (allowed, *_rest) in _ACTIONS.items()}
-    rules["delete"] = sorted(s for s in VMStatus.values if s not in _DELETE_BLOCKED)
-    return rules
-
-
-def vm_action(*, actor, via: str, vm: VM | int, action: str) -> ActionResult:
+def vm_action(*, actor: Actor, via: str, vm: VM | int, action: str) -> ActionResult:
     """Dispatch a power action by name (for adapters that take the action as input)."""
-    fn = VM_ACTIONS.get(action)
-    if fn is None:
+    if action not in lifecycle.POWER_ACTIONS:
         raise ValidationFailed(f"Unknown action {action[:30]!r} (one of: {', '.join(VM_ACTIONS)}).",
                                field="action")
-    return fn(actor=actor, via=via, vm=vm)
+    return _power_action(action, actor=actor, via=via, vm=vm)
 
 
-def vm_delete(*, actor, via: str, vm: VM | int, confirm_name: str | None = None) -> ActionResult:
+def vm_delete(*, actor: Actor, via: str, vm: VM | int, confirm_name: str | None = None) -> ActionResult:
     """Power off, undefine, remove every disk: the job leaves nothing behind in libvirt."""
+    transition = lifecycle.DELETE
     with transaction.atomic():
         vm = _lock_visible(actor=actor, vm=vm)
         if confirm_name is not None and confirm_name.strip() != vm.name:
             raise ValidationFailed(f"Type the VM's name ({vm.name}) to confirm deletion.", field="confirm_name")
-        if vm.status == VMStatus.DELETING:
+        if vm.status in transition.noop:
             return ActionResult(vm, None, f"{vm.name} is already being deleted.")
-        if vm.status in _DELETE_BLOCKED - {VMStatus.DELETING, VMStatus.DELETED}:
+        if vm.status not in transition.allowed:
             raise InvalidState(f"Cannot delete {vm.name}: it is busy ({vm.get_status_display().lower()}). "
                                "Try again when the current action has finished.", status=vm.status)
         busy = _snapshot_busy(vm)
         if busy is not None:
             raise InvalidState(f"Cannot delete {vm.name}: {_busy_text(busy)}. "
                                "Try again when it has finished.", status=vm.status)
-        job = job_create(kind="vm.delete", actor=actor, via=via, target=vm, params={"previous": vm.status},
+        job = job_create(kind=transition.job_kind, actor=actor, via=via, target=vm, params={"previous": vm.status},
                          max_attempts=3)
         vm_set_status(vm, VMStatus.DELETING)
         audit(actor=actor, via=via, action="vm.delete", target=vm, job=job,
@@ -437,8 +402,6 @@ def vm_grow_disk(*, actor, via: str, vm: VM | int, disk_gib) -> ActionResult:
 # Internal snapshots inside the VM's qcow2 disks: with the RAM when the VM runs (revert resumes the
 # guest where it was), disks only when it is off. One snapshot operation per VM at a time.
 
-# The VM states in which snapshots and disk growth may start (adapters read it to enable buttons).
-SNAPSHOT_VM_STATES = (VMStatus.RUNNING, VMStatus.STOPPED, VMStatus.PAUSED)
 _BUSY_TEXT = {
     SnapshotStatus.CREATING: "snapshot {name} is being taken",
     SnapshotStatus.REVERTING: "it is being reverted to snapshot {name}",
@@ -461,7 +424,7 @@ def _active_job(vm: VM) -> Job | None:
 
 def _refuse_while_busy(vm: VM, verb: str) -> None:
     """Snapshot and disk operations wait for whatever else is under way on the VM."""
-    if vm.status not in SNAPSHOT_VM_STATES:
+    if vm.status not in lifecycle.SNAPSHOT_STATES:
         state = vm.get_status_display().lower()
         reason = f"is busy ({state})" if vm.is_transitional else f"is {state}"
         raise InvalidState(f"Cannot {verb} {vm.name}: it {reason}.", status=vm.status)

@@ -1,4 +1,4 @@
-"""Web pages for VMs and jobs (the REST API lives under /api/, see vms/api/)."""
+"""Web pages for VMs (the REST API lives under /api/, see vms/api/)."""
 
 from django.urls import path
 
@@ -16,6 +16,4 @@ urlpatterns = [
     path("vms/<int:pk>/disk/", views.vm_grow_disk_view, name="grow-disk"),
     path("vms/<int:pk>/snapshots/", views.snapshot_list_view, name="snapshots"),
     path("vms/<int:pk>/snapshots/<int:sid>/<slug:op>/", views.snapshot_op_view, name="snapshot-op"),
-    path("jobs/", views.job_list_view, name="jobs"),
-    path("jobs/<uuid:job_id>/", views.job_detail_view, name="job"),
 ]

@@ -16,82 +16,46 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from portal.choices import JobStatus, Via
+from portal.choices import Via
 from portal.exceptions import PortalError, ValidationFailed
-from portal.quotas import quota_usage
+from portal.live import live_context
+from portal.units import mib
 from portal.web import form_error, portal_view, safe_next
-from storage.services import image_list
+from quotas.selectors import quota_usage
+from storage.selectors import image_list
 
-from . import services
+from . import lifecycle, services
 from .choices import VMStatus
 from .consumers import live_state
 from .forms import CUSTOM, NAME_PATTERN_HTML, VMCreateForm, VMUpdateForm
 from .selectors import (
     flavor_list,
-    job_get,
-    job_visible,
+    vm_active_jobs,
     vm_audit_events,
     vm_get,
     vm_jobs,
     vm_list,
     vm_snapshots,
 )
-from .templatetags.portal_ui import JOB_LABELS, mib
 from .validation import DESCRIPTION_MAX, NAME_HELP
 
 PAGE_SIZE = 50
-
-# Labels of the buttons, one word per concept everywhere (see docs/ui.md).
-ACTION_LABELS = {
-    "start": "Start",
-    "stop": "Stop",
-    "force_off": "Force off",
-    "reboot": "Reboot",
-    "pause": "Pause",
-    "resume": "Resume",
-    "delete": "Delete",
-}
-ACTION_HELP = {
-    "start": "Power on",
-    "stop": "Ask the guest to shut down (ACPI power button)",
-    "force_off": "Cut the power at once; unsaved data in the guest is lost",
-    "reboot": "Ask the guest to restart",
-    "pause": "Freeze the VM in memory",
-    "resume": "Continue a paused VM",
-    "delete": "Remove the VM and its disks",
-}
-
-
-def action_rules() -> dict[str, list[str]]:
-    """Which states enable which button: a hint for the page, taken from the service's own table.
-
-    The service decides; a button enabled by a stale page gets the service's message back.
-    """
-    rules = services.vm_action_rules()
-    rules["console"] = [VMStatus.RUNNING, VMStatus.PAUSED]
-    return rules
-
 
 def _annotate(vm, rules: dict[str, list[str]]):
     vm.allowed = {action for action, states in rules.items() if vm.status in states}
     return vm
 
 
-def _live_context(rules: dict[str, list[str]]) -> dict:
-    """What live.js needs to redraw a page in place (embedded with json_script)."""
+def live_config() -> dict:
+    """The VMs' part of every live page's config (registered with portal.live in VmsConfig.ready)."""
     return {
-        "action_labels": ACTION_LABELS,
-        "live_config": {
-            "wsPath": "/ws/updates/",
-            "statusUrl": reverse("vms:status"),
-            "pollSeconds": 3,
-            "rules": rules,
-            "statusLabels": dict(VMStatus.choices),
-            "transitional": list(VMStatus.TRANSITIONAL),
-            "jobStatusLabels": dict(JobStatus.choices),
-            "jobActive": list(JobStatus.ACTIVE),
-            "jobLabels": JOB_LABELS,
-        },
+        "wsPath": "/ws/updates/",
+        "statusUrl": reverse("vms:status"),
+        "pollSeconds": 3,
+        "rules": lifecycle.action_rules(),
+        "actionLabels": {name: t.label for name, t in lifecycle.ACTIONS.items()},
+        "statusLabels": dict(VMStatus.choices),
+        "transitional": list(VMStatus.TRANSITIONAL),
     }
 
 
@@ -105,10 +69,8 @@ def vm_list_view(request: HttpRequest) -> HttpResponse:
     search = request.GET.get("q", "").strip()[:100]
     vms = vm_list(user=request.user, status=status or None, search=search or None)
     page = Paginator(vms, PAGE_SIZE).get_page(request.GET.get("page"))
-    rules = action_rules()
-    active = {}
-    for job in job_visible(user=request.user).filter(status__in=JobStatus.ACTIVE, target_type="vm"):
-        active.setdefault(job.target_id, job)
+    rules = lifecycle.action_rules()
+    active = vm_active_jobs(user=request.user)
     for vm in page:
         _annotate(vm, rules)
         vm.active_job = active.get(str(vm.pk))
@@ -120,7 +82,7 @@ def vm_list_view(request: HttpRequest) -> HttpResponse:
         "search": search,
         "filtered": bool(status or search),
         "status_choices": [(v, label) for v, label in VMStatus.choices if v != VMStatus.DELETED],
-        **_live_context(rules),
+        **live_context(),
     })
 
 
@@ -179,7 +141,7 @@ def _quota_view(usage) -> dict:
 
 
 def _detail(request: HttpRequest, vm, *, edit_form: VMUpdateForm | None = None, status: int = 200) -> HttpResponse:
-    rules = action_rules()
+    rules = lifecycle.action_rules()
     _annotate(vm, rules)
     jobs = list(vm_jobs(vm=vm)[:20])
     events = list(vm_audit_events(vm=vm)[:30])
@@ -194,13 +156,13 @@ def _detail(request: HttpRequest, vm, *, edit_form: VMUpdateForm | None = None, 
         "name_pattern": NAME_PATTERN_HTML,
         "name_help": NAME_HELP,
         "description_max": DESCRIPTION_MAX,
-        "action_help": ACTION_HELP,
+        "action_help": {name: t.help for name, t in lifecycle.ACTIONS.items()},
         "limits": settings.VM_LIMITS,
         "console_urls": {
             "screen": f"/consoles/vm/{vm.pk}/screen/",
             "terminal": f"/consoles/vm/{vm.pk}/terminal/",
         },
-        **_live_context(rules),
+        **live_context(),
     }, status=status)
 
 
@@ -268,7 +230,7 @@ def _snapshot_context(vm) -> dict:
         "snapshots_busy": any(s.is_busy for s in snapshots),
         "snapshots_full": len(snapshots) >= settings.SNAPSHOTS_PER_VM,
         "snapshots_max": settings.SNAPSHOTS_PER_VM,
-        "snapshots_allowed": vm.status in services.SNAPSHOT_VM_STATES,
+        "snapshots_allowed": vm.status in lifecycle.SNAPSHOT_STATES,
     }
 
 
@@ -297,35 +259,6 @@ def snapshot_op_view(request: HttpRequest, pk: int, sid: int, op: str) -> HttpRe
         raise Http404("No such snapshot operation.")
     messages.success(request, ops[op](actor=request.user, via=Via.WEB, vm=pk, snapshot=sid).message)
     return redirect(reverse("vms:detail", args=[pk]) + "#snapshots")
-
-
-@login_required
-@require_GET
-@portal_view
-def job_list_view(request: HttpRequest) -> HttpResponse:
-    """Every job the user may see, newest first, with progress, step and result."""
-    status = request.GET.get("status", "")
-    status = status if status in JobStatus.values else ""
-    jobs = job_visible(user=request.user).order_by("-created_at")
-    if status:
-        jobs = jobs.filter(status=status)
-    page = Paginator(jobs, PAGE_SIZE).get_page(request.GET.get("page"))
-    return render(request, "jobs/list.html", {
-        "page": page,
-        "jobs": list(page),
-        "status": status,
-        "status_choices": JobStatus.choices,
-        **_live_context(action_rules()),
-    })
-
-
-@login_required
-@require_GET
-@portal_view(fallback="vms:jobs")
-def job_detail_view(request: HttpRequest, job_id) -> HttpResponse:
-    """One job: progress, step, result or error, and its log (tracebacks only for admins)."""
-    job = job_get(user=request.user, job_id=job_id)
-    return render(request, "jobs/detail.html", {"job": job, **_live_context(action_rules())})
 
 
 @require_GET

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import atexit
 import threading
+from typing import TYPE_CHECKING
 
 from .types import (  # noqa: F401
     Capabilities,
@@ -22,13 +23,17 @@ from .types import (  # noqa: F401
     VolumeInfo,
 )
 
-_drivers: dict[str, object] = {}
+if TYPE_CHECKING:  # the driver module loads libvirt: only when a driver is first asked for
+    from .driver import LibvirtDriver
+
+_drivers: dict[str, LibvirtDriver] = {}
 _lock = threading.Lock()
 
 
-def get_driver(uri: str):  # -> LibvirtDriver (imported lazily so libvirt loads only when used)
+def get_driver(uri: str) -> LibvirtDriver:
     """The process-wide driver for `uri` (one connection per URI, re-opened when lost)."""
-    from .driver import LibvirtDriver
+    from .driver import LibvirtDriver  # lazily: importing the gateway must not load libvirt
+
 
     with _lock:
         driver = _drivers.get(uri)

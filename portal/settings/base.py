@@ -32,11 +32,14 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "channels",
     "django_tasks_db",
+    # The core first, then the domain apps from the bottom of the import graph up (docs/architecture.md).
     "portal",
-    "vms",
+    "quotas",
+    "cluster",
     "storage",
-    "chatops",
+    "vms",
     "consoles",
+    "chatops",
 ]
 
 MIDDLEWARE = [

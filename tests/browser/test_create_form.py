@@ -7,7 +7,7 @@ import pytest
 from django.contrib.auth.models import Group
 from playwright.sync_api import expect
 
-from portal.models import Quota
+from quotas.models import Quota
 from vms.models import Flavor
 
 pytestmark = pytest.mark.browser

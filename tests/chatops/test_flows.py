@@ -195,7 +195,7 @@ def test_over_quota_offers_request_more_and_admin_approval_raises_the_quota(slac
     assert request_more["text"]["text"] == "Request more" and request_more["action_id"] == "quota_request"
 
     slack.click("quota_request", request_more["value"], ephemeral=True)
-    from portal.models import QuotaRequest
+    from quotas.models import QuotaRequest
 
     request = QuotaRequest.objects.get()
     assert (request.requester, request.status, request.max_vms, request.via) == (alice_linked, "pending", 4, "slack")
@@ -264,7 +264,7 @@ def test_subscriptions_only_see_what_their_owner_may_see(slack, alice_linked, bo
 
 def test_state_changed_outside_the_portal_is_told_to_subscribers(slack, alice_linked):
     from portal.hypervisor import PowerState
-    from vms.hosts import vm_observe
+    from vms.reconcile import vm_observe
 
     _create(slack)
     vm = VM.objects.get(name="web-1")

@@ -13,7 +13,8 @@ from django.urls import reverse
 
 from portal.choices import JobStatus, Via
 from portal.hypervisor import PowerState, get_driver
-from portal.models import AuditEvent, Job, Quota
+from portal.models import AuditEvent, Job
+from quotas.models import Quota
 
 TEST_URI = "test:///default"
 
@@ -63,9 +64,8 @@ def test_every_admin_changelist_change_and_add_page_renders_for_a_superuser(
         transactional_db, test_host, alice, admin_user, staff_client):
     from django.contrib.auth.models import Group
 
-    from portal.quota_requests import quota_request_create
-    from portal.quotas import quota_get_or_create
-    from vms.hosts import host_sync
+    from cluster.services import host_sync
+    from quotas.services import quota_get_or_create, quota_request_create
     from vms.models import Flavor
 
     vm = _vm(alice, "web-1")
@@ -98,7 +98,7 @@ def test_vm_list_answers_who_where_and_what_state(transactional_db, test_host, a
     html = response.content.decode()
     assert "web-1" in html
     assert reverse("admin:auth_user_change", args=[alice.pk]) in html  # owner link
-    assert reverse("admin:vms_host_change", args=[test_host.pk]) in html  # host link
+    assert reverse("admin:cluster_host_change", args=[test_host.pk]) in html  # host link
     assert 'class="pbadge pbadge-ok"' in html and ">Running<" in html  # badge with a text label
     assert "1 / 128 MiB / 1 GiB" in html
     # search by uuid and by domain name find it too
@@ -298,21 +298,21 @@ def test_deleted_vms_are_hidden_by_default_and_kept_for_history(transactional_db
 # --- hosts -----------------------------------------------------------------------------------------
 
 def test_deleting_a_host_with_vms_is_refused_with_a_message(transactional_db, test_host, alice, staff_client):
-    from vms.models import Host
+    from cluster.models import Host
 
     _vm(alice, "web-1")
-    response = staff_client.get(reverse("admin:vms_host_delete", args=[test_host.pk]), follow=True)
+    response = staff_client.get(reverse("admin:cluster_host_delete", args=[test_host.pk]), follow=True)
     assert (levels.ERROR, "Cannot delete host testhost: 1 VM(s) still live on it. Delete or move them first.") \
         in _messages(response)
-    response = _action(staff_client, "vms_host", "delete_selected", [test_host.pk], post="yes")
+    response = _action(staff_client, "cluster_host", "delete_selected", [test_host.pk], post="yes")
     assert "Cannot delete host testhost" in _texts(response)
     assert Host.objects.filter(pk=test_host.pk).exists()
 
 
 def test_adding_a_host_goes_through_host_register(db, test_host, admin_user, staff_client):
-    from vms.models import Host
+    from cluster.models import Host
 
-    response = staff_client.post(reverse("admin:vms_host_add"), {
+    response = staff_client.post(reverse("admin:cluster_host_add"), {
         "name": "far-away", "uri": "qemu+tcp://127.0.0.1:1/system", "domain_type": "qemu", "enabled": "on",
     }, follow=True)
     host = Host.objects.get(name="far-away")
@@ -324,23 +324,23 @@ def test_adding_a_host_goes_through_host_register(db, test_host, admin_user, sta
 
 
 def test_host_actions_refresh_facts_and_reconcile_report_per_host(transactional_db, test_host, staff_client):
-    from vms.models import ForeignDomain
+    from cluster.models import ForeignDomain
 
-    response = _action(staff_client, "vms_host", "refresh_facts", [test_host.pk])
+    response = _action(staff_client, "cluster_host", "refresh_facts", [test_host.pk])
     test_host.refresh_from_db()
     assert any(lvl == levels.SUCCESS and text.startswith(f"testhost: up, {test_host.cpus} CPUs, ")
                for lvl, text in _messages(response))
 
-    response = _action(staff_client, "vms_host", "reconcile_now", [test_host.pk])
+    response = _action(staff_client, "cluster_host", "reconcile_now", [test_host.pk])
     assert "testhost: " in _texts(response) and "foreign domain(s)" in _texts(response)
     assert ForeignDomain.objects.filter(host=test_host, name="test").exists()
-    html = staff_client.get(reverse("admin:vms_foreigndomain_changelist")).content.decode()
+    html = staff_client.get(reverse("admin:cluster_foreigndomain_changelist")).content.decode()
     assert "never touched" in html
 
 
 def test_host_list_shows_vm_count_link_and_facts(transactional_db, test_host, alice, staff_client):
     _vm(alice, "web-1")
-    html = staff_client.get(reverse("admin:vms_host_changelist")).content.decode()
+    html = staff_client.get(reverse("admin:cluster_host_changelist")).content.decode()
     assert f"{reverse('admin:vms_vm_changelist')}?host__id__exact={test_host.pk}" in html
     assert ">1 VM<" in html and "test:///default" in html and ">Up<" in html
 
@@ -390,10 +390,10 @@ def test_quota_list_shows_usage_against_limits_and_edits_go_through_quota_set(
         transactional_db, test_host, alice, admin_user, staff_client):
     _vm(alice, "web-1")
     quota = Quota.objects.get(user=alice)
-    html = staff_client.get(reverse("admin:portal_quota_changelist")).content.decode()
+    html = staff_client.get(reverse("admin:quotas_quota_changelist")).content.decode()
     assert "1 / 3" in html and "128 MiB / 2 GiB" in html
 
-    response = staff_client.post(reverse("admin:portal_quota_change", args=[quota.pk]), {
+    response = staff_client.post(reverse("admin:quotas_quota_change", args=[quota.pk]), {
         "max_vms": 5, "max_vcpus": 4, "max_memory_mib": 2048, "max_disk_gib": 20}, follow=True)
     assert response.status_code == 200
     quota.refresh_from_db()
@@ -475,7 +475,7 @@ def test_job_detail_shows_log_error_and_traceback(db, admin_user, staff_client):
 
 def test_dashboard_shows_capacity_failing_jobs_drift_and_foreign_domains(
         transactional_db, test_host, alice, staff_client, django_assert_max_num_queries):
-    from vms.hosts import host_sync
+    from cluster.services import host_sync
 
     vm = _vm(alice, "web-1", vcpus=2, memory_mib=512, disk_gib=1)
     drifted = _vm(alice, "lost-1")

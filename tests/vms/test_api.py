@@ -12,7 +12,8 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from portal.hypervisor import PowerState, get_driver
-from portal.models import Job, Quota
+from portal.models import Job
+from quotas.models import Quota
 from vms.models import VM, Flavor
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -13,12 +13,14 @@ from types import SimpleNamespace
 import pytest
 from django.conf import settings
 
+from cluster.models import ForeignDomain
+from cluster.services import host_probe_kvm, host_sync
 from portal.hypervisor import DomainSpec, PowerState, get_driver
 from portal.models import AuditEvent, Job
+from storage.selectors import image_probe_boot
 from vms import services
 from vms.choices import VMStatus
-from vms.hosts import host_probe_kvm, host_sync
-from vms.models import VM, ForeignDomain
+from vms.models import VM
 
 pytestmark = pytest.mark.qemu
 
@@ -171,7 +173,7 @@ def test_auto_domain_type_probes_kvm_once_and_falls_back_to_qemu_here(qemu_host,
     qemu_host.domain_type = "auto"
     qemu_host.kvm_boots_guests = None
     qemu_host.save()
-    boots = host_probe_kvm(host=qemu_host, timeout=12)
+    boots = host_probe_kvm(host=qemu_host, boot=image_probe_boot(), timeout=12)
     qemu_host.refresh_from_db()
     assert qemu_host.kvm_probed_at is not None
     if "kvm" in get_driver(qemu_host.uri).domain_types() and _cpu_has_virt():
@@ -179,7 +181,7 @@ def test_auto_domain_type_probes_kvm_once_and_falls_back_to_qemu_here(qemu_host,
     else:
         assert boots is False and qemu_host.effective_domain_type == "qemu"
     # Remembered: a second call does not probe again.
-    assert host_probe_kvm(host=qemu_host) is boots
+    assert host_probe_kvm(host=qemu_host, boot=image_probe_boot()) is boots
     assert not [d for d in get_driver(qemu_host.uri).list_domains() if "kvmprobe" in d.name]
 
 

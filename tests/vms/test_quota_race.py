@@ -2,7 +2,7 @@
 
 Runs on PostgreSQL only: SQLite serialises every write transaction, so it cannot show a race. Each
 request is a real HTTP call to the live server, handled in its own thread with its own database
-connection; the quota row lock (portal.quotas.quota_reserve, SELECT ... FOR UPDATE) must serialise
+connection; the quota row lock (quotas.services.quota_reserve, SELECT ... FOR UPDATE) must serialise
 them. The create jobs run for real (ImmediateBackend runs them after commit, in the request thread).
 """
 
@@ -19,7 +19,7 @@ from django.db import connection
 from rest_framework.authtoken.models import Token
 
 from portal.hypervisor import get_driver
-from portal.models import Quota
+from quotas.models import Quota
 from vms.choices import VMStatus
 from vms.models import VM
 

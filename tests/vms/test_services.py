@@ -9,7 +9,7 @@ from django.contrib.auth.models import Group
 from portal.exceptions import InvalidState, NotFound, PermissionDenied, QuotaExceeded, ValidationFailed
 from portal.hypervisor import PowerState, get_driver
 from portal.models import AuditEvent, Job
-from portal.quotas import quota_usage
+from quotas.selectors import quota_usage
 from vms import selectors, services
 from vms.choices import VMStatus
 from vms.models import VM
@@ -122,7 +122,7 @@ def test_group_vms_use_the_group_quota_and_are_visible_to_members(test_host, ali
     team = Group.objects.create(name="team")
     alice.groups.add(team)
     bob.groups.add(team)
-    from portal.models import Quota
+    from quotas.models import Quota
 
     Quota.objects.create(group=team, max_vms=1, max_vcpus=2, max_memory_mib=512, max_disk_gib=5)
     vm = create(alice, name="shared", group=team).vm
@@ -214,7 +214,7 @@ def test_rename_updates_domain_title(test_host, alice):
 
 def test_failed_create_leaves_nothing_behind(test_host, alice):
     """A hypervisor failure in the act phase: no domain, no disk, quota released, job failed."""
-    from portal.quotas import quota_usage
+    from quotas.selectors import quota_usage
     from storage.models import StoragePool
 
     StoragePool.objects.filter(host=test_host).update(name="gone-pool")
@@ -231,7 +231,7 @@ def test_failed_create_leaves_nothing_behind(test_host, alice):
 
 def test_create_on_an_unreachable_host_stays_visible_until_deleted(test_host, alice):
     """When even the clean-up cannot reach the host, the VM shows the error and Delete finishes it."""
-    from vms.models import Host
+    from cluster.models import Host
 
     real_uri = test_host.uri
     Host.objects.filter(pk=test_host.pk).update(uri="qemu+unix:///system?socket=/nonexistent/sock")

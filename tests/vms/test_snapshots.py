@@ -88,7 +88,7 @@ def test_revert_brings_back_the_running_vm_and_is_not_seen_as_drift(test_host, a
     reverted.refresh_from_db()
     assert reverted.status == SnapshotStatus.READY and reverted.reverted_at is not None
     assert AuditEvent.objects.filter(target_id=str(vm.pk), action="vm.snapshot.reverted").exists()
-    from vms.hosts import host_sync
+    from cluster.services import host_sync
 
     host_sync(host=test_host)
     vm.refresh_from_db()
@@ -158,7 +158,7 @@ def test_deleting_the_vm_removes_its_snapshots(test_host, alice):
 
 
 def test_reconcile_leaves_a_vm_being_reverted_to_its_job(test_host, alice):
-    from vms.hosts import host_sync
+    from cluster.services import host_sync
 
     vm = make_vm(alice)
     Snapshot.objects.create(vm=vm, name="s1", status=SnapshotStatus.REVERTING)

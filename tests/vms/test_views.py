@@ -186,7 +186,7 @@ def test_create_with_a_custom_size(client, alice, test_host):
 def test_team_members_choose_the_owner_and_the_team_quota_applies(client, alice, bob, test_host):
     from django.contrib.auth.models import Group
 
-    from portal.models import Quota
+    from quotas.models import Quota
 
     team = Group.objects.create(name="infra")
     alice.groups.add(team)

@@ -11,10 +11,9 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.reverse import reverse
 
-from portal.models import Job
-from storage.models import Image
+from portal.jobs.api.serializers import JobSummarySerializer
 from vms.choices import VMStatus
-from vms.models import VM, Flavor, Host, Snapshot
+from vms.models import VM, Flavor, Snapshot
 from vms.services import VM_ACTIONS
 
 
@@ -77,46 +76,7 @@ class VMListQuerySerializer(serializers.Serializer):
     host = serializers.CharField(required=False, help_text="Host name (staff only; ignored otherwise).")
 
 
-class JobListQuerySerializer(serializers.Serializer):
-    status = serializers.ChoiceField(choices=Job._meta.get_field("status").choices, required=False)
-    kind = serializers.CharField(required=False, help_text="Job kind, e.g. vm.create.")
-
-
 # --- output --------------------------------------------------------------------------------------
-
-class JobSummarySerializer(serializers.ModelSerializer):
-    url = serializers.SerializerMethodField()
-
-    class Meta:
-        model = Job
-        fields = ["id", "kind", "status", "progress", "step", "url"]
-        read_only_fields = fields
-
-    def get_url(self, job: Job) -> str:
-        return reverse("api-job-detail", kwargs={"pk": str(job.pk)}, request=self.context.get("request"))
-
-
-class JobSerializer(JobSummarySerializer):
-    actor = serializers.SlugRelatedField(slug_field="username", read_only=True)
-    target_url = serializers.SerializerMethodField()
-    traceback = serializers.SerializerMethodField(help_text="Only for staff; empty otherwise.")
-
-    class Meta:
-        model = Job
-        fields = ["id", "kind", "status", "progress", "step", "actor", "via", "target_type", "target_id",
-                  "target_name", "target_url", "params", "result", "error", "log", "attempts", "max_attempts",
-                  "created_at", "started_at", "finished_at", "updated_at", "traceback", "url"]
-        read_only_fields = fields
-
-    def get_target_url(self, job: Job) -> str | None:
-        if job.target_type == "vm" and job.target_id:
-            return reverse("api-vm-detail", kwargs={"pk": job.target_id}, request=self.context.get("request"))
-        return None
-
-    def get_traceback(self, job: Job) -> str:
-        request = self.context.get("request")
-        return job.traceback if request is not None and request.user.is_staff else ""
-
 
 class VMSerializer(serializers.ModelSerializer):
     owner = serializers.SlugRelatedField(slug_field="username", read_only=True)
@@ -189,54 +149,8 @@ class SnapshotOperationSerializer(serializers.Serializer):
     job = JobSummarySerializer()
 
 
-class ImageSerializer(serializers.ModelSerializer):
-    class Meta:
-        model = Image
-        fields = ["id", "name", "title", "description", "os_name", "format", "size_bytes", "boot_mode",
-                  "min_disk_gib", "is_public", "is_default", "created_at"]
-        read_only_fields = fields
-
-
 class FlavorSerializer(serializers.ModelSerializer):
     class Meta:
         model = Flavor
         fields = ["id", "name", "vcpus", "memory_mib", "disk_gib", "description", "is_public"]
         read_only_fields = fields
-
-
-class HostSerializer(serializers.ModelSerializer):
-    effective_domain_type = serializers.CharField(read_only=True)
-    vm_count = serializers.SerializerMethodField()
-
-    class Meta:
-        model = Host
-        fields = ["id", "name", "uri", "enabled", "status", "domain_type", "effective_domain_type",
-                  "kvm_boots_guests", "hostname", "libvirt_version", "cpus", "memory_mib", "free_memory_mib",
-                  "last_seen_at", "last_error", "vm_count"]
-        read_only_fields = fields
-
-    def get_vm_count(self, host: Host) -> int:
-        return host.vms.filter(status__in=VMStatus.COUNTED).count()
-
-
-class ResourceUsageSerializer(serializers.Serializer):
-    resource = serializers.CharField()
-    label = serializers.CharField()
-    unit = serializers.CharField()
-    used = serializers.IntegerField()
-    limit = serializers.IntegerField()
-    remaining = serializers.IntegerField()
-    percent = serializers.IntegerField()
-
-
-class QuotaSubjectSerializer(serializers.Serializer):
-    subject = serializers.CharField(help_text="'user' or 'group'.")
-    name = serializers.CharField()
-    resources = ResourceUsageSerializer(many=True)
-
-
-class QuotaOverviewSerializer(serializers.Serializer):
-    user = QuotaSubjectSerializer(help_text="Your personal quota (VMs without a group).")
-    groups = QuotaSubjectSerializer(many=True, help_text="Quotas of the groups you belong to.")
-    vm_limits = serializers.DictField(child=serializers.ListField(child=serializers.IntegerField()),
-                                      help_text="Smallest and largest size of any single VM: [min, max].")

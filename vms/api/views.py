@@ -6,31 +6,28 @@ rule from vms.services; domain errors become responses in portal.api.exception_h
 
 from __future__ import annotations
 
-from django.conf import settings
+from django.db.models import QuerySet
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import status, viewsets
-from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.decorators import action
-from rest_framework.permissions import IsAdminUser
+from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.throttling import ScopedRateThrottle
-from rest_framework.views import APIView
 
-from portal.api import ErrorSerializer, Pagination, QuotaErrorSerializer, ValidationErrorSerializer
+from portal.api import (
+    INVALID,
+    NOT_FOUND,
+    CatalogViewSet,
+    ErrorSerializer,
+    Pagination,
+    QuotaErrorSerializer,
+)
 from portal.choices import Via
-from portal.exceptions import NotFound
-from portal.models import Job
-from portal.quotas import quota_usage
-from storage.models import Image
-from storage.services import image_get, image_list
-from vms.hosts import host_get
-from vms.models import VM, Flavor, Host
+from portal.jobs.api.serializers import JobSerializer
+from vms.models import VM, Flavor
 from vms.selectors import (
+    flavor_get,
     flavor_list,
-    host_list,
-    job_get,
-    job_visible,
     vm_get,
     vm_jobs,
     vm_list,
@@ -52,11 +49,6 @@ from vms.services import (
 
 from .serializers import (
     FlavorSerializer,
-    HostSerializer,
-    ImageSerializer,
-    JobListQuerySerializer,
-    JobSerializer,
-    QuotaOverviewSerializer,
     SnapshotCreateSerializer,
     SnapshotOperationSerializer,
     SnapshotSerializer,
@@ -69,8 +61,6 @@ from .serializers import (
     VMUpdateSerializer,
 )
 
-NOT_FOUND = OpenApiResponse(ErrorSerializer, description="Not found, or not yours.")
-INVALID = OpenApiResponse(ValidationErrorSerializer, description="Invalid input; `errors` maps fields to messages.")
 WRONG_STATE = OpenApiResponse(ErrorSerializer, description="The VM's state does not allow this action.")
 VM_ID = OpenApiParameter("id", OpenApiTypes.STR, OpenApiParameter.PATH,
                          description="The VM's numeric id or its UUID.")
@@ -267,132 +257,23 @@ class VMViewSet(viewsets.GenericViewSet):
         body = SnapshotOperationSerializer(result._asdict(), context={"request": request}).data
         return Response(body, status=status.HTTP_202_ACCEPTED)
 
-    start = _power_route("start")
-    stop = _power_route("stop")
-    force_off = _power_route("force_off")
-    reboot = _power_route("reboot")
-    pause = _power_route("pause")
-    resume = _power_route("resume")
 
 
-assert set(VM_ACTIONS) == {"start", "stop", "force_off", "reboot", "pause", "resume"}, \
-    "a new VM action needs its convenience route in VMViewSet"
+# One convenience route per power action of the lifecycle table: /api/vms/{id}/<action>/.
+for _name in VM_ACTIONS:
+    setattr(VMViewSet, _name, _power_route(_name))
 
 
-class JobViewSet(viewsets.GenericViewSet):
-    """Jobs you started or that act on VMs you can see (staff: all)."""
-
-    serializer_class = JobSerializer
-    pagination_class = Pagination
-    filter_backends: list = []
-    queryset = Job.objects.none()
-    lookup_value_regex = "[^/]+"
-
-    @extend_schema(parameters=[JobListQuerySerializer], responses={200: JobSerializer(many=True), 400: INVALID})
-    def list(self, request):
-        """Jobs, newest first; filter by status or kind."""
-        query = JobListQuerySerializer(data=request.query_params)
-        query.is_valid(raise_exception=True)
-        qs = job_visible(user=request.user)
-        if query.validated_data.get("status"):
-            qs = qs.filter(status=query.validated_data["status"])
-        if query.validated_data.get("kind"):
-            qs = qs.filter(kind=query.validated_data["kind"])
-        page = self.paginate_queryset(qs.order_by("-created_at"))
-        return self.get_paginated_response(JobSerializer(page, many=True, context={"request": request}).data)
-
-    @extend_schema(parameters=[OpenApiParameter("id", OpenApiTypes.UUID, OpenApiParameter.PATH)],
-                   responses={200: JobSerializer, 404: NOT_FOUND})
-    def retrieve(self, request, pk=None):
-        """One job: status, progress, log, result or error (traceback for staff)."""
-        job = job_get(user=request.user, job_id=pk)
-        return Response(JobSerializer(job, context={"request": request}).data)
 
 
-NAME_OR_ID = OpenApiParameter("id", OpenApiTypes.STR, OpenApiParameter.PATH, description="Name or numeric id.")
-
-
-class ImageViewSet(viewsets.GenericViewSet):
-    """Images VMs boot from (staff also see non-public ones)."""
-
-    serializer_class = ImageSerializer
-    pagination_class = Pagination
-    filter_backends: list = []
-    queryset = Image.objects.none()
-    lookup_value_regex = "[^/]+"
-
-    def list(self, request):
-        page = self.paginate_queryset(image_list(user=request.user))
-        return self.get_paginated_response(ImageSerializer(page, many=True).data)
-
-    @extend_schema(parameters=[NAME_OR_ID], responses={200: ImageSerializer, 404: NOT_FOUND})
-    def retrieve(self, request, pk=None):
-        return Response(ImageSerializer(image_get(user=request.user, name_or_id=pk)).data)
-
-
-class FlavorViewSet(viewsets.GenericViewSet):
+class FlavorViewSet(CatalogViewSet):
     """Size presets for new VMs."""
 
     serializer_class = FlavorSerializer
-    pagination_class = Pagination
-    filter_backends: list = []
     queryset = Flavor.objects.none()
-    lookup_value_regex = "[^/]+"
 
-    def list(self, request):
-        page = self.paginate_queryset(flavor_list(user=request.user))
-        return self.get_paginated_response(FlavorSerializer(page, many=True).data)
+    def visible(self, request: Request) -> QuerySet[Flavor]:
+        return flavor_list(user=request.user)
 
-    @extend_schema(parameters=[NAME_OR_ID], responses={200: FlavorSerializer, 404: NOT_FOUND})
-    def retrieve(self, request, pk=None):
-        qs = flavor_list(user=request.user)
-        flavor = qs.filter(pk=int(pk)).first() if pk.isdigit() else qs.filter(name=pk).first()
-        if flavor is None:
-            raise NotFound(f"Flavor {pk[:40]!r} not found.")
-        return Response(FlavorSerializer(flavor).data)
-
-
-class HostViewSet(viewsets.GenericViewSet):
-    """Hypervisor hosts (staff only, read-only)."""
-
-    serializer_class = HostSerializer
-    pagination_class = Pagination
-    permission_classes = [IsAdminUser]
-    filter_backends: list = []
-    queryset = Host.objects.none()
-    lookup_value_regex = "[^/]+"
-
-    def list(self, request):
-        page = self.paginate_queryset(host_list())
-        return self.get_paginated_response(HostSerializer(page, many=True).data)
-
-    @extend_schema(parameters=[NAME_OR_ID], responses={200: HostSerializer, 404: NOT_FOUND})
-    def retrieve(self, request, pk=None):
-        return Response(HostSerializer(host_get(name_or_id=pk)).data)
-
-
-class TokenView(ObtainAuthToken):
-    """Trade a username and password for an API token (`Authorization: Token …`).
-
-    Throttled per client address (`PORTAL_API_TOKEN_RATE`, 10 a minute by default): password guessing
-    gets 429 with the seconds to wait.
-    """
-
-    throttle_classes = [ScopedRateThrottle]
-    throttle_scope = "token"
-
-
-class QuotaView(APIView):
-    """Your quota usage: personal (VMs without a group) and that of each group you belong to."""
-
-    @extend_schema(responses={200: QuotaOverviewSerializer})
-    def get(self, request):
-        user = request.user
-        body = {
-            "user": {"subject": "user", "name": user.get_username(), "resources": quota_usage(user=user)},
-            "groups": [{"subject": "group", "name": g.name, "resources": quota_usage(group=g)}
-                       for g in user.groups.order_by("name")],
-            "vm_limits": {k: list(v) for k, v in settings.VM_LIMITS.items()},
-        }
-        return Response(QuotaOverviewSerializer(body).data)
-
+    def find(self, request: Request, key: str) -> Flavor:
+        return flavor_get(user=request.user, name_or_id=key)

@@ -88,7 +88,7 @@ class Command(BaseCommand):
                                f"PORTAL_TASKS_BACKEND={IMMEDIATE_BACKEND} (runportal sets it by itself on "
                                "libvirt's test driver).")
 
-        from vms.monitor import monitor_run
+        from cluster.monitor import monitor_run
 
         stopping = threading.Event()
         monitor = threading.Thread(

@@ -10,7 +10,7 @@ from django.core.management.base import BaseCommand, CommandError
 from portal.choices import Via
 from portal.exceptions import PortalError
 from portal.models import Job
-from portal.quotas import quota_usage
+from quotas.selectors import quota_usage
 from vms import selectors, services
 
 

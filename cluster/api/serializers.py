@@ -1,0 +1,23 @@
+"""Shapes of the hosts API."""
+
+from __future__ import annotations
+
+from rest_framework import serializers
+
+from cluster.models import Host
+from cluster.placement import HostLoad, host_loads
+
+
+class HostSerializer(serializers.ModelSerializer):
+    effective_domain_type = serializers.CharField(read_only=True)
+    vm_count = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Host
+        fields = ["id", "name", "uri", "enabled", "status", "domain_type", "effective_domain_type",
+                  "kvm_boots_guests", "hostname", "libvirt_version", "cpus", "memory_mib", "free_memory_mib",
+                  "last_seen_at", "last_error", "vm_count"]
+        read_only_fields = fields
+
+    def get_vm_count(self, host: Host) -> int:
+        return host_loads().get(host.pk, HostLoad()).vms

@@ -1,0 +1,16 @@
+"""Reconcile now: VM states from libvirt, foreign domains listed, stale jobs reaped."""
+
+from django.core.management.base import BaseCommand
+
+from cluster.services import host_sync_all
+from portal.jobs import jobs_reap_stale
+
+
+class Command(BaseCommand):
+    help = "Repair VM states from what libvirt says, list foreign domains and reap stale jobs."
+
+    def handle(self, *args, **options):
+        for result in host_sync_all():
+            self.stdout.write(", ".join(f"{k}={v}" for k, v in result.items()))
+        for job in jobs_reap_stale():
+            self.stdout.write(f"job {job.pk} ({job.kind}) lost its worker: now {job.status}")

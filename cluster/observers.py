@@ -1,0 +1,43 @@
+"""Who reconciles what runs on a host: observers registered by the apps that own domains.
+
+cluster lists domains and receives libvirt's lifecycle events; it does not know what a VM is. An
+app that owns domains (vms) registers an observer in its AppConfig.ready; `host_sync` hands every
+observer the host's domains and records whatever none of them claims as a foreign domain.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+from portal.hypervisor import DomainInfo
+
+if TYPE_CHECKING:  # models import the app registry; observers are registered during ready()
+    from .models import Host
+
+
+@dataclass(frozen=True)
+class Reconciled:
+    """What an observer made of a host's domains: the uuids that are its own, and how many drifted."""
+
+    claimed: set[str] = field(default_factory=set)
+    drifted: int = 0
+
+
+class DomainObserver(Protocol):
+    def reconcile(self, *, host: Host, domains: list[DomainInfo]) -> Reconciled: ...
+
+    def observe(self, *, host: Host, uuid: str) -> None: ...
+
+
+_observers: list[DomainObserver] = []
+
+
+def register_observer(observer: DomainObserver) -> None:
+    """Add an observer once (AppConfig.ready may run more than once in tests)."""
+    if all(type(o) is not type(observer) for o in _observers):
+        _observers.append(observer)
+
+
+def registered() -> list[DomainObserver]:
+    return list(_observers)

@@ -1,0 +1,60 @@
+"""Placement: filters drop hosts that cannot take the VM, weights rank the rest.
+
+What hosts already carry comes from the apps that place things on them: vms registers a load
+provider (committed memory and VM count per host), so placement stays below vms.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from portal.exceptions import Conflict
+
+from .choices import HostStatus
+from .models import Host
+
+
+@dataclass(frozen=True)
+class HostLoad:
+    """What is already committed on a host."""
+
+    memory_mib: int = 0
+    vcpus: int = 0
+    vms: int = 0
+
+
+# provider() -> {host id: HostLoad}
+LoadProvider = Callable[[], dict[int, HostLoad]]
+_load_providers: list[LoadProvider] = []
+
+
+def register_load(provider: LoadProvider) -> None:
+    """Add a source of committed load per host (once)."""
+    if provider not in _load_providers:
+        _load_providers.append(provider)
+
+
+def host_loads() -> dict[int, HostLoad]:
+    """Committed load per host id, summed over every provider."""
+    total: dict[int, HostLoad] = {}
+    for provider in _load_providers:
+        for host_id, load in provider().items():
+            was = total.get(host_id, HostLoad())
+            total[host_id] = HostLoad(was.memory_mib + load.memory_mib, was.vcpus + load.vcpus, was.vms + load.vms)
+    return total
+
+
+def pick_host(*, vcpus: int, memory_mib: int) -> Host:
+    """The enabled, reachable host with the most memory left after what is committed on it."""
+    hosts = Host.objects.filter(enabled=True).exclude(status__in=[HostStatus.DOWN, HostStatus.MAINTENANCE])
+    loads = host_loads()
+    candidates = []
+    for host in hosts:
+        load = loads.get(host.pk, HostLoad())
+        free = (host.memory_mib or 0) - load.memory_mib
+        candidates.append((free, -load.vms, -host.pk, host))
+    if not candidates:
+        raise Conflict("No hypervisor host is available for new VMs; ask an administrator.")
+    candidates.sort(key=lambda c: c[:3], reverse=True)
+    return candidates[0][3]

@@ -1,0 +1,22 @@
+"""Host reads (hosts are for administrators; the API and Slack check that before calling)."""
+
+from __future__ import annotations
+
+from django.db.models import QuerySet
+
+from portal.exceptions import NotFound
+
+from .models import Host
+
+
+def host_list() -> QuerySet[Host]:
+    return Host.objects.all()
+
+
+def host_get(*, name_or_id: object) -> Host:
+    """A host by numeric id or name."""
+    text = str(name_or_id)
+    host = Host.objects.filter(pk=int(text)).first() if text.isdigit() else Host.objects.filter(name=text).first()
+    if host is None:
+        raise NotFound(f"Host {text[:60]!r} not found.")
+    return host

@@ -1,0 +1,184 @@
+"""Hosts: registration, facts from libvirt, the KVM boot probe, enable/disable, and reconciliation.
+
+Reconciliation is shared: this module lists what runs on a host and hands the domains to the
+registered observers (vms registers the one that keeps VM states true, see cluster.observers);
+whatever no observer claims is recorded as a foreign domain, listed for admins and never touched.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid as uuidlib
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from portal.audit import audit
+from portal.choices import Via
+from portal.exceptions import HypervisorUnavailable, PermissionDenied, PortalError, ValidationFailed
+from portal.hypervisor import DomainInfo, DomainSpec, get_driver
+
+from . import observers
+from .choices import DomainType, HostStatus
+from .models import ForeignDomain, Host
+from .signals import host_up
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ProbeBoot:
+    """What the KVM probe boots: a direct-kernel guest that prints `ready_marker` once it is up."""
+
+    kernel: str
+    initrd: str
+    ready_marker: str
+
+
+def host_register(*, actor: Any, via: str = Via.CLI, name: str, uri: str,
+                  domain_type: str = DomainType.AUTO) -> Host:
+    """Add (or update) a host, read its facts; a reachable host gets the portal's storage (host_up)."""
+    if domain_type not in DomainType.values:
+        raise ValidationFailed(f"Domain type must be one of {', '.join(DomainType.values)}.", field="domain_type")
+    host, created = Host.objects.update_or_create(uri=uri, defaults={"name": name, "domain_type": domain_type})
+    host_refresh(host=host)
+    audit(actor=actor, via=via, action="host.register" if created else "host.update", target=host,
+          message=f"{uri} ({domain_type})")
+    return host
+
+
+def host_refresh(*, host: Host) -> Host:
+    """Read the host's facts from libvirt; an unreachable host is marked down, with the reason.
+
+    A reachable host sends `host_up`, so the apps that keep things on hosts (storage pools) make
+    sure they are there: a fresh test driver, or a pool undefined by hand, is repaired.
+    """
+    try:
+        info = get_driver(host.uri).host_info()
+    except HypervisorUnavailable as exc:
+        was = host.status
+        Host.objects.filter(pk=host.pk).update(status=HostStatus.DOWN, last_error=exc.message)
+        host.status, host.last_error = HostStatus.DOWN, exc.message
+        if was == HostStatus.UP:
+            audit(actor=None, via=Via.SYSTEM, action="host.down", target=host, message=exc.message)
+        return host
+    fields = {
+        "hostname": info.hostname, "libvirt_version": info.libvirt_version, "cpus": info.cpus,
+        "memory_mib": info.memory_mib, "free_memory_mib": info.free_memory_mib, "last_seen_at": timezone.now(),
+        "last_error": "",
+    }
+    if host.status != HostStatus.MAINTENANCE:
+        fields["status"] = HostStatus.UP
+    Host.objects.filter(pk=host.pk).update(**fields)
+    for key, value in fields.items():
+        setattr(host, key, value)
+    for receiver, result in host_up.send_robust(sender=Host, host=host):
+        if isinstance(result, Exception):
+            log.warning("host_up receiver %r failed for %s: %s", receiver, host.name, result)
+    return host
+
+
+def host_set_enabled(*, actor: Any, via: str, host: Host, enabled: bool) -> Host:
+    """Enable or disable a host for new VMs (running VMs stay where they are); audited."""
+    if not getattr(actor, "is_staff", False):
+        raise PermissionDenied("Only administrators enable or disable hosts.")
+    with transaction.atomic():
+        host = Host.objects.select_for_update().get(pk=host.pk)
+        if host.enabled == enabled:
+            return host
+        host.enabled = enabled
+        host.save(update_fields=["enabled"])
+        audit(actor=actor, via=via, action="host.enable" if enabled else "host.disable", target=host,
+              message=f"{'Enabled' if enabled else 'Disabled'} {host.name} for new VMs")
+    return host
+
+
+def host_probe_kvm(*, host: Host, boot: ProbeBoot | None, timeout: float = 15.0, force: bool = False) -> bool:
+    """Does a Linux guest really boot under KVM on this host? Probed once, remembered on the host.
+
+    A host can offer /dev/kvm and still not run guests (a software substitute, nested set-ups):
+    the probe boots `boot` (a direct-kernel image, see storage.selectors.image_probe_boot) under
+    KVM and waits for its ready banner on the console.
+    """
+    if host.kvm_boots_guests is not None and not force:
+        return host.kvm_boots_guests
+    driver = get_driver(host.uri)
+    result = False
+    reason = ""
+    if "kvm" not in driver.domain_types():
+        reason = "libvirt offers no kvm domain type"
+    elif boot is None:
+        reason = "no direct-kernel image with a ready marker to probe with"
+    else:
+        spec = DomainSpec(
+            name=f"{settings.DOMAIN_PREFIX}-kvmprobe-{uuidlib.uuid4().hex[:6]}",
+            uuid=str(uuidlib.uuid4()), vcpus=1, memory_mib=128, domain_type="kvm",
+            kernel=boot.kernel, initrd=boot.initrd,
+            cmdline="console=ttyS0,115200 panic=-1", graphics=False,
+            metadata={"instance": settings.INSTANCE_ID, "probe": "kvm"},
+        )
+        try:
+            result = driver.probe_boot(spec, boot.ready_marker.encode(), timeout)
+            reason = "guest booted" if result else f"no boot banner within {timeout:.0f} s"
+        except PortalError as exc:
+            reason = f"probe domain failed: {exc.message}"
+    Host.objects.filter(pk=host.pk).update(kvm_boots_guests=result, kvm_probed_at=timezone.now())
+    host.kvm_boots_guests = result
+    log.info("KVM probe on %s: %s (%s)", host.name, result, reason)
+    audit(actor=None, via=Via.SYSTEM, action="host.kvm_probe", target=host,
+          message=f"KVM {'boots' if result else 'does not boot'} guests: {reason}")
+    return result
+
+
+def _ours(info: DomainInfo) -> bool:
+    return bool(info.metadata) and info.metadata.get("instance") == settings.INSTANCE_ID \
+        and "vm-id" in info.metadata
+
+
+def host_sync(*, host: Host) -> dict[str, Any]:
+    """Reconcile one host: observers bring their records in line, the rest is listed as foreign."""
+    driver = get_driver(host.uri)
+    host_refresh(host=host)
+    if host.status == HostStatus.DOWN:
+        return {"host": host.name, "status": "down", "error": host.last_error}
+    try:
+        domains = driver.list_domains()
+    except PortalError as exc:
+        return {"host": host.name, "status": "error", "error": exc.message}
+    claimed: set[str] = set()
+    drifted = 0
+    for observer in observers.registered():
+        outcome = observer.reconcile(host=host, domains=domains)
+        claimed |= outcome.claimed
+        drifted += outcome.drifted
+    seen = []
+    with transaction.atomic():
+        for d in domains:
+            if d.uuid in claimed:
+                continue
+            if _ours(d):
+                hint = f"orphan of this portal (VM #{d.metadata['vm-id']} has no live record)"
+            elif d.metadata:
+                hint = f"portal instance {d.metadata.get('instance', '?')}"
+            else:
+                hint = ""
+            ForeignDomain.objects.update_or_create(
+                host=host, uuid=d.uuid, defaults={"name": d.name, "state": d.state, "owner_hint": hint})
+            seen.append(d.uuid)
+        ForeignDomain.objects.filter(host=host).exclude(uuid__in=seen).delete()
+    return {"host": host.name, "status": "up", "domains": len(domains), "drifted": drifted,
+            "foreign": len(seen)}
+
+
+def host_sync_all() -> list[dict[str, Any]]:
+    """Reconcile every enabled host."""
+    return [host_sync(host=h) for h in Host.objects.filter(enabled=True)]
+
+
+def host_observe_event(*, host: Host, uuid: str) -> None:
+    """A lifecycle event from libvirt for a domain on `host`: every observer reads its state now."""
+    for observer in observers.registered():
+        observer.observe(host=host, uuid=uuid)

@@ -1,0 +1,54 @@
+"""Shapes of the jobs API."""
+
+from __future__ import annotations
+
+from django.urls import NoReverseMatch
+from rest_framework import serializers
+from rest_framework.reverse import reverse
+
+from portal.models import Job
+
+
+class JobListQuerySerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=Job._meta.get_field("status").choices, required=False)
+    kind = serializers.CharField(required=False, help_text="Job kind, e.g. vm.create.")
+
+
+
+class JobSummarySerializer(serializers.ModelSerializer):
+    url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Job
+        fields = ["id", "kind", "status", "progress", "step", "url"]
+        read_only_fields = fields
+
+    def get_url(self, job: Job) -> str:
+        return reverse("api-job-detail", kwargs={"pk": str(job.pk)}, request=self.context.get("request"))
+
+
+class JobSerializer(JobSummarySerializer):
+    actor = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    target_url = serializers.SerializerMethodField()
+    traceback = serializers.SerializerMethodField(help_text="Only for staff; empty otherwise.")
+
+    class Meta:
+        model = Job
+        fields = ["id", "kind", "status", "progress", "step", "actor", "via", "target_type", "target_id",
+                  "target_name", "target_url", "params", "result", "error", "log", "attempts", "max_attempts",
+                  "created_at", "started_at", "finished_at", "updated_at", "traceback", "url"]
+        read_only_fields = fields
+
+    def get_target_url(self, job: Job) -> str | None:
+        """The API URL of the job's target: the `api-<target type>-detail` route of the app that owns it."""
+        if not job.target_type or not job.target_id:
+            return None
+        try:
+            return reverse(f"api-{job.target_type}-detail", kwargs={"pk": job.target_id},
+                           request=self.context.get("request"))
+        except NoReverseMatch:
+            return None
+
+    def get_traceback(self, job: Job) -> str:
+        request = self.context.get("request")
+        return job.traceback if request is not None and request.user.is_staff else ""

@@ -1,0 +1,46 @@
+"""Which jobs a user may see: the ones they started, and the ones acting on what they may see.
+
+The core knows jobs, not VMs: each app whose objects are job targets registers, per target type,
+which of its objects a user may see (vms does for "vm", in its AppConfig.ready).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from django.db.models import Q, QuerySet
+
+from portal.exceptions import NotFound
+from portal.models import Job
+
+# target type -> function(user) giving the ids of the targets whose jobs the user may see
+_target_visibility: dict[str, Callable[[Any], Iterable[Any]]] = {}
+
+
+def register_target_visibility(target_type: str, visible_ids: Callable[[Any], Iterable[Any]]) -> None:
+    """Let users see the jobs on targets of `target_type` whose ids `visible_ids(user)` gives."""
+    _target_visibility[target_type] = visible_ids
+
+
+def job_visible(*, user: Any) -> QuerySet[Job]:
+    """Jobs `user` may see: their own, those on targets they may see, all for staff."""
+    qs = Job.objects.select_related("actor")
+    if not user or not user.is_authenticated or not user.is_active:
+        return qs.none()
+    if user.is_staff:
+        return qs
+    visible = Q(actor=user)
+    for target_type, visible_ids in _target_visibility.items():
+        ids = [str(pk) for pk in visible_ids(user)]
+        visible |= Q(target_type=target_type, target_id__in=ids)
+    return qs.filter(visible)
+
+
+def job_get(*, user: Any, job_id: object) -> Job:
+    """One job the user may see, by id; others' jobs are indistinguishable from missing ones."""
+    try:
+        return job_visible(user=user).get(pk=uuid.UUID(str(job_id)))
+    except (Job.DoesNotExist, ValueError):
+        raise NotFound(f"Job {str(job_id)[:40]} not found.") from None

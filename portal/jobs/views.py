@@ -1,0 +1,46 @@
+"""Job pages: every job the user may see, and one job with its progress, result and log."""
+
+from __future__ import annotations
+
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.views.decorators.http import require_GET
+
+from portal.choices import JobStatus
+from portal.live import live_context
+from portal.web import portal_view
+
+from .selectors import job_get, job_visible
+
+PAGE_SIZE = 50
+
+
+@login_required
+@require_GET
+@portal_view
+def job_list_view(request: HttpRequest) -> HttpResponse:
+    """Every job the user may see, newest first, with progress, step and result."""
+    status = request.GET.get("status", "")
+    status = status if status in JobStatus.values else ""
+    jobs = job_visible(user=request.user).order_by("-created_at")
+    if status:
+        jobs = jobs.filter(status=status)
+    page = Paginator(jobs, PAGE_SIZE).get_page(request.GET.get("page"))
+    return render(request, "jobs/list.html", {
+        "page": page,
+        "jobs": list(page),
+        "status": status,
+        "status_choices": JobStatus.choices,
+        **live_context(),
+    })
+
+
+@login_required
+@require_GET
+@portal_view(fallback="jobs:list")
+def job_detail_view(request: HttpRequest, job_id: str) -> HttpResponse:
+    """One job: progress, step, result or error, and its log (tracebacks only for admins)."""
+    job = job_get(user=request.user, job_id=job_id)
+    return render(request, "jobs/detail.html", {"job": job, **live_context()})

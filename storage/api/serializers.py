@@ -1,0 +1,15 @@
+"""Shapes of the images API."""
+
+from __future__ import annotations
+
+from rest_framework import serializers
+
+from storage.models import Image
+
+
+class ImageSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Image
+        fields = ["id", "name", "title", "description", "os_name", "format", "size_bytes", "boot_mode",
+                  "min_disk_gib", "is_public", "is_default", "created_at"]
+        read_only_fields = fields

@@ -1,0 +1,31 @@
+"""Hosts: facts from libvirt, a host that goes down is marked and audited, reconcile on the test driver."""
+
+import pytest
+
+from cluster.models import Host
+from cluster.services import host_refresh, host_sync
+from portal.models import AuditEvent
+
+pytestmark = pytest.mark.django_db
+
+
+def test_a_host_that_stops_answering_is_marked_down_with_the_reason_and_audited(test_host):
+    assert test_host.status == "up" and test_host.cpus > 0
+    Host.objects.filter(pk=test_host.pk).update(uri="qemu+unix:///system?socket=/nonexistent/sock")
+    test_host.refresh_from_db()
+    host_refresh(host=test_host)
+    test_host.refresh_from_db()
+    assert test_host.status == "down" and "cannot connect" in test_host.last_error
+    event = AuditEvent.objects.get(action="host.down", target_id=str(test_host.pk))
+    assert "cannot connect" in event.message
+    assert host_sync(host=test_host)["status"] == "down"
+
+
+def test_auto_domain_type_follows_the_probe_result(test_host):
+    test_host.domain_type = "auto"
+    test_host.kvm_boots_guests = False
+    assert test_host.effective_domain_type == "qemu"
+    test_host.kvm_boots_guests = True
+    assert test_host.effective_domain_type == "kvm"
+    test_host.domain_type = "qemu"
+    assert test_host.effective_domain_type == "qemu"

@@ -1,0 +1,116 @@
+"""Drift: keep VM states true to what libvirt says (lifecycle events and the periodic reconcile).
+
+libvirt is the truth about what runs; the database is the truth about who owns what and what was
+asked. `VMObserver` is registered with cluster.observers (in VmsConfig.ready): cluster lists a
+host's domains and receives its events, and hands them here.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid as uuidlib
+
+from django.db.models import Exists, OuterRef
+from django.utils import timezone
+
+from cluster.models import Host
+from cluster.observers import Reconciled
+from portal.audit import audit
+from portal.choices import JobStatus, Via
+from portal.exceptions import NotFound, PortalError
+from portal.hypervisor import DomainInfo, PowerState, get_driver
+from portal.models import Job
+
+from .choices import SnapshotStatus, VMStatus
+from .lifecycle import status_for
+from .models import VM, Snapshot
+from .services import vm_set_status
+
+log = logging.getLogger(__name__)
+
+
+def vm_observe(*, vm: VM, state: PowerState | None, source: str) -> bool:
+    """Bring the VM's status in line with what libvirt says; returns True when it drifted.
+
+    While a job owns the VM (transitional state with an active job) only the power state is
+    recorded: the job writes the outcome.
+    """
+    now = timezone.now()
+    snapshot_busy = getattr(vm, "snapshot_busy", None)  # annotated by reconcile; one query otherwise
+    if snapshot_busy is None:
+        snapshot_busy = vm.snapshots.filter(status__in=SnapshotStatus.BUSY).exists()
+    if snapshot_busy:
+        # Taking a memory snapshot pauses the guest, a revert restarts it: the job writes the outcome.
+        VM.objects.filter(pk=vm.pk).update(power_state=state or "", observed_at=now)
+        return False
+    if vm.status in VMStatus.TRANSITIONAL:
+        busy = Job.objects.filter(target_type="vm", target_id=str(vm.pk), status__in=JobStatus.ACTIVE).exists()
+        if busy:
+            VM.objects.filter(pk=vm.pk).update(power_state=state or "", observed_at=now)
+            return False
+        if vm.status in (VMStatus.CREATING, VMStatus.DELETING):
+            return False  # left to the job reaper: it finishes or cleans up
+    if vm.status == VMStatus.DELETED:
+        return False
+    wanted = status_for(state)
+    if wanted == vm.status and (vm.power_state or "") == (state or ""):
+        VM.objects.filter(pk=vm.pk).update(observed_at=now)
+        return False
+    drifted = wanted != vm.status
+    if drifted:
+        error = "" if state is not None else (
+            "The domain is missing on the host (removed outside the portal). Start re-creates it "
+            "from the portal's record; Delete cleans up.")
+        old = vm.get_status_display().lower()
+        vm_set_status(vm, wanted, last_error=error, power_state=state or "", observed_at=now)
+        audit(actor=None, via=Via.SYSTEM, action="vm.drift", target=vm,
+              message=f"{vm.name} was {old} in the portal; libvirt says "
+                      f"{state or 'the domain is missing'} ({source})")
+    else:
+        VM.objects.filter(pk=vm.pk).update(power_state=state or "", observed_at=now)
+    return drifted
+
+
+def vm_reconcile_host(*, host: Host, domains: list[DomainInfo]) -> Reconciled:
+    """Every live VM on `host` against the host's domains; the VMs' domains are claimed as ours."""
+    by_uuid = {d.uuid: d for d in domains}
+    drifted = 0
+    busy = Snapshot.objects.filter(vm=OuterRef("pk"), status__in=SnapshotStatus.BUSY)
+    vms = VM.objects.filter(host=host).exclude(status=VMStatus.DELETED).select_related("owner")
+    claimed = set()
+    for vm in vms.annotate(snapshot_busy=Exists(busy)):
+        claimed.add(str(vm.uuid))
+        info = by_uuid.get(str(vm.uuid))
+        if vm_observe(vm=vm, state=info.state if info else None, source="reconcile"):
+            drifted += 1
+    return Reconciled(claimed=claimed, drifted=drifted)
+
+
+def vm_observe_event(*, host: Host, uuid: str) -> None:
+    """A lifecycle event from libvirt for a domain on `host`: a cue to read the domain's state now.
+
+    The state is read when the event is handled, not taken from the event: events queued behind a
+    busy moment (a snapshot pauses the guest, a revert restarts it) must not replay old states.
+    """
+    try:
+        vm = VM.objects.select_related("owner").get(host=host, uuid=uuidlib.UUID(uuid))
+    except (VM.DoesNotExist, ValueError):
+        return
+    try:
+        state = get_driver(host.uri).domain_info(uuid).state
+    except NotFound:
+        state = None
+    except PortalError as exc:
+        log.warning("event for %s on %s: cannot read its state: %s", vm.name, host.name, exc.message)
+        return
+    vm_observe(vm=vm, state=state, source="event")
+
+
+class VMObserver:
+    """The VMs' side of reconciliation, registered with cluster.observers."""
+
+    def reconcile(self, *, host: Host, domains: list[DomainInfo]) -> Reconciled:
+        return vm_reconcile_host(host=host, domains=domains)
+
+    def observe(self, *, host: Host, uuid: str) -> None:
+        vm_observe_event(host=host, uuid=uuid)
