@@ -87,8 +87,13 @@ def console_settings_for(*, vm: VM) -> ConsoleSettings:
 
 
 def console_graphics_password(vm: VM) -> str:
-    """The per-domain VNC password written into the domain XML (vms.specs.build_spec)."""
+    """The per-domain VNC password written into the domain XML."""
     return console_settings_for(vm=vm).vnc_password
+
+
+def console_domain_spec(vm: VM) -> dict[str, str]:
+    """The console's part of a VM's domain (registered with vms.specs): the display's password."""
+    return {"graphics_password": console_graphics_password(vm)}
 
 
 def console_settings_update(*, actor, via: str, vm: VM, serial_sharing: str) -> ConsoleSettings:

@@ -6,6 +6,7 @@ import json
 
 from django.contrib import admin
 from django.contrib.auth import get_user_model
+from django.utils import timezone
 from django.utils.html import format_html
 
 from .admin_helpers import (
@@ -102,8 +103,6 @@ class JobAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     @admin.display(description="duration")
     def duration(self, obj):
         if obj.status in JobStatus.ACTIVE and obj.started_at:
-            from django.utils import timezone
-
             return f"running for {_duration((timezone.now() - obj.started_at).total_seconds())}"
         return _duration(obj.duration_seconds)
 

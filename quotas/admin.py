@@ -7,6 +7,7 @@ services: the admin writes no row itself.
 from __future__ import annotations
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
 from django.utils.html import format_html, format_html_join
@@ -136,11 +137,10 @@ class QuotaAdmin(ServiceSaveMixin, admin.ModelAdmin):
 
     @admin.display(description="their VMs")
     def vms_link(self, obj):
-        from vms.models import VM
-
+        # The VM model is reached through the reverse relation: quotas sits below vms and imports none of it.
         if obj.group_id:
-            return changelist_link(VM, f"VMs of group {obj.group.name}", group__id__exact=obj.group_id)
-        return changelist_link(VM, f"VMs of {obj.user.get_username()}", owner__id__exact=obj.user_id)
+            return changelist_link(obj.group.vms.model, f"VMs of group {obj.group.name}", group__id__exact=obj.group_id)
+        return changelist_link(obj.user.vms.model, f"VMs of {obj.user.get_username()}", owner__id__exact=obj.user_id)
 
     @admin.display(description="updated", ordering="updated_at")
     def updated(self, obj):
@@ -164,8 +164,6 @@ class QuotaInlineForm(forms.ModelForm):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         if self.instance.pk is None:  # no row yet: show the defaults that apply
-            from django.conf import settings
-
             for field, value in settings.DEFAULT_QUOTA.items():
                 self.initial.setdefault(field, value)
                 if field in self.fields:

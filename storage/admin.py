@@ -11,13 +11,14 @@ from django.contrib import admin, messages
 from django.contrib.admin.actions import delete_selected as django_delete_selected
 from django.db.models import Count, Q
 from django.http import HttpResponseRedirect
+from django.utils.html import format_html_join
 
 from cluster.models import Host
 from portal.admin_helpers import (
+    EMPTY,
     ReadOnlyAdminMixin,
     ServiceSaveMixin,
     admin_url,
-    badge,
     changelist_link,
     human_bytes,
     link,
@@ -231,27 +232,26 @@ VOLUME_NOTE = ("VM disks are created by the VM's create job and removed by its d
 
 @admin.register(Volume)
 class VolumeAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ("name", "vm_link", "vm_status", "target", "capacity", "format", "backing_image", "host",
-                    "created")
+    list_display = ("name", "attached_to", "capacity", "format", "backing_image", "host", "created")
     list_filter = ("pool__host", "format", ("backing_image", admin.RelatedOnlyFieldListFilter), "pool")
-    search_fields = ("name", "path", "vm__name", "vm__uuid")
-    list_select_related = ("vm", "pool__host", "backing_image")
-    readonly_fields = ("name", "vm_link", "vm_status", "pool", "path", "target", "bus", "format", "capacity",
-                       "backing_image", "readonly", "created")
+    search_fields = ("name", "path", "attachments__vm__name", "attachments__vm__uuid")
+    list_select_related = ("pool__host", "backing_image")
+    readonly_fields = ("name", "attached_to", "pool", "path", "format", "capacity", "backing_image", "created")
     fields = readonly_fields
     change_list_template = "admin/portal/change_list_note.html"
     actions = None
 
+    def get_queryset(self, request):
+        return super().get_queryset(request).prefetch_related("attachments__vm")
+
     def changelist_view(self, request, extra_context=None):
         return super().changelist_view(request, note_context(VOLUME_NOTE, extra_context))
 
-    @admin.display(description="VM", ordering="vm__name")
-    def vm_link(self, obj):
-        return link(obj.vm)
-
-    @admin.display(description="VM status", ordering="vm__status")
-    def vm_status(self, obj):
-        return badge(obj.vm.status, obj.vm.get_status_display())
+    @admin.display(description="attached to")
+    def attached_to(self, obj):
+        # Attachments belong to the VMs' app (vms.VMDisk), reached through the reverse relation.
+        rows = [(link(a.vm), a.target, " (read-only)" if a.readonly else "") for a in obj.attachments.all()]
+        return format_html_join(", ", "{} as {}{}", rows) if rows else EMPTY
 
     @admin.display(description="capacity", ordering="capacity_gib")
     def capacity(self, obj):

@@ -1,4 +1,4 @@
-"""Storage domains (libvirt pools), images and templates, and the volumes (disks) of VMs."""
+"""Storage domains (libvirt pools), images and templates, and volumes (disks)."""
 
 from __future__ import annotations
 
@@ -54,22 +54,22 @@ class Image(models.Model):
 
 
 class Volume(models.Model):
-    """A VM disk: a thin qcow2 overlay on an image (or a blank volume) in a pool."""
+    """A disk in a pool: a thin qcow2 overlay on an image (or a blank volume).
 
-    vm = models.ForeignKey("vms.VM", on_delete=models.CASCADE, related_name="volumes")
+    Storage does not know VMs: a VM's use of a volume is its attachment (vms.VMDisk: target, bus,
+    read-only), so a disk can outlive, move between or be shared by VMs as the storage work grows.
+    """
+
     pool = models.ForeignKey(StoragePool, on_delete=models.PROTECT, related_name="volumes")
     name = models.CharField(max_length=200)
     path = models.CharField(max_length=500, blank=True)
-    target = models.CharField(max_length=16, default="vda")
-    bus = models.CharField(max_length=16, default="virtio")
     format = models.CharField(max_length=16, default="qcow2")
     capacity_gib = models.PositiveIntegerField()
     backing_image = models.ForeignKey(Image, null=True, blank=True, on_delete=models.PROTECT, related_name="volumes")
-    readonly = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
-        ordering = ["target"]
+        ordering = ["name"]
         constraints = [models.UniqueConstraint(fields=["pool", "name"], name="volume_unique_per_pool")]
 
     def __str__(self) -> str:

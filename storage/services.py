@@ -103,12 +103,11 @@ def image_register(*, actor, via: str = Via.CLI, host, name: str, title: str, so
     return image
 
 
-def root_volume_plan(*, vm, pool: StoragePool) -> Volume:
-    """The DB row of a VM's root disk, written in the record phase before anything exists in libvirt."""
-    return Volume.objects.create(
-        vm=vm, pool=pool, name=f"{vm.domain_name}-disk0.qcow2", target="vda", bus="virtio",
-        format="qcow2", capacity_gib=vm.disk_gib, backing_image=vm.image,
-    )
+def volume_plan(*, pool: StoragePool, name: str, capacity_gib: int, backing_image: Image | None) -> Volume:
+    """The row of a new qcow2 disk, written in a record phase before anything exists in libvirt
+    (volume_materialize creates it, idempotently, in the job)."""
+    return Volume.objects.create(pool=pool, name=name, format="qcow2", capacity_gib=capacity_gib,
+                                 backing_image=backing_image)
 
 
 def volume_materialize(*, volume: Volume) -> Volume:

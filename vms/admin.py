@@ -44,12 +44,12 @@ from portal.models import AuditEvent, Job
 from portal.web import form_error
 from quotas.admin import GroupQuotaInline, QuotaInlineMixin, UserQuotaInline
 from quotas.models import Quota
-from storage.models import Image, Volume
+from storage.models import Image
 
 from . import lifecycle, services
 from .choices import VMStatus
 from .dashboard import dashboard
-from .models import VM, Flavor, Snapshot
+from .models import VM, Flavor, Snapshot, VMDisk
 from .selectors import vm_jobs
 from .validation import NAME_HELP, validate_description, validate_vm_name
 
@@ -162,9 +162,6 @@ class VMAdminCreateForm(forms.Form):
     start = forms.BooleanField(required=False, initial=True, help_text="Start it once created.")
 
     def __init__(self, *args, **kwargs) -> None:
-        from django.contrib.auth import get_user_model
-        from django.contrib.auth.models import Group
-
         super().__init__(*args, **kwargs)
         self.fields["owner"].queryset = get_user_model().objects.filter(is_active=True).order_by("username")
         self.fields["image"].queryset = Image.objects.order_by("name")
@@ -179,21 +176,39 @@ class VMAdminCreateForm(forms.Form):
                 "group": data["group"], "description": data["description"], "start": data["start"], **sizes}
 
 
-class VolumeInline(ReadOnlyAdminMixin, admin.TabularInline):
-    """The VM's disks, as the storage service recorded them (read-only)."""
+class DiskInline(ReadOnlyAdminMixin, admin.TabularInline):
+    """The VM's disks: each attachment and its storage volume, as the services recorded them (read-only)."""
 
-    model = Volume
-    fk_name = "vm"
+    model = VMDisk
     extra = 0
     can_delete = False
-    fields = ("name", "target", "bus", "format", "capacity", "backing_image", "pool", "path")
+    fields = ("volume_link", "target", "bus", "readonly", "format", "capacity", "backing_image", "path")
     readonly_fields = fields
     verbose_name = "disk"
     verbose_name_plural = "disks (storage volumes)"
 
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("volume__pool", "volume__backing_image")
+
+    @admin.display(description="volume")
+    def volume_link(self, obj):
+        return link(obj.volume)
+
+    @admin.display(description="format")
+    def format(self, obj):
+        return obj.volume.format
+
     @admin.display(description="capacity")
     def capacity(self, obj):
-        return f"{obj.capacity_gib} GiB"
+        return f"{obj.volume.capacity_gib} GiB"
+
+    @admin.display(description="backing image")
+    def backing_image(self, obj):
+        return link(obj.volume.backing_image) if obj.volume.backing_image_id else EMPTY
+
+    @admin.display(description="path")
+    def path(self, obj):
+        return obj.volume.path or EMPTY
 
 
 class SnapshotInline(ReadOnlyAdminMixin, admin.TabularInline):
@@ -219,7 +234,7 @@ class VMAdmin(ServiceSaveMixin, admin.ModelAdmin):
     list_select_related = ("owner", "host", "image", "group")
     date_hierarchy = "created_at"
     actions = [*lifecycle.POWER_ACTIONS, "delete_selected"]
-    inlines = [VolumeInline, SnapshotInline]
+    inlines = [DiskInline, SnapshotInline]
     change_list_template = "admin/vms/vm/change_list.html"
     readonly_fields = (
         "owner_link", "group", "quota_link", "uuid", "domain_name", "status_badge", "power_state", "last_error",

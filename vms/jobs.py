@@ -74,7 +74,7 @@ def _create_failed(job: Job, error: str) -> None:
         get_driver(vm.host.uri).undefine(str(vm.uuid))
     except PortalError as exc:
         problems.append(exc.message)
-    for volume in vm.volumes.select_related("pool__host"):
+    for volume in vm.volumes.select_related("pool__host"):  # their attachments go with them
         try:
             volume_destroy(volume=volume)
         except PortalError as exc:
@@ -301,10 +301,11 @@ def _grow_failed(job: Job, error: str) -> None:
 @job_handler("vm.disk.grow", on_failure=_grow_failed)
 def grow_disk(ctx: JobContext) -> dict:
     vm = _vm(ctx.job)
-    volume = vm.volumes.select_related("pool").get()
+    disk = vm.disks.select_related("volume__pool").get()
+    volume = disk.volume
     size = ctx.job.params["disk_gib"]
     ctx.progress(30, f"Growing the disk to {size} GiB")
-    get_driver(vm.host.uri).grow_disk(str(vm.uuid), target=volume.target, pool=volume.pool.name, volume=volume.name,
+    get_driver(vm.host.uri).grow_disk(str(vm.uuid), target=disk.target, pool=volume.pool.name, volume=volume.name,
                                       capacity_bytes=size * 1024**3)
     Volume.objects.filter(pk=volume.pk).update(capacity_gib=size)
     _done(ctx.job, vm, "vm.disk.grown", f"Grew the disk of {vm.name} to {size} GiB")

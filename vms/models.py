@@ -57,6 +57,7 @@ class VM(models.Model):
     status_changed_at = models.DateTimeField(auto_now_add=True)
     observed_at = models.DateTimeField(null=True, blank=True)
     deleted_at = models.DateTimeField(null=True, blank=True)
+    volumes = models.ManyToManyField("storage.Volume", through="VMDisk", related_name="vms", blank=True)
 
     class Meta:
         verbose_name = "VM"
@@ -77,6 +78,27 @@ class VM(models.Model):
     @property
     def is_transitional(self) -> bool:
         return self.status in VMStatus.TRANSITIONAL
+
+
+class VMDisk(models.Model):
+    """A volume attached to a VM: where the guest sees it (target, bus) and whether it may write to it."""
+
+    vm = models.ForeignKey(VM, on_delete=models.CASCADE, related_name="disks")
+    volume = models.ForeignKey("storage.Volume", on_delete=models.CASCADE, related_name="attachments")
+    target = models.CharField(max_length=16, default="vda")
+    bus = models.CharField(max_length=16, default="virtio")
+    readonly = models.BooleanField(default=False)
+
+    class Meta:
+        verbose_name = "VM disk"
+        ordering = ["vm", "target"]
+        constraints = [
+            models.UniqueConstraint(fields=["vm", "target"], name="vm_disk_target_unique"),
+            models.UniqueConstraint(fields=["vm", "volume"], name="vm_disk_volume_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.volume.name} as {self.target} of {self.vm.name}"
 
 
 class Snapshot(models.Model):

@@ -26,11 +26,11 @@ from portal.jobs import job_create
 from portal.models import AuditEvent, Job
 from quotas.services import quota_reserve
 from storage.models import Image
-from storage.services import pool_for_host, root_volume_plan
+from storage.services import pool_for_host, volume_plan
 
 from . import lifecycle
 from .choices import SnapshotStatus, VMStatus
-from .models import VM, Flavor, Snapshot
+from .models import VM, Flavor, Snapshot, VMDisk
 from .selectors import vm_snapshot_get, vm_visible
 from .validation import validate_description, validate_size, validate_snapshot_name, validate_vm_name
 
@@ -210,7 +210,9 @@ def vm_create(*, actor, via: str, name: str, image=None, flavor=None, vcpus=None
             )
             vm.domain_name = f"{_domain_prefix()}-{vm.uuid.hex[:12]}"
             VM.objects.filter(pk=vm.pk).update(domain_name=vm.domain_name)
-            root_volume_plan(vm=vm, pool=pool_for_host(host))
+            root = volume_plan(pool=pool_for_host(host), name=f"{vm.domain_name}-disk0.qcow2",
+                               capacity_gib=disk_gib, backing_image=image)
+            VMDisk.objects.create(vm=vm, volume=root, target="vda", bus="virtio")
             job = job_create(kind="vm.create", actor=actor, via=via, target=vm, params={"start": start},
                              max_attempts=2)
             for_whom = "" if owner == actor else f" for {owner.get_username()}"
@@ -381,7 +383,7 @@ def vm_grow_disk(*, actor, via: str, vm: VM | int, disk_gib) -> ActionResult:
             raise ValidationFailed(f"A disk can only grow: {vm.name}'s is {vm.disk_gib} GiB, so give more than that.",
                                    field="disk_gib")
         _refuse_while_busy(vm, "grow the disk of")
-        disks = vm.volumes.count()
+        disks = vm.disks.count()
         if disks != 1:
             raise Conflict(f"{vm.name} has {disks} disks; only a single-disk VM can be grown here.")
         old_size = vm.disk_gib

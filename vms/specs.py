@@ -1,12 +1,28 @@
-"""VM row -> DomainSpec for the gateway."""
+"""VM row -> DomainSpec for the gateway.
+
+Apps above vms add their part of a domain through registered contributors (consoles gives the
+display's password; networks will give NICs): a contributor returns DomainSpec fields for a VM.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
 
 from django.conf import settings
 
 from portal.hypervisor import DiskSpec, DomainSpec
 
 from .models import VM
+
+SpecContributor = Callable[[VM], dict[str, Any]]
+_contributors: list[SpecContributor] = []
+
+
+def register_spec_contributor(contributor: SpecContributor) -> None:
+    """Add a function whose DomainSpec fields are merged into every VM's domain (once)."""
+    if contributor not in _contributors:
+        _contributors.append(contributor)
 
 
 def domain_metadata(vm: VM) -> dict[str, str]:
@@ -19,17 +35,18 @@ def domain_metadata(vm: VM) -> dict[str, str]:
 
 
 def build_spec(vm: VM, *, domain_type: str) -> DomainSpec:
-    from consoles.services import console_graphics_password  # consoles builds on vms: import late
-
     image = vm.image
     disks = tuple(
-        DiskSpec(path=v.path, target=v.target, bus=v.bus, format=v.format, readonly=v.readonly)
-        for v in vm.volumes.all()
+        DiskSpec(path=d.volume.path, target=d.target, bus=d.bus, format=d.volume.format, readonly=d.readonly)
+        for d in vm.disks.select_related("volume").order_by("target")
     )
     kernel = initrd = cmdline = None
     if image is not None and image.boot_mode == image.BootMode.KERNEL:
         kernel, initrd = image.kernel_path or None, image.initrd_path or None
         cmdline = image.cmdline.replace("{hostname}", vm.name) if image.cmdline else None
+    extra: dict[str, Any] = {}
+    for contributor in _contributors:
+        extra.update(contributor(vm))
     return DomainSpec(
         name=vm.domain_name,
         uuid=str(vm.uuid),
@@ -43,6 +60,6 @@ def build_spec(vm: VM, *, domain_type: str) -> DomainSpec:
         initrd=initrd,
         cmdline=cmdline,
         graphics_listen=settings.GRAPHICS_LISTEN,
-        graphics_password=console_graphics_password(vm),
         metadata=domain_metadata(vm),
+        **extra,
     )

@@ -7,6 +7,7 @@ at this boundary (portal.hypervisor.errors), and a lost connection is re-opened 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 import xml.etree.ElementTree as ET
@@ -707,8 +708,6 @@ class LibvirtDriver:
 
     def upload_volume(self, *, pool: str, name: str, source_path: str, fmt: str = "qcow2") -> VolumeInfo:
         """Copy a local image file into the pool as a new volume (streamed through libvirt)."""
-        import os
-
         size = os.path.getsize(source_path)
         if self.is_test:
             return self.create_volume(pool=pool, name=name, capacity_bytes=size, fmt=fmt)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from urllib.parse import unquote, urlparse
+
+from django.core.exceptions import ImproperlyConfigured
+
 from portal import env
 
 BASE_DIR = env.BASE_DIR
@@ -84,12 +88,8 @@ def _database(url: str | None) -> dict:
             "NAME": f"{DATA_DIR}/portal.sqlite3",
             "OPTIONS": {"timeout": 30, "transaction_mode": "IMMEDIATE", "init_command": "PRAGMA journal_mode=WAL;"},
         }
-    from urllib.parse import unquote, urlparse
-
     parsed = urlparse(url)
     if parsed.scheme not in {"postgres", "postgresql"}:
-        from django.core.exceptions import ImproperlyConfigured
-
         raise ImproperlyConfigured("PORTAL_DATABASE_URL must be a postgresql:// URL")
     return {
         "ENGINE": "django.db.backends.postgresql",

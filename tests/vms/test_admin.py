@@ -257,7 +257,7 @@ def test_admin_single_delete_removes_the_domain_and_its_disks_in_libvirt(
     assert vm.status == "deleted" and vm.deleted_at is not None
     assert not get_driver(TEST_URI).domain_exists(str(vm.uuid))
     assert disk not in _volume_names()
-    assert not Volume.objects.filter(vm=vm).exists()
+    assert not Volume.objects.filter(attachments__vm=vm).exists() and not vm.disks.exists()
     assert AuditEvent.objects.filter(action="vm.deleted", target_id=str(vm.pk)).exists()
 
 
