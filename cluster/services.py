@@ -134,8 +134,8 @@ def host_probe_kvm(*, host: Host, boot: ProbeBoot | None, timeout: float = 15.0,
 
 
 def _ours(info: DomainInfo) -> bool:
-    return bool(info.metadata) and info.metadata.get("instance") == settings.INSTANCE_ID \
-        and "vm-id" in info.metadata
+    meta = info.metadata or {}
+    return meta.get("instance") == settings.INSTANCE_ID and "vm-id" in meta
 
 
 def host_sync(*, host: Host) -> dict[str, Any]:
@@ -159,10 +159,11 @@ def host_sync(*, host: Host) -> dict[str, Any]:
         for d in domains:
             if d.uuid in claimed:
                 continue
+            meta = d.metadata or {}
             if _ours(d):
-                hint = f"orphan of this portal (VM #{d.metadata['vm-id']} has no live record)"
-            elif d.metadata:
-                hint = f"portal instance {d.metadata.get('instance', '?')}"
+                hint = f"orphan of this portal (VM #{meta['vm-id']} has no live record)"
+            elif meta:
+                hint = f"portal instance {meta.get('instance', '?')}"
             else:
                 hint = ""
             ForeignDomain.objects.update_or_create(

@@ -77,8 +77,8 @@ class ErrorSerializer(serializers.Serializer):
 
 
 class ValidationErrorSerializer(ErrorSerializer):
-    errors = serializers.DictField(child=serializers.ListField(child=serializers.CharField()),
-                                   help_text="Field name -> messages.")
+    errors = serializers.DictField(child=serializers.ListField(child=serializers.CharField()),  # type: ignore[assignment]
+                                   help_text="Field name -> messages.")  # (a field named like Serializer.errors)
 
 
 class QuotaErrorSerializer(ErrorSerializer):

@@ -1,5 +1,7 @@
 """Choice classes shared across apps; states come with named groups, never magic values."""
 
+from typing import ClassVar
+
 from django.db import models
 
 
@@ -24,7 +26,10 @@ class JobStatus(models.TextChoices):
     ERRORED = "errored", "Errored"  # a bug: traceback kept for admins
     CANCELLED = "cancelled", "Cancelled"
 
+    ACTIVE: ClassVar[tuple[str, ...]]
+    FINISHED: ClassVar[tuple[str, ...]]
 
-JobStatus.ACTIVE = (JobStatus.PENDING, JobStatus.RUNNING)  # type: ignore[attr-defined]
-JobStatus.FINISHED = (  # type: ignore[attr-defined]
+
+JobStatus.ACTIVE = (JobStatus.PENDING, JobStatus.RUNNING)
+JobStatus.FINISHED = (
     JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.ERRORED, JobStatus.CANCELLED)

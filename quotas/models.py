@@ -38,9 +38,9 @@ class Quota(models.Model):
 
     @property
     def subject_name(self) -> str:
-        if self.user_id:
+        if self.user is not None:
             return f"user {self.user.get_username()}"
-        return f"group {self.group.name}"
+        return f"group {self.group.name}" if self.group is not None else "nobody"
 
 
 class QuotaRequest(models.Model):
@@ -84,7 +84,7 @@ class QuotaRequest(models.Model):
 
     @property
     def subject_name(self) -> str:
-        if self.group_id:
+        if self.group is not None:
             return f"group {self.group.name}"
         return f"user {self.requester.get_username()}"
 

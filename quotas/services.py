@@ -210,7 +210,7 @@ def _lock_pending(request: QuotaRequest | int) -> QuotaRequest:
     except (QuotaRequest.DoesNotExist, ValueError, TypeError):
         raise NotFound(f"Quota request #{pk} not found.") from None
     if not request.is_pending:
-        by = f" by {request.decided_by.get_username()}" if request.decided_by_id else ""
+        by = f" by {request.decided_by.get_username()}" if request.decided_by is not None else ""
         raise InvalidState(f"Quota request #{request.pk} was already {request.get_status_display().lower()}{by}.",
                            status=request.status)
     return request

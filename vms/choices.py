@@ -1,5 +1,7 @@
 """VM and host states, with the named groups the rules are written in."""
 
+from typing import ClassVar
+
 from django.db import models
 
 
@@ -15,13 +17,18 @@ class VMStatus(models.TextChoices):
     ERROR = "error", "Error"
     DELETED = "deleted", "Deleted"
 
+    # Named groups (set below the class; annotated here so they are not enum members).
+    COUNTED: ClassVar[tuple[str, ...]]
+    TRANSITIONAL: ClassVar[tuple[str, ...]]
+    ACTIVE: ClassVar[tuple[str, ...]]
+
 
 # Every state that still holds resources counts against the quota.
-VMStatus.COUNTED = tuple(s for s in VMStatus if s != VMStatus.DELETED)  # type: ignore[attr-defined]
+VMStatus.COUNTED = tuple(s for s in VMStatus if s != VMStatus.DELETED)
 # A job owns the VM while it is in one of these; events only record what libvirt says.
-VMStatus.TRANSITIONAL = (  # type: ignore[attr-defined]
+VMStatus.TRANSITIONAL = (
     VMStatus.CREATING, VMStatus.STARTING, VMStatus.STOPPING, VMStatus.REBOOTING, VMStatus.DELETING)
-VMStatus.ACTIVE = (VMStatus.RUNNING, VMStatus.PAUSED)  # type: ignore[attr-defined]
+VMStatus.ACTIVE = (VMStatus.RUNNING, VMStatus.PAUSED)
 
 
 class SnapshotStatus(models.TextChoices):
@@ -30,6 +37,8 @@ class SnapshotStatus(models.TextChoices):
     REVERTING = "reverting", "Reverting"
     DELETING = "deleting", "Deleting"
 
+    BUSY: ClassVar[tuple[str, ...]]
 
-SnapshotStatus.BUSY = (  # type: ignore[attr-defined]
+
+SnapshotStatus.BUSY = (
     SnapshotStatus.CREATING, SnapshotStatus.REVERTING, SnapshotStatus.DELETING)

@@ -164,7 +164,7 @@ def power(ctx: JobContext) -> dict:
 
 
 # The power state a successful transition leaves when the gateway verb does not report one.
-_RESULT_POWER_STATE = {VMStatus.RUNNING: PowerState.RUNNING, VMStatus.STOPPED: PowerState.SHUTOFF,
+_RESULT_POWER_STATE: dict[str, PowerState] = {VMStatus.RUNNING: PowerState.RUNNING, VMStatus.STOPPED: PowerState.SHUTOFF,
                        VMStatus.PAUSED: PowerState.PAUSED}
 
 for _transition in lifecycle.POWER_ACTIONS.values():

@@ -14,7 +14,7 @@ from portal.jobs.selectors import job_visible
 from portal.models import AuditEvent, Job
 
 from .choices import VMStatus
-from .models import VM, Flavor
+from .models import VM, Flavor, Snapshot
 
 
 def vm_visible(*, user) -> QuerySet[VM]:
@@ -80,7 +80,7 @@ def vm_snapshots(*, vm: VM) -> QuerySet:
     return vm.snapshots.select_related("created_by").order_by("created_at", "id")
 
 
-def vm_snapshot_get(*, vm: VM, key):
+def vm_snapshot_get(*, vm: VM, key: Snapshot | int | str) -> Snapshot:
     """One of the VM's snapshots: by row or id (an int, or a string of digits: names never are), else
     by name. Another VM's snapshot is not found."""
     qs = vm_snapshots(vm=vm)

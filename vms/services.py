@@ -404,7 +404,8 @@ def vm_grow_disk(*, actor, via: str, vm: VM | int, disk_gib) -> ActionResult:
 # Internal snapshots inside the VM's qcow2 disks: with the RAM when the VM runs (revert resumes the
 # guest where it was), disks only when it is off. One snapshot operation per VM at a time.
 
-_BUSY_TEXT = {
+SNAPSHOT_DESCRIPTION_MAX = 500  # Snapshot.description's max_length
+_BUSY_TEXT: dict[str, str] = {
     SnapshotStatus.CREATING: "snapshot {name} is being taken",
     SnapshotStatus.REVERTING: "it is being reverted to snapshot {name}",
     SnapshotStatus.DELETING: "snapshot {name} is being deleted",
@@ -451,7 +452,7 @@ def snapshot_create(*, actor, via: str, vm: VM | int, name: str | None = None,
                     description: str = "") -> SnapshotResult:
     """Take a snapshot of the VM (with its RAM when it runs) in a job."""
     name = validate_snapshot_name(name) if name not in (None, "") else None
-    description = validate_description(description, limit=Snapshot._meta.get_field("description").max_length)
+    description = validate_description(description, limit=SNAPSHOT_DESCRIPTION_MAX)
     with transaction.atomic():
         vm = _snapshot_ready_vm(actor=actor, vm=vm, verb="snapshot")
         count = vm.snapshots.count()
@@ -482,10 +483,10 @@ def snapshot_revert(*, actor, via: str, vm: VM | int, snapshot: Snapshot | int |
     """Return the VM to a snapshot: disks (and RAM, when it has it) as they were; later changes are lost."""
     with transaction.atomic():
         vm = _snapshot_ready_vm(actor=actor, vm=vm, verb="revert")
-        snapshot = vm_snapshot_get(vm=vm, key=snapshot)
-        job = _snapshot_job(actor=actor, via=via, vm=vm, snapshot=snapshot, op="revert",
-                            status=SnapshotStatus.REVERTING, message=f"Revert {vm.name} to snapshot {snapshot.name}")
-    return SnapshotResult(snapshot, job, f"Reverting {vm.name} to snapshot {snapshot.name}.")
+        found = vm_snapshot_get(vm=vm, key=snapshot)
+        job = _snapshot_job(actor=actor, via=via, vm=vm, snapshot=found, op="revert",
+                            status=SnapshotStatus.REVERTING, message=f"Revert {vm.name} to snapshot {found.name}")
+    return SnapshotResult(found, job, f"Reverting {vm.name} to snapshot {found.name}.")
 
 
 def snapshot_delete(*, actor, via: str, vm: VM | int, snapshot: Snapshot | int | str) -> SnapshotResult:
@@ -494,17 +495,17 @@ def snapshot_delete(*, actor, via: str, vm: VM | int, snapshot: Snapshot | int |
         vm = _lock_visible(actor=actor, vm=vm)
         if vm.status in (VMStatus.DELETING, VMStatus.DELETED):
             raise InvalidState(f"{vm.name} is being deleted with its snapshots.", status=vm.status)
-        snapshot = vm_snapshot_get(vm=vm, key=snapshot)
+        found = vm_snapshot_get(vm=vm, key=snapshot)
         busy = _snapshot_busy(vm)
         if busy is not None:
-            raise InvalidState(f"Cannot delete snapshot {snapshot.name}: {_busy_text(busy)}. "
+            raise InvalidState(f"Cannot delete snapshot {found.name}: {_busy_text(busy)}. "
                                "Try again when it has finished.", status=vm.status)
         if vm.is_transitional:
-            raise InvalidState(f"Cannot delete snapshot {snapshot.name}: {vm.name} is busy "
+            raise InvalidState(f"Cannot delete snapshot {found.name}: {vm.name} is busy "
                                f"({vm.get_status_display().lower()}).", status=vm.status)
-        job = _snapshot_job(actor=actor, via=via, vm=vm, snapshot=snapshot, op="delete",
-                            status=SnapshotStatus.DELETING, message=f"Delete snapshot {snapshot.name} of {vm.name}")
-    return SnapshotResult(snapshot, job, f"Deleting snapshot {snapshot.name} of {vm.name}.")
+        job = _snapshot_job(actor=actor, via=via, vm=vm, snapshot=found, op="delete",
+                            status=SnapshotStatus.DELETING, message=f"Delete snapshot {found.name} of {vm.name}")
+    return SnapshotResult(found, job, f"Deleting snapshot {found.name} of {vm.name}.")
 
 
 def _snapshot_job(*, actor, via: str, vm: VM, snapshot: Snapshot, op: str, status: str, message: str) -> Job:

@@ -117,7 +117,7 @@ def graphics_endpoint(xml: str) -> tuple[str, int, str | None] | None:
 
 def disk_paths(xml: str) -> list[str]:
     root = ET.fromstring(xml)
-    return [s.get("file") for s in root.findall("devices/disk/source") if s.get("file")]
+    return [f for s in root.findall("devices/disk/source") if (f := s.get("file"))]
 
 
 def title_of(xml: str) -> str:

@@ -249,7 +249,7 @@ class LibvirtDriver:
             except libvirt.libvirtError:
                 free = 0
             caps = ET.fromstring(conn.getCapabilities())
-            types = sorted({d.get("type") for d in caps.findall("guest/arch/domain") if d.get("type")})
+            types = sorted({t for d in caps.findall("guest/arch/domain") if (t := d.get("type"))})
 
             def ver(v: int) -> str:
                 return f"{v // 1000000}.{(v // 1000) % 1000}.{v % 1000}"

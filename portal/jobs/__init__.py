@@ -8,6 +8,7 @@ whose worker died.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import socket
@@ -225,7 +226,7 @@ def jobs_reap_stale() -> list[Job]:
             if n:
                 job.refresh_from_db()
                 log.warning("job %s lost its worker; retrying (attempt %s)", job.pk, job.attempts + 1)
-                transaction.on_commit(lambda jid=job.pk: enqueue(jid))
+                transaction.on_commit(functools.partial(enqueue, job.pk))
                 reaped.append(job)
         else:
             n = Job.objects.filter(pk=job.pk, status=JobStatus.RUNNING, heartbeat_at__lt=cutoff).update(

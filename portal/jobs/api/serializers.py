@@ -6,11 +6,12 @@ from django.urls import NoReverseMatch
 from rest_framework import serializers
 from rest_framework.reverse import reverse
 
+from portal.choices import JobStatus
 from portal.models import Job
 
 
 class JobListQuerySerializer(serializers.Serializer):
-    status = serializers.ChoiceField(choices=Job._meta.get_field("status").choices, required=False)
+    status = serializers.ChoiceField(choices=JobStatus.choices, required=False)
     kind = serializers.CharField(required=False, help_text="Job kind, e.g. vm.create.")
 
 
@@ -28,7 +29,7 @@ class JobSummarySerializer(serializers.ModelSerializer):
 
 
 class JobSerializer(JobSummarySerializer):
-    actor = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    actor: serializers.SlugRelatedField = serializers.SlugRelatedField(slug_field="username", read_only=True)
     target_url = serializers.SerializerMethodField()
     traceback = serializers.SerializerMethodField(help_text="Only for staff; empty otherwise.")
 
