@@ -15,6 +15,8 @@ setup:
 
 lint:
 	@.venv/bin/ruff check .
+	@.venv/bin/lint-imports --no-cache
+	@.venv/bin/mypy
 
 bench:
 	@.venv/bin/python benchmarks/run.py

@@ -12,6 +12,12 @@ export PORTAL_LOG_LEVEL=WARNING
 printf '\n==> Lint (ruff)\n'
 .venv/bin/ruff check .
 
+printf '\n==> Import contracts (import-linter)\n'
+.venv/bin/lint-imports --no-cache
+
+printf '\n==> Types (mypy)\n'
+.venv/bin/mypy
+
 printf '\n==> SQLite smoke run (embedded default)\n'
 env -u PORTAL_DATABASE_URL .venv/bin/pytest -q -p no:cacheprovider -m "not qemu and not browser and not postgres" \
   tests/hypervisor tests/vms/test_services.py
