@@ -113,9 +113,17 @@ def test_quota_for_memory_reports_the_numbers(test_host, alice):
 
 
 def test_deleting_frees_quota_and_the_name(test_host, alice):
+    """A full quota refuses a fourth VM; deleting one gives its share back and frees its name."""
     vms = [create(alice, name=f"vm-{i}").vm for i in range(3)]
+    with pytest.raises(QuotaExceeded, match="VMs: requested 1, 3 of 3 in use"):
+        create(alice, name="vm-3")
     services.vm_delete(actor=alice, via="cli", vm=vms[0])
-    create(alice, name="vm-0")
+    assert VM.objects.get(pk=vms[0].pk).status == VMStatus.DELETED
+    usage = {u.resource: u.used for u in quota_usage(user=alice)}
+    assert usage["vms"] == 2
+    again = create(alice, name="vm-0").vm
+    again.refresh_from_db()
+    assert again.pk != vms[0].pk and again.name == "vm-0" and again.status == VMStatus.RUNNING
 
 
 def test_group_vms_use_the_group_quota_and_are_visible_to_members(test_host, alice, bob, make_user):
