@@ -95,3 +95,16 @@ def test_a_bug_in_a_handler_is_errored_with_traceback_not_failed(test_host, alic
     assert job.error == "Internal error: RuntimeError" and "kaboom" in job.traceback
     vm.refresh_from_db()
     assert vm.status == VMStatus.RUNNING  # restored from what libvirt says
+
+
+def test_job_pages_keep_the_status_filter_when_paging(client, alice):
+    """The pager (one template for every list) keeps the other query parameters."""
+    from portal.models import Job
+
+    Job.objects.bulk_create([Job(kind="vm.start", actor=alice, status="failed", target_name=f"vm-{i}")
+                             for i in range(55)])
+    client.force_login(alice)
+    html = client.get("/jobs/?status=failed").content.decode()
+    assert "Page 1 of 2" in html and 'href="?status=failed&amp;page=2"' in html and "Older →" in html
+    html = client.get("/jobs/?status=failed&page=2").content.decode()
+    assert "Page 2 of 2" in html and 'href="?status=failed&amp;page=1"' in html and "← Newer" in html
