@@ -45,10 +45,11 @@ def host_refresh(*, host: Host) -> Host:
         info = get_driver(host.uri).host_info()
     except HypervisorUnavailable as exc:
         was = host.status
-        Host.objects.filter(pk=host.pk).update(status=HostStatus.DOWN, last_error=exc.message)
-        host.status, host.last_error = HostStatus.DOWN, exc.message
+        reason = exc.detail or exc.message  # hosts are for administrators: the hypervisor's own words
+        Host.objects.filter(pk=host.pk).update(status=HostStatus.DOWN, last_error=reason)
+        host.status, host.last_error = HostStatus.DOWN, reason
         if was == HostStatus.UP:
-            audit(actor=None, via=Via.SYSTEM, action="host.down", target=host, message=exc.message)
+            audit(actor=None, via=Via.SYSTEM, action="host.down", target=host, message=reason)
         return host
     fields = {
         "hostname": info.hostname, "libvirt_version": info.libvirt_version, "cpus": info.cpus,
@@ -73,7 +74,7 @@ def _pools_ensure(host: Host) -> None:
         try:
             get_driver(host.uri).ensure_pool(pool.name, pool.path, only_if_missing=True)
         except PortalError as exc:
-            log.warning("storage pool %s on %s: %s", pool.name, host.name, exc.message)
+            log.warning("storage pool %s on %s: %s", pool.name, host.name, exc.detail or exc.message)
 
 
 def host_probe_kvm(*, host: Host, timeout: float = 15.0, force: bool = False) -> bool:
@@ -108,7 +109,7 @@ def host_probe_kvm(*, host: Host, timeout: float = 15.0, force: bool = False) ->
                 result = driver.probe_boot(spec, image.ready_marker.encode(), timeout)
                 reason = "guest booted" if result else f"no boot banner within {timeout:.0f} s"
             except PortalError as exc:
-                reason = f"probe domain failed: {exc.message}"
+                reason = f"probe domain failed: {exc.detail or exc.message}"
     Host.objects.filter(pk=host.pk).update(kvm_boots_guests=result, kvm_probed_at=timezone.now())
     host.kvm_boots_guests = result
     log.info("KVM probe on %s: %s (%s)", host.name, result, reason)
@@ -176,7 +177,7 @@ def host_sync(*, host: Host) -> dict:
     try:
         domains = driver.list_domains()
     except PortalError as exc:
-        return {"host": host.name, "status": "error", "error": exc.message}
+        return {"host": host.name, "status": "error", "error": exc.detail or exc.message}
     by_uuid = {d.uuid: d for d in domains}
     drifted = 0
     busy = Snapshot.objects.filter(vm=OuterRef("pk"), status__in=SnapshotStatus.BUSY)
@@ -225,7 +226,8 @@ def vm_observe_event(*, host: Host, uuid: str) -> None:
     except NotFound:
         state = None
     except PortalError as exc:
-        log.warning("event for %s on %s: cannot read its state: %s", vm.name, host.name, exc.message)
+        log.warning("event for %s on %s: cannot read its state: %s", vm.name, host.name,
+                    exc.detail or exc.message)
         return
     vm_observe(vm=vm, state=state, source="event")
 

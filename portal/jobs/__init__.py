@@ -4,6 +4,9 @@ A service creates the Job inside its record-phase transaction with `job_create`;
 task `execute_job` runs the registered handler for the job's kind. Handlers report progress through
 a JobContext; a heartbeat thread marks the job alive, and `jobs_reap_stale` finishes or retries jobs
 whose worker died.
+
+`job.error` holds plain words for everyone (`portal.exceptions.user_message`); the hypervisor's own
+text goes to `job.error_detail`, which only administrators see.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from django.utils import timezone
 
 from portal.choices import JobStatus
 from portal.events import STAFF_GROUP, publish, user_group
-from portal.exceptions import PortalError
+from portal.exceptions import PortalError, admin_detail, user_message
 from portal.models import Job
 
 log = logging.getLogger(__name__)
@@ -151,9 +154,11 @@ class _Heartbeat(threading.Thread):
             close_old_connections()
 
 
-def _finish(job: Job, *, status: str, error: str = "", tb: str = "", result: dict | None = None) -> None:
+def _finish(job: Job, *, status: str, error: str = "", detail: str = "", tb: str = "",
+            result: dict | None = None) -> None:
     job.status = status
     job.error = error
+    job.error_detail = detail
     job.traceback = tb
     job.result = result or {}
     job.finished_at = timezone.now()
@@ -164,8 +169,9 @@ def _finish(job: Job, *, status: str, error: str = "", tb: str = "", result: dic
         job.step = "Failed" if status == JobStatus.FAILED else "Error"
     with transaction.atomic():
         Job.objects.filter(pk=job.pk).update(
-            status=job.status, error=job.error, traceback=job.traceback, result=job.result,
-            finished_at=job.finished_at, progress=job.progress, step=job.step, updated_at=timezone.now())
+            status=job.status, error=job.error, error_detail=job.error_detail, traceback=job.traceback,
+            result=job.result, finished_at=job.finished_at, progress=job.progress, step=job.step,
+            updated_at=timezone.now())
         publish_job(job)
         transaction.on_commit(lambda: _announce_finished(job))
 
@@ -188,8 +194,9 @@ def run_job(job_id) -> str | None:
             raise RuntimeError(f"no handler for job kind {job.kind!r}")
         result = handler.run(JobContext(job)) or {}
     except PortalError as exc:
-        log.info("job %s (%s) failed: %s", job.pk, job.kind, exc.message)
-        _fail(job, handler, status=JobStatus.FAILED, error=exc.message)
+        error = user_message(exc)  # plain words: the owner reads this on every door
+        log.info("job %s (%s) failed: %s %s", job.pk, job.kind, exc.message, exc.detail)
+        _fail(job, handler, status=JobStatus.FAILED, error=error, detail=admin_detail(exc, shown=error))
     except Exception as exc:  # a bug: keep the traceback for admins
         log.exception("job %s (%s) errored", job.pk, job.kind)
         _fail(job, handler, status=JobStatus.ERRORED, error=f"Internal error: {exc.__class__.__name__}",
@@ -201,14 +208,15 @@ def run_job(job_id) -> str | None:
     return job.status
 
 
-def _fail(job: Job, handler: Handler | None, *, status: str, error: str, tb: str = "") -> None:
+def _fail(job: Job, handler: Handler | None, *, status: str, error: str, detail: str = "",
+          tb: str = "") -> None:
     if handler is not None and handler.on_failure is not None:
         try:
             handler.on_failure(job, error)
         except Exception:
             log.exception("on_failure of job %s failed", job.pk)
             tb = tb + "\n--- cleanup failed ---\n" + traceback.format_exc()
-    _finish(job, status=status, error=error, tb=tb)
+    _finish(job, status=status, error=error, detail=detail, tb=tb)
 
 
 def jobs_reap_stale() -> list[Job]:
