@@ -93,6 +93,7 @@ class HypervisorError(PortalError):
     http_status = 502
     plain = ("The hypervisor could not do this. Try again; if it keeps failing, "
              "an administrator can see the details in the job log.")
+    transient = False
 
     def __init__(self, message: str = "", *, detail: str = "", **fields: Any) -> None:
         super().__init__(message or self.plain, detail=detail, **fields)
@@ -102,6 +103,15 @@ class HypervisorUnavailable(HypervisorError):
     code = "hypervisor_unavailable"
     http_status = 503
     plain = "The VM's host cannot be reached right now. Try again in a minute."
+
+
+class HypervisorBusy(HypervisorError):
+    """The host is busy with this domain (libvirt's state change lock): worth retrying shortly."""
+
+    code = "hypervisor_busy"
+    http_status = 503
+    plain = "The host was busy with this VM; try again in a minute."
+    transient = True
 
 
 class DomainNotFound(HypervisorError, NotFound):

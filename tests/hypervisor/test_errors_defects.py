@@ -1,4 +1,5 @@
-"""The gateway's error classification: plain words in `message`, libvirt's text in `detail`."""
+"""The gateway's error classification: plain words in `message`, libvirt's text in `detail`, and a
+domain busy in libvirt (its state change lock) as the transient HypervisorBusy."""
 
 from __future__ import annotations
 
@@ -9,13 +10,16 @@ import pytest
 
 from portal.exceptions import (
     DomainNotFound,
+    HypervisorBusy,
     HypervisorInvalidState,
     HypervisorUnavailable,
     OperationFailed,
 )
 from portal.hypervisor import get_driver
 from portal.hypervisor.driver import LibvirtDriver
-from portal.hypervisor.errors import classify
+from portal.hypervisor.errors import classify, is_busy_error
+
+LOCK = "Timed out during operation: cannot acquire state change lock (held by monitor=remoteDispatchDomainGetInfo)"
 
 
 def libvirt_error(code: int, message: str) -> libvirt.libvirtError:
@@ -25,10 +29,26 @@ def libvirt_error(code: int, message: str) -> libvirt.libvirtError:
     return exc
 
 
-def test_an_invalid_state_reads_plainly():
+@pytest.mark.parametrize(("code", "message"), [
+    (libvirt.VIR_ERR_OPERATION_TIMEOUT, LOCK),
+    (libvirt.VIR_ERR_OPERATION_INVALID, "Requested operation is not valid: cannot acquire state change lock"),
+    (libvirt.VIR_ERR_OPERATION_FAILED,
+     "operation failed: cannot acquire state change lock (held by monitor=x) due to max_queued limit"),
+])
+def test_a_domain_busy_in_libvirt_is_classified_as_transient_busy(code, message):
+    err = classify(libvirt_error(code, message), what="reboot 1234")
+    assert type(err) is HypervisorBusy and err.transient
+    assert err.code == "hypervisor_busy" and err.http_status == 503
+    assert err.message == "The host was busy with this VM; try again in a minute."
+    assert err.detail == f"reboot 1234: {message}"
+    assert err.fields == {"libvirt_code": code}
+
+
+def test_other_invalid_states_are_not_busy():
     exc = libvirt_error(libvirt.VIR_ERR_OPERATION_INVALID, "Requested operation is not valid: domain is not running")
+    assert not is_busy_error(exc)
     err = classify(exc, what="pause 1234")
-    assert type(err) is HypervisorInvalidState
+    assert type(err) is HypervisorInvalidState and not err.transient
     assert err.message == HypervisorInvalidState.plain
     assert err.detail == "pause 1234: Requested operation is not valid: domain is not running"
 
@@ -45,6 +65,18 @@ def test_anything_else_keeps_libvirts_text_in_the_detail():
     err = classify(libvirt_error(libvirt.VIR_ERR_INTERNAL_ERROR, "internal error: qemu unexpectedly closed the monitor"))
     assert type(err) is OperationFailed and err.message == OperationFailed.plain
     assert err.detail == "internal error: qemu unexpectedly closed the monitor"
+
+
+def test_the_gateway_raises_busy_for_a_state_change_lock():
+    driver = LibvirtDriver("test:///default")
+
+    def locked(_conn):
+        raise libvirt_error(libvirt.VIR_ERR_OPERATION_TIMEOUT, LOCK)
+
+    with pytest.raises(HypervisorBusy) as caught:
+        driver._call("start 1234", locked)
+    assert caught.value.detail == f"start 1234: {LOCK}"
+    driver.close()
 
 
 def test_a_real_test_driver_error_reads_plainly_with_libvirts_words_in_the_detail():
