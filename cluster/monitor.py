@@ -60,7 +60,7 @@ class _Monitor:
                 log.info("watching lifecycle events of %s (%s)", host.name, host.uri)
             except PortalError as exc:
                 self.registered.discard(host.uri)
-                log.warning("cannot watch %s: %s", host.name, exc.message)
+                log.warning("cannot watch %s: %s", host.name, exc.detail or exc.message)
         synced = False
         if time.monotonic() >= self.next_sync:
             for host in hosts:

@@ -60,10 +60,11 @@ def host_refresh(*, host: Host) -> Host:
         info = get_driver(host.uri).host_info()
     except HypervisorUnavailable as exc:
         was = host.status
-        Host.objects.filter(pk=host.pk).update(status=HostStatus.DOWN, last_error=exc.message)
-        host.status, host.last_error = HostStatus.DOWN, exc.message
+        reason = exc.detail or exc.message  # hosts are for administrators: the hypervisor's own words
+        Host.objects.filter(pk=host.pk).update(status=HostStatus.DOWN, last_error=reason)
+        host.status, host.last_error = HostStatus.DOWN, reason
         if was == HostStatus.UP:
-            audit(actor=None, via=Via.SYSTEM, action="host.down", target=host, message=exc.message)
+            audit(actor=None, via=Via.SYSTEM, action="host.down", target=host, message=reason)
         return host
     fields = {
         "hostname": info.hostname, "libvirt_version": info.libvirt_version, "cpus": info.cpus,
@@ -124,7 +125,7 @@ def host_probe_kvm(*, host: Host, boot: ProbeBoot | None, timeout: float = 15.0,
             result = driver.probe_boot(spec, boot.ready_marker.encode(), timeout)
             reason = "guest booted" if result else f"no boot banner within {timeout:.0f} s"
         except PortalError as exc:
-            reason = f"probe domain failed: {exc.message}"
+            reason = f"probe domain failed: {exc.detail or exc.message}"
     Host.objects.filter(pk=host.pk).update(kvm_boots_guests=result, kvm_probed_at=timezone.now())
     host.kvm_boots_guests = result
     log.info("KVM probe on %s: %s (%s)", host.name, result, reason)
@@ -147,7 +148,7 @@ def host_sync(*, host: Host) -> dict[str, Any]:
     try:
         domains = driver.list_domains()
     except PortalError as exc:
-        return {"host": host.name, "status": "error", "error": exc.message}
+        return {"host": host.name, "status": "error", "error": exc.detail or exc.message}
     claimed: set[str] = set()
     drifted = 0
     for observer in observers.registered():

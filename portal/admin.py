@@ -63,14 +63,14 @@ class JobAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     actions = None
     fieldsets = (
         (None, {"fields": ("id", "kind", "target", "status_badge", "progress_col", "step", "actor", "via")}),
-        ("Outcome", {"fields": ("error", "result_json", "log_text", "traceback_text")}),
+        ("Outcome", {"fields": ("error", "error_detail", "result_json", "log_text", "traceback_text")}),
         ("Timing", {"fields": ("created", "started", "finished", "duration", "attempts", "max_attempts", "worker",
                                "heartbeat")}),
         ("Input", {"classes": ("collapse",), "fields": ("params_json", "audit_link")}),
     )
     readonly_fields = ("id", "kind", "target", "status_badge", "progress_col", "step", "actor", "via", "error",
-                       "result_json", "log_text", "traceback_text", "created", "started", "finished", "duration",
-                       "attempts", "max_attempts", "worker", "heartbeat", "params_json", "audit_link")
+                       "error_detail", "result_json", "log_text", "traceback_text", "created", "started", "finished",
+                       "duration", "attempts", "max_attempts", "worker", "heartbeat", "params_json", "audit_link")
 
     @admin.display(description="target", ordering="target_name")
     def target(self, obj):

@@ -21,7 +21,7 @@ from django.utils.http import urlencode
 from django.utils.timezone import localtime
 
 from .choices import JobStatus
-from .exceptions import InvalidState, PortalError, ValidationFailed
+from .exceptions import InvalidState, PortalError, ValidationFailed, admin_message
 
 EMPTY = "—"
 
@@ -117,10 +117,11 @@ def progress_bar(percent: int, label: str = ""):
 
 
 def error_text(exc: PortalError) -> str:
-    """One line for a domain error; field errors joined with their field names."""
+    """One line for a domain error; field errors joined with their field names; the hypervisor's
+    own words after the plain ones (administrators read this)."""
     if isinstance(exc, ValidationFailed) and len(exc.errors) > 1:
         return "; ".join(f"{field}: {' '.join(msgs)}" for field, msgs in exc.errors.items())
-    return exc.message
+    return admin_message(exc)
 
 
 def job_report(job, fallback: str) -> tuple[int, str]:

@@ -2,7 +2,8 @@
 
 Every error body has the same shape: `{"code": ..., "detail": ...}`, plus `errors` (field -> list of
 messages) for invalid input, or the domain error's fields (`resource`, `requested`, `limit`,
-`in_use` for a quota; `status` for a wrong state).
+`in_use` for a quota; `status` for a wrong state). `detail` is always plain words without host
+internals; staff also get the hypervisor's own words in `admin_detail`.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from .exceptions import PortalError, QuotaExceeded, ValidationFailed
+from .exceptions import PortalError, QuotaExceeded, ValidationFailed, admin_detail, is_staff, user_message
 
 
 def _first_message(errors) -> str:
@@ -44,9 +45,14 @@ def exception_handler(exc, context):
     if isinstance(exc, QuotaExceeded):
         return Response(exc.as_dict(), status=exc.http_status)
     if isinstance(exc, PortalError):
-        body = {"code": exc.code, "detail": exc.message}
-        body.update({k: v for k, v in exc.fields.items() if k != "libvirt_code"})
-        return Response(body, status=exc.http_status)
+        shown = user_message(exc)  # the plain words, for staff too
+        fields: dict[str, Any] = {"code": exc.code, "detail": shown}
+        fields.update({k: v for k, v in exc.fields.items() if k != "libvirt_code"})
+        request = context.get("request")
+        extra = admin_detail(exc, shown=shown)
+        if is_staff(getattr(request, "user", None)) and extra:
+            fields["admin_detail"] = extra
+        return Response(fields, status=exc.http_status)
     response = drf_exception_handler(exc, context)
     if response is None:
         return None

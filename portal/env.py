@@ -59,6 +59,17 @@ def get_int(name: str, default: int) -> int:
         raise ImproperlyConfigured(f"PORTAL_{name} must be an integer (got {raw!r})") from exc
 
 
+def get_float(name: str, default: float) -> float:
+    """PORTAL_<name> as a number (seconds and the like); `default` when unset."""
+    raw = os.environ.get(f"PORTAL_{name}")
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"PORTAL_{name} must be a number (got {raw!r})") from exc
+
+
 def get_list(name: str, default: list[str]) -> list[str]:
     raw = os.environ.get(f"PORTAL_{name}")
     if raw is None or raw.strip() == "":

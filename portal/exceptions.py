@@ -1,19 +1,30 @@
-"""Domain errors with stable codes; every adapter maps them to its medium exactly once."""
+"""Domain errors with stable codes; every adapter maps them to its medium exactly once.
+
+`user_message(exc, user=...)` is the one sentence a person reads for an error, whatever the door
+(web, API, Slack, websocket, job records): plain words for everyone, the hypervisor's own text
+(`detail`) for administrators only, and never a libvirt URI or socket path for anyone else.
+"""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 
 class PortalError(Exception):
-    """Base of every expected error: a stable `code`, a human `message`, structured `fields`."""
+    """Base of every expected error: a stable `code`, a human `message`, structured `fields`.
+
+    `detail` is for administrators only (the hypervisor's own words, URIs, paths); it is never
+    shown to ordinary users and never part of `as_dict`.
+    """
 
     code = "error"
     http_status = 400
 
-    def __init__(self, message: str, **fields: Any) -> None:
+    def __init__(self, message: str, *, detail: str = "", **fields: Any) -> None:
         super().__init__(message)
         self.message = message
+        self.detail = detail
         self.fields = fields
 
     def as_dict(self) -> dict[str, Any]:
@@ -71,25 +82,48 @@ class QuotaExceeded(PortalError):
 
 
 class HypervisorError(PortalError):
-    """Something went wrong on the hypervisor side."""
+    """Something went wrong on the hypervisor side.
+
+    The gateway (portal.hypervisor) makes these with a plain-words `message` for users and the
+    libvirt text in `detail` for administrators. One made without a `detail` is treated as raw
+    hypervisor text: ordinary users get the class's `plain` sentence instead of its message.
+    """
 
     code = "hypervisor_error"
     http_status = 502
+    plain = ("The hypervisor could not do this. Try again; if it keeps failing, "
+             "an administrator can see the details in the job log.")
+    transient = False
+
+    def __init__(self, message: str = "", *, detail: str = "", **fields: Any) -> None:
+        super().__init__(message or self.plain, detail=detail, **fields)
 
 
 class HypervisorUnavailable(HypervisorError):
     code = "hypervisor_unavailable"
     http_status = 503
+    plain = "The VM's host cannot be reached right now. Try again in a minute."
+
+
+class HypervisorBusy(HypervisorError):
+    """The host is busy with this domain (libvirt's state change lock): worth retrying shortly."""
+
+    code = "hypervisor_busy"
+    http_status = 503
+    plain = "The host was busy with this VM; try again in a minute."
+    transient = True
 
 
 class DomainNotFound(HypervisorError, NotFound):
     code = "domain_not_found"
     http_status = 404
+    plain = "The hypervisor no longer knows this VM. An administrator has been told about the drift."
 
 
 class HypervisorInvalidState(HypervisorError, InvalidState):
     code = "invalid_state"
     http_status = 409
+    plain = "The VM's current state on the host does not allow this right now."
 
 
 class OperationFailed(HypervisorError):
@@ -100,3 +134,53 @@ class OperationFailed(HypervisorError):
 class Unsupported(HypervisorError):
     code = "unsupported"
     http_status = 501
+    plain = "The VM's host does not support this."
+
+
+# --- one wording per audience ----------------------------------------------------------------------
+
+# Host internals that must never reach ordinary users: libvirt URIs and libvirt socket paths.
+_INTERNALS = re.compile(r"qemu(\+\w+)?://\S*|test:///\S*|/\S*libvirt\S*sock\S*")
+
+
+def scrub(text: str) -> str:
+    """`text` with libvirt URIs and socket paths replaced by "the host" (the last line of defence)."""
+    return _INTERNALS.sub("the host", text)
+
+
+def is_staff(user: Any) -> bool:
+    """Whether `user` may read the hypervisor's own words (administrators)."""
+    return bool(getattr(user, "is_staff", False))
+
+
+def admin_message(exc: PortalError) -> str:
+    """The sentence for administrators: the plain message and, when there is one, the detail."""
+    if exc.detail and exc.detail not in exc.message:
+        return f"{exc.message} ({exc.detail})"
+    return exc.message
+
+
+def admin_detail(exc: PortalError, *, shown: str = "") -> str:
+    """What administrators should see beyond `shown` (the user's sentence): detail or raw message."""
+    if exc.detail:
+        return exc.detail
+    return exc.message if exc.message != shown else ""
+
+
+def user_message(exc: PortalError, *, user: Any = None) -> str:
+    """The sentence a person reads for `exc` on any door; without `user`, the ordinary users' one.
+
+    Administrators get the hypervisor's own words too; everyone else gets plain words, scrubbed of
+    libvirt URIs and socket paths even when a message came straight from libvirt.
+    """
+    if isinstance(exc, QuotaExceeded):
+        text = f"{exc.message}. Delete or shrink a VM, or ask an administrator for a larger quota."
+    elif isinstance(exc, ValidationFailed):
+        text = " ".join(m for msgs in exc.errors.values() for m in msgs)
+    elif is_staff(user):
+        return admin_message(exc)
+    elif isinstance(exc, HypervisorError) and not exc.detail:
+        text = exc.plain  # made outside the gateway's classification: its message may be libvirt's
+    else:
+        text = exc.message
+    return text if is_staff(user) else scrub(text)

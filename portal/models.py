@@ -27,6 +27,8 @@ class Job(models.Model):
     params = models.JSONField(default=dict, blank=True)
     result = models.JSONField(default=dict, blank=True)
     error = models.TextField(blank=True)
+    # For administrators only: the hypervisor's own words behind `error` (libvirt text, URIs, paths).
+    error_detail = models.TextField(blank=True)
     traceback = models.TextField(blank=True)
     log = models.TextField(blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)

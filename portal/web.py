@@ -3,8 +3,9 @@
 `portal_view` wraps every server-rendered view: NotFound becomes the 404 page, any other
 PortalError becomes an error message and a redirect back to where the user came from.
 `form_error` puts a domain error on a Django form instead (next to its field, or at the top), for
-views that re-render a form. `error_text` is the wording both use, so the same error reads the
-same everywhere on the site and never shows a libvirt URI or a traceback to non-admins.
+views that re-render a form. Both word errors with `portal.exceptions.user_message` (re-exported
+here as `error_text`), so the same error reads the same on every door and never shows a libvirt URI
+or a traceback to non-admins.
 """
 
 from __future__ import annotations
@@ -21,30 +22,15 @@ from django.utils.http import url_has_allowed_host_and_scheme
 
 from .exceptions import (
     HypervisorError,
-    HypervisorUnavailable,
     NotFound,
     PortalError,
-    QuotaExceeded,
     ValidationFailed,
 )
+from .exceptions import user_message as error_text  # the one wording, kept under its old name for the doors
+
+__all__ = ["error_text", "form_error", "is_web_404", "portal_view", "safe_next"]
 
 log = logging.getLogger(__name__)
-
-
-def error_text(exc: PortalError, *, user=None) -> str:
-    """The sentence a person reads for `exc` (admins get the hypervisor's own words)."""
-    if isinstance(exc, QuotaExceeded):
-        return (f"{exc.message}. Delete or shrink a VM, or ask an administrator for a larger quota.")
-    if isinstance(exc, HypervisorError) and not getattr(user, "is_staff", False):
-        if isinstance(exc, HypervisorUnavailable):
-            return "The VM's host cannot be reached right now. Try again in a minute."
-        if isinstance(exc, NotFound):
-            return "The hypervisor no longer knows this VM. An administrator has been told about the drift."
-        return ("The hypervisor could not do this. Try again; if it keeps failing, "
-                "an administrator can see the details in the job log.")
-    if isinstance(exc, ValidationFailed):
-        return " ".join(m for msgs in exc.errors.values() for m in msgs)
-    return exc.message
 
 
 def is_web_404(exc: PortalError) -> bool:

@@ -46,7 +46,7 @@ def pools_ensure_on_host(*, host: Host) -> None:
         try:
             get_driver(host.uri).ensure_pool(pool.name, pool.path, only_if_missing=True)
         except PortalError as exc:
-            log.warning("storage pool %s on %s: %s", pool.name, host.name, exc.message)
+            log.warning("storage pool %s on %s: %s", pool.name, host.name, exc.detail or exc.message)
 
 
 def pool_for_host(host: Host) -> StoragePool:

@@ -12,7 +12,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from portal.audit import audit
-from portal.exceptions import Conflict, InvalidState, NotFound, PortalError
+from portal.exceptions import Conflict, HypervisorBusy, InvalidState, NotFound, PortalError
 from portal.hypervisor import DomainInfo, PowerState, get_driver
 from portal.jobs import JobContext, job_handler
 from portal.models import AuditEvent, Job
@@ -110,6 +110,8 @@ def create(ctx: JobContext) -> dict:
     ctx.progress(70, "Starting")
     try:
         info = driver.start(str(vm.uuid))
+    except HypervisorBusy:
+        raise  # still creating: the runner runs this handler again, which resumes where it stopped
     except PortalError as exc:
         vm_set_status(vm, VMStatus.STOPPED, last_error=f"Created, but could not start: {exc.message}",
                       power_state=PowerState.SHUTOFF)
@@ -231,7 +233,7 @@ def snapshot_create(ctx: JobContext) -> dict:
         raise NotFound("The snapshot was deleted before it was taken.")
     ctx.progress(20, "Taking the snapshot" + (" with the memory" if vm.status in VMStatus.ACTIVE else ""))
     driver = get_driver(vm.host.uri)
-    retry = ctx.job.attempts > 1  # a retry finds the snapshot its first attempt made
+    retry = ctx.job.attempts > 1 or ctx.retry > 0  # a retry finds the snapshot its first attempt made
     if not retry and any(s.name == snapshot.name for s in driver.list_snapshots(str(vm.uuid))):
         snapshot.delete()  # the host's snapshot of that name is not ours: leave it alone
         raise Conflict(f"A snapshot named {snapshot.name} exists on the host already (made outside the portal); "

@@ -101,7 +101,8 @@ def vm_observe_event(*, host: Host, uuid: str) -> None:
     except NotFound:
         state = None
     except PortalError as exc:
-        log.warning("event for %s on %s: cannot read its state: %s", vm.name, host.name, exc.message)
+        log.warning("event for %s on %s: cannot read its state: %s", vm.name, host.name,
+                    exc.detail or exc.message)
         return
     vm_observe(vm=vm, state=state, source="event")
 

@@ -124,7 +124,8 @@ class ConsoleStream:
         while view:
             with self._lock:
                 if self._closed:
-                    raise HypervisorInvalidState("console stream is closed")
+                    raise HypervisorInvalidState("The console connection is closed.",
+                                                 detail="console stream is closed")
                 try:
                     sent = self._stream.send(bytes(view))
                 except libvirt.libvirtError as exc:
@@ -187,7 +188,8 @@ class LibvirtDriver:
             conn = libvirt.open(self.uri)
         except libvirt.libvirtError as exc:
             raise HypervisorUnavailable(
-                f"cannot connect to the hypervisor at {self.uri}: {exc.get_error_message()}"
+                detail=f"cannot connect to the hypervisor at {self.uri}: {exc.get_error_message()}",
+                libvirt_code=exc.get_error_code(),
             ) from exc
         if not self.is_test:
             try:
@@ -373,7 +375,7 @@ class LibvirtDriver:
         def fn(conn: libvirt.virConnect) -> None:
             dom = self._lookup(conn, uuid)
             if not dom.isActive():
-                raise HypervisorInvalidState("domain is not running")
+                raise HypervisorInvalidState("The VM is not running.", detail=f"domain {uuid} is not active")
             if self.is_test:
                 dom.reboot(0)
             else:
@@ -458,12 +460,13 @@ class LibvirtDriver:
 
     def open_console(self, uuid: str) -> ConsoleStream:
         if not self.capabilities().console:
-            raise Unsupported(f"serial consoles are not supported by {self.uri}")
+            raise Unsupported("This VM's host has no serial consoles.",
+                              detail=f"serial consoles are not supported by {self.uri}")
 
         def fn(conn: libvirt.virConnect) -> ConsoleStream:
             dom = self._lookup(conn, uuid)
             if not dom.isActive():
-                raise HypervisorInvalidState("the VM is not running")
+                raise HypervisorInvalidState("The VM is not running.", detail=f"domain {uuid} is not active")
             stream = conn.newStream(libvirt.VIR_STREAM_NONBLOCK)
             dom.openConsole(None, stream, libvirt.VIR_DOMAIN_CONSOLE_FORCE)
             return ConsoleStream(stream)
@@ -508,7 +511,8 @@ class LibvirtDriver:
             else:
                 if adopt:
                     return domain_xml.parse_snapshot(existing.getXMLDesc(0))
-                raise HypervisorInvalidState(f"a snapshot named {name!r} exists on the host already")
+                raise HypervisorInvalidState(f"A snapshot named {name} exists on the host already.",
+                                             detail=f"domain {uuid} has a snapshot {name!r} already")
             xml = domain_xml.snapshot_xml(name=name, description=description, with_memory=bool(dom.isActive()))
             snap = dom.snapshotCreateXML(xml, 0)
             return domain_xml.parse_snapshot(snap.getXMLDesc(0))

@@ -3,7 +3,12 @@
 A service creates the Job inside its record-phase transaction with `job_create`; after commit the
 task `execute_job` runs the registered handler for the job's kind. Handlers report progress through
 a JobContext; a heartbeat thread marks the job alive, and `jobs_reap_stale` finishes or retries jobs
-whose worker died.
+whose worker died. A handler that meets a busy host (HypervisorBusy, a `transient` error) is run
+again within the job, with exponential backoff (settings JOB_TRANSIENT_RETRIES,
+JOB_TRANSIENT_DELAY_SECONDS).
+
+`job.error` holds plain words for everyone (`portal.exceptions.user_message`); the hypervisor's own
+text goes to `job.error_detail`, which only administrators see.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import logging
 import os
 import socket
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,7 +33,7 @@ from django.utils import timezone
 
 from portal.choices import JobStatus
 from portal.events import STAFF_GROUP, publish, user_group
-from portal.exceptions import PortalError
+from portal.exceptions import HypervisorError, PortalError, admin_detail, user_message
 from portal.models import Job
 
 log = logging.getLogger(__name__)
@@ -115,6 +121,9 @@ class JobContext:
 
     def __init__(self, job: Job) -> None:
         self.job = job
+        # How many times this handler has already been run again in this attempt after a busy host;
+        # a handler may use it like `job.attempts` to adopt what an earlier run made.
+        self.retry = 0
 
     @property
     def params(self) -> dict:
@@ -152,9 +161,11 @@ class _Heartbeat(threading.Thread):
             close_old_connections()
 
 
-def _finish(job: Job, *, status: str, error: str = "", tb: str = "", result: dict | None = None) -> None:
+def _finish(job: Job, *, status: str, error: str = "", detail: str = "", tb: str = "",
+            result: dict | None = None) -> None:
     job.status = status
     job.error = error
+    job.error_detail = detail
     job.traceback = tb
     job.result = result or {}
     job.finished_at = timezone.now()
@@ -165,8 +176,9 @@ def _finish(job: Job, *, status: str, error: str = "", tb: str = "", result: dic
         job.step = "Failed" if status == JobStatus.FAILED else "Error"
     with transaction.atomic():
         Job.objects.filter(pk=job.pk).update(
-            status=job.status, error=job.error, traceback=job.traceback, result=job.result,
-            finished_at=job.finished_at, progress=job.progress, step=job.step, updated_at=timezone.now())
+            status=job.status, error=job.error, error_detail=job.error_detail, traceback=job.traceback,
+            result=job.result, finished_at=job.finished_at, progress=job.progress, step=job.step,
+            updated_at=timezone.now())
         publish_job(job)
         transaction.on_commit(lambda: _announce_finished(job))
 
@@ -187,10 +199,11 @@ def run_job(job_id) -> str | None:
     try:
         if handler is None:
             raise RuntimeError(f"no handler for job kind {job.kind!r}")
-        result = handler.run(JobContext(job)) or {}
+        result = _run_retrying(handler, JobContext(job))
     except PortalError as exc:
-        log.info("job %s (%s) failed: %s", job.pk, job.kind, exc.message)
-        _fail(job, handler, status=JobStatus.FAILED, error=exc.message)
+        error = user_message(exc)  # plain words: the owner reads this on every door
+        log.info("job %s (%s) failed: %s %s", job.pk, job.kind, exc.message, exc.detail)
+        _fail(job, handler, status=JobStatus.FAILED, error=error, detail=admin_detail(exc, shown=error))
     except Exception as exc:  # a bug: keep the traceback for admins
         log.exception("job %s (%s) errored", job.pk, job.kind)
         _fail(job, handler, status=JobStatus.ERRORED, error=f"Internal error: {exc.__class__.__name__}",
@@ -202,14 +215,41 @@ def run_job(job_id) -> str | None:
     return job.status
 
 
-def _fail(job: Job, handler: Handler | None, *, status: str, error: str, tb: str = "") -> None:
+_sleep = time.sleep  # the backoff wait (tests record it instead)
+
+
+def _run_retrying(handler: Handler, ctx: JobContext) -> dict:
+    """Run the (idempotent) handler; when the host is busy with the target, run it again after
+    DELAY, 2*DELAY, ... seconds, up to JOB_TRANSIENT_RETRIES times, then let the error fail the job."""
+    retries = max(0, settings.JOB_TRANSIENT_RETRIES)
+    while True:
+        try:
+            return handler.run(ctx) or {}
+        except HypervisorError as exc:
+            if not exc.transient:  # e.g. HypervisorBusy is; anything else fails the job at once
+                raise
+            if ctx.retry >= retries:
+                if retries:
+                    ctx.log(f"The host was still busy after {retries} retries; giving up.")
+                raise
+            delay = settings.JOB_TRANSIENT_DELAY_SECONDS * 2 ** ctx.retry
+            ctx.retry += 1
+            log.warning("job %s (%s): host busy (%s); retry %s of %s in %.2f s", ctx.job.pk, ctx.job.kind,
+                        exc.detail or exc.message, ctx.retry, retries, delay)
+            ctx.progress(ctx.job.progress, f"The host is busy with this VM; retry {ctx.retry} of {retries} "
+                                           f"in {delay:g} s")
+            _sleep(delay)
+
+
+def _fail(job: Job, handler: Handler | None, *, status: str, error: str, detail: str = "",
+          tb: str = "") -> None:
     if handler is not None and handler.on_failure is not None:
         try:
             handler.on_failure(job, error)
         except Exception:
             log.exception("on_failure of job %s failed", job.pk)
             tb = tb + "\n--- cleanup failed ---\n" + traceback.format_exc()
-    _finish(job, status=status, error=error, tb=tb)
+    _finish(job, status=status, error=error, detail=detail, tb=tb)
 
 
 def jobs_reap_stale() -> list[Job]:

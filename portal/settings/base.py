@@ -190,6 +190,10 @@ SNAPSHOTS_PER_VM = env.get_int("SNAPSHOTS_PER_VM", 5)
 RECONCILE_SECONDS = env.get_int("RECONCILE_SECONDS", 10)
 JOB_HEARTBEAT_SECONDS = env.get_int("JOB_HEARTBEAT_SECONDS", 5)
 JOB_STALE_SECONDS = env.get_int("JOB_STALE_SECONDS", 60)
+# A job whose host is busy with the VM (libvirt's state change lock) runs its handler again, up to
+# this many times, waiting DELAY, 2*DELAY, 4*DELAY, ... seconds in between.
+JOB_TRANSIENT_RETRIES = env.get_int("JOB_TRANSIENT_RETRIES", 3)
+JOB_TRANSIENT_DELAY_SECONDS = env.get_float("JOB_TRANSIENT_DELAY_SECONDS", 2.0)
 # Quota for users and groups that have no quota row yet: vms, vcpus, memory MiB, disk GiB.
 DEFAULT_QUOTA = {
     "max_vms": env.get_int("DEFAULT_QUOTA_VMS", 3),

@@ -14,6 +14,7 @@ DOMAIN_PREFIX = "vmptest"
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 TASKS = {"default": {"BACKEND": "django.tasks.backends.immediate.ImmediateBackend"}}
 STOP_TIMEOUT_SECONDS = int(os.environ.get("PORTAL_STOP_TIMEOUT_SECONDS", "30"))
+JOB_TRANSIENT_DELAY_SECONDS = 0.01  # retries of a busy host's jobs back off for milliseconds in tests
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},

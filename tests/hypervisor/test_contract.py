@@ -210,5 +210,8 @@ def test_disks_grow_live_and_offline_where_the_driver_can(driver, spec):
 
 def test_unreachable_hypervisor_is_reported_as_unavailable():
     bad = LibvirtDriver("qemu+unix:///system?socket=/nonexistent/libvirt-sock")
-    with pytest.raises(HypervisorUnavailable, match="cannot connect"):
+    with pytest.raises(HypervisorUnavailable, match="cannot be reached") as caught:
         bad.host_info()
+    assert "/nonexistent/libvirt-sock" not in caught.value.message  # plain words for users,
+    assert "cannot connect" in caught.value.detail  # the hypervisor's own words for administrators
+    assert "/nonexistent/libvirt-sock" in caught.value.detail

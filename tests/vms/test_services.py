@@ -229,7 +229,8 @@ def test_failed_create_leaves_nothing_behind(test_host, alice):
     result = create(alice)
     job = Job.objects.get(pk=result.job.pk)
     vm = VM.objects.get(pk=result.vm.pk)
-    assert job.status == "failed" and "gone-pool" in job.error
+    assert job.status == "failed" and job.error == "A storage pool of this VM is missing on its host."
+    assert "gone-pool" in job.error_detail  # the host's own words: administrators only
     assert vm.status == VMStatus.DELETED and "Create failed" in vm.last_error
     assert vm.volumes.count() == 0
     assert not get_driver("test:///default").domain_exists(str(vm.uuid))

@@ -32,11 +32,13 @@ class JobSerializer(JobSummarySerializer):
     actor: serializers.SlugRelatedField = serializers.SlugRelatedField(slug_field="username", read_only=True)
     target_url = serializers.SerializerMethodField()
     traceback = serializers.SerializerMethodField(help_text="Only for staff; empty otherwise.")
+    error_detail = serializers.SerializerMethodField(
+        help_text="The hypervisor's own words behind `error`. Only for staff; empty otherwise.")
 
     class Meta:
         model = Job
         fields = ["id", "kind", "status", "progress", "step", "actor", "via", "target_type", "target_id",
-                  "target_name", "target_url", "params", "result", "error", "log", "attempts", "max_attempts",
+                  "target_name", "target_url", "params", "result", "error", "error_detail", "log", "attempts", "max_attempts",
                   "created_at", "started_at", "finished_at", "updated_at", "traceback", "url"]
         read_only_fields = fields
 
@@ -53,3 +55,8 @@ class JobSerializer(JobSummarySerializer):
     def get_traceback(self, job: Job) -> str:
         request = self.context.get("request")
         return job.traceback if request is not None and request.user.is_staff else ""
+
+    def get_error_detail(self, job: Job) -> str:
+        """The admin-only detail of a failure (libvirt's text, host URIs): staff only."""
+        request = self.context.get("request")
+        return job.error_detail if request is not None and request.user.is_staff else ""
