@@ -149,6 +149,12 @@ REST_FRAMEWORK = {
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "portal.api.exception_handler",
+    # DRF's parsers, with a JSON parser that answers 400 (not 500) for a body nested too deeply.
+    "DEFAULT_PARSER_CLASSES": [
+        "portal.parsers.JSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     # Only the token endpoint is throttled (password guessing); other views have no throttle.
     "DEFAULT_THROTTLE_RATES": {"token": env.get_str("API_TOKEN_RATE", "10/minute")},
 }

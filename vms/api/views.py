@@ -380,6 +380,8 @@ class TokenView(ObtainAuthToken):
 
     throttle_classes = [ScopedRateThrottle]
     throttle_scope = "token"
+    # ObtainAuthToken names DRF's own parsers; use the portal's (a too-deep JSON body is a 400).
+    parser_classes = APIView.parser_classes
 
 
 class QuotaView(APIView):
