@@ -11,9 +11,11 @@ from rest_framework import serializers
 from rest_framework.exceptions import ValidationError as DRFValidationError
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
+from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from .exceptions import PortalError, QuotaExceeded, ValidationFailed
+from .net import request_client_ip
 
 
 def _first_message(errors) -> str:
@@ -52,6 +54,14 @@ def exception_handler(exc, context):
         if isinstance(codes, str):
             response.data["code"] = codes
     return response
+
+
+class ClientScopedRateThrottle(ScopedRateThrottle):
+    """DRF's scoped throttle, keyed by the client address as portal.net decides it (trusted proxies only)."""
+
+    def get_ident(self, request) -> str:
+        """The client's address: X-Forwarded-For counts only behind PORTAL_TRUSTED_PROXIES proxies."""
+        return request_client_ip(request)
 
 
 class Pagination(PageNumberPagination):

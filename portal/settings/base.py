@@ -158,6 +158,15 @@ REST_FRAMEWORK = {
     # Only the token endpoint is throttled (password guessing); other views have no throttle.
     "DEFAULT_THROTTLE_RATES": {"token": env.get_str("API_TOKEN_RATE", "10/minute")},
 }
+# Reverse proxies in front of the portal that append the client to X-Forwarded-For. 0 (default): none,
+# the socket's peer is the client and X-Forwarded-For is ignored (a client could write anything there).
+# One rule for the API throttle and the console audit (portal.net); DRF reads it as NUM_PROXIES.
+TRUSTED_PROXIES = env.get_int("TRUSTED_PROXIES", 0)
+if TRUSTED_PROXIES < 0:
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured(f"PORTAL_TRUSTED_PROXIES must be 0 or more (got {TRUSTED_PROXIES})")
+REST_FRAMEWORK["NUM_PROXIES"] = TRUSTED_PROXIES
 SPECTACULAR_SETTINGS = {
     "TITLE": "VM Portal API",
     "DESCRIPTION": "Self-service virtual machines on KVM/QEMU through libvirt.",

@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 import pytest
+from django.core.cache import cache
+from django.test import override_settings
 from rest_framework.test import APIClient
 
+from portal.net import client_ip, client_label
 from vms.models import VM
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 SMALL = {"vcpus": 1, "memory_mib": 128, "disk_gib": 1}
 DEEP_JSON = "[" * 5000 + "]" * 5000
+
+
+@pytest.fixture(autouse=True)
+def _fresh_throttle():
+    """The token endpoint's throttle counts in the process-wide cache: start and end with it empty."""
+    cache.clear()
+    yield
+    cache.clear()
 
 
 def _client(user=None) -> APIClient:
@@ -60,3 +71,59 @@ def test_deeply_nested_text_in_form_and_multipart_bodies_is_just_a_bad_value(ali
     assert token.status_code == 400, token.content
     assert token.json()["code"] == "invalid"
     assert token.json()["detail"] == "Unable to log in with provided credentials."
+
+
+# --- 2. X-Forwarded-For counts only behind trusted proxies -----------------------------------------
+
+def _guess(client: APIClient, forwarded_for: str):
+    return client.post("/api/auth/token/", {"username": "alice", "password": "guess"}, format="json",
+                       HTTP_X_FORWARDED_FOR=forwarded_for)
+
+
+def test_a_new_x_forwarded_for_on_each_request_does_not_reset_the_token_throttle(alice):
+    client = _client()
+    for n in range(10):
+        assert _guess(client, f"10.0.0.{n}").status_code == 400
+
+    refused = _guess(client, "10.0.1.1")
+
+    assert refused.status_code == 429, refused.content
+    assert refused.json()["code"] == "throttled"
+    assert "Expected available in" in refused.json()["detail"]
+
+
+@override_settings(TRUSTED_PROXIES=1)
+def test_behind_one_trusted_proxy_the_address_it_forwards_is_throttled_not_the_clients_own(alice):
+    client = _client()
+    # The proxy appends the address it saw; whatever the client wrote to the left is not trusted.
+    for n in range(10):
+        assert _guess(client, f"10.0.0.{n}, 203.0.113.7").status_code == 400
+
+    refused = _guess(client, "10.0.1.1, 203.0.113.7")
+    other_client = _guess(client, "203.0.113.7, 198.51.100.9")
+
+    assert refused.status_code == 429 and refused.json()["code"] == "throttled"
+    assert other_client.status_code == 400
+    assert other_client.json()["detail"] == "Unable to log in with provided credentials."
+
+
+def test_the_client_address_rule():
+    assert client_ip(remote_addr="192.0.2.1", forwarded_for="10.9.9.9", trusted_proxies=0) == "192.0.2.1"
+    assert client_ip(remote_addr="192.0.2.1", forwarded_for=None, trusted_proxies=1) == "192.0.2.1"
+    assert client_ip(remote_addr="192.0.2.1", forwarded_for="  ", trusted_proxies=1) == "192.0.2.1"
+    assert client_ip(remote_addr="192.0.2.1", forwarded_for="6.6.6.6, 203.0.113.7",
+                     trusted_proxies=1) == "203.0.113.7"
+    assert client_ip(remote_addr="192.0.2.1", forwarded_for="6.6.6.6, 203.0.113.7, 10.0.0.2",
+                     trusted_proxies=2) == "203.0.113.7"
+    with override_settings(TRUSTED_PROXIES=0):
+        assert client_ip(remote_addr="192.0.2.1", forwarded_for="10.9.9.9") == "192.0.2.1"
+
+
+def test_console_audit_labels_use_the_same_rule():
+    """The console relays (Channels and websockify) record the client through portal.net.client_label."""
+    with override_settings(TRUSTED_PROXIES=0):
+        assert client_label(peer=("192.0.2.1", 50123), forwarded_for="6.6.6.6") == "192.0.2.1:50123"
+        assert client_label(peer=None, forwarded_for="6.6.6.6") == ""
+    with override_settings(TRUSTED_PROXIES=1):
+        assert client_label(peer=("192.0.2.1", 50123), forwarded_for="6.6.6.6, 203.0.113.7") == "203.0.113.7"
+        assert client_label(peer=("192.0.2.1", 50123), forwarded_for=None) == "192.0.2.1:50123"

@@ -14,10 +14,15 @@ from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.decorators import action
 from rest_framework.permissions import IsAdminUser
 from rest_framework.response import Response
-from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
-from portal.api import ErrorSerializer, Pagination, QuotaErrorSerializer, ValidationErrorSerializer
+from portal.api import (
+    ClientScopedRateThrottle,
+    ErrorSerializer,
+    Pagination,
+    QuotaErrorSerializer,
+    ValidationErrorSerializer,
+)
 from portal.choices import Via
 from portal.exceptions import NotFound
 from portal.models import Job
@@ -375,10 +380,11 @@ class TokenView(ObtainAuthToken):
     """Trade a username and password for an API token (`Authorization: Token …`).
 
     Throttled per client address (`PORTAL_API_TOKEN_RATE`, 10 a minute by default): password guessing
-    gets 429 with the seconds to wait.
+    gets 429 with the seconds to wait. The address is the peer's, or behind `PORTAL_TRUSTED_PROXIES`
+    proxies the one they forwarded (portal.net), so a made-up X-Forwarded-For does not reset it.
     """
 
-    throttle_classes = [ScopedRateThrottle]
+    throttle_classes = [ClientScopedRateThrottle]
     throttle_scope = "token"
     # ObtainAuthToken names DRF's own parsers; use the portal's (a too-deep JSON body is a 400).
     parser_classes = APIView.parser_classes
