@@ -7,6 +7,21 @@ messages) for invalid input, or the domain error's fields (`resource`, `requeste
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
+from http import HTTPStatus
+from inspect import iscoroutinefunction
+
+from django.conf import settings
+from django.core.exceptions import (
+    BadRequest,
+    RequestDataTooBig,
+    SuspiciousOperation,
+    TooManyFieldsSent,
+    TooManyFilesSent,
+)
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.utils.decorators import sync_and_async_middleware
 from rest_framework import serializers
 from rest_framework.exceptions import ValidationError as DRFValidationError
 from rest_framework.pagination import PageNumberPagination
@@ -30,8 +45,28 @@ def _first_message(errors) -> str:
     return str(errors)
 
 
+def _bad_request_body(exc: Exception) -> tuple[int, dict[str, str]]:
+    """Status and body for Django's refusals of a request (too big, too many fields, suspicious)."""
+    if isinstance(exc, RequestDataTooBig):
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        return 413, {"code": "too_large", "detail": f"The request body is too large (at most {limit} bytes)."}
+    if isinstance(exc, TooManyFieldsSent):
+        detail = f"Too many fields in the request (at most {settings.DATA_UPLOAD_MAX_NUMBER_FIELDS})."
+    elif isinstance(exc, TooManyFilesSent):
+        detail = f"Too many files in the request (at most {settings.DATA_UPLOAD_MAX_NUMBER_FILES})."
+    else:
+        detail = "Bad request."
+    return 400, {"code": "bad_request", "detail": detail}
+
+
 def exception_handler(exc, context):
     """Map PortalError subclasses to their status and a stable JSON body; DRF handles the rest."""
+    if isinstance(exc, SuspiciousOperation | BadRequest):
+        # Django would answer these with an HTML page (its debug page with DEBUG on): keep the API's JSON,
+        # and log them where Django logs them.
+        logging.getLogger(f"django.security.{type(exc).__name__}").warning("%s", exc)
+        status, body = _bad_request_body(exc)
+        return Response(body, status=status)
     if isinstance(exc, ValidationFailed):
         body = {"code": exc.code, "detail": exc.message, "errors": exc.errors}
         return Response(body, status=exc.http_status)
@@ -62,6 +97,44 @@ class ClientScopedRateThrottle(ScopedRateThrottle):
     def get_ident(self, request) -> str:
         """The client's address: X-Forwarded-For counts only behind PORTAL_TRUSTED_PROXIES proxies."""
         return request_client_ip(request)
+
+
+# Errors Django answers itself under /api/ (no such URL, a crash, a refused Host header), as JSON.
+_PLAIN_ERRORS = {
+    400: ("bad_request", "Bad request."),
+    403: ("forbidden", "Forbidden."),
+    404: ("not_found", "Not found."),
+    405: ("method_not_allowed", "Method not allowed."),
+    413: ("too_large", "The request body is too large."),
+    500: ("server_error", "Internal server error."),
+}
+
+
+def _api_error_as_json(request: HttpRequest, response: HttpResponse) -> HttpResponse:
+    """An error response for an /api/ path that is not JSON (Django's own pages) becomes the API's JSON."""
+    if (response.status_code < 400 or not request.path_info.startswith("/api/")
+            or hasattr(response, "accepted_renderer")  # DRF's (JSON, or the browsable API a browser asked for)
+            or "json" in response.get("Content-Type", "")):
+        return response
+    status = response.status_code
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        phrase = "Error"
+    code, detail = _PLAIN_ERRORS.get(status, (phrase.lower().replace(" ", "_"), f"{phrase}."))
+    return JsonResponse({"code": code, "detail": detail}, status=status)
+
+
+@sync_and_async_middleware
+def api_json_errors_middleware(get_response: Callable) -> Callable:
+    """Middleware: every error under /api/ is JSON in every mode (DEBUG's HTML pages included)."""
+    if iscoroutinefunction(get_response):
+        async def middleware(request: HttpRequest) -> HttpResponse:
+            return _api_error_as_json(request, await get_response(request))
+    else:
+        def middleware(request: HttpRequest) -> HttpResponse:
+            return _api_error_as_json(request, get_response(request))
+    return middleware
 
 
 class Pagination(PageNumberPagination):

@@ -127,3 +127,64 @@ def test_console_audit_labels_use_the_same_rule():
     with override_settings(TRUSTED_PROXIES=1):
         assert client_label(peer=("192.0.2.1", 50123), forwarded_for="6.6.6.6, 203.0.113.7") == "203.0.113.7"
         assert client_label(peer=("192.0.2.1", 50123), forwarded_for=None) == "192.0.2.1:50123"
+
+
+# --- 3. API errors are JSON in every mode, DEBUG included ------------------------------------------
+
+BIG = "x" * 2000
+
+
+def _assert_too_large(response) -> None:
+    assert response.status_code == 413, response.content[:300]
+    assert response["Content-Type"] == "application/json"
+    assert response.json() == {"code": "too_large", "detail": "The request body is too large (at most 1000 bytes)."}
+
+
+@override_settings(DEBUG=True, DATA_UPLOAD_MAX_MEMORY_SIZE=1000)
+def test_an_oversized_body_is_a_json_413_not_the_debug_page(alice, test_host):
+    client = _client(alice)
+
+    _assert_too_large(client.post("/api/vms/", {"name": "big-1", "description": BIG}, format="json"))
+    _assert_too_large(client.post("/api/vms/", {"name": "big-1", "description": BIG}))  # multipart
+    _assert_too_large(client.post("/api/vms/", "name=big-1&description=" + BIG,
+                                  content_type="application/x-www-form-urlencoded"))
+    _assert_too_large(_client().post("/api/auth/token/", "username=alice&password=" + BIG,
+                                     content_type="application/x-www-form-urlencoded"))
+    assert not VM.objects.exists()
+
+
+@override_settings(DEBUG=True, DATA_UPLOAD_MAX_NUMBER_FIELDS=10)
+def test_too_many_form_fields_is_a_json_400(alice, test_host):
+    body = "&".join(f"f{n}=1" for n in range(20))
+
+    response = _client(alice).post("/api/vms/", body, content_type="application/x-www-form-urlencoded")
+
+    assert response.status_code == 400, response.content[:300]
+    assert response.json() == {"code": "bad_request", "detail": "Too many fields in the request (at most 10)."}
+
+
+@override_settings(DEBUG=True)
+def test_errors_django_answers_itself_under_api_are_json_too(alice, test_host, monkeypatch):
+    client = _client(alice)
+
+    missing = client.get("/api/no-such-thing/")
+    bad_host = client.get("/api/vms/", HTTP_HOST="evil.example")
+    monkeypatch.setattr("vms.api.views.vm_list", lambda **kw: 1 / 0)
+    crash = client.get("/api/vms/")
+
+    assert (missing.status_code, missing.json()) == (404, {"code": "not_found", "detail": "Not found."})
+    assert (bad_host.status_code, bad_host.json()) == (400, {"code": "bad_request", "detail": "Bad request."})
+    assert (crash.status_code, crash.json()) == (500, {"code": "server_error", "detail": "Internal server error."})
+    assert "Traceback" not in crash.content.decode()
+
+
+@override_settings(DEBUG=True)
+def test_pages_outside_the_api_and_the_browsable_api_keep_their_html(alice, test_host):
+    client = _client(alice)
+
+    page = client.get("/no-such-page/")
+    browsable = client.get("/api/vms/999999/", HTTP_ACCEPT="text/html")
+
+    assert page.status_code == 404 and page["Content-Type"].startswith("text/html")
+    assert browsable.status_code == 404 and browsable["Content-Type"].startswith("text/html")
+    assert "VM 999999 not found." in browsable.content.decode()
