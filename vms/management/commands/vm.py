@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import time
 
 from django.contrib.auth import get_user_model
@@ -47,6 +48,11 @@ class Command(BaseCommand):
         create.add_argument("--disk-gib")
         create.add_argument("--description", default="")
         create.add_argument("--no-start", action="store_true")
+        # `--wait` after the subcommand too (`create web-1 --flavor tiny --wait`). SUPPRESS: a subcommand
+        # given without it must not reset a `--wait` given before it.
+        for verb_parser in sub.choices.values():
+            verb_parser.add_argument("--wait", action="store_true", default=argparse.SUPPRESS,
+                                     help="Wait for the job to finish.")
 
     def handle(self, *args, user: str, verb: str, wait: bool, **opts):
         actor = get_user_model().objects.filter(username=user).first()
