@@ -1,4 +1,8 @@
-"""Domain errors with stable codes; every adapter maps them to its medium exactly once."""
+"""Domain errors with stable codes; every adapter maps them to its medium exactly once.
+
+Each class says how the doors present it: `code` (API, Slack), `http_status` (API, web) and
+`exit_code` (the `manage.py vm` command line; the table is in README.md, "Command line").
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ class PortalError(Exception):
 
     code = "error"
     http_status = 400
+    exit_code = 1  # CLI: any other failure (also a job that failed)
 
     def __init__(self, message: str, **fields: Any) -> None:
         super().__init__(message)
@@ -25,6 +30,7 @@ class ValidationFailed(PortalError):
 
     code = "invalid"
     http_status = 400
+    exit_code = 2  # CLI: usage or invalid input
 
     def __init__(self, errors: dict[str, list[str]] | str, field: str = "__all__") -> None:
         if isinstance(errors, str):
@@ -37,11 +43,13 @@ class ValidationFailed(PortalError):
 class NotFound(PortalError):
     code = "not_found"
     http_status = 404
+    exit_code = 3
 
 
 class PermissionDenied(PortalError):
     code = "forbidden"
     http_status = 403
+    exit_code = 4
 
 
 class InvalidState(PortalError):
@@ -49,16 +57,19 @@ class InvalidState(PortalError):
 
     code = "invalid_state"
     http_status = 409
+    exit_code = 5
 
 
 class Conflict(PortalError):
     code = "conflict"
     http_status = 409
+    exit_code = 5
 
 
 class QuotaExceeded(PortalError):
     code = "quota_exceeded"
     http_status = 403
+    exit_code = 6
 
     def __init__(self, *, resource: str, requested: int, limit: int, in_use: int, unit: str = "") -> None:
         unit_s = f" {unit}" if unit else ""
@@ -75,6 +86,7 @@ class HypervisorError(PortalError):
 
     code = "hypervisor_error"
     http_status = 502
+    exit_code = 7
 
 
 class HypervisorUnavailable(HypervisorError):
@@ -85,11 +97,13 @@ class HypervisorUnavailable(HypervisorError):
 class DomainNotFound(HypervisorError, NotFound):
     code = "domain_not_found"
     http_status = 404
+    exit_code = 3
 
 
 class HypervisorInvalidState(HypervisorError, InvalidState):
     code = "invalid_state"
     http_status = 409
+    exit_code = 5
 
 
 class OperationFailed(HypervisorError):

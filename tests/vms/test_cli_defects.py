@@ -1,4 +1,4 @@
-"""`manage.py vm`: the README's commands work as written."""
+"""`manage.py vm`: the README's commands work as written, and errors have documented exit codes."""
 
 from __future__ import annotations
 
@@ -10,6 +10,9 @@ import pytest
 from django.conf import settings
 from django.core.management import CommandError, call_command
 
+from portal import exceptions
+from portal.models import Job
+from vms.management.commands.vm import Command
 from vms.models import VM, Flavor
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -55,7 +58,7 @@ def test_every_command_line_example_of_the_readme_runs_as_written(test_host, mak
         if verb == "grow-disk":
             # libvirt's test driver cannot grow disks (no blockResize; growth is proven on qemu:///system
             # in test_disk.py): the command parses and reaches the service, which refuses with a conflict.
-            assert _code(*argv)[1] == "The host of web-1 (testhost) cannot grow disks."
+            assert _code(*argv) == (5, "The host of web-1 (testhost) cannot grow disks.")
             continue
         outputs.append(vm_cmd(*argv))
 
@@ -76,7 +79,65 @@ def test_wait_is_accepted_before_or_after_the_subcommand(test_host, alice):
     assert "succeeded" not in neither and neither.startswith("Starting cli-1.")
 
 
+# --- 6. exit codes ----------------------------------------------------------------------------
+
 def _code(*args: str) -> tuple[int, str]:
     with pytest.raises(CommandError) as exc:
         vm_cmd(*args)
     return exc.value.returncode, str(exc.value)
+
+
+def test_each_kind_of_error_has_its_exit_code(test_host, alice, bob, monkeypatch):
+    assert _code("--user", "alice", "create", "Bad_Name", *SMALL)[0] == 2
+    assert _code("--user", "alice", "grow-disk", "nope", "x")[0] == 3
+    assert _code("--user", "nobody", "list") == (3, "No user 'nobody'.")
+    vm_cmd("--user", "alice", "create", "mine", *SMALL)
+    assert _code("--user", "bob", "stop", "mine") == (3, "No VM named 'mine'.")
+    assert _code("--user", "alice", "grow-disk", "mine", "two")[0] == 2
+    vm_cmd("--user", "alice", "stop", "mine")
+    assert _code("--user", "alice", "pause", "mine")[0] == 5
+    code, message = _code("--user", "alice", "create", "huge", "--vcpus", "4", "--memory-mib", "128",
+                          "--disk-gib", "1")
+    assert (code, message.startswith("Quota exceeded for vCPUs")) == (6, True)
+
+
+@pytest.mark.parametrize(("error", "code"), [
+    (exceptions.ValidationFailed("Bad."), 2),
+    (exceptions.NotFound("Gone."), 3),
+    (exceptions.PermissionDenied("Not yours."), 4),
+    (exceptions.InvalidState("Busy."), 5),
+    (exceptions.Conflict("Taken."), 5),
+    (exceptions.QuotaExceeded(resource="VMs", requested=1, limit=0, in_use=0), 6),
+    (exceptions.HypervisorUnavailable("Down."), 7),
+    (exceptions.OperationFailed("Broke."), 7),
+    (exceptions.PortalError("Other."), 1),
+])
+def test_the_exit_code_comes_from_the_error_class(alice, monkeypatch, error, code):
+    def fail(**kwargs):
+        raise error
+
+    monkeypatch.setattr("vms.selectors.vm_list", fail)
+    assert _code("--user", "alice", "list") == (code, error.message)
+
+
+def test_a_failed_job_exits_1_with_its_error(test_host, alice, monkeypatch):
+    vm_cmd("--user", "alice", "create", "cli-1", *SMALL)
+    job = Job.objects.create(kind="vm.stop", status="failed", error="The guest did not stop in time.")
+    monkeypatch.setattr("vms.services.vm_action", lambda **kw: type("R", (), {"message": "Stopping.", "job": job}))
+
+    assert _code("--user", "alice", "--wait", "stop", "cli-1") == (1, "The guest did not stop in time.")
+
+
+def test_from_the_shell_the_message_goes_to_stderr_and_the_status_is_the_code(alice, capsys):
+    with pytest.raises(SystemExit) as exc:
+        Command().run_from_argv(["manage.py", "vm", "--user", "alice", "show", "nope"])
+
+    captured = capsys.readouterr()
+    assert exc.value.code == 3
+    assert captured.err.strip() == "CommandError: No VM named 'nope'."
+    assert captured.out == ""
+
+    with pytest.raises(SystemExit) as usage:
+        Command().run_from_argv(["manage.py", "vm", "--user", "alice", "frobnicate"])
+    assert usage.value.code == 2
+    assert "invalid choice: 'frobnicate'" in capsys.readouterr().err

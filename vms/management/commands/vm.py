@@ -1,4 +1,8 @@
-"""Manage VMs from the command line, through the same services as the web, API and Slack."""
+"""Manage VMs from the command line, through the same services as the web, API and Slack.
+
+Errors go to stderr with an exit status per kind of error (`exit_code` on portal.exceptions'
+classes; the table is in README.md, "Command line").
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
 from portal.choices import Via
-from portal.exceptions import PortalError
+from portal.exceptions import NotFound, PortalError
 from portal.models import Job
 from portal.quotas import quota_usage
 from vms import selectors, services
@@ -57,11 +61,11 @@ class Command(BaseCommand):
     def handle(self, *args, user: str, verb: str, wait: bool, **opts):
         actor = get_user_model().objects.filter(username=user).first()
         if actor is None:
-            raise CommandError(f"No user {user!r}.")
+            raise CommandError(f"No user {user!r}.", returncode=NotFound.exit_code)
         try:
             result = self._run(actor, verb, opts)
         except PortalError as exc:
-            raise CommandError(exc.message) from None
+            raise CommandError(exc.message, returncode=exc.exit_code) from None
         if result is None:
             return
         self.stdout.write(result.message)
@@ -123,4 +127,4 @@ class Command(BaseCommand):
                 break
             time.sleep(0.5)
         if job.status != "succeeded":
-            raise CommandError(job.error or job.status)
+            raise CommandError(job.error or job.status, returncode=PortalError.exit_code)
