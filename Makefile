@@ -1,7 +1,9 @@
 # The two commands a user needs (see README):
 #   make run    set up everything that is missing and serve the portal on http://127.0.0.1:8000
 #   make test   the same set-up, then the whole test suite (PostgreSQL + real qemu:///system)
-.PHONY: run test setup lint bench clean-test-domains
+# For maintainers: `make screenshots` refreshes docs/screenshots/ from the browser tests (which
+# otherwise write theirs to var/screenshots/, ignored by git, so `make test` leaves the tree clean).
+.PHONY: run test setup lint bench screenshots clean-test-domains
 
 run:
 	@scripts/setup.sh
@@ -12,6 +14,11 @@ test:
 
 setup:
 	@scripts/setup.sh
+
+screenshots:
+	@scripts/setup.sh --test
+	@PORTAL_SCREENSHOTS=1 .venv/bin/pytest -p no:cacheprovider -q -m browser \
+		tests/browser/test_e2e.py tests/consoles/test_browser.py
 
 lint:
 	@.venv/bin/ruff check .

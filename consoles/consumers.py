@@ -22,6 +22,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
 from portal.exceptions import PortalError
+from portal.net import client_label
 
 from .choices import ConsoleKind, ConsoleTier, SessionRole
 from .exceptions import BadFrame, SessionEnded, close_for
@@ -66,7 +67,6 @@ class _ConsoleConsumer(AsyncWebsocketConsumer):
         query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
         session = self.scope.get("session")
         user = self.scope.get("user")
-        client = self.scope.get("client") or ("", 0)
         try:
             self.grant = await database_sync_to_async(console_ticket_redeem)(
                 token=(query.get("ticket") or [None])[0],
@@ -77,7 +77,7 @@ class _ConsoleConsumer(AsyncWebsocketConsumer):
                 host=headers.get("host"),
                 tier=ConsoleTier.CHANNELS,
                 user_id=user.pk if user is not None and user.is_authenticated else None,
-                client=f"{client[0]}:{client[1]}" if client and client[0] else "",
+                client=client_label(peer=self.scope.get("client"), forwarded_for=headers.get("x-forwarded-for")),
             )
         except PortalError as exc:
             await self._refuse(exc)

@@ -31,6 +31,7 @@ from django.db import connections
 from websockify.websocketproxy import ProxyRequestHandler
 
 from portal.exceptions import PortalError
+from portal.net import client_label
 
 from .choices import ConsoleKind, ConsoleTier
 from .exceptions import BadFrame, SessionEnded, TicketMissing, close_for
@@ -103,7 +104,7 @@ class PortalProxyHandler(ProxyRequestHandler):
             "session_key": morsel.value if morsel else None,
             "origin": self.headers.get("Origin"),
             "host": self.headers.get("Host"),
-            "client": f"{self.client_address[0]}:{self.client_address[1]}" if self.client_address else "",
+            "client": client_label(peer=self.client_address, forwarded_for=self.headers.get("X-Forwarded-For")),
         }
 
     def new_websocket_client(self) -> None:

@@ -8,9 +8,23 @@ internals; staff also get the hypervisor's own words in `admin_detail`.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
+from http import HTTPStatus
+from inspect import iscoroutinefunction
 from typing import Any
 
+from django.conf import settings
+from django.core.exceptions import (
+    BadRequest,
+    RequestDataTooBig,
+    SuspiciousOperation,
+    TooManyFieldsSent,
+    TooManyFilesSent,
+)
 from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.utils.decorators import sync_and_async_middleware
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, viewsets
@@ -20,9 +34,11 @@ from rest_framework.pagination import PageNumberPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
+from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from .exceptions import PortalError, QuotaExceeded, ValidationFailed, admin_detail, is_staff, user_message
+from .net import request_client_ip
 
 
 def _first_message(errors) -> str:
@@ -37,11 +53,30 @@ def _first_message(errors) -> str:
     return str(errors)
 
 
+def _bad_request_body(exc: Exception) -> tuple[int, dict[str, str]]:
+    """Status and body for Django's refusals of a request (too big, too many fields, suspicious)."""
+    if isinstance(exc, RequestDataTooBig):
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        return 413, {"code": "too_large", "detail": f"The request body is too large (at most {limit} bytes)."}
+    if isinstance(exc, TooManyFieldsSent):
+        detail = f"Too many fields in the request (at most {settings.DATA_UPLOAD_MAX_NUMBER_FIELDS})."
+    elif isinstance(exc, TooManyFilesSent):
+        detail = f"Too many files in the request (at most {settings.DATA_UPLOAD_MAX_NUMBER_FILES})."
+    else:
+        detail = "Bad request."
+    return 400, {"code": "bad_request", "detail": detail}
+
+
 def exception_handler(exc, context):
     """Map PortalError subclasses to their status and a stable JSON body; DRF handles the rest."""
+    if isinstance(exc, SuspiciousOperation | BadRequest):
+        # Django would answer these with an HTML page (its debug page with DEBUG on): keep the API's JSON,
+        # and log them where Django logs them.
+        logging.getLogger(f"django.security.{type(exc).__name__}").warning("%s", exc)
+        status, refusal = _bad_request_body(exc)
+        return Response(refusal, status=status)
     if isinstance(exc, ValidationFailed):
-        body = {"code": exc.code, "detail": exc.message, "errors": exc.errors}
-        return Response(body, status=exc.http_status)
+        return Response({"code": exc.code, "detail": exc.message, "errors": exc.errors}, status=exc.http_status)
     if isinstance(exc, QuotaExceeded):
         return Response(exc.as_dict(), status=exc.http_status)
     if isinstance(exc, PortalError):
@@ -66,6 +101,55 @@ def exception_handler(exc, context):
         if isinstance(codes, str):
             response.data["code"] = codes
     return response
+
+
+class ClientScopedRateThrottle(ScopedRateThrottle):
+    """DRF's scoped throttle, keyed by the client address as portal.net decides it (trusted proxies only)."""
+
+    def get_ident(self, request) -> str:
+        """The client's address: X-Forwarded-For counts only behind PORTAL_TRUSTED_PROXIES proxies."""
+        return request_client_ip(request)
+
+
+# Errors Django answers itself under /api/ (no such URL, a crash, a refused Host header), as JSON.
+_PLAIN_ERRORS = {
+    400: ("bad_request", "Bad request."),
+    403: ("forbidden", "Forbidden."),
+    404: ("not_found", "Not found."),
+    405: ("method_not_allowed", "Method not allowed."),
+    413: ("too_large", "The request body is too large."),
+    500: ("server_error", "Internal server error."),
+}
+
+
+def _api_error_as_json(request: HttpRequest, response: HttpResponse) -> HttpResponse:
+    """An error response for an /api/ path that is not JSON (Django's own pages) becomes the API's JSON."""
+    if (response.status_code < 400 or not request.path_info.startswith("/api/")
+            or hasattr(response, "accepted_renderer")  # DRF's (JSON, or the browsable API a browser asked for)
+            or "json" in response.get("Content-Type", "")):
+        return response
+    status = response.status_code
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        phrase = "Error"
+    code, detail = _PLAIN_ERRORS.get(status, (phrase.lower().replace(" ", "_"), f"{phrase}."))
+    return JsonResponse({"code": code, "detail": detail}, status=status)
+
+
+@sync_and_async_middleware
+def api_json_errors_middleware(get_response: Callable) -> Callable:
+    """Middleware: every error under /api/ is JSON in every mode (DEBUG's HTML pages included)."""
+    if iscoroutinefunction(get_response):
+        async def async_middleware(request: HttpRequest) -> HttpResponse:
+            return _api_error_as_json(request, await get_response(request))
+
+        return async_middleware
+
+    def middleware(request: HttpRequest) -> HttpResponse:
+        return _api_error_as_json(request, get_response(request))
+
+    return middleware
 
 
 class Pagination(PageNumberPagination):
@@ -129,8 +213,11 @@ class TokenView(ObtainAuthToken):
     """Trade a username and password for an API token (`Authorization: Token …`).
 
     Throttled per client address (`PORTAL_API_TOKEN_RATE`, 10 a minute by default): password guessing
-    gets 429 with the seconds to wait.
+    gets 429 with the seconds to wait. The address is the peer's, or behind `PORTAL_TRUSTED_PROXIES`
+    proxies the one they forwarded (portal.net), so a made-up X-Forwarded-For does not reset it.
     """
 
-    throttle_classes = [ScopedRateThrottle]
+    throttle_classes = [ClientScopedRateThrottle]
     throttle_scope = "token"
+    # ObtainAuthToken names DRF's own parsers; use the portal's (a too-deep JSON body is a 400).
+    parser_classes = APIView.parser_classes

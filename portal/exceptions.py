@@ -3,6 +3,8 @@
 `user_message(exc, user=...)` is the one sentence a person reads for an error, whatever the door
 (web, API, Slack, websocket, job records): plain words for everyone, the hypervisor's own text
 (`detail`) for administrators only, and never a libvirt URI or socket path for anyone else.
+Each class also says how the doors present it: `code` (API, Slack), `http_status` (API, web) and
+`exit_code` (the `manage.py vm` command line; the table is in README.md, "Command line").
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ class PortalError(Exception):
 
     code = "error"
     http_status = 400
+    exit_code = 1  # CLI: any other failure (also a job that failed)
 
     def __init__(self, message: str, *, detail: str = "", **fields: Any) -> None:
         super().__init__(message)
@@ -36,6 +39,7 @@ class ValidationFailed(PortalError):
 
     code = "invalid"
     http_status = 400
+    exit_code = 2  # CLI: usage or invalid input
 
     def __init__(self, errors: dict[str, list[str]] | str, field: str = "__all__") -> None:
         if isinstance(errors, str):
@@ -48,11 +52,13 @@ class ValidationFailed(PortalError):
 class NotFound(PortalError):
     code = "not_found"
     http_status = 404
+    exit_code = 3
 
 
 class PermissionDenied(PortalError):
     code = "forbidden"
     http_status = 403
+    exit_code = 4
 
 
 class InvalidState(PortalError):
@@ -60,16 +66,19 @@ class InvalidState(PortalError):
 
     code = "invalid_state"
     http_status = 409
+    exit_code = 5
 
 
 class Conflict(PortalError):
     code = "conflict"
     http_status = 409
+    exit_code = 5
 
 
 class QuotaExceeded(PortalError):
     code = "quota_exceeded"
     http_status = 403
+    exit_code = 6
 
     def __init__(self, *, resource: str, requested: int, limit: int, in_use: int, unit: str = "") -> None:
         unit_s = f" {unit}" if unit else ""
@@ -94,6 +103,7 @@ class HypervisorError(PortalError):
     plain = ("The hypervisor could not do this. Try again; if it keeps failing, "
              "an administrator can see the details in the job log.")
     transient = False
+    exit_code = 7
 
     def __init__(self, message: str = "", *, detail: str = "", **fields: Any) -> None:
         super().__init__(message or self.plain, detail=detail, **fields)
@@ -118,12 +128,14 @@ class DomainNotFound(HypervisorError, NotFound):
     code = "domain_not_found"
     http_status = 404
     plain = "The hypervisor no longer knows this VM. An administrator has been told about the drift."
+    exit_code = 3
 
 
 class HypervisorInvalidState(HypervisorError, InvalidState):
     code = "invalid_state"
     http_status = 409
     plain = "The VM's current state on the host does not allow this right now."
+    exit_code = 5
 
 
 class OperationFailed(HypervisorError):

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -21,6 +22,16 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--disable-sync", "--no-first-run"]
 MANAGE = [sys.executable, "manage.py"]
 DAPHNE = [sys.executable, "-m", "daphne", "-b", "127.0.0.1"]
+
+
+def screenshot_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """Where browser tests save screenshots: var/screenshots/ (ignored by git), so a test run never
+    dirties the work tree; docs/screenshots/ only with PORTAL_SCREENSHOTS=1 (`make screenshots`)."""
+    environ = os.environ if environ is None else environ
+    base = Path(settings.BASE_DIR)
+    if environ.get("PORTAL_SCREENSHOTS", "").strip().lower() not in {"", "0", "false", "no", "off"}:
+        return base / "docs" / "screenshots"
+    return base / "var" / "screenshots"
 
 
 def free_port() -> int:

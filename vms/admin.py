@@ -133,6 +133,10 @@ class VMChangeForm(forms.ModelForm):
         fields = ["name", "description"]
         help_texts = {"name": NAME_HELP}
 
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["name"].strip = False  # "vm " is refused by the name rule, not trimmed into "vm"
+
     def _check(self, fn, field):
         try:
             return fn(self.cleaned_data.get(field))
@@ -150,7 +154,7 @@ class VMAdminCreateForm(forms.Form):
     """Create a VM for a user: the fields only parse; vm_create checks everything (quota included)."""
 
     owner = forms.ModelChoiceField(queryset=None, help_text="The VM is theirs, on their quota (or their team's).")
-    name = forms.CharField(required=False, help_text=NAME_HELP)
+    name = forms.CharField(required=False, strip=False, help_text=NAME_HELP)
     image = forms.ModelChoiceField(queryset=None, required=False, empty_label="The default image")
     flavor = forms.ModelChoiceField(queryset=None, required=False, empty_label="Custom size (below)")
     vcpus = forms.CharField(required=False, label="vCPUs")

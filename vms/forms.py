@@ -18,7 +18,7 @@ NAME_PATTERN_HTML = NAME_RE.pattern.removeprefix("^").removesuffix("$").replace(
 
 
 class VMCreateForm(forms.Form):
-    name = forms.CharField(required=False, strip=True, help_text=NAME_HELP)
+    name = forms.CharField(required=False, strip=False, help_text=NAME_HELP)  # the service refuses "vm "
     flavor = forms.CharField(required=False)
     vcpus = forms.CharField(required=False, label="vCPUs")
     memory_mib = forms.CharField(required=False, label="Memory (MiB)")
@@ -50,6 +50,6 @@ class VMCreateForm(forms.Form):
 
 
 class VMUpdateForm(forms.Form):
-    name = forms.CharField(required=False, strip=True, help_text=NAME_HELP)
+    name = forms.CharField(required=False, strip=False, help_text=NAME_HELP)  # the service refuses "vm "
     description = forms.CharField(required=False, strip=False, widget=forms.Textarea,
                                   max_length=DESCRIPTION_MAX * 2)

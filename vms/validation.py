@@ -15,12 +15,14 @@ DESCRIPTION_MAX = 1000
 
 
 def validate_vm_name(name: object) -> str:
+    """The name exactly as given, if it follows the rule; surrounding whitespace is refused, not trimmed."""
     if not isinstance(name, str) or not name.strip():
         raise ValidationFailed("Name is required.", field="name")
-    value = name.strip()
+    value = name
     if len(value) > 63:
         raise ValidationFailed(f"Name is too long ({len(value)} characters, at most 63).", field="name")
-    if not NAME_RE.match(value):
+    # fullmatch: `$` alone would accept a trailing newline ("vm\n").
+    if not NAME_RE.fullmatch(value):
         raise ValidationFailed(f"Invalid name {value[:70]!r}: use {NAME_HELP}.", field="name")
     return value
 

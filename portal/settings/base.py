@@ -49,6 +49,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # Errors Django itself answers under /api/ (unknown URL, 500, bad Host) become the API's JSON.
+    "portal.api.api_json_errors_middleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -152,9 +154,24 @@ REST_FRAMEWORK = {
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "portal.api.exception_handler",
+    # DRF's parsers, with a JSON parser that answers 400 (not 500) for a body nested too deeply.
+    "DEFAULT_PARSER_CLASSES": [
+        "portal.parsers.JSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     # Only the token endpoint is throttled (password guessing); other views have no throttle.
     "DEFAULT_THROTTLE_RATES": {"token": env.get_str("API_TOKEN_RATE", "10/minute")},
 }
+# Reverse proxies in front of the portal that append the client to X-Forwarded-For. 0 (default): none,
+# the socket's peer is the client and X-Forwarded-For is ignored (a client could write anything there).
+# One rule for the API throttle and the console audit (portal.net); DRF reads it as NUM_PROXIES.
+TRUSTED_PROXIES = env.get_int("TRUSTED_PROXIES", 0)
+if TRUSTED_PROXIES < 0:
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured(f"PORTAL_TRUSTED_PROXIES must be 0 or more (got {TRUSTED_PROXIES})")
+REST_FRAMEWORK["NUM_PROXIES"] = TRUSTED_PROXIES
 SPECTACULAR_SETTINGS = {
     "TITLE": "VM Portal API",
     "DESCRIPTION": "Self-service virtual machines on KVM/QEMU through libvirt.",

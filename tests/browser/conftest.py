@@ -13,11 +13,9 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-from django.conf import settings
 
 from tests.support import DAPHNE, MANAGE, chromium, free_port, processes
-
-SCREENSHOTS = Path(settings.BASE_DIR) / "docs" / "screenshots"
+from tests.support import screenshot_dir as choose_screenshot_dir
 
 
 def _postgres_url(settings_dict: dict) -> str:
@@ -79,8 +77,10 @@ def browser(monkeypatch):
 
 @pytest.fixture
 def screenshot_dir() -> Path:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    return SCREENSHOTS
+    """var/screenshots/ (ignored by git); docs/screenshots/ under `make screenshots` (PORTAL_SCREENSHOTS=1)."""
+    directory = choose_screenshot_dir()
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory
 
 
 @pytest.fixture(autouse=True)

@@ -2,7 +2,8 @@
 
 Headless Debian chromium drives the portal served by daphne with a real job worker; the VM is the
 tiny Linux guest on qemu:///system, checked through libvirt at each step. Screenshots of the main
-pages at desktop and phone widths are written to docs/screenshots/.
+pages at desktop and phone widths are written to var/screenshots/, or to docs/screenshots/ by
+`make screenshots` (PORTAL_SCREENSHOTS=1), so a test run leaves the work tree clean.
 """
 
 from __future__ import annotations

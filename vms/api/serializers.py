@@ -46,7 +46,8 @@ class StartField(serializers.BooleanField):
 # --- input ---------------------------------------------------------------------------------------
 
 class VMCreateSerializer(serializers.Serializer):
-    name = serializers.CharField(allow_blank=True, help_text="1-63 characters: lowercase letters, digits and hyphens.")
+    name = serializers.CharField(allow_blank=True, trim_whitespace=False,  # the service refuses "vm "
+                                 help_text="1-63 characters: lowercase letters, digits and hyphens.")
     image = NameOrIdField(required=False, allow_null=True, allow_blank=True,
                           help_text="Image name or id; the default image when omitted.")
     flavor = serializers.CharField(required=False, allow_null=True, allow_blank=True,
@@ -61,7 +62,7 @@ class VMCreateSerializer(serializers.Serializer):
 
 
 class VMUpdateSerializer(serializers.Serializer):
-    name = serializers.CharField(required=False, allow_blank=True)
+    name = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False)
     description = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False)
 
 

@@ -264,8 +264,6 @@ for _name in VM_ACTIONS:
     setattr(VMViewSet, _name, _power_route(_name))
 
 
-
-
 class FlavorViewSet(CatalogViewSet):
     """Size presets for new VMs."""
 

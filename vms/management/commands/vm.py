@@ -1,14 +1,19 @@
-"""Manage VMs from the command line, through the same services as the web, API and Slack."""
+"""Manage VMs from the command line, through the same services as the web, API and Slack.
+
+Errors go to stderr with an exit status per kind of error (`exit_code` on portal.exceptions'
+classes; the table is in README.md, "Command line").
+"""
 
 from __future__ import annotations
 
+import argparse
 import time
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
 from portal.choices import Via
-from portal.exceptions import PortalError
+from portal.exceptions import NotFound, PortalError
 from portal.models import Job
 from quotas.selectors import quota_usage
 from vms import selectors, services
@@ -47,15 +52,20 @@ class Command(BaseCommand):
         create.add_argument("--disk-gib")
         create.add_argument("--description", default="")
         create.add_argument("--no-start", action="store_true")
+        # `--wait` after the subcommand too (`create web-1 --flavor tiny --wait`). SUPPRESS: a subcommand
+        # given without it must not reset a `--wait` given before it.
+        for verb_parser in sub.choices.values():
+            verb_parser.add_argument("--wait", action="store_true", default=argparse.SUPPRESS,
+                                     help="Wait for the job to finish.")
 
     def handle(self, *args, user: str, verb: str, wait: bool, **opts):
         actor = get_user_model().objects.filter(username=user).first()
         if actor is None:
-            raise CommandError(f"No user {user!r}.")
+            raise CommandError(f"No user {user!r}.", returncode=NotFound.exit_code)
         try:
             result = self._run(actor, verb, opts)
         except PortalError as exc:
-            raise CommandError(exc.message) from None
+            raise CommandError(exc.message, returncode=exc.exit_code) from None
         if result is None:
             return
         self.stdout.write(result.message)
@@ -117,4 +127,4 @@ class Command(BaseCommand):
                 break
             time.sleep(0.5)
         if job.status != "succeeded":
-            raise CommandError(job.error or job.status)
+            raise CommandError(job.error or job.status, returncode=PortalError.exit_code)
