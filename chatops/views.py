@@ -41,7 +41,16 @@ def slack_events(request: HttpRequest) -> HttpResponse:
     handler = bolt.get_handler()
     if handler is None:
         return HttpResponse("Slack is not configured on this portal.", status=404, content_type="text/plain")
+    if not timestamp_well_formed(request.headers.get("X-Slack-Request-Timestamp")):
+        # Bolt would int() it and fail with a 500: a request without a usable timestamp is not Slack's.
+        log.info("Slack request refused: malformed X-Slack-Request-Timestamp")
+        return HttpResponse("Invalid Slack request signature.", status=401, content_type="text/plain")
     return handler.handle(request)
+
+
+def timestamp_well_formed(value: str | None) -> bool:
+    """A Slack request timestamp: Unix seconds, digits only (the age is checked with the signature)."""
+    return value is not None and value.isascii() and value.isdigit() and len(value) <= 12
 
 
 @login_required
