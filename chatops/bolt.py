@@ -101,7 +101,7 @@ def on_command(ack, body, context, request) -> None:
         reply = handlers.handle_command(body, bot_team_id=_bot_team_id(context), raw_body=request.raw_body)
     except Exception:  # a bug: the user gets a sentence, the log gets the traceback
         log.exception("Slack command failed")
-        reply = f.Reply(text="Something went wrong in the portal; the error was logged for the administrators.")
+        reply = f.internal_error_reply()
     if reply.text or reply.blocks:
         ack(**reply.as_body())
     else:
@@ -117,4 +117,4 @@ def on_action(ack, body, action, context, request) -> None:
     except Exception:
         log.exception("Slack button failed")
         slack.respond(str(body.get("response_url") or ""),
-                      text="Something went wrong in the portal; the error was logged for the administrators.")
+                      text=f.internal_error_reply().text)

@@ -2,7 +2,9 @@
 
 Anything that came from a user (names, reasons, error messages quoting input) goes through `esc`,
 so `<@U123>`, `<!channel>` or a link in an argument is shown as text, never as a mention or link.
-Domain errors are worded once, by `portal.web.error_text`, the same sentence the web shows.
+Every domain error reaches Slack through `error_reply`, the one mapping for this door: the sentence
+is `portal.web.error_text` (the exception's own message, or plain words instead of a hypervisor's
+for non-administrators), and a refused quota offers [Request more] for exactly what was asked.
 """
 
 from __future__ import annotations
@@ -205,17 +207,41 @@ def parse_error_reply(message: str, prefix: str) -> Reply:
 
 
 def error_reply(exc: PortalError, *, user=None) -> Reply:
-    """The one mapping of domain errors to Slack: the web's sentence, escaped, shown only to the user."""
+    """The one mapping of domain errors to Slack, shown only to the user who asked.
+
+    The words are `error_text`'s (the exception's message; plain words, never a host's internals,
+    for non-administrators), escaped. A refused quota carries what was asked for, so the reply
+    offers [Request more] for just that (the quota-request service re-checks everything).
+    """
+    if isinstance(exc, QuotaExceeded):
+        text = f":no_entry: {esc(error_text(exc, user=user))}"
+        size = request_more_value(exc)
+        if size is None:
+            return Reply(text=text)
+        return Reply(text=text, blocks=[section(text), actions(button("Request more", A_QUOTA_REQUEST, size,
+                                                                      style="primary"))])
     return Reply(text=f":warning: {esc(error_text(exc, user=user))}")
 
 
-def quota_exceeded_reply(exc: QuotaExceeded, *, user, size: dict[str, Any] | None) -> Reply:
-    text = f":no_entry: {esc(error_text(exc, user=user))}"
-    blocks = [section(text)]
-    if size is not None:
-        blocks.append(actions(button("Request more", A_QUOTA_REQUEST, json.dumps(size, separators=(",", ":")),
-                                     style="primary")))
-    return Reply(text=text, blocks=blocks)
+def request_more_value(exc: QuotaExceeded) -> str | None:
+    """The [Request more] button's value: the refused request's resources (and group), as JSON."""
+    wanted = exc.requested_resources
+    if not wanted:
+        return None
+    size: dict[str, Any] = {key: int(wanted.get(key) or 0) for key in ("vms", "vcpus", "memory_mib", "disk_gib")}
+    if exc.group_id is not None:
+        size["group"] = exc.group_id
+    return json.dumps(size, separators=(",", ":"))
+
+
+def internal_error_reply() -> Reply:
+    """What a user reads when the portal itself failed (a bug): the details are in the log."""
+    return Reply(text="Something went wrong in the portal; the error was logged for the administrators.")
+
+
+def noop_reply(message: str) -> Reply:
+    """A service that had nothing to do ("web-1 is already running.")."""
+    return Reply(text=f"ℹ️ {esc(message)}")
 
 
 def duplicate_reply() -> Reply:

@@ -22,7 +22,7 @@ from django.urls import reverse
 
 from portal.audit import audit_context
 from portal.choices import Via
-from portal.exceptions import PermissionDenied, PortalError, QuotaExceeded, ValidationFailed
+from portal.exceptions import PermissionDenied, PortalError, ValidationFailed
 from portal.quota_requests import (
     quota_request_approve,
     quota_request_create,
@@ -32,7 +32,7 @@ from portal.quota_requests import (
     quota_request_summary,
 )
 from portal.quotas import quota_usage
-from vms.selectors import flavor_list, vm_get_by_name, vm_list, vm_snapshot_get, vm_snapshots
+from vms.selectors import vm_get_by_name, vm_list, vm_snapshot_get, vm_snapshots
 from vms.services import snapshot_create, snapshot_revert, vm_action, vm_create, vm_delete, vm_grow_disk
 
 from . import commands as c
@@ -217,38 +217,17 @@ def _list(ctx, user, command: c.ListVMs, prefix: str) -> f.Reply:
     return f.vm_list_reply(list(vms[: f.MAX_LISTED]), user=user, total=total, prefix=prefix)
 
 
-def _size_of(user, command: c.Create) -> dict[str, Any] | None:
-    """The size a refused create asked for, for the [Request more] button (the service re-checks)."""
-    flavor = flavor_list(user=user).filter(name=command.flavor).first() if command.flavor else None
-    size = {}
-    for field, explicit in (("vcpus", command.vcpus), ("memory_mib", command.memory_mib),
-                            ("disk_gib", command.disk_gib)):
-        if explicit is not None and str(explicit).strip().isdigit():
-            size[field] = int(str(explicit).strip())
-        elif flavor is not None:
-            size[field] = getattr(flavor, field)
-        else:
-            return None
-    if command.group:
-        group = Group.objects.filter(name=command.group).first()
-        size["group"] = group.pk if group else None
-    return size
-
-
 def _create(ctx: SlackContext, user, command: c.Create, prefix: str) -> f.Reply:
     announce = _AfterCommit(ctx, mode="channel")
-    try:
-        with transaction.atomic():
-            transaction.on_commit(announce)  # first in line: before the job's enqueue
-            result = vm_create(actor=user, via=Via.SLACK, name=command.name, image=command.image,
-                               flavor=command.flavor, vcpus=command.vcpus, memory_mib=command.memory_mib,
-                               disk_gib=command.disk_gib, description=command.description, group=command.group)
-            announce.watch = services.job_watch_add(job=result.job, team_id=ctx.team_id, channel_id=ctx.channel_id,
-                                                    slack_user_id=ctx.slack_user_id,
-                                                    response_url=ctx.response_url)
-            announce.text = f.creating_text(slack_user_id=ctx.slack_user_id, vm=result.vm, job=result.job)
-    except QuotaExceeded as exc:
-        return f.quota_exceeded_reply(exc, user=user, size=_size_of(user, command))
+    with transaction.atomic():  # a refusal (e.g. QuotaExceeded) is worded by handle_command's formatter
+        transaction.on_commit(announce)  # first in line: before the job's enqueue
+        result = vm_create(actor=user, via=Via.SLACK, name=command.name, image=command.image,
+                           flavor=command.flavor, vcpus=command.vcpus, memory_mib=command.memory_mib,
+                           disk_gib=command.disk_gib, description=command.description, group=command.group)
+        announce.watch = services.job_watch_add(job=result.job, team_id=ctx.team_id, channel_id=ctx.channel_id,
+                                                slack_user_id=ctx.slack_user_id,
+                                                response_url=ctx.response_url)
+        announce.text = f.creating_text(slack_user_id=ctx.slack_user_id, vm=result.vm, job=result.job)
     if announce.posted:
         return f.Reply(text="")  # the channel message says it all
     # The bot is not in this channel: answer in the channel through the command's response.
@@ -298,7 +277,7 @@ def _run_job_request(ctx: SlackContext, *, source: SourceMessage | None,
                 ephemeral=source is not None and source.ephemeral)
             after.text = f.started_action_text(slack_user_id=ctx.slack_user_id, message=message, job=job)
     if job is None:  # a no-op ("already running"): only the user hears of it
-        reply = f.Reply(text=f"ℹ️ {f.esc(message)}")
+        reply = f.noop_reply(message)
         if source is None:
             return reply
         slack.respond(ctx.response_url, text=reply.text)
@@ -498,7 +477,7 @@ def _click_quota_request(ctx: SlackContext, user, value: str) -> None:
     group = None
     if size.get("group"):
         group = Group.objects.filter(pk=size["group"]).first()
-    request = quota_request_for_size(actor=user, via=Via.SLACK, vcpus=size.get("vcpus"),
+    request = quota_request_for_size(actor=user, via=Via.SLACK, vms=size.get("vms", 1), vcpus=size.get("vcpus"),
                                      memory_mib=size.get("memory_mib"), disk_gib=size.get("disk_gib"), group=group)
     reply = _quota_request_sent(request)
     slack.respond(ctx.response_url, text=reply.text, blocks=[f.section(reply.text)], replace_original=True)

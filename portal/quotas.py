@@ -84,7 +84,8 @@ def quota_reserve(*, user=None, group=None, vcpus: int, memory_mib: int, disk_gi
     for resource, amount in wanted.items():
         u = usage[resource]
         if amount and u.used + amount > u.limit:
-            raise QuotaExceeded(resource=u.label, requested=amount, limit=u.limit, in_use=u.used, unit=u.unit)
+            raise QuotaExceeded(resource=u.label, requested=amount, limit=u.limit, in_use=u.used, unit=u.unit,
+                                requested_resources=wanted, group_id=group.pk if group is not None else None)
     return quota
 
 
