@@ -469,6 +469,7 @@ def host_down_notice(host, reason: str) -> Reply:
 # --- quota requests ------------------------------------------------------------------------------
 
 def quota_request_created_reply(request, summary: str, *, posted: bool) -> Reply:
+    """`posted`: an administrators' channel is configured (the post itself follows the acknowledgement)."""
     where = "posted to the administrators" if posted else "sent to the administrators (they'll see it in the portal)"
     text = f"📨 Quota request #{request.pk} was {where}: {esc(summary)}. I'll tell you when it's decided."
     return Reply(text=text)

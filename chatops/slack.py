@@ -21,7 +21,9 @@ from slack_sdk.webhook import WebhookClient
 
 log = logging.getLogger(__name__)
 
-API_TIMEOUT = 2  # seconds: Slack wants the request acknowledged within 3 s, and some posts precede the ack
+# Seconds per Web API call. No post precedes an acknowledgement (chatops.outbox); only Bolt's one
+# auth.test, on the first request, runs inside one.
+API_TIMEOUT = 2
 SLACK_HOOKS = "https://hooks.slack.com/"
 
 _client: WebClient | None = None

@@ -24,7 +24,7 @@ from portal.quota_requests import (
 from portal.quotas import quota_usage
 from portal.web import error_text, form_error, portal_view
 
-from . import bolt, services
+from . import bolt, outbox, services
 from .forms import DecisionForm, QuotaRequestForm
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,9 @@ def slack_events(request: HttpRequest) -> HttpResponse:
         # Bolt would int() it and fail with a 500: a request without a usable timestamp is not Slack's.
         log.info("Slack request refused: malformed X-Slack-Request-Timestamp")
         return HttpResponse("Invalid Slack request signature.", status=401, content_type="text/plain")
-    return handler.handle(request)
+    with outbox.holding() as held:  # posts made while answering wait until Slack has its answer
+        response = handler.handle(request)
+    return outbox.send_after(response, held)
 
 
 def timestamp_well_formed(value: str | None) -> bool:
