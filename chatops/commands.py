@@ -32,6 +32,11 @@ class Link:
 
 
 @dataclass(frozen=True)
+class Unlink:
+    """Remove the link of the Slack user who types it (their portal account's consent to a move)."""
+
+
+@dataclass(frozen=True)
 class ListVMs:
     pass
 
@@ -122,7 +127,7 @@ class Subscriptions:
     pass
 
 
-Command = (Help | Link | ListVMs | Create | Action | Console | Quota | QuotaRequest | Hosts | Subscribe
+Command = (Help | Link | Unlink | ListVMs | Create | Action | Console | Quota | QuotaRequest | Hosts | Subscribe
            | Unsubscribe | Subscriptions | TakeSnapshot | ListSnapshots | Revert | GrowDisk)
 
 ACTION_VERBS = {
@@ -232,6 +237,10 @@ def parse(text: str, *, prefix: str = "/vm") -> Command:
         return Help(topic=rest[0].lower() if rest else "")
     if verb == "link":
         return Link()
+    if verb == "unlink":
+        if rest:
+            raise ParseError(f"`{prefix} unlink` takes no arguments: it unlinks your own Slack account.")
+        return Unlink()
     if verb in ("list", "ls"):
         if rest:
             raise ParseError(f"`{prefix} list` takes no arguments.")

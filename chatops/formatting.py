@@ -179,7 +179,8 @@ def help_reply(prefix: str, *, is_staff: bool = False, linked: bool = True) -> R
         f"`{prefix} quota request --vms N --cpus N --memory MiB --disk GiB REASON` — ask for more",
         f"`{prefix} subscribe [here|me] [jobs|failures|vm-state|all]` · `{prefix} unsubscribe [here|me]` · "
         f"`{prefix} subscriptions` — notifications in this channel or by direct message",
-        f"`{prefix} link` — link your Slack account to your portal account",
+        f"`{prefix} link` — link your Slack account to your portal account · "
+        f"`{prefix} unlink` — undo it",
     ]
     if is_staff:
         lines.append(f"`{prefix} hosts` — hypervisor hosts and their load (administrators)")
@@ -242,6 +243,19 @@ def internal_error_reply() -> Reply:
 def noop_reply(message: str) -> Reply:
     """A service that had nothing to do ("web-1 is already running.")."""
     return Reply(text=f"ℹ️ {esc(message)}")
+
+
+def unlink_reply(username: str, prefix: str) -> Reply:
+    return Reply(text=f"🔓 Your Slack account is no longer linked to the portal account *{esc(username)}*. "
+                      f"Type `{prefix} link` to link it again.")
+
+
+def link_refused_dm(*, linked_to: str, tried_by: str, prefix: str) -> Reply:
+    """To a Slack user whose link another portal account tried to take over."""
+    text = (f":warning: The portal account *{esc(tried_by)}* tried to link your Slack account, which is linked "
+            f"to *{esc(linked_to)}*. Nothing was changed. If you want to switch portal accounts, type "
+            f"`{prefix} unlink` first, then `{prefix} link`.")
+    return Reply(text=text, blocks=[section(text)])
 
 
 def duplicate_reply() -> Reply:

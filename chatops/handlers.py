@@ -139,7 +139,7 @@ def _announce(ctx: SlackContext, *, job: Any, text: str, source: SourceMessage |
 
 # --- slash commands -------------------------------------------------------------------------------
 
-ACTING = (c.Create, c.Action, c.QuotaRequest, c.Subscribe, c.Unsubscribe, c.TakeSnapshot, c.GrowDisk)
+ACTING = (c.Create, c.Action, c.QuotaRequest, c.Subscribe, c.Unsubscribe, c.TakeSnapshot, c.GrowDisk, c.Unlink)
 
 
 def handle_command(body: dict[str, Any], *, bot_team_id: str | None, raw_body: str = "") -> f.Reply:
@@ -189,8 +189,9 @@ def _replay(body: dict) -> dict:
 
 
 def _link(ctx: SlackContext) -> f.Reply:
+    # No name from the request: the link page asks Slack (users.info) who this user id is.
     token = services.link_token_create(team_id=ctx.team_id, slack_user_id=ctx.slack_user_id,
-                                       slack_name=ctx.slack_user_name, response_url=ctx.response_url)
+                                       response_url=ctx.response_url)
     url = f.portal_url(reverse("chatops:link", args=[token]))
     return f.link_reply(url, max(1, settings.SLACK_LINK_TTL_SECONDS // 60))
 
@@ -319,6 +320,14 @@ def _quota_request_sent(request) -> f.Reply:
                                          posted=bool(settings.SLACK_ADMIN_CHANNEL))
 
 
+def _unlink(ctx: SlackContext, user, command: c.Unlink, prefix: str) -> f.Reply:
+    identity = services.identity_get(team_id=ctx.team_id, slack_user_id=ctx.slack_user_id)
+    if identity is None:  # unlinked meanwhile (by an administrator, or a twin request)
+        return f.unlinked_reply(prefix)
+    services.identity_unlink(actor=user, via=Via.SLACK, identity=identity)
+    return f.unlink_reply(user.get_username(), prefix)
+
+
 def _hosts(ctx, user, command: c.Hosts, prefix: str) -> f.Reply:
     if not user.is_staff:
         raise PermissionDenied("Only administrators can see the hosts.")
@@ -365,6 +374,7 @@ COMMANDS = {
     c.GrowDisk: _grow_disk,
     c.ListSnapshots: _list_snapshots,
     c.Revert: _revert,
+    c.Unlink: _unlink,
 }
 
 

@@ -3,7 +3,8 @@
 Connected in ChatopsConfig.ready:
 - portal.jobs.job_finished -> the thread (or response_url) that asked for the job, then subscribers;
 - AuditEvent rows `vm.drift` (state changed outside the portal) and `host.down` -> subscribers;
-- portal.quota_requests signals -> the admins' channel and the requester's direct messages.
+- portal.quota_requests signals -> the admins' channel and the requester's direct messages;
+- chatops.services.identity_link_refused -> the Slack user whose link someone tried to take.
 Every post is best-effort (chatops.slack): a Slack failure never changes a portal outcome. When an
 event happens while a Slack request is being answered, its posts wait for the acknowledgement
 (chatops.outbox).
@@ -195,3 +196,17 @@ def quota_request_decided_tell(*, request: QuotaRequest) -> None:
     for identity in SlackIdentity.objects.filter(user=request.requester):
         slack.post_message(channel=identity.slack_user_id, text=dm.text, blocks=dm.blocks)
 
+
+# --- links ----------------------------------------------------------------------------------------
+
+def on_identity_link_refused(sender, *, identity: SlackIdentity, actor, **kwargs) -> None:
+    """Someone tried to link a Slack user who is linked to another account: tell that Slack user."""
+    if slack.is_configured():
+        outbox.defer(functools.partial(link_refused_tell, identity=identity, actor=actor))
+
+
+def link_refused_tell(*, identity: SlackIdentity, actor) -> None:
+    """The direct message to the Slack user whose link stays where it was."""
+    dm = f.link_refused_dm(linked_to=identity.user.get_username(), tried_by=actor.get_username(),
+                           prefix=settings.SLACK_COMMAND)
+    slack.post_message(channel=identity.slack_user_id, text=dm.text, blocks=dm.blocks)

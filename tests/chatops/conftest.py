@@ -1,9 +1,9 @@
 """Slack test kit: a local fake Slack (Web API + response_url) and requests signed exactly like Slack's.
 
 - `fake_slack`: a threaded http.server on 127.0.0.1:<random port> that answers `auth.test`,
-  `chat.postMessage`, `chat.update`, ... under /api/ and response_url posts under /response/, and
-  records every call (with its arrival time) so tests can assert what the bot said and where.
-  `delay` makes it answer slowly.
+  `users.info`, `chat.postMessage`, `chat.update`, ... under /api/ and response_url posts under
+  /response/, and records every call (with its arrival time) so tests can assert what the bot said
+  and where. `delay` makes it answer slowly; `users` sets what users.info says about a user.
 - `slack_on`: settings pointing the bot at the fake (token, signing secret, API base URL, admins'
   channel); the Bolt app is rebuilt for them.
 - `slack`: builds, signs (v0 HMAC-SHA256 over `v0:{timestamp}:{body}`) and posts slash commands
@@ -90,6 +90,7 @@ class FakeSlack:
         self.calls: list[Call] = []
         self.not_in_channel: set[str] = set()
         self.delay = 0.0  # seconds before each answer (a slow Slack)
+        self.users: dict[str, dict] = {}  # users.info: user id -> fields of the user object
         self._ts = itertools.count(100)
         self._lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -114,6 +115,16 @@ class FakeSlack:
             return {"ok": True, "channel": landed, "ts": ts, "message": {"text": body.get("text"), "ts": ts}}
         if method == "chat.update":
             return {"ok": True, "channel": body.get("channel"), "ts": body.get("ts")}
+        if method == "users.info":
+            user_id = body.get("user", "")
+            if user_id not in self.users:
+                return {"ok": False, "error": "user_not_found"}
+            fields = self.users[user_id]
+            return {"ok": True, "user": {
+                "id": user_id, "team_id": fields.get("team_id", TEAM), "name": fields.get("name", user_id.lower()),
+                "real_name": fields.get("real_name", ""), "deleted": False, "is_bot": False,
+                "profile": {"real_name": fields.get("real_name", ""),
+                            "display_name": fields.get("display_name", "")}}}
         return {"ok": True}
 
     def _handler(self):
