@@ -57,7 +57,7 @@ class Create:
 class Action:
     """A power action or delete on one VM (the destructive ones are confirmed with buttons first)."""
 
-    action: str  # start, stop, reboot, force_off, delete
+    action: str  # start, stop, pause, resume, reboot, force_off, delete
     name: str
 
 
@@ -133,6 +133,9 @@ Command = (Help | Link | Unlink | ListVMs | Create | Action | Console | Quota | 
 ACTION_VERBS = {
     "start": "start",
     "stop": "stop",
+    "pause": "pause",
+    "resume": "resume",
+    "unpause": "resume",
     "reboot": "reboot",
     "restart": "reboot",
     "force-off": "force_off",

@@ -23,6 +23,8 @@ from portal.web import error_text
 # Action ids of buttons (the Bolt app routes on these).
 A_START = "vm_start"
 A_STOP = "vm_stop"
+A_PAUSE = "vm_pause"
+A_RESUME = "vm_resume"
 A_REBOOT = "vm_reboot"
 A_FORCE_OFF = "vm_force_off"
 A_DELETE = "vm_delete"
@@ -33,10 +35,12 @@ A_QUOTA_APPROVE = "quota_approve"
 A_QUOTA_DENY = "quota_deny"
 A_SNAPSHOT_REVERT = "vm_snapshot_revert"
 
-ACTION_IDS = {"start": A_START, "stop": A_STOP, "reboot": A_REBOOT, "force_off": A_FORCE_OFF, "delete": A_DELETE}
+ACTION_IDS = {"start": A_START, "stop": A_STOP, "pause": A_PAUSE, "resume": A_RESUME, "reboot": A_REBOOT,
+              "force_off": A_FORCE_OFF, "delete": A_DELETE}
 ACTION_BY_ID = {v: k for k, v in ACTION_IDS.items()}
 # One word per concept, the same as the web buttons.
-ACTION_LABELS = {"start": "Start", "stop": "Stop", "reboot": "Reboot", "force_off": "Force off", "delete": "Delete"}
+ACTION_LABELS = {"start": "Start", "stop": "Stop", "pause": "Pause", "resume": "Resume", "reboot": "Reboot",
+                 "force_off": "Force off", "delete": "Delete"}
 CONFIRM_TEXT = {
     "stop": "The guest is asked to shut down (ACPI power button).",
     "reboot": "The guest is asked to restart.",
@@ -170,6 +174,7 @@ def help_reply(prefix: str, *, is_staff: bool = False, linked: bool = True) -> R
         "(or `--cpus N --memory MiB --disk GiB`; also `--description TEXT`, `--group TEAM`)",
         f"`{prefix} start NAME` · `{prefix} stop NAME` (ACPI shutdown) · `{prefix} reboot NAME` · "
         f"`{prefix} force-off NAME` (cut the power) — stop, reboot and force off ask first",
+        f"`{prefix} pause NAME` · `{prefix} resume NAME` — freeze a running VM in memory, and carry on",
         f"`{prefix} delete NAME` — remove the VM and its disks (asks first)",
         f"`{prefix} grow-disk NAME GiB` — grow the VM's disk (never shrinks; counts against your quota)",
         f"`{prefix} snapshot NAME [SNAPSHOT]` — snapshot disks and memory · `{prefix} snapshots NAME` — "
@@ -414,9 +419,12 @@ def vm_buttons(vm) -> dict | None:
         return actions(
             button("Stop", A_STOP, pk, confirm=confirm_dialog(f"Stop {vm.name}?", CONFIRM_TEXT["stop"], "Stop",
                                                                style="primary")),
+            button("Pause", A_PAUSE, pk),
             button("Console", A_CONSOLE, pk, url=console_url(vm)),
             delete,
         )
+    if vm.status == "paused":
+        return actions(button("Resume", A_RESUME, pk, style="primary"), delete)
     if vm.status in ("stopped", "error"):
         return actions(button("Start", A_START, pk, style="primary"), delete)
     return None

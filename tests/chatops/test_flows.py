@@ -41,7 +41,7 @@ def test_create_announces_in_the_channel_and_follows_up_in_the_thread_with_butto
     assert f"job `{str(job.pk)[:8]}`" in parent.text
     assert follow_up.body["thread_ts"] == parent.ts
     assert "<@UALICE> ✅ *web-1* is running." in follow_up.text
-    assert [b["text"]["text"] for b in follow_up.buttons] == ["Stop", "Console", "Delete"]
+    assert [b["text"]["text"] for b in follow_up.buttons] == ["Stop", "Pause", "Console", "Delete"]
     assert follow_up.button("Console")["url"] == f"http://portal.test/consoles/vm/{vm.pk}/screen/"
     assert follow_up.button("Delete")["confirm"]["title"]["text"] == "Delete web-1?"
     assert follow_up.button("Stop")["confirm"]["text"]["text"].startswith("The guest is asked to shut down")
