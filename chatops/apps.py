@@ -12,7 +12,7 @@ class ChatopsConfig(AppConfig):
         from portal.models import AuditEvent
         from quotas.services import quota_request_created, quota_request_decided
 
-        from . import checks, notifications, slack  # noqa: F401  (checks and setting_changed register)
+        from . import checks, notifications, services, slack  # noqa: F401  (checks and setting_changed register)
 
         job_finished.connect(notifications.on_job_finished, dispatch_uid="chatops.job_finished")
         post_save.connect(notifications.on_audit_event, sender=AuditEvent, dispatch_uid="chatops.audit_event")
@@ -20,3 +20,5 @@ class ChatopsConfig(AppConfig):
                                       dispatch_uid="chatops.quota_request_created")
         quota_request_decided.connect(notifications.on_quota_request_decided,
                                       dispatch_uid="chatops.quota_request_decided")
+        services.identity_link_refused.connect(notifications.on_identity_link_refused,
+                                               dispatch_uid="chatops.identity_link_refused")

@@ -7,10 +7,13 @@ required (the system check chatops.E001 stops start-up without it). Every reques
 `process_before_response=True`: listeners run inside the HTTP request and their ack is the
 response. They only do record-phase work (database rows, a job enqueued on commit), which fits
 in Slack's 3 seconds; the hypervisor work runs in the job worker and reports back when it ends.
+Nothing they say to Slack besides the ack waits in the request: posts are held in chatops.outbox
+and sent once the response is out (over HTTP, by the view; in Socket Mode, right after the ack).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import threading
@@ -21,7 +24,7 @@ from slack_bolt import App
 from slack_bolt.adapter.django import SlackRequestHandler
 
 from . import formatting as f
-from . import handlers, slack
+from . import handlers, outbox, slack
 
 log = logging.getLogger(__name__)
 
@@ -97,24 +100,28 @@ def _bot_team_id(context) -> str | None:
 
 def on_command(ack, body, context, request) -> None:
     """The slash command: the reply is the acknowledgement (ephemeral unless it says otherwise)."""
-    try:
-        reply = handlers.handle_command(body, bot_team_id=_bot_team_id(context), raw_body=request.raw_body)
-    except Exception:  # a bug: the user gets a sentence, the log gets the traceback
-        log.exception("Slack command failed")
-        reply = f.Reply(text="Something went wrong in the portal; the error was logged for the administrators.")
-    if reply.text or reply.blocks:
-        ack(**reply.as_body())
-    else:
-        ack()
+    with outbox.holding() as held:
+        try:
+            reply = handlers.handle_command(body, bot_team_id=_bot_team_id(context), raw_body=request.raw_body)
+        except Exception:  # a bug: the user gets a sentence, the log gets the traceback
+            log.exception("Slack command failed")
+            reply = f.internal_error_reply()
+        if reply.text or reply.blocks:
+            ack(**reply.as_body())
+        else:
+            ack()
+    outbox.release(held)  # Socket Mode; over HTTP the view sends them after the response
 
 
 def on_action(ack, body, action, context, request) -> None:
     """A button: acknowledged at once (empty 200); the answer goes to the response_url."""
     ack()
     retry = (request.headers.get("x-slack-retry-num") or [None])[0]
-    try:
-        handlers.handle_action(body, action, bot_team_id=_bot_team_id(context), retry=bool(retry))
-    except Exception:
-        log.exception("Slack button failed")
-        slack.respond(str(body.get("response_url") or ""),
-                      text="Something went wrong in the portal; the error was logged for the administrators.")
+    with outbox.holding() as held:
+        try:
+            handlers.handle_action(body, action, bot_team_id=_bot_team_id(context), retry=bool(retry))
+        except Exception:
+            log.exception("Slack button failed")
+            outbox.defer(functools.partial(slack.respond, str(body.get("response_url") or ""),
+                                           text=f.internal_error_reply().text))
+    outbox.release(held)

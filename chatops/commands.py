@@ -32,6 +32,11 @@ class Link:
 
 
 @dataclass(frozen=True)
+class Unlink:
+    """Remove the link of the Slack user who types it (their portal account's consent to a move)."""
+
+
+@dataclass(frozen=True)
 class ListVMs:
     pass
 
@@ -52,7 +57,7 @@ class Create:
 class Action:
     """A power action or delete on one VM (the destructive ones are confirmed with buttons first)."""
 
-    action: str  # start, stop, reboot, force_off, delete
+    action: str  # start, stop, pause, resume, reboot, force_off, delete
     name: str
 
 
@@ -122,12 +127,15 @@ class Subscriptions:
     pass
 
 
-Command = (Help | Link | ListVMs | Create | Action | Console | Quota | QuotaRequest | Hosts | Subscribe
+Command = (Help | Link | Unlink | ListVMs | Create | Action | Console | Quota | QuotaRequest | Hosts | Subscribe
            | Unsubscribe | Subscriptions | TakeSnapshot | ListSnapshots | Revert | GrowDisk)
 
 ACTION_VERBS = {
     "start": "start",
     "stop": "stop",
+    "pause": "pause",
+    "resume": "resume",
+    "unpause": "resume",
     "reboot": "reboot",
     "restart": "reboot",
     "force-off": "force_off",
@@ -232,6 +240,10 @@ def parse(text: str, *, prefix: str = "/vm") -> Command:
         return Help(topic=rest[0].lower() if rest else "")
     if verb == "link":
         return Link()
+    if verb == "unlink":
+        if rest:
+            raise ParseError(f"`{prefix} unlink` takes no arguments: it unlinks your own Slack account.")
+        return Unlink()
     if verb in ("list", "ls"):
         if rest:
             raise ParseError(f"`{prefix} list` takes no arguments.")

@@ -2,7 +2,9 @@
 
 Anything that came from a user (names, reasons, error messages quoting input) goes through `esc`,
 so `<@U123>`, `<!channel>` or a link in an argument is shown as text, never as a mention or link.
-Domain errors are worded once, by `portal.web.error_text`, the same sentence the web shows.
+Every domain error reaches Slack through `error_reply`, the one mapping for this door: the sentence
+is `portal.web.error_text` (the exception's own message, or plain words instead of a hypervisor's
+for non-administrators), and a refused quota offers [Request more] for exactly what was asked.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from portal.web import error_text
 # Action ids of buttons (the Bolt app routes on these).
 A_START = "vm_start"
 A_STOP = "vm_stop"
+A_PAUSE = "vm_pause"
+A_RESUME = "vm_resume"
 A_REBOOT = "vm_reboot"
 A_FORCE_OFF = "vm_force_off"
 A_DELETE = "vm_delete"
@@ -31,10 +35,12 @@ A_QUOTA_APPROVE = "quota_approve"
 A_QUOTA_DENY = "quota_deny"
 A_SNAPSHOT_REVERT = "vm_snapshot_revert"
 
-ACTION_IDS = {"start": A_START, "stop": A_STOP, "reboot": A_REBOOT, "force_off": A_FORCE_OFF, "delete": A_DELETE}
+ACTION_IDS = {"start": A_START, "stop": A_STOP, "pause": A_PAUSE, "resume": A_RESUME, "reboot": A_REBOOT,
+              "force_off": A_FORCE_OFF, "delete": A_DELETE}
 ACTION_BY_ID = {v: k for k, v in ACTION_IDS.items()}
 # One word per concept, the same as the web buttons.
-ACTION_LABELS = {"start": "Start", "stop": "Stop", "reboot": "Reboot", "force_off": "Force off", "delete": "Delete"}
+ACTION_LABELS = {"start": "Start", "stop": "Stop", "pause": "Pause", "resume": "Resume", "reboot": "Reboot",
+                 "force_off": "Force off", "delete": "Delete"}
 CONFIRM_TEXT = {
     "stop": "The guest is asked to shut down (ACPI power button).",
     "reboot": "The guest is asked to restart.",
@@ -168,6 +174,7 @@ def help_reply(prefix: str, *, is_staff: bool = False, linked: bool = True) -> R
         "(or `--cpus N --memory MiB --disk GiB`; also `--description TEXT`, `--group TEAM`)",
         f"`{prefix} start NAME` · `{prefix} stop NAME` (ACPI shutdown) · `{prefix} reboot NAME` · "
         f"`{prefix} force-off NAME` (cut the power) — stop, reboot and force off ask first",
+        f"`{prefix} pause NAME` · `{prefix} resume NAME` — freeze a running VM in memory, and carry on",
         f"`{prefix} delete NAME` — remove the VM and its disks (asks first)",
         f"`{prefix} grow-disk NAME GiB` — grow the VM's disk (never shrinks; counts against your quota)",
         f"`{prefix} snapshot NAME [SNAPSHOT]` — snapshot disks and memory · `{prefix} snapshots NAME` — "
@@ -177,7 +184,8 @@ def help_reply(prefix: str, *, is_staff: bool = False, linked: bool = True) -> R
         f"`{prefix} quota request --vms N --cpus N --memory MiB --disk GiB REASON` — ask for more",
         f"`{prefix} subscribe [here|me] [jobs|failures|vm-state|all]` · `{prefix} unsubscribe [here|me]` · "
         f"`{prefix} subscriptions` — notifications in this channel or by direct message",
-        f"`{prefix} link` — link your Slack account to your portal account",
+        f"`{prefix} link` — link your Slack account to your portal account · "
+        f"`{prefix} unlink` — undo it",
     ]
     if is_staff:
         lines.append(f"`{prefix} hosts` — hypervisor hosts and their load (administrators)")
@@ -205,17 +213,54 @@ def parse_error_reply(message: str, prefix: str) -> Reply:
 
 
 def error_reply(exc: PortalError, *, user=None) -> Reply:
-    """The one mapping of domain errors to Slack: the web's sentence, escaped, shown only to the user."""
+    """The one mapping of domain errors to Slack, shown only to the user who asked.
+
+    The words are `error_text`'s (the exception's message; plain words, never a host's internals,
+    for non-administrators), escaped. A refused quota carries what was asked for, so the reply
+    offers [Request more] for just that (the quota-request service re-checks everything).
+    """
+    if isinstance(exc, QuotaExceeded):
+        text = f":no_entry: {esc(error_text(exc, user=user))}"
+        size = request_more_value(exc)
+        if size is None:
+            return Reply(text=text)
+        return Reply(text=text, blocks=[section(text), actions(button("Request more", A_QUOTA_REQUEST, size,
+                                                                      style="primary"))])
     return Reply(text=f":warning: {esc(error_text(exc, user=user))}")
 
 
-def quota_exceeded_reply(exc: QuotaExceeded, *, user, size: dict[str, Any] | None) -> Reply:
-    text = f":no_entry: {esc(error_text(exc, user=user))}"
-    blocks = [section(text)]
-    if size is not None:
-        blocks.append(actions(button("Request more", A_QUOTA_REQUEST, json.dumps(size, separators=(",", ":")),
-                                     style="primary")))
-    return Reply(text=text, blocks=blocks)
+def request_more_value(exc: QuotaExceeded) -> str | None:
+    """The [Request more] button's value: the refused request's resources (and group), as JSON."""
+    wanted = exc.requested_resources
+    if not wanted:
+        return None
+    size: dict[str, Any] = {key: int(wanted.get(key) or 0) for key in ("vms", "vcpus", "memory_mib", "disk_gib")}
+    if exc.group_id is not None:
+        size["group"] = exc.group_id
+    return json.dumps(size, separators=(",", ":"))
+
+
+def internal_error_reply() -> Reply:
+    """What a user reads when the portal itself failed (a bug): the details are in the log."""
+    return Reply(text="Something went wrong in the portal; the error was logged for the administrators.")
+
+
+def noop_reply(message: str) -> Reply:
+    """A service that had nothing to do ("web-1 is already running.")."""
+    return Reply(text=f"ℹ️ {esc(message)}")
+
+
+def unlink_reply(username: str, prefix: str) -> Reply:
+    return Reply(text=f"🔓 Your Slack account is no longer linked to the portal account *{esc(username)}*. "
+                      f"Type `{prefix} link` to link it again.")
+
+
+def link_refused_dm(*, linked_to: str, tried_by: str, prefix: str) -> Reply:
+    """To a Slack user whose link another portal account tried to take over."""
+    text = (f":warning: The portal account *{esc(tried_by)}* tried to link your Slack account, which is linked "
+            f"to *{esc(linked_to)}*. Nothing was changed. If you want to switch portal accounts, type "
+            f"`{prefix} unlink` first, then `{prefix} link`.")
+    return Reply(text=text, blocks=[section(text)])
 
 
 def duplicate_reply() -> Reply:
@@ -374,9 +419,12 @@ def vm_buttons(vm) -> dict | None:
         return actions(
             button("Stop", A_STOP, pk, confirm=confirm_dialog(f"Stop {vm.name}?", CONFIRM_TEXT["stop"], "Stop",
                                                                style="primary")),
+            button("Pause", A_PAUSE, pk),
             button("Console", A_CONSOLE, pk, url=console_url(vm)),
             delete,
         )
+    if vm.status == "paused":
+        return actions(button("Resume", A_RESUME, pk, style="primary"), delete)
     if vm.status in ("stopped", "error"):
         return actions(button("Start", A_START, pk, style="primary"), delete)
     return None
@@ -443,6 +491,7 @@ def host_down_notice(host, reason: str) -> Reply:
 # --- quota requests ------------------------------------------------------------------------------
 
 def quota_request_created_reply(request, summary: str, *, posted: bool) -> Reply:
+    """`posted`: an administrators' channel is configured (the post itself follows the acknowledgement)."""
     where = "posted to the administrators" if posted else "sent to the administrators (they'll see it in the portal)"
     text = f"📨 Quota request #{request.pk} was {where}: {esc(summary)}. I'll tell you when it's decided."
     return Reply(text=text)

@@ -2,12 +2,15 @@
 
 `handle_command` answers a slash command (its return value is the 3-second acknowledgement);
 `handle_action` handles a button click (acknowledged at once by the Bolt listener, answered through
-the interaction's response_url). Long work is a Job created by the service; the follow-up is
-posted when the job ends (chatops.notifications). Domain errors are worded once, in formatting.
+the interaction's response_url). Handlers never wait for Slack: every post goes through
+chatops.outbox and leaves after the acknowledgement. Services own their transactions; long work is
+a Job, announced after the acknowledgement and followed up when it ends (chatops.notifications).
+Domain errors are worded once, by `formatting.error_reply`.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -17,12 +20,11 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import Group
-from django.db import transaction
 from django.urls import reverse
 
 from portal.audit import audit_context
 from portal.choices import Via
-from portal.exceptions import PermissionDenied, PortalError, QuotaExceeded, ValidationFailed
+from portal.exceptions import PermissionDenied, PortalError, ValidationFailed
 from quotas.selectors import quota_request_list, quota_request_summary, quota_usage
 from quotas.services import (
     quota_request_approve,
@@ -31,13 +33,12 @@ from quotas.services import (
     quota_request_for_size,
 )
 from vms.dashboard import host_capacity
-from vms.selectors import flavor_list, vm_get_by_name, vm_list, vm_snapshot_get, vm_snapshots
+from vms.selectors import vm_get_by_name, vm_list, vm_snapshot_get, vm_snapshots
 from vms.services import snapshot_create, snapshot_revert, vm_action, vm_create, vm_delete, vm_grow_disk
 
 from . import commands as c
 from . import formatting as f
-from . import services, slack
-from .models import QuotaRequestPost
+from . import notifications, outbox, services, slack
 
 log = logging.getLogger(__name__)
 
@@ -117,44 +118,27 @@ def team_allowed(team_id: str, bot_team_id: str | None) -> bool:
     return bool(team_id) and team_id in allowed
 
 
-class _AfterCommit:
-    """Slack messages sent right after the service's transaction commits, before its job is enqueued.
+def _tell(ctx: SlackContext, reply: f.Reply, **options: Any) -> None:
+    """Answer through the interaction's response_url, after the acknowledgement."""
+    outbox.defer(functools.partial(slack.respond, ctx.response_url, text=reply.text, blocks=reply.blocks,
+                                   **options))
 
-    Registered with transaction.on_commit *before* the service call, so it runs first: the
-    "creating…" message exists (and its thread is known) before the job can finish, even when jobs
-    run immediately (tests) rather than in a worker.
-    """
 
-    def __init__(self, ctx: SlackContext, *, mode: str, source: SourceMessage | None = None) -> None:
-        self.ctx = ctx
-        self.mode = mode  # "channel": post to the channel; "replace": replace the clicked message
-        self.source = source
-        self.text = ""
-        self.watch = None
-        self.posted = False
-
-    def __call__(self) -> None:
-        if not self.text:
-            return
-        try:
-            if self.mode == "channel":
-                posted = slack.post_message(channel=self.ctx.channel_id, text=self.text,
-                                            blocks=[f.section(self.text)])
-                if posted is not None:
-                    self.posted = True
-                    if self.watch is not None:
-                        services.job_watch_set_thread(watch=self.watch, channel_id=posted.channel,
-                                                      thread_ts=posted.ts)
-            else:
-                self.posted = slack.respond(self.ctx.response_url, text=self.text, blocks=[f.section(self.text)],
-                                            replace_original=True)
-        except Exception:  # never let a Slack hiccup stop the job from being enqueued
-            log.exception("Slack announcement failed")
+def _announce(ctx: SlackContext, *, job: Any, text: str, source: SourceMessage | None) -> None:
+    """After the acknowledgement: say that `job` started (in the channel, or in place of the clicked
+    message) and have its end told in that thread (or privately, from an ephemeral prompt)."""
+    where: dict[str, Any] = {"click": source is not None}
+    if source is not None:
+        where["ephemeral"] = source.ephemeral
+        where["thread_ts"] = "" if source.ephemeral else (source.thread_ts or source.ts)
+    outbox.defer(functools.partial(
+        notifications.announce_job, job=job, text=text, team_id=ctx.team_id, channel_id=ctx.channel_id,
+        slack_user_id=ctx.slack_user_id, response_url=ctx.response_url, **where))
 
 
 # --- slash commands -------------------------------------------------------------------------------
 
-ACTING = (c.Create, c.Action, c.QuotaRequest, c.Subscribe, c.Unsubscribe, c.TakeSnapshot, c.GrowDisk)
+ACTING = (c.Create, c.Action, c.QuotaRequest, c.Subscribe, c.Unsubscribe, c.TakeSnapshot, c.GrowDisk, c.Unlink)
 
 
 def handle_command(body: dict[str, Any], *, bot_team_id: str | None, raw_body: str = "") -> f.Reply:
@@ -204,8 +188,9 @@ def _replay(body: dict) -> dict:
 
 
 def _link(ctx: SlackContext) -> f.Reply:
+    # No name from the request: the link page asks Slack (users.info) who this user id is.
     token = services.link_token_create(team_id=ctx.team_id, slack_user_id=ctx.slack_user_id,
-                                       slack_name=ctx.slack_user_name, response_url=ctx.response_url)
+                                       response_url=ctx.response_url)
     url = f.portal_url(reverse("chatops:link", args=[token]))
     return f.link_reply(url, max(1, settings.SLACK_LINK_TTL_SECONDS // 60))
 
@@ -216,42 +201,13 @@ def _list(ctx, user, command: c.ListVMs, prefix: str) -> f.Reply:
     return f.vm_list_reply(list(vms[: f.MAX_LISTED]), user=user, total=total, prefix=prefix)
 
 
-def _size_of(user, command: c.Create) -> dict[str, Any] | None:
-    """The size a refused create asked for, for the [Request more] button (the service re-checks)."""
-    flavor = flavor_list(user=user).filter(name=command.flavor).first() if command.flavor else None
-    size = {}
-    for field, explicit in (("vcpus", command.vcpus), ("memory_mib", command.memory_mib),
-                            ("disk_gib", command.disk_gib)):
-        if explicit is not None and str(explicit).strip().isdigit():
-            size[field] = int(str(explicit).strip())
-        elif flavor is not None:
-            size[field] = getattr(flavor, field)
-        else:
-            return None
-    if command.group:
-        group = Group.objects.filter(name=command.group).first()
-        size["group"] = group.pk if group else None
-    return size
-
-
 def _create(ctx: SlackContext, user, command: c.Create, prefix: str) -> f.Reply:
-    announce = _AfterCommit(ctx, mode="channel")
-    try:
-        with transaction.atomic():
-            transaction.on_commit(announce)  # first in line: before the job's enqueue
-            result = vm_create(actor=user, via=Via.SLACK, name=command.name, image=command.image,
-                               flavor=command.flavor, vcpus=command.vcpus, memory_mib=command.memory_mib,
-                               disk_gib=command.disk_gib, description=command.description, group=command.group)
-            announce.watch = services.job_watch_add(job=result.job, team_id=ctx.team_id, channel_id=ctx.channel_id,
-                                                    slack_user_id=ctx.slack_user_id,
-                                                    response_url=ctx.response_url)
-            announce.text = f.creating_text(slack_user_id=ctx.slack_user_id, vm=result.vm, job=result.job)
-    except QuotaExceeded as exc:
-        return f.quota_exceeded_reply(exc, user=user, size=_size_of(user, command))
-    if announce.posted:
-        return f.Reply(text="")  # the channel message says it all
-    # The bot is not in this channel: answer in the channel through the command's response.
-    return f.Reply(text=announce.text, blocks=[f.section(announce.text)], response_type="in_channel")
+    result = vm_create(actor=user, via=Via.SLACK, name=command.name, image=command.image,
+                       flavor=command.flavor, vcpus=command.vcpus, memory_mib=command.memory_mib,
+                       disk_gib=command.disk_gib, description=command.description, group=command.group)
+    _announce(ctx, job=result.job, source=None,
+              text=f.creating_text(slack_user_id=ctx.slack_user_id, vm=result.vm, job=result.job))
+    return f.Reply(text="")  # the channel message says it all
 
 
 def _action(ctx: SlackContext, user, command: c.Action, prefix: str) -> f.Reply:
@@ -280,30 +236,17 @@ def _run_job_request(ctx: SlackContext, *, source: SourceMessage | None,
     """Call a service that queues a job (`ask` returns its message and job, or no job for a no-op).
 
     The start is announced in the channel (or replaces the clicked message) and the job's end is
-    told in that message's thread.
+    told in that message's thread, both after the acknowledgement.
     """
-    if source is None:
-        after = _AfterCommit(ctx, mode="channel")
-    else:
-        after = _AfterCommit(ctx, mode="replace", source=source)
-    with transaction.atomic():
-        transaction.on_commit(after)
-        message, job = ask()
-        if job is not None:
-            in_thread = source is not None and not source.ephemeral
-            after.watch = services.job_watch_add(
-                job=job, team_id=ctx.team_id, channel_id=ctx.channel_id, slack_user_id=ctx.slack_user_id,
-                thread_ts=(source.thread_ts or source.ts) if in_thread else "", response_url=ctx.response_url,
-                ephemeral=source is not None and source.ephemeral)
-            after.text = f.started_action_text(slack_user_id=ctx.slack_user_id, message=message, job=job)
+    message, job = ask()
     if job is None:  # a no-op ("already running"): only the user hears of it
-        reply = f.Reply(text=f"ℹ️ {f.esc(message)}")
+        reply = f.noop_reply(message)
         if source is None:
             return reply
-        slack.respond(ctx.response_url, text=reply.text)
+        _tell(ctx, reply)
         return None
-    if source is None and not after.posted:
-        return f.Reply(text=after.text, blocks=[f.section(after.text)], response_type="in_channel")
+    _announce(ctx, job=job, source=source,
+              text=f.started_action_text(slack_user_id=ctx.slack_user_id, message=message, job=job))
     return None
 
 
@@ -371,8 +314,17 @@ def _quota_request(ctx, user, command: c.QuotaRequest, prefix: str) -> f.Reply:
 
 
 def _quota_request_sent(request) -> f.Reply:
-    posted = QuotaRequestPost.objects.filter(quota_request=request).exists()
-    return f.quota_request_created_reply(request, quota_request_summary(request), posted=posted)
+    # The admins' post itself follows the acknowledgement (chatops.notifications).
+    return f.quota_request_created_reply(request, quota_request_summary(request),
+                                         posted=bool(settings.SLACK_ADMIN_CHANNEL))
+
+
+def _unlink(ctx: SlackContext, user, command: c.Unlink, prefix: str) -> f.Reply:
+    identity = services.identity_get(team_id=ctx.team_id, slack_user_id=ctx.slack_user_id)
+    if identity is None:  # unlinked meanwhile (by an administrator, or a twin request)
+        return f.unlinked_reply(prefix)
+    services.identity_unlink(actor=user, via=Via.SLACK, identity=identity)
+    return f.unlink_reply(user.get_username(), prefix)
 
 
 def _hosts(ctx, user, command: c.Hosts, prefix: str) -> f.Reply:
@@ -419,6 +371,7 @@ COMMANDS = {
     c.GrowDisk: _grow_disk,
     c.ListSnapshots: _list_snapshots,
     c.Revert: _revert,
+    c.Unlink: _unlink,
 }
 
 
@@ -433,7 +386,7 @@ def handle_action(body: dict[str, Any], action: dict[str, Any], *, bot_team_id: 
     value = str(action.get("value") or "")[:200]
 
     def tell(reply: f.Reply) -> None:
-        slack.respond(ctx.response_url, text=reply.text, blocks=reply.blocks)
+        _tell(ctx, reply)
 
     if not team_allowed(ctx.team_id, bot_team_id):
         log.warning("Slack click from workspace %r refused (not connected)", ctx.team_id[:32])
@@ -442,7 +395,7 @@ def handle_action(body: dict[str, Any], action: dict[str, Any], *, bot_team_id: 
     if action_id == f.A_CONSOLE:
         return  # a link button: Slack opens the portal page, which checks who may see it
     if action_id == f.A_CANCEL:
-        slack.respond(ctx.response_url, text="Cancelled.", delete_original=True)
+        _tell(ctx, f.Reply(text="Cancelled."), delete_original=True)
         return
     identity = services.identity_resolve(team_id=ctx.team_id, slack_user_id=ctx.slack_user_id)
     if identity is None:
@@ -495,7 +448,7 @@ def _click_quota_request(ctx: SlackContext, user, value: str) -> None:
     group = None
     if size.get("group"):
         group = Group.objects.filter(pk=size["group"]).first()
-    request = quota_request_for_size(actor=user, via=Via.SLACK, vcpus=size.get("vcpus"),
+    request = quota_request_for_size(actor=user, via=Via.SLACK, vms=size.get("vms", 1), vcpus=size.get("vcpus"),
                                      memory_mib=size.get("memory_mib"), disk_gib=size.get("disk_gib"), group=group)
     reply = _quota_request_sent(request)
-    slack.respond(ctx.response_url, text=reply.text, blocks=[f.section(reply.text)], replace_original=True)
+    _tell(ctx, f.Reply(text=reply.text, blocks=[f.section(reply.text)]), replace_original=True)

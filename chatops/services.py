@@ -5,22 +5,34 @@ and notification subscriptions. VM and quota rules stay in their own services.
 from __future__ import annotations
 
 import hashlib
+import logging
 import secrets
 from datetime import timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import QuerySet
+from django.dispatch import Signal
 from django.utils import timezone
 
 from portal.audit import audit
 from portal.choices import Via
-from portal.exceptions import InvalidState, NotFound, PermissionDenied, ValidationFailed
-from portal.models import Job
+from portal.exceptions import Conflict, InvalidState, NotFound, PermissionDenied, ValidationFailed
+from portal.models import AuditEvent, Job
 
 from .models import ConsoleLink, JobWatch, LinkToken, SlackIdentity, SlackRequest, Subscription
 
+log = logging.getLogger(__name__)
+
 # --- identity -------------------------------------------------------------------------------------
+
+# Sent after the commit of a refused link, with `identity` (the existing link, untouched) and `actor`
+# (the portal user who tried): chatops.notifications tells the Slack user by direct message.
+identity_link_refused = Signal()
+
+LINKED_ELSEWHERE = ("This Slack user is already linked to another portal account, so nothing was changed. "
+                    "That account must unlink it first (with /vm unlink in Slack, or an administrator in the "
+                    "admin); then type /vm link in Slack again.")
 
 
 def identity_resolve(*, team_id: str, slack_user_id: str) -> SlackIdentity | None:
@@ -95,27 +107,71 @@ def link_token_get(*, token: str) -> LinkToken:
     return found
 
 
-def identity_link(*, actor, via: str = Via.WEB, token: str) -> SlackIdentity:
-    """Link the Slack user of `token` to `actor` (the signed-in portal user); the token works once."""
+def identity_get(*, team_id: str, slack_user_id: str) -> SlackIdentity | None:
+    """The link of this Slack user in this workspace, if any (a read: nothing is marked as used)."""
+    return (SlackIdentity.objects.select_related("user")
+            .filter(team_id=team_id, slack_user_id=slack_user_id).first())
+
+
+def identity_link(*, actor, via: str = Via.WEB, token: str, slack_name: str = "") -> SlackIdentity:
+    """Link the Slack user of `token` to `actor` (the signed-in portal user); the token works once.
+
+    `slack_name` is the name Slack itself reports for that user (shown only). A Slack user already
+    linked to another portal account is never moved: Conflict, until that account unlinks it. The
+    refusal is audited for both accounts and announced with `identity_link_refused`.
+    """
     if actor is None or not actor.is_authenticated or not actor.is_active:
         raise PermissionDenied("Sign in to the portal to link your Slack account.")
+    refused: SlackIdentity | None = None
     with transaction.atomic():
         found = link_token_get(token=token)
         used = LinkToken.objects.filter(pk=found.pk, used_at__isnull=True).update(
             used_at=timezone.now(), used_by=actor)
         if not used:  # a twin request won the race
             raise InvalidState("This link was already used. Type /vm link in Slack to get a new one.")
-        previous = SlackIdentity.objects.filter(team_id=found.team_id, slack_user_id=found.slack_user_id).first()
-        identity, _ = SlackIdentity.objects.update_or_create(
+        data = {"slack_team": found.team_id, "slack_user": found.slack_user_id}
+        # get_or_create, never update_or_create: an existing link keeps its account, even in a race.
+        identity, created = SlackIdentity.objects.get_or_create(
             team_id=found.team_id, slack_user_id=found.slack_user_id,
-            defaults={"user": actor, "slack_name": found.slack_name, "linked_at": timezone.now()})
-        moved = f" (was linked to {previous.user.get_username()})" if previous and previous.user_id != actor.pk else ""
-        audit(actor=actor, via=via, action="slack.link", target_type="slackidentity", target_id=str(identity.pk),
-              target_name=f"{found.team_id}/{found.slack_user_id}",
-              message=f"Linked Slack user {found.slack_user_id} ({found.slack_name or 'no name'}) of workspace "
-                      f"{found.team_id}{moved}",
-              data={"slack_team": found.team_id, "slack_user": found.slack_user_id})
+            defaults={"user": actor, "slack_name": slack_name[:100]})
+        if not created and identity.user_id != actor.pk:
+            refused = identity
+            _audit_link_refused(actor=actor, via=via, identity=identity, data=data)
+            transaction.on_commit(lambda: _announce_link_refused(identity=refused, actor=actor))
+        else:
+            if not created:  # the same account again: refresh what we show
+                identity.slack_name = slack_name[:100] or identity.slack_name
+                identity.linked_at = timezone.now()
+                identity.save(update_fields=["slack_name", "linked_at"])
+            audit(actor=actor, via=via, action="slack.link", target_type="slackidentity",
+                  target_id=str(identity.pk), target_name=f"{found.team_id}/{found.slack_user_id}",
+                  message=f"Linked Slack user {found.slack_user_id} ({slack_name or 'name unknown'}) of "
+                          f"workspace {found.team_id}", data=data)
+    if refused is not None:
+        raise Conflict(LINKED_ELSEWHERE, slack_team=found.team_id, slack_user=found.slack_user_id)
     return identity
+
+
+def _audit_link_refused(*, actor, via: str, identity: SlackIdentity, data: dict[str, str]) -> None:
+    """Two rows: one on the Slack identity (the attempt), one on the account that keeps it."""
+    owner = identity.user
+    who, whose = actor.get_username(), owner.get_username()
+    slack_user = f"Slack user {identity.slack_user_id} of workspace {identity.team_id}"
+    data = {**data, "linked_to": whose, "requested_by": who}
+    audit(actor=actor, via=via, action="slack.link", target_type="slackidentity", target_id=str(identity.pk),
+          target_name=f"{identity.team_id}/{identity.slack_user_id}", outcome=AuditEvent.Outcome.DENIED,
+          message=f"Refused to link {slack_user} to {who}: it is linked to {whose}, which must unlink it first",
+          data=data)
+    audit(actor=actor, via=via, action="slack.link", target_type="user", target_id=str(owner.pk),
+          target_name=whose, outcome=AuditEvent.Outcome.DENIED,
+          message=f"{who} tried to link {slack_user}, which is linked to {whose}, to their own account; refused",
+          data=data)
+
+
+def _announce_link_refused(*, identity: SlackIdentity, actor) -> None:
+    for receiver, result in identity_link_refused.send_robust(sender=SlackIdentity, identity=identity, actor=actor):
+        if isinstance(result, Exception):
+            log.error("%r failed for a refused link of %s", receiver, identity.slack_user_id, exc_info=result)
 
 
 def identity_unlink(*, actor, via: str, identity: SlackIdentity) -> None:

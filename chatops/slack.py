@@ -21,7 +21,9 @@ from slack_sdk.webhook import WebhookClient
 
 log = logging.getLogger(__name__)
 
-API_TIMEOUT = 2  # seconds: Slack wants the request acknowledged within 3 s, and some posts precede the ack
+# Seconds per Web API call. No post precedes an acknowledgement (chatops.outbox), but Bolt's one
+# auth.test on the first request does, and the link page waits for users.info.
+API_TIMEOUT = 2
 SLACK_HOOKS = "https://hooks.slack.com/"
 
 _client: WebClient | None = None
@@ -106,6 +108,44 @@ def update_message(*, channel: str, ts: str, text: str, blocks: list | None = No
         log.warning("chat.update in %s failed: %s", channel, exc)
         return False
     return True
+
+
+@dataclass(frozen=True)
+class SlackUser:
+    """A Slack user as the Web API (users.info) describes them."""
+
+    id: str
+    team_id: str
+    name: str  # the handle
+    real_name: str
+    display_name: str
+
+    @property
+    def label(self) -> str:
+        """The name to show: the real name, else the display name, else the handle, else the id."""
+        return self.real_name or self.display_name or self.name or self.id
+
+
+def user_info(*, slack_user_id: str) -> SlackUser | None:
+    """users.info for one user (needs the users:read scope), or None when Slack refused or is unreachable."""
+    client = get_client()
+    if client is None or not slack_user_id:
+        return None
+    try:
+        response = client.users_info(user=slack_user_id)
+    except SlackApiError as exc:
+        log.warning("users.info for %s refused: %s", slack_user_id, exc.response.get("error"))
+        return None
+    except Exception as exc:
+        log.warning("users.info for %s failed: %s", slack_user_id, exc)
+        return None
+    user = response.get("user") or {}
+    profile = user.get("profile") or {}
+    return SlackUser(
+        id=str(user.get("id") or slack_user_id), team_id=str(user.get("team_id") or ""),
+        name=str(user.get("name") or "")[:100],
+        real_name=str(profile.get("real_name") or user.get("real_name") or "")[:100],
+        display_name=str(profile.get("display_name") or "")[:100])
 
 
 def response_url_allowed(url: str) -> bool:

@@ -80,7 +80,8 @@ class QuotaExceeded(PortalError):
     http_status = 403
     exit_code = 6
 
-    def __init__(self, *, resource: str, requested: int, limit: int, in_use: int, unit: str = "") -> None:
+    def __init__(self, *, resource: str, requested: int, limit: int, in_use: int, unit: str = "",
+                 requested_resources: dict[str, int] | None = None, group_id: int | None = None) -> None:
         unit_s = f" {unit}" if unit else ""
         message = (
             f"Quota exceeded for {resource}: requested {requested}{unit_s}, "
@@ -88,6 +89,11 @@ class QuotaExceeded(PortalError):
         )
         super().__init__(message, resource=resource, requested=requested, limit=limit, in_use=in_use)
         self.resource = resource
+        # The whole request that did not fit (vms, vcpus, memory_mib, disk_gib) and whose quota it was
+        # charged to (a group's, or the user's when None): a door can offer to ask for just that much.
+        # Attributes, not `fields`, so API bodies stay as they were.
+        self.requested_resources = dict(requested_resources or {})
+        self.group_id = group_id
 
 
 class HypervisorError(PortalError):

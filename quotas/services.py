@@ -61,7 +61,8 @@ def quota_reserve(*, user: Any = None, group: Group | None = None, vcpus: int, m
     for resource, amount in wanted.items():
         u = usage[resource]
         if amount and u.used + amount > u.limit:
-            raise QuotaExceeded(resource=u.label, requested=amount, limit=u.limit, in_use=u.used, unit=u.unit)
+            raise QuotaExceeded(resource=u.label, requested=amount, limit=u.limit, in_use=u.used, unit=u.unit,
+                                requested_resources=wanted, group_id=group.pk if group is not None else None)
     return quota
 
 
@@ -188,18 +189,21 @@ def quota_request_create(*, actor, via: str, group: Group | None = None, max_vms
 
 
 def quota_request_for_size(*, actor, via: str, vcpus: int, memory_mib: int, disk_gib: int,
-                           group: Group | None = None, reason: str = "") -> QuotaRequest:
-    """Ask for just enough quota for one more VM of this size (the "Request more" button)."""
+                           group: Group | None = None, reason: str = "", vms: int = 1) -> QuotaRequest:
+    """Ask for just enough quota for one more VM of this size (the "Request more" button); `vms=0`:
+    for an existing VM to grow by these amounts."""
     _check_actor(actor)
-    need = {"vms": 1, "vcpus": vcpus, "memory_mib": memory_mib, "disk_gib": disk_gib}
+    need = {"vms": vms, "vcpus": vcpus, "memory_mib": memory_mib, "disk_gib": disk_gib}
     limits = {}
     for usage in quota_usage(user=None if group else actor, group=group):
         amount = need[usage.resource]
         if not isinstance(amount, int) or isinstance(amount, bool) or amount < 0:
             raise ValidationFailed(f"{usage.label} must be a whole number.", field=usage.resource)
         limits[f"max_{usage.resource}"] = max(usage.limit, usage.used + amount)
-    if not reason:
+    if not reason and vms:
         reason = f"For a new VM of {vcpus} vCPU, {memory_mib} MiB, {disk_gib} GiB."
+    elif not reason:
+        reason = f"To grow a VM by {vcpus} vCPU, {memory_mib} MiB, {disk_gib} GiB."
     return quota_request_create(actor=actor, via=via, group=group, reason=reason, **limits)
 
 

@@ -1,12 +1,14 @@
 """Slack test kit: a local fake Slack (Web API + response_url) and requests signed exactly like Slack's.
 
 - `fake_slack`: a threaded http.server on 127.0.0.1:<random port> that answers `auth.test`,
-  `chat.postMessage`, `chat.update`, ... under /api/ and response_url posts under /response/, and
-  records every call so tests can assert what the bot said and where.
+  `users.info`, `chat.postMessage`, `chat.update`, ... under /api/ and response_url posts under
+  /response/, and records every call (with its arrival time) so tests can assert what the bot said
+  and where. `delay` makes it answer slowly; `users` sets what users.info says about a user.
 - `slack_on`: settings pointing the bot at the fake (token, signing secret, API base URL, admins'
   channel); the Bolt app is rebuilt for them.
 - `slack`: builds, signs (v0 HMAC-SHA256 over `v0:{timestamp}:{body}`) and posts slash commands
-  (application/x-www-form-urlencoded) and button clicks (`payload=` JSON) to the real /slack/events.
+  (application/x-www-form-urlencoded) and button clicks (`payload=` JSON) to the real /slack/events,
+  then waits until the posts the bot makes after its acknowledgement (chatops.outbox) are done.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ class Call:
     body: dict
     headers: dict = field(default_factory=dict)
     answer: dict = field(default_factory=dict)
+    at: float = 0.0  # time.monotonic() when it arrived
 
     @property
     def ts(self) -> str:
@@ -86,6 +89,8 @@ class FakeSlack:
     def __init__(self) -> None:
         self.calls: list[Call] = []
         self.not_in_channel: set[str] = set()
+        self.delay = 0.0  # seconds before each answer (a slow Slack)
+        self.users: dict[str, dict] = {}  # users.info: user id -> fields of the user object
         self._ts = itertools.count(100)
         self._lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -110,6 +115,16 @@ class FakeSlack:
             return {"ok": True, "channel": landed, "ts": ts, "message": {"text": body.get("text"), "ts": ts}}
         if method == "chat.update":
             return {"ok": True, "channel": body.get("channel"), "ts": body.get("ts")}
+        if method == "users.info":
+            user_id = body.get("user", "")
+            if user_id not in self.users:
+                return {"ok": False, "error": "user_not_found"}
+            fields = self.users[user_id]
+            return {"ok": True, "user": {
+                "id": user_id, "team_id": fields.get("team_id", TEAM), "name": fields.get("name", user_id.lower()),
+                "real_name": fields.get("real_name", ""), "deleted": False, "is_bot": False,
+                "profile": {"real_name": fields.get("real_name", ""),
+                            "display_name": fields.get("display_name", "")}}}
         return {"ok": True}
 
     def _handler(self):
@@ -120,6 +135,7 @@ class FakeSlack:
                 pass
 
             def do_POST(self):
+                arrived = time.monotonic()
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length).decode() if length else ""
                 if "json" in (self.headers.get("Content-Type") or ""):
@@ -131,13 +147,15 @@ class FakeSlack:
                     method = self.path[len("/api/"):].split("?")[0]
                     with fake._lock:
                         result = fake._answer(method, body)
-                        fake.calls.append(Call("api", method, body, headers, result))
+                        fake.calls.append(Call("api", method, body, headers, result, at=arrived))
+                    time.sleep(fake.delay)
                     answer = json.dumps(result).encode()
                     self.send_response(200)
                     self.send_header("Content-Type", "application/json")
                 else:
                     with fake._lock:
-                        fake.calls.append(Call("response_url", self.path, body, headers))
+                        fake.calls.append(Call("response_url", self.path, body, headers, at=arrived))
+                    time.sleep(fake.delay)
                     answer = b"ok"
                     self.send_response(200)
                     self.send_header("Content-Type", "text/plain")
@@ -169,9 +187,12 @@ class FakeSlack:
 
 @pytest.fixture
 def fake_slack():
+    from chatops import outbox
+
     fake = FakeSlack()
     fake.thread.start()
     yield fake
+    outbox.wait()  # nothing may still be posting when the test's database goes away
     fake.server.shutdown()
     fake.server.server_close()
 
@@ -204,11 +225,17 @@ class SlackClient:
         self._triggers = itertools.count(1)
 
     def post(self, body: str, *, headers: dict | None = None, signed: bool = True, timestamp: int | None = None,
-             secret: str = SECRET):
+             secret: str = SECRET, wait: bool = True):
+        """POST like Slack; `wait`: also let the posts that follow the acknowledgement finish."""
+        from chatops import outbox
+
         all_headers = dict(sign(body, timestamp=timestamp, secret=secret)) if signed else {}
         all_headers.update(headers or {})
-        return self.client.post("/slack/events", data=body, content_type="application/x-www-form-urlencoded",
-                                headers=all_headers)
+        response = self.client.post("/slack/events", data=body, content_type="application/x-www-form-urlencoded",
+                                    headers=all_headers)
+        if wait:
+            assert outbox.wait(timeout=30), "the posts after the acknowledgement did not finish"
+        return response
 
     def command_body(self, text: str, *, user: str = "UALICE", team: str = TEAM, channel: str = CHANNEL,
                      trigger_id: str | None = None, command: str = "/vm", user_name: str = "") -> str:
@@ -221,10 +248,10 @@ class SlackClient:
             "trigger_id": trigger_id or f"{next(self._triggers)}.1700000000.abcdef",
         })
 
-    def command(self, text: str, *, retry: int | None = None, **kwargs):
+    def command(self, text: str, *, retry: int | None = None, wait: bool = True, **kwargs):
         body = self.command_body(text, **kwargs)
         headers = {"X-Slack-Retry-Num": str(retry), "X-Slack-Retry-Reason": "http_timeout"} if retry else None
-        return self.post(body, headers=headers)
+        return self.post(body, headers=headers, wait=wait)
 
     def click_body(self, action_id: str, value: str, *, user: str = "UALICE", team: str = TEAM,
                    channel: str = CHANNEL, message_ts: str = "1700000000.000001", thread_ts: str = "",
@@ -253,8 +280,8 @@ class SlackClient:
             payload["message"] = message
         return urlencode({"payload": json.dumps(payload)})
 
-    def click(self, action_id: str, value: str, **kwargs):
-        return self.post(self.click_body(action_id, value, **kwargs))
+    def click(self, action_id: str, value: str, *, wait: bool = True, **kwargs):
+        return self.post(self.click_body(action_id, value, **kwargs), wait=wait)
 
     def click_button(self, call: Call, text: str, **kwargs):
         """Click the button labelled `text` on a message the bot posted (`call`)."""

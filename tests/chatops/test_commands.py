@@ -54,6 +54,7 @@ def test_disabled_portal_account_can_do_nothing(slack, alice, link, test_host, s
 
 
 def test_link_flow_links_the_slack_user_to_the_signed_in_portal_user(slack, alice, client):
+    slack.fake.users["UALICE"] = {"real_name": "Alice Liddell", "name": "alice"}
     text = reply_text(slack.command("link", user_name="alice.slack"))
     assert reply_of(slack.command("link"))["response_type"] == "ephemeral"
     url = text.split("<", 1)[1].split("|", 1)[0]
@@ -65,7 +66,9 @@ def test_link_flow_links_the_slack_user_to_the_signed_in_portal_user(slack, alic
     client.force_login(alice)
     page = client.get(path)
     assert page.status_code == 200
-    assert "alice.slack" in page.content.decode() and "UALICE" in page.content.decode()
+    # Named as Slack's users.info reports the verified user id, not by the request's user_name.
+    assert "Alice Liddell" in page.content.decode() and "UALICE" in page.content.decode()
+    assert "alice.slack" not in page.content.decode()
     assert not SlackIdentity.objects.exists()  # GET never links (link unfurlers, prefetchers)
 
     done = client.post(path)

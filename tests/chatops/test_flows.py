@@ -41,7 +41,7 @@ def test_create_announces_in_the_channel_and_follows_up_in_the_thread_with_butto
     assert f"job `{str(job.pk)[:8]}`" in parent.text
     assert follow_up.body["thread_ts"] == parent.ts
     assert "<@UALICE> ✅ *web-1* is running." in follow_up.text
-    assert [b["text"]["text"] for b in follow_up.buttons] == ["Stop", "Console", "Delete"]
+    assert [b["text"]["text"] for b in follow_up.buttons] == ["Stop", "Pause", "Console", "Delete"]
     assert follow_up.button("Console")["url"] == f"http://portal.test/consoles/vm/{vm.pk}/screen/"
     assert follow_up.button("Delete")["confirm"]["title"]["text"] == "Delete web-1?"
     assert follow_up.button("Stop")["confirm"]["text"]["text"].startswith("The guest is asked to shut down")
@@ -174,10 +174,10 @@ def test_invalid_state_is_explained_and_the_button_can_be_used_again(slack, alic
 def test_bot_not_in_channel_falls_back_to_response_url(slack, alice_linked):
     slack.fake.not_in_channel.add("CPRIVATE")
     response = _create(slack, channel="CPRIVATE")
-    body = reply_of(response)
-    assert body["response_type"] == "in_channel"
-    assert "<@UALICE> is creating *web-1*" in body["text"]
-    [follow_up] = slack.fake.responses()
+    assert reply_of(response) == {}  # the announcement follows the acknowledgement
+    announced, follow_up = slack.fake.responses()
+    assert announced.body["response_type"] == "in_channel"
+    assert "<@UALICE> is creating *web-1*" in announced.text
     assert follow_up.body["response_type"] == "in_channel"
     assert "✅ *web-1* is running." in follow_up.text
     watch = JobWatch.objects.get()

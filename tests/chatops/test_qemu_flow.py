@@ -1,5 +1,5 @@
 """The whole Slack conversation on the real hypervisor (qemu:///system) with the tiny Linux guest:
-`/vm create` -> "creating" in the channel -> "running" in the thread with [Stop] [Console] [Delete]
+`/vm create` -> "creating" in the channel -> "running" in the thread with [Stop] [Pause] [Console] [Delete]
 -> the Stop button (ACPI: the guest powers itself off) -> the Delete button -> nothing left in libvirt.
 """
 
@@ -56,7 +56,7 @@ def test_create_notify_button_stop_and_delete_on_the_real_hypervisor(slack, alic
     assert "<@UALICE> is creating *slack-web*" in parent.text
     assert running.body["thread_ts"] == parent.ts
     assert "✅ *slack-web* is running." in running.text
-    assert [b["text"]["text"] for b in running.buttons] == ["Stop", "Console", "Delete"]
+    assert [b["text"]["text"] for b in running.buttons] == ["Stop", "Pause", "Console", "Delete"]
 
     # [Stop]: the guest gets the ACPI power button and shuts down by itself.
     _wait_for_guest(qemu_host.uri, str(vm.uuid))
