@@ -39,6 +39,7 @@ from .services import (
     END_REASON_WAIT_SECONDS,
     ENDED_MESSAGE,
     ConsoleGrant,
+    console_request_scheme,
     console_session_check,
     console_session_close,
     console_session_end_reason,
@@ -73,7 +74,7 @@ class TicketTokenPlugin:
             self.grant = console_ticket_redeem(
                 token=token, vm_id=ctx.get("vm_id", ""), kind=ConsoleKind.SCREEN,
                 session_key=ctx.get("session_key"), origin=ctx.get("origin"), host=ctx.get("host"),
-                tier=ConsoleTier.WEBSOCKIFY, client=ctx.get("client", ""))
+                scheme=ctx.get("scheme"), tier=ConsoleTier.WEBSOCKIFY, client=ctx.get("client", ""))
         except PortalError as exc:
             self.error = exc
             return None
@@ -98,11 +99,15 @@ class PortalProxyHandler(ProxyRequestHandler):
         except Exception:  # a malformed cookie header is just no session
             pass
         morsel = cookie.get(settings.SESSION_COOKIE_NAME)
+        # websockify marks TLS connections with a third element in client_address (see do_handshake).
+        tls = len(self.client_address or ()) > 2 and bool(self.client_address[2])
+        headers = {k.lower(): v for k, v in self.headers.items()}
         return token, {
             "vm_id": match.group("vm_id") if match else None,
             "session_key": morsel.value if morsel else None,
             "origin": self.headers.get("Origin"),
             "host": self.headers.get("Host"),
+            "scheme": console_request_scheme(transport_scheme="wss" if tls else "ws", headers=headers),
             "client": f"{self.client_address[0]}:{self.client_address[1]}" if self.client_address else "",
         }
 

@@ -167,18 +167,61 @@ def console_ticket_issue(*, actor, via: str, vm: VM | int, kind: str, session_ke
                         expires_at=expires_at, ttl_seconds=ttl)
 
 
-def console_origin_allowed(*, origin: str | None, host: str | None) -> bool:
-    """Same origin as the request's Host, or one of CONSOLE_ALLOWED_ORIGINS; no Origin at all is refused."""
+_WEB_SCHEMES = {"http": "http", "https": "https", "ws": "http", "wss": "https"}
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _origin_key(scheme: str, netloc: str) -> tuple[str, str, int] | None:
+    """(scheme, host, port) with ws/wss read as http/https and default ports filled in; None if malformed."""
+    scheme = _WEB_SCHEMES.get((scheme or "").strip().lower(), "")
+    if not scheme or not netloc or "@" in netloc:
+        return None
+    parts = urlsplit(f"//{netloc.strip()}")
+    try:
+        port = parts.port
+    except ValueError:
+        return None
+    if not parts.hostname:
+        return None
+    return scheme, parts.hostname.lower(), port or _DEFAULT_PORTS[scheme]
+
+
+def _origin_of(url: str) -> tuple[str, str, int] | None:
+    """The (scheme, host, port) of an Origin header or a configured origin; None for anything else."""
+    parts = urlsplit((url or "").strip())
+    if parts.scheme.lower() not in {"http", "https"} or parts.path not in {"", "/"} or parts.query or parts.fragment:
+        return None
+    return _origin_key(parts.scheme, parts.netloc)
+
+
+def console_request_scheme(*, transport_scheme: str | None, headers: dict[str, str]) -> str:
+    """The scheme the browser used: the connection's own, or https when Django's SECURE_PROXY_SSL_HEADER says so.
+
+    `headers` are lower-cased header names. (daphne puts no scheme in a websocket's scope, so a
+    portal behind a TLS proxy relies on that setting or on PORTAL_CONSOLE_ALLOWED_ORIGINS.)
+    """
+    proxy_header = getattr(settings, "SECURE_PROXY_SSL_HEADER", None)
+    if proxy_header:
+        name, secure_value = proxy_header
+        name = name.removeprefix("HTTP_").replace("_", "-").lower()
+        if headers.get(name, "").split(",")[0].strip() == secure_value:
+            return "https"
+    return _WEB_SCHEMES.get((transport_scheme or "ws").lower(), "http")
+
+
+def console_origin_allowed(*, origin: str | None, host: str | None, scheme: str | None) -> bool:
+    """Same origin as the request (scheme, host and port, default ports normalised), or one of
+    CONSOLE_ALLOWED_ORIGINS; no Origin at all is refused. `scheme` is the request's (http/ws or https/wss)."""
     if not origin:
         return False
-    origin = origin.strip().rstrip("/").lower()
-    allowed = {o.strip().rstrip("/").lower() for o in settings.CONSOLE_ALLOWED_ORIGINS if o.strip()}
-    if origin in allowed:
-        return True
-    parts = urlsplit(origin)
-    if parts.scheme not in {"http", "https"} or not parts.netloc or not host:
+    key = _origin_of(origin)
+    if key is None:
         return False
-    return parts.netloc == host.strip().lower()
+    if key in {_origin_of(o) for o in settings.CONSOLE_ALLOWED_ORIGINS if o.strip()}:
+        return True
+    if not host or not scheme:
+        return False
+    return key == _origin_key(scheme, host)
 
 
 @dataclass(frozen=True)
@@ -220,8 +263,8 @@ def _deny(ticket: ConsoleTicket, exc: PortalError, tier: str) -> PortalError:
 
 
 def console_ticket_redeem(*, token: str | None, vm_id: int | str, kind: str, session_key: str | None,
-                          origin: str | None, host: str | None, tier: str, user_id: int | None = None,
-                          client: str = "") -> ConsoleGrant:
+                          origin: str | None, host: str | None, scheme: str | None, tier: str,
+                          user_id: int | None = None, client: str = "") -> ConsoleGrant:
     """Check and consume a ticket, open a ConsoleSession and audit it; raises a ConsoleRefused subclass.
 
     Order: Origin, ticket present and known, same VM and kind, same browser session, unused,
@@ -229,7 +272,7 @@ def console_ticket_redeem(*, token: str | None, vm_id: int | str, kind: str, ses
     allowed and the VM running. For the serial console, a second viewer is refused or made a
     read-only watcher, by the owner's choice.
     """
-    if not console_origin_allowed(origin=origin, host=host):
+    if not console_origin_allowed(origin=origin, host=host, scheme=scheme):
         raise ConsoleForbidden(f"Origin {str(origin)[:60]!r} may not open consoles.")
     if not token:
         raise TicketMissing("No console ticket: open the console from the VM's page.")
