@@ -11,8 +11,12 @@ from django.db import models
 from django.utils import timezone
 
 from portal.choices import Via
+from vms.choices import VMStatus
 
 from .choices import ConsoleKind, ConsoleTier, SerialSharing, SessionRole
+
+# A share (or link) to a VM in one of these states has ended: the VM is gone or going.
+VM_GONE_STATES = (VMStatus.DELETING, VMStatus.DELETED)
 
 
 class ConsoleSettings(models.Model):
@@ -58,13 +62,20 @@ class ConsoleShare(models.Model):
         return f"Share of {self.vm} with {self.recipient}"
 
     @property
+    def vm_gone(self) -> bool:
+        """The shared VM is deleted or being deleted: the share has ended for good."""
+        return self.vm.status in VM_GONE_STATES
+
+    @property
     def is_active(self) -> bool:
-        return self.revoked_at is None and self.expires_at > timezone.now()
+        return self.revoked_at is None and self.expires_at > timezone.now() and not self.vm_gone
 
     @property
     def state(self) -> str:
         if self.revoked_at:
             return "revoked"
+        if self.vm_gone:
+            return "ended"
         return "active" if self.expires_at > timezone.now() else "expired"
 
 

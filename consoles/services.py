@@ -189,13 +189,15 @@ def _origin_key(scheme: str, netloc: str) -> tuple[str, str, int] | None:
 def _origin_of(url: str) -> tuple[str, str, int] | None:
     """The (scheme, host, port) of an Origin header or a configured origin; None for anything else."""
     parts = urlsplit((url or "").strip())
-    if parts.scheme.lower() not in {"http", "https"} or parts.path not in {"", "/"} or parts.query or parts.fragment:
+    if parts.scheme.lower() not in {"http", "https"} or parts.path not in {"", "/"}:
+        return None
+    if parts.query or parts.fragment:
         return None
     return _origin_key(parts.scheme, parts.netloc)
 
 
 def console_request_scheme(*, transport_scheme: str | None, headers: dict[str, str]) -> str:
-    """The scheme the browser used: the connection's own, or https when Django's SECURE_PROXY_SSL_HEADER says so.
+    """The scheme the browser used: the connection's own, or https if Django's SECURE_PROXY_SSL_HEADER says so.
 
     `headers` are lower-cased header names. (daphne puts no scheme in a websocket's scope, so a
     portal behind a TLS proxy relies on that setting or on PORTAL_CONSOLE_ALLOWED_ORIGINS.)
@@ -276,7 +278,7 @@ def console_ticket_redeem(*, token: str | None, vm_id: int | str, kind: str, ses
         raise ConsoleForbidden(f"Origin {str(origin)[:60]!r} may not open consoles.")
     if not token:
         raise TicketMissing("No console ticket: open the console from the VM's page.")
-    ticket = ConsoleTicket.objects.select_related("user", "vm", "vm__host", "share").filter(
+    ticket = ConsoleTicket.objects.select_related("user", "vm", "vm__host", "share", "share__vm").filter(
         token_hash=_hash(token)).first()
     if ticket is None:
         raise TicketUnknown("Unknown console ticket.")
@@ -331,6 +333,8 @@ def _check_access(*, user, vm_id: int, share: ConsoleShare | None) -> None:
     if not user.is_active:
         raise ConsoleForbidden("Your account is deactivated.")
     if share is not None:
+        if share.vm_gone:
+            raise ConsoleForbidden(SHARE_ENDED_MESSAGE)
         if share.revoked_at is not None:
             raise ConsoleForbidden("The share link was revoked by its owner.")
         if share.expires_at <= timezone.now():
@@ -385,7 +389,8 @@ def _serial_role(*, vm: VM, user) -> str:
 
 def console_session_check(*, session_id: int) -> None:
     """Raise the reason an open session must end now (revoked, signed out, VM stopped), else mark it alive."""
-    session = (ConsoleSession.objects.select_related("user", "vm", "share", "share__created_by", "ticket")
+    session = (ConsoleSession.objects
+               .select_related("user", "vm", "share", "share__vm", "share__created_by", "ticket")
                .filter(pk=session_id).first())
     if session is None or session.closed_at is not None:
         raise SessionEnded("The console session ended.")
@@ -544,12 +549,20 @@ def _usable_share(*, actor, share: ConsoleShare) -> ConsoleShare:
     return share
 
 
+SHARE_ENDED_MESSAGE = "This share link has ended: the VM it showed was deleted."
+
+
 def console_share_resolve(*, user, token: str) -> ConsoleShare:
-    """The share link behind `token`, for its recipient; anything else looks like a missing link."""
+    """The share link behind `token`, for its recipient; anything else looks like a missing link.
+
+    A share of a deleted (or deleting) VM has ended: it answers NotFound too, saying so.
+    """
     share = (ConsoleShare.objects.select_related("vm", "vm__host", "created_by", "recipient")
              .filter(token_hash=_hash(token or "")).first())
     if share is None or user is None or not user.is_authenticated or share.recipient_id != user.pk:
         raise NotFound("This share link does not exist or is not for you.")
+    if share.vm_gone:
+        raise NotFound(SHARE_ENDED_MESSAGE)
     return share
 
 
@@ -557,7 +570,7 @@ def console_shares_for_vm(*, user, vm: VM):
     """The VM's share links, for its owner and staff."""
     if not (user.is_staff or vm.owner_id == user.pk):
         return ConsoleShare.objects.none()
-    return ConsoleShare.objects.filter(vm=vm).select_related("recipient", "created_by")
+    return ConsoleShare.objects.filter(vm=vm).select_related("vm", "recipient", "created_by")
 
 
 def console_tickets_purge(*, older_than_hours: int = 24) -> int:

@@ -17,7 +17,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
 from portal.choices import Via
-from portal.exceptions import PortalError
+from portal.exceptions import NotFound, PortalError
 from portal.web import error_text, portal_view
 from vms.selectors import vm_get
 
@@ -147,7 +147,11 @@ def share_revoke_view(request: HttpRequest, share_id: int) -> HttpResponse:
 @portal_view
 def shared_screen_view(request: HttpRequest, token: str) -> HttpResponse:
     """A colleague's view-only screen, through a share link made for the signed-in user."""
-    share = services.console_share_resolve(user=request.user, token=token)
+    try:
+        share = services.console_share_resolve(user=request.user, token=token)
+    except NotFound as exc:  # missing, someone else's, or ended: a 404 that says which in plain words
+        return render(request, "consoles/share_missing.html", {"error": error_text(exc, user=request.user)},
+                      status=404)
     return _page(request, "consoles/screen.html", vm=share.vm, kind=ConsoleKind.SCREEN,
                  ticket_url=reverse("consoles:shared-ticket", args=[token]), share=share)
 
