@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import secrets
 import string
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 from importlib import import_module
@@ -19,6 +21,8 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.core.cache import cache
+from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
@@ -36,6 +40,8 @@ from .choices import ConsoleKind, SerialSharing, SessionRole
 from .exceptions import (
     ConsoleBusy,
     ConsoleForbidden,
+    ConsoleRateLimited,
+    ConsoleSessionLimit,
     ConsoleUnavailable,
     ConsoleVMNotRunning,
     SessionEnded,
@@ -128,6 +134,73 @@ def _check_console_possible(vm: VM, kind: str) -> None:
         raise ConsoleUnavailable(f"Consoles are not available for VMs on {vm.host.name}: its hypervisor driver has none.")
 
 
+# --- limits per user -------------------------------------------------------------------------------
+
+_RATE_PERIODS = {"s": (1, "second"), "m": (60, "minute"), "h": (3600, "hour"), "d": (86400, "day")}
+
+
+def console_ticket_rate() -> tuple[int, int, str] | None:
+    """CONSOLE_TICKET_RATE as (requests, period seconds, period name), or None for no cap."""
+    raw = str(settings.CONSOLE_TICKET_RATE or "").strip()
+    if not raw or raw == "0":
+        return None
+    count, _, period = raw.partition("/")
+    try:
+        limit = int(count)
+        seconds, name = _RATE_PERIODS[period.strip()[:1].lower()]
+    except (ValueError, KeyError):
+        raise ImproperlyConfigured(
+            f"PORTAL_CONSOLE_TICKET_RATE must look like 30/minute (got {raw!r}).") from None
+    return (limit, seconds, name) if limit > 0 else None
+
+
+def console_rate_check(*, user) -> None:
+    """Count one console ticket or link request of `user`; ConsoleRateLimited beyond CONSOLE_TICKET_RATE.
+
+    A fixed window in Django's cache: cheap enough to run before anything touches a hypervisor.
+    """
+    rate = console_ticket_rate()
+    if rate is None:
+        return
+    limit, period, name = rate
+    now = time.time()
+    window = int(now // period)
+    key = f"consoles:ticket-rate:{user.pk}:{period}:{window}"
+    cache.add(key, 0, timeout=period + 1)
+    try:
+        count = cache.incr(key)
+    except ValueError:  # the key expired (or was evicted) between add and incr
+        cache.set(key, 1, timeout=period + 1)
+        count = 1
+    if count > limit:
+        retry_after = max(1, math.ceil((window + 1) * period - now))
+        raise ConsoleRateLimited(
+            f"Too many console requests: at most {limit} a {name}. Try again in {retry_after} s.",
+            retry_after=retry_after)
+
+
+def _stale_seconds() -> int:
+    return 3 * max(1, settings.CONSOLE_POLL_SECONDS) + 5
+
+
+def console_open_session_count(*, user) -> int:
+    """Consoles `user` has open now (a relay that died stops counting after a few poll intervals)."""
+    return ConsoleSession.objects.filter(user=user, closed_at__isnull=True, terminate_requested_at__isnull=True,
+                                         last_seen_at__gte=_stale_before()).count()
+
+
+def _check_session_limit(*, user) -> None:
+    """ConsoleSessionLimit when `user` already has CONSOLE_MAX_SESSIONS_PER_USER consoles open."""
+    limit = int(settings.CONSOLE_MAX_SESSIONS_PER_USER)
+    if limit <= 0:
+        return
+    count = console_open_session_count(user=user)
+    if count >= limit:
+        raise ConsoleSessionLimit(
+            f"You have {count} consoles open, the most allowed at once: close one to open another.",
+            limit=limit, retry_after=_stale_seconds())
+
+
 # --- tickets --------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -153,9 +226,11 @@ def console_ticket_issue(*, actor, via: str, vm: VM | int, kind: str, session_ke
         vm = VM.objects.select_related("host").get(pk=share.vm_id)
     else:
         vm = _visible_vm(actor=actor, vm=vm)
+    console_rate_check(user=actor)  # counts refused requests too: reconnect storms are what it stops
     if not session_key:
         raise PermissionDenied("Sign in to use consoles.")
     _check_console_possible(vm, kind)
+    _check_session_limit(user=actor)  # early and friendly; console_ticket_redeem enforces it
     ttl = max(1, min(int(settings.CONSOLE_TICKET_SECONDS), 60))
     console_tickets_purge()  # spent tickets are worthless after a day; the sessions keep the record
     token = secrets.token_urlsafe(32)
@@ -308,25 +383,37 @@ def console_ticket_redeem(*, token: str | None, vm_id: int | str, kind: str, ses
     if kind == ConsoleKind.SCREEN:
         target_host, target_port, password = _graphics_target(vm)
 
-    with transaction.atomic():
-        role = SessionRole.WATCH if ticket.view_only else SessionRole.CONTROL
-        if kind == ConsoleKind.SERIAL:
-            role = _serial_role(vm=vm, user=ticket.user)
-        session = ConsoleSession.objects.create(
-            ticket=ticket, user=ticket.user, vm=vm, kind=kind, tier=tier, role=role, share=ticket.share,
-            client=client[:100])
-        if ticket.share_id:
-            ConsoleShare.objects.filter(pk=ticket.share_id).update(last_used_at=now, use_count=F("use_count") + 1)
-        extra = " (view-only share link)" if ticket.share_id else (
-            " (read-only watcher)" if role == SessionRole.WATCH else "")
-        audit(actor=ticket.user, via=Via.CONSOLE, action="console.open", target=vm,
-              message=f"Opened the {ConsoleKind(kind).label.lower()} of {vm.name} via {tier}{extra}",
-              data={"kind": kind, "tier": tier, "session": session.pk, "role": role,
-                    "share": ticket.share_id, "client": client[:100]})
+    try:
+        with transaction.atomic():
+            # Racing openers of one user queue on their user row, so the cap holds on PostgreSQL too.
+            get_user_model().objects.select_for_update().filter(pk=ticket.user_id).first()
+            _check_session_limit(user=ticket.user)
+            session = _session_open(ticket=ticket, vm=vm, kind=kind, tier=tier, client=client, now=now)
+    except ConsoleSessionLimit as exc:
+        raise _deny(ticket, exc, tier) from None
     return ConsoleGrant(
         session_id=session.pk, vm_id=vm.pk, vm_name=vm.name, user_id=ticket.user_id,
-        username=ticket.user.get_username(), kind=kind, role=role, view_only=ticket.view_only,
+        username=ticket.user.get_username(), kind=kind, role=session.role, view_only=ticket.view_only,
         target_host=target_host, target_port=target_port, vnc_password=password)
+
+
+def _session_open(*, ticket: ConsoleTicket, vm: VM, kind: str, tier: str, client: str, now) -> ConsoleSession:
+    """The session row and its audit event, in the caller's transaction; ConsoleBusy for a taken terminal."""
+    role = SessionRole.WATCH if ticket.view_only else SessionRole.CONTROL
+    if kind == ConsoleKind.SERIAL:
+        role = _serial_role(vm=vm, user=ticket.user)
+    session = ConsoleSession.objects.create(
+        ticket=ticket, user=ticket.user, vm=vm, kind=kind, tier=tier, role=role, share=ticket.share,
+        client=client[:100])
+    if ticket.share_id:
+        ConsoleShare.objects.filter(pk=ticket.share_id).update(last_used_at=now, use_count=F("use_count") + 1)
+    extra = " (view-only share link)" if ticket.share_id else (
+        " (read-only watcher)" if role == SessionRole.WATCH else "")
+    audit(actor=ticket.user, via=Via.CONSOLE, action="console.open", target=vm,
+          message=f"Opened the {ConsoleKind(kind).label.lower()} of {vm.name} via {tier}{extra}",
+          data={"kind": kind, "tier": tier, "session": session.pk, "role": role,
+                "share": ticket.share_id, "client": client[:100]})
+    return session
 
 
 def _check_access(*, user, vm_id: int, share: ConsoleShare | None) -> None:
@@ -366,7 +453,7 @@ def _graphics_target(vm: VM) -> tuple[str, int, str | None]:
 
 
 def _stale_before():
-    return timezone.now() - timedelta(seconds=3 * max(1, settings.CONSOLE_POLL_SECONDS) + 5)
+    return timezone.now() - timedelta(seconds=_stale_seconds())
 
 
 def _serial_role(*, vm: VM, user) -> str:

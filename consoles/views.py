@@ -46,7 +46,13 @@ def _ticket_json(request: HttpRequest, issued: IssuedTicket) -> JsonResponse:
 
 def _json_error(request: HttpRequest, exc: PortalError) -> JsonResponse:
     status = exc.http_status if 400 <= exc.http_status < 600 else 400
-    return JsonResponse({"code": exc.code, "detail": error_text(exc, user=request.user)}, status=status)
+    body = {"code": exc.code, "detail": error_text(exc, user=request.user)}
+    headers = {}
+    retry_after = exc.fields.get("retry_after")
+    if retry_after:  # 429: too many tickets, or too many consoles open
+        body["retry_after"] = retry_after
+        headers["Retry-After"] = str(retry_after)
+    return JsonResponse(body, status=status, headers=headers)
 
 
 def _page(request: HttpRequest, template: str, *, vm, kind: str, ticket_url: str, share=None,

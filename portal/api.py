@@ -38,7 +38,9 @@ def exception_handler(exc, context):
     if isinstance(exc, PortalError):
         body = {"code": exc.code, "detail": exc.message}
         body.update({k: v for k, v in exc.fields.items() if k != "libvirt_code"})
-        return Response(body, status=exc.http_status)
+        # A refusal that says when to come back (429) says it in the standard header too.
+        headers = {"Retry-After": str(exc.fields["retry_after"])} if exc.fields.get("retry_after") else None
+        return Response(body, status=exc.http_status, headers=headers)
     response = drf_exception_handler(exc, context)
     if response is None:
         return None

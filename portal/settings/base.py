@@ -244,3 +244,9 @@ CONSOLE_SHARE_MAX_HOURS = env.get_int("CONSOLE_SHARE_MAX_HOURS", 72)
 CONSOLE_PROXY_URL = env.get_str("CONSOLE_PROXY_URL", "").rstrip("/")
 # Origins allowed to open console websockets besides the portal's own (same host and port as the request).
 CONSOLE_ALLOWED_ORIGINS = env.get_list("CONSOLE_ALLOWED_ORIGINS", [PORTAL_BASE_URL, *CSRF_TRUSTED_ORIGINS])
+# Open consoles (screens, terminals, shared views) one user may have at once; 0: no cap.
+# Over it, the ticket request answers 429 and the websocket closes with 4429.
+CONSOLE_MAX_SESSIONS_PER_USER = env.get_int("CONSOLE_MAX_SESSIONS_PER_USER", 8)
+# Console tickets and one-time console links one user may ask for, as N/second|minute|hour|day (empty: no
+# cap). Counted in Django's cache (per process unless CACHES is shared); over it: HTTP 429 with Retry-After.
+CONSOLE_TICKET_RATE = env.get_str("CONSOLE_TICKET_RATE", "30/minute")
