@@ -1,6 +1,7 @@
 """Slack endpoint and the web pages of chatops, under /slack/ (see portal/urls.py)."""
 
 from django.urls import path
+from django.views.generic import RedirectView
 
 from . import views
 
@@ -9,7 +10,9 @@ urlpatterns = [
     # Slash commands, interactivity (buttons) and events all arrive here, signed by Slack.
     path("events", views.slack_events, name="events"),
     path("link/<str:token>/", views.link_view, name="link"),
-    path("console/<str:token>/", views.console_link_view, name="console"),
+    # One-time console links moved to consoles (/consoles/link/<token>/); links handed out before still work.
+    path("console/<str:token>/", RedirectView.as_view(pattern_name="consoles:link", query_string=False),
+         name="console"),
     path("quota-requests/", views.quota_request_list_view, name="quota_requests"),
     path("quota-requests/<int:pk>/<slug:decision>/", views.quota_request_decide_view, name="quota_request_decide"),
 ]

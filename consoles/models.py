@@ -140,3 +140,25 @@ class ConsoleSession(models.Model):
     def duration_seconds(self) -> float:
         end = self.closed_at or timezone.now()
         return max(0.0, (end - self.opened_at).total_seconds())
+
+
+class ConsoleLink(models.Model):
+    """A one-time, short-lived link to a VM's console page for one portal user (Slack, API, CLI hand it out).
+
+    Only the SHA-256 of the token is stored. The table keeps the name it had in chatops.
+    """
+
+    token_hash = models.CharField(max_length=64, unique=True)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    vm = models.ForeignKey("vms.VM", on_delete=models.CASCADE, related_name="+")
+    kind = models.CharField(max_length=16, default="screen")  # the page: "screen" or "terminal"
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+    used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        db_table = "chatops_consolelink"
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"console link to {self.vm_id} for {self.user_id} ({'used' if self.used_at else 'open'})"

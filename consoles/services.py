@@ -25,11 +25,12 @@ from django.core.cache import cache
 from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
 from django.db.models import F
+from django.urls import reverse
 from django.utils import timezone
 
 from portal.audit import audit
 from portal.choices import Via
-from portal.exceptions import NotFound, PermissionDenied, PortalError, ValidationFailed
+from portal.exceptions import InvalidState, NotFound, PermissionDenied, PortalError, ValidationFailed
 from portal.hypervisor import get_driver
 from portal.models import AuditEvent
 from vms.choices import VMStatus
@@ -50,7 +51,7 @@ from .exceptions import (
     TicketUnknown,
     TicketUsed,
 )
-from .models import ConsoleSession, ConsoleSettings, ConsoleShare, ConsoleTicket
+from .models import ConsoleLink, ConsoleSession, ConsoleSettings, ConsoleShare, ConsoleTicket
 
 log = logging.getLogger(__name__)
 
@@ -665,3 +666,62 @@ def console_tickets_purge(*, older_than_hours: int = 24) -> int:
     cutoff = timezone.now() - timedelta(hours=older_than_hours)
     deleted, _ = ConsoleTicket.objects.filter(expires_at__lt=cutoff).delete()
     return deleted
+
+
+# --- one-time console links (Slack's /vm console, the REST API, manage.py vm console) -------------
+
+CONSOLE_LINK_KINDS = ("screen", "terminal")  # the console pages a link leads to
+_LINK_AGAIN = "Ask for a new one (/vm console in Slack, or the API)."
+
+
+@dataclass(frozen=True)
+class IssuedLink:
+    """A fresh one-time console link: the plain token goes to its user once, the database keeps its hash."""
+
+    token: str
+    vm_id: int
+    kind: str
+    expires_at: object
+    ttl_seconds: int
+
+    @property
+    def path(self) -> str:
+        """The link's path on the portal (doors make it absolute)."""
+        return reverse("consoles:link", args=[self.token])
+
+
+def console_link_create(*, actor, via: str, vm: VM | int, kind: str = "screen") -> IssuedLink:
+    """A link to the VM's screen or terminal page for `actor` only, usable once within CONSOLE_LINK_TTL_SECONDS."""
+    if kind not in CONSOLE_LINK_KINDS:
+        raise ValidationFailed(f"Unknown console kind {str(kind)[:20]!r} (screen or terminal).", field="kind")
+    vm = _visible_vm(actor=actor, vm=vm)
+    console_rate_check(user=actor)
+    ttl = max(0, int(settings.CONSOLE_LINK_TTL_SECONDS))
+    token = secrets.token_urlsafe(32)
+    now = timezone.now()
+    with transaction.atomic():
+        ConsoleLink.objects.filter(expires_at__lt=now - timedelta(days=1)).delete()
+        link = ConsoleLink.objects.create(token_hash=_hash(token), user=actor, vm=vm, kind=kind,
+                                          expires_at=now + timedelta(seconds=ttl))
+        audit(actor=actor, via=via, action="console.link", target=vm,
+              message=f"One-time link to the {kind} of {vm.name} (valid {_human_duration(ttl)})",
+              data={"kind": kind, "link": link.pk})
+    return IssuedLink(token=token, vm_id=vm.pk, kind=kind, expires_at=link.expires_at, ttl_seconds=ttl)
+
+
+def console_link_redeem(*, actor, token: str) -> ConsoleLink:
+    """Spend a console link: only its own portal user, once, before it expires, while the VM is visible."""
+    found = ConsoleLink.objects.select_related("vm").filter(token_hash=_hash(token or "")).first()
+    if found is None:
+        raise NotFound(f"This console link is not valid. {_LINK_AGAIN}")
+    if found.user_id != getattr(actor, "pk", None):
+        raise PermissionDenied("This console link was made for another portal account. "
+                               "Sign in as the account that asked for it.")
+    if found.used_at is not None:
+        raise InvalidState(f"This console link was already used. {_LINK_AGAIN}")
+    if found.expires_at <= timezone.now():
+        raise InvalidState(f"This console link has expired. {_LINK_AGAIN}")
+    _visible_vm(actor=actor, vm=found.vm_id)  # still allowed to see the VM (NotFound otherwise)
+    if not ConsoleLink.objects.filter(pk=found.pk, used_at__isnull=True).update(used_at=timezone.now()):
+        raise InvalidState(f"This console link was already used. {_LINK_AGAIN}")
+    return found

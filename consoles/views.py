@@ -174,3 +174,17 @@ def shared_ticket_view(request: HttpRequest, token: str) -> JsonResponse:
     except PortalError as exc:
         return _json_error(request, exc)
     return _ticket_json(request, issued)
+
+
+@login_required
+@require_GET
+@never_cache
+def console_link_view(request: HttpRequest, token: str) -> HttpResponse:
+    """A one-time console link (Slack, API, CLI): spent by its own user, then on to the console page."""
+    try:
+        link = services.console_link_redeem(actor=request.user, token=token)
+    except PortalError as exc:
+        status = {"not_found": 404, "forbidden": 403}.get(exc.code, 410)
+        return render(request, "consoles/console_link.html", {"error": error_text(exc, user=request.user)},
+                      status=status)
+    return redirect(f"consoles:{link.kind}", pk=link.vm_id)

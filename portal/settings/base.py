@@ -257,6 +257,8 @@ SLACK_CONSOLE_LINK_TTL_SECONDS = env.get_int("SLACK_CONSOLE_LINK_TTL_SECONDS", 3
 CONSOLE_TICKET_SECONDS = min(env.get_int("CONSOLE_TICKET_SECONDS", 30), 60)
 # How often an open console re-checks that its user may still use it (revoked, stopped, signed out).
 CONSOLE_POLL_SECONDS = env.get_int("CONSOLE_POLL_SECONDS", 5)
+# Lifetime of a one-time console link (Slack's /vm console, POST /api/vms/{id}/console/, manage.py vm console).
+CONSOLE_LINK_TTL_SECONDS = env.get_int("CONSOLE_LINK_TTL_SECONDS", SLACK_CONSOLE_LINK_TTL_SECONDS)
 # Longest lifetime of a view-only share link, in hours.
 CONSOLE_SHARE_MAX_HOURS = env.get_int("CONSOLE_SHARE_MAX_HOURS", 72)
 # ws:// or wss:// base URL of `manage.py console_proxy` (websockify tier); empty: the portal's own origin.
