@@ -15,7 +15,7 @@ import secrets
 import string
 import time
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from importlib import import_module
 from urllib.parse import urlsplit
 
@@ -398,7 +398,8 @@ def console_ticket_redeem(*, token: str | None, vm_id: int | str, kind: str, ses
         target_host=target_host, target_port=target_port, vnc_password=password)
 
 
-def _session_open(*, ticket: ConsoleTicket, vm: VM, kind: str, tier: str, client: str, now) -> ConsoleSession:
+def _session_open(*, ticket: ConsoleTicket, vm: VM, kind: str, tier: str, client: str,
+                  now: datetime) -> ConsoleSession:
     """The session row and its audit event, in the caller's transaction; ConsoleBusy for a taken terminal."""
     role = SessionRole.WATCH if ticket.view_only else SessionRole.CONTROL
     if kind == ConsoleKind.SERIAL:
@@ -681,7 +682,7 @@ class IssuedLink:
     token: str
     vm_id: int
     kind: str
-    expires_at: object
+    expires_at: datetime
     ttl_seconds: int
 
     @property

@@ -11,6 +11,7 @@ record (websockify's, `portal.web`'s) passes through.
 
 from __future__ import annotations
 
+import datetime
 import logging
 import re
 from typing import Any
@@ -52,6 +53,7 @@ class LoggedAccessLog(AccessLogGenerator):
     def __init__(self, stream: Any = None) -> None:
         super().__init__(stream)
 
-    def write_entry(self, host, date, request, status=None, length=None, ident=None, user=None) -> None:
+    def write_entry(self, host: str | None, date: datetime.datetime, request: str, status: int | None = None,
+                    length: int | None = None, ident: str | None = None, user: str | None = None) -> None:
         access_log.info('%s %s %s [%s] "%s" %s %s', host, ident or "-", user or "-",
                         date.strftime("%d/%b/%Y:%H:%M:%S"), request, status or "-", length or "-")

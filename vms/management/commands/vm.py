@@ -13,6 +13,7 @@ from portal.exceptions import PortalError
 from portal.models import Job
 from portal.quotas import quota_usage
 from vms import selectors, services
+from vms.models import VM
 
 
 class Command(BaseCommand):
@@ -111,7 +112,7 @@ class Command(BaseCommand):
             return services.snapshot_delete(actor=actor, via=Via.CLI, vm=vm, snapshot=opts["snapshot"])
         return services.vm_action(actor=actor, via=Via.CLI, vm=vm, action=verb.replace("-", "_"))
 
-    def _console(self, actor, vm, kind: str | None) -> None:
+    def _console(self, actor, vm: VM, kind: str | None) -> None:
         """Print one-time console URLs: for `actor` only, each usable once, for a few minutes."""
         # Imported here: consoles sits above vms; only this verb of the command needs it.
         from consoles.services import CONSOLE_LINK_KINDS, console_link_create
