@@ -6,4 +6,9 @@ class ConsolesConfig(AppConfig):
     verbose_name = "Consoles"
 
     def ready(self) -> None:
-        from . import checks  # noqa: F401  (registers the system check)
+        # Imported here, not at module level: these import models, which need the app registry.
+        from vms.management.commands.vm import register_verb
+
+        from . import checks, cli  # noqa: F401  (importing checks registers the system check)
+
+        register_verb("console", help=cli.HELP, add_arguments=cli.add_arguments, run=cli.run)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from typing import Any
 
-from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
@@ -13,12 +14,22 @@ from portal.exceptions import PortalError
 from portal.models import Job
 from portal.quotas import quota_usage
 from vms import selectors, services
-from vms.models import VM
+
+# Verbs that apps above vms add (consoles: `console`), registered from their AppConfig.ready, so this
+# command never imports them: name -> (help, add_arguments(parser), run(command, actor, vm, options)).
+_extra_verbs: dict[str, tuple[str, Callable[[Any], None], Callable[..., None]]] = {}
+
+
+def register_verb(name: str, *, help: str, add_arguments: Callable[[Any], None],
+                  run: Callable[..., None]) -> None:
+    """Add a `manage.py vm` verb that acts on one VM (`add_arguments` must add its `name` argument)."""
+    _extra_verbs[name] = (help, add_arguments, run)
 
 
 class Command(BaseCommand):
     help = ("VM lifecycle as a given user: list, show, create, start, stop, force-off, reboot, pause, resume, "
-            "delete, grow-disk; snapshot, snapshots, revert, delete-snapshot; console (one-time URLs).")
+            "delete, grow-disk; snapshot, snapshots, revert, delete-snapshot; and verbs other apps add "
+            "(console: one-time console URLs).")
 
     def add_arguments(self, parser):
         parser.add_argument("--user", required=True, help="Act as this portal user.")
@@ -36,9 +47,8 @@ class Command(BaseCommand):
         snap.add_argument("snapshot", nargs="?", help="Snapshot name (default snap-<date>-<time>).")
         snap.add_argument("--description", default="")
         sub.add_parser("snapshots").add_argument("name")
-        console = sub.add_parser("console", help="Print one-time console URLs (like Slack's /vm console).")
-        console.add_argument("name")
-        console.add_argument("--kind", help="screen or terminal (default: both)")
+        for name, (verb_help, add_verb_arguments, _) in _extra_verbs.items():
+            add_verb_arguments(sub.add_parser(name, help=verb_help))
         for verb in ("revert", "delete-snapshot"):
             p = sub.add_parser(verb)
             p.add_argument("name")
@@ -90,8 +100,8 @@ class Command(BaseCommand):
                           "domain_name", "domain_type", "last_error"):
                 self.stdout.write(f"{field:<12} {getattr(vm, field)}")
             return None
-        if verb == "console":
-            return self._console(actor, vm, opts["kind"])
+        if verb in _extra_verbs:
+            return _extra_verbs[verb][2](self, actor, vm, opts)
         if verb == "delete":
             return services.vm_delete(actor=actor, via=Via.CLI, vm=vm)
         if verb == "grow-disk":
@@ -111,18 +121,6 @@ class Command(BaseCommand):
         if verb == "delete-snapshot":
             return services.snapshot_delete(actor=actor, via=Via.CLI, vm=vm, snapshot=opts["snapshot"])
         return services.vm_action(actor=actor, via=Via.CLI, vm=vm, action=verb.replace("-", "_"))
-
-    def _console(self, actor, vm: VM, kind: str | None) -> None:
-        """Print one-time console URLs: for `actor` only, each usable once, for a few minutes."""
-        # Imported here: consoles sits above vms; only this verb of the command needs it.
-        from consoles.services import CONSOLE_LINK_KINDS, console_link_create
-
-        base = settings.PORTAL_BASE_URL.rstrip("/")
-        for each in [kind] if kind else CONSOLE_LINK_KINDS:
-            link = console_link_create(actor=actor, via=Via.CLI, vm=vm, kind=each)
-            self.stdout.write(f"{each:<9} {base}{link.path}")
-        self.stdout.write(f"Each URL works once, for {actor.get_username()}, until "
-                          f"{link.expires_at:%Y-%m-%d %H:%M:%S %Z}.")
 
     def _wait(self, job: Job) -> None:
         last = None
