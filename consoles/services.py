@@ -401,7 +401,7 @@ def console_ticket_redeem(*, token: str | None, vm_id: int | str, kind: str, ses
 def _session_open(*, ticket: ConsoleTicket, vm: VM, kind: str, tier: str, client: str,
                   now: datetime) -> ConsoleSession:
     """The session row and its audit event, in the caller's transaction; ConsoleBusy for a taken terminal."""
-    role = SessionRole.WATCH if ticket.view_only else SessionRole.CONTROL
+    role: str = SessionRole.WATCH if ticket.view_only else SessionRole.CONTROL
     if kind == ConsoleKind.SERIAL:
         role = _serial_role(vm=vm, user=ticket.user)
     session = ConsoleSession.objects.create(
