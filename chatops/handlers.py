@@ -22,6 +22,7 @@ from django.conf import settings
 from django.contrib.auth.models import Group
 from django.urls import reverse
 
+from consoles.services import CONSOLE_LINK_KINDS, console_link_create
 from portal.audit import audit_context
 from portal.choices import Via
 from portal.exceptions import PermissionDenied, PortalError, ValidationFailed
@@ -294,11 +295,10 @@ def _click_revert(ctx: SlackContext, user, value: str, source: SourceMessage) ->
 
 def _console(ctx, user, command: c.Console, prefix: str) -> f.Reply:
     vm = vm_get_by_name(user=user, name=command.name)
-    urls = {kind: f.portal_url(reverse("chatops:console", args=[services.console_link_create(user=user, vm=vm,
-                                                                                                kind=kind)]))
-            for kind in ("screen", "terminal")}
-    return f.console_reply(vm, screen_url=urls["screen"], terminal_url=urls["terminal"],
-                           ttl_minutes=max(1, settings.SLACK_CONSOLE_LINK_TTL_SECONDS // 60))
+    links = {kind: console_link_create(actor=user, via=Via.SLACK, vm=vm, kind=kind) for kind in CONSOLE_LINK_KINDS}
+    return f.console_reply(vm, screen_url=f.portal_url(links["screen"].path),
+                           terminal_url=f.portal_url(links["terminal"].path),
+                           ttl_minutes=max(1, links["screen"].ttl_seconds // 60))
 
 
 def _quota(ctx, user, command: c.Quota, prefix: str) -> f.Reply:

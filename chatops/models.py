@@ -1,4 +1,7 @@
-"""Slack identities, one-time link tokens, idempotency records, job watches and subscriptions."""
+"""Slack identities, one-time link tokens, idempotency records, job watches and subscriptions.
+
+(One-time console links, which `/vm console` hands out, are consoles.models.ConsoleLink.)
+"""
 
 from __future__ import annotations
 
@@ -48,27 +51,6 @@ class LinkToken(models.Model):
 
     def __str__(self) -> str:
         return f"link for {self.team_id}/{self.slack_user_id} ({'used' if self.used_at else 'open'})"
-
-
-class ConsoleLink(models.Model):
-    """A one-time, short-lived link from `/vm console` to a VM's console page, for one portal user.
-
-    Only the SHA-256 of the token is stored.
-    """
-
-    token_hash = models.CharField(max_length=64, unique=True)
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
-    vm = models.ForeignKey("vms.VM", on_delete=models.CASCADE, related_name="+")
-    kind = models.CharField(max_length=16, default="screen")
-    created_at = models.DateTimeField(auto_now_add=True)
-    expires_at = models.DateTimeField()
-    used_at = models.DateTimeField(null=True, blank=True)
-
-    class Meta:
-        ordering = ["-created_at"]
-
-    def __str__(self) -> str:
-        return f"console link to {self.vm_id} for {self.user_id} ({'used' if self.used_at else 'open'})"
 
 
 class SlackRequest(models.Model):

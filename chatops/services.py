@@ -20,7 +20,7 @@ from portal.choices import Via
 from portal.exceptions import Conflict, InvalidState, NotFound, PermissionDenied, ValidationFailed
 from portal.models import AuditEvent, Job
 
-from .models import ConsoleLink, JobWatch, LinkToken, SlackIdentity, SlackRequest, Subscription
+from .models import JobWatch, LinkToken, SlackIdentity, SlackRequest, Subscription
 
 log = logging.getLogger(__name__)
 
@@ -58,41 +58,6 @@ def link_token_create(*, team_id: str, slack_user_id: str, slack_name: str = "",
         response_url=response_url[:500],
         expires_at=timezone.now() + timedelta(seconds=settings.SLACK_LINK_TTL_SECONDS))
     return token
-
-
-CONSOLE_KINDS = ("screen", "terminal")
-
-
-def console_link_create(*, user, vm, kind: str = "screen") -> str:
-    """A one-time token for `/slack/console/<token>/`, bound to `user` and `vm`; returns the token."""
-    if kind not in CONSOLE_KINDS:
-        raise ValidationFailed(f"Unknown console kind {kind[:20]!r}.", field="kind")
-    token = secrets.token_urlsafe(32)
-    ConsoleLink.objects.filter(expires_at__lt=timezone.now() - timedelta(days=1)).delete()
-    ConsoleLink.objects.create(token_hash=_hash(token), user=user, vm=vm, kind=kind,
-                               expires_at=timezone.now() + timedelta(seconds=settings.SLACK_CONSOLE_LINK_TTL_SECONDS))
-    return token
-
-
-def console_link_redeem(*, actor, token: str) -> ConsoleLink:
-    """Spend a console link: only its own portal user, once, before it expires, while the VM is visible."""
-    from vms.selectors import vm_get
-
-    again = "Type /vm console in Slack for a new one."
-    found = ConsoleLink.objects.select_related("vm").filter(token_hash=_hash(token or "")).first()
-    if found is None:
-        raise NotFound(f"This console link is not valid. {again}")
-    if found.user_id != getattr(actor, "pk", None):
-        raise PermissionDenied("This console link was made for another portal account. "
-                               "Sign in as the account linked to your Slack user.")
-    if found.used_at is not None:
-        raise InvalidState(f"This console link was already used. {again}")
-    if found.expires_at <= timezone.now():
-        raise InvalidState(f"This console link has expired. {again}")
-    vm_get(user=actor, vm_id=found.vm_id)  # still allowed to see the VM (NotFound otherwise)
-    if not ConsoleLink.objects.filter(pk=found.pk, used_at__isnull=True).update(used_at=timezone.now()):
-        raise InvalidState(f"This console link was already used. {again}")
-    return found
 
 
 def link_token_get(*, token: str) -> LinkToken:

@@ -78,14 +78,3 @@ def link_view(request: HttpRequest, token: str) -> HttpResponse:
     })
 
 
-@login_required
-@require_http_methods(["GET"])
-def console_link_view(request: HttpRequest, token: str) -> HttpResponse:
-    """A one-time console link from `/vm console`: spent by its own user, then on to the console page."""
-    try:
-        link = services.console_link_redeem(actor=request.user, token=token)
-    except PortalError as exc:
-        status = {"not_found": 404, "forbidden": 403}.get(exc.code, 410)
-        return render(request, "chatops/console_link.html", {"error": error_text(exc, user=request.user)},
-                      status=status)
-    return redirect(f"consoles:{link.kind}", pk=link.vm_id)

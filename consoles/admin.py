@@ -104,7 +104,7 @@ class ConsoleShareAdmin(ReadOnlyAdmin):
 
     @admin.display(description="state")
     def state_badge(self, obj: ConsoleShare):
-        tone = {"active": "ok", "expired": "muted", "revoked": "warn"}[obj.state]
+        tone = {"active": "ok", "expired": "muted", "revoked": "warn", "ended": "muted"}[obj.state]
         return badge(obj.state, obj.state.capitalize(), tone=tone)
 
     @admin.display(description="created", ordering="created_at")

@@ -62,6 +62,20 @@ class ConsoleUnavailable(ConsoleRefused):
     http_status = 409
 
 
+class ConsoleRateLimited(ConsoleRefused):
+    """Too many console tickets (or one-time links) asked for in a short time; `retry_after` in seconds."""
+
+    code = "console_rate_limited"
+    http_status = 429
+
+
+class ConsoleSessionLimit(ConsoleRefused):
+    """The user already has PORTAL_CONSOLE_MAX_SESSIONS_PER_USER consoles open."""
+
+    code = "console_session_limit"
+    http_status = 429
+
+
 class BadFrame(ConsoleRefused):
     """The browser sent something that is not part of the console protocol."""
 
@@ -91,6 +105,8 @@ CLOSE_CODES: dict[str, int] = {
     "invalid_state": 4410,
     SessionEnded.code: 4000,
     ConsoleBusy.code: 4423,
+    ConsoleSessionLimit.code: 4429,  # too many consoles open: close one (the page does not retry by itself)
+    ConsoleRateLimited.code: 4429,
     ConsoleUnavailable.code: 4502,
     "vnc_handshake_failed": 4502,  # consoles.rfb.HandshakeFailed: the VM's display refused or is gone
 }

@@ -11,8 +11,12 @@ from django.db import models
 from django.utils import timezone
 
 from portal.choices import Via
+from vms.choices import VMStatus
 
 from .choices import ConsoleKind, ConsoleTier, SerialSharing, SessionRole
+
+# A share (or link) to a VM in one of these states has ended: the VM is gone or going.
+VM_GONE_STATES = (VMStatus.DELETING, VMStatus.DELETED)
 
 
 class ConsoleSettings(models.Model):
@@ -58,13 +62,20 @@ class ConsoleShare(models.Model):
         return f"Share of {self.vm} with {self.recipient}"
 
     @property
+    def vm_gone(self) -> bool:
+        """The shared VM is deleted or being deleted: the share has ended for good."""
+        return self.vm.status in VM_GONE_STATES
+
+    @property
     def is_active(self) -> bool:
-        return self.revoked_at is None and self.expires_at > timezone.now()
+        return self.revoked_at is None and self.expires_at > timezone.now() and not self.vm_gone
 
     @property
     def state(self) -> str:
         if self.revoked_at:
             return "revoked"
+        if self.vm_gone:
+            return "ended"
         return "active" if self.expires_at > timezone.now() else "expired"
 
 
@@ -129,3 +140,25 @@ class ConsoleSession(models.Model):
     def duration_seconds(self) -> float:
         end = self.closed_at or timezone.now()
         return max(0.0, (end - self.opened_at).total_seconds())
+
+
+class ConsoleLink(models.Model):
+    """A one-time, short-lived link to a VM's console page for one portal user (Slack, API, CLI hand it out).
+
+    Only the SHA-256 of the token is stored. The table keeps the name it had in chatops.
+    """
+
+    token_hash = models.CharField(max_length=64, unique=True)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    vm = models.ForeignKey("vms.VM", on_delete=models.CASCADE, related_name="+")
+    kind = models.CharField(max_length=16, default="screen")  # the page: "screen" or "terminal"
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+    used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        db_table = "chatops_consolelink"
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"console link to {self.vm_id} for {self.user_id} ({'used' if self.used_at else 'open'})"

@@ -40,6 +40,7 @@ from .services import (
     END_REASON_WAIT_SECONDS,
     ENDED_MESSAGE,
     ConsoleGrant,
+    console_request_scheme,
     console_session_check,
     console_session_close,
     console_session_end_reason,
@@ -74,7 +75,7 @@ class TicketTokenPlugin:
             self.grant = console_ticket_redeem(
                 token=token, vm_id=ctx.get("vm_id", ""), kind=ConsoleKind.SCREEN,
                 session_key=ctx.get("session_key"), origin=ctx.get("origin"), host=ctx.get("host"),
-                tier=ConsoleTier.WEBSOCKIFY, client=ctx.get("client", ""))
+                scheme=ctx.get("scheme"), tier=ConsoleTier.WEBSOCKIFY, client=ctx.get("client", ""))
         except PortalError as exc:
             self.error = exc
             return None
@@ -99,12 +100,17 @@ class PortalProxyHandler(ProxyRequestHandler):
         except Exception:  # a malformed cookie header is just no session
             pass
         morsel = cookie.get(settings.SESSION_COOKIE_NAME)
+        # websockify marks TLS connections with a third element in client_address (see do_handshake).
+        tls = len(self.client_address or ()) > 2 and bool(self.client_address[2])
+        headers = {k.lower(): v for k, v in self.headers.items()}
         return token, {
             "vm_id": match.group("vm_id") if match else None,
             "session_key": morsel.value if morsel else None,
             "origin": self.headers.get("Origin"),
             "host": self.headers.get("Host"),
-            "client": client_label(peer=self.client_address, forwarded_for=self.headers.get("X-Forwarded-For")),
+            "scheme": console_request_scheme(transport_scheme="wss" if tls else "ws", headers=headers),
+            "client": client_label(peer=self.client_address[:2] if self.client_address else None,
+                                   forwarded_for=self.headers.get("X-Forwarded-For")),
         }
 
     def new_websocket_client(self) -> None:

@@ -10,22 +10,27 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import secrets
 import string
+import time
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from importlib import import_module
 from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.core.cache import cache
+from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
 from django.db.models import F
+from django.urls import reverse
 from django.utils import timezone
 
 from portal.audit import audit
 from portal.choices import Via
-from portal.exceptions import NotFound, PermissionDenied, PortalError, ValidationFailed
+from portal.exceptions import InvalidState, NotFound, PermissionDenied, PortalError, ValidationFailed
 from portal.hypervisor import get_driver
 from portal.models import AuditEvent
 from vms.choices import VMStatus
@@ -36,6 +41,8 @@ from .choices import ConsoleKind, SerialSharing, SessionRole
 from .exceptions import (
     ConsoleBusy,
     ConsoleForbidden,
+    ConsoleRateLimited,
+    ConsoleSessionLimit,
     ConsoleUnavailable,
     ConsoleVMNotRunning,
     SessionEnded,
@@ -44,7 +51,7 @@ from .exceptions import (
     TicketUnknown,
     TicketUsed,
 )
-from .models import ConsoleSession, ConsoleSettings, ConsoleShare, ConsoleTicket
+from .models import ConsoleLink, ConsoleSession, ConsoleSettings, ConsoleShare, ConsoleTicket
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +140,73 @@ def _check_console_possible(vm: VM, kind: str) -> None:
         raise ConsoleUnavailable(f"Consoles are not available for VMs on {vm.host.name}: its hypervisor driver has none.")
 
 
+# --- limits per user -------------------------------------------------------------------------------
+
+_RATE_PERIODS = {"s": (1, "second"), "m": (60, "minute"), "h": (3600, "hour"), "d": (86400, "day")}
+
+
+def console_ticket_rate() -> tuple[int, int, str] | None:
+    """CONSOLE_TICKET_RATE as (requests, period seconds, period name), or None for no cap."""
+    raw = str(settings.CONSOLE_TICKET_RATE or "").strip()
+    if not raw or raw == "0":
+        return None
+    count, _, period = raw.partition("/")
+    try:
+        limit = int(count)
+        seconds, name = _RATE_PERIODS[period.strip()[:1].lower()]
+    except (ValueError, KeyError):
+        raise ImproperlyConfigured(
+            f"PORTAL_CONSOLE_TICKET_RATE must look like 30/minute (got {raw!r}).") from None
+    return (limit, seconds, name) if limit > 0 else None
+
+
+def console_rate_check(*, user) -> None:
+    """Count one console ticket or link request of `user`; ConsoleRateLimited beyond CONSOLE_TICKET_RATE.
+
+    A fixed window in Django's cache: cheap enough to run before anything touches a hypervisor.
+    """
+    rate = console_ticket_rate()
+    if rate is None:
+        return
+    limit, period, name = rate
+    now = time.time()
+    window = int(now // period)
+    key = f"consoles:ticket-rate:{user.pk}:{period}:{window}"
+    cache.add(key, 0, timeout=period + 1)
+    try:
+        count = cache.incr(key)
+    except ValueError:  # the key expired (or was evicted) between add and incr
+        cache.set(key, 1, timeout=period + 1)
+        count = 1
+    if count > limit:
+        retry_after = max(1, math.ceil((window + 1) * period - now))
+        raise ConsoleRateLimited(
+            f"Too many console requests: at most {limit} a {name}. Try again in {retry_after} s.",
+            retry_after=retry_after)
+
+
+def _stale_seconds() -> int:
+    return 3 * max(1, settings.CONSOLE_POLL_SECONDS) + 5
+
+
+def console_open_session_count(*, user) -> int:
+    """Consoles `user` has open now (a relay that died stops counting after a few poll intervals)."""
+    return ConsoleSession.objects.filter(user=user, closed_at__isnull=True, terminate_requested_at__isnull=True,
+                                         last_seen_at__gte=_stale_before()).count()
+
+
+def _check_session_limit(*, user) -> None:
+    """ConsoleSessionLimit when `user` already has CONSOLE_MAX_SESSIONS_PER_USER consoles open."""
+    limit = int(settings.CONSOLE_MAX_SESSIONS_PER_USER)
+    if limit <= 0:
+        return
+    count = console_open_session_count(user=user)
+    if count >= limit:
+        raise ConsoleSessionLimit(
+            f"You have {count} consoles open, the most allowed at once: close one to open another.",
+            limit=limit, retry_after=_stale_seconds())
+
+
 # --- tickets --------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -158,9 +232,11 @@ def console_ticket_issue(*, actor, via: str, vm: VM | int, kind: str, session_ke
         vm = VM.objects.select_related("host").get(pk=share.vm_id)
     else:
         vm = _visible_vm(actor=actor, vm=vm)
+    console_rate_check(user=actor)  # counts refused requests too: reconnect storms are what it stops
     if not session_key:
         raise PermissionDenied("Sign in to use consoles.")
     _check_console_possible(vm, kind)
+    _check_session_limit(user=actor)  # early and friendly; console_ticket_redeem enforces it
     ttl = max(1, min(int(settings.CONSOLE_TICKET_SECONDS), 60))
     console_tickets_purge()  # spent tickets are worthless after a day; the sessions keep the record
     token = secrets.token_urlsafe(32)
@@ -172,18 +248,63 @@ def console_ticket_issue(*, actor, via: str, vm: VM | int, kind: str, session_ke
                         expires_at=expires_at, ttl_seconds=ttl)
 
 
-def console_origin_allowed(*, origin: str | None, host: str | None) -> bool:
-    """Same origin as the request's Host, or one of CONSOLE_ALLOWED_ORIGINS; no Origin at all is refused."""
+_WEB_SCHEMES = {"http": "http", "https": "https", "ws": "http", "wss": "https"}
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _origin_key(scheme: str, netloc: str) -> tuple[str, str, int] | None:
+    """(scheme, host, port) with ws/wss read as http/https and default ports filled in; None if malformed."""
+    scheme = _WEB_SCHEMES.get((scheme or "").strip().lower(), "")
+    if not scheme or not netloc or "@" in netloc:
+        return None
+    parts = urlsplit(f"//{netloc.strip()}")
+    try:
+        port = parts.port
+    except ValueError:
+        return None
+    if not parts.hostname:
+        return None
+    return scheme, parts.hostname.lower(), port or _DEFAULT_PORTS[scheme]
+
+
+def _origin_of(url: str) -> tuple[str, str, int] | None:
+    """The (scheme, host, port) of an Origin header or a configured origin; None for anything else."""
+    parts = urlsplit((url or "").strip())
+    if parts.scheme.lower() not in {"http", "https"} or parts.path not in {"", "/"}:
+        return None
+    if parts.query or parts.fragment:
+        return None
+    return _origin_key(parts.scheme, parts.netloc)
+
+
+def console_request_scheme(*, transport_scheme: str | None, headers: dict[str, str]) -> str:
+    """The scheme the browser used: the connection's own, or https if Django's SECURE_PROXY_SSL_HEADER says so.
+
+    `headers` are lower-cased header names. (daphne puts no scheme in a websocket's scope, so a
+    portal behind a TLS proxy relies on that setting or on PORTAL_CONSOLE_ALLOWED_ORIGINS.)
+    """
+    proxy_header = getattr(settings, "SECURE_PROXY_SSL_HEADER", None)
+    if proxy_header:
+        name, secure_value = proxy_header
+        name = name.removeprefix("HTTP_").replace("_", "-").lower()
+        if headers.get(name, "").split(",")[0].strip() == secure_value:
+            return "https"
+    return _WEB_SCHEMES.get((transport_scheme or "ws").lower(), "http")
+
+
+def console_origin_allowed(*, origin: str | None, host: str | None, scheme: str | None) -> bool:
+    """Same origin as the request (scheme, host and port, default ports normalised), or one of
+    CONSOLE_ALLOWED_ORIGINS; no Origin at all is refused. `scheme` is the request's (http/ws or https/wss)."""
     if not origin:
         return False
-    origin = origin.strip().rstrip("/").lower()
-    allowed = {o.strip().rstrip("/").lower() for o in settings.CONSOLE_ALLOWED_ORIGINS if o.strip()}
-    if origin in allowed:
-        return True
-    parts = urlsplit(origin)
-    if parts.scheme not in {"http", "https"} or not parts.netloc or not host:
+    key = _origin_of(origin)
+    if key is None:
         return False
-    return parts.netloc == host.strip().lower()
+    if key in {_origin_of(o) for o in settings.CONSOLE_ALLOWED_ORIGINS if o.strip()}:
+        return True
+    if not host or not scheme:
+        return False
+    return key == _origin_key(scheme, host)
 
 
 @dataclass(frozen=True)
@@ -225,8 +346,8 @@ def _deny(ticket: ConsoleTicket, exc: PortalError, tier: str) -> PortalError:
 
 
 def console_ticket_redeem(*, token: str | None, vm_id: int | str, kind: str, session_key: str | None,
-                          origin: str | None, host: str | None, tier: str, user_id: int | None = None,
-                          client: str = "") -> ConsoleGrant:
+                          origin: str | None, host: str | None, scheme: str | None, tier: str,
+                          user_id: int | None = None, client: str = "") -> ConsoleGrant:
     """Check and consume a ticket, open a ConsoleSession and audit it; raises a ConsoleRefused subclass.
 
     Order: Origin, ticket present and known, same VM and kind, same browser session, unused,
@@ -234,11 +355,11 @@ def console_ticket_redeem(*, token: str | None, vm_id: int | str, kind: str, ses
     allowed and the VM running. For the serial console, a second viewer is refused or made a
     read-only watcher, by the owner's choice.
     """
-    if not console_origin_allowed(origin=origin, host=host):
+    if not console_origin_allowed(origin=origin, host=host, scheme=scheme):
         raise ConsoleForbidden(f"Origin {str(origin)[:60]!r} may not open consoles.")
     if not token:
         raise TicketMissing("No console ticket: open the console from the VM's page.")
-    ticket = ConsoleTicket.objects.select_related("user", "vm", "vm__host", "share").filter(
+    ticket = ConsoleTicket.objects.select_related("user", "vm", "vm__host", "share", "share__vm").filter(
         token_hash=_hash(token)).first()
     if ticket is None:
         raise TicketUnknown("Unknown console ticket.")
@@ -268,31 +389,46 @@ def console_ticket_redeem(*, token: str | None, vm_id: int | str, kind: str, ses
     if kind == ConsoleKind.SCREEN:
         target_host, target_port, password = _graphics_target(vm)
 
-    with transaction.atomic():
-        role = SessionRole.WATCH if ticket.view_only else SessionRole.CONTROL
-        if kind == ConsoleKind.SERIAL:
-            role = _serial_role(vm=vm, user=ticket.user)
-        session = ConsoleSession.objects.create(
-            ticket=ticket, user=ticket.user, vm=vm, kind=kind, tier=tier, role=role, share=ticket.share,
-            client=client[:100])
-        if ticket.share_id:
-            ConsoleShare.objects.filter(pk=ticket.share_id).update(last_used_at=now, use_count=F("use_count") + 1)
-        extra = " (view-only share link)" if ticket.share_id else (
-            " (read-only watcher)" if role == SessionRole.WATCH else "")
-        audit(actor=ticket.user, via=Via.CONSOLE, action="console.open", target=vm,
-              message=f"Opened the {ConsoleKind(kind).label.lower()} of {vm.name} via {tier}{extra}",
-              data={"kind": kind, "tier": tier, "session": session.pk, "role": role,
-                    "share": ticket.share_id, "client": client[:100]})
+    try:
+        with transaction.atomic():
+            # Racing openers of one user queue on their user row, so the cap holds on PostgreSQL too.
+            get_user_model().objects.select_for_update().filter(pk=ticket.user_id).first()
+            _check_session_limit(user=ticket.user)
+            session = _session_open(ticket=ticket, vm=vm, kind=kind, tier=tier, client=client, now=now)
+    except ConsoleSessionLimit as exc:
+        raise _deny(ticket, exc, tier) from None
     return ConsoleGrant(
         session_id=session.pk, vm_id=vm.pk, vm_name=vm.name, user_id=ticket.user_id,
-        username=ticket.user.get_username(), kind=kind, role=role, view_only=ticket.view_only,
+        username=ticket.user.get_username(), kind=kind, role=session.role, view_only=ticket.view_only,
         target_host=target_host, target_port=target_port, vnc_password=password)
+
+
+def _session_open(*, ticket: ConsoleTicket, vm: VM, kind: str, tier: str, client: str,
+                  now: datetime) -> ConsoleSession:
+    """The session row and its audit event, in the caller's transaction; ConsoleBusy for a taken terminal."""
+    role: str = SessionRole.WATCH if ticket.view_only else SessionRole.CONTROL
+    if kind == ConsoleKind.SERIAL:
+        role = _serial_role(vm=vm, user=ticket.user)
+    session = ConsoleSession.objects.create(
+        ticket=ticket, user=ticket.user, vm=vm, kind=kind, tier=tier, role=role, share=ticket.share,
+        client=client[:100])
+    if ticket.share_id:
+        ConsoleShare.objects.filter(pk=ticket.share_id).update(last_used_at=now, use_count=F("use_count") + 1)
+    extra = " (view-only share link)" if ticket.share_id else (
+        " (read-only watcher)" if role == SessionRole.WATCH else "")
+    audit(actor=ticket.user, via=Via.CONSOLE, action="console.open", target=vm,
+          message=f"Opened the {ConsoleKind(kind).label.lower()} of {vm.name} via {tier}{extra}",
+          data={"kind": kind, "tier": tier, "session": session.pk, "role": role,
+                "share": ticket.share_id, "client": client[:100]})
+    return session
 
 
 def _check_access(*, user, vm_id: int, share: ConsoleShare | None) -> None:
     if not user.is_active:
         raise ConsoleForbidden("Your account is deactivated.")
     if share is not None:
+        if share.vm_gone:
+            raise ConsoleForbidden(SHARE_ENDED_MESSAGE)
         if share.revoked_at is not None:
             raise ConsoleForbidden("The share link was revoked by its owner.")
         if share.expires_at <= timezone.now():
@@ -324,7 +460,7 @@ def _graphics_target(vm: VM) -> tuple[str, int, str | None]:
 
 
 def _stale_before():
-    return timezone.now() - timedelta(seconds=3 * max(1, settings.CONSOLE_POLL_SECONDS) + 5)
+    return timezone.now() - timedelta(seconds=_stale_seconds())
 
 
 def _serial_role(*, vm: VM, user) -> str:
@@ -347,7 +483,8 @@ def _serial_role(*, vm: VM, user) -> str:
 
 def console_session_check(*, session_id: int) -> None:
     """Raise the reason an open session must end now (revoked, signed out, VM stopped), else mark it alive."""
-    session = (ConsoleSession.objects.select_related("user", "vm", "share", "share__created_by", "ticket")
+    session = (ConsoleSession.objects
+               .select_related("user", "vm", "share", "share__vm", "share__created_by", "ticket")
                .filter(pk=session_id).first())
     if session is None or session.closed_at is not None:
         raise SessionEnded("The console session ended.")
@@ -506,12 +643,20 @@ def _usable_share(*, actor, share: ConsoleShare) -> ConsoleShare:
     return share
 
 
+SHARE_ENDED_MESSAGE = "This share link has ended: the VM it showed was deleted."
+
+
 def console_share_resolve(*, user, token: str) -> ConsoleShare:
-    """The share link behind `token`, for its recipient; anything else looks like a missing link."""
+    """The share link behind `token`, for its recipient; anything else looks like a missing link.
+
+    A share of a deleted (or deleting) VM has ended: it answers NotFound too, saying so.
+    """
     share = (ConsoleShare.objects.select_related("vm", "vm__host", "created_by", "recipient")
              .filter(token_hash=_hash(token or "")).first())
     if share is None or user is None or not user.is_authenticated or share.recipient_id != user.pk:
         raise NotFound("This share link does not exist or is not for you.")
+    if share.vm_gone:
+        raise NotFound(SHARE_ENDED_MESSAGE)
     return share
 
 
@@ -519,7 +664,7 @@ def console_shares_for_vm(*, user, vm: VM):
     """The VM's share links, for its owner and staff."""
     if not (user.is_staff or vm.owner_id == user.pk):
         return ConsoleShare.objects.none()
-    return ConsoleShare.objects.filter(vm=vm).select_related("recipient", "created_by")
+    return ConsoleShare.objects.filter(vm=vm).select_related("vm", "recipient", "created_by")
 
 
 def console_tickets_purge(*, older_than_hours: int = 24) -> int:
@@ -527,3 +672,62 @@ def console_tickets_purge(*, older_than_hours: int = 24) -> int:
     cutoff = timezone.now() - timedelta(hours=older_than_hours)
     deleted, _ = ConsoleTicket.objects.filter(expires_at__lt=cutoff).delete()
     return deleted
+
+
+# --- one-time console links (Slack's /vm console, the REST API, manage.py vm console) -------------
+
+CONSOLE_LINK_KINDS = ("screen", "terminal")  # the console pages a link leads to
+_LINK_AGAIN = "Ask for a new one (/vm console in Slack, or the API)."
+
+
+@dataclass(frozen=True)
+class IssuedLink:
+    """A fresh one-time console link: the plain token goes to its user once, the database keeps its hash."""
+
+    token: str
+    vm_id: int
+    kind: str
+    expires_at: datetime
+    ttl_seconds: int
+
+    @property
+    def path(self) -> str:
+        """The link's path on the portal (doors make it absolute)."""
+        return reverse("consoles:link", args=[self.token])
+
+
+def console_link_create(*, actor, via: str, vm: VM | int, kind: str = "screen") -> IssuedLink:
+    """A link to the VM's screen or terminal page for `actor` only, usable once within CONSOLE_LINK_TTL_SECONDS."""
+    if kind not in CONSOLE_LINK_KINDS:
+        raise ValidationFailed(f"Unknown console kind {str(kind)[:20]!r} (screen or terminal).", field="kind")
+    vm = _visible_vm(actor=actor, vm=vm)
+    console_rate_check(user=actor)
+    ttl = max(0, int(settings.CONSOLE_LINK_TTL_SECONDS))
+    token = secrets.token_urlsafe(32)
+    now = timezone.now()
+    with transaction.atomic():
+        ConsoleLink.objects.filter(expires_at__lt=now - timedelta(days=1)).delete()
+        link = ConsoleLink.objects.create(token_hash=_hash(token), user=actor, vm=vm, kind=kind,
+                                          expires_at=now + timedelta(seconds=ttl))
+        audit(actor=actor, via=via, action="console.link", target=vm,
+              message=f"One-time link to the {kind} of {vm.name} (valid {_human_duration(ttl)})",
+              data={"kind": kind, "link": link.pk})
+    return IssuedLink(token=token, vm_id=vm.pk, kind=kind, expires_at=link.expires_at, ttl_seconds=ttl)
+
+
+def console_link_redeem(*, actor, token: str) -> ConsoleLink:
+    """Spend a console link: only its own portal user, once, before it expires, while the VM is visible."""
+    found = ConsoleLink.objects.select_related("vm").filter(token_hash=_hash(token or "")).first()
+    if found is None:
+        raise NotFound(f"This console link is not valid. {_LINK_AGAIN}")
+    if found.user_id != getattr(actor, "pk", None):
+        raise PermissionDenied("This console link was made for another portal account. "
+                               "Sign in as the account that asked for it.")
+    if found.used_at is not None:
+        raise InvalidState(f"This console link was already used. {_LINK_AGAIN}")
+    if found.expires_at <= timezone.now():
+        raise InvalidState(f"This console link has expired. {_LINK_AGAIN}")
+    _visible_vm(actor=actor, vm=found.vm_id)  # still allowed to see the VM (NotFound otherwise)
+    if not ConsoleLink.objects.filter(pk=found.pk, used_at__isnull=True).update(used_at=timezone.now()):
+        raise InvalidState(f"This console link was already used. {_LINK_AGAIN}")
+    return found

@@ -12,4 +12,5 @@ urlpatterns = [
     path("shares/<int:share_id>/revoke/", views.share_revoke_view, name="share-revoke"),
     path("share/<str:token>/", views.shared_screen_view, name="shared"),
     path("share/<str:token>/ticket/", views.shared_ticket_view, name="shared-ticket"),
+    path("link/<str:token>/", views.console_link_view, name="link"),
 ]

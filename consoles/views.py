@@ -17,7 +17,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
 from portal.choices import Via
-from portal.exceptions import PortalError
+from portal.exceptions import NotFound, PortalError
 from portal.web import error_text, portal_view
 from vms.selectors import vm_get
 
@@ -46,7 +46,13 @@ def _ticket_json(request: HttpRequest, issued: IssuedTicket) -> JsonResponse:
 
 def _json_error(request: HttpRequest, exc: PortalError) -> JsonResponse:
     status = exc.http_status if 400 <= exc.http_status < 600 else 400
-    return JsonResponse({"code": exc.code, "detail": error_text(exc, user=request.user)}, status=status)
+    body = {"code": exc.code, "detail": error_text(exc, user=request.user)}
+    headers = {}
+    retry_after = exc.fields.get("retry_after")
+    if retry_after:  # 429: too many tickets, or too many consoles open
+        body["retry_after"] = retry_after
+        headers["Retry-After"] = str(retry_after)
+    return JsonResponse(body, status=status, headers=headers)
 
 
 def _page(request: HttpRequest, template: str, *, vm, kind: str, ticket_url: str, share=None,
@@ -147,7 +153,11 @@ def share_revoke_view(request: HttpRequest, share_id: int) -> HttpResponse:
 @portal_view
 def shared_screen_view(request: HttpRequest, token: str) -> HttpResponse:
     """A colleague's view-only screen, through a share link made for the signed-in user."""
-    share = services.console_share_resolve(user=request.user, token=token)
+    try:
+        share = services.console_share_resolve(user=request.user, token=token)
+    except NotFound as exc:  # missing, someone else's, or ended: a 404 that says which in plain words
+        return render(request, "consoles/share_missing.html", {"error": error_text(exc, user=request.user)},
+                      status=404)
     return _page(request, "consoles/screen.html", vm=share.vm, kind=ConsoleKind.SCREEN,
                  ticket_url=reverse("consoles:shared-ticket", args=[token]), share=share)
 
@@ -164,3 +174,17 @@ def shared_ticket_view(request: HttpRequest, token: str) -> JsonResponse:
     except PortalError as exc:
         return _json_error(request, exc)
     return _ticket_json(request, issued)
+
+
+@login_required
+@require_GET
+@never_cache
+def console_link_view(request: HttpRequest, token: str) -> HttpResponse:
+    """A one-time console link (Slack, API, CLI): spent by its own user, then on to the console page."""
+    try:
+        link = services.console_link_redeem(actor=request.user, token=token)
+    except PortalError as exc:
+        status = {"not_found": 404, "forbidden": 403}.get(exc.code, 410)
+        return render(request, "consoles/console_link.html", {"error": error_text(exc, user=request.user)},
+                      status=status)
+    return redirect(f"consoles:{link.kind}", pk=link.vm_id)

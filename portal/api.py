@@ -87,7 +87,9 @@ def exception_handler(exc, context):
         extra = admin_detail(exc, shown=shown)
         if is_staff(getattr(request, "user", None)) and extra:
             fields["admin_detail"] = extra
-        return Response(fields, status=exc.http_status)
+        # A refusal that says when to come back (429) says it in the standard header too.
+        headers = {"Retry-After": str(exc.fields["retry_after"])} if exc.fields.get("retry_after") else None
+        return Response(fields, status=exc.http_status, headers=headers)
     response = drf_exception_handler(exc, context)
     if response is None:
         return None

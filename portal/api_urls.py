@@ -21,4 +21,5 @@ urlpatterns = [
     path("", include("storage.api.urls")),
     path("", include("cluster.api.urls")),
     path("", include("quotas.api.urls")),
+    path("", include("consoles.api.urls")),
 ]

@@ -150,3 +150,12 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "qemu_host" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.qemu)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache():
+    """Each test starts with an empty cache: per-user counters (console ticket rate) never leak between tests."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield

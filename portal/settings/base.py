@@ -179,13 +179,32 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
 }
 
+# One-time tokens (console tickets, share and console links, Slack links) are cut out of request
+# lines and messages before any handler writes them: portal.log_redaction.
+_REDACT = ["redact_tokens"]
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"redact_tokens": {"()": "portal.log_redaction.RedactTokens"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+        "django.server": {"()": "django.utils.log.ServerFormatter", "format": "[{server_time}] {message}",
+                          "style": "{"},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": _REDACT},
+        # Django's own runserver log handler, redefined here so its logger can carry the filter.
+        "django.server": {"class": "logging.StreamHandler", "formatter": "django.server", "level": "INFO"},
+    },
     "root": {"handlers": ["console"], "level": env.get_str("LOG_LEVEL", "INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}, "django.tasks": {"level": "WARNING"}},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        "django.tasks": {"level": "WARNING"},
+        "django.request": {"filters": _REDACT},
+        "django.server": {"handlers": ["django.server"], "level": "INFO", "propagate": False, "filters": _REDACT},
+        "django.channels.server": {"filters": _REDACT},
+        "daphne.access": {"filters": _REDACT},
+    },
 }
 
 # --- The hypervisor ---
@@ -262,9 +281,17 @@ SLACK_CONSOLE_LINK_TTL_SECONDS = env.get_int("SLACK_CONSOLE_LINK_TTL_SECONDS", 3
 CONSOLE_TICKET_SECONDS = min(env.get_int("CONSOLE_TICKET_SECONDS", 30), 60)
 # How often an open console re-checks that its user may still use it (revoked, stopped, signed out).
 CONSOLE_POLL_SECONDS = env.get_int("CONSOLE_POLL_SECONDS", 5)
+# Lifetime of a one-time console link (Slack's /vm console, POST /api/vms/{id}/console/, manage.py vm console).
+CONSOLE_LINK_TTL_SECONDS = env.get_int("CONSOLE_LINK_TTL_SECONDS", SLACK_CONSOLE_LINK_TTL_SECONDS)
 # Longest lifetime of a view-only share link, in hours.
 CONSOLE_SHARE_MAX_HOURS = env.get_int("CONSOLE_SHARE_MAX_HOURS", 72)
 # ws:// or wss:// base URL of `manage.py console_proxy` (websockify tier); empty: the portal's own origin.
 CONSOLE_PROXY_URL = env.get_str("CONSOLE_PROXY_URL", "").rstrip("/")
 # Origins allowed to open console websockets besides the portal's own (same host and port as the request).
 CONSOLE_ALLOWED_ORIGINS = env.get_list("CONSOLE_ALLOWED_ORIGINS", [PORTAL_BASE_URL, *CSRF_TRUSTED_ORIGINS])
+# Open consoles (screens, terminals, shared views) one user may have at once; 0: no cap.
+# Over it, the ticket request answers 429 and the websocket closes with 4429.
+CONSOLE_MAX_SESSIONS_PER_USER = env.get_int("CONSOLE_MAX_SESSIONS_PER_USER", 8)
+# Console tickets and one-time console links one user may ask for, as N/second|minute|hour|day (empty: no
+# cap). Counted in Django's cache (per process unless CACHES is shared); over it: HTTP 429 with Retry-After.
+CONSOLE_TICKET_RATE = env.get_str("CONSOLE_TICKET_RATE", "30/minute")

@@ -14,6 +14,7 @@ const CLOSE_TEXT = {
   4409: "The console ticket was already used.",
   4410: "The VM is not running.",
   4423: "Someone else is using this terminal.",
+  4429: "Too many consoles open: close one to open another.",
   4502: "The console is unavailable: the VM's host did not answer.",
 };
 

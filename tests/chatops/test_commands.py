@@ -136,7 +136,7 @@ def test_quota_shows_usage_bars_with_numbers(slack, alice, link, test_host):
 def _console_links(text: str) -> list[str]:
     import re
 
-    return [url.replace("http://portal.test", "") for url in re.findall(r"<(http://portal\.test/slack/console/[^|>]+)", text)]
+    return [url.replace("http://portal.test", "") for url in re.findall(r"<(http://portal\.test/consoles/link/[^|>]+)", text)]
 
 
 def test_console_sends_ephemeral_one_time_links_to_the_console_pages(slack, alice, bob, link, test_host, client):
@@ -156,13 +156,13 @@ def test_console_sends_ephemeral_one_time_links_to_the_console_pages(slack, alic
     again = client.get(screen)
     assert again.status_code == 410 and b"already used" in again.content
     assert client.get(terminal)["Location"] == f"/consoles/vm/{vm.pk}/terminal/"
-    assert client.get("/slack/console/not-a-token/").status_code == 404
+    assert client.get("/consoles/link/not-a-token/").status_code == 404
 
 
 def test_console_link_expires(slack, alice, link, test_host, client, settings):
     link(alice, "UALICE")
     _vm(alice, test_host, "alice-web")
-    settings.SLACK_CONSOLE_LINK_TTL_SECONDS = 0
+    settings.CONSOLE_LINK_TTL_SECONDS = 0
     screen, _ = _console_links(reply_text(slack.command("console alice-web")))
     client.force_login(alice)
     gone = client.get(screen)

@@ -215,7 +215,7 @@ def test_only_the_owner_chooses_whether_others_may_watch_the_terminal(vm, alice,
     (None, "testserver", False),
 ])
 def test_origin_rule(origin, host, allowed):
-    assert console_origin_allowed(origin=origin, host=host) is allowed
+    assert console_origin_allowed(origin=origin, host=host, scheme="http") is allowed
 
 
 def test_the_vnc_password_is_not_shown_in_the_admin(admin_user, vm):

@@ -44,7 +44,8 @@ class Command(BaseCommand):
             env["PORTAL_TASKS_BACKEND"] = IMMEDIATE_BACKEND
             commands = {"portal": [*manage, "runportal", "--single-process", "--bind", bind, "--port", str(port)]}
         else:
-            commands = {"web": [py, "-m", "daphne", "-b", bind, "-p", str(port), "portal.asgi:application"]}
+            # portal.serve: daphne with its access log through settings.LOGGING (tokens redacted)
+            commands = {"web": [py, "-m", "portal.serve", "-b", bind, "-p", str(port), "portal.asgi:application"]}
             for n in range(workers):
                 commands[f"worker{n + 1}"] = [*manage, "db_worker", "--no-startup-delay", "--no-reload"]
             commands["monitor"] = [*manage, "hypervisor_monitor"]
@@ -81,7 +82,7 @@ class Command(BaseCommand):
             sys.exit(code)
 
     def _single_process(self, bind: str, port: int) -> None:
-        from daphne.cli import CommandLineInterface
+        from portal.serve import main as serve
 
         if settings.TASKS["default"]["BACKEND"] != IMMEDIATE_BACKEND:
             raise CommandError("--single-process runs no job worker: it needs "
@@ -96,7 +97,7 @@ class Command(BaseCommand):
             kwargs={"interval": settings.RECONCILE_SECONDS, "should_stop": stopping.is_set})
         monitor.start()
         try:
-            CommandLineInterface().run(["-b", bind, "-p", str(port), "portal.asgi:application"])
+            serve(["-b", bind, "-p", str(port), "portal.asgi:application"])
         finally:
             stopping.set()
             monitor.join(timeout=3)

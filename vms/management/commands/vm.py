@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
+from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
@@ -18,10 +20,21 @@ from portal.models import Job
 from quotas.selectors import quota_usage
 from vms import selectors, services
 
+# Verbs that apps above vms add (consoles: `console`), registered from their AppConfig.ready, so this
+# command never imports them: name -> (help, add_arguments(parser), run(command, actor, vm, options)).
+_extra_verbs: dict[str, tuple[str, Callable[[Any], None], Callable[..., None]]] = {}
+
+
+def register_verb(name: str, *, help: str, add_arguments: Callable[[Any], None],
+                  run: Callable[..., None]) -> None:
+    """Add a `manage.py vm` verb that acts on one VM (`add_arguments` must add its `name` argument)."""
+    _extra_verbs[name] = (help, add_arguments, run)
+
 
 class Command(BaseCommand):
     help = ("VM lifecycle as a given user: list, show, create, start, stop, force-off, reboot, pause, resume, "
-            "delete, grow-disk; snapshot, snapshots, revert, delete-snapshot.")
+            "delete, grow-disk; snapshot, snapshots, revert, delete-snapshot; and verbs other apps add "
+            "(console: one-time console URLs).")
 
     def add_arguments(self, parser):
         parser.add_argument("--user", required=True, help="Act as this portal user.")
@@ -39,6 +52,8 @@ class Command(BaseCommand):
         snap.add_argument("snapshot", nargs="?", help="Snapshot name (default snap-<date>-<time>).")
         snap.add_argument("--description", default="")
         sub.add_parser("snapshots").add_argument("name")
+        for name, (verb_help, add_verb_arguments, _) in _extra_verbs.items():
+            add_verb_arguments(sub.add_parser(name, help=verb_help))
         for verb in ("revert", "delete-snapshot"):
             p = sub.add_parser(verb)
             p.add_argument("name")
@@ -95,6 +110,8 @@ class Command(BaseCommand):
                           "domain_name", "domain_type", "last_error"):
                 self.stdout.write(f"{field:<12} {getattr(vm, field)}")
             return None
+        if verb in _extra_verbs:
+            return _extra_verbs[verb][2](self, actor, vm, opts)
         if verb == "delete":
             return services.vm_delete(actor=actor, via=Via.CLI, vm=vm)
         if verb == "grow-disk":
