@@ -18,7 +18,10 @@ from django.urls import reverse
 
 from portal.choices import JobStatus
 from portal.exceptions import PortalError, QuotaExceeded
+from portal.jobs.labels import job_label
+from portal.units import mib
 from portal.web import error_text
+from vms import lifecycle
 
 # Action ids of buttons (the Bolt app routes on these).
 A_START = "vm_start"
@@ -38,24 +41,12 @@ A_SNAPSHOT_REVERT = "vm_snapshot_revert"
 ACTION_IDS = {"start": A_START, "stop": A_STOP, "pause": A_PAUSE, "resume": A_RESUME, "reboot": A_REBOOT,
               "force_off": A_FORCE_OFF, "delete": A_DELETE}
 ACTION_BY_ID = {v: k for k, v in ACTION_IDS.items()}
-# One word per concept, the same as the web buttons.
-ACTION_LABELS = {"start": "Start", "stop": "Stop", "pause": "Pause", "resume": "Resume", "reboot": "Reboot",
-                 "force_off": "Force off", "delete": "Delete"}
-CONFIRM_TEXT = {
-    "stop": "The guest is asked to shut down (ACPI power button).",
-    "reboot": "The guest is asked to restart.",
-    "force_off": "This cuts the power at once; unsaved data in the guest is lost.",
-    "delete": "This powers the VM off and removes it and its disks for good. There is no undo.",
-}
+# The buttons a VM message offers, in this order, where the lifecycle table allows them in the VM's state
+# (labels, confirmations and allowed states all come from vms.lifecycle, as on the web pages).
+VM_BUTTONS = ("start", "stop", "resume", "pause")
 STATUS_ICONS = {
     "running": "🟢", "stopped": "⚪", "paused": "⏸️", "error": "🔴", "deleted": "🗑️",
     "creating": "⏳", "starting": "⏳", "stopping": "⏳", "rebooting": "⏳", "deleting": "⏳",
-}
-JOB_LABELS = {
-    "vm.create": "Create", "vm.start": "Start", "vm.stop": "Stop", "vm.force_off": "Force off",
-    "vm.reboot": "Reboot", "vm.pause": "Pause", "vm.resume": "Resume", "vm.delete": "Delete",
-    "vm.snapshot.create": "Snapshot", "vm.snapshot.revert": "Revert", "vm.snapshot.delete": "Snapshot delete",
-    "vm.disk.grow": "Grow disk",
 }
 SECTION_MAX = 2900
 MAX_LISTED = 40
@@ -127,13 +118,6 @@ def button(text: str, action_id: str, value: str = "", *, style: str | None = No
 
 def mention(slack_user_id: str) -> str:
     return f"<@{slack_user_id}>" if slack_user_id else "someone"
-
-
-def mib(value: int) -> str:
-    if value >= 1024:
-        gib = value / 1024
-        return f"{gib:.1f}".removesuffix(".0") + " GiB"
-    return f"{value} MiB"
 
 
 def short_id(job) -> str:
@@ -347,8 +331,9 @@ def console_reply(vm, *, screen_url: str, terminal_url: str, ttl_minutes: int) -
 
 
 def confirm_reply(action: str, vm) -> Reply:
-    label = ACTION_LABELS[action]
-    text = f"{label} *{esc(vm.name)}*? {CONFIRM_TEXT[action]}"
+    transition = lifecycle.ACTIONS[action]
+    label = transition.label
+    text = f"{label} *{esc(vm.name)}*? {transition.confirm}"
     blocks = [
         section(text),
         actions(
@@ -411,23 +396,28 @@ def started_action_text(*, slack_user_id: str, message: str, job) -> str:
     return f"⏳ {esc(message)}{job_part} (asked by {mention(slack_user_id)})"
 
 
-def vm_buttons(vm) -> dict | None:
+def _action_button(action: str, vm) -> dict:
+    """A VM action's button, as the lifecycle table names it; a destructive one asks first."""
+    transition = lifecycle.ACTIONS[action]
     pk = str(vm.pk)
-    delete = button("Delete", A_DELETE, pk, style="danger", confirm=confirm_dialog(
-        f"Delete {vm.name}?", CONFIRM_TEXT["delete"], "Delete"))
-    if vm.status == "running":
-        return actions(
-            button("Stop", A_STOP, pk, confirm=confirm_dialog(f"Stop {vm.name}?", CONFIRM_TEXT["stop"], "Stop",
-                                                               style="primary")),
-            button("Pause", A_PAUSE, pk),
-            button("Console", A_CONSOLE, pk, url=console_url(vm)),
-            delete,
-        )
-    if vm.status == "paused":
-        return actions(button("Resume", A_RESUME, pk, style="primary"), delete)
-    if vm.status in ("stopped", "error"):
-        return actions(button("Start", A_START, pk, style="primary"), delete)
-    return None
+    if transition.destructive:
+        return button(transition.label, ACTION_IDS[action], pk, style="danger", confirm=confirm_dialog(
+            f"{transition.label} {vm.name}?", transition.confirm, transition.label))
+    if transition.confirm:
+        return button(transition.label, ACTION_IDS[action], pk, confirm=confirm_dialog(
+            f"{transition.label} {vm.name}?", transition.confirm, transition.label, style="primary"))
+    return button(transition.label, ACTION_IDS[action], pk, style="primary" if action in ("start", "resume") else None)
+
+
+def vm_buttons(vm) -> dict | None:
+    """What can be done next with the VM, in its state: the table's actions, the console, delete."""
+    allowed = set(lifecycle.allowed_actions(vm.status))
+    elements = [_action_button(action, vm) for action in VM_BUTTONS if action in allowed]
+    if vm.status == "running" and vm.status in lifecycle.CONSOLE_STATES:
+        elements.append(button("Console", A_CONSOLE, str(vm.pk), url=console_url(vm)))
+    if elements and lifecycle.DELETE.action in allowed:
+        elements.append(_action_button(lifecycle.DELETE.action, vm))
+    return actions(*elements) if elements else None
 
 
 _DONE = {
@@ -452,12 +442,12 @@ def job_result_reply(job, vm, *, slack_user_id: str = "") -> Reply:
     who = f"{mention(slack_user_id)} " if slack_user_id else ""
     if job.status == JobStatus.SUCCEEDED:
         line = _DONE.get(job.kind, "✅ {label} of *{name}* finished.").format(
-            name=name, label=JOB_LABELS.get(job.kind, job.kind),
+            name=name, label=job_label(job.kind),
             snapshot=esc(str((job.params or {}).get("snapshot", ""))))
         if job.kind == "vm.create" and vm is not None and vm.status == "stopped":
             line = f"✅ *{name}* was created (stopped)."
     else:
-        label = JOB_LABELS.get(job.kind, job.kind)
+        label = job_label(job.kind)
         line = f"❌ {label} of *{name}* failed: {esc(job.error or job.get_status_display())}"
     text = who + line
     if vm is not None and vm.status != "deleted":

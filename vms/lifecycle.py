@@ -41,6 +41,7 @@ class Transition:
     why_not: dict[str, str] = field(default_factory=dict)
     waits_for_snapshots: bool = True
     destructive: bool = False  # doors ask for confirmation first
+    confirm: str = ""  # what a confirmation says will happen (doors that ask first show it)
 
     def refusal(self, *, name: str, status: str, transitional: bool) -> str:
         """The sentence shown when the action is not allowed in `status`."""
@@ -62,18 +63,20 @@ POWER_ACTIONS: dict[str, Transition] = {t.action: t for t in (
         allowed=frozenset({_S.RUNNING}), transitional=_S.STOPPING,
         job_kind="vm.stop", verb="shutdown", result=_S.STOPPED, doing="Stopping", progress="Sending the ACPI power-off signal",
         done="vm.stopped", done_message="Stopped {name} (ACPI)",
+        confirm="The guest is asked to shut down (ACPI power button).",
         why_not={_S.STOPPED: "is already stopped", _S.PAUSED: "is paused: resume it first, or use Force off"}),
     Transition(
         action="force_off", label="Force off", help="Cut the power at once; unsaved data in the guest is lost",
         allowed=frozenset({_S.RUNNING, _S.PAUSED, _S.STOPPING, _S.STARTING, _S.REBOOTING, _S.ERROR}),
         transitional=_S.STOPPING, job_kind="vm.force_off", verb="destroy", result=_S.STOPPED,
         doing="Forcing off", progress="Cutting the power", done="vm.forced_off", done_message="Forced off {name}",
-        why_not={_S.STOPPED: "is already stopped"}, waits_for_snapshots=False, destructive=True),
+        why_not={_S.STOPPED: "is already stopped"}, waits_for_snapshots=False, destructive=True,
+        confirm="This cuts the power at once; unsaved data in the guest is lost."),
     Transition(
         action="reboot", label="Reboot", help="Ask the guest to restart",
         allowed=frozenset({_S.RUNNING}), transitional=_S.REBOOTING,
         job_kind="vm.reboot", verb="reboot", result=_S.RUNNING, doing="Rebooting", progress="Rebooting",
-        done="vm.rebooted", done_message="Rebooted {name}",
+        done="vm.rebooted", done_message="Rebooted {name}", confirm="The guest is asked to restart.",
         why_not={_S.STOPPED: "is stopped: start it instead"}),
     Transition(
         action="pause", label="Pause", help="Freeze the VM in memory",
@@ -92,7 +95,8 @@ DELETE = Transition(
     action="delete", label="Delete", help="Remove the VM and its disks",
     allowed=frozenset(set(VMStatus.values) - {_S.CREATING, _S.STARTING, _S.REBOOTING, _S.DELETING, _S.DELETED}),
     noop=frozenset({_S.DELETING}), transitional=_S.DELETING, job_kind="vm.delete", verb="undefine",
-    result=_S.DELETED, doing="Deleting", progress="Powering off", done="vm.deleted", done_message="Deleted {name}", destructive=True)
+    result=_S.DELETED, doing="Deleting", progress="Powering off", done="vm.deleted", done_message="Deleted {name}", destructive=True,
+    confirm="This powers the VM off and removes it and its disks for good. There is no undo.")
 
 # Every action a door may offer on a VM, in button order.
 ACTIONS: dict[str, Transition] = {**POWER_ACTIONS, DELETE.action: DELETE}

@@ -46,6 +46,10 @@ def _annotate(vm, rules: dict[str, list[str]]):
     return vm
 
 
+# What a confirmation says for each action (from the lifecycle table, as in Slack).
+ACTION_CONFIRM = {name: t.confirm for name, t in lifecycle.ACTIONS.items()}
+
+
 def live_config() -> dict:
     """The VMs' part of every live page's config (registered with portal.live in VmsConfig.ready)."""
     return {
@@ -82,6 +86,7 @@ def vm_list_view(request: HttpRequest) -> HttpResponse:
         "search": search,
         "filtered": bool(status or search),
         "status_choices": [(v, label) for v, label in VMStatus.choices if v != VMStatus.DELETED],
+        "action_confirm": ACTION_CONFIRM,
         **live_context(),
     })
 
@@ -157,6 +162,7 @@ def _detail(request: HttpRequest, vm, *, edit_form: VMUpdateForm | None = None, 
         "name_help": NAME_HELP,
         "description_max": DESCRIPTION_MAX,
         "action_help": {name: t.help for name, t in lifecycle.ACTIONS.items()},
+        "action_confirm": ACTION_CONFIRM,
         "limits": settings.VM_LIMITS,
         "console_urls": {
             "screen": f"/consoles/vm/{vm.pk}/screen/",

@@ -18,7 +18,7 @@ from portal.choices import Via
 from portal.exceptions import NotFound, PortalError
 from portal.models import Job
 from quotas.selectors import quota_usage
-from vms import selectors, services
+from vms import lifecycle, selectors, services
 
 # Verbs that apps above vms add (consoles: `console`), registered from their AppConfig.ready, so this
 # command never imports them: name -> (help, add_arguments(parser), run(command, actor, vm, options)).
@@ -42,8 +42,9 @@ class Command(BaseCommand):
         sub = parser.add_subparsers(dest="verb", required=True)
         sub.add_parser("list")
         sub.add_parser("quota")
-        for verb in ("show", "start", "stop", "force-off", "reboot", "pause", "resume", "delete"):
-            sub.add_parser(verb).add_argument("name")
+        sub.add_parser("show").add_argument("name")
+        for action, transition in lifecycle.ACTIONS.items():  # start, stop, force-off, …, delete
+            sub.add_parser(action.replace("_", "-"), help=transition.help).add_argument("name")
         grow = sub.add_parser("grow-disk")
         grow.add_argument("name")
         grow.add_argument("disk_gib", help="New size in GiB (disks only grow).")
@@ -112,7 +113,7 @@ class Command(BaseCommand):
             return None
         if verb in _extra_verbs:
             return _extra_verbs[verb][2](self, actor, vm, opts)
-        if verb == "delete":
+        if verb == lifecycle.DELETE.action:
             return services.vm_delete(actor=actor, via=Via.CLI, vm=vm)
         if verb == "grow-disk":
             return services.vm_grow_disk(actor=actor, via=Via.CLI, vm=vm, disk_gib=opts["disk_gib"])
