@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from portal.audit import audit
 from portal.choices import Via
-from portal.exceptions import Conflict, InvalidState, NotFound, PermissionDenied, ValidationFailed
+from portal.exceptions import Conflict, Gone, NotFound, PermissionDenied, ValidationFailed
 from portal.models import AuditEvent, Job
 
 from .models import JobWatch, LinkToken, SlackIdentity, SlackRequest, Subscription
@@ -66,9 +66,9 @@ def link_token_get(*, token: str) -> LinkToken:
     if found is None:
         raise NotFound("This link is not valid. Type /vm link in Slack to get a new one.")
     if found.used_at is not None:
-        raise InvalidState("This link was already used. Type /vm link in Slack to get a new one.")
+        raise Gone("This link was already used. Type /vm link in Slack to get a new one.")
     if found.expires_at <= timezone.now():
-        raise InvalidState("This link has expired. Type /vm link in Slack to get a new one.")
+        raise Gone("This link has expired. Type /vm link in Slack to get a new one.")
     return found
 
 
@@ -93,7 +93,7 @@ def identity_link(*, actor, via: str = Via.WEB, token: str, slack_name: str = ""
         used = LinkToken.objects.filter(pk=found.pk, used_at__isnull=True).update(
             used_at=timezone.now(), used_by=actor)
         if not used:  # a twin request won the race
-            raise InvalidState("This link was already used. Type /vm link in Slack to get a new one.")
+            raise Gone("This link was already used. Type /vm link in Slack to get a new one.")
         data = {"slack_team": found.team_id, "slack_user": found.slack_user_id}
         # get_or_create, never update_or_create: an existing link keeps its account, even in a race.
         identity, created = SlackIdentity.objects.get_or_create(

@@ -56,15 +56,16 @@ def link_view(request: HttpRequest, token: str) -> HttpResponse:
     try:
         link = services.link_token_get(token=token)
     except PortalError as exc:
-        return render(request, "chatops/link.html", {"error": error_text(exc, user=request.user)}, status=410
-                      if exc.code == "invalid_state" else 404)
+        return render(request, "chatops/link.html", {"error": error_text(exc, user=request.user)},
+                      status=exc.http_status)
     slack_user = slack.user_info(slack_user_id=link.slack_user_id)
     if request.method == "POST":
         try:
             identity = services.identity_link(actor=request.user, via=Via.WEB, token=token,
                                               slack_name=slack_user.label if slack_user else "")
         except PortalError as exc:
-            return render(request, "chatops/link.html", {"error": error_text(exc, user=request.user)}, status=409)
+            return render(request, "chatops/link.html", {"error": error_text(exc, user=request.user)},
+                          status=exc.http_status)
         messages.success(request, f"Your Slack account ({identity.slack_name or identity.slack_user_id}) is linked. "
                                   "Go back to Slack and type /vm list.")
         slack.respond(link.response_url, text=f":white_check_mark: Linked to the portal account "

@@ -17,7 +17,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
 from portal.choices import Via
-from portal.exceptions import NotFound, PortalError
+from portal.exceptions import NotFound, PortalError, error_body
 from portal.web import error_text, portal_view
 from vms.selectors import vm_get
 
@@ -45,13 +45,8 @@ def _ticket_json(request: HttpRequest, issued: IssuedTicket) -> JsonResponse:
 
 
 def _json_error(request: HttpRequest, exc: PortalError) -> JsonResponse:
-    status = exc.http_status if 400 <= exc.http_status < 600 else 400
-    body = {"code": exc.code, "detail": error_text(exc, user=request.user)}
-    headers = {}
-    retry_after = exc.fields.get("retry_after")
-    if retry_after:  # 429: too many tickets, or too many consoles open
-        body["retry_after"] = retry_after
-        headers["Retry-After"] = str(retry_after)
+    """The page's ticket endpoints answer errors exactly like the REST API (portal.exceptions.error_body)."""
+    status, body, headers = error_body(exc, user=request.user)
     return JsonResponse(body, status=status, headers=headers)
 
 

@@ -37,7 +37,7 @@ from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from .exceptions import PortalError, QuotaExceeded, ValidationFailed, admin_detail, is_staff, user_message
+from .exceptions import PortalError, ValidationFailed, error_body
 from .net import request_client_ip
 
 
@@ -75,21 +75,10 @@ def exception_handler(exc, context):
         logging.getLogger(f"django.security.{type(exc).__name__}").warning("%s", exc)
         status, refusal = _bad_request_body(exc)
         return Response(refusal, status=status)
-    if isinstance(exc, ValidationFailed):
-        return Response({"code": exc.code, "detail": exc.message, "errors": exc.errors}, status=exc.http_status)
-    if isinstance(exc, QuotaExceeded):
-        return Response(exc.as_dict(), status=exc.http_status)
     if isinstance(exc, PortalError):
-        shown = user_message(exc)  # the plain words, for staff too
-        fields: dict[str, Any] = {"code": exc.code, "detail": shown}
-        fields.update({k: v for k, v in exc.fields.items() if k != "libvirt_code"})
         request = context.get("request")
-        extra = admin_detail(exc, shown=shown)
-        if is_staff(getattr(request, "user", None)) and extra:
-            fields["admin_detail"] = extra
-        # A refusal that says when to come back (429) says it in the standard header too.
-        headers = {"Retry-After": str(exc.fields["retry_after"])} if exc.fields.get("retry_after") else None
-        return Response(fields, status=exc.http_status, headers=headers)
+        status, body, headers = error_body(exc, user=getattr(request, "user", None))
+        return Response(body, status=status, headers=headers or None)
     response = drf_exception_handler(exc, context)
     if response is None:
         return None

@@ -69,6 +69,13 @@ class InvalidState(PortalError):
     exit_code = 5
 
 
+class Gone(InvalidState):
+    """A one-time thing (a link, a token) that was used or has expired: it will not work again."""
+
+    code = "gone"
+    http_status = 410
+
+
 class Conflict(PortalError):
     code = "conflict"
     http_status = 409
@@ -202,3 +209,22 @@ def user_message(exc: PortalError, *, user: Any = None) -> str:
     else:
         text = exc.message
     return text if is_staff(user) else scrub(text)
+
+
+def error_body(exc: PortalError, *, user: Any = None) -> tuple[int, dict[str, Any], dict[str, str]]:
+    """The JSON answer to `exc` for every JSON door (the REST API, the pages' JSON endpoints): status,
+    body and headers. `detail` is the sentence for `user` (plain words; staff also get `admin_detail`),
+    plus the error's fields; a refusal that says when to come back has a Retry-After header."""
+    if isinstance(exc, ValidationFailed):
+        return exc.http_status, {"code": exc.code, "detail": exc.message, "errors": exc.errors}, {}
+    if isinstance(exc, QuotaExceeded):  # the numbers are in the fields; the sentence says them too
+        return exc.http_status, exc.as_dict(), {}
+    shown = user_message(exc)  # the plain words, for staff too
+    body: dict[str, Any] = {"code": exc.code, "detail": shown}
+    body.update({k: v for k, v in exc.fields.items() if k != "libvirt_code"})
+    extra = admin_detail(exc, shown=shown)
+    if is_staff(user) and extra:
+        body["admin_detail"] = extra
+    headers = {"Retry-After": str(exc.fields["retry_after"])} if exc.fields.get("retry_after") else {}
+    status = exc.http_status if 400 <= exc.http_status < 600 else 400
+    return status, body, headers

@@ -95,7 +95,7 @@ def test_too_many_open_consoles_refuse_the_ticket_with_429(vm, alice, settings, 
     assert response.json() == {
         "code": "console_session_limit",
         "detail": "You have 2 consoles open, the most allowed at once: close one to open another.",
-        "retry_after": 20}
+        "limit": 2, "retry_after": 20}  # the error's fields, as in every JSON error body
     assert response["Retry-After"] == "20"
     # A relay that died leaves a row that stops counting once it has not been seen for a while.
     ConsoleSession.objects.filter(user=alice).update(last_seen_at=timezone.now() - timedelta(minutes=5))
