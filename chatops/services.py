@@ -4,9 +4,7 @@ and notification subscriptions. VM and quota rules stay in their own services.
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import secrets
 from datetime import timedelta
 
 from django.conf import settings
@@ -19,6 +17,7 @@ from portal.audit import audit
 from portal.choices import Via
 from portal.exceptions import Conflict, Gone, NotFound, PermissionDenied, ValidationFailed
 from portal.models import AuditEvent, Job
+from portal.tokens import new_token, token_hash
 
 from .models import JobWatch, LinkToken, SlackIdentity, SlackRequest, Subscription
 
@@ -46,15 +45,12 @@ def identity_resolve(*, team_id: str, slack_user_id: str) -> SlackIdentity | Non
     return identity
 
 
-def _hash(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
 
 def link_token_create(*, team_id: str, slack_user_id: str, slack_name: str = "", response_url: str = "") -> str:
     """A one-time token for `/slack/link/<token>/`; only its hash is stored. Returns the token."""
-    token = secrets.token_urlsafe(32)
+    token = new_token(32)
     LinkToken.objects.create(
-        token_hash=_hash(token), team_id=team_id, slack_user_id=slack_user_id, slack_name=slack_name[:100],
+        token_hash=token_hash(token), team_id=team_id, slack_user_id=slack_user_id, slack_name=slack_name[:100],
         response_url=response_url[:500],
         expires_at=timezone.now() + timedelta(seconds=settings.SLACK_LINK_TTL_SECONDS))
     return token
@@ -62,7 +58,7 @@ def link_token_create(*, team_id: str, slack_user_id: str, slack_name: str = "",
 
 def link_token_get(*, token: str) -> LinkToken:
     """An open link token, or NotFound/InvalidState with the reason in plain words."""
-    found = LinkToken.objects.filter(token_hash=_hash(token or "")).first()
+    found = LinkToken.objects.filter(token_hash=token_hash(token or "")).first()
     if found is None:
         raise NotFound("This link is not valid. Type /vm link in Slack to get a new one.")
     if found.used_at is not None:

@@ -8,7 +8,6 @@ the ticket's VM, never from anything the browser sent.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import secrets
@@ -33,6 +32,7 @@ from portal.choices import Via
 from portal.exceptions import InvalidState, NotFound, PermissionDenied, PortalError, ValidationFailed
 from portal.hypervisor import get_driver
 from portal.models import AuditEvent
+from portal.tokens import new_token, token_hash
 from vms.choices import VMStatus
 from vms.models import VM
 from vms.selectors import vm_visible
@@ -59,9 +59,6 @@ log = logging.getLogger(__name__)
 CONSOLE_STATES = (VMStatus.RUNNING, VMStatus.PAUSED, VMStatus.REBOOTING, VMStatus.STOPPING)
 _PASSWORD_ALPHABET = string.ascii_letters + string.digits
 
-
-def _hash(token: str) -> str:
-    return hashlib.sha256(token.encode("utf-8", "replace")).hexdigest()
 
 
 def _kind(kind: str) -> str:
@@ -239,10 +236,10 @@ def console_ticket_issue(*, actor, via: str, vm: VM | int, kind: str, session_ke
     _check_session_limit(user=actor)  # early and friendly; console_ticket_redeem enforces it
     ttl = max(1, min(int(settings.CONSOLE_TICKET_SECONDS), 60))
     console_tickets_purge()  # spent tickets are worthless after a day; the sessions keep the record
-    token = secrets.token_urlsafe(32)
+    token = new_token(32)
     expires_at = timezone.now() + timedelta(seconds=ttl)
     ConsoleTicket.objects.create(
-        token_hash=_hash(token), user=actor, vm=vm, kind=kind, session_key=session_key, share=share,
+        token_hash=token_hash(token), user=actor, vm=vm, kind=kind, session_key=session_key, share=share,
         view_only=share is not None, via=via, expires_at=expires_at)
     return IssuedTicket(token=token, vm_id=vm.pk, kind=kind, view_only=share is not None,
                         expires_at=expires_at, ttl_seconds=ttl)
@@ -360,7 +357,7 @@ def console_ticket_redeem(*, token: str | None, vm_id: int | str, kind: str, ses
     if not token:
         raise TicketMissing("No console ticket: open the console from the VM's page.")
     ticket = ConsoleTicket.objects.select_related("user", "vm", "vm__host", "share", "share__vm").filter(
-        token_hash=_hash(token)).first()
+        token_hash=token_hash(token)).first()
     if ticket is None:
         raise TicketUnknown("Unknown console ticket.")
     if str(ticket.vm_id) != str(vm_id) or ticket.kind != kind:
@@ -603,10 +600,10 @@ def console_share_create(*, actor, via: str, vm: VM | int, recipient: str, hours
         errors["note"] = ["Keep the note under 200 characters."]
     if errors:
         raise ValidationFailed(errors)
-    token = secrets.token_urlsafe(24)
+    token = new_token(24)
     with transaction.atomic():
         share = ConsoleShare.objects.create(
-            token_hash=_hash(token), vm=vm, created_by=actor, recipient=target, note=note,
+            token_hash=token_hash(token), vm=vm, created_by=actor, recipient=target, note=note,
             expires_at=timezone.now() + timedelta(hours=hours))
         audit(actor=actor, via=via, action="console.share.create", target=vm,
               message=f"Shared the screen of {vm.name} with {target.get_username()} (view-only, {hours} h)",
@@ -652,7 +649,7 @@ def console_share_resolve(*, user, token: str) -> ConsoleShare:
     A share of a deleted (or deleting) VM has ended: it answers NotFound too, saying so.
     """
     share = (ConsoleShare.objects.select_related("vm", "vm__host", "created_by", "recipient")
-             .filter(token_hash=_hash(token or "")).first())
+             .filter(token_hash=token_hash(token or "")).first())
     if share is None or user is None or not user.is_authenticated or share.recipient_id != user.pk:
         raise NotFound("This share link does not exist or is not for you.")
     if share.vm_gone:
@@ -703,11 +700,11 @@ def console_link_create(*, actor, via: str, vm: VM | int, kind: str = "screen") 
     vm = _visible_vm(actor=actor, vm=vm)
     console_rate_check(user=actor)
     ttl = max(0, int(settings.CONSOLE_LINK_TTL_SECONDS))
-    token = secrets.token_urlsafe(32)
+    token = new_token(32)
     now = timezone.now()
     with transaction.atomic():
         ConsoleLink.objects.filter(expires_at__lt=now - timedelta(days=1)).delete()
-        link = ConsoleLink.objects.create(token_hash=_hash(token), user=actor, vm=vm, kind=kind,
+        link = ConsoleLink.objects.create(token_hash=token_hash(token), user=actor, vm=vm, kind=kind,
                                           expires_at=now + timedelta(seconds=ttl))
         audit(actor=actor, via=via, action="console.link", target=vm,
               message=f"One-time link to the {kind} of {vm.name} (valid {_human_duration(ttl)})",
@@ -717,7 +714,7 @@ def console_link_create(*, actor, via: str, vm: VM | int, kind: str = "screen") 
 
 def console_link_redeem(*, actor, token: str) -> ConsoleLink:
     """Spend a console link: only its own portal user, once, before it expires, while the VM is visible."""
-    found = ConsoleLink.objects.select_related("vm").filter(token_hash=_hash(token or "")).first()
+    found = ConsoleLink.objects.select_related("vm").filter(token_hash=token_hash(token or "")).first()
     if found is None:
         raise NotFound(f"This console link is not valid. {_LINK_AGAIN}")
     if found.user_id != getattr(actor, "pk", None):

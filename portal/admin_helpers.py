@@ -20,6 +20,7 @@ from django.utils.html import format_html
 from django.utils.http import urlencode
 from django.utils.timezone import localtime
 
+from . import units
 from .choices import JobStatus
 from .exceptions import InvalidState, PortalError, ValidationFailed, admin_message
 
@@ -50,23 +51,13 @@ def when(value):
 
 
 def mib(value: int | None) -> str:
-    if not value:
-        return "0 MiB" if value == 0 else EMPTY
-    if value >= 1024:
-        gib = value / 1024
-        return f"{gib:.0f} GiB" if gib == int(gib) else f"{gib:.1f} GiB"
-    return f"{value} MiB"
+    """Memory for an admin cell: portal.units.mib, or the empty mark when there is no value."""
+    return units.mib(value) if value is not None else EMPTY
 
 
 def human_bytes(value: int | None) -> str:
-    if not value:
-        return EMPTY
-    size = float(value)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024:
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} TiB"
+    """Bytes for an admin cell: portal.units.filesize, or the empty mark for nothing."""
+    return units.filesize(value) if value else EMPTY
 
 
 def admin_url(obj_or_model, view: str = "change", **query) -> str | None:
