@@ -8,11 +8,13 @@ import logging
 from datetime import timedelta
 
 from django.conf import settings
+from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 from django.db.models import QuerySet
 from django.dispatch import Signal
 from django.utils import timezone
 
+from portal.actors import Actor, require_user
 from portal.audit import audit
 from portal.choices import Via
 from portal.exceptions import Conflict, Gone, NotFound, PermissionDenied, ValidationFailed
@@ -74,7 +76,7 @@ def identity_get(*, team_id: str, slack_user_id: str) -> SlackIdentity | None:
             .filter(team_id=team_id, slack_user_id=slack_user_id).first())
 
 
-def identity_link(*, actor, via: str = Via.WEB, token: str, slack_name: str = "") -> SlackIdentity:
+def identity_link(*, actor: Actor, via: str = Via.WEB, token: str, slack_name: str = "") -> SlackIdentity:
     """Link the Slack user of `token` to `actor` (the signed-in portal user); the token works once.
 
     `slack_name` is the name Slack itself reports for that user (shown only). A Slack user already
@@ -113,7 +115,7 @@ def identity_link(*, actor, via: str = Via.WEB, token: str, slack_name: str = ""
     return identity
 
 
-def _audit_link_refused(*, actor, via: str, identity: SlackIdentity, data: dict[str, str]) -> None:
+def _audit_link_refused(*, actor: User, via: str, identity: SlackIdentity, data: dict[str, str]) -> None:
     """Two rows: one on the Slack identity (the attempt), one on the account that keeps it."""
     owner = identity.user
     who, whose = actor.get_username(), owner.get_username()
@@ -129,13 +131,13 @@ def _audit_link_refused(*, actor, via: str, identity: SlackIdentity, data: dict[
           data=data)
 
 
-def _announce_link_refused(*, identity: SlackIdentity, actor) -> None:
+def _announce_link_refused(*, identity: SlackIdentity, actor: Actor) -> None:
     for receiver, result in identity_link_refused.send_robust(sender=SlackIdentity, identity=identity, actor=actor):
         if isinstance(result, Exception):
             log.error("%r failed for a refused link of %s", receiver, identity.slack_user_id, exc_info=result)
 
 
-def identity_unlink(*, actor, via: str, identity: SlackIdentity) -> None:
+def identity_unlink(*, actor: Actor, via: str, identity: SlackIdentity) -> None:
     """Remove a link (administrators, or the linked user); the Slack user can do nothing until relinked."""
     if actor is None or not actor.is_authenticated or not (actor.is_staff or actor.pk == identity.user_id):
         raise PermissionDenied("Only administrators can unlink other people's Slack accounts.")
@@ -149,7 +151,7 @@ def identity_unlink(*, actor, via: str, identity: SlackIdentity) -> None:
         identity.delete()
 
 
-def identities_of(*, user) -> QuerySet[SlackIdentity]:
+def identities_of(*, user: User) -> QuerySet[SlackIdentity]:
     return SlackIdentity.objects.filter(user=user)
 
 
@@ -221,7 +223,7 @@ def job_watches_claim(*, job: Job) -> list[JobWatch]:
 EVENT_LABELS = dict(Subscription.Event.choices)
 
 
-def subscription_set(*, actor, via: str = Via.SLACK, team_id: str, channel_id: str,
+def subscription_set(*, actor: Actor, via: str = Via.SLACK, team_id: str, channel_id: str,
                      events: list[str] | tuple[str, ...]) -> Subscription:
     """Send `events` (about what `actor` may see) to a channel or, with a user id, by direct message."""
     if actor is None or not actor.is_authenticated or not actor.is_active:
@@ -243,7 +245,8 @@ def subscription_set(*, actor, via: str = Via.SLACK, team_id: str, channel_id: s
     return sub
 
 
-def subscription_remove(*, actor, via: str = Via.SLACK, team_id: str, channel_id: str) -> int:
+def subscription_remove(*, actor: Actor, via: str = Via.SLACK, team_id: str, channel_id: str) -> int:
+    actor = require_user(actor, "Sign in first.")
     deleted, _ = Subscription.objects.filter(team_id=team_id, channel_id=channel_id, owner=actor).delete()
     if deleted:
         audit(actor=actor, via=via, action="slack.unsubscribe", target_type="subscription", target_name=channel_id,
@@ -251,7 +254,8 @@ def subscription_remove(*, actor, via: str = Via.SLACK, team_id: str, channel_id
     return deleted
 
 
-def subscription_list(*, actor) -> QuerySet[Subscription]:
+def subscription_list(*, actor: Actor) -> QuerySet[Subscription]:
+    actor = require_user(actor, "Sign in first.")
     return Subscription.objects.filter(owner=actor)
 
 

@@ -16,6 +16,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from portal.actors import Actor
 from portal.audit import audit
 from portal.choices import Via
 from portal.exceptions import HypervisorUnavailable, PermissionDenied, PortalError, ValidationFailed
@@ -38,7 +39,7 @@ class ProbeBoot:
     ready_marker: str
 
 
-def host_register(*, actor: Any, via: str = Via.CLI, name: str, uri: str,
+def host_register(*, actor: Actor, via: str = Via.CLI, name: str, uri: str,
                   domain_type: str = DomainType.AUTO) -> Host:
     """Add (or update) a host, read its facts; a reachable host gets the portal's storage (host_up)."""
     if domain_type not in DomainType.values:
@@ -82,7 +83,7 @@ def host_refresh(*, host: Host) -> Host:
     return host
 
 
-def host_set_enabled(*, actor: Any, via: str, host: Host, enabled: bool) -> Host:
+def host_set_enabled(*, actor: Actor, via: str, host: Host, enabled: bool) -> Host:
     """Enable or disable a host for new VMs (running VMs stay where they are); audited."""
     if not getattr(actor, "is_staff", False):
         raise PermissionDenied("Only administrators enable or disable hosts.")

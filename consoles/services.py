@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import User
 from django.core.cache import cache
 from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
@@ -27,6 +28,7 @@ from django.db.models import F
 from django.urls import reverse
 from django.utils import timezone
 
+from portal.actors import Actor, require_user
 from portal.audit import audit
 from portal.choices import Via
 from portal.exceptions import InvalidState, NotFound, PermissionDenied, PortalError, ValidationFailed
@@ -100,8 +102,9 @@ def console_domain_spec(vm: VM) -> dict[str, str]:
     return {"graphics_password": console_graphics_password(vm)}
 
 
-def console_settings_update(*, actor, via: str, vm: VM, serial_sharing: str) -> ConsoleSettings:
+def console_settings_update(*, actor: Actor, via: str, vm: VM, serial_sharing: str) -> ConsoleSettings:
     """The owner (or staff) chooses whether a second serial viewer is refused or may watch."""
+    actor = require_user(actor, "Sign in to use consoles.")
     vm = _visible_vm(actor=actor, vm=vm)
     if not (actor.is_staff or vm.owner_id == actor.pk):
         raise PermissionDenied(f"Only the owner of {vm.name} can change who may watch its terminal.")
@@ -118,7 +121,7 @@ def console_settings_update(*, actor, via: str, vm: VM, serial_sharing: str) -> 
     return obj
 
 
-def _visible_vm(*, actor, vm: VM | int) -> VM:
+def _visible_vm(*, actor: Actor, vm: VM | int) -> VM:
     if actor is None or not getattr(actor, "is_authenticated", False) or not actor.is_active:
         raise PermissionDenied("Sign in to use consoles.")
     pk = vm.pk if isinstance(vm, VM) else vm
@@ -157,7 +160,7 @@ def console_ticket_rate() -> tuple[int, int, str] | None:
     return (limit, seconds, name) if limit > 0 else None
 
 
-def console_rate_check(*, user) -> None:
+def console_rate_check(*, user: User) -> None:
     """Count one console ticket or link request of `user`; ConsoleRateLimited beyond CONSOLE_TICKET_RATE.
 
     A fixed window in Django's cache: cheap enough to run before anything touches a hypervisor.
@@ -186,13 +189,13 @@ def _stale_seconds() -> int:
     return 3 * max(1, settings.CONSOLE_POLL_SECONDS) + 5
 
 
-def console_open_session_count(*, user) -> int:
+def console_open_session_count(*, user: User) -> int:
     """Consoles `user` has open now (a relay that died stops counting after a few poll intervals)."""
     return ConsoleSession.objects.filter(user=user, closed_at__isnull=True, terminate_requested_at__isnull=True,
                                          last_seen_at__gte=_stale_before()).count()
 
 
-def _check_session_limit(*, user) -> None:
+def _check_session_limit(*, user: User) -> None:
     """ConsoleSessionLimit when `user` already has CONSOLE_MAX_SESSIONS_PER_USER consoles open."""
     limit = int(settings.CONSOLE_MAX_SESSIONS_PER_USER)
     if limit <= 0:
@@ -218,9 +221,10 @@ class IssuedTicket:
     ttl_seconds: int
 
 
-def console_ticket_issue(*, actor, via: str, vm: VM | int, kind: str, session_key: str,
+def console_ticket_issue(*, actor: Actor, via: str, vm: VM | int, kind: str, session_key: str,
                          share: ConsoleShare | None = None) -> IssuedTicket:
     """A single-use ticket, valid for CONSOLE_TICKET_SECONDS (≤ 60 s), bound to user, VM, kind and session."""
+    actor = require_user(actor, "Sign in to use consoles.")
     kind = _kind(kind)
     if share is not None:
         share = _usable_share(actor=actor, share=share)
@@ -420,7 +424,7 @@ def _session_open(*, ticket: ConsoleTicket, vm: VM, kind: str, tier: str, client
     return session
 
 
-def _check_access(*, user, vm_id: int, share: ConsoleShare | None) -> None:
+def _check_access(*, user: User, vm_id: int, share: ConsoleShare | None) -> None:
     if not user.is_active:
         raise ConsoleForbidden("Your account is deactivated.")
     if share is not None:
@@ -460,7 +464,7 @@ def _stale_before():
     return timezone.now() - timedelta(seconds=_stale_seconds())
 
 
-def _serial_role(*, vm: VM, user) -> str:
+def _serial_role(*, vm: VM, user: User) -> str:
     """CONTROL for the first terminal; for a second one, the owner's choice: refuse or watch."""
     conf = console_settings_for(vm=vm)
     ConsoleSettings.objects.select_for_update().filter(pk=conf.pk).first()  # serialise racing openers
@@ -543,8 +547,9 @@ def console_session_close(*, session_id: int, code: int | None, reason: str = ""
     return session
 
 
-def console_session_terminate(*, actor, via: str, session: ConsoleSession) -> None:
+def console_session_terminate(*, actor: Actor, via: str, session: ConsoleSession) -> None:
     """End someone's open console at its next check (admins)."""
+    actor = require_user(actor, "Sign in to use consoles.")
     if not actor.is_staff:
         raise PermissionDenied("Only administrators can end other people's console sessions.")
     if session.closed_at is not None:
@@ -572,9 +577,10 @@ class CreatedShare:
     token: str
 
 
-def console_share_create(*, actor, via: str, vm: VM | int, recipient: str, hours: int | str = 4,
+def console_share_create(*, actor: Actor, via: str, vm: VM | int, recipient: str, hours: int | str = 4,
                          note: str = "") -> CreatedShare:
     """An expiring, revocable, view-only link to the VM's screen for one colleague (audited)."""
+    actor = require_user(actor, "Sign in to use consoles.")
     vm = _visible_vm(actor=actor, vm=vm)
     if not (actor.is_staff or vm.owner_id == actor.pk):
         raise PermissionDenied(f"Only the owner of {vm.name} can share its console.")
@@ -589,50 +595,52 @@ def console_share_create(*, actor, via: str, vm: VM | int, recipient: str, hours
     elif target.pk == actor.pk:
         errors["recipient"] = ["You can already see your own console."]
     max_hours = max(1, settings.CONSOLE_SHARE_MAX_HOURS)
+    valid_hours = 0
     try:
-        hours = int(hours)
-        if not 1 <= hours <= max_hours:
+        valid_hours = int(hours)
+        if not 1 <= valid_hours <= max_hours:
             raise ValueError
     except (TypeError, ValueError):
         errors["hours"] = [f"Choose between 1 and {max_hours} hours."]
     note = str(note or "").strip()
     if len(note) > 200:
         errors["note"] = ["Keep the note under 200 characters."]
-    if errors:
+    if errors or target is None:
         raise ValidationFailed(errors)
     token = new_token(24)
     with transaction.atomic():
         share = ConsoleShare.objects.create(
             token_hash=token_hash(token), vm=vm, created_by=actor, recipient=target, note=note,
-            expires_at=timezone.now() + timedelta(hours=hours))
+            expires_at=timezone.now() + timedelta(hours=valid_hours))
         audit(actor=actor, via=via, action="console.share.create", target=vm,
-              message=f"Shared the screen of {vm.name} with {target.get_username()} (view-only, {hours} h)",
-              data={"share": share.pk, "recipient": target.get_username(), "hours": hours})
+              message=f"Shared the screen of {vm.name} with {target.get_username()} (view-only, {valid_hours} h)",
+              data={"share": share.pk, "recipient": target.get_username(), "hours": valid_hours})
     return CreatedShare(share=share, token=token)
 
 
-def console_share_revoke(*, actor, via: str, share: ConsoleShare | int) -> ConsoleShare:
+def console_share_revoke(*, actor: Actor, via: str, share: ConsoleShare | int) -> ConsoleShare:
     """Revoke a share link; its open sessions close at their next check (within CONSOLE_POLL_SECONDS)."""
+    actor = require_user(actor, "Sign in to use consoles.")
     pk = share.pk if isinstance(share, ConsoleShare) else share
-    share = ConsoleShare.objects.select_related("vm", "recipient").filter(pk=pk).first()
-    if share is None or not vm_visible(user=actor).filter(pk=share.vm_id).exists():
+    found = ConsoleShare.objects.select_related("vm", "recipient").filter(pk=pk).first()
+    if found is None or not vm_visible(user=actor).filter(pk=found.vm_id).exists():
         raise NotFound(f"Share link {pk} not found.")
-    if not (actor.is_staff or share.created_by_id == actor.pk or share.vm.owner_id == actor.pk):
+    if not (actor.is_staff or found.created_by_id == actor.pk or found.vm.owner_id == actor.pk):
         raise PermissionDenied("Only the VM's owner can revoke its share links.")
-    if share.revoked_at is None:
+    if found.revoked_at is None:
         with transaction.atomic():
-            share.revoked_at = timezone.now()
-            share.revoked_by = actor
-            share.save(update_fields=["revoked_at", "revoked_by"])
-            open_sessions = ConsoleSession.objects.filter(share=share, closed_at__isnull=True).count()
-            audit(actor=actor, via=via, action="console.share.revoke", target=share.vm,
-                  message=(f"Revoked the screen share of {share.vm.name} with {share.recipient.get_username()}"
+            found.revoked_at = timezone.now()
+            found.revoked_by = actor
+            found.save(update_fields=["revoked_at", "revoked_by"])
+            open_sessions = ConsoleSession.objects.filter(share=found, closed_at__isnull=True).count()
+            audit(actor=actor, via=via, action="console.share.revoke", target=found.vm,
+                  message=(f"Revoked the screen share of {found.vm.name} with {found.recipient.get_username()}"
                            + (f"; {open_sessions} open session(s) will close" if open_sessions else "")),
-                  data={"share": share.pk})
-    return share
+                  data={"share": found.pk})
+    return found
 
 
-def _usable_share(*, actor, share: ConsoleShare) -> ConsoleShare:
+def _usable_share(*, actor: Actor, share: ConsoleShare) -> ConsoleShare:
     share = ConsoleShare.objects.select_related("vm", "created_by").get(pk=share.pk)
     if actor is None or not getattr(actor, "is_authenticated", False) or not actor.is_active:
         raise PermissionDenied("Sign in to open a shared console.")
@@ -643,7 +651,7 @@ def _usable_share(*, actor, share: ConsoleShare) -> ConsoleShare:
 SHARE_ENDED_MESSAGE = "This share link has ended: the VM it showed was deleted."
 
 
-def console_share_resolve(*, user, token: str) -> ConsoleShare:
+def console_share_resolve(*, user: Actor, token: str) -> ConsoleShare:
     """The share link behind `token`, for its recipient; anything else looks like a missing link.
 
     A share of a deleted (or deleting) VM has ended: it answers NotFound too, saying so.
@@ -657,7 +665,7 @@ def console_share_resolve(*, user, token: str) -> ConsoleShare:
     return share
 
 
-def console_shares_for_vm(*, user, vm: VM):
+def console_shares_for_vm(*, user: User, vm: VM):
     """The VM's share links, for its owner and staff."""
     if not (user.is_staff or vm.owner_id == user.pk):
         return ConsoleShare.objects.none()
@@ -693,8 +701,9 @@ class IssuedLink:
         return reverse("consoles:link", args=[self.token])
 
 
-def console_link_create(*, actor, via: str, vm: VM | int, kind: str = "screen") -> IssuedLink:
+def console_link_create(*, actor: Actor, via: str, vm: VM | int, kind: str = "screen") -> IssuedLink:
     """A link to the VM's screen or terminal page for `actor` only, usable once within CONSOLE_LINK_TTL_SECONDS."""
+    actor = require_user(actor, "Sign in to use consoles.")
     if kind not in CONSOLE_LINK_KINDS:
         raise ValidationFailed(f"Unknown console kind {str(kind)[:20]!r} (screen or terminal).", field="kind")
     vm = _visible_vm(actor=actor, vm=vm)
@@ -712,7 +721,7 @@ def console_link_create(*, actor, via: str, vm: VM | int, kind: str = "screen") 
     return IssuedLink(token=token, vm_id=vm.pk, kind=kind, expires_at=link.expires_at, ttl_seconds=ttl)
 
 
-def console_link_redeem(*, actor, token: str) -> ConsoleLink:
+def console_link_redeem(*, actor: Actor, token: str) -> ConsoleLink:
     """Spend a console link: only its own portal user, once, before it expires, while the VM is visible."""
     found = ConsoleLink.objects.select_related("vm").filter(token_hash=token_hash(token or "")).first()
     if found is None:

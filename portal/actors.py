@@ -1,18 +1,21 @@
-"""Who acts: the `Actor` type every service takes, and the one check that an actor may act at all."""
+"""Who acts: the `Actor` type every service takes, and the one check that an actor may act at all.
+
+The portal uses Django's own user model (AUTH_USER_MODEL is not swapped), so `User` is it.
+"""
 
 from __future__ import annotations
 
-from django.contrib.auth.models import AbstractUser, AnonymousUser
+from django.contrib.auth.models import AnonymousUser, User
 
 from .exceptions import PermissionDenied
 
 # A signed-in user, an anonymous visitor (refused), or None for the system itself (monitor, reaper).
-type Actor = AbstractUser | AnonymousUser | None
+type Actor = User | AnonymousUser | None
 
 
-def require_user(actor: Actor, message: str = "Sign in first.") -> AbstractUser:
+def require_user(actor: Actor, message: str = "Sign in first.") -> User:
     """The actor as an active, signed-in user, or PermissionDenied with `message`."""
-    if actor is None or not actor.is_authenticated or not actor.is_active or not isinstance(actor, AbstractUser):
+    if actor is None or not actor.is_authenticated or not actor.is_active or not isinstance(actor, User):
         raise PermissionDenied(message)
     return actor
 

@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import Group
 from django.db.models import Q, QuerySet
 
+from portal.actors import Actor
 from portal.exceptions import NotFound
 
 from .models import Quota, QuotaRequest
 from .usage import RESOURCES, ResourceUsage, usage_in
 
 
-def quota_limits(*, user: Any = None, group: Group | None = None) -> dict[str, int]:
+def quota_limits(*, user: Actor = None, group: Group | None = None) -> dict[str, int]:
     """The limits of a user's personal quota or a group's: its row, or the defaults while it has none."""
     lookup = {"user": user} if group is None else {"group": group}
     quota = Quota.objects.filter(**lookup).first() if getattr(user, "pk", None) or group is not None else None
@@ -24,7 +24,7 @@ def quota_limits(*, user: Any = None, group: Group | None = None) -> dict[str, i
     return {field: getattr(quota, field) for *_rest, field in RESOURCES}
 
 
-def quota_usage(*, user: Any = None, group: Group | None = None) -> list[ResourceUsage]:
+def quota_usage(*, user: Actor = None, group: Group | None = None) -> list[ResourceUsage]:
     """Used and limit per resource, for a user's personal quota or for a group's."""
     limits = quota_limits(user=user, group=group)
     used = usage_in(user=user, group=group)
@@ -78,7 +78,7 @@ def quota_request_summary(request: QuotaRequest) -> str:
 
 
 
-def quota_request_list(*, user: Any, status: str | None = None) -> QuerySet[QuotaRequest]:
+def quota_request_list(*, user: Actor, status: str | None = None) -> QuerySet[QuotaRequest]:
     """Requests `user` may see: their own and their groups', or all for administrators."""
     qs = QuotaRequest.objects.select_related("requester", "group", "decided_by")
     if not user or not user.is_authenticated or not user.is_active:
@@ -90,7 +90,7 @@ def quota_request_list(*, user: Any, status: str | None = None) -> QuerySet[Quot
     return qs
 
 
-def quota_request_get(*, user, request_id) -> QuotaRequest:
+def quota_request_get(*, user: Actor, request_id) -> QuotaRequest:
     try:
         return quota_request_list(user=user).get(pk=int(str(request_id)))
     except (QuotaRequest.DoesNotExist, ValueError):

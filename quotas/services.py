@@ -12,11 +12,12 @@ import logging
 from typing import Any
 
 from django.conf import settings
-from django.contrib.auth.models import Group
+from django.contrib.auth.models import Group, User
 from django.db import IntegrityError, transaction
 from django.dispatch import Signal
 from django.utils import timezone
 
+from portal.actors import Actor, require_user
 from portal.audit import audit
 from portal.exceptions import (
     Conflict,
@@ -69,7 +70,7 @@ def quota_reserve(*, user: Any = None, group: Group | None = None, vcpus: int, m
 QUOTA_LIMIT_FIELDS = ("max_vms", "max_vcpus", "max_memory_mib", "max_disk_gib")
 
 
-def quota_set(*, actor: Any, via: str, user: Any = None, group: Group | None = None, max_vms: int | None = None,
+def quota_set(*, actor: Actor, via: str, user: Any = None, group: Group | None = None, max_vms: int | None = None,
               max_vcpus: int | None = None, max_memory_mib: int | None = None,
               max_disk_gib: int | None = None) -> Quota:
     """Change the limits of a user's or a group's quota (created from the defaults if missing).
@@ -106,15 +107,15 @@ quota_request_created = Signal()
 quota_request_decided = Signal()
 
 
-def _check_actor(actor) -> None:
-    if actor is None or not getattr(actor, "is_authenticated", False) or not actor.is_active:
-        raise PermissionDenied("Sign in to request more quota.")
+def _check_actor(actor: Actor) -> User:
+    return require_user(actor, "Sign in to request more quota.")
 
 
-def _check_admin(actor) -> None:
-    _check_actor(actor)
-    if not actor.is_staff:
+def _check_admin(actor: Actor) -> User:
+    user = _check_actor(actor)
+    if not user.is_staff:
         raise PermissionDenied("Only administrators can decide quota requests.")
+    return user
 
 
 def _validate_reason(reason: object) -> str:
@@ -152,10 +153,10 @@ def _emit(signal: Signal, request: QuotaRequest) -> None:
     transaction.on_commit(send)
 
 
-def quota_request_create(*, actor, via: str, group: Group | None = None, max_vms=None, max_vcpus=None,
+def quota_request_create(*, actor: Actor, via: str, group: Group | None = None, max_vms=None, max_vcpus=None,
                          max_memory_mib=None, max_disk_gib=None, reason: str = "") -> QuotaRequest:
     """Record a request for higher limits (only increases count); one pending request per quota."""
-    _check_actor(actor)
+    actor = _check_actor(actor)
     if group is not None and not actor.is_staff and not actor.groups.filter(pk=group.pk).exists():
         raise PermissionDenied(f"You are not a member of the group {group.name}.")
     reason = _validate_reason(reason)
@@ -188,11 +189,11 @@ def quota_request_create(*, actor, via: str, group: Group | None = None, max_vms
     return request
 
 
-def quota_request_for_size(*, actor, via: str, vcpus: int, memory_mib: int, disk_gib: int,
+def quota_request_for_size(*, actor: Actor, via: str, vcpus: int, memory_mib: int, disk_gib: int,
                            group: Group | None = None, reason: str = "", vms: int = 1) -> QuotaRequest:
     """Ask for just enough quota for one more VM of this size (the "Request more" button); `vms=0`:
     for an existing VM to grow by these amounts."""
-    _check_actor(actor)
+    actor = _check_actor(actor)
     need = {"vms": vms, "vcpus": vcpus, "memory_mib": memory_mib, "disk_gib": disk_gib}
     limits = {}
     for usage in quota_usage(user=None if group else actor, group=group):
@@ -220,7 +221,7 @@ def _lock_pending(request: QuotaRequest | int) -> QuotaRequest:
     return request
 
 
-def _decide(request: QuotaRequest, *, actor, via: str, status: str, note: str) -> None:
+def _decide(request: QuotaRequest, *, actor: User, via: str, status: str, note: str) -> None:
     request.status = status
     request.decided_by = actor if getattr(actor, "pk", None) else None
     request.decided_at = timezone.now()
@@ -229,9 +230,9 @@ def _decide(request: QuotaRequest, *, actor, via: str, status: str, note: str) -
     request.save(update_fields=["status", "decided_by", "decided_at", "decided_via", "decision_note"])
 
 
-def quota_request_approve(*, actor, via: str, request: QuotaRequest | int, note: str = "") -> QuotaRequest:
+def quota_request_approve(*, actor: Actor, via: str, request: QuotaRequest | int, note: str = "") -> QuotaRequest:
     """Raise the quota to the limits asked for (never lowering one) and close the request."""
-    _check_admin(actor)
+    actor = _check_admin(actor)
     note = _validate_reason(note)
     with transaction.atomic():
         request = _lock_pending(request)
@@ -251,9 +252,9 @@ def quota_request_approve(*, actor, via: str, request: QuotaRequest | int, note:
     return request
 
 
-def quota_request_deny(*, actor, via: str, request: QuotaRequest | int, note: str = "") -> QuotaRequest:
+def quota_request_deny(*, actor: Actor, via: str, request: QuotaRequest | int, note: str = "") -> QuotaRequest:
     """Close the request without changing the quota."""
-    _check_admin(actor)
+    actor = _check_admin(actor)
     note = _validate_reason(note)
     with transaction.atomic():
         request = _lock_pending(request)
@@ -265,9 +266,9 @@ def quota_request_deny(*, actor, via: str, request: QuotaRequest | int, note: st
     return request
 
 
-def quota_request_cancel(*, actor, via: str, request: QuotaRequest | int) -> QuotaRequest:
+def quota_request_cancel(*, actor: Actor, via: str, request: QuotaRequest | int) -> QuotaRequest:
     """The requester withdraws a pending request."""
-    _check_actor(actor)
+    actor = _check_actor(actor)
     with transaction.atomic():
         request = _lock_pending(request)
         if request.requester_id != actor.pk:

@@ -2,23 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.db.models import QuerySet
 
 from cluster.services import ProbeBoot
+from portal.actors import Actor, is_admin
 from portal.exceptions import NotFound
 
 from .models import Image
 
 
-def image_list(*, user: Any) -> QuerySet[Image]:
+def image_list(*, user: Actor) -> QuerySet[Image]:
     """Images `user` may boot from: public ones, all for staff."""
     qs = Image.objects.select_related("pool")
-    return qs if user.is_staff else qs.filter(is_public=True)
+    return qs if is_admin(user) else qs.filter(is_public=True)
 
 
-def image_get(*, user: Any, name_or_id: object) -> Image:
+def image_get(*, user: Actor, name_or_id: object) -> Image:
     """One image the user may see, by name or numeric id."""
     qs = image_list(user=user)
     text = str(name_or_id).strip()

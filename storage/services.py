@@ -10,6 +10,7 @@ from django.conf import settings
 from django.db import transaction
 
 from cluster.models import Host
+from portal.actors import Actor
 from portal.audit import audit
 from portal.choices import Via
 from portal.exceptions import Conflict, NotFound, PortalError, ValidationFailed
@@ -59,7 +60,7 @@ def pool_for_host(host: Host) -> StoragePool:
     return pool
 
 
-def image_register(*, actor, via: str = Via.CLI, host, name: str, title: str, source_path: str,
+def image_register(*, actor: Actor, via: str = Via.CLI, host, name: str, title: str, source_path: str,
                    fmt: str = "qcow2", description: str = "", os_name: str = "",
                    boot_mode: str = Image.BootMode.DISK, kernel_path: str = "", initrd_path: str = "",
                    cmdline: str = "", ready_marker: str = "", min_disk_gib: int = 1,
@@ -135,7 +136,7 @@ def volume_destroy(*, volume: Volume) -> None:
     volume.delete()
 
 
-def image_delete(*, actor, via: str, image: Image) -> None:
+def image_delete(*, actor: Actor, via: str, image: Image) -> None:
     """Remove an image from the library and its base volume from libvirt; refused while in use."""
     disks = image.volumes.count()
     vms = image.vms.filter(deleted_at__isnull=True).count()  # VMs that still exist (reverse relation)
@@ -149,7 +150,7 @@ def image_delete(*, actor, via: str, image: Image) -> None:
         image.delete()
 
 
-def image_update(*, actor, via: str, image: Image, title: str | None = None, description: str | None = None,
+def image_update(*, actor: Actor, via: str, image: Image, title: str | None = None, description: str | None = None,
                  os_name: str | None = None, is_public: bool | None = None,
                  is_default: bool | None = None) -> Image:
     """Change how an image is presented (title, description, OS, visibility, default); one default at most."""

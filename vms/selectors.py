@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import uuid
 
+from django.contrib.auth.models import Group, User
 from django.db.models import Count, Q, QuerySet, Sum
 from django.db.models.functions import Coalesce
 
 from cluster.placement import HostLoad
+from portal.actors import Actor, is_admin
 from portal.choices import JobStatus
 from portal.exceptions import NotFound
 from portal.jobs.selectors import job_visible
@@ -17,31 +19,31 @@ from .choices import VMStatus
 from .models import VM, Flavor, Snapshot
 
 
-def vm_visible(*, user) -> QuerySet[VM]:
+def vm_visible(*, user: Actor) -> QuerySet[VM]:
     """VMs `user` may see and act on: their own, their groups', or all for staff. Never deleted ones."""
     qs = VM.objects.exclude(status=VMStatus.DELETED).select_related("owner", "host", "image", "flavor", "group")
     if not user or not user.is_authenticated or not user.is_active:
         return qs.none()
-    if user.is_staff:
+    if is_admin(user):
         return qs
     return qs.filter(Q(owner=user) | Q(group__in=user.groups.all())).distinct()
 
 
-def vm_list(*, user, status: str | None = None, search: str | None = None, owner: str | None = None,
+def vm_list(*, user: Actor, status: str | None = None, search: str | None = None, owner: str | None = None,
             host: str | None = None) -> QuerySet[VM]:
     qs = vm_visible(user=user)
     if status:
         qs = qs.filter(status=status)
     if search:
         qs = qs.filter(Q(name__icontains=search) | Q(description__icontains=search))
-    if owner and user.is_staff:
+    if owner and is_admin(user):
         qs = qs.filter(owner__username=owner)
-    if host and user.is_staff:
+    if host and is_admin(user):
         qs = qs.filter(host__name=host)
     return qs.order_by("name", "id")
 
 
-def vm_get(*, user, vm_id) -> VM:
+def vm_get(*, user: Actor, vm_id) -> VM:
     """A VM the user may see, by id or uuid; others' VMs are indistinguishable from missing ones."""
     qs = vm_visible(user=user)
     text = str(vm_id).strip()
@@ -53,17 +55,17 @@ def vm_get(*, user, vm_id) -> VM:
         raise NotFound(f"VM {text[:64]} not found.") from None
 
 
-def vm_get_by_name(*, user, name: str) -> VM:
+def vm_get_by_name(*, user: Actor, name: str) -> VM:
     """A VM by name: the user's own first, then their groups' (used by Slack and the CLI)."""
     qs = vm_visible(user=user).filter(name=name)
-    own = qs.filter(owner=user).first()
+    own = qs.filter(owner_id=getattr(user, "pk", None)).first()
     vm = own or qs.first()
     if vm is None:
         raise NotFound(f"No VM named {name[:63]!r}.")
     return vm
 
 
-def vm_active_jobs(*, user) -> dict[str, Job]:
+def vm_active_jobs(*, user: Actor) -> dict[str, Job]:
     """The newest queued or running job of each VM the user may see, by VM id (as text)."""
     active: dict[str, Job] = {}
     for job in job_visible(user=user).filter(status__in=JobStatus.ACTIVE, target_type="vm"):
@@ -100,13 +102,13 @@ def vm_audit_events(*, vm: VM) -> QuerySet[AuditEvent]:
     return AuditEvent.objects.filter(target_type="vm", target_id=str(vm.pk)).select_related("actor")
 
 
-def flavor_list(*, user) -> QuerySet[Flavor]:
+def flavor_list(*, user: Actor) -> QuerySet[Flavor]:
     """Size presets `user` may choose: public ones, all for staff."""
     qs = Flavor.objects.all()
-    return qs if user.is_staff else qs.filter(is_public=True)
+    return qs if is_admin(user) else qs.filter(is_public=True)
 
 
-def flavor_get(*, user, name_or_id: object) -> Flavor:
+def flavor_get(*, user: Actor, name_or_id: object) -> Flavor:
     """One flavor the user may choose, by name or numeric id."""
     qs = flavor_list(user=user)
     text = str(name_or_id).strip()
@@ -116,19 +118,19 @@ def flavor_get(*, user, name_or_id: object) -> Flavor:
     return flavor
 
 
-def vm_owned_ids(*, user) -> QuerySet:
+def vm_owned_ids(*, user: User) -> QuerySet:
     """Ids of the VMs (deleted ones too) owned by `user` or their groups: whose jobs they may see."""
     return VM.objects.filter(Q(owner=user) | Q(group__in=user.groups.all())).values_list("pk", flat=True)
 
 
-def _charged(*, user=None, group=None) -> QuerySet[VM]:
+def _charged(*, user: User | None = None, group: Group | None = None) -> QuerySet[VM]:
     qs = VM.objects.filter(status__in=VMStatus.COUNTED)
     if group is not None:
         return qs.filter(group=group)
     return qs.filter(owner=user, group__isnull=True)
 
 
-def vm_quota_usage(*, user=None, group=None) -> dict[str, int]:
+def vm_quota_usage(*, user: User | None = None, group: Group | None = None) -> dict[str, int]:
     """What the VMs charge to a user's personal quota (no group) or to a group's (registered with quotas)."""
     if group is None and getattr(user, "pk", None) is None:
         return {}

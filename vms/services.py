@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from django.conf import settings
-from django.contrib.auth.models import Group
+from django.contrib.auth.models import Group, User
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -96,13 +96,13 @@ def vm_set_status(vm: VM, status: str, *, last_error: str | None = None, **field
     return vm
 
 
-def _check_actor(actor: Actor) -> None:
-    require_user(actor, "Sign in to manage VMs.")
+def _check_actor(actor: Actor) -> User:
+    return require_user(actor, "Sign in to manage VMs.")
 
 
-def _lock_visible(*, actor, vm: VM | int) -> VM:
+def _lock_visible(*, actor: Actor, vm: VM | int) -> VM:
     """Re-read the VM under a row lock, through the visibility rule."""
-    _check_actor(actor)
+    actor = _check_actor(actor)
     pk = vm.pk if isinstance(vm, VM) else vm
     if not vm_visible(user=actor).filter(pk=pk).exists():
         raise NotFound(f"VM {pk} not found.")
@@ -110,7 +110,7 @@ def _lock_visible(*, actor, vm: VM | int) -> VM:
     return VM.objects.select_for_update().get(pk=pk)
 
 
-def _resolve_size(*, flavor, vcpus, memory_mib, disk_gib, image: Image | None, actor) -> tuple:
+def _resolve_size(*, flavor, vcpus, memory_mib, disk_gib, image: Image | None, actor: User) -> tuple:
     if flavor is not None and not isinstance(flavor, Flavor):
         name = str(flavor).strip()
         qs = Flavor.objects.all() if actor.is_staff else Flavor.objects.filter(is_public=True)
@@ -141,7 +141,7 @@ def _resolve_size(*, flavor, vcpus, memory_mib, disk_gib, image: Image | None, a
     return flavor, values["vcpus"], values["memory_mib"], values["disk_gib"]
 
 
-def _resolve_image(*, actor, image) -> Image:
+def _resolve_image(*, actor: User, image) -> Image:
     if isinstance(image, Image):
         if not image.is_public and not actor.is_staff:
             raise ValidationFailed(f"Unknown image {image.name!r}.", field="image")
@@ -160,7 +160,7 @@ def _resolve_image(*, actor, image) -> Image:
     return found
 
 
-def _resolve_group(*, actor, group) -> Group | None:
+def _resolve_group(*, actor: User, group) -> Group | None:
     """A Group given as object or name (API, Slack); blank means a personal VM."""
     if group is None or isinstance(group, Group):
         return group
@@ -174,13 +174,13 @@ def _resolve_group(*, actor, group) -> Group | None:
     return found
 
 
-def vm_create(*, actor, via: str, name: str, image=None, flavor=None, vcpus=None, memory_mib=None,
+def vm_create(*, actor: Actor, via: str, name: str, image=None, flavor=None, vcpus=None, memory_mib=None,
               disk_gib=None, description: str = "", group=None, start: bool = True, owner=None) -> ActionResult:
     """Validate, reserve quota under a row lock, write the VM as `creating` and queue the create job.
 
     `owner` (administrators only): create the VM for another user, on that user's (or team's) quota.
     """
-    _check_actor(actor)
+    actor = _check_actor(actor)
     owner = owner or actor
     if owner != actor:
         if not actor.is_staff:
@@ -331,7 +331,7 @@ def vm_delete(*, actor: Actor, via: str, vm: VM | int, confirm_name: str | None 
     return ActionResult(vm, job, f"Deleting {vm.name}.")
 
 
-def vm_update(*, actor, via: str, vm: VM | int, name: str | None = None,
+def vm_update(*, actor: Actor, via: str, vm: VM | int, name: str | None = None,
               description: str | None = None) -> VM:
     """Rename or re-describe a VM; the domain's title and description follow."""
     changes = {}
@@ -369,7 +369,7 @@ def vm_update(*, actor, via: str, vm: VM | int, name: str | None = None,
 
 # --- disk --------------------------------------------------------------------------------------------
 
-def vm_grow_disk(*, actor, via: str, vm: VM | int, disk_gib) -> ActionResult:
+def vm_grow_disk(*, actor: Actor, via: str, vm: VM | int, disk_gib) -> ActionResult:
     """Grow the VM's disk (never shrink), charged to its owner's (or team's) disk quota.
 
     A running guest sees the new size at once (its partitions and filesystems are its own business).
@@ -441,20 +441,21 @@ def _refuse_while_busy(vm: VM, verb: str) -> None:
                            f"{job.get_status_display().lower()}. Try again when it has finished.", status=vm.status)
 
 
-def _snapshot_ready_vm(*, actor, vm: VM | int, verb: str) -> VM:
+def _snapshot_ready_vm(*, actor: Actor, vm: VM | int, verb: str) -> VM:
     """Lock the VM and check that a snapshot operation may start now."""
     vm = _lock_visible(actor=actor, vm=vm)
     _refuse_while_busy(vm, verb)
     return vm
 
 
-def snapshot_create(*, actor, via: str, vm: VM | int, name: str | None = None,
+def snapshot_create(*, actor: Actor, via: str, vm: VM | int, name: str | None = None,
                     description: str = "") -> SnapshotResult:
     """Take a snapshot of the VM (with its RAM when it runs) in a job."""
     name = validate_snapshot_name(name) if name not in (None, "") else None
     description = validate_description(description, limit=SNAPSHOT_DESCRIPTION_MAX)
+    user = _check_actor(actor)
     with transaction.atomic():
-        vm = _snapshot_ready_vm(actor=actor, vm=vm, verb="snapshot")
+        vm = _snapshot_ready_vm(actor=user, vm=vm, verb="snapshot")
         count = vm.snapshots.count()
         if count >= settings.SNAPSHOTS_PER_VM:
             raise InvalidState(f"{vm.name} already has {count} snapshots (at most {settings.SNAPSHOTS_PER_VM}): "
@@ -465,7 +466,7 @@ def snapshot_create(*, actor, via: str, vm: VM | int, name: str | None = None,
             raise ValidationFailed(f"{vm.name} already has a snapshot named {name!r}.", field="name")
         try:
             with transaction.atomic():
-                snapshot = Snapshot.objects.create(vm=vm, name=name, description=description, created_by=actor,
+                snapshot = Snapshot.objects.create(vm=vm, name=name, description=description, created_by=user,
                                                    created_via=via, vm_state=vm.status)
         except IntegrityError:
             raise ValidationFailed(f"{vm.name} already has a snapshot named {name!r}.", field="name") from None
@@ -479,7 +480,7 @@ def snapshot_create(*, actor, via: str, vm: VM | int, name: str | None = None,
     return SnapshotResult(snapshot, job, f"Taking snapshot {name} of {vm.name}.")
 
 
-def snapshot_revert(*, actor, via: str, vm: VM | int, snapshot: Snapshot | int | str) -> SnapshotResult:
+def snapshot_revert(*, actor: Actor, via: str, vm: VM | int, snapshot: Snapshot | int | str) -> SnapshotResult:
     """Return the VM to a snapshot: disks (and RAM, when it has it) as they were; later changes are lost."""
     with transaction.atomic():
         vm = _snapshot_ready_vm(actor=actor, vm=vm, verb="revert")
@@ -489,7 +490,7 @@ def snapshot_revert(*, actor, via: str, vm: VM | int, snapshot: Snapshot | int |
     return SnapshotResult(found, job, f"Reverting {vm.name} to snapshot {found.name}.")
 
 
-def snapshot_delete(*, actor, via: str, vm: VM | int, snapshot: Snapshot | int | str) -> SnapshotResult:
+def snapshot_delete(*, actor: Actor, via: str, vm: VM | int, snapshot: Snapshot | int | str) -> SnapshotResult:
     """Delete a snapshot (its data inside the disks too); the VM keeps running as it is."""
     with transaction.atomic():
         vm = _lock_visible(actor=actor, vm=vm)
@@ -508,7 +509,7 @@ def snapshot_delete(*, actor, via: str, vm: VM | int, snapshot: Snapshot | int |
     return SnapshotResult(found, job, f"Deleting snapshot {found.name} of {vm.name}.")
 
 
-def _snapshot_job(*, actor, via: str, vm: VM, snapshot: Snapshot, op: str, status: str, message: str) -> Job:
+def _snapshot_job(*, actor: Actor, via: str, vm: VM, snapshot: Snapshot, op: str, status: str, message: str) -> Job:
     """Record phase of a revert or delete: the snapshot turns busy, the job is queued, audited, told."""
     job = job_create(kind=f"vm.snapshot.{op}", actor=actor, via=via, target=vm,
                      params={"snapshot_id": snapshot.pk, "snapshot": snapshot.name, "previous": vm.status})

@@ -12,6 +12,7 @@ from typing import Any
 
 from django.db.models import Q, QuerySet
 
+from portal.actors import Actor
 from portal.exceptions import NotFound
 from portal.models import Job
 
@@ -24,7 +25,7 @@ def register_target_visibility(target_type: str, visible_ids: Callable[[Any], It
     _target_visibility[target_type] = visible_ids
 
 
-def job_visible(*, user: Any) -> QuerySet[Job]:
+def job_visible(*, user: Actor) -> QuerySet[Job]:
     """Jobs `user` may see: their own, those on targets they may see, all for staff."""
     qs = Job.objects.select_related("actor")
     if not user or not user.is_authenticated or not user.is_active:
@@ -38,7 +39,7 @@ def job_visible(*, user: Any) -> QuerySet[Job]:
     return qs.filter(visible)
 
 
-def job_get(*, user: Any, job_id: object) -> Job:
+def job_get(*, user: Actor, job_id: object) -> Job:
     """One job the user may see, by id; others' jobs are indistinguishable from missing ones."""
     try:
         return job_visible(user=user).get(pk=uuid.UUID(str(job_id)))
