@@ -27,18 +27,20 @@ class Collect(logging.Handler):
 @pytest.fixture
 def collect():
     """collect(logger_name) -> a handler attached to that logger for the test."""
-    attached: list[tuple[logging.Logger, Collect]] = []
+    attached: list[tuple[logging.Logger, Collect, int]] = []
 
     def attach(name: str) -> Collect:
         handler = Collect()
         logger = logging.getLogger(name)
+        attached.append((logger, handler, logger.level))
+        logger.setLevel(logging.INFO)  # whatever PORTAL_LOG_LEVEL the run has (make test uses WARNING)
         logger.addHandler(handler)
-        attached.append((logger, handler))
         return handler
 
     yield attach
-    for logger, handler in attached:
+    for logger, handler, level in attached:
         logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 @pytest.mark.parametrize(("line", "expected"), [
