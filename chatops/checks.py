@@ -8,7 +8,7 @@ from django.core.checks import Error, Warning, register
 
 @register("chatops")
 def slack_settings_check(app_configs, **kwargs):
-    from .bolt import misconfiguration
+    from .bolt import misconfiguration  # bolt imports the handlers and their models: after app loading
 
     problems = []
     problem = misconfiguration()

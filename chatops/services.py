@@ -18,8 +18,10 @@ from portal.actors import Actor, require_user
 from portal.audit import audit
 from portal.choices import Via
 from portal.exceptions import Conflict, Gone, NotFound, PermissionDenied, ValidationFailed
+from portal.jobs.selectors import job_visible
 from portal.models import AuditEvent, Job
 from portal.tokens import new_token, token_hash
+from vms.selectors import vm_visible
 
 from .models import JobWatch, LinkToken, SlackIdentity, SlackRequest, Subscription
 
@@ -261,9 +263,6 @@ def subscription_list(*, actor: Actor) -> QuerySet[Subscription]:
 
 def subscriptions_for(*, event: str, job: Job | None = None, vm=None) -> list[Subscription]:
     """Subscriptions to `event` whose owner may see the job or VM (host events: administrators only)."""
-    from portal.jobs.selectors import job_visible
-    from vms.selectors import vm_visible
-
     subs = []
     for sub in Subscription.objects.select_related("owner").filter(owner__is_active=True):
         if event not in sub.events:

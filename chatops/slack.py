@@ -56,7 +56,7 @@ def reset() -> None:
     global _client
     with _lock:
         _client = None
-    from . import bolt
+    from . import bolt  # bolt imports this module (the client): a circular pair, resolved at call time
 
     bolt.reset_app()
 

@@ -111,7 +111,8 @@ def job_create(*, kind: str, actor: Any, via: str, target: Any = None, params: d
 
 
 def enqueue(job_id) -> None:
-    from .tasks import execute_job
+    """Hand the job to the task backend (after the commit that wrote it)."""
+    from .tasks import execute_job  # tasks imports this module (run_job): a circular pair, resolved late
 
     execute_job.enqueue(str(job_id))
 

@@ -168,8 +168,6 @@ REST_FRAMEWORK = {
 # One rule for the API throttle and the console audit (portal.net); DRF reads it as NUM_PROXIES.
 TRUSTED_PROXIES = env.get_int("TRUSTED_PROXIES", 0)
 if TRUSTED_PROXIES < 0:
-    from django.core.exceptions import ImproperlyConfigured
-
     raise ImproperlyConfigured(f"PORTAL_TRUSTED_PROXIES must be 0 or more (got {TRUSTED_PROXIES})")
 REST_FRAMEWORK["NUM_PROXIES"] = TRUSTED_PROXIES
 SPECTACULAR_SETTINGS = {

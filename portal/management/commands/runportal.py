@@ -82,14 +82,14 @@ class Command(BaseCommand):
             sys.exit(code)
 
     def _single_process(self, bind: str, port: int) -> None:
-        from portal.serve import main as serve
+        from portal.serve import main as serve  # loads daphne: only the single-process mode needs it here
 
         if settings.TASKS["default"]["BACKEND"] != IMMEDIATE_BACKEND:
             raise CommandError("--single-process runs no job worker: it needs "
                                f"PORTAL_TASKS_BACKEND={IMMEDIATE_BACKEND} (runportal sets it by itself on "
                                "libvirt's test driver).")
 
-        from cluster.monitor import monitor_run
+        from cluster.monitor import monitor_run  # the monitor thread exists only in single-process mode
 
         stopping = threading.Event()
         monitor = threading.Thread(
