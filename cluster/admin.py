@@ -20,6 +20,7 @@ from portal.admin_helpers import (
     badge,
     changelist_link,
     link,
+    live_vms_link,
     mib,
     note_context,
     per_object,
@@ -110,10 +111,7 @@ class HostAdmin(ServiceSaveMixin, admin.ModelAdmin):
 
     @admin.display(description="VMs", ordering="live_vms")
     def vms_link(self, obj):
-        count = getattr(obj, "live_vms", None)
-        if count is None:
-            count = obj.vms.filter(deleted_at__isnull=True).count()
-        return changelist_link(obj.vms.model, f"{count} VM{'s' if count != 1 else ''}", host__id__exact=obj.pk)
+        return live_vms_link(obj, host__id__exact=obj.pk)
 
     @admin.display(description="last seen", ordering="last_seen_at")
     def last_seen(self, obj):

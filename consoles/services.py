@@ -31,7 +31,7 @@ from django.utils import timezone
 from portal.actors import Actor, require_user
 from portal.audit import audit
 from portal.choices import Via
-from portal.exceptions import InvalidState, NotFound, PermissionDenied, PortalError, ValidationFailed
+from portal.exceptions import Gone, NotFound, PermissionDenied, PortalError, ValidationFailed
 from portal.hypervisor import get_driver
 from portal.models import AuditEvent
 from portal.tokens import new_token, token_hash
@@ -730,10 +730,10 @@ def console_link_redeem(*, actor: Actor, token: str) -> ConsoleLink:
         raise PermissionDenied("This console link was made for another portal account. "
                                "Sign in as the account that asked for it.")
     if found.used_at is not None:
-        raise InvalidState(f"This console link was already used. {_LINK_AGAIN}")
+        raise Gone(f"This console link was already used. {_LINK_AGAIN}")
     if found.expires_at <= timezone.now():
-        raise InvalidState(f"This console link has expired. {_LINK_AGAIN}")
+        raise Gone(f"This console link has expired. {_LINK_AGAIN}")
     _visible_vm(actor=actor, vm=found.vm_id)  # still allowed to see the VM (NotFound otherwise)
     if not ConsoleLink.objects.filter(pk=found.pk, used_at__isnull=True).update(used_at=timezone.now()):
-        raise InvalidState(f"This console link was already used. {_LINK_AGAIN}")
+        raise Gone(f"This console link was already used. {_LINK_AGAIN}")
     return found

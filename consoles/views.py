@@ -179,7 +179,6 @@ def console_link_view(request: HttpRequest, token: str) -> HttpResponse:
     try:
         link = services.console_link_redeem(actor=request.user, token=token)
     except PortalError as exc:
-        status = {"not_found": 404, "forbidden": 403}.get(exc.code, 410)
         return render(request, "consoles/console_link.html", {"error": error_text(exc, user=request.user)},
-                      status=status)
+                      status=exc.http_status)
     return redirect(f"consoles:{link.kind}", pk=link.vm_id)

@@ -224,3 +224,15 @@ class ReadOnlyAdminMixin:
 
 def note_context(note: str, extra_context: dict | None = None) -> dict:
     return {**(extra_context or {}), "changelist_note": note}
+
+
+def live_vms_link(obj: Any, **changelist_filter: Any):
+    """"N VMs" linking to the VM changelist filtered to `obj`'s live VMs (deleted ones have deleted_at).
+
+    Lower apps (hosts, images) reach VMs only through the reverse relation `obj.vms`, never by import;
+    the count is the `live_vms` annotation when the changelist made one.
+    """
+    count = getattr(obj, "live_vms", None)
+    if count is None:
+        count = obj.vms.filter(deleted_at__isnull=True).count()
+    return changelist_link(obj.vms.model, f"{count} VM{'s' if count != 1 else ''}", **changelist_filter)

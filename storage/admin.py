@@ -22,6 +22,7 @@ from portal.admin_helpers import (
     changelist_link,
     human_bytes,
     link,
+    live_vms_link,
     note_context,
     per_object,
     when,
@@ -110,10 +111,7 @@ class ImageAdmin(ServiceSaveMixin, admin.ModelAdmin):
 
     @admin.display(description="VMs", ordering="live_vms")
     def vms_link(self, obj):
-        count = getattr(obj, "live_vms", None)
-        if count is None:
-            count = obj.vms.filter(deleted_at__isnull=True).count()
-        return changelist_link(obj.vms.model, f"{count} VM{'s' if count != 1 else ''}", image__id__exact=obj.pk)
+        return live_vms_link(obj, image__id__exact=obj.pk)
 
     @admin.display(description="disks built on it", ordering="n_disks")
     def disks(self, obj):
