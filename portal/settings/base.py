@@ -253,7 +253,7 @@ PORTAL_BASE_URL = env.get_str("BASE_URL", "http://127.0.0.1:8000")
 # --- REST API schema: one component name per choice set (vms/api) ---
 SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"] = {
     "VMStatusEnum": "vms.choices.VMStatus",
-    "HostStatusEnum": "vms.choices.HostStatus",
+    "HostStatusEnum": "cluster.choices.HostStatus",
     "JobStatusEnum": "portal.choices.JobStatus",
     "ViaEnum": "portal.choices.Via",
 }
