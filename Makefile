@@ -3,7 +3,7 @@
 #   make test   the same set-up, then the whole test suite (PostgreSQL + real qemu:///system)
 # For maintainers: `make screenshots` refreshes docs/screenshots/ from the browser tests (which
 # otherwise write theirs to var/screenshots/, ignored by git, so `make test` leaves the tree clean).
-.PHONY: run test setup lint bench screenshots clean-test-domains
+.PHONY: run test setup lint bench screenshots
 
 run:
 	@scripts/setup.sh
