@@ -1,0 +1,19 @@
+"""Host admin pages live in the cluster app; their templates follow the app label."""
+
+from __future__ import annotations
+
+import pytest
+from django.urls import reverse
+
+from cluster.models import ForeignDomain
+
+pytestmark = pytest.mark.django_db
+
+
+def test_a_foreign_domain_page_says_it_is_never_touched(admin_client, test_host):
+    """The note comes from cluster/templates/admin/cluster/foreigndomain/change_form.html."""
+    domain = ForeignDomain.objects.create(host=test_host, uuid="6695eb01-f6a4-8304-79aa-97f2502e193f",
+                                          name="someone-elses", state="running")
+    html = admin_client.get(reverse("admin:cluster_foreigndomain_change", args=[domain.pk])).content.decode()
+    assert "someone-elses" in html
+    assert "never touched" in html and 'class="pnote"' in html
