@@ -22,6 +22,7 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from slack_bolt import App
 from slack_bolt.adapter.django import SlackRequestHandler
+from slack_bolt.authorization import AuthorizeResult
 
 from . import formatting as f
 from . import handlers, outbox, slack
@@ -33,6 +34,12 @@ ACTION_PATTERN = re.compile(r"^(vm|quota)_[a-z_]+$")
 _app: App | None = None
 _handler: SlackRequestHandler | None = None
 _lock = threading.Lock()
+# The bot's identity (auth.test): asked once in the background when the App is built, so no request
+# waits for it; a request that comes before the answer asks with the short timeout.
+_identity: AuthorizeResult | None = None
+_identity_ready = threading.Event()
+_identity_lock = threading.Lock()
+_identity_fetching = False  # one auth.test at a time
 
 
 def misconfiguration() -> str | None:
@@ -52,17 +59,59 @@ def build_app() -> App:
         raise ImproperlyConfigured("Slack is not configured (PORTAL_SLACK_BOT_TOKEN is empty).")
     app = App(
         name="vmportal",
-        token=settings.SLACK_BOT_TOKEN,
         signing_secret=settings.SLACK_SIGNING_SECRET,
-        # No network call at start-up: the first request calls auth.test once.
-        token_verification_enabled=False,
+        # The bot's identity comes from auth.test, asked in the background now (see authorize).
+        authorize=authorize,
         client=slack.get_client(),
         process_before_response=True,
         raise_error_for_unhandled_request=False,
     )
     app.command(settings.SLACK_COMMAND)(on_command)
     app.action(ACTION_PATTERN)(on_action)
+    _identity_warm()
     return app
+
+
+def _identity_fetch() -> None:
+    """auth.test for the configured bot token, in the background; remembered once it answers."""
+    global _identity, _identity_fetching
+    try:
+        client = slack.get_client()
+        if client is None:
+            return
+        response = client.auth_test()
+        _identity = AuthorizeResult.from_auth_test_response(
+            auth_test_response=response, bot_token=settings.SLACK_BOT_TOKEN, user_token=None)
+        _identity_ready.set()
+    except Exception as exc:  # Slack unreachable or refusing: the next request asks again
+        log.warning("Slack auth.test failed: %s", exc)
+    finally:
+        with _identity_lock:
+            _identity_fetching = False
+
+
+def _identity_warm() -> None:
+    """Start the background auth.test unless it is known or already under way."""
+    global _identity_fetching
+    with _identity_lock:
+        if _identity is not None or _identity_fetching:
+            return
+        _identity_fetching = True
+    threading.Thread(target=_identity_fetch, name="slack-auth-test", daemon=True).start()
+
+
+def authorize(**kwargs: object) -> AuthorizeResult:
+    """Bolt's authorization: the bot's identity from auth.test, asked in the background.
+
+    A request waits for it at most QUICK_TIMEOUT seconds (so the acknowledgement stays within
+    Slack's 3 s however slow Slack is); until it is known, requests go on with the bot token alone:
+    the workspace check then passes only for PORTAL_SLACK_TEAM_IDS, and otherwise says the portal
+    is still connecting.
+    """
+    if _identity is None:
+        _identity_warm()
+        _identity_ready.wait(slack.QUICK_TIMEOUT)
+    return _identity or AuthorizeResult(enterprise_id=None, team_id=None, bot_token=settings.SLACK_BOT_TOKEN)
 
 
 def get_app() -> App | None:
@@ -88,9 +137,10 @@ def get_handler() -> SlackRequestHandler | None:
 
 
 def reset_app() -> None:
-    global _app, _handler
+    global _app, _handler, _identity
     with _lock:
-        _app = _handler = None
+        _app = _handler = _identity = None
+        _identity_ready.clear()
 
 
 def _bot_team_id(context) -> str | None:

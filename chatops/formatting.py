@@ -188,6 +188,11 @@ def inactive_reply() -> Reply:
     return Reply(text="Your portal account is disabled, so nothing was done. Ask an administrator.")
 
 
+def connecting_reply() -> Reply:
+    """The portal has not yet heard from Slack which workspace its bot belongs to (just started)."""
+    return Reply(text="The portal is still connecting to Slack, so nothing was done. Try again in a few seconds.")
+
+
 def unknown_team_reply() -> Reply:
     return Reply(text="This Slack workspace is not connected to this portal, so nothing was done.")
 

@@ -147,6 +147,8 @@ def handle_command(body: dict[str, Any], *, bot_team_id: str | None, raw_body: s
     ctx = SlackContext.from_command(body)
     prefix = str(body.get("command") or settings.SLACK_COMMAND)[:32]
     if not team_allowed(ctx.team_id, bot_team_id):
+        if bot_team_id is None and not settings.SLACK_TEAM_IDS:
+            return f.connecting_reply()  # auth.test has not answered yet: which workspace is ours is unknown
         log.warning("Slack command from workspace %r refused (not connected)", ctx.team_id[:32])
         return f.unknown_team_reply()
     try:
@@ -389,6 +391,9 @@ def handle_action(body: dict[str, Any], action: dict[str, Any], *, bot_team_id: 
         _tell(ctx, reply)
 
     if not team_allowed(ctx.team_id, bot_team_id):
+        if bot_team_id is None and not settings.SLACK_TEAM_IDS:
+            tell(f.connecting_reply())
+            return
         log.warning("Slack click from workspace %r refused (not connected)", ctx.team_id[:32])
         tell(f.unknown_team_reply())
         return

@@ -21,12 +21,15 @@ from slack_sdk.webhook import WebhookClient
 
 log = logging.getLogger(__name__)
 
-# Seconds per Web API call. No post precedes an acknowledgement (chatops.outbox), but Bolt's one
-# auth.test on the first request does, and the link page waits for users.info.
-API_TIMEOUT = 2
+# Seconds per Web API call. Posts never precede an acknowledgement (chatops.outbox sends them after
+# the response), so they may wait for a slow Slack; the calls made while someone waits (the link
+# page's users.info, auth.test when it was not warmed yet) use the short QUICK_TIMEOUT.
+API_TIMEOUT = 10
+QUICK_TIMEOUT = 2
 SLACK_HOOKS = "https://hooks.slack.com/"
 
 _client: WebClient | None = None
+_quick: WebClient | None = None
 _lock = threading.Lock()
 
 
@@ -51,11 +54,22 @@ def get_client() -> WebClient | None:
         return _client
 
 
-def reset() -> None:
-    """Forget the client and the Bolt app (settings changed, tests)."""
-    global _client
+def quick_client() -> WebClient | None:
+    """A client for calls someone is waiting on (a page, an acknowledgement): QUICK_TIMEOUT seconds."""
+    global _quick
+    if not is_configured():
+        return None
     with _lock:
-        _client = None
+        if _quick is None:
+            _quick = WebClient(token=settings.SLACK_BOT_TOKEN, base_url=api_base_url(), timeout=QUICK_TIMEOUT)
+        return _quick
+
+
+def reset() -> None:
+    """Forget the clients and the Bolt app (settings changed, tests)."""
+    global _client, _quick
+    with _lock:
+        _client = _quick = None
     from . import bolt  # bolt imports this module (the client): a circular pair, resolved at call time
 
     bolt.reset_app()
@@ -128,7 +142,7 @@ class SlackUser:
 
 def user_info(*, slack_user_id: str) -> SlackUser | None:
     """users.info for one user (needs the users:read scope), or None when Slack refused or is unreachable."""
-    client = get_client()
+    client = quick_client()  # the link page waits for it
     if client is None or not slack_user_id:
         return None
     try:

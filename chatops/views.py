@@ -28,13 +28,15 @@ def slack_events(request: HttpRequest) -> HttpResponse:
     if problem:
         log.error("Slack request refused: %s", problem)
         return HttpResponse("Slack is misconfigured on this portal.", status=503, content_type="text/plain")
-    handler = bolt.get_handler()
-    if handler is None:
+    if not slack.is_configured():
         return HttpResponse("Slack is not configured on this portal.", status=404, content_type="text/plain")
     if not timestamp_well_formed(request.headers.get("X-Slack-Request-Timestamp")):
         # Bolt would int() it and fail with a 500: a request without a usable timestamp is not Slack's.
         log.info("Slack request refused: malformed X-Slack-Request-Timestamp")
         return HttpResponse("Invalid Slack request signature.", status=401, content_type="text/plain")
+    handler = bolt.get_handler()
+    if handler is None:
+        return HttpResponse("Slack is not configured on this portal.", status=404, content_type="text/plain")
     with outbox.holding() as held:  # posts made while answering wait until Slack has its answer
         response = handler.handle(request)
     return outbox.send_after(response, held)

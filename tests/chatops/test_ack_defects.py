@@ -123,3 +123,23 @@ def test_a_job_ending_after_the_announcement_is_told_once_in_its_thread(slack, s
 
     job_finished_tell(job=Job.objects.get(pk=job_id))  # told again (a duplicate signal): nothing more
     assert len(slack.fake.posts(CHANNEL)) == 2
+
+
+def test_the_first_command_after_a_start_is_acknowledged_in_time_when_slack_is_slow(slack, alice, link):
+    """auth.test runs in the background: a Slack slower than 3 s never makes the first ack late."""
+    from chatops import bolt
+
+    link(alice, "UALICE")
+    bolt.reset_app()
+    slack.fake.clear()
+    slack.fake.delay = 5
+    response, took, _ = _timed(lambda: slack.command("help", wait=False))
+    assert took < 2.8  # waited for auth.test at most QUICK_TIMEOUT (2 s), within Slack's 3 s
+    assert "still connecting to Slack" in reply_text(response)
+    deadline = time.monotonic() + 30
+    while bolt._identity is None and time.monotonic() < deadline:  # the background auth.test answers
+        time.sleep(0.05)
+    assert bolt._identity is not None and bolt._identity.team_id
+    response, took, _ = _timed(lambda: slack.command("help", wait=False))
+    assert took < 1.0 and "/vm create NAME" in reply_text(response)
+    assert len(slack.fake.api("auth.test")) == 1
