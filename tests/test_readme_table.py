@@ -932,7 +932,7 @@ def web_jobs(test_host, alice) -> None:
 
 
 @claim("jobs", "REST API")
-def api_jobs(test_host, alice, monkeypatch) -> None:
+def api_jobs(test_host, alice, bob, monkeypatch) -> None:
     vm = make_vm(alice)
     api = api_client(alice)
     # Live: a client polling the job while it runs sees it running, at its current step.
@@ -955,6 +955,8 @@ def api_jobs(test_host, alice, monkeypatch) -> None:
     trail = [(e["action"], e["actor"], e["via"], e["message"]) for e in events.json()["results"]]
     assert ("vm.stop", "alice", "api", "Stopping web-1") in trail
     assert ("vm.stopped", "alice", "api", "Stopped web-1 (ACPI)") in trail
+    assert api.get(f"/api/vms/{vm.pk}/").json()["events_url"] == f"http://testserver/api/vms/{vm.pk}/events/"
+    assert api_client(bob).get(f"/api/vms/{vm.pk}/events/").json()["code"] == "not_found"  # not theirs
 
 
 @claim("jobs", "Slack", "notifications")
