@@ -12,6 +12,7 @@ from rest_framework import serializers
 from rest_framework.reverse import reverse
 
 from portal.jobs.api.serializers import JobSummarySerializer
+from portal.models import AuditEvent
 from vms.choices import VMStatus
 from vms.models import VM, Flavor, Snapshot
 from vms.services import VM_ACTIONS
@@ -89,13 +90,14 @@ class VMSerializer(serializers.ModelSerializer):
     url = serializers.SerializerMethodField()
     jobs_url = serializers.SerializerMethodField()
     snapshots_url = serializers.SerializerMethodField()
+    events_url = serializers.SerializerMethodField()
 
     class Meta:
         model = VM
         fields = ["id", "uuid", "name", "description", "status", "status_label", "power_state", "owner",
                   "group", "host", "image", "flavor", "vcpus", "memory_mib", "disk_gib", "domain_name",
                   "created_via", "last_error", "created_at", "updated_at", "status_changed_at", "url",
-                  "jobs_url", "snapshots_url"]
+                  "jobs_url", "snapshots_url", "events_url"]
         read_only_fields = fields
 
     def get_url(self, vm: VM) -> str:
@@ -106,6 +108,23 @@ class VMSerializer(serializers.ModelSerializer):
 
     def get_snapshots_url(self, vm: VM) -> str:
         return reverse("api-vm-snapshots", kwargs={"pk": vm.pk}, request=self.context.get("request"))
+
+    def get_events_url(self, vm: VM) -> str:
+        return reverse("api-vm-events", kwargs={"pk": vm.pk}, request=self.context.get("request"))
+
+
+class VMEventSerializer(serializers.ModelSerializer):
+    """One row of a VM's audit trail, as the VM's page shows it under Activity."""
+
+    actor = serializers.CharField(source="actor_name", read_only=True,
+                                  help_text="Who asked (empty for the system: reconcile, the monitor).")
+    job = serializers.UUIDField(source="job_id", read_only=True, allow_null=True,
+                                help_text="The job that carried it out, if any (GET /api/jobs/{id}/).")
+
+    class Meta:
+        model = AuditEvent
+        fields = ["id", "at", "actor", "via", "action", "outcome", "message", "job"]
+        read_only_fields = fields
 
 
 class VMOperationSerializer(serializers.Serializer):

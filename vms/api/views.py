@@ -28,6 +28,7 @@ from vms.models import VM, Flavor
 from vms.selectors import (
     flavor_get,
     flavor_list,
+    vm_audit_events,
     vm_get,
     vm_jobs,
     vm_list,
@@ -54,6 +55,7 @@ from .serializers import (
     SnapshotSerializer,
     VMActionSerializer,
     VMCreateSerializer,
+    VMEventSerializer,
     VMGrowDiskSerializer,
     VMListQuerySerializer,
     VMOperationSerializer,
@@ -110,6 +112,7 @@ class VMViewSet(viewsets.GenericViewSet):
     # Input shapes per action (also what the browsable API renders as its form).
     action_serializers = {"create": VMCreateSerializer, "partial_update": VMUpdateSerializer,
                           "actions": VMActionSerializer, "jobs": JobSerializer,
+                          "events": VMEventSerializer,
                           "snapshots": SnapshotCreateSerializer, "snapshot": SnapshotSerializer,
                           "snapshot_revert": SnapshotSerializer, "grow_disk": VMGrowDiskSerializer}
 
@@ -191,6 +194,14 @@ class VMViewSet(viewsets.GenericViewSet):
         """The VM's jobs, newest first."""
         page = self.paginate_queryset(vm_jobs(vm=self.get_object()))
         return self.get_paginated_response(JobSerializer(page, many=True, context={"request": request}).data)
+
+    @extend_schema(parameters=[VM_ID], responses={200: VMEventSerializer(many=True), 404: NOT_FOUND})
+    @action(detail=True, methods=["get"], url_path="events", url_name="events")
+    def events(self, request, pk=None):
+        """The VM's audit trail, newest first: who asked for what, through which door, and how it ended."""
+        page = self.paginate_queryset(vm_audit_events(vm=self.get_object()))
+        return self.get_paginated_response(
+            VMEventSerializer(page, many=True, context={"request": request}).data)
 
     @extend_schema(
         parameters=[VM_ID], request=VMGrowDiskSerializer,

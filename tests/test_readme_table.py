@@ -1,0 +1,1124 @@
+"""README.md's "What you can do" table, proven cell by cell through the door each cell names.
+
+The table is parsed out of README.md when the tests are collected. Every non-empty cell is a claim
+and gets its own test, `test_the_readme_claim_holds[<row>/<door>]`, which runs the check registered
+for it in `CHECKS` (row, door and the cell's exact words). `test_the_table_and_the_checks_agree`
+fails when the README claims something that has no check, or when a check exists for a cell the
+README leaves empty or words differently (the table would be understating, or has changed).
+
+The doors, for real, on libvirt's test driver (`test_host`):
+- Web: a signed-in browser (Django's test client with CSRF checks on) that only submits forms it
+  finds on the pages, with their hidden fields and CSRF token, and never a disabled button;
+- REST API: a token from POST /api/auth/token/, then JSON with `Authorization: Token …`;
+- Slack: slash commands and button clicks signed like Slack's, against the fake Slack Web API of
+  tests/chatops/conftest.py;
+- CLI: `manage.py vm --user …` (call_command), its output and exit status;
+- Admin: a superuser in the Django admin, submitting the admin's own forms.
+Each check asserts what the person sees (message, JSON body, Slack reply, output) and the outcome: the
+VM in the database and in libvirt, the job, the audit row with the door's `via`.
+
+Jobs run when the request's transaction commits (ImmediateBackend), so a request returns after its
+job has run; the database is transactional for that. Set-up that is not under test (a VM to act
+on) goes through the services with `via=system`.
+
+Limits of libvirt's test driver, said where they matter: it cannot grow disks (those checks assert
+the service's refusal, in its words, through the door; real growth is proven on qemu:///system in
+tests/vms/test_disk.py), and it has no consoles (one-time links are issued and redeemed here, the
+streaming is proven in tests/consoles/).
+"""
+
+from __future__ import annotations
+
+import html
+import inspect
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from html.parser import HTMLParser
+from io import StringIO
+from pathlib import Path
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import pytest
+from asgiref.sync import async_to_sync, sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.contrib import admin as django_admin
+from django.core.management import CommandError, call_command
+from django.test import Client
+from rest_framework.test import APIClient
+
+from portal.choices import JobStatus, Via
+from portal.hypervisor import PowerState, get_driver
+from portal.jobs import JobContext
+from portal.models import AuditEvent, Job
+from tests.chatops import conftest as slack_kit
+from tests.chatops.conftest import CHANNEL, reply_of, reply_text
+from vms import lifecycle
+from vms.choices import VMStatus
+from vms.models import VM, Snapshot
+
+# The Slack kit of tests/chatops/conftest.py (a fake Slack Web API on loopback, requests signed like
+# Slack's, linking): its fixtures, under their own names so that pytest finds them in this module (the
+# autouse reset of libvirt's test driver included), set through globals() as the checks' parameters
+# share their names.
+globals().update({name: getattr(slack_kit, name) for name in (
+    "fake_slack", "slack_on", "slack", "link", "small_flavor", "_fresh_test_driver")})
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+STATIC = README.parent / "static"
+TEST_URI = "test:///default"
+NAME = "web-1"
+SMALL = {"vcpus": 1, "memory_mib": 128, "disk_gib": 1}
+
+
+# === the table ====================================================================================
+
+# Row keys (short, for test ids) -> the README's row labels.
+ROWS = {
+    "lifecycle": "Create / start / stop (ACPI) / force off / reboot / pause / resume / delete",
+    "rename": "Rename, describe",
+    "grow-disk": "Grow the disk (live while running)",
+    "snapshots": "Snapshots (disks + memory): take / list / revert / delete",
+    "quota": "Quota usage",
+    "jobs": "Jobs with live progress, audit trail",
+    "consoles": "Screen (noVNC) and serial terminal (xterm.js) in the browser",
+}
+# The README's column headers -> short names for test ids.
+DOORS = {"Web": "web", "REST API": "api", "Slack": "slack", "CLI": "cli", "Admin": "admin"}
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One non-empty cell of the table: the row's key (its label when unknown), the door, the words."""
+
+    row: str
+    door: str
+    text: str
+
+    @property
+    def id(self) -> str:
+        return f"{self.row}/{DOORS.get(self.door, self.door)}"
+
+
+def _cells_of(line: str) -> list[str]:
+    return [cell.strip() for cell in re.split(r"(?<!\\)\|", line.strip().strip("|"))]
+
+
+def readme_cells() -> list[Cell]:
+    """The non-empty cells of the first table under README.md's "## What you can do"."""
+    text = README.read_text(encoding="utf-8")
+    heading = "\n## What you can do\n"
+    assert heading in text, f"{README} has no '## What you can do' section"
+    section = text.split(heading, 1)[1].split("\n## ", 1)[0]
+    lines: list[str] = []
+    for line in section.splitlines():
+        if line.startswith("|"):
+            lines.append(line)
+        elif lines:
+            break
+    assert len(lines) > 2, "no table under '## What you can do'"
+    header, _separator, *body = (_cells_of(line) for line in lines)
+    doors = header[1:]
+    labels = {label: key for key, label in ROWS.items()}
+    cells = []
+    for row in body:
+        label, *values = row
+        assert len(values) == len(doors), f"row {label!r} has {len(values)} cells for {len(doors)} doors"
+        cells += [Cell(labels.get(label, label), door, value)
+                  for door, value in zip(doors, values, strict=True) if value]
+    return cells
+
+
+CLAIMS = readme_cells()
+
+Check = Callable[..., None]
+CHECKS: dict[tuple[str, str, str], Check] = {}
+
+
+def claim(row: str, door: str, text: str = "✓") -> Callable[[Check], Check]:
+    """Register the decorated function as the proof of the cell (row, door) that reads `text`.
+
+    Its parameters are fixture names (test_host, alice, slack, monkeypatch, …), resolved per test.
+    """
+    assert row in ROWS and door in DOORS, (row, door)
+
+    def register(check: Check) -> Check:
+        assert (row, door, text) not in CHECKS, f"two checks for {row}/{door}"
+        CHECKS[(row, door, text)] = check
+        return check
+
+    return register
+
+
+# === shared helpers ===============================================================================
+
+def libvirt():
+    return get_driver(TEST_URI)
+
+
+def make_vm(owner, name: str = NAME, **size) -> VM:
+    """Set-up, not under test: a running VM made through the service."""
+    from vms.services import vm_create
+
+    result = vm_create(actor=owner, via=Via.SYSTEM, name=name, **(size or SMALL))
+    return assert_vm(result.vm, VMStatus.RUNNING, PowerState.RUNNING)
+
+
+def force_off(vm: VM) -> VM:
+    """Set-up, not under test: cut the VM's power through the service."""
+    from vms.services import vm_force_off
+
+    vm_force_off(actor=vm.owner, via=Via.SYSTEM, vm=vm)
+    return assert_vm(vm, VMStatus.STOPPED, PowerState.SHUTOFF)
+
+
+def take_snapshot(vm: VM, name: str = "before-upgrade") -> None:
+    """Set-up, not under test: a snapshot of the running VM through the service."""
+    from vms.services import snapshot_create
+
+    snapshot_create(actor=vm.owner, via=Via.SYSTEM, vm=vm, name=name)
+    assert vm.snapshots.get(name=name).status == "ready"
+
+
+def assert_vm(vm: VM, status: str, power: PowerState | None) -> VM:
+    """The VM is `status` in the database and `power` in libvirt (None: its domain is gone)."""
+    vm.refresh_from_db()
+    assert vm.status == status, f"{vm.name} is {vm.status}, not {status} ({vm.last_error})"
+    if power is None:
+        assert not libvirt().domain_exists(str(vm.uuid)), f"{vm.name}'s domain is still in libvirt"
+    else:
+        assert libvirt().domain_info(str(vm.uuid)).state == power
+    return vm
+
+
+def job_of(vm: VM, kind: str, *, via: str) -> Job:
+    """The VM's latest job of `kind`: asked through `via`, and succeeded."""
+    jobs = Job.objects.filter(target_type="vm", target_id=str(vm.pk), kind=kind)
+    job = jobs.order_by("-created_at").first()
+    assert job is not None, f"no {kind} job on {vm.name}"
+    assert (job.via, job.status) == (via, JobStatus.SUCCEEDED), (job.via, job.status, job.error)
+    return job
+
+
+def audited(vm: VM, action: str, *, via: str) -> AuditEvent:
+    """The audit row of `action` on the VM, through `via`."""
+    rows = AuditEvent.objects.filter(target_type="vm", target_id=str(vm.pk))
+    found = rows.filter(action=action, via=via).first()
+    assert found is not None, f"no audit row {action} via {via}: {list(rows.values_list('action', 'via'))}"
+    return found
+
+
+def assert_created(owner, *, via: str, name: str = NAME) -> VM:
+    """A VM made through a door: running in libvirt, with its create job and audit rows."""
+    vm = VM.objects.get(owner=owner, name=name)
+    assert vm.created_via == via
+    assert_vm(vm, VMStatus.RUNNING, PowerState.RUNNING)
+    job_of(vm, "vm.create", via=via)
+    audited(vm, "vm.create", via=via)
+    audited(vm, "vm.created", via=via)
+    return vm
+
+
+def assert_deleted(vm: VM, *, via: str) -> None:
+    """Deleted through a door: gone from libvirt with its disks, kept in the database as deleted."""
+    from django.conf import settings
+
+    disks = list(vm.volumes.values_list("name", flat=True))
+    assert_vm(vm, VMStatus.DELETED, None)
+    volumes = {v.name for v in libvirt().list_volumes(pool=settings.STORAGE_POOL)}
+    assert not volumes & set(disks), f"disks left in libvirt: {volumes & set(disks)}"
+    job_of(vm, "vm.delete", via=via)
+    audited(vm, "vm.delete", via=via)
+
+
+# (power action, status, libvirt state) in an order where each step is allowed from the last one's end.
+POWER_SEQUENCE = (
+    ("stop", VMStatus.STOPPED, PowerState.SHUTOFF),
+    ("start", VMStatus.RUNNING, PowerState.RUNNING),
+    ("pause", VMStatus.PAUSED, PowerState.PAUSED),
+    ("resume", VMStatus.RUNNING, PowerState.RUNNING),
+    ("reboot", VMStatus.RUNNING, PowerState.RUNNING),
+    ("force_off", VMStatus.STOPPED, PowerState.SHUTOFF),
+)
+
+
+def prove_power_actions(vm: VM, *, via: str, act: Callable[[str], str]) -> None:
+    """Every power action through a door: `act(action)` does it and returns what the door said."""
+    assert {action for action, *_ in POWER_SEQUENCE} == set(lifecycle.POWER_ACTIONS)
+    for action, status, power in POWER_SEQUENCE:
+        said = act(action)
+        transition = lifecycle.POWER_ACTIONS[action]
+        assert f"{transition.doing} {vm.name}." in said, f"{action}: the door said {said!r}"
+        assert_vm(vm, status, power)
+        job = job_of(vm, transition.job_kind, via=via)
+        if action == "stop":  # "(ACPI)": the guest is asked to power off, not cut off
+            assert "Sending the ACPI power-off signal" in job.log
+        audited(vm, f"vm.{action}", via=via)
+        audited(vm, transition.done, via=via)
+
+
+def assert_renamed(vm: VM, *, via: str) -> None:
+    """Renamed to api-1 and described as "the API server": in the database, in libvirt, in the audit."""
+    vm.refresh_from_db()
+    assert (vm.name, vm.description) == ("api-1", "the API server")
+    assert libvirt().domain_info(str(vm.uuid)).title == "api-1"
+    assert "<description>the API server</description>" in libvirt().domain_xml(str(vm.uuid))
+    event = audited(vm, "vm.update", via=via)
+    assert event.message == "name: 'web-1' → 'api-1'; description: '' → 'the API server'"
+
+
+# libvirt's test driver cannot grow disks (no blockResize): the service refuses with these words
+# before anything changes. Real growth, live and offline, is proven on qemu:///system in
+# tests/vms/test_disk.py; here each door must hand its request to vm_grow_disk and show its answer.
+GROW_REFUSAL = "The host of web-1 (testhost) cannot grow disks."
+GROW_NOOP = "The disk of web-1 is already 1 GiB."
+
+
+def assert_disk_unchanged(vm: VM) -> None:
+    """The refused growth left nothing behind: size, quota and jobs as before."""
+    from quotas.selectors import quota_usage
+
+    vm.refresh_from_db()
+    assert vm.disk_gib == 1 and vm.status == VMStatus.RUNNING
+    disk = next(u for u in quota_usage(user=vm.owner) if u.resource == "disk_gib")
+    assert disk.used == 1
+    assert not Job.objects.filter(kind="vm.disk.grow").exists()
+
+
+def assert_snapshot(vm: VM, name: str, *, via: str) -> None:
+    """A snapshot taken through a door: ready, with the running VM's memory, in libvirt too."""
+    snapshot = vm.snapshots.get(name=name)
+    assert (snapshot.status, snapshot.has_memory, snapshot.created_via) == ("ready", True, via)
+    assert name in {s.name for s in libvirt().list_snapshots(str(vm.uuid))}
+    job_of(vm, "vm.snapshot.create", via=via)
+    audited(vm, "vm.snapshot.create", via=via)
+
+
+def assert_reverted(vm: VM, *, via: str) -> None:
+    """Reverted to a snapshot taken while running: the powered-off VM runs again, where it was."""
+    assert_vm(vm, VMStatus.RUNNING, PowerState.RUNNING)
+    job_of(vm, "vm.snapshot.revert", via=via)
+    audited(vm, "vm.snapshot.revert", via=via)
+
+
+def assert_snapshot_deleted(vm: VM, name: str, *, via: str) -> None:
+    assert not vm.snapshots.filter(name=name).exists()
+    assert name not in {s.name for s in libvirt().list_snapshots(str(vm.uuid))}
+    job_of(vm, "vm.snapshot.delete", via=via)
+    audited(vm, "vm.snapshot.delete", via=via)
+
+
+# The usage of a VM of 2 vCPUs, 512 MiB and 2 GiB on alice's quota (3 VMs, 4 vCPUs, 2 GiB, 20 GiB),
+# as every door words it (memory in MiB or GiB, as portal.units.mib writes it).
+QUOTA_VM = {"vcpus": 2, "memory_mib": 512, "disk_gib": 2}
+QUOTA_USAGE = ("1 / 3", "2 / 4", "512 MiB / 2 GiB", "2 / 20 GiB")
+
+
+def assert_console_link(user, url: str, vm: VM, kind: str) -> None:
+    """A one-time console link: it opens the VM's console page for its user, once."""
+    path = urlsplit(url).path
+    assert path.startswith("/consoles/link/"), url
+    browser = Browser(user)
+    opened = browser.client.get(path)
+    assert opened.status_code == 302 and opened["Location"] == f"/consoles/vm/{vm.pk}/{kind}/", opened
+    page = browser.get(opened["Location"])
+    assert f"{'Screen' if kind == 'screen' else 'Terminal'} of {vm.name}" in page.text
+    again = browser.client.get(path)
+    assert again.status_code == 410
+    assert "This console link was already used." in text_of(again.content.decode())
+
+
+def while_a_job_runs(monkeypatch, look: Callable[[], Any]) -> list[Any]:
+    """Have `look()` called inside the next job, right after its first progress step: what a person
+    looking through a door at that moment sees. Returns the list `look`'s one result lands in."""
+    seen: list[Any] = []
+    progress = JobContext.progress
+
+    def progress_then_look(self: JobContext, percent: int, step: str) -> None:
+        progress(self, percent, step)
+        if not seen:
+            seen.append(look())
+
+    monkeypatch.setattr(JobContext, "progress", progress_then_look)
+    return seen
+
+
+# --- Web and Admin: a browser that submits the forms it finds -------------------------------------
+
+def text_of(markup: str) -> str:
+    """A page's visible text: tags, scripts and styles out, entities read, whitespace collapsed."""
+    markup = re.sub(r"<(script|style|template)\b.*?</\1>", " ", markup, flags=re.S)
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", markup)).split())
+
+
+@dataclass
+class Form:
+    """A form as a browser sees it: what it would submit as it stands, and what its choices allow."""
+
+    action: str
+    method: str
+    id: str
+    values: dict[str, list[str]]
+    choices: dict[str, set[str]]  # selects, radios and checkboxes: the values that may be sent
+    buttons: list[tuple[str, str, bool]]  # submit buttons in page order: name, value, disabled
+
+
+class _FormParser(HTMLParser):
+    def __init__(self, page_url: str) -> None:
+        super().__init__(convert_charrefs=True)
+        self.page_url = page_url
+        self.forms: list[Form] = []
+        self.form: Form | None = None
+        self.select: tuple[str, list[tuple[str, bool]]] | None = None
+        self.option: list[str] | None = None  # the option being read: [value or None, text]
+        self.textarea: list[str] | None = None
+
+    def handle_starttag(self, tag: str, attrs_list: list) -> None:
+        attrs = {k: (v if v is not None else "") for k, v in attrs_list}
+        if tag == "form":
+            self.form = Form(action=urljoin(self.page_url, attrs.get("action") or self.page_url),
+                             method=attrs.get("method", "get").lower(), id=attrs.get("id", ""),
+                             values={}, choices={}, buttons=[])
+            self.forms.append(self.form)
+            return
+        form, name = self.form, attrs.get("name", "")
+        if form is None:
+            return
+        if tag == "input":
+            kind = attrs.get("type", "text").lower()
+            if kind in ("submit", "image", "button", "reset"):
+                if kind == "submit":
+                    form.buttons.append((name, attrs.get("value", ""), "disabled" in attrs))
+                return
+            if not name:
+                return
+            if kind in ("radio", "checkbox"):
+                form.choices.setdefault(name, set()).add(attrs.get("value", "on"))
+                form.values.setdefault(name, [])
+                if "checked" in attrs:
+                    form.values[name].append(attrs.get("value", "on"))
+            else:
+                form.values.setdefault(name, []).append(attrs.get("value", ""))
+        elif tag == "button":
+            if attrs.get("type", "submit").lower() == "submit":
+                form.buttons.append((name, attrs.get("value", ""), "disabled" in attrs))
+        elif tag == "select" and name:
+            self.select = (name, [])
+        elif tag == "option" and self.select is not None:
+            self.option = [attrs.get("value"), ""]
+            self.select[1].append(("", "selected" in attrs))  # value filled in at </option>
+        elif tag == "textarea" and name:
+            self.textarea = [name, ""]
+
+    def handle_data(self, data: str) -> None:
+        if self.option is not None:
+            self.option[1] += data
+        if self.textarea is not None:
+            self.textarea[1] += data
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "option" and self.option is not None and self.select is not None:
+            value = self.option[0] if self.option[0] is not None else self.option[1].strip()
+            self.select[1][-1] = (value, self.select[1][-1][1])
+            self.option = None
+        elif tag == "select" and self.select is not None and self.form is not None:
+            name, options = self.select
+            self.form.choices.setdefault(name, set()).update(value for value, _ in options)
+            chosen = [value for value, selected in options if selected] or [v for v, _ in options[:1]]
+            self.form.values.setdefault(name, []).extend(chosen[:1])
+            self.select = None
+        elif tag == "textarea" and self.textarea is not None and self.form is not None:
+            name, content = self.textarea
+            self.form.values.setdefault(name, []).append(content.removeprefix("\n"))
+            self.textarea = None
+        elif tag == "form":
+            self.form = None
+
+
+@dataclass
+class Page:
+    url: str
+    response: Any
+
+    @property
+    def html(self) -> str:
+        return self.response.content.decode()
+
+    @property
+    def text(self) -> str:
+        return text_of(self.html)
+
+    @property
+    def forms(self) -> list[Form]:
+        parser = _FormParser(self.url)
+        parser.feed(self.html)
+        return parser.forms
+
+
+class Browser:
+    """A signed-in browser: it GETs pages and submits only the forms on them, as they are offered."""
+
+    def __init__(self, user) -> None:
+        self.client = Client(enforce_csrf_checks=True)
+        self.client.force_login(user)
+
+    def get(self, url: str, **query) -> Page:
+        response = self.client.get(url, query)
+        assert response.status_code == 200, f"GET {url}: {response.status_code}"
+        return Page(url, response)
+
+    def submit(self, page: Page, *, action: str | None = None, form_id: str | None = None,
+               button: str | None = None, data: dict[str, str | list[str]] | None = None,
+               **fields: str | list[str]) -> Page:
+        """Fill in the page's one POST form with this `action` (or id), click its submit button (the
+        named one, else its first, as Enter does) and follow the redirects, sending the page as Referer.
+
+        Every given field must be one of the form's fields and, for a select, radio or checkbox, one of
+        its choices; the button clicked must not be disabled.
+        """
+        wanted = {**fields, **(data or {})}
+        forms = [f for f in page.forms if f.method == "post"
+                 and (action is None or urlsplit(f.action).path == action)
+                 and (form_id is None or f.id == form_id)]
+        if len(forms) > 1:  # e.g. a page's own form and the delete dialog's: the one with these fields
+            forms = [f for f in forms if set(wanted) <= set(f.values)]
+        assert len(forms) == 1, f"{page.url} has {len(forms)} POST forms to {action or form_id}"
+        form = forms[0]
+        pressed = [b for b in form.buttons if button is None or b[0] == button][:1]
+        assert pressed, f"the form to {form.action} has no button {button or ''}"
+        [(button_name, button_value, disabled)] = pressed
+        assert not disabled, f"{button_name or button_value!r} to {form.action} is disabled on {page.url}"
+        values = dict(form.values)
+        if button_name:
+            values[button_name] = [button_value]
+        for name, value in wanted.items():
+            assert name in values, f"the form to {form.action} has no {name!r}, only {sorted(values)}"
+            value = value if isinstance(value, list) else [value]
+            if name in form.choices:
+                assert set(value) <= form.choices[name], f"{name}={value} is not one of {form.choices[name]}"
+            values[name] = value
+        target = urlsplit(form.action).path
+        response = self.client.post(target, values, follow=True, HTTP_REFERER=f"http://testserver{page.url}")
+        assert response.status_code == 200, f"POST {target}: {response.status_code}"
+        final = urlsplit(response.redirect_chain[-1][0]).path if response.redirect_chain else target
+        return Page(final, response)
+
+
+# --- REST API, CLI, Slack ---------------------------------------------------------------------------
+
+def api_client(user) -> APIClient:
+    """A script's client: a token from POST /api/auth/token/ (as the README shows), then `Token …`."""
+    client = APIClient()
+    answer = client.post("/api/auth/token/", {"username": user.username, "password": f"pw-{user.username}"})
+    assert answer.status_code == 200, answer.content
+    client.credentials(HTTP_AUTHORIZATION=f"Token {answer.json()['token']}")
+    return client
+
+
+def cli(*args: str, user: str = "alice") -> str:
+    """`manage.py vm --user alice …`: what it printed (it must succeed)."""
+    out = StringIO()
+    call_command("vm", "--user", user, *args, stdout=out, stderr=StringIO())
+    return out.getvalue()
+
+
+def cli_error(*args: str, user: str = "alice") -> tuple[int, str]:
+    """`manage.py vm --user alice …` that fails: its exit status and message."""
+    with pytest.raises(CommandError) as failed:
+        cli(*args, user=user)
+    return failed.value.returncode, str(failed.value)
+
+
+def slack_run(slack, text: str, **kwargs) -> str:
+    """Type `/vm <text>` (as UALICE), click the confirmation when the bot asks first; all the bot said."""
+    slack.fake.clear()
+    response = slack.command(text, **kwargs)
+    said = [reply_text(response)]
+    confirm = next((elements[0] for block in reply_of(response).get("blocks") or []
+                    if block.get("type") == "actions" and (elements := block["elements"])
+                    and elements[-1]["action_id"] == "vm_cancel"), None)
+    if confirm is not None:
+        slack.click(confirm["action_id"], confirm["value"], ephemeral=True)
+    said += [call.text for call in slack.fake.said()]
+    return "\n".join(said)
+
+
+def linked_alice(alice, link) -> Any:
+    link(alice, "UALICE")
+    return alice
+
+
+# === Create / start / stop (ACPI) / force off / reboot / pause / resume / delete ===================
+
+@claim("lifecycle", "Web")
+def web_lifecycle(test_host, alice) -> None:
+    browser = Browser(alice)
+    page = browser.submit(browser.get("/vms/new/"), action="/vms/new/", name=NAME, flavor="custom", **{
+        k: str(v) for k, v in SMALL.items()})
+    assert "Creating web-1." in page.text
+    vm = assert_created(alice, via=Via.WEB)
+    detail = f"/vms/{vm.pk}/"
+    assert page.url == detail
+
+    def act(action: str) -> str:
+        return browser.submit(browser.get(detail), action=f"/vms/{vm.pk}/action/{action}/").text
+
+    prove_power_actions(vm, via=Via.WEB, act=act)
+    page = browser.submit(browser.get(detail), action=f"/vms/{vm.pk}/delete/", confirm_name=NAME)
+    assert "Deleting web-1." in page.text and page.url == "/"
+    assert_deleted(vm, via=Via.WEB)
+
+
+@claim("lifecycle", "REST API")
+def api_lifecycle(test_host, alice) -> None:
+    api = api_client(alice)
+    created = api.post("/api/vms/", {"name": NAME, **SMALL}, format="json")
+    assert created.status_code == 202 and created.json()["message"] == "Creating web-1.", created.content
+    vm = assert_created(alice, via=Via.API)
+
+    def act(action: str) -> str:
+        answer = api.post(f"/api/vms/{vm.pk}/actions/", {"action": action}, format="json")
+        assert answer.status_code == 202, answer.content
+        return answer.json()["message"]
+
+    prove_power_actions(vm, via=Via.API, act=act)
+    deleted = api.delete(f"/api/vms/{vm.pk}/")
+    assert deleted.status_code == 202 and deleted.json()["message"] == "Deleting web-1."
+    assert_deleted(vm, via=Via.API)
+
+
+# How the bot tells the end of each job in Slack (in the thread, or privately after a confirmation).
+SLACK_DONE = {
+    "stop": "⏹️ *web-1* stopped.", "start": "▶️ *web-1* is running.", "pause": "⏸️ *web-1* is paused.",
+    "resume": "▶️ *web-1* is running again.", "reboot": "🔄 *web-1* rebooted.",
+    "force_off": "⏹️ *web-1* was forced off.", "delete": "🗑️ *web-1* was deleted with its disks.",
+}
+
+
+@claim("lifecycle", "Slack")
+def slack_lifecycle(test_host, alice, link, slack, small_flavor) -> None:
+    linked_alice(alice, link)
+    said = slack_run(slack, "create web-1 --flavor small")
+    assert "<@UALICE> is creating *web-1*" in said and "✅ *web-1* is running." in said
+    vm = assert_created(alice, via=Via.SLACK)
+    assert audited(vm, "vm.create", via=Via.SLACK).data["slack_user"] == "UALICE"
+
+    def act(action: str) -> str:
+        said = slack_run(slack, f"{action.replace('_', '-')} web-1")
+        assert SLACK_DONE[action] in said, said
+        return said
+
+    prove_power_actions(vm, via=Via.SLACK, act=act)
+    said = slack_run(slack, "delete web-1")
+    assert "Deleting web-1." in said and SLACK_DONE["delete"] in said
+    assert_deleted(vm, via=Via.SLACK)
+
+
+@claim("lifecycle", "CLI")
+def cli_lifecycle(test_host, alice) -> None:
+    out = cli("create", NAME, "--vcpus", "1", "--memory-mib", "128", "--disk-gib", "1", "--wait")
+    assert "Creating web-1." in out and "succeeded 100% Done" in out
+    vm = assert_created(alice, via=Via.CLI)
+
+    def act(action: str) -> str:
+        out = cli("--wait", action.replace("_", "-"), NAME)
+        assert "succeeded 100% Done" in out, out
+        return out
+
+    prove_power_actions(vm, via=Via.CLI, act=act)
+    out = cli("--wait", "delete", NAME)
+    assert "Deleting web-1." in out and "succeeded 100% Done" in out
+    assert_deleted(vm, via=Via.CLI)
+
+
+@claim("lifecycle", "Admin")
+def admin_lifecycle(test_host, alice, admin_user) -> None:
+    admin = Browser(admin_user)
+    add = "/admin/vms/vm/add/"
+    page = admin.submit(admin.get(add), action=add, owner=str(alice.pk), name=NAME,
+                        **{k: str(v) for k, v in SMALL.items()})
+    assert "Creating web-1. Done" in page.text
+    vm = assert_created(alice, via=Via.ADMIN)
+    assert page.url == f"/admin/vms/vm/{vm.pk}/change/"
+    changelist = "/admin/vms/vm/"
+
+    def act(action: str) -> str:
+        page = admin.submit(admin.get(changelist), action=changelist,
+                            data={"action": action, "_selected_action": str(vm.pk)})
+        assert f"{lifecycle.POWER_ACTIONS[action].doing} web-1. Done" in page.text, page.text
+        return page.text
+
+    prove_power_actions(vm, via=Via.ADMIN, act=act)
+    confirm = admin.submit(admin.get(changelist), action=changelist,
+                           data={"action": "delete_selected", "_selected_action": str(vm.pk)})
+    assert "Are you sure" in confirm.text and vm.volumes.get().name in confirm.text
+    page = admin.submit(confirm, action=changelist)  # "Yes, I'm sure"
+    assert "Deleting web-1. Done" in page.text
+    assert_deleted(vm, via=Via.ADMIN)
+
+
+# === Rename, describe ===============================================================================
+
+@claim("rename", "Web")
+def web_rename(test_host, alice) -> None:
+    vm = make_vm(alice)
+    browser = Browser(alice)
+    page = browser.submit(browser.get(f"/vms/{vm.pk}/"), action=f"/vms/{vm.pk}/edit/", name="api-1",
+                          description="the API server")
+    assert "Saved the settings of api-1." in page.text and "the API server" in page.text
+    assert_renamed(vm, via=Via.WEB)
+
+
+@claim("rename", "REST API")
+def api_rename(test_host, alice) -> None:
+    vm = make_vm(alice)
+    answer = api_client(alice).patch(f"/api/vms/{vm.pk}/", {"name": "api-1", "description": "the API server"},
+                                     format="json")
+    assert answer.status_code == 200, answer.content
+    assert (answer.json()["name"], answer.json()["description"]) == ("api-1", "the API server")
+    assert_renamed(vm, via=Via.API)
+
+
+@claim("rename", "Admin")
+def admin_rename(test_host, alice, admin_user) -> None:
+    vm = make_vm(alice)
+    admin = Browser(admin_user)
+    change = f"/admin/vms/vm/{vm.pk}/change/"
+    page = admin.submit(admin.get(change), action=change, button="_save", name="api-1",
+                        description="the API server")
+    assert "was changed successfully" in page.text
+    assert_renamed(vm, via=Via.ADMIN)
+
+
+# === Grow the disk (live while running) =============================================================
+# Each check asks a running VM's disk to grow (the live case) and gets the service's refusal on the
+# test driver, in the service's words, with nothing changed; then asks for the size it already has
+# and gets the service's no-op answer: the door handed both requests to vm_grow_disk.
+
+@claim("grow-disk", "Web")
+def web_grow_disk(test_host, alice) -> None:
+    vm = make_vm(alice)
+    browser = Browser(alice)
+    detail = f"/vms/{vm.pk}/"
+    page = browser.submit(browser.get(detail), action=f"/vms/{vm.pk}/disk/", disk_gib="2")
+    assert GROW_REFUSAL in page.text and page.url == detail
+    assert_disk_unchanged(vm)
+    page = browser.submit(browser.get(detail), action=f"/vms/{vm.pk}/disk/", disk_gib="1")
+    assert GROW_NOOP in page.text
+
+
+@claim("grow-disk", "REST API")
+def api_grow_disk(test_host, alice) -> None:
+    vm = make_vm(alice)
+    api = api_client(alice)
+    refused = api.post(f"/api/vms/{vm.pk}/grow_disk/", {"disk_gib": 2}, format="json")
+    assert refused.status_code == 409 and refused.json() == {"code": "conflict", "detail": GROW_REFUSAL}
+    assert_disk_unchanged(vm)
+    same = api.post(f"/api/vms/{vm.pk}/grow_disk/", {"disk_gib": 1}, format="json")
+    assert same.status_code == 200 and same.json()["message"] == GROW_NOOP
+
+
+@claim("grow-disk", "Slack")
+def slack_grow_disk(test_host, alice, link, slack) -> None:
+    linked_alice(alice, link)
+    vm = make_vm(alice)
+    assert GROW_REFUSAL in slack_run(slack, "grow-disk web-1 2")
+    assert_disk_unchanged(vm)
+    assert GROW_NOOP in slack_run(slack, "grow-disk web-1 1")
+
+
+@claim("grow-disk", "CLI")
+def cli_grow_disk(test_host, alice) -> None:
+    vm = make_vm(alice)
+    assert cli_error("--wait", "grow-disk", NAME, "2") == (5, GROW_REFUSAL)
+    assert_disk_unchanged(vm)
+    assert cli("--wait", "grow-disk", NAME, "1").strip() == GROW_NOOP
+
+
+# === Snapshots (disks + memory): take / list / revert / delete =====================================
+
+@claim("snapshots", "Web")
+def web_snapshots(test_host, alice) -> None:
+    vm = make_vm(alice)
+    browser = Browser(alice)
+    detail = f"/vms/{vm.pk}/"
+    page = browser.submit(browser.get(detail), action=f"/vms/{vm.pk}/snapshots/", name="before-upgrade")
+    assert "Taking snapshot before-upgrade of web-1." in page.text
+    assert_snapshot(vm, "before-upgrade", via=Via.WEB)
+    listed = browser.get(f"/vms/{vm.pk}/snapshots/").text  # the panel, as live.js reloads it
+    assert "before-upgrade Disks and memory (was running)" in listed
+    assert "before-upgrade Disks and memory (was running)" in browser.get(detail).text
+    snapshot = vm.snapshots.get()
+    force_off(vm)
+    page = browser.submit(browser.get(detail), action=f"/vms/{vm.pk}/snapshots/{snapshot.pk}/revert/")
+    assert "Reverting web-1 to snapshot before-upgrade." in page.text
+    assert_reverted(vm, via=Via.WEB)
+    page = browser.submit(browser.get(detail), action=f"/vms/{vm.pk}/snapshots/{snapshot.pk}/delete/")
+    assert "Deleting snapshot before-upgrade of web-1." in page.text and "No snapshots yet." in page.text
+    assert_snapshot_deleted(vm, "before-upgrade", via=Via.WEB)
+
+
+@claim("snapshots", "REST API")
+def api_snapshots(test_host, alice) -> None:
+    vm = make_vm(alice)
+    api = api_client(alice)
+    url = f"/api/vms/{vm.pk}/snapshots/"
+    taken = api.post(url, {"name": "before-upgrade"}, format="json")
+    assert taken.status_code == 202 and taken.json()["message"] == "Taking snapshot before-upgrade of web-1."
+    assert_snapshot(vm, "before-upgrade", via=Via.API)
+    [listed] = api.get(url).json()["results"]
+    assert (listed["name"], listed["status"], listed["has_memory"]) == ("before-upgrade", "ready", True)
+    force_off(vm)
+    reverted = api.post(f"{url}before-upgrade/revert/")
+    assert reverted.status_code == 202
+    assert reverted.json()["message"] == "Reverting web-1 to snapshot before-upgrade."
+    assert_reverted(vm, via=Via.API)
+    deleted = api.delete(f"{url}before-upgrade/")
+    assert deleted.status_code == 202
+    assert deleted.json()["message"] == "Deleting snapshot before-upgrade of web-1."
+    assert_snapshot_deleted(vm, "before-upgrade", via=Via.API)
+    assert api.get(url).json()["results"] == []
+
+
+@claim("snapshots", "Slack", "take, list, revert")
+def slack_snapshots(test_host, alice, link, slack) -> None:
+    from chatops.commands import ParseError, parse
+
+    linked_alice(alice, link)
+    vm = make_vm(alice)
+    said = slack_run(slack, "snapshot web-1 before-upgrade")
+    assert "Taking snapshot before-upgrade of web-1." in said
+    assert "📸 Snapshot `before-upgrade` of *web-1* taken." in said
+    assert_snapshot(vm, "before-upgrade", via=Via.SLACK)
+    said = slack_run(slack, "snapshots web-1")
+    assert "*Snapshots of web-1* (1)" in said and "`before-upgrade` · disks and memory · ready" in said
+    force_off(vm)
+    said = slack_run(slack, "revert web-1 before-upgrade")  # asks first; slack_run confirms
+    assert "Revert *web-1* to snapshot `before-upgrade`?" in said
+    assert "⏪ *web-1* was reverted to snapshot `before-upgrade`." in said
+    assert_reverted(vm, via=Via.SLACK)
+    # The cell leaves out "delete": Slack has no command that deletes a snapshot.
+    for text in ("delete-snapshot web-1 before-upgrade", "snapshot-delete web-1 before-upgrade"):
+        with pytest.raises(ParseError, match="Unknown command"):
+            parse(text)
+    assert "Unexpected argument 'before-upgrade'" in slack_run(slack, "delete web-1 before-upgrade")
+    assert vm.snapshots.filter(name="before-upgrade").exists()
+
+
+@claim("snapshots", "CLI")
+def cli_snapshots(test_host, alice) -> None:
+    vm = make_vm(alice)
+    out = cli("--wait", "snapshot", NAME, "before-upgrade")
+    assert "Taking snapshot before-upgrade of web-1." in out and "succeeded 100% Done" in out
+    assert_snapshot(vm, "before-upgrade", via=Via.CLI)
+    assert " ".join(cli("snapshots", NAME).split()).startswith("before-upgrade ready disks+memory ")
+    force_off(vm)
+    out = cli("--wait", "revert", NAME, "before-upgrade")
+    assert "Reverting web-1 to snapshot before-upgrade." in out and "succeeded 100% Done" in out
+    assert_reverted(vm, via=Via.CLI)
+    out = cli("--wait", "delete-snapshot", NAME, "before-upgrade")
+    assert "Deleting snapshot before-upgrade of web-1." in out and "succeeded 100% Done" in out
+    assert_snapshot_deleted(vm, "before-upgrade", via=Via.CLI)
+    assert cli("snapshots", NAME) == ""
+
+
+@claim("snapshots", "Admin", "view")
+def admin_snapshots(test_host, alice, admin_user) -> None:
+    vm = make_vm(alice)
+    take_snapshot(vm)
+    admin = Browser(admin_user)
+    page = admin.get(f"/admin/vms/vm/{vm.pk}/change/")
+    [inline] = [fs for fs in page.response.context["inline_admin_formsets"] if fs.opts.model is Snapshot]
+    [row] = [form.original for form in inline]
+    assert (row.name, row.status, row.has_memory) == ("before-upgrade", "ready", True)
+    assert "before-upgrade" in page.text
+    # View only, as the cell says: no snapshot is added, changed or deleted here, and no action makes one.
+    assert not (inline.has_add_permission or inline.has_change_permission or inline.has_delete_permission)
+    actions = django_admin.site._registry[VM].get_actions(page.response.wsgi_request)
+    assert not [name for name in actions if "snapshot" in name], sorted(actions)
+    assert admin.client.get("/admin/vms/snapshot/").status_code == 404  # no admin of its own
+
+
+# === Quota usage =====================================================================================
+
+@claim("quota", "Web")
+def web_quota(test_host, alice) -> None:
+    make_vm(alice, **QUOTA_VM)
+    text = Browser(alice).get("/").text
+    for words in ("VMs 1 / 3", "vCPUs 2 / 4", "Memory 512 MiB / 2 GiB", "Disk 2 / 20 GiB"):
+        assert words in text, words
+
+
+@claim("quota", "REST API")
+def api_quota(test_host, alice) -> None:
+    make_vm(alice, **QUOTA_VM)
+    body = api_client(alice).get("/api/quota/").json()
+    usage = {r["resource"]: (r["used"], r["limit"]) for r in body["user"]["resources"]}
+    assert usage == {"vms": (1, 3), "vcpus": (2, 4), "memory_mib": (512, 2048), "disk_gib": (2, 20)}
+
+
+@claim("quota", "Slack")
+def slack_quota(test_host, alice, link, slack) -> None:
+    linked_alice(alice, link)
+    make_vm(alice, **QUOTA_VM)
+    said = slack_run(slack, "quota")
+    assert "*Your quota*" in said
+    for words in QUOTA_USAGE:
+        assert words in said, words
+
+
+@claim("quota", "CLI")
+def cli_quota(test_host, alice) -> None:
+    make_vm(alice, **QUOTA_VM)
+    lines = [" ".join(line.split()) for line in cli("quota").splitlines()]
+    assert lines == ["VMs 1 / 3", "vCPUs 2 / 4", "Memory 512 / 2048 MiB", "Disk 2 / 20 GiB"]
+
+
+@claim("quota", "Admin")
+def admin_quota(test_host, alice, admin_user) -> None:
+    make_vm(alice, **QUOTA_VM)
+    text = Browser(admin_user).get("/admin/quotas/quota/").text
+    assert "alice 1 / 3 2 / 4 512 MiB / 2 GiB 2 / 20 GiB" in text, text
+
+
+# === Jobs with live progress, audit trail ============================================================
+
+async def live_events(browser: Browser, during: Callable[[], Any]) -> list[dict]:
+    """Open the pages' live websocket (/ws/updates/) in `browser`'s session, run `during`, and return
+    every event pushed until the socket falls quiet."""
+    from portal.asgi import application
+
+    session = browser.client.cookies["sessionid"].value
+    socket = WebsocketCommunicator(application, "/ws/updates/", headers=[
+        (b"host", b"testserver"), (b"origin", b"http://testserver"),
+        (b"cookie", f"sessionid={session}".encode())])
+    connected, _ = await socket.connect(timeout=5)
+    assert connected
+    events: list[dict] = []
+    try:
+        await sync_to_async(during)()
+        while not await socket.receive_nothing(timeout=2):
+            events.append(await socket.receive_json_from())
+        return events
+    finally:
+        await socket.disconnect()
+
+
+@claim("jobs", "Web")
+def web_jobs(test_host, alice) -> None:
+    vm = make_vm(alice)
+    browser = Browser(alice)
+    detail = f"/vms/{vm.pk}/"
+    # Live: while the stop job runs, the page's websocket hears each of its steps.
+    events = async_to_sync(live_events)(browser, lambda: browser.submit(
+        browser.get(detail), action=f"/vms/{vm.pk}/action/stop/"))
+    job = job_of(vm, "vm.stop", via=Via.WEB)
+    steps = [(e["status"], e["progress"], e["step"])
+             for e in events if e.get("kind") == "job" and e["id"] == str(job.pk)]
+    assert ("running", 10, "Sending the ACPI power-off signal") in steps, steps
+    assert steps[-1] == ("succeeded", 100, "Done"), steps
+    assert {"kind": "vm", "id": vm.pk, "status": "stopped"}.items() <= next(
+        e for e in reversed(events) if e.get("kind") == "vm" and e.get("id") == vm.pk).items()
+    # The jobs pages: the list, and the job with its progress, step and who asked through which door.
+    assert "Stop web-1 Succeeded 100% Done" in browser.get("/jobs/").text
+    page = browser.get(f"/jobs/{job.pk}/").text
+    assert "Succeeded 100% Done" in page and "Started by alice · Web portal" in page
+    # The audit trail: the VM page's activity, the request and its outcome, by whom and through which door.
+    text = browser.get(detail).text
+    assert "Stopping web-1" in text and "Stopped web-1 (ACPI)" in text and "alice · Web portal" in text
+
+
+@claim("jobs", "REST API")
+def api_jobs(test_host, alice, bob, monkeypatch) -> None:
+    vm = make_vm(alice)
+    api = api_client(alice)
+    # Live: a client polling the job while it runs sees it running, at its current step.
+    seen = while_a_job_runs(monkeypatch, lambda: api.get("/api/jobs/?status=running").json()["results"])
+    answer = api.post(f"/api/vms/{vm.pk}/actions/", {"action": "stop"}, format="json")
+    assert answer.status_code == 202
+    [[running]] = seen
+    assert (running["kind"], running["progress"], running["step"]) == (
+        "vm.stop", 10, "Sending the ACPI power-off signal")
+    job = api.get(answer.json()["job"]["url"]).json()
+    assert (job["status"], job["progress"], job["step"]) == ("succeeded", 100, "Done")
+    assert (job["kind"], job["actor"], job["via"], job["target_name"]) == ("vm.stop", "alice", "api", NAME)
+    assert "Sending the ACPI power-off signal" in job["log"] and job["finished_at"]
+    assert [j["id"] for j in api.get(f"/api/vms/{vm.pk}/jobs/").json()["results"]][0] == job["id"]
+    # The audit trail: what the API did is recorded with via=api, and readable through the API.
+    audited(vm, "vm.stop", via=Via.API)
+    audited(vm, "vm.stopped", via=Via.API)
+    events = api.get(f"/api/vms/{vm.pk}/events/")
+    assert events.status_code == 200, f"the REST API has no audit trail to read: {events.status_code}"
+    trail = [(e["action"], e["actor"], e["via"], e["message"]) for e in events.json()["results"]]
+    assert ("vm.stop", "alice", "api", "Stopping web-1") in trail
+    assert ("vm.stopped", "alice", "api", "Stopped web-1 (ACPI)") in trail
+    assert api.get(f"/api/vms/{vm.pk}/").json()["events_url"] == f"http://testserver/api/vms/{vm.pk}/events/"
+    assert api_client(bob).get(f"/api/vms/{vm.pk}/events/").json()["code"] == "not_found"  # not theirs
+
+
+@claim("jobs", "Slack", "notifications")
+def slack_jobs(test_host, alice, link, slack) -> None:
+    linked_alice(alice, link)
+    vm = make_vm(alice)
+    # A job asked in Slack is announced with its id, and its end is told in that message's thread.
+    slack.fake.clear()
+    slack.command("pause web-1")
+    job = job_of(vm, "vm.pause", via=Via.SLACK)
+    announced, ended = slack.fake.posts(CHANNEL)
+    assert f"⏳ Pausing web-1. · job `{str(job.pk)[:8]}` (asked by <@UALICE>)" in announced.text
+    assert ended.body["thread_ts"] == announced.ts and "⏸️ *web-1* is paused." in ended.text
+    assert audited(vm, "vm.pause", via=Via.SLACK).data["slack_user"] == "UALICE"
+    # A subscribed channel hears of the jobs of the VMs its owner may see, whatever door asked.
+    assert "This channel gets" in slack_run(slack, "subscribe jobs", channel="CTEAM")
+    slack.fake.clear()
+    browser = Browser(alice)
+    browser.submit(browser.get(f"/vms/{vm.pk}/"), action=f"/vms/{vm.pk}/action/resume/")
+    job_of(vm, "vm.resume", via=Via.WEB)
+    [notice] = slack.fake.posts("CTEAM")
+    assert "▶️ *web-1* is running again." in notice.text and "by alice via Web portal" in notice.text
+
+
+@claim("jobs", "CLI", "`--wait`")
+def cli_jobs(test_host, alice) -> None:
+    vm = make_vm(alice)
+    out = cli("stop", NAME)  # without --wait: the job's id, and back to the prompt
+    job = job_of(vm, "vm.stop", via=Via.CLI)
+    assert out.splitlines() == ["Stopping web-1.", f"job {job.pk}"]
+    out = cli("--wait", "start", NAME)  # --wait follows the job to its end
+    job = job_of(vm, "vm.start", via=Via.CLI)
+    assert out.splitlines() == ["Starting web-1.", f"job {job.pk}", "succeeded 100% Done"]
+    # A job that fails ends the command with status 1 and the job's error.
+    libvirt().destroy(str(vm.uuid))
+    libvirt().undefine(str(vm.uuid))  # the domain vanished behind the portal's back
+    code, message = cli_error("--wait", "pause", NAME)
+    failed = Job.objects.get(target_id=str(vm.pk), kind="vm.pause")
+    assert (code, failed.status, message) == (1, JobStatus.FAILED, failed.error) and failed.error
+
+
+@claim("jobs", "Admin")
+def admin_jobs(test_host, alice, admin_user, monkeypatch) -> None:
+    vm = make_vm(alice)
+    admin = Browser(admin_user)
+    changelist = "/admin/vms/vm/"
+    # While a job runs, the jobs list shows it running at its current step.
+    seen = while_a_job_runs(monkeypatch, lambda: admin.get("/admin/portal/job/?status__exact=running").html)
+    admin.submit(admin.get(changelist), action=changelist,
+                 data={"action": "stop", "_selected_action": str(vm.pk)})
+    [running] = seen
+    assert "vm.stop" in running and "10%" in running
+    assert 'title="Sending the ACPI power-off signal"' in running  # the step, on the progress bar
+    job = job_of(vm, "vm.stop", via=Via.ADMIN)
+    page = admin.get(f"/admin/portal/job/{job.pk}/change/").text
+    assert "Succeeded" in page and "100%" in page and "Sending the ACPI power-off signal" in page
+    # The audit trail, with who did what through which door.
+    trail = admin.get("/admin/portal/auditevent/", target_id=str(vm.pk)).text
+    assert "root-admin Admin vm.stop" in trail and "root-admin Admin vm.stopped" in trail
+    assert "Stopping web-1" in trail and "Stopped web-1 (ACPI)" in trail
+
+
+# === Screen (noVNC) and serial terminal (xterm.js) in the browser =====================================
+
+@claim("consoles", "Web")
+def web_consoles(test_host, alice, monkeypatch) -> None:
+    from consoles.models import ConsoleTicket
+    from portal.hypervisor.driver import LibvirtDriver
+
+    vm = make_vm(alice)
+    browser = Browser(alice)
+    detail = browser.get(f"/vms/{vm.pk}/").html
+    for kind in ("screen", "terminal"):
+        assert f'href="/consoles/vm/{vm.pk}/{kind}/"' in detail
+    screen = browser.get(f"/consoles/vm/{vm.pk}/screen/")
+    assert "Screen of web-1" in screen.text and "/static/consoles/screen.js" in screen.html
+    assert 'from "../vendor/novnc/core/rfb.js"' in (STATIC / "consoles/screen.js").read_text()
+    terminal = browser.get(f"/consoles/vm/{vm.pk}/terminal/")
+    assert "Terminal of web-1" in terminal.text and "/static/consoles/terminal.js" in terminal.html
+    assert "/static/vendor/xterm/xterm.css" in terminal.html
+    assert 'from "../vendor/xterm/xterm.mjs"' in (STATIC / "consoles/terminal.js").read_text()
+
+    def ticket(page: Page, kind: str):
+        """What the page's script does first: POST for a one-time ticket (with the page's CSRF token)."""
+        csrf = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.html).group(1)
+        return browser.client.post(f"/consoles/vm/{vm.pk}/ticket/", {"kind": kind}, HTTP_X_CSRFTOKEN=csrf)
+
+    # libvirt's test driver has no consoles, and the ticket endpoint says so in plain words ...
+    refused = ticket(screen, "screen")
+    assert refused.status_code == 409, refused.content
+    assert refused.json()["detail"] == (
+        "Consoles are not available for VMs on testhost: its hypervisor driver has none.")
+    # ... a host that has them (qemu:///system declares both) gets a ticket per console, for the socket.
+    real = LibvirtDriver.capabilities
+    monkeypatch.setattr(LibvirtDriver, "capabilities",
+                        lambda self: replace(real(self), console=True, graphics=True))
+    for page, kind in ((screen, "screen"), (terminal, "serial")):
+        issued = ticket(page, kind)
+        assert issued.status_code == 200, issued.content
+        body = issued.json()
+        assert body["url"] == f"/ws/consoles/vm/{vm.pk}/{kind}/?ticket={body['ticket']}"
+        assert body["kind"] == kind
+    tickets = ConsoleTicket.objects.filter(user=alice, vm=vm)
+    assert set(tickets.values_list("kind", flat=True)) == {"screen", "serial"}
+
+
+@claim("consoles", "REST API", "one-time URL")
+def api_consoles(test_host, alice) -> None:
+    vm = make_vm(alice)
+    api = api_client(alice)
+    for kind in ("screen", "terminal"):
+        issued = api.post(f"/api/vms/{vm.pk}/console/", {"kind": kind}, format="json")
+        assert issued.status_code == 201 and issued.json()["kind"] == kind, issued.content
+        assert_console_link(alice, issued.json()["url"], vm, kind)
+    assert AuditEvent.objects.filter(action="console.link", via=Via.API, target_id=str(vm.pk)).count() == 2
+
+
+@claim("consoles", "Slack", "one-time link")
+def slack_consoles(test_host, alice, link, slack) -> None:
+    linked_alice(alice, link)
+    vm = make_vm(alice)
+    response = slack.command("console web-1")
+    assert reply_of(response)["response_type"] == "ephemeral"  # only the asker sees the links
+    said = reply_text(response)
+    screen, terminal = re.findall(r"<(http://portal\.test/consoles/link/[^|>]+)\|", said)
+    assert "Open the screen of web-1" in said and "each works once" in said
+    assert_console_link(alice, screen, vm, "screen")
+    assert_console_link(alice, terminal, vm, "terminal")
+    assert AuditEvent.objects.filter(action="console.link", via=Via.SLACK, target_id=str(vm.pk)).count() == 2
+
+
+@claim("consoles", "CLI", "one-time URL")
+def cli_consoles(test_host, alice, settings) -> None:
+    settings.PORTAL_BASE_URL = "http://portal.test"
+    vm = make_vm(alice)
+    lines = cli("console", NAME).splitlines()
+    urls = dict(line.split() for line in lines[:2])
+    assert set(urls) == {"screen", "terminal"}
+    assert lines[2].startswith("Each URL works once, for alice, until ")
+    for kind, url in urls.items():
+        assert url.startswith("http://portal.test/consoles/link/")
+        assert_console_link(alice, url, vm, kind)
+    assert AuditEvent.objects.filter(action="console.link", via=Via.CLI, target_id=str(vm.pk)).count() == 2
+
+
+# === the tests ======================================================================================
+
+def test_the_table_and_the_checks_agree() -> None:
+    """Every claim of the table has a check, and every check proves a claim the table makes."""
+    cells = {(c.row, c.door, c.text) for c in CLAIMS}
+    unchecked = sorted(cells - set(CHECKS))
+    unclaimed = sorted(set(CHECKS) - cells)
+    assert not (unchecked or unclaimed), (
+        f"README.md claims cells that {Path(__file__).name} does not check: {unchecked}; "
+        f"and checks prove cells that README.md leaves empty or words differently: {unclaimed}")
+
+
+@pytest.mark.parametrize("cell", CLAIMS, ids=[cell.id for cell in CLAIMS])
+def test_the_readme_claim_holds(cell: Cell, request: pytest.FixtureRequest) -> None:
+    """The README's cell is true through its door (see the check registered for it above)."""
+    check = CHECKS.get((cell.row, cell.door, cell.text))
+    if check is None:
+        pytest.fail(f"README.md claims {cell.text!r} for {ROWS.get(cell.row, cell.row)!r} through "
+                    f"{cell.door}, and nothing checks it: add a check with @claim(...)")
+    check(**{name: request.getfixturevalue(name) for name in inspect.signature(check).parameters})
