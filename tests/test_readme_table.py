@@ -998,7 +998,7 @@ def cli_jobs(test_host, alice) -> None:
     assert (code, failed.status, message) == (1, JobStatus.FAILED, failed.error) and failed.error
 
 
-@claim("jobs", "Admin")
+@claim("jobs", "Admin", "progress, audit")  # shown when the page loads; only the web pages are pushed live
 def admin_jobs(test_host, alice, admin_user, monkeypatch) -> None:
     vm = make_vm(alice)
     admin = Browser(admin_user)
