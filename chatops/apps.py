@@ -6,6 +6,7 @@ class ChatopsConfig(AppConfig):
     verbose_name = "ChatOps (Slack)"
 
     def ready(self) -> None:
+        # Imported here, not at module level: these import models, which need the app registry.
         from django.db.models.signals import post_save
 
         from portal.jobs import job_finished

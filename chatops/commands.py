@@ -10,6 +10,8 @@ import html
 import shlex
 from dataclasses import dataclass, field
 
+from vms import lifecycle
+
 MAX_TEXT = 1000
 
 
@@ -130,22 +132,15 @@ class Subscriptions:
 Command = (Help | Link | Unlink | ListVMs | Create | Action | Console | Quota | QuotaRequest | Hosts | Subscribe
            | Unsubscribe | Subscriptions | TakeSnapshot | ListSnapshots | Revert | GrowDisk)
 
+# The VM actions, as the lifecycle table names them (force_off also as force-off), and a few aliases.
+ACTION_ALIASES = {"unpause": "resume", "restart": "reboot", "forceoff": "force_off", "rm": "delete"}
 ACTION_VERBS = {
-    "start": "start",
-    "stop": "stop",
-    "pause": "pause",
-    "resume": "resume",
-    "unpause": "resume",
-    "reboot": "reboot",
-    "restart": "reboot",
-    "force-off": "force_off",
-    "force_off": "force_off",
-    "forceoff": "force_off",
-    "delete": "delete",
-    "rm": "delete",
+    **{name: name for name in lifecycle.ACTIONS},
+    **{name.replace("_", "-"): name for name in lifecycle.ACTIONS},
+    **ACTION_ALIASES,
 }
-# Actions that ask "are you sure?" with buttons before anything happens.
-CONFIRMED_ACTIONS = ("stop", "reboot", "force_off", "delete")
+# Actions that ask "are you sure?" with buttons before anything happens: those the table gives a confirmation.
+CONFIRMED_ACTIONS = tuple(name for name, t in lifecycle.ACTIONS.items() if t.confirm)
 
 CREATE_OPTIONS = {
     "flavor": "flavor", "size": "flavor",

@@ -3,7 +3,7 @@
 Anything that came from a user (names, reasons, error messages quoting input) goes through `esc`,
 so `<@U123>`, `<!channel>` or a link in an argument is shown as text, never as a mention or link.
 Every domain error reaches Slack through `error_reply`, the one mapping for this door: the sentence
-is `portal.web.error_text` (the exception's own message, or plain words instead of a hypervisor's
+is `portal.exceptions.user_message` (the exception's own message, or plain words instead of a hypervisor's
 for non-administrators), and a refused quota offers [Request more] for exactly what was asked.
 """
 
@@ -17,10 +17,9 @@ from django.conf import settings
 from django.urls import reverse
 
 from portal.choices import JobStatus
-from portal.exceptions import PortalError, QuotaExceeded
+from portal.exceptions import PortalError, QuotaExceeded, user_message
 from portal.jobs.labels import job_label
 from portal.units import mib
-from portal.web import error_text
 from vms import lifecycle
 
 # Action ids of buttons (the Bolt app routes on these).
@@ -204,18 +203,18 @@ def parse_error_reply(message: str, prefix: str) -> Reply:
 def error_reply(exc: PortalError, *, user=None) -> Reply:
     """The one mapping of domain errors to Slack, shown only to the user who asked.
 
-    The words are `error_text`'s (the exception's message; plain words, never a host's internals,
+    The words are `user_message`'s (the exception's message; plain words, never a host's internals,
     for non-administrators), escaped. A refused quota carries what was asked for, so the reply
     offers [Request more] for just that (the quota-request service re-checks everything).
     """
     if isinstance(exc, QuotaExceeded):
-        text = f":no_entry: {esc(error_text(exc, user=user))}"
+        text = f":no_entry: {esc(user_message(exc, user=user))}"
         size = request_more_value(exc)
         if size is None:
             return Reply(text=text)
         return Reply(text=text, blocks=[section(text), actions(button("Request more", A_QUOTA_REQUEST, size,
                                                                       style="primary"))])
-    return Reply(text=f":warning: {esc(error_text(exc, user=user))}")
+    return Reply(text=f":warning: {esc(user_message(exc, user=user))}")
 
 
 def request_more_value(exc: QuotaExceeded) -> str | None:
@@ -418,7 +417,7 @@ def vm_buttons(vm) -> dict | None:
     """What can be done next with the VM, in its state: the table's actions, the console, delete."""
     allowed = set(lifecycle.allowed_actions(vm.status))
     elements = [_action_button(action, vm) for action in VM_BUTTONS if action in allowed]
-    if vm.status == "running" and vm.status in lifecycle.CONSOLE_STATES:
+    if vm.status in lifecycle.CONSOLE_STATES:
         elements.append(button("Console", A_CONSOLE, str(vm.pk), url=console_url(vm)))
     if elements and lifecycle.DELETE.action in allowed:
         elements.append(_action_button(lifecycle.DELETE.action, vm))

@@ -25,15 +25,15 @@ from django.urls import reverse
 from consoles.services import CONSOLE_LINK_KINDS, console_link_create
 from portal.audit import audit_context
 from portal.choices import Via
-from portal.exceptions import PermissionDenied, PortalError, ValidationFailed
-from quotas.selectors import quota_request_list, quota_request_summary, quota_usage
+from portal.exceptions import PortalError, ValidationFailed
+from quotas.selectors import quota_request_pending, quota_request_summary, quota_usage
 from quotas.services import (
     quota_request_approve,
     quota_request_create,
     quota_request_deny,
     quota_request_for_size,
 )
-from vms.dashboard import host_capacity
+from vms.dashboard import host_capacity_for
 from vms.selectors import vm_get_by_name, vm_list, vm_snapshot_get, vm_snapshots
 from vms.services import snapshot_create, snapshot_revert, vm_action, vm_create, vm_delete, vm_grow_disk
 
@@ -304,7 +304,7 @@ def _console(ctx, user, command: c.Console, prefix: str) -> f.Reply:
 
 
 def _quota(ctx, user, command: c.Quota, prefix: str) -> f.Reply:
-    pending = quota_request_list(user=user, status="pending").filter(requester=user, group__isnull=True).first()
+    pending = quota_request_pending(user=user)
     return f.quota_reply(quota_usage(user=user), prefix=prefix, pending=pending)
 
 
@@ -330,9 +330,7 @@ def _unlink(ctx: SlackContext, user, command: c.Unlink, prefix: str) -> f.Reply:
 
 
 def _hosts(ctx, user, command: c.Hosts, prefix: str) -> f.Reply:
-    if not user.is_staff:
-        raise PermissionDenied("Only administrators can see the hosts.")
-    return f.hosts_reply(host_capacity())
+    return f.hosts_reply(host_capacity_for(actor=user))
 
 
 def _where(ctx: SlackContext, where: str) -> str:
@@ -452,6 +450,8 @@ def _click_quota_request(ctx: SlackContext, user, value: str) -> None:
         raise ValidationFailed("This button carries no valid size.") from None
     group = None
     if size.get("group"):
+        if not isinstance(size["group"], int) or isinstance(size["group"], bool):
+            raise ValidationFailed("This button carries no valid group.")
         group = Group.objects.filter(pk=size["group"]).first()
     request = quota_request_for_size(actor=user, via=Via.SLACK, vms=size.get("vms", 1), vcpus=size.get("vcpus"),
                                      memory_mib=size.get("memory_mib"), disk_gib=size.get("disk_gib"), group=group)

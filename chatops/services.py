@@ -14,7 +14,7 @@ from django.db.models import QuerySet
 from django.dispatch import Signal
 from django.utils import timezone
 
-from portal.actors import Actor, require_user
+from portal.actors import Actor, is_admin, require_user
 from portal.audit import audit
 from portal.choices import Via
 from portal.exceptions import Conflict, Gone, NotFound, PermissionDenied, ValidationFailed
@@ -85,8 +85,7 @@ def identity_link(*, actor: Actor, via: str = Via.WEB, token: str, slack_name: s
     linked to another portal account is never moved: Conflict, until that account unlinks it. The
     refusal is audited for both accounts and announced with `identity_link_refused`.
     """
-    if actor is None or not actor.is_authenticated or not actor.is_active:
-        raise PermissionDenied("Sign in to the portal to link your Slack account.")
+    actor = require_user(actor, "Sign in to the portal to link your Slack account.")
     refused: SlackIdentity | None = None
     with transaction.atomic():
         found = link_token_get(token=token)
@@ -141,7 +140,8 @@ def _announce_link_refused(*, identity: SlackIdentity, actor: Actor) -> None:
 
 def identity_unlink(*, actor: Actor, via: str, identity: SlackIdentity) -> None:
     """Remove a link (administrators, or the linked user); the Slack user can do nothing until relinked."""
-    if actor is None or not actor.is_authenticated or not (actor.is_staff or actor.pk == identity.user_id):
+    actor = require_user(actor, "Only administrators can unlink other people's Slack accounts.")
+    if not (is_admin(actor) or actor.pk == identity.user_id):
         raise PermissionDenied("Only administrators can unlink other people's Slack accounts.")
     with transaction.atomic():
         audit(actor=actor, via=via, action="slack.unlink", target_type="slackidentity", target_id=str(identity.pk),
@@ -228,8 +228,7 @@ EVENT_LABELS = dict(Subscription.Event.choices)
 def subscription_set(*, actor: Actor, via: str = Via.SLACK, team_id: str, channel_id: str,
                      events: list[str] | tuple[str, ...]) -> Subscription:
     """Send `events` (about what `actor` may see) to a channel or, with a user id, by direct message."""
-    if actor is None or not actor.is_authenticated or not actor.is_active:
-        raise PermissionDenied("Link your Slack account first.")
+    actor = require_user(actor, "Link your Slack account first.")
     events = list(dict.fromkeys(events))
     unknown = [e for e in events if e not in Subscription.Event.values]
     if unknown or not events:

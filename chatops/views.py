@@ -12,8 +12,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
 from portal.choices import Via
-from portal.exceptions import PortalError
-from portal.web import error_text
+from portal.exceptions import PortalError, user_message
 
 from . import bolt, outbox, services, slack
 
@@ -58,7 +57,7 @@ def link_view(request: HttpRequest, token: str) -> HttpResponse:
     try:
         link = services.link_token_get(token=token)
     except PortalError as exc:
-        return render(request, "chatops/link.html", {"error": error_text(exc, user=request.user)},
+        return render(request, "chatops/link.html", {"error": user_message(exc, user=request.user)},
                       status=exc.http_status)
     slack_user = slack.user_info(slack_user_id=link.slack_user_id)
     if request.method == "POST":
@@ -66,7 +65,7 @@ def link_view(request: HttpRequest, token: str) -> HttpResponse:
             identity = services.identity_link(actor=request.user, via=Via.WEB, token=token,
                                               slack_name=slack_user.label if slack_user else "")
         except PortalError as exc:
-            return render(request, "chatops/link.html", {"error": error_text(exc, user=request.user)},
+            return render(request, "chatops/link.html", {"error": user_message(exc, user=request.user)},
                           status=exc.http_status)
         messages.success(request, f"Your Slack account ({identity.slack_name or identity.slack_user_id}) is linked. "
                                   "Go back to Slack and type /vm list.")

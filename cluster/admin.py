@@ -159,15 +159,21 @@ class HostAdmin(ServiceSaveMixin, admin.ModelAdmin):
 
     # deleting a host with VMs is refused
     def _vm_refusal(self, host) -> str | None:
-        live = host.vms.filter(deleted_at__isnull=True).count()
-        total = host.vms.count()
-        if not total:
-            return None
-        if live:
-            return (f"Cannot delete host {host.name}: {live} VM(s) still live on it. "
-                    "Delete or move them first.")
-        return (f"Cannot delete host {host.name}: {total} deleted VM record(s) still name it and are kept for "
-                "the audit trail. Disable the host instead (untick “enabled”) so it gets no new VMs.")
+        return services.host_delete_refusal(host=host)
+
+    def delete_model(self, request, obj):
+        self.call_service(request, lambda: services.host_delete(actor=request.user, via=Via.ADMIN, host=obj))
+
+    def delete_queryset(self, request, queryset):
+        per_object(self, request, queryset, lambda host: self._delete_one(request, host), verb="Deleted")
+
+    def _delete_one(self, request, host):
+        name = host.name
+        services.host_delete(actor=request.user, via=Via.ADMIN, host=host)
+        return messages.SUCCESS, f"Deleted host {name}."
+
+    def log_deletions(self, request, queryset):
+        return None  # host_delete writes the audit event
 
     def delete_view(self, request, object_id, extra_context=None):
         host = self.get_object(request, object_id)

@@ -16,10 +16,10 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from portal.actors import Actor
+from portal.actors import Actor, require_admin
 from portal.audit import audit
 from portal.choices import Via
-from portal.exceptions import HypervisorUnavailable, PermissionDenied, PortalError, ValidationFailed
+from portal.exceptions import Conflict, HypervisorUnavailable, PortalError, ValidationFailed
 from portal.hypervisor import DomainInfo, DomainSpec, get_driver
 
 from . import observers
@@ -42,6 +42,7 @@ class ProbeBoot:
 def host_register(*, actor: Actor, via: str = Via.CLI, name: str, uri: str,
                   domain_type: str = DomainType.AUTO) -> Host:
     """Add (or update) a host, read its facts; a reachable host gets the portal's storage (host_up)."""
+    require_admin(actor, "Only administrators register hosts.")
     if domain_type not in DomainType.values:
         raise ValidationFailed(f"Domain type must be one of {', '.join(DomainType.values)}.", field="domain_type")
     host, created = Host.objects.update_or_create(uri=uri, defaults={"name": name, "domain_type": domain_type})
@@ -85,8 +86,7 @@ def host_refresh(*, host: Host) -> Host:
 
 def host_set_enabled(*, actor: Actor, via: str, host: Host, enabled: bool) -> Host:
     """Enable or disable a host for new VMs (running VMs stay where they are); audited."""
-    if not getattr(actor, "is_staff", False):
-        raise PermissionDenied("Only administrators enable or disable hosts.")
+    require_admin(actor, "Only administrators enable or disable hosts.")
     with transaction.atomic():
         host = Host.objects.select_for_update().get(pk=host.pk)
         if host.enabled == enabled:
@@ -96,6 +96,32 @@ def host_set_enabled(*, actor: Actor, via: str, host: Host, enabled: bool) -> Ho
         audit(actor=actor, via=via, action="host.enable" if enabled else "host.disable", target=host,
               message=f"{'Enabled' if enabled else 'Disabled'} {host.name} for new VMs")
     return host
+
+
+def host_delete_refusal(*, host: Host) -> str | None:
+    """Why `host` cannot be deleted (VMs, live or deleted, still name it), or None when it can."""
+    live = host.vms.filter(deleted_at__isnull=True).count()  # reverse relation: cluster imports no vms
+    total = host.vms.count()
+    if not total:
+        return None
+    if live:
+        return f"Cannot delete host {host.name}: {live} VM(s) still live on it. Delete or move them first."
+    return (f"Cannot delete host {host.name}: {total} deleted VM record(s) still name it and are kept for "
+            "the audit trail. Disable the host instead (untick “enabled”) so it gets no new VMs.")
+
+
+def host_delete(*, actor: Actor, via: str, host: Host) -> None:
+    """Forget a host (its pools and foreign-domain rows with it); refused while any VM names it.
+
+    Nothing on the host itself is touched: its libvirt pools and domains stay as they are.
+    """
+    require_admin(actor, "Only administrators delete hosts.")
+    reason = host_delete_refusal(host=host)
+    if reason:
+        raise Conflict(reason, host=host.name)
+    with transaction.atomic():
+        audit(actor=actor, via=via, action="host.delete", target=host, message=f"Deleted host {host.name} ({host.uri})")
+        host.delete()
 
 
 def host_probe_kvm(*, host: Host, boot: ProbeBoot | None, timeout: float = 15.0, force: bool = False) -> bool:

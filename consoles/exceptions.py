@@ -6,7 +6,14 @@ turn them into a status line, so "expired" always reads the same whichever door 
 
 from __future__ import annotations
 
-from portal.exceptions import HypervisorError, InvalidState, NotFound, PermissionDenied, PortalError
+from portal.exceptions import (
+    HypervisorError,
+    InvalidState,
+    NotFound,
+    PermissionDenied,
+    PortalError,
+    user_message,
+)
 
 
 class ConsoleRefused(PortalError):
@@ -126,10 +133,10 @@ def close_for(exc: BaseException) -> tuple[int, str]:
     """The websocket close code and reason for a refusal or failure (never a traceback)."""
     if isinstance(exc, PortalError):
         if exc.code in CLOSE_CODES:
-            return CLOSE_CODES[exc.code], _fit(exc.message)
+            return CLOSE_CODES[exc.code], _fit(user_message(exc))
         if isinstance(exc, HypervisorError):
             return HYPERVISOR_CLOSE_CODE, _fit("The console is unavailable: the hypervisor did not answer.")
         if isinstance(exc, NotFound):
-            return 4403, _fit(exc.message)
-        return 4403, _fit(exc.message)
+            return 4403, _fit(user_message(exc))
+        return 4403, _fit(user_message(exc))
     return INTERNAL_CLOSE_CODE, "Internal error in the console relay."

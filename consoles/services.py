@@ -122,8 +122,7 @@ def console_settings_update(*, actor: Actor, via: str, vm: VM, serial_sharing: s
 
 
 def _visible_vm(*, actor: Actor, vm: VM | int) -> VM:
-    if actor is None or not getattr(actor, "is_authenticated", False) or not actor.is_active:
-        raise PermissionDenied("Sign in to use consoles.")
+    actor = require_user(actor, "Sign in to use consoles.")
     pk = vm.pk if isinstance(vm, VM) else vm
     found = vm_visible(user=actor).filter(pk=pk).first()
     if found is None:
@@ -642,8 +641,7 @@ def console_share_revoke(*, actor: Actor, via: str, share: ConsoleShare | int) -
 
 def _usable_share(*, actor: Actor, share: ConsoleShare) -> ConsoleShare:
     share = ConsoleShare.objects.select_related("vm", "created_by").get(pk=share.pk)
-    if actor is None or not getattr(actor, "is_authenticated", False) or not actor.is_active:
-        raise PermissionDenied("Sign in to open a shared console.")
+    actor = require_user(actor, "Sign in to open a shared console.")
     _check_access(user=actor, vm_id=share.vm_id, share=share)
     return share
 

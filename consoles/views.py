@@ -17,8 +17,8 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
 from portal.choices import Via
-from portal.exceptions import NotFound, PortalError, error_body
-from portal.web import error_text, portal_view
+from portal.exceptions import NotFound, PortalError, error_body, user_message
+from portal.web import portal_view
 from vms.selectors import vm_get
 
 from . import services
@@ -151,7 +151,7 @@ def shared_screen_view(request: HttpRequest, token: str) -> HttpResponse:
     try:
         share = services.console_share_resolve(user=request.user, token=token)
     except NotFound as exc:  # missing, someone else's, or ended: a 404 that says which in plain words
-        return render(request, "consoles/share_missing.html", {"error": error_text(exc, user=request.user)},
+        return render(request, "consoles/share_missing.html", {"error": user_message(exc, user=request.user)},
                       status=404)
     return _page(request, "consoles/screen.html", vm=share.vm, kind=ConsoleKind.SCREEN,
                  ticket_url=reverse("consoles:shared-ticket", args=[token]), share=share)
@@ -179,6 +179,6 @@ def console_link_view(request: HttpRequest, token: str) -> HttpResponse:
     try:
         link = services.console_link_redeem(actor=request.user, token=token)
     except PortalError as exc:
-        return render(request, "consoles/console_link.html", {"error": error_text(exc, user=request.user)},
+        return render(request, "consoles/console_link.html", {"error": user_message(exc, user=request.user)},
                       status=exc.http_status)
     return redirect(f"consoles:{link.kind}", pk=link.vm_id)

@@ -6,8 +6,9 @@ The portal uses Django's own user model (AUTH_USER_MODEL is not swapped), so `Us
 from __future__ import annotations
 
 from django.contrib.auth.models import AnonymousUser, User
+from typing_extensions import TypeIs  # (a dependency of Django's task backend and psycopg, among others)
 
-from .exceptions import PermissionDenied
+from .exceptions import PermissionDenied, is_staff
 
 # A signed-in user, an anonymous visitor (refused), or None for the system itself (monitor, reaper).
 type Actor = User | AnonymousUser | None
@@ -20,6 +21,21 @@ def require_user(actor: Actor, message: str = "Sign in first.") -> User:
     return actor
 
 
+def is_signed_in(actor: Actor) -> TypeIs[User]:
+    """An active, signed-in user (what every door's visibility starts from)."""
+    return bool(actor is not None and actor.is_authenticated and actor.is_active)
+
+
 def is_admin(actor: Actor) -> bool:
     """Staff (administrators) see and may do everything."""
-    return bool(actor is not None and actor.is_authenticated and actor.is_active and actor.is_staff)
+    return is_staff(actor)
+
+
+def require_admin(actor: Actor, message: str = "Only administrators can do this.") -> User | None:
+    """An administrator, or None for the system itself (set-up, monitor); anyone else: PermissionDenied."""
+    if actor is None:
+        return None
+    user = require_user(actor, message)
+    if not user.is_staff:
+        raise PermissionDenied(message)
+    return user

@@ -107,7 +107,7 @@ def progress_bar(percent: int, label: str = ""):
         'title="{}"><span style="width:{}%"></span></span> {}%', percent, label, percent, percent)
 
 
-def error_text(exc: PortalError) -> str:
+def admin_error_text(exc: PortalError) -> str:
     """One line for a domain error; field errors joined with their field names; the hypervisor's
     own words after the plain ones (administrators read this)."""
     if isinstance(exc, ValidationFailed) and len(exc.errors) > 1:
@@ -143,11 +143,11 @@ def per_object(modeladmin, request, objects: Iterable, call: Callable[[Any], tup
             outcome = call(obj)
         except InvalidState as exc:
             counts["refused"] += 1
-            modeladmin.message_user(request, format_html("{}: {}", obj, error_text(exc)), messages.WARNING)
+            modeladmin.message_user(request, format_html("{}: {}", obj, admin_error_text(exc)), messages.WARNING)
             continue
         except PortalError as exc:
             counts["failed"] += 1
-            modeladmin.message_user(request, format_html("{}: {}", obj, error_text(exc)), messages.ERROR)
+            modeladmin.message_user(request, format_html("{}: {}", obj, admin_error_text(exc)), messages.ERROR)
             continue
         level, text = outcome or (messages.SUCCESS, f"{verb} {obj}.")
         counts["ok" if level in (messages.SUCCESS, messages.INFO) else "failed"] += 1
@@ -195,7 +195,7 @@ class ServiceSaveMixin:
 
     def _back_to_form(self, request):
         exc = self._failed(request)
-        self.message_user(request, f"Not saved: {error_text(exc)}", messages.ERROR)
+        self.message_user(request, f"Not saved: {admin_error_text(exc)}", messages.ERROR)
         return HttpResponseRedirect(request.get_full_path())
 
     def response_add(self, request, obj, post_url_continue=None):

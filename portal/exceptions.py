@@ -174,8 +174,12 @@ def scrub(text: str) -> str:
 
 
 def is_staff(user: Any) -> bool:
-    """Whether `user` may read the hypervisor's own words (administrators)."""
-    return bool(getattr(user, "is_staff", False))
+    """Whether `user` is an active administrator (who may read the hypervisor's own words).
+
+    The one staff check: portal.actors.is_admin is this, for code that speaks in actors.
+    """
+    return bool(user is not None and getattr(user, "is_authenticated", False)
+                and getattr(user, "is_active", False) and getattr(user, "is_staff", False))
 
 
 def admin_message(exc: PortalError) -> str:

@@ -2,7 +2,7 @@
 
 The core contributes the job vocabulary; the app that serves the live stream (vms: the websocket
 at /ws/updates/ and its JSON fallback) registers the rest in its AppConfig.ready. Any page, from
-any app, renders `live_context()` with templates/vms/_live.html.
+any app, renders `live_context()` with templates/_live.html.
 """
 
 from __future__ import annotations

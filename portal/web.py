@@ -3,9 +3,8 @@
 `portal_view` wraps every server-rendered view: NotFound becomes the 404 page, any other
 PortalError becomes an error message and a redirect back to where the user came from.
 `form_error` puts a domain error on a Django form instead (next to its field, or at the top), for
-views that re-render a form. Both word errors with `portal.exceptions.user_message` (re-exported
-here as `error_text`), so the same error reads the same on every door and never shows a libvirt URI
-or a traceback to non-admins.
+views that re-render a form. Both word errors with `portal.exceptions.user_message`, so the same
+error reads the same on every door and never shows a libvirt URI or a traceback to non-admins.
 """
 
 from __future__ import annotations
@@ -25,10 +24,10 @@ from .exceptions import (
     NotFound,
     PortalError,
     ValidationFailed,
+    user_message,
 )
-from .exceptions import user_message as error_text  # the one wording, kept under its old name for the doors
 
-__all__ = ["error_text", "form_error", "is_web_404", "portal_view", "safe_next"]
+__all__ = ["form_error", "is_web_404", "portal_view", "safe_next"]
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +58,7 @@ def portal_view(view: Callable | None = None, *, fallback: str = "vms:list"):
                 if is_web_404(exc):
                     raise Http404(exc.message) from None
                 log.info("%s %s: %s (%s)", request.method, request.path, exc.code, exc.message)
-                messages.error(request, error_text(exc, user=request.user))
+                messages.error(request, user_message(exc, user=request.user))
                 return HttpResponseRedirect(safe_next(request, fallback))
 
         return wrapper
@@ -75,4 +74,4 @@ def form_error(form: forms.Form, exc: PortalError, *, user=None) -> None:
             for msg in msgs:
                 form.add_error(target, msg)
         return
-    form.add_error(None, error_text(exc, user=user))
+    form.add_error(None, user_message(exc, user=user))

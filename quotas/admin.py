@@ -16,6 +16,7 @@ from portal.admin_helpers import (
     EMPTY,
     ReadOnlyAdminMixin,
     ServiceSaveMixin,
+    admin_error_text,
     badge,
     changelist_link,
     link,
@@ -224,7 +225,7 @@ class QuotaInlineMixin:
                 quota = quota_set(actor=request.user, via=Via.ADMIN, **{self.quota_subject: formset.instance},
                                   **limits)
             except PortalError as exc:  # reported, never a 500
-                self.message_user(request, f"Quota not saved: {exc.message}", messages.ERROR)
+                self.message_user(request, f"Quota not saved: {admin_error_text(exc)}", messages.ERROR)
                 continue
             if created:
                 formset.new_objects.append(quota)

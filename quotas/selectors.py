@@ -8,7 +8,7 @@ from django.conf import settings
 from django.contrib.auth.models import Group
 from django.db.models import Q, QuerySet
 
-from portal.actors import Actor
+from portal.actors import Actor, is_admin, is_signed_in
 from portal.exceptions import NotFound
 
 from .models import Quota, QuotaRequest
@@ -81,13 +81,19 @@ def quota_request_summary(request: QuotaRequest) -> str:
 def quota_request_list(*, user: Actor, status: str | None = None) -> QuerySet[QuotaRequest]:
     """Requests `user` may see: their own and their groups', or all for administrators."""
     qs = QuotaRequest.objects.select_related("requester", "group", "decided_by")
-    if not user or not user.is_authenticated or not user.is_active:
+    if not is_signed_in(user):
         return qs.none()
-    if not user.is_staff:
+    if not is_admin(user):
         qs = qs.filter(Q(requester=user) | Q(group__in=user.groups.all())).distinct()
     if status:
         qs = qs.filter(status=status)
     return qs
+
+
+def quota_request_pending(*, user: Actor) -> QuotaRequest | None:
+    """The user's own pending request for their personal quota, if any (one at a time)."""
+    return quota_request_list(user=user, status=QuotaRequest.Status.PENDING).filter(
+        requester_id=getattr(user, "pk", None), group__isnull=True).first()
 
 
 def quota_request_get(*, user: Actor, request_id) -> QuotaRequest:

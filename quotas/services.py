@@ -17,7 +17,7 @@ from django.db import IntegrityError, transaction
 from django.dispatch import Signal
 from django.utils import timezone
 
-from portal.actors import Actor, require_user
+from portal.actors import Actor, require_admin, require_user
 from portal.audit import audit
 from portal.exceptions import (
     Conflict,
@@ -78,6 +78,7 @@ def quota_set(*, actor: Actor, via: str, user: Any = None, group: Group | None =
     Lowering a limit below the current usage is allowed: running VMs keep running, new ones are
     refused until usage drops. Every change is audited.
     """
+    require_admin(actor, "Only administrators change quotas.")
     if (user is None) == (group is None):
         raise ValidationFailed("A quota belongs to exactly one user or one group.", field="user")
     wanted = {"max_vms": max_vms, "max_vcpus": max_vcpus, "max_memory_mib": max_memory_mib,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
@@ -56,6 +56,6 @@ def quota_request_decide_view(request: HttpRequest, pk: int, decision: str) -> H
     elif decision == "cancel":
         done = quota_request_cancel(actor=request.user, via=Via.WEB, request=pk)
     else:
-        return HttpResponse("Unknown decision.", status=404, content_type="text/plain")
+        raise Http404("No such decision: approve, deny or cancel.")
     messages.success(request, f"Quota request #{done.pk} {done.get_status_display().lower()}.")
     return redirect("quotas:requests")

@@ -10,7 +10,7 @@ from django.conf import settings
 from django.db import transaction
 
 from cluster.models import Host
-from portal.actors import Actor
+from portal.actors import Actor, require_admin
 from portal.audit import audit
 from portal.choices import Via
 from portal.exceptions import Conflict, NotFound, PortalError, ValidationFailed
@@ -66,6 +66,7 @@ def image_register(*, actor: Actor, via: str = Via.CLI, host, name: str, title: 
                    cmdline: str = "", ready_marker: str = "", min_disk_gib: int = 1,
                    is_default: bool = False, replace: bool = False) -> Image:
     """Copy an image file into the host's pool (format given explicitly, never probed) and list it."""
+    require_admin(actor, "Only administrators add images.")
     if not IMAGE_NAME_RE.match(name or ""):
         raise ValidationFailed("Image name must be 2–60 lowercase letters, digits or hyphens.", field="name")
     if fmt not in {"qcow2", "raw"}:
@@ -138,6 +139,7 @@ def volume_destroy(*, volume: Volume) -> None:
 
 def image_delete(*, actor: Actor, via: str, image: Image) -> None:
     """Remove an image from the library and its base volume from libvirt; refused while in use."""
+    require_admin(actor, "Only administrators delete images.")
     disks = image.volumes.count()
     vms = image.vms.filter(deleted_at__isnull=True).count()  # VMs that still exist (reverse relation)
     if disks or vms:
@@ -154,6 +156,7 @@ def image_update(*, actor: Actor, via: str, image: Image, title: str | None = No
                  os_name: str | None = None, is_public: bool | None = None,
                  is_default: bool | None = None) -> Image:
     """Change how an image is presented (title, description, OS, visibility, default); one default at most."""
+    require_admin(actor, "Only administrators change images.")
     wanted = {"title": title, "description": description, "os_name": os_name, "is_public": is_public,
               "is_default": is_default}
     if title is not None and not title.strip():

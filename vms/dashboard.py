@@ -10,7 +10,9 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from cluster.models import ForeignDomain, Host
+from portal.actors import Actor, is_admin
 from portal.choices import JobStatus
+from portal.exceptions import PermissionDenied
 from portal.models import Job
 
 from .choices import VMStatus
@@ -100,3 +102,10 @@ def dashboard(*, hours: int = 24, limit: int = 10) -> Dashboard:
         foreign_count=sum(h.foreign for h in hosts),
         since=since,
     )
+
+
+def host_capacity_for(*, actor: Actor) -> list[HostCapacity]:
+    """Hosts with what their VMs commit, for an administrator (others: PermissionDenied)."""
+    if not is_admin(actor):
+        raise PermissionDenied("Only administrators can see the hosts.")
+    return host_capacity()

@@ -152,12 +152,12 @@ def power(ctx: JobContext) -> dict:
     transition = lifecycle.by_job_kind(ctx.job.kind)
     vm = _vm(ctx.job)
     driver = get_driver(vm.host.uri)
-    ctx.progress(10 if transition.action == "stop" else 30, transition.progress)
-    if transition.action == "start" and not driver.domain_exists(str(vm.uuid)):
+    ctx.progress(10 if transition.waits_for_power_off else 30, transition.progress)
+    if transition.redefines_missing and not driver.domain_exists(str(vm.uuid)):
         # Removed behind our back (drift): define it again from the portal's record.
         driver.define(build_spec(vm, domain_type=driver.resolve_domain_type(vm.host.effective_domain_type)))
     outcome = getattr(driver, transition.verb)(str(vm.uuid))
-    if transition.action == "stop":
+    if transition.waits_for_power_off:
         _wait_powered_off(ctx, vm, driver)
     state = outcome.state if isinstance(outcome, DomainInfo) else _RESULT_POWER_STATE[transition.result]
     vm_set_status(vm, transition.result, last_error="", power_state=state, observed_at=timezone.now())

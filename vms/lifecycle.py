@@ -42,6 +42,8 @@ class Transition:
     waits_for_snapshots: bool = True
     destructive: bool = False  # doors ask for confirmation first
     confirm: str = ""  # what a confirmation says will happen (doors that ask first show it)
+    waits_for_power_off: bool = False  # the verb only asks (ACPI): the job waits until the guest is off
+    redefines_missing: bool = False  # a domain removed behind the portal's back is defined again first
 
     def refusal(self, *, name: str, status: str, transitional: bool) -> str:
         """The sentence shown when the action is not allowed in `status`."""
@@ -57,13 +59,14 @@ POWER_ACTIONS: dict[str, Transition] = {t.action: t for t in (
         action="start", label="Start", help="Power on",
         allowed=frozenset({_S.STOPPED, _S.ERROR}), noop=frozenset({_S.RUNNING}), transitional=_S.STARTING,
         job_kind="vm.start", verb="start", result=_S.RUNNING, doing="Starting", progress="Starting",
+        redefines_missing=True,
         done="vm.started", done_message="Started {name}"),
     Transition(
         action="stop", label="Stop", help="Ask the guest to shut down (ACPI power button)",
         allowed=frozenset({_S.RUNNING}), transitional=_S.STOPPING,
         job_kind="vm.stop", verb="shutdown", result=_S.STOPPED, doing="Stopping", progress="Sending the ACPI power-off signal",
         done="vm.stopped", done_message="Stopped {name} (ACPI)",
-        confirm="The guest is asked to shut down (ACPI power button).",
+        confirm="The guest is asked to shut down (ACPI power button).", waits_for_power_off=True,
         why_not={_S.STOPPED: "is already stopped", _S.PAUSED: "is paused: resume it first, or use Force off"}),
     Transition(
         action="force_off", label="Force off", help="Cut the power at once; unsaved data in the guest is lost",

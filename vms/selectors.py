@@ -9,7 +9,7 @@ from django.db.models import Count, Q, QuerySet, Sum
 from django.db.models.functions import Coalesce
 
 from cluster.placement import HostLoad
-from portal.actors import Actor, is_admin
+from portal.actors import Actor, is_admin, is_signed_in
 from portal.choices import JobStatus
 from portal.exceptions import NotFound
 from portal.jobs.selectors import job_visible
@@ -22,7 +22,7 @@ from .models import VM, Flavor, Snapshot
 def vm_visible(*, user: Actor) -> QuerySet[VM]:
     """VMs `user` may see and act on: their own, their groups', or all for staff. Never deleted ones."""
     qs = VM.objects.exclude(status=VMStatus.DELETED).select_related("owner", "host", "image", "flavor", "group")
-    if not user or not user.is_authenticated or not user.is_active:
+    if not is_signed_in(user):
         return qs.none()
     if is_admin(user):
         return qs

@@ -317,15 +317,15 @@ def vm_delete(*, actor: Actor, via: str, vm: VM | int, confirm_name: str | None 
         if vm.status in transition.noop:
             return ActionResult(vm, None, f"{vm.name} is already being deleted.")
         if vm.status not in transition.allowed:
-            raise InvalidState(f"Cannot delete {vm.name}: it is busy ({vm.get_status_display().lower()}). "
-                               "Try again when the current action has finished.", status=vm.status)
+            refusal = transition.refusal(name=vm.name, status=vm.status, transitional=True)
+            raise InvalidState(f"{refusal} Try again when the current action has finished.", status=vm.status)
         busy = _snapshot_busy(vm)
         if busy is not None:
             raise InvalidState(f"Cannot delete {vm.name}: {_busy_text(busy)}. "
                                "Try again when it has finished.", status=vm.status)
         job = job_create(kind=transition.job_kind, actor=actor, via=via, target=vm, params={"previous": vm.status},
                          max_attempts=3)
-        vm_set_status(vm, VMStatus.DELETING)
+        vm_set_status(vm, transition.transitional or VMStatus.DELETING)
         audit(actor=actor, via=via, action="vm.delete", target=vm, job=job,
               outcome=AuditEvent.Outcome.REQUESTED, message=f"Delete {vm.name}")
     return ActionResult(vm, job, f"Deleting {vm.name}.")

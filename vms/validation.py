@@ -43,14 +43,15 @@ SNAPSHOT_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 
 
 def validate_snapshot_name(name: object) -> str:
+    """The snapshot name exactly as given, if it follows the rule (like VM names: whitespace is refused)."""
     if not isinstance(name, str) or not name.strip():
         raise ValidationFailed("Snapshot name is required.", field="name")
-    value = name.strip()
+    value = name
     if len(value) > 63:
         raise ValidationFailed(f"Snapshot name is too long ({len(value)} characters, at most 63).", field="name")
     if value.isdigit():  # a number always means a snapshot's id, in URLs and buttons
         raise ValidationFailed(f"Invalid snapshot name {value!r}: it needs a letter (e.g. v{value}).", field="name")
-    if not SNAPSHOT_NAME_RE.match(value):
+    if not SNAPSHOT_NAME_RE.fullmatch(value):
         raise ValidationFailed(f"Invalid snapshot name {value[:70]!r}: use 1–63 letters, digits, dots, "
                                "hyphens and underscores, starting with a letter or digit (e.g. before-upgrade).",
                                field="name")

@@ -247,8 +247,9 @@ def snapshot_list_view(request: HttpRequest, pk: int) -> HttpResponse:
     """GET: the snapshots panel (live.js reloads it when a snapshot job ends). POST: take a snapshot."""
     vm = vm_get(user=request.user, vm_id=pk)
     if request.method == "POST":
+        name = request.POST.get("name", "")  # blank: a name from the time; anything else as typed
         result = services.snapshot_create(
-            actor=request.user, via=Via.WEB, vm=vm, name=request.POST.get("name", "").strip() or None,
+            actor=request.user, via=Via.WEB, vm=vm, name=name if name.strip() else None,
             description=request.POST.get("description", ""))
         messages.success(request, result.message)
         return redirect(reverse("vms:detail", args=[vm.pk]) + "#snapshots")

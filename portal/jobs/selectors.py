@@ -12,7 +12,7 @@ from typing import Any
 
 from django.db.models import Q, QuerySet
 
-from portal.actors import Actor
+from portal.actors import Actor, is_admin, is_signed_in
 from portal.exceptions import NotFound
 from portal.models import Job
 
@@ -28,9 +28,9 @@ def register_target_visibility(target_type: str, visible_ids: Callable[[Any], It
 def job_visible(*, user: Actor) -> QuerySet[Job]:
     """Jobs `user` may see: their own, those on targets they may see, all for staff."""
     qs = Job.objects.select_related("actor")
-    if not user or not user.is_authenticated or not user.is_active:
+    if not is_signed_in(user):
         return qs.none()
-    if user.is_staff:
+    if is_admin(user):
         return qs
     visible = Q(actor=user)
     for target_type, visible_ids in _target_visibility.items():

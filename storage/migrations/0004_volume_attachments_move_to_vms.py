@@ -31,4 +31,7 @@ class Migration(migrations.Migration):
             model_name='volume',
             name='vm',
         ),
+        # Going back would need every attachment folded into its volume again (and a volume may later
+        # be attached to several VMs): this move is one-way. Last, so it is the first thing a rollback meets.
+        migrations.RunPython(migrations.RunPython.noop, reverse_code=None),
     ]

@@ -6,8 +6,8 @@ import pytest
 
 from chatops.models import LinkToken, SlackIdentity
 from portal.exceptions import ValidationFailed
+from portal.exceptions import user_message as error_text
 from portal.models import AuditEvent, Job
-from portal.web import error_text
 from vms.models import VM
 from vms.validation import validate_vm_name
 

@@ -10,19 +10,15 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import time
-from pathlib import Path
 
 import pytest
-from django.conf import settings
 
-from tests.support import DAPHNE, MANAGE, free_port, processes
+from tests.support import DAPHNE, MANAGE, free_port, processes, screenshot_dir
 from tests.support import chromium as launch_chromium
 
 pytestmark = [pytest.mark.browser, pytest.mark.qemu, pytest.mark.django_db(transaction=True)]
 
-SCREENSHOTS = Path(settings.BASE_DIR) / "docs" / "screenshots"
 
 
 @pytest.fixture
@@ -174,9 +170,9 @@ def test_consoles_in_chromium_on_a_real_guest(console_db, guest_image, alice, co
     assert page.locator("[data-status-text]").inner_text().startswith("Connected")
     result = _canvas_matches_guest(page, driver, uuid)
     assert result["colours"] > 1  # not a blank canvas
-    if os.environ.get("PORTAL_SCREENSHOTS"):
-        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(SCREENSHOTS / "console-screen.png"))
+    shots = screenshot_dir()  # var/screenshots/, or docs/screenshots/ under `make screenshots`
+    shots.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(shots / "console-screen.png"))
 
     # 2. Keys typed into noVNC reach the guest's tty1 shell, which echoes to the serial line.
     page.locator("[data-screen] canvas").click()
@@ -198,8 +194,7 @@ def test_consoles_in_chromium_on_a_real_guest(console_db, guest_image, alice, co
     page.wait_for_function("document.querySelector('.xterm-rows').innerText.includes('Linux browser-guest')",
                            timeout=20000)
     assert "x86_64" in page.locator(".xterm-rows").inner_text()
-    if os.environ.get("PORTAL_SCREENSHOTS"):
-        page.screenshot(path=str(SCREENSHOTS / "console-terminal.png"))
+    page.screenshot(path=str(shots / "console-terminal.png"))
 
     # 5. The screen once more, through the websockify tier (the page's default when it is configured).
     page.goto(f"{base}/consoles/vm/{vm.pk}/screen/")

@@ -129,12 +129,6 @@ def test_user_message_gives_plain_words_and_admins_the_detail_too(alice, admin_u
     assert user_message(quota, user=alice).endswith("ask an administrator for a larger quota.")
 
 
-def test_web_error_text_is_the_same_function():
-    from portal.web import error_text
-
-    assert error_text is user_message
-
-
 def test_the_api_answers_hypervisor_errors_plainly_and_adds_the_detail_for_staff(alice, admin_user):
     from portal.api import exception_handler
 

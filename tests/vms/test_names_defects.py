@@ -79,3 +79,13 @@ def test_the_service_refuses_a_padded_rename_from_any_door(alice, vm):
         vm_update(actor=alice, via=Via.ADMIN, vm=vm, name="web-2 ")
     vm.refresh_from_db()
     assert vm.name == "web-1"
+
+
+@pytest.mark.parametrize("name", [" before", "before ", "before\n", "\tbefore"])
+def test_snapshot_names_with_surrounding_whitespace_are_refused_like_vm_names(name):
+    """Snapshot names follow the VM-name habit: refused as typed, never trimmed into another name."""
+    from vms.validation import validate_snapshot_name
+
+    with pytest.raises(ValidationFailed, match="Invalid snapshot name"):
+        validate_snapshot_name(name)
+    assert validate_snapshot_name("before") == "before"

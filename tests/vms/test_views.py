@@ -400,7 +400,8 @@ def test_status_json_lists_visible_vms_and_recent_jobs(client, alice, bob, make_
 
 def test_hypervisor_errors_read_plainly_for_users_and_in_full_for_admins(alice, admin_user):
     from portal.exceptions import DomainNotFound, HypervisorUnavailable, OperationFailed
-    from portal.web import error_text, is_web_404
+    from portal.exceptions import user_message as error_text
+    from portal.web import is_web_404
 
     failed = OperationFailed("internal error: qemu+ssh://node-7/system: monitor socket closed")
     assert "qemu+ssh" not in error_text(failed, user=alice)

@@ -140,7 +140,7 @@ class VMGrowDiskSerializer(serializers.Serializer):
 
 
 class SnapshotCreateSerializer(serializers.Serializer):
-    name = serializers.CharField(required=False, allow_blank=True, allow_null=True,
+    name = serializers.CharField(required=False, allow_blank=True, allow_null=True, trim_whitespace=False,
                                  help_text="Letters, digits, dots, hyphens, underscores; snap-<time> when omitted.")
     description = serializers.CharField(required=False, allow_blank=True, allow_null=True, trim_whitespace=False)
 

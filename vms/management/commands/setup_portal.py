@@ -16,6 +16,7 @@ from cluster.services import host_probe_kvm, host_register
 from portal.choices import Via
 from portal.exceptions import PortalError
 from quotas.models import Quota
+from quotas.services import quota_set
 from storage.models import Image
 from storage.selectors import image_probe_boot
 from storage.services import image_register
@@ -103,7 +104,7 @@ class Command(BaseCommand):
                 user.save(update_fields=["password"])
             creds[username] = password
             if not staff and not Quota.objects.filter(user=user).exists():
-                Quota.objects.create(user=user, **DEMO_QUOTA)
+                quota_set(actor=None, via=Via.CLI, user=user, **DEMO_QUOTA)  # audited, as every quota change
         cred_file.parent.mkdir(parents=True, exist_ok=True)
         cred_file.write_text(json.dumps(creds, indent=2))
         os.chmod(cred_file, 0o600)

@@ -15,7 +15,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
 from portal.choices import Via
-from portal.exceptions import NotFound, PortalError
+from portal.exceptions import NotFound, PortalError, user_message
 from portal.models import Job
 from quotas.selectors import quota_usage
 from vms import lifecycle, selectors, services
@@ -81,7 +81,7 @@ class Command(BaseCommand):
         try:
             result = self._run(actor, verb, opts)
         except PortalError as exc:
-            raise CommandError(exc.message, returncode=exc.exit_code) from None
+            raise CommandError(user_message(exc, user=actor), returncode=exc.exit_code) from None
         if result is None:
             return
         self.stdout.write(result.message)
