@@ -40,6 +40,7 @@ _identity: AuthorizeResult | None = None
 _identity_ready = threading.Event()
 _identity_lock = threading.Lock()
 _identity_fetching = False  # one auth.test at a time
+_generation = 0  # bumped by reset_app: answers for an older App are dropped
 
 
 def misconfiguration() -> str | None:
@@ -72,22 +73,29 @@ def build_app() -> App:
     return app
 
 
-def _identity_fetch() -> None:
-    """auth.test for the configured bot token, in the background; remembered once it answers."""
+def _identity_fetch(generation: int) -> None:
+    """auth.test for the configured bot token, in the background; remembered once it answers.
+
+    `generation` is the App's: an answer for an App that was reset meanwhile (settings changed,
+    tests) is dropped, and a fetch for the new App is started by the next request.
+    """
     global _identity, _identity_fetching
     try:
         client = slack.get_client()
         if client is None:
             return
         response = client.auth_test()
-        _identity = AuthorizeResult.from_auth_test_response(
-            auth_test_response=response, bot_token=settings.SLACK_BOT_TOKEN, user_token=None)
-        _identity_ready.set()
+        with _identity_lock:
+            if generation == _generation:
+                _identity = AuthorizeResult.from_auth_test_response(
+                    auth_test_response=response, bot_token=settings.SLACK_BOT_TOKEN, user_token=None)
+                _identity_ready.set()
     except Exception as exc:  # Slack unreachable or refusing: the next request asks again
         log.warning("Slack auth.test failed: %s", exc)
     finally:
         with _identity_lock:
-            _identity_fetching = False
+            if generation == _generation:
+                _identity_fetching = False
 
 
 def _identity_warm() -> None:
@@ -97,7 +105,8 @@ def _identity_warm() -> None:
         if _identity is not None or _identity_fetching:
             return
         _identity_fetching = True
-    threading.Thread(target=_identity_fetch, name="slack-auth-test", daemon=True).start()
+        generation = _generation
+    threading.Thread(target=_identity_fetch, args=(generation,), name="slack-auth-test", daemon=True).start()
 
 
 def authorize(**kwargs: object) -> AuthorizeResult:
@@ -137,9 +146,11 @@ def get_handler() -> SlackRequestHandler | None:
 
 
 def reset_app() -> None:
-    global _app, _handler, _identity
-    with _lock:
+    global _app, _handler, _identity, _identity_fetching, _generation
+    with _lock, _identity_lock:
         _app = _handler = _identity = None
+        _identity_fetching = False
+        _generation += 1
         _identity_ready.clear()
 
 

@@ -45,7 +45,7 @@ def test_pause_and_resume_typed_and_clicked(slack, alice, link, test_host, small
     parent, paused = slack.fake.posts(CHANNEL)
     assert "⏳ Pausing web-1. · job" in parent.text
     assert paused.body["thread_ts"] == parent.ts and "⏸️ *web-1* is paused." in paused.text
-    assert [b["text"]["text"] for b in paused.buttons] == ["Resume", "Delete"]
+    assert [b["text"]["text"] for b in paused.buttons] == ["Resume", "Console", "Delete"]  # the console shows the frozen screen
     assert "web-1 is already paused." in reply_text(slack.command("pause web-1"))
 
     # Clicked: [Resume] on the paused message.

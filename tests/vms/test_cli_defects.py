@@ -117,7 +117,9 @@ def test_the_exit_code_comes_from_the_error_class(alice, monkeypatch, error, cod
         raise error
 
     monkeypatch.setattr("vms.selectors.vm_list", fail)
-    assert _code("--user", "alice", "list") == (code, error.message)
+    # The words are the error's sentence for this user, as on every door (plain words for the
+    # hypervisor's errors, never their raw text), on stderr.
+    assert _code("--user", "alice", "list") == (code, exceptions.user_message(error, user=alice))
 
 
 def test_a_failed_job_exits_1_with_its_error(test_host, alice, monkeypatch):
