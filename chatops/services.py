@@ -21,6 +21,7 @@ from portal.exceptions import Conflict, Gone, NotFound, PermissionDenied, Valida
 from portal.jobs.selectors import job_visible
 from portal.models import AuditEvent, Job
 from portal.tokens import new_token, token_hash
+from vms.models import VM
 from vms.selectors import vm_visible
 
 from .models import JobWatch, LinkToken, SlackIdentity, SlackRequest, Subscription
@@ -260,7 +261,7 @@ def subscription_list(*, actor: Actor) -> QuerySet[Subscription]:
     return Subscription.objects.filter(owner=actor)
 
 
-def subscriptions_for(*, event: str, job: Job | None = None, vm=None) -> list[Subscription]:
+def subscriptions_for(*, event: str, job: Job | None = None, vm: VM | None = None) -> list[Subscription]:
     """Subscriptions to `event` whose owner may see the job or VM (host events: administrators only)."""
     subs = []
     for sub in Subscription.objects.select_related("owner").filter(owner__is_active=True):

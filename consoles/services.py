@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from importlib import import_module
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -24,7 +25,7 @@ from django.contrib.auth.models import User
 from django.core.cache import cache
 from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, QuerySet
 from django.urls import reverse
 from django.utils import timezone
 
@@ -38,6 +39,9 @@ from portal.tokens import new_token, token_hash
 from vms.choices import VMStatus
 from vms.models import VM
 from vms.selectors import vm_visible
+
+if TYPE_CHECKING:  # the stream class lives in the gateway driver, which loads libvirt
+    from portal.hypervisor.driver import ConsoleStream
 
 from .choices import ConsoleKind, SerialSharing, SessionRole
 from .exceptions import (
@@ -560,7 +564,7 @@ def console_session_terminate(*, actor: Actor, via: str, session: ConsoleSession
           data={"session": session.pk})
 
 
-def console_serial_open(*, session_id: int):
+def console_serial_open(*, session_id: int) -> ConsoleStream:
     """The VM's serial console stream for a controlling session (libvirt openConsole)."""
     session = ConsoleSession.objects.select_related("vm", "vm__host").get(pk=session_id)
     if session.role != SessionRole.CONTROL or session.kind != ConsoleKind.SERIAL:
@@ -663,7 +667,7 @@ def console_share_resolve(*, user: Actor, token: str) -> ConsoleShare:
     return share
 
 
-def console_shares_for_vm(*, user: User, vm: VM):
+def console_shares_for_vm(*, user: User, vm: VM) -> QuerySet[ConsoleShare]:
     """The VM's share links, for its owner and staff."""
     if not (user.is_staff or vm.owner_id == user.pk):
         return ConsoleShare.objects.none()

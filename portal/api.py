@@ -41,7 +41,7 @@ from .exceptions import PortalError, ValidationFailed, error_body
 from .net import request_client_ip
 
 
-def _first_message(errors) -> str:
+def _first_message(errors: Any) -> str:
     """The first human message in DRF's nested error structure."""
     if isinstance(errors, dict):
         for value in errors.values():
@@ -97,7 +97,7 @@ def exception_handler(exc, context):
 class ClientScopedRateThrottle(ScopedRateThrottle):
     """DRF's scoped throttle, keyed by the client address as portal.net decides it (trusted proxies only)."""
 
-    def get_ident(self, request) -> str:
+    def get_ident(self, request: Request) -> str:
         """The client's address: X-Forwarded-For counts only behind PORTAL_TRUSTED_PROXIES proxies."""
         return request_client_ip(request)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from django import forms
 from django.contrib import messages
@@ -37,7 +38,7 @@ def is_web_404(exc: PortalError) -> bool:
     return isinstance(exc, NotFound) and not isinstance(exc, HypervisorError)
 
 
-def safe_next(request: HttpRequest, fallback: str, *args, **kwargs) -> str:
+def safe_next(request: HttpRequest, fallback: str, *args: Any, **kwargs: Any) -> str:
     """Where to send the user back: a same-site `next` field, then the Referer, then `fallback`."""
     for candidate in (request.POST.get("next"), request.GET.get("next"), request.META.get("HTTP_REFERER")):
         if candidate and url_has_allowed_host_and_scheme(
@@ -46,12 +47,12 @@ def safe_next(request: HttpRequest, fallback: str, *args, **kwargs) -> str:
     return resolve_url(fallback, *args, **kwargs)
 
 
-def portal_view(view: Callable | None = None, *, fallback: str = "vms:list"):
+def portal_view(view: Callable | None = None, *, fallback: str = "vms:list") -> Callable:
     """Decorate a view so a PortalError becomes a 404 (NotFound) or a message and a redirect."""
 
     def decorate(fn: Callable) -> Callable:
         @functools.wraps(fn)
-        def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
             try:
                 return fn(request, *args, **kwargs)
             except PortalError as exc:
@@ -66,7 +67,7 @@ def portal_view(view: Callable | None = None, *, fallback: str = "vms:list"):
     return decorate(view) if view is not None else decorate
 
 
-def form_error(form: forms.Form, exc: PortalError, *, user=None) -> None:
+def form_error(form: forms.Form, exc: PortalError, *, user: Any = None) -> None:
     """Show `exc` on `form`: each ValidationFailed message next to its field, anything else on top."""
     if isinstance(exc, ValidationFailed):
         for field, msgs in exc.errors.items():

@@ -96,7 +96,7 @@ def quota_request_pending(*, user: Actor) -> QuotaRequest | None:
         requester_id=getattr(user, "pk", None), group__isnull=True).first()
 
 
-def quota_request_get(*, user: Actor, request_id) -> QuotaRequest:
+def quota_request_get(*, user: Actor, request_id: object) -> QuotaRequest:
     try:
         return quota_request_list(user=user).get(pk=int(str(request_id)))
     except (QuotaRequest.DoesNotExist, ValueError):

@@ -154,8 +154,9 @@ def _emit(signal: Signal, request: QuotaRequest) -> None:
     transaction.on_commit(send)
 
 
-def quota_request_create(*, actor: Actor, via: str, group: Group | None = None, max_vms=None, max_vcpus=None,
-                         max_memory_mib=None, max_disk_gib=None, reason: str = "") -> QuotaRequest:
+def quota_request_create(*, actor: Actor, via: str, group: Group | None = None, max_vms: object = None,
+                         max_vcpus: object = None, max_memory_mib: object = None, max_disk_gib: object = None,
+                         reason: str = "") -> QuotaRequest:
     """Record a request for higher limits (only increases count); one pending request per quota."""
     actor = _check_actor(actor)
     if group is not None and not actor.is_staff and not actor.groups.filter(pk=group.pk).exists():

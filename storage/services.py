@@ -60,7 +60,7 @@ def pool_for_host(host: Host) -> StoragePool:
     return pool
 
 
-def image_register(*, actor: Actor, via: str = Via.CLI, host, name: str, title: str, source_path: str,
+def image_register(*, actor: Actor, via: str = Via.CLI, host: Host, name: str, title: str, source_path: str,
                    fmt: str = "qcow2", description: str = "", os_name: str = "",
                    boot_mode: str = Image.BootMode.DISK, kernel_path: str = "", initrd_path: str = "",
                    cmdline: str = "", ready_marker: str = "", min_disk_gib: int = 1,

@@ -43,7 +43,7 @@ def vm_list(*, user: Actor, status: str | None = None, search: str | None = None
     return qs.order_by("name", "id")
 
 
-def vm_get(*, user: Actor, vm_id) -> VM:
+def vm_get(*, user: Actor, vm_id: object) -> VM:
     """A VM the user may see, by id or uuid; others' VMs are indistinguishable from missing ones."""
     qs = vm_visible(user=user)
     text = str(vm_id).strip()

@@ -82,7 +82,7 @@ def snapshots_publish(vm: VM) -> None:
     publish(_vm_groups(vm), {"kind": "vm_snapshots", "id": vm.pk})
 
 
-def vm_set_status(vm: VM, status: str, *, last_error: str | None = None, **fields) -> VM:
+def vm_set_status(vm: VM, status: str, *, last_error: str | None = None, **fields: object) -> VM:
     """Write a new status (the only place VM.status changes) and publish it."""
     vm.status = status
     vm.status_changed_at = timezone.now()
@@ -110,7 +110,8 @@ def _lock_visible(*, actor: Actor, vm: VM | int) -> VM:
     return VM.objects.select_for_update().get(pk=pk)
 
 
-def _resolve_size(*, flavor, vcpus, memory_mib, disk_gib, image: Image | None, actor: User) -> tuple:
+def _resolve_size(*, flavor: Flavor | str | None, vcpus: object, memory_mib: object, disk_gib: object,
+                  image: Image | None, actor: User) -> tuple[Flavor | None, int, int, int]:
     if flavor is not None and not isinstance(flavor, Flavor):
         name = str(flavor).strip()
         qs = Flavor.objects.all() if actor.is_staff else Flavor.objects.filter(is_public=True)
@@ -141,7 +142,7 @@ def _resolve_size(*, flavor, vcpus, memory_mib, disk_gib, image: Image | None, a
     return flavor, values["vcpus"], values["memory_mib"], values["disk_gib"]
 
 
-def _resolve_image(*, actor: User, image) -> Image:
+def _resolve_image(*, actor: User, image: Image | str | int | None) -> Image:
     if isinstance(image, Image):
         if not image.is_public and not actor.is_staff:
             raise ValidationFailed(f"Unknown image {image.name!r}.", field="image")
@@ -160,7 +161,7 @@ def _resolve_image(*, actor: User, image) -> Image:
     return found
 
 
-def _resolve_group(*, actor: User, group) -> Group | None:
+def _resolve_group(*, actor: User, group: Group | str | None) -> Group | None:
     """A Group given as object or name (API, Slack); blank means a personal VM."""
     if group is None or isinstance(group, Group):
         return group
@@ -174,8 +175,10 @@ def _resolve_group(*, actor: User, group) -> Group | None:
     return found
 
 
-def vm_create(*, actor: Actor, via: str, name: str, image=None, flavor=None, vcpus=None, memory_mib=None,
-              disk_gib=None, description: str = "", group=None, start: bool = True, owner=None) -> ActionResult:
+def vm_create(*, actor: Actor, via: str, name: str, image: Image | str | int | None = None,
+              flavor: Flavor | str | None = None, vcpus: object = None, memory_mib: object = None,
+              disk_gib: object = None, description: str = "", group: Group | str | None = None, start: bool = True,
+              owner: User | None = None) -> ActionResult:
     """Validate, reserve quota under a row lock, write the VM as `creating` and queue the create job.
 
     `owner` (administrators only): create the VM for another user, on that user's (or team's) quota.
@@ -369,7 +372,7 @@ def vm_update(*, actor: Actor, via: str, vm: VM | int, name: str | None = None,
 
 # --- disk --------------------------------------------------------------------------------------------
 
-def vm_grow_disk(*, actor: Actor, via: str, vm: VM | int, disk_gib) -> ActionResult:
+def vm_grow_disk(*, actor: Actor, via: str, vm: VM | int, disk_gib: object) -> ActionResult:
     """Grow the VM's disk (never shrink), charged to its owner's (or team's) disk quota.
 
     A running guest sees the new size at once (its partitions and filesystems are its own business).

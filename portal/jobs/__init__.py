@@ -20,6 +20,7 @@ import socket
 import threading
 import time
 import traceback
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -37,6 +38,9 @@ from portal.exceptions import HypervisorError, PortalError, admin_detail, user_m
 from portal.models import Job
 
 log = logging.getLogger(__name__)
+
+
+HandlerFn = Callable[["JobContext"], dict | None]
 
 
 @dataclass(frozen=True)
@@ -58,10 +62,10 @@ def _announce_finished(job: Job) -> None:
             log.error("job_finished receiver %r failed for job %s", receiver, job.pk, exc_info=result)
 
 
-def job_handler(kind: str, *, on_failure: Callable[[Job, str], None] | None = None):
+def job_handler(kind: str, *, on_failure: Callable[[Job, str], None] | None = None) -> Callable[[HandlerFn], HandlerFn]:
     """Register the function that performs jobs of `kind` (the act phase)."""
 
-    def register(fn: Callable[[JobContext], dict | None]):
+    def register(fn: HandlerFn) -> HandlerFn:
         HANDLERS[kind] = Handler(fn, on_failure)
         return fn
 
@@ -110,7 +114,7 @@ def job_create(*, kind: str, actor: Any, via: str, target: Any = None, params: d
     return job
 
 
-def enqueue(job_id) -> None:
+def enqueue(job_id: uuid.UUID | str) -> None:
     """Hand the job to the task backend (after the commit that wrote it)."""
     from .tasks import execute_job  # tasks imports this module (run_job): a circular pair, resolved late
 
@@ -149,7 +153,7 @@ def _worker_name() -> str:
 
 
 class _Heartbeat(threading.Thread):
-    def __init__(self, job_id) -> None:
+    def __init__(self, job_id: uuid.UUID | str) -> None:
         super().__init__(name=f"job-heartbeat-{job_id}", daemon=True)
         self.job_id = job_id
         self.stop = threading.Event()
@@ -184,7 +188,7 @@ def _finish(job: Job, *, status: str, error: str = "", detail: str = "", tb: str
         transaction.on_commit(lambda: _announce_finished(job))
 
 
-def run_job(job_id) -> str | None:
+def run_job(job_id: uuid.UUID | str) -> str | None:
     """Claim a pending job and run its handler; returns the final status (None if not claimed)."""
     now = timezone.now()
     claimed = Job.objects.filter(pk=job_id, status=JobStatus.PENDING).update(
