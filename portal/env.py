@@ -49,25 +49,24 @@ def get_bool(name: str, default: bool) -> bool:
     raise ImproperlyConfigured(f"PORTAL_{name} must be a boolean (got {raw!r})")
 
 
-def get_int(name: str, default: int) -> int:
+def _get_number[N: (int, float)](name: str, default: N, kind: type[N], what: str) -> N:
     raw = os.environ.get(f"PORTAL_{name}")
     if raw is None or raw == "":
         return default
     try:
-        return int(raw)
+        return kind(raw)
     except ValueError as exc:
-        raise ImproperlyConfigured(f"PORTAL_{name} must be an integer (got {raw!r})") from exc
+        raise ImproperlyConfigured(f"PORTAL_{name} must be {what} (got {raw!r})") from exc
+
+
+def get_int(name: str, default: int) -> int:
+    """PORTAL_<name> as a whole number; `default` when unset."""
+    return _get_number(name, default, int, "an integer")
 
 
 def get_float(name: str, default: float) -> float:
     """PORTAL_<name> as a number (seconds and the like); `default` when unset."""
-    raw = os.environ.get(f"PORTAL_{name}")
-    if raw is None or raw == "":
-        return default
-    try:
-        return float(raw)
-    except ValueError as exc:
-        raise ImproperlyConfigured(f"PORTAL_{name} must be a number (got {raw!r})") from exc
+    return _get_number(name, default, float, "a number")
 
 
 def get_list(name: str, default: list[str]) -> list[str]:
