@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import fcntl
 import os
+import signal
 import socket
 import statistics
 import struct
@@ -71,6 +72,7 @@ from consoles.rfb import ServerHandshake  # noqa: E402
 from consoles.services import console_ticket_issue  # noqa: E402
 from portal.hypervisor import get_driver  # noqa: E402
 from quotas.models import Quota  # noqa: E402
+from storage.models import Image  # noqa: E402
 from storage.services import image_register  # noqa: E402
 from vms import services  # noqa: E402
 
@@ -244,8 +246,6 @@ async def run(bench: Bench, rounds: int, connects: int, upload_mb: int, updates:
 
 
 def main() -> None:
-    import signal
-
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=5)
@@ -286,8 +286,6 @@ def main() -> None:
         deleted = services.vm_delete(actor=user, via="cli", vm=vm)
         if deleted.job:
             deleted.job.refresh_from_db()
-        from storage.models import Image
-
         img = Image.objects.get(pk=image.pk)
         get_driver(URI).delete_volume(pool=settings.STORAGE_POOL, name=img.volume_name)
     width, height, bpp = results.pop("_screen")["size"]

@@ -44,9 +44,10 @@ from django.core.management import call_command  # noqa: E402
 
 from benchmarks.report import write_section  # noqa: E402
 from cluster.services import host_register  # noqa: E402
-from portal.hypervisor import DomainSpec  # noqa: E402
+from portal.hypervisor import DiskSpec, DomainSpec  # noqa: E402
 from portal.hypervisor.domain_xml import build_domain_xml, volume_xml  # noqa: E402
 from quotas.models import Quota  # noqa: E402
+from storage.models import Image  # noqa: E402
 from storage.services import image_register  # noqa: E402
 from vms import services  # noqa: E402
 
@@ -61,8 +62,6 @@ def raw_cycle(conn, base_path: str) -> float:
     pool = conn.storagePoolLookupByName(settings.STORAGE_POOL)
     vol = pool.createXML(volume_xml(name=f"{name}-disk0.qcow2", capacity_bytes=1024**3,
                                     backing_path=base_path), 0)
-    from portal.hypervisor import DiskSpec
-
     spec = DomainSpec(name=name, uuid=u, vcpus=1, memory_mib=64, domain_type="qemu",
                       disks=(DiskSpec(path=vol.path()),))
     dom = conn.defineXML(build_domain_xml(spec))
@@ -107,8 +106,6 @@ def main() -> None:
             raw.append(raw_cycle(conn, image.path))
             portal.append(portal_cycle(user, i))
     finally:
-        from storage.models import Image
-
         services_image = Image.objects.get(pk=image.pk)
         conn.storagePoolLookupByName(settings.STORAGE_POOL).storageVolLookupByName(
             services_image.volume_name).delete(0)
