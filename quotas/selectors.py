@@ -24,9 +24,11 @@ def quota_limits(*, user: Actor = None, group: Group | None = None) -> dict[str,
     return {field: getattr(quota, field) for *_rest, field in RESOURCES}
 
 
-def quota_usage(*, user: Actor = None, group: Group | None = None) -> list[ResourceUsage]:
-    """Used and limit per resource, for a user's personal quota or for a group's."""
-    limits = quota_limits(user=user, group=group)
+def quota_usage(*, user: Actor = None, group: Group | None = None, quota: Quota | None = None) -> list[ResourceUsage]:
+    """Used and limit per resource, for a user's personal quota or for a group's (`quota`: its row,
+    when the caller holds it already)."""
+    limits = ({field: getattr(quota, field) for *_rest, field in RESOURCES} if quota is not None
+              else quota_limits(user=user, group=group))
     used = usage_in(user=user, group=group)
     return [ResourceUsage(resource, label, unit, used.get(resource, 0), limits[field])
             for resource, label, unit, field in RESOURCES]

@@ -57,7 +57,7 @@ def quota_reserve(*, user: Any = None, group: Group | None = None, vcpus: int, m
     quota_get_or_create(user=user, group=group)
     lookup = {"user": user} if group is None else {"group": group}
     quota = Quota.objects.select_for_update().get(**lookup)
-    usage = {u.resource: u for u in quota_usage(user=user, group=group)}
+    usage = {u.resource: u for u in quota_usage(user=user, group=group, quota=quota)}  # limits of the locked row
     wanted = {"vms": vms, "vcpus": vcpus, "memory_mib": memory_mib, "disk_gib": disk_gib}
     for resource, amount in wanted.items():
         u = usage[resource]

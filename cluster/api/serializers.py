@@ -20,4 +20,7 @@ class HostSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
     def get_vm_count(self, host: Host) -> int:
-        return host_loads().get(host.pk, HostLoad()).vms
+        # One aggregate per response, not per host: a list shares it through the serializer's context.
+        if "host_loads" not in self.context:
+            self.context["host_loads"] = host_loads()
+        return self.context["host_loads"].get(host.pk, HostLoad()).vms
