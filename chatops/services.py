@@ -207,11 +207,6 @@ def job_watch_add(*, job: Job, team_id: str, channel_id: str, slack_user_id: str
                                    response_url=(response_url or "")[:500], ephemeral=ephemeral)
 
 
-def job_watch_set_thread(*, watch: JobWatch, channel_id: str, thread_ts: str) -> None:
-    JobWatch.objects.filter(pk=watch.pk).update(channel_id=channel_id, thread_ts=thread_ts)
-    watch.channel_id, watch.thread_ts = channel_id, thread_ts
-
-
 def job_watches_claim(*, job: Job) -> list[JobWatch]:
     """The watches of a finished job, each returned once even if the notice runs twice."""
     claimed = []
