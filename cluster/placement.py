@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from django.db.models import QuerySet
+
 from portal.exceptions import Conflict
 
 from .choices import HostStatus
@@ -45,9 +47,15 @@ def host_loads() -> dict[int, HostLoad]:
     return total
 
 
-def pick_host(*, vcpus: int, memory_mib: int) -> Host:
-    """The enabled, reachable host with the most memory left after what is committed on it."""
-    hosts = Host.objects.filter(enabled=True).exclude(status__in=[HostStatus.DOWN, HostStatus.MAINTENANCE])
+def pick_host(*, vcpus: int, memory_mib: int, among: QuerySet[Host] | None = None,
+              why_among: str = "") -> Host:
+    """The enabled, reachable host with the most memory left after what is committed on it.
+
+    `among` narrows the choice (hosts that carry the VM's networks); `why_among` says why, for the
+    refusal when none of them is available.
+    """
+    hosts = (among if among is not None else Host.objects.all()).filter(enabled=True).exclude(
+        status__in=[HostStatus.DOWN, HostStatus.MAINTENANCE])
     loads = host_loads()
     candidates = []
     for host in hosts:
@@ -55,6 +63,8 @@ def pick_host(*, vcpus: int, memory_mib: int) -> Host:
         free = (host.memory_mib or 0) - load.memory_mib
         candidates.append((free, -load.vms, -host.pk, host))
     if not candidates:
+        if among is not None and why_among:
+            raise Conflict(f"No available hypervisor host {why_among}; ask an administrator.")
         raise Conflict("No hypervisor host is available for new VMs; ask an administrator.")
     candidates.sort(key=lambda c: c[:3], reverse=True)
     return candidates[0][3]

@@ -128,6 +128,17 @@ def volume_materialize(*, volume: Volume) -> Volume:
     return volume
 
 
+def volume_write(*, volume: Volume, data: bytes) -> Volume:
+    """Fill a raw volume with `data` (a cloud-init seed), replacing what it held; streamed through
+    libvirt, so it works on any host."""
+    info = get_driver(volume.pool.host.uri).upload_bytes(pool=volume.pool.name, name=volume.name, data=data,
+                                                         fmt=volume.format)
+    if volume.path != info.path:
+        Volume.objects.filter(pk=volume.pk).update(path=info.path)
+        volume.path = info.path
+    return volume
+
+
 def volume_destroy(*, volume: Volume) -> None:
     """Delete the disk in libvirt (a missing volume or pool is fine) and its row."""
     try:

@@ -9,6 +9,7 @@ class VmsConfig(AppConfig):
         # Imported here, not at module level: they import models, which need the app registry.
         from cluster.observers import register_observer
         from cluster.placement import register_load
+        from networks.usage import register_network_users
         from portal.jobs.labels import register_job_labels
         from portal.jobs.selectors import register_target_visibility
         from portal.live import register_live_config
@@ -17,10 +18,11 @@ class VmsConfig(AppConfig):
         from . import jobs  # noqa: F401  (registers the job handlers)
         from .lifecycle import JOB_LABELS
         from .reconcile import VMObserver
-        from .selectors import vm_host_loads, vm_owned_ids, vm_quota_usage
+        from .selectors import network_nic_users, vm_host_loads, vm_owned_ids, vm_quota_usage
         from .views import live_config
 
         register_usage(vm_quota_usage)
+        register_network_users(network_nic_users)
         register_load(vm_host_loads)
         register_observer(VMObserver())
         register_target_visibility("vm", lambda user: vm_owned_ids(user=user))

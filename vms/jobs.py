@@ -11,19 +11,22 @@ from typing import TYPE_CHECKING
 from django.conf import settings
 from django.utils import timezone
 
+from networks.models import Network
+from networks.services import network_ensure_on_host
 from portal.audit import audit
 from portal.exceptions import Conflict, HypervisorBusy, InvalidState, NotFound, PortalError
-from portal.hypervisor import DomainInfo, PowerState, get_driver
+from portal.hypervisor import DomainInfo, NicSpec, PowerState, get_driver
 from portal.jobs import JobContext, job_handler
 from portal.models import AuditEvent, Job
 from storage.models import Volume
-from storage.services import volume_destroy, volume_materialize
+from storage.services import volume_destroy, volume_materialize, volume_write
 
 from . import lifecycle
 from .choices import SnapshotStatus, VMStatus
+from .cloudinit import build_seed
 from .lifecycle import status_for
-from .models import VM, Snapshot
-from .services import snapshots_publish, vm_publish, vm_set_status
+from .models import VM, Snapshot, VMNic
+from .services import SEED_TARGET, nics_publish, snapshots_publish, vm_publish, vm_set_status
 from .specs import build_spec
 
 if TYPE_CHECKING:  # the driver class is only needed for annotations
@@ -97,8 +100,12 @@ def create(ctx: JobContext) -> dict:
         raise InvalidState(f"{vm.name} is {vm.status}, not creating")
     driver = get_driver(vm.host.uri)
     ctx.progress(10, "Creating the disk")
-    for volume in vm.volumes.select_related("pool__host", "backing_image"):
-        volume_materialize(volume=volume)
+    for disk in vm.disks.select_related("volume__pool__host", "volume__backing_image"):
+        if disk.readonly and disk.target == SEED_TARGET:
+            volume_write(volume=disk.volume, data=build_seed(vm))  # cloud-init's NoCloud seed
+        else:
+            volume_materialize(volume=disk.volume)
+    _ensure_networks(vm)
     ctx.progress(40, "Defining the domain")
     domain_type = driver.resolve_domain_type(vm.host.effective_domain_type)
     driver.define(build_spec(vm, domain_type=domain_type))
@@ -147,12 +154,20 @@ def _wait_powered_off(ctx: JobContext, vm: VM, driver: LibvirtDriver) -> None:
                            "(the guest may ignore it). Use Force off to cut the power.") from None
 
 
+def _ensure_networks(vm: VM) -> None:
+    """The VM's networks run on its host before its domain is defined or started (idempotent)."""
+    for network in Network.objects.filter(nics__vm=vm).distinct().prefetch_related("reservations"):
+        network_ensure_on_host(network=network, host=vm.host)
+
+
 def power(ctx: JobContext) -> dict:
     """Carry out the power transition of the job's kind: the gateway verb, then the resulting state."""
     transition = lifecycle.by_job_kind(ctx.job.kind)
     vm = _vm(ctx.job)
     driver = get_driver(vm.host.uri)
     ctx.progress(10 if transition.waits_for_power_off else 30, transition.progress)
+    if transition.redefines_missing:
+        _ensure_networks(vm)
     if transition.redefines_missing and not driver.domain_exists(str(vm.uuid)):
         # Removed behind our back (drift): define it again from the portal's record.
         driver.define(build_spec(vm, domain_type=driver.resolve_domain_type(vm.host.effective_domain_type)))
@@ -198,6 +213,7 @@ def delete(ctx: JobContext) -> dict:
         volume_destroy(volume=volume)
         removed.append(volume.name)
     vm.snapshots.all().delete()  # they lived inside the disks just removed
+    vm.nics.all().delete()  # their MACs are free again
     vm_set_status(vm, VMStatus.DELETED, power_state="", deleted_at=timezone.now())
     _done(ctx.job, vm, "vm.deleted", f"Deleted {vm.name} and {len(removed)} disk(s)")
     return {"removed_volumes": removed}
@@ -303,7 +319,7 @@ def _grow_failed(job: Job, error: str) -> None:
 @job_handler("vm.disk.grow", on_failure=_grow_failed)
 def grow_disk(ctx: JobContext) -> dict:
     vm = _vm(ctx.job)
-    disk = vm.disks.select_related("volume__pool").get()
+    disk = vm.disks.select_related("volume__pool").get(target="vda")
     volume = disk.volume
     size = ctx.job.params["disk_gib"]
     ctx.progress(30, f"Growing the disk to {size} GiB")
@@ -312,3 +328,73 @@ def grow_disk(ctx: JobContext) -> dict:
     Volume.objects.filter(pk=volume.pk).update(capacity_gib=size)
     _done(ctx.job, vm, "vm.disk.grown", f"Grew the disk of {vm.name} to {size} GiB")
     return {"disk_gib": size}
+
+
+# --- NICs ---------------------------------------------------------------------------------------
+
+def _nic(job: Job) -> VMNic | None:
+    return VMNic.objects.select_related("network", "vm__host").filter(pk=job.params.get("nic_id")).first()
+
+
+def _nic_add_failed(job: Job, error: str) -> None:
+    """Nothing half-added stays: the NIC leaves the domain (if libvirt took it) and its row goes."""
+    vm = _vm(job)
+    nic = _nic(job)
+    if nic is not None:
+        try:
+            get_driver(vm.host.uri).detach_interface(str(vm.uuid), NicSpec(network=nic.network.libvirt_name,
+                                                                           mac=nic.mac, model=nic.model), timeout=5)
+        except PortalError:
+            pass
+        nic.delete()
+    _failed_audit(job, vm, f"Adding NIC {job.params.get('mac')} failed: {error}")
+    nics_publish(vm)
+
+
+@job_handler("vm.nic.add", on_failure=_nic_add_failed)
+def nic_add(ctx: JobContext) -> dict:
+    vm = _vm(ctx.job)
+    nic = _nic(ctx.job)
+    if nic is None:
+        raise NotFound("The NIC was removed before it was added.")
+    ctx.progress(20, f"Starting network {nic.network.name} on the host")
+    network_ensure_on_host(network=nic.network, host=vm.host)
+    ctx.progress(50, "Attaching the NIC")
+    driver = get_driver(vm.host.uri)
+    spec = NicSpec(network=nic.network.libvirt_name, mac=nic.mac, model=nic.model)
+    if driver.domain_exists(str(vm.uuid)):
+        running = driver.domain_info(str(vm.uuid)).state.is_active
+        if running and not driver.capabilities().nic_hotplug:
+            raise Conflict(f"The host of {vm.name} cannot hot-plug NICs; stop the VM and add it again.")
+        driver.attach_interface(str(vm.uuid), spec)
+    VMNic.objects.filter(pk=nic.pk).update(status=VMNic.Status.ATTACHED)
+    _done(ctx.job, vm, "vm.nic.added", f"Added NIC {nic.mac} on {nic.network.name} to {vm.name}")
+    nics_publish(vm)
+    return {"mac": nic.mac, "network": nic.network.name}
+
+
+def _nic_remove_failed(job: Job, error: str) -> None:
+    VMNic.objects.filter(pk=job.params.get("nic_id")).update(status=VMNic.Status.ATTACHED)
+    vm = _vm(job)
+    _failed_audit(job, vm, f"Removing NIC {job.params.get('mac')} failed: {error}")
+    nics_publish(vm)
+
+
+@job_handler("vm.nic.remove", on_failure=_nic_remove_failed)
+def nic_remove(ctx: JobContext) -> dict:
+    vm = _vm(ctx.job)
+    nic = _nic(ctx.job)
+    if nic is None:
+        return {"mac": ctx.job.params.get("mac"), "already_removed": True}
+    ctx.progress(30, "Detaching the NIC")
+    driver = get_driver(vm.host.uri)
+    released = True
+    if driver.domain_exists(str(vm.uuid)):
+        released = driver.detach_interface(
+            str(vm.uuid), NicSpec(network=nic.network.libvirt_name, mac=nic.mac, model=nic.model),
+            timeout=settings.NIC_DETACH_TIMEOUT_SECONDS)
+    nic.delete()
+    note = "" if released else " (the running guest has not released it yet: it is gone after the next stop)"
+    _done(ctx.job, vm, "vm.nic.removed", f"Removed NIC {nic.mac} from {vm.name}{note}")
+    nics_publish(vm)
+    return {"mac": nic.mac, "released": released}

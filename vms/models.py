@@ -58,6 +58,7 @@ class VM(models.Model):
     observed_at = models.DateTimeField(null=True, blank=True)
     deleted_at = models.DateTimeField(null=True, blank=True)
     volumes = models.ManyToManyField("storage.Volume", through="VMDisk", related_name="vms", blank=True)
+    user_data = models.TextField(blank=True, help_text="cloud-init user-data given at create (owner and admins only).")
 
     class Meta:
         verbose_name = "VM"
@@ -99,6 +100,37 @@ class VMDisk(models.Model):
 
     def __str__(self) -> str:
         return f"{self.volume.name} as {self.target} of {self.vm.name}"
+
+
+class VMNic(models.Model):
+    """A NIC of a VM on a portal network; its MAC is unique in the portal. Rows change only in vms.services."""
+
+    class Model(models.TextChoices):
+        VIRTIO = "virtio", "virtio (fastest; Linux guests)"
+        E1000 = "e1000", "Intel e1000 (compatible)"
+        RTL8139 = "rtl8139", "Realtek RTL8139 (legacy guests)"
+
+    class Status(models.TextChoices):
+        ATTACHING = "attaching", "Attaching"
+        ATTACHED = "attached", "Attached"
+        DETACHING = "detaching", "Detaching"
+
+    vm = models.ForeignKey(VM, on_delete=models.CASCADE, related_name="nics")
+    network = models.ForeignKey("networks.Network", on_delete=models.PROTECT, related_name="nics")
+    mac = models.CharField("MAC", max_length=17, unique=True)
+    model = models.CharField(max_length=8, choices=Model.choices, default=Model.VIRTIO)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.ATTACHING)
+    ip_address = models.GenericIPAddressField("IP address", null=True, blank=True,
+                                              help_text="From the network's DHCP leases, refreshed by the monitor.")
+    ip_seen_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name = "VM NIC"
+        ordering = ["vm", "created_at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.mac} of {self.vm.name} on {self.network.name}"
 
 
 class Snapshot(models.Model):

@@ -23,8 +23,8 @@ from portal.models import Job
 
 from .choices import SnapshotStatus, VMStatus
 from .lifecycle import status_for
-from .models import VM, Snapshot
-from .services import vm_set_status
+from .models import VM, Snapshot, VMNic
+from .services import nics_publish, vm_set_status
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,39 @@ def vm_reconcile_host(*, host: Host, domains: list[DomainInfo]) -> Reconciled:
         info = by_uuid.get(str(vm.uuid))
         if vm_observe(vm=vm, state=info.state if info else None, source="reconcile"):
             drifted += 1
+    nic_addresses_refresh(host=host)
     return Reconciled(claimed=claimed, drifted=drifted)
+
+
+def nic_addresses_refresh(*, host: Host) -> int:
+    """Each NIC's address from its network's DHCP leases on the host (one libvirt call per network);
+    pages showing a VM whose addresses changed are told. Returns how many NICs changed."""
+    nics = list(VMNic.objects.filter(vm__host=host).exclude(vm__status=VMStatus.DELETED)
+                .select_related("network", "vm"))
+    if not nics:
+        return 0
+    driver = get_driver(host.uri)
+    leases: dict[str, str] = {}
+    for network in {n.network for n in nics if n.network.manages_addresses}:
+        try:
+            for lease in driver.network_leases(network.libvirt_name):
+                if lease.ip and ":" not in lease.ip:  # the IPv4 lease is the one to show and to ssh to
+                    leases[lease.mac] = lease.ip
+        except PortalError as exc:
+            log.debug("leases of %s on %s: %s", network.name, host.name, exc.detail or exc.message)
+    now = timezone.now()
+    changed: dict[int, VM] = {}
+    for nic in nics:
+        running = nic.vm.status in VMStatus.ACTIVE
+        ip = leases.get(nic.mac) if running else None
+        if ip != nic.ip_address:
+            VMNic.objects.filter(pk=nic.pk).update(ip_address=ip, ip_seen_at=now if ip else nic.ip_seen_at)
+            changed[nic.vm.pk] = nic.vm
+        elif ip:
+            VMNic.objects.filter(pk=nic.pk).update(ip_seen_at=now)
+    for vm in changed.values():
+        nics_publish(vm)
+    return len(changed)
 
 
 def vm_observe_event(*, host: Host, uuid: str) -> None:

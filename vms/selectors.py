@@ -8,7 +8,9 @@ from django.contrib.auth.models import Group, User
 from django.db.models import Count, Q, QuerySet, Sum
 from django.db.models.functions import Coalesce
 
+from cluster.models import Host
 from cluster.placement import HostLoad
+from networks.models import Network
 from portal.actors import Actor, is_admin, is_signed_in
 from portal.choices import JobStatus
 from portal.exceptions import NotFound
@@ -16,7 +18,7 @@ from portal.jobs.selectors import job_visible
 from portal.models import AuditEvent, Job
 
 from .choices import VMStatus
-from .models import VM, Flavor, Snapshot
+from .models import VM, Flavor, Snapshot, VMNic
 
 
 def vm_visible(*, user: Actor) -> QuerySet[VM]:
@@ -148,3 +150,31 @@ def vm_host_loads() -> dict[int, HostLoad]:
     rows = (VM.objects.filter(status__in=VMStatus.COUNTED).values("host_id")
             .annotate(memory=Sum("memory_mib"), vcpus=Sum("vcpus"), n=Count("id")))
     return {r["host_id"]: HostLoad(memory_mib=r["memory"] or 0, vcpus=r["vcpus"] or 0, vms=r["n"]) for r in rows}
+
+
+# --- NICs and how to reach a VM -------------------------------------------------------------------
+
+def vm_nics(*, vm: VM) -> list[VMNic]:
+    """The VM's NICs in device order, with their networks."""
+    return list(vm.nics.select_related("network").order_by("created_at", "id"))
+
+
+def vm_ssh_command(*, vm: VM, nics: list[VMNic] | None = None) -> str | None:
+    """A ready `ssh` line: the image's login user at the first NIC address known (None until a lease is seen,
+    or for images with no SSH login)."""
+    image = vm.image
+    login = getattr(image, "login_user", "") if image is not None else ""
+    if not login or vm.status not in VMStatus.ACTIVE:
+        return None
+    for nic in nics if nics is not None else vm_nics(vm=vm):
+        if nic.ip_address:
+            return f"ssh {login}@{nic.ip_address}"
+    return None
+
+
+def network_nic_users(network: Network, host: Host | None = None) -> list[str]:
+    """What uses a network, for networks.usage: "vm (owner)" per NIC of a VM that still exists."""
+    qs = VMNic.objects.filter(network=network).exclude(vm__status=VMStatus.DELETED).select_related("vm__owner")
+    if host is not None:
+        qs = qs.filter(vm__host=host)
+    return [f"{nic.vm.name} ({nic.vm.owner.get_username()})" for nic in qs.order_by("vm__name")]

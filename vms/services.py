@@ -7,6 +7,7 @@ call the gateway outside any long transaction and write the outcome in a short o
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -16,6 +17,9 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from cluster.placement import pick_host
+from networks.models import Network
+from networks.selectors import hosts_with_networks, network_default_for, network_resolve
+from networks.validation import random_mac, validate_mac
 from portal.actors import Actor, require_user
 from portal.audit import audit
 from portal.choices import JobStatus
@@ -25,14 +29,22 @@ from portal.hypervisor import get_driver
 from portal.jobs import job_create
 from portal.models import AuditEvent, Job
 from quotas.services import quota_reserve
-from storage.models import Image
+from storage.models import Image, Volume
 from storage.services import pool_for_host, volume_plan
 
 from . import lifecycle
 from .choices import SnapshotStatus, VMStatus
-from .models import VM, Flavor, Snapshot, VMDisk
+from .models import VM, Flavor, Snapshot, VMDisk, VMNic
 from .selectors import vm_snapshot_get, vm_visible
-from .validation import validate_description, validate_size, validate_snapshot_name, validate_vm_name
+from .validation import (
+    validate_description,
+    validate_size,
+    validate_snapshot_name,
+    validate_user_data,
+    validate_vm_name,
+)
+
+SEED_TARGET = "vdz"  # the cloud-init seed's disk (vms.cloudinit finds it by label, not by name)
 
 
 @dataclass(frozen=True)
@@ -175,13 +187,58 @@ def _resolve_group(*, actor: User, group: Group | str | None) -> Group | None:
     return found
 
 
+NetworkKey = Network | str | int
+
+
+def _resolve_networks(*, actor: User, owner: User, networks: Iterable[NetworkKey] | None) -> list[Network]:
+    """The networks of a new VM: as given (each one the actor may use), or the owner's default one;
+    an empty list means no NIC at all."""
+    if networks is None:
+        default = network_default_for(user=owner)
+        return [default] if default is not None else []
+    if isinstance(networks, (str, Network)):
+        networks = [networks]
+    chosen: list[Network] = []
+    for key in networks:
+        if key in (None, ""):
+            continue
+        network = network_resolve(user=actor, key=key)
+        if owner != actor and not network_resolve_ok(owner, network):
+            raise ValidationFailed(f"{owner.get_username()} may not use the network {network.name}.",
+                                   field="networks")
+        chosen.append(network)
+    if len(chosen) > settings.NICS_PER_VM:
+        raise ValidationFailed(f"A VM has at most {settings.NICS_PER_VM} NICs.", field="networks")
+    return chosen
+
+
+def network_resolve_ok(user: User, network: Network) -> bool:
+    try:
+        network_resolve(user=user, key=network)
+    except ValidationFailed:
+        return False
+    return True
+
+
+def _new_mac() -> str:
+    """A MAC no NIC of this portal has (52:54:00 + 24 random bits; retried on the rare collision)."""
+    for _ in range(20):
+        mac = random_mac()
+        if not VMNic.objects.filter(mac=mac).exists():
+            return mac
+    raise Conflict("Could not find a free MAC address; try again.")
+
+
 def vm_create(*, actor: Actor, via: str, name: str, image: Image | str | int | None = None,
               flavor: Flavor | str | None = None, vcpus: object = None, memory_mib: object = None,
               disk_gib: object = None, description: str = "", group: Group | str | None = None, start: bool = True,
-              owner: User | None = None) -> ActionResult:
+              owner: User | None = None, networks: Iterable[NetworkKey] | None = None,
+              user_data: str = "") -> ActionResult:
     """Validate, reserve quota under a row lock, write the VM as `creating` and queue the create job.
 
     `owner` (administrators only): create the VM for another user, on that user's (or team's) quota.
+    `networks`: one NIC on each (None: the owner's default network, if any; []: no NIC). Images that
+    take cloud-init get a NoCloud seed with the owner's SSH keys and `user_data`.
     """
     actor = _check_actor(actor)
     owner = owner or actor
@@ -199,7 +256,14 @@ def vm_create(*, actor: Actor, via: str, name: str, image: Image | str | int | N
     group = _resolve_group(actor=owner, group=group)
     if group is not None and not actor.is_staff and not actor.groups.filter(pk=group.pk).exists():
         raise PermissionDenied(f"You are not a member of the group {group.name}.")
-    host = pick_host(vcpus=vcpus, memory_mib=memory_mib)
+    nets = _resolve_networks(actor=actor, owner=owner, networks=networks)
+    user_data = validate_user_data(user_data)
+    if user_data and not image.cloud_init:
+        raise ValidationFailed(f"Image {image.name} does not take cloud-init, so it has no use for user-data.",
+                               field="user_data")
+    host = pick_host(vcpus=vcpus, memory_mib=memory_mib, among=hosts_with_networks(nets),
+                     why_among=f"carries the network{'s' if len(nets) > 1 else ''} "
+                               f"{', '.join(n.name for n in nets)}")
     whose = "You already have" if owner == actor else f"{owner.get_username()} already has"
     try:
         with transaction.atomic():
@@ -209,13 +273,20 @@ def vm_create(*, actor: Actor, via: str, name: str, image: Image | str | int | N
             vm = VM.objects.create(
                 name=name, description=description, owner=owner, group=group, host=host, image=image,
                 flavor=flavor, vcpus=vcpus, memory_mib=memory_mib, disk_gib=disk_gib,
-                status=VMStatus.CREATING, created_via=via,
+                status=VMStatus.CREATING, created_via=via, user_data=user_data,
             )
             vm.domain_name = f"{_domain_prefix()}-{vm.uuid.hex[:12]}"
             VM.objects.filter(pk=vm.pk).update(domain_name=vm.domain_name)
-            root = volume_plan(pool=pool_for_host(host), name=f"{vm.domain_name}-disk0.qcow2",
+            pool = pool_for_host(host)
+            root = volume_plan(pool=pool, name=f"{vm.domain_name}-disk0.qcow2",
                                capacity_gib=disk_gib, backing_image=image)
             VMDisk.objects.create(vm=vm, volume=root, target="vda", bus="virtio")
+            if image.cloud_init:
+                seed = Volume.objects.create(pool=pool, name=f"{vm.domain_name}-cidata.iso", format="raw",
+                                             capacity_gib=0)
+                VMDisk.objects.create(vm=vm, volume=seed, target=SEED_TARGET, bus="virtio", readonly=True)
+            for network in nets:
+                VMNic.objects.create(vm=vm, network=network, mac=_new_mac(), status=VMNic.Status.ATTACHED)
             job = job_create(kind="vm.create", actor=actor, via=via, target=vm, params={"start": start},
                              max_attempts=2)
             for_whom = "" if owner == actor else f" for {owner.get_username()}"
@@ -224,7 +295,7 @@ def vm_create(*, actor: Actor, via: str, name: str, image: Image | str | int | N
                   message=f"Create {name}{for_whom}: {vcpus} vCPU, {memory_mib} MiB, {disk_gib} GiB, "
                           f"image {image.name}",
                   data={"vcpus": vcpus, "memory_mib": memory_mib, "disk_gib": disk_gib, "image": image.name,
-                        "owner": owner.get_username()})
+                        "owner": owner.get_username(), "networks": [n.name for n in nets]})
             vm_publish(vm)
     except IntegrityError:  # the unique (owner, name) constraint lost a race with a twin request
         raise ValidationFailed(f"{whose} a VM named {name!r}.", field="name") from None
@@ -386,7 +457,7 @@ def vm_grow_disk(*, actor: Actor, via: str, vm: VM | int, disk_gib: object) -> A
             raise ValidationFailed(f"A disk can only grow: {vm.name}'s is {vm.disk_gib} GiB, so give more than that.",
                                    field="disk_gib")
         _refuse_while_busy(vm, "grow the disk of")
-        disks = vm.disks.count()
+        disks = vm.disks.filter(readonly=False).count()
         if disks != 1:
             raise Conflict(f"{vm.name} has {disks} disks; only a single-disk VM can be grown here.")
         old_size = vm.disk_gib
@@ -522,3 +593,94 @@ def _snapshot_job(*, actor: Actor, via: str, vm: VM, snapshot: Snapshot, op: str
           outcome=AuditEvent.Outcome.REQUESTED, message=message, data={"snapshot": snapshot.name})
     snapshots_publish(vm)
     return job
+
+
+# --- NICs -------------------------------------------------------------------------------------------
+# Hot-plug: a NIC added to a running VM appears in the guest at once (and in its definition); removed,
+# the guest is asked to let go of it (ACPI hot-unplug). Stopped VMs just change their definition.
+
+NIC_STATES = (VMStatus.RUNNING, VMStatus.STOPPED, VMStatus.PAUSED, VMStatus.ERROR)
+
+
+def nics_publish(vm: VM) -> None:
+    """Tell pages showing the VM that its NICs changed (they fetch the panel again)."""
+    publish(_vm_groups(vm), {"kind": "vm_nics", "id": vm.pk})
+
+
+def _nic_ready_vm(*, actor: Actor, vm: VM | int, verb: str) -> VM:
+    vm = _lock_visible(actor=actor, vm=vm)
+    if vm.status not in NIC_STATES:
+        state = vm.get_status_display().lower()
+        raise InvalidState(f"Cannot {verb} {vm.name}: it is {state}.", status=vm.status)
+    busy = vm.nics.exclude(status=VMNic.Status.ATTACHED).first()
+    if busy is not None:
+        raise InvalidState(f"Cannot {verb} {vm.name}: NIC {busy.mac} is still {busy.get_status_display().lower()}."
+                           " Try again when it has finished.", status=vm.status)
+    job = _active_job(vm)
+    if job is not None:
+        raise InvalidState(f"Cannot {verb} {vm.name}: a {job.kind.split('.', 1)[-1].replace('.', ' ')} job is "
+                           f"{job.get_status_display().lower()}. Try again when it has finished.", status=vm.status)
+    return vm
+
+
+def vm_nic_add(*, actor: Actor, via: str, vm: VM | int, network: NetworkKey, model: str = VMNic.Model.VIRTIO,
+               mac: str | None = None) -> tuple[VMNic, Job, str]:
+    """Add a NIC on a network the actor may use (hot-plugged when the VM runs)."""
+    user = _check_actor(actor)
+    net = network_resolve(user=user, key=network)
+    if model not in VMNic.Model.values:
+        raise ValidationFailed(f"NIC model must be one of: {', '.join(VMNic.Model.values)}.", field="model")
+    wanted_mac = validate_mac(mac) if mac not in (None, "") else None
+    with transaction.atomic():
+        vm = _nic_ready_vm(actor=user, vm=vm, verb="add a NIC to")
+        if vm.nics.count() >= settings.NICS_PER_VM:
+            raise InvalidState(f"{vm.name} already has {settings.NICS_PER_VM} NICs (the most a VM may have).",
+                               status=vm.status)
+        if not net.placements.filter(host=vm.host).exists():
+            raise Conflict(f"The network {net.name} is not available on {vm.name}'s host; "
+                           "ask an administrator to add it there.")
+        if wanted_mac and VMNic.objects.filter(mac=wanted_mac).exists():
+            raise ValidationFailed(f"The MAC {wanted_mac} is already used by another NIC.", field="mac")
+        try:
+            with transaction.atomic():
+                nic = VMNic.objects.create(vm=vm, network=net, mac=wanted_mac or _new_mac(), model=model,
+                                           status=VMNic.Status.ATTACHING)
+        except IntegrityError:
+            raise ValidationFailed(f"The MAC {wanted_mac} is already used by another NIC.", field="mac") from None
+        live = " (hot-plug)" if vm.status in VMStatus.ACTIVE else ""
+        job = job_create(kind="vm.nic.add", actor=actor, via=via, target=vm,
+                         params={"nic_id": nic.pk, "mac": nic.mac, "network": net.name})
+        audit(actor=actor, via=via, action="vm.nic.add", target=vm, job=job, outcome=AuditEvent.Outcome.REQUESTED,
+              message=f"Add a {model} NIC {nic.mac} on {net.name} to {vm.name}{live}",
+              data={"mac": nic.mac, "network": net.name, "model": model})
+        nics_publish(vm)
+    return nic, job, f"Adding a NIC on {net.name} to {vm.name}."
+
+
+def vm_nic_remove(*, actor: Actor, via: str, vm: VM | int, nic: VMNic | int | str) -> tuple[VMNic, Job, str]:
+    """Remove a NIC (by id or MAC); a running guest is asked to release it (hot-unplug)."""
+    with transaction.atomic():
+        vm = _nic_ready_vm(actor=actor, vm=vm, verb="remove a NIC from")
+        found = _nic_of(vm, nic)
+        job = job_create(kind="vm.nic.remove", actor=actor, via=via, target=vm,
+                         params={"nic_id": found.pk, "mac": found.mac, "network": found.network.name})
+        VMNic.objects.filter(pk=found.pk).update(status=VMNic.Status.DETACHING)
+        found.status = VMNic.Status.DETACHING
+        audit(actor=actor, via=via, action="vm.nic.remove", target=vm, job=job,
+              outcome=AuditEvent.Outcome.REQUESTED,
+              message=f"Remove NIC {found.mac} ({found.network.name}) from {vm.name}",
+              data={"mac": found.mac, "network": found.network.name})
+        nics_publish(vm)
+    return found, job, f"Removing NIC {found.mac} from {vm.name}."
+
+
+def _nic_of(vm: VM, key: VMNic | int | str) -> VMNic:
+    qs = vm.nics.select_related("network")
+    if isinstance(key, VMNic):
+        found = qs.filter(pk=key.pk).first()
+    else:
+        text = str(key).strip().lower()
+        found = qs.filter(pk=int(text)).first() if text.isdigit() else qs.filter(mac=text.replace("-", ":")).first()
+    if found is None:
+        raise NotFound(f"{vm.name} has no NIC {str(key)[:40]}.")
+    return found

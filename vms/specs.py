@@ -11,9 +11,9 @@ from typing import Any
 
 from django.conf import settings
 
-from portal.hypervisor import DiskSpec, DomainSpec
+from portal.hypervisor import DiskSpec, DomainSpec, NicSpec
 
-from .models import VM
+from .models import VM, VMNic
 
 SpecContributor = Callable[[VM], dict[str, Any]]
 _contributors: list[SpecContributor] = []
@@ -40,6 +40,10 @@ def build_spec(vm: VM, *, domain_type: str) -> DomainSpec:
         DiskSpec(path=d.volume.path, target=d.target, bus=d.bus, format=d.volume.format, readonly=d.readonly)
         for d in vm.disks.select_related("volume").order_by("target")
     )
+    nics = tuple(
+        NicSpec(network=n.network.libvirt_name, mac=n.mac, model=n.model)
+        for n in vm.nics.select_related("network").exclude(status=VMNic.Status.DETACHING).order_by("created_at", "id")
+    )
     kernel = initrd = cmdline = None
     if image is not None and image.boot_mode == image.BootMode.KERNEL:
         kernel, initrd = image.kernel_path or None, image.initrd_path or None
@@ -56,6 +60,7 @@ def build_spec(vm: VM, *, domain_type: str) -> DomainSpec:
         title=vm.name,
         description=vm.description,
         disks=disks,
+        nics=nics,
         kernel=kernel,
         initrd=initrd,
         cmdline=cmdline,

@@ -77,3 +77,36 @@ def validate_size(field: str, value: object) -> int:
         raise ValidationFailed(f"{label} must be between {low} and {high}{unit} (got {value}{unit}).",
                                field=field)
     return value
+
+
+USER_DATA_KINDS = {"#cloud-config": "text/cloud-config", "#!": "text/x-shellscript"}
+
+
+def validate_user_data(value: object) -> str:
+    """Optional cloud-init user-data given at create: a #cloud-config document (valid YAML mapping)
+    or a script starting with #!, at most settings.USER_DATA_MAX_BYTES (cloud-init's own limit is 16 KiB)."""
+    import yaml  # only when user-data is given
+
+    text = str(value or "").replace("\r\n", "\n")
+    if not text.strip():
+        return ""
+    limit = settings.USER_DATA_MAX_BYTES
+    size = len(text.encode("utf-8"))
+    if size > limit:
+        raise ValidationFailed(f"User-data is {size} bytes; at most {limit} bytes are accepted.", field="user_data")
+    if "\x00" in text:
+        raise ValidationFailed("User-data must be text.", field="user_data")
+    first = text.lstrip().split("\n", 1)[0].strip()
+    if first.startswith("#cloud-config"):
+        try:
+            doc = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" (line {mark.line + 1})" if mark is not None else ""
+            raise ValidationFailed(f"User-data is not valid YAML{where}.", field="user_data") from None
+        if doc is not None and not isinstance(doc, dict):
+            raise ValidationFailed("A #cloud-config document must be a mapping of keys to values.", field="user_data")
+    elif not first.startswith("#!"):
+        raise ValidationFailed("User-data must start with #cloud-config or be a script starting with #!.",
+                               field="user_data")
+    return text

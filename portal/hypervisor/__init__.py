@@ -12,11 +12,16 @@ from typing import TYPE_CHECKING
 
 from .types import (  # noqa: F401
     Capabilities,
+    DhcpHost,
     DiskSpec,
     DomainInfo,
     DomainSpec,
     HostInfo,
+    InterfaceInfo,
+    Lease,
     LifecycleEvent,
+    NetworkInfo,
+    NetworkSpec,
     NicSpec,
     PowerState,
     SnapshotInfo,

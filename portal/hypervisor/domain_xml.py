@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
-from .types import METADATA_NS, DomainSpec, PowerState, SnapshotInfo
+from .types import (
+    METADATA_NS,
+    DhcpHost,
+    DomainSpec,
+    InterfaceInfo,
+    NetworkSpec,
+    NicSpec,
+    PowerState,
+    SnapshotInfo,
+)
 
 ET.register_namespace("portal", METADATA_NS)
 
@@ -56,6 +65,8 @@ def build_domain_xml(spec: DomainSpec) -> str:
     devices = _sub(dom, "devices")
     for disk in spec.disks:
         d = _sub(devices, "disk", type="file", device=disk.device)
+        if disk.readonly:
+            d.set("snapshot", "no")  # a read-only disk (the cloud-init seed) has nothing to snapshot
         # Format is always explicit: never let QEMU probe a guest-writable image.
         _sub(d, "driver", name="qemu", type=disk.format)
         _sub(d, "source", file=disk.path)
@@ -65,11 +76,7 @@ def build_domain_xml(spec: DomainSpec) -> str:
     if any(disk.bus == "scsi" for disk in spec.disks) or spec.domain_type != "test":
         _sub(devices, "controller", type="scsi", index="0", model="virtio-scsi")
     for nic in spec.nics:
-        i = _sub(devices, "interface", type="network")
-        if nic.mac:
-            _sub(i, "mac", address=nic.mac)
-        _sub(i, "source", network=nic.network)
-        _sub(i, "model", type=nic.model)
+        devices.append(_interface(nic))
     serial = _sub(devices, "serial", type="pty")
     _sub(serial, "target", port="0")
     if spec.serial_log:
@@ -186,4 +193,98 @@ def parse_snapshot(xml: str) -> SnapshotInfo:
         state=state,
         has_memory=has_memory and state.is_active,
         created_at=int(root.findtext("creationTime") or 0),
+    )
+
+
+# --- networks and NICs ----------------------------------------------------------------------------
+
+def _interface(nic: NicSpec) -> ET.Element:
+    i = ET.Element("interface", {"type": "network"})
+    if nic.mac:
+        _sub(i, "mac", address=nic.mac)
+    _sub(i, "source", network=nic.network)
+    _sub(i, "model", type=nic.model)
+    return i
+
+
+def interface_xml(nic: NicSpec) -> str:
+    """One <interface> device, for attachDeviceFlags / detachDeviceFlags."""
+    return ET.tostring(_interface(nic), encoding="unicode")
+
+
+def parse_interfaces(xml: str) -> list[InterfaceInfo]:
+    """The NICs of a domain's XML, in device order."""
+    root = ET.fromstring(xml)
+    out = []
+    for i in root.findall("devices/interface"):
+        mac = i.find("mac")
+        source = i.find("source")
+        model = i.find("model")
+        out.append(InterfaceInfo(
+            mac=(mac.get("address") or "").lower() if mac is not None else "",
+            network=source.get("network") if source is not None else None,
+            model=model.get("type") if model is not None else None,
+            bridge=source.get("bridge") if source is not None else None,
+        ))
+    return out
+
+
+def dhcp_host_xml(host: DhcpHost) -> str:
+    attrs = {"mac": host.mac, "ip": host.ip}
+    if host.name:
+        attrs["name"] = host.name
+    return ET.tostring(ET.Element("host", attrs), encoding="unicode")
+
+
+def network_xml(spec: NetworkSpec) -> str:
+    """A libvirt <network>: isolated (no <forward>), NAT, or bridged to an existing host bridge."""
+    net = ET.Element("network")
+    _sub(net, "name", spec.name)
+    if spec.uuid:
+        _sub(net, "uuid", spec.uuid)
+    if spec.mode == "bridge":
+        _sub(net, "forward", mode="bridge")
+        _sub(net, "bridge", name=spec.bridge or "")
+        return ET.tostring(net, encoding="unicode")
+    if spec.mode == "nat":
+        _sub(net, "forward", mode="nat")
+    if spec.bridge:
+        _sub(net, "bridge", name=spec.bridge, stp="on", delay="0")
+    if spec.domain:
+        _sub(net, "domain", name=spec.domain, localOnly="yes")
+    if spec.gateway and spec.prefix is not None:
+        ip = _sub(net, "ip", address=spec.gateway, prefix=str(spec.prefix))
+        if spec.dhcp_start and spec.dhcp_end or spec.hosts:
+            dhcp = _sub(ip, "dhcp")
+            if spec.dhcp_start and spec.dhcp_end:
+                _sub(dhcp, "range", start=spec.dhcp_start, end=spec.dhcp_end)
+            for host in spec.hosts:
+                dhcp.append(ET.fromstring(dhcp_host_xml(host)))
+    return ET.tostring(net, encoding="unicode")
+
+
+def network_bridge(xml: str) -> str | None:
+    root = ET.fromstring(xml)
+    bridge = root.find("bridge")
+    return bridge.get("name") if bridge is not None else None
+
+
+def network_dhcp_hosts(xml: str) -> list[DhcpHost]:
+    root = ET.fromstring(xml)
+    return [DhcpHost(mac=(h.get("mac") or "").lower(), ip=h.get("ip") or "", name=h.get("name") or "")
+            for h in root.findall("ip/dhcp/host")]
+
+
+def network_shape(xml: str) -> tuple:
+    """What defines a network apart from its reservations and the names libvirt fills in: two XMLs
+    with the same shape need no redefinition (reservations are updated live instead)."""
+    root = ET.fromstring(xml)
+    forward = root.find("forward")
+    ip = root.find("ip")
+    rng = root.find("ip/dhcp/range")
+    return (
+        forward.get("mode") if forward is not None else None,
+        (ip.get("address"), ip.get("prefix") or ip.get("netmask")) if ip is not None else None,
+        (rng.get("start"), rng.get("end")) if rng is not None else None,
+        root.find("bridge").get("name") if forward is not None and forward.get("mode") == "bridge" else None,  # type: ignore[union-attr]
     )

@@ -22,10 +22,16 @@ from . import domain_xml
 from .errors import classify, is_connection_error
 from .types import (
     Capabilities,
+    DhcpHost,
     DomainInfo,
     DomainSpec,
     HostInfo,
+    InterfaceInfo,
+    Lease,
     LifecycleEvent,
+    NetworkInfo,
+    NetworkSpec,
+    NicSpec,
     PowerState,
     SnapshotInfo,
     VolumeInfo,
@@ -241,6 +247,7 @@ class LibvirtDriver:
             live_disk_resize=real,
             events=True,
             storage_files=real,
+            nic_hotplug=real,
         )
 
     def host_info(self) -> HostInfo:
@@ -736,3 +743,242 @@ class LibvirtDriver:
             return self._vol_info(pool, vol)
 
         return self._call(f"resize volume {name}", fn)
+
+    # -- networks ---------------------------------------------------------------------------
+    def _network_info(self, net: libvirt.virNetwork) -> NetworkInfo:
+        try:
+            bridge = net.bridgeName()
+        except libvirt.libvirtError:
+            bridge = None
+        return NetworkInfo(name=net.name(), uuid=net.UUIDString(), active=bool(net.isActive()),
+                           autostart=bool(net.autostart()), bridge=bridge or None)
+
+    def ensure_network(self, spec: NetworkSpec) -> NetworkInfo:
+        """Define, start and autostart a network (idempotent, like pools).
+
+        A network that exists with the same shape is left running; its DHCP reservations are brought
+        in line live (networkUpdate), so guests on it keep their links. One whose shape changed is
+        redefined (and restarted if it was running): callers refuse that while NICs use it.
+        """
+        wanted = domain_xml.network_xml(spec)
+
+        def fn(conn: libvirt.virConnect) -> NetworkInfo:
+            try:
+                net = conn.networkLookupByName(spec.name)
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() != libvirt.VIR_ERR_NO_NETWORK:
+                    raise
+                net = conn.networkDefineXML(wanted)
+            else:
+                current = net.XMLDesc(0 if self.is_test else libvirt.VIR_NETWORK_XML_INACTIVE)
+                if domain_xml.network_shape(current) != domain_xml.network_shape(wanted):
+                    if net.isActive():
+                        net.destroy()
+                    net = conn.networkDefineXML(wanted)
+                elif spec.mode != "bridge":
+                    net = self._sync_dhcp_hosts(conn, net, current, spec.hosts)
+            if not net.isActive():
+                net.create()
+            try:
+                net.setAutostart(1)
+            except libvirt.libvirtError:
+                pass
+            return self._network_info(net)
+
+        return self._call(f"network {spec.name}", fn)
+
+    def _sync_dhcp_hosts(self, conn: libvirt.virConnect, net: libvirt.virNetwork, current_xml: str,
+                         wanted: tuple[DhcpHost, ...]) -> libvirt.virNetwork:
+        have = {h.mac: h for h in domain_xml.network_dhcp_hosts(current_xml)}
+        want = {h.mac.lower(): h for h in wanted}
+        if self.is_test:  # the test driver has no networkUpdate: redefine (it has no running guests)
+            if have != want:
+                if net.isActive():
+                    net.destroy()
+                spec_xml = net.XMLDesc(0)
+                net.undefine()
+                root = ET.fromstring(spec_xml)
+                dhcp = root.find("ip/dhcp")
+                if dhcp is not None:
+                    for old in dhcp.findall("host"):
+                        dhcp.remove(old)
+                    for host in wanted:
+                        dhcp.append(ET.fromstring(domain_xml.dhcp_host_xml(host)))
+                return conn.networkDefineXML(ET.tostring(root, encoding="unicode"))
+            return net
+        flags = libvirt.VIR_NETWORK_UPDATE_AFFECT_CONFIG
+        if net.isActive():
+            flags |= libvirt.VIR_NETWORK_UPDATE_AFFECT_LIVE
+        section = libvirt.VIR_NETWORK_SECTION_IP_DHCP_HOST
+        for mac, host in have.items():
+            if want.get(mac) != host:
+                net.update(libvirt.VIR_NETWORK_UPDATE_COMMAND_DELETE, section, -1, domain_xml.dhcp_host_xml(host), flags)
+        for mac, host in want.items():
+            if have.get(mac) != host:
+                net.update(libvirt.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST, section, -1, domain_xml.dhcp_host_xml(host),
+                           flags)
+        return net
+
+    def network_info(self, name: str) -> NetworkInfo:
+        return self._call(f"network {name}", lambda conn: self._network_info(conn.networkLookupByName(name)))
+
+    def list_networks(self) -> list[NetworkInfo]:
+        return self._call("list networks", lambda conn: [self._network_info(n) for n in conn.listAllNetworks(0)])
+
+    def remove_network(self, name: str) -> None:
+        """Stop and undefine a network; a missing one is success."""
+
+        def fn(conn: libvirt.virConnect) -> None:
+            try:
+                net = conn.networkLookupByName(name)
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() == libvirt.VIR_ERR_NO_NETWORK:
+                    return
+                raise
+            if net.isActive():
+                net.destroy()
+            try:
+                net.undefine()
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() != libvirt.VIR_ERR_NO_NETWORK:
+                    raise
+
+        self._call(f"remove network {name}", fn)
+
+    def network_leases(self, name: str) -> list[Lease]:
+        """The DHCP leases libvirt's dnsmasq holds on a network (IPv4 and IPv6)."""
+
+        def fn(conn: libvirt.virConnect) -> list[Lease]:
+            net = conn.networkLookupByName(name)
+            if not net.isActive() or self.is_test:  # the test driver hands out no leases
+                return []
+            return [Lease(mac=(lease.get("mac") or "").lower(), ip=lease.get("ipaddr") or "",
+                          prefix=int(lease.get("prefix") or 0), hostname=lease.get("hostname") or "",
+                          expires_at=int(lease.get("expirytime") or 0))
+                    for lease in net.DHCPLeases()]
+
+        return self._call(f"leases of network {name}", fn)
+
+    def host_bridge(self, name: str) -> bool | None:
+        """Whether the host has a bridge interface of that name (None: libvirt cannot tell here)."""
+
+        def fn(conn: libvirt.virConnect) -> bool | None:
+            try:
+                iface = conn.interfaceLookupByName(name)
+            except libvirt.libvirtError as exc:
+                code = exc.get_error_code()
+                if code == libvirt.VIR_ERR_NO_INTERFACE:
+                    return False
+                if code in (libvirt.VIR_ERR_NO_SUPPORT, libvirt.VIR_ERR_NO_CONNECT):
+                    return None
+                raise
+            root = ET.fromstring(iface.XMLDesc(0))
+            return root.get("type") == "bridge" or root.find("bridge") is not None
+
+        if self.is_test:
+            return None
+        return self._call(f"host interface {name}", fn)
+
+    # -- NICs --------------------------------------------------------------------------------
+    def domain_interfaces(self, uuid: str, *, inactive: bool = False) -> list[InterfaceInfo]:
+        return domain_xml.parse_interfaces(self.domain_xml(uuid, inactive=inactive))
+
+    def attach_interface(self, uuid: str, nic: NicSpec) -> None:
+        """Add a NIC to the domain's definition and, when it runs, to the running guest (hot-plug).
+        Idempotent: a NIC whose MAC is already there is not added twice."""
+        device = domain_xml.interface_xml(nic)
+        mac = (nic.mac or "").lower()
+
+        def fn(conn: libvirt.virConnect) -> None:
+            dom = self._lookup(conn, uuid)
+            in_config = any(i.mac == mac for i in domain_xml.parse_interfaces(
+                dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)))
+            if dom.isActive():
+                live = any(i.mac == mac for i in domain_xml.parse_interfaces(dom.XMLDesc(0)))
+                if not live:
+                    flags = libvirt.VIR_DOMAIN_AFFECT_LIVE | (0 if in_config else libvirt.VIR_DOMAIN_AFFECT_CONFIG)
+                    dom.attachDeviceFlags(device, flags)
+                    return
+            if not in_config:
+                dom.attachDeviceFlags(device, libvirt.VIR_DOMAIN_AFFECT_CONFIG)
+
+        self._call(f"attach NIC {mac} to {uuid}", fn)
+
+    def detach_interface(self, uuid: str, nic: NicSpec, *, timeout: float = 30.0) -> bool:
+        """Remove a NIC from the definition and from the running guest (hot-unplug).
+
+        The guest has to let go of a live device (ACPI hot-unplug), so this waits for it to leave the
+        live XML; returns False when the guest did not release it in time (it stays removed from the
+        definition, so it is gone after the next power cycle). A missing NIC is success.
+        """
+        device = domain_xml.interface_xml(nic)
+        mac = (nic.mac or "").lower()
+
+        def fn(conn: libvirt.virConnect) -> bool:
+            dom = self._lookup(conn, uuid)
+            if any(i.mac == mac for i in domain_xml.parse_interfaces(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))):
+                dom.detachDeviceFlags(device, libvirt.VIR_DOMAIN_AFFECT_CONFIG)
+            if not dom.isActive() or not any(i.mac == mac for i in domain_xml.parse_interfaces(dom.XMLDesc(0))):
+                return True
+            try:
+                dom.detachDeviceFlags(device, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+            except libvirt.libvirtError as exc:
+                if "not found" not in (exc.get_error_message() or "").lower():
+                    raise
+            return False
+
+        if self._call(f"detach NIC {mac} from {uuid}", fn):
+            return True
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if not any(i.mac == mac for i in self.domain_interfaces(uuid)):
+                    return True
+            except DomainNotFound:
+                return True
+            time.sleep(0.25)
+        return False
+
+    def interface_addresses(self, uuid: str) -> dict[str, list[str]]:
+        """MAC -> addresses from the DHCP leases of the domain's networks (libvirt's lease source)."""
+
+        def fn(conn: libvirt.virConnect) -> dict[str, list[str]]:
+            dom = self._lookup(conn, uuid)
+            if not dom.isActive():
+                return {}
+            out: dict[str, list[str]] = {}
+            ifaces = dom.interfaceAddresses(libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_LEASE, 0) or {}
+            for info in ifaces.values():
+                mac = (info.get("hwaddr") or "").lower()
+                out.setdefault(mac, []).extend(a["addr"] for a in info.get("addrs") or [] if a.get("addr"))
+            return out
+
+        return self._call(f"addresses of {uuid}", fn)
+
+    def upload_bytes(self, *, pool: str, name: str, data: bytes, fmt: str = "raw") -> VolumeInfo:
+        """Create a volume holding exactly `data` (a cloud-init seed), streamed through libvirt so it
+        works on remote hosts too; an existing volume of that name is replaced."""
+        if self.is_test:
+            return self.create_volume(pool=pool, name=name, capacity_bytes=max(len(data), 1), fmt=fmt)
+
+        def fn(conn: libvirt.virConnect) -> VolumeInfo:
+            p = conn.storagePoolLookupByName(pool)
+            try:
+                p.storageVolLookupByName(name).delete(0)
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() != libvirt.VIR_ERR_NO_STORAGE_VOL:
+                    raise
+            vol = p.createXML(domain_xml.volume_xml(name=name, capacity_bytes=len(data), fmt=fmt), 0)
+            stream = conn.newStream(0)
+            vol.upload(stream, 0, len(data), 0)
+            offset = 0
+            while offset < len(data):
+                sent = stream.send(data[offset:offset + 262144])
+                if sent < 0:
+                    stream.abort()
+                    raise libvirt.libvirtError("stream send failed")
+                offset += sent
+            stream.finish()
+            return self._vol_info(pool, p.storageVolLookupByName(name))
+
+        return self._call(f"upload volume {name}", fn)

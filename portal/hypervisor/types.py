@@ -37,9 +37,72 @@ class DiskSpec:
 
 @dataclass(frozen=True)
 class NicSpec:
+    """A NIC on a libvirt network (`network` is the network's libvirt name on the domain's host)."""
+
     network: str
     mac: str | None = None
     model: str = "virtio"
+
+
+@dataclass(frozen=True)
+class DhcpHost:
+    """A static DHCP reservation: this MAC always gets this address (and host name)."""
+
+    mac: str
+    ip: str
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    """A libvirt virtual network.
+
+    mode: "isolated" (no <forward>: guests reach each other and the host's bridge address only),
+    "nat" (libvirt's NAT to the host's uplinks), or "bridge" (guests join an existing host bridge;
+    libvirt manages no addresses then). For isolated and NAT, libvirt runs dnsmasq on
+    `gateway`/`prefix` with the DHCP range and reservations.
+    """
+
+    name: str
+    mode: str
+    uuid: str | None = None
+    bridge: str | None = None
+    gateway: str | None = None
+    prefix: int | None = None
+    dhcp_start: str | None = None
+    dhcp_end: str | None = None
+    hosts: tuple[DhcpHost, ...] = ()
+    domain: str | None = None
+
+
+@dataclass(frozen=True)
+class NetworkInfo:
+    name: str
+    uuid: str
+    active: bool
+    autostart: bool
+    bridge: str | None
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A DHCP lease libvirt's dnsmasq handed out on a network."""
+
+    mac: str
+    ip: str
+    prefix: int
+    hostname: str
+    expires_at: int  # seconds since the epoch
+
+
+@dataclass(frozen=True)
+class InterfaceInfo:
+    """A NIC as a domain's XML has it (live or persistent)."""
+
+    mac: str
+    network: str | None
+    model: str | None
+    bridge: str | None = None
 
 
 @dataclass(frozen=True)
@@ -117,6 +180,7 @@ class Capabilities:
     live_disk_resize: bool
     events: bool
     storage_files: bool
+    nic_hotplug: bool = False
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,7 @@ INSTALLED_APPS = [
     "quotas",
     "cluster",
     "storage",
+    "networks",
     "vms",
     "consoles",
     "chatops",
@@ -222,6 +223,11 @@ STOP_TIMEOUT_SECONDS = env.get_int("STOP_TIMEOUT_SECONDS", 90)
 # Internal snapshots live inside the VM's qcow2 disk (and hold its RAM when taken running): cap them.
 SNAPSHOTS_PER_VM = env.get_int("SNAPSHOTS_PER_VM", 5)
 RECONCILE_SECONDS = env.get_int("RECONCILE_SECONDS", 10)
+# NICs: at most this many per VM; cloud-init user-data given at create is capped (cloud-init's own limit
+# is 16 KiB); a hot-unplugged NIC the guest has not released after this long stays until the next stop.
+NICS_PER_VM = env.get_int("NICS_PER_VM", 4)
+USER_DATA_MAX_BYTES = env.get_int("USER_DATA_MAX_BYTES", 16384)
+NIC_DETACH_TIMEOUT_SECONDS = env.get_int("NIC_DETACH_TIMEOUT_SECONDS", 30)
 JOB_HEARTBEAT_SECONDS = env.get_int("JOB_HEARTBEAT_SECONDS", 5)
 JOB_STALE_SECONDS = env.get_int("JOB_STALE_SECONDS", 60)
 # A job whose host is busy with the VM (libvirt's state change lock) runs its handler again, up to

@@ -1,0 +1,69 @@
+"""Reads about networks: which a user may use, the default one, where they run."""
+
+from __future__ import annotations
+
+from django.contrib.auth.models import User
+from django.db.models import Q, QuerySet
+
+from cluster.models import Host
+from portal.actors import Actor, is_admin, require_user
+from portal.exceptions import ValidationFailed
+
+from .models import Network, NetworkHost
+
+
+def network_usable(*, user: Actor) -> QuerySet[Network]:
+    """The networks a user may put VMs on: open ones and their groups'; administrators all."""
+    user = require_user(user, "Sign in to see networks.")
+    qs = Network.objects.all()
+    if is_admin(user):
+        return qs
+    return qs.filter(Q(is_public=True) | Q(groups__in=user.groups.all())).distinct()
+
+
+def network_default_for(*, user: User) -> Network | None:
+    """The network preselected for a user's new VM: the default one if they may use it, else their
+    only usable network, else none."""
+    usable = network_usable(user=user)
+    default = usable.filter(is_default=True).first()
+    if default is not None:
+        return default
+    only = list(usable[:2])
+    return only[0] if len(only) == 1 else None
+
+
+def network_resolve(*, user: User, key: Network | str | int) -> Network:
+    """A network given by object, id or name, checked against what the user may use."""
+    usable = network_usable(user=user)
+    if isinstance(key, Network):
+        if not usable.filter(pk=key.pk).exists():
+            raise ValidationFailed(f"You may not use the network {key.name}.", field="networks")
+        return key
+    text = str(key).strip()
+    found = usable.filter(pk=int(text)).first() if text.isdigit() else usable.filter(name=text.lower()).first()
+    if found is None:
+        exists = Network.objects.filter(pk=int(text)).exists() if text.isdigit() else \
+            Network.objects.filter(name=text.lower()).exists()
+        if exists:
+            raise ValidationFailed(f"You may not use the network {text[:40]}.", field="networks")
+        names = ", ".join(usable.values_list("name", flat=True)) or "none"
+        raise ValidationFailed(f"Unknown network {text[:40]!r} (yours: {names}).", field="networks")
+    return found
+
+
+def network_hosts(*, network: Network) -> QuerySet[Host]:
+    return Host.objects.filter(network_placements__network=network)
+
+
+def hosts_with_networks(networks: list[Network]) -> QuerySet[Host] | None:
+    """Hosts that carry every one of `networks` (None: no restriction)."""
+    if not networks:
+        return None
+    qs = Host.objects.all()
+    for network in networks:
+        qs = qs.filter(pk__in=NetworkHost.objects.filter(network=network).values("host"))
+    return qs
+
+
+def network_placements(*, network: Network) -> QuerySet[NetworkHost]:
+    return network.placements.select_related("host").order_by("host__name")
