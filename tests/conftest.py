@@ -49,6 +49,9 @@ def _cleanup_hypervisor(uri: str) -> None:
         for v in driver.list_volumes(pool=settings.STORAGE_POOL):
             if v.name.startswith(f"{settings.DOMAIN_PREFIX}-") or v.name.startswith(f"image-{settings.INSTANCE_ID}-"):
                 driver.delete_volume(pool=settings.STORAGE_POOL, name=v.name)
+        for n in driver.list_networks():
+            if n.name.startswith(f"{settings.DOMAIN_PREFIX}-net-"):
+                driver.remove_network(n.name)
     except Exception as exc:  # pragma: no cover - best effort at teardown
         print(f"cleanup of {uri} failed: {exc}")
 
