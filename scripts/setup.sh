@@ -33,7 +33,7 @@ find_python() {
 # --- Debian packages ---------------------------------------------------------------------------
 APT_RUN=(libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 qemu-utils
          libvirt-dev pkg-config gcc dnsmasq-base cpio e2fsprogs ovmf)
-APT_TEST=(chromium)
+APT_TEST=(chromium openssh-client)
 missing=()
 pkgs=("${APT_RUN[@]}")
 [ "$MODE" = "--test" ] && pkgs+=("${APT_TEST[@]}")
