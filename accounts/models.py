@@ -12,15 +12,17 @@ from django.db import models
 
 from portal.choices import Via
 
+from .validation import KEY_TYPES
+
 
 class SSHKey(models.Model):
     """One SSH public key of one user."""
 
     class KeyType(models.TextChoices):
         ED25519 = "ssh-ed25519", "ED25519"
-        ECDSA_256 = "ecdsa-sha2-nistp256", "ECDSA"
-        ECDSA_384 = "ecdsa-sha2-nistp384", "ECDSA"
-        ECDSA_521 = "ecdsa-sha2-nistp521", "ECDSA"
+        ECDSA_256 = "ecdsa-sha2-nistp256", "ECDSA (P-256)"
+        ECDSA_384 = "ecdsa-sha2-nistp384", "ECDSA (P-384)"
+        ECDSA_521 = "ecdsa-sha2-nistp521", "ECDSA (P-521)"
         RSA = "ssh-rsa", "RSA"
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="ssh_keys")
@@ -44,6 +46,11 @@ class SSHKey(models.Model):
         return self.name
 
     @property
+    def type_name(self) -> str:
+        """The type as `ssh-keygen -l` names it: ED25519, ECDSA or RSA."""
+        return KEY_TYPES.get(self.key_type, self.key_type)
+
+    @property
     def label(self) -> str:
         """Type and size as `ssh-keygen -l` shows them: "ED25519 256", "ECDSA 384", "RSA 4096"."""
-        return f"{self.get_key_type_display()} {self.bits}"
+        return f"{self.type_name} {self.bits}"
