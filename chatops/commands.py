@@ -114,6 +114,11 @@ class Hosts:
 
 
 @dataclass(frozen=True)
+class ListKeys:
+    """The caller's SSH public keys (read-only: keys are added in the portal, never pasted in chat)."""
+
+
+@dataclass(frozen=True)
 class Subscribe:
     where: str  # "here" (this channel) or "me" (direct messages)
     events: tuple[str, ...] = field(default_factory=tuple)
@@ -130,7 +135,7 @@ class Subscriptions:
 
 
 Command = (Help | Link | Unlink | ListVMs | Create | Action | Console | Quota | QuotaRequest | Hosts | Subscribe
-           | Unsubscribe | Subscriptions | TakeSnapshot | ListSnapshots | Revert | GrowDisk)
+           | Unsubscribe | Subscriptions | TakeSnapshot | ListSnapshots | Revert | GrowDisk | ListKeys)
 
 # The VM actions, as the lifecycle table names them (force_off also as force-off), and a few aliases.
 ACTION_ALIASES = {"unpause": "resume", "restart": "reboot", "forceoff": "force_off", "rm": "delete"}
@@ -265,6 +270,12 @@ def parse(text: str, *, prefix: str = "/vm") -> Command:
         return Quota()
     if verb == "hosts":
         return Hosts()
+    if verb in ("keys", "ssh-keys"):
+        if rest:
+            # Adding keys from Slack is deliberately not offered: what is pasted stays in the chat's history.
+            raise ParseError(f"`{prefix} keys` only lists your SSH keys. Add or delete keys in the portal, "
+                             "on the SSH keys page of your account menu.")
+        return ListKeys()
     if verb in ("subscribe", "unsubscribe"):
         where = "here"
         if rest and rest[0].lower() in ("here", "me"):

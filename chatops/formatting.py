@@ -163,6 +163,7 @@ def help_reply(prefix: str, *, is_staff: bool = False, linked: bool = True) -> R
         f"`{prefix} snapshot NAME [SNAPSHOT]` — snapshot disks and memory · `{prefix} snapshots NAME` — "
         f"list them · `{prefix} revert NAME SNAPSHOT` — go back to one (asks first)",
         f"`{prefix} console NAME` — a link to the VM's screen in the portal (only you see it)",
+        f"`{prefix} keys` — your SSH keys (add them in the portal: they go into the VMs you create)",
         f"`{prefix} quota` — usage and limits · "
         f"`{prefix} quota request --vms N --cpus N --memory MiB --disk GiB REASON` — ask for more",
         f"`{prefix} subscribe [here|me] [jobs|failures|vm-state|all]` · `{prefix} unsubscribe [here|me]` · "
@@ -269,6 +270,21 @@ def vm_list_reply(vms: list, *, user, total: int, prefix: str = "/vm") -> Reply:
         lines.append(line)
     if total > MAX_LISTED:
         lines.append(f"…and {total - MAX_LISTED} more: <{portal_url('/')}|see them all in the portal>.")
+    text = "\n".join(lines)
+    return Reply(text=text, blocks=[section(text)])
+
+
+def key_list_reply(keys: list, *, total: int, url: str) -> Reply:
+    """The caller's SSH keys: name, type and fingerprint (never the key itself: the chat keeps it)."""
+    if not keys:
+        text = f"You have no SSH keys yet. <{url}|Add one in the portal>: new VMs get it for `ssh`."
+        return Reply(text=text)
+    lines = [f"*Your SSH keys* ({total})"]
+    for key in keys[:MAX_LISTED]:
+        lines.append(f"🔑 *{esc(key.name)}* — {esc(key.label)} · `{esc(key.fingerprint)}`")
+    if total > MAX_LISTED:
+        lines.append(f"…and {total - MAX_LISTED} more.")
+    lines.append(f"<{url}|Add or delete keys in the portal>.")
     text = "\n".join(lines)
     return Reply(text=text, blocks=[section(text)])
 

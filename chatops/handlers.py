@@ -22,6 +22,7 @@ from django.conf import settings
 from django.contrib.auth.models import Group
 from django.urls import reverse
 
+from accounts.selectors import sshkey_list
 from consoles.services import CONSOLE_LINK_KINDS, console_link_create
 from portal.audit import audit_context
 from portal.choices import Via
@@ -333,6 +334,11 @@ def _hosts(ctx, user, command: c.Hosts, prefix: str) -> f.Reply:
     return f.hosts_reply(host_capacity_for(actor=user))
 
 
+def _keys(ctx, user, command: c.ListKeys, prefix: str) -> f.Reply:
+    keys = sshkey_list(user)
+    return f.key_list_reply(list(keys[: f.MAX_LISTED]), total=keys.count(), url=f.portal_url(reverse("accounts:keys")))
+
+
 def _where(ctx: SlackContext, where: str) -> str:
     return ctx.slack_user_id if where == "me" else ctx.channel_id
 
@@ -364,6 +370,7 @@ COMMANDS = {
     c.Quota: _quota,
     c.QuotaRequest: _quota_request,
     c.Hosts: _hosts,
+    c.ListKeys: _keys,
     c.Subscribe: _subscribe,
     c.Unsubscribe: _unsubscribe,
     c.Subscriptions: _subscriptions,

@@ -7,10 +7,10 @@ from portal.api import TokenView
 
 
 class PortalAPIRootView(APIRootView):
-    """The portal's REST API: VMs, jobs, images, flavors, hosts (staff), your quota."""
+    """The portal's REST API: VMs, jobs, images, flavors, hosts (staff), your quota, your SSH keys."""
 
     api_root_dict = {"vms": "api-vm-list", "jobs": "api-job-list", "images": "api-image-list",
-                     "flavors": "api-flavor-list", "hosts": "api-host-list"}
+                     "flavors": "api-flavor-list", "hosts": "api-host-list", "keys": "api-key-list"}
 
 
 urlpatterns = [
@@ -21,5 +21,6 @@ urlpatterns = [
     path("", include("storage.api.urls")),
     path("", include("cluster.api.urls")),
     path("", include("quotas.api.urls")),
+    path("", include("accounts.api.urls")),
     path("", include("consoles.api.urls")),
 ]

@@ -17,6 +17,7 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("api/", include("portal.api_urls")),
     path("jobs/", include("portal.jobs.urls")),
+    path("account/", include("accounts.urls")),
     path("quotas/", include("quotas.urls")),
     path("consoles/", include("consoles.urls")),
     path("slack/", include("chatops.urls")),

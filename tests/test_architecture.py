@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-APPS = ("portal", "quotas", "cluster", "storage", "vms", "consoles", "chatops")
+APPS = ("portal", "accounts", "quotas", "cluster", "storage", "vms", "consoles", "chatops")
 LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
 
 
@@ -37,6 +37,8 @@ def _lint(where: Path) -> subprocess.CompletedProcess:
      "portal is not allowed to import quotas"),
     ("cluster/_probe.py", "from quotas.models import Quota  # a sibling layer: independent\n",
      "cluster is not allowed to import quotas"),
+    ("accounts/_probe.py", "from vms.models import VM  # keys sit below the VMs that use them\n",
+     "accounts is not allowed to import vms"),
 ])
 def test_an_upward_import_makes_the_contract_check_fail(tmp_path, module: str, line: str, broken: str):
     _copy_tree(tmp_path)

@@ -22,6 +22,7 @@ from django.template.response import TemplateResponse
 from django.urls import NoReverseMatch, reverse
 from django.utils.html import format_html, format_html_join
 
+from accounts.admin import SSHKeyInline, user_keys_summary
 from cluster.models import ForeignDomain, Host
 from portal.admin_helpers import (
     EMPTY,
@@ -453,7 +454,7 @@ admin.site.unregister(Group)
 @admin.register(User)
 class UserAdmin(QuotaInlineMixin, DjangoUserAdmin):
     quota_subject = "user"
-    inlines = [*DjangoUserAdmin.inlines, UserQuotaInline]
+    inlines = [*DjangoUserAdmin.inlines, UserQuotaInline, SSHKeyInline]
     list_display = ("username", "email", "first_name", "last_name", "is_staff", "is_active", "vms_link",
                     "last_login")
 
@@ -463,13 +464,17 @@ class UserAdmin(QuotaInlineMixin, DjangoUserAdmin):
 
     def get_readonly_fields(self, request, obj=None):
         fields = super().get_readonly_fields(request, obj)
-        return (*fields, "vms_link") if obj is not None else fields
+        return (*fields, "vms_link", "ssh_keys") if obj is not None else fields
 
     def get_fieldsets(self, request, obj=None):
         fieldsets = super().get_fieldsets(request, obj)
         if obj is None:
             return fieldsets
-        return (*fieldsets, ("VMs", {"fields": ("vms_link",)}))
+        return (*fieldsets, ("VMs", {"fields": ("vms_link",)}), ("SSH keys", {"fields": ("ssh_keys",)}))
+
+    @admin.display(description="SSH keys")
+    def ssh_keys(self, obj):
+        return user_keys_summary(obj)
 
     @admin.display(description="VMs", ordering="live_vms")
     def vms_link(self, obj):

@@ -38,6 +38,7 @@ INSTALLED_APPS = [
     "django_tasks_db",
     # The core first, then the domain apps from the bottom of the import graph up (docs/architecture.md).
     "portal",
+    "accounts",
     "quotas",
     "cluster",
     "storage",
@@ -241,6 +242,8 @@ DEFAULT_QUOTA = {
     "max_memory_mib": env.get_int("DEFAULT_QUOTA_MEMORY_MIB", 2048),
     "max_disk_gib": env.get_int("DEFAULT_QUOTA_DISK_GIB", 40),
 }
+# SSH public keys one user may keep (accounts: put into their VMs by cloud-init).
+SSH_KEYS_PER_USER = env.get_int("SSH_KEYS_PER_USER", 20)
 # Limits for any single VM, for every door.
 VM_LIMITS = {
     "vcpus": (1, env.get_int("MAX_VCPUS", 16)),

@@ -42,6 +42,8 @@ from chatops import formatting as f
     ("snapshots web-1", c.ListSnapshots("web-1")),
     ("grow-disk web-1 20", c.GrowDisk("web-1", "20")),
     ("revert web-1 before-upgrade", c.Revert("web-1", "before-upgrade")),
+    ("keys", c.ListKeys()),
+    ("ssh-keys", c.ListKeys()),
 ])
 def test_parse(text, expected):
     assert c.parse(text) == expected
@@ -67,6 +69,7 @@ def test_names_are_passed_through_for_the_service_to_judge():
     ("revert web-1", "Type `/vm revert NAME SNAPSHOT-NAME`"),
     ("grow-disk web-1", "Type `/vm grow-disk NAME GiB`"),
     ("rm-rf", "Unknown command 'rm-rf'. Type `/vm help` for the list."),
+    ("keys add ssh-ed25519 AAAA", "`/vm keys` only lists your SSH keys. Add or delete keys in the portal"),
     ("x" * 1001, "too long (1001 characters; at most 1000)"),
 ])
 def test_parse_errors_say_what_to_type(text, message):
