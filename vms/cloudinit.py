@@ -13,6 +13,8 @@ from email.mime.text import MIMEText
 import pycdlib
 import yaml
 
+from accounts.selectors import authorized_keys
+
 from .models import VM
 from .validation import USER_DATA_KINDS
 
@@ -34,8 +36,6 @@ def network_config(vm: VM) -> str:
 
 def base_cloud_config(vm: VM) -> dict:
     """What the portal asks of every cloud-init guest: its name, its login user with the owner's keys."""
-    from accounts.selectors import authorized_keys  # TODO(merge keys): module level
-
     keys = authorized_keys(vm.owner)
     image = vm.image
     login = (image.login_user if image is not None else "") or "portal"
