@@ -18,6 +18,7 @@ urlpatterns = [
     path("api/", include("portal.api_urls")),
     path("jobs/", include("portal.jobs.urls")),
     path("quotas/", include("quotas.urls")),
+    path("networks/", include("networks.urls")),
     path("consoles/", include("consoles.urls")),
     path("slack/", include("chatops.urls")),
     path("", include("vms.urls")),
