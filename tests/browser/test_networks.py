@@ -9,7 +9,8 @@ from playwright.sync_api import expect
 
 from portal.choices import JobStatus, Via
 from portal.models import Job
-from vms.models import VMNic
+from vms.choices import VMStatus
+from vms.models import VM, VMNic
 from vms.services import vm_create
 
 pytestmark = pytest.mark.browser
@@ -98,5 +99,13 @@ def test_the_network_panel_follows_nic_jobs_and_addresses_in_place(
     expect(page.locator("[data-nic-action=add]")).to_be_enabled()
     if websocket:
         page.locator("#network").screenshot(path=str(screenshot_dir / "network-panel-desktop.png"))
+
+    # The VM stops (what reconcile writes): both server-rendered panels are fetched again.
+    VMNic.objects.filter(vm=vm).update(ip_address=None)
+    VM.objects.filter(pk=vm.pk).update(status=VMStatus.STOPPED, power_state="shutoff")
+    expect(page.locator("[data-snapshots-panel]")).to_have_attribute("data-vm-status", "stopped", timeout=10_000)
+    expect(panel).to_have_attribute("data-vm-status", "stopped", timeout=10_000)
+    expect(row.locator("[data-nic-address]")).to_have_text("—")
+    expect(page.locator("[data-vm-address]")).to_have_text("—")
     assert page.evaluate("window.__sameDocument") is True
     assert not problems, problems
