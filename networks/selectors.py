@@ -7,9 +7,9 @@ from django.db.models import Q, QuerySet
 
 from cluster.models import Host
 from portal.actors import Actor, is_admin, require_user
-from portal.exceptions import ValidationFailed
+from portal.exceptions import NotFound, ValidationFailed
 
-from .models import Network, NetworkHost
+from .models import Network, NetworkHost, Reservation
 
 
 def network_usable(*, user: Actor) -> QuerySet[Network]:
@@ -32,12 +32,15 @@ def network_default_for(*, user: User) -> Network | None:
     return only[0] if len(only) == 1 else None
 
 
-def network_resolve(*, user: User, key: Network | str | int) -> Network:
-    """A network given by object, id or name, checked against what the user may use."""
+def network_resolve(*, user: User, key: Network | str | int, field: str = "networks") -> Network:
+    """A network given by object, id or name, checked against what the user may use.
+
+    `field` names the input the error belongs to (`networks` when creating a VM, `network` when adding
+    a NIC), so each door shows it next to the right field."""
     usable = network_usable(user=user)
     if isinstance(key, Network):
         if not usable.filter(pk=key.pk).exists():
-            raise ValidationFailed(f"You may not use the network {key.name}.", field="networks")
+            raise ValidationFailed(f"You may not use the network {key.name}.", field=field)
         return key
     text = str(key).strip()
     found = usable.filter(pk=int(text)).first() if text.isdigit() else usable.filter(name=text.lower()).first()
@@ -45,9 +48,29 @@ def network_resolve(*, user: User, key: Network | str | int) -> Network:
         exists = Network.objects.filter(pk=int(text)).exists() if text.isdigit() else \
             Network.objects.filter(name=text.lower()).exists()
         if exists:
-            raise ValidationFailed(f"You may not use the network {text[:40]}.", field="networks")
+            raise ValidationFailed(f"You may not use the network {text[:40]}.", field=field)
         names = ", ".join(usable.values_list("name", flat=True)) or "none"
-        raise ValidationFailed(f"Unknown network {text[:40]!r} (yours: {names}).", field="networks")
+        raise ValidationFailed(f"Unknown network {text[:40]!r} (yours: {names}).", field=field)
+    return found
+
+
+def network_get(*, user: Actor, key: object) -> Network:
+    """A network the user may use, by id or name (administrators: any); others' look missing."""
+    qs = network_usable(user=user)
+    text = str(key).strip()
+    found = qs.filter(pk=int(text)).first() if text.isdigit() else qs.filter(name=text.lower()).first()
+    if found is None:
+        raise NotFound(f"Network {text[:40]!r} not found.")
+    return found
+
+
+def network_reservation_get(*, network: Network, key: object) -> Reservation:
+    """One reservation of a network, by id (or by MAC)."""
+    text = str(key).strip().lower()
+    qs = network.reservations.all()
+    found = qs.filter(pk=int(text)).first() if text.isdigit() else qs.filter(mac=text.replace("-", ":")).first()
+    if found is None:
+        raise NotFound(f"Network {network.name} has no reservation {text[:40]}.")
     return found
 
 

@@ -7,10 +7,11 @@ from portal.api import TokenView
 
 
 class PortalAPIRootView(APIRootView):
-    """The portal's REST API: VMs, jobs, images, flavors, hosts (staff), your quota, your SSH keys."""
+    """The portal's REST API: VMs, jobs, images, flavors, networks, hosts (staff), your quota, your SSH keys."""
 
     api_root_dict = {"vms": "api-vm-list", "jobs": "api-job-list", "images": "api-image-list",
-                     "flavors": "api-flavor-list", "hosts": "api-host-list", "keys": "api-key-list"}
+                     "flavors": "api-flavor-list", "networks": "api-network-list", "hosts": "api-host-list",
+                     "keys": "api-key-list"}
 
 
 urlpatterns = [
@@ -19,6 +20,7 @@ urlpatterns = [
     path("", include("vms.api.urls")),
     path("", include("portal.jobs.api.urls")),
     path("", include("storage.api.urls")),
+    path("", include("networks.api.urls")),
     path("", include("cluster.api.urls")),
     path("", include("quotas.api.urls")),
     path("", include("accounts.api.urls")),

@@ -19,6 +19,7 @@ urlpatterns = [
     path("jobs/", include("portal.jobs.urls")),
     path("account/", include("accounts.urls")),
     path("quotas/", include("quotas.urls")),
+    path("networks/", include("networks.urls")),
     path("consoles/", include("consoles.urls")),
     path("slack/", include("chatops.urls")),
     path("", include("vms.urls")),

@@ -108,6 +108,30 @@ def test_host(db):
     _cleanup_hypervisor("test:///default")
 
 
+@pytest.fixture
+def make_network(test_host):
+    """Portal networks on the test host, made through networks.services (as the system); every libvirt
+    network of this run is removed afterwards (the test driver keeps them for the whole process)."""
+    from networks.services import network_create
+    from portal.choices import Via
+
+    def make(name: str = "lab", cidr: str = "10.77.0.0/24", **kwargs):
+        kwargs.setdefault("hosts", [test_host])
+        return network_create(actor=None, via=Via.SYSTEM, name=name, cidr=cidr, **kwargs)
+
+    yield make
+    _cleanup_networks("test:///default")
+
+
+def _cleanup_networks(uri: str) -> None:
+    from portal.hypervisor import get_driver
+
+    driver = get_driver(uri)
+    for net in driver.list_networks():
+        if net.name.startswith(f"{settings.DOMAIN_PREFIX}-net-"):
+            driver.remove_network(net.name)
+
+
 def _blank_qcow2(path: Path) -> None:
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(path), "16M"], check=True)
 

@@ -29,7 +29,7 @@ from portal.jobs import job_event
 from portal.jobs.selectors import job_visible
 
 from .choices import VMStatus
-from .selectors import vm_visible
+from .selectors import vm_nic_states, vm_visible
 from .services import vm_event
 
 log = logging.getLogger(__name__)
@@ -41,14 +41,24 @@ CLOSE_UNAUTHENTICATED = 4401
 
 
 def live_state(*, user) -> dict[str, list[dict[str, Any]]]:
-    """The user's visible VMs and their active or recently finished jobs, as live events."""
-    vms = (vm_visible(user=user).select_related(None)
-           .only("id", "uuid", "name", "status", "power_state", "last_error", "updated_at"))
+    """The user's visible VMs and their active or recently finished jobs, as live events.
+
+    Each VM event also carries `nics` (a fingerprint of its NICs) and `address` (its first known IP):
+    NICs and addresses change in the job workers and the monitor, other processes whose pushed events
+    the default in-memory channel layer does not carry here, so this poll is what notices them.
+    """
+    vms = list(vm_visible(user=user).select_related(None)
+               .only("id", "uuid", "name", "status", "power_state", "last_error", "updated_at"))
+    nics = vm_nic_states(vms=vms) if vms else {}
     since = timezone.now() - RECENT_JOBS
     jobs = (job_visible(user=user).select_related(None)
             .filter(Q(status__in=JobStatus.ACTIVE) | Q(updated_at__gte=since))
             .order_by("-created_at")[:MAX_JOBS])
-    return {"vms": [vm_event(vm) for vm in vms], "jobs": [job_event(job) for job in jobs]}
+    events = []
+    for vm in vms:
+        sig, address = nics.get(vm.pk, ("", ""))
+        events.append({**vm_event(vm), "nics": sig, "address": address})
+    return {"vms": events, "jobs": [job_event(job) for job in jobs]}
 
 
 def _user_groups(user) -> list[str]:
@@ -60,7 +70,8 @@ def _user_groups(user) -> list[str]:
 
 
 def _vm_key(event: dict) -> tuple:
-    return (event["name"], event["status"], event["power_state"], event["last_error"])
+    return (event["name"], event["status"], event["power_state"], event["last_error"], event.get("nics"),
+            event.get("address"))
 
 
 def _job_key(event: dict) -> tuple:
@@ -102,7 +113,9 @@ class UpdatesConsumer(AsyncJsonWebsocketConsumer):
         event = message.get("event") or {}
         await self.send_json(event)
         if event.get("kind") == "vm" and event.get("id") in self.sent_vms:
-            self.sent_vms[event["id"]] = event
+            # A pushed event has no NIC fingerprint: keep the one the page was last told about.
+            previous = self.sent_vms[event["id"]]
+            self.sent_vms[event["id"]] = {"nics": previous.get("nics"), "address": previous.get("address"), **event}
         elif event.get("kind") == "job":
             self.sent_jobs[event["id"]] = _job_key(event)
 

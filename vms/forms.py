@@ -27,21 +27,35 @@ class VMCreateForm(forms.Form):
     group = forms.CharField(required=False, label="Team")
     description = forms.CharField(required=False, strip=False, widget=forms.Textarea,
                                   max_length=DESCRIPTION_MAX * 2)
+    # Ticked networks (ids), one NIC each. The page always sends `networks_shown`, so an unticked list
+    # means "no NIC"; a post without it (no such section) leaves the choice to the service (the default).
+    networks = forms.Field(required=False, widget=forms.MultipleHiddenInput)
+    networks_shown = forms.CharField(required=False, widget=forms.HiddenInput)
+    user_data = forms.CharField(required=False, strip=False, widget=forms.Textarea, label="cloud-init user-data")
 
-    def __init__(self, *args, flavors=(), images=(), **kwargs) -> None:
+    def __init__(self, *args, flavors=(), images=(), networks=(), default_network=None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.flavors = list(flavors)
         self.images = list(images)
+        self.networks = list(networks)
         if not self.is_bound:
             default_image = next((i for i in self.images if i.is_default), self.images[0] if self.images else None)
             self.initial.setdefault("image", str(default_image.pk) if default_image else "")
             self.initial.setdefault("flavor", self.flavors[0].name if self.flavors else CUSTOM)
+            self.initial.setdefault("networks", [str(default_network.pk)] if default_network is not None else [])
+
+    def selected_networks(self) -> set[str]:
+        """The ids ticked on the page (the default network's before the first post)."""
+        return {str(v) for v in (self["networks"].value() or []) if v}
 
     def service_kwargs(self) -> dict:
         """The arguments for vms.services.vm_create: a flavor name, or the three custom sizes."""
         data = self.cleaned_data
         kwargs = {"name": data["name"], "description": data["description"], "image": data["image"] or None,
-                  "group": data["group"] or None}
+                  "group": data["group"] or None, "user_data": data["user_data"] or ""}
+        if data["networks_shown"]:
+            chosen = data["networks"] or []
+            kwargs["networks"] = [v for v in ([chosen] if isinstance(chosen, str) else chosen) if v]
         if data["flavor"] and data["flavor"] != CUSTOM:
             kwargs["flavor"] = data["flavor"]
         else:

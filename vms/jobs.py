@@ -332,6 +332,12 @@ def grow_disk(ctx: JobContext) -> dict:
 
 # --- NICs ---------------------------------------------------------------------------------------
 
+def _redefine_stopped(vm: VM, driver: LibvirtDriver) -> None:
+    """Write a stopped domain's definition again from the portal's record: how NICs change on a driver
+    that cannot edit a domain's devices (libvirt's test driver has no attach/detach at all)."""
+    driver.define(build_spec(vm, domain_type=driver.resolve_domain_type(vm.host.effective_domain_type)))
+
+
 def _nic(job: Job) -> VMNic | None:
     return VMNic.objects.select_related("network", "vm__host").filter(pk=job.params.get("nic_id")).first()
 
@@ -341,12 +347,16 @@ def _nic_add_failed(job: Job, error: str) -> None:
     vm = _vm(job)
     nic = _nic(job)
     if nic is not None:
+        spec = NicSpec(network=nic.network.libvirt_name, mac=nic.mac, model=nic.model)
+        VMNic.objects.filter(pk=nic.pk).delete()
+        driver = get_driver(vm.host.uri)
         try:
-            get_driver(vm.host.uri).detach_interface(str(vm.uuid), NicSpec(network=nic.network.libvirt_name,
-                                                                           mac=nic.mac, model=nic.model), timeout=5)
+            if driver.capabilities().nic_hotplug:
+                driver.detach_interface(str(vm.uuid), spec, timeout=5)
+            elif driver.domain_exists(str(vm.uuid)) and not driver.domain_info(str(vm.uuid)).state.is_active:
+                _redefine_stopped(vm, driver)
         except PortalError:
             pass
-        nic.delete()
     _failed_audit(job, vm, f"Adding NIC {job.params.get('mac')} failed: {error}")
     nics_publish(vm)
 
@@ -364,9 +374,13 @@ def nic_add(ctx: JobContext) -> dict:
     spec = NicSpec(network=nic.network.libvirt_name, mac=nic.mac, model=nic.model)
     if driver.domain_exists(str(vm.uuid)):
         running = driver.domain_info(str(vm.uuid)).state.is_active
-        if running and not driver.capabilities().nic_hotplug:
+        hotplug = driver.capabilities().nic_hotplug
+        if running and not hotplug:
             raise Conflict(f"The host of {vm.name} cannot hot-plug NICs; stop the VM and add it again.")
-        driver.attach_interface(str(vm.uuid), spec)
+        if hotplug:
+            driver.attach_interface(str(vm.uuid), spec)
+        else:
+            _redefine_stopped(vm, driver)  # the record holds the new NIC already
     VMNic.objects.filter(pk=nic.pk).update(status=VMNic.Status.ATTACHED)
     _done(ctx.job, vm, "vm.nic.added", f"Added NIC {nic.mac} on {nic.network.name} to {vm.name}")
     nics_publish(vm)
@@ -390,9 +404,14 @@ def nic_remove(ctx: JobContext) -> dict:
     driver = get_driver(vm.host.uri)
     released = True
     if driver.domain_exists(str(vm.uuid)):
-        released = driver.detach_interface(
-            str(vm.uuid), NicSpec(network=nic.network.libvirt_name, mac=nic.mac, model=nic.model),
-            timeout=settings.NIC_DETACH_TIMEOUT_SECONDS)
+        if driver.capabilities().nic_hotplug:
+            released = driver.detach_interface(
+                str(vm.uuid), NicSpec(network=nic.network.libvirt_name, mac=nic.mac, model=nic.model),
+                timeout=settings.NIC_DETACH_TIMEOUT_SECONDS)
+        elif driver.domain_info(str(vm.uuid)).state.is_active:
+            raise Conflict(f"The host of {vm.name} cannot hot-unplug NICs; stop the VM and remove it again.")
+        else:
+            _redefine_stopped(vm, driver)  # a detaching NIC is no longer in the record's spec
     nic.delete()
     note = "" if released else " (the running guest has not released it yet: it is gone after the next stop)"
     _done(ctx.job, vm, "vm.nic.removed", f"Removed NIC {nic.mac} from {vm.name}{note}")

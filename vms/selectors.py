@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 
 from django.contrib.auth.models import Group, User
@@ -178,3 +179,29 @@ def network_nic_users(network: Network, host: Host | None = None) -> list[str]:
     if host is not None:
         qs = qs.filter(vm__host=host)
     return [f"{nic.vm.name} ({nic.vm.owner.get_username()})" for nic in qs.order_by("vm__name")]
+
+
+def vm_nic_get(*, vm: VM, key: object) -> VMNic:
+    """One NIC of the VM, by id or MAC."""
+    text = str(key).strip().lower()
+    qs = vm.nics.select_related("network")
+    found = qs.filter(pk=int(text)).first() if text.isdigit() else qs.filter(mac=text.replace("-", ":")).first()
+    if found is None:
+        raise NotFound(f"{vm.name} has no NIC {text[:40]}.")
+    return found
+
+
+def vm_nic_states(*, vms: QuerySet[VM] | list[VM]) -> dict[int, tuple[str, str]]:
+    """Per VM: a short fingerprint of what its NIC panel shows (networks, MACs, states, addresses) and its
+    first known address. Live pages compare the fingerprint to know when to fetch the panel again: the
+    monitor and the job workers change NICs in other processes, where a pushed event may not reach."""
+    rows: dict[int, list[str]] = {}
+    first: dict[int, str] = {}
+    qs = VMNic.objects.filter(vm__in=vms).order_by("vm_id", "created_at", "id")
+    for vm_id, nic_id, network_id, mac, model, status, ip in qs.values_list(
+            "vm_id", "id", "network_id", "mac", "model", "status", "ip_address"):
+        rows.setdefault(vm_id, []).append(f"{nic_id}/{network_id}/{mac}/{model}/{status}/{ip or ''}")
+        if ip and vm_id not in first:
+            first[vm_id] = ip
+    return {vm_id: (hashlib.blake2s(";".join(parts).encode(), digest_size=6).hexdigest(), first.get(vm_id, ""))
+            for vm_id, parts in rows.items()}

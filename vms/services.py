@@ -627,7 +627,7 @@ def vm_nic_add(*, actor: Actor, via: str, vm: VM | int, network: NetworkKey, mod
                mac: str | None = None) -> tuple[VMNic, Job, str]:
     """Add a NIC on a network the actor may use (hot-plugged when the VM runs)."""
     user = _check_actor(actor)
-    net = network_resolve(user=user, key=network)
+    net = network_resolve(user=user, key=network, field="network")
     if model not in VMNic.Model.values:
         raise ValidationFailed(f"NIC model must be one of: {', '.join(VMNic.Model.values)}.", field="model")
     wanted_mac = validate_mac(mac) if mac not in (None, "") else None

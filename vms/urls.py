@@ -16,4 +16,6 @@ urlpatterns = [
     path("vms/<int:pk>/disk/", views.vm_grow_disk_view, name="grow-disk"),
     path("vms/<int:pk>/snapshots/", views.snapshot_list_view, name="snapshots"),
     path("vms/<int:pk>/snapshots/<int:sid>/<slug:op>/", views.snapshot_op_view, name="snapshot-op"),
+    path("vms/<int:pk>/nics/", views.nic_list_view, name="nics"),
+    path("vms/<int:pk>/nics/<int:nic_id>/remove/", views.nic_remove_view, name="nic-remove"),
 ]

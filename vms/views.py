@@ -16,6 +16,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from networks.selectors import network_default_for, network_usable
 from portal.choices import Via
 from portal.exceptions import PortalError, ValidationFailed
 from portal.live import live_context
@@ -28,6 +29,7 @@ from . import lifecycle, services
 from .choices import VMStatus
 from .consumers import live_state
 from .forms import CUSTOM, NAME_PATTERN_HTML, VMCreateForm, VMUpdateForm
+from .models import VMNic
 from .selectors import (
     flavor_list,
     vm_active_jobs,
@@ -35,7 +37,10 @@ from .selectors import (
     vm_get,
     vm_jobs,
     vm_list,
+    vm_nic_states,
+    vm_nics,
     vm_snapshots,
+    vm_ssh_command,
 )
 from .validation import DESCRIPTION_MAX, NAME_HELP
 
@@ -75,9 +80,11 @@ def vm_list_view(request: HttpRequest) -> HttpResponse:
     page = Paginator(vms, PAGE_SIZE).get_page(request.GET.get("page"))
     rules = lifecycle.action_rules()
     active = vm_active_jobs(user=request.user)
+    nic_states = vm_nic_states(vms=list(page))
     for vm in page:
         _annotate(vm, rules)
         vm.active_job = active.get(str(vm.pk))
+        vm.address = nic_states.get(vm.pk, ("", ""))[1]
     return render(request, "vms/list.html", {
         "page": page,
         "vms": list(page),
@@ -97,7 +104,10 @@ def vm_create_view(request: HttpRequest) -> HttpResponse:
     """Create VM: a short form; the service validates, reserves quota and queues the create job."""
     flavors = list(flavor_list(user=request.user))
     images = list(image_list(user=request.user))
-    form = VMCreateForm(request.POST or None, flavors=flavors, images=images)
+    networks = list(network_usable(user=request.user))
+    default_network = network_default_for(user=request.user)
+    form = VMCreateForm(request.POST or None, flavors=flavors, images=images, networks=networks,
+                        default_network=default_network)
     if request.method == "POST" and form.is_valid():
         try:
             result = services.vm_create(actor=request.user, via=Via.WEB, **form.service_kwargs())
@@ -133,6 +143,13 @@ def vm_create_view(request: HttpRequest) -> HttpResponse:
         "name_help": NAME_HELP,
         "description_max": DESCRIPTION_MAX,
         "limits": settings.VM_LIMITS,
+        "networks": networks,
+        "default_network": default_network,
+        "selected_networks": form.selected_networks(),
+        "nics_max": settings.NICS_PER_VM,
+        # TODO(merge debian): Image.cloud_init becomes a field; getattr until then.
+        "cloud_init_images": [i for i in images if getattr(i, "cloud_init", False)],
+        "user_data_max": settings.USER_DATA_MAX_BYTES,
     }, status=400 if form.errors else 200)
 
 
@@ -155,6 +172,7 @@ def _detail(request: HttpRequest, vm, *, edit_form: VMUpdateForm | None = None, 
     return render(request, "vms/detail.html", {
         "vm": vm,
         **_snapshot_context(vm),
+        **_nic_context(vm, user=request.user),
         "jobs": jobs,
         "events": events,
         "edit_form": edit_form,
@@ -266,6 +284,51 @@ def snapshot_op_view(request: HttpRequest, pk: int, sid: int, op: str) -> HttpRe
         raise Http404("No such snapshot operation.")
     messages.success(request, ops[op](actor=request.user, via=Via.WEB, vm=pk, snapshot=sid).message)
     return redirect(reverse("vms:detail", args=[pk]) + "#snapshots")
+
+
+def _nic_context(vm, *, user) -> dict:
+    """What the Network panel shows: the NICs, the ssh line, and what the Add NIC form offers."""
+    nics = vm_nics(vm=vm)
+    return {
+        "nics": nics,
+        "vm_address": next((n.ip_address for n in nics if n.ip_address), ""),
+        "ssh_command": vm_ssh_command(vm=vm, nics=nics),
+        "nics_sig": vm_nic_states(vms=[vm]).get(vm.pk, ("", ""))[0],
+        "nics_running": vm.status in VMStatus.ACTIVE,
+        "nics_busy": any(n.status != VMNic.Status.ATTACHED for n in nics),
+        "nics_full": len(nics) >= settings.NICS_PER_VM,
+        "nics_max": settings.NICS_PER_VM,
+        "nics_allowed": vm.status in services.NIC_STATES,
+        "nic_networks": list(network_usable(user=user)),
+        "nic_models": VMNic.Model.choices,
+    }
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+@portal_view
+def nic_list_view(request: HttpRequest, pk: int) -> HttpResponse:
+    """GET: the Network panel (live.js fetches it again when the NICs change). POST: add a NIC."""
+    vm = vm_get(user=request.user, vm_id=pk)
+    if request.method == "POST":
+        _nic, _job, message = services.vm_nic_add(
+            actor=request.user, via=Via.WEB, vm=vm, network=request.POST.get("network", ""),
+            model=request.POST.get("model") or VMNic.Model.VIRTIO)
+        messages.success(request, message)
+        return redirect(reverse("vms:detail", args=[vm.pk]) + "#network")
+    response = render(request, "vms/_nics.html", {"vm": vm, **_nic_context(vm, user=request.user)})
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+@login_required
+@require_POST
+@portal_view
+def nic_remove_view(request: HttpRequest, pk: int, nic_id: int) -> HttpResponse:
+    """Remove a NIC (confirmed in the page first); the job detaches it."""
+    _nic, _job, message = services.vm_nic_remove(actor=request.user, via=Via.WEB, vm=pk, nic=nic_id)
+    messages.success(request, message)
+    return redirect(reverse("vms:detail", args=[pk]) + "#network")
 
 
 @require_GET

@@ -259,12 +259,15 @@ SLACK_ADMIN_CHANNEL = env.get("SLACK_ADMIN_CHANNEL")
 
 PORTAL_BASE_URL = env.get_str("BASE_URL", "http://127.0.0.1:8000")
 
-# --- REST API schema: one component name per choice set (vms/api) ---
+# --- REST API schema: one component name per choice set (vms/api, networks/api) ---
 SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"] = {
     "VMStatusEnum": "vms.choices.VMStatus",
     "HostStatusEnum": "cluster.choices.HostStatus",
     "JobStatusEnum": "portal.choices.JobStatus",
     "ViaEnum": "portal.choices.Via",
+    "NetworkModeEnum": "networks.models.Network.Mode",
+    "NicModelEnum": "vms.models.VMNic.Model",
+    "NicStatusEnum": "vms.models.VMNic.Status",
 }
 # Token first: an anonymous API call gets 401 with `WWW-Authenticate: Token` (scripts), not 403.
 REST_FRAMEWORK["DEFAULT_AUTHENTICATION_CLASSES"] = [

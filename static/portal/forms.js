@@ -1,6 +1,7 @@
 // Create VM form: validate the name as you type (the same rules and words as vms/validation.py;
-// the server stays the authority), show the custom size fields only for "Custom", and say whether
-// the chosen size fits the remaining quota.
+// the server stays the authority), show the custom size fields only for "Custom", say whether
+// the chosen size fits the remaining quota, tick at most as many networks as a VM may have NICs, and
+// warn when user-data is given for an image without cloud-init.
 (function () {
   "use strict";
   var form = document.querySelector("[data-create-form]");
@@ -158,7 +159,31 @@
     }
   }
 
-  form.addEventListener("change", update);
-  form.addEventListener("input", function (e) { if (e.target.type === "number") update(); });
+  // --- Networks: at most data-max ticked (one NIC each) ------------------------------------------
+  var nets = form.querySelector("[data-networks]");
+  function limitNetworks() {
+    if (!nets) return;
+    var max = parseInt(nets.dataset.max, 10);
+    var boxes = Array.prototype.slice.call(nets.querySelectorAll("input[name=networks]"));
+    var ticked = boxes.filter(function (b) { return b.checked; }).length;
+    boxes.forEach(function (b) { if (!b.checked) b.disabled = !isNaN(max) && ticked >= max; });
+  }
+
+  // --- User-data: only images that take cloud-init use it ---------------------------------------
+  var userData = form.querySelector("#id_user_data");
+  var userDataWarn = form.querySelector("[data-user-data-warn]");
+  function checkUserData() {
+    if (!userData || !userDataWarn) return;
+    var image = form.querySelector("input[name=image]:checked");
+    userDataWarn.hidden = !(userData.value.trim() && image && !image.hasAttribute("data-cloud-init"));
+  }
+
+  form.addEventListener("change", function () { update(); limitNetworks(); checkUserData(); });
+  form.addEventListener("input", function (e) {
+    if (e.target.type === "number") update();
+    if (e.target === userData) checkUserData();
+  });
   update();
+  limitNetworks();
+  checkUserData();
 })();

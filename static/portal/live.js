@@ -41,9 +41,15 @@
   }
 
   function applyVm(ev) {
-    // The snapshots panel's buttons depend on the VM's state: redraw it when that changes.
+    // The snapshots and network panels depend on the VM's state: redraw them when that changes. The
+    // network panel also when its NICs changed (`nics` is their fingerprint, sent by the server's poll).
     $all(document, attrEq("data-snapshots-panel", ev.id)).forEach(function (panel) {
-      if (panel.dataset.vmStatus !== ev.status && ev.status !== "deleted") reloadSnapshotPanel(panel);
+      if (panel.dataset.vmStatus !== ev.status && ev.status !== "deleted") reloadPanel("snapshots", panel);
+    });
+    $all(document, attrEq("data-nics-panel", ev.id)).forEach(function (panel) {
+      if (ev.status === "deleted") return;
+      var nicsChanged = ev.nics !== undefined && panel.dataset.nicsSig !== ev.nics;
+      if (panel.dataset.vmStatus !== ev.status || nicsChanged) reloadPanel("nics", panel);
     });
     var nodes = $all(document, attrEq("data-vm-id", ev.id));
     if (!nodes.length) {
@@ -75,6 +81,9 @@
       $all(node, "[data-console]").forEach(function (a) { a.setAttribute("aria-disabled", consoleOk ? "false" : "true"); });
       $all(node, "[data-console-hint]").forEach(function (el) { el.hidden = consoleOk; });
       $all(node, "[data-vm-power]").forEach(function (el) { el.textContent = ev.power_state || "—"; });
+      if (ev.address !== undefined) {
+        $all(node, "[data-vm-address]").forEach(function (el) { el.textContent = ev.address || "—"; });
+      }
       $all(node, "[data-vm-error]").forEach(function (el) {
         var text = el.querySelector("[data-vm-error-text]") || el;
         text.textContent = ev.last_error || "";
@@ -178,7 +187,10 @@
     }
     known.forEach(function (node) { paintJob(node, ev); });
     if (ev.target_type === "vm" && String(ev.job_kind || "").indexOf("vm.snapshot.") === 0) {
-      refreshSnapshots(ev);
+      refreshPanels("snapshots", ev);
+    }
+    if (ev.target_type === "vm" && String(ev.job_kind || "").indexOf("vm.nic.") === 0) {
+      refreshPanels("nics", ev);
     }
     if (!active && known.length) {
       if (ev.status === "failed" || ev.status === "errored") {
@@ -187,44 +199,58 @@
     }
   }
 
-  // The snapshots panel (detail page) is re-rendered by the server when a snapshot job changes state.
-  var snapshotJobStatus = {};
-  function refreshSnapshots(ev) {
-    if (snapshotJobStatus[ev.id] === ev.status) return;
-    snapshotJobStatus[ev.id] = ev.status;
-    $all(document, attrEq("data-snapshots-panel", ev.target_id)).forEach(reloadSnapshotPanel);
+  // Panels of the detail page that the server renders again when what they show changes: the
+  // snapshots (snapshot jobs) and the network (NIC jobs, addresses seen by the monitor).
+  var PANELS = {
+    snapshots: { attr: "data-snapshots-panel", url: "snapshotsUrl", keep: ["#id_snapshot_name"] },
+    nics: { attr: "data-nics-panel", url: "nicsUrl", keep: ["#id_nic_network", "#id_nic_model"] }
+  };
+
+  var panelJobStatus = {};
+  function refreshPanels(kind, ev) {
+    var key = kind + ":" + ev.id;
+    if (panelJobStatus[key] === ev.status) return;
+    panelJobStatus[key] = ev.status;
+    $all(document, attrEq(PANELS[kind].attr, ev.target_id)).forEach(function (panel) { reloadPanel(kind, panel); });
   }
 
   // A panel is fetched again at most one request at a time; a newer answer always wins, and the
-  // swap waits while the user is in a confirmation dialog or typing a snapshot name.
+  // swap waits while the user is in a confirmation dialog or typing or choosing in the panel.
   var panelSeq = {};
-  function reloadSnapshotPanel(panel) {
-    var vmId = panel.dataset.snapshotsPanel;
-    var seq = panelSeq[vmId] = (panelSeq[vmId] || 0) + 1;
-    fetch(panel.dataset.snapshotsUrl, { credentials: "same-origin", cache: "no-store" })
+  function reloadPanel(kind, panel) {
+    var vmId = panel.getAttribute(PANELS[kind].attr);
+    var key = kind + ":" + vmId;
+    var seq = panelSeq[key] = (panelSeq[key] || 0) + 1;
+    fetch(panel.dataset[PANELS[kind].url], { credentials: "same-origin", cache: "no-store" })
       .then(function (r) { return r.ok ? r.text() : null; })
-      .then(function (html) { if (html) swapSnapshotPanel(vmId, seq, html); })
+      .then(function (html) { if (html) swapPanel(kind, vmId, seq, html); })
       .catch(function () {});
   }
 
-  function swapSnapshotPanel(vmId, seq, html) {
-    if (panelSeq[vmId] !== seq) return;  // an older answer: a newer request is under way
-    var current = document.querySelector(attrEq("data-snapshots-panel", vmId));
+  function swapPanel(kind, vmId, seq, html) {
+    var spec = PANELS[kind];
+    if (panelSeq[kind + ":" + vmId] !== seq) return;  // an older answer: a newer request is under way
+    var current = document.querySelector(attrEq(spec.attr, vmId));
     if (!current) return;
+    var focused = document.activeElement;
     var busy = document.querySelector("dialog[open]") ||
-      (document.activeElement && current.contains(document.activeElement) && document.activeElement.tagName === "INPUT");
+      (focused && current.contains(focused) && ["INPUT", "SELECT", "TEXTAREA"].indexOf(focused.tagName) !== -1);
     if (busy) {
-      setTimeout(function () { swapSnapshotPanel(vmId, seq, html); }, 1000);
+      setTimeout(function () { swapPanel(kind, vmId, seq, html); }, 1000);
       return;
     }
     var holder = document.createElement("div");
     holder.innerHTML = html;
-    var fresh = holder.querySelector("[data-snapshots-panel]");
+    var fresh = holder.querySelector("[" + spec.attr + "]");
     if (!fresh) return;
-    var typed = current.querySelector("#id_snapshot_name");
-    var keep = typed && typed.value;
+    var kept = spec.keep.map(function (sel) { var el = current.querySelector(sel); return el ? el.value : ""; });
     current.parentNode.replaceChild(fresh, current);
-    if (keep) fresh.querySelector("#id_snapshot_name").value = keep;  // what the user typed stays
+    spec.keep.forEach(function (sel, i) {  // what the user typed or chose stays
+      var el = fresh.querySelector(sel);
+      if (!el || !kept[i]) return;
+      if (el.tagName === "SELECT" && !$all(el, "option").some(function (o) { return o.value === kept[i]; })) return;
+      el.value = kept[i];
+    });
   }
 
   // VMs on the page that the server no longer lists (deleted while the page loaded) go away.
@@ -246,7 +272,10 @@
     else if (ev.kind === "job") applyJob(ev);
     else if (ev.kind === "snapshot") markMissing(ev.vm_ids || []);
     else if (ev.kind === "vm_snapshots") {
-      $all(document, attrEq("data-snapshots-panel", ev.id)).forEach(reloadSnapshotPanel);
+      $all(document, attrEq("data-snapshots-panel", ev.id)).forEach(function (p) { reloadPanel("snapshots", p); });
+    }
+    else if (ev.kind === "vm_nics") {
+      $all(document, attrEq("data-nics-panel", ev.id)).forEach(function (p) { reloadPanel("nics", p); });
     }
   }
 

@@ -1,5 +1,5 @@
 // Small page behaviours shared by every page: confirmation dialogs, the typed-name delete dialog,
-// dismissible messages, filters that apply on change, and relative times that stay current.
+// copy buttons, dismissible messages, filters that apply on change, and relative times that stay current.
 // Everything here is an enhancement: without JavaScript the forms and links still work.
 (function () {
   "use strict";
@@ -27,6 +27,24 @@
       if (dialog.returnValue === "ok") form.submit();
     });
     dialog.showModal();
+  }
+
+  // --- Copy a ready command (the ssh line) -------------------------------------------------------
+  function copyText(button) {
+    var field = document.querySelector(button.dataset.copy);
+    if (!field) return;
+    var label = button.textContent;
+    function done(ok) {
+      button.textContent = ok ? "Copied" : "Select and copy";
+      window.setTimeout(function () { button.textContent = label; }, 1500);
+    }
+    if (navigator.clipboard && window.isSecureContext) {
+      navigator.clipboard.writeText(field.value).then(function () { done(true); }, function () { done(false); });
+      return;
+    }
+    field.focus();
+    field.select();  // plain http: the older way, or at least the text is selected for Ctrl-C
+    try { done(document.execCommand("copy")); } catch (e) { done(false); }
   }
 
   // --- Delete: type the VM's name --------------------------------------------------------------
@@ -70,6 +88,11 @@
     }
     if (target.closest("[data-dialog-cancel]")) {
       target.closest("dialog").close();
+      return;
+    }
+    var copy = target.closest("button[data-copy]");
+    if (copy) {
+      copyText(copy);
       return;
     }
     if (target.closest("[data-dismiss]")) {

@@ -14,7 +14,8 @@ from rest_framework.reverse import reverse
 from portal.jobs.api.serializers import JobSummarySerializer
 from portal.models import AuditEvent
 from vms.choices import VMStatus
-from vms.models import VM, Flavor, Snapshot
+from vms.models import VM, Flavor, Snapshot, VMNic
+from vms.selectors import vm_ssh_command
 from vms.services import VM_ACTIONS
 
 
@@ -36,7 +37,7 @@ class ActionNameField(serializers.CharField):
 
 @extend_schema_field({"oneOf": [{"type": "string"}, {"type": "integer"}]})
 class NameOrIdField(serializers.CharField):
-    """An image given by name or by numeric id."""
+    """An image or network given by name or by numeric id."""
 
 
 class StartField(serializers.BooleanField):
@@ -60,6 +61,14 @@ class VMCreateSerializer(serializers.Serializer):
     start = StartField(required=False, default=True, help_text="Start the VM once created (default true).")
     group = serializers.CharField(required=False, allow_null=True, allow_blank=True,
                                   help_text="Group (team) name: the VM is shared with it and uses its quota.")
+    networks = serializers.ListField(
+        child=NameOrIdField(), required=False, allow_null=True, allow_empty=True,
+        help_text="Networks (names or ids) for the VM's NICs, one NIC each. Omitted or null: your default "
+                  "network (if you have one); []: no NIC at all.")
+    user_data = serializers.CharField(
+        required=False, allow_blank=True, allow_null=True, trim_whitespace=False,
+        help_text="cloud-init user-data (#cloud-config YAML or a #! script), for images that take cloud-init. "
+                  "Never returned by the API.")
 
 
 class VMUpdateSerializer(serializers.Serializer):
@@ -71,6 +80,14 @@ class VMActionSerializer(serializers.Serializer):
     action = ActionNameField(help_text="One of: " + ", ".join(VM_ACTIONS))
 
 
+class NicAddSerializer(serializers.Serializer):
+    network = NameOrIdField(allow_blank=True, help_text="A network you may use, by name or id.")
+    model = serializers.CharField(required=False, allow_blank=True, default=VMNic.Model.VIRTIO,
+                                  help_text="virtio (default), e1000 or rtl8139.")
+    mac = serializers.CharField(required=False, allow_blank=True, allow_null=True, default=None,
+                                help_text="A unicast MAC; a free 52:54:00:xx:xx:xx one when omitted.")
+
+
 class VMListQuerySerializer(serializers.Serializer):
     status = serializers.ChoiceField(choices=VMStatus.choices, required=False, help_text="Only VMs in this state.")
     search = serializers.CharField(required=False, help_text="Substring of the name or description.")
@@ -79,6 +96,27 @@ class VMListQuerySerializer(serializers.Serializer):
 
 
 # --- output --------------------------------------------------------------------------------------
+
+class NicSerializer(serializers.ModelSerializer):
+    """A NIC of a VM: its network, MAC, model, state and the address its network's DHCP gave it."""
+
+    network = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    status_label = serializers.CharField(source="get_status_display", read_only=True)
+    ip_address = serializers.IPAddressField(
+        read_only=True, allow_null=True,
+        help_text="The IPv4 address of the NIC's DHCP lease: null until the guest has one, while the VM is "
+                  "stopped, and on bridged networks (the portal does not see the LAN's leases).")
+    url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = VMNic
+        fields = ["id", "network", "mac", "model", "status", "status_label", "ip_address", "ip_seen_at",
+                  "created_at", "url"]
+        read_only_fields = fields
+
+    def get_url(self, nic: VMNic) -> str:
+        return reverse("api-vm-nic", kwargs={"pk": nic.vm_id, "nic_id": nic.pk}, request=self.context.get("request"))
+
 
 class VMSerializer(serializers.ModelSerializer):
     owner = serializers.SlugRelatedField(slug_field="username", read_only=True)
@@ -91,14 +129,25 @@ class VMSerializer(serializers.ModelSerializer):
     jobs_url = serializers.SerializerMethodField()
     snapshots_url = serializers.SerializerMethodField()
     events_url = serializers.SerializerMethodField()
+    nics = NicSerializer(many=True, read_only=True)
+    ssh = serializers.SerializerMethodField(
+        help_text="A ready `ssh` command line once a NIC's address is known (null until then, or for images "
+                  "without an SSH login).")
+    nics_url = serializers.SerializerMethodField()
 
     class Meta:
         model = VM
         fields = ["id", "uuid", "name", "description", "status", "status_label", "power_state", "owner",
                   "group", "host", "image", "flavor", "vcpus", "memory_mib", "disk_gib", "domain_name",
-                  "created_via", "last_error", "created_at", "updated_at", "status_changed_at", "url",
-                  "jobs_url", "snapshots_url", "events_url"]
+                  "created_via", "last_error", "created_at", "updated_at", "status_changed_at", "nics", "ssh",
+                  "url", "jobs_url", "snapshots_url", "events_url", "nics_url"]
         read_only_fields = fields
+
+    def get_ssh(self, vm: VM) -> str | None:
+        return vm_ssh_command(vm=vm, nics=list(vm.nics.all()))  # (the list view prefetches the NICs)
+
+    def get_nics_url(self, vm: VM) -> str:
+        return reverse("api-vm-nics", kwargs={"pk": vm.pk}, request=self.context.get("request"))
 
     def get_url(self, vm: VM) -> str:
         return reverse("api-vm-detail", kwargs={"pk": vm.pk}, request=self.context.get("request"))
@@ -137,6 +186,14 @@ class VMOperationSerializer(serializers.Serializer):
 
 class VMGrowDiskSerializer(serializers.Serializer):
     disk_gib = RawSizeField(help_text="The new size in GiB: more than the current one (disks only grow).")
+
+
+class NicOperationSerializer(serializers.Serializer):
+    """What a NIC add or remove answers: a message, the NIC and the job that carries it out."""
+
+    message = serializers.CharField()
+    nic = NicSerializer()
+    job = JobSummarySerializer()
 
 
 class SnapshotCreateSerializer(serializers.Serializer):

@@ -6,7 +6,7 @@ rule from vms.services; domain errors become responses in portal.api.exception_h
 
 from __future__ import annotations
 
-from django.db.models import QuerySet
+from django.db.models import Prefetch, QuerySet
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import status, viewsets
@@ -24,7 +24,8 @@ from portal.api import (
 )
 from portal.choices import Via
 from portal.jobs.api.serializers import JobSerializer
-from vms.models import VM, Flavor
+from portal.models import Job
+from vms.models import VM, Flavor, VMNic
 from vms.selectors import (
     flavor_get,
     flavor_list,
@@ -32,6 +33,8 @@ from vms.selectors import (
     vm_get,
     vm_jobs,
     vm_list,
+    vm_nic_get,
+    vm_nics,
     vm_snapshot_get,
     vm_snapshots,
 )
@@ -45,11 +48,16 @@ from vms.services import (
     vm_create,
     vm_delete,
     vm_grow_disk,
+    vm_nic_add,
+    vm_nic_remove,
     vm_update,
 )
 
 from .serializers import (
     FlavorSerializer,
+    NicAddSerializer,
+    NicOperationSerializer,
+    NicSerializer,
     SnapshotCreateSerializer,
     SnapshotOperationSerializer,
     SnapshotSerializer,
@@ -70,6 +78,8 @@ VM_ID = OpenApiParameter("id", OpenApiTypes.STR, OpenApiParameter.PATH,
 
 SNAPSHOT_ID = OpenApiParameter("sid", OpenApiTypes.STR, OpenApiParameter.PATH,
                                description="The snapshot's numeric id or its name.")
+NIC_ID = OpenApiParameter("nic_id", OpenApiTypes.STR, OpenApiParameter.PATH,
+                          description="The NIC's numeric id or its MAC.")
 
 
 def _operation(request, result: ActionResult, *, created: bool = False) -> Response:
@@ -114,7 +124,8 @@ class VMViewSet(viewsets.GenericViewSet):
                           "actions": VMActionSerializer, "jobs": JobSerializer,
                           "events": VMEventSerializer,
                           "snapshots": SnapshotCreateSerializer, "snapshot": SnapshotSerializer,
-                          "snapshot_revert": SnapshotSerializer, "grow_disk": VMGrowDiskSerializer}
+                          "snapshot_revert": SnapshotSerializer, "grow_disk": VMGrowDiskSerializer,
+                          "nics": NicAddSerializer, "nic": NicSerializer}
 
     def get_serializer_class(self):
         return self.action_serializers.get(self.action, VMSerializer)
@@ -127,7 +138,8 @@ class VMViewSet(viewsets.GenericViewSet):
         """VMs you can see, by name; filter by status or a search term (staff: also owner and host)."""
         query = VMListQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
-        qs = vm_list(user=request.user, **query.validated_data)
+        qs = vm_list(user=request.user, **query.validated_data).prefetch_related(
+            Prefetch("nics", queryset=VMNic.objects.select_related("network")))
         page = self.paginate_queryset(qs)
         return self.get_paginated_response(VMSerializer(page, many=True, context={"request": request}).data)
 
@@ -141,10 +153,15 @@ class VMViewSet(viewsets.GenericViewSet):
         },
     )
     def create(self, request):
-        """Create a VM (and start it unless `start` is false). Answers 202 with the create job."""
+        """Create a VM (and start it unless `start` is false). Answers 202 with the create job.
+
+        `networks` omitted or null: a NIC on your default network (if any); `[]`: no NIC.
+        """
         data = VMCreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        result = vm_create(actor=request.user, via=Via.API, **data.validated_data)
+        fields = dict(data.validated_data)
+        fields["user_data"] = fields.get("user_data") or ""
+        result = vm_create(actor=request.user, via=Via.API, **fields)
         return _operation(request, result, created=True)
 
     def retrieve(self, request, pk=None):
@@ -263,6 +280,49 @@ class VMViewSet(viewsets.GenericViewSet):
         """Revert the VM to the snapshot: changes since are lost; it comes back running if the RAM was kept."""
         vm = self.get_object()
         return self._snapshot_operation(request, snapshot_revert(actor=request.user, via=Via.API, vm=vm, snapshot=sid))
+
+    @extend_schema(
+        methods=["GET"], parameters=[VM_ID], request=None,
+        responses={200: NicSerializer(many=True), 404: NOT_FOUND})
+    @extend_schema(
+        methods=["POST"], parameters=[VM_ID], request=NicAddSerializer,
+        responses={202: OpenApiResponse(NicOperationSerializer, description="Accepted: the job adds the NIC."),
+                   400: INVALID, 404: NOT_FOUND,
+                   409: OpenApiResponse(ErrorSerializer, description="VM busy or in the wrong state, too many NICs, "
+                                                                     "or the network is not on the VM's host.")})
+    @action(detail=True, methods=["get", "post"], url_path="nics", url_name="nics")
+    def nics(self, request, pk=None):
+        """GET: the VM's NICs in device order. POST: add one on a network you may use (hot-plugged while it runs)."""
+        vm = self.get_object()
+        if request.method == "GET":
+            page = self.paginate_queryset(vm_nics(vm=vm))
+            return self.get_paginated_response(NicSerializer(page, many=True, context={"request": request}).data)
+        data = NicAddSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        return self._nic_operation(request, vm_nic_add(
+            actor=request.user, via=Via.API, vm=vm, network=data.validated_data["network"],
+            model=data.validated_data.get("model") or VMNic.Model.VIRTIO, mac=data.validated_data.get("mac")),
+            created=True)
+
+    @extend_schema(methods=["GET"], parameters=[VM_ID, NIC_ID], request=None,
+                   responses={200: NicSerializer, 404: NOT_FOUND})
+    @extend_schema(methods=["DELETE"], parameters=[VM_ID, NIC_ID], request=None,
+                   responses={202: OpenApiResponse(NicOperationSerializer, description="Accepted: the job removes it."),
+                              404: NOT_FOUND, 409: WRONG_STATE})
+    @action(detail=True, methods=["get", "delete"], url_path=r"nics/(?P<nic_id>[^/]+)", url_name="nic")
+    def nic(self, request, pk=None, nic_id=None):
+        """GET: one NIC (by id or MAC). DELETE: remove it; a running guest is asked to release it."""
+        vm = self.get_object()
+        found = vm_nic_get(vm=vm, key=nic_id)
+        if request.method == "GET":
+            return Response(NicSerializer(found, context={"request": request}).data)
+        return self._nic_operation(request, vm_nic_remove(actor=request.user, via=Via.API, vm=vm, nic=found))
+
+    def _nic_operation(self, request, result: tuple[VMNic, Job, str], *, created: bool = False) -> Response:
+        nic, job, message = result
+        body = NicOperationSerializer({"message": message, "nic": nic, "job": job}, context={"request": request}).data
+        headers = {"Location": body["nic"]["url"]} if created else {}
+        return Response(body, status=status.HTTP_202_ACCEPTED, headers=headers)
 
     def _snapshot_operation(self, request, result) -> Response:
         body = SnapshotOperationSerializer(result._asdict(), context={"request": request}).data
