@@ -6,8 +6,8 @@
   start VMs on this machine at the same time.
 - `firmware_image` (SeaBIOS only, starts in ~0.4 s) and `guest_image` (the tiny Linux guest built
   by scripts/build-guest.sh) on qemu_host.
-- Every domain and volume a run creates carries the run's INSTANCE_ID / DOMAIN_PREFIX and is removed
-  at the end of the session, even when tests fail.
+- Every domain, volume and network a run creates carries the run's INSTANCE_ID / DOMAIN_PREFIX and is
+  removed at the end of the session, even when tests fail.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def qemu_lock():
 
 
 def _cleanup_hypervisor(uri: str) -> None:
-    """Remove every domain and volume this test run created on `uri`."""
+    """Remove every domain, volume and network this test run created on `uri`."""
     from portal.hypervisor import get_driver
 
     driver = get_driver(uri)
@@ -49,6 +49,9 @@ def _cleanup_hypervisor(uri: str) -> None:
         for v in driver.list_volumes(pool=settings.STORAGE_POOL):
             if v.name.startswith(f"{settings.DOMAIN_PREFIX}-") or v.name.startswith(f"image-{settings.INSTANCE_ID}-"):
                 driver.delete_volume(pool=settings.STORAGE_POOL, name=v.name)
+        for n in driver.list_networks():
+            if n.name.startswith(f"{settings.DOMAIN_PREFIX}-net-"):
+                driver.remove_network(n.name)
     except Exception as exc:  # pragma: no cover - best effort at teardown
         print(f"cleanup of {uri} failed: {exc}")
 
