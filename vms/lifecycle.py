@@ -149,4 +149,6 @@ JOB_LABELS: dict[str, str] = {
     "vm.snapshot.create": "Take snapshot",
     "vm.snapshot.revert": "Revert to snapshot",
     "vm.snapshot.delete": "Delete snapshot",
+    "vm.nic.add": "Add NIC",
+    "vm.nic.remove": "Remove NIC",
 }
