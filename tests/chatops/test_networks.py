@@ -158,3 +158,19 @@ def test_info_of_someone_elses_vm_is_not_found(slack, alice_linked, bob, nets):
 def test_help_names_the_network_commands(slack, alice_linked):
     text = reply_text(slack.command("help"))
     assert "--net NAME[,NAME]" in text and "`/vm info NAME`" in text and "`/vm networks`" in text
+
+
+def test_every_verb_of_the_help_is_in_the_guides_command_reference():
+    """`/vm help` and docs/slack.md's command reference stay in step: each verb the help names has a row."""
+    import re
+
+    from django.conf import settings
+
+    from chatops import formatting as f
+
+    guide = (settings.BASE_DIR / "docs" / "slack.md").read_text()
+    reference = guide.split("## 4. Command reference", 1)[1].split("\n## ", 1)[0]
+    rows = {m.group(1) for m in re.finditer(r"`([a-z-]+)(?: [^`]*)?`", reference)}
+    verbs = {m.group(1) for m in re.finditer(r"`/vm ([a-z-]+)", f.help_reply("/vm", is_staff=True).text)}
+    assert {"info", "networks", "create"} <= verbs
+    assert verbs <= rows, verbs - rows
