@@ -65,10 +65,11 @@ class Refused(Exception):
     """A service said no while the admin saved: carried out of the save (rolling back the admin's
     transaction) so the form can be shown again with the service's words."""
 
-    def __init__(self, error: PortalError, *, reservation: int | None = None) -> None:
+    def __init__(self, error: PortalError, *, reservation: int | None = None, prefix: str = "") -> None:
         super().__init__(error.message)
         self.error = error
-        self.reservation = reservation  # index of the reservation form it is about, if any
+        self.reservation = reservation  # index of the (new) reservation form it is about, if any
+        self.prefix = prefix  # what it is about, for an error shown on top of the form
 
 
 def _show_on_form(form: forms.BaseForm, exc: PortalError, field_names: dict[str, str] | None = None,
@@ -79,7 +80,7 @@ def _show_on_form(form: forms.BaseForm, exc: PortalError, field_names: dict[str,
         for field, msgs in exc.errors.items():
             name = (field_names or {}).get(field, field)
             for msg in msgs:
-                form.add_error(name if name in form.fields else None, f"{prefix}{msg}")
+                form.add_error(name if name in form.fields and not prefix else None, f"{prefix}{msg}")
         return
     form.add_error(None, f"{prefix}{admin_error_text(exc)}")
 
@@ -113,7 +114,7 @@ class NetworkForm(forms.ModelForm):
     def clean(self) -> dict[str, Any]:
         data = super().clean()
         if self.refusal is not None and self.refusal.reservation is None:
-            _show_on_form(self, self.refusal.error, FORM_FIELD)
+            _show_on_form(self, self.refusal.error, FORM_FIELD, prefix=self.refusal.prefix)
         return data
 
     def validate_unique(self) -> None:
@@ -247,14 +248,14 @@ class NetworkAdmin(admin.ModelAdmin):
             (None, {"fields": ("name", "title", "description")}),
             shape,
             access,
-            ("On the hosts (from libvirt)", {"fields": ("libvirt_name", "uuid", "placements_table")}),
+            ("On the hosts (from libvirt)", {"fields": ("libvirt_name", "libvirt_uuid", "placements_table")}),
             ("In use", {"fields": ("nics_in_use", "created")}),
         )
 
     def get_readonly_fields(self, request: Any, obj: Network | None = None) -> Any:
         if obj is None:
             return ()
-        return ("name", "libvirt_name", "uuid", "placements_table", "nics_in_use", "created")
+        return ("name", "libvirt_name", "libvirt_uuid", "placements_table", "nics_in_use", "created")
 
     def get_inlines(self, request: Any, obj: Network | None = None) -> Any:
         # Reservations need the network's own address range: none on the add page or for bridged networks.
@@ -307,6 +308,10 @@ class NetworkAdmin(admin.ModelAdmin):
     def libvirt_name(self, obj: Network) -> str:
         return obj.libvirt_name
 
+    @admin.display(description="UUID")
+    def libvirt_uuid(self, obj: Network) -> str:
+        return str(obj.uuid)
+
     @admin.display(description="on each host")
     def placements_table(self, obj: Network) -> Any:
         placements = list(network_placements(network=obj))
@@ -341,7 +346,12 @@ class NetworkAdmin(admin.ModelAdmin):
             setattr(request, self.REFUSAL_ATTR, refused)
             if getattr(request, self.APPLIED_ATTR, False):
                 self._resync(object_id)
-            return super().changeform_view(request, object_id, form_url, extra_context)
+            try:
+                return super().changeform_view(request, object_id, form_url, extra_context)
+            except Refused as again:  # never expected: the form above carries the refusal, so nothing is saved
+                self.message_user(request, f"Not saved: {again.prefix}{admin_error_text(again.error)}",
+                                  messages.ERROR)
+                return HttpResponseRedirect(request.get_full_path())
 
     def _resync(self, object_id: str | None) -> None:
         """A service call of this save went through before a later one was refused: the database is back
@@ -389,10 +399,12 @@ class NetworkAdmin(admin.ModelAdmin):
         deleted = set(formset.deleted_forms)
         for form in formset.deleted_forms:
             if form.instance.pk:
+                reservation = form.instance
                 try:
-                    services.reservation_remove(actor=request.user, via=Via.ADMIN, reservation=form.instance)
-                except PortalError as exc:
-                    raise Refused(exc, reservation=formset.forms.index(form)) from exc
+                    services.reservation_remove(actor=request.user, via=Via.ADMIN, reservation=reservation)
+                except PortalError as exc:  # on top of the form: a row being deleted shows no errors
+                    raise Refused(exc, prefix=f"Removing the reservation of {reservation.ip} for "
+                                              f"{reservation.mac}: ") from exc
                 formset.deleted_objects.append(form.instance)
                 setattr(request, self.APPLIED_ATTR, True)
         for form in formset.extra_forms:

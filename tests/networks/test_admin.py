@@ -220,6 +220,31 @@ def test_reservations_are_added_and_removed_through_their_services(staff_client,
     assert AuditEvent.objects.filter(action="network.reservation.remove", via=Via.ADMIN).exists()
 
 
+def test_a_refused_removal_is_said_on_top_of_the_form_and_the_reservation_stays(staff_client, make_network,
+                                                                                monkeypatch):
+    from networks import services
+    from portal.exceptions import HypervisorUnavailable
+
+    network = make_network("lan")
+    services.reservation_add(actor=None, via=Via.CLI, network=network, mac="52:54:00:aa:bb:01", ip="10.77.0.5")
+
+    def host_down(**kwargs):
+        raise HypervisorUnavailable("The host cannot be reached right now.", detail="cannot connect to testhost")
+
+    monkeypatch.setattr(services, "reservation_remove", host_down)
+    data = _change_data(network, title="Changed too")
+    data["reservations-0-DELETE"] = "on"
+    response = staff_client.post(reverse("admin:networks_network_change", args=[network.pk]), data)
+
+    assert response.status_code == 200
+    [error] = _errors(response)["__all__"]
+    assert error.startswith("Removing the reservation of 10.77.0.5 for 52:54:00:aa:bb:01: The host cannot be "
+                            "reached right now.")
+    assert "cannot connect to testhost" in error  # administrators read the hypervisor's words too
+    network.refresh_from_db()
+    assert Reservation.objects.count() == 1 and network.title == ""  # nothing of the post was kept
+
+
 def test_reapply_reports_each_host(staff_client, make_network, libvirt_networks):
     network = make_network("lan")
     get_driver(TEST_URI).remove_network(network.libvirt_name)  # gone behind the portal's back
