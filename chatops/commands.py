@@ -53,6 +53,7 @@ class Create:
     disk_gib: str | None = None
     description: str = ""
     group: str | None = None
+    networks: tuple[str, ...] | None = None  # None: the default network; (): no NIC (`--net none`)
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,18 @@ class Action:
 @dataclass(frozen=True)
 class Console:
     name: str
+
+
+@dataclass(frozen=True)
+class Info:
+    """One VM: state, size, NICs with their addresses, and the ssh line."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class Networks:
+    """The networks the caller may put VMs on (the default one marked)."""
 
 
 @dataclass(frozen=True)
@@ -134,8 +147,8 @@ class Subscriptions:
     pass
 
 
-Command = (Help | Link | Unlink | ListVMs | Create | Action | Console | Quota | QuotaRequest | Hosts | Subscribe
-           | Unsubscribe | Subscriptions | TakeSnapshot | ListSnapshots | Revert | GrowDisk | ListKeys)
+Command = (Help | Link | Unlink | ListVMs | Create | Action | Console | Info | Networks | Quota | QuotaRequest | Hosts
+           | Subscribe | Unsubscribe | Subscriptions | TakeSnapshot | ListSnapshots | Revert | GrowDisk | ListKeys)
 
 # The VM actions, as the lifecycle table names them (force_off also as force-off), and a few aliases.
 ACTION_ALIASES = {"unpause": "resume", "restart": "reboot", "forceoff": "force_off", "rm": "delete"}
@@ -155,6 +168,7 @@ CREATE_OPTIONS = {
     "disk": "disk_gib",
     "description": "description", "desc": "description",
     "group": "group", "team": "group",
+    "net": "networks", "nets": "networks", "network": "networks", "networks": "networks",
 }
 QUOTA_OPTIONS = {
     "vms": "max_vms",
@@ -219,6 +233,21 @@ def _options(words: list[str], known: dict[str, str], verb: str) -> tuple[list[s
     return positional, options
 
 
+def _networks(value: str | None, prefix: str) -> tuple[str, ...] | None:
+    """`--net a,b` → ("a", "b"); `--net none` → () (no NIC); not given → None (the default network)."""
+    if value is None:
+        return None
+    names = [name.strip() for name in value.split(",")]
+    if not all(names):
+        raise ParseError(f"Give network names separated by commas, e.g. `{prefix} create web-1 --net lan,lab` "
+                         f"(`{prefix} networks` lists yours).")
+    if [n.lower() for n in names] == ["none"]:
+        return ()
+    if any(n.lower() == "none" for n in names):
+        raise ParseError("`--net none` means no NIC at all: give it alone.")
+    return tuple(names)
+
+
 def _one_name(verb: str, positional: list[str], prefix: str) -> str:
     if not positional:
         raise ParseError(f"Which VM? Type `{prefix} {verb} NAME`.")
@@ -251,13 +280,21 @@ def parse(text: str, *, prefix: str = "/vm") -> Command:
     if verb in ("create", "new"):
         positional, options = _options(rest, CREATE_OPTIONS, "create")
         name = _one_name("create", positional, prefix)
-        return Create(name=name, **options)
+        networks = _networks(options.pop("networks", None), prefix)
+        return Create(name=name, networks=networks, **options)
     if verb in ACTION_VERBS:
         positional, _ = _options(rest, {}, verb)
         return Action(action=ACTION_VERBS[verb], name=_one_name(verb, positional, prefix))
     if verb == "console":
         positional, _ = _options(rest, {}, verb)
         return Console(name=_one_name("console", positional, prefix))
+    if verb in ("info", "show"):
+        positional, _ = _options(rest, {}, verb)
+        return Info(name=_one_name(verb, positional, prefix))
+    if verb in ("networks", "nets"):
+        if rest:
+            raise ParseError(f"`{prefix} networks` takes no arguments.")
+        return Networks()
     if verb == "quota":
         if rest and rest[0].lower() == "request":
             positional, options = _options(rest[1:], QUOTA_OPTIONS, "quota request")

@@ -154,7 +154,10 @@ def help_reply(prefix: str, *, is_staff: bool = False, linked: bool = True) -> R
         "*VM Portal from Slack*",
         f"`{prefix} list` — your VMs and their state",
         f"`{prefix} create NAME --flavor small --image demo` — create and start a VM "
-        "(or `--cpus N --memory MiB --disk GiB`; also `--description TEXT`, `--group TEAM`)",
+        "(or `--cpus N --memory MiB --disk GiB`; also `--description TEXT`, `--group TEAM`, "
+        "`--net NAME[,NAME]` for its networks, `--net none` for no NIC; default: your default network)",
+        f"`{prefix} info NAME` — the VM's state, size, NICs with their addresses, and its ssh line",
+        f"`{prefix} networks` — the networks you can put VMs on (the default one marked)",
         f"`{prefix} start NAME` · `{prefix} stop NAME` (ACPI shutdown) · `{prefix} reboot NAME` · "
         f"`{prefix} force-off NAME` (cut the power) — stop, reboot and force off ask first",
         f"`{prefix} pause NAME` · `{prefix} resume NAME` — freeze a running VM in memory, and carry on",
@@ -350,6 +353,66 @@ def console_reply(vm, *, screen_url: str, terminal_url: str, ttl_minutes: int) -
     return Reply(text=text)
 
 
+NIC_PENDING = {"attaching": " (being added)", "detaching": " (being removed)"}
+
+
+def vm_info_reply(vm, nics: list, *, ssh: str | None, user=None) -> Reply:
+    """One VM: state, size, host (administrators), each NIC's network, MAC and address, the ssh line."""
+    head = f"{status_label(vm)}  *{esc(vm.name)}* — {specs(vm)}"
+    if user is not None and user.is_staff and vm.host_id:
+        head += f" · on {esc(vm.host.name)}"
+    if user is not None and vm.owner_id != user.pk:
+        head += f" · {esc(vm.owner.get_username())}"
+    lines = [head]
+    if vm.last_error:
+        lines.append(f"_{esc(vm.last_error[:300])}_")
+    if nics:
+        for nic in nics:
+            address = f"`{esc(nic.ip_address)}`" if nic.ip_address else "_no address yet_"
+            lines.append(f"• `{esc(nic.network.name)}` · `{esc(nic.mac)}` · {address}"
+                         f"{NIC_PENDING.get(nic.status, '')}")
+    else:
+        lines.append("No NICs: the VM is on no network.")
+    if ssh:
+        lines.append(f"```{esc(ssh)}```")
+    elif nics and vm.status == "running":
+        lines.append("_The ssh line appears once the guest has taken an address (and if its image has an SSH login)._")
+    lines.append(f"<{vm_url(vm)}|open in the portal>")
+    text = "\n".join(lines)
+    blocks = [section(text)]
+    more = vm_buttons(vm) if vm.status != "deleted" else None
+    if more is not None:
+        blocks.append(more)
+    return Reply(text=text, blocks=blocks)
+
+
+MODE_WORDS = {"isolated": "isolated", "nat": "NAT", "bridge": "bridged"}
+
+
+def networks_reply(networks: list, *, default=None, is_staff: bool = False, prefix: str = "/vm") -> Reply:
+    """The networks a user may put VMs on (administrators: all, with who may use each)."""
+    if not networks:
+        return Reply(text="There is no network you can use, so your VMs are created without a NIC. "
+                          "Ask an administrator for one.")
+    lines = [f"*{'Networks' if is_staff else 'Networks you can use'}* ({len(networks)})"]
+    for n in networks:
+        mode = MODE_WORDS.get(n.mode, n.mode)
+        shape = f"{mode} · {esc(n.cidr)}" if n.cidr else f"{mode} to `{esc(n.bridge)}`"
+        line = f"• `{esc(n.name)}`"
+        if default is not None and n.pk == default.pk:
+            line += " ⭐ *default*"
+        line += f" — {esc(n.title) + ' · ' if n.title else ''}{shape}"
+        if is_staff:
+            groups = sorted(g.name for g in n.groups.all())
+            line += " · " + ("open to all" if n.is_public else
+                             f"groups {esc(', '.join(groups))}" if groups else "administrators only")
+        lines.append(line)
+    hint = (f"`{prefix} create NAME --net {esc(networks[0].name)}` puts a VM on a network (several: `--net a,b`; "
+            f"none: `--net none`)" + ("; without `--net`, on the default one." if default is not None else "."))
+    text = "\n".join(lines)
+    return Reply(text=text + "\n" + hint, blocks=[section(text), context(hint)])
+
+
 def confirm_reply(action: str, vm) -> Reply:
     transition = lifecycle.ACTIONS[action]
     label = transition.label
@@ -405,9 +468,15 @@ def revert_confirm_reply(vm, snapshot) -> Reply:
     return Reply(text=text, blocks=blocks)
 
 
+def networks_text(vm) -> str:
+    """" on lan, lab" (the networks of the VM's NICs), or nothing for a VM on no network."""
+    names = [nic.network.name for nic in vm.nics.select_related("network").order_by("created_at", "id")]
+    return f" on {esc(', '.join(names))}" if names else ""
+
+
 def creating_text(*, slack_user_id: str, vm, job) -> str:
-    return (f"{mention(slack_user_id)} is creating *{esc(vm.name)}* ({specs(vm)}) · job `{short_id(job)}`. "
-            "I'll reply in this thread when it runs.")
+    return (f"{mention(slack_user_id)} is creating *{esc(vm.name)}* ({specs(vm)}){networks_text(vm)} · "
+            f"job `{short_id(job)}`. I'll reply in this thread when it runs.")
 
 
 def started_action_text(*, slack_user_id: str, message: str, job) -> str:
@@ -450,6 +519,8 @@ _DONE = {
     "vm.resume": "▶️ *{name}* is running again.",
     "vm.delete": "🗑️ *{name}* was deleted with its disks.",
     "vm.disk.grow": "💽 The disk of *{name}* was grown.",
+    "vm.nic.add": "🔌 *{name}* has a new NIC.",
+    "vm.nic.remove": "🔌 A NIC of *{name}* was removed.",
     "vm.snapshot.create": "📸 Snapshot `{snapshot}` of *{name}* taken.",
     "vm.snapshot.revert": "⏪ *{name}* was reverted to snapshot `{snapshot}`.",
     "vm.snapshot.delete": "🗑️ Snapshot `{snapshot}` of *{name}* deleted.",

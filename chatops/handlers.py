@@ -24,6 +24,7 @@ from django.urls import reverse
 
 from accounts.selectors import sshkey_list
 from consoles.services import CONSOLE_LINK_KINDS, console_link_create
+from networks.selectors import network_default_for, network_usable
 from portal.audit import audit_context
 from portal.choices import Via
 from portal.exceptions import PortalError, ValidationFailed
@@ -35,7 +36,7 @@ from quotas.services import (
     quota_request_for_size,
 )
 from vms.dashboard import host_capacity_for
-from vms.selectors import vm_get_by_name, vm_list, vm_snapshot_get, vm_snapshots
+from vms.selectors import vm_get_by_name, vm_list, vm_nics, vm_snapshot_get, vm_snapshots, vm_ssh_command
 from vms.services import snapshot_create, snapshot_revert, vm_action, vm_create, vm_delete, vm_grow_disk
 
 from . import commands as c
@@ -208,7 +209,8 @@ def _list(ctx, user, command: c.ListVMs, prefix: str) -> f.Reply:
 def _create(ctx: SlackContext, user, command: c.Create, prefix: str) -> f.Reply:
     result = vm_create(actor=user, via=Via.SLACK, name=command.name, image=command.image,
                        flavor=command.flavor, vcpus=command.vcpus, memory_mib=command.memory_mib,
-                       disk_gib=command.disk_gib, description=command.description, group=command.group)
+                       disk_gib=command.disk_gib, description=command.description, group=command.group,
+                       networks=None if command.networks is None else list(command.networks))
     _announce(ctx, job=result.job, source=None,
               text=f.creating_text(slack_user_id=ctx.slack_user_id, vm=result.vm, job=result.job))
     return f.Reply(text="")  # the channel message says it all
@@ -304,6 +306,17 @@ def _console(ctx, user, command: c.Console, prefix: str) -> f.Reply:
                            ttl_minutes=max(1, links["screen"].ttl_seconds // 60))
 
 
+def _info(ctx, user, command: c.Info, prefix: str) -> f.Reply:
+    vm = vm_get_by_name(user=user, name=command.name)
+    nics = vm_nics(vm=vm)
+    return f.vm_info_reply(vm, nics, ssh=vm_ssh_command(vm=vm, nics=nics), user=user)
+
+
+def _networks(ctx, user, command: c.Networks, prefix: str) -> f.Reply:
+    networks = list(network_usable(user=user).prefetch_related("groups"))
+    return f.networks_reply(networks, default=network_default_for(user=user), is_staff=user.is_staff, prefix=prefix)
+
+
 def _quota(ctx, user, command: c.Quota, prefix: str) -> f.Reply:
     pending = quota_request_pending(user=user)
     return f.quota_reply(quota_usage(user=user), prefix=prefix, pending=pending)
@@ -367,6 +380,8 @@ COMMANDS = {
     c.Create: _create,
     c.Action: _action,
     c.Console: _console,
+    c.Info: _info,
+    c.Networks: _networks,
     c.Quota: _quota,
     c.QuotaRequest: _quota_request,
     c.Hosts: _hosts,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+
 from django.contrib.auth.models import User
 from django.db.models import Q, QuerySet
 
@@ -90,3 +92,28 @@ def hosts_with_networks(networks: list[Network]) -> QuerySet[Host] | None:
 
 def network_placements(*, network: Network) -> QuerySet[NetworkHost]:
     return network.placements.select_related("host").order_by("host__name")
+
+
+def network_get(*, user: Actor, key: Network | str | int) -> Network:
+    """A network the user may use (administrators: any), by name or id; NotFound otherwise, so networks
+    they may not use look missing (like other users' VMs)."""
+    if isinstance(key, Network):
+        key = key.pk
+    text = str(key).strip().lower()
+    usable = network_usable(user=user)
+    found = usable.filter(pk=int(text)).first() if text.isdigit() else usable.filter(name=text).first()
+    if found is None:
+        raise NotFound(f"No network named {text[:40]!r}.")
+    return found
+
+
+def reservation_get(*, network: Network, key: str) -> Reservation:
+    """One of the network's reservations, by its MAC or its IP address."""
+    text = str(key).strip().lower()
+    try:
+        found = network.reservations.filter(ip=str(ipaddress.IPv4Address(text))).first()
+    except ValueError:  # not an address (an inet column on PostgreSQL takes nothing else): a MAC
+        found = network.reservations.filter(mac=text.replace("-", ":")).first()
+    if found is None:
+        raise NotFound(f"Network {network.name} has no reservation for {str(key)[:40]!r}.")
+    return found

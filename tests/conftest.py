@@ -6,8 +6,8 @@
   start VMs on this machine at the same time.
 - `firmware_image` (SeaBIOS only, starts in ~0.4 s) and `guest_image` (the tiny Linux guest built
   by scripts/build-guest.sh) on qemu_host.
-- Every domain and volume a run creates carries the run's INSTANCE_ID / DOMAIN_PREFIX and is removed
-  at the end of the session, even when tests fail.
+- Every domain, volume and network a run creates carries the run's INSTANCE_ID / DOMAIN_PREFIX and is
+  removed at the end of the session, even when tests fail.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def qemu_lock():
 
 
 def _cleanup_hypervisor(uri: str) -> None:
-    """Remove every domain and volume this test run created on `uri`."""
+    """Remove every domain, volume and network this test run created on `uri`."""
     from portal.hypervisor import get_driver
 
     driver = get_driver(uri)

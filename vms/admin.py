@@ -50,8 +50,8 @@ from storage.models import Image
 from . import lifecycle, services
 from .choices import VMStatus
 from .dashboard import dashboard
-from .models import VM, Flavor, Snapshot, VMDisk
-from .selectors import vm_jobs
+from .models import VM, Flavor, Snapshot, VMDisk, VMNic
+from .selectors import vm_jobs, vm_ssh_command
 from .validation import NAME_HELP, validate_description, validate_vm_name
 
 BOTH = [ActionLocation.CHANGE_LIST, ActionLocation.CHANGE_FORM]
@@ -227,34 +227,61 @@ class SnapshotInline(ReadOnlyAdminMixin, admin.TabularInline):
     readonly_fields = fields
 
 
+class NicInline(ReadOnlyAdminMixin, admin.TabularInline):
+    """The VM's NICs as the services recorded them, with the address last seen in the network's DHCP leases
+    (read-only: NICs are added and removed by their owners on the VM's page, the API or the CLI)."""
+
+    model = VMNic
+    extra = 0
+    can_delete = False
+    fields = ("network_link", "mac", "model", "status", "ip_address", "ip_seen")
+    readonly_fields = fields
+    verbose_name = "NIC"
+    verbose_name_plural = "NICs (networks)"
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("network")
+
+    @admin.display(description="network")
+    def network_link(self, obj):
+        return link(obj.network)
+
+    @admin.display(description="address seen")
+    def ip_seen(self, obj):
+        return when(obj.ip_seen_at)
+
+
 @admin.register(VM)
 class VMAdmin(ServiceSaveMixin, admin.ModelAdmin):
     form = VMChangeForm
     list_display = ("name", "owner_link", "group", "status_badge", "power_state", "host_link", "size",
-                    "image", "created_via", "created", "status_since")
+                    "image", "addresses", "created_via", "created", "status_since")
     list_filter = (LifecycleFilter, "status", "host", ("owner", admin.RelatedOnlyFieldListFilter),
                    ("group", admin.RelatedOnlyFieldListFilter), "created_via",
-                   ("image", admin.RelatedOnlyFieldListFilter))
+                   ("image", admin.RelatedOnlyFieldListFilter), ("nics__network", admin.RelatedOnlyFieldListFilter))
     search_fields = ("name", "owner__username", "uuid", "domain_name", "description")
     list_select_related = ("owner", "host", "image", "group")
     date_hierarchy = "created_at"
     actions = [*lifecycle.POWER_ACTIONS, "delete_selected"]
-    inlines = [DiskInline, SnapshotInline]
+    inlines = [DiskInline, NicInline, SnapshotInline]
     change_list_template = "admin/vms/vm/change_list.html"
     readonly_fields = (
         "owner_link", "group", "quota_link", "uuid", "domain_name", "status_badge", "power_state", "last_error",
         "status_since", "observed", "created", "created_via", "deleted", "host_link", "domain_type", "flavor",
-        "image", "vcpus", "memory", "disk", "recent_jobs", "recent_activity",
+        "image", "vcpus", "memory", "disk", "ssh_line", "recent_jobs", "recent_activity",
     )
     fieldsets = (
         (None, {"fields": ("name", "description", "owner_link", "group", "quota_link")}),
         ("State (from libvirt and the jobs)", {"fields": ("status_badge", "power_state", "last_error", "status_since",
                                                          "observed", "created", "created_via", "deleted")}),
         ("Placement and size", {"fields": ("host_link", "domain_name", "uuid", "domain_type", "flavor", "image",
-                                           "vcpus", "memory", "disk")}),
+                                           "vcpus", "memory", "disk", "ssh_line")}),
         ("Recent jobs", {"fields": ("recent_jobs",)}),
         ("Recent activity", {"classes": ("collapse",), "fields": ("recent_activity",)}),
     )
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).prefetch_related("nics")
 
     def changelist_view(self, request, extra_context=None):
         extra = {"portal_create_url": _portal_create_url(), **(extra_context or {})}
@@ -320,6 +347,16 @@ class VMAdmin(ServiceSaveMixin, admin.ModelAdmin):
     @admin.display(description="created", ordering="created_at")
     def created(self, obj):
         return when(obj.created_at)
+
+    @admin.display(description="addresses")
+    def addresses(self, obj):
+        seen = [nic.ip_address for nic in obj.nics.all() if nic.ip_address]
+        return ", ".join(seen) if seen else EMPTY
+
+    @admin.display(description="ssh")
+    def ssh_line(self, obj):
+        line = vm_ssh_command(vm=obj)
+        return format_html("<code>{}</code>", line) if line else "No address seen yet (or the image has no SSH login)."
 
     @admin.display(description="state since", ordering="status_changed_at")
     def status_since(self, obj):

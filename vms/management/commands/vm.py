@@ -9,13 +9,14 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
 from portal.choices import Via
-from portal.exceptions import NotFound, PortalError, user_message
+from portal.exceptions import NotFound, PortalError, ValidationFailed, user_message
 from portal.models import Job
 from quotas.selectors import quota_usage
 from vms import lifecycle, selectors, services
@@ -31,10 +32,31 @@ def register_verb(name: str, *, help: str, add_arguments: Callable[[Any], None],
     _extra_verbs[name] = (help, add_arguments, run)
 
 
+@dataclass(frozen=True)
+class _Outcome:
+    """What a verb printed and the job it queued (like vms.services.ActionResult)."""
+
+    message: str
+    job: Job | None
+
+
+def networks_option(values: list[str] | None) -> list[str] | None:
+    """`--net` as vm_create takes it: None (not given: the default network), [] (`--net none`: no NIC),
+    or the names, from repeated options and/or commas."""
+    if not values:
+        return None
+    names = [name.strip() for value in values for name in value.split(",") if name.strip()]
+    if [n.lower() for n in names] == ["none"]:
+        return []
+    if "none" in (n.lower() for n in names):
+        raise ValidationFailed("--net none means no NIC at all: give it alone.", field="networks")
+    return names
+
+
 class Command(BaseCommand):
     help = ("VM lifecycle as a given user: list, show, create, start, stop, force-off, reboot, pause, resume, "
-            "delete, grow-disk; snapshot, snapshots, revert, delete-snapshot; and verbs other apps add "
-            "(console: one-time console URLs).")
+            "delete, grow-disk; snapshot, snapshots, revert, delete-snapshot; nic-add, nic-remove; and verbs "
+            "other apps add (console: one-time console URLs).")
 
     def add_arguments(self, parser):
         parser.add_argument("--user", required=True, help="Act as this portal user.")
@@ -42,7 +64,7 @@ class Command(BaseCommand):
         sub = parser.add_subparsers(dest="verb", required=True)
         sub.add_parser("list")
         sub.add_parser("quota")
-        sub.add_parser("show").add_argument("name")
+        sub.add_parser("show", aliases=["info"], help="The VM, its NICs and its ssh line.").add_argument("name")
         for action, transition in lifecycle.ACTIONS.items():  # start, stop, force-off, …, delete
             sub.add_parser(action.replace("_", "-"), help=transition.help).add_argument("name")
         grow = sub.add_parser("grow-disk")
@@ -67,10 +89,21 @@ class Command(BaseCommand):
         create.add_argument("--memory-mib")
         create.add_argument("--disk-gib")
         create.add_argument("--description", default="")
+        create.add_argument("--net", action="append", dest="networks", metavar="NETWORK",
+                            help="A NIC on this network (repeatable, or NAME,NAME); `--net none`: no NIC. "
+                                 "Default: your default network, if any.")
         create.add_argument("--no-start", action="store_true")
+        nic_add = sub.add_parser("nic-add", help="Add a NIC on a network (hot-plugged while the VM runs).")
+        nic_add.add_argument("name")
+        nic_add.add_argument("network")
+        nic_add.add_argument("--model", default="virtio", help="virtio (default), e1000 or rtl8139.")
+        nic_add.add_argument("--mac", default=None, help="Default: a new 52:54:00:… address.")
+        nic_remove = sub.add_parser("nic-remove", help="Remove a NIC, given by its MAC or its id.")
+        nic_remove.add_argument("name")
+        nic_remove.add_argument("nic", metavar="MAC|ID")
         # `--wait` after the subcommand too (`create web-1 --flavor tiny --wait`). SUPPRESS: a subcommand
         # given without it must not reset a `--wait` given before it.
-        for verb_parser in sub.choices.values():
+        for verb_parser in {id(p): p for p in sub.choices.values()}.values():  # aliases share a parser
             verb_parser.add_argument("--wait", action="store_true", default=argparse.SUPPRESS,
                                      help="Wait for the job to finish.")
 
@@ -104,13 +137,19 @@ class Command(BaseCommand):
             return services.vm_create(
                 actor=actor, via=Via.CLI, name=opts["name"], image=opts["image"], flavor=opts["flavor"],
                 vcpus=opts["vcpus"], memory_mib=opts["memory_mib"], disk_gib=opts["disk_gib"],
-                description=opts["description"], start=not opts["no_start"])
+                description=opts["description"], start=not opts["no_start"],
+                networks=networks_option(opts["networks"]))
         vm = selectors.vm_get_by_name(user=actor, name=opts["name"])
-        if verb == "show":
-            for field in ("pk", "uuid", "name", "status", "power_state", "vcpus", "memory_mib", "disk_gib",
-                          "domain_name", "domain_type", "last_error"):
-                self.stdout.write(f"{field:<12} {getattr(vm, field)}")
+        if verb in ("show", "info"):
+            self._show(vm)
             return None
+        if verb == "nic-add":
+            nic, job, message = services.vm_nic_add(actor=actor, via=Via.CLI, vm=vm, network=opts["network"],
+                                                    model=opts["model"], mac=opts["mac"])
+            return _Outcome(f"{message} MAC {nic.mac}.", job)
+        if verb == "nic-remove":
+            _nic, job, message = services.vm_nic_remove(actor=actor, via=Via.CLI, vm=vm, nic=opts["nic"])
+            return _Outcome(message, job)
         if verb in _extra_verbs:
             return _extra_verbs[verb][2](self, actor, vm, opts)
         if verb == lifecycle.DELETE.action:
@@ -132,6 +171,19 @@ class Command(BaseCommand):
         if verb == "delete-snapshot":
             return services.snapshot_delete(actor=actor, via=Via.CLI, vm=vm, snapshot=opts["snapshot"])
         return services.vm_action(actor=actor, via=Via.CLI, vm=vm, action=verb.replace("-", "_"))
+
+    def _show(self, vm) -> None:
+        for field in ("pk", "uuid", "name", "status", "power_state", "vcpus", "memory_mib", "disk_gib",
+                      "domain_name", "domain_type", "last_error"):
+            self.stdout.write(f"{field:<12} {getattr(vm, field)}")
+        nics = selectors.vm_nics(vm=vm)
+        for nic in nics:  # one line each: network, MAC, model, state, address (blank until a lease is seen)
+            self.stdout.write(f"{'nic ' + str(nic.pk):<12} {nic.network.name:<20} {nic.mac}  {nic.model:<8} "
+                              f"{nic.status:<10} {nic.ip_address or '-'}")
+        if not nics:
+            self.stdout.write(f"{'nic':<12} none")
+        ssh = selectors.vm_ssh_command(vm=vm, nics=nics)
+        self.stdout.write(f"{'ssh':<12} {ssh or '- (no address seen yet, or the image has no SSH login)'}")
 
     def _wait(self, job: Job) -> None:
         last = None
