@@ -56,26 +56,6 @@ def network_resolve(*, user: User, key: Network | str | int, field: str = "netwo
     return found
 
 
-def network_get(*, user: Actor, key: object) -> Network:
-    """A network the user may use, by id or name (administrators: any); others' look missing."""
-    qs = network_usable(user=user)
-    text = str(key).strip()
-    found = qs.filter(pk=int(text)).first() if text.isdigit() else qs.filter(name=text.lower()).first()
-    if found is None:
-        raise NotFound(f"Network {text[:40]!r} not found.")
-    return found
-
-
-def network_reservation_get(*, network: Network, key: object) -> Reservation:
-    """One reservation of a network, by id (or by MAC)."""
-    text = str(key).strip().lower()
-    qs = network.reservations.all()
-    found = qs.filter(pk=int(text)).first() if text.isdigit() else qs.filter(mac=text.replace("-", ":")).first()
-    if found is None:
-        raise NotFound(f"Network {network.name} has no reservation {text[:40]}.")
-    return found
-
-
 def network_hosts(*, network: Network) -> QuerySet[Host]:
     return Host.objects.filter(network_placements__network=network)
 
@@ -107,9 +87,13 @@ def network_get(*, user: Actor, key: Network | str | int) -> Network:
     return found
 
 
-def reservation_get(*, network: Network, key: str) -> Reservation:
-    """One of the network's reservations, by its MAC or its IP address."""
+def network_reservation_get(*, network: Network, key: object) -> Reservation:
+    """One of the network's reservations, by its id, its MAC or its IP address."""
     text = str(key).strip().lower()
+    if text.isdigit():
+        by_id = network.reservations.filter(pk=int(text)).first()
+        if by_id is not None:
+            return by_id
     try:
         found = network.reservations.filter(ip=str(ipaddress.IPv4Address(text))).first()
     except ValueError:  # not an address (an inet column on PostgreSQL takes nothing else): a MAC

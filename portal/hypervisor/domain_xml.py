@@ -289,24 +289,3 @@ def network_shape(xml: str) -> tuple:
         root.find("bridge").get("name") if forward is not None and forward.get("mode") == "bridge" else None,  # type: ignore[union-attr]
     )
 
-
-def add_device(xml: str, device: str) -> str:
-    """A domain XML with one more device (for drivers that cannot attach to a definition)."""
-    root = ET.fromstring(xml)
-    devices = root.find("devices")
-    if devices is None:
-        devices = _sub(root, "devices")
-    devices.append(ET.fromstring(device))
-    return ET.tostring(root, encoding="unicode")
-
-
-def remove_interface(xml: str, mac: str) -> str:
-    """A domain XML without the NIC of that MAC."""
-    root = ET.fromstring(xml)
-    devices = root.find("devices")
-    if devices is not None:
-        for iface in devices.findall("interface"):
-            found = iface.find("mac")
-            if found is not None and (found.get("address") or "").lower() == mac.lower():
-                devices.remove(iface)
-    return ET.tostring(root, encoding="unicode")

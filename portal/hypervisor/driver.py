@@ -900,21 +900,9 @@ class LibvirtDriver:
                     dom.attachDeviceFlags(device, flags)
                     return
             if not in_config:
-                self._change_config(conn, dom, lambda xml: domain_xml.add_device(xml, device),
-                                    lambda: dom.attachDeviceFlags(device, libvirt.VIR_DOMAIN_AFFECT_CONFIG))
+                dom.attachDeviceFlags(device, libvirt.VIR_DOMAIN_AFFECT_CONFIG)
 
         self._call(f"attach NIC {mac} to {uuid}", fn)
-
-    def _change_config(self, conn: libvirt.virConnect, dom: libvirt.virDomain, edit: Callable[[str], str],
-                       native: Callable[[], Any]) -> None:
-        """Change a domain's persistent definition with libvirt's device call, or (drivers without
-        one, like the test driver) by redefining it from its edited XML."""
-        try:
-            native()
-        except libvirt.libvirtError as exc:
-            if exc.get_error_code() != libvirt.VIR_ERR_NO_SUPPORT or dom.isActive():
-                raise
-            conn.defineXML(edit(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)))
 
     def detach_interface(self, uuid: str, nic: NicSpec, *, timeout: float = 30.0) -> bool:
         """Remove a NIC from the definition and from the running guest (hot-unplug).
@@ -929,8 +917,7 @@ class LibvirtDriver:
         def fn(conn: libvirt.virConnect) -> bool:
             dom = self._lookup(conn, uuid)
             if any(i.mac == mac for i in domain_xml.parse_interfaces(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))):
-                self._change_config(conn, dom, lambda xml: domain_xml.remove_interface(xml, mac),
-                                    lambda: dom.detachDeviceFlags(device, libvirt.VIR_DOMAIN_AFFECT_CONFIG))
+                dom.detachDeviceFlags(device, libvirt.VIR_DOMAIN_AFFECT_CONFIG)
             if not dom.isActive() or not any(i.mac == mac for i in domain_xml.parse_interfaces(dom.XMLDesc(0))):
                 return True
             try:

@@ -26,7 +26,7 @@ def make_network(test_host, admin_user):
     from networks.services import network_create
     from portal.choices import Via
 
-    def make(name: str, *, cidr: str = "10.77.0.0/24", mode: str = "nat", hosts=None, **extra):
+    def make(name: str = "lab", cidr: str = "10.77.0.0/24", *, mode: str = "isolated", hosts=None, **extra):
         return network_create(actor=admin_user, via=Via.CLI, name=name, mode=mode, cidr=cidr,
                               hosts=[test_host] if hosts is None else hosts, **extra)
 

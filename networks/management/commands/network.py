@@ -126,7 +126,7 @@ class Command(BaseCommand):
 
     def _unreserve(self, actor: Any, opts: dict) -> None:
         network = selectors.network_get(user=actor, key=opts["name"])
-        r = selectors.reservation_get(network=network, key=opts["key"])
+        r = selectors.network_reservation_get(network=network, key=opts["key"])
         services.reservation_remove(actor=actor, via=Via.CLI, reservation=r)
         self.stdout.write(f"Removed the reservation of {r.ip} for {r.mac} on {network.name}.")
 
