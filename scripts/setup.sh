@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One idempotent set-up for running and for testing the portal:
 #   scripts/setup.sh          # what `make run` needs
-#   scripts/setup.sh --test   # plus what the test suite needs (chromium, PostgreSQL)
+#   scripts/setup.sh --test   # plus what the test suite needs (chromium, tini, PostgreSQL)
 # Installs Debian packages that are missing, the Python venv and the project, starts libvirt's
 # daemons, builds the demo guest, vendors the console JS, migrates and seeds the database.
 # Re-running is fast: every step checks before it acts.
@@ -33,7 +33,7 @@ find_python() {
 # --- Debian packages ---------------------------------------------------------------------------
 APT_RUN=(libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 qemu-utils
          libvirt-dev pkg-config gcc dnsmasq-base cpio e2fsprogs ovmf)
-APT_TEST=(chromium openssh-client)
+APT_TEST=(chromium openssh-client tini)   # tini: PID 1 of the test namespace hosts (scripts/nshost.sh)
 missing=()
 pkgs=("${APT_RUN[@]}")
 [ "$MODE" = "--test" ] && pkgs+=("${APT_TEST[@]}")

@@ -8,6 +8,9 @@
   by scripts/build-guest.sh) on qemu_host.
 - Every domain, volume and network a run creates carries the run's INSTANCE_ID / DOMAIN_PREFIX and is
   removed at the end of the session, even when tests fail.
+- `ns_hypervisor` / `ns_host` / `ns_guest_image`: a second libvirtd inside a network namespace of
+  the session's own (scripts/nshost.sh, tests/nshost.py), for guests with networks: those never go
+  on the root namespace's daemon. Same lock as `qemu_host`; cleared at session start and end.
 """
 
 from __future__ import annotations
@@ -173,9 +176,74 @@ def guest_image(qemu_host):
         ready_marker="PORTAL GUEST READY", is_default=True, replace=True)
 
 
+NS_HOST_NAME = "vmp-test1"
+
+
+@pytest.fixture(scope="session")
+def ns_hypervisor(_qemu_session):
+    """The session's namespace host (`scripts/nshost.sh up vmp-test1`), cleared before and after use.
+
+    Yields a tests.nshost.NsHypervisor: .name, .uri, .state_dir, .pool_dir, .exec(argv, timeout)
+    (runs in its network namespace), .virsh(...), .pids(). At the end every domain, network and
+    pool on it is removed and the host is stopped (its QEMU and dnsmasq processes die with it).
+    """
+    from portal.hypervisor import get_driver
+
+    from .nshost import ns_down, ns_up
+
+    try:
+        hv = ns_up(NS_HOST_NAME)
+    except RuntimeError as exc:
+        pytest.fail(f"the namespace host did not start: {exc}")
+    hv.clear()  # leftovers of an interrupted run
+    yield hv
+    try:
+        hv.clear()
+    finally:
+        get_driver(hv.uri).close()
+        ns_down(hv.name)
+
+
+@pytest.fixture
+def ns_host(transactional_db, ns_hypervisor):
+    """The namespace host registered as a portal Host, with its storage pool in its own state dir."""
+    from django.test import override_settings
+
+    from cluster.services import host_register
+    from storage.services import pool_ensure
+
+    path = str(ns_hypervisor.pool_dir)
+    # Registering makes the host's default pool (host_up -> storage) at STORAGE_DIR. Both daemons
+    # see this machine's one file system, so the namespace host's pool goes in its state dir.
+    with override_settings(STORAGE_DIR=path):
+        host = host_register(actor=None, name=ns_hypervisor.name, uri=ns_hypervisor.uri, domain_type="qemu")
+        pool_ensure(host=host, path=path)
+    assert host.status == "up", f"{ns_hypervisor.uri} is not reachable: {host.last_error}"
+    return host
+
+
+@pytest.fixture
+def ns_guest_image(ns_host):
+    """The tiny Linux guest's image in the namespace host's pool (not the default image)."""
+    from storage.services import image_register
+
+    root = GUEST_DIR / "root.qcow2"
+    if not root.exists():
+        pytest.fail(f"{root} is missing: run scripts/build-guest.sh (make test does)")
+    return image_register(
+        actor=None, host=ns_host, name="test-guest-ns", title="Tiny Linux guest (namespace host)",
+        source_path=str(root), fmt="qcow2", boot_mode="kernel", kernel_path=str(GUEST_DIR / "vmlinuz"),
+        initrd_path=str(GUEST_DIR / "initrd.gz"),
+        cmdline="console=tty0 console=ttyS0,115200 portalroot=/dev/vda portalhost={hostname}",
+        ready_marker="PORTAL GUEST READY", replace=True)
+
+
+_QEMU_FIXTURES = {"qemu_host", "ns_hypervisor", "ns_host"}
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        if "qemu_host" in getattr(item, "fixturenames", ()):
+        if _QEMU_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.qemu)
 
 

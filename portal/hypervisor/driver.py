@@ -278,6 +278,7 @@ class LibvirtDriver:
                 memory_mib=mem_mib,
                 free_memory_mib=free,
                 domain_types=tuple(types),
+                uuid=(caps.findtext("host/uuid") or "").strip(),
             )
 
         return self._call("host info", fn)

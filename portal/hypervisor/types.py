@@ -154,6 +154,9 @@ class HostInfo:
     memory_mib: int
     free_memory_mib: int
     domain_types: tuple[str, ...]
+    # The host's UUID from its capabilities ("" where none is given, as on the test driver); libvirt
+    # refuses to migrate between two daemons that report the same one.
+    uuid: str = ""
 
 
 @dataclass(frozen=True)

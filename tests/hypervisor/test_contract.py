@@ -6,6 +6,7 @@ Domains here are firmware-only (no OS): they start in well under a second under 
 from __future__ import annotations
 
 import dataclasses
+import re
 import threading
 import uuid
 
@@ -50,8 +51,10 @@ def test_host_info_reports_real_facts(driver):
     assert info.libvirt_version.count(".") == 2
     if driver.is_test:
         assert info.domain_types == ("test",)
+        assert info.uuid == ""  # the test driver's capabilities name no host UUID
     else:
         assert "qemu" in info.domain_types
+        assert re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", info.uuid), info.uuid
 
 
 def test_capabilities_are_declared(driver):
