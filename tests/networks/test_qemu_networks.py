@@ -8,15 +8,14 @@ hot-unplug seen from the guest and in libvirt's live XML.
 
 from __future__ import annotations
 
-import re
 import time
-import uuid
 
 import pytest
 
 from networks.services import network_create
 from portal.hypervisor import domain_xml, get_driver
 from portal.models import Job
+from tests.guest_shell import GuestShell
 from vms import services
 from vms.choices import VMStatus
 from vms.models import VM, VMNic
@@ -35,28 +34,9 @@ def wait_for(what, check, timeout=300.0, interval=1.0):
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
-class Shell:
-    """A root shell on a busybox guest's serial console: run a command, read its output."""
-
-    def __init__(self, vm: VM):
-        self.console = get_driver(vm.host.uri).open_console(str(vm.uuid))
-
-    def run(self, command: str, timeout: float = 60.0) -> str:
-        marker = f"END-{uuid.uuid4().hex[:8]}"
-        self.console.write(f"{command}; echo {marker[:4]}\"\"{marker[4:]}-$?\n".encode())
-        out = self.console.read_until(f"{marker}-".encode(), timeout).decode(errors="replace")
-        tail = self.console.read_until(b"\n", 5).decode(errors="replace")
-        status = int(re.match(r"(\d+)", tail).group(1))
-        body = out.split(f"{marker}-")[0]
-        return body if status == 0 else f"[exit {status}] {body}"
-
-    def close(self):
-        self.console.close()
-
-
-def test_two_guests_get_leases_ping_each_other_and_nics_hot_plug(ns_host, guest_image, admin_user, alice):
+def test_two_guests_get_leases_ping_each_other_and_nics_hot_plug(ns_host, ns_guest_image, admin_user, alice):
     network_create(actor=admin_user, via="cli", name="lab", cidr="10.131.0.0/24", hosts=[ns_host], is_public=True)
-    created = [services.vm_create(actor=alice, via="cli", name=name, image=guest_image, vcpus=1, memory_mib=128,
+    created = [services.vm_create(actor=alice, via="cli", name=name, image=ns_guest_image, vcpus=1, memory_mib=128,
                                   disk_gib=1, networks=["lab"]) for name in ("ping-a", "ping-b")]
     vms = [VM.objects.get(pk=r.vm.pk) for r in created]
     assert all(vm.host == ns_host and vm.status == VMStatus.RUNNING for vm in vms), [v.status for v in vms]
@@ -69,13 +49,13 @@ def test_two_guests_get_leases_ping_each_other_and_nics_hot_plug(ns_host, guest_
     ip_a, ip_b = wait_for("both guests' DHCP leases", addresses, timeout=600)
     assert ip_a != ip_b and ip_a.startswith("10.131.0.") and ip_b.startswith("10.131.0.")
 
-    shells = [Shell(vm) for vm in vms]
+    shells = [GuestShell(ns_host.uri, str(vm.uuid)) for vm in vms]
     try:
         for shell in shells:
-            shell.run("true", timeout=300)  # the shell answers once the guest is up
+            shell.wait_ready(timeout=300)
         for shell, peer in ((shells[0], ip_b), (shells[1], ip_a)):
-            out = shell.run(f"ping -c 3 -W 3 {peer}", timeout=60)
-            assert "3 packets received" in out or " 0% packet loss" in out, out
+            result = shell.run(f"ping -c 3 -W 3 {peer}", timeout=60)
+            assert result.status == 0 and " 0% packet loss" in result.output, result.output
 
         # Hot-plug a second NIC into the running guest a: in the guest and in the live XML.
         vm = vms[0]
@@ -83,14 +63,14 @@ def test_two_guests_get_leases_ping_each_other_and_nics_hot_plug(ns_host, guest_
         assert Job.objects.get(pk=job.pk).status == "succeeded", Job.objects.get(pk=job.pk).error
         live = domain_xml.parse_interfaces(get_driver(ns_host.uri).domain_xml(str(vm.uuid)))
         assert nic.mac in [i.mac for i in live]
-        wait_for("the new NIC in the guest", lambda: nic.mac in shells[0].run("ip link").lower(), timeout=60)
+        wait_for("the new NIC in the guest", lambda: nic.mac in shells[0].run("ip link").output.lower(), timeout=60)
 
         _, job, _ = services.vm_nic_remove(actor=alice, via="cli", vm=vm, nic=nic.pk)
         assert Job.objects.get(pk=job.pk).status == "succeeded", Job.objects.get(pk=job.pk).error
         assert Job.objects.get(pk=job.pk).result.get("released") is True
         live = domain_xml.parse_interfaces(get_driver(ns_host.uri).domain_xml(str(vm.uuid)))
         assert nic.mac not in [i.mac for i in live]
-        assert nic.mac not in shells[0].run("ip link").lower()
+        assert nic.mac not in shells[0].run("ip link").output.lower()
     finally:
         for shell in shells:
             shell.close()
