@@ -235,3 +235,25 @@ def test_the_job_registers_the_debian_12_image_in_the_pool(qemu_host, admin_user
                            check=True)
     assert '"format": "qcow2"' in probe.stdout
     assert job.result["image"] == "debian-12" and job.target_name == qemu_host.name
+
+
+def test_login_user_is_a_user_name_and_both_fields_are_edited_through_image_update(db, test_host, admin_user,
+                                                                                  tmp_path):
+    from storage.services import image_register, image_update
+
+    source = tmp_path / "blank.img"
+    source.write_bytes(b"\0" * 4096)
+    with pytest.raises(ValidationFailed, match="Login user must be a user name") as bad:
+        image_register(actor=admin_user, host=test_host, name="test-ci", title="CI", source_path=str(source),
+                       fmt="raw", cloud_init=True, login_user="Root; rm")
+    assert list(bad.value.errors) == ["login_user"]
+    image = image_register(actor=admin_user, host=test_host, name="test-ci", title="CI", source_path=str(source),
+                           fmt="raw")
+    assert (image.cloud_init, image.login_user) == (False, "")
+    image = image_update(actor=admin_user, via=Via.ADMIN, image=image, cloud_init=True, login_user="ubuntu")
+    image.refresh_from_db()
+    assert (image.cloud_init, image.login_user) == (True, "ubuntu")
+    event = AuditEvent.objects.get(action="image.update", target_id=str(image.pk))
+    assert event.message == "cloud_init: False → True; login_user: '' → 'ubuntu'"
+    with pytest.raises(ValidationFailed, match="Login user must be"):
+        image_update(actor=admin_user, via=Via.ADMIN, image=image, login_user="-x")
