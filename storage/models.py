@@ -42,6 +42,12 @@ class Image(models.Model):
     ready_marker = models.CharField(max_length=100, blank=True,
                                     help_text="Text the guest prints on its serial console once booted.")
     min_disk_gib = models.PositiveIntegerField(default=1)
+    cloud_init = models.BooleanField(
+        "cloud-init", default=False,
+        help_text="Configured by cloud-init: the portal attaches a NoCloud seed (hostname, users, SSH keys).")
+    login_user = models.CharField(
+        max_length=32, blank=True,
+        help_text='The user SSH logs in as on VMs made from this image, e.g. "debian" (blank: none known).')
     is_public = models.BooleanField(default=True)
     is_default = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)

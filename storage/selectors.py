@@ -1,14 +1,21 @@
-"""Storage reads: the image library as a user sees it, and the image the KVM probe boots."""
+"""Storage reads: the image library as a user sees it, the image the KVM probe boots, and the images
+the portal can build."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from django.db.models import QuerySet
 
 from cluster.services import ProbeBoot
 from portal.actors import Actor, is_admin
+from portal.choices import JobStatus
 from portal.exceptions import NotFound
+from portal.models import Job
 
 from .models import Image
+from .recipes import RECIPES, Recipe
+from .services import IMAGE_BUILD
 
 
 def image_list(*, user: Actor) -> QuerySet[Image]:
@@ -36,3 +43,22 @@ def image_probe_boot() -> ProbeBoot | None:
     if image is None:
         return None
     return ProbeBoot(kernel=image.kernel_path, initrd=image.initrd_path, ready_marker=image.ready_marker)
+
+
+@dataclass(frozen=True)
+class RecipeState:
+    """What an administrator sees of a buildable image: registered already, being built, or neither."""
+
+    recipe: Recipe
+    image: Image | None
+    job: Job | None  # the image build queued or running, if any
+
+
+def image_recipe_states() -> list[RecipeState]:
+    """Every recipe (storage.recipes) with its image, if registered, and the image build in progress."""
+    images = {i.name: i for i in Image.objects.filter(name__in=list(RECIPES))}
+    active = Job.objects.filter(kind=IMAGE_BUILD, status__in=JobStatus.ACTIVE).order_by("created_at")
+    jobs: dict[str, Job] = {}
+    for job in active:
+        jobs.setdefault(str(job.params.get("recipe", "")), job)
+    return [RecipeState(recipe=r, image=images.get(name), job=jobs.get(name)) for name, r in RECIPES.items()]

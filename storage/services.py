@@ -9,19 +9,32 @@ import re
 from django.conf import settings
 from django.db import transaction
 
+from cluster.choices import HostStatus
 from cluster.models import Host
 from portal.actors import Actor, require_admin
 from portal.audit import audit
-from portal.choices import Via
+from portal.choices import JobStatus, Via
 from portal.exceptions import Conflict, NotFound, PortalError, ValidationFailed
 from portal.hypervisor import get_driver
+from portal.jobs import job_create
+from portal.models import Job
 
 from .models import Image, StoragePool, Volume
+from .recipes import RECIPES
 
 log = logging.getLogger(__name__)
 
 GIB = 1024**3
 IMAGE_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,58}[a-z0-9]$")
+# A login name as useradd takes it (Debian's default NAME_REGEX, without the trailing "$").
+LOGIN_USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+IMAGE_BUILD = "image.build"  # the job kind (handler in storage.jobs)
+
+
+def _check_login_user(login_user: str) -> None:
+    if login_user and not LOGIN_USER_RE.match(login_user):
+        raise ValidationFailed("Login user must be a user name: lowercase letters, digits, '_' or '-', "
+                               "starting with a letter or '_', at most 32 characters.", field="login_user")
 
 
 def pool_ensure(*, host: Host, name: str | None = None, path: str | None = None) -> StoragePool:
@@ -64,11 +77,15 @@ def image_register(*, actor: Actor, via: str = Via.CLI, host: Host, name: str, t
                    fmt: str = "qcow2", description: str = "", os_name: str = "",
                    boot_mode: str = Image.BootMode.DISK, kernel_path: str = "", initrd_path: str = "",
                    cmdline: str = "", ready_marker: str = "", min_disk_gib: int = 1,
+                   cloud_init: bool = False, login_user: str = "",
                    is_default: bool = False, replace: bool = False) -> Image:
-    """Copy an image file into the host's pool (format given explicitly, never probed) and list it."""
+    """Copy an image file into the host's pool (format given explicitly, never probed) and list it.
+
+    `cloud_init`: VMs made from it get a NoCloud seed; `login_user`: the user SSH logs in as."""
     require_admin(actor, "Only administrators add images.")
     if not IMAGE_NAME_RE.match(name or ""):
         raise ValidationFailed("Image name must be 2–60 lowercase letters, digits or hyphens.", field="name")
+    _check_login_user(login_user)
     if fmt not in {"qcow2", "raw"}:
         raise ValidationFailed("Image format must be qcow2 or raw.", field="format")
     if not os.path.isfile(source_path):
@@ -98,7 +115,7 @@ def image_register(*, actor: Actor, via: str = Via.CLI, host: Host, name: str, t
             volume_name=volume_name, path=info.path, format=fmt, size_bytes=info.capacity_bytes,
             boot_mode=boot_mode, kernel_path=kernel_path, initrd_path=initrd_path, cmdline=cmdline,
             ready_marker=ready_marker, min_disk_gib=max(min_disk_gib, -(-info.capacity_bytes // GIB)),
-            is_default=is_default,
+            cloud_init=cloud_init, login_user=login_user, is_default=is_default,
         )
         audit(actor=actor, via=via, action="image.register", target=image,
               message=f"Registered image {name} ({info.capacity_bytes} bytes)")
@@ -165,13 +182,17 @@ def image_delete(*, actor: Actor, via: str, image: Image) -> None:
 
 def image_update(*, actor: Actor, via: str, image: Image, title: str | None = None, description: str | None = None,
                  os_name: str | None = None, is_public: bool | None = None,
-                 is_default: bool | None = None) -> Image:
-    """Change how an image is presented (title, description, OS, visibility, default); one default at most."""
+                 is_default: bool | None = None, cloud_init: bool | None = None,
+                 login_user: str | None = None) -> Image:
+    """Change how an image is presented (title, description, OS, visibility, default) and what its guest
+    expects (a cloud-init seed, the SSH login user); one default at most."""
     require_admin(actor, "Only administrators change images.")
     wanted = {"title": title, "description": description, "os_name": os_name, "is_public": is_public,
-              "is_default": is_default}
+              "is_default": is_default, "cloud_init": cloud_init, "login_user": login_user}
     if title is not None and not title.strip():
         raise ValidationFailed("Title is required.", field="title")
+    if login_user is not None:
+        _check_login_user(login_user)
     with transaction.atomic():
         image = Image.objects.select_for_update().get(pk=image.pk)
         changes = {f: (getattr(image, f), v) for f, v in wanted.items() if v is not None and v != getattr(image, f)}
@@ -185,3 +206,33 @@ def image_update(*, actor: Actor, via: str, image: Image, title: str | None = No
         audit(actor=actor, via=via, action="image.update", target=image,
               message="; ".join(f"{f}: {old!r} → {new!r}" for f, (old, new) in changes.items()))
     return image
+
+
+def image_build(*, actor: Actor, via: str, recipe: str = "debian-12", host: Host | None = None) -> Job:
+    """Queue the build of a recipe's image (storage.recipes) and its registration on `host` (else the
+    first enabled host, reachable ones first): an `image.build` job. One image build at a time: the
+    build takes minutes of CPU and disk, and a second one is refused while one is queued or running.
+    Building an image that is registered already is a job with nothing to do."""
+    require_admin(actor, "Only administrators build images.")
+    if recipe not in RECIPES:
+        raise ValidationFailed(f"No image recipe {recipe[:60]!r}; known: {', '.join(sorted(RECIPES))}.",
+                               field="recipe")
+    if host is None:
+        host = (Host.objects.filter(enabled=True, status=HostStatus.UP).first()
+                or Host.objects.filter(enabled=True).first())
+        if host is None:
+            raise Conflict("There is no enabled host to register the image on; add or enable a host first.")
+    with transaction.atomic():
+        # The host row's lock makes two concurrent requests for it take turns (PostgreSQL), so the
+        # second sees the first one's job. (Builds for two hosts at once would both run: the script
+        # then lets one wait for the other's lock and finds the image built.)
+        Host.objects.select_for_update().filter(pk=host.pk).first()
+        running = Job.objects.filter(kind=IMAGE_BUILD, status__in=JobStatus.ACTIVE).order_by("created_at").first()
+        if running is not None:
+            raise Conflict(f"An image build is already {running.get_status_display().lower()} "
+                           f"(job {running.pk}); wait for it to finish.", job=str(running.pk))
+        job = job_create(kind=IMAGE_BUILD, actor=actor, via=via, target=host,
+                         params={"recipe": recipe, "host_id": host.pk})
+        audit(actor=actor, via=via, action=IMAGE_BUILD, target=host, job=job,
+              message=f"Queued the build of image {recipe} for host {host.name}")
+    return job

@@ -216,6 +216,10 @@ DOMAIN_TYPE = env.get_str("DOMAIN_TYPE", "auto")
 STORAGE_POOL = env.get_str("STORAGE_POOL", "vmportal")
 STORAGE_DIR = env.get_str("STORAGE_DIR", "/var/lib/vmportal/images")
 GUEST_DIR = env.get_str("GUEST_DIR", "/var/lib/vmportal/guest")
+# Where scripts/build-debian-image.sh puts the Debian 12 cloud-init image (the image.build job runs it).
+DEBIAN_IMAGE_DIR = env.get_str("DEBIAN_IMAGE_DIR", "/var/lib/vmportal/debian-12")
+# An image build (debootstrap, apt, mkfs) still running after this long is stopped and the job fails.
+IMAGE_BUILD_TIMEOUT_SECONDS = env.get_int("IMAGE_BUILD_TIMEOUT_SECONDS", 1800)
 # Tells this portal's domains from other portals' and hand-made ones on a shared libvirtd.
 INSTANCE_ID = env.get_str("INSTANCE_ID", "default")
 DOMAIN_PREFIX = env.get_str("DOMAIN_PREFIX", "vmp")
