@@ -164,7 +164,7 @@ def vm_ssh_command(*, vm: VM, nics: list[VMNic] | None = None) -> str | None:
     """A ready `ssh` line: the image's login user at the first NIC address known (None until a lease is seen,
     or for images with no SSH login)."""
     image = vm.image
-    login = getattr(image, "login_user", "") if image is not None else ""
+    login = image.login_user if image is not None else ""
     if not login or vm.status not in VMStatus.ACTIVE:
         return None
     for nic in nics if nics is not None else vm_nics(vm=vm):

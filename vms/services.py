@@ -258,7 +258,7 @@ def vm_create(*, actor: Actor, via: str, name: str, image: Image | str | int | N
         raise PermissionDenied(f"You are not a member of the group {group.name}.")
     nets = _resolve_networks(actor=actor, owner=owner, networks=networks)
     user_data = validate_user_data(user_data)
-    if user_data and not getattr(image, "cloud_init", False):  # TODO(merge debian): attribute
+    if user_data and not image.cloud_init:
         raise ValidationFailed(f"Image {image.name} does not take cloud-init, so it has no use for user-data.",
                                field="user_data")
     host = pick_host(vcpus=vcpus, memory_mib=memory_mib, among=hosts_with_networks(nets),
@@ -281,7 +281,7 @@ def vm_create(*, actor: Actor, via: str, name: str, image: Image | str | int | N
             root = volume_plan(pool=pool, name=f"{vm.domain_name}-disk0.qcow2",
                                capacity_gib=disk_gib, backing_image=image)
             VMDisk.objects.create(vm=vm, volume=root, target="vda", bus="virtio")
-            if getattr(image, "cloud_init", False):  # TODO(merge debian): attribute
+            if image.cloud_init:
                 seed = Volume.objects.create(pool=pool, name=f"{vm.domain_name}-cidata.iso", format="raw",
                                              capacity_gib=0)
                 VMDisk.objects.create(vm=vm, volume=seed, target=SEED_TARGET, bus="virtio", readonly=True)

@@ -147,8 +147,7 @@ def vm_create_view(request: HttpRequest) -> HttpResponse:
         "default_network": default_network,
         "selected_networks": form.selected_networks(),
         "nics_max": settings.NICS_PER_VM,
-        # TODO(merge debian): Image.cloud_init becomes a field; getattr until then.
-        "cloud_init_images": [i for i in images if getattr(i, "cloud_init", False)],
+        "cloud_init_images": [i for i in images if i.cloud_init],
         "user_data_max": settings.USER_DATA_MAX_BYTES,
     }, status=400 if form.errors else 200)
 

@@ -134,12 +134,9 @@ def test_info_shows_each_nic_and_the_ssh_line(slack, alice_linked, nets, monkeyp
     assert f"• `lab` · `{second.mac}` · _no address yet_" in text
     assert "The ssh line appears once the guest has taken an address" in text
 
-    # The monitor saw a lease; the image logs in as debian (Image.login_user, from the images branch).
+    # The monitor saw a lease; the image logs in as debian.
     VMNic.objects.filter(pk=first.pk).update(ip_address="10.77.0.23")
-    if any(f.name == "login_user" for f in Image._meta.get_fields()):
-        Image.objects.update(login_user="debian")
-    else:  # TODO(images): drop once Image.login_user is a field
-        monkeypatch.setattr(Image, "login_user", "debian", raising=False)
+    Image.objects.update(login_user="debian")
     response = slack.command("show web-1")
     text = reply_text(response)
     assert f"• `lan` · `{first.mac}` · `10.77.0.23`" in text

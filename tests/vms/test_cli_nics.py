@@ -49,13 +49,9 @@ def private(test_host, admin_user):
     get_driver("test:///default").remove_network(network.libvirt_name)
 
 
-def _login_user(monkeypatch, user: str = "debian") -> None:
-    """Images say which user logs in over SSH (Image.login_user, from the images branch; until it lands,
-    the attribute vms.selectors reads with getattr)."""
-    if any(f.name == "login_user" for f in Image._meta.get_fields()):
-        Image.objects.update(login_user=user)
-    else:  # TODO(images): drop once Image.login_user is a field
-        monkeypatch.setattr(Image, "login_user", user, raising=False)
+def _login_user(user: str = "debian") -> None:
+    """Images say which user logs in over SSH (Image.login_user)."""
+    Image.objects.update(login_user=user)
 
 
 def test_create_puts_a_nic_on_each_network_asked_for_and_show_prints_them(lan, private, alice, admin_user,
@@ -71,7 +67,7 @@ def test_create_puts_a_nic_on_each_network_asked_for_and_show_prints_them(lan, p
     assert f"private              {second.mac}" in shown
     assert "ssh          - (no address seen yet" in shown
 
-    _login_user(monkeypatch)
+    _login_user()
     VMNic.objects.filter(pk=first.pk).update(ip_address="10.77.0.23")
     info = vm_cmd("--user", "root-admin", "info", "two-nets")
     assert "10.77.0.23" in info and "ssh          ssh debian@10.77.0.23" in info

@@ -53,13 +53,9 @@ def networks(make_network, alice):
 
 
 @pytest.fixture
-def ssh_login(monkeypatch):
+def ssh_login():
     """The test image logs in as `debian` (what vms.selectors.vm_ssh_command needs for its line)."""
-    # TODO(merge debian): Image.login_user becomes a field; until then a class attribute stands in.
-    if any(f.name == "login_user" for f in Image._meta.get_fields()):
-        Image.objects.update(login_user="debian")
-    else:
-        monkeypatch.setattr(Image, "login_user", "debian", raising=False)
+    Image.objects.update(login_user="debian")
 
 
 def interfaces(driver, vm: VM, *, inactive: bool = False) -> list[tuple[str, str]]:
