@@ -238,6 +238,23 @@ def ns_guest_image(ns_host):
         ready_marker="PORTAL GUEST READY", replace=True)
 
 
+@pytest.fixture
+def debian_image(ns_host):
+    """The Debian 12 cloud-init image (built by `scripts/setup.sh --test`) in the namespace host's pool."""
+    from storage.recipes import RECIPES
+    from storage.services import image_register
+
+    recipe = RECIPES["debian-12"]
+    disk = recipe.outdir / recipe.disk_file
+    if not disk.exists():
+        pytest.fail(f"{disk} is missing: run scripts/build-debian-image.sh (make test does)")
+    return image_register(
+        actor=None, host=ns_host, name="test-debian-ns", title=recipe.title, source_path=str(disk), fmt="qcow2",
+        boot_mode="kernel", kernel_path=str(recipe.outdir / recipe.kernel_file),
+        initrd_path=str(recipe.outdir / recipe.initrd_file), cmdline=recipe.cmdline, cloud_init=True,
+        login_user=recipe.login_user, min_disk_gib=recipe.min_disk_gib, replace=True)
+
+
 _QEMU_FIXTURES = {"qemu_host", "ns_hypervisor", "ns_host"}
 
 

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from accounts.services import sshkey_add
 from networks.services import network_create
-from storage.models import Image
+from portal.hypervisor import get_driver
 from vms import selectors, services
 from vms.models import VM, VMNic
 from vms.reconcile import nic_addresses_refresh
@@ -80,7 +80,10 @@ def test_debian_guest_answers_ssh_with_the_owners_key_only(ns_host, ns_hyperviso
     refused = ssh(ns_hypervisor, bob_key, debian_image.login_user, ip, "hostname")
     assert refused.returncode == 255 and "Permission denied" in refused.stderr
 
+    seed = vm.disks.get(readonly=True).volume
+    assert seed.name.endswith("-cidata.iso")
     services.vm_delete(actor=alice, via="cli", vm=vm)
     vm.refresh_from_db()
     assert vm.status == "deleted"
-    assert not Image.objects.get(pk=debian_image.pk).volumes.filter(name__contains=vm.domain_name).exists()
+    left = {v.name for v in get_driver(ns_host.uri).list_volumes(pool=seed.pool.name)}
+    assert not [name for name in left if vm.domain_name in name]  # disk and seed are gone
