@@ -77,3 +77,20 @@ def test_two_guests_get_leases_ping_each_other_and_nics_hot_plug(ns_host, ns_gue
     for vm in vms:
         services.vm_delete(actor=alice, via="cli", vm=vm)
     assert not VMNic.objects.exists()
+
+
+def test_bridged_networks_need_an_existing_bridge_on_each_host(ns_host, ns_hypervisor, admin_user):
+    from networks.models import Network
+    from portal.exceptions import ValidationFailed
+
+    with pytest.raises(ValidationFailed, match=f"Host {ns_host.name} has no bridge named nobr0"):
+        network_create(actor=admin_user, via="cli", name="lan", mode="bridge", bridge="nobr0", hosts=[ns_host])
+    assert not Network.objects.exists()
+    assert ns_hypervisor.exec(["ip", "link", "add", "br-test", "type", "bridge"], timeout=10).returncode == 0
+    try:
+        net = network_create(actor=admin_user, via="cli", name="lan", mode="bridge", bridge="br-test",
+                             hosts=[ns_host])
+        info = get_driver(ns_host.uri).network_info(net.libvirt_name)
+        assert info.active and info.bridge == "br-test"
+    finally:
+        ns_hypervisor.exec(["ip", "link", "del", "br-test"], timeout=10)
