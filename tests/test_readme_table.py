@@ -52,12 +52,14 @@ from django.test import Client
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+from accounts.models import SSHKey
 from networks.models import Network
 from portal.choices import JobStatus, Via
 from portal.hypervisor import PowerState, domain_xml, get_driver
 from portal.jobs import JobContext
 from portal.models import AuditEvent, Job
 from storage.models import Image
+from tests.accounts.conftest import ed25519_line
 from tests.chatops import conftest as slack_kit
 from tests.chatops.conftest import CHANNEL, reply_of, reply_text
 from vms import lifecycle
@@ -92,6 +94,7 @@ ROWS = {
     "jobs": "Jobs with live progress, audit trail",
     "consoles": "Screen (noVNC) and serial terminal (xterm.js) in the browser",
     "networks": "Networks: pick at create, add / remove NICs, addresses and the `ssh` line",
+    "keys": "SSH keys for cloud-init",
 }
 # The README's column headers -> short names for test ids.
 DOORS = {"Web": "web", "REST API": "api", "Slack": "slack", "CLI": "cli", "Admin": "admin"}
@@ -478,13 +481,14 @@ class Browser:
         return Page(url, response)
 
     def submit(self, page: Page, *, action: str | None = None, form_id: str | None = None,
-               button: str | None = None, data: dict[str, str | list[str]] | None = None,
+               button: str | None = None, data: dict[str, str | list[str]] | None = None, expect: int = 200,
                **fields: str | list[str]) -> Page:
         """Fill in the page's one POST form with this `action` (or id), click its submit button (the
         named one, else its first, as Enter does) and follow the redirects, sending the page as Referer.
 
         Every given field must be one of the form's fields and, for a select, radio or checkbox, one of
-        its choices; the button clicked must not be disabled.
+        its choices; the button clicked must not be disabled. The final answer's status must be `expect`
+        (a form sent back with its errors may say 400).
         """
         wanted = {**fields, **(data or {})}
         forms = [f for f in page.forms if f.method == "post"
@@ -509,7 +513,7 @@ class Browser:
             values[name] = value
         target = urlsplit(form.action).path
         response = self.client.post(target, values, follow=True, HTTP_REFERER=f"http://testserver{page.url}")
-        assert response.status_code == 200, f"POST {target}: {response.status_code}"
+        assert response.status_code == expect, f"POST {target}: {response.status_code}"
         final = urlsplit(response.redirect_chain[-1][0]).path if response.redirect_chain else target
         return Page(final, response)
 
@@ -1284,6 +1288,96 @@ def admin_networks(test_host, alice, admin_user) -> None:
     assert admin.client.get("/admin/vms/vmnic/").status_code == 404  # no admin of its own
     listed = admin.get("/admin/vms/vm/").text  # the VMs list has an addresses column
     assert f"web-1 alice - Running running testhost 1 / 128 MiB / 1 GiB Blank (test driver) {ADDRESS}" in listed
+
+
+# === SSH keys for cloud-init =========================================================================
+# Each door adds a real ED25519 public key (as ssh-keygen writes it), lists it with its fingerprint, and
+# refuses a key pasted with authorized_keys options in front of it, in that door's words. A key that is
+# added is in the cloud-config of the owner's next VM (vms.cloudinit; the seeds themselves are proven in
+# tests/vms/test_cloudinit.py and on a booted Debian guest in tests/networks/test_qemu_debian.py).
+
+KEYS_PAGE = "/account/keys/"
+KEY_REFUSAL = ('Paste only the key itself ("ssh-ed25519 AAAA… comment"), without authorized_keys options such as '
+               'command="…", from="…" or no-pty in front of it.')
+
+
+def with_options(line: str) -> str:
+    return f'command="rm -rf /" {line}'
+
+
+def assert_key_added(user, line: str, *, via: str, actor=None) -> SSHKey:
+    """The key is the user's, added by `actor` (the user) through `via`, audited, and cloud-init would put
+    it into the user's next VM."""
+    from vms.cloudinit import base_cloud_config
+
+    key = SSHKey.objects.get(user=user)
+    assert (key.public_key, key.created_via) == (line, via)
+    event = AuditEvent.objects.get(action="sshkey.add")
+    assert (event.actor, event.via) == (actor or user, via)
+    [login] = base_cloud_config(VM(owner=user, name=NAME))["users"]
+    assert login["ssh_authorized_keys"] == [line]
+    return key
+
+
+@claim("keys", "Web")
+def web_keys(alice) -> None:
+    line = ed25519_line("alice@laptop")
+    browser = Browser(alice)
+    assert f'href="{KEYS_PAGE}"' in browser.get("/").html  # the account menu leads there
+    page = browser.submit(browser.get(KEYS_PAGE), action=KEYS_PAGE, public_key=with_options(line), name="",
+                          expect=400)
+    assert KEY_REFUSAL in page.text and "No SSH keys yet." in page.text
+    assert not SSHKey.objects.exists()
+    page = browser.submit(page, action=KEYS_PAGE, public_key=line, name="")
+    key = assert_key_added(alice, line, via=Via.WEB)
+    assert f"Added SSH key alice@laptop ({key.fingerprint})." in page.text and page.url == KEYS_PAGE
+    assert f"alice@laptop ED25519 256 bits {key.fingerprint}" in page.text
+
+
+@claim("keys", "REST API")
+def api_keys(alice) -> None:
+    line = ed25519_line("alice@laptop")
+    api = api_client(alice)
+    refused = api.post("/api/keys/", {"public_key": with_options(line)}, format="json")
+    assert refused.status_code == 400 and refused.json() == {
+        "code": "invalid", "detail": KEY_REFUSAL, "errors": {"public_key": [KEY_REFUSAL]}}, refused.content
+    assert not SSHKey.objects.exists()
+    added = api.post("/api/keys/", {"public_key": line}, format="json")
+    assert added.status_code == 201, added.content
+    key = assert_key_added(alice, line, via=Via.API)
+    [listed] = api.get("/api/keys/").json()["results"]
+    assert listed == added.json()
+    assert (listed["name"], listed["type"], listed["fingerprint"]) == ("alice@laptop", "ssh-ed25519", key.fingerprint)
+
+
+@claim("keys", "Slack", "list")
+def slack_keys(alice, link, slack) -> None:
+    from accounts.services import sshkey_add
+
+    linked_alice(alice, link)
+    key = sshkey_add(actor=alice, via=Via.SYSTEM, public_key=ed25519_line("alice@laptop"))  # set-up
+    said = slack_run(slack, "keys")
+    assert "*Your SSH keys* (1)" in said and f"🔑 *alice@laptop* — ED25519 256 · `{key.fingerprint}`" in said
+    # The cell says only "list": keys are not added in Slack (a key pasted in a chat stays in its history).
+    said = slack_run(slack, f"keys add {ed25519_line('alice@desktop')}")
+    assert "`/vm keys` only lists your SSH keys. Add or delete keys in the portal" in said
+    assert list(SSHKey.objects.all()) == [key]
+
+
+@claim("keys", "Admin")
+def admin_keys(alice, admin_user) -> None:
+    line = ed25519_line("alice@laptop")
+    admin = Browser(admin_user)
+    add = "/admin/accounts/sshkey/add/"
+    page = admin.submit(admin.get(add, user=str(alice.pk)), action=add, button="_save", user=str(alice.pk),
+                        public_key=with_options(line))
+    assert KEY_REFUSAL in page.text and not SSHKey.objects.exists()
+    page = admin.submit(admin.get(add, user=str(alice.pk)), action=add, button="_save", user=str(alice.pk),
+                        public_key=line)
+    assert "was added successfully" in page.text, page.text
+    key = assert_key_added(alice, line, via=Via.ADMIN, actor=admin_user)
+    listed = admin.get("/admin/accounts/sshkey/").text
+    assert f"alice@laptop alice ED25519 256 {key.fingerprint}" in listed, listed
 
 
 # === the tests ======================================================================================
