@@ -23,8 +23,11 @@ on) goes through the services with `via=system`.
 
 Limits of libvirt's test driver, said where they matter: it cannot grow disks (those checks assert
 the service's refusal, in its words, through the door; real growth is proven on qemu:///system in
-tests/vms/test_disk.py), and it has no consoles (one-time links are issued and redeemed here, the
-streaming is proven in tests/consoles/).
+tests/vms/test_disk.py), it has no consoles (one-time links are issued and redeemed here, the
+streaming is proven in tests/consoles/), it cannot hot-plug NICs (NICs are added to and removed from
+a stopped VM, whose definition changes; hot-plug is proven on a namespace host in
+tests/networks/test_qemu_networks.py) and its networks hand out no DHCP leases (set-up writes the
+address the monitor would have read, and the doors must show it and the `ssh` line).
 """
 
 from __future__ import annotations
@@ -46,17 +49,22 @@ from channels.testing import WebsocketCommunicator
 from django.contrib import admin as django_admin
 from django.core.management import CommandError, call_command
 from django.test import Client
+from django.utils import timezone
 from rest_framework.test import APIClient
 
+from accounts.models import SSHKey
+from networks.models import Network
 from portal.choices import JobStatus, Via
-from portal.hypervisor import PowerState, get_driver
+from portal.hypervisor import PowerState, domain_xml, get_driver
 from portal.jobs import JobContext
 from portal.models import AuditEvent, Job
+from storage.models import Image
+from tests.accounts.conftest import ed25519_line
 from tests.chatops import conftest as slack_kit
 from tests.chatops.conftest import CHANNEL, reply_of, reply_text
 from vms import lifecycle
 from vms.choices import VMStatus
-from vms.models import VM, Snapshot
+from vms.models import VM, Snapshot, VMNic
 
 # The Slack kit of tests/chatops/conftest.py (a fake Slack Web API on loopback, requests signed like
 # Slack's, linking): its fixtures, under their own names so that pytest finds them in this module (the
@@ -85,6 +93,8 @@ ROWS = {
     "quota": "Quota usage",
     "jobs": "Jobs with live progress, audit trail",
     "consoles": "Screen (noVNC) and serial terminal (xterm.js) in the browser",
+    "networks": "Networks: pick at create, add / remove NICs, addresses and the `ssh` line",
+    "keys": "SSH keys for cloud-init",
 }
 # The README's column headers -> short names for test ids.
 DOORS = {"Web": "web", "REST API": "api", "Slack": "slack", "CLI": "cli", "Admin": "admin"}
@@ -471,13 +481,14 @@ class Browser:
         return Page(url, response)
 
     def submit(self, page: Page, *, action: str | None = None, form_id: str | None = None,
-               button: str | None = None, data: dict[str, str | list[str]] | None = None,
+               button: str | None = None, data: dict[str, str | list[str]] | None = None, expect: int = 200,
                **fields: str | list[str]) -> Page:
         """Fill in the page's one POST form with this `action` (or id), click its submit button (the
         named one, else its first, as Enter does) and follow the redirects, sending the page as Referer.
 
         Every given field must be one of the form's fields and, for a select, radio or checkbox, one of
-        its choices; the button clicked must not be disabled.
+        its choices; the button clicked must not be disabled. The final answer's status must be `expect`
+        (a form sent back with its errors may say 400).
         """
         wanted = {**fields, **(data or {})}
         forms = [f for f in page.forms if f.method == "post"
@@ -502,7 +513,7 @@ class Browser:
             values[name] = value
         target = urlsplit(form.action).path
         response = self.client.post(target, values, follow=True, HTTP_REFERER=f"http://testserver{page.url}")
-        assert response.status_code == 200, f"POST {target}: {response.status_code}"
+        assert response.status_code == expect, f"POST {target}: {response.status_code}"
         final = urlsplit(response.redirect_chain[-1][0]).path if response.redirect_chain else target
         return Page(final, response)
 
@@ -1100,6 +1111,273 @@ def cli_consoles(test_host, alice, settings) -> None:
         assert url.startswith("http://portal.test/consoles/link/")
         assert_console_link(alice, url, vm, kind)
     assert AuditEvent.objects.filter(action="console.link", via=Via.CLI, target_id=str(vm.pk)).count() == 2
+
+
+# === Networks: pick at create, add / remove NICs, addresses and the `ssh` line =========================
+# Set-up, not under test: two networks open to all on the test host, made through networks.services:
+# lan, everyone's default, and lab, which each check picks at create (without the pick, the VM would be
+# on lan). libvirt's test driver cannot hot-plug NICs (the job fails and says so: tests/vms/test_nics.py),
+# so NICs are added to and removed from the stopped VM, whose definition changes; hot-plug into running
+# guests is proven on a namespace host (tests/networks/test_qemu_networks.py). Nor has the test driver DHCP
+# leases: set-up writes the address the monitor would have read from one (and the image's login user), and
+# each door must show that address and the ready `ssh` line.
+
+ADDRESS = "10.78.0.23"
+SSH_LINE = f"ssh debian@{ADDRESS}"
+
+
+def lan_and_lab(make_network) -> dict[str, Network]:
+    """Set-up, not under test: lan (open to all, the default) and lab (open to all)."""
+    return {"lan": make_network("lan", "10.77.0.0/24", is_public=True, is_default=True),
+            "lab": make_network("lab", "10.78.0.0/24", is_public=True)}
+
+
+def assert_nics(vm: VM, networks: list[str]) -> list[VMNic]:
+    """The VM's NICs, oldest first: attached, on these networks, and so in libvirt's domain XML (the
+    definition, and the live XML while the domain runs)."""
+    vm.refresh_from_db()
+    nics = list(vm.nics.select_related("network").order_by("created_at", "id"))
+    assert [(n.network.name, n.status) for n in nics] == [(name, VMNic.Status.ATTACHED) for name in networks]
+    expected = [(n.mac, n.network.libvirt_name) for n in nics]
+    uuid = str(vm.uuid)
+    for inactive in (True, False) if libvirt().domain_info(uuid).state.is_active else (True,):
+        found = domain_xml.parse_interfaces(libvirt().domain_xml(uuid, inactive=inactive))
+        assert [(i.mac, i.network) for i in found] == expected, (inactive, found)
+    return nics
+
+
+def lease_seen(vm: VM) -> None:
+    """Set-up, not under test: the address the monitor writes when the guest has taken a DHCP lease, and an
+    image whose SSH login user is debian (vms.selectors.vm_ssh_command needs both for its line)."""
+    VMNic.objects.filter(vm=vm).update(ip_address=ADDRESS, ip_seen_at=timezone.now())
+    Image.objects.filter(pk=vm.image_id).update(login_user="debian")
+
+
+def assert_nic_job(vm: VM, op: str, *, via: str) -> None:
+    """A NIC added or removed through a door (`op`: add | remove): its job succeeded, both audit rows."""
+    job_of(vm, f"vm.nic.{op}", via=via)
+    audited(vm, f"vm.nic.{op}", via=via)
+    audited(vm, f"vm.nic.{op.removesuffix('e')}ed", via=via)
+
+
+@claim("networks", "Web")
+def web_networks(test_host, alice, make_network) -> None:
+    nets = lan_and_lab(make_network)
+    browser = Browser(alice)
+    form = browser.get("/vms/new/")
+    [create] = [f for f in form.forms if f.method == "post" and "networks" in f.values]
+    assert create.values["networks"] == [str(nets["lan"].pk)]  # the default is ticked; lab is picked instead
+    page = browser.submit(form, action="/vms/new/", name=NAME, flavor="custom", networks=[str(nets["lab"].pk)],
+                          **{k: str(v) for k, v in SMALL.items()})
+    assert "Creating web-1." in page.text
+    vm = assert_created(alice, via=Via.WEB)
+    [nic] = assert_nics(vm, ["lab"])
+    detail = f"/vms/{vm.pk}/"
+    assert f"lab Waiting for a DHCP lease… {nic.mac} virtio Attached" in page.text, page.text
+    lease_seen(vm)
+    page = browser.get(detail)
+    assert f'value="{SSH_LINE}"' in page.html and f"lab {ADDRESS} {nic.mac} virtio Attached" in page.text
+    force_off(vm)
+    page = browser.submit(browser.get(detail), action=f"/vms/{vm.pk}/nics/", network="lan")
+    assert "Adding a NIC on lan to web-1." in page.text and page.url == detail
+    assert_nic_job(vm, "add", via=Via.WEB)
+    _, added = assert_nics(vm, ["lab", "lan"])
+    page = browser.submit(browser.get(detail), action=f"/vms/{vm.pk}/nics/{nic.pk}/remove/")
+    assert f"Removing NIC {nic.mac} from web-1." in page.text
+    assert_nic_job(vm, "remove", via=Via.WEB)
+    assert assert_nics(vm, ["lan"]) == [added]
+
+
+@claim("networks", "REST API")
+def api_networks(test_host, alice, make_network) -> None:
+    lan_and_lab(make_network)
+    api = api_client(alice)
+    created = api.post("/api/vms/", {"name": NAME, **SMALL, "networks": ["lab"]}, format="json")
+    assert created.status_code == 202, created.content
+    vm = assert_created(alice, via=Via.API)
+    [nic] = assert_nics(vm, ["lab"])
+    body = created.json()["vm"]
+    assert [(n["network"], n["mac"], n["ip_address"]) for n in body["nics"]] == [("lab", nic.mac, None)]
+    assert body["ssh"] is None  # no address yet
+    lease_seen(vm)
+    body = api.get(f"/api/vms/{vm.pk}/").json()
+    assert body["ssh"] == SSH_LINE and body["nics"][0]["ip_address"] == ADDRESS
+    force_off(vm)
+    added = api.post(body["nics_url"], {"network": "lan"}, format="json")
+    assert added.status_code == 202 and added.json()["message"] == "Adding a NIC on lan to web-1.", added.content
+    assert_nic_job(vm, "add", via=Via.API)
+    _, new = assert_nics(vm, ["lab", "lan"])
+    assert added.json()["nic"]["mac"] == new.mac
+    removed = api.delete(body["nics"][0]["url"])
+    assert removed.status_code == 202 and removed.json()["message"] == f"Removing NIC {nic.mac} from web-1."
+    assert_nic_job(vm, "remove", via=Via.API)
+    assert assert_nics(vm, ["lan"]) == [new]
+    assert [n["network"] for n in api.get(body["nics_url"]).json()["results"]] == ["lan"]
+
+
+@claim("networks", "Slack", "create `--net`, info")
+def slack_networks(test_host, alice, link, slack, small_flavor, make_network) -> None:
+    from chatops.commands import ParseError, parse
+
+    linked_alice(alice, link)
+    lan_and_lab(make_network)
+    said = slack_run(slack, "create web-1 --flavor small --net lab")
+    assert "<@UALICE> is creating *web-1* (1 vCPU · 128 MiB · 1 GiB · test-blank) on lab" in said
+    vm = assert_created(alice, via=Via.SLACK)
+    [nic] = assert_nics(vm, ["lab"])
+    said = slack_run(slack, "info web-1")
+    assert f"• `lab` · `{nic.mac}` · _no address yet_" in said and "The ssh line appears once" in said
+    lease_seen(vm)
+    said = slack_run(slack, "info web-1")
+    assert f"• `lab` · `{nic.mac}` · `{ADDRESS}`" in said and f"```{SSH_LINE}```" in said
+    # The cell leaves out adding and removing NICs: Slack has no command for either.
+    for text in ("nic-add web-1 lan", "nic-remove web-1 lab", "add-nic web-1 lan", "remove-nic web-1 lab"):
+        with pytest.raises(ParseError, match="Unknown command"):
+            parse(text)
+
+
+@claim("networks", "CLI")
+def cli_networks(test_host, alice, make_network) -> None:
+    lan_and_lab(make_network)
+    out = cli("create", NAME, "--vcpus", "1", "--memory-mib", "128", "--disk-gib", "1", "--net", "lab", "--wait")
+    assert "Creating web-1." in out and "succeeded 100% Done" in out
+    vm = assert_created(alice, via=Via.CLI)
+    [nic] = assert_nics(vm, ["lab"])
+    shown = [" ".join(line.split()) for line in cli("show", NAME).splitlines()]
+    assert f"nic {nic.pk} lab {nic.mac} virtio attached -" in shown, shown
+    lease_seen(vm)
+    shown = [" ".join(line.split()) for line in cli("show", NAME).splitlines()]
+    assert f"nic {nic.pk} lab {nic.mac} virtio attached {ADDRESS}" in shown and f"ssh {SSH_LINE}" in shown, shown
+    force_off(vm)
+    out = cli("--wait", "nic-add", NAME, "lan")
+    _, added = assert_nics(vm, ["lab", "lan"])
+    assert out.splitlines()[0] == f"Adding a NIC on lan to web-1. MAC {added.mac}." and "succeeded 100% Done" in out
+    assert_nic_job(vm, "add", via=Via.CLI)
+    out = cli("--wait", "nic-remove", NAME, nic.mac)
+    assert out.splitlines()[0] == f"Removing NIC {nic.mac} from web-1." and "succeeded 100% Done" in out
+    assert_nic_job(vm, "remove", via=Via.CLI)
+    assert assert_nics(vm, ["lan"]) == [added]
+
+
+@claim("networks", "Admin", "networks, view NICs")
+def admin_networks(test_host, alice, admin_user) -> None:
+    from vms.services import vm_create
+
+    admin = Browser(admin_user)
+    add = "/admin/networks/network/add/"
+    page = admin.submit(admin.get(add), action=add, button="_save", name="lab", mode="isolated",
+                        cidr="10.78.0.0/24", on_hosts=[str(test_host.pk)], is_public="on")
+    assert "was added successfully" in page.text, page.text
+    lab = Network.objects.get(name="lab")
+    assert (lab.mode, lab.cidr, lab.is_public) == ("isolated", "10.78.0.0/24", True)
+    assert libvirt().network_info(lab.libvirt_name).active  # defined and started on the host
+    event = AuditEvent.objects.get(action="network.create")
+    assert (event.actor, event.via) == (admin_user, Via.ADMIN)
+    # Users' NICs: a VM of alice's on lab (set-up), whose address is known. The admin shows them, read-only.
+    vm = vm_create(actor=alice, via=Via.SYSTEM, name=NAME, networks=["lab"], **SMALL).vm
+    [nic] = assert_nics(vm, ["lab"])
+    lease_seen(vm)
+    page = admin.get(f"/admin/vms/vm/{vm.pk}/change/")
+    [inline] = [fs for fs in page.response.context["inline_admin_formsets"] if fs.opts.model is VMNic]
+    assert [form.original for form in inline] == [nic]
+    assert f"lab {nic.mac} virtio (fastest; Linux guests) Attached {ADDRESS}" in page.text, page.text
+    assert f"Ssh: {SSH_LINE}" in page.text
+    assert not (inline.has_add_permission or inline.has_change_permission or inline.has_delete_permission)
+    actions = django_admin.site._registry[VM].get_actions(page.response.wsgi_request)
+    assert not [name for name in actions if "nic" in name], sorted(actions)
+    assert admin.client.get("/admin/vms/vmnic/").status_code == 404  # no admin of its own
+    listed = admin.get("/admin/vms/vm/").text  # the VMs list has an addresses column
+    assert f"web-1 alice - Running running testhost 1 / 128 MiB / 1 GiB Blank (test driver) {ADDRESS}" in listed
+
+
+# === SSH keys for cloud-init =========================================================================
+# Each door adds a real ED25519 public key (as ssh-keygen writes it), lists it with its fingerprint, and
+# refuses a key pasted with authorized_keys options in front of it, in that door's words. A key that is
+# added is in the cloud-config of the owner's next VM (vms.cloudinit; the seeds themselves are proven in
+# tests/vms/test_cloudinit.py and on a booted Debian guest in tests/networks/test_qemu_debian.py).
+
+KEYS_PAGE = "/account/keys/"
+KEY_REFUSAL = ('Paste only the key itself ("ssh-ed25519 AAAA… comment"), without authorized_keys options such as '
+               'command="…", from="…" or no-pty in front of it.')
+
+
+def with_options(line: str) -> str:
+    return f'command="rm -rf /" {line}'
+
+
+def assert_key_added(user, line: str, *, via: str, actor=None) -> SSHKey:
+    """The key is the user's, added by `actor` (the user) through `via`, audited, and cloud-init would put
+    it into the user's next VM."""
+    from vms.cloudinit import base_cloud_config
+
+    key = SSHKey.objects.get(user=user)
+    assert (key.public_key, key.created_via) == (line, via)
+    event = AuditEvent.objects.get(action="sshkey.add")
+    assert (event.actor, event.via) == (actor or user, via)
+    [login] = base_cloud_config(VM(owner=user, name=NAME))["users"]
+    assert login["ssh_authorized_keys"] == [line]
+    return key
+
+
+@claim("keys", "Web")
+def web_keys(alice) -> None:
+    line = ed25519_line("alice@laptop")
+    browser = Browser(alice)
+    assert f'href="{KEYS_PAGE}"' in browser.get("/").html  # the account menu leads there
+    page = browser.submit(browser.get(KEYS_PAGE), action=KEYS_PAGE, public_key=with_options(line), name="",
+                          expect=400)
+    assert KEY_REFUSAL in page.text and "No SSH keys yet." in page.text
+    assert not SSHKey.objects.exists()
+    page = browser.submit(page, action=KEYS_PAGE, public_key=line, name="")
+    key = assert_key_added(alice, line, via=Via.WEB)
+    assert f"Added SSH key alice@laptop ({key.fingerprint})." in page.text and page.url == KEYS_PAGE
+    assert f"alice@laptop ED25519 256 bits {key.fingerprint}" in page.text
+
+
+@claim("keys", "REST API")
+def api_keys(alice) -> None:
+    line = ed25519_line("alice@laptop")
+    api = api_client(alice)
+    refused = api.post("/api/keys/", {"public_key": with_options(line)}, format="json")
+    assert refused.status_code == 400 and refused.json() == {
+        "code": "invalid", "detail": KEY_REFUSAL, "errors": {"public_key": [KEY_REFUSAL]}}, refused.content
+    assert not SSHKey.objects.exists()
+    added = api.post("/api/keys/", {"public_key": line}, format="json")
+    assert added.status_code == 201, added.content
+    key = assert_key_added(alice, line, via=Via.API)
+    [listed] = api.get("/api/keys/").json()["results"]
+    assert listed == added.json()
+    assert (listed["name"], listed["type"], listed["fingerprint"]) == ("alice@laptop", "ssh-ed25519", key.fingerprint)
+
+
+@claim("keys", "Slack", "list")
+def slack_keys(alice, link, slack) -> None:
+    from accounts.services import sshkey_add
+
+    linked_alice(alice, link)
+    key = sshkey_add(actor=alice, via=Via.SYSTEM, public_key=ed25519_line("alice@laptop"))  # set-up
+    said = slack_run(slack, "keys")
+    assert "*Your SSH keys* (1)" in said and f"🔑 *alice@laptop* — ED25519 256 · `{key.fingerprint}`" in said
+    # The cell says only "list": keys are not added in Slack (a key pasted in a chat stays in its history).
+    said = slack_run(slack, f"keys add {ed25519_line('alice@desktop')}")
+    assert "`/vm keys` only lists your SSH keys. Add or delete keys in the portal" in said
+    assert list(SSHKey.objects.all()) == [key]
+
+
+@claim("keys", "Admin")
+def admin_keys(alice, admin_user) -> None:
+    line = ed25519_line("alice@laptop")
+    admin = Browser(admin_user)
+    add = "/admin/accounts/sshkey/add/"
+    page = admin.submit(admin.get(add, user=str(alice.pk)), action=add, button="_save", user=str(alice.pk),
+                        public_key=with_options(line))
+    assert KEY_REFUSAL in page.text and not SSHKey.objects.exists()
+    page = admin.submit(admin.get(add, user=str(alice.pk)), action=add, button="_save", user=str(alice.pk),
+                        public_key=line)
+    assert "was added successfully" in page.text, page.text
+    key = assert_key_added(alice, line, via=Via.ADMIN, actor=admin_user)
+    listed = admin.get("/admin/accounts/sshkey/").text
+    assert f"alice@laptop alice ED25519 256 {key.fingerprint}" in listed, listed
 
 
 # === the tests ======================================================================================
