@@ -18,7 +18,6 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import ActionLocation
-from django.contrib.admin.actions import delete_selected as django_delete_selected
 from django.db.models import Count
 from django.http import HttpResponseRedirect
 from django.utils.html import format_html, format_html_join
@@ -26,13 +25,12 @@ from django.utils.html import format_html, format_html_join
 from cluster.models import Host
 from portal.admin_helpers import (
     EMPTY,
+    ServiceDeleteMixin,
     admin_error_text,
-    admin_url,
     badge,
     changelist_link,
     link,
     note_context,
-    per_object,
     when,
 )
 from portal.choices import Via
@@ -213,7 +211,7 @@ def _placement_badge(placement: NetworkHost) -> Any:
 
 
 @admin.register(Network)
-class NetworkAdmin(admin.ModelAdmin):
+class NetworkAdmin(ServiceDeleteMixin, admin.ModelAdmin):
     form = NetworkForm
     list_display = ("name", "title", "mode_col", "cidr_col", "dhcp_range", "hosts_col", "access_col", "is_public",
                     "is_default", "nics_col")
@@ -428,13 +426,6 @@ class NetworkAdmin(admin.ModelAdmin):
         return (f"Cannot delete network {network.name}: {len(users)} NIC(s) use it ({', '.join(users[:5])}{more}). "
                 "Remove those NICs or delete those VMs first.")
 
-    def delete_view(self, request: Any, object_id: str, extra_context: dict | None = None) -> Any:
-        network = self.get_object(request, object_id)
-        if network is not None and (reason := self._in_use(network)):
-            self.message_user(request, reason, messages.ERROR)
-            return HttpResponseRedirect(admin_url(network))
-        return super().delete_view(request, object_id, extra_context)
-
     def get_deleted_objects(self, objs: Any, request: Any) -> Any:
         # network_delete removes its placements and reservations itself: no delete permission needed on them.
         deleted, model_count, _perms_needed, protected = super().get_deleted_objects(objs, request)
@@ -445,33 +436,6 @@ class NetworkAdmin(admin.ModelAdmin):
         services.network_delete(actor=request.user, via=Via.ADMIN, network=network)
         where = f" and removed it from {', '.join(hosts)}" if hosts else ""
         return messages.SUCCESS, f"Deleted network {network.name}{where}."
-
-    def delete_model(self, request: Any, obj: Network) -> None:
-        per_object(self, request, [obj], lambda network: self._delete(request, network), verb="Deleted")
-
-    def delete_queryset(self, request: Any, queryset: Any) -> None:
-        per_object(self, request, queryset, lambda network: self._delete(request, network), verb="Deleted")
-
-    def log_deletions(self, request: Any, queryset: Any) -> None:
-        return None  # network_delete writes the audit event
-
-    def response_delete(self, request: Any, obj_display: str, obj_id: Any) -> Any:
-        return HttpResponseRedirect(admin_url(Network, "changelist"))
-
-    @admin.action(permissions=["delete"], description="Delete selected networks (unused ones only)")
-    def delete_selected(self, request: Any, queryset: Any) -> Any:
-        refused = []
-        for network in queryset:
-            if reason := self._in_use(network):
-                refused.append(network.pk)
-                self.message_user(request, reason, messages.ERROR)
-        rest = queryset.exclude(pk__in=refused)
-        if not rest.exists():
-            return None
-        if request.POST.get("post"):
-            self.delete_queryset(request, rest)
-            return None
-        return django_delete_selected(self, request, rest)
 
     # re-apply: define and start each network again wherever it is placed, one message per host
     @admin.action(permissions=["change"], description="Re-apply on hosts (define and start it where it is placed)",

@@ -155,6 +155,59 @@ def per_object(modeladmin, request, objects: Iterable, call: Callable[[Any], tup
     return counts
 
 
+class ServiceDeleteMixin:
+    """For ModelAdmins whose deletes go through a service that refuses while the object is in use.
+
+    The ModelAdmin says `_in_use(obj) -> reason or None` and `_delete(request, obj) -> (level, message)`
+    (the service call). Single and bulk deletes are refused up front with the reason, each delete is
+    its own service call with its own message, and the service writes the audit event.
+    """
+
+    def _in_use(self, obj: Any) -> str | None:
+        raise NotImplementedError
+
+    def _delete(self, request: Any, obj: Any) -> tuple[int, str]:
+        raise NotImplementedError
+
+    def delete_view(self, request: Any, object_id: str, extra_context: dict | None = None) -> Any:
+        obj = self.get_object(request, object_id)  # type: ignore[attr-defined]
+        if obj is not None and (reason := self._in_use(obj)):
+            self.message_user(request, reason, messages.ERROR)  # type: ignore[attr-defined]
+            return HttpResponseRedirect(admin_url(obj))
+        return super().delete_view(request, object_id, extra_context)  # type: ignore[misc]
+
+    def delete_model(self, request: Any, obj: Any) -> None:
+        per_object(self, request, [obj], lambda o: self._delete(request, o), verb="Deleted")
+
+    def delete_queryset(self, request: Any, queryset: Any) -> None:
+        per_object(self, request, queryset, lambda o: self._delete(request, o), verb="Deleted")
+
+    def log_deletions(self, request: Any, queryset: Any) -> None:
+        return None  # the service writes the audit event
+
+    def response_delete(self, request: Any, obj_display: str, obj_id: Any) -> Any:
+        return HttpResponseRedirect(admin_url(self.model, "changelist"))  # type: ignore[attr-defined]
+
+    def delete_selected(self, request: Any, queryset: Any) -> Any:
+        from django.contrib.admin.actions import delete_selected as django_delete_selected
+
+        refused = []
+        for obj in queryset:
+            if reason := self._in_use(obj):
+                refused.append(obj.pk)
+                self.message_user(request, reason, messages.ERROR)  # type: ignore[attr-defined]
+        rest = queryset.exclude(pk__in=refused)
+        if not rest.exists():
+            return None
+        if request.POST.get("post"):
+            self.delete_queryset(request, rest)
+            return None
+        return django_delete_selected(self, request, rest)
+
+    delete_selected.allowed_permissions = ("delete",)  # type: ignore[attr-defined]
+    delete_selected.short_description = "Delete selected %(verbose_name_plural)s (unused ones only)"  # type: ignore[attr-defined]
+
+
 class ServiceSaveMixin:
     """For ModelAdmins whose save_model calls a service.
 

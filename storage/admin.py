@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import admin, messages
-from django.contrib.admin.actions import delete_selected as django_delete_selected
 from django.db.models import Count, Q
 from django.http import HttpResponseNotAllowed, HttpResponseRedirect
 from django.urls import path, reverse
@@ -18,6 +17,7 @@ from cluster.models import Host
 from portal.admin_helpers import (
     EMPTY,
     ReadOnlyAdminMixin,
+    ServiceDeleteMixin,
     ServiceSaveMixin,
     admin_error_text,
     admin_url,
@@ -27,7 +27,6 @@ from portal.admin_helpers import (
     link,
     live_vms_link,
     note_context,
-    per_object,
     when,
 )
 from portal.choices import Via
@@ -58,7 +57,7 @@ class ImageRegisterForm(forms.ModelForm):
 
 
 @admin.register(Image)
-class ImageAdmin(ServiceSaveMixin, admin.ModelAdmin):
+class ImageAdmin(ServiceDeleteMixin, ServiceSaveMixin, admin.ModelAdmin):
     list_display = ("name", "title", "os_name", "boot_mode", "format", "size", "min_disk", "cloud_init",
                     "login_user", "is_public", "is_default", "host_link", "vms_link", "disks", "created")
     list_filter = ("boot_mode", "format", "cloud_init", "is_public", "is_default", "pool__host")
@@ -189,43 +188,9 @@ class ImageAdmin(ServiceSaveMixin, admin.ModelAdmin):
                     "built on it. Delete those VMs first.")
         return None
 
-    def delete_view(self, request, object_id, extra_context=None):
-        image = self.get_object(request, object_id)
-        if image is not None and (reason := self._in_use(image)):
-            self.message_user(request, reason, messages.ERROR)
-            return HttpResponseRedirect(admin_url(image))
-        return super().delete_view(request, object_id, extra_context)
-
     def _delete(self, request, image):
         services.image_delete(actor=request.user, via=Via.ADMIN, image=image)
         return messages.SUCCESS, f"Deleted image {image.name} and its base volume."
-
-    def delete_model(self, request, obj):
-        per_object(self, request, [obj], lambda image: self._delete(request, image), verb="Deleted")
-
-    def delete_queryset(self, request, queryset):
-        per_object(self, request, queryset, lambda image: self._delete(request, image), verb="Deleted")
-
-    def log_deletions(self, request, queryset):
-        return None  # image_delete writes the audit event
-
-    def response_delete(self, request, obj_display, obj_id):
-        return HttpResponseRedirect(admin_url(Image, "changelist"))
-
-    @admin.action(permissions=["delete"], description="Delete selected images (unused ones only)")
-    def delete_selected(self, request, queryset):
-        refused = []
-        for image in queryset:
-            if reason := self._in_use(image):
-                refused.append(image.pk)
-                self.message_user(request, reason, messages.ERROR)
-        rest = queryset.exclude(pk__in=refused)
-        if not rest.exists():
-            return None
-        if request.POST.get("post"):
-            self.delete_queryset(request, rest)
-            return None
-        return django_delete_selected(self, request, rest)
 
 
 @admin.register(StoragePool)

@@ -95,6 +95,27 @@ def admin_user(make_user):
 
 
 @pytest.fixture
+def driver():
+    """The gateway's driver for libvirt's test driver (what `test_host` runs on)."""
+    from portal.hypervisor import get_driver
+
+    return get_driver("test:///default")
+
+
+@pytest.fixture
+def client_for():
+    """A DRF test client signed in as a given user: `client_for(alice).get(...)`."""
+    from rest_framework.test import APIClient
+
+    def make(user):
+        client = APIClient()
+        client.force_authenticate(user)
+        return client
+
+    return make
+
+
+@pytest.fixture
 def test_host(db):
     """A host on libvirt's test driver with a blank default image."""
     from cluster.services import host_register

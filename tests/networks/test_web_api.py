@@ -12,27 +12,11 @@ from django.contrib.auth.models import Group
 from rest_framework.test import APIClient
 
 from networks.models import Network, Reservation
-from portal.hypervisor import get_driver
 from vms.models import VM, VMNic
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 SMALL = {"vcpus": 1, "memory_mib": 128, "disk_gib": 1}
-
-
-@pytest.fixture
-def driver():
-    return get_driver("test:///default")
-
-
-@pytest.fixture
-def client_for():
-    def make(user) -> APIClient:
-        client = APIClient()
-        client.force_authenticate(user)
-        return client
-
-    return make
 
 
 @pytest.fixture

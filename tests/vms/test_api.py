@@ -11,7 +11,7 @@ from django.contrib.auth.models import Group
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from portal.hypervisor import PowerState, get_driver
+from portal.hypervisor import PowerState
 from portal.models import Job
 from quotas.models import Quota
 from vms.models import VM, Flavor
@@ -19,21 +19,6 @@ from vms.models import VM, Flavor
 pytestmark = pytest.mark.django_db(transaction=True)
 
 SMALL = {"vcpus": 1, "memory_mib": 128, "disk_gib": 1}
-
-
-@pytest.fixture
-def driver():
-    return get_driver("test:///default")
-
-
-@pytest.fixture
-def client_for():
-    def make(user) -> APIClient:
-        client = APIClient()
-        client.force_authenticate(user)
-        return client
-
-    return make
 
 
 @pytest.fixture

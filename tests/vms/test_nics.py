@@ -12,9 +12,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 from django.contrib.auth.models import Group
-from rest_framework.test import APIClient
 
-from portal.hypervisor import get_driver
 from portal.models import Job
 from storage.models import Image, Volume
 from vms.models import VM, VMNic
@@ -23,21 +21,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 SMALL = {"vcpus": 1, "memory_mib": 128, "disk_gib": 1}
 MAC_RE = re.compile(r"^52:54:00(:[0-9a-f]{2}){3}$")
-
-
-@pytest.fixture
-def driver():
-    return get_driver("test:///default")
-
-
-@pytest.fixture
-def as_user():
-    def make(user) -> APIClient:
-        client = APIClient()
-        client.force_authenticate(user)
-        return client
-
-    return make
 
 
 @pytest.fixture
@@ -75,8 +58,8 @@ def job_of(client, body) -> dict:
 
 # --- create with networks (API) -------------------------------------------------------------------
 
-def test_create_with_networks_gives_one_nic_each_with_unique_qemu_macs(networks, alice, as_user, driver):
-    client = as_user(alice)
+def test_create_with_networks_gives_one_nic_each_with_unique_qemu_macs(networks, alice, client_for, driver):
+    client = client_for(alice)
     response = create(client, networks=["lab", networks["team"].pk])
     assert response.status_code == 202, response.content
     body = response.json()
@@ -101,8 +84,8 @@ def test_create_with_networks_gives_one_nic_each_with_unique_qemu_macs(networks,
     assert client.get(body["vm"]["nics_url"]).json()["results"][0]["mac"] == macs[0]
 
 
-def test_omitted_networks_mean_the_default_one_and_an_empty_list_none(networks, alice, as_user, driver):
-    client = as_user(alice)
+def test_omitted_networks_mean_the_default_one_and_an_empty_list_none(networks, alice, client_for, driver):
+    client = client_for(alice)
     default = create(client, "web-1").json()["vm"]
     assert [n["network"] for n in default["nics"]] == ["lab"]
     none = create(client, "web-2", networks=[]).json()["vm"]
@@ -112,40 +95,40 @@ def test_omitted_networks_mean_the_default_one_and_an_empty_list_none(networks, 
     assert [n["network"] for n in null["nics"]] == ["lab"]
 
 
-def test_create_on_a_network_the_user_may_not_use_is_a_field_error_and_leaves_nothing(networks, bob, as_user,
+def test_create_on_a_network_the_user_may_not_use_is_a_field_error_and_leaves_nothing(networks, bob, client_for,
                                                                                       driver):
     domains, volumes = len(driver.list_domains()), Volume.objects.count()
     for key in ("team", networks["secret"].pk, "nope"):
-        response = create(as_user(bob), networks=[key])
+        response = create(client_for(bob), networks=[key])
         assert response.status_code == 400, response.content
         assert response.json()["code"] == "invalid"
         assert list(response.json()["errors"]) == ["networks"]
-    assert "may not use the network team" in create(as_user(bob), networks=["team"]).json()["detail"]
-    assert "Unknown network 'nope' (yours: lab)" in create(as_user(bob), networks=["nope"]).json()["detail"]
+    assert "may not use the network team" in create(client_for(bob), networks=["team"]).json()["detail"]
+    assert "Unknown network 'nope' (yours: lab)" in create(client_for(bob), networks=["nope"]).json()["detail"]
     assert not VM.objects.exists() and Volume.objects.count() == volumes
     assert len(driver.list_domains()) == domains
 
 
-def test_too_many_networks_are_refused(networks, alice, as_user, settings):
+def test_too_many_networks_are_refused(networks, alice, client_for, settings):
     settings.NICS_PER_VM = 1
-    response = create(as_user(alice), networks=["lab", "team"])
+    response = create(client_for(alice), networks=["lab", "team"])
     assert response.status_code == 400 and "at most 1 NICs" in response.json()["errors"]["networks"][0]
     assert not VM.objects.exists()
 
 
-def test_user_data_for_an_image_without_cloud_init_is_refused(networks, alice, as_user):
-    response = create(as_user(alice), user_data="#cloud-config\npackages: [nginx]\n")
+def test_user_data_for_an_image_without_cloud_init_is_refused(networks, alice, client_for):
+    response = create(client_for(alice), user_data="#cloud-config\npackages: [nginx]\n")
     assert response.status_code == 400, response.content
     assert "does not take cloud-init" in response.json()["errors"]["user_data"][0]
-    bad = create(as_user(alice), user_data="just text")
+    bad = create(client_for(alice), user_data="just text")
     assert bad.status_code == 400 and list(bad.json()["errors"]) == ["user_data"]
     assert not VM.objects.exists()
 
 
 # --- NICs of an existing VM (API) -----------------------------------------------------------------
 
-def test_add_a_nic_to_a_stopped_vm(networks, alice, as_user, driver):
-    client = as_user(alice)
+def test_add_a_nic_to_a_stopped_vm(networks, alice, client_for, driver):
+    client = client_for(alice)
     vm = create(client, start=False, networks=[]).json()["vm"]
     added = client.post(vm["nics_url"], {"network": "team", "model": "e1000"}, format="json")
     assert added.status_code == 202, added.content
@@ -165,8 +148,8 @@ def test_add_a_nic_to_a_stopped_vm(networks, alice, as_user, driver):
     assert client.get(f"{vm['nics_url']}{nic.mac}/").json()["id"] == nic.pk
 
 
-def test_add_a_nic_with_a_used_mac_or_an_unusable_network_is_a_field_error(networks, alice, bob, as_user):
-    client = as_user(alice)
+def test_add_a_nic_with_a_used_mac_or_an_unusable_network_is_a_field_error(networks, alice, bob, client_for):
+    client = client_for(alice)
     vm = create(client, start=False).json()["vm"]
     used = vm["nics"][0]["mac"]
     taken = client.post(vm["nics_url"], {"network": "lab", "mac": used.upper()}, format="json")
@@ -180,11 +163,11 @@ def test_add_a_nic_with_a_used_mac_or_an_unusable_network_is_a_field_error(netwo
     assert bad_model.status_code == 400 and list(bad_model.json()["errors"]) == ["model"]
     assert VMNic.objects.filter(vm_id=vm["id"]).count() == 1
     assert not Job.objects.filter(kind="vm.nic.add").exists()
-    assert as_user(bob).get(vm["nics_url"]).status_code == 404  # someone else's VM
+    assert client_for(bob).get(vm["nics_url"]).status_code == 404  # someone else's VM
 
 
-def test_remove_a_nic_from_a_stopped_vm(networks, alice, as_user, driver):
-    client = as_user(alice)
+def test_remove_a_nic_from_a_stopped_vm(networks, alice, client_for, driver):
+    client = client_for(alice)
     vm = create(client, start=False, networks=["lab", "team"]).json()["vm"]
     first, second = vm["nics"]
     removed = client.delete(first["url"])
@@ -197,8 +180,8 @@ def test_remove_a_nic_from_a_stopped_vm(networks, alice, as_user, driver):
     assert client.delete(first["url"]).status_code == 404
 
 
-def test_hot_plug_on_a_driver_without_it_fails_cleanly(networks, alice, as_user, driver):
-    client = as_user(alice)
+def test_hot_plug_on_a_driver_without_it_fails_cleanly(networks, alice, client_for, driver):
+    client = client_for(alice)
     vm = create(client, networks=[]).json()["vm"]  # running, on the test driver (no hot-plug)
     added = client.post(vm["nics_url"], {"network": "lab"}, format="json")
     assert added.status_code == 202
@@ -248,8 +231,8 @@ def test_the_create_form_shows_network_and_user_data_errors_next_to_their_fields
     assert re.search(r'<details class="field advanced" open>', html)
 
 
-def test_the_vm_page_has_a_network_panel_with_the_ssh_line(networks, alice, as_user, client, ssh_login):
-    vm_id = create(as_user(alice), networks=["lab", "team"]).json()["vm"]["id"]
+def test_the_vm_page_has_a_network_panel_with_the_ssh_line(networks, alice, client_for, client, ssh_login):
+    vm_id = create(client_for(alice), networks=["lab", "team"]).json()["vm"]["id"]
     vm = VM.objects.get(pk=vm_id)
     first, second = vm.nics.order_by("created_at", "id")
     client.force_login(alice)
@@ -266,14 +249,14 @@ def test_the_vm_page_has_a_network_panel_with_the_ssh_line(networks, alice, as_u
     assert "10.77.0.23" in html and html.count("Waiting for a DHCP lease…") == 1
     panel = client.get(f"/vms/{vm_id}/nics/")
     assert panel.status_code == 200 and "ssh debian@10.77.0.23" in panel.content.decode()
-    assert as_user(alice).get(f"/api/vms/{vm_id}/").json()["ssh"] == "ssh debian@10.77.0.23"
+    assert client_for(alice).get(f"/api/vms/{vm_id}/").json()["ssh"] == "ssh debian@10.77.0.23"
 
     listing = client.get("/").content.decode()
     assert re.search(r"data-vm-address>10\.77\.0\.23<", listing)
 
 
-def test_a_stopped_vm_shows_no_address_and_the_panel_adds_and_removes_nics(networks, alice, as_user, client):
-    vm_id = create(as_user(alice), start=False, networks=["lab"]).json()["vm"]["id"]
+def test_a_stopped_vm_shows_no_address_and_the_panel_adds_and_removes_nics(networks, alice, client_for, client):
+    vm_id = create(client_for(alice), start=False, networks=["lab"]).json()["vm"]["id"]
     client.force_login(alice)
     html = client.get(f"/vms/{vm_id}/").content.decode()
     assert "Waiting for a DHCP lease" not in html
@@ -294,8 +277,8 @@ def test_a_stopped_vm_shows_no_address_and_the_panel_adds_and_removes_nics(netwo
     assert VMNic.objects.filter(vm_id=vm_id).count() == 1
 
 
-def test_live_state_carries_a_nic_fingerprint_and_the_address(networks, alice, as_user, client):
-    vm_id = create(as_user(alice), networks=["lab"]).json()["vm"]["id"]
+def test_live_state_carries_a_nic_fingerprint_and_the_address(networks, alice, client_for, client):
+    vm_id = create(client_for(alice), networks=["lab"]).json()["vm"]["id"]
     client.force_login(alice)
     before = client.get("/vms/status.json").json()["vms"][0]
     assert before["address"] == "" and before["nics"]
