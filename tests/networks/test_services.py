@@ -202,3 +202,15 @@ def test_nic_limit_per_vm(test_host, admin_user, alice, settings):
         services.vm_nic_add(actor=alice, via="cli", vm=vm, network="lab")
     with pytest.raises(ValidationFailed, match="at most 1 NICs"):
         create(alice, name="web-2", networks=["lab", "lab"])
+
+
+def test_a_host_that_refuses_the_network_leaves_it_on_no_host(test_host, admin_user):
+    """Nothing half-created: the hosts that took the network lose it again when a later one fails."""
+    from cluster.models import Host
+
+    broken = Host.objects.create(name="gone", uri="qemu+unix:///system?socket=/nonexistent/sock", status="up")
+    with pytest.raises(Conflict, match="could not be started on host gone, so it was not created"):
+        net_services.network_create(actor=admin_user, via="cli", name="lab", cidr="10.120.0.0/24",
+                                    hosts=[test_host, broken])
+    assert not Network.objects.exists() and not NetworkHost.objects.exists()
+    assert not [n for n in libvirt_networks() if n.startswith("vmp-net-")]
