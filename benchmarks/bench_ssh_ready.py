@@ -115,12 +115,15 @@ class Run:
     load_before: tuple[float, float, float] = (0.0, 0.0, 0.0)
     busy_before: float = math.nan  # busy fraction of all cores in the few seconds before the start
     qemu_cpu: float = math.nan  # CPU seconds of the VM's QEMU process, start to ssh answered
+    own_cpu: float = math.nan  # CPU seconds of this script meanwhile (the portal's or raw client's polling)
     other_cpu: float = math.nan  # CPU seconds of everything else on the machine meanwhile
     steal: float = math.nan  # seconds the hypervisor under this machine took the CPUs away
     _cpu0: tuple[float, float] = (0.0, 0.0)
+    _own0: float = 0.0
 
     def cpu_start(self) -> None:
         self._cpu0 = cpu_times()
+        self._own0 = own_cpu_seconds()
 
     def cpu_stop(self, domain: str) -> None:
         """Where the machine's CPU time went during the boot: the guest's QEMU, or anything else (the
@@ -128,7 +131,8 @@ class Run:
         under TCG, so other work slows it down."""
         busy, steal = cpu_times()
         self.qemu_cpu = qemu_cpu_seconds(domain)
-        self.other_cpu = busy - self._cpu0[0] - self.qemu_cpu
+        self.own_cpu = own_cpu_seconds() - self._own0
+        self.other_cpu = busy - self._cpu0[0] - self.qemu_cpu - self.own_cpu
         self.steal = steal - self._cpu0[1]
 
 
@@ -138,6 +142,12 @@ def cpu_times() -> tuple[float, float]:
         int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9])
     hz = os.sysconf("SC_CLK_TCK")
     return (user + nice + system + irq + softirq) / hz, steal / hz
+
+
+def own_cpu_seconds() -> float:
+    """CPU time of this process and its finished children (the ssh attempts, `ip netns exec`)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
 
 
 def wait_quiet(max_wait: float, *, busy_below: float = 0.10, window: float = 3.0) -> tuple[float, float]:
@@ -362,7 +372,7 @@ def report(runs: list[Run], *, vcpus: int, memory_mib: int, disk_gib: int, notes
         f"Seconds from the start of each path; leases and ssh polled every {POLL:.0f} s on both paths.",
         "",
         "| run | path | create call returned | lease seen | sshd answered | ssh answered (total) | ssh attempts | "
-        "busy before | load avg before (1/5/15 min) | CPU s: guest's QEMU / everything else / steal |",
+        "busy before | load avg before (1/5/15 min) | CPU s: guest's QEMU / this script / everything else / steal |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in sorted(runs, key=lambda r: r.order):
@@ -370,7 +380,7 @@ def report(runs: list[Run], *, vcpus: int, memory_mib: int, disk_gib: int, notes
                 else "raw libvirt-python + `DHCPLeases()`")
         lines.append(f"| {r.order} | {what} | {r.created:.2f} | {fmt(r.lease)} | {fmt(r.sshd)} | **{fmt(r.ssh)}** | "
                      f"{r.attempts} | {r.busy_before:.0%} | {' / '.join(f'{x:.2f}' for x in r.load_before)} | "
-                     f"{fmt(r.qemu_cpu)} / {fmt(r.other_cpu)} / {fmt(r.steal)} |")
+                     f"{fmt(r.qemu_cpu)} / {fmt(r.own_cpu)} / {fmt(r.other_cpu)} / {fmt(r.steal)} |")
     lines += [
         "",
         f"**Ratio portal / raw (time to SSH{', median' if rounds > 1 else ''}): {ratio:.3f}×** "
@@ -385,8 +395,9 @@ def report(runs: list[Run], *, vcpus: int, memory_mib: int, disk_gib: int, notes
         "`hostname` printed the VM's name with the user's key (cloud-init has set the name and the key).",
         "- *busy before*: each boot starts once the machine is idle (busy under 10% of both cores over 3 s, "
         "waiting up to `--quiet-wait` s); the load average still carries the previous boot.",
-        "- *CPU s*: from the VM's start to ssh answering, CPU seconds of the guest's QEMU process, of everything "
-        "else on the machine (libvirtd, dnsmasq, ssh, the portal, and any other work running then), and stolen "
+        "- *CPU s*: from the VM's start to ssh answering, CPU seconds of the guest's QEMU process, of this script "
+        "(the portal's create and address polling, or the raw client's, and the ssh attempts), of everything "
+        "else on the machine (libvirtd, dnsmasq, and any other work running then), and stolen "
         "by the hypervisor under this machine (/proc/stat). A TCG boot is CPU-bound: other work slows it.",
         f"- Machine: {notes[0]}; {notes[1]}. Load average after the runs: "
         f"{' / '.join(f'{x:.2f}' for x in load_after)}.",
@@ -480,6 +491,7 @@ def main() -> None:
                     portal_remove(user, portal_made.pop())
                 print(f"    created {run.created:.2f} s, lease {run.lease:.1f} s ({run.ip}), sshd {run.sshd:.1f} s, "
                       f"ssh {run.ssh:.1f} s, {run.attempts} attempts; CPU s: QEMU {run.qemu_cpu:.1f}, "
+                      f"script {run.own_cpu:.1f}, "
                       f"other {run.other_cpu:.1f}, steal {run.steal:.1f}", flush=True)
                 run.busy_before = busy
                 runs.append(run)
