@@ -429,6 +429,7 @@ def main() -> None:
         return
 
     def stop(signum, _frame):  # SIGTERM / SIGHUP: unwind through the finally blocks below
+        print(f"stopped by signal {signum}: cleaning up", file=sys.stderr, flush=True)
         raise SystemExit(128 + signum)
 
     signal.signal(signal.SIGTERM, stop)
