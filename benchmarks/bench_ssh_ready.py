@@ -398,7 +398,9 @@ def report(runs: list[Run], *, vcpus: int, memory_mib: int, disk_gib: int, notes
         "- *CPU s*: from the VM's start to ssh answering, CPU seconds of the guest's QEMU process, of this script "
         "(the portal's create and address polling, or the raw client's, and the ssh attempts), of everything "
         "else on the machine (libvirtd, dnsmasq, and any other work running then), and stolen "
-        "by the hypervisor under this machine (/proc/stat). A TCG boot is CPU-bound: other work slows it.",
+        "by the hypervisor under this machine (/proc/stat and /proc/PID/stat; *everything else* is the "
+        "difference, good to about a CPU second, so it can come out slightly negative). A TCG boot is "
+        "CPU-bound: other work slows it.",
         f"- Machine: {notes[0]}; {notes[1]}. Load average after the runs: "
         f"{' / '.join(f'{x:.2f}' for x in load_after)}.",
         "- Nearly all of the time is the emulated guest booting (kernel, systemd, cloud-init, SSH host keys); "
