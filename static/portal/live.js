@@ -43,11 +43,13 @@
   function applyVm(ev) {
     // The snapshots and network panels depend on the VM's state: redraw them when that changes. The
     // network panel also when its NICs changed (`nics` is their fingerprint, sent by the server's poll).
+    // Not for a VM on its way out: its panels would be fetched after it is gone (404).
+    var leaving = ev.status === "deleting" || ev.status === "deleted";
     $all(document, attrEq("data-snapshots-panel", ev.id)).forEach(function (panel) {
-      if (panel.dataset.vmStatus !== ev.status && ev.status !== "deleted") reloadPanel("snapshots", panel);
+      if (panel.dataset.vmStatus !== ev.status && !leaving) reloadPanel("snapshots", panel);
     });
     $all(document, attrEq("data-nics-panel", ev.id)).forEach(function (panel) {
-      if (ev.status === "deleted") return;
+      if (leaving) return;
       var nicsChanged = ev.nics !== undefined && panel.dataset.nicsSig !== ev.nics;
       if (panel.dataset.vmStatus !== ev.status || nicsChanged) reloadPanel("nics", panel);
     });
