@@ -61,12 +61,12 @@ def network_hosts(*, network: Network) -> QuerySet[Host]:
 
 
 def hosts_with_networks(networks: list[Network]) -> QuerySet[Host] | None:
-    """Hosts that carry every one of `networks` (None: no restriction)."""
+    """Hosts where every one of `networks` runs (None: no restriction); a host that refused one is left out."""
     if not networks:
         return None
     qs = Host.objects.all()
     for network in networks:
-        qs = qs.filter(pk__in=NetworkHost.objects.filter(network=network).values("host"))
+        qs = qs.filter(pk__in=NetworkHost.objects.filter(network=network, active=True).values("host"))
     return qs
 
 

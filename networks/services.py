@@ -214,9 +214,15 @@ _SHAPE_FIELDS = ("mode", "cidr", "dhcp_start", "dhcp_end", "bridge")
 
 def network_update(*, actor: Actor, via: str, network: Network, **changes: Any) -> Network:
     """Change a network. Presentation and access change at once; the address shape only while no VM
-    uses it; hosts can be added (defined there) or removed (refused while VMs there use it)."""
+    uses it (and its reservations still fit); hosts can be added (defined there) or removed (refused
+    while VMs there use it). The row stays locked throughout, so no NIC is added meanwhile."""
     require_admin(actor, "Only administrators change networks.")
-    network = Network.objects.get(pk=network.pk)
+    with transaction.atomic():
+        locked = Network.objects.select_for_update().get(pk=network.pk)
+        return _network_update(actor=actor, via=via, network=locked, changes=changes)
+
+
+def _network_update(*, actor: Actor, via: str, network: Network, changes: dict[str, Any]) -> Network:
     unknown = set(changes) - {*_SHAPE_FIELDS, "title", "description", "is_public", "is_default", "groups", "hosts"}
     if unknown:
         raise ValidationFailed(f"Unknown field {sorted(unknown)[0]!r}.")
@@ -233,7 +239,18 @@ def network_update(*, actor: Actor, via: str, network: Network, **changes: Any) 
                        dhcp_start=wanted_shape["dhcp_start"], dhcp_end=wanted_shape["dhcp_end"],
                        bridge=str(wanted_shape["bridge"] or "").strip(), exclude=network)
         if shape["mode"] == Network.Mode.BRIDGE:
+            if network.reservations.exists():
+                raise ValidationFailed("A bridged network has no DHCP of its own: remove its reservations first.",
+                                       field="mode")
             _check_bridge_on_hosts(shape["bridge"], Host.objects.filter(network_placements__network=network))
+        else:
+            plan = plan_addresses(shape["cidr"], shape["dhcp_start"], shape["dhcp_end"])
+            for reservation in network.reservations.all():
+                try:
+                    check_reservation_ip(plan, reservation.ip)
+                except ValidationFailed:
+                    raise ValidationFailed(f"The reservation of {reservation.ip} ({reservation.mac}) does not fit "
+                                           f"{plan.subnet}: remove or change it first.", field="cidr") from None
         Network.objects.filter(pk=network.pk).update(**shape)
         for key, value in shape.items():
             setattr(network, key, value)
@@ -262,9 +279,19 @@ def network_update(*, actor: Actor, via: str, network: Network, **changes: Any) 
                     raise Conflict(f"Network {network.name} is in use on {host.name} ({_names(users)}).")
         if network.mode == Network.Mode.BRIDGE:
             _check_bridge_on_hosts(network.bridge, [h for pk, h in wanted_hosts.items() if pk not in have])
-        for host_id, host in wanted_hosts.items():
-            if host_id not in have:
-                network_ensure_on_host(network=network, host=host)
+        added: list[Host] = []
+        try:
+            for host_id, host in wanted_hosts.items():
+                if host_id not in have:
+                    network_ensure_on_host(network=network, host=host)
+                    added.append(host)
+        except PortalError:
+            for host in added + [h for pk, h in wanted_hosts.items() if pk not in have and h not in added]:
+                try:
+                    _remove_from_host(network, host)
+                except PortalError:
+                    log.warning("could not remove network %s from %s after a failed change", network.name, host.name)
+            raise
         for host_id, host in have.items():
             if host_id not in wanted_hosts:
                 _remove_from_host(network, host)
@@ -281,16 +308,23 @@ def _names(users: list[str], limit: int = 5) -> str:
 
 
 def network_delete(*, actor: Actor, via: str, network: Network) -> None:
-    """Remove a network from every host and the portal; refused while any VM has a NIC on it."""
+    """Remove a network from every host and the portal; refused while any VM has a NIC on it.
+
+    The network's row stays locked from the check to its removal, so no NIC can be put on it in
+    between (vms locks the row when it adds NICs)."""
     require_admin(actor, "Only administrators delete networks.")
-    users = network_users(network)
-    if users:
-        raise Conflict(f"Network {network.name} is in use by {len(users)} NIC(s) ({_names(users)}); "
-                       "remove those NICs or delete those VMs first.", network=network.name)
-    for placement in network.placements.select_related("host"):
-        get_driver(placement.host.uri).remove_network(network.libvirt_name)
-    audit(actor=actor, via=via, action="network.delete", target=network, message=f"Deleted network {network.name}")
-    network.delete()
+    with transaction.atomic():
+        network = Network.objects.select_for_update().get(pk=network.pk)
+        users = network_users(network)
+        if users or network.nics.exists():  # network.nics: rows of VMs whose delete has not finished
+            users = users or ["VMs being deleted"]
+            raise Conflict(f"Network {network.name} is in use by {len(users)} NIC(s) ({_names(users)}); "
+                           "remove those NICs or delete those VMs first.", network=network.name)
+        for placement in network.placements.select_related("host"):
+            get_driver(placement.host.uri).remove_network(network.libvirt_name)
+        audit(actor=actor, via=via, action="network.delete", target=network,
+              message=f"Deleted network {network.name}")
+        network.delete()
 
 
 # --- reservations -------------------------------------------------------------------------------

@@ -122,10 +122,11 @@ def image_register(*, actor: Actor, via: str = Via.CLI, host: Host, name: str, t
     return image
 
 
-def volume_plan(*, pool: StoragePool, name: str, capacity_gib: int, backing_image: Image | None) -> Volume:
-    """The row of a new qcow2 disk, written in a record phase before anything exists in libvirt
-    (volume_materialize creates it, idempotently, in the job)."""
-    return Volume.objects.create(pool=pool, name=name, format="qcow2", capacity_gib=capacity_gib,
+def volume_plan(*, pool: StoragePool, name: str, capacity_gib: int, backing_image: Image | None,
+                fmt: str = "qcow2") -> Volume:
+    """The row of a new disk, written in a record phase before anything exists in libvirt
+    (volume_materialize creates a qcow2 one idempotently in the job; volume_write fills a raw one)."""
+    return Volume.objects.create(pool=pool, name=name, format=fmt, capacity_gib=capacity_gib,
                                  backing_image=backing_image)
 
 

@@ -70,6 +70,9 @@ def user_data(vm: VM) -> str:
     for name, text, mime in (("portal.cfg", ours, "text/cloud-config"), ("user-data", theirs, subtype)):
         part = MIMEText(text, mime.split("/", 1)[1], "utf-8")
         part.add_header("Content-Disposition", "attachment", filename=name)
+        # Merged into the portal's part, never replacing it: a user document with its own `users:`
+        # adds users; the login user with the owner's keys stays.
+        part.add_header("Merge-Type", "list(append)+dict(no_replace,recurse_list)+str()")
         message.attach(part)
     return message.as_string()
 

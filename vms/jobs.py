@@ -87,6 +87,7 @@ def _create_failed(job: Job, error: str) -> None:
             f"Create failed: {error}. Clean-up could not finish ({problems[0]}); Delete removes what is left."))
         _failed_audit(job, vm, f"Create failed, clean-up pending: {error}")
         return
+    vm.nics.all().delete()  # their MACs are free again, and their networks no longer in use
     vm_set_status(vm, VMStatus.DELETED, last_error=f"Create failed: {error}", deleted_at=timezone.now())
     _failed_audit(job, vm, f"Create failed, nothing was kept: {error}")
 
@@ -277,13 +278,32 @@ def snapshot_revert(ctx: JobContext) -> dict:
     if snapshot is None:
         raise NotFound("The snapshot no longer exists.")
     ctx.progress(20, f"Reverting to {snapshot.name}")
-    info = get_driver(vm.host.uri).snapshot_revert(str(vm.uuid), snapshot.name)
+    driver = get_driver(vm.host.uri)
+    info = driver.snapshot_revert(str(vm.uuid), snapshot.name)
+    _nics_after_revert(vm, driver, running=info.state.is_active)
     Snapshot.objects.filter(pk=snapshot.pk).update(status=SnapshotStatus.READY, reverted_at=timezone.now())
     vm_set_status(vm, status_for(info.state), last_error="", power_state=info.state, observed_at=timezone.now())
     snapshots_publish(vm)
     _done(ctx.job, vm, "vm.snapshot.reverted", f"Reverted {vm.name} to snapshot {snapshot.name} "
                                                f"(now {status_for(info.state)})")
     return {"snapshot": snapshot.name, "state": str(info.state)}
+
+
+def _nics_after_revert(vm: VM, driver: LibvirtDriver, *, running: bool) -> None:
+    """A revert brings back the domain definition saved in the snapshot, with the NICs of that time.
+    The portal's NICs are the truth: the definition is written again from the record, and a running
+    guest gets the NICs added since (hot-plug) and loses the ones removed since (hot-unplug)."""
+    domain_type = vm.domain_type or driver.resolve_domain_type(vm.host.effective_domain_type)
+    driver.define(build_spec(vm, domain_type=domain_type))
+    if not running or not driver.capabilities().nic_hotplug:
+        return
+    wanted = {n.mac: n for n in vm.nics.select_related("network")}
+    for nic in wanted.values():
+        driver.attach_interface(str(vm.uuid), NicSpec(network=nic.network.libvirt_name, mac=nic.mac, model=nic.model))
+    for live in driver.domain_interfaces(str(vm.uuid)):
+        if live.mac not in wanted and live.network:
+            driver.detach_interface(str(vm.uuid), NicSpec(network=live.network, mac=live.mac,
+                                                          model=live.model or "virtio"), timeout=10)
 
 
 def _snapshot_delete_failed(job: Job, error: str) -> None:

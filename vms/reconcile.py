@@ -105,6 +105,7 @@ def nic_addresses_refresh(*, host: Host) -> int:
             log.debug("leases of %s on %s: %s", network.name, host.name, exc.detail or exc.message)
     now = timezone.now()
     changed: dict[int, VM] = {}
+    seen: list[int] = []
     for nic in nics:
         running = nic.vm.status in VMStatus.ACTIVE
         ip = leases.get(nic.mac) if running else None
@@ -112,7 +113,9 @@ def nic_addresses_refresh(*, host: Host) -> int:
             VMNic.objects.filter(pk=nic.pk).update(ip_address=ip, ip_seen_at=now if ip else nic.ip_seen_at)
             changed[nic.vm.pk] = nic.vm
         elif ip:
-            VMNic.objects.filter(pk=nic.pk).update(ip_seen_at=now)
+            seen.append(nic.pk)
+    if seen:  # addresses that stayed: one update for all of them
+        VMNic.objects.filter(pk__in=seen).update(ip_seen_at=now)
     for vm in changed.values():
         nics_publish(vm)
     return len(changed)

@@ -29,7 +29,7 @@ from portal.hypervisor import get_driver
 from portal.jobs import job_create
 from portal.models import AuditEvent, Job
 from quotas.services import quota_reserve
-from storage.models import Image, Volume
+from storage.models import Image
 from storage.services import pool_for_host, volume_plan
 
 from . import lifecycle
@@ -282,9 +282,11 @@ def vm_create(*, actor: Actor, via: str, name: str, image: Image | str | int | N
                                capacity_gib=disk_gib, backing_image=image)
             VMDisk.objects.create(vm=vm, volume=root, target="vda", bus="virtio")
             if image.cloud_init:
-                seed = Volume.objects.create(pool=pool, name=f"{vm.domain_name}-cidata.iso", format="raw",
-                                             capacity_gib=0)
+                seed = volume_plan(pool=pool, name=f"{vm.domain_name}-cidata.iso", capacity_gib=0,
+                                   backing_image=None, fmt="raw")
                 VMDisk.objects.create(vm=vm, volume=seed, target=SEED_TARGET, bus="virtio", readonly=True)
+            # Locked: a network being deleted or reshaped waits for this VM's NICs, or this create waits for it.
+            list(Network.objects.select_for_update().filter(pk__in=[n.pk for n in nets]))
             for network in nets:
                 VMNic.objects.create(vm=vm, network=network, mac=_new_mac(), status=VMNic.Status.ATTACHED)
             job = job_create(kind="vm.create", actor=actor, via=via, target=vm, params={"start": start},
@@ -319,12 +321,17 @@ def _power_action(action: str, *, actor: Actor, via: str, vm: VM | int) -> Actio
                   message=f"No-op: {vm.name} is already {state}")
             return ActionResult(vm, None, f"{vm.name} is already {state}.")
         busy = _snapshot_busy(vm)
+        nic_busy = vm.nics.exclude(status=VMNic.Status.ATTACHED).first()
         if vm.status not in transition.allowed:
             refused = InvalidState(transition.refusal(name=vm.name, status=vm.status, transitional=vm.is_transitional),
                                    status=vm.status)
         elif busy is not None and transition.waits_for_snapshots:
             refused = InvalidState(f"Cannot {action.replace('_', ' ')} {vm.name}: {_busy_text(busy)}. "
                                    "Try again when it has finished.", status=vm.status)
+        elif nic_busy is not None and transition.waits_for_snapshots:
+            refused = InvalidState(f"Cannot {action.replace('_', ' ')} {vm.name}: NIC {nic_busy.mac} is still "
+                                   f"{nic_busy.get_status_display().lower()}. Try again when it has finished.",
+                                   status=vm.status)
         else:
             job = job_create(kind=transition.job_kind, actor=actor, via=via, target=vm,
                              params={"previous": vm.status})
@@ -397,6 +404,11 @@ def vm_delete(*, actor: Actor, via: str, vm: VM | int, confirm_name: str | None 
         if busy is not None:
             raise InvalidState(f"Cannot delete {vm.name}: {_busy_text(busy)}. "
                                "Try again when it has finished.", status=vm.status)
+        nic_busy = vm.nics.exclude(status=VMNic.Status.ATTACHED).first()
+        if nic_busy is not None:
+            raise InvalidState(f"Cannot delete {vm.name}: NIC {nic_busy.mac} is still "
+                               f"{nic_busy.get_status_display().lower()}. Try again when it has finished.",
+                               status=vm.status)
         job = job_create(kind=transition.job_kind, actor=actor, via=via, target=vm, params={"previous": vm.status},
                          max_attempts=3)
         vm_set_status(vm, transition.transitional or VMStatus.DELETING)
@@ -636,6 +648,7 @@ def vm_nic_add(*, actor: Actor, via: str, vm: VM | int, network: NetworkKey, mod
         if vm.nics.count() >= settings.NICS_PER_VM:
             raise InvalidState(f"{vm.name} already has {settings.NICS_PER_VM} NICs (the most a VM may have).",
                                status=vm.status)
+        list(Network.objects.select_for_update().filter(pk=net.pk))  # no delete or reshape meanwhile
         if not net.placements.filter(host=vm.host).exists():
             raise Conflict(f"The network {net.name} is not available on {vm.name}'s host; "
                            "ask an administrator to add it there.")

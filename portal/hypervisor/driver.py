@@ -779,7 +779,11 @@ class LibvirtDriver:
                 elif spec.mode != "bridge":
                     net = self._sync_dhcp_hosts(conn, net, current, spec.hosts)
             if not net.isActive():
-                net.create()
+                try:
+                    net.create()
+                except libvirt.libvirtError:
+                    if not net.isActive():  # another job started it in between: that is success
+                        raise
             try:
                 net.setAutostart(1)
             except libvirt.libvirtError:
@@ -816,8 +820,14 @@ class LibvirtDriver:
                 net.update(libvirt.VIR_NETWORK_UPDATE_COMMAND_DELETE, section, -1, domain_xml.dhcp_host_xml(host), flags)
         for mac, host in want.items():
             if have.get(mac) != host:
-                net.update(libvirt.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST, section, -1, domain_xml.dhcp_host_xml(host),
-                           flags)
+                try:
+                    net.update(libvirt.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST, section, -1,
+                               domain_xml.dhcp_host_xml(host), flags)
+                except libvirt.libvirtError:
+                    # another job added it in between: success if it is there now
+                    now = domain_xml.network_dhcp_hosts(net.XMLDesc(libvirt.VIR_NETWORK_XML_INACTIVE))
+                    if host not in now:
+                        raise
         return net
 
     def network_info(self, name: str) -> NetworkInfo:

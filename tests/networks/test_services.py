@@ -129,7 +129,8 @@ def test_a_network_in_use_cannot_be_deleted_or_reshaped_until_its_nics_are_gone(
     with pytest.raises(Conflict, match=r"in use by 1 NIC\(s\) \(web-1 \(alice\)\)"):
         net_services.network_delete(actor=admin_user, via="cli", network=net)
     with pytest.raises(Conflict, match="in use"):
-        net_services.network_update(actor=admin_user, via="cli", network=net, cidr="10.125.0.0/24")
+        net_services.network_update(actor=admin_user, via="cli", network=net, cidr="10.125.0.0/24",
+                                    dhcp_start=None, dhcp_end=None)
     assert net.libvirt_name in libvirt_networks()
     services.vm_delete(actor=alice, via="cli", vm=vm)
     assert not VMNic.objects.exists()  # MACs are free again with the VM
@@ -214,3 +215,55 @@ def test_a_host_that_refuses_the_network_leaves_it_on_no_host(test_host, admin_u
                                     hosts=[test_host, broken])
     assert not Network.objects.exists() and not NetworkHost.objects.exists()
     assert not [n for n in libvirt_networks() if n.startswith("vmp-net-")]
+
+
+def test_a_failed_create_frees_its_nics_so_the_network_can_go(test_host, admin_user, alice):
+    from storage.models import StoragePool
+
+    net = make_network(admin_user, test_host)
+    StoragePool.objects.filter(host=test_host).update(name="gone-pool")
+    vm = create(alice, networks=["lab"]).vm
+    assert VM.objects.get(pk=vm.pk).status == VMStatus.DELETED
+    assert not VMNic.objects.exists()
+    net_services.network_delete(actor=admin_user, via="cli", network=net)
+    assert not Network.objects.exists()
+
+
+def test_a_reshape_must_keep_the_reservations_inside_the_range(test_host, admin_user):
+    net = make_network(admin_user, test_host)
+    net_services.reservation_add(actor=admin_user, via="cli", network=net, mac="52:54:00:aa:bb:cc", ip="10.120.0.5")
+    with pytest.raises(ValidationFailed, match=r"reservation of 10.120.0.5 .* does not fit 10.125.0.0/24"):
+        net_services.network_update(actor=admin_user, via="cli", network=net, cidr="10.125.0.0/24",
+                                    dhcp_start=None, dhcp_end=None)
+    with pytest.raises(ValidationFailed, match="remove its reservations first"):
+        net_services.network_update(actor=admin_user, via="cli", network=net, mode="bridge", bridge="br0", cidr="",
+                                    dhcp_start=None, dhcp_end=None)
+    net.refresh_from_db()
+    assert net.cidr == "10.120.0.0/24" and net.mode == "isolated"
+    net_services.network_update(actor=admin_user, via="cli", network=net, cidr="10.120.0.0/23")  # still fits
+    net.refresh_from_db()
+    assert net.cidr == "10.120.0.0/23"
+
+
+def test_power_actions_and_delete_wait_for_a_nic_being_changed(test_host, admin_user, alice):
+    make_network(admin_user, test_host)
+    vm = create(alice, networks=["lab"]).vm
+    VMNic.objects.filter(vm=vm).update(status=VMNic.Status.ATTACHING)
+    with pytest.raises(InvalidState, match="is still attaching"):
+        services.vm_stop(actor=alice, via="cli", vm=vm)
+    with pytest.raises(InvalidState, match="is still attaching"):
+        services.vm_delete(actor=alice, via="cli", vm=vm)
+    services.vm_force_off(actor=alice, via="cli", vm=vm)  # the power cut never waits
+
+
+def test_a_revert_keeps_the_nics_the_portal_has(test_host, admin_user, alice):
+    """The snapshot's saved definition has the NICs of its time; the record's NICs win after a revert."""
+    make_network(admin_user, test_host)
+    vm = create(alice, networks=[], start=False).vm
+    snap = services.snapshot_create(actor=alice, via="cli", vm=vm, name="bare").snapshot
+    nic, job, _ = services.vm_nic_add(actor=alice, via="cli", vm=vm, network="lab")
+    assert Job.objects.get(pk=job.pk).status == "succeeded"
+    _, job, _ = services.snapshot_revert(actor=alice, via="cli", vm=vm, snapshot=snap.pk)
+    assert Job.objects.get(pk=job.pk).status == "succeeded", Job.objects.get(pk=job.pk).error
+    ifaces = domain_xml.parse_interfaces(get_driver(URI).domain_xml(str(vm.uuid), inactive=True))
+    assert [i.mac for i in ifaces] == [nic.mac]

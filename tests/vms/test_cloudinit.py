@@ -84,6 +84,8 @@ def test_user_data_is_merged_as_a_second_part(test_host, cloud_image, alice):
              if not p.is_multipart()]
     assert [kind for kind, _ in parts] == ["text/cloud-config", "text/x-shellscript"]
     assert parts[0][1].startswith("#cloud-config") and "echo hi" in parts[1][1]
+    merge = [p["Merge-Type"] for p in message.walk() if not p.is_multipart()]
+    assert merge == ["list(append)+dict(no_replace,recurse_list)+str()"] * 2  # the owner's keys stay
 
 
 def test_a_cloud_init_vm_gets_a_read_only_seed_disk_that_goes_with_it(test_host, cloud_image, alice):
