@@ -11,6 +11,7 @@ from typing import Any
 
 from django.apps import apps
 from django.contrib import messages
+from django.contrib.admin.actions import delete_selected as django_delete_selected
 from django.contrib.humanize.templatetags.humanize import naturaltime
 from django.db import transaction
 from django.http import HttpResponseRedirect
@@ -189,8 +190,6 @@ class ServiceDeleteMixin:
         return HttpResponseRedirect(admin_url(self.model, "changelist"))  # type: ignore[attr-defined]
 
     def delete_selected(self, request: Any, queryset: Any) -> Any:
-        from django.contrib.admin.actions import delete_selected as django_delete_selected
-
         refused = []
         for obj in queryset:
             if reason := self._in_use(obj):

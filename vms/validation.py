@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import yaml
 from django.conf import settings
 
 from portal.exceptions import ValidationFailed
@@ -85,8 +86,6 @@ USER_DATA_KINDS = {"#cloud-config": "text/cloud-config", "#!": "text/x-shellscri
 def validate_user_data(value: object) -> str:
     """Optional cloud-init user-data given at create: a #cloud-config document (valid YAML mapping)
     or a script starting with #!, at most settings.USER_DATA_MAX_BYTES (cloud-init's own limit is 16 KiB)."""
-    import yaml  # only when user-data is given
-
     text = str(value or "").replace("\r\n", "\n")
     if not text.strip():
         return ""
