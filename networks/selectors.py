@@ -56,10 +56,6 @@ def network_resolve(*, user: User, key: Network | str | int, field: str = "netwo
     return found
 
 
-def network_hosts(*, network: Network) -> QuerySet[Host]:
-    return Host.objects.filter(network_placements__network=network)
-
-
 def hosts_with_networks(networks: list[Network]) -> QuerySet[Host] | None:
     """Hosts where every one of `networks` runs (None: no restriction); a host that refused one is left out."""
     if not networks:

@@ -40,7 +40,9 @@ def network_spec(network: Network) -> NetworkSpec:
     if network.mode == Network.Mode.BRIDGE:
         return NetworkSpec(name=network.libvirt_name, uuid=str(network.uuid), mode="bridge", bridge=network.bridge)
     plan = _plan(network)
-    hosts = tuple(DhcpHost(mac=r.mac, ip=r.ip, name=r.hostname) for r in network.reservations.order_by("ip"))
+    # .all(), sorted here: uses the reservations prefetched by callers that ensure many networks
+    reservations = sorted(network.reservations.all(), key=lambda r: ipaddress.IPv4Address(r.ip))
+    hosts = tuple(DhcpHost(mac=r.mac, ip=r.ip, name=r.hostname) for r in reservations)
     return NetworkSpec(
         name=network.libvirt_name, uuid=str(network.uuid), mode=network.mode,
         gateway=str(plan.gateway) if plan else None, prefix=plan.prefix if plan else None,

@@ -263,12 +263,6 @@ def network_xml(spec: NetworkSpec) -> str:
     return ET.tostring(net, encoding="unicode")
 
 
-def network_bridge(xml: str) -> str | None:
-    root = ET.fromstring(xml)
-    bridge = root.find("bridge")
-    return bridge.get("name") if bridge is not None else None
-
-
 def network_dhcp_hosts(xml: str) -> list[DhcpHost]:
     root = ET.fromstring(xml)
     return [DhcpHost(mac=(h.get("mac") or "").lower(), ip=h.get("ip") or "", name=h.get("name") or "")

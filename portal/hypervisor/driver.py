@@ -950,22 +950,6 @@ class LibvirtDriver:
             time.sleep(0.25)
         return False
 
-    def interface_addresses(self, uuid: str) -> dict[str, list[str]]:
-        """MAC -> addresses from the DHCP leases of the domain's networks (libvirt's lease source)."""
-
-        def fn(conn: libvirt.virConnect) -> dict[str, list[str]]:
-            dom = self._lookup(conn, uuid)
-            if not dom.isActive():
-                return {}
-            out: dict[str, list[str]] = {}
-            ifaces = dom.interfaceAddresses(libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_LEASE, 0) or {}
-            for info in ifaces.values():
-                mac = (info.get("hwaddr") or "").lower()
-                out.setdefault(mac, []).extend(a["addr"] for a in info.get("addrs") or [] if a.get("addr"))
-            return out
-
-        return self._call(f"addresses of {uuid}", fn)
-
     def upload_bytes(self, *, pool: str, name: str, data: bytes, fmt: str = "raw") -> VolumeInfo:
         """Create a volume holding exactly `data` (a cloud-init seed), streamed through libvirt so it
         works on remote hosts too; an existing volume of that name is replaced."""
