@@ -227,7 +227,8 @@ def ns_hypervisor(_qemu_session):
 
 @pytest.fixture
 def ns_host(transactional_db, ns_hypervisor):
-    """The namespace host registered as a portal Host, with its storage pool in its own state dir."""
+    """The namespace host registered as a portal Host, with its storage pool in its own state dir;
+    cleared of domains, networks and pools after each test."""
     from django.test import override_settings
 
     from cluster.services import host_register
@@ -240,7 +241,9 @@ def ns_host(transactional_db, ns_hypervisor):
         host = host_register(actor=None, name=ns_hypervisor.name, uri=ns_hypervisor.uri, domain_type="qemu")
         pool_ensure(host=host, path=path)
     assert host.status == "up", f"{ns_hypervisor.uri} is not reachable: {host.last_error}"
-    return host
+    yield host
+    # The database forgets this test's networks and VMs: so does the host (no order between tests).
+    ns_hypervisor.clear()
 
 
 @pytest.fixture

@@ -65,8 +65,7 @@ class NsHypervisor:
     def clear(self) -> None:
         """Destroy and undefine every domain, network and storage pool (with its volumes) on the host.
 
-        Through virsh rather than the gateway: the gateway has no verbs for networks yet, and tests
-        import libvirt nowhere but through it.
+        Through virsh, whatever made them: leftovers of an interrupted run may not be the portal's.
         """
         for dom in self._names("list", "--all", "--name"):
             self.virsh("destroy", dom)
