@@ -52,20 +52,21 @@ class ImageRegisterForm(forms.ModelForm):
     class Meta:
         model = Image
         fields = ["name", "title", "description", "os_name", "format", "boot_mode", "kernel_path", "initrd_path",
-                  "cmdline", "ready_marker", "min_disk_gib", "cloud_init", "login_user", "is_public", "is_default"]
+                  "cmdline", "ready_marker", "min_disk_gib", "cloud_init", "login_user", "visibility", "is_default"]
         widgets = {"format": forms.Select(choices=[("qcow2", "qcow2"), ("raw", "raw")])}
 
 
 @admin.register(Image)
 class ImageAdmin(ServiceDeleteMixin, ServiceSaveMixin, admin.ModelAdmin):
     list_display = ("name", "title", "os_name", "boot_mode", "format", "size", "min_disk", "cloud_init",
-                    "login_user", "is_public", "is_default", "host_link", "vms_link", "disks", "created")
-    list_filter = ("boot_mode", "format", "cloud_init", "is_public", "is_default", "pool__host")
+                    "login_user", "kind", "visibility", "owner", "is_default", "host_link", "vms_link", "disks", "created")
+    list_filter = ("kind", "visibility", "boot_mode", "format", "cloud_init", "is_default", "pool__host")
     search_fields = ("name", "title", "os_name", "description")
     list_select_related = ("pool__host",)
     change_list_template = "admin/storage/image/change_list.html"
     actions = ["delete_selected"]
-    change_fields = ("title", "description", "os_name", "cloud_init", "login_user", "is_public", "is_default")
+    change_fields = ("title", "description", "os_name", "cloud_init", "login_user", "visibility", "groups",
+                     "is_default")
     change_readonly = ("name", "pool", "volume_name", "path", "format", "size", "boot_mode", "kernel_path",
                        "initrd_path", "cmdline", "ready_marker", "min_disk", "created", "vms_link", "disks")
 
@@ -112,7 +113,7 @@ class ImageAdmin(ServiceDeleteMixin, ServiceSaveMixin, admin.ModelAdmin):
         if obj is None:
             return (
                 (None, {"fields": ("host", "source_path", "name", "title", "description", "os_name", "format",
-                                   "is_public", "is_default", "min_disk_gib"),
+                                   "visibility", "is_default", "min_disk_gib"),
                         "description": IMAGE_NOTE}),
                 ("Guest", {"fields": ("cloud_init", "login_user")}),
                 ("Direct kernel boot (optional)", {"fields": ("boot_mode", "kernel_path", "initrd_path",
@@ -169,8 +170,8 @@ class ImageAdmin(ServiceDeleteMixin, ServiceSaveMixin, admin.ModelAdmin):
                 is_default=data["is_default"]))
             if image is None:
                 return
-            if not data["is_public"]:
-                services.image_update(actor=request.user, via=Via.ADMIN, image=image, is_public=False)
+            if data["visibility"] != Image.Visibility.PUBLIC:
+                services.image_update(actor=request.user, via=Via.ADMIN, image=image, visibility=data["visibility"])
             obj.pk = image.pk
             obj.refresh_from_db()
             return

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import uuid
+
+from django.conf import settings
 from django.db import models
 
 
@@ -20,13 +23,30 @@ class StoragePool(models.Model):
 
 
 class Image(models.Model):
-    """A bootable image: a base qcow2 volume and, for direct-kernel images, kernel, initrd and cmdline."""
+    """An entry of the image library: a base volume in a pool that VM disks are built on.
+
+    kind: a disk image (VMs boot from a thin overlay or a full copy of it), an installation ISO (VMs
+    get it as a CD-ROM and boot from it onto an empty disk), or a template (a disk image sealed from a
+    VM or imported from an OVA, with the VM's sizes as defaults). An image without owner belongs to
+    the library the administrators keep; a user's own images count against their disk quota.
+    """
 
     class BootMode(models.TextChoices):
         KERNEL = "kernel", "Direct kernel boot"
         DISK = "disk", "Firmware boot from disk"
 
+    class Kind(models.TextChoices):
+        DISK = "disk", "Disk image"
+        ISO = "iso", "ISO (CD-ROM)"
+        TEMPLATE = "template", "Template"
+
+    class Visibility(models.TextChoices):
+        PUBLIC = "public", "Everyone"
+        GROUP = "group", "Its groups"
+        PRIVATE = "private", "Owner only"
+
     name = models.SlugField(max_length=60, unique=True)
+    kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.DISK)
     title = models.CharField(max_length=100)
     description = models.TextField(blank=True)
     os_name = models.CharField("OS", max_length=100, blank=True)
@@ -35,6 +55,12 @@ class Image(models.Model):
     path = models.CharField(max_length=500)
     format = models.CharField(max_length=16, default="qcow2")
     size_bytes = models.BigIntegerField(default=0, help_text="Virtual size of the base image.")
+    actual_size_bytes = models.BigIntegerField(default=0, help_text="Space the stored file takes.")
+    checksum_sha256 = models.CharField("SHA-256", max_length=64, blank=True,
+                                       help_text="Of the stored file, as written to the pool.")
+    source = models.CharField(max_length=500, blank=True,
+                              help_text="Where it came from: an upload, a URL, a host file, a VM, an OVA, a recipe.")
+    source_format = models.CharField(max_length=16, blank=True, help_text="The format it arrived in.")
     boot_mode = models.CharField(max_length=8, choices=BootMode.choices, default=BootMode.DISK)
     kernel_path = models.CharField(max_length=500, blank=True)
     initrd_path = models.CharField(max_length=500, blank=True)
@@ -48,7 +74,13 @@ class Image(models.Model):
     login_user = models.CharField(
         max_length=32, blank=True,
         help_text='The user SSH logs in as on VMs made from this image, e.g. "debian" (blank: none known).')
-    is_public = models.BooleanField(default=True)
+    default_vcpus = models.PositiveIntegerField(null=True, blank=True, help_text="Templates: the VM's vCPUs.")
+    default_memory_mib = models.PositiveIntegerField(null=True, blank=True, help_text="Templates: the VM's memory.")
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT,
+                              related_name="images", help_text="Blank: the library the administrators keep.")
+    visibility = models.CharField(max_length=8, choices=Visibility.choices, default=Visibility.PUBLIC)
+    groups = models.ManyToManyField("auth.Group", blank=True, related_name="images",
+                                    help_text="Who may use it when its visibility is “Its groups”.")
     is_default = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -80,3 +112,32 @@ class Volume(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class Upload(models.Model):
+    """A resumable upload (the tus protocol): bytes arrive in chunks into a staging file on the portal
+    server; once complete, an image import job probes, converts and stores them, and the file goes."""
+
+    class Status(models.TextChoices):
+        RECEIVING = "receiving", "Receiving"
+        COMPLETE = "complete", "Complete"
+        IMPORTING = "importing", "Importing"
+        DONE = "done", "Imported"
+        CANCELLED = "cancelled", "Cancelled"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="uploads")
+    filename = models.CharField(max_length=255, blank=True)
+    length = models.BigIntegerField(help_text="Bytes announced by the client.")
+    offset = models.BigIntegerField(default=0, help_text="Bytes received so far.")
+    metadata = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.RECEIVING)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    expires_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.filename or self.pk} ({self.offset}/{self.length} bytes)"

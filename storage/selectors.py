@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from django.db.models import QuerySet
+from django.db.models import Exists, OuterRef, Q, QuerySet
 
 from cluster.services import ProbeBoot
 from portal.actors import Actor, is_admin
@@ -18,10 +18,22 @@ from .recipes import RECIPES, Recipe
 from .services import IMAGE_BUILD
 
 
+def image_visible(*, user: Actor) -> QuerySet[Image]:
+    """The one visibility rule for images: staff see all; a user sees public images, their own, and
+    images shared with a group they belong to (an EXISTS, so no DISTINCT over whole rows)."""
+    qs = Image.objects.all()
+    if is_admin(user):
+        return qs
+    if not getattr(user, "is_authenticated", False):
+        return qs.filter(visibility=Image.Visibility.PUBLIC)
+    shared = Image.groups.through.objects.filter(image_id=OuterRef("pk"), group__user=user.pk)
+    return qs.filter(Q(visibility=Image.Visibility.PUBLIC) | Q(owner=user)
+                     | Q(visibility=Image.Visibility.GROUP) & Exists(shared))
+
+
 def image_list(*, user: Actor) -> QuerySet[Image]:
-    """Images `user` may boot from: public ones, all for staff."""
-    qs = Image.objects.select_related("pool")
-    return qs if is_admin(user) else qs.filter(is_public=True)
+    """Images `user` may boot from or use (see image_visible)."""
+    return image_visible(user=user).select_related("pool", "owner")
 
 
 def image_get(*, user: Actor, name_or_id: object) -> Image:

@@ -5,16 +5,18 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections.abc import Iterable
 
 from django.conf import settings
+from django.contrib.auth.models import Group
 from django.db import transaction
 
 from cluster.choices import HostStatus
 from cluster.models import Host
-from portal.actors import Actor, require_admin
+from portal.actors import Actor, is_admin, require_admin, require_user
 from portal.audit import audit
 from portal.choices import JobStatus, Via
-from portal.exceptions import Conflict, NotFound, PortalError, ValidationFailed
+from portal.exceptions import Conflict, NotFound, PermissionDenied, PortalError, ValidationFailed
 from portal.hypervisor import get_driver
 from portal.jobs import job_create
 from portal.models import Job
@@ -35,6 +37,14 @@ def _check_login_user(login_user: str) -> None:
     if login_user and not LOGIN_USER_RE.match(login_user):
         raise ValidationFailed("Login user must be a user name: lowercase letters, digits, '_' or '-', "
                                "starting with a letter or '_', at most 32 characters.", field="login_user")
+
+
+def image_check_manage(*, actor: Actor, image: Image, verb: str) -> None:
+    """Administrators manage every image; a user manages the images they own (never the library's)."""
+    user = require_user(actor, f"Sign in to {verb} images.")
+    if is_admin(user) or (image.owner_id is not None and image.owner_id == user.pk):
+        return
+    raise PermissionDenied(f"Only administrators and the image's owner may {verb} image {image.name}.")
 
 
 def pool_ensure(*, host: Host, name: str | None = None, path: str | None = None) -> StoragePool:
@@ -182,28 +192,45 @@ def image_delete(*, actor: Actor, via: str, image: Image) -> None:
 
 
 def image_update(*, actor: Actor, via: str, image: Image, title: str | None = None, description: str | None = None,
-                 os_name: str | None = None, is_public: bool | None = None,
+                 os_name: str | None = None, visibility: str | None = None,
+                 groups: Iterable[Group] | None = None,
                  is_default: bool | None = None, cloud_init: bool | None = None,
                  login_user: str | None = None) -> Image:
     """Change how an image is presented (title, description, OS, visibility, default) and what its guest
     expects (a cloud-init seed, the SSH login user); one default at most."""
-    require_admin(actor, "Only administrators change images.")
-    wanted = {"title": title, "description": description, "os_name": os_name, "is_public": is_public,
+    user = require_user(actor, "Sign in to change images.")
+    image_check_manage(actor=user, image=image, verb="change")
+    wanted = {"title": title, "description": description, "os_name": os_name, "visibility": visibility,
               "is_default": is_default, "cloud_init": cloud_init, "login_user": login_user}
     if title is not None and not title.strip():
         raise ValidationFailed("Title is required.", field="title")
     if login_user is not None:
         _check_login_user(login_user)
+    if visibility is not None and visibility not in Image.Visibility.values:
+        raise ValidationFailed(f"Visibility must be one of {', '.join(Image.Visibility.values)}.", field="visibility")
+    if is_default and not is_admin(actor):
+        raise PermissionDenied("Only administrators choose the default image.")
     with transaction.atomic():
         image = Image.objects.select_for_update().get(pk=image.pk)
         changes = {f: (getattr(image, f), v) for f, v in wanted.items() if v is not None and v != getattr(image, f)}
+        if groups is not None:
+            new_groups = sorted({g.pk: g for g in groups}.values(), key=lambda g: g.name)
+            old_groups = sorted(image.groups.all(), key=lambda g: g.name)
+            if [g.pk for g in new_groups] != [g.pk for g in old_groups]:
+                if not is_admin(actor):
+                    mine = set(user.groups.values_list("pk", flat=True))
+                    foreign = [g.name for g in new_groups if g.pk not in mine]
+                    if foreign:
+                        raise ValidationFailed(f"You are not a member of {', '.join(foreign)}.", field="groups")
+                image.groups.set(new_groups)
+                changes["groups"] = (", ".join(g.name for g in old_groups), ", ".join(g.name for g in new_groups))
         if not changes:
             return image
         if changes.get("is_default", (None, False))[1]:
             Image.objects.filter(is_default=True).exclude(pk=image.pk).update(is_default=False)
         for field, (_old, new) in changes.items():
             setattr(image, field, new)
-        image.save(update_fields=list(changes))
+        image.save(update_fields=[f for f in changes if f != "groups"] or None)
         audit(actor=actor, via=via, action="image.update", target=image,
               message="; ".join(f"{f}: {old!r} → {new!r}" for f, (old, new) in changes.items()))
     return image

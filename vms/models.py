@@ -59,6 +59,12 @@ class VM(models.Model):
     deleted_at = models.DateTimeField(null=True, blank=True)
     volumes = models.ManyToManyField("storage.Volume", through="VMDisk", related_name="vms", blank=True)
     user_data = models.TextField(blank=True, help_text="cloud-init user-data given at create (owner and admins only).")
+    cdrom_drive = models.BooleanField("CD-ROM drive", default=False,
+                                      help_text="The VM has a CD-ROM drive (boots from it first while media is in).")
+    cdrom = models.ForeignKey("storage.Image", null=True, blank=True, on_delete=models.PROTECT, related_name="cdrom_vms",
+                              verbose_name="CD-ROM media", help_text="The ISO image in the drive (blank: empty tray).")
+    adopted_at = models.DateTimeField(null=True, blank=True,
+                                      help_text="When an administrator adopted this domain, made outside the portal.")
 
     class Meta:
         verbose_name = "VM"

@@ -30,6 +30,7 @@ from portal.jobs import job_create
 from portal.models import AuditEvent, Job
 from quotas.services import quota_reserve
 from storage.models import Image
+from storage.selectors import image_visible
 from storage.services import pool_for_host, volume_plan
 
 from . import lifecycle
@@ -155,11 +156,11 @@ def _resolve_size(*, flavor: Flavor | str | None, vcpus: object, memory_mib: obj
 
 
 def _resolve_image(*, actor: User, image: Image | str | int | None) -> Image:
+    qs = image_visible(user=actor)
     if isinstance(image, Image):
-        if not image.is_public and not actor.is_staff:
+        if not qs.filter(pk=image.pk).exists():
             raise ValidationFailed(f"Unknown image {image.name!r}.", field="image")
         return image
-    qs = Image.objects.all() if actor.is_staff else Image.objects.filter(is_public=True)
     if image in (None, ""):
         default = qs.filter(is_default=True).first()
         if default is None:

@@ -218,6 +218,17 @@ STORAGE_DIR = env.get_str("STORAGE_DIR", "/var/lib/vmportal/images")
 GUEST_DIR = env.get_str("GUEST_DIR", "/var/lib/vmportal/guest")
 # Where scripts/build-debian-image.sh puts the Debian 12 cloud-init image (the image.build job runs it).
 DEBIAN_IMAGE_DIR = env.get_str("DEBIAN_IMAGE_DIR", "/var/lib/vmportal/debian-12")
+# The image library. Uploads and URL downloads are staged here on the portal server, probed and
+# converted, then streamed into a host's pool; the staging files are removed afterwards.
+IMAGE_STAGING_DIR = env.get_str("IMAGE_STAGING_DIR", f"{DATA_DIR}/staging")
+# Largest file accepted from an upload, a URL or a host path, and largest virtual size of an image.
+IMAGE_MAX_BYTES = env.get_int("IMAGE_MAX_BYTES", 64 * 1024**3)
+IMAGE_MAX_VIRTUAL_BYTES = env.get_int("IMAGE_MAX_VIRTUAL_BYTES", 2 * 1024**4)
+# Directories administrators may import host files from (colon-separated); nothing else is read.
+IMAGE_IMPORT_DIRS = [d for d in env.get_str("IMAGE_IMPORT_DIRS", "/srv/images").split(":") if d]
+# A URL import that receives nothing for this long fails; an upload idle this long is removed.
+IMAGE_URL_TIMEOUT_SECONDS = env.get_int("IMAGE_URL_TIMEOUT_SECONDS", 30)
+UPLOAD_EXPIRY_SECONDS = env.get_int("UPLOAD_EXPIRY_SECONDS", 24 * 3600)
 # An image build (debootstrap, apt, mkfs) still running after this long is stopped and the job fails.
 IMAGE_BUILD_TIMEOUT_SECONDS = env.get_int("IMAGE_BUILD_TIMEOUT_SECONDS", 1800)
 # Tells this portal's domains from other portals' and hand-made ones on a shared libvirtd.
@@ -272,6 +283,10 @@ SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"] = {
     "NetworkModeEnum": "networks.models.Network.Mode",
     "NicModelEnum": "vms.models.VMNic.Model",
     "NicStatusEnum": "vms.models.VMNic.Status",
+    "ImageKindEnum": "storage.models.Image.Kind",
+    "ConsoleLinkKindEnum": "consoles.services.CONSOLE_LINK_KINDS",
+    "ImageVisibilityEnum": "storage.models.Image.Visibility",
+    "UploadStatusEnum": "storage.models.Upload.Status",
 }
 # Token first: an anonymous API call gets 401 with `WWW-Authenticate: Token` (scripts), not 403.
 REST_FRAMEWORK["DEFAULT_AUTHENTICATION_CLASSES"] = [

@@ -11,5 +11,5 @@ class ImageSerializer(serializers.ModelSerializer):
     class Meta:
         model = Image
         fields = ["id", "name", "title", "description", "os_name", "format", "size_bytes", "boot_mode",
-                  "min_disk_gib", "cloud_init", "login_user", "is_public", "is_default", "created_at"]
+                  "min_disk_gib", "cloud_init", "login_user", "kind", "visibility", "owner", "is_default", "created_at"]
         read_only_fields = fields

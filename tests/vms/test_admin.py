@@ -366,7 +366,7 @@ def test_images_are_registered_and_deleted_through_the_storage_services(
     source.write_bytes(b"\0" * 8192)
     response = staff_client.post(reverse("admin:storage_image_add"), {
         "host": test_host.pk, "source_path": str(source), "name": "test-extra", "title": "Extra",
-        "format": "raw", "boot_mode": "disk", "min_disk_gib": 1, "is_public": "on",
+        "format": "raw", "boot_mode": "disk", "min_disk_gib": 1, "visibility": "public",
     }, follow=True)
     assert "was added successfully" in _texts(response)
     image = Image.objects.get(name="test-extra")
@@ -375,7 +375,7 @@ def test_images_are_registered_and_deleted_through_the_storage_services(
 
     response = staff_client.post(reverse("admin:storage_image_add"), {
         "host": test_host.pk, "source_path": str(tmp_path / "missing.img"), "name": "test-missing",
-        "title": "Missing", "format": "raw", "boot_mode": "disk", "min_disk_gib": 1}, follow=True)
+        "title": "Missing", "format": "raw", "boot_mode": "disk", "min_disk_gib": 1, "visibility": "public"}, follow=True)
     assert any(lvl == levels.ERROR and "No such image file" in text for lvl, text in _messages(response))
     assert not Image.objects.filter(name="test-missing").exists()
 

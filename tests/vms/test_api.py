@@ -431,7 +431,7 @@ def test_images_and_flavors_hide_non_public_ones_from_users(as_alice, admin_user
 
     image = Image.objects.get(name="test-blank")
     Image.objects.create(name="secret", title="Secret", pool=image.pool, volume_name="v", path="/x",
-                         is_public=False)
+                         visibility="private")
     Flavor.objects.create(name="small", vcpus=1, memory_mib=256, disk_gib=2)
     Flavor.objects.create(name="staff-only", vcpus=8, memory_mib=8192, disk_gib=20, is_public=False)
 
