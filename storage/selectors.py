@@ -26,7 +26,7 @@ def image_visible(*, user: Actor) -> QuerySet[Image]:
         return qs
     if not getattr(user, "is_authenticated", False):
         return qs.filter(visibility=Image.Visibility.PUBLIC)
-    shared = Image.groups.through.objects.filter(image_id=OuterRef("pk"), group__user=user.pk)
+    shared = Image.groups.through.objects.filter(image_id=OuterRef("pk"), group__user=getattr(user, "pk", None))
     return qs.filter(Q(visibility=Image.Visibility.PUBLIC) | Q(owner=user)
                      | Q(visibility=Image.Visibility.GROUP) & Exists(shared))
 
