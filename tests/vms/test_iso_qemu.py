@@ -14,10 +14,9 @@ from portal.hypervisor.domain_xml import boot_order
 from portal.models import Job
 from storage.models import Image
 from storage.services import image_register
+from tests.guest_shell import GuestShell
 from vms import services
 from vms.models import VM
-
-from ..guest_shell import GuestShell
 
 pytestmark = pytest.mark.qemu
 
