@@ -13,7 +13,9 @@ from typing import TYPE_CHECKING
 from .types import (  # noqa: F401
     Capabilities,
     DhcpHost,
+    DiskInfo,
     DiskSpec,
+    DomainDefinition,
     DomainInfo,
     DomainSpec,
     HostInfo,
@@ -23,6 +25,7 @@ from .types import (  # noqa: F401
     NetworkInfo,
     NetworkSpec,
     NicSpec,
+    PoolInfo,
     PowerState,
     SnapshotInfo,
     VolumeInfo,
