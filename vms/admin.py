@@ -540,13 +540,6 @@ class AdoptableForeignDomainAdmin(ForeignDomainAdmin):
     def has_change_permission(self, request, obj=None):
         return False
 
-    def get_actions(self, request):
-        # The list is read-only (no change permission), which hides actions; Adopt is for administrators.
-        if not request.user.is_staff:
-            return {}
-        func, name, desc = self.get_action("adopt")
-        return {name: (func, name, desc)}
-
     def get_urls(self):
         name = f"{self.opts.app_label}_{self.opts.model_name}_adopt"
         return [path("<path:object_id>/adopt/", self.admin_site.admin_view(self.adopt_view), name=name),
