@@ -522,7 +522,7 @@ class AdoptForm(forms.Form):
         self.fields["group"].queryset = Group.objects.order_by("name")
 
 
-ADOPT_NOTE = ("Domains found on the hosts that this portal did not create. Nothing here touches them until an "
+ADOPT_NOTE = ("Domains found on the hosts that this portal did not create: never touched until an "
               "administrator adopts one (select it, then “Adopt”): the portal then reads its sizes, disks and "
               "NICs from libvirt, charges the owner's quota and writes its metadata into the running domain "
               "without restarting it. The list is refreshed by each reconcile.")
