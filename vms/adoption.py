@@ -37,7 +37,7 @@ from portal.exceptions import (
     QuotaExceeded,
     ValidationFailed,
 )
-from portal.hypervisor import DomainDefinition, DomainInfo, get_driver
+from portal.hypervisor import DomainDefinition, DomainInfo, VolumeInfo, get_driver
 from portal.models import AuditEvent
 from quotas.services import quota_reserve
 from storage.models import Image, StoragePool, Volume
@@ -203,6 +203,7 @@ def adoption_plan(*, actor: Actor, host: Host, uuid: str) -> AdoptionPlan:
             problems.append(f"{where} ({disk.source_type}: {source}) is not a volume of a libvirt storage pool: "
                             "only disks in pools can be adopted.")
             continue
+        info: VolumeInfo | None
         try:
             if disk.source_type == "volume" and disk.pool and disk.volume:
                 info = driver.volume_info(pool=disk.pool, name=disk.volume)
