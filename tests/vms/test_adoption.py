@@ -235,7 +235,7 @@ def test_api_lists_adopts_and_releases_for_admins_only(test_host, admin_user, al
     vm_id = body["vm"]["id"]
     assert client_for(alice).post(f"/api/vms/{vm_id}/release/").status_code == 403
     r = client_for(admin_user).post(f"/api/vms/{vm_id}/release/", {"reason": "test"}, format="json")
-    assert r.status_code == 200 and "Released web-old" in r.json()["detail"]
+    assert r.status_code == 200 and "Released web-old" in r.json()["message"]
     assert ForeignDomain.objects.filter(uuid=spec.uuid).exists()
 
 

@@ -271,3 +271,7 @@ class AdoptResultSerializer(serializers.Serializer):
 class ReleaseSerializer(serializers.Serializer):
     reason = serializers.CharField(required=False, allow_blank=True, allow_null=True,
                                    help_text="Why (written in the audit log).")
+
+
+class ReleaseResultSerializer(serializers.Serializer):
+    message = serializers.CharField()

@@ -64,6 +64,7 @@ from .serializers import (
     NicAddSerializer,
     NicOperationSerializer,
     NicSerializer,
+    ReleaseResultSerializer,
     ReleaseSerializer,
     SnapshotCreateSerializer,
     SnapshotOperationSerializer,
@@ -213,8 +214,9 @@ class VMViewSet(viewsets.GenericViewSet):
         return _operation(request, result)
 
     @extend_schema(parameters=[VM_ID], request=ReleaseSerializer,
-                   responses={200: OpenApiResponse(ErrorSerializer, description="Released: `detail` says what stayed."),
-                              403: NOT_FOUND, 404: NOT_FOUND, 409: WRONG_STATE})
+                   responses={200: OpenApiResponse(ReleaseResultSerializer, description="Released."),
+                              403: OpenApiResponse(ErrorSerializer, description="Not an administrator."),
+                              404: NOT_FOUND, 409: WRONG_STATE})
     @action(detail=True, methods=["post"], url_path="release", url_name="release")
     def release(self, request, pk=None):
         """Administrators: the portal forgets the VM; its domain keeps running and its disks stay, listed
@@ -223,8 +225,9 @@ class VMViewSet(viewsets.GenericViewSet):
         data = ReleaseSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         vm_release(actor=request.user, via=Via.API, vm=vm, reason=data.validated_data.get("reason") or "")
-        return Response({"code": "released", "detail": f"Released {vm.name}: the portal forgot it; domain "
-                                                       f"{vm.domain_name} and its disks stay on {vm.host.name}."})
+        return Response(ReleaseResultSerializer({"message": (
+            f"Released {vm.name}: the portal forgot it; domain {vm.domain_name} and its disks stay on "
+            f"{vm.host.name}, listed as a foreign domain.")}).data)
 
     @extend_schema(parameters=[VM_ID], responses={200: JobSerializer(many=True), 404: NOT_FOUND})
     @action(detail=True, methods=["get"], url_path="jobs", url_name="jobs")
