@@ -202,6 +202,18 @@ def host_sync(*, host: Host) -> dict[str, Any]:
             "foreign": len(seen)}
 
 
+def foreign_domain_forget(*, host: Host, uuid: str) -> None:
+    """The domain is the portal's now (adopted): it leaves the foreign list."""
+    ForeignDomain.objects.filter(host=host, uuid=uuid).delete()
+
+
+def foreign_domain_record(*, host: Host, uuid: str, name: str, state: str, owner_hint: str = "") -> ForeignDomain:
+    """List a domain as foreign at once (a released VM), as the next reconcile would."""
+    fd, _ = ForeignDomain.objects.update_or_create(
+        host=host, uuid=uuid, defaults={"name": name, "state": state, "owner_hint": owner_hint})
+    return fd
+
+
 def host_sync_all() -> list[dict[str, Any]]:
     """Reconcile every enabled host."""
     return [host_sync(host=h) for h in Host.objects.filter(enabled=True)]

@@ -73,6 +73,45 @@ def pools_ensure_on_host(*, host: Host) -> None:
             log.warning("storage pool %s on %s: %s", pool.name, host.name, exc.detail or exc.message)
 
 
+def pool_register(*, actor: Actor, via: str, host: Host, name: str) -> StoragePool:
+    """List a libvirt pool that exists on the host already (made outside the portal) as a portal
+    pool, as it is: nothing in libvirt changes. Registering a listed pool again returns it."""
+    require_admin(actor, "Only administrators register storage pools.")
+    existing = StoragePool.objects.filter(host=host, name=name).first()
+    if existing is not None:
+        return existing
+    info = get_driver(host.uri).pool_info(name)
+    with transaction.atomic():
+        pool, created = StoragePool.objects.get_or_create(host=host, name=name, defaults={"path": info.path})
+        if created:
+            audit(actor=actor, via=via, action="pool.register", target=pool,
+                  message=f"Listed the existing libvirt pool {name} ({info.type}, {info.path}) of host {host.name}")
+    return pool
+
+
+def volume_adopt(*, pool: StoragePool, name: str, path: str, fmt: str, capacity_bytes: int,
+                 backing_image: Image | None = None) -> Volume:
+    """The row of a volume that exists in libvirt already (a disk of an adopted domain); its caller
+    owns the transaction and checks that no row names it yet."""
+    return Volume.objects.create(pool=pool, name=name, path=path, format=fmt,
+                                 capacity_gib=max(1, -(-capacity_bytes // GIB)), backing_image=backing_image)
+
+
+def volume_forget(*, volume: Volume) -> None:
+    """Drop a volume's row and leave the volume in libvirt as it is (a released VM keeps its disks)."""
+    volume.delete()
+
+
+def volume_owner(*, pool: StoragePool, name: str, path: str) -> str | None:
+    """What in the portal uses a pool's volume already ("image debian-12", "a VM disk"), or None."""
+    image = Image.objects.filter(pool=pool, volume_name=name).first() or Image.objects.filter(path=path).first()
+    if image is not None:
+        return f"image {image.name}"
+    if Volume.objects.filter(pool=pool, name=name).exists() or (path and Volume.objects.filter(path=path).exists()):
+        return "a disk the portal already manages"
+    return None
+
+
 def pool_for_host(host: Host) -> StoragePool:
     """The portal pool of a host (created when the host was registered)."""
     pools = StoragePool.objects.filter(host=host)

@@ -19,21 +19,24 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Q
 from django.http import HttpResponseRedirect
 from django.template.response import TemplateResponse
-from django.urls import NoReverseMatch, reverse
+from django.urls import NoReverseMatch, path, reverse
 from django.utils.html import format_html, format_html_join
 
 from accounts.admin import SSHKeyInline, user_keys_summary
+from cluster.admin import ForeignDomainAdmin
 from cluster.models import ForeignDomain, Host
 from portal.admin_helpers import (
     EMPTY,
     ReadOnlyAdminMixin,
     ServiceSaveMixin,
+    admin_error_text,
     admin_url,
     badge,
     changelist_link,
     job_report,
     link,
     mib,
+    note_context,
     per_object,
     progress_bar,
     target_link,
@@ -47,7 +50,7 @@ from quotas.admin import GroupQuotaInline, QuotaInlineMixin, UserQuotaInline
 from quotas.models import Quota
 from storage.models import Image
 
-from . import lifecycle, services
+from . import adoption, lifecycle, services
 from .choices import VMStatus
 from .dashboard import dashboard
 from .models import VM, Flavor, Snapshot, VMDisk, VMNic
@@ -262,20 +265,20 @@ class VMAdmin(ServiceSaveMixin, admin.ModelAdmin):
     search_fields = ("name", "owner__username", "uuid", "domain_name", "description")
     list_select_related = ("owner", "host", "image", "group")
     date_hierarchy = "created_at"
-    actions = [*lifecycle.POWER_ACTIONS, "delete_selected"]
+    actions = [*lifecycle.POWER_ACTIONS, "release", "delete_selected"]
     inlines = [DiskInline, NicInline, SnapshotInline]
     change_list_template = "admin/vms/vm/change_list.html"
     readonly_fields = (
         "owner_link", "group", "quota_link", "uuid", "domain_name", "status_badge", "power_state", "last_error",
         "status_since", "observed", "created", "created_via", "deleted", "host_link", "domain_type", "flavor",
-        "image", "vcpus", "memory", "disk", "ssh_line", "cdrom_media", "recent_jobs", "recent_activity",
+        "image", "vcpus", "memory", "disk", "ssh_line", "cdrom_media", "adopted", "recent_jobs", "recent_activity",
     )
     fieldsets = (
         (None, {"fields": ("name", "description", "owner_link", "group", "quota_link")}),
         ("State (from libvirt and the jobs)", {"fields": ("status_badge", "power_state", "last_error", "status_since",
                                                          "observed", "created", "created_via", "deleted")}),
         ("Placement and size", {"fields": ("host_link", "domain_name", "uuid", "domain_type", "flavor", "image",
-                                           "vcpus", "memory", "disk", "ssh_line", "cdrom_media")}),
+                                           "vcpus", "memory", "disk", "ssh_line", "cdrom_media", "adopted")}),
         ("Recent jobs", {"fields": ("recent_jobs",)}),
         ("Recent activity", {"classes": ("collapse",), "fields": ("recent_activity",)}),
     )
@@ -379,6 +382,10 @@ class VMAdmin(ServiceSaveMixin, admin.ModelAdmin):
     def deleted(self, obj):
         return when(obj.deleted_at)
 
+    @admin.display(description="adopted")
+    def adopted(self, obj):
+        return when(obj.adopted_at) if obj.adopted_at else "No: made by the portal."
+
     @admin.display(description="quota")
     def quota_link(self, obj):
         quota = Quota.objects.filter(group=obj.group).first() if obj.group_id else \
@@ -464,6 +471,21 @@ class VMAdmin(ServiceSaveMixin, admin.ModelAdmin):
             return None
         return django_delete_selected(self, request, queryset)  # the confirmation page
 
+    @admin.action(permissions=["change"], description="Release: the portal forgets the VM, its domain and "
+                                                       "disks stay on the host as they are",
+                  description_plural="Release selected VMs (the domains and disks stay on the host)", location=BOTH)
+    def release(self, request, queryset):
+        def call(vm):
+            name = vm.name
+            adoption.vm_release(actor=request.user, via=Via.ADMIN, vm=vm.pk, reason="released from the admin")
+            return messages.SUCCESS, (f"Released {name}: the portal forgot it; domain {vm.domain_name} and its "
+                                      "disks stay on the host, listed as a foreign domain.")
+
+        per_object(self, request, queryset, call, verb="Released")
+        if queryset.model.objects.filter(pk__in=[vm.pk for vm in queryset]).count() == 0:
+            return HttpResponseRedirect(admin_url(VM, "changelist"))
+        return None
+
     # power actions: one admin action per row of the lifecycle table (see below the class)
     def _power(self, request, queryset, action: str) -> None:
         transition = lifecycle.POWER_ACTIONS[action]
@@ -489,6 +511,101 @@ def _power_admin_action(action: str):
 
 for _action in lifecycle.POWER_ACTIONS:
     setattr(VMAdmin, _action, _power_admin_action(_action))
+
+
+# --- foreign domains: adopting one (cluster lists them; adopting is a vms rule) ------------------
+
+class AdoptForm(forms.Form):
+    """Whose the adopted VM becomes; the fields only parse, vm_adopt checks everything."""
+
+    owner = forms.ModelChoiceField(queryset=None, help_text="The VM becomes theirs, on their quota (or their team's).")
+    group = forms.ModelChoiceField(queryset=None, required=False, empty_label="None: a personal VM", label="Team")
+    name = forms.CharField(required=False, strip=False, help_text=f"Blank: from the domain. {NAME_HELP}")
+    override_reason = forms.CharField(
+        required=False, widget=forms.Textarea(attrs={"rows": 2}), label="Quota override reason",
+        help_text="Given: the VM is adopted even beyond the quota, and the reason goes into the audit log.")
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["owner"].queryset = get_user_model().objects.filter(is_active=True).order_by("username")
+        self.fields["group"].queryset = Group.objects.order_by("name")
+
+
+ADOPT_NOTE = ("Domains found on the hosts that this portal did not create: never touched until an "
+              "administrator adopts one (select it, then “Adopt”): the portal then reads its sizes, disks and "
+              "NICs from libvirt, charges the owner's quota and writes its metadata into the running domain "
+              "without restarting it. The list is refreshed by each reconcile.")
+
+admin.site.unregister(ForeignDomain)
+
+
+@admin.register(ForeignDomain)
+class AdoptableForeignDomainAdmin(ForeignDomainAdmin):
+    """The foreign-domain list of cluster.admin, with the Adopt action and page (vm_adopt)."""
+
+    actions = ["adopt"]
+    readonly_fields = ("host", "uuid", "name", "state", "owner_hint", "first_seen_at", "last_seen_at", "adopt_link")
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def get_urls(self):
+        name = f"{self.opts.app_label}_{self.opts.model_name}_adopt"
+        return [path("<path:object_id>/adopt/", self.admin_site.admin_view(self.adopt_view), name=name),
+                *super().get_urls()]
+
+    def changelist_view(self, request, extra_context=None):
+        return admin.ModelAdmin.changelist_view(self, request, note_context(ADOPT_NOTE, extra_context))
+
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        return admin.ModelAdmin.changeform_view(self, request, object_id, form_url,
+                                                note_context(ADOPT_NOTE, extra_context))
+
+    @admin.display(description="adopt")
+    def adopt_link(self, obj):
+        url = admin_url(obj, "adopt")
+        return format_html('<a class="button" href="{}">Adopt…</a>', url) if url else EMPTY
+
+    @admin.action(description="Adopt the selected domain (choose its owner)")
+    def adopt(self, request, queryset):
+        chosen = list(queryset[:2])
+        if len(chosen) != 1:
+            self.message_user(request, "Select exactly one domain to adopt.", messages.WARNING)
+            return None
+        return HttpResponseRedirect(admin_url(chosen[0], "adopt"))
+
+    def adopt_view(self, request, object_id):
+        if not request.user.is_staff:
+            raise PermissionDenied
+        fd = self.get_object(request, object_id)
+        if fd is None:
+            self.message_user(request, "That foreign domain is no longer listed (adopted, or gone).", messages.WARNING)
+            return HttpResponseRedirect(admin_url(ForeignDomain, "changelist"))
+        form = AdoptForm(request.POST or None)
+        plan = error = None
+        try:
+            plan = adoption.adoption_plan(actor=request.user, host=fd.host, uuid=fd.uuid)
+        except PortalError as exc:
+            error = admin_error_text(exc)
+        if request.method == "POST" and form.is_valid():
+            data = form.cleaned_data
+            try:
+                vm = adoption.vm_adopt(actor=request.user, via=Via.ADMIN, host=fd.host, uuid=fd.uuid,
+                                       owner=data["owner"], group=data["group"], name=data["name"] or None,
+                                       override_reason=data["override_reason"])
+            except PortalError as exc:
+                form_error(form, exc, user=request.user)
+            else:
+                self.message_user(request, f"Adopted {fd.name} as {vm.name} for {vm.owner.get_username()}, "
+                                           "without restarting it.", messages.SUCCESS)
+                return HttpResponseRedirect(admin_url(vm, "change"))
+        context = {
+            **self.admin_site.each_context(request), "title": f"Adopt {fd.name}", "subtitle": None,
+            "opts": self.opts, "form": form, "fd": fd, "plan": plan, "error": error,
+            "has_view_permission": True,
+        }
+        return TemplateResponse(request, "admin/cluster/foreigndomain/adopt.html", context,
+                                status=400 if form.errors else 200)
 
 
 # --- users and groups: their quota inline (quotas) and their VMs ---------------------------------

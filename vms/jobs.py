@@ -27,7 +27,7 @@ from .cloudinit import build_seed
 from .lifecycle import status_for
 from .models import VM, Snapshot, VMNic
 from .services import SEED_TARGET, cdrom_publish, nics_publish, snapshots_publish, vm_publish, vm_set_status
-from .specs import CDROM_TARGET, build_spec
+from .specs import CDROM_TARGET, build_spec, domain_metadata
 
 if TYPE_CHECKING:  # the driver class is only needed for annotations
     from portal.hypervisor.driver import LibvirtDriver
@@ -293,15 +293,25 @@ def snapshot_revert(ctx: JobContext) -> dict:
 def _nics_after_revert(vm: VM, driver: LibvirtDriver, *, running: bool) -> None:
     """A revert brings back the domain definition saved in the snapshot, with the NICs of that time.
     The portal's NICs are the truth: the definition is written again from the record, and a running
-    guest gets the NICs added since (hot-plug) and loses the ones removed since (hot-unplug)."""
-    domain_type = vm.domain_type or driver.resolve_domain_type(vm.host.effective_domain_type)
-    driver.define(build_spec(vm, domain_type=domain_type))
-    if not running or not driver.capabilities().nic_hotplug:
-        return
+    guest gets the NICs added since (hot-plug) and loses the ones removed since (hot-unplug).
+
+    An adopted VM's definition is its own (firmware, devices, boot the portal did not choose): it is
+    never rewritten from the portal's record; its NICs are brought in line device by device instead,
+    in the definition (and the running guest), and the portal's metadata is written again.
+    """
+    if vm.adopted_at is not None:
+        driver.set_metadata(str(vm.uuid), domain_metadata(vm))
+        if not driver.capabilities().nic_hotplug:
+            return
+    else:
+        domain_type = vm.domain_type or driver.resolve_domain_type(vm.host.effective_domain_type)
+        driver.define(build_spec(vm, domain_type=domain_type))
+        if not running or not driver.capabilities().nic_hotplug:
+            return
     wanted = {n.mac: n for n in vm.nics.select_related("network")}
     for nic in wanted.values():
         driver.attach_interface(str(vm.uuid), NicSpec(network=nic.network.libvirt_name, mac=nic.mac, model=nic.model))
-    for live in driver.domain_interfaces(str(vm.uuid)):
+    for live in driver.domain_interfaces(str(vm.uuid), inactive=not running):
         if live.mac not in wanted and live.network:
             driver.detach_interface(str(vm.uuid), NicSpec(network=live.network, mac=live.mac,
                                                           model=live.model or "virtio"), timeout=10)
@@ -340,7 +350,8 @@ def _grow_failed(job: Job, error: str) -> None:
 @job_handler("vm.disk.grow", on_failure=_grow_failed)
 def grow_disk(ctx: JobContext) -> dict:
     vm = _vm(ctx.job)
-    disk = vm.disks.select_related("volume__pool").get(target="vda")
+    # The one writable disk (vda for VMs the portal made; an adopted VM's may be called anything).
+    disk = vm.disks.select_related("volume__pool").get(readonly=False)
     volume = disk.volume
     size = ctx.job.params["disk_gib"]
     ctx.progress(30, f"Growing the disk to {size} GiB")

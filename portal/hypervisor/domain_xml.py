@@ -8,6 +8,8 @@ from .types import (
     METADATA_NS,
     CdromSpec,
     DhcpHost,
+    DiskInfo,
+    DomainDefinition,
     DomainSpec,
     InterfaceInfo,
     NetworkSpec,
@@ -111,7 +113,88 @@ def parse_metadata(xml: str) -> dict[str, str] | None:
     vm = root.find(f"metadata/{{{METADATA_NS}}}vm")
     if vm is None:
         return None
-    return {child.tag.split("}", 1)[1]: (child.text or "") for child in vm}
+    return {child.tag.rsplit("}", 1)[-1]: (child.text or "") for child in vm}
+
+
+def metadata_fragment(metadata: dict[str, str]) -> str:
+    """Our metadata as the XML fragment virDomainSetMetadata takes: `<vm><key>value</key>…</vm>`,
+    without a namespace (libvirt puts the element and its children in METADATA_NS itself)."""
+    vm = ET.Element("vm")
+    for key, value in sorted(metadata.items()):
+        ET.SubElement(vm, key).text = value
+    return ET.tostring(vm, encoding="unicode")
+
+
+_MEMORY_UNITS_TO_KIB = {
+    "b": 1 / 1024, "bytes": 1 / 1024, "kb": 1000 / 1024, "k": 1, "kib": 1, "mb": 1000**2 / 1024, "m": 1024,
+    "mib": 1024, "gb": 1000**3 / 1024, "g": 1024**2, "gib": 1024**2, "tb": 1000**4 / 1024, "t": 1024**3,
+    "tib": 1024**3,
+}
+
+
+def _memory_mib(el: ET.Element | None) -> int:
+    if el is None or not (el.text or "").strip():
+        return 0
+    factor = _MEMORY_UNITS_TO_KIB.get((el.get("unit") or "KiB").lower(), 1)
+    return int(int(el.text.strip()) * factor) // 1024  # type: ignore[union-attr]
+
+
+def _disk(d: ET.Element) -> DiskInfo:
+    source_type = d.get("type") or "file"
+    source = d.find("source")
+    driver = d.find("driver")
+    target = d.find("target")
+    path = pool = volume = None
+    if source is not None:
+        if source_type == "file":
+            path = source.get("file")
+        elif source_type == "block":
+            path = source.get("dev")
+        elif source_type == "dir":
+            path = source.get("dir")
+        elif source_type == "volume":
+            pool, volume = source.get("pool"), source.get("volume")
+    backing = d.find("backingStore/source")
+    return DiskInfo(
+        target=target.get("dev", "") if target is not None else "",
+        bus=(target.get("bus") or "") if target is not None else "",
+        device=d.get("device") or "disk",
+        source_type=source_type,
+        path=path,
+        format=driver.get("type") if driver is not None else None,
+        readonly=d.find("readonly") is not None,
+        pool=pool,
+        volume=volume,
+        backing_path=(backing.get("file") or backing.get("dev")) if backing is not None else None,
+    )
+
+
+def parse_definition(xml: str, *, state: PowerState, persistent: bool) -> DomainDefinition:
+    """A domain's definition as typed values: sizes, disks, NICs, boot, our metadata (for adoption)."""
+    root = ET.fromstring(xml)
+    vcpu = root.find("vcpu")
+    memory = root.find("memory")
+    return DomainDefinition(
+        name=root.findtext("name") or "",
+        uuid=root.findtext("uuid") or "",
+        title=(root.findtext("title") or "").strip(),
+        description=root.findtext("description") or "",
+        domain_type=root.get("type") or "",
+        vcpus=int((vcpu.text or "1").strip()) if vcpu is not None else 1,
+        memory_mib=_memory_mib(memory),
+        state=state,
+        persistent=persistent,
+        kernel_boot=bool((root.findtext("os/kernel") or "").strip()),
+        disks=tuple(_disk(d) for d in root.findall("devices/disk")),
+        nics=tuple(parse_interfaces(xml)),
+        metadata=parse_metadata(xml),
+    )
+
+
+def pool_target_path(xml: str) -> tuple[str, str]:
+    """(type, target path) of a storage pool's XML."""
+    root = ET.fromstring(xml)
+    return root.get("type") or "", (root.findtext("target/path") or "").strip()
 
 
 def graphics_endpoint(xml: str) -> tuple[str, int, str | None] | None:
@@ -289,6 +372,7 @@ def parse_interfaces(xml: str) -> list[InterfaceInfo]:
             network=source.get("network") if source is not None else None,
             model=model.get("type") if model is not None else None,
             bridge=source.get("bridge") if source is not None else None,
+            type=i.get("type") or "network",
         ))
     return out
 

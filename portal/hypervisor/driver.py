@@ -22,9 +22,11 @@ from portal.exceptions import DomainNotFound, HypervisorInvalidState, Hypervisor
 from . import domain_xml
 from .errors import classify, is_connection_error
 from .types import (
+    METADATA_NS,
     Capabilities,
     CdromSpec,
     DhcpHost,
+    DomainDefinition,
     DomainInfo,
     DomainSpec,
     HostInfo,
@@ -34,6 +36,7 @@ from .types import (
     NetworkInfo,
     NetworkSpec,
     NicSpec,
+    PoolInfo,
     PowerState,
     SnapshotInfo,
     VolumeInfo,
@@ -450,6 +453,36 @@ class LibvirtDriver:
 
         self._call(f"set title {uuid}", fn)
 
+    def domain_definition(self, uuid: str) -> DomainDefinition:
+        """The domain's persistent definition (the live one for a transient domain) as typed values,
+        with its power state: what adoption reads. Nothing about the domain changes."""
+
+        def fn(conn: libvirt.virConnect) -> DomainDefinition:
+            dom = self._lookup(conn, uuid)
+            persistent = bool(dom.isPersistent())
+            xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE if persistent else 0)
+            state = _STATE.get(dom.info()[0], PowerState.NOSTATE)
+            return domain_xml.parse_definition(xml, state=state, persistent=persistent)
+
+        return self._call(f"domain {uuid}", fn)
+
+    def set_metadata(self, uuid: str, metadata: dict[str, str] | None) -> None:
+        """Write (or with None remove) the portal's <metadata> element of a domain, in its running
+        state and its persistent definition alike: no restart, the guest notices nothing."""
+        fragment = domain_xml.metadata_fragment(metadata) if metadata is not None else None
+
+        def fn(conn: libvirt.virConnect) -> None:
+            dom = self._lookup(conn, uuid)
+            flags = 0
+            if dom.isActive():
+                flags |= libvirt.VIR_DOMAIN_AFFECT_LIVE
+            if dom.isPersistent():
+                flags |= libvirt.VIR_DOMAIN_AFFECT_CONFIG
+            dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, fragment,
+                            "portal" if fragment is not None else None, METADATA_NS, flags)
+
+        self._call(f"set metadata {uuid}", fn)
+
     def wait_for_state(self, uuid: str, states: set[PowerState], timeout: float,
                        on_tick: Callable[[float], None] | None = None) -> PowerState:
         """Poll until the domain reaches one of `states`; raises TimeoutError with the last state."""
@@ -670,6 +703,29 @@ class LibvirtDriver:
         fmt, backing = domain_xml.volume_format(vol.XMLDesc(0))
         return VolumeInfo(pool=pool_name, name=vol.name(), path=vol.path(), capacity_bytes=capacity,
                           allocation_bytes=allocation, format=fmt, backing_path=backing)
+
+    def volume_for_path(self, path: str) -> VolumeInfo | None:
+        """The storage volume (pool and name) a file or device path belongs to; None when no pool of
+        the host holds it."""
+
+        def fn(conn: libvirt.virConnect) -> VolumeInfo | None:
+            try:
+                vol = conn.storageVolLookupByPath(path)
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_VOL:
+                    return None
+                raise
+            return self._vol_info(vol.storagePoolLookupByVolume().name(), vol)
+
+        return self._call(f"volume of {path}", fn)
+
+    def pool_info(self, name: str) -> PoolInfo:
+        def fn(conn: libvirt.virConnect) -> PoolInfo:
+            pool = conn.storagePoolLookupByName(name)
+            kind, path = domain_xml.pool_target_path(pool.XMLDesc(0))
+            return PoolInfo(name=pool.name(), type=kind, path=path, active=bool(pool.isActive()))
+
+        return self._call(f"storage pool {name}", fn)
 
     def create_volume(self, *, pool: str, name: str, capacity_bytes: int, fmt: str = "qcow2",
                       backing_path: str | None = None, backing_format: str = "qcow2") -> VolumeInfo:

@@ -115,6 +115,57 @@ class InterfaceInfo:
     network: str | None
     model: str | None
     bridge: str | None = None
+    type: str = "network"  # libvirt's interface type: network, bridge, direct, user, ...
+
+
+@dataclass(frozen=True)
+class DiskInfo:
+    """A disk device as a domain's XML has it (read for adoption).
+
+    `source_type` is libvirt's disk type: "file", "block", "network", "volume" or "dir"; `path` is
+    the file or block device (None for network sources and empty CD-ROM trays); `pool`/`volume` are
+    given for `volume` sources. `format` is the driver's explicit type (None: not given).
+    """
+
+    target: str
+    bus: str
+    device: str
+    source_type: str
+    path: str | None
+    format: str | None
+    readonly: bool
+    pool: str | None = None
+    volume: str | None = None
+    backing_path: str | None = None
+
+
+@dataclass(frozen=True)
+class DomainDefinition:
+    """What a domain is (its persistent definition) and what it is doing: read for adoption."""
+
+    name: str
+    uuid: str
+    title: str
+    description: str
+    domain_type: str
+    vcpus: int
+    memory_mib: int
+    state: PowerState
+    persistent: bool
+    kernel_boot: bool
+    disks: tuple[DiskInfo, ...] = ()
+    nics: tuple[InterfaceInfo, ...] = ()
+    metadata: dict[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class PoolInfo:
+    """A libvirt storage pool: its name, type, where it keeps its volumes, and whether it runs."""
+
+    name: str
+    type: str
+    path: str
+    active: bool
 
 
 @dataclass(frozen=True)

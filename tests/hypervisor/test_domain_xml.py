@@ -68,3 +68,41 @@ def test_cdrom_drives_boot_first_and_an_empty_tray_has_no_source():
     # No drive: the disk only; a direct-kernel domain keeps its kernel even with a drive.
     assert boot_order(build_domain_xml(make_spec())) == ["hd"]
     assert boot_order(build_domain_xml(make_spec(kernel="/k", cdroms=(CdromSpec(),)))) == []
+
+
+def test_a_foreign_definition_is_read_as_typed_values_for_adoption():
+    from portal.hypervisor import PowerState
+    from portal.hypervisor.domain_xml import parse_definition
+
+    xml = """<domain type='kvm'><name>old-db</name><uuid>0b7e1c9e-1111-4222-8333-944455556666</uuid>
+      <title>Old DB</title><memory unit='GiB'>2</memory><vcpu current='1'>4</vcpu>
+      <os><type>hvm</type><kernel>/boot/vmlinuz</kernel></os>
+      <devices>
+        <disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='/p/a.qcow2'/>
+          <target dev='sda' bus='sata'/></disk>
+        <disk type='volume' device='disk'><driver type='raw'/><source pool='data' volume='b.img'/>
+          <target dev='vdb' bus='virtio'/><readonly/></disk>
+        <disk type='network' device='disk'><source protocol='rbd' name='pool/img'/><target dev='vdc'/></disk>
+        <disk type='file' device='cdrom'><target dev='hdc' bus='ide'/><readonly/></disk>
+        <interface type='network'><mac address='52:54:00:AA:00:01'/><source network='lan'/><model type='e1000'/></interface>
+        <interface type='bridge'><mac address='52:54:00:aa:00:02'/><source bridge='br0'/></interface>
+      </devices></domain>"""
+    d = parse_definition(xml, state=PowerState.RUNNING, persistent=True)
+    assert (d.name, d.title, d.domain_type, d.vcpus, d.memory_mib, d.kernel_boot) == (
+        "old-db", "Old DB", "kvm", 4, 2048, True)
+    a, b, c, cd = d.disks
+    assert (a.source_type, a.path, a.format, a.target, a.bus, a.readonly) == ("file", "/p/a.qcow2", "qcow2", "sda",
+                                                                              "sata", False)
+    assert (b.source_type, b.pool, b.volume, b.readonly, b.path) == ("volume", "data", "b.img", True, None)
+    assert (c.source_type, c.path) == ("network", None)
+    assert (cd.device, cd.path) == ("cdrom", None)
+    assert [(n.type, n.mac, n.network, n.bridge, n.model) for n in d.nics] == [
+        ("network", "52:54:00:aa:00:01", "lan", None, "e1000"), ("bridge", "52:54:00:aa:00:02", None, "br0", None)]
+    assert d.metadata is None
+
+
+def test_the_metadata_fragment_is_namespace_free_for_set_metadata():
+    from portal.hypervisor.domain_xml import metadata_fragment
+
+    assert metadata_fragment({"vm-id": "3", "instance": "a<b"}) == (
+        "<vm><instance>a&lt;b</instance><vm-id>3</vm-id></vm>")

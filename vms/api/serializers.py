@@ -11,6 +11,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.reverse import reverse
 
+from cluster.models import ForeignDomain
 from portal.jobs.api.serializers import JobSummarySerializer
 from portal.models import AuditEvent
 from vms.choices import VMStatus
@@ -242,3 +243,46 @@ class FlavorSerializer(serializers.ModelSerializer):
         model = Flavor
         fields = ["id", "name", "vcpus", "memory_mib", "disk_gib", "description", "is_public"]
         read_only_fields = fields
+
+
+# --- adoption (administrators) --------------------------------------------------------------------
+
+class ForeignDomainSerializer(serializers.ModelSerializer):
+    """A domain on a host that the portal did not create (refreshed by each reconcile)."""
+
+    host = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    adopt_url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = ForeignDomain
+        fields = ["id", "host", "uuid", "name", "state", "owner_hint", "first_seen_at", "last_seen_at", "adopt_url"]
+        read_only_fields = fields
+
+    def get_adopt_url(self, fd: ForeignDomain) -> str:
+        return reverse("api-foreign-domain-adopt", kwargs={"pk": fd.pk}, request=self.context.get("request"))
+
+
+class AdoptSerializer(serializers.Serializer):
+    owner = serializers.CharField(help_text="Username of the new owner (their quota, or the group's, is charged).")
+    group = serializers.CharField(required=False, allow_null=True, allow_blank=True,
+                                  help_text="Group (team) name: the VM is shared with it and uses its quota.")
+    name = serializers.CharField(required=False, allow_null=True, allow_blank=True, trim_whitespace=False,
+                                 help_text="The VM's name; default: from the domain's title or name.")
+    override_reason = serializers.CharField(
+        required=False, allow_blank=True, allow_null=True,
+        help_text="Given: adopt even beyond the quota; the reason is written in the audit log.")
+
+
+class AdoptResultSerializer(serializers.Serializer):
+    message = serializers.CharField()
+    delete_note = serializers.CharField(help_text="What Delete will do to the VM from now on.")
+    vm = VMSerializer()
+
+
+class ReleaseSerializer(serializers.Serializer):
+    reason = serializers.CharField(required=False, allow_blank=True, allow_null=True,
+                                   help_text="Why (written in the audit log).")
+
+
+class ReleaseResultSerializer(serializers.Serializer):
+    message = serializers.CharField()

@@ -6,5 +6,6 @@ from . import views
 
 router = SimpleRouter()
 router.register("vms", views.VMViewSet, basename="api-vm")
+router.register("foreign-domains", views.ForeignDomainViewSet, basename="api-foreign-domain")
 router.register("flavors", views.FlavorViewSet, basename="api-flavor")
 urlpatterns = router.urls

@@ -11,9 +11,11 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
+from rest_framework.permissions import IsAdminUser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from cluster.models import ForeignDomain
 from portal.api import (
     INVALID,
     NOT_FOUND,
@@ -25,6 +27,7 @@ from portal.api import (
 from portal.choices import Via
 from portal.jobs.api.serializers import JobSerializer
 from portal.models import Job
+from vms.adoption import foreign_domain_list, foreign_domain_lookup, vm_adopt, vm_delete_note, vm_release
 from vms.models import VM, Flavor, VMNic
 from vms.selectors import (
     flavor_get,
@@ -56,11 +59,16 @@ from vms.services import (
 )
 
 from .serializers import (
+    AdoptResultSerializer,
+    AdoptSerializer,
     CdromInsertSerializer,
     FlavorSerializer,
+    ForeignDomainSerializer,
     NicAddSerializer,
     NicOperationSerializer,
     NicSerializer,
+    ReleaseResultSerializer,
+    ReleaseSerializer,
     SnapshotCreateSerializer,
     SnapshotOperationSerializer,
     SnapshotSerializer,
@@ -128,7 +136,8 @@ class VMViewSet(viewsets.GenericViewSet):
                           "events": VMEventSerializer,
                           "snapshots": SnapshotCreateSerializer, "snapshot": SnapshotSerializer,
                           "snapshot_revert": SnapshotSerializer, "grow_disk": VMGrowDiskSerializer,
-                          "nics": NicAddSerializer, "nic": NicSerializer, "cdrom": CdromInsertSerializer}
+                          "nics": NicAddSerializer, "nic": NicSerializer, "cdrom": CdromInsertSerializer,
+                          "release": ReleaseSerializer}
 
     def get_serializer_class(self):
         return self.action_serializers.get(self.action, VMSerializer)
@@ -207,6 +216,22 @@ class VMViewSet(viewsets.GenericViewSet):
     def _act(self, request, pk, name: str) -> Response:
         result = vm_action(actor=request.user, via=Via.API, vm=self.get_object(), action=name)
         return _operation(request, result)
+
+    @extend_schema(parameters=[VM_ID], request=ReleaseSerializer,
+                   responses={200: OpenApiResponse(ReleaseResultSerializer, description="Released."),
+                              403: OpenApiResponse(ErrorSerializer, description="Not an administrator."),
+                              404: NOT_FOUND, 409: WRONG_STATE})
+    @action(detail=True, methods=["post"], url_path="release", url_name="release")
+    def release(self, request, pk=None):
+        """Administrators: the portal forgets the VM; its domain keeps running and its disks stay, listed
+        as a foreign domain again."""
+        vm = self.get_object()
+        data = ReleaseSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        vm_release(actor=request.user, via=Via.API, vm=vm, reason=data.validated_data.get("reason") or "")
+        return Response(ReleaseResultSerializer({"message": (
+            f"Released {vm.name}: the portal forgot it; domain {vm.domain_name} and its disks stay on "
+            f"{vm.host.name}, listed as a foreign domain.")}).data)
 
     @extend_schema(parameters=[VM_ID], responses={200: JobSerializer(many=True), 404: NOT_FOUND})
     @action(detail=True, methods=["get"], url_path="jobs", url_name="jobs")
@@ -360,6 +385,48 @@ class VMViewSet(viewsets.GenericViewSet):
 # One convenience route per power action of the lifecycle table: /api/vms/{id}/<action>/.
 for _name in VM_ACTIONS:
     setattr(VMViewSet, _name, _power_route(_name))
+
+
+class ForeignDomainViewSet(CatalogViewSet):
+    """Domains on the hosts that the portal did not create (staff only); `adopt/` makes one a portal VM."""
+
+    serializer_class = ForeignDomainSerializer
+    permission_classes = [IsAdminUser]
+    queryset = ForeignDomain.objects.none()
+
+    def get_serializer_class(self):
+        return AdoptSerializer if self.action == "adopt" else ForeignDomainSerializer
+
+    def visible(self, request: Request) -> QuerySet[ForeignDomain]:
+        return foreign_domain_list()
+
+    def find(self, request: Request, key: str) -> ForeignDomain:
+        return foreign_domain_lookup(key=key)
+
+    @extend_schema(
+        parameters=[OpenApiParameter("id", OpenApiTypes.STR, OpenApiParameter.PATH,
+                                     description="The foreign domain's numeric id or the domain's UUID.")],
+        request=AdoptSerializer,
+        responses={201: AdoptResultSerializer, 400: INVALID, 403: OpenApiResponse(
+            QuotaErrorSerializer, description="Not an administrator, or the quota is exceeded (no override reason)."),
+                   404: NOT_FOUND, 409: OpenApiResponse(ErrorSerializer, description="The domain cannot be adopted "
+                                                        "(`problems` lists why).")},
+    )
+    @action(detail=True, methods=["post"], url_path="adopt", url_name="adopt")
+    def adopt(self, request, pk=None):
+        """Adopt the domain as a VM of `owner`, without restarting it. Answers 201 with the VM."""
+        fd = self.find(request, str(pk))
+        data = AdoptSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        fields = data.validated_data
+        vm = vm_adopt(actor=request.user, via=Via.API, host=fd.host, uuid=fd.uuid, owner=fields["owner"],
+                      group=fields.get("group") or None, name=fields.get("name") or None,
+                      override_reason=fields.get("override_reason") or "")
+        body = AdoptResultSerializer(
+            {"message": f"Adopted {fd.name} as {vm.name} for {vm.owner.get_username()}, without restarting it.",
+             "delete_note": vm_delete_note(vm=vm), "vm": vm},
+            context={"request": request}).data
+        return Response(body, status=status.HTTP_201_CREATED, headers={"Location": body["vm"]["url"]})
 
 
 class FlavorViewSet(CatalogViewSet):

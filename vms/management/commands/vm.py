@@ -15,11 +15,12 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
+from cluster.selectors import host_get
 from portal.choices import Via
 from portal.exceptions import NotFound, PortalError, ValidationFailed, user_message
 from portal.models import Job
 from quotas.selectors import quota_usage
-from vms import lifecycle, selectors, services
+from vms import adoption, lifecycle, selectors, services
 
 # Verbs that apps above vms add (consoles: `console`), registered from their AppConfig.ready, so this
 # command never imports them: name -> (help, add_arguments(parser), run(command, actor, vm, options)).
@@ -55,7 +56,8 @@ def networks_option(values: list[str] | None) -> list[str] | None:
 
 class Command(BaseCommand):
     help = ("VM lifecycle as a given user: list, show, create, start, stop, force-off, reboot, pause, resume, "
-            "delete, grow-disk; snapshot, snapshots, revert, delete-snapshot; nic-add, nic-remove; cdrom; and verbs "
+            "delete, grow-disk; snapshot, snapshots, revert, delete-snapshot; nic-add, nic-remove; cdrom; adopt, "
+            "release (administrators); and verbs "
             "other apps add (console: one-time console URLs).")
 
     def add_arguments(self, parser):
@@ -98,6 +100,18 @@ class Command(BaseCommand):
         nic_add.add_argument("network")
         nic_add.add_argument("--model", default="virtio", help="virtio (default), e1000 or rtl8139.")
         nic_add.add_argument("--mac", default=None, help="Default: a new 52:54:00:… address.")
+        adopt = sub.add_parser("adopt", help="Administrators: make a domain created outside the portal a VM of "
+                                             "--owner, without restarting it.")
+        adopt.add_argument("host", help="The host's name or id.")
+        adopt.add_argument("domain", metavar="UUID_OR_NAME", help="The foreign domain's UUID or name.")
+        adopt.add_argument("--owner", required=True, help="Username of the new owner.")
+        adopt.add_argument("--group", default=None, help="Team (group) name: its quota is charged.")
+        adopt.add_argument("--name", dest="vm_name", default=None, help="The VM's name (default: from the domain).")
+        adopt.add_argument("--reason", default="", help="Adopt even beyond the quota; the reason goes in the audit log.")
+        release = sub.add_parser("release", help="Administrators: the portal forgets the VM; its domain and disks "
+                                                 "stay on the host as they are.")
+        release.add_argument("name")
+        release.add_argument("--reason", default="", help="Why (written in the audit log).")
         nic_remove = sub.add_parser("nic-remove", help="Remove a NIC, given by its MAC or its id.")
         nic_remove.add_argument("name")
         nic_remove.add_argument("nic", metavar="MAC|ID")
@@ -145,7 +159,18 @@ class Command(BaseCommand):
                 vcpus=opts["vcpus"], memory_mib=opts["memory_mib"], disk_gib=opts["disk_gib"],
                 description=opts["description"], start=not opts["no_start"],
                 networks=networks_option(opts["networks"]))
+        if verb == "adopt":
+            host = host_get(name_or_id=opts["host"])
+            fd = adoption.foreign_domain_get(host=host, key=opts["domain"])
+            vm = adoption.vm_adopt(actor=actor, via=Via.CLI, host=host, uuid=fd.uuid, owner=opts["owner"],
+                                   group=opts["group"], name=opts["vm_name"], override_reason=opts["reason"])
+            return _Outcome(f"Adopted {fd.name} as {vm.name} for {vm.owner.get_username()}, without restarting it.\n"
+                            f"{adoption.vm_delete_note(vm=vm)}", None)
         vm = selectors.vm_get_by_name(user=actor, name=opts["name"])
+        if verb == "release":
+            adoption.vm_release(actor=actor, via=Via.CLI, vm=vm, reason=opts["reason"])
+            return _Outcome(f"Released {vm.name}: the portal forgot it; domain {vm.domain_name} and its disks stay "
+                            f"on {vm.host.name}.", None)
         if verb in ("show", "info"):
             self._show(vm)
             return None
