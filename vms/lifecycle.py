@@ -146,6 +146,7 @@ JOB_LABELS: dict[str, str] = {
     "vm.create": "Create",
     **{t.job_kind: t.label for t in ACTIONS.values()},
     "vm.disk.grow": "Grow disk",
+    "vm.template": "Make template",
     "vm.snapshot.create": "Take snapshot",
     "vm.snapshot.revert": "Revert to snapshot",
     "vm.snapshot.delete": "Delete snapshot",
