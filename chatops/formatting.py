@@ -155,7 +155,8 @@ def help_reply(prefix: str, *, is_staff: bool = False, linked: bool = True) -> R
         f"`{prefix} list` — your VMs and their state",
         f"`{prefix} create NAME --flavor small --image demo` — create and start a VM "
         "(or `--cpus N --memory MiB --disk GiB`; also `--description TEXT`, `--group TEAM`, "
-        "`--net NAME[,NAME]` for its networks, `--net none` for no NIC; default: your default network)",
+        "`--net NAME[,NAME]` for its networks, `--net none` for no NIC; default: your default network; "
+        "from a template: `--image TEMPLATE` takes its sizes, `--clone full` makes a standalone copy of it)",
         f"`{prefix} info NAME` — the VM's state, size, NICs with their addresses, and its ssh line",
         f"`{prefix} networks` — the networks you can put VMs on (the default one marked)",
         f"`{prefix} start NAME` · `{prefix} stop NAME` (ACPI shutdown) · `{prefix} reboot NAME` · "

@@ -7,7 +7,14 @@ import pytest
 from django.conf import settings
 from django.contrib.auth.models import Group
 
-from portal.exceptions import Conflict, InvalidState, NotFound, PermissionDenied, QuotaExceeded, ValidationFailed
+from portal.exceptions import (
+    Conflict,
+    InvalidState,
+    NotFound,
+    PermissionDenied,
+    QuotaExceeded,
+    ValidationFailed,
+)
 from portal.hypervisor import get_driver
 from portal.models import AuditEvent, Job
 from quotas.selectors import quota_usage
