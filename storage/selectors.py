@@ -51,9 +51,10 @@ def image_get(*, user: Actor, name_or_id: object) -> Image:
 def image_quota_usage(*, user: Actor = None, group: object = None) -> dict[str, int]:
     """What a user's own images and templates charge to their personal disk quota: each one's virtual
     size in whole GiB, rounded up (registered with quotas; library images and teams are not charged)."""
-    if group is not None or getattr(user, "pk", None) is None:
+    owner_id = getattr(user, "pk", None)
+    if group is not None or owner_id is None:
         return {}
-    sizes = Image.objects.filter(owner=user).values_list("size_bytes", flat=True)
+    sizes = Image.objects.filter(owner_id=owner_id).values_list("size_bytes", flat=True)
     return {"disk_gib": sum(max(1, -(-size // GIB)) for size in sizes)}
 
 

@@ -106,6 +106,8 @@ ACTIONS: dict[str, Transition] = {**POWER_ACTIONS, DELETE.action: DELETE}
 
 # The VM states in which snapshots and disk growth may start.
 SNAPSHOT_STATES: frozenset[str] = frozenset({_S.RUNNING, _S.STOPPED, _S.PAUSED})
+# The states in which a VM may be sealed into a template (its disk must not change while it is copied).
+TEMPLATE_STATES: frozenset[str] = frozenset({_S.STOPPED})
 # The states in which a console can connect.
 CONSOLE_STATES: frozenset[str] = frozenset({_S.RUNNING, _S.PAUSED})
 
@@ -127,6 +129,7 @@ def action_rules() -> dict[str, list[str]]:
     """Which states enable which action (for pages that enable buttons as states change live)."""
     rules = {name: sorted(t.allowed) for name, t in ACTIONS.items()}
     rules["console"] = sorted(CONSOLE_STATES)
+    rules["template"] = sorted(TEMPLATE_STATES)
     return rules
 
 

@@ -540,7 +540,7 @@ def vm_template_create(*, actor: Actor, via: str, vm: VM | int, name: str, title
         vm = _lock_visible(actor=user, vm=vm)
         if vm.owner_id != user.pk and not user.is_staff:
             raise PermissionDenied(f"Only the owner of {vm.name} or an administrator may make a template of it.")
-        if vm.status != VMStatus.STOPPED:
+        if vm.status not in lifecycle.TEMPLATE_STATES:
             state = vm.get_status_display().lower()
             raise InvalidState(f"Cannot make a template of {vm.name}: it is {state}. Stop it first "
                                "(a template is sealed from a stopped VM).", status=vm.status)
