@@ -107,7 +107,8 @@ def create(ctx: JobContext) -> dict:
             return {"domain": vm.domain_name, "already_created": True}  # a retry after the work was done
         raise InvalidState(f"{vm.name} is {vm.status}, not creating")
     driver = get_driver(vm.host.uri)
-    ctx.progress(10, "Creating the disk")
+    ctx.progress(10, "Copying the image's disk" if vm.disks.filter(volume__copy_of__isnull=False).exists()
+                 else "Creating the disk")
     for disk in vm.disks.select_related("volume__pool__host", "volume__backing_image"):
         if disk.readonly and disk.target == SEED_TARGET:
             volume_write(volume=disk.volume, data=build_seed(vm))  # cloud-init's NoCloud seed
@@ -248,7 +249,7 @@ def _template_failed(job: Job, error: str) -> None:
 def template(ctx: JobContext) -> dict:
     vm = _vm(ctx.job)
     p = ctx.job.params
-    done = Image.objects.filter(name=p["name"], source=f"vm:{vm.name}", volume_name=p["volume_name"]).first()
+    done = Image.objects.filter(pool_id=p["pool_id"], volume_name=p["volume_name"]).first()
     if done is not None:  # a retry after the work was done
         return {"template": done.name, "image_id": done.pk, "already_made": True}
     if vm.status != VMStatus.STOPPED:
@@ -262,7 +263,8 @@ def template(ctx: JobContext) -> dict:
         actor=ctx.job.actor, via=ctx.job.via, volume=disk.volume, name=p["name"], title=p.get("title", ""),
         owner=owner, description=p.get("description", ""), visibility=p.get("visibility", Image.Visibility.PRIVATE),
         groups=list(Group.objects.filter(pk__in=p.get("groups") or [])), like=vm.image, default_vcpus=vm.vcpus,
-        default_memory_mib=vm.memory_mib, min_disk_gib=vm.disk_gib, source=f"vm:{vm.name}")
+        default_memory_mib=vm.memory_mib, min_disk_gib=vm.disk_gib, source=f"vm:{vm.name}",
+        volume_name=p["volume_name"])
     ctx.progress(95, f"Listed template {image.name}")
     _done(ctx.job, vm, "vm.templated", f"Made template {image.name} of {vm.name} "
                                        f"({image.size_bytes} bytes, {image.actual_size_bytes} stored)")

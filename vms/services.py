@@ -7,6 +7,7 @@ call the gateway outside any long transaction and write the outcome in a short o
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -265,6 +266,9 @@ def vm_create(*, actor: Actor, via: str, name: str, image: Image | str | int | N
         raise ValidationFailed(f"Clone must be {' or '.join(CLONE_MODES)}: a thin overlay on the image or a full copy "
                                "of it.", field="clone")
     image = _resolve_image(actor=actor, image=image)
+    if clone == CLONE_FULL and image.kind == Image.Kind.ISO:
+        raise ValidationFailed(f"{image.name} is an ISO: a VM boots it as a CD-ROM, there is no disk to copy.",
+                               field="clone")
     flavor, vcpus, memory_mib, disk_gib = _resolve_size(
         flavor=flavor, vcpus=vcpus, memory_mib=memory_mib, disk_gib=disk_gib, image=image, actor=actor)
     group = _resolve_group(actor=owner, group=group)
@@ -558,7 +562,9 @@ def vm_template_create(*, actor: Actor, via: str, vm: VM | int, name: str, title
             quota_reserve(user=owner, vcpus=0, memory_mib=0, disk_gib=vm.disk_gib, vms=0)
         params = {"name": name, "title": title, "description": description, "visibility": visibility,
                   "groups": [g.pk for g in chosen], "owner_id": owner.pk if owner else None,
-                  "pool_id": root.volume.pool_id, "volume_name": image_volume_name(name)}
+                  "pool_id": root.volume.pool_id,
+                  # Its own volume name: a retry finds its copy, and no other image's volume is touched.
+                  "volume_name": image_volume_name(f"{name}-{secrets.token_hex(4)}")}
         job = job_create(kind=TEMPLATE_JOB, actor=user, via=via, target=vm, params=params)
         where = "the library" if owner is None else f"{user.get_username()}'s templates"
         audit(actor=user, via=via, action=TEMPLATE_JOB, target=vm, job=job, outcome=AuditEvent.Outcome.REQUESTED,

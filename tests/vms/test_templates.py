@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from django.conf import settings
 from django.contrib.auth.models import Group
+from django.db import transaction
 
 from portal.exceptions import (
     Conflict,
@@ -17,6 +18,7 @@ from portal.exceptions import (
 )
 from portal.hypervisor import get_driver
 from portal.models import AuditEvent, Job
+from quotas.models import Quota
 from quotas.selectors import quota_usage
 from storage.models import Image, Volume
 from storage.services import image_delete, image_from_volume, image_volume_name
@@ -62,7 +64,8 @@ def test_a_stopped_vm_is_sealed_into_a_template_with_its_sizes(test_host, alice)
     assert image.visibility == Image.Visibility.PRIVATE and image.title == "Web server"
     assert (image.default_vcpus, image.default_memory_mib, image.min_disk_gib) == (1, 256, 2)
     assert image.source == "vm:web-1" and image.size_bytes == 2 * 1024**3
-    assert image.volume_name == image_volume_name("tpl-web") and image.volume_name in volumes_in_pool()
+    assert image.volume_name.startswith(image_volume_name("tpl-web-").removesuffix(".qcow2"))
+    assert image.volume_name in volumes_in_pool() and image.path.endswith(image.volume_name)
     assert image.boot_mode == vm.image.boot_mode  # inherited from the VM's image
     assert disk_used(alice) == before + 2  # a user's template counts against their disk quota
     vm.refresh_from_db()
@@ -110,7 +113,22 @@ def test_a_failure_when_the_row_is_written_removes_the_copy(test_host, alice):
     with pytest.raises(QuotaExceeded):
         image_from_volume(actor=alice, via="cli", volume=volume, name="tpl-big", title="", owner=alice)
     assert not Image.objects.filter(name="tpl-big").exists()
-    assert image_volume_name("tpl-big") not in volumes_in_pool()
+    assert not [v for v in volumes_in_pool() if "tpl-big" in v]
+
+
+def test_a_template_job_that_fails_leaves_no_volume_and_no_image(test_host, alice):
+    """The quota shrinks between the request and the job: the job fails with the quota's words, its
+    copy is removed, no image is listed, and the VM is as it was (it can start again)."""
+    vm = stopped_vm(alice, disk_gib=4)
+    with transaction.atomic():  # the job runs when this commits, after the quota has shrunk
+        job = services.vm_template_create(actor=alice, via="cli", vm=vm, name="tpl-late")
+        Quota.objects.filter(user=alice).update(max_disk_gib=5)
+    job.refresh_from_db()
+    assert job.status == "failed" and "Quota exceeded for Disk" in job.error
+    assert not Image.objects.filter(name="tpl-late").exists()
+    assert not [v for v in volumes_in_pool() if "tpl-late" in v]
+    assert AuditEvent.objects.filter(action="vm.template", outcome="failed").exists()
+    assert services.vm_start(actor=alice, via="cli", vm=vm).job is not None
 
 
 @pytest.mark.parametrize("name, message", [("test-blank", "exists already"), ("Bad Name", "lowercase")])
@@ -180,3 +198,11 @@ def test_full_copies_do_not_keep_a_template(test_host, alice, bob):
     full.refresh_from_db()
     assert full.status == VMStatus.STOPPED and full.image is None
     assert services.vm_start(actor=alice, via="cli", vm=full).job is not None
+
+
+def test_an_iso_has_no_disk_to_copy(test_host, alice):
+    Image.objects.filter(name="test-blank").update(kind=Image.Kind.ISO)
+    with pytest.raises(ValidationFailed, match="ISO") as exc:
+        services.vm_create(actor=alice, via="cli", name="x-1", image="test-blank", clone="full", vcpus=1,
+                           memory_mib=128, disk_gib=1)
+    assert "clone" in exc.value.errors
