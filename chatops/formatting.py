@@ -525,6 +525,7 @@ _DONE = {
     "vm.snapshot.create": "📸 Snapshot `{snapshot}` of *{name}* taken.",
     "vm.snapshot.revert": "⏪ *{name}* was reverted to snapshot `{snapshot}`.",
     "vm.snapshot.delete": "🗑️ Snapshot `{snapshot}` of *{name}* deleted.",
+    "vm.template": "🧬 Template `{template}` made from *{name}*.",
 }
 
 
@@ -535,7 +536,8 @@ def job_result_reply(job, vm, *, slack_user_id: str = "") -> Reply:
     if job.status == JobStatus.SUCCEEDED:
         line = _DONE.get(job.kind, "✅ {label} of *{name}* finished.").format(
             name=name, label=job_label(job.kind),
-            snapshot=esc(str((job.params or {}).get("snapshot", ""))))
+            snapshot=esc(str((job.params or {}).get("snapshot", ""))),
+            template=esc(str((job.params or {}).get("name", ""))))
         if job.kind == "vm.create" and vm is not None and vm.status == "stopped":
             line = f"✅ *{name}* was created (stopped)."
     else:

@@ -1,5 +1,6 @@
 """The create form in a real browser: for a team member, choosing the VM's owner switches the
-remaining quota shown and the size check to that team's (no hypervisor needed)."""
+remaining quota shown and the size check to that team's; the thin/full choice shows for templates
+only (no hypervisor needed)."""
 
 from __future__ import annotations
 

@@ -367,3 +367,14 @@ def test_create_from_a_template_takes_its_sizes_and_clone_full(slack, alice_link
     assert vm.status == "running" and vm.created_via == "slack"
     assert (vm.vcpus, vm.memory_mib, vm.disk_gib) == (1, 128, 1)
     assert vm.disks.get(target="vda").volume.copy_of.name == "tpl-web"
+
+
+def test_subscribed_channel_hears_of_a_template_made_on_the_web(slack, alice_linked):
+    from vms.services import vm_create, vm_template_create
+
+    source = vm_create(actor=alice_linked, via="api", name="web-1", flavor="small", start=False).vm
+    Subscription.objects.create(team_id="T0PORTAL", channel_id="CTEAM", owner=alice_linked,
+                                events=["job.succeeded", "job.failed"])
+    vm_template_create(actor=alice_linked, via="web", vm=source, name="tpl-web")
+    [notice] = slack.fake.posts("CTEAM")
+    assert "Template `tpl-web` made from *web-1*." in notice.text and "by alice via Web portal" in notice.text
