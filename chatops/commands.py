@@ -54,6 +54,7 @@ class Create:
     description: str = ""
     group: str | None = None
     networks: tuple[str, ...] | None = None  # None: the default network; (): no NIC (`--net none`)
+    clone: str | None = None  # thin (default) or full: how the disk is made from the image (a template)
 
 
 @dataclass(frozen=True)
@@ -169,6 +170,7 @@ CREATE_OPTIONS = {
     "description": "description", "desc": "description",
     "group": "group", "team": "group",
     "net": "networks", "nets": "networks", "network": "networks", "networks": "networks",
+    "clone": "clone",
 }
 QUOTA_OPTIONS = {
     "vms": "max_vms",
@@ -209,13 +211,17 @@ def _words(text: str) -> list[str]:
 
 
 def _options(words: list[str], known: dict[str, str], verb: str) -> tuple[list[str], dict[str, str]]:
-    """Split `--key value` / `--key=value` options from positional words."""
+    """Split `--key value` / `--key=value` options from positional words; a known option also as a bare
+    `key=value` word (`create web-1 image=web-template clone=full`: no VM name holds "=")."""
     positional: list[str] = []
     options: dict[str, str] = {}
     i = 0
     while i < len(words):
         word = words[i]
-        if word.startswith("--") and len(word) > 2:
+        bare_key, bare_eq, bare_value = word.partition("=")
+        if not word.startswith("-") and bare_eq and bare_key.lower() in known:
+            options[known[bare_key.lower()]] = bare_value
+        elif word.startswith("--") and len(word) > 2:
             key, eq, value = word[2:].partition("=")
             key = key.lower()
             if key not in known:

@@ -155,7 +155,8 @@ def help_reply(prefix: str, *, is_staff: bool = False, linked: bool = True) -> R
         f"`{prefix} list` — your VMs and their state",
         f"`{prefix} create NAME --flavor small --image demo` — create and start a VM "
         "(or `--cpus N --memory MiB --disk GiB`; also `--description TEXT`, `--group TEAM`, "
-        "`--net NAME[,NAME]` for its networks, `--net none` for no NIC; default: your default network)",
+        "`--net NAME[,NAME]` for its networks, `--net none` for no NIC; default: your default network; "
+        "from a template: `--image TEMPLATE` takes its sizes, `--clone full` makes a standalone copy of it)",
         f"`{prefix} info NAME` — the VM's state, size, NICs with their addresses, and its ssh line",
         f"`{prefix} networks` — the networks you can put VMs on (the default one marked)",
         f"`{prefix} start NAME` · `{prefix} stop NAME` (ACPI shutdown) · `{prefix} reboot NAME` · "
@@ -524,6 +525,7 @@ _DONE = {
     "vm.snapshot.create": "📸 Snapshot `{snapshot}` of *{name}* taken.",
     "vm.snapshot.revert": "⏪ *{name}* was reverted to snapshot `{snapshot}`.",
     "vm.snapshot.delete": "🗑️ Snapshot `{snapshot}` of *{name}* deleted.",
+    "vm.template": "🧬 Template `{template}` made from *{name}*.",
 }
 
 
@@ -534,7 +536,8 @@ def job_result_reply(job, vm, *, slack_user_id: str = "") -> Reply:
     if job.status == JobStatus.SUCCEEDED:
         line = _DONE.get(job.kind, "✅ {label} of *{name}* finished.").format(
             name=name, label=job_label(job.kind),
-            snapshot=esc(str((job.params or {}).get("snapshot", ""))))
+            snapshot=esc(str((job.params or {}).get("snapshot", ""))),
+            template=esc(str((job.params or {}).get("name", ""))))
         if job.kind == "vm.create" and vm is not None and vm.status == "stopped":
             line = f"✅ *{name}* was created (stopped)."
     else:

@@ -210,7 +210,8 @@ def _create(ctx: SlackContext, user, command: c.Create, prefix: str) -> f.Reply:
     result = vm_create(actor=user, via=Via.SLACK, name=command.name, image=command.image,
                        flavor=command.flavor, vcpus=command.vcpus, memory_mib=command.memory_mib,
                        disk_gib=command.disk_gib, description=command.description, group=command.group,
-                       networks=None if command.networks is None else list(command.networks))
+                       networks=None if command.networks is None else list(command.networks),
+                       clone=command.clone)
     _announce(ctx, job=result.job, source=None,
               text=f.creating_text(slack_user_id=ctx.slack_user_id, vm=result.vm, job=result.job))
     return f.Reply(text="")  # the channel message says it all

@@ -37,7 +37,8 @@ from .models import Image, StoragePool, Volume
 
 IMAGE_NOTE = ("Registering an image copies the file into the host's storage pool (format given explicitly, "
               "never probed). The file path, volume and size are then owned by libvirt and read-only. "
-              "An image that VM disks are built on cannot be deleted. “Build Debian 12 image” builds the "
+              "Templates are made from stopped VMs (on the VM's page, the API or `manage.py vm template`). "
+              "An image that thin clones are built on cannot be deleted; full copies do not keep it. “Build Debian 12 image” builds the "
               "Debian 12 cloud-init image from Debian's packages (2–3 minutes; progress on the job's page) "
               "and registers it on the first enabled host.")
 
@@ -59,7 +60,8 @@ class ImageRegisterForm(forms.ModelForm):
 @admin.register(Image)
 class ImageAdmin(ServiceDeleteMixin, ServiceSaveMixin, admin.ModelAdmin):
     list_display = ("name", "title", "os_name", "boot_mode", "format", "size", "min_disk", "cloud_init",
-                    "login_user", "kind", "visibility", "owner", "is_default", "host_link", "vms_link", "disks", "created")
+                    "login_user", "kind", "visibility", "owner", "is_default", "host_link", "vms_link", "disks",
+                    "full_copies", "created")
     list_filter = ("kind", "visibility", "boot_mode", "format", "cloud_init", "is_default", "pool__host")
     search_fields = ("name", "title", "os_name", "description")
     list_select_related = ("pool__host",)
@@ -67,13 +69,15 @@ class ImageAdmin(ServiceDeleteMixin, ServiceSaveMixin, admin.ModelAdmin):
     actions = ["delete_selected"]
     change_fields = ("title", "description", "os_name", "cloud_init", "login_user", "visibility", "groups",
                      "is_default")
-    change_readonly = ("name", "pool", "volume_name", "path", "format", "size", "boot_mode", "kernel_path",
-                       "initrd_path", "cmdline", "ready_marker", "min_disk", "created", "vms_link", "disks")
+    change_readonly = ("name", "kind", "owner", "source", "pool", "volume_name", "path", "format", "size",
+                       "actual_size", "checksum_sha256", "default_vcpus", "default_memory_mib", "boot_mode",
+                       "kernel_path", "initrd_path", "cmdline", "ready_marker", "min_disk", "created", "vms_link",
+                       "disks", "full_copies")
 
     def get_queryset(self, request):
         return super().get_queryset(request).annotate(
             live_vms=Count("vms", filter=Q(vms__deleted_at__isnull=True), distinct=True),  # via the reverse relation
-            n_disks=Count("volumes", distinct=True))
+            n_disks=Count("volumes", distinct=True), n_copies=Count("copies", distinct=True))
 
     def changelist_view(self, request, extra_context=None):
         context = note_context(IMAGE_NOTE, extra_context)
@@ -121,10 +125,12 @@ class ImageAdmin(ServiceDeleteMixin, ServiceSaveMixin, admin.ModelAdmin):
             )
         return (
             (None, {"fields": self.change_fields}),
-            ("Stored in libvirt", {"fields": ("name", "pool", "volume_name", "path", "format", "size",
-                                              "min_disk", "created")}),
+            ("Stored in libvirt", {"fields": ("name", "kind", "owner", "source", "pool", "volume_name", "path",
+                                              "format", "size", "actual_size", "checksum_sha256", "min_disk",
+                                              "created")}),
+            ("Template defaults", {"fields": ("default_vcpus", "default_memory_mib")}),
             ("Boot", {"fields": ("boot_mode", "kernel_path", "initrd_path", "cmdline", "ready_marker")}),
-            ("Used by", {"fields": ("vms_link", "disks")}),
+            ("Used by", {"fields": ("vms_link", "disks", "full_copies")}),
         )
 
     def get_readonly_fields(self, request, obj=None):
@@ -146,12 +152,25 @@ class ImageAdmin(ServiceDeleteMixin, ServiceSaveMixin, admin.ModelAdmin):
     def vms_link(self, obj):
         return live_vms_link(obj, image__id__exact=obj.pk)
 
-    @admin.display(description="disks built on it", ordering="n_disks")
+    @admin.display(description="actual size", ordering="actual_size_bytes")
+    def actual_size(self, obj):
+        return human_bytes(obj.actual_size_bytes)
+
+    @admin.display(description="thin clones", ordering="n_disks")
     def disks(self, obj):
+        """Disks that are qcow2 overlays on it (they keep it from being deleted)."""
         count = getattr(obj, "n_disks", None)
         if count is None:
             count = obj.volumes.count()
         return changelist_link(Volume, count, backing_image__id__exact=obj.pk)
+
+    @admin.display(description="full copies", ordering="n_copies")
+    def full_copies(self, obj):
+        """Disks copied from it (standalone: they do not keep it)."""
+        count = getattr(obj, "n_copies", None)
+        if count is None:
+            count = obj.copies.count()
+        return changelist_link(Volume, count, copy_of__id__exact=obj.pk)
 
     @admin.display(description="created", ordering="created_at")
     def created(self, obj):
@@ -182,11 +201,11 @@ class ImageAdmin(ServiceDeleteMixin, ServiceSaveMixin, admin.ModelAdmin):
 
     # deleting: through image_delete, refused while VMs or disks use the image
     def _in_use(self, image) -> str | None:
-        vms = image.vms.filter(deleted_at__isnull=True).count()
-        disks = image.volumes.count()
-        if vms or disks:
-            return (f"Cannot delete image {image.name}: it is in use by {vms} VM(s) and {disks} disk(s) "
-                    "built on it. Delete those VMs first.")
+        deps = services.image_dependents(image=image)
+        names = sorted({n for found in deps.values() for n in found})
+        if names:
+            return (f"Cannot delete image {image.name}: VMs depend on it ({', '.join(names[:10])}"
+                    f"{' …' if len(names) > 10 else ''}). Delete those VMs first.")
         return None
 
     def _delete(self, request, image):
@@ -230,11 +249,13 @@ VOLUME_NOTE = ("VM disks are created by the VM's create job and removed by its d
 
 @admin.register(Volume)
 class VolumeAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ("name", "attached_to", "capacity", "format", "backing_image", "host", "created")
-    list_filter = ("pool__host", "format", ("backing_image", admin.RelatedOnlyFieldListFilter), "pool")
+    list_display = ("name", "attached_to", "capacity", "format", "backing_image", "copy_of", "host", "created")
+    list_filter = ("pool__host", "format", ("backing_image", admin.RelatedOnlyFieldListFilter),
+                   ("copy_of", admin.RelatedOnlyFieldListFilter), "pool")
     search_fields = ("name", "path", "attachments__vm__name", "attachments__vm__uuid")
-    list_select_related = ("pool__host", "backing_image")
-    readonly_fields = ("name", "attached_to", "pool", "path", "format", "capacity", "backing_image", "created")
+    list_select_related = ("pool__host", "backing_image", "copy_of")
+    readonly_fields = ("name", "attached_to", "pool", "path", "format", "capacity", "backing_image", "copy_of",
+                       "created")
     fields = readonly_fields
     change_list_template = "admin/portal/change_list_note.html"
     actions = None

@@ -10,9 +10,12 @@ class StorageConfig(AppConfig):
         # app registry.
         from cluster.signals import host_up
         from portal.jobs.labels import register_job_labels
+        from quotas.usage import register_usage
 
         from . import jobs  # noqa: F401  (registers the image.build job handler)
         from .receivers import ensure_pools
+        from .selectors import image_quota_usage
 
         host_up.connect(ensure_pools, dispatch_uid="storage.ensure_pools")
         register_job_labels({"image.build": "Build image"})
+        register_usage(image_quota_usage)  # users' own images and templates count against their disk quota

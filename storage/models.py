@@ -92,7 +92,7 @@ class Image(models.Model):
 
 
 class Volume(models.Model):
-    """A disk in a pool: a thin qcow2 overlay on an image (or a blank volume).
+    """A disk in a pool: a thin qcow2 overlay on an image, a full copy of one, or a blank volume.
 
     Storage does not know VMs: a VM's use of a volume is its attachment (vms.VMDisk: target, bus,
     read-only), so a disk can outlive, move between or be shared by VMs as the storage work grows.
@@ -104,6 +104,10 @@ class Volume(models.Model):
     format = models.CharField(max_length=16, default="qcow2")
     capacity_gib = models.PositiveIntegerField()
     backing_image = models.ForeignKey(Image, null=True, blank=True, on_delete=models.PROTECT, related_name="volumes")
+    # A full copy of an image (no backing file): the image it is (being) copied from. Once copied the
+    # volume no longer needs it, so the image may go (the link is cleared).
+    copy_of = models.ForeignKey(Image, null=True, blank=True, on_delete=models.SET_NULL, related_name="copies",
+                                help_text="A full copy: the image it was copied from (it has no backing file).")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -15,7 +15,7 @@ from portal.models import Job
 
 from .models import Image
 from .recipes import RECIPES, Recipe
-from .services import IMAGE_BUILD
+from .services import GIB, IMAGE_BUILD
 
 
 def image_visible(*, user: Actor) -> QuerySet[Image]:
@@ -46,6 +46,16 @@ def image_get(*, user: Actor, name_or_id: object) -> Image:
         return qs.get(name=text)
     except Image.DoesNotExist:
         raise NotFound(f"Image {text[:60]!r} not found.") from None
+
+
+def image_quota_usage(*, user: Actor = None, group: object = None) -> dict[str, int]:
+    """What a user's own images and templates charge to their personal disk quota: each one's virtual
+    size in whole GiB, rounded up (registered with quotas; library images and teams are not charged)."""
+    owner_id = getattr(user, "pk", None)
+    if group is not None or owner_id is None:
+        return {}
+    sizes = Image.objects.filter(owner_id=owner_id).values_list("size_bytes", flat=True)
+    return {"disk_gib": sum(max(1, -(-size // GIB)) for size in sizes)}
 
 
 def image_probe_boot() -> ProbeBoot | None:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 import os
 import re
+import secrets
 from collections.abc import Iterable
 
 from django.conf import settings
-from django.contrib.auth.models import Group
+from django.contrib.auth.models import Group, User
 from django.db import transaction
 
 from cluster.choices import HostStatus
@@ -20,6 +21,7 @@ from portal.exceptions import Conflict, NotFound, PermissionDenied, PortalError,
 from portal.hypervisor import get_driver
 from portal.jobs import job_create
 from portal.models import Job
+from quotas.services import quota_reserve
 
 from .models import Image, StoragePool, Volume
 from .recipes import RECIPES
@@ -122,6 +124,13 @@ def pool_for_host(host: Host) -> StoragePool:
     return pool
 
 
+def image_volume_name(name: str, *, fmt: str = "qcow2") -> str:
+    """The base volume of image `name` in its pool. Portals sharing one libvirtd keep their image
+    volumes apart by instance id."""
+    prefix = "image" if settings.INSTANCE_ID == "default" else f"image-{settings.INSTANCE_ID}"
+    return f"{prefix}-{name}.{fmt}"
+
+
 def image_register(*, actor: Actor, via: str = Via.CLI, host: Host, name: str, title: str, source_path: str,
                    fmt: str = "qcow2", description: str = "", os_name: str = "",
                    boot_mode: str = Image.BootMode.DISK, kernel_path: str = "", initrd_path: str = "",
@@ -144,9 +153,7 @@ def image_register(*, actor: Actor, via: str = Via.CLI, host: Host, name: str, t
             raise ValidationFailed(f"No such file: {path}", field="kernel_path")
     pool = pool_ensure(host=host)
     driver = get_driver(host.uri)
-    # Portals sharing one libvirtd keep their image volumes apart by instance id.
-    prefix = "image" if settings.INSTANCE_ID == "default" else f"image-{settings.INSTANCE_ID}"
-    volume_name = f"{prefix}-{name}.{fmt}"
+    volume_name = image_volume_name(name, fmt=fmt)
     existing = Image.objects.filter(name=name).first()
     if existing and not replace:
         raise ValidationFailed(f"An image named {name!r} exists already.", field="name")
@@ -171,24 +178,131 @@ def image_register(*, actor: Actor, via: str = Via.CLI, host: Host, name: str, t
     return image
 
 
+# --- templates and images made from volumes ---------------------------------------------------------
+
+def image_new_check(*, actor: Actor, owner: User | None, name: str, title: str = "",
+                    visibility: str = Image.Visibility.PRIVATE, groups: Iterable[Group | str] = ()) -> tuple[str, list[Group]]:
+    """The checks for a new image of `owner` (None: the library, administrators only), made before any
+    work starts: its name (format, not taken), title, visibility and groups (a user shares only with
+    groups they belong to). Returns the title (the name when blank) and the groups."""
+    user = require_user(actor, "Sign in to add images.")
+    if owner is None and not is_admin(user):
+        raise PermissionDenied("Only administrators add images to the library.")
+    if not IMAGE_NAME_RE.match(name or ""):
+        raise ValidationFailed("Image name must be 2–60 lowercase letters, digits or hyphens.", field="name")
+    if Image.objects.filter(name=name).exists():
+        raise ValidationFailed(f"An image named {name!r} exists already; choose another name.", field="name")
+    title = (title or "").strip() or name
+    if len(title) > 100:
+        raise ValidationFailed("Title must be at most 100 characters.", field="title")
+    if visibility not in Image.Visibility.values:
+        raise ValidationFailed(f"Visibility must be one of {', '.join(Image.Visibility.values)}.", field="visibility")
+    chosen: list[Group] = []
+    for g in groups:
+        group = g if isinstance(g, Group) else Group.objects.filter(name=str(g).strip()).first()
+        if group is None:
+            raise ValidationFailed(f"Unknown group {str(g)[:80]!r}.", field="groups")
+        if not is_admin(user) and not user.groups.filter(pk=group.pk).exists():
+            raise ValidationFailed(f"You are not a member of {group.name}.", field="groups")
+        chosen.append(group)
+    if visibility == Image.Visibility.GROUP and not chosen:
+        raise ValidationFailed("Choose the groups that may use it, or another visibility.", field="groups")
+    return title, chosen
+
+
+def _gib(size_bytes: int) -> int:
+    return max(1, -(-size_bytes // GIB))
+
+
+def image_from_volume(*, actor: Actor, via: str, volume: Volume, name: str, title: str, owner: User | None,
+                      kind: str = Image.Kind.TEMPLATE, description: str = "",
+                      visibility: str = Image.Visibility.PRIVATE, groups: Iterable[Group] = (),
+                      like: Image | None = None, default_vcpus: int | None = None,
+                      default_memory_mib: int | None = None, min_disk_gib: int = 1, source: str = "",
+                      volume_name: str | None = None) -> Image:
+    """Act phase of sealing a disk into an image: copy `volume` (its backing chain flattened, so the new
+    base needs no other image) into a new base volume in the same pool, then list it (kind template by
+    default) with the sizes, checksum and boot settings of `like` (the image the disk was made from).
+    A user's image counts against their disk quota (checked again as the row is written). On any failure
+    the copy is removed and no Image row is written. `volume_name`: the new base volume's name (a job
+    passes one of its own, so a retry finds its copy and no other image's volume is ever touched)."""
+    title, chosen = image_new_check(actor=actor, owner=owner, name=name, title=title, visibility=visibility,
+                                    groups=groups)
+    pool = volume.pool
+    driver = get_driver(pool.host.uri)
+    volume_name = volume_name or image_volume_name(f"{name}-{secrets.token_hex(4)}")
+    image_volume_discard(pool=pool, name=volume_name)  # a half-made copy of an earlier attempt
+    info = driver.clone_volume(pool=pool.name, source=volume.name, name=volume_name, fmt="qcow2")
+    try:
+        checksum = driver.volume_checksum(pool=pool.name, name=volume_name) or ""
+        with transaction.atomic():
+            if owner is not None:
+                quota_reserve(user=owner, vms=0, vcpus=0, memory_mib=0, disk_gib=_gib(info.capacity_bytes))
+            if Image.objects.select_for_update().filter(name=name).exists():
+                raise ValidationFailed(f"An image named {name!r} exists already; choose another name.", field="name")
+            inherited = {f: getattr(like, f) for f in (
+                "boot_mode", "kernel_path", "initrd_path", "cmdline", "cloud_init", "login_user", "ready_marker",
+                "os_name")} if like is not None else {}
+            image = Image.objects.create(
+                name=name, kind=kind, title=title, description=description, pool=pool, volume_name=volume_name,
+                path=info.path, format="qcow2", size_bytes=info.capacity_bytes,
+                actual_size_bytes=info.allocation_bytes, checksum_sha256=checksum, source=source[:500],
+                source_format=volume.format, min_disk_gib=max(min_disk_gib, _gib(info.capacity_bytes)),
+                default_vcpus=default_vcpus, default_memory_mib=default_memory_mib, owner=owner,
+                visibility=visibility, **inherited)
+            if chosen:
+                image.groups.set(chosen)
+            whose = f" for {owner.get_username()}" if owner is not None else " in the library"
+            audit(actor=actor, via=via, action="image.create", target=image,
+                  message=f"Made {kind} {name}{whose} from disk {volume.name} ({info.capacity_bytes} bytes, "
+                          f"{info.allocation_bytes} stored)",
+                  data={"source": source, "size_bytes": info.capacity_bytes, "checksum_sha256": checksum})
+    except BaseException:
+        driver.delete_volume(pool=pool.name, name=volume_name)
+        raise
+    return image
+
+
+def image_volume_discard(*, pool: StoragePool, name: str) -> None:
+    """Remove a base volume that no image lists (the half-made copy of a failed template job)."""
+    if Image.objects.filter(pool=pool, volume_name=name).exists():
+        return
+    try:
+        get_driver(pool.host.uri).delete_volume(pool=pool.name, name=name)
+    except NotFound:
+        pass
+
+
 def volume_plan(*, pool: StoragePool, name: str, capacity_gib: int, backing_image: Image | None,
-                fmt: str = "qcow2") -> Volume:
+                fmt: str = "qcow2", copy_of: Image | None = None) -> Volume:
     """The row of a new disk, written in a record phase before anything exists in libvirt
-    (volume_materialize creates a qcow2 one idempotently in the job; volume_write fills a raw one)."""
+    (volume_materialize creates a qcow2 one idempotently in the job; volume_write fills a raw one).
+    `backing_image`: a thin overlay on that image; `copy_of`: a full, standalone copy of it."""
+    if backing_image is not None and copy_of is not None:
+        raise ValueError("a volume is either a thin overlay or a full copy of an image, not both")
+    if copy_of is not None and copy_of.pool_id != pool.pk:
+        raise Conflict(f"Image {copy_of.name} is stored on another host; a full copy is made in its own pool.")
     return Volume.objects.create(pool=pool, name=name, format=fmt, capacity_gib=capacity_gib,
-                                 backing_image=backing_image)
+                                 backing_image=backing_image, copy_of=copy_of)
 
 
 def volume_materialize(*, volume: Volume) -> Volume:
-    """Create the volume in libvirt (idempotent): a thin qcow2 overlay on the image's base volume."""
+    """Create the volume in libvirt (idempotent): a thin qcow2 overlay on the image's base volume, or,
+    for a full copy, a standalone copy of it (backing chain flattened) grown to the volume's size."""
     driver = get_driver(volume.pool.host.uri)
     try:
         info = driver.volume_info(pool=volume.pool.name, name=volume.name)
     except NotFound:
-        image = volume.backing_image
-        info = driver.create_volume(
-            pool=volume.pool.name, name=volume.name, capacity_bytes=volume.capacity_gib * GIB, fmt="qcow2",
-            backing_path=image.path if image else None, backing_format=image.format if image else "qcow2")
+        if volume.copy_of_id is not None:
+            source = Image.objects.select_related("pool").get(pk=volume.copy_of_id)
+            info = driver.clone_volume(pool=volume.pool.name, source=source.volume_name, name=volume.name,
+                                       capacity_bytes=volume.capacity_gib * GIB, fmt="qcow2",
+                                       source_pool=source.pool.name)
+        else:
+            image = volume.backing_image
+            info = driver.create_volume(
+                pool=volume.pool.name, name=volume.name, capacity_bytes=volume.capacity_gib * GIB, fmt="qcow2",
+                backing_path=image.path if image else None, backing_format=image.format if image else "qcow2")
     if volume.path != info.path:
         Volume.objects.filter(pk=volume.pk).update(path=info.path)
         volume.path = info.path
@@ -215,22 +329,52 @@ def volume_destroy(*, volume: Volume) -> None:
     volume.delete()
 
 
+def _names(values: Iterable[object], limit: int = 10) -> str:
+    names = sorted({str(v) for v in values if v})
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
+
+
+def image_dependents(*, image: Image) -> dict[str, list[str]]:
+    """What keeps an image from being deleted, by the names of the VMs (storage knows them only through
+    the reverse relations of its volumes and images): thin clones (disks backed by its base volume),
+    full copies still being made, and VMs that boot its kernel. Finished full copies need nothing."""
+    thin = image.volumes.all()
+    copying = image.copies.filter(path="")
+    out = {
+        "thin": sorted(set(thin.values_list("attachments__vm__name", flat=True)) - {None}),
+        "copying": sorted(set(copying.values_list("attachments__vm__name", flat=True)) - {None}),
+        "kernel": [],
+    }
+    if image.boot_mode == Image.BootMode.KERNEL:  # its kernel and initrd stay what those VMs boot
+        out["kernel"] = sorted(set(image.vms.filter(deleted_at__isnull=True).values_list("name", flat=True)))
+    # Disks without a VM (a create that failed half-way) still need the base: say so by volume.
+    if not out["thin"] and thin.exists():
+        out["thin"] = [f"disk {n}" for n in thin.values_list("name", flat=True)]
+    return out
+
+
 def image_delete(*, actor: Actor, via: str, image: Image) -> None:
-    """Remove an image from the library and its base volume from libvirt; refused while in use."""
-    require_admin(actor, "Only administrators delete images.")
+    """Remove an image from the library and its base volume from libvirt; refused while VMs depend on it
+    (an ISO in their CD-ROM drive, thin clones, full copies being made, VMs booting its kernel), naming
+    them. Full copies made already do not depend on it. Administrators delete any image, users their own."""
+    image_check_manage(actor=actor, image=image, verb="delete")
     # VMs with this ISO in their CD-ROM drive (reverse relation: storage does not import vms).
     in_drives = list(image.cdrom_vms.filter(deleted_at__isnull=True).order_by("name").values_list("name", flat=True))
     if in_drives:
-        shown = ", ".join(in_drives[:10]) + (f" and {len(in_drives) - 10} more" if len(in_drives) > 10 else "")
-        raise Conflict(f"Image {image.name} is in the CD-ROM drive of {len(in_drives)} VM(s): {shown}; "
+        raise Conflict(f"Image {image.name} is in the CD-ROM drive of {len(in_drives)} VM(s): {_names(in_drives)}; "
                        "eject it there first.", image=image.name, vms=in_drives)
-    disks = image.volumes.count()
-    vms = image.vms.filter(deleted_at__isnull=True).count()  # VMs that still exist (reverse relation)
-    if image.kind == Image.Kind.ISO:
-        vms = 0  # VMs installed from an ISO need it no longer once it is out of their drive
-    if disks or vms:
-        raise Conflict(f"Image {image.name} is in use ({vms} VM(s), {disks} disk(s) backed by it); "
-                       "delete those VMs first.", image=image.name, vms=vms, disks=disks)
+    deps = image_dependents(image=image)
+    if any(deps.values()):
+        parts = []
+        if deps["thin"]:
+            parts.append(f"thin clones: {_names(deps['thin'])}")
+        if deps["copying"]:
+            parts.append(f"full copies being made: {_names(deps['copying'])}")
+        if deps["kernel"]:
+            parts.append(f"VMs booting its kernel: {_names(deps['kernel'])}")
+        raise Conflict(f"Image {image.name} is in use ({'; '.join(parts)}); delete those VMs first.",
+                       image=image.name, vms=sorted({n for names in deps.values() for n in names}))
     get_driver(image.pool.host.uri).delete_volume(pool=image.pool.name, name=image.volume_name)
     with transaction.atomic():
         audit(actor=actor, via=via, action="image.delete", target=image,

@@ -32,6 +32,7 @@ class VMCreateForm(forms.Form):
     networks = forms.Field(required=False, widget=forms.MultipleHiddenInput)
     networks_shown = forms.CharField(required=False, widget=forms.HiddenInput)
     user_data = forms.CharField(required=False, strip=False, widget=forms.Textarea, label="cloud-init user-data")
+    clone = forms.CharField(required=False)  # thin (default) or full, for templates
 
     def __init__(self, *args, flavors=(), images=(), networks=(), default_network=None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -52,7 +53,8 @@ class VMCreateForm(forms.Form):
         """The arguments for vms.services.vm_create: a flavor name, or the three custom sizes."""
         data = self.cleaned_data
         kwargs = {"name": data["name"], "description": data["description"], "image": data["image"] or None,
-                  "group": data["group"] or None, "user_data": data["user_data"] or ""}
+                  "group": data["group"] or None, "user_data": data["user_data"] or "",
+                  "clone": data["clone"] or None}
         if data["networks_shown"]:
             chosen = data["networks"] or []
             kwargs["networks"] = [v for v in ([chosen] if isinstance(chosen, str) else chosen) if v]
@@ -67,3 +69,23 @@ class VMUpdateForm(forms.Form):
     name = forms.CharField(required=False, strip=False, help_text=NAME_HELP)  # the service refuses "vm "
     description = forms.CharField(required=False, strip=False, widget=forms.Textarea,
                                   max_length=DESCRIPTION_MAX * 2)
+
+
+class VMTemplateForm(forms.Form):
+    """Make template: the new template's name and how it is shown and shared (vms.services decides)."""
+
+    name = forms.CharField(required=False, label="Template name")
+    title = forms.CharField(required=False)
+    description = forms.CharField(required=False, strip=False, widget=forms.Textarea,
+                                  max_length=DESCRIPTION_MAX * 2)
+    visibility = forms.CharField(required=False)
+    groups = forms.Field(required=False, widget=forms.MultipleHiddenInput)
+    library = forms.BooleanField(required=False)
+
+    def service_kwargs(self) -> dict:
+        data = self.cleaned_data
+        chosen = data["groups"] or []
+        return {"name": data["name"], "title": data["title"], "description": data["description"],
+                "visibility": data["visibility"] or "private",
+                "groups": [g for g in ([chosen] if isinstance(chosen, str) else chosen) if g],
+                "library": bool(data["library"])}

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from django.conf import settings
+from django.contrib.auth.models import Group, User
 from django.utils import timezone
 
 from networks.models import Network
@@ -18,15 +19,29 @@ from portal.exceptions import Conflict, HypervisorBusy, InvalidState, NotFound, 
 from portal.hypervisor import DomainInfo, NicSpec, PowerState, get_driver
 from portal.jobs import JobContext, job_handler
 from portal.models import AuditEvent, Job
-from storage.models import Image, Volume
-from storage.services import volume_destroy, volume_materialize, volume_write
+from storage.models import Image, StoragePool, Volume
+from storage.services import (
+    image_from_volume,
+    image_volume_discard,
+    volume_destroy,
+    volume_materialize,
+    volume_write,
+)
 
 from . import lifecycle
 from .choices import SnapshotStatus, VMStatus
 from .cloudinit import build_seed
 from .lifecycle import status_for
 from .models import VM, Snapshot, VMNic
-from .services import SEED_TARGET, cdrom_publish, nics_publish, snapshots_publish, vm_publish, vm_set_status
+from .services import (
+    SEED_TARGET,
+    TEMPLATE_JOB,
+    cdrom_publish,
+    nics_publish,
+    snapshots_publish,
+    vm_publish,
+    vm_set_status,
+)
 from .specs import CDROM_TARGET, build_spec, domain_metadata
 
 if TYPE_CHECKING:  # the driver class is only needed for annotations
@@ -101,7 +116,8 @@ def create(ctx: JobContext) -> dict:
             return {"domain": vm.domain_name, "already_created": True}  # a retry after the work was done
         raise InvalidState(f"{vm.name} is {vm.status}, not creating")
     driver = get_driver(vm.host.uri)
-    ctx.progress(10, "Creating the disk")
+    ctx.progress(10, "Copying the image's disk" if vm.disks.filter(volume__copy_of__isnull=False).exists()
+                 else "Creating the disk")
     for disk in vm.disks.select_related("volume__pool__host", "volume__backing_image"):
         if disk.readonly and disk.target == SEED_TARGET:
             volume_write(volume=disk.volume, data=build_seed(vm))  # cloud-init's NoCloud seed
@@ -221,6 +237,49 @@ def delete(ctx: JobContext) -> dict:
     return {"removed_volumes": removed}
 
 
+
+
+# --- templates ----------------------------------------------------------------------------------
+
+def _template_failed(job: Job, error: str) -> None:
+    """No half-made template stays: its copy goes (no Image row was written); the VM is as it was."""
+    pool = StoragePool.objects.select_related("host").filter(pk=job.params.get("pool_id")).first()
+    if pool is not None and job.params.get("volume_name"):
+        try:
+            image_volume_discard(pool=pool, name=job.params["volume_name"])
+        except PortalError:
+            pass  # the host is unreachable: the next attempt with that name removes it first
+    vm = _vm(job)
+    _failed_audit(job, vm, f"Making template {job.params.get('name')} failed: {error}")
+    vm_publish(vm)
+
+
+@job_handler(TEMPLATE_JOB, on_failure=_template_failed)
+def template(ctx: JobContext) -> dict:
+    vm = _vm(ctx.job)
+    p = ctx.job.params
+    done = Image.objects.filter(pool_id=p["pool_id"], volume_name=p["volume_name"]).first()
+    if done is not None:  # a retry after the work was done
+        return {"template": done.name, "image_id": done.pk, "already_made": True}
+    if vm.status != VMStatus.STOPPED:
+        raise InvalidState(f"{vm.name} is {vm.get_status_display().lower()}: a template is made from a stopped VM.")
+    disk = vm.disks.select_related("volume__pool__host").get(target="vda", readonly=False)
+    owner = User.objects.filter(pk=p.get("owner_id")).first() if p.get("owner_id") else None
+    if p.get("owner_id") and owner is None:
+        raise NotFound("The template's owner no longer exists.")
+    ctx.progress(10, f"Copying the disk of {vm.name} ({vm.disk_gib} GiB, backing chain flattened)")
+    image = image_from_volume(
+        actor=ctx.job.actor, via=ctx.job.via, volume=disk.volume, name=p["name"], title=p.get("title", ""),
+        owner=owner, description=p.get("description", ""), visibility=p.get("visibility", Image.Visibility.PRIVATE),
+        groups=list(Group.objects.filter(pk__in=p.get("groups") or [])), like=vm.image, default_vcpus=vm.vcpus,
+        default_memory_mib=vm.memory_mib, min_disk_gib=vm.disk_gib, source=f"vm:{vm.name}",
+        volume_name=p["volume_name"])
+    ctx.progress(95, f"Listed template {image.name}")
+    _done(ctx.job, vm, "vm.templated", f"Made template {image.name} of {vm.name} "
+                                       f"({image.size_bytes} bytes, {image.actual_size_bytes} stored)")
+    vm_publish(vm)
+    return {"template": image.name, "image_id": image.pk, "size_bytes": image.size_bytes,
+            "actual_size_bytes": image.actual_size_bytes, "checksum_sha256": image.checksum_sha256}
 
 
 # --- snapshots ----------------------------------------------------------------------------------

@@ -110,6 +110,8 @@ SNAPSHOT_STATES: frozenset[str] = frozenset({_S.RUNNING, _S.STOPPED, _S.PAUSED})
 # while stopped; a paused guest cannot open its tray: resume it first).
 MEDIA_STATES: frozenset[str] = frozenset({_S.RUNNING, _S.STOPPED})
 MEDIA_WHY_NOT: dict[str, str] = {_S.PAUSED: "is paused: resume it first"}
+# The states in which a VM may be sealed into a template (its disk must not change while it is copied).
+TEMPLATE_STATES: frozenset[str] = frozenset({_S.STOPPED})
 # The states in which a console can connect.
 CONSOLE_STATES: frozenset[str] = frozenset({_S.RUNNING, _S.PAUSED})
 
@@ -131,6 +133,7 @@ def action_rules() -> dict[str, list[str]]:
     """Which states enable which action (for pages that enable buttons as states change live)."""
     rules = {name: sorted(t.allowed) for name, t in ACTIONS.items()}
     rules["console"] = sorted(CONSOLE_STATES)
+    rules["template"] = sorted(TEMPLATE_STATES)
     return rules
 
 
@@ -150,6 +153,7 @@ JOB_LABELS: dict[str, str] = {
     "vm.create": "Create",
     **{t.job_kind: t.label for t in ACTIONS.values()},
     "vm.disk.grow": "Grow disk",
+    "vm.template": "Make template",
     "vm.snapshot.create": "Take snapshot",
     "vm.snapshot.revert": "Revert to snapshot",
     "vm.snapshot.delete": "Delete snapshot",

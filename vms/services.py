@@ -7,6 +7,7 @@ call the gateway outside any long transaction and write the outcome in a short o
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -31,7 +32,7 @@ from portal.models import AuditEvent, Job
 from quotas.services import quota_reserve
 from storage.models import Image
 from storage.selectors import image_list, image_visible
-from storage.services import pool_for_host, volume_plan
+from storage.services import image_new_check, image_volume_name, pool_for_host, volume_plan
 
 from . import lifecycle
 from .choices import SnapshotStatus, VMStatus
@@ -46,6 +47,9 @@ from .validation import (
 )
 
 SEED_TARGET = "vdz"  # the cloud-init seed's disk (vms.cloudinit finds it by label, not by name)
+CLONE_THIN, CLONE_FULL = "thin", "full"
+CLONE_MODES = (CLONE_THIN, CLONE_FULL)  # how a new VM's disk is made from its image
+TEMPLATE_JOB = "vm.template"  # sealing a stopped VM's disk into a template (handler in vms.jobs)
 
 
 @dataclass(frozen=True)
@@ -134,10 +138,12 @@ def _resolve_size(*, flavor: Flavor | str | None, vcpus: object, memory_mib: obj
             raise ValidationFailed(f"Unknown flavor {name[:40]!r} (known: {known}).", field="flavor")
     errors: dict[str, list[str]] = {}
     values = {}
+    # Without a flavor, a template's sizes (the VM's it was sealed from) are the defaults.
+    template = image if image is not None and image.kind == Image.Kind.TEMPLATE and flavor is None else None
     for field, explicit, from_flavor in (
-        ("vcpus", vcpus, flavor.vcpus if flavor else None),
-        ("memory_mib", memory_mib, flavor.memory_mib if flavor else None),
-        ("disk_gib", disk_gib, flavor.disk_gib if flavor else None),
+        ("vcpus", vcpus, flavor.vcpus if flavor else template.default_vcpus if template else None),
+        ("memory_mib", memory_mib, flavor.memory_mib if flavor else template.default_memory_mib if template else None),
+        ("disk_gib", disk_gib, flavor.disk_gib if flavor else template.min_disk_gib if template else None),
     ):
         value = explicit if explicit not in (None, "") else from_flavor
         if value is None:
@@ -234,8 +240,12 @@ def vm_create(*, actor: Actor, via: str, name: str, image: Image | str | int | N
               flavor: Flavor | str | None = None, vcpus: object = None, memory_mib: object = None,
               disk_gib: object = None, description: str = "", group: Group | str | None = None, start: bool = True,
               owner: User | None = None, networks: Iterable[NetworkKey] | None = None,
-              user_data: str = "") -> ActionResult:
+              user_data: str = "", clone: str | None = None) -> ActionResult:
     """Validate, reserve quota under a row lock, write the VM as `creating` and queue the create job.
+
+    `clone`: "thin" (the default) makes the disk a qcow2 overlay on the image's base volume (fast; the
+    image is kept while such clones exist); "full" a standalone copy of it (slower, independent).
+    Without a flavor or sizes, a template's own sizes are the defaults.
 
     `owner` (administrators only): create the VM for another user, on that user's (or team's) quota.
     `networks`: one NIC on each (None: the owner's default network, if any; []: no NIC). Images that
@@ -251,7 +261,14 @@ def vm_create(*, actor: Actor, via: str, name: str, image: Image | str | int | N
                                    field="owner")
     name = validate_vm_name(name)
     description = validate_description(description)
+    clone = (clone or CLONE_THIN).strip().lower()
+    if clone not in CLONE_MODES:
+        raise ValidationFailed(f"Clone must be {' or '.join(CLONE_MODES)}: a thin overlay on the image or a full copy "
+                               "of it.", field="clone")
     image = _resolve_image(actor=actor, image=image)
+    if clone == CLONE_FULL and image.kind == Image.Kind.ISO:
+        raise ValidationFailed(f"{image.name} is an ISO: a VM boots it as a CD-ROM, there is no disk to copy.",
+                               field="clone")
     flavor, vcpus, memory_mib, disk_gib = _resolve_size(
         flavor=flavor, vcpus=vcpus, memory_mib=memory_mib, disk_gib=disk_gib, image=image, actor=actor)
     group = _resolve_group(actor=owner, group=group)
@@ -281,8 +298,9 @@ def vm_create(*, actor: Actor, via: str, name: str, image: Image | str | int | N
             pool = pool_for_host(host)
             # An ISO install: a blank root disk, the ISO in the CD-ROM drive, CD first at boot.
             installs = image.kind == Image.Kind.ISO
-            root = volume_plan(pool=pool, name=f"{vm.domain_name}-disk0.qcow2",
-                               capacity_gib=disk_gib, backing_image=None if installs else image)
+            full = clone == CLONE_FULL
+            root = volume_plan(pool=pool, name=f"{vm.domain_name}-disk0.qcow2", capacity_gib=disk_gib,
+                               backing_image=None if (full or installs) else image, copy_of=image if full else None)
             if installs:
                 VM.objects.filter(pk=vm.pk).update(cdrom_drive=True, cdrom=image)
                 vm.cdrom_drive, vm.cdrom = True, image
@@ -301,9 +319,10 @@ def vm_create(*, actor: Actor, via: str, name: str, image: Image | str | int | N
             audit(actor=actor, via=via, action="vm.create", target=vm, job=job,
                   outcome=AuditEvent.Outcome.REQUESTED,
                   message=f"Create {name}{for_whom}: {vcpus} vCPU, {memory_mib} MiB, {disk_gib} GiB, "
-                          f"image {image.name}" + (" (ISO in the CD-ROM drive, blank disk)" if installs else ""),
+                          f"image {image.name}" + (" (ISO in the CD-ROM drive, blank disk)" if installs else "")
+                          + (" (full copy)" if full else ""),
                   data={"vcpus": vcpus, "memory_mib": memory_mib, "disk_gib": disk_gib, "image": image.name,
-                        "owner": owner.get_username(), "networks": [n.name for n in nets]})
+                        "clone": clone, "owner": owner.get_username(), "networks": [n.name for n in nets]})
             vm_publish(vm)
     except IntegrityError:  # the unique (owner, name) constraint lost a race with a twin request
         raise ValidationFailed(f"{whose} a VM named {name!r}.", field="name") from None
@@ -338,6 +357,10 @@ def _power_action(action: str, *, actor: Actor, via: str, vm: VM | int) -> Actio
             refused = InvalidState(f"Cannot {action.replace('_', ' ')} {vm.name}: NIC {nic_busy.mac} is still "
                                    f"{nic_busy.get_status_display().lower()}. Try again when it has finished.",
                                    status=vm.status)
+        elif (sealing := _template_job(vm)) is not None:
+            refused = InvalidState(f"Cannot {action.replace('_', ' ')} {vm.name}: template "
+                                   f"{sealing.params.get('name')} is being made from its disk. "
+                                   "Try again when it has finished.", status=vm.status)
         else:
             job = job_create(kind=transition.job_kind, actor=actor, via=via, target=vm,
                              params={"previous": vm.status})
@@ -415,6 +438,10 @@ def vm_delete(*, actor: Actor, via: str, vm: VM | int, confirm_name: str | None 
             raise InvalidState(f"Cannot delete {vm.name}: NIC {nic_busy.mac} is still "
                                f"{nic_busy.get_status_display().lower()}. Try again when it has finished.",
                                status=vm.status)
+        sealing = _template_job(vm)
+        if sealing is not None:
+            raise InvalidState(f"Cannot delete {vm.name}: template {sealing.params.get('name')} is being made from "
+                               "its disk. Try again when it has finished.", status=vm.status)
         job = job_create(kind=transition.job_kind, actor=actor, via=via, target=vm, params={"previous": vm.status},
                          max_attempts=3)
         vm_set_status(vm, transition.transitional or VMStatus.DELETING)
@@ -491,6 +518,67 @@ def vm_grow_disk(*, actor: Actor, via: str, vm: VM | int, disk_gib: object) -> A
               data={"previous_gib": old_size, "disk_gib": new_size})
         vm_publish(vm)
     return ActionResult(vm, job, f"Growing the disk of {vm.name} to {new_size} GiB.")
+
+# --- templates ---------------------------------------------------------------------------------
+# A stopped VM's disk is sealed into a template: a flattened copy becomes a new base image with the
+# VM's sizes as defaults. While the copy is made the VM cannot start or be deleted (it would change or
+# remove the disk being read); it stays as it was.
+
+def _template_job(vm: VM) -> Job | None:
+    """The queued or running job that seals the VM's disk into a template, if any."""
+    return Job.objects.filter(target_type="vm", target_id=str(vm.pk), kind=TEMPLATE_JOB,
+                              status__in=JobStatus.ACTIVE).first()
+
+
+def vm_template_create(*, actor: Actor, via: str, vm: VM | int, name: str, title: str = "",
+                       visibility: str = Image.Visibility.PRIVATE, groups: Iterable[Group | str] = (),
+                       description: str = "", library: bool = False) -> Job:
+    """Seal a stopped VM into a template (a job): its root disk copied, flattened, into a new base image
+    with the VM's sizes as defaults and its image's boot settings.
+
+    The VM's owner or an administrator may; the VM must be stopped with nothing else under way. The
+    template belongs to the actor and counts against their disk quota; `library` (administrators):
+    it joins the library instead (no owner, not charged). Its name must not be taken by any image.
+    """
+    user = _check_actor(actor)
+    description = validate_description(description)
+    if library and not user.is_staff:
+        raise PermissionDenied("Only administrators add templates to the library.")
+    owner = None if library else user
+    groups = list(groups)
+    with transaction.atomic():
+        vm = _lock_visible(actor=user, vm=vm)
+        if vm.owner_id != user.pk and not user.is_staff:
+            raise PermissionDenied(f"Only the owner of {vm.name} or an administrator may make a template of it.")
+        if vm.status not in lifecycle.TEMPLATE_STATES:
+            state = vm.get_status_display().lower()
+            raise InvalidState(f"Cannot make a template of {vm.name}: it is {state}. Stop it first "
+                               "(a template is sealed from a stopped VM).", status=vm.status)
+        _refuse_while_busy(vm, "make a template of")
+        root = vm.disks.select_related("volume").filter(target="vda", readonly=False).first()
+        if root is None:
+            raise Conflict(f"{vm.name} has no root disk to make a template of.")
+        title, chosen = image_new_check(actor=user, owner=owner, name=name, title=title,
+                                        visibility=visibility, groups=groups)
+        other = Job.objects.filter(kind=TEMPLATE_JOB, status__in=JobStatus.ACTIVE, params__name=name).first()
+        if other is not None:
+            raise ValidationFailed(f"A template named {name!r} is being made already; choose another name.",
+                                   field="name")
+        if owner is not None:
+            quota_reserve(user=owner, vcpus=0, memory_mib=0, disk_gib=vm.disk_gib, vms=0)
+        params = {"name": name, "title": title, "description": description, "visibility": visibility,
+                  "groups": [g.pk for g in chosen], "owner_id": owner.pk if owner else None,
+                  "pool_id": root.volume.pool_id,
+                  # Its own volume name: a retry finds its copy, and no other image's volume is touched.
+                  "volume_name": image_volume_name(f"{name}-{secrets.token_hex(4)}")}
+        job = job_create(kind=TEMPLATE_JOB, actor=user, via=via, target=vm, params=params)
+        where = "the library" if owner is None else f"{user.get_username()}'s templates"
+        audit(actor=user, via=via, action=TEMPLATE_JOB, target=vm, job=job, outcome=AuditEvent.Outcome.REQUESTED,
+              message=f"Make template {name} of {vm.name} ({vm.disk_gib} GiB disk) in {where}",
+              data={"template": name, "visibility": visibility, "library": owner is None})
+        vm_publish(vm)
+    return job
+
 
 # --- snapshots ----------------------------------------------------------------------------------
 # Internal snapshots inside the VM's qcow2 disks: with the RAM when the VM runs (revert resumes the

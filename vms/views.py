@@ -21,7 +21,7 @@ from portal.choices import Via
 from portal.exceptions import PortalError, ValidationFailed
 from portal.live import live_context
 from portal.units import mib
-from portal.web import form_error, portal_view, safe_next
+from portal.web import form_error, is_web_404, portal_view, safe_next
 from quotas.selectors import quota_usage
 from storage.models import Image
 from storage.selectors import image_list
@@ -29,7 +29,7 @@ from storage.selectors import image_list
 from . import lifecycle, services
 from .choices import VMStatus
 from .consumers import live_state
-from .forms import CUSTOM, NAME_PATTERN_HTML, VMCreateForm, VMUpdateForm
+from .forms import CUSTOM, NAME_PATTERN_HTML, VMCreateForm, VMTemplateForm, VMUpdateForm
 from .models import VMNic
 from .selectors import (
     flavor_list,
@@ -149,6 +149,8 @@ def vm_create_view(request: HttpRequest) -> HttpResponse:
         "selected_networks": form.selected_networks(),
         "nics_max": settings.NICS_PER_VM,
         "cloud_init_images": [i for i in images if i.cloud_init],
+        "template_images": [i for i in images if i.kind == Image.Kind.TEMPLATE],
+        "selected_clone": str(form["clone"].value() or ""),
         "user_data_max": settings.USER_DATA_MAX_BYTES,
     }, status=400 if form.errors else 200)
 
@@ -162,13 +164,16 @@ def _quota_view(usage) -> dict:
                          "limit": f"left of {amount(u, u.limit)}"} for u in usage}
 
 
-def _detail(request: HttpRequest, vm, *, edit_form: VMUpdateForm | None = None, status: int = 200) -> HttpResponse:
+def _detail(request: HttpRequest, vm, *, edit_form: VMUpdateForm | None = None,
+            template_form: VMTemplateForm | None = None, status: int = 200) -> HttpResponse:
     rules = lifecycle.action_rules()
     _annotate(vm, rules)
     jobs = list(vm_jobs(vm=vm)[:20])
     events = list(vm_audit_events(vm=vm)[:30])
     if edit_form is None:
         edit_form = VMUpdateForm(initial={"name": vm.name, "description": vm.description})
+    if template_form is None:
+        template_form = VMTemplateForm(initial={"name": f"{vm.name}-template"[:60], "visibility": "private"})
     return render(request, "vms/detail.html", {
         "vm": vm,
         **_snapshot_context(vm),
@@ -177,6 +182,10 @@ def _detail(request: HttpRequest, vm, *, edit_form: VMUpdateForm | None = None, 
         "jobs": jobs,
         "events": events,
         "edit_form": edit_form,
+        "template_form": template_form,
+        "template_groups": list(request.user.groups.order_by("name")),
+        "template_visibilities": Image.Visibility.choices,
+        "can_template": vm.owner_id == request.user.pk or request.user.is_staff,
         "name_pattern": NAME_PATTERN_HTML,
         "name_help": NAME_HELP,
         "description_max": DESCRIPTION_MAX,
@@ -236,6 +245,26 @@ def vm_delete_view(request: HttpRequest, pk: int) -> HttpResponse:
                                 confirm_name=request.POST.get("confirm_name", ""))
     messages.success(request, result.message)
     return redirect("vms:list")
+
+
+@login_required
+@require_POST
+@portal_view
+def vm_template_view(request: HttpRequest, pk: int) -> HttpResponse:
+    """Make template: seal the stopped VM into a template (a job); errors next to the form's fields."""
+    form = VMTemplateForm(request.POST)
+    if form.is_valid():
+        try:
+            job = services.vm_template_create(actor=request.user, via=Via.WEB, vm=pk, **form.service_kwargs())
+        except PortalError as exc:
+            if is_web_404(exc):
+                raise
+            form_error(form, exc, user=request.user)
+        else:
+            messages.success(request, f"Making template {form.cleaned_data['name']}; it is listed among the "
+                                      f"images once the job {job.pk} has finished.")
+            return redirect(reverse("vms:detail", args=[pk]) + "#template")
+    return _detail(request, vm_get(user=request.user, vm_id=pk), template_form=form, status=400)
 
 
 @login_required

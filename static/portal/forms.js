@@ -178,7 +178,19 @@
     userDataWarn.hidden = !(userData.value.trim() && image && !image.hasAttribute("data-cloud-init"));
   }
 
-  form.addEventListener("change", function () { update(); limitNetworks(); checkUserData(); });
+  // --- Thin clone or full copy: only for templates ------------------------------------------------
+  var cloneChoice = form.querySelector("[data-clone-choice]");
+  function showClone() {
+    if (!cloneChoice) return;
+    var image = form.querySelector("input[name=image]:checked");
+    cloneChoice.hidden = !(image && image.hasAttribute("data-template"));
+    if (cloneChoice.hidden) {  // other images: today's thin overlay, whatever was ticked for a template
+      var thin = cloneChoice.querySelector("input[value=thin]");
+      if (thin) thin.checked = true;
+    }
+  }
+
+  form.addEventListener("change", function () { update(); limitNetworks(); checkUserData(); showClone(); });
   form.addEventListener("input", function (e) {
     if (e.target.type === "number") update();
     if (e.target === userData) checkUserData();
@@ -186,4 +198,5 @@
   update();
   limitNetworks();
   checkUserData();
+  showClone();
 })();

@@ -85,6 +85,7 @@
       var consoleOk = allowed("console", ev.status);
       $all(node, "[data-console]").forEach(function (a) { a.setAttribute("aria-disabled", consoleOk ? "false" : "true"); });
       $all(node, "[data-console-hint]").forEach(function (el) { el.hidden = consoleOk; });
+      $all(node, "[data-template-hint]").forEach(function (el) { el.hidden = allowed("template", ev.status); });
       $all(node, "[data-vm-power]").forEach(function (el) { el.textContent = ev.power_state || "—"; });
       if (ev.address !== undefined) {
         $all(node, "[data-vm-address]").forEach(function (el) { el.textContent = ev.address || "—"; });

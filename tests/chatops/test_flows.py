@@ -350,3 +350,31 @@ def test_grow_disk_from_slack_uses_the_same_rules(slack, alice_linked):
     assert "Disk must be between 1 and" in reply_text(slack.command("grow-disk web-1 0"))
     assert "cannot grow disks" in reply_text(slack.command("grow-disk web-1 5"))  # the test driver cannot
     assert VM.objects.get(name="web-1").disk_gib == 1
+
+
+def test_create_from_a_template_takes_its_sizes_and_clone_full(slack, alice_linked):
+    """`/vm create NAME image=TEMPLATE clone=full`: no flavor needed, the template's sizes are used."""
+    from storage.models import Image
+    from vms.services import vm_create, vm_template_create
+
+    source = vm_create(actor=alice_linked, via="api", name="web-1", vcpus=1, memory_mib=128, disk_gib=1,
+                       start=False).vm
+    vm_template_create(actor=alice_linked, via="api", vm=source, name="tpl-web")
+    assert Image.objects.get(name="tpl-web").kind == "template"
+    response = slack.command("create web-2 image=tpl-web clone=full")
+    assert response.status_code == 200
+    vm = VM.objects.get(name="web-2")
+    assert vm.status == "running" and vm.created_via == "slack"
+    assert (vm.vcpus, vm.memory_mib, vm.disk_gib) == (1, 128, 1)
+    assert vm.disks.get(target="vda").volume.copy_of.name == "tpl-web"
+
+
+def test_subscribed_channel_hears_of_a_template_made_on_the_web(slack, alice_linked):
+    from vms.services import vm_create, vm_template_create
+
+    source = vm_create(actor=alice_linked, via="api", name="web-1", flavor="small", start=False).vm
+    Subscription.objects.create(team_id="T0PORTAL", channel_id="CTEAM", owner=alice_linked,
+                                events=["job.succeeded", "job.failed"])
+    vm_template_create(actor=alice_linked, via="web", vm=source, name="tpl-web")
+    [notice] = slack.fake.posts("CTEAM")
+    assert "Template `tpl-web` made from *web-1*." in notice.text and "by alice via Web portal" in notice.text

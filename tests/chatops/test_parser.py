@@ -92,3 +92,18 @@ def test_quota_bar():
     assert f.bar(0) == "░" * 10
     assert f.bar(50) == "█" * 5 + "░" * 5
     assert f.bar(100) == "█" * 10
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("create web-2 image=web-template", c.Create(name="web-2", image="web-template")),
+    ("create web-2 image=web-template clone=full", c.Create(name="web-2", image="web-template", clone="full")),
+    ("create web-2 --image web-template --clone full", c.Create(name="web-2", image="web-template", clone="full")),
+])
+def test_create_from_a_template_with_key_value_options(text, expected):
+    """`key=value` words are options too (no VM name holds "="), so `/vm create NAME image=TEMPLATE` works."""
+    assert c.parse(text) == expected
+
+
+def test_an_unknown_key_value_word_is_still_an_unexpected_argument():
+    with pytest.raises(c.ParseError, match="Unexpected argument 'colour=red'"):
+        c.parse("create web-2 colour=red")

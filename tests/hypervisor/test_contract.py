@@ -6,6 +6,7 @@ Domains here are firmware-only (no OS): they start in well under a second under 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import re
 import threading
 import uuid
@@ -13,7 +14,13 @@ import uuid
 import pytest
 from django.conf import settings
 
-from portal.exceptions import DomainNotFound, HypervisorInvalidState, HypervisorUnavailable
+from portal.exceptions import (
+    DomainNotFound,
+    HypervisorError,
+    HypervisorInvalidState,
+    HypervisorUnavailable,
+    NotFound,
+)
 from portal.hypervisor import DiskSpec, DomainSpec, PowerState, get_driver
 from portal.hypervisor.driver import LibvirtDriver
 
@@ -151,6 +158,39 @@ def test_volumes_create_overlay_and_delete(driver):
     finally:
         driver.delete_volume(pool=pool, name=over)
         driver.delete_volume(pool=pool, name=base)
+
+
+def test_clone_volume_flattens_the_backing_chain_and_grows(driver):
+    """clone_volume makes a standalone copy of an overlay: no backing file, the base's data inside it
+    (a raw copy has the same bytes as the base), grown to a larger capacity on request."""
+    pool = settings.STORAGE_POOL
+    tag = uuid.uuid4().hex[:6]
+    base, over = f"{settings.DOMAIN_PREFIX}-cbase-{tag}.img", f"{settings.DOMAIN_PREFIX}-cover-{tag}.qcow2"
+    flat, grown = f"{settings.DOMAIN_PREFIX}-cflat-{tag}.img", f"{settings.DOMAIN_PREFIX}-cgrow-{tag}.qcow2"
+    mib = 1024 * 1024
+    data = (b"portal template data " * 100_000)[: 2 * mib]
+    try:
+        b = driver.upload_bytes(pool=pool, name=base, data=data, fmt="raw")
+        o = driver.create_volume(pool=pool, name=over, capacity_bytes=2 * mib, backing_path=b.path,
+                                 backing_format="raw")
+        c = driver.clone_volume(pool=pool, source=over, name=flat, fmt="raw")
+        assert c.name == flat and c.capacity_bytes == 2 * mib and c.backing_path is None
+        g = driver.clone_volume(pool=pool, source=over, name=grown, capacity_bytes=8 * mib)
+        assert g.capacity_bytes == 8 * mib and g.backing_path is None
+        assert driver.volume_info(pool=pool, name=grown).capacity_bytes == 8 * mib
+        if driver.is_test:
+            assert driver.volume_checksum(pool=pool, name=flat) is None  # the test driver cannot read volumes
+        else:
+            assert o.backing_path == b.path and g.format == "qcow2"
+            assert driver.volume_checksum(pool=pool, name=flat) == hashlib.sha256(data).hexdigest()
+        with pytest.raises(HypervisorError):  # the name is taken: refused, the existing volume kept
+            driver.clone_volume(pool=pool, source=over, name=flat, fmt="raw")
+        assert driver.volume_info(pool=pool, name=flat).capacity_bytes == 2 * mib
+        with pytest.raises(NotFound):  # a missing source: not found
+            driver.clone_volume(pool=pool, source=f"missing-{tag}", name=f"{settings.DOMAIN_PREFIX}-x-{tag}")
+    finally:
+        for name in (grown, flat, over, base):
+            driver.delete_volume(pool=pool, name=name)
 
 
 def test_snapshots_with_and_without_memory_revert_and_delete(driver, spec):

@@ -353,7 +353,7 @@ def test_deleting_an_image_in_use_is_refused(transactional_db, test_host, alice,
     _vm(alice, "web-1")
     image = Image.objects.get(name="test-blank")
     response = staff_client.get(reverse("admin:storage_image_delete", args=[image.pk]), follow=True)
-    assert any(lvl == levels.ERROR and text.startswith("Cannot delete image test-blank: it is in use by 1 VM(s)")
+    assert any(lvl == levels.ERROR and text.startswith("Cannot delete image test-blank: VMs depend on it (web-1)")
                for lvl, text in _messages(response))
     assert Image.objects.filter(pk=image.pk).exists()
 

@@ -70,6 +70,11 @@ class VMCreateSerializer(serializers.Serializer):
         required=False, allow_blank=True, allow_null=True, trim_whitespace=False,
         help_text="cloud-init user-data (#cloud-config YAML or a #! script), for images that take cloud-init. "
                   "Never returned by the API.")
+    clone = serializers.CharField(
+        required=False, allow_blank=True, allow_null=True,
+        help_text='How the disk is made from the image: "thin" (default; a qcow2 overlay on the image, which is '
+                  'kept while thin clones exist) or "full" (a standalone copy). Without a flavor or sizes, a '
+                  "template's own sizes are used.")
 
 
 class VMUpdateSerializer(serializers.Serializer):
@@ -194,6 +199,19 @@ class VMOperationSerializer(serializers.Serializer):
     message = serializers.CharField()
     vm = VMSerializer()
     job = JobSummarySerializer(allow_null=True)
+
+
+class VMTemplateSerializer(serializers.Serializer):
+    name = serializers.CharField(allow_blank=True, help_text="The template's name (an image name: unique, "
+                                                             "2-60 lowercase letters, digits or hyphens).")
+    title = serializers.CharField(required=False, allow_blank=True, default="")
+    description = serializers.CharField(required=False, allow_blank=True, default="", trim_whitespace=False)
+    visibility = serializers.CharField(required=False, default="private",
+                                       help_text="private (default), group or public.")
+    groups = serializers.ListField(child=serializers.CharField(), required=False, default=list,
+                                   help_text="Group names that may use it (visibility group).")
+    library = serializers.BooleanField(required=False, default=False,
+                                       help_text="Administrators: a library template (no owner, no quota).")
 
 
 class VMGrowDiskSerializer(serializers.Serializer):

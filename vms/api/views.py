@@ -55,6 +55,7 @@ from vms.services import (
     vm_grow_disk,
     vm_nic_add,
     vm_nic_remove,
+    vm_template_create,
     vm_update,
 )
 
@@ -79,6 +80,7 @@ from .serializers import (
     VMListQuerySerializer,
     VMOperationSerializer,
     VMSerializer,
+    VMTemplateSerializer,
     VMUpdateSerializer,
 )
 
@@ -137,7 +139,7 @@ class VMViewSet(viewsets.GenericViewSet):
                           "snapshots": SnapshotCreateSerializer, "snapshot": SnapshotSerializer,
                           "snapshot_revert": SnapshotSerializer, "grow_disk": VMGrowDiskSerializer,
                           "nics": NicAddSerializer, "nic": NicSerializer, "cdrom": CdromInsertSerializer,
-                          "release": ReleaseSerializer}
+                          "release": ReleaseSerializer, "template": VMTemplateSerializer}
 
     def get_serializer_class(self):
         return self.action_serializers.get(self.action, VMSerializer)
@@ -264,6 +266,26 @@ class VMViewSet(viewsets.GenericViewSet):
         data.is_valid(raise_exception=True)
         result = vm_grow_disk(actor=request.user, via=Via.API, vm=self.get_object(),
                               disk_gib=data.validated_data["disk_gib"])
+        return _operation(request, result)
+
+    @extend_schema(
+        parameters=[VM_ID], request=VMTemplateSerializer,
+        responses={
+            202: OpenApiResponse(VMOperationSerializer, description="Accepted: the job makes the template."),
+            400: INVALID, 403: OpenApiResponse(QuotaErrorSerializer, description="Not the VM's owner, or disk quota "
+                                                                                   "exceeded."),
+            404: NOT_FOUND, 409: OpenApiResponse(ErrorSerializer, description="The VM is not stopped, or busy."),
+        },
+    )
+    @action(detail=True, methods=["post"], url_path="template", url_name="template")
+    def template(self, request, pk=None):
+        """Seal the stopped VM into a template (a job): its disk copied into a new image with its sizes."""
+        data = VMTemplateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        vm = self.get_object()
+        job = vm_template_create(actor=request.user, via=Via.API, vm=vm, **data.validated_data)
+        vm.refresh_from_db()
+        result = ActionResult(vm, job, f"Making template {data.validated_data['name']} of {vm.name}.")
         return _operation(request, result)
 
     @extend_schema(

@@ -95,6 +95,19 @@ class Command(BaseCommand):
                             help="A NIC on this network (repeatable, or NAME,NAME); `--net none`: no NIC. "
                                  "Default: your default network, if any.")
         create.add_argument("--no-start", action="store_true")
+        create.add_argument("--clone", choices=("thin", "full"), default=None,
+                            help="thin (default): a qcow2 overlay on the image; full: a standalone copy of it.")
+        template = sub.add_parser("template", help="Seal a stopped VM into a template (an image with its sizes).")
+        template.add_argument("name")
+        template.add_argument("--name", dest="template_name", required=True, metavar="TEMPLATE",
+                              help="The template's (image) name.")
+        template.add_argument("--title", default="")
+        template.add_argument("--description", default="")
+        template.add_argument("--visibility", default="private", help="private (default), group or public.")
+        template.add_argument("--group", action="append", dest="groups", default=[], metavar="GROUP",
+                              help="A group that may use it (visibility group); repeat for more.")
+        template.add_argument("--library", action="store_true",
+                              help="Administrators: a library template (no owner, no quota).")
         nic_add = sub.add_parser("nic-add", help="Add a NIC on a network (hot-plugged while the VM runs).")
         nic_add.add_argument("name")
         nic_add.add_argument("network")
@@ -158,7 +171,7 @@ class Command(BaseCommand):
                 actor=actor, via=Via.CLI, name=opts["name"], image=opts["image"], flavor=opts["flavor"],
                 vcpus=opts["vcpus"], memory_mib=opts["memory_mib"], disk_gib=opts["disk_gib"],
                 description=opts["description"], start=not opts["no_start"],
-                networks=networks_option(opts["networks"]))
+                networks=networks_option(opts["networks"]), clone=opts["clone"])
         if verb == "adopt":
             host = host_get(name_or_id=opts["host"])
             fd = adoption.foreign_domain_get(host=host, key=opts["domain"])
@@ -189,6 +202,12 @@ class Command(BaseCommand):
             return _extra_verbs[verb][2](self, actor, vm, opts)
         if verb == lifecycle.DELETE.action:
             return services.vm_delete(actor=actor, via=Via.CLI, vm=vm)
+        if verb == "template":
+            job = services.vm_template_create(
+                actor=actor, via=Via.CLI, vm=vm, name=opts["template_name"], title=opts["title"],
+                description=opts["description"], visibility=opts["visibility"], groups=opts["groups"],
+                library=opts["library"])
+            return _Outcome(f"Making template {opts['template_name']} of {vm.name}.", job)
         if verb == "grow-disk":
             return services.vm_grow_disk(actor=actor, via=Via.CLI, vm=vm, disk_gib=opts["disk_gib"])
         if verb == "snapshots":
