@@ -244,11 +244,12 @@ Progress = Callable[[int, str], None]
 
 
 def _scaled(progress: Progress, lo: int, hi: int, step: str) -> Callable[[float], None]:
-    """A fraction callback (0..1) reported as job progress between lo and hi, at most once a percent."""
+    """A callback taking 0–100 (imageio's convert and checksum, downloads, pool copies) that reports job
+    progress between lo and hi, at most once per percent of the job."""
     last = [-1]
 
-    def report(fraction: float) -> None:
-        percent = lo + int((hi - lo) * max(0.0, min(1.0, fraction)))
+    def report(value: float) -> None:
+        percent = lo + int((hi - lo) * max(0.0, min(100.0, value)) / 100)
         if percent != last[0]:
             last[0] = percent
             progress(percent, step)
@@ -258,7 +259,7 @@ def _scaled(progress: Progress, lo: int, hi: int, step: str) -> Callable[[float]
 
 def download(url: str, dest: str, *, limit: int, sha256: str = "",
              progress: Callable[[float], None] | None = None) -> int:
-    """Stream `url` into `dest`: at most `limit` bytes, failing when nothing arrives for
+    """Stream `url` into `dest` (progress 0–100 when the size is announced): at most `limit` bytes, failing when nothing arrives for
     IMAGE_URL_TIMEOUT_SECONDS; the SHA-256 is checked when given. Returns the bytes received."""
     timeout = settings.IMAGE_URL_TIMEOUT_SECONDS
     digest = hashlib.sha256()
@@ -283,7 +284,7 @@ def download(url: str, dest: str, *, limit: int, sha256: str = "",
                     fh.write(piece)
                     digest.update(piece)
                     if progress is not None and total:
-                        progress(received / total)
+                        progress(received * 100 / total)
     except requests.Timeout:
         raise ValidationFailed(f"The download stalled: nothing arrived for {timeout} seconds.", field="url") from None
     except requests.RequestException as exc:
@@ -370,7 +371,7 @@ def _store(host: Host, disks: list[Prepared], names: list[str], progress: Progre
         driver.delete_volume(pool=pool.name, name=volume)  # a leftover of an earlier failed attempt
         written.append((pool, volume))
         info = driver.upload_volume(pool=pool.name, name=volume, source_path=disk.path, fmt=disk.fmt,
-                                    progress=lambda sent, total, r=report: r(sent / total if total else 1.0))
+                                    progress=lambda sent, total, r=report: r(sent * 100 / total if total else 100.0))
         paths.append(info.path)
     return paths
 
