@@ -288,7 +288,10 @@ def download(url: str, dest: str, *, limit: int, sha256: str = "",
     except requests.Timeout:
         raise ValidationFailed(f"The download stalled: nothing arrived for {timeout} seconds.", field="url") from None
     except requests.RequestException as exc:
-        raise ValidationFailed(f"The download failed: {type(exc).__name__}.", field="url") from None
+        if "timed out" in str(exc).lower():  # a read timeout inside the body: urllib3 wraps it this way
+            raise ValidationFailed(f"The download stalled: nothing arrived for {timeout} seconds.",
+                                   field="url") from None
+        raise ValidationFailed(f"The download failed ({type(exc).__name__}); check the URL.", field="url") from None
     if received == 0:
         raise ValidationFailed("The URL gave an empty file.", field="url")
     if sha256 and digest.hexdigest() != sha256:
