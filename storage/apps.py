@@ -8,10 +8,9 @@ class StorageConfig(AppConfig):
     def ready(self) -> None:
         # Imported here, not at module level: receivers and job handlers import models, which need the
         # app registry.
+        from cluster.housekeeping import register_housekeeping
         from cluster.signals import host_up
         from portal.jobs.labels import register_job_labels
-
-        from cluster.housekeeping import register_housekeeping
         from quotas.usage import register_usage
 
         from . import jobs  # noqa: F401  (registers the image.build and image.import job handlers)

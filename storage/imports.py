@@ -345,7 +345,7 @@ def prepare(src: str, *, declared: str | None, kind: str | None, work: str, prog
     if fmt == "iso":
         if kind and kind != Image.Kind.ISO:
             raise ValidationFailed("This file is an ISO image; it can only be imported as an ISO.", field="kind")
-        wanted = Image.Kind.ISO
+        wanted: str = Image.Kind.ISO
     else:
         if kind == Image.Kind.ISO:
             raise ValidationFailed(f"This file is a {fmt} disk image, not an ISO.", field="kind")
@@ -373,8 +373,11 @@ def _store(host: Host, disks: list[Prepared], names: list[str], progress: Progre
         report = _scaled(progress, lo + i * span, lo + (i + 1) * span, step)
         driver.delete_volume(pool=pool.name, name=volume)  # a leftover of an earlier failed attempt
         written.append((pool, volume))
+        def copied(sent: int, total: int, report: Callable[[float], None] = report) -> None:
+            report(sent * 100 / total if total else 100.0)
+
         info = driver.upload_volume(pool=pool.name, name=volume, source_path=disk.path, fmt=disk.fmt,
-                                    progress=lambda sent, total, r=report: r(sent * 100 / total if total else 100.0))
+                                    progress=copied)
         paths.append(info.path)
     return paths
 
@@ -408,7 +411,7 @@ def image_import_run(ctx: JobContext) -> dict:
     """The `image.import` job: fetch, prepare, store and register (see the module's docstring)."""
     params = ctx.params
     name: str = params["name"]
-    host = Host.objects.filter(pk=params.get("host_id")).first()
+    host = Host.objects.filter(pk=int(params.get("host_id") or 0)).first()
     if host is None:
         raise NotFound("The host chosen for the image is gone; import it again.")
     owner = get_user_model().objects.filter(pk=params["owner_id"]).first() if params.get("owner_id") else None
@@ -426,7 +429,7 @@ def image_import_run(ctx: JobContext) -> dict:
         _check_name_free(name, exclude_job=ctx.job.pk)
         source = params["source"]
         if source == "upload":
-            src = upload_path(Upload(pk=params["upload_id"]))
+            src = upload_path(Upload(pk=str(params["upload_id"])))
             if not os.path.isfile(src):
                 raise ValidationFailed("The upload's data is gone; upload the file again.", field="upload")
             where = f"upload {params.get('filename') or params['upload_id']}"
@@ -488,6 +491,7 @@ def _register(ctx: JobContext, *, plan: _Plan, names: list[str], paths: list[str
     params = ctx.params
     pool = pool_ensure(host=host)
     groups = list(Group.objects.filter(pk__in=params.get("group_ids") or []))
+    title = str(params.get("title") or names[0])
     images = []
     with transaction.atomic():
         if owner is not None:
@@ -503,7 +507,7 @@ def _register(ctx: JobContext, *, plan: _Plan, names: list[str], paths: list[str
             elif plan.appliance is not None:
                 description = f"Disk {i + 1} of the OVA appliance {plan.appliance.name!r} (template {names[0]})."
             image = Image.objects.create(
-                name=name, kind=disk.kind, title=params.get("title") if i == 0 else f"{params.get('title')} (disk {i + 1})",
+                name=name, kind=disk.kind, title=title if i == 0 else f"{title} (disk {i + 1})",
                 description=description, os_name=defaults.pop("os_name", params.get("os_name", "")), pool=pool,
                 volume_name=written[i][1], path=path, format=disk.fmt, size_bytes=disk.virtual_size,
                 actual_size_bytes=disk.actual_size, checksum_sha256=disk.sha256, source=where[:500],

@@ -13,10 +13,10 @@ import collections
 import glob
 import os
 import re
+import shutil
 import signal
 import subprocess
 import threading
-import shutil
 import time
 
 from django.conf import settings

@@ -55,11 +55,12 @@ GIB = 1024**3
 def image_quota_usage(*, user: Actor = None, group: Group | None = None) -> dict[str, int]:
     """What a user's own images charge to their personal disk quota (registered with quotas): each image
     its virtual size in whole GiB, rounded up. Library images and groups are not charged."""
-    if group is not None or getattr(user, "pk", None) is None:
+    user_id = getattr(user, "pk", None)
+    if group is not None or user_id is None:
         return {}
     # Integer division on both SQLite and PostgreSQL: (bytes + GiB - 1) // GiB.
     per_image = ExpressionWrapper((F("size_bytes") + (GIB - 1)) / GIB, output_field=BigIntegerField())
-    total = Image.objects.filter(owner=user).aggregate(gib=Sum(per_image))["gib"]
+    total = Image.objects.filter(owner_id=user_id).aggregate(gib=Sum(per_image))["gib"]
     return {"disk_gib": int(total or 0)}
 
 

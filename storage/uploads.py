@@ -23,7 +23,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from portal.actors import Actor, is_admin, require_user
+from portal.actors import Actor, is_admin, is_signed_in, require_user
 from portal.audit import audit
 from portal.exceptions import Conflict, NotFound, PortalError, QuotaExceeded, ValidationFailed
 from quotas.selectors import quota_usage
@@ -132,7 +132,7 @@ def upload_create(*, actor: Actor, via: str, length: object, metadata: dict[str,
 
 def upload_list(*, user: Actor) -> Any:
     """The uploads `user` started (everyone sees only their own, administrators included)."""
-    if user is None or not getattr(user, "is_authenticated", False):
+    if not is_signed_in(user):
         return Upload.objects.none()
     return Upload.objects.filter(owner=user)
 
@@ -262,7 +262,7 @@ def upload_claim(*, actor: Actor, upload_id: object) -> Upload:
 def upload_finish(*, upload_id: object, imported: bool) -> None:
     """After its import: the staging file is removed either way; the row says imported or cancelled
     (a failed import needs the file uploaded again)."""
-    row = Upload.objects.filter(pk=upload_id).first()
+    row = Upload.objects.filter(pk=str(upload_id)).first()
     if row is None:
         return
     _remove(upload_path(row))

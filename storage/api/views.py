@@ -16,7 +16,12 @@ from storage.models import Image
 from storage.selectors import image_get, image_list
 from storage.services import image_delete, image_update
 
-from .serializers import ImageImportResultSerializer, ImageImportSerializer, ImageSerializer, ImageUpdateSerializer
+from .serializers import (
+    ImageImportResultSerializer,
+    ImageImportSerializer,
+    ImageSerializer,
+    ImageUpdateSerializer,
+)
 
 FORBIDDEN = OpenApiResponse(ErrorSerializer, description="Not yours to change (library images: administrators).")
 

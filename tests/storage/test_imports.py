@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import http.server
+import io
 import os
 import subprocess
 import threading
@@ -493,3 +494,29 @@ def test_image_register_refuses_what_the_import_refuses(transactional_db, test_h
         image_register(actor=None, host=test_host, name="bad", title="Bad", source_path=str(source), fmt=fmt)
     assert not Image.objects.filter(name="bad").exists() and pool_volumes(driver, "bad") == []
     assert staging_files() == []
+
+
+# --- the command line -----------------------------------------------------------------------------------
+
+def test_the_image_command_imports_lists_and_deletes(transactional_db, test_host, alice, admin_user, dirs, tmp_path):
+    from django.core.management import CommandError, call_command
+
+    source = make_source("vdi", tmp_path, dirs / "disk.vdi")
+    out = io.StringIO()
+    call_command("image", "import", str(source), "--name", "cli-disk", "--format", "vdi", "--owner", "alice",
+                 "--wait", stdout=out)
+    text = out.getvalue()
+    assert "Importing image cli-disk." in text and "succeeded 100%" in text
+    image = Image.objects.get(name="cli-disk")
+    assert (image.owner, image.visibility, image.source_format) == (alice, "private", "vdi")
+    out = io.StringIO()
+    call_command("vm", "--user", "alice", "image", "list", stdout=out)
+    assert "cli-disk" in out.getvalue() and "alice" in out.getvalue()
+    with pytest.raises(CommandError, match="Only administrators import files") as refused:
+        call_command("vm", "--user", "alice", "image", "import", str(source), "--name", "again", "--wait")
+    assert refused.value.returncode == 4
+    with pytest.raises(CommandError, match="declared as qcow2 but is vdi"):
+        call_command("image", "import", str(source), "--name", "liar", "--format", "qcow2", "--wait",
+                     stdout=io.StringIO())
+    call_command("vm", "--user", "alice", "image", "delete", "cli-disk", stdout=out)
+    assert "Deleted image cli-disk" in out.getvalue() and not Image.objects.filter(name="cli-disk").exists()
