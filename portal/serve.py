@@ -11,14 +11,12 @@ uploads several times faster (benchmarks/bench_image_upload.py); the body is sti
 from __future__ import annotations
 
 import sys
-
 from typing import Any
 
 from daphne import cli
 from daphne.server import Server
 
 from portal.log_redaction import LoggedAccessLog
-
 
 REQUEST_BUFFER_SIZE = 1024 * 1024
 
