@@ -22,10 +22,10 @@ pytestmark = pytest.mark.browser
 def test_the_cdrom_panel_ejects_inserts_and_follows_media_jobs(
         live_portal, browser, transactional_db, test_host, alice, screenshot_dir):
     with tempfile.NamedTemporaryFile(suffix=".iso") as fh:
-        fh.write(b"\0" * 4096)
+        fh.write(bytes(32769) + b"CD001" + bytes(32762))  # an ISO 9660 volume descriptor's magic
         fh.flush()
         iso = image_register(actor=None, host=test_host, name="netinst", title="Debian netinst",
-                             source_path=fh.name, fmt="raw", replace=True)
+                             source_path=fh.name, fmt="iso", replace=True)
     Image.objects.filter(pk=iso.pk).update(kind=Image.Kind.ISO)
     vm = vm_create(actor=alice, via=Via.API, name="inst-1", image="netinst", vcpus=1, memory_mib=128,
                    disk_gib=1, start=False).vm

@@ -30,10 +30,10 @@ SMALL = {"vcpus": 1, "memory_mib": 128, "disk_gib": 1}
 
 def _register_iso(host, name: str, **fields) -> Image:
     with tempfile.NamedTemporaryFile(suffix=".iso") as fh:
-        fh.write(b"\0" * 4096)
+        fh.write(bytes(32769) + b"CD001" + bytes(32762))  # an ISO 9660 volume descriptor's magic
         fh.flush()
         image = image_register(actor=None, host=host, name=name, title=f"Installer {name}", source_path=fh.name,
-                               fmt="raw", replace=True)
+                               fmt="iso", replace=True)
     Image.objects.filter(pk=image.pk).update(kind=Image.Kind.ISO, **fields)
     image.refresh_from_db()
     return image

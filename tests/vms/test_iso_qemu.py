@@ -28,7 +28,7 @@ def guest_iso(qemu_host):
     if not iso.exists():
         pytest.fail(f"{iso} is missing: run scripts/build-guest-iso.sh (setup.sh --test does)")
     image = image_register(actor=None, host=qemu_host, name="test-guest-iso", title="Tiny Linux guest (ISO)",
-                           source_path=str(iso), fmt="raw", replace=True)
+                           source_path=str(iso), fmt="iso", replace=True)
     Image.objects.filter(pk=image.pk).update(kind=Image.Kind.ISO)
     image.refresh_from_db()
     return image
