@@ -17,6 +17,7 @@ from portal.exceptions import PortalError
 from portal.hypervisor import LifecycleEvent, get_driver
 from portal.jobs import jobs_reap_stale
 
+from .housekeeping import housekeeping_run
 from .models import Host
 from .services import host_observe_event, host_sync
 
@@ -72,6 +73,7 @@ class _Monitor:
                     log.exception("reconcile of %s failed", host.name)
             for job in jobs_reap_stale():
                 log.warning("reaped stale job %s (%s): now %s", job.pk, job.kind, job.status)
+            housekeeping_run()
             self.next_sync = time.monotonic() + self.interval
             synced = True
         try:

@@ -7,11 +7,11 @@ from portal.api import TokenView
 
 
 class PortalAPIRootView(APIRootView):
-    """The portal's REST API: VMs, jobs, images, flavors, networks, hosts (staff), your quota, your SSH keys."""
+    """The portal's REST API: VMs, jobs, images, flavors, networks, hosts (staff), your quota, your SSH keys, your uploads."""
 
     api_root_dict = {"vms": "api-vm-list", "jobs": "api-job-list", "images": "api-image-list",
                      "flavors": "api-flavor-list", "networks": "api-network-list", "hosts": "api-host-list",
-                     "keys": "api-key-list"}
+                     "keys": "api-key-list", "uploads": "api-upload-list"}
 
 
 urlpatterns = [

@@ -1,6 +1,6 @@
 """Admin back-office for the image library, storage pools and VM disks.
 
-Images are registered, changed and deleted through storage.services; pools and volumes are
+Images are imported (a job: storage.imports), changed and deleted through the storage services; pools and volumes are
 created and removed by the host and VM services and are shown read-only here.
 """
 
@@ -8,8 +8,12 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.db.models import Count, Q
 from django.http import HttpResponseNotAllowed, HttpResponseRedirect
+from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html_join
 
@@ -31,29 +35,57 @@ from portal.admin_helpers import (
 )
 from portal.choices import Via
 from portal.exceptions import PortalError
+from portal.web import form_error
 
-from . import selectors, services
+from . import imageio, selectors, services
+from .imports import image_import
 from .models import Image, StoragePool, Volume
 
-IMAGE_NOTE = ("Registering an image copies the file into the host's storage pool (format given explicitly, "
-              "never probed). The file path, volume and size are then owned by libvirt and read-only. "
-              "An image that VM disks are built on cannot be deleted. “Build Debian 12 image” builds the "
-              "Debian 12 cloud-init image from Debian's packages (2–3 minutes; progress on the job's page) "
-              "and registers it on the first enabled host.")
+IMAGE_NOTE = ("“Add image” imports an image from a file on the portal server (inside the import directories) or "
+              "from a URL, as a job: the format is detected and checked (backing files, external data files, "
+              "VMDK descriptors, corrupt and oversized images are refused), converted to qcow2 (ISOs are kept as "
+              "they are) and copied into the host's pool. The file path, volume and sizes are then owned by libvirt "
+              "and read-only. An image that VM disks are built on cannot be deleted. “Build Debian 12 image” builds "
+              "the Debian 12 cloud-init image from Debian's packages (2–3 minutes; progress on the job's page) and "
+              "registers it on the first enabled host.")
 
 
-class ImageRegisterForm(forms.ModelForm):
-    """Everything image_register needs: the host whose pool receives the copy and the source file."""
+class ImageImportForm(forms.Form):
+    """Everything image_import needs from an administrator: a host file or a URL, and the image's presentation."""
 
-    host = forms.ModelChoiceField(queryset=Host.objects.all(), help_text="The image is copied into this host's pool.")
-    source_path = forms.CharField(label="Source file", max_length=500,
-                                  help_text="Path of the image file on the portal server, e.g. /srv/images/debian.qcow2")
+    source = forms.CharField(
+        label="File or URL", max_length=2000,
+        help_text="A file on the portal server inside the import directories (e.g. /srv/images/debian.qcow2), "
+                  "or an http:// or https:// URL.")
+    sha256 = forms.CharField(label="SHA-256", required=False, max_length=64, help_text="Optional: checked first.")
+    name = forms.SlugField(max_length=60, help_text="Lowercase letters, digits and hyphens; unique.")
+    title = forms.CharField(max_length=100, required=False)
+    description = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), required=False)
+    os_name = forms.CharField(label="OS", max_length=100, required=False)
+    format = forms.ChoiceField(choices=[("", "detect"), *((f, f) for f in (*imageio.FORMATS, *imageio.CONTAINERS))],
+                               required=False, help_text="What the file is; refused if it is something else.")
+    kind = forms.ChoiceField(choices=[("", "from the format"), *Image.Kind.choices], required=False)
+    host = forms.ModelChoiceField(queryset=Host.objects.all(), required=False,
+                                  help_text="Whose pool stores it (default: the first enabled host).")
+    owner = forms.ModelChoiceField(queryset=get_user_model().objects.order_by("username"), required=False,
+                                   help_text="Blank: the library. A user's image counts against their disk quota.")
+    visibility = forms.ChoiceField(choices=[("", "public (library) / private (a user's)"),
+                                            *Image.Visibility.choices], required=False)
+    groups = forms.ModelMultipleChoiceField(queryset=Group.objects.all(), required=False)
+    cloud_init = forms.BooleanField(label="cloud-init", required=False)
+    login_user = forms.CharField(max_length=32, required=False)
+    min_disk_gib = forms.IntegerField(min_value=1, initial=1, label="Min. disk (GiB)")
 
-    class Meta:
-        model = Image
-        fields = ["name", "title", "description", "os_name", "format", "boot_mode", "kernel_path", "initrd_path",
-                  "cmdline", "ready_marker", "min_disk_gib", "cloud_init", "login_user", "visibility", "is_default"]
-        widgets = {"format": forms.Select(choices=[("qcow2", "qcow2"), ("raw", "raw")])}
+    def service_kwargs(self) -> dict:
+        d = self.cleaned_data
+        source = d["source"].strip()
+        is_url = "://" in source
+        return {"source": "url" if is_url else "path", "url": source if is_url else None,
+                "path": None if is_url else source, "sha256": d["sha256"] or None, "name": d["name"],
+                "title": d["title"], "description": d["description"], "os_name": d["os_name"],
+                "fmt": d["format"] or None, "kind": d["kind"] or None, "host": d["host"], "owner": d["owner"],
+                "visibility": d["visibility"] or None, "groups": list(d["groups"]), "cloud_init": d["cloud_init"],
+                "login_user": d["login_user"], "min_disk_gib": d["min_disk_gib"]}
 
 
 @admin.register(Image)
@@ -67,8 +99,9 @@ class ImageAdmin(ServiceDeleteMixin, ServiceSaveMixin, admin.ModelAdmin):
     actions = ["delete_selected"]
     change_fields = ("title", "description", "os_name", "cloud_init", "login_user", "visibility", "groups",
                      "is_default")
-    change_readonly = ("name", "pool", "volume_name", "path", "format", "size", "boot_mode", "kernel_path",
-                       "initrd_path", "cmdline", "ready_marker", "min_disk", "created", "vms_link", "disks")
+    change_readonly = ("name", "kind", "owner", "pool", "volume_name", "path", "format", "source", "source_format",
+                       "size", "actual_size", "checksum_sha256", "boot_mode", "kernel_path", "initrd_path", "cmdline",
+                       "ready_marker", "min_disk", "created", "vms_link", "disks")
 
     def get_queryset(self, request):
         return super().get_queryset(request).annotate(
@@ -104,31 +137,44 @@ class ImageAdmin(ServiceDeleteMixin, ServiceSaveMixin, admin.ModelAdmin):
         self.message_user(request, text, level)
         return HttpResponseRedirect(admin_url(job) or changelist)
 
-    def get_form(self, request, obj=None, change=False, **kwargs):
-        if obj is None:
-            kwargs["form"] = ImageRegisterForm
-        return super().get_form(request, obj, change=change, **kwargs)
-
     def get_fieldsets(self, request, obj=None):
-        if obj is None:
-            return (
-                (None, {"fields": ("host", "source_path", "name", "title", "description", "os_name", "format",
-                                   "visibility", "is_default", "min_disk_gib"),
-                        "description": IMAGE_NOTE}),
-                ("Guest", {"fields": ("cloud_init", "login_user")}),
-                ("Direct kernel boot (optional)", {"fields": ("boot_mode", "kernel_path", "initrd_path",
-                                                              "cmdline", "ready_marker")}),
-            )
         return (
             (None, {"fields": self.change_fields}),
-            ("Stored in libvirt", {"fields": ("name", "pool", "volume_name", "path", "format", "size",
+            ("Stored in libvirt", {"fields": ("name", "kind", "owner", "pool", "volume_name", "path", "format",
+                                              "source", "source_format", "size", "actual_size", "checksum_sha256",
                                               "min_disk", "created")}),
             ("Boot", {"fields": ("boot_mode", "kernel_path", "initrd_path", "cmdline", "ready_marker")}),
             ("Used by", {"fields": ("vms_link", "disks")}),
         )
 
+    # adding: an import job (storage.imports.image_import) from a file on the server or a URL
+    def add_view(self, request, form_url="", extra_context=None):
+        if not self.has_add_permission(request):
+            raise DjangoPermissionDenied
+        form = ImageImportForm(request.POST or None, initial={"min_disk_gib": 1})
+        if request.method == "POST" and form.is_valid():
+            try:
+                job = image_import(actor=request.user, via=Via.ADMIN, **form.service_kwargs())
+            except PortalError as exc:
+                form_error(form, exc, user=request.user)
+            else:
+                level, text = job_report(job, f"Importing image {form.cleaned_data['name']}; its progress is shown "
+                                              "on the job's page.")
+                self.message_user(request, text, level)
+                return HttpResponseRedirect(admin_url(job) or admin_url(Image, "changelist"))
+        context = {
+            **self.admin_site.each_context(request), "title": "Import an image", "form": form,
+            "opts": self.model._meta, "has_view_permission": True, "subtitle": None, "note": IMAGE_NOTE,
+        }
+        return TemplateResponse(request, "admin/storage/image/import.html", context,
+                                status=400 if form.errors else 200)
+
     def get_readonly_fields(self, request, obj=None):
-        return () if obj is None else self.change_readonly
+        return self.change_readonly
+
+    @admin.display(description="actual size", ordering="actual_size_bytes")
+    def actual_size(self, obj):
+        return human_bytes(obj.actual_size_bytes)
 
     @admin.display(description="size", ordering="size_bytes")
     def size(self, obj):
@@ -157,25 +203,10 @@ class ImageAdmin(ServiceDeleteMixin, ServiceSaveMixin, admin.ModelAdmin):
     def created(self, obj):
         return when(obj.created_at)
 
-    # saving: register through image_register, edit through image_update
+    # saving: edits through image_update (adding is the import form above)
     def save_model(self, request, obj, form, change):
         data = form.cleaned_data
-        if not change:
-            image = self.call_service(request, lambda: services.image_register(
-                actor=request.user, via=Via.ADMIN, host=data["host"], name=data["name"], title=data["title"],
-                source_path=data["source_path"], fmt=data["format"], description=data["description"],
-                os_name=data["os_name"], boot_mode=data["boot_mode"], kernel_path=data["kernel_path"],
-                initrd_path=data["initrd_path"], cmdline=data["cmdline"], ready_marker=data["ready_marker"],
-                min_disk_gib=data["min_disk_gib"], cloud_init=data["cloud_init"], login_user=data["login_user"],
-                is_default=data["is_default"]))
-            if image is None:
-                return
-            if data["visibility"] != Image.Visibility.PUBLIC:
-                services.image_update(actor=request.user, via=Via.ADMIN, image=image, visibility=data["visibility"])
-            obj.pk = image.pk
-            obj.refresh_from_db()
-            return
-        if form.changed_data:
+        if change and form.changed_data:
             self.call_service(request, lambda: services.image_update(
                 actor=request.user, via=Via.ADMIN, image=obj,
                 **{f: data[f] for f in self.change_fields if f in form.changed_data}))

@@ -1,4 +1,6 @@
-"""Act phase of storage work: the `image.build` job runs a recipe's build script and registers the image.
+"""Act phase of storage work: the `image.build` job runs a recipe's build script and registers the image;
+the `image.import` job (storage.imports) fetches, checks, converts and stores an uploaded, downloaded or
+host file.
 
 The handler is idempotent: an image registered already is left alone, and the build scripts are
 stamped (a second run exits at once) and locked per output folder (a retry after a lost worker
@@ -8,8 +10,10 @@ waits for the first run, then finds the image built).
 from __future__ import annotations
 
 import collections
+import glob
 import os
 import re
+import shutil
 import signal
 import subprocess
 import threading
@@ -20,10 +24,13 @@ from django.conf import settings
 from cluster.models import Host
 from portal.exceptions import NotFound, PortalError, ValidationFailed
 from portal.jobs import JobContext, job_handler
+from portal.models import Job
 
+from .imports import IMAGE_IMPORT, image_import_run
 from .models import Image
 from .recipes import RECIPES, Recipe
 from .services import IMAGE_BUILD, image_register
+from .uploads import upload_finish
 
 STEP_RE = re.compile(r"step (\d+)/(\d+): (.*)")
 BUILD_FIRST, BUILD_LAST = 2, 90  # progress (%) the script's steps are spread over
@@ -119,3 +126,17 @@ def build(ctx: JobContext) -> dict:
         return {"image": recipe.name, "image_id": existing.pk, "already_registered": True}
     ctx.progress(99, f"Registered image {image.name} on {host.name}")
     return {"image": image.name, "image_id": image.pk, "host": host.name, "size_bytes": image.size_bytes}
+
+
+def _import_abandoned(job: Job, error: str) -> None:
+    """An import whose worker died (or that failed before its own clean-up ran): its staging files go and
+    its upload is released; a volume it may have written without a row is left to the pool's owner."""
+    for path in glob.glob(os.path.join(settings.IMAGE_STAGING_DIR, f"import-{job.pk}-*")):
+        shutil.rmtree(path, ignore_errors=True)
+    if job.params.get("upload_id"):
+        upload_finish(upload_id=job.params["upload_id"], imported=False)
+
+
+@job_handler(IMAGE_IMPORT, on_failure=_import_abandoned)
+def import_image(ctx: JobContext) -> dict:
+    return image_import_run(ctx)

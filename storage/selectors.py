@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.contrib.auth.models import Group
+from django.db.models import BigIntegerField, Exists, ExpressionWrapper, F, OuterRef, Q, QuerySet, Sum
 
 from cluster.services import ProbeBoot
 from portal.actors import Actor, is_admin
@@ -46,6 +47,21 @@ def image_get(*, user: Actor, name_or_id: object) -> Image:
         return qs.get(name=text)
     except Image.DoesNotExist:
         raise NotFound(f"Image {text[:60]!r} not found.") from None
+
+
+GIB = 1024**3
+
+
+def image_quota_usage(*, user: Actor = None, group: Group | None = None) -> dict[str, int]:
+    """What a user's own images charge to their personal disk quota (registered with quotas): each image
+    its virtual size in whole GiB, rounded up. Library images and groups are not charged."""
+    user_id = getattr(user, "pk", None)
+    if group is not None or user_id is None:
+        return {}
+    # Integer division on both SQLite and PostgreSQL: (bytes + GiB - 1) // GiB.
+    per_image = ExpressionWrapper((F("size_bytes") + (GIB - 1)) / GIB, output_field=BigIntegerField())
+    total = Image.objects.filter(owner_id=user_id).aggregate(gib=Sum(per_image))["gib"]
+    return {"disk_gib": int(total or 0)}
 
 
 def image_probe_boot() -> ProbeBoot | None:

@@ -21,6 +21,8 @@ from portal.hypervisor import get_driver
 from portal.jobs import job_create
 from portal.models import Job
 
+from . import imageio
+from .imports import gib_ceil, image_prepare_and_store
 from .models import Image, StoragePool, Volume
 from .recipes import RECIPES
 
@@ -84,51 +86,58 @@ def pool_for_host(host: Host) -> StoragePool:
 
 
 def image_register(*, actor: Actor, via: str = Via.CLI, host: Host, name: str, title: str, source_path: str,
-                   fmt: str = "qcow2", description: str = "", os_name: str = "",
+                   fmt: str | None = "qcow2", description: str = "", os_name: str = "",
                    boot_mode: str = Image.BootMode.DISK, kernel_path: str = "", initrd_path: str = "",
                    cmdline: str = "", ready_marker: str = "", min_disk_gib: int = 1,
                    cloud_init: bool = False, login_user: str = "",
                    is_default: bool = False, replace: bool = False) -> Image:
-    """Copy an image file into the host's pool (format given explicitly, never probed) and list it.
+    """Copy an image file of the portal server into the host's pool and list it in the library, now
+    (set-up, the image build): the import pipeline's checks, synchronously. The real format is
+    detected and must be `fmt` (None: any); the file is probed with that explicit format (backing
+    files, external data files, VMDK descriptors, corrupt or huge images refused) and stored as qcow2
+    (an ISO as it is), with its sizes and the stored file's SHA-256.
 
     `cloud_init`: VMs made from it get a NoCloud seed; `login_user`: the user SSH logs in as."""
     require_admin(actor, "Only administrators add images.")
     if not IMAGE_NAME_RE.match(name or ""):
         raise ValidationFailed("Image name must be 2–60 lowercase letters, digits or hyphens.", field="name")
     _check_login_user(login_user)
-    if fmt not in {"qcow2", "raw"}:
-        raise ValidationFailed("Image format must be qcow2 or raw.", field="format")
+    if fmt and fmt not in imageio.FORMATS:
+        raise ValidationFailed(f"Image format must be one of {', '.join(imageio.FORMATS)}.", field="format")
     if not os.path.isfile(source_path):
         raise ValidationFailed(f"No such image file: {source_path}", field="source_path")
     for path in (kernel_path, initrd_path):
         if path and not os.path.isfile(path):
             raise ValidationFailed(f"No such file: {path}", field="kernel_path")
-    pool = pool_ensure(host=host)
-    driver = get_driver(host.uri)
-    # Portals sharing one libvirtd keep their image volumes apart by instance id.
-    prefix = "image" if settings.INSTANCE_ID == "default" else f"image-{settings.INSTANCE_ID}"
-    volume_name = f"{prefix}-{name}.{fmt}"
     existing = Image.objects.filter(name=name).first()
     if existing and not replace:
         raise ValidationFailed(f"An image named {name!r} exists already.", field="name")
     if existing:
         if existing.volumes.exists():
             raise ValidationFailed(f"Image {name!r} is in use by VM disks and cannot be replaced.", field="name")
+        get_driver(existing.pool.host.uri).delete_volume(pool=existing.pool.name, name=existing.volume_name)
         existing.delete()
-    driver.delete_volume(pool=pool.name, name=volume_name)
-    info = driver.upload_volume(pool=pool.name, name=volume_name, source_path=source_path, fmt=fmt)
-    with transaction.atomic():
-        if is_default:
-            Image.objects.filter(is_default=True).update(is_default=False)
-        image = Image.objects.create(
-            name=name, title=title, description=description, os_name=os_name, pool=pool,
-            volume_name=volume_name, path=info.path, format=fmt, size_bytes=info.capacity_bytes,
-            boot_mode=boot_mode, kernel_path=kernel_path, initrd_path=initrd_path, cmdline=cmdline,
-            ready_marker=ready_marker, min_disk_gib=max(min_disk_gib, -(-info.capacity_bytes // GIB)),
-            cloud_init=cloud_init, login_user=login_user, is_default=is_default,
-        )
-        audit(actor=actor, via=via, action="image.register", target=image,
-              message=f"Registered image {name} ({info.capacity_bytes} bytes)")
+    pool = pool_ensure(host=host)
+    disk, volume_name, volume_path = image_prepare_and_store(host=host, name=name, source_path=source_path,
+                                                             declared=fmt)
+    try:
+        with transaction.atomic():
+            if is_default:
+                Image.objects.filter(is_default=True).update(is_default=False)
+            image = Image.objects.create(
+                name=name, kind=disk.kind, title=title, description=description, os_name=os_name, pool=pool,
+                volume_name=volume_name, path=volume_path, format=disk.fmt, size_bytes=disk.virtual_size,
+                actual_size_bytes=disk.actual_size, checksum_sha256=disk.sha256, source=source_path[:500],
+                source_format=disk.source_format, boot_mode=boot_mode, kernel_path=kernel_path,
+                initrd_path=initrd_path, cmdline=cmdline, ready_marker=ready_marker,
+                min_disk_gib=max(min_disk_gib, gib_ceil(disk.virtual_size)),
+                cloud_init=cloud_init, login_user=login_user, is_default=is_default,
+            )
+            audit(actor=actor, via=via, action="image.register", target=image,
+                  message=f"Registered image {name} ({disk.source_format}, {disk.virtual_size} bytes virtual)")
+    except BaseException:
+        get_driver(host.uri).delete_volume(pool=pool.name, name=volume_name)
+        raise
     return image
 
 
@@ -177,8 +186,10 @@ def volume_destroy(*, volume: Volume) -> None:
 
 
 def image_delete(*, actor: Actor, via: str, image: Image) -> None:
-    """Remove an image from the library and its base volume from libvirt; refused while in use."""
-    require_admin(actor, "Only administrators delete images.")
+    """Remove an image (administrators: any; users: their own) and its base volume from libvirt;
+    refused while in use."""
+    if actor is not None:
+        image_check_manage(actor=actor, image=image, verb="delete")
     disks = image.volumes.count()
     vms = image.vms.filter(deleted_at__isnull=True).count()  # VMs that still exist (reverse relation)
     if disks or vms:

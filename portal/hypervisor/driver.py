@@ -718,10 +718,14 @@ class LibvirtDriver:
 
         self._call(f"delete volume {name}", fn)
 
-    def upload_volume(self, *, pool: str, name: str, source_path: str, fmt: str = "qcow2") -> VolumeInfo:
-        """Copy a local image file into the pool as a new volume (streamed through libvirt)."""
+    def upload_volume(self, *, pool: str, name: str, source_path: str, fmt: str = "qcow2",
+                      progress: Callable[[int, int], None] | None = None) -> VolumeInfo:
+        """Copy a local image file into the pool as a new volume (streamed through libvirt);
+        `progress(sent, total)` is called as the bytes go."""
         size = os.path.getsize(source_path)
         if self.is_test:
+            if progress is not None:
+                progress(size, size)
             return self.create_volume(pool=pool, name=name, capacity_bytes=size, fmt=fmt)
 
         def fn(conn: libvirt.virConnect) -> VolumeInfo:
@@ -729,9 +733,25 @@ class LibvirtDriver:
             vol = p.createXML(domain_xml.volume_xml(name=name, capacity_bytes=size, fmt="raw"), 0)
             stream = conn.newStream(0)
             vol.upload(stream, 0, size, 0)
-            with open(source_path, "rb") as fh:
-                stream.sendAll(lambda _s, n, f: f.read(n), fh)
-            stream.finish()
+            sent = [0]
+
+            def read(_s: Any, n: int, f: Any) -> bytes:
+                data = f.read(n)
+                sent[0] += len(data)
+                if progress is not None:
+                    progress(sent[0], size)
+                return data
+
+            try:
+                with open(source_path, "rb") as fh:
+                    stream.sendAll(read, fh)
+                stream.finish()
+            except BaseException:
+                try:
+                    stream.abort()
+                except libvirt.libvirtError:
+                    pass
+                raise
             p.refresh(0)
             return self._vol_info(pool, p.storageVolLookupByName(name))
 

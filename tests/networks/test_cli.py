@@ -149,7 +149,7 @@ def local_host(db):
 
     host = host_register(actor=None, name="local", uri="test:///default", domain_type="qemu")
     with tempfile.NamedTemporaryFile(suffix=".img") as fh:
-        fh.write(b"\0" * 4096)
+        fh.write(b"\0" * 510 + b"\x55\xaa" + b"\0" * 3584)  # a blank disk with an MBR
         fh.flush()
         image_register(actor=None, host=host, name="demo", title="Demo", source_path=fh.name, fmt="raw", is_default=True,
                        replace=True)

@@ -242,7 +242,7 @@ def test_login_user_is_a_user_name_and_both_fields_are_edited_through_image_upda
     from storage.services import image_register, image_update
 
     source = tmp_path / "blank.img"
-    source.write_bytes(b"\0" * 4096)
+    source.write_bytes(b"\0" * 510 + b"\x55\xaa" + b"\0" * 3584)  # a blank disk with an MBR
     with pytest.raises(ValidationFailed, match="Login user must be a user name") as bad:
         image_register(actor=admin_user, host=test_host, name="test-ci", title="CI", source_path=str(source),
                        fmt="raw", cloud_init=True, login_user="Root; rm")

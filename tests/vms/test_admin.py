@@ -358,25 +358,27 @@ def test_deleting_an_image_in_use_is_refused(transactional_db, test_host, alice,
     assert Image.objects.filter(pk=image.pk).exists()
 
 
-def test_images_are_registered_and_deleted_through_the_storage_services(
-        db, test_host, admin_user, staff_client, tmp_path):
+def test_images_are_imported_and_deleted_through_the_storage_services(
+        transactional_db, test_host, admin_user, staff_client, tmp_path, settings):
     from storage.models import Image
 
+    settings.IMAGE_IMPORT_DIRS = [str(tmp_path)]
+    settings.IMAGE_STAGING_DIR = str(tmp_path / "staging")
     source = tmp_path / "extra.img"
-    source.write_bytes(b"\0" * 8192)
+    source.write_bytes(b"\0" * 510 + b"\x55\xaa" + b"\0" * 7680)  # a blank raw disk with an MBR
     response = staff_client.post(reverse("admin:storage_image_add"), {
-        "host": test_host.pk, "source_path": str(source), "name": "test-extra", "title": "Extra",
-        "format": "raw", "boot_mode": "disk", "min_disk_gib": 1, "visibility": "public",
+        "host": test_host.pk, "source": str(source), "name": "test-extra", "title": "Extra",
+        "format": "raw", "min_disk_gib": 1, "visibility": "public",
     }, follow=True)
-    assert "was added successfully" in _texts(response)
+    assert "Importing image test-extra" in _texts(response)
     image = Image.objects.get(name="test-extra")
     assert image.volume_name in _volume_names() and image.size_bytes == 8192
-    assert AuditEvent.objects.get(action="image.register", target_id=str(image.pk)).via == Via.ADMIN
+    assert (image.format, image.source_format, image.source) == ("qcow2", "raw", str(source))
+    assert AuditEvent.objects.get(action="image.import", target_id=str(image.pk)).via == Via.ADMIN
 
     response = staff_client.post(reverse("admin:storage_image_add"), {
-        "host": test_host.pk, "source_path": str(tmp_path / "missing.img"), "name": "test-missing",
-        "title": "Missing", "format": "raw", "boot_mode": "disk", "min_disk_gib": 1, "visibility": "public"}, follow=True)
-    assert any(lvl == levels.ERROR and "No such image file" in text for lvl, text in _messages(response))
+        "source": "/etc/shadow", "name": "test-missing", "title": "Missing", "min_disk_gib": 1})
+    assert response.status_code == 400 and "not inside the directories" in response.content.decode()
     assert not Image.objects.filter(name="test-missing").exists()
 
     response = staff_client.post(reverse("admin:storage_image_delete", args=[image.pk]), {"post": "yes"},

@@ -30,7 +30,7 @@ def public_key(comment: str) -> str:
 @pytest.fixture
 def cloud_image(test_host):
     with tempfile.NamedTemporaryFile(suffix=".img") as fh:
-        fh.write(b"\0" * 4096)
+        fh.write(b"\0" * 510 + b"\x55\xaa" + b"\0" * 3584)  # a blank disk with an MBR
         fh.flush()
         return image_register(actor=None, host=test_host, name="test-cloud", title="Cloud", source_path=fh.name,
                               fmt="raw", cloud_init=True, login_user="debian", replace=True)

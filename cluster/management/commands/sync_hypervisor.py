@@ -2,15 +2,19 @@
 
 from django.core.management.base import BaseCommand
 
+from cluster.housekeeping import housekeeping_run
 from cluster.services import host_sync_all
 from portal.jobs import jobs_reap_stale
 
 
 class Command(BaseCommand):
-    help = "Repair VM states from what libvirt says, list foreign domains and reap stale jobs."
+    help = ("Repair VM states from what libvirt says, list foreign domains, reap stale jobs and run the "
+            "apps' housekeeping (expired uploads removed).")
 
     def handle(self, *args, **options):
         for result in host_sync_all():
             self.stdout.write(", ".join(f"{k}={v}" for k, v in result.items()))
         for job in jobs_reap_stale():
             self.stdout.write(f"job {job.pk} ({job.kind}) lost its worker: now {job.status}")
+        for name, result in housekeeping_run().items():
+            self.stdout.write(f"{name}: {result}")

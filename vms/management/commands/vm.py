@@ -19,6 +19,7 @@ from portal.choices import Via
 from portal.exceptions import NotFound, PortalError, ValidationFailed, user_message
 from portal.models import Job
 from quotas.selectors import quota_usage
+from storage.cli import add_image_verbs, run_image_verb
 from vms import lifecycle, selectors, services
 
 # Verbs that apps above vms add (consoles: `console`), registered from their AppConfig.ready, so this
@@ -56,7 +57,7 @@ def networks_option(values: list[str] | None) -> list[str] | None:
 class Command(BaseCommand):
     help = ("VM lifecycle as a given user: list, show, create, start, stop, force-off, reboot, pause, resume, "
             "delete, grow-disk; snapshot, snapshots, revert, delete-snapshot; nic-add, nic-remove; and verbs "
-            "other apps add (console: one-time console URLs).")
+            "other apps add (console: one-time console URLs); image import|list|delete (the image library).")
 
     def add_arguments(self, parser):
         parser.add_argument("--user", required=True, help="Act as this portal user.")
@@ -93,6 +94,8 @@ class Command(BaseCommand):
                             help="A NIC on this network (repeatable, or NAME,NAME); `--net none`: no NIC. "
                                  "Default: your default network, if any.")
         create.add_argument("--no-start", action="store_true")
+        add_image_verbs(sub.add_parser("image", help="The image library: import (a job), list, delete "
+                                                     "(same as `manage.py image`)."))
         nic_add = sub.add_parser("nic-add", help="Add a NIC on a network (hot-plugged while the VM runs).")
         nic_add.add_argument("name")
         nic_add.add_argument("network")
@@ -133,6 +136,9 @@ class Command(BaseCommand):
             for u in quota_usage(user=actor):
                 self.stdout.write(f"{u.label:<8} {u.used:>6} / {u.limit:<6} {u.unit}")
             return None
+        if verb == "image":
+            outcome = run_image_verb(actor, opts, self.stdout.write)
+            return None if outcome is None else _Outcome(outcome.message, outcome.job)
         if verb == "create":
             return services.vm_create(
                 actor=actor, via=Via.CLI, name=opts["name"], image=opts["image"], flavor=opts["flavor"],
