@@ -388,7 +388,7 @@
   if (urlForm) {
     var urlInput = urlForm.querySelector("[name=url]");
     var urlButton = urlForm.querySelector("button[type=submit]");
-    urlInput.addEventListener("change", function () { suggestName(urlForm, urlInput.value); });
+    urlInput.addEventListener("input", function () { suggestName(urlForm, urlInput.value); });
     urlForm.addEventListener("submit", function (event) {
       event.preventDefault();
       clearErrors(urlForm);

@@ -99,6 +99,7 @@ def test_an_upload_resumes_after_a_lost_chunk_and_the_image_is_listed_and_a_canc
     done = page.locator("[data-upload-form] [data-import-done]")
     expect(done).to_contain_text("Imported web-upload", timeout=90_000)
     expect(page.locator("[data-upload-form] [data-job-badge]")).to_contain_text("Succeeded")
+    page.evaluate("window.scrollTo(0, 0)")
     page.screenshot(path=str(screenshot_dir / "images-upload-desktop.png"), full_page=True)
 
     # Resumed, not restarted: after the lost answer the client asked where the portal stood (HEAD) and
@@ -161,4 +162,20 @@ def test_an_upload_resumes_after_a_lost_chunk_and_the_image_is_listed_and_a_canc
     expect(page.get_by_role("button", name="Upload and import")).to_be_enabled()
     # The fingerprint of the cancelled upload is gone: choosing the file again starts a new upload.
     assert page.evaluate("Object.keys(localStorage).filter(k => k.startsWith('tus::')).length") == 0
+
+    # The API's refusals show next to the field they are about: a name already taken, from the URL form.
+    url_form = page.locator("[data-url-form]")
+    url_form.get_by_label("URL").fill("http://127.0.0.1:9/disk.qcow2")
+    expect(url_form.get_by_label("Name")).to_have_value("disk")  # suggested from the URL
+    url_form.get_by_label("Name").fill("web-upload")
+    url_form.get_by_role("button", name="Import").click()
+    expect(url_form.locator("[data-field-error=name]")).to_contain_text(
+        "An image named 'web-upload' exists already; choose another name.")
+    expect(url_form.get_by_label("Name")).to_have_attribute("aria-invalid", "true")
+    # Accepted, the import runs as a job whose failure (nothing listens on port 9) shows in place.
+    url_form.get_by_label("Name").fill("from-url")
+    url_form.get_by_role("button", name="Import").click()
+    expect(url_form.locator("[data-field-error=name]")).to_be_hidden()
+    expect(url_form.locator("[data-job-badge]")).to_contain_text("Failed", timeout=60_000)
+    expect(url_form.locator("[data-job-error]")).to_contain_text("The download failed")
     assert not problems, problems
