@@ -33,7 +33,8 @@ find_python() {
 # --- Debian packages ---------------------------------------------------------------------------
 APT_RUN=(libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 qemu-utils
          libvirt-dev pkg-config gcc dnsmasq-base cpio e2fsprogs ovmf debootstrap genisoimage)
-APT_TEST=(chromium openssh-client tini)   # tini: PID 1 of the test namespace hosts (scripts/nshost.sh)
+APT_TEST=(chromium openssh-client tini    # tini: PID 1 of the test namespace hosts (scripts/nshost.sh)
+          xorriso isolinux syslinux-common)  # the guest as a bootable ISO (scripts/build-guest-iso.sh)
 missing=()
 pkgs=("${APT_RUN[@]}")
 [ "$MODE" = "--test" ] && pkgs+=("${APT_TEST[@]}")
@@ -81,6 +82,10 @@ fi
 
 step "Building the demo guest image"
 scripts/build-guest.sh "${PORTAL_GUEST_DIR:-/var/lib/vmportal/guest}"
+if [ "$MODE" = "--test" ]; then
+  step "Packaging the demo guest as a bootable ISO (ISO install tests)"
+  scripts/build-guest-iso.sh "${PORTAL_GUEST_DIR:-/var/lib/vmportal/guest}"
+fi
 
 # The Debian 12 cloud-init image takes 2-3 minutes to build: the test suite needs it (and the stamp
 # makes re-runs instant); `make run` only says how to get it, so the first start stays fast.

@@ -198,7 +198,7 @@ def image_import(*, actor: Actor, via: str, source: str, upload: object = None, 
         _check_name_free(name)
         if source == "upload":
             row = upload_claim(actor=actor, upload_id=upload)
-            check_image_size(owner=owner, size=row.length, field="upload")
+            check_image_size(owner=owner, size=row.length)
             params.update(upload_id=str(row.pk), filename=row.filename)
             where = f"upload {row.filename or row.pk}"
         elif source == "url":
@@ -208,7 +208,7 @@ def image_import(*, actor: Actor, via: str, source: str, upload: object = None, 
             if not admin:
                 raise PermissionDenied("Only administrators import files from the portal server.")
             real = check_import_path(path)
-            check_image_size(owner=owner, size=os.path.getsize(real), field="path")
+            check_image_size(owner=owner, size=os.path.getsize(real))
             params["path"] = real
             where = real
         job = job_create(kind=IMAGE_IMPORT, actor=actor, via=via, params=params, max_attempts=1)

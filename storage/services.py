@@ -190,8 +190,16 @@ def image_delete(*, actor: Actor, via: str, image: Image) -> None:
     refused while in use."""
     if actor is not None:
         image_check_manage(actor=actor, image=image, verb="delete")
+    # VMs with this ISO in their CD-ROM drive (reverse relation: storage does not import vms).
+    in_drives = list(image.cdrom_vms.filter(deleted_at__isnull=True).order_by("name").values_list("name", flat=True))
+    if in_drives:
+        shown = ", ".join(in_drives[:10]) + (f" and {len(in_drives) - 10} more" if len(in_drives) > 10 else "")
+        raise Conflict(f"Image {image.name} is in the CD-ROM drive of {len(in_drives)} VM(s): {shown}; "
+                       "eject it there first.", image=image.name, vms=in_drives)
     disks = image.volumes.count()
     vms = image.vms.filter(deleted_at__isnull=True).count()  # VMs that still exist (reverse relation)
+    if image.kind == Image.Kind.ISO:
+        vms = 0  # VMs installed from an ISO need it no longer once it is out of their drive
     if disks or vms:
         raise Conflict(f"Image {image.name} is in use ({vms} VM(s), {disks} disk(s) backed by it); "
                        "delete those VMs first.", image=image.name, vms=vms, disks=disks)

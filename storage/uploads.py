@@ -70,7 +70,7 @@ def _human(n: int) -> str:
     return str(n)
 
 
-def check_image_size(*, owner: Actor, size: int, field: str = "length") -> None:
+def check_image_size(*, owner: Actor, size: int) -> None:
     """An image of `size` bytes is within IMAGE_MAX_BYTES and, when it goes to a user's space (`owner`;
     None: the library), their remaining disk quota. An announced size: the import charges the real
     virtual size under the quota lock."""

@@ -268,14 +268,14 @@ class VMAdmin(ServiceSaveMixin, admin.ModelAdmin):
     readonly_fields = (
         "owner_link", "group", "quota_link", "uuid", "domain_name", "status_badge", "power_state", "last_error",
         "status_since", "observed", "created", "created_via", "deleted", "host_link", "domain_type", "flavor",
-        "image", "vcpus", "memory", "disk", "ssh_line", "recent_jobs", "recent_activity",
+        "image", "vcpus", "memory", "disk", "ssh_line", "cdrom_media", "recent_jobs", "recent_activity",
     )
     fieldsets = (
         (None, {"fields": ("name", "description", "owner_link", "group", "quota_link")}),
         ("State (from libvirt and the jobs)", {"fields": ("status_badge", "power_state", "last_error", "status_since",
                                                          "observed", "created", "created_via", "deleted")}),
         ("Placement and size", {"fields": ("host_link", "domain_name", "uuid", "domain_type", "flavor", "image",
-                                           "vcpus", "memory", "disk", "ssh_line")}),
+                                           "vcpus", "memory", "disk", "ssh_line", "cdrom_media")}),
         ("Recent jobs", {"fields": ("recent_jobs",)}),
         ("Recent activity", {"classes": ("collapse",), "fields": ("recent_activity",)}),
     )
@@ -330,6 +330,15 @@ class VMAdmin(ServiceSaveMixin, admin.ModelAdmin):
     @admin.display(description="host", ordering="host__name")
     def host_link(self, obj):
         return link(obj.host)
+
+    @admin.display(description="CD-ROM")
+    def cdrom_media(self, obj):
+        """The drive and the ISO in it (changed by the owner's doors: web, API, CLI; boots CD first)."""
+        if not obj.cdrom_drive:
+            return "No drive"
+        if obj.cdrom is None:
+            return "Drive (IDE), empty tray: boots from its disk"
+        return format_html("Drive (IDE) with {}: boots from CD first", link(obj.cdrom))
 
     @admin.display(description="size")
     def size(self, obj):

@@ -18,7 +18,7 @@ from portal.exceptions import Conflict, HypervisorBusy, InvalidState, NotFound, 
 from portal.hypervisor import DomainInfo, NicSpec, PowerState, get_driver
 from portal.jobs import JobContext, job_handler
 from portal.models import AuditEvent, Job
-from storage.models import Volume
+from storage.models import Image, Volume
 from storage.services import volume_destroy, volume_materialize, volume_write
 
 from . import lifecycle
@@ -26,8 +26,8 @@ from .choices import SnapshotStatus, VMStatus
 from .cloudinit import build_seed
 from .lifecycle import status_for
 from .models import VM, Snapshot, VMNic
-from .services import SEED_TARGET, nics_publish, snapshots_publish, vm_publish, vm_set_status
-from .specs import build_spec
+from .services import SEED_TARGET, cdrom_publish, nics_publish, snapshots_publish, vm_publish, vm_set_status
+from .specs import CDROM_TARGET, build_spec
 
 if TYPE_CHECKING:  # the driver class is only needed for annotations
     from portal.hypervisor.driver import LibvirtDriver
@@ -88,7 +88,8 @@ def _create_failed(job: Job, error: str) -> None:
         _failed_audit(job, vm, f"Create failed, clean-up pending: {error}")
         return
     vm.nics.all().delete()  # their MACs are free again, and their networks no longer in use
-    vm_set_status(vm, VMStatus.DELETED, last_error=f"Create failed: {error}", deleted_at=timezone.now())
+    # The media goes too: an ISO in a deleted VM's drive would keep the ISO from being deleted.
+    vm_set_status(vm, VMStatus.DELETED, last_error=f"Create failed: {error}", deleted_at=timezone.now(), cdrom=None)
     _failed_audit(job, vm, f"Create failed, nothing was kept: {error}")
 
 
@@ -215,7 +216,7 @@ def delete(ctx: JobContext) -> dict:
         removed.append(volume.name)
     vm.snapshots.all().delete()  # they lived inside the disks just removed
     vm.nics.all().delete()  # their MACs are free again
-    vm_set_status(vm, VMStatus.DELETED, power_state="", deleted_at=timezone.now())
+    vm_set_status(vm, VMStatus.DELETED, power_state="", deleted_at=timezone.now(), cdrom=None)  # the ISO is free
     _done(ctx.job, vm, "vm.deleted", f"Deleted {vm.name} and {len(removed)} disk(s)")
     return {"removed_volumes": removed}
 
@@ -437,3 +438,49 @@ def nic_remove(ctx: JobContext) -> dict:
     _done(ctx.job, vm, "vm.nic.removed", f"Removed NIC {nic.mac} from {vm.name}{note}")
     nics_publish(vm)
     return {"mac": nic.mac, "released": released}
+
+
+# --- CD-ROM -------------------------------------------------------------------------------------
+
+def _media_failed(job: Job, error: str) -> None:
+    """The drive keeps what it had: the row's media (and drive) go back to before the request."""
+    vm = _vm(job)
+    VM.objects.filter(pk=vm.pk).update(cdrom_id=job.params.get("previous_cdrom_id"),
+                                       cdrom_drive=bool(job.params.get("previous_drive")))
+    vm.refresh_from_db()
+    what = f"Inserting {job.params.get('image')}" if job.kind == "vm.cdrom.insert" else "Ejecting the CD"
+    _failed_audit(job, vm, f"{what} failed: {error}")
+    cdrom_publish(vm)
+
+
+def media_change(ctx: JobContext) -> dict:
+    """Make the domain's CD-ROM drive hold what the record says (the media, or an empty tray)."""
+    vm = _vm(ctx.job)
+    image_id = ctx.job.params.get("image_id")
+    media = Image.objects.filter(pk=image_id).first() if image_id else None
+    if image_id and media is None:
+        raise NotFound(f"The ISO {ctx.job.params.get('image')} was deleted meanwhile.")
+    driver = get_driver(vm.host.uri)
+    uuid = str(vm.uuid)
+    ctx.progress(30, "Inserting the CD" if media else "Ejecting the CD")
+    if driver.domain_exists(uuid):  # else: defined from the record at the next start
+        running = driver.domain_info(uuid).state.is_active
+        has_drive = any(c.target == CDROM_TARGET for c in driver.domain_cdroms(uuid, inactive=not running))
+        if has_drive:
+            driver.change_media(uuid, target=CDROM_TARGET, path=media.path if media else None,
+                                fmt=media.format if media else "raw")
+        elif running:
+            raise Conflict(f"{vm.name} was started before its CD-ROM drive was added; stop it and insert again.")
+        else:
+            _redefine_stopped(vm, driver)  # adds the drive (and its media) from the record
+    if media:
+        _done(ctx.job, vm, "vm.cdrom.inserted", f"Inserted {media.name} into the CD-ROM drive of {vm.name}")
+    else:
+        _done(ctx.job, vm, "vm.cdrom.ejected", f"Ejected the CD of {vm.name}; it boots from its disk")
+    cdrom_publish(vm)
+    vm_publish(vm)
+    return {"image": media.name if media else None}
+
+
+for _kind in ("vm.cdrom.insert", "vm.cdrom.eject"):
+    job_handler(_kind, on_failure=_media_failed)(media_change)

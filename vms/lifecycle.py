@@ -106,6 +106,10 @@ ACTIONS: dict[str, Transition] = {**POWER_ACTIONS, DELETE.action: DELETE}
 
 # The VM states in which snapshots and disk growth may start.
 SNAPSHOT_STATES: frozenset[str] = frozenset({_S.RUNNING, _S.STOPPED, _S.PAUSED})
+# The states in which CD-ROM media may be inserted or ejected (live while running, in the definition
+# while stopped; a paused guest cannot open its tray: resume it first).
+MEDIA_STATES: frozenset[str] = frozenset({_S.RUNNING, _S.STOPPED})
+MEDIA_WHY_NOT: dict[str, str] = {_S.PAUSED: "is paused: resume it first"}
 # The states in which a console can connect.
 CONSOLE_STATES: frozenset[str] = frozenset({_S.RUNNING, _S.PAUSED})
 
@@ -151,4 +155,6 @@ JOB_LABELS: dict[str, str] = {
     "vm.snapshot.delete": "Delete snapshot",
     "vm.nic.add": "Add NIC",
     "vm.nic.remove": "Remove NIC",
+    "vm.cdrom.insert": "Insert CD",
+    "vm.cdrom.eject": "Eject CD",
 }

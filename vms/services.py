@@ -30,7 +30,7 @@ from portal.jobs import job_create
 from portal.models import AuditEvent, Job
 from quotas.services import quota_reserve
 from storage.models import Image
-from storage.selectors import image_visible
+from storage.selectors import image_list, image_visible
 from storage.services import pool_for_host, volume_plan
 
 from . import lifecycle
@@ -279,8 +279,13 @@ def vm_create(*, actor: Actor, via: str, name: str, image: Image | str | int | N
             vm.domain_name = f"{_domain_prefix()}-{vm.uuid.hex[:12]}"
             VM.objects.filter(pk=vm.pk).update(domain_name=vm.domain_name)
             pool = pool_for_host(host)
+            # An ISO install: a blank root disk, the ISO in the CD-ROM drive, CD first at boot.
+            installs = image.kind == Image.Kind.ISO
             root = volume_plan(pool=pool, name=f"{vm.domain_name}-disk0.qcow2",
-                               capacity_gib=disk_gib, backing_image=image)
+                               capacity_gib=disk_gib, backing_image=None if installs else image)
+            if installs:
+                VM.objects.filter(pk=vm.pk).update(cdrom_drive=True, cdrom=image)
+                vm.cdrom_drive, vm.cdrom = True, image
             VMDisk.objects.create(vm=vm, volume=root, target="vda", bus="virtio")
             if image.cloud_init:
                 seed = volume_plan(pool=pool, name=f"{vm.domain_name}-cidata.iso", capacity_gib=0,
@@ -296,7 +301,7 @@ def vm_create(*, actor: Actor, via: str, name: str, image: Image | str | int | N
             audit(actor=actor, via=via, action="vm.create", target=vm, job=job,
                   outcome=AuditEvent.Outcome.REQUESTED,
                   message=f"Create {name}{for_whom}: {vcpus} vCPU, {memory_mib} MiB, {disk_gib} GiB, "
-                          f"image {image.name}",
+                          f"image {image.name}" + (" (ISO in the CD-ROM drive, blank disk)" if installs else ""),
                   data={"vcpus": vcpus, "memory_mib": memory_mib, "disk_gib": disk_gib, "image": image.name,
                         "owner": owner.get_username(), "networks": [n.name for n in nets]})
             vm_publish(vm)
@@ -698,3 +703,111 @@ def _nic_of(vm: VM, key: VMNic | int | str) -> VMNic:
     if found is None:
         raise NotFound(f"{vm.name} has no NIC {str(key)[:40]}.")
     return found
+
+
+# --- CD-ROM -----------------------------------------------------------------------------------------
+# One IDE drive (vms.specs.CDROM_TARGET) per VM. Media changes live on a running VM and in the
+# definition of a stopped one; the drive itself is added only while the VM is stopped (IDE does not
+# hot-plug). While the drive exists the VM boots from CD first, then its disk: ejecting the ISO after
+# an install makes it boot from the disk.
+
+def cdrom_publish(vm: VM) -> None:
+    """Tell pages showing the VM that its CD-ROM changed (they fetch the panel again)."""
+    publish(_vm_groups(vm), {"kind": "vm_cdrom", "id": vm.pk})
+
+
+def _resolve_iso(*, actor: User, image: Image | str | int) -> Image:
+    """An ISO image the actor may use, by object, name or id."""
+    qs = image_list(user=actor)
+    key = image.pk if isinstance(image, Image) else str(image).strip()
+    if key in ("", None):
+        raise ValidationFailed("Choose an ISO image.", field="image")
+    text = str(key)
+    found = qs.filter(pk=int(text)).first() if text.isdigit() else qs.filter(name=text).first()
+    if found is None:
+        known = ", ".join(qs.filter(kind=Image.Kind.ISO).values_list("name", flat=True)) or "none"
+        raise ValidationFailed(f"Unknown ISO image {text[:60]!r} (yours to use: {known}).", field="image")
+    if found.kind != Image.Kind.ISO:
+        raise ValidationFailed(f"{found.name} is a {found.get_kind_display().lower()}, not an ISO: only ISO "
+                               "images go in a CD-ROM drive.", field="image")
+    return found
+
+
+def _media_ready_vm(*, actor: Actor, vm: VM | int, verb: str) -> VM:
+    """Lock the VM and check that its CD-ROM may change now (the lifecycle's MEDIA_STATES, nothing
+    else under way)."""
+    vm = _lock_visible(actor=actor, vm=vm)
+    if vm.status not in lifecycle.MEDIA_STATES:
+        state = vm.get_status_display().lower()
+        reason = lifecycle.MEDIA_WHY_NOT.get(vm.status) or (f"is busy ({state})" if vm.is_transitional
+                                                            else f"is {state}")
+        raise InvalidState(f"Cannot {verb} {vm.name}: it {reason}.", status=vm.status)
+    busy = _snapshot_busy(vm)
+    if busy is not None:
+        raise InvalidState(f"Cannot {verb} {vm.name}: {_busy_text(busy)}. Try again when it has finished.",
+                           status=vm.status)
+    job = _active_job(vm)
+    if job is not None:
+        raise InvalidState(f"Cannot {verb} {vm.name}: a {job.kind.split('.', 1)[-1].replace('.', ' ')} job is "
+                           f"{job.get_status_display().lower()}. Try again when it has finished.", status=vm.status)
+    return vm
+
+
+def _media_job(*, actor: Actor, via: str, vm: VM, kind: str, media: Image | None, message: str,
+               data: dict) -> Job:
+    """Record phase of a media change: the row holds the new media (and drive), the job makes libvirt
+    follow; its failure puts the previous media back."""
+    previous = {"previous_cdrom_id": vm.cdrom_id, "previous_drive": vm.cdrom_drive}
+    VM.objects.filter(pk=vm.pk).update(cdrom_drive=True, cdrom=media, updated_at=timezone.now())
+    add_drive = not vm.cdrom_drive
+    vm.cdrom_drive, vm.cdrom = True, media
+    job = job_create(kind=kind, actor=actor, via=via, target=vm,
+                     params={"image_id": media.pk if media else None, "image": media.name if media else "",
+                             "add_drive": add_drive, **previous})
+    audit(actor=actor, via=via, action=kind, target=vm, job=job, outcome=AuditEvent.Outcome.REQUESTED,
+          message=message, data=data)
+    cdrom_publish(vm)
+    return job
+
+
+def vm_cdrom_insert(*, actor: Actor, via: str, vm: VM | int, image: Image | str | int) -> ActionResult:
+    """Put an ISO the actor may use into the VM's CD-ROM drive (replacing what is in it): live on a
+    running VM; a stopped VM without a drive gets one (it boots from CD first from then on)."""
+    user = _check_actor(actor)
+    iso = _resolve_iso(actor=user, image=image)
+    with transaction.atomic():
+        vm = _media_ready_vm(actor=user, vm=vm, verb="insert a CD into")
+        running = vm.status in VMStatus.ACTIVE
+        if not vm.cdrom_drive and running:
+            raise InvalidState(f"{vm.name} has no CD-ROM drive, and one cannot be added while it runs (IDE drives "
+                               "are not hot-pluggable): stop it, then insert the ISO (that adds the drive).",
+                               status=vm.status)
+        if vm.cdrom_id == iso.pk:
+            return ActionResult(vm, None, f"{iso.name} is already in the CD-ROM drive of {vm.name}.")
+        if running and not get_driver(vm.host.uri).capabilities().live_media_change:
+            raise Conflict(f"The host of {vm.name} ({vm.host.name}) cannot change media in a running VM; "
+                           "stop it and insert the ISO again.")
+        replaced = f" (replacing {vm.cdrom.name})" if vm.cdrom is not None else ""
+        adds = " (adds a CD-ROM drive; the VM boots from CD first)" if not vm.cdrom_drive else ""
+        job = _media_job(actor=user, via=via, vm=vm, kind="vm.cdrom.insert", media=iso,
+                         message=f"Insert {iso.name} into the CD-ROM drive of {vm.name}{replaced}{adds}",
+                         data={"image": iso.name, "add_drive": not vm.cdrom_drive})
+    return ActionResult(vm, job, f"Inserting {iso.name} into {vm.name}.")
+
+
+def vm_cdrom_eject(*, actor: Actor, via: str, vm: VM | int) -> ActionResult:
+    """Empty the VM's CD-ROM drive (a locked tray is forced open): from then on it boots from its disk."""
+    user = _check_actor(actor)
+    with transaction.atomic():
+        vm = _media_ready_vm(actor=user, vm=vm, verb="eject the CD of")
+        if not vm.cdrom_drive:
+            raise InvalidState(f"{vm.name} has no CD-ROM drive.", status=vm.status)
+        if vm.cdrom is None:
+            return ActionResult(vm, None, f"The CD-ROM drive of {vm.name} is already empty.")
+        if vm.status in VMStatus.ACTIVE and not get_driver(vm.host.uri).capabilities().live_media_change:
+            raise Conflict(f"The host of {vm.name} ({vm.host.name}) cannot change media in a running VM; "
+                           "stop it and eject again.")
+        name = vm.cdrom.name
+        job = _media_job(actor=user, via=via, vm=vm, kind="vm.cdrom.eject", media=None,
+                         message=f"Eject {name} from {vm.name}", data={"image": name})
+    return ActionResult(vm, job, f"Ejecting {name} from {vm.name}.")

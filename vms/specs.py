@@ -11,10 +11,11 @@ from typing import Any
 
 from django.conf import settings
 
-from portal.hypervisor import DiskSpec, DomainSpec, NicSpec
+from portal.hypervisor import CdromSpec, DiskSpec, DomainSpec, NicSpec
 
 from .models import VM, VMNic
 
+CDROM_TARGET = "hdc"  # the VM's one CD-ROM drive: IDE secondary master, as on a PC
 SpecContributor = Callable[[VM], dict[str, Any]]
 _contributors: list[SpecContributor] = []
 
@@ -44,8 +45,14 @@ def build_spec(vm: VM, *, domain_type: str) -> DomainSpec:
         NicSpec(network=n.network.libvirt_name, mac=n.mac, model=n.model)
         for n in vm.nics.select_related("network").exclude(status=VMNic.Status.DETACHING).order_by("created_at", "id")
     )
+    cdroms: tuple[CdromSpec, ...] = ()
+    if vm.cdrom_drive:
+        media = vm.cdrom
+        cdroms = (CdromSpec(target=CDROM_TARGET, bus="ide", path=media.path if media else None,
+                            format=media.format if media else "raw"),)
     kernel = initrd = cmdline = None
-    if image is not None and image.boot_mode == image.BootMode.KERNEL:
+    # A VM installed from an ISO boots its firmware (CD first, then its disk), never a kernel file.
+    if image is not None and image.boot_mode == image.BootMode.KERNEL and image.kind != image.Kind.ISO:
         kernel, initrd = image.kernel_path or None, image.initrd_path or None
         cmdline = image.cmdline.replace("{hostname}", vm.name) if image.cmdline else None
     extra: dict[str, Any] = {}
@@ -61,6 +68,7 @@ def build_spec(vm: VM, *, domain_type: str) -> DomainSpec:
         description=vm.description,
         disks=disks,
         nics=nics,
+        cdroms=cdroms,
         kernel=kernel,
         initrd=initrd,
         cmdline=cmdline,

@@ -23,6 +23,7 @@ from portal.live import live_context
 from portal.units import mib
 from portal.web import form_error, portal_view, safe_next
 from quotas.selectors import quota_usage
+from storage.models import Image
 from storage.selectors import image_list
 
 from . import lifecycle, services
@@ -175,6 +176,7 @@ def _detail(request: HttpRequest, vm, *, edit_form: VMUpdateForm | None = None, 
         "vm": vm,
         **_snapshot_context(vm),
         **_nic_context(vm, user=request.user),
+        **_cdrom_context(vm, user=request.user),
         "jobs": jobs,
         "events": events,
         "edit_form": edit_form,
@@ -331,6 +333,42 @@ def nic_remove_view(request: HttpRequest, pk: int, nic_id: int) -> HttpResponse:
     _nic, _job, message = services.vm_nic_remove(actor=request.user, via=Via.WEB, vm=pk, nic=nic_id)
     messages.success(request, message)
     return redirect(reverse("vms:detail", args=[pk]) + "#network")
+
+
+def _cdrom_context(vm, *, user) -> dict:
+    """What the CD-ROM panel shows: the drive and its media, and the ISOs the user may insert."""
+    running = vm.status in VMStatus.ACTIVE
+    return {
+        "cdrom_isos": list(image_list(user=user).filter(kind=Image.Kind.ISO)),
+        "cdrom_running": running,
+        "cdrom_allowed": vm.status in lifecycle.MEDIA_STATES and (vm.cdrom_drive or not running),
+        "cdrom_busy": any(j.kind.startswith("vm.cdrom.") and j.is_active for j in vm_jobs(vm=vm)[:5]),
+    }
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+@portal_view
+def cdrom_view(request: HttpRequest, pk: int) -> HttpResponse:
+    """GET: the CD-ROM panel (live.js fetches it again when the media changes). POST: insert an ISO."""
+    vm = vm_get(user=request.user, vm_id=pk)
+    if request.method == "POST":
+        result = services.vm_cdrom_insert(actor=request.user, via=Via.WEB, vm=vm, image=request.POST.get("image", ""))
+        (messages.success if result.job else messages.info)(request, result.message)
+        return redirect(reverse("vms:detail", args=[vm.pk]) + "#cdrom")
+    response = render(request, "vms/_cdrom.html", {"vm": vm, **_cdrom_context(vm, user=request.user)})
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+@login_required
+@require_POST
+@portal_view
+def cdrom_eject_view(request: HttpRequest, pk: int) -> HttpResponse:
+    """Eject the CD (confirmed in the page first); the job opens the tray."""
+    result = services.vm_cdrom_eject(actor=request.user, via=Via.WEB, vm=pk)
+    (messages.success if result.job else messages.info)(request, result.message)
+    return redirect(reverse("vms:detail", args=[pk]) + "#cdrom")
 
 
 @require_GET

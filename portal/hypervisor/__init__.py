@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from .types import (  # noqa: F401
     Capabilities,
+    CdromSpec,
     DhcpHost,
     DiskSpec,
     DomainInfo,

@@ -6,6 +6,7 @@ import xml.etree.ElementTree as ET
 
 from .types import (
     METADATA_NS,
+    CdromSpec,
     DhcpHost,
     DomainSpec,
     InterfaceInfo,
@@ -53,6 +54,8 @@ def build_domain_xml(spec: DomainSpec) -> str:
         if spec.cmdline:
             _sub(os_el, "cmdline", spec.cmdline)
     else:
+        if spec.cdroms:
+            _sub(os_el, "boot", dev="cdrom")  # CD first: an ISO install; an empty tray falls through
         _sub(os_el, "boot", dev="hd")
 
     features = _sub(dom, "features")
@@ -73,6 +76,8 @@ def build_domain_xml(spec: DomainSpec) -> str:
         _sub(d, "target", dev=disk.target, bus=disk.bus)
         if disk.readonly:
             _sub(d, "readonly")
+    for cdrom in spec.cdroms:
+        devices.append(_cdrom(cdrom))
     if any(disk.bus == "scsi" for disk in spec.disks) or spec.domain_type != "test":
         _sub(devices, "controller", type="scsi", index="0", model="virtio-scsi")
     for nic in spec.nics:
@@ -125,6 +130,65 @@ def graphics_endpoint(xml: str) -> tuple[str, int, str | None] | None:
 def disk_paths(xml: str) -> list[str]:
     root = ET.fromstring(xml)
     return [f for s in root.findall("devices/disk/source") if (f := s.get("file"))]
+
+
+def _cdrom(cdrom: CdromSpec) -> ET.Element:
+    # snapshot="no": read-only media has nothing to snapshot (and libvirt compares this attribute
+    # when media changes, so the same element serves define and updateDeviceFlags).
+    d = ET.Element("disk", {"type": "file", "device": "cdrom", "snapshot": "no"})
+    _sub(d, "driver", name="qemu", type=cdrom.format)  # explicit format, never probed
+    if cdrom.path:
+        _sub(d, "source", file=cdrom.path)
+    _sub(d, "target", dev=cdrom.target, bus=cdrom.bus)
+    _sub(d, "readonly")
+    return d
+
+
+def cdrom_xml(cdrom: CdromSpec) -> str:
+    """One CD-ROM <disk>, for updateDeviceFlags (insert: with a source; eject: without)."""
+    return ET.tostring(_cdrom(cdrom), encoding="unicode")
+
+
+def parse_cdroms(xml: str) -> list[CdromSpec]:
+    """The CD-ROM drives of a domain's XML and their media (path None: empty tray)."""
+    root = ET.fromstring(xml)
+    out = []
+    for d in root.findall("devices/disk[@device='cdrom']"):
+        target = d.find("target")
+        source = d.find("source")
+        driver = d.find("driver")
+        out.append(CdromSpec(
+            target=(target.get("dev") or "") if target is not None else "",
+            bus=(target.get("bus") or "ide") if target is not None else "ide",
+            path=(source.get("file") or None) if source is not None else None,
+            format=(driver.get("type") or "raw") if driver is not None else "raw",
+        ))
+    return out
+
+
+def boot_order(xml: str) -> list[str]:
+    """The firmware boot devices in order (<os><boot dev=...>), e.g. ["cdrom", "hd"]."""
+    root = ET.fromstring(xml)
+    return [b.get("dev") or "" for b in root.findall("os/boot")]
+
+
+def set_cdrom_media(xml: str, cdrom: CdromSpec) -> str:
+    """The domain XML with the drive at `cdrom.target` holding `cdrom.path` (None: empty): for
+    drivers that cannot update a device, the definition is written again with it."""
+    root = ET.fromstring(xml)
+    for d in root.findall("devices/disk[@device='cdrom']"):
+        target = d.find("target")
+        if target is None or target.get("dev") != cdrom.target:
+            continue
+        source = d.find("source")
+        if source is not None:
+            d.remove(source)
+        if cdrom.path:
+            new = ET.Element("source", {"file": cdrom.path})
+            driver = d.find("driver")
+            d.insert(list(d).index(driver) + 1 if driver is not None else 0, new)
+        return ET.tostring(root, encoding="unicode")
+    raise KeyError(cdrom.target)
 
 
 def title_of(xml: str) -> str:

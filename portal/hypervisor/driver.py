@@ -6,6 +6,7 @@ at this boundary (portal.hypervisor.errors), and a lost connection is re-opened 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
@@ -22,6 +23,7 @@ from . import domain_xml
 from .errors import classify, is_connection_error
 from .types import (
     Capabilities,
+    CdromSpec,
     DhcpHost,
     DomainInfo,
     DomainSpec,
@@ -248,6 +250,7 @@ class LibvirtDriver:
             events=True,
             storage_files=real,
             nic_hotplug=real,
+            live_media_change=real,
         )
 
     def host_info(self) -> HostInfo:
@@ -969,6 +972,45 @@ class LibvirtDriver:
                 return True
             time.sleep(0.25)
         return False
+
+    # -- CD-ROM media --------------------------------------------------------------------------
+    def domain_cdroms(self, uuid: str, *, inactive: bool = False) -> list[CdromSpec]:
+        """The domain's CD-ROM drives and their media (live XML, or the definition with `inactive`)."""
+        return domain_xml.parse_cdroms(self.domain_xml(uuid, inactive=inactive))
+
+    def change_media(self, uuid: str, *, target: str, path: str | None, fmt: str = "raw") -> None:
+        """Insert `path` into the CD-ROM drive `target` (None: eject), in the definition and, while
+        the domain runs, in the running guest (a locked tray is forced open). Idempotent: media
+        already as wanted is left alone. Drivers without device updates (the test driver) get a
+        stopped domain's definition written again; a running one there is Unsupported."""
+
+        def fn(conn: libvirt.virConnect) -> None:
+            dom = self._lookup(conn, uuid)
+            config_xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+            drive = next((c for c in domain_xml.parse_cdroms(config_xml) if c.target == target), None)
+            if drive is None:
+                raise HypervisorInvalidState("The VM has no CD-ROM drive.",
+                                             detail=f"domain {uuid} has no CD-ROM drive {target}")
+            wanted = dataclasses.replace(drive, path=path or None, format=fmt)
+            active = bool(dom.isActive())
+            live = next((c for c in domain_xml.parse_cdroms(dom.XMLDesc(0)) if c.target == target), None) \
+                if active else None
+            flags = 0
+            if drive.path != wanted.path:
+                flags |= libvirt.VIR_DOMAIN_AFFECT_CONFIG
+            if active and (live is None or live.path != wanted.path):
+                flags |= libvirt.VIR_DOMAIN_AFFECT_LIVE
+            if not flags:
+                return
+            if self.is_test:  # no virDomainUpdateDeviceFlags in the test driver
+                if flags & libvirt.VIR_DOMAIN_AFFECT_LIVE:
+                    raise Unsupported("This VM's host cannot change media in a running VM; stop it first.",
+                                      detail=f"live media change is not supported by {self.uri}")
+                conn.defineXML(domain_xml.set_cdrom_media(config_xml, wanted))
+                return
+            dom.updateDeviceFlags(domain_xml.cdrom_xml(wanted), flags | libvirt.VIR_DOMAIN_DEVICE_MODIFY_FORCE)
+
+        self._call(f"change media in {target} of {uuid}", fn)
 
     def upload_bytes(self, *, pool: str, name: str, data: bytes, fmt: str = "raw") -> VolumeInfo:
         """Create a volume holding exactly `data` (a cloud-init seed), streamed through libvirt so it

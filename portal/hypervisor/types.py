@@ -36,6 +36,18 @@ class DiskSpec:
 
 
 @dataclass(frozen=True)
+class CdromSpec:
+    """A CD-ROM drive and the media in it (`path` None: an empty tray). IDE on the `pc` machine, the
+    bus every firmware and installer knows; IDE cannot be hot-plugged, so drives change only while
+    the domain is off, and media change on a running one."""
+
+    target: str = "hdc"
+    bus: str = "ide"
+    path: str | None = None
+    format: str = "raw"
+
+
+@dataclass(frozen=True)
 class NicSpec:
     """A NIC on a libvirt network (`network` is the network's libvirt name on the domain's host)."""
 
@@ -118,6 +130,9 @@ class DomainSpec:
     description: str = ""
     disks: tuple[DiskSpec, ...] = ()
     nics: tuple[NicSpec, ...] = ()
+    # CD-ROM drives: with any, a firmware-booted domain boots from CD first, then from its disk
+    # (an empty tray falls through to the disk); direct-kernel domains keep booting their kernel.
+    cdroms: tuple[CdromSpec, ...] = ()
     kernel: str | None = None
     initrd: str | None = None
     cmdline: str | None = None
@@ -184,6 +199,7 @@ class Capabilities:
     events: bool
     storage_files: bool
     nic_hotplug: bool = False
+    live_media_change: bool = False  # insert or eject a CD in a running domain
 
 
 @dataclass(frozen=True)

@@ -48,6 +48,9 @@
     $all(document, attrEq("data-snapshots-panel", ev.id)).forEach(function (panel) {
       if (panel.dataset.vmStatus !== ev.status && !leaving) reloadPanel("snapshots", panel);
     });
+    $all(document, attrEq("data-cdrom-panel", ev.id)).forEach(function (panel) {
+      if (panel.dataset.vmStatus !== ev.status && !leaving) reloadPanel("cdrom", panel);
+    });
     $all(document, attrEq("data-nics-panel", ev.id)).forEach(function (panel) {
       if (leaving) return;
       var nicsChanged = ev.nics !== undefined && panel.dataset.nicsSig !== ev.nics;
@@ -194,6 +197,9 @@
     if (ev.target_type === "vm" && String(ev.job_kind || "").indexOf("vm.nic.") === 0) {
       refreshPanels("nics", ev);
     }
+    if (ev.target_type === "vm" && String(ev.job_kind || "").indexOf("vm.cdrom.") === 0) {
+      refreshPanels("cdrom", ev);
+    }
     if (!active && known.length) {
       if (ev.status === "failed" || ev.status === "errored") {
         announce((config.jobLabels[ev.job_kind] || ev.job_kind) + " failed: " + (ev.error || ""));
@@ -205,7 +211,8 @@
   // snapshots (snapshot jobs) and the network (NIC jobs, addresses seen by the monitor).
   var PANELS = {
     snapshots: { attr: "data-snapshots-panel", url: "snapshotsUrl", keep: ["#id_snapshot_name"] },
-    nics: { attr: "data-nics-panel", url: "nicsUrl", keep: ["#id_nic_network", "#id_nic_model"] }
+    nics: { attr: "data-nics-panel", url: "nicsUrl", keep: ["#id_nic_network", "#id_nic_model"] },
+    cdrom: { attr: "data-cdrom-panel", url: "cdromUrl", keep: ["#id_cdrom_image"] }
   };
 
   var panelJobStatus = {};
@@ -282,6 +289,9 @@
     }
     else if (ev.kind === "vm_nics") {
       $all(document, attrEq("data-nics-panel", ev.id)).forEach(function (p) { reloadPanel("nics", p); });
+    }
+    else if (ev.kind === "vm_cdrom") {
+      $all(document, attrEq("data-cdrom-panel", ev.id)).forEach(function (p) { reloadPanel("cdrom", p); });
     }
   }
 

@@ -218,3 +218,53 @@ def test_unreachable_hypervisor_is_reported_as_unavailable():
     assert "/nonexistent/libvirt-sock" not in caught.value.message  # plain words for users,
     assert "cannot connect" in caught.value.detail  # the hypervisor's own words for administrators
     assert "/nonexistent/libvirt-sock" in caught.value.detail
+
+
+def _iso_path(driver: LibvirtDriver) -> str:
+    """Media QEMU can open: the guest ISO (scripts/build-guest-iso.sh); any path on the test driver."""
+    from pathlib import Path
+
+    iso = Path(settings.GUEST_DIR) / "guest.iso"
+    if not driver.is_test and not iso.exists():
+        pytest.fail(f"{iso} is missing: run scripts/build-guest-iso.sh (setup.sh --test does)")
+    return str(iso)
+
+
+def test_cdrom_drive_boots_first_and_media_changes_while_stopped(driver, spec):
+    from portal.hypervisor import CdromSpec
+    from portal.hypervisor.domain_xml import boot_order
+
+    s = dataclasses.replace(spec, cdroms=(CdromSpec(),))  # an empty tray
+    driver.define(s)
+    assert boot_order(driver.domain_xml(s.uuid, inactive=True)) == ["cdrom", "hd"]
+    assert driver.domain_cdroms(s.uuid, inactive=True) == [CdromSpec(target="hdc", bus="ide", path=None)]
+    iso = _iso_path(driver)
+    driver.change_media(s.uuid, target="hdc", path=iso)
+    driver.change_media(s.uuid, target="hdc", path=iso)  # idempotent
+    assert [c.path for c in driver.domain_cdroms(s.uuid, inactive=True)] == [iso]
+    driver.change_media(s.uuid, target="hdc", path=None)
+    assert [c.path for c in driver.domain_cdroms(s.uuid, inactive=True)] == [None]
+    with pytest.raises(HypervisorInvalidState, match="no CD-ROM drive"):
+        driver.change_media(s.uuid, target="hdd", path=iso)
+
+
+def test_media_changes_in_a_running_domain_where_the_driver_can(driver, spec):
+    from portal.exceptions import Unsupported
+    from portal.hypervisor import CdromSpec
+
+    s = dataclasses.replace(spec, cdroms=(CdromSpec(),))
+    driver.define(s)
+    driver.start(s.uuid)
+    iso = _iso_path(driver)
+    if not driver.capabilities().live_media_change:
+        assert driver.is_test  # the services refuse before calling it
+        with pytest.raises(Unsupported, match="stop it first"):
+            driver.change_media(s.uuid, target="hdc", path=iso)
+        return
+    driver.change_media(s.uuid, target="hdc", path=iso)  # insert: live and in the definition
+    assert [c.path for c in driver.domain_cdroms(s.uuid)] == [iso]
+    assert [c.path for c in driver.domain_cdroms(s.uuid, inactive=True)] == [iso]
+    driver.change_media(s.uuid, target="hdc", path=None)  # eject
+    assert [c.path for c in driver.domain_cdroms(s.uuid)] == [None]
+    assert [c.path for c in driver.domain_cdroms(s.uuid, inactive=True)] == [None]
+    assert driver.domain_info(s.uuid).state == PowerState.RUNNING

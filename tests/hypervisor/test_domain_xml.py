@@ -46,3 +46,25 @@ def test_graphics_endpoint_from_live_xml():
             "</devices></domain>")
     assert graphics_endpoint(live) == ("127.0.0.1", 5901, "s")
     assert graphics_endpoint("<domain><devices><graphics type='vnc' port='-1'/></devices></domain>") is None
+
+
+def test_cdrom_drives_boot_first_and_an_empty_tray_has_no_source():
+    from portal.hypervisor import CdromSpec
+    from portal.hypervisor.domain_xml import boot_order, cdrom_xml, parse_cdroms, set_cdrom_media
+
+    xml = build_domain_xml(make_spec(disks=(DiskSpec(path="/x/d.qcow2"),),
+                                     cdroms=(CdromSpec(path="/pool/install.iso"),)))
+    root = ET.fromstring(xml)
+    cd = root.find("devices/disk[@device='cdrom']")
+    assert cd.find("target").attrib == {"dev": "hdc", "bus": "ide"}
+    assert cd.find("readonly") is not None and cd.find("driver").get("type") == "raw"
+    assert boot_order(xml) == ["cdrom", "hd"]
+    assert parse_cdroms(xml) == [CdromSpec(path="/pool/install.iso")]
+
+    ejected = set_cdrom_media(xml, CdromSpec(path=None))
+    assert parse_cdroms(ejected) == [CdromSpec(path=None)]
+    assert parse_cdroms(set_cdrom_media(ejected, CdromSpec(path="/p/b.iso"))) == [CdromSpec(path="/p/b.iso")]
+    assert ET.fromstring(cdrom_xml(CdromSpec())).find("source") is None  # the empty tray
+    # No drive: the disk only; a direct-kernel domain keeps its kernel even with a drive.
+    assert boot_order(build_domain_xml(make_spec())) == ["hd"]
+    assert boot_order(build_domain_xml(make_spec(kernel="/k", cdroms=(CdromSpec(),)))) == []

@@ -520,3 +520,20 @@ def test_the_image_command_imports_lists_and_deletes(transactional_db, test_host
                      stdout=io.StringIO())
     call_command("vm", "--user", "alice", "image", "delete", "cli-disk", stdout=out)
     assert "Deleted image cli-disk" in out.getvalue() and not Image.objects.filter(name="cli-disk").exists()
+
+
+def test_a_second_patch_while_one_is_writing_is_refused_and_changes_nothing(transactional_db, alice, client_for,
+                                                                            dirs):
+    import fcntl
+
+    from storage import uploads
+
+    client = client_for(alice)
+    url = tus_create(client, 100)["Location"]
+    upload = Upload.objects.get()
+    with open(uploads.upload_path(upload), "r+b") as writing:  # what a PATCH in progress holds
+        fcntl.flock(writing, fcntl.LOCK_EX)
+        busy = tus_patch(client, url, 0, b"x" * 50)
+        assert busy.status_code == 409 and "Another request is writing" in busy.json()["detail"]
+    assert Upload.objects.get().offset == 0
+    assert tus_patch(client, url, 0, b"x" * 50)["Upload-Offset"] == "50"

@@ -88,6 +88,10 @@ class NicAddSerializer(serializers.Serializer):
                                 help_text="A unicast MAC; a free 52:54:00:xx:xx:xx one when omitted.")
 
 
+class CdromInsertSerializer(serializers.Serializer):
+    image = NameOrIdField(allow_blank=True, help_text="An ISO image you may use, by name or id.")
+
+
 class VMListQuerySerializer(serializers.Serializer):
     status = serializers.ChoiceField(choices=VMStatus.choices, required=False, help_text="Only VMs in this state.")
     search = serializers.CharField(required=False, help_text="Substring of the name or description.")
@@ -134,13 +138,17 @@ class VMSerializer(serializers.ModelSerializer):
         help_text="A ready `ssh` command line once a NIC's address is known (null until then, or for images "
                   "without an SSH login).")
     nics_url = serializers.SerializerMethodField()
+    cdrom_drive = serializers.BooleanField(read_only=True, help_text="The VM has a CD-ROM drive (boots from it first).")
+    cdrom = serializers.SlugRelatedField(slug_field="name", read_only=True, allow_null=True,
+                                         help_text="The ISO image in the CD-ROM drive (null: none, or an empty tray).")
+    cdrom_url = serializers.SerializerMethodField()
 
     class Meta:
         model = VM
         fields = ["id", "uuid", "name", "description", "status", "status_label", "power_state", "owner",
                   "group", "host", "image", "flavor", "vcpus", "memory_mib", "disk_gib", "domain_name",
                   "created_via", "last_error", "created_at", "updated_at", "status_changed_at", "nics", "ssh",
-                  "url", "jobs_url", "snapshots_url", "events_url", "nics_url"]
+                  "cdrom_drive", "cdrom", "url", "jobs_url", "snapshots_url", "events_url", "nics_url", "cdrom_url"]
         read_only_fields = fields
 
     def get_ssh(self, vm: VM) -> str | None:
@@ -148,6 +156,9 @@ class VMSerializer(serializers.ModelSerializer):
 
     def get_nics_url(self, vm: VM) -> str:
         return reverse("api-vm-nics", kwargs={"pk": vm.pk}, request=self.context.get("request"))
+
+    def get_cdrom_url(self, vm: VM) -> str:
+        return reverse("api-vm-cdrom", kwargs={"pk": vm.pk}, request=self.context.get("request"))
 
     def get_url(self, vm: VM) -> str:
         return reverse("api-vm-detail", kwargs={"pk": vm.pk}, request=self.context.get("request"))

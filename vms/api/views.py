@@ -45,6 +45,8 @@ from vms.services import (
     snapshot_delete,
     snapshot_revert,
     vm_action,
+    vm_cdrom_eject,
+    vm_cdrom_insert,
     vm_create,
     vm_delete,
     vm_grow_disk,
@@ -54,6 +56,7 @@ from vms.services import (
 )
 
 from .serializers import (
+    CdromInsertSerializer,
     FlavorSerializer,
     NicAddSerializer,
     NicOperationSerializer,
@@ -125,7 +128,7 @@ class VMViewSet(viewsets.GenericViewSet):
                           "events": VMEventSerializer,
                           "snapshots": SnapshotCreateSerializer, "snapshot": SnapshotSerializer,
                           "snapshot_revert": SnapshotSerializer, "grow_disk": VMGrowDiskSerializer,
-                          "nics": NicAddSerializer, "nic": NicSerializer}
+                          "nics": NicAddSerializer, "nic": NicSerializer, "cdrom": CdromInsertSerializer}
 
     def get_serializer_class(self):
         return self.action_serializers.get(self.action, VMSerializer)
@@ -317,6 +320,30 @@ class VMViewSet(viewsets.GenericViewSet):
         if request.method == "GET":
             return Response(NicSerializer(found, context={"request": request}).data)
         return self._nic_operation(request, vm_nic_remove(actor=request.user, via=Via.API, vm=vm, nic=found))
+
+    @extend_schema(
+        methods=["POST"], parameters=[VM_ID], request=CdromInsertSerializer,
+        responses={202: OpenApiResponse(VMOperationSerializer, description="Accepted: the job inserts the ISO."),
+                   200: OpenApiResponse(VMOperationSerializer, description="That ISO is in the drive already."),
+                   400: INVALID, 404: NOT_FOUND,
+                   409: OpenApiResponse(ErrorSerializer, description="VM busy or in the wrong state, or it runs "
+                                                                     "without a CD-ROM drive (stop it first).")})
+    @extend_schema(
+        methods=["DELETE"], parameters=[VM_ID], request=None,
+        responses={202: OpenApiResponse(VMOperationSerializer, description="Accepted: the job ejects the CD."),
+                   200: OpenApiResponse(VMOperationSerializer, description="The drive is empty already."),
+                   404: NOT_FOUND, 409: WRONG_STATE})
+    @action(detail=True, methods=["post", "delete"], url_path="cdrom", url_name="cdrom")
+    def cdrom(self, request, pk=None):
+        """POST: put an ISO you may use into the VM's CD-ROM drive (live while it runs; a stopped VM
+        without a drive gets one). DELETE: eject it; the VM then boots from its disk."""
+        vm = self.get_object()
+        if request.method == "DELETE":
+            return _operation(request, vm_cdrom_eject(actor=request.user, via=Via.API, vm=vm))
+        data = CdromInsertSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        return _operation(request, vm_cdrom_insert(actor=request.user, via=Via.API, vm=vm,
+                                                   image=data.validated_data["image"]))
 
     def _nic_operation(self, request, result: tuple[VMNic, Job, str], *, created: bool = False) -> Response:
         nic, job, message = result

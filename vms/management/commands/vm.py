@@ -56,7 +56,7 @@ def networks_option(values: list[str] | None) -> list[str] | None:
 
 class Command(BaseCommand):
     help = ("VM lifecycle as a given user: list, show, create, start, stop, force-off, reboot, pause, resume, "
-            "delete, grow-disk; snapshot, snapshots, revert, delete-snapshot; nic-add, nic-remove; and verbs "
+            "delete, grow-disk; snapshot, snapshots, revert, delete-snapshot; nic-add, nic-remove; cdrom; and verbs "
             "other apps add (console: one-time console URLs); image import|list|delete (the image library).")
 
     def add_arguments(self, parser):
@@ -104,6 +104,12 @@ class Command(BaseCommand):
         nic_remove = sub.add_parser("nic-remove", help="Remove a NIC, given by its MAC or its id.")
         nic_remove.add_argument("name")
         nic_remove.add_argument("nic", metavar="MAC|ID")
+        cdrom = sub.add_parser("cdrom", help="Insert an ISO into the VM's CD-ROM drive (a stopped VM without one "
+                                             "gets one) or eject it; the VM boots from CD first while one is in.")
+        cdrom.add_argument("name")
+        media = cdrom.add_mutually_exclusive_group(required=True)
+        media.add_argument("--insert", metavar="ISO", help="An ISO image you may use, by name or id.")
+        media.add_argument("--eject", action="store_true", help="Empty the drive: the VM boots from its disk.")
         # `--wait` after the subcommand too (`create web-1 --flavor tiny --wait`). SUPPRESS: a subcommand
         # given without it must not reset a `--wait` given before it.
         for verb_parser in {id(p): p for p in sub.choices.values()}.values():  # aliases share a parser
@@ -156,6 +162,10 @@ class Command(BaseCommand):
         if verb == "nic-remove":
             _nic, job, message = services.vm_nic_remove(actor=actor, via=Via.CLI, vm=vm, nic=opts["nic"])
             return _Outcome(message, job)
+        if verb == "cdrom":
+            if opts["eject"]:
+                return services.vm_cdrom_eject(actor=actor, via=Via.CLI, vm=vm)
+            return services.vm_cdrom_insert(actor=actor, via=Via.CLI, vm=vm, image=opts["insert"])
         if verb in _extra_verbs:
             return _extra_verbs[verb][2](self, actor, vm, opts)
         if verb == lifecycle.DELETE.action:
@@ -188,6 +198,8 @@ class Command(BaseCommand):
                               f"{nic.status:<10} {nic.ip_address or '-'}")
         if not nics:
             self.stdout.write(f"{'nic':<12} none")
+        if vm.cdrom_drive:
+            self.stdout.write(f"{'cdrom':<12} {vm.cdrom.name if vm.cdrom else '(empty)'}")
         ssh = selectors.vm_ssh_command(vm=vm, nics=nics)
         self.stdout.write(f"{'ssh':<12} {ssh or '- (no address seen yet, or the image has no SSH login)'}")
 
