@@ -99,3 +99,12 @@ def test_create_from_an_image_the_caller_may_not_use_is_refused(slack, alice_lin
     text = reply_text(slack.command("create web-1 --image bob-disk --flavor small"))
     assert "Unknown image 'bob-disk'" in text
     assert not VM.objects.filter(name="web-1").exists()
+
+
+def test_create_from_an_iso_gets_a_blank_disk_and_the_iso_in_its_cd_drive(slack, alice_linked, images):
+    response = slack.command("create inst-1 --image bob-iso --flavor small")
+    assert reply_of(response) == {}, reply_text(response)
+    vm = VM.objects.get(name="inst-1")
+    assert vm.image.name == "bob-iso" and vm.status == "running"
+    assert vm.cdrom is not None and vm.cdrom.name == "bob-iso"
+    assert "is creating *inst-1*" in slack.fake.posts(CHANNEL)[0].text
