@@ -178,4 +178,12 @@ def test_an_upload_resumes_after_a_lost_chunk_and_the_image_is_listed_and_a_canc
     expect(url_form.locator("[data-field-error=name]")).to_be_hidden()
     expect(url_form.locator("[data-job-badge]")).to_contain_text("Failed", timeout=60_000)
     expect(url_form.locator("[data-job-error]")).to_contain_text("The download failed")
+
+    page.set_viewport_size({"width": 390, "height": 844})  # phone width: the table becomes cards
+    page.goto("/images/")
+    expect(page.locator("tr[data-image=web-upload]")).to_be_visible()
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    page.screenshot(path=str(screenshot_dir / "images-phone.png"), full_page=True)
+    page.goto(f"/images/{image.pk}/")
+    page.screenshot(path=str(screenshot_dir / "image-detail-phone.png"), full_page=True)
     assert not problems, problems
