@@ -68,7 +68,7 @@
 
   function formError(form, message) {
     var top = form.querySelector("[data-form-error]");
-    top.textContent = message;
+    top.textContent = top.hidden || !top.textContent ? message : top.textContent + " " + message;
     top.hidden = false;
   }
 
@@ -80,10 +80,9 @@
       Object.keys(errors).forEach(function (key) {
         var list = Array.isArray(errors[key]) ? errors[key] : [String(errors[key])];
         list = list.map(function (m) { return typeof m === "string" ? m : JSON.stringify(m); });
-        var field = FIELD_ALIASES[key] || key;
-        if (fieldError(form, field, list)) shown = true;
-        else if (key !== "__all__" && key !== "non_field_errors") { formError(form, list.join(" ")); shown = true; }
-        else { formError(form, list.join(" ")); shown = true; }
+        // Next to its field when the form has it; otherwise (non_field_errors, __all__, …) on top.
+        if (!fieldError(form, FIELD_ALIASES[key] || key, list)) formError(form, list.join(" "));
+        shown = true;
       });
     }
     if (!shown) {
