@@ -187,3 +187,56 @@ def test_an_upload_resumes_after_a_lost_chunk_and_the_image_is_listed_and_a_canc
     page.goto(f"/images/{image.pk}/")
     page.screenshot(path=str(screenshot_dir / "image-detail-phone.png"), full_page=True)
     assert not problems, problems
+
+
+def test_a_reload_mid_upload_resumes_from_the_portals_offset_when_the_same_file_is_chosen(
+        portal, browser, transactional_db, test_host, alice, tmp_path, staging):
+    disk = _qcow2(tmp_path, "reloaded", 2)
+    size = disk.stat().st_size
+    page, problems = _page(browser, portal)
+    page.goto("/images/")
+    page.locator("[data-upload-form]").evaluate(f"f => f.dataset.chunkBytes = '{CHUNK}'")
+
+    def hold_third(route):
+        if route.request.method == "PATCH" and int(route.request.headers["upload-offset"]) >= 2 * CHUNK:
+            return  # never answered: the tab is reloaded while it is under way
+        route.continue_()
+
+    page.route("**/api/uploads/**", hold_third)
+    page.set_input_files("#upload-file", str(disk))
+    with page.expect_request(lambda r: r.method == "PATCH" and int(r.headers["upload-offset"]) == 2 * CHUNK):
+        page.get_by_role("button", name="Upload and import").click()
+    upload = Upload.objects.get(filename="reloaded.qcow2")
+    assert upload.offset == 2 * CHUNK
+
+    # A reload (the same would be a closed tab, or a browser restart with its localStorage kept).
+    page.unroute("**/api/uploads/**")
+    page.reload()
+    seen: list[tuple[str, str, int | None]] = []
+
+    def record(route):
+        offset = route.request.headers.get("upload-offset")
+        seen.append((route.request.method, route.request.url, int(offset) if offset is not None else None))
+        route.continue_()
+
+    page.route("**/api/uploads/**", record)
+    head_offsets: list[int] = []
+    page.on("response", lambda r: head_offsets.append(int(r.headers["upload-offset"]))
+            if r.request.method == "HEAD" and "/api/uploads/" in r.url else None)
+    page.locator("[data-upload-form]").evaluate(f"f => f.dataset.chunkBytes = '{CHUNK}'")
+    page.set_input_files("#upload-file", str(disk))  # the same file: its fingerprint finds the upload
+    page.locator("#upload-name").fill("reloaded")
+    page.get_by_role("button", name="Upload and import").click()
+    expect(page.locator("[data-upload-form] [data-import-done]")).to_contain_text("Imported reloaded",
+                                                                                timeout=90_000)
+
+    assert "POST" not in [m for m, _, _ in seen], seen  # no new upload was created
+    assert seen[0][0] == "HEAD" and str(upload.pk) in seen[0][1], seen
+    # On from where the portal stood (two chunks, or three when the held one got through as the page went).
+    assert head_offsets and head_offsets[0] >= 2 * CHUNK, head_offsets
+    assert [o for m, _, o in seen if m == "PATCH"] == list(range(head_offsets[0], size, CHUNK)), seen
+    assert Upload.objects.count() == 1
+    upload.refresh_from_db()
+    assert upload.status == "done"
+    assert Image.objects.get(name="reloaded").owner == alice
+    assert not problems, problems
