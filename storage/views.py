@@ -75,6 +75,8 @@ def image_list_view(request: HttpRequest) -> HttpResponse:
         "search": search,
         "filtered": bool(kind or search),
         "visibility_choices": Image.Visibility.choices,
+        # Administrators import into the library (for everyone); users into their own space (for them).
+        "default_visibility": Image.Visibility.PUBLIC if is_admin(request.user) else Image.Visibility.PRIVATE,
         "groups": list(_groups_for(request.user)),
         "chunk_bytes": settings.IMAGE_UPLOAD_CHUNK_BYTES,
         "max_bytes": settings.IMAGE_MAX_BYTES,

@@ -74,6 +74,14 @@ def test_the_page_carries_the_upload_and_url_forms(library, alice, client):
     assert 'data-chunk-bytes="8388608"' in html
     assert "vendor/tus/tus.min.js" in html and "portal/images.js" in html
     assert '<input type="checkbox" name="groups" value="qa">' in html  # alice's own groups to share with
+    assert '<option value="private" selected>Owner only</option>' in html  # her own space, for her
+
+
+def test_administrators_add_to_the_library_for_everyone_by_default(library, admin_user, client):
+    client.force_login(admin_user)
+    html = client.get("/images/").content.decode()
+    assert '<option value="public" selected>Everyone</option>' in html
+    assert "count against your disk quota" not in html
 
 
 def test_mine_says_what_to_do_when_empty(test_host, bob, client):
