@@ -83,6 +83,13 @@ class Networks:
 
 
 @dataclass(frozen=True)
+class Images:
+    """The images the caller may create VMs from (disk images, ISOs, templates), optionally one kind."""
+
+    kind: str = ""
+
+
+@dataclass(frozen=True)
 class GrowDisk:
     name: str
     disk_gib: str
@@ -148,7 +155,7 @@ class Subscriptions:
     pass
 
 
-Command = (Help | Link | Unlink | ListVMs | Create | Action | Console | Info | Networks | Quota | QuotaRequest | Hosts
+Command = (Help | Link | Unlink | ListVMs | Create | Action | Console | Info | Networks | Images | Quota | QuotaRequest | Hosts
            | Subscribe | Unsubscribe | Subscriptions | TakeSnapshot | ListSnapshots | Revert | GrowDisk | ListKeys)
 
 # The VM actions, as the lifecycle table names them (force_off also as force-off), and a few aliases.
@@ -192,6 +199,10 @@ EVENT_ALIASES = {
     "all": ("job.succeeded", "job.failed", "vm.state", "host.down"),
 }
 DEFAULT_EVENTS = ("job.succeeded", "job.failed", "vm.state")
+
+# `/vm images KIND` (storage.models.Image.Kind values, and plurals).
+IMAGE_KINDS = {"disk": "disk", "disks": "disk", "iso": "iso", "isos": "iso",
+               "template": "template", "templates": "template"}
 
 # Typographic quotes that Slack clients put in for straight ones.
 _QUOTES = str.maketrans({"“": '"', "”": '"', "„": '"', "‘": "'", "’": "'"})
@@ -301,6 +312,11 @@ def parse(text: str, *, prefix: str = "/vm") -> Command:
         if rest:
             raise ParseError(f"`{prefix} networks` takes no arguments.")
         return Networks()
+    if verb in ("images", "image", "imgs"):
+        if len(rest) > 1 or (rest and rest[0].lower() not in IMAGE_KINDS):
+            raise ParseError(f"Type `{prefix} images` for all the images you can use, or "
+                             f"`{prefix} images disk|iso|template` for one kind.")
+        return Images(kind=IMAGE_KINDS[rest[0].lower()] if rest else "")
     if verb == "quota":
         if rest and rest[0].lower() == "request":
             positional, options = _options(rest[1:], QUOTA_OPTIONS, "quota request")

@@ -19,7 +19,7 @@ from django.urls import reverse
 from portal.choices import JobStatus
 from portal.exceptions import PortalError, QuotaExceeded, user_message
 from portal.jobs.labels import job_label
-from portal.units import mib
+from portal.units import filesize, mib
 from vms import lifecycle
 
 # Action ids of buttons (the Bolt app routes on these).
@@ -159,6 +159,8 @@ def help_reply(prefix: str, *, is_staff: bool = False, linked: bool = True) -> R
         "from a template: `--image TEMPLATE` takes its sizes, `--clone full` makes a standalone copy of it)",
         f"`{prefix} info NAME` — the VM's state, size, NICs with their addresses, and its ssh line",
         f"`{prefix} networks` — the networks you can put VMs on (the default one marked)",
+        f"`{prefix} images [disk|iso|template]` — the images you can create VMs from "
+        f"(`{prefix} create NAME --image TEMPLATE` makes a VM from a template)",
         f"`{prefix} start NAME` · `{prefix} stop NAME` (ACPI shutdown) · `{prefix} reboot NAME` · "
         f"`{prefix} force-off NAME` (cut the power) — stop, reboot and force off ask first",
         f"`{prefix} pause NAME` · `{prefix} resume NAME` — freeze a running VM in memory, and carry on",
@@ -410,6 +412,36 @@ def networks_reply(networks: list, *, default=None, is_staff: bool = False, pref
         lines.append(line)
     hint = (f"`{prefix} create NAME --net {esc(networks[0].name)}` puts a VM on a network (several: `--net a,b`; "
             f"none: `--net none`)" + ("; without `--net`, on the default one." if default is not None else "."))
+    text = "\n".join(lines)
+    return Reply(text=text + "\n" + hint, blocks=[section(text), context(hint)])
+
+
+KIND_WORDS = {"disk": "disk image", "iso": "ISO", "template": "template"}
+KIND_ICONS = {"disk": "💽", "iso": "💿", "template": "📐"}
+
+
+def images_reply(images: list, *, total: int, user, kind: str = "", prefix: str = "/vm", url: str = "") -> Reply:
+    """The images a user may create VMs from: kind, name, title, size, owner (the library's or someone's)."""
+    what = {"disk": "disk images", "iso": "ISOs", "template": "templates"}.get(kind, "images")
+    if not images:
+        text = f"There are no {what} you can use yet. <{url}|Upload one in the portal>."
+        return Reply(text=text)
+    lines = [f"*{what[0].upper() + what[1:]} you can use* ({total})"]
+    for image in images[:MAX_LISTED]:
+        owner = ("library" if image.owner_id is None else "yours" if image.owner_id == user.pk
+                 else esc(image.owner.get_username()))
+        title = f"{esc(image.title)} · " if image.title and image.title != image.name else ""
+        line = (f"{KIND_ICONS.get(image.kind, '•')} `{esc(image.name)}` — {title}{KIND_WORDS.get(image.kind, image.kind)}"
+                f" · {filesize(image.size_bytes)} · {owner}")
+        if image.is_default:
+            line += " ⭐ *default*"
+        lines.append(line)
+    if total > MAX_LISTED:
+        lines.append(f"…and {total - MAX_LISTED} more: <{url}|see them all in the portal>.")
+    example = next((i for i in images if i.kind == "template"), images[0])
+    hint = (f"`{prefix} create NAME --image {esc(example.name)}` creates a VM from one"
+            f"{' (a template brings its sizes)' if example.kind == 'template' else ''}; "
+            f"<{url}|upload or import images in the portal>.")
     text = "\n".join(lines)
     return Reply(text=text + "\n" + hint, blocks=[section(text), context(hint)])
 

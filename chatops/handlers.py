@@ -35,6 +35,7 @@ from quotas.services import (
     quota_request_deny,
     quota_request_for_size,
 )
+from storage.selectors import image_list
 from vms.dashboard import host_capacity_for
 from vms.selectors import vm_get_by_name, vm_list, vm_nics, vm_snapshot_get, vm_snapshots, vm_ssh_command
 from vms.services import snapshot_create, snapshot_revert, vm_action, vm_create, vm_delete, vm_grow_disk
@@ -318,6 +319,14 @@ def _networks(ctx, user, command: c.Networks, prefix: str) -> f.Reply:
     return f.networks_reply(networks, default=network_default_for(user=user), is_staff=user.is_staff, prefix=prefix)
 
 
+def _images(ctx, user, command: c.Images, prefix: str) -> f.Reply:
+    images = image_list(user=user).order_by("kind", "name")
+    if command.kind:
+        images = images.filter(kind=command.kind)
+    return f.images_reply(list(images[: f.MAX_LISTED]), total=images.count(), user=user, kind=command.kind,
+                          prefix=prefix, url=f.portal_url(reverse("storage:images")))
+
+
 def _quota(ctx, user, command: c.Quota, prefix: str) -> f.Reply:
     pending = quota_request_pending(user=user)
     return f.quota_reply(quota_usage(user=user), prefix=prefix, pending=pending)
@@ -383,6 +392,7 @@ COMMANDS = {
     c.Console: _console,
     c.Info: _info,
     c.Networks: _networks,
+    c.Images: _images,
     c.Quota: _quota,
     c.QuotaRequest: _quota_request,
     c.Hosts: _hosts,

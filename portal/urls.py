@@ -20,6 +20,7 @@ urlpatterns = [
     path("account/", include("accounts.urls")),
     path("quotas/", include("quotas.urls")),
     path("networks/", include("networks.urls")),
+    path("images/", include("storage.urls")),
     path("consoles/", include("consoles.urls")),
     path("slack/", include("chatops.urls")),
     path("", include("vms.urls")),

@@ -99,7 +99,7 @@ elif [ ! -s "$DEBIAN_DIR/manifest.json" ]; then
 fi
 
 if [ -x scripts/vendor-js.sh ]; then
-  step "Vendoring console JavaScript (noVNC, xterm.js)"
+  step "Vendoring front-end JavaScript (noVNC, xterm.js, tus-js-client)"
   scripts/vendor-js.sh
 fi
 

@@ -432,7 +432,8 @@ def image_update(*, actor: Actor, via: str, image: Image, title: str | None = No
         if changes.get("is_default", (None, False))[1]:
             Image.objects.filter(is_default=True).exclude(pk=image.pk).update(is_default=False)
         for field, (_old, new) in changes.items():
-            setattr(image, field, new)
+            if field != "groups":  # set above (a many-to-many: no attribute to assign)
+                setattr(image, field, new)
         image.save(update_fields=[f for f in changes if f != "groups"] or None)
         audit(actor=actor, via=via, action="image.update", target=image,
               message="; ".join(f"{f}: {old!r} → {new!r}" for f, (old, new) in changes.items()))

@@ -107,8 +107,11 @@ def vm_create_view(request: HttpRequest) -> HttpResponse:
     images = list(image_list(user=request.user))
     networks = list(network_usable(user=request.user))
     default_network = network_default_for(user=request.user)
+    # "Create VM from this image" (the image library) links here with ?image=<id>.
+    wanted = request.GET.get("image", "")
+    initial = {"image": wanted} if any(str(i.pk) == wanted for i in images) else {}
     form = VMCreateForm(request.POST or None, flavors=flavors, images=images, networks=networks,
-                        default_network=default_network)
+                        default_network=default_network, initial=initial)
     if request.method == "POST" and form.is_valid():
         try:
             result = services.vm_create(actor=request.user, via=Via.WEB, **form.service_kwargs())

@@ -231,6 +231,8 @@ IMAGE_URL_TIMEOUT_SECONDS = env.get_int("IMAGE_URL_TIMEOUT_SECONDS", 30)
 UPLOAD_EXPIRY_SECONDS = env.get_int("UPLOAD_EXPIRY_SECONDS", 24 * 3600)
 # An image build (debootstrap, apt, mkfs) still running after this long is stopped and the job fails.
 IMAGE_BUILD_TIMEOUT_SECONDS = env.get_int("IMAGE_BUILD_TIMEOUT_SECONDS", 1800)
+# The library page uploads in chunks of this size (each a tus PATCH); a dropped chunk is sent again.
+IMAGE_UPLOAD_CHUNK_BYTES = env.get_int("IMAGE_UPLOAD_CHUNK_BYTES", 8 * 1024**2)
 # Tells this portal's domains from other portals' and hand-made ones on a shared libvirtd.
 INSTANCE_ID = env.get_str("INSTANCE_ID", "default")
 DOMAIN_PREFIX = env.get_str("DOMAIN_PREFIX", "vmp")

@@ -279,7 +279,11 @@
   function handle(ev) {
     if (!ev || typeof ev !== "object") return;
     if (ev.kind === "vm") applyVm(ev);
-    else if (ev.kind === "job") applyJob(ev);
+    else if (ev.kind === "job") {
+      applyJob(ev);
+      // Page scripts that follow a job of their own (the image library's import) listen for this.
+      document.dispatchEvent(new CustomEvent("portal:job", { detail: ev }));
+    }
     else if (ev.kind === "snapshot") markMissing(ev.vm_ids || []);
     else if (ev.kind === "vm_snapshots") {
       $all(document, attrEq("data-snapshots-panel", ev.id)).forEach(function (p) { reloadPanel("snapshots", p); });

@@ -30,21 +30,32 @@
   }
 
   // --- Copy a ready command (the ssh line) -------------------------------------------------------
+  // data-copy="#field" copies an input's value; data-copy-text="…" copies the text itself (a checksum).
   function copyText(button) {
-    var field = document.querySelector(button.dataset.copy);
-    if (!field) return;
+    var field = button.dataset.copy ? document.querySelector(button.dataset.copy) : null;
+    var text = field ? field.value : button.dataset.copyText;
+    if (text === undefined || text === null) return;
     var label = button.textContent;
     function done(ok) {
       button.textContent = ok ? "Copied" : "Select and copy";
       window.setTimeout(function () { button.textContent = label; }, 1500);
     }
     if (navigator.clipboard && window.isSecureContext) {
-      navigator.clipboard.writeText(field.value).then(function () { done(true); }, function () { done(false); });
+      navigator.clipboard.writeText(text).then(function () { done(true); }, function () { done(false); });
       return;
+    }
+    var temporary = !field;
+    if (temporary) {
+      field = document.createElement("textarea");
+      field.value = text;
+      field.setAttribute("readonly", "");
+      field.className = "visually-hidden";
+      document.body.appendChild(field);
     }
     field.focus();
     field.select();  // plain http: the older way, or at least the text is selected for Ctrl-C
     try { done(document.execCommand("copy")); } catch (e) { done(false); }
+    if (temporary) { field.remove(); button.focus(); }
   }
 
   // --- Delete: type the VM's name --------------------------------------------------------------
@@ -90,7 +101,7 @@
       target.closest("dialog").close();
       return;
     }
-    var copy = target.closest("button[data-copy]");
+    var copy = target.closest("button[data-copy], button[data-copy-text]");
     if (copy) {
       copyText(copy);
       return;
