@@ -163,7 +163,7 @@ def test_delete_is_refused_while_vms_use_the_image_and_done_otherwise(library, a
     response = client.post(f"/images/{blank.pk}/delete/", HTTP_REFERER=f"/images/{blank.pk}/", follow=True)
     html = response.content.decode()
     assert response.redirect_chain[-1][0] == f"/images/{blank.pk}/"
-    assert "Image test-blank is in use (1 VM(s), 1 disk(s) backed by it); delete those VMs first." in html
+    assert "Image test-blank is in use (thin clones: web-1); delete those VMs first." in html
     assert Image.objects.filter(pk=blank.pk).exists()
 
     tpl = library["base-tpl"]
