@@ -31,6 +31,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import BinaryIO
 
+import defusedxml
+import defusedxml.ElementTree as SafeET
 from django.conf import settings
 
 from portal.exceptions import ValidationFailed
@@ -308,7 +310,11 @@ class Appliance:
 
 OVF_MAX_BYTES = 4 * 1024 * 1024
 OVA_MAX_MEMBERS = 64
-_UNITS = re.compile(r"^\s*byte\s*(?:\*\s*(\d+)\s*\^\s*(\d+))?\s*$", re.I)
+_UNITS = re.compile(r"^\s*byte\s*(?:\*\s*(\d{1,3})\s*\^\s*(\d{1,3}))?\s*$", re.I)
+# The powers an OVF may scale bytes by: binary ones up to 2^60 (EiB) and decimal ones up to 10^18 (EB).
+# Anything else (`byte * 9^999999999`) is refused before any arithmetic.
+_UNIT_MAX_EXPONENT = {2: 60, 10: 18}
+OVF_MAX_NUMBER = 2**63  # no count, capacity or quantity of an OVF is larger (libvirt's sizes are 64-bit)
 SAFE_MEMBER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
 
 
@@ -332,26 +338,38 @@ def _units(text: str, default: int) -> int:
         raise _refuse(f"The OVF uses unknown allocation units {text[:40]!r}.")
     if match[1] is None:
         return 1
-    return int(match[1]) ** int(match[2])
+    base, exponent = int(match[1]), int(match[2])
+    if base not in _UNIT_MAX_EXPONENT or exponent > _UNIT_MAX_EXPONENT[base]:
+        raise _refuse(f"The OVF uses unsupported allocation units {text[:40]!r}; the portal reads "
+                      "\"byte\", \"byte * 2^N\" (N up to 60) and \"byte * 10^N\" (N up to 18).")
+    return base**exponent
 
 
 def _int(text: str | None, what: str) -> int:
+    """A whole number from 0 to OVF_MAX_NUMBER (checked before anything multiplies it)."""
+    raw = str(text).strip() if text is not None else ""
+    if len(raw) > 20:  # more digits than 2^63 has: refused without converting
+        raise _refuse(f"The OVF's {what} is out of range.")
     try:
-        return int(str(text).strip())
-    except (TypeError, ValueError):
+        value = int(raw)
+    except ValueError:
         raise _refuse(f"The OVF gives no valid {what}.") from None
+    if not 0 <= value <= OVF_MAX_NUMBER:
+        raise _refuse(f"The OVF's {what} is out of range.")
+    return value
 
 
 def ovf_parse(data: bytes) -> Appliance:
     """Parse an OVF descriptor (namespace-agnostic) and check what it asks for against VM_LIMITS."""
     if len(data) > OVF_MAX_BYTES:
         raise _refuse("The OVF descriptor is too large.")
-    if b"<!DOCTYPE" in data or b"<!ENTITY" in data:
-        raise _refuse("OVF descriptors with a DOCTYPE or entities are refused.")
     try:
-        root = ET.fromstring(data)
-    except ET.ParseError as exc:
-        raise _refuse(f"The OVF descriptor is not valid XML ({exc}).") from None
+        # defusedxml: DTDs (and so entities, in any encoding: a byte check misses UTF-16) are refused.
+        root = SafeET.fromstring(data, forbid_dtd=True, forbid_entities=True, forbid_external=True)
+    except defusedxml.DefusedXmlException:
+        raise _refuse("OVF descriptors with a DOCTYPE or entities are refused.") from None
+    except (ET.ParseError, ValueError) as exc:
+        raise _refuse(f"The OVF descriptor is not valid XML ({str(exc)[:200]}).") from None
     if _local(root.tag) != "Envelope":
         raise _refuse("The OVF descriptor has no Envelope.")
     files = {_attr(f, "id"): _attr(f, "href") for f in root.iter() if _local(f.tag) == "File"}
@@ -362,6 +380,8 @@ def ovf_parse(data: bytes) -> Appliance:
             raise _refuse("An OVF disk refers to no file of the appliance.")
         capacity = _int(_attr(disk, "capacity"), "disk capacity") * _units(
             _attr(disk, "capacityAllocationUnits"), 1)
+        if capacity > OVF_MAX_NUMBER:
+            raise _refuse("An OVF disk's capacity is out of range.")
         fmt_uri = _attr(disk, "format").lower()
         fmt = "vmdk" if "vmdk" in fmt_uri else "qcow2" if "qcow" in fmt_uri else "raw" if "raw" in fmt_uri else ""
         disks[_attr(disk, "diskId")] = OvfDisk(file=href, capacity_bytes=capacity, fmt=fmt)
@@ -417,6 +437,7 @@ def ova_extract(path: str, dest_dir: str) -> tuple[Appliance, list[str]]:
     except (tarfile.TarError, OSError):
         raise _refuse("The OVA is not a valid tar archive.") from None
     written: dict[str, str] = {}
+    seen: set[str] = set()
     ovf: bytes | None = None
     with archive:
         try:
@@ -428,6 +449,9 @@ def ova_extract(path: str, dest_dir: str) -> tuple[Appliance, list[str]]:
                 name = member.name
                 if not SAFE_MEMBER.match(name):
                     raise _refuse(f"The OVA member name {name[:80]!r} is unsafe (paths and links are refused).")
+                if name in seen:
+                    raise _refuse(f"The OVA holds two members named {name[:80]!r}; it is refused.")
+                seen.add(name)
                 if member.size > budget:
                     raise _refuse("The OVA's files are larger than the image size limit.")
                 budget -= member.size

@@ -42,7 +42,7 @@ def image_get(*, user: Actor, name_or_id: object) -> Image:
     qs = image_list(user=user)
     text = str(name_or_id).strip()
     try:
-        if text.isdigit():
+        if text.isascii() and text.isdigit():  # "²" is a digit to isdigit(), not to int()
             return qs.get(pk=int(text))
         return qs.get(name=text)
     except Image.DoesNotExist:

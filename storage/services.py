@@ -7,10 +7,12 @@ import os
 import re
 import secrets
 from collections.abc import Iterable
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import Group, User
 from django.db import transaction
+from django.db.models import ProtectedError, QuerySet
 
 from cluster.choices import HostStatus
 from cluster.models import Host
@@ -299,24 +301,38 @@ def volume_plan(*, pool: StoragePool, name: str, capacity_gib: int, backing_imag
 
 def volume_materialize(*, volume: Volume) -> Volume:
     """Create the volume in libvirt (idempotent): a thin qcow2 overlay on the image's base volume, or,
-    for a full copy, a standalone copy of it (backing chain flattened) grown to the volume's size."""
+    for a full copy, a standalone copy of it (backing chain flattened) grown to the volume's size.
+
+    The row's `path` is written only once the volume is complete, and is what says so: libvirt lists a
+    volume as soon as a copy starts (and goes on copying if the worker dies), so a volume in libvirt
+    while the row has no path is what an interrupted attempt left. It is deleted and made again, never
+    used (a retried create job must not define and boot a half-copied disk)."""
     driver = get_driver(volume.pool.host.uri)
-    try:
-        info = driver.volume_info(pool=volume.pool.name, name=volume.name)
-    except NotFound:
-        if volume.copy_of_id is not None:
-            source = Image.objects.select_related("pool").get(pk=volume.copy_of_id)
-            info = driver.clone_volume(pool=volume.pool.name, source=source.volume_name, name=volume.name,
-                                       capacity_bytes=volume.capacity_gib * GIB, fmt="qcow2",
-                                       source_pool=source.pool.name)
+    pool = volume.pool.name
+    if volume.path:
+        try:
+            info = driver.volume_info(pool=pool, name=volume.name)
+        except NotFound:
+            pass  # recorded as made, but gone from libvirt: made again below
         else:
-            image = volume.backing_image
-            info = driver.create_volume(
-                pool=volume.pool.name, name=volume.name, capacity_bytes=volume.capacity_gib * GIB, fmt="qcow2",
-                backing_path=image.path if image else None, backing_format=image.format if image else "qcow2")
-    if volume.path != info.path:
-        Volume.objects.filter(pk=volume.pk).update(path=info.path)
-        volume.path = info.path
+            if volume.path != info.path:
+                Volume.objects.filter(pk=volume.pk).update(path=info.path)
+                volume.path = info.path
+            return volume
+    else:
+        driver.delete_volume(pool=pool, name=volume.name)  # what an interrupted attempt left, if anything
+    if volume.copy_of_id is not None:
+        source = Image.objects.select_related("pool").get(pk=volume.copy_of_id)
+        info = driver.clone_volume(pool=pool, source=source.volume_name, name=volume.name,
+                                   capacity_bytes=volume.capacity_gib * GIB, fmt="qcow2",
+                                   source_pool=source.pool.name)
+    else:
+        image = volume.backing_image
+        info = driver.create_volume(
+            pool=pool, name=volume.name, capacity_bytes=volume.capacity_gib * GIB, fmt="qcow2",
+            backing_path=image.path if image else None, backing_format=image.format if image else "qcow2")
+    Volume.objects.filter(pk=volume.pk).update(path=info.path)  # complete: from now on it is used as it is
+    volume.path = info.path
     return volume
 
 
@@ -346,52 +362,129 @@ def _names(values: Iterable[object], limit: int = 10) -> str:
     return ", ".join(names[:limit]) + more
 
 
-def image_dependents(*, image: Image) -> dict[str, list[str]]:
-    """What keeps an image from being deleted, by the names of the VMs (storage knows them only through
-    the reverse relations of its volumes and images): thin clones (disks backed by its base volume),
-    full copies still being made, and VMs that boot its kernel. Finished full copies need nothing."""
+_VM_FIELDS = ("name", "owner_id", "group_id")
+# Who uses an image: a VM's (name, owner id, group id), or (None, None, None, disk name) for a disk
+# without a VM (a create that failed half-way).
+_User = tuple[str | None, int | None, int | None, str | None]
+
+
+def _users_of(*, image: Image) -> dict[str, list[_User]]:
+    """The VMs that keep `image` from being deleted, per reason (storage reaches them only through
+    reverse relations: it does not import vms): in a CD-ROM drive, thin clones (disks backed by its base
+    volume), full copies still being made, and VMs that boot its kernel. Finished full copies need
+    nothing."""
+    def vms(qs: QuerySet[Any], prefix: str = "") -> list[_User]:
+        return sorted({(*row, None) for row in qs.values_list(*(prefix + f for f in _VM_FIELDS))},
+                      key=lambda r: (r[0] is None, r[0] or ""))
+
     thin = image.volumes.all()
-    copying = image.copies.filter(path="")
     out = {
-        "thin": sorted(set(thin.values_list("attachments__vm__name", flat=True)) - {None}),
-        "copying": sorted(set(copying.values_list("attachments__vm__name", flat=True)) - {None}),
+        "drives": vms(image.cdrom_vms.filter(deleted_at__isnull=True)),
+        "thin": [u for u in vms(thin, "attachments__vm__") if u[0] is not None],
+        "copying": [u for u in vms(image.copies.filter(path=""), "attachments__vm__") if u[0] is not None],
         "kernel": [],
     }
     if image.boot_mode == Image.BootMode.KERNEL:  # its kernel and initrd stay what those VMs boot
-        out["kernel"] = sorted(set(image.vms.filter(deleted_at__isnull=True).values_list("name", flat=True)))
-    # Disks without a VM (a create that failed half-way) still need the base: say so by volume.
-    if not out["thin"] and thin.exists():
-        out["thin"] = [f"disk {n}" for n in thin.values_list("name", flat=True)]
+        out["kernel"] = vms(image.vms.filter(deleted_at__isnull=True))
+    out["thin"] += [(None, None, None, n) for n in thin.filter(attachments__isnull=True).values_list("name", flat=True)]
     return out
+
+
+def _named_for(viewer: User | None, users: list[_User]) -> tuple[list[str], str]:
+    """The VMs `viewer` may see by name (administrators and the system, None: all; a user: their own and
+    their groups'), and the text naming them with the others only counted ("web-1 and 2 VMs of other
+    users")."""
+    admin = viewer is None or is_admin(viewer)
+    mine = set() if viewer is None or admin else set(viewer.groups.values_list("pk", flat=True))
+    shown: list[str] = []
+    disks: list[str] = []
+    hidden = orphans = 0
+    for name, owner_id, group_id, disk in users:
+        if name is None:
+            if admin:
+                disks.append(f"disk {disk}")
+            else:
+                orphans += 1
+        elif admin or (viewer is not None and owner_id == viewer.pk) or (group_id is not None and group_id in mine):
+            shown.append(name)
+        else:
+            hidden += 1
+    parts = [_names(shown + disks)] if shown or disks else []
+    if hidden:
+        parts.append(f"{hidden} VM{'s' if hidden != 1 else ''} of other users")
+    if orphans:
+        parts.append(f"{orphans} disk{'s' if orphans != 1 else ''} of VMs not finished being created")
+    return shown, " and ".join(parts)
+
+
+def image_dependents(*, image: Image) -> dict[str, list[str]]:
+    """What keeps an image from being deleted (for administrators), by the names of the VMs: thin
+    clones (disks without a VM by their volume's name), full copies still being made, and VMs that boot
+    its kernel (an ISO in CD-ROM drives is refused separately)."""
+    users = _users_of(image=image)
+    return {key: [u[0] or f"disk {u[3]}" for u in users[key]] for key in ("thin", "copying", "kernel")}
+
+
+def _refuse_while_used(*, viewer: User | None, image: Image) -> None:
+    """Conflict naming what keeps `image` (as read now) from being deleted, or nothing."""
+    users = _users_of(image=image)
+    if users["drives"]:
+        shown, text = _named_for(viewer, users["drives"])
+        raise Conflict(f"Image {image.name} is in the CD-ROM drive of {len(users['drives'])} VM(s): {text}; "
+                       "eject it there first.", image=image.name, vms=shown)
+    parts = []
+    shown_all: set[str] = set()
+    for key, label in (("thin", "thin clones"), ("copying", "full copies being made"),
+                       ("kernel", "VMs booting its kernel")):
+        if users[key]:
+            shown, text = _named_for(viewer, users[key])
+            shown_all.update(shown)
+            parts.append(f"{label}: {text}")
+    if parts:
+        raise Conflict(f"Image {image.name} is in use ({'; '.join(parts)}); delete those VMs first.",
+                       image=image.name, vms=sorted(shown_all))
+
+
+def _remove_base_volume(*, uri: str, pool: str, name: str, image_name: str) -> None:
+    """After the image's row is gone: its base volume (a failure is logged: the row is gone already,
+    and a volume no image lists harms nothing but space)."""
+    try:
+        get_driver(uri).delete_volume(pool=pool, name=name)
+    except Exception:
+        log.exception("image %s deleted, but its base volume %s in pool %s could not be removed", image_name,
+                      name, pool)
 
 
 def image_delete(*, actor: Actor, via: str, image: Image) -> None:
     """Remove an image from the library and its base volume from libvirt; refused while VMs depend on it
     (an ISO in their CD-ROM drive, thin clones, full copies being made, VMs booting its kernel), naming
-    them. Full copies made already do not depend on it. Administrators delete any image, users their own."""
-    if actor is not None:  # None: the import pipeline removing what it wrote
-        image_check_manage(actor=actor, image=image, verb="delete")
-    # VMs with this ISO in their CD-ROM drive (reverse relation: storage does not import vms).
-    in_drives = list(image.cdrom_vms.filter(deleted_at__isnull=True).order_by("name").values_list("name", flat=True))
-    if in_drives:
-        raise Conflict(f"Image {image.name} is in the CD-ROM drive of {len(in_drives)} VM(s): {_names(in_drives)}; "
-                       "eject it there first.", image=image.name, vms=in_drives)
-    deps = image_dependents(image=image)
-    if any(deps.values()):
-        parts = []
-        if deps["thin"]:
-            parts.append(f"thin clones: {_names(deps['thin'])}")
-        if deps["copying"]:
-            parts.append(f"full copies being made: {_names(deps['copying'])}")
-        if deps["kernel"]:
-            parts.append(f"VMs booting its kernel: {_names(deps['kernel'])}")
-        raise Conflict(f"Image {image.name} is in use ({'; '.join(parts)}); delete those VMs first.",
-                       image=image.name, vms=sorted({n for names in deps.values() for n in names}))
-    get_driver(image.pool.host.uri).delete_volume(pool=image.pool.name, name=image.volume_name)
+    them (a user is told the names of their own and their groups' VMs only; the rest are counted).
+    Full copies made already do not depend on it. Administrators delete any image, users their own.
+
+    Check and delete happen in one transaction with the image's row locked: a VM create, CD-ROM insert
+    or full copy recorded meanwhile either waits for it (and then finds the image gone) or is seen by
+    the check. The base volume is removed once that transaction has committed."""
     with transaction.atomic():
+        locked = (Image.objects.select_for_update(of=("self",)).select_related("pool__host")
+                  .filter(pk=image.pk).first())
+        if locked is None:
+            raise NotFound(f"Image {image.name} no longer exists.")
+        image = locked
+        viewer = None
+        if actor is not None:  # None: the import pipeline removing what it wrote
+            image_check_manage(actor=actor, image=image, verb="delete")
+            viewer = require_user(actor)
+        _refuse_while_used(viewer=viewer, image=image)
         audit(actor=actor, via=via, action="image.delete", target=image,
               message=f"Deleted image {image.name} and its base volume {image.volume_name}")
-        image.delete()
+        remove = {"uri": image.pool.host.uri, "pool": image.pool.name, "name": image.volume_name,
+                  "image_name": image.name}
+        try:
+            image.delete()
+        except ProtectedError:  # a use the checks above do not know of: refused, nothing removed
+            raise Conflict(f"Image {image.name} is still in use; delete what uses it first.",
+                           image=image.name) from None
+        transaction.on_commit(lambda: _remove_base_volume(**remove))
 
 
 def image_update(*, actor: Actor, via: str, image: Image, title: str | None = None, description: str | None = None,

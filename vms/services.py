@@ -161,6 +161,18 @@ def _resolve_size(*, flavor: Flavor | str | None, vcpus: object, memory_mib: obj
     return flavor, values["vcpus"], values["memory_mib"], values["disk_gib"]
 
 
+def _is_id(text: str) -> bool:
+    """A row id typed as text: ASCII digits only ("²" is a digit to isdigit(), not to int())."""
+    return text.isascii() and text.isdigit()
+
+
+def _lock_image(image: Image) -> None:
+    """Lock the image's row for the rest of the transaction (image_delete locks it too): a delete under
+    way is waited for, and then its image is gone, which is said clearly."""
+    if not Image.objects.select_for_update().filter(pk=image.pk).values_list("pk", flat=True):
+        raise ValidationFailed(f"Image {image.name} no longer exists.", field="image")
+
+
 def _resolve_image(*, actor: User, image: Image | str | int | None) -> Image:
     qs = image_visible(user=actor)
     if isinstance(image, Image):
@@ -173,7 +185,7 @@ def _resolve_image(*, actor: User, image: Image | str | int | None) -> Image:
             raise ValidationFailed("Choose an image.", field="image")
         return default
     text = str(image).strip()
-    found = qs.filter(pk=int(text)).first() if text.isdigit() else qs.filter(name=text).first()
+    found = qs.filter(pk=int(text)).first() if _is_id(text) else qs.filter(name=text).first()
     if found is None:
         known = ", ".join(qs.values_list("name", flat=True)) or "none"
         raise ValidationFailed(f"Unknown image {text[:60]!r} (known: {known}).", field="image")
@@ -285,6 +297,7 @@ def vm_create(*, actor: Actor, via: str, name: str, image: Image | str | int | N
     whose = "You already have" if owner == actor else f"{owner.get_username()} already has"
     try:
         with transaction.atomic():
+            _lock_image(image)  # first: an image_delete under way finishes, or waits for this VM's rows
             quota_reserve(user=owner, group=group, vcpus=vcpus, memory_mib=memory_mib, disk_gib=disk_gib)
             if VM.objects.filter(owner=owner, name=name).exclude(status=VMStatus.DELETED).exists():
                 raise ValidationFailed(f"{whose} a VM named {name!r}.", field="name")
@@ -811,7 +824,7 @@ def _resolve_iso(*, actor: User, image: Image | str | int) -> Image:
     if key in ("", None):
         raise ValidationFailed("Choose an ISO image.", field="image")
     text = str(key)
-    found = qs.filter(pk=int(text)).first() if text.isdigit() else qs.filter(name=text).first()
+    found = qs.filter(pk=int(text)).first() if _is_id(text) else qs.filter(name=text).first()
     if found is None:
         known = ", ".join(qs.filter(kind=Image.Kind.ISO).values_list("name", flat=True)) or "none"
         raise ValidationFailed(f"Unknown ISO image {text[:60]!r} (yours to use: {known}).", field="image")
@@ -864,6 +877,7 @@ def vm_cdrom_insert(*, actor: Actor, via: str, vm: VM | int, image: Image | str 
     user = _check_actor(actor)
     iso = _resolve_iso(actor=user, image=image)
     with transaction.atomic():
+        _lock_image(iso)  # before the VM's row, in the order image_delete takes them
         vm = _media_ready_vm(actor=user, vm=vm, verb="insert a CD into")
         running = vm.status in VMStatus.ACTIVE
         if not vm.cdrom_drive and running:

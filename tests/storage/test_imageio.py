@@ -256,3 +256,64 @@ def test_qemu_img_output_is_json_for_the_probe(raw):
     out = subprocess.run(["qemu-img", "info", "--output=json", "-f", "raw", str(raw)], capture_output=True,
                          check=True, text=True).stdout
     assert {"virtual-size", "format", "actual-size"} <= set(json.loads(out))
+
+
+def test_ovf_entities_in_utf16_are_refused():
+    # A byte search for "<!DOCTYPE" misses UTF-16; the parser itself must refuse the DTD.
+    bomb = '<?xml version="1.0" encoding="UTF-16"?><!DOCTYPE x [<!ENTITY a "aaaa">]><Envelope>&a;</Envelope>'
+    for data in (bomb.encode("utf-16"), bomb.encode("utf-16-le"), bomb.replace("[<!ENTITY a \"aaaa\">]", "").encode("utf-16")):
+        with pytest.raises(ValidationFailed, match="DOCTYPE"):
+            imageio.ovf_parse(data)
+
+
+def _ovf_with(*, disk_units: str = "byte * 2^20", capacity: str = "1", memory_units: str = "byte * 2^20",
+              memory: str = "256") -> bytes:
+    return (OVF.replace("{cpus}", "2")
+            .replace('ovf:capacity="1" ovf:capacityAllocationUnits="byte * 2^20"',
+                     f'ovf:capacity="{capacity}" ovf:capacityAllocationUnits="{disk_units}"')
+            .replace("<rasd:AllocationUnits>byte * 2^20</rasd:AllocationUnits>",
+                     f"<rasd:AllocationUnits>{memory_units}</rasd:AllocationUnits>")
+            .replace("<rasd:VirtualQuantity>256</rasd:VirtualQuantity>",
+                     f"<rasd:VirtualQuantity>{memory}</rasd:VirtualQuantity>")).encode()
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize("units", ["byte * 9^999999999", "byte * 2^999999999", "byte * 2^61", "byte * 10^19",
+                                   "byte * 3^2", "byte * 1024^2", "byte * 2^" + "9" * 5000])
+def test_ovf_allocation_units_beyond_the_known_powers_are_refused_at_once(units):
+    # `byte * 9^999999999` was computed as a power: a worker froze on it.
+    with pytest.raises(ValidationFailed, match="allocation units"):
+        imageio.ovf_parse(_ovf_with(disk_units=units))
+    with pytest.raises(ValidationFailed, match="allocation units"):
+        imageio.ovf_parse(_ovf_with(memory_units=units))
+
+
+@pytest.mark.parametrize(("units", "capacity", "expected"), [
+    ("byte", "1048576", 1048576), ("byte * 2^20", "3", 3 << 20), ("byte * 2^30", "2", 2 << 30),
+    ("byte * 10^9", "2", 2 * 10**9), ("Byte*2^0", "5", 5),
+])
+def test_ovf_allocation_units_in_bytes_and_powers_of_two_or_ten_are_read(units, capacity, expected):
+    appliance = imageio.ovf_parse(_ovf_with(disk_units=units, capacity=capacity))
+    assert {d.file: d.capacity_bytes for d in appliance.disks}["data.vmdk"] == expected
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize(("capacity", "memory", "memory_units"), [
+    ("9" * 5000, "256", "byte * 2^20"),  # beyond 2^63 and beyond int()'s digit limit
+    (str(2**63 + 1), "256", "byte * 2^20"),
+    (str(2**62), "256", "byte * 2^20"),  # within 2^63, but times 2^20 it is not
+    ("-1", "256", "byte * 2^20"),
+    ("1", str(2**64), "byte * 2^60"),
+])
+def test_ovf_numbers_out_of_range_are_refused(capacity, memory, memory_units):
+    with pytest.raises(ValidationFailed, match="out of range"):
+        imageio.ovf_parse(_ovf_with(capacity=capacity, memory=memory, memory_units=memory_units))
+
+
+def test_an_ova_with_two_members_of_the_same_name_is_refused(tmp_path, raw):
+    # The second disk1.vmdk used to crash the job with FileExistsError.
+    ova = make_ova(tmp_path, raw)
+    with tarfile.open(ova, "a", format=tarfile.USTAR_FORMAT) as tar:
+        tar.add(tmp_path / "disk1.vmdk", arcname="disk1.vmdk")
+    with pytest.raises(ValidationFailed, match="two members named 'disk1.vmdk'"):
+        imageio.ova_extract(str(ova), str(tmp_path / "out"))
