@@ -17,6 +17,7 @@ set -euo pipefail
 
 GUESTDIR=${1:-/var/lib/vmportal/guest}
 ISOLINUX_BIN=/usr/lib/ISOLINUX/isolinux.bin
+ISOHYBRID_MBR=/usr/lib/ISOLINUX/isohdpfx.bin
 LDLINUX_C32=/usr/lib/syslinux/modules/bios/ldlinux.c32
 
 log() { printf '[build-guest-iso] %s\n' "$*" >&2; }
@@ -45,7 +46,7 @@ exec 9>"$GUESTDIR/.iso-lock"
 flock 9
 if up_to_date; then echo "guest ISO up to date ($OUT)"; exit 0; fi
 
-if ! command -v xorriso >/dev/null 2>&1 || [ ! -f "$ISOLINUX_BIN" ] || [ ! -f "$LDLINUX_C32" ]; then
+if ! command -v xorriso >/dev/null 2>&1 || [ ! -f "$ISOLINUX_BIN" ] || [ ! -f "$ISOHYBRID_MBR" ] || [ ! -f "$LDLINUX_C32" ]; then
   [ "$(id -u)" = 0 ] || die "xorriso/isolinux/syslinux-common are missing; install them (as root)"
   log "installing xorriso isolinux syslinux-common"
   export DEBIAN_FRONTEND=noninteractive
@@ -74,7 +75,10 @@ LABEL guest
 EOF
 
 log "writing $OUT"
+# -isohybrid-mbr: the same file also boots as a hard disk (SeaBIOS reads the MBR), so converted to a
+# disk format it is a bootable disk image too (the image-import test boots it that way).
 xorriso -as mkisofs -quiet -o "$WORK/guest.iso" -V PORTAL_GUEST -J -r \
+  -isohybrid-mbr "$ISOHYBRID_MBR" \
   -b isolinux/isolinux.bin -c isolinux/boot.cat -no-emul-boot -boot-load-size 4 -boot-info-table \
   "$WORK/root" >&2
 chmod 0644 "$WORK/guest.iso"
