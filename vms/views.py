@@ -109,7 +109,12 @@ def vm_create_view(request: HttpRequest) -> HttpResponse:
     default_network = network_default_for(user=request.user)
     # "Create VM from this image" (the image library) links here with ?image=<id>.
     wanted = request.GET.get("image", "")
-    initial = {"image": wanted} if any(str(i.pk) == wanted for i in images) else {}
+    chosen = next((i for i in images if str(i.pk) == wanted), None)
+    initial: dict[str, object] = {"image": wanted} if chosen is not None else {}
+    if chosen is not None and chosen.kind == chosen.Kind.TEMPLATE and chosen.default_vcpus:
+        # A template (sealed from a VM, or an OVA appliance) comes with its sizes: shown to confirm or change.
+        initial.update(flavor=CUSTOM, vcpus=chosen.default_vcpus, memory_mib=chosen.default_memory_mib,
+                       disk_gib=chosen.min_disk_gib)
     form = VMCreateForm(request.POST or None, flavors=flavors, images=images, networks=networks,
                         default_network=default_network, initial=initial)
     if request.method == "POST" and form.is_valid():

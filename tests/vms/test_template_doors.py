@@ -76,6 +76,25 @@ def test_the_create_form_offers_thin_or_full_for_templates(test_host, alice, cli
 
 # --- API --------------------------------------------------------------------------------------------
 
+def test_create_vm_from_a_template_shows_its_sizes_to_confirm(test_host, alice, client):
+    """The library's "Create VM from this image" on a template (sealed, or an OVA appliance) opens the
+    form with Custom sizes filled in from the template; the user confirms them and the VM has them."""
+    vm = stopped_vm(alice)
+    tpl = template_of(alice, vm)
+    Image.objects.filter(pk=tpl.pk).update(default_vcpus=2, default_memory_mib=192)
+    client.force_login(alice)
+    form = client.get(reverse("vms:create") + f"?image={tpl.pk}").content.decode()
+    assert 'name="flavor" value="custom" checked' in form
+    for field, value in (("vcpus", "2"), ("memory_mib", "192"), ("disk_gib", "1")):
+        assert f'name="{field}"' in form and f'value="{value}"' in form.split(f'name="{field}"', 1)[1][:200]
+    response = client.post(reverse("vms:create"), {"name": "from-tpl", "flavor": "custom", "vcpus": "2",
+                                                  "memory_mib": "192", "disk_gib": "1", "image": str(tpl.pk),
+                                                  "networks_shown": "1"})
+    assert response.status_code == 302, response.content.decode()[:2000]
+    made = VM.objects.get(name="from-tpl")
+    assert (made.image, made.vcpus, made.memory_mib, made.disk_gib) == (tpl, 2, 192, 1)
+
+
 def test_api_template_is_202_with_the_job_and_errors_are_4xx(test_host, alice, bob, client_for):
     vm = stopped_vm(alice)
     api = client_for(alice)
