@@ -56,9 +56,8 @@ from portal.exceptions import (
 from portal.hypervisor import get_driver
 from portal.jobs import JobContext, job_create
 from portal.models import Job
-from quotas.models import Quota
 from quotas.selectors import quota_usage
-from quotas.services import quota_get_or_create, quota_reserve
+from quotas.services import quota_reserve
 
 from . import imageio
 from .models import Image, StoragePool, Upload, Volume
@@ -111,10 +110,9 @@ def _check_name_free(name: str, *, exclude_job: Any = None) -> None:
 
 
 def _check_imports_per_user(user: Any) -> None:
-    """At most IMAGE_IMPORTS_PER_USER import jobs queued or running per user (their quota row locked, so
+    """At most IMAGE_IMPORTS_PER_USER import jobs queued or running per user (their user row locked, so
     two requests at once count each other)."""
-    quota_get_or_create(user=user)
-    Quota.objects.select_for_update().filter(user=user).first()
+    get_user_model().objects.select_for_update().filter(pk=user.pk).first()
     active = Job.objects.filter(kind=IMAGE_IMPORT, actor=user, status__in=JobStatus.ACTIVE).count()
     if active >= settings.IMAGE_IMPORTS_PER_USER:
         raise Conflict(f"You have {active} imports queued or running; at most {settings.IMAGE_IMPORTS_PER_USER} "

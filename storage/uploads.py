@@ -94,9 +94,13 @@ OPEN = (Upload.Status.RECEIVING, Upload.Status.COMPLETE, Upload.Status.IMPORTING
 def _check_open_uploads(user: Any, size: int, *, quota: bool) -> None:
     """Under the user's quota row lock (two creations at once count each other): at most
     UPLOADS_PER_USER uploads open (receiving, complete or being imported), and, for a user's own space
-    (`quota`), the lengths of the open ones and this new one together within the remaining disk quota."""
-    quota_get_or_create(user=user)
-    Quota.objects.select_for_update().filter(user=user).first()
+    (`quota`), the lengths of the open ones and this new one together within the remaining disk quota.
+    (An administrator's uploads go to the library: their user row is locked instead.)"""
+    if quota:
+        quota_get_or_create(user=user)
+        Quota.objects.select_for_update().filter(user=user).first()
+    else:
+        type(user).objects.select_for_update().filter(pk=user.pk).first()
     open_uploads = Upload.objects.filter(owner=user, status__in=OPEN)
     count = open_uploads.count()
     if count >= settings.UPLOADS_PER_USER:
