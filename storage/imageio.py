@@ -23,6 +23,7 @@ import hashlib
 import json
 import os
 import re
+import signal
 import struct
 import subprocess
 import tarfile
@@ -228,12 +229,16 @@ def _check(path: str, fmt: str) -> None:
 PROGRESS_RE = re.compile(r"\((\d+(?:\.\d+)?)/100%\)")
 
 
-def convert(src: str, src_fmt: str, dest: str, *, progress: Progress | None = None) -> Probe:
+def convert(src: str, src_fmt: str, dest: str, *, progress: Progress | None = None,
+            max_bytes: int | None = None) -> Probe:
     """Write `src` (read as `src_fmt`) to `dest` as a standalone qcow2 and probe the result.
 
-    Progress (0–100) comes from qemu-img's own `-p` output. A failure removes `dest`."""
+    Progress (0–100) comes from qemu-img's own `-p` output. `max_bytes`: qemu-img may write no larger
+    file (prlimit --fsize; what the probed virtual size allows). A failure removes `dest`."""
     qemu_fmt = "raw" if src_fmt == "iso" else src_fmt
     cmd = ["qemu-img", "convert", "-p", "-f", qemu_fmt, "-O", "qcow2", "-o", "compat=1.1", src, dest]
+    if max_bytes is not None:
+        cmd = ["prlimit", f"--fsize={max(1, int(max_bytes))}", "--", *cmd]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
     assert proc.stdout is not None and proc.stderr is not None
     buffer = b""
@@ -258,6 +263,9 @@ def convert(src: str, src_fmt: str, dest: str, *, progress: Progress | None = No
         raise
     if rc != 0:
         _remove(dest)
+        if max_bytes is not None and (rc == -signal.SIGXFSZ or "File too large" in err):
+            raise _refuse("The converted image grew larger than its virtual size allows; it is refused.",
+                          detail=err.strip()[-2000:])
         raise _refuse("The image could not be converted; it is corrupt or truncated.", detail=err.strip()[-2000:])
     return probe(dest, "qcow2")
 

@@ -19,9 +19,13 @@ and any volume written, and leaves no Image row.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import logging
 import os
+import secrets
 import shutil
+import socket
+import stat
 import tempfile
 import time
 import urllib.parse
@@ -30,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import requests
+import urllib3.exceptions
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
@@ -40,14 +45,22 @@ from cluster.models import Host
 from portal.actors import Actor, is_admin, require_user
 from portal.audit import audit
 from portal.choices import JobStatus
-from portal.exceptions import Conflict, NotFound, PermissionDenied, PortalError, ValidationFailed
+from portal.exceptions import (
+    Conflict,
+    NotFound,
+    PermissionDenied,
+    PortalError,
+    QuotaExceeded,
+    ValidationFailed,
+)
 from portal.hypervisor import get_driver
 from portal.jobs import JobContext, job_create
 from portal.models import Job
+from quotas.selectors import quota_usage
 from quotas.services import quota_reserve
 
 from . import imageio
-from .models import Image, StoragePool, Upload
+from .models import Image, StoragePool, Upload, Volume
 from .uploads import check_image_size, upload_claim, upload_finish, upload_path
 
 log = logging.getLogger(__name__)
@@ -59,6 +72,10 @@ IMAGE_NAME_MAX = 60
 SHA256_HEX = frozenset("0123456789abcdef")
 URL_MAX = 2000
 DOWNLOAD_CHUNK = 1024 * 1024
+MAX_REDIRECTS = 5
+REDIRECTS = (301, 302, 303, 307, 308)
+# What qemu-img convert may write beyond the virtual size (qcow2 metadata: L1/L2 tables, refcounts).
+CONVERT_MARGIN = 64 * 1024**2
 
 
 def gib_ceil(n: int) -> int:
@@ -90,6 +107,16 @@ def _check_name_free(name: str, *, exclude_job: Any = None) -> None:
     if running.exists():
         raise ValidationFailed(f"An image named {name!r} is being imported already (another upload or "
                                "import with the same name); choose another name.", field="name")
+
+
+def _check_imports_per_user(user: Any) -> None:
+    """At most IMAGE_IMPORTS_PER_USER import jobs queued or running per user (their user row locked, so
+    two requests at once count each other)."""
+    get_user_model().objects.select_for_update().filter(pk=user.pk).first()
+    active = Job.objects.filter(kind=IMAGE_IMPORT, actor=user, status__in=JobStatus.ACTIVE).count()
+    if active >= settings.IMAGE_IMPORTS_PER_USER:
+        raise Conflict(f"You have {active} imports queued or running; at most {settings.IMAGE_IMPORTS_PER_USER} "
+                       "at once. Wait for one to finish.")
 
 
 def check_import_path(path: object) -> str:
@@ -196,6 +223,8 @@ def image_import(*, actor: Actor, via: str, source: str, upload: object = None, 
         # sees the first one's job and its name.
         Host.objects.select_for_update().filter(pk=host.pk).first()
         _check_name_free(name)
+        if user is not None:
+            _check_imports_per_user(user)
         if source == "upload":
             row = upload_claim(actor=actor, upload_id=upload)
             check_image_size(owner=owner, size=row.length)
@@ -257,26 +286,162 @@ def _scaled(progress: Progress, lo: int, hi: int, step: str) -> Callable[[float]
     return report
 
 
-def download(url: str, dest: str, *, limit: int, sha256: str = "",
+class _InternalAddress(ValidationFailed):
+    """A user's URL leads to an address inside the portal's network."""
+
+
+def _allowed_networks() -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    networks = []
+    for text in settings.IMAGE_URL_ALLOWED_NETWORKS:
+        try:
+            networks.append(ipaddress.ip_network(str(text).strip(), strict=False))
+        except ValueError:
+            log.error("IMAGE_URL_ALLOWED_NETWORKS: %r is not a network (CIDR); ignored", text)
+    return networks
+
+
+def address_allowed(address: str) -> bool:
+    """May a user's URL import connect to `address`? Public addresses only (not loopback, private,
+    link-local, multicast, reserved or unspecified ones), unless IMAGE_URL_ALLOWED_NETWORKS names it."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if any(ip.version == net.version and ip in net for net in _allowed_networks()):
+        return True
+    return ip.is_global and not (ip.is_loopback or ip.is_private or ip.is_link_local or ip.is_multicast
+                                 or ip.is_reserved or ip.is_unspecified)
+
+
+def _refuse_internal() -> _InternalAddress:
+    return _InternalAddress("The URL leads to an address inside the portal's network; images can only be "
+                            "imported from public addresses. Ask an administrator to import it.", field="url")
+
+
+def check_url_target(url: str) -> None:
+    """Resolve the URL's host: every address it has must be one a user may reach (`address_allowed`)."""
+    parts = urllib.parse.urlsplit(url)
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        infos = socket.getaddrinfo(parts.hostname or "", port, type=socket.SOCK_STREAM)
+    except (OSError, ValueError, UnicodeError):
+        raise ValidationFailed("The URL's host name could not be resolved; check the URL.", field="url") from None
+    if not infos or not all(address_allowed(str(info[4][0])) for info in infos):
+        raise _refuse_internal()
+
+
+class _PublicOnly:
+    """A urllib3 connection that checks the address it actually connected to (a host name that resolves
+    to another address at connect time than when it was checked gains nothing)."""
+
+    def _new_conn(self) -> socket.socket:
+        sock: socket.socket = super()._new_conn()  # type: ignore[misc]
+        try:
+            peer = str(sock.getpeername()[0])
+        except OSError:
+            peer = ""
+        if not address_allowed(peer):
+            sock.close()
+            raise _refuse_internal()
+        return sock
+
+
+def _public_session() -> requests.Session:
+    """A requests session for users' downloads: no proxies from the environment, and every connection's
+    peer address checked."""
+    from requests.adapters import HTTPAdapter
+    from urllib3.connection import HTTPConnection, HTTPSConnection
+    from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+    class PublicHTTPConnection(_PublicOnly, HTTPConnection):
+        pass
+
+    class PublicHTTPSConnection(_PublicOnly, HTTPSConnection):
+        pass
+
+    class PublicHTTPPool(HTTPConnectionPool):
+        ConnectionCls = PublicHTTPConnection
+
+    class PublicHTTPSPool(HTTPSConnectionPool):
+        ConnectionCls = PublicHTTPSConnection
+
+    class PublicAdapter(HTTPAdapter):
+        def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+            super().init_poolmanager(*args, **kwargs)
+            self.poolmanager.pool_classes_by_scheme = {"http": PublicHTTPPool, "https": PublicHTTPSPool}
+
+    session = requests.Session()
+    session.trust_env = False
+    adapter = PublicAdapter()
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
+def _content_length(value: str | None) -> int:
+    """The announced length, or 0 when the header is missing or not a plain decimal number."""
+    text = (value or "").strip()
+    if not text or len(text) > 20 or not text.isascii() or not text.isdigit():
+        return 0
+    return int(text)
+
+
+def _open(session: requests.Session, url: str, *, restricted: bool, timeout: int) -> requests.Response:
+    """GET `url`, following at most MAX_REDIRECTS redirects ourselves: each hop's URL is checked (http or
+    https; for users, a public address) before it is fetched."""
+    for hop in range(MAX_REDIRECTS + 1):
+        try:
+            check_url(url)
+        except ValidationFailed:
+            if hop == 0:
+                raise
+            raise ValidationFailed("The URL redirects to an address that is not http:// or https://; nothing "
+                                   "was imported.", field="url") from None
+        if restricted:
+            check_url_target(url)
+        response = session.get(url, stream=True, timeout=(timeout, timeout), allow_redirects=False,
+                               headers={"Accept-Encoding": "identity"})
+        location = response.headers.get("Location")
+        if response.status_code in REDIRECTS and location:
+            response.close()
+            url = urllib.parse.urljoin(url, location)
+            continue
+        return response
+    raise ValidationFailed(f"The URL redirects more than {MAX_REDIRECTS} times; nothing was imported.", field="url")
+
+
+def download(url: str, dest: str, *, limit: int, sha256: str = "", restricted: bool = True,
              progress: Callable[[float], None] | None = None) -> int:
-    """Stream `url` into `dest` (progress 0–100 when the size is announced): at most `limit` bytes, failing when nothing arrives for
-    IMAGE_URL_TIMEOUT_SECONDS; the SHA-256 is checked when given. Returns the bytes received."""
+    """Stream `url` into `dest` (progress 0–100 when the size is announced): at most `limit` bytes, failing
+    when nothing arrives for IMAGE_URL_TIMEOUT_SECONDS, when the whole download takes longer than
+    IMAGE_URL_MAX_SECONDS, or when after IMAGE_URL_GRACE_SECONDS it averages less than
+    IMAGE_URL_MIN_BYTES_PER_SECOND; the SHA-256 is checked when given. `restricted` (users' imports):
+    only public addresses, on every redirect and every connection. Returns the bytes received."""
     timeout = settings.IMAGE_URL_TIMEOUT_SECONDS
+    deadline = settings.IMAGE_URL_MAX_SECONDS
+    grace, min_rate = settings.IMAGE_URL_GRACE_SECONDS, settings.IMAGE_URL_MIN_BYTES_PER_SECOND
+    started = time.monotonic()
     digest = hashlib.sha256()
     received = 0
+    session = _public_session() if restricted else requests.Session()
     try:
-        with requests.get(url, stream=True, timeout=(timeout, timeout), allow_redirects=True,
-                          headers={"Accept-Encoding": "identity"}) as response:
+        with session, _open(session, url, restricted=restricted, timeout=timeout) as response:
             if response.status_code != 200:
                 raise ValidationFailed(f"The URL answered {response.status_code} {response.reason or ''}".strip()
                                        + "; nothing was imported.", field="url")
-            announced = response.headers.get("Content-Length", "")
-            total = int(announced) if announced.isdigit() else 0
+            total = _content_length(response.headers.get("Content-Length"))
             if total > limit:
                 raise ValidationFailed(f"The file at the URL is too large ({total} bytes; at most {limit}).",
                                        field="url")
             with open(dest, "xb") as fh:
-                for piece in response.iter_content(DOWNLOAD_CHUNK):
+                while True:
+                    # read1: whatever has arrived (a trickle of bytes still returns), so the clock is
+                    # checked at least every IMAGE_URL_TIMEOUT_SECONDS.
+                    piece = response.raw.read1(DOWNLOAD_CHUNK, decode_content=False)
+                    if not piece:
+                        break
                     received += len(piece)
                     if received > limit:
                         raise ValidationFailed(f"The file at the URL is larger than the {limit} bytes allowed.",
@@ -285,9 +450,22 @@ def download(url: str, dest: str, *, limit: int, sha256: str = "",
                     digest.update(piece)
                     if progress is not None and total:
                         progress(received * 100 / total)
-    except requests.Timeout:
+                    elapsed = time.monotonic() - started
+                    if elapsed > deadline:
+                        raise ValidationFailed(f"The download took longer than {deadline} seconds and was "
+                                               "stopped; nothing was imported.", field="url")
+                    if elapsed > grace and received < min_rate * elapsed:
+                        raise ValidationFailed(f"The download is too slow ({received / elapsed / 1024:.1f} KiB/s "
+                                               f"on average; at least {min_rate / 1024:.0f} KiB/s are needed) "
+                                               "and was stopped; nothing was imported.", field="url")
+            if total and received < total:
+                raise ValidationFailed(f"The download ended early: {received} of the {total} bytes announced "
+                                       "arrived; nothing was imported.", field="url")
+    except PortalError:
+        raise
+    except (requests.Timeout, TimeoutError, urllib3.exceptions.TimeoutError):
         raise ValidationFailed(f"The download stalled: nothing arrived for {timeout} seconds.", field="url") from None
-    except requests.RequestException as exc:
+    except (requests.RequestException, urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
         if "timed out" in str(exc).lower():  # a read timeout inside the body: urllib3 wraps it this way
             raise ValidationFailed(f"The download stalled: nothing arrived for {timeout} seconds.",
                                    field="url") from None
@@ -300,16 +478,58 @@ def download(url: str, dest: str, *, limit: int, sha256: str = "",
     return received
 
 
+def _disk_remaining(owner: Any) -> Any:
+    return next(u for u in quota_usage(user=owner) if u.resource == "disk_gib")
+
+
+def check_staging_space(work: str, needed: int, what: str) -> None:
+    """Refuse before writing `needed` bytes into the staging directory when it has not that much free."""
+    free = shutil.disk_usage(work).free
+    if needed > free:
+        raise Conflict(f"The portal server has not enough free staging space for {what} ({needed} bytes needed, "
+                       f"{free} free); try again later or ask an administrator.")
+
+
+@dataclass
+class Budget:
+    """What the images of one import may take, checked right after each disk is probed (before anything
+    is converted): the owner's remaining disk quota (read only; the charge is made under the quota
+    lock at the end) and the staging directory's free space."""
+
+    owner: Any  # None: the library (no quota)
+    work: str
+    charged_gib: int = 0
+
+    def admit(self, virtual_size: int, *, converting: bool, label: str) -> int | None:
+        """Check one more disk of `virtual_size`; returns the most bytes its conversion may write."""
+        gib = gib_ceil(virtual_size)
+        if self.owner is not None:
+            disk = _disk_remaining(self.owner)
+            wanted = self.charged_gib + gib
+            if wanted > disk.remaining:
+                raise QuotaExceeded(resource=disk.label, requested=wanted, limit=disk.limit, in_use=disk.used,
+                                    unit=disk.unit, requested_resources={"vms": 0, "vcpus": 0, "memory_mib": 0,
+                                                                         "disk_gib": wanted})
+        self.charged_gib += gib
+        if not converting:
+            return None
+        most = virtual_size + virtual_size // 256 + CONVERT_MARGIN
+        check_staging_space(self.work, most, label)
+        return most
+
+
 def _prepare_one(src: str, fmt: str, *, kind: str, work: str, index: int, progress: Progress,
-                 lo: int, hi: int, label: str) -> Prepared:
+                 lo: int, hi: int, label: str, budget: Budget) -> Prepared:
     probe = imageio.probe(src, fmt)
+    most = budget.admit(probe.virtual_size, converting=fmt != "iso", label=label)
     if fmt == "iso":
         out, stored, fmt_stored = src, probe, "raw"
     else:
         out = os.path.join(work, f"disk{index}.qcow2")
         progress(lo, f"Converting {label} from {fmt} to qcow2")
-        stored = imageio.convert(src, fmt, out, progress=_scaled(progress, lo, lo + (hi - lo) * 2 // 3,
-                                                                   f"Converting {label} from {fmt} to qcow2"))
+        stored = imageio.convert(src, fmt, out, max_bytes=most,
+                                 progress=_scaled(progress, lo, lo + (hi - lo) * 2 // 3,
+                                                  f"Converting {label} from {fmt} to qcow2"))
         fmt_stored = "qcow2"
     mid = lo + (hi - lo) * 2 // 3 if fmt != "iso" else lo
     progress(mid, f"Computing the checksum of {label}")
@@ -320,8 +540,11 @@ def _prepare_one(src: str, fmt: str, *, kind: str, work: str, index: int, progre
 
 
 def prepare(src: str, *, declared: str | None, kind: str | None, work: str, progress: Progress,
-            lo: int = 30, hi: int = 80) -> _Plan:
-    """Detect, check, probe and convert `src` (an OVA: each of its disks) into files under `work`."""
+            lo: int = 30, hi: int = 80, owner: Any = None) -> _Plan:
+    """Detect, check, probe and convert `src` (an OVA: each of its disks) into files under `work`; each
+    disk's virtual size must fit `owner`'s remaining disk quota (None: the library) and the staging
+    space before it is converted."""
+    budget = Budget(owner=owner, work=work)
     progress(lo, "Detecting the image format")
     fmt = imageio.detect(src)
     imageio.check_declared(fmt, declared or None)
@@ -340,7 +563,8 @@ def prepare(src: str, *, declared: str | None, kind: str | None, work: str, prog
                 raise ValidationFailed(f"Disk {i + 1} of the OVA is not a disk image ({disk_fmt}).", field="source")
             disk_kind = Image.Kind.TEMPLATE if i == 0 else Image.Kind.DISK
             plan.disks.append(_prepare_one(disk, disk_fmt, kind=disk_kind, work=work, index=i, progress=progress,
-                                           lo=lo + i * span, hi=lo + (i + 1) * span, label=f"disk {i + 1}"))
+                                           lo=lo + i * span, hi=lo + (i + 1) * span, label=f"disk {i + 1}",
+                                           budget=budget))
         return plan
     if fmt == "iso":
         if kind and kind != Image.Kind.ISO:
@@ -351,14 +575,38 @@ def prepare(src: str, *, declared: str | None, kind: str | None, work: str, prog
             raise ValidationFailed(f"This file is a {fmt} disk image, not an ISO.", field="kind")
         wanted = kind or Image.Kind.DISK
     plan.disks.append(_prepare_one(src, fmt, kind=wanted, work=work, index=0, progress=progress, lo=lo, hi=hi,
-                                   label="the image"))
+                                   label="the image", budget=budget))
     return plan
 
 
+def volume_taken(pool: StoragePool, volume: str) -> bool:
+    """Does any Image or Volume row name this volume of the pool?"""
+    return (Image.objects.filter(pool=pool, volume_name=volume).exists()
+            or Volume.objects.filter(pool=pool, name=volume).exists())
+
+
+def _new_volume_name(driver: Any, pool: StoragePool, name: str, ext: str) -> str:
+    """A volume name of the image's own (its name and a random token, like a template's), free in the
+    pool and among the rows: an import never replaces a volume it did not write."""
+    from .services import image_volume_name  # services imports this module: resolved late
+
+    for _ in range(5):
+        volume = image_volume_name(f"{name}-{secrets.token_hex(4)}", fmt=ext)
+        if volume_taken(pool, volume):
+            continue
+        try:
+            driver.volume_info(pool=pool.name, name=volume)
+        except NotFound:
+            return volume
+    raise Conflict(f"No free volume name for image {name} in the pool; try again.")
+
+
 def _store(host: Host, disks: list[Prepared], names: list[str], progress: Progress, lo: int, hi: int,
-           written: list[tuple[StoragePool, str]]) -> list[str]:
-    """Copy each prepared file into the host's pool; returns the volume paths. Volumes are added to
-    `written` as they are created, so a failure can remove them."""
+           written: list[tuple[StoragePool, str]],
+           on_volume: Callable[[list[tuple[StoragePool, str]]], None] | None = None) -> list[str]:
+    """Copy each prepared file into the host's pool as a new volume of its own; returns the volume paths.
+    Volumes are added to `written` (and `on_volume` told) before they are created, so a failure can
+    remove them."""
     from .services import pool_ensure  # services imports this module: resolved late
 
     pool = pool_ensure(host=host)
@@ -367,12 +615,14 @@ def _store(host: Host, disks: list[Prepared], names: list[str], progress: Progre
     span = (hi - lo) // max(1, len(disks))
     for i, (disk, name) in enumerate(zip(disks, names, strict=True)):
         ext = "iso" if disk.kind == Image.Kind.ISO else disk.fmt
-        volume = f"{volume_prefix()}-{name}.{ext}"
+        volume = _new_volume_name(driver, pool, name, ext)
         step = f"Copying {name} into the storage pool of {host.name}"
         progress(lo + i * span, step)
         report = _scaled(progress, lo + i * span, lo + (i + 1) * span, step)
-        driver.delete_volume(pool=pool.name, name=volume)  # a leftover of an earlier failed attempt
         written.append((pool, volume))
+        if on_volume is not None:
+            on_volume(written)
+
         def copied(sent: int, total: int, report: Callable[[float], None] = report) -> None:
             report(sent * 100 / total if total else 100.0)
 
@@ -382,12 +632,56 @@ def _store(host: Host, disks: list[Prepared], names: list[str], progress: Progre
     return paths
 
 
-def _remove_volumes(host: Host, written: list[tuple[StoragePool, str]]) -> None:
+def remove_unlisted_volumes(host: Host | None, written: Iterable[tuple[StoragePool, str]]) -> None:
+    """Remove the volumes a failed import wrote, except any an Image or Volume row names (never
+    another image's or disk's volume). Errors are logged, never raised: this runs while failing."""
     for pool, volume in written:
         try:
-            get_driver(host.uri).delete_volume(pool=pool.name, name=volume)
+            if volume_taken(pool, volume):
+                log.warning("not removing volume %s after a failed import: a row names it", volume)
+                continue
+            get_driver((host or pool.host).uri).delete_volume(pool=pool.name, name=volume)
         except PortalError as exc:
             log.warning("could not remove volume %s after a failed import: %s", volume, exc.detail or exc.message)
+        except Exception:
+            log.exception("could not remove volume %s after a failed import", volume)
+
+
+
+def copy_host_file(path: str, work: str) -> str:
+    """Copy an administrator's host file into the private staging directory `work`, opening it once:
+    its real path must lie inside IMAGE_IMPORT_DIRS, it is opened without following a symlink, and the
+    file opened must be that path (a file swapped for a symlink or moved meanwhile is refused). All the
+    checks and the conversion then read the copy only. Returns the copy's path."""
+    real = check_import_path(path)
+    try:
+        fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        raise ValidationFailed(f"The image file {path} cannot be opened (it changed, or is a symlink now).",
+                               field="path") from None
+    try:
+        info = os.fstat(fd)
+        opened = os.path.realpath(f"/proc/self/fd/{fd}")
+        if opened != real or not stat.S_ISREG(info.st_mode):
+            raise ValidationFailed(f"The image file {path} changed while it was opened; it is refused.",
+                                   field="path")
+        if info.st_size > settings.IMAGE_MAX_BYTES:
+            raise ValidationFailed(f"The file is {info.st_size} bytes; the limit is {settings.IMAGE_MAX_BYTES} "
+                                   "bytes.", field="path")
+        check_staging_space(work, info.st_size, "a copy of the file")
+        os.set_blocking(fd, True)
+        dest = os.path.join(work, "source")
+        copied = 0
+        with open(dest, "xb") as out:
+            while piece := os.read(fd, DOWNLOAD_CHUNK):
+                copied += len(piece)
+                if copied > settings.IMAGE_MAX_BYTES:
+                    raise ValidationFailed(f"The file grew beyond {settings.IMAGE_MAX_BYTES} bytes while it was "
+                                           "copied; it is refused.", field="path")
+                out.write(piece)
+    finally:
+        os.close(fd)
+    return dest
 
 
 def _ova_names(name: str, count: int) -> list[str]:
@@ -425,6 +719,12 @@ def image_import_run(ctx: JobContext) -> dict:
     def progress(percent: int, step: str) -> None:
         ctx.progress(percent, step)
 
+    def remember(volumes: list[tuple[StoragePool, str]]) -> None:
+        # Recorded in the job before each volume is created: a worker that dies mid-copy leaves the job's
+        # clean-up (storage.jobs) the names to remove.
+        params["volumes"] = [[pool.pk, volume] for pool, volume in volumes]
+        Job.objects.filter(pk=ctx.job.pk).update(params=params)
+
     try:
         _check_name_free(name, exclude_job=ctx.job.pk)
         source = params["source"]
@@ -437,11 +737,15 @@ def image_import_run(ctx: JobContext) -> dict:
             src = os.path.join(work, "download")
             limit = settings.IMAGE_MAX_BYTES
             progress(1, "Downloading the image")
-            download(params["url"], src, limit=limit, sha256=params.get("sha256", ""),
+            actor = ctx.job.actor
+            restricted = actor is not None and not is_admin(actor)
+            download(params["url"], src, limit=limit, sha256=params.get("sha256", ""), restricted=restricted,
                      progress=_scaled(progress, 1, 30, "Downloading the image"))
             where = params["url"]
         else:
-            src = check_import_path(params["path"])  # again: the file may have changed since the request
+            progress(1, "Copying the file into the staging directory")
+            # Opened once, then only the private copy is read: the host file may change meanwhile.
+            src = copy_host_file(params["path"], work)
             where = params["path"]
         if source != "url" and params.get("sha256"):
             progress(25, "Checking the given SHA-256")
@@ -450,7 +754,7 @@ def image_import_run(ctx: JobContext) -> dict:
                 raise ValidationFailed(f"The file's SHA-256 is {got}, not the {params['sha256']} given; "
                                        "nothing was imported.", field="sha256")
         plan = prepare(src, declared=params.get("fmt") or None, kind=params.get("kind") or None, work=work,
-                       progress=progress)
+                       progress=progress, owner=owner)
         names = _ova_names(name, len(plan.disks)) if plan.appliance else [name]
         for extra in names[1:]:
             _check_name_free(extra)
@@ -458,7 +762,7 @@ def image_import_run(ctx: JobContext) -> dict:
         if owner is not None:  # fail before the copy when it cannot fit (checked again under the lock)
             with transaction.atomic():
                 quota_reserve(user=owner, vms=0, vcpus=0, memory_mib=0, disk_gib=charge)
-        paths = _store(host, plan.disks, names, progress, 80, 97, written)
+        paths = _store(host, plan.disks, names, progress, 80, 97, written, on_volume=remember)
         progress(98, "Registering the image")
         images = _register(ctx, plan=plan, names=names, paths=paths, host=host, owner=owner, charge=charge,
                            where=where, written=written)
@@ -467,11 +771,16 @@ def image_import_run(ctx: JobContext) -> dict:
         raise ValidationFailed(f"An image named {name!r} was registered meanwhile; choose another name.",
                                field="name") from None
     finally:
+        # Whatever failed (a PortalError or a bug), nothing of the import stays behind; each step of the
+        # clean-up runs even when another fails.
         if not imported:
-            _remove_volumes(host, written)
+            remove_unlisted_volumes(host, written)
         shutil.rmtree(work, ignore_errors=True)
         if params.get("upload_id"):
-            upload_finish(upload_id=params["upload_id"], imported=imported)
+            try:
+                upload_finish(upload_id=params["upload_id"], imported=imported)
+            except Exception:
+                log.exception("could not release upload %s after its import", params["upload_id"])
     first = images[0]
     Job.objects.filter(pk=ctx.job.pk).update(target_id=str(first.pk))
     result: dict[str, Any] = {"image": first.name, "image_id": first.pk, "kind": first.kind,
@@ -536,7 +845,7 @@ def image_prepare_and_store(*, host: Host, name: str, source_path: str, declared
     report = progress or (lambda _p, _s: None)
     ok = False
     try:
-        plan = prepare(source_path, declared=declared, kind=None, work=work, progress=report)
+        plan = prepare(source_path, declared=declared, kind=None, work=work, progress=report, owner=None)
         if plan.appliance is not None:
             raise ValidationFailed("OVA appliances are imported with an import job, not registered.", field="format")
         disk = plan.disks[0]
@@ -547,5 +856,5 @@ def image_prepare_and_store(*, host: Host, name: str, source_path: str, declared
         return disk, written[0][1], paths[0]
     finally:
         if not ok:
-            _remove_volumes(host, written)
+            remove_unlisted_volumes(host, written)
         shutil.rmtree(work, ignore_errors=True)

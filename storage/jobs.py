@@ -26,8 +26,8 @@ from portal.exceptions import NotFound, PortalError, ValidationFailed
 from portal.jobs import JobContext, job_handler
 from portal.models import Job
 
-from .imports import IMAGE_IMPORT, image_import_run
-from .models import Image
+from .imports import IMAGE_IMPORT, image_import_run, remove_unlisted_volumes
+from .models import Image, StoragePool
 from .recipes import RECIPES, Recipe
 from .services import IMAGE_BUILD, image_register
 from .uploads import upload_finish
@@ -129,10 +129,17 @@ def build(ctx: JobContext) -> dict:
 
 
 def _import_abandoned(job: Job, error: str) -> None:
-    """An import whose worker died (or that failed before its own clean-up ran): its staging files go and
-    its upload is released; a volume it may have written without a row is left to the pool's owner."""
+    """An import that failed, whatever the error, or whose worker died: its staging files go, the volumes
+    it recorded are removed unless a row names them, and its upload is released (never left
+    "importing")."""
     for path in glob.glob(os.path.join(settings.IMAGE_STAGING_DIR, f"import-{job.pk}-*")):
         shutil.rmtree(path, ignore_errors=True)
+    volumes = []
+    for pool_id, volume in job.params.get("volumes") or []:
+        pool = StoragePool.objects.filter(pk=pool_id).select_related("host").first()
+        if pool is not None:
+            volumes.append((pool, str(volume)))
+    remove_unlisted_volumes(None, volumes)
     if job.params.get("upload_id"):
         upload_finish(upload_id=job.params["upload_id"], imported=False)
 

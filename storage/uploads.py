@@ -26,7 +26,9 @@ from django.utils import timezone
 from portal.actors import Actor, is_admin, is_signed_in, require_user
 from portal.audit import audit
 from portal.exceptions import Conflict, NotFound, PortalError, QuotaExceeded, ValidationFailed
+from quotas.models import Quota
 from quotas.selectors import quota_usage
+from quotas.services import quota_get_or_create
 
 from .models import Upload
 
@@ -86,6 +88,34 @@ def check_image_size(*, owner: Actor, size: int) -> None:
                             requested_resources={"vms": 0, "vcpus": 0, "memory_mib": 0, "disk_gib": needed})
 
 
+OPEN = (Upload.Status.RECEIVING, Upload.Status.COMPLETE, Upload.Status.IMPORTING)
+
+
+def _check_open_uploads(user: Any, size: int, *, quota: bool) -> None:
+    """Under the user's quota row lock (two creations at once count each other): at most
+    UPLOADS_PER_USER uploads open (receiving, complete or being imported), and, for a user's own space
+    (`quota`), the lengths of the open ones and this new one together within the remaining disk quota.
+    (An administrator's uploads go to the library: their user row is locked instead.)"""
+    if quota:
+        quota_get_or_create(user=user)
+        Quota.objects.select_for_update().filter(user=user).first()
+    else:
+        type(user).objects.select_for_update().filter(pk=user.pk).first()
+    open_uploads = Upload.objects.filter(owner=user, status__in=OPEN)
+    count = open_uploads.count()
+    if count >= settings.UPLOADS_PER_USER:
+        raise Conflict(f"You have {count} uploads open; at most {settings.UPLOADS_PER_USER} at once. Finish, import "
+                       "or cancel one first.")
+    if not quota:
+        return
+    pending = sum(open_uploads.values_list("length", flat=True))
+    disk = next(u for u in quota_usage(user=user) if u.resource == "disk_gib")
+    needed = -(-(pending + size) // GIB)
+    if needed > disk.remaining:
+        raise QuotaExceeded(resource=disk.label, requested=needed, limit=disk.limit, in_use=disk.used, unit=disk.unit,
+                            requested_resources={"vms": 0, "vcpus": 0, "memory_mib": 0, "disk_gib": needed})
+
+
 def _clean_metadata(metadata: dict[str, str]) -> dict[str, str]:
     if sum(len(k) + len(v) for k, v in metadata.items()) > METADATA_MAX_BYTES:
         raise ValidationFailed(f"Upload metadata is too long (at most {METADATA_MAX_BYTES} bytes).",
@@ -113,7 +143,8 @@ def upload_create(*, actor: Actor, via: str, length: object, metadata: dict[str,
     if size <= 0:
         raise ValidationFailed("An upload must announce its length, more than 0 bytes.", field="length")
     # An administrator's upload may go to the library; a user's goes to their own space.
-    check_image_size(owner=None if is_admin(user) else user, size=size)
+    admin = is_admin(user)
+    check_image_size(owner=None if admin else user, size=size)
     meta = _clean_metadata(metadata or {})
     filename = _clean_filename(meta.get("filename") or meta.get("name") or "")
     upload = Upload(owner=user, filename=filename, length=size, metadata=meta, expires_at=_expiry())
@@ -121,6 +152,7 @@ def upload_create(*, actor: Actor, via: str, length: object, metadata: dict[str,
         pass
     try:
         with transaction.atomic():
+            _check_open_uploads(user, size, quota=not admin)
             upload.save(force_insert=True)
             audit(actor=user, via=via, action="upload.create", target_type="upload", target_id=str(upload.pk),
                   target_name=filename or str(upload.pk), message=f"Started an upload of {size} bytes")

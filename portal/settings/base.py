@@ -228,6 +228,20 @@ IMAGE_MAX_VIRTUAL_BYTES = env.get_int("IMAGE_MAX_VIRTUAL_BYTES", 2 * 1024**4)
 IMAGE_IMPORT_DIRS = [d for d in env.get_str("IMAGE_IMPORT_DIRS", "/srv/images").split(":") if d]
 # A URL import that receives nothing for this long fails; an upload idle this long is removed.
 IMAGE_URL_TIMEOUT_SECONDS = env.get_int("IMAGE_URL_TIMEOUT_SECONDS", 30)
+# A URL download is stopped after this long in all, and when, after IMAGE_URL_GRACE_SECONDS, it has
+# averaged less than IMAGE_URL_MIN_BYTES_PER_SECOND (a server dripping bytes holds no worker for days).
+IMAGE_URL_MAX_SECONDS = env.get_int("IMAGE_URL_MAX_SECONDS", 3600)
+IMAGE_URL_GRACE_SECONDS = env.get_int("IMAGE_URL_GRACE_SECONDS", 120)
+IMAGE_URL_MIN_BYTES_PER_SECOND = env.get_int("IMAGE_URL_MIN_BYTES_PER_SECOND", 32 * 1024)
+# Users' URL imports may not reach loopback, private, link-local, multicast or reserved addresses (the
+# server must not be made to fetch from the inside); these networks (comma-separated CIDRs, e.g. an
+# internal mirror's "10.1.2.0/24") are allowed anyway. Administrators' imports may reach any address.
+IMAGE_URL_ALLOWED_NETWORKS = [n.strip() for n in env.get_str("IMAGE_URL_ALLOWED_NETWORKS", "").split(",")
+                              if n.strip()]
+# At most this many uploads open (receiving, complete or being imported) and import jobs running or
+# queued per user at once.
+UPLOADS_PER_USER = env.get_int("UPLOADS_PER_USER", 4)
+IMAGE_IMPORTS_PER_USER = env.get_int("IMAGE_IMPORTS_PER_USER", 4)
 UPLOAD_EXPIRY_SECONDS = env.get_int("UPLOAD_EXPIRY_SECONDS", 24 * 3600)
 # An image build (debootstrap, apt, mkfs) still running after this long is stopped and the job fails.
 IMAGE_BUILD_TIMEOUT_SECONDS = env.get_int("IMAGE_BUILD_TIMEOUT_SECONDS", 1800)

@@ -148,7 +148,9 @@ class UploadListView(_TusView):
                     OpenApiParameter("Upload-Metadata", OpenApiTypes.STR, OpenApiParameter.HEADER,
                                      description="Comma-separated `key base64(value)` pairs, e.g. `filename ZGViaWFuLnFjb3cy`.")],
         responses={201: OpenApiResponse(UploadSerializer, description="Created; `Location` is its URL."),
-                   400: INVALID, 403: OpenApiResponse(QuotaErrorSerializer, description="Beyond your disk quota."),
+                   400: INVALID, 403: OpenApiResponse(QuotaErrorSerializer, description="Beyond your disk quota "
+                                                      "(counting your other open uploads)."),
+                   409: OpenApiResponse(ErrorSerializer, description="You have UPLOADS_PER_USER uploads open."),
                    412: OpenApiResponse(ErrorSerializer, description="Not tus 1.0.0."),
                    413: OpenApiResponse(ErrorSerializer, description="Larger than the portal accepts.")})
     def post(self, request: Request) -> Response:

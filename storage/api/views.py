@@ -66,7 +66,7 @@ class ImageViewSet(CatalogViewSet):
         responses={202: OpenApiResponse(ImageImportResultSerializer, description="Accepted: the job imports it."),
                    400: INVALID,
                    403: OpenApiResponse(QuotaErrorSerializer, description="Beyond your disk quota, or not allowed."),
-                   409: OpenApiResponse(ErrorSerializer, description="No host to store it on."),
+                   409: OpenApiResponse(ErrorSerializer, description="No host to store it on, or IMAGE_IMPORTS_PER_USER imports of yours running."),
                    413: OpenApiResponse(ErrorSerializer, description="Larger than the portal accepts.")})
     @action(detail=False, methods=["post"], url_path="import", url_name="import")
     def import_image(self, request: Request) -> Response:

@@ -42,8 +42,11 @@ def staging_files() -> list[str]:
 
 
 def pool_volumes(driver, name: str) -> list[str]:
-    prefix = f"image-{settings.INSTANCE_ID}-{name}."
-    return [v.name for v in driver.list_volumes(pool=settings.STORAGE_POOL) if v.name.startswith(prefix)]
+    """The volumes an import of image `name` wrote: named by the image and a random token of 8 hex digits."""
+    import re
+
+    own = re.compile(rf"image-{re.escape(settings.INSTANCE_ID)}-{re.escape(name)}-[0-9a-f]{{8}}\.")
+    return [v.name for v in driver.list_volumes(pool=settings.STORAGE_POOL) if own.match(v.name)]
 
 
 def import_api(client, **body):
@@ -394,9 +397,36 @@ def test_an_image_beyond_the_quota_is_refused_after_probing(transactional_db, te
 
 class _Handler(http.server.BaseHTTPRequestHandler):
     files: dict[str, bytes] = {}
+    redirects: dict[str, str] = {}  # path -> Location of a 302
+    odd_length: dict[str, tuple[str, bytes]] = {}  # path -> (a Content-Length header as sent, the body)
     release = threading.Event()
 
     def do_GET(self):  # noqa: N802 (http.server's name)
+        if self.path in self.redirects:
+            self.send_response(302)
+            self.send_header("Location", self.redirects[self.path])
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        if self.path in self.odd_length:
+            header, body = self.odd_length[self.path]
+            self.send_response(200)
+            self.send_header("Content-Length", header)
+            self.end_headers()
+            self.wfile.write(body)
+            self.close_connection = True
+            return
+        if self.path == "/drip":  # a byte every 0.2 s: never stalls, never finishes (up to 10 s)
+            self.send_response(200)
+            self.send_header("Content-Length", str(10 * MIB))
+            self.end_headers()
+            self.wfile.write(b"QFI\xfb")
+            for _ in range(50):
+                self.wfile.write(b"\0")
+                self.wfile.flush()
+                if self.release.wait(0.2):
+                    break
+            return
         if self.path == "/stall":
             self.send_response(200)
             self.send_header("Content-Length", str(10 * MIB))
@@ -418,15 +448,31 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         pass
 
 
-@pytest.fixture
-def web():
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+def _serve(address: str):
+    server = http.server.ThreadingHTTPServer((address, 0), _Handler)
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
+    return server
+
+
+@pytest.fixture
+def web():
     _Handler.release.clear()
+    for table in (_Handler.files, _Handler.redirects, _Handler.odd_length):
+        table.clear()
+    server = _serve("127.0.0.1")
     yield f"http://127.0.0.1:{server.server_address[1]}", _Handler.files
     _Handler.release.set()
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def web2(web):
+    """A second server of the same files on another loopback address, 127.0.0.2."""
+    server = _serve("127.0.0.2")
+    yield f"http://127.0.0.2:{server.server_address[1]}"
     server.shutdown()
     server.server_close()
 
@@ -439,6 +485,7 @@ def test_url_imports_stream_check_the_checksum_and_refuse_non_images_and_stalls(
     good_sha = hashlib.sha256(files["/disk.qcow2"]).hexdigest()
     client = client_for(alice)
     settings.IMAGE_URL_TIMEOUT_SECONDS = 1
+    settings.IMAGE_URL_ALLOWED_NETWORKS = ["127.0.0.0/8"]  # a user's import reaches loopback only when allowed
 
     def run(**body):
         job = job_of(import_api(client, source="url", **body))
@@ -537,3 +584,251 @@ def test_a_second_patch_while_one_is_writing_is_refused_and_changes_nothing(tran
         assert busy.status_code == 409 and "Another request is writing" in busy.json()["detail"]
     assert Upload.objects.get().offset == 0
     assert tus_patch(client, url, 0, b"x" * 50)["Upload-Offset"] == "50"
+
+
+# --- the security review's findings (issue #10) -----------------------------------------------------------
+
+def _complete_upload(client, data: bytes) -> str:
+    url = tus_create(client, len(data))["Location"]
+    assert tus_patch(client, url, 0, data).status_code == 204
+    return url.rstrip("/").rsplit("/", 1)[1]
+
+
+def test_an_import_never_deletes_or_overwrites_another_images_volume(transactional_db, test_host, admin_user,
+                                                                    client_for, dirs, driver, tmp_path):
+    from storage.imports import remove_unlisted_volumes
+    from storage.services import image_volume_name, pool_ensure
+
+    # A public template's base volume is named image-<template>-<8 hex>.qcow2 ...
+    pool = pool_ensure(host=test_host)
+    base = image_volume_name("tpl-1234abcd")
+    info = driver.create_volume(pool=pool.name, name=base, capacity_bytes=7 * MIB, fmt="qcow2")
+    Image.objects.create(name="tpl", kind="template", pool=pool, volume_name=base, path=info.path, format="qcow2",
+                         size_bytes=7 * MIB)
+    # ... and an image named "tpl-1234abcd" must get a volume of its own, leaving the template's alone.
+    source = make_source("qcow2", tmp_path, dirs / "disk.qcow2")
+    job = job_of(import_api(client_for(admin_user), source="path", path=str(source), name="tpl-1234abcd"))
+    job.refresh_from_db()
+    assert job.status == "succeeded", job.error
+    imported = Image.objects.get(name="tpl-1234abcd")
+    assert imported.volume_name != base and pool_volumes(driver, "tpl-1234abcd") == [imported.volume_name]
+    assert driver.volume_info(pool=pool.name, name=base).capacity_bytes == 7 * MIB
+    # A failed import's clean-up never removes a volume a row names.
+    remove_unlisted_volumes(test_host, [(pool, base), (pool, imported.volume_name)])
+    assert driver.volume_info(pool=pool.name, name=base).capacity_bytes == 7 * MIB
+    assert driver.volume_info(pool=pool.name, name=imported.volume_name)
+
+
+def test_quota_and_staging_space_are_checked_before_anything_is_converted(
+        transactional_db, test_host, alice, admin_user, client_for, dirs, driver, tmp_path, monkeypatch):
+    import shutil as shutil_module
+
+    from storage import imageio
+
+    def no_conversion(*args, **kwargs):
+        raise AssertionError("converted before the size was checked")
+
+    real_convert = imageio.convert
+    monkeypatch.setattr(imageio, "convert", no_conversion)
+    big = tmp_path / "big.qcow2"
+    qemu_img("create", "-f", "qcow2", str(big), "30G")  # tiny file, 30 GiB virtual; alice has 20 GiB
+    client = client_for(alice)
+    job = job_of(import_api(client, source="upload", upload=_complete_upload(client, big.read_bytes()), name="big"))
+    job.refresh_from_db()
+    assert job.status == "failed" and "Quota exceeded for Disk: requested 30 GiB" in job.error
+    # The library has no quota, but the staging directory must hold the conversion.
+    (dirs / "big.qcow2").write_bytes(big.read_bytes())
+    real_usage = shutil_module.disk_usage
+    monkeypatch.setattr(shutil_module, "disk_usage",
+                        lambda path: real_usage(path)._replace(free=GIB))  # 1 GiB free
+    job = job_of(import_api(client_for(admin_user), source="path", path=str(dirs / "big.qcow2"), name="big"))
+    job.refresh_from_db()
+    assert job.status == "failed" and "not enough free staging space" in job.error
+    assert not Image.objects.filter(name="big").exists() and staging_files() == []
+    # And qemu-img convert itself can write no more than the probed virtual size allows.
+    raw = tmp_path / "full.raw"
+    raw.write_bytes(os.urandom(2 * MIB))
+    with pytest.raises(Exception, match="grew larger than its virtual size"):
+        real_convert(str(raw), "raw", str(tmp_path / "out.qcow2"), max_bytes=256 * 1024)
+    assert not (tmp_path / "out.qcow2").exists()
+
+
+def test_users_url_imports_reach_public_addresses_only(transactional_db, test_host, alice, admin_user, client_for,
+                                                        dirs, driver, tmp_path, web, web2, settings, monkeypatch):
+    from storage import imports
+
+    base, files = web
+    files["/disk.qcow2"] = make_source("qcow2", tmp_path, tmp_path / "d.qcow2").read_bytes()
+    settings.IMAGE_URL_ALLOWED_NETWORKS = []
+    client = client_for(alice)
+
+    def run(c, url, name="from-url"):
+        job = job_of(import_api(c, source="url", url=url, name=name))
+        job.refresh_from_db()
+        return job
+
+    for url in (f"{base}/disk.qcow2", "http://169.254.169.254/latest/meta-data/", "http://[::1]:9/x",
+                "http://0.0.0.0:9/x", "http://10.1.2.3/x.qcow2"):
+        refused = run(client, url)
+        assert refused.status == "failed" and "inside the portal's network" in refused.error, (url, refused.error)
+        assert "answered" not in refused.error and "Connection" not in refused.error
+    # A public-looking first hop (here: 127.0.0.2, allowed) that redirects inside is refused on the redirect.
+    settings.IMAGE_URL_ALLOWED_NETWORKS = ["127.0.0.2/32"]
+    _Handler.redirects["/to-inside"] = f"{base}/disk.qcow2"
+    refused = run(client, f"{web2}/to-inside")
+    assert refused.status == "failed" and "inside the portal's network" in refused.error
+    _Handler.redirects["/to-file"] = "file:///etc/shadow"
+    assert "not http:// or https://" in run(client, f"{web2}/to-file").error
+    for i in range(7):
+        _Handler.redirects[f"/loop{i}"] = f"{web2}/loop{i + 1}"
+    assert "redirects more than 5 times" in run(client, f"{web2}/loop0").error
+    # Redirects within allowed addresses are followed.
+    _Handler.redirects["/to-disk"] = "/disk.qcow2"
+    assert run(client, f"{web2}/to-disk", name="via-redirect").status == "succeeded"
+    # A host name checked once cannot connect elsewhere later: every connection's peer is checked too.
+    settings.IMAGE_URL_ALLOWED_NETWORKS = []
+    monkeypatch.setattr(imports, "check_url_target", lambda url: None)
+    refused = run(client, f"{base}/disk.qcow2")
+    assert refused.status == "failed" and "inside the portal's network" in refused.error
+    monkeypatch.undo()
+    # Administrators may import from internal mirrors.
+    assert run(client_for(admin_user), f"{base}/disk.qcow2", name="mirrored").status == "succeeded"
+    assert not Image.objects.filter(name="from-url").exists() and staging_files() == []
+    # The address rule itself.
+    for address, allowed in [("8.8.8.8", True), ("2001:4860:4860::8888", True), ("127.0.0.1", False),
+                             ("::ffff:127.0.0.1", False), ("10.0.0.1", False), ("192.168.1.1", False),
+                             ("100.64.0.1", False), ("169.254.169.254", False), ("fe80::1", False),
+                             ("224.0.0.1", False), ("0.0.0.0", False), ("::", False), ("240.0.0.1", False),
+                             ("fd00::1", False)]:
+        assert imports.address_allowed(address) is allowed, address
+    settings.IMAGE_URL_ALLOWED_NETWORKS = ["10.0.0.0/8", "not-a-network"]
+    assert imports.address_allowed("10.9.8.7") and not imports.address_allowed("192.168.1.1")
+
+
+def test_a_download_has_a_deadline_and_a_minimum_rate(transactional_db, test_host, admin_user, client_for, dirs,
+                                                      web, settings):
+    base, _files = web
+    settings.IMAGE_URL_TIMEOUT_SECONDS = 1  # a byte every 0.2 s never stalls ...
+    settings.IMAGE_URL_MAX_SECONDS = 2  # ... but the whole download may take 2 s
+    client = client_for(admin_user)
+    job = job_of(import_api(client, source="url", url=f"{base}/drip", name="dripping"))
+    job.refresh_from_db()
+    assert job.status == "failed" and "took longer than 2 seconds" in job.error
+    settings.IMAGE_URL_MAX_SECONDS = 3600
+    settings.IMAGE_URL_GRACE_SECONDS = 1
+    settings.IMAGE_URL_MIN_BYTES_PER_SECOND = 64 * 1024
+    job = job_of(import_api(client, source="url", url=f"{base}/drip", name="dripping"))
+    job.refresh_from_db()
+    assert job.status == "failed" and "too slow" in job.error and "KiB/s" in job.error
+    assert staging_files() == []
+
+
+@pytest.mark.parametrize("header", ["²", "-5", "1e3", "12 34", "99999999999999999999999999"])
+def test_an_odd_content_length_does_not_crash_the_import(transactional_db, test_host, admin_user, client_for, dirs,
+                                                         tmp_path, web, header):
+    base, _files = web
+    body = make_source("qcow2", tmp_path, tmp_path / "d.qcow2").read_bytes()
+    _Handler.odd_length["/odd.qcow2"] = (header, body)
+    job = job_of(import_api(client_for(admin_user), source="url", url=f"{base}/odd.qcow2", name="odd"))
+    job.refresh_from_db()
+    assert job.status in ("succeeded", "failed"), (job.status, job.error)  # never an internal error
+    if job.status == "failed":
+        assert "Internal error" not in job.error
+    assert staging_files() == []
+
+
+def test_a_host_file_is_opened_once_and_only_its_private_copy_is_read(transactional_db, test_host, admin_user,
+                                                                      client_for, dirs, tmp_path, monkeypatch):
+    from portal.exceptions import ValidationFailed
+    from storage import imageio, imports
+
+    source = make_source("qcow2", tmp_path, dirs / "disk.qcow2")
+    read: list[str] = []
+    for fn in ("detect", "probe", "convert"):
+        real = getattr(imageio, fn)
+        monkeypatch.setattr(imageio, fn, lambda path, *a, _real=real, **kw: (read.append(path), _real(path, *a, **kw))[1])
+    job = job_of(import_api(client_for(admin_user), source="path", path=str(source), name="copied"))
+    job.refresh_from_db()
+    assert job.status == "succeeded", job.error
+    assert read and all(p.startswith(settings.IMAGE_STAGING_DIR + os.sep) for p in read), read
+    assert Image.objects.get(name="copied").source == str(source) and staging_files() == []
+    # A path swapped for a symlink, or a directory on it swapped for one, after the check is refused.
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.setattr(imports, "check_import_path", lambda path: str(path))  # as if checked before the swap
+    (dirs / "swapped.qcow2").symlink_to("/etc/passwd")
+    with pytest.raises(ValidationFailed, match="cannot be opened"):
+        imports.copy_host_file(str(dirs / "swapped.qcow2"), str(work))
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "disk.qcow2").write_bytes(source.read_bytes())
+    (dirs / "sub").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(ValidationFailed, match="changed while it was opened"):
+        imports.copy_host_file(str(dirs / "sub" / "disk.qcow2"), str(work))
+    assert list(work.iterdir()) == []
+
+
+def test_open_uploads_count_together_against_the_quota_and_are_capped(transactional_db, test_host, alice,
+                                                                       admin_user, client_for, dirs, tmp_path,
+                                                                       settings):
+    client = client_for(alice)
+    assert tus_create(client, 12 * GIB).status_code == 201  # alice may use 20 GiB
+    second = tus_create(client, 12 * GIB)
+    assert second.status_code == 403 and second.json()["code"] == "quota_exceeded"
+    assert tus_create(client, 7 * GIB).status_code == 201
+    settings.UPLOADS_PER_USER = 3
+    assert tus_create(client, 10).status_code == 201
+    capped = tus_create(client, 10)
+    assert capped.status_code == 409 and "at most 3 at once" in capped.json()["detail"]
+    url = client.get("/api/uploads/").json()[0]["url"]
+    assert tus(client, "delete", url).status_code == 204
+    assert tus_create(client, 10).status_code == 201  # a cancelled upload is no longer open
+    # An administrator's uploads (for the library) have no quota, only the cap.
+    admin = client_for(admin_user)
+    for _ in range(3):
+        assert tus_create(admin, 50 * GIB).status_code == 201
+    assert tus_create(admin, 10).status_code == 409
+    # Import jobs queued or running per user are capped too.
+    settings.IMAGE_IMPORTS_PER_USER = 1
+    data = make_source("qcow2", tmp_path, tmp_path / "d.qcow2").read_bytes()
+    Upload.objects.filter(owner=alice).delete()
+    upload = _complete_upload(client, data)
+    Job.objects.create(kind="image.import", actor=alice, via="api", params={"name": "other"}, status="running")
+    busy = import_api(client, source="upload", upload=upload, name="second")
+    assert busy.status_code == 409 and "at most 1 at once" in busy.json()["detail"]
+    assert Upload.objects.get(pk=upload).status == "complete"
+
+
+def test_any_failure_of_an_import_job_cleans_up(transactional_db, test_host, alice, client_for, dirs, driver,
+                                                tmp_path, monkeypatch):
+    from storage import imports
+    from storage.jobs import _import_abandoned
+    from storage.services import image_volume_name, pool_ensure
+
+    client = client_for(alice)
+    data = make_source("qcow2", tmp_path, tmp_path / "d.qcow2").read_bytes()
+
+    def bug(*args, **kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(imports, "_register", bug)  # after the volume was written
+    upload = _complete_upload(client, data)
+    job = job_of(import_api(client, source="upload", upload=upload, name="buggy"))
+    job.refresh_from_db()
+    assert job.status == "errored" and job.error == "Internal error: RuntimeError"
+    assert Upload.objects.get(pk=upload).status == "cancelled"
+    assert pool_volumes(driver, "buggy") == [] and staging_files() == []
+    assert len(job.params["volumes"]) == 1  # what the job's clean-up would remove had the worker died
+    # A worker that died mid-copy: the job's clean-up removes the volumes it recorded, never one a row names.
+    pool = pool_ensure(host=test_host)
+    orphan = image_volume_name("dead-0badf00d")
+    driver.create_volume(pool=pool.name, name=orphan, capacity_bytes=MIB, fmt="qcow2")
+    named = Image.objects.get(name="test-blank").volume_name
+    upload = _complete_upload(client, data)
+    Upload.objects.filter(pk=upload).update(status="importing")
+    dead = Job.objects.create(kind="image.import", actor=alice, via="api", status="failed",
+                              params={"name": "dead", "upload_id": upload,
+                                      "volumes": [[pool.pk, orphan], [pool.pk, named]]})
+    _import_abandoned(dead, "The worker stopped")
+    names = {v.name for v in driver.list_volumes(pool=pool.name)}
+    assert orphan not in names and named in names
+    assert Upload.objects.get(pk=upload).status == "cancelled"
