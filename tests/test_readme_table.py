@@ -1423,6 +1423,7 @@ def image_source(settings, tmp_path):
     incoming.mkdir()
     settings.IMAGE_IMPORT_DIRS = [str(incoming)]
     settings.IMAGE_STAGING_DIR = str(tmp_path / "staging")
+    settings.IMAGE_URL_ALLOWED_NETWORKS = ["127.0.0.0/8"]  # users may import from this loopback server
     disk = make_source("qcow2", tmp_path, incoming / "disk.qcow2")
     server = ThreadingHTTPServer(("127.0.0.1", 0), ImageHandler)
     server.daemon_threads = True
