@@ -887,7 +887,9 @@ def vm_cdrom_insert(*, actor: Actor, via: str, vm: VM | int, image: Image | str 
             raise Conflict(f"The host of {vm.name} ({vm.host.name}) cannot change media in a running VM; "
                            "stop it and insert the ISO again.")
         replaced = f" (replacing {vm.cdrom.name})" if vm.cdrom is not None else ""
-        adds = " (adds a CD-ROM drive; the VM boots from CD first)" if not vm.cdrom_drive else ""
+        adds = "" if vm.cdrom_drive else (
+            " (adds a CD-ROM drive to its definition; its boot order stays its own)" if vm.adopted_at is not None
+            else " (adds a CD-ROM drive; the VM boots from CD first)")
         job = _media_job(actor=user, via=via, vm=vm, kind="vm.cdrom.insert", media=iso,
                          message=f"Insert {iso.name} into the CD-ROM drive of {vm.name}{replaced}{adds}",
                          data={"image": iso.name, "add_drive": not vm.cdrom_drive})
@@ -902,6 +904,9 @@ def vm_cdrom_eject(*, actor: Actor, via: str, vm: VM | int) -> ActionResult:
         if not vm.cdrom_drive:
             raise InvalidState(f"{vm.name} has no CD-ROM drive.", status=vm.status)
         if vm.cdrom is None:
+            if vm.adopted_at is not None:  # media that is not the portal's may be in it: not ours to eject
+                return ActionResult(vm, None, f"No portal ISO is in the CD-ROM drive of {vm.name} (media of its "
+                                              "own, if any, is left as it is).")
             return ActionResult(vm, None, f"The CD-ROM drive of {vm.name} is already empty.")
         if vm.status in VMStatus.ACTIVE and not get_driver(vm.host.uri).capabilities().live_media_change:
             raise Conflict(f"The host of {vm.name} ({vm.host.name}) cannot change media in a running VM; "

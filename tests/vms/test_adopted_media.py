@@ -109,6 +109,8 @@ def test_an_adopted_domains_own_drive_is_recorded_and_used(test_host, admin_user
     client.force_login(admin_user)
     page = client.get(f"/admin/vms/vm/{vm.pk}/change/").content.decode()
     assert "Drive (SATA sdb): no portal ISO in it" in page
+    assert services.vm_cdrom_eject(actor=alice, via="cli", vm=vm).message.startswith("No portal ISO is in")
+    assert cdroms(vm) == [own]
     before = without_cdroms(spec.uuid)
     services.vm_cdrom_insert(actor=alice, via="cli", vm=vm, image="installer-b")
     assert cdroms(vm) == [CdromSpec(target="sdb", bus="sata", path=isos["b"].path)]
