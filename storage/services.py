@@ -234,18 +234,21 @@ def image_from_volume(*, actor: Actor, via: str, volume: Volume, name: str, titl
                       default_memory_mib: int | None = None, min_disk_gib: int = 1, source: str = "",
                       volume_name: str | None = None) -> Image:
     """Act phase of sealing a disk into an image: copy `volume` (its backing chain flattened, so the new
-    base needs no other image) into a new base volume in the same pool, then list it (kind template by
+    base needs no other image) into a new base volume in the portal's pool of its host, then list it (kind template by
     default) with the sizes, checksum and boot settings of `like` (the image the disk was made from).
     A user's image counts against their disk quota (checked again as the row is written). On any failure
     the copy is removed and no Image row is written. `volume_name`: the new base volume's name (a job
     passes one of its own, so a retry finds its copy and no other image's volume is ever touched)."""
     title, chosen = image_new_check(actor=actor, owner=owner, name=name, title=title, visibility=visibility,
                                     groups=groups)
-    pool = volume.pool
+    # Into the portal's pool of the disk's host, where VMs are made from images: an adopted VM's disk may
+    # be in a pool of its own, and full copies are made only in their image's pool.
+    pool = pool_for_host(volume.pool.host)
     driver = get_driver(pool.host.uri)
     volume_name = volume_name or image_volume_name(f"{name}-{secrets.token_hex(4)}")
     image_volume_discard(pool=pool, name=volume_name)  # a half-made copy of an earlier attempt
-    info = driver.clone_volume(pool=pool.name, source=volume.name, name=volume_name, fmt="qcow2")
+    info = driver.clone_volume(pool=pool.name, source=volume.name, name=volume_name, fmt="qcow2",
+                               source_pool=volume.pool.name)
     try:
         checksum = driver.volume_checksum(pool=pool.name, name=volume_name) or ""
         with transaction.atomic():

@@ -339,9 +339,14 @@ class VMAdmin(ServiceSaveMixin, admin.ModelAdmin):
         """The drive and the ISO in it (changed by the owner's doors: web, API, CLI; boots CD first)."""
         if not obj.cdrom_drive:
             return "No drive"
+        drive = f"Drive ({obj.cdrom_bus.upper()} {obj.cdrom_target})"
+        if obj.adopted_at is not None:  # its own boot order; media not the portal's may be in it
+            if obj.cdrom is None:
+                return f"{drive}: no portal ISO in it (the domain's own media, if any, stays)"
+            return format_html("{} with {} (the domain's own boot order)", drive, link(obj.cdrom))
         if obj.cdrom is None:
-            return "Drive (IDE), empty tray: boots from its disk"
-        return format_html("Drive (IDE) with {}: boots from CD first", link(obj.cdrom))
+            return f"{drive}, empty tray: boots from its disk"
+        return format_html("{} with {}: boots from CD first", drive, link(obj.cdrom))
 
     @admin.display(description="size")
     def size(self, obj):

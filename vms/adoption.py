@@ -37,7 +37,7 @@ from portal.exceptions import (
     QuotaExceeded,
     ValidationFailed,
 )
-from portal.hypervisor import DomainDefinition, DomainInfo, VolumeInfo, get_driver
+from portal.hypervisor import DiskInfo, DomainDefinition, DomainInfo, VolumeInfo, get_driver
 from portal.models import AuditEvent
 from quotas.services import quota_reserve
 from storage.models import Image, StoragePool, Volume
@@ -52,7 +52,8 @@ from .validation import NAME_RE, validate_description, validate_vm_name
 
 GIB = 1024**3
 REASON_MAX = 500
-# Removable media and the like: left in the domain as they are, never recorded (the portal does not own them).
+# Removable media: never adopted as disks. One CD-ROM drive is recorded as the VM's drive (its media a portal
+# image or left alone); other drives and floppies stay in the domain as they are.
 _MEDIA_DEVICES = {"cdrom", "floppy"}
 
 
@@ -77,6 +78,18 @@ class AdoptedDisk:
 
 
 @dataclass(frozen=True)
+class AdoptedCdrom:
+    """The domain's CD-ROM drive the portal records (the VM's drive: insert and eject change its media
+    only). `image`: the portal image whose file is in it (recorded as the VM's media, so it cannot be
+    deleted under the domain); None with a `path`: media that is not the portal's, left in the drive."""
+
+    target: str
+    bus: str
+    path: str | None
+    image: Image | None = None
+
+
+@dataclass(frozen=True)
 class AdoptedNic:
     mac: str
     model: str
@@ -92,6 +105,7 @@ class AdoptionPlan:
     name: str
     disks: tuple[AdoptedDisk, ...]
     nics: tuple[AdoptedNic, ...]
+    cdrom: AdoptedCdrom | None = None
     left_alone: tuple[str, ...] = ()
     problems: tuple[str, ...] = field(default_factory=tuple)
 
@@ -190,13 +204,13 @@ def adoption_plan(*, actor: Actor, host: Host, uuid: str) -> AdoptionPlan:
                         "again once it stops. Define it first (virsh dumpxml, then virsh define).")
 
     others = _other_domains_disks(host=host, uuid=definition.uuid)
+    cdrom, media_problems, media_notes = _plan_cdrom(host, definition)
+    problems.extend(media_problems)
+    left_alone.extend(media_notes)
     disks: list[AdoptedDisk] = []
     for disk in definition.disks:
         where = f"disk {disk.target or '?'}"
         if disk.device in _MEDIA_DEVICES:
-            media = disk.path or (f"{disk.pool}/{disk.volume}" if disk.volume else "empty")
-            left_alone.append(f"{disk.device} {disk.target} ({media}): stays in the domain as it is, "
-                              "not managed by the portal")
             continue
         if disk.source_type in ("network", "block", "dir"):
             source = disk.path or "a network source"
@@ -253,7 +267,45 @@ def adoption_plan(*, actor: Actor, host: Host, uuid: str) -> AdoptionPlan:
         left_alone.append("direct kernel boot: the domain keeps its kernel and initrd (the portal never rewrites "
                           "an adopted domain's definition, except to re-create it if it disappears)")
     return AdoptionPlan(host=host, definition=definition, name=_suggest_name(definition), disks=tuple(disks),
-                        nics=tuple(nics), left_alone=tuple(left_alone), problems=tuple(problems))
+                        nics=tuple(nics), cdrom=cdrom, left_alone=tuple(left_alone), problems=tuple(problems))
+
+
+def _media_image(host: Host, disk: DiskInfo) -> Image | None:
+    """The portal image whose file is the media in a CD-ROM or floppy drive, if any."""
+    if disk.source_type == "volume" and disk.pool and disk.volume:
+        return Image.objects.filter(pool__host=host, pool__name=disk.pool, volume_name=disk.volume).first()
+    if disk.path:
+        return Image.objects.filter(pool__host=host, path=disk.path).first()
+    return None
+
+
+def _plan_cdrom(host: Host, definition: DomainDefinition) -> tuple[AdoptedCdrom | None, list[str], list[str]]:
+    """The CD-ROM drive the VM records (the first one, or the one holding a portal image), the problems
+    (portal images in drives the portal would not record: they could be deleted under the domain) and
+    what is left alone (other drives, floppies)."""
+    media = [(d, _media_image(host, d)) for d in definition.disks if d.device in _MEDIA_DEVICES]
+    cdroms = [(d, image) for d, image in media if d.device == "cdrom"]
+    chosen = next(((d, i) for d, i in cdroms if i is not None), cdroms[0] if cdroms else None)
+    problems: list[str] = []
+    notes: list[str] = []
+    for disk, image in media:
+        what = disk.path or (f"{disk.pool}/{disk.volume}" if disk.volume else "empty")
+        if chosen is not None and disk is chosen[0]:
+            held = (f"holds the portal image {image.name}, recorded as its media" if image is not None else
+                    "empty" if what == "empty" else f"holds {what}, not a portal image: left in it until an ISO "
+                    "is inserted")
+            notes.append(f"cdrom {disk.target} ({disk.bus or 'ide'}): recorded as the VM's CD-ROM drive ({held}); "
+                         "insert and eject change only its media")
+        elif image is not None:
+            problems.append(f"{disk.device} {disk.target} holds the portal image {image.name}: only one drive's media "
+                            "is recorded, and an unrecorded image could be deleted under the domain. Eject it first.")
+        else:
+            notes.append(f"{disk.device} {disk.target} ({what}): stays in the domain as it is, not managed by the "
+                         "portal")
+    if chosen is None:
+        return None, problems, notes
+    disk, image = chosen
+    return AdoptedCdrom(target=disk.target or "hdc", bus=disk.bus or "ide", path=disk.path, image=image), problems, notes
 
 
 def _is_uuid(text: str) -> bool:
@@ -350,7 +402,10 @@ def vm_adopt(*, actor: Actor, via: str, host: Host, uuid: str, owner: User | str
                 host=host, image=None, flavor=None, vcpus=vcpus, memory_mib=memory_mib, disk_gib=disk_gib,
                 status=status_for(definition.state), power_state=definition.state, domain_name=definition.name,
                 domain_type=definition.domain_type[:8], created_via=via, adopted_at=timezone.now(),
-                observed_at=timezone.now())
+                observed_at=timezone.now(), cdrom_drive=plan.cdrom is not None,
+                cdrom=plan.cdrom.image if plan.cdrom else None,
+                cdrom_target=plan.cdrom.target[:16] if plan.cdrom else "hdc",
+                cdrom_bus=plan.cdrom.bus[:16] if plan.cdrom else "ide")
             for disk in plan.disks:
                 pool = pools[disk.pool]
                 assert pool is not None
@@ -444,6 +499,9 @@ def _release_refusal(vm: VM) -> str | None:
         return f"a snapshot operation is under way on {vm.name}; try again when it has finished."
     if vm.nics.exclude(status=VMNic.Status.ATTACHED).exists():
         return f"a NIC of {vm.name} is being added or removed; try again when it has finished."
+    if vm.cdrom_id is not None:
+        return (f"the portal's image {vm.cdrom.name if vm.cdrom else vm.cdrom_id} is in its CD-ROM drive: "
+                "released, the domain would keep pointing at a file the portal may delete. Eject it first.")
     backed = Volume.objects.filter(attachments__vm=vm, backing_image__isnull=False).select_related(
         "backing_image").first()
     if backed is not None:

@@ -16,7 +16,7 @@ from networks.models import Network
 from networks.services import network_ensure_on_host
 from portal.audit import audit
 from portal.exceptions import Conflict, HypervisorBusy, InvalidState, NotFound, PortalError
-from portal.hypervisor import DomainInfo, NicSpec, PowerState, get_driver
+from portal.hypervisor import CdromSpec, DomainInfo, NicSpec, PowerState, get_driver
 from portal.jobs import JobContext, job_handler
 from portal.models import AuditEvent, Job
 from storage.models import Image, StoragePool, Volume
@@ -40,6 +40,7 @@ from .services import (
     nics_publish,
     snapshots_publish,
     vm_publish,
+    vm_root_disk,
     vm_set_status,
 )
 from .specs import CDROM_TARGET, build_spec, domain_metadata
@@ -263,16 +264,20 @@ def template(ctx: JobContext) -> dict:
         return {"template": done.name, "image_id": done.pk, "already_made": True}
     if vm.status != VMStatus.STOPPED:
         raise InvalidState(f"{vm.name} is {vm.get_status_display().lower()}: a template is made from a stopped VM.")
-    disk = vm.disks.select_related("volume__pool__host").get(target="vda", readonly=False)
+    disk = (vm.disks.select_related("volume__pool__host").filter(pk=p["disk_id"]).first() if p.get("disk_id")
+            else vm_root_disk(vm))
+    if disk is None:
+        raise NotFound(f"The disk of {vm.name} to make the template of is gone.")
+    size_gib = disk.volume.capacity_gib
     owner = User.objects.filter(pk=p.get("owner_id")).first() if p.get("owner_id") else None
     if p.get("owner_id") and owner is None:
         raise NotFound("The template's owner no longer exists.")
-    ctx.progress(10, f"Copying the disk of {vm.name} ({vm.disk_gib} GiB, backing chain flattened)")
+    ctx.progress(10, f"Copying disk {disk.target} of {vm.name} ({size_gib} GiB, backing chain flattened)")
     image = image_from_volume(
         actor=ctx.job.actor, via=ctx.job.via, volume=disk.volume, name=p["name"], title=p.get("title", ""),
         owner=owner, description=p.get("description", ""), visibility=p.get("visibility", Image.Visibility.PRIVATE),
         groups=list(Group.objects.filter(pk__in=p.get("groups") or [])), like=vm.image, default_vcpus=vm.vcpus,
-        default_memory_mib=vm.memory_mib, min_disk_gib=vm.disk_gib, source=f"vm:{vm.name}",
+        default_memory_mib=vm.memory_mib, min_disk_gib=size_gib, source=f"vm:{vm.name}",
         volume_name=p["volume_name"])
     ctx.progress(95, f"Listed template {image.name}")
     _done(ctx.job, vm, "vm.templated", f"Made template {image.name} of {vm.name} "
@@ -341,11 +346,14 @@ def snapshot_revert(ctx: JobContext) -> dict:
     driver = get_driver(vm.host.uri)
     info = driver.snapshot_revert(str(vm.uuid), snapshot.name)
     _nics_after_revert(vm, driver, running=info.state.is_active)
+    note = _media_after_revert(vm, driver, running=info.state.is_active)
     Snapshot.objects.filter(pk=snapshot.pk).update(status=SnapshotStatus.READY, reverted_at=timezone.now())
-    vm_set_status(vm, status_for(info.state), last_error="", power_state=info.state, observed_at=timezone.now())
+    vm_set_status(vm, status_for(info.state), last_error=note, power_state=info.state, observed_at=timezone.now())
     snapshots_publish(vm)
+    if note:
+        cdrom_publish(vm)
     _done(ctx.job, vm, "vm.snapshot.reverted", f"Reverted {vm.name} to snapshot {snapshot.name} "
-                                               f"(now {status_for(info.state)})")
+                                               f"(now {status_for(info.state)}){' ' + note if note else ''}")
     return {"snapshot": snapshot.name, "state": str(info.state)}
 
 
@@ -374,6 +382,44 @@ def _nics_after_revert(vm: VM, driver: LibvirtDriver, *, running: bool) -> None:
         if live.mac not in wanted and live.network:
             driver.detach_interface(str(vm.uuid), NicSpec(network=live.network, mac=live.mac,
                                                           model=live.model or "virtio"), timeout=10)
+
+
+def _media_after_revert(vm: VM, driver: LibvirtDriver, *, running: bool) -> str:
+    """A revert brings back the CD-ROM media of the snapshot's time, which the record may no longer hold
+    (and an ISO the record does not hold is not protected from deletion). The record is the truth: the
+    drive gets the record's media back, in the definition and the running guest, for adopted VMs too.
+    Media that is not a portal image, in a drive the record holds empty, is the domain's own and stays.
+
+    When the drive cannot follow (a host without live media change), the record follows the drive
+    instead, so the portal image in it stays protected; the returned note says so ("" when all is well).
+    """
+    if not vm.cdrom_drive:
+        return ""
+    uuid = str(vm.uuid)
+    target = vm.cdrom_target or CDROM_TARGET
+    media = vm.cdrom
+    wanted = media.path if media else None
+    config = [c.path for c in driver.domain_cdroms(uuid, inactive=True) if c.target == target]
+    if not config:
+        return ""  # the snapshot predates the drive: nothing in it (the next insert adds it)
+    live = [c.path for c in driver.domain_cdroms(uuid) if c.target == target] if running else []
+    if all(p == wanted for p in config + live):
+        return ""
+    held = {p for p in config + live if p and p != wanted}
+    portal_held = Image.objects.filter(pool__host=vm.host, path__in=held)
+    if media is None and not portal_held.exists():
+        return ""  # the domain's own media (not the portal's): left in the drive
+    try:
+        driver.change_media(uuid, target=target, path=wanted, fmt=media.format if media else "raw")
+    except PortalError as exc:
+        image = portal_held.first() if media is None else None
+        if image is None:
+            return f"The CD-ROM drive could not be set back to the VM's media: {exc.message}"
+        VM.objects.filter(pk=vm.pk).update(cdrom=image)
+        vm.cdrom = image
+        return (f"The snapshot's CD {image.name} is in the drive again and could not be changed back "
+                f"({exc.message}); it is now the VM's media.")
+    return ""
 
 
 def _snapshot_delete_failed(job: Job, error: str) -> None:
@@ -535,12 +581,18 @@ def media_change(ctx: JobContext) -> dict:
     ctx.progress(30, "Inserting the CD" if media else "Ejecting the CD")
     if driver.domain_exists(uuid):  # else: defined from the record at the next start
         running = driver.domain_info(uuid).state.is_active
-        has_drive = any(c.target == CDROM_TARGET for c in driver.domain_cdroms(uuid, inactive=not running))
+        if vm.adopted_at is not None and ctx.job.params.get("add_drive") and not running:
+            _place_adopted_drive(vm, driver)
+        target = vm.cdrom_target or CDROM_TARGET
+        path, fmt = (media.path, media.format) if media else (None, "raw")
+        has_drive = any(c.target == target for c in driver.domain_cdroms(uuid, inactive=not running))
         if has_drive:
-            driver.change_media(uuid, target=CDROM_TARGET, path=media.path if media else None,
-                                fmt=media.format if media else "raw")
+            driver.change_media(uuid, target=target, path=path, fmt=fmt)
         elif running:
             raise Conflict(f"{vm.name} was started before its CD-ROM drive was added; stop it and insert again.")
+        elif vm.adopted_at is not None:
+            # An adopted domain's definition is its own: only the drive is added, nothing else changes.
+            driver.attach_cdrom(uuid, CdromSpec(target=target, bus=vm.cdrom_bus or "ide", path=path, format=fmt))
         else:
             _redefine_stopped(vm, driver)  # adds the drive (and its media) from the record
     if media:
@@ -550,6 +602,25 @@ def media_change(ctx: JobContext) -> dict:
     cdrom_publish(vm)
     vm_publish(vm)
     return {"image": media.name if media else None}
+
+
+def _place_adopted_drive(vm: VM, driver: LibvirtDriver) -> None:
+    """Where an adopted VM's new CD-ROM drive goes: a drive the domain has already (added by hand since the
+    adoption), else a free target on a bus its machine has (SATA on q35, which has no IDE; IDE hdc
+    otherwise). Recorded on the VM, so a domain re-created from the record has it in the same place."""
+    definition = driver.domain_definition(str(vm.uuid))
+    existing = next((d for d in definition.disks if d.device == "cdrom"), None)
+    if existing is not None and existing.target:
+        target, bus = existing.target, existing.bus or "ide"
+    else:
+        used = {d.target for d in definition.disks}
+        bus, prefix, order = (("sata", "sd", "abcdefghijklmnopqrstuvwxyz") if "q35" in definition.machine
+                              else ("ide", "hd", "cdab"))
+        target = next((prefix + c for c in order if prefix + c not in used), "")
+        if not target:
+            raise Conflict(f"{vm.name} has no free {bus.upper()} slot for a CD-ROM drive.")
+    VM.objects.filter(pk=vm.pk).update(cdrom_target=target, cdrom_bus=bus)
+    vm.cdrom_target, vm.cdrom_bus = target, bus
 
 
 for _kind in ("vm.cdrom.insert", "vm.cdrom.eject"):

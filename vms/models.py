@@ -63,6 +63,10 @@ class VM(models.Model):
                                       help_text="The VM has a CD-ROM drive (boots from it first while media is in).")
     cdrom = models.ForeignKey("storage.Image", null=True, blank=True, on_delete=models.PROTECT, related_name="cdrom_vms",
                               verbose_name="CD-ROM media", help_text="The ISO image in the drive (blank: empty tray).")
+    cdrom_target = models.CharField("CD-ROM target", max_length=16, default="hdc",
+                                    help_text="Where the guest sees the drive (hdc for VMs the portal made; an adopted "
+                                              "domain's drive keeps its own).")
+    cdrom_bus = models.CharField("CD-ROM bus", max_length=16, default="ide")
     adopted_at = models.DateTimeField(null=True, blank=True,
                                       help_text="When an administrator adopted this domain, made outside the portal.")
 

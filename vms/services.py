@@ -537,6 +537,13 @@ def vm_grow_disk(*, actor: Actor, via: str, vm: VM | int, disk_gib: object) -> A
 # VM's sizes as defaults. While the copy is made the VM cannot start or be deleted (it would change or
 # remove the disk being read); it stays as it was.
 
+def vm_root_disk(vm: VM) -> VMDisk | None:
+    """The disk the VM boots from: its one writable disk (vda for VMs the portal made; an adopted VM's
+    may be called anything: sda, hda), or, for an adopted VM with several, the first in its domain's
+    order (adoption records them in that order), the one `<boot dev='hd'/>` boots."""
+    return vm.disks.select_related("volume__pool__host").filter(readonly=False).order_by("pk").first()
+
+
 def _template_job(vm: VM) -> Job | None:
     """The queued or running job that seals the VM's disk into a template, if any."""
     return Job.objects.filter(target_type="vm", target_id=str(vm.pk), kind=TEMPLATE_JOB,
@@ -568,9 +575,10 @@ def vm_template_create(*, actor: Actor, via: str, vm: VM | int, name: str, title
             raise InvalidState(f"Cannot make a template of {vm.name}: it is {state}. Stop it first "
                                "(a template is sealed from a stopped VM).", status=vm.status)
         _refuse_while_busy(vm, "make a template of")
-        root = vm.disks.select_related("volume").filter(target="vda", readonly=False).first()
+        root = vm_root_disk(vm)
         if root is None:
             raise Conflict(f"{vm.name} has no root disk to make a template of.")
+        size_gib = root.volume.capacity_gib  # that disk only: an adopted VM's other disks are not copied
         title, chosen = image_new_check(actor=user, owner=owner, name=name, title=title,
                                         visibility=visibility, groups=groups)
         other = Job.objects.filter(kind=TEMPLATE_JOB, status__in=JobStatus.ACTIVE, params__name=name).first()
@@ -578,17 +586,20 @@ def vm_template_create(*, actor: Actor, via: str, vm: VM | int, name: str, title
             raise ValidationFailed(f"A template named {name!r} is being made already; choose another name.",
                                    field="name")
         if owner is not None:
-            quota_reserve(user=owner, vcpus=0, memory_mib=0, disk_gib=vm.disk_gib, vms=0)
+            quota_reserve(user=owner, vcpus=0, memory_mib=0, disk_gib=size_gib, vms=0)
         params = {"name": name, "title": title, "description": description, "visibility": visibility,
                   "groups": [g.pk for g in chosen], "owner_id": owner.pk if owner else None,
-                  "pool_id": root.volume.pool_id,
+                  "disk_id": root.pk, "disk_gib": size_gib,
+                  # The copy goes to the portal's pool of the host (image_from_volume), whatever pool the disk is in.
+                  "pool_id": pool_for_host(vm.host).pk,
                   # Its own volume name: a retry finds its copy, and no other image's volume is touched.
                   "volume_name": image_volume_name(f"{name}-{secrets.token_hex(4)}")}
         job = job_create(kind=TEMPLATE_JOB, actor=user, via=via, target=vm, params=params)
         where = "the library" if owner is None else f"{user.get_username()}'s templates"
         audit(actor=user, via=via, action=TEMPLATE_JOB, target=vm, job=job, outcome=AuditEvent.Outcome.REQUESTED,
-              message=f"Make template {name} of {vm.name} ({vm.disk_gib} GiB disk) in {where}",
-              data={"template": name, "visibility": visibility, "library": owner is None})
+              message=f"Make template {name} of {vm.name} (disk {root.target}, {size_gib} GiB) in {where}",
+              data={"template": name, "visibility": visibility, "library": owner is None, "disk": root.target,
+                    "disk_gib": size_gib})
         vm_publish(vm)
     return job
 
@@ -890,7 +901,9 @@ def vm_cdrom_insert(*, actor: Actor, via: str, vm: VM | int, image: Image | str 
             raise Conflict(f"The host of {vm.name} ({vm.host.name}) cannot change media in a running VM; "
                            "stop it and insert the ISO again.")
         replaced = f" (replacing {vm.cdrom.name})" if vm.cdrom is not None else ""
-        adds = " (adds a CD-ROM drive; the VM boots from CD first)" if not vm.cdrom_drive else ""
+        adds = "" if vm.cdrom_drive else (
+            " (adds a CD-ROM drive to its definition; its boot order stays its own)" if vm.adopted_at is not None
+            else " (adds a CD-ROM drive; the VM boots from CD first)")
         job = _media_job(actor=user, via=via, vm=vm, kind="vm.cdrom.insert", media=iso,
                          message=f"Insert {iso.name} into the CD-ROM drive of {vm.name}{replaced}{adds}",
                          data={"image": iso.name, "add_drive": not vm.cdrom_drive})
@@ -905,6 +918,9 @@ def vm_cdrom_eject(*, actor: Actor, via: str, vm: VM | int) -> ActionResult:
         if not vm.cdrom_drive:
             raise InvalidState(f"{vm.name} has no CD-ROM drive.", status=vm.status)
         if vm.cdrom is None:
+            if vm.adopted_at is not None:  # media that is not the portal's may be in it: not ours to eject
+                return ActionResult(vm, None, f"No portal ISO is in the CD-ROM drive of {vm.name} (media of its "
+                                              "own, if any, is left as it is).")
             return ActionResult(vm, None, f"The CD-ROM drive of {vm.name} is already empty.")
         if vm.status in VMStatus.ACTIVE and not get_driver(vm.host.uri).capabilities().live_media_change:
             raise Conflict(f"The host of {vm.name} ({vm.host.name}) cannot change media in a running VM; "

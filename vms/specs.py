@@ -15,7 +15,7 @@ from portal.hypervisor import CdromSpec, DiskSpec, DomainSpec, NicSpec
 
 from .models import VM, VMNic
 
-CDROM_TARGET = "hdc"  # the VM's one CD-ROM drive: IDE secondary master, as on a PC
+CDROM_TARGET = "hdc"  # the drive of VMs the portal makes: IDE secondary master, as on a PC (VM.cdrom_target)
 SpecContributor = Callable[[VM], dict[str, Any]]
 _contributors: list[SpecContributor] = []
 
@@ -48,7 +48,8 @@ def build_spec(vm: VM, *, domain_type: str) -> DomainSpec:
     cdroms: tuple[CdromSpec, ...] = ()
     if vm.cdrom_drive:
         media = vm.cdrom
-        cdroms = (CdromSpec(target=CDROM_TARGET, bus="ide", path=media.path if media else None,
+        cdroms = (CdromSpec(target=vm.cdrom_target or CDROM_TARGET, bus=vm.cdrom_bus or "ide",
+                            path=media.path if media else None,
                             format=media.format if media else "raw"),)
     kernel = initrd = cmdline = None
     # A VM installed from an ISO boots its firmware (CD first, then its disk), never a kernel file.

@@ -174,6 +174,7 @@ def parse_definition(xml: str, *, state: PowerState, persistent: bool) -> Domain
     root = ET.fromstring(xml)
     vcpu = root.find("vcpu")
     memory = root.find("memory")
+    os_type = root.find("os/type")
     return DomainDefinition(
         name=root.findtext("name") or "",
         uuid=root.findtext("uuid") or "",
@@ -185,6 +186,7 @@ def parse_definition(xml: str, *, state: PowerState, persistent: bool) -> Domain
         state=state,
         persistent=persistent,
         kernel_boot=bool((root.findtext("os/kernel") or "").strip()),
+        machine=(os_type.get("machine") or "") if os_type is not None else "",
         disks=tuple(_disk(d) for d in root.findall("devices/disk")),
         nics=tuple(parse_interfaces(xml)),
         metadata=parse_metadata(xml),
@@ -272,6 +274,19 @@ def set_cdrom_media(xml: str, cdrom: CdromSpec) -> str:
             d.insert(list(d).index(driver) + 1 if driver is not None else 0, new)
         return ET.tostring(root, encoding="unicode")
     raise KeyError(cdrom.target)
+
+
+def add_cdrom(xml: str, cdrom: CdromSpec) -> str:
+    """The domain XML with one more CD-ROM drive (after its other disks), everything else as it was:
+    for drivers that cannot attach a device to a definition."""
+    root = ET.fromstring(xml)
+    devices = root.find("devices")
+    if devices is None:
+        devices = ET.SubElement(root, "devices")
+    children = list(devices)
+    disks = [i for i, child in enumerate(children) if child.tag == "disk"]
+    devices.insert(disks[-1] + 1 if disks else 0, _cdrom(cdrom))
+    return ET.tostring(root, encoding="unicode")
 
 
 def title_of(xml: str) -> str:

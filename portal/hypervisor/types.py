@@ -154,6 +154,7 @@ class DomainDefinition:
     persistent: bool
     kernel_boot: bool
     disks: tuple[DiskInfo, ...] = ()
+    machine: str = ""  # the machine type (<os><type machine=...>): pc-i440fx-…, pc-q35-…
     nics: tuple[InterfaceInfo, ...] = ()
     metadata: dict[str, str] | None = None
 

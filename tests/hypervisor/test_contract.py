@@ -308,3 +308,30 @@ def test_media_changes_in_a_running_domain_where_the_driver_can(driver, spec):
     assert [c.path for c in driver.domain_cdroms(s.uuid)] == [None]
     assert [c.path for c in driver.domain_cdroms(s.uuid, inactive=True)] == [None]
     assert driver.domain_info(s.uuid).state == PowerState.RUNNING
+
+
+def test_a_cdrom_drive_is_added_to_a_stopped_definition_and_nothing_else_changes(driver, spec):
+    """attach_cdrom: how a CD goes into a domain the portal did not write (its kernel boot, reboot policy
+    and boot order stay); idempotent; refused while the domain runs (IDE does not hot-plug)."""
+    from portal.hypervisor import CdromSpec
+    from portal.hypervisor.domain_xml import boot_order
+
+    s = dataclasses.replace(spec, kernel="/srv/boot/vmlinuz-contract", cmdline="console=ttyS0 contract=1")
+    driver.define(s)
+    iso = _iso_path(driver)
+    driver.attach_cdrom(s.uuid, CdromSpec(target="hdd", bus="ide", path=iso))
+    driver.attach_cdrom(s.uuid, CdromSpec(target="hdd", bus="ide", path=None))  # there already: media only
+    assert driver.domain_cdroms(s.uuid, inactive=True) == [CdromSpec(target="hdd", bus="ide", path=None)]
+    xml = driver.domain_xml(s.uuid, inactive=True)
+    assert "/srv/boot/vmlinuz-contract" in xml and "contract=1" in xml and boot_order(xml) != ["cdrom", "hd"]
+    assert driver.domain_definition(s.uuid).machine or driver.is_test  # the machine type is read
+
+
+def test_a_cdrom_drive_is_not_added_to_a_running_domain(driver, spec):
+    from portal.hypervisor import CdromSpec
+
+    driver.define(spec)
+    driver.start(spec.uuid)
+    with pytest.raises(HypervisorInvalidState, match="only while the VM is stopped"):
+        driver.attach_cdrom(spec.uuid, CdromSpec(target="hdd", bus="ide", path=None))
+    assert driver.domain_cdroms(spec.uuid, inactive=True) == []

@@ -106,7 +106,8 @@ def test_a_virsh_domain_is_adopted_without_restart_managed_released_and_deleted(
 
     assert qemu_pid(NAME) == pid  # the same QEMU process: not restarted
     assert (vm.name, vm.status, vm.vcpus, vm.memory_mib, vm.disk_gib) == ("legacy-box", VMStatus.RUNNING, 1, 64, 1)
-    assert vm.disks.get().volume.path == path  # the CD-ROM drive stays in the domain, unrecorded
+    assert vm.disks.get().volume.path == path
+    assert (vm.cdrom_drive, vm.cdrom_target, vm.cdrom_bus, vm.cdrom) == (True, "hdc", "ide", None)  # its empty drive
     for flags in ((), ("--inactive",)):  # live and persistent definitions both carry the metadata
         assert f"<portal:vm-id>{vm.pk}</portal:vm-id>" in virsh(qemu_host.uri, "dumpxml", NAME, *flags)
     host_sync(host=qemu_host)
@@ -141,3 +142,70 @@ def test_a_virsh_domain_is_adopted_without_restart_managed_released_and_deleted(
     job_ok(services.vm_delete(actor=alice, via="cli", vm=vm))
     assert not driver.domain_exists(uuid)
     assert not Path(path).exists()
+
+
+Q35_NAME = f"{settings.DOMAIN_PREFIX}-adopt-q35"
+Q35_VOLUME = f"{settings.DOMAIN_PREFIX}-adopt-q35.qcow2"
+
+
+@pytest.fixture
+def q35_domain(qemu_host, tmp_path):
+    """A stopped q35 domain (no IDE there) with a direct kernel boot and its own reboot policy, defined with
+    virsh and never started: media changes are definition edits."""
+    uri = qemu_host.uri
+    virsh(uri, "vol-create-as", settings.STORAGE_POOL, Q35_VOLUME, "16M", "--format", "qcow2")
+    path = virsh(uri, "vol-path", "--pool", settings.STORAGE_POOL, Q35_VOLUME)
+    xml = tmp_path / "q35.xml"
+    xml.write_text(f"""<domain type='qemu'>
+  <name>{Q35_NAME}</name>
+  <memory unit='MiB'>64</memory>
+  <vcpu>1</vcpu>
+  <os><type arch='x86_64' machine='q35'>hvm</type><kernel>/srv/boot/vmlinuz-legacy</kernel>
+    <cmdline>console=ttyS0 legacy=1</cmdline></os>
+  <on_reboot>destroy</on_reboot>
+  <devices>
+    <disk type='file' device='disk'>
+      <driver name='qemu' type='qcow2'/>
+      <source file='{path}'/>
+      <target dev='sda' bus='sata'/>
+    </disk>
+  </devices>
+</domain>""")
+    virsh(uri, "define", str(xml))
+    uuid = virsh(uri, "domuuid", Q35_NAME)
+    yield uuid
+    driver = get_driver(uri)
+    if driver.domain_exists(uuid):
+        driver.undefine(uuid)
+    driver.delete_volume(pool=settings.STORAGE_POOL, name=Q35_VOLUME)
+
+
+def test_a_cd_goes_into_an_adopted_q35_domain_as_a_sata_drive_and_nothing_else_changes(
+        qemu_host, q35_domain, admin_user, alice):
+    from storage.models import Image
+    from storage.services import image_delete
+    from tests.vms.test_cdrom import _register_iso
+
+    uuid = q35_domain
+    driver = get_driver(qemu_host.uri)
+    iso = _register_iso(qemu_host, "adopt-q35-iso")
+    vm = vm_adopt(actor=admin_user, via="cli", host=qemu_host, uuid=uuid, owner=alice)
+    assert vm.status == VMStatus.STOPPED and not vm.cdrom_drive
+
+    job_ok(services.vm_cdrom_insert(actor=alice, via="cli", vm=vm, image=iso))
+    vm = VM.objects.get(pk=vm.pk)
+    assert (vm.cdrom_target, vm.cdrom_bus, vm.cdrom_id) == ("sdb", "sata", iso.pk)  # q35 has no IDE
+    assert [(c.target, c.bus, c.path) for c in driver.domain_cdroms(uuid, inactive=True)] == [
+        ("sdb", "sata", iso.path)]
+    inactive = virsh(qemu_host.uri, "dumpxml", Q35_NAME, "--inactive")
+    assert "<kernel>/srv/boot/vmlinuz-legacy</kernel>" in inactive and "legacy=1" in inactive
+    assert "<on_reboot>destroy</on_reboot>" in inactive and "machine='pc-q35" in inactive
+    with pytest.raises(Exception, match="Eject it first"):
+        vm_release(actor=admin_user, via="cli", vm=vm)
+
+    job_ok(services.vm_cdrom_eject(actor=alice, via="cli", vm=vm))
+    assert [c.path for c in driver.domain_cdroms(uuid, inactive=True)] == [None]
+    vm_release(actor=admin_user, via="cli", vm=vm)
+    image_delete(actor=admin_user, via="cli", image=iso)
+    assert not Image.objects.filter(pk=iso.pk).exists()
+    assert "<kernel>/srv/boot/vmlinuz-legacy</kernel>" in virsh(qemu_host.uri, "dumpxml", Q35_NAME, "--inactive")
