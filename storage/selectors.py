@@ -20,10 +20,10 @@ from .services import GIB, IMAGE_BUILD
 
 
 def image_visible(*, user: Actor) -> QuerySet[Image]:
-    """The one visibility rule for images: staff see all; a user sees public images, their own, and
+    """The one visibility rule for images: staff (and the system) see all; a user sees public images, their own, and
     images shared with a group they belong to (an EXISTS, so no DISTINCT over whole rows)."""
     qs = Image.objects.all()
-    if is_admin(user):
+    if user is None or is_admin(user):  # None: the system itself (set-up, the CLI without --user)
         return qs
     if not getattr(user, "is_authenticated", False):
         return qs.filter(visibility=Image.Visibility.PUBLIC)

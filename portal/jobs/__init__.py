@@ -136,8 +136,9 @@ class JobContext:
 
     def progress(self, percent: int, step: str) -> None:
         self.job.progress = max(0, min(100, percent))
+        if step[:200] != self.job.step:  # the log has each step once, not once per percent
+            self.job.log += f"{timezone.now():%H:%M:%S} {step}\n"
         self.job.step = step[:200]
-        self.job.log += f"{timezone.now():%H:%M:%S} {step}\n"
         Job.objects.filter(pk=self.job.pk).update(
             progress=self.job.progress, step=self.job.step, log=self.job.log,
             heartbeat_at=timezone.now(), updated_at=timezone.now())
@@ -283,3 +284,36 @@ def jobs_reap_stale() -> list[Job]:
                             f"{job.attempts} attempt(s).")
                 reaped.append(job)
     return reaped
+
+
+def job_wait(job: Job, *, write: Callable[[str], None], grace_seconds: float = 5.0, poll: float = 0.5) -> Job:
+    """Follow a job to its end for a command-line door, writing each new "status progress% step" line.
+
+    A job no worker has claimed after `grace_seconds` is run here, in this process (the demo on the test
+    driver has no separate worker; a job that is claimed meanwhile is claimed once: run_job's atomic
+    claim decides)."""
+    last, started, runner = None, time.monotonic(), None
+
+    def run_here() -> None:
+        try:
+            run_job(job.pk)
+        finally:
+            close_old_connections()
+
+    while True:
+        job.refresh_from_db()
+        line = f"{job.status} {job.progress}% {job.step}"
+        if line != last:
+            write(line)
+            last = line
+        if not job.is_active:
+            break
+        if runner is None and job.status == JobStatus.PENDING and time.monotonic() - started > grace_seconds:
+            write("No job worker took the job; running it here.")
+            runner = threading.Thread(target=run_here, daemon=True)
+            runner.start()
+        time.sleep(poll)
+    if runner is not None:
+        runner.join()
+        job.refresh_from_db()
+    return job

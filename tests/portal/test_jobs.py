@@ -108,3 +108,18 @@ def test_job_pages_keep_the_status_filter_when_paging(client, alice):
     assert "Page 1 of 2" in html and 'href="?status=failed&amp;page=2"' in html and "Older →" in html
     html = client.get("/jobs/?status=failed&page=2").content.decode()
     assert "Page 2 of 2" in html and 'href="?status=failed&amp;page=1"' in html and "← Newer" in html
+
+
+def test_progress_logs_each_step_once_however_often_its_percent_moves(db, alice):
+    from portal.jobs import JobContext, job_create
+
+    job = job_create(kind="image.import", actor=alice, via="cli")  # any kind: only its progress is used
+    ctx = JobContext(job)
+    for percent in range(10, 60):
+        ctx.progress(percent, "Converting the image")
+    ctx.progress(80, "Computing the checksum")
+    ctx.progress(90, "Computing the checksum")
+    job.refresh_from_db()
+    lines = [line.split(" ", 1)[1] for line in job.log.splitlines()]
+    assert lines == ["Converting the image", "Computing the checksum"]
+    assert (job.progress, job.step) == (90, "Computing the checksum")

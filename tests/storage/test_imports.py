@@ -559,6 +559,9 @@ def test_the_image_command_imports_lists_and_deletes(transactional_db, test_host
     out = io.StringIO()
     call_command("vm", "--user", "alice", "image", "list", stdout=out)
     assert "cli-disk" in out.getvalue() and "alice" in out.getvalue()
+    out = io.StringIO()
+    call_command("image", "list", stdout=out)  # the operator at the server's shell sees users' private images
+    assert "cli-disk" in out.getvalue()
     with pytest.raises(CommandError, match="Only administrators import files") as refused:
         call_command("vm", "--user", "alice", "image", "import", str(source), "--name", "again", "--wait")
     assert refused.value.returncode == 4

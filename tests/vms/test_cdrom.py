@@ -272,3 +272,15 @@ def test_admin_change_page_shows_the_drive_and_media(isos, alice, admin_user, cl
     client.force_login(admin_user)
     page = client.get(f"/admin/vms/vm/{vm.pk}/change/").content.decode()
     assert "CD-ROM" in page and "boots from CD first" in page and "Installer installer" in page
+
+
+def test_cli_wait_runs_the_job_itself_when_no_worker_takes_it(isos, alice, settings, monkeypatch):
+    """The demo on the test driver has no separate worker: `vm … --wait` then runs the job here instead of
+    waiting forever (and leaving the job pending, which would block the VM's next action)."""
+    vm = create(alice, start=False).vm
+    settings.TASKS = {"default": {"BACKEND": "django.tasks.backends.dummy.DummyBackend"}}  # stores, never runs
+    monkeypatch.setattr("vms.management.commands.vm.WORKER_GRACE_SECONDS", 0.0)
+    out = vm_cmd("--user", "alice", "--wait", "cdrom", vm.name, "--insert", "installer")
+    assert "No job worker took the job; running it here." in out and "succeeded 100%" in out
+    assert fresh(vm).cdrom == isos["installer"]
+    assert [c.path for c in cdroms(vm)] == [isos["installer"].path]

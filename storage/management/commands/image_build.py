@@ -7,17 +7,13 @@ Errors go to stderr with the exit status of their kind (README.md, "Command line
 
 from __future__ import annotations
 
-import threading
-import time
-
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
-from django.db import close_old_connections
 
 from cluster.models import Host
 from portal.choices import JobStatus, Via
 from portal.exceptions import NotFound, PortalError, admin_message, user_message
-from portal.jobs import run_job
+from portal.jobs import job_wait
 from portal.models import Job
 from storage import services
 from storage.recipes import RECIPES
@@ -59,29 +55,6 @@ class Command(BaseCommand):
             self._wait(job)
 
     def _wait(self, job: Job) -> None:
-        last, started, runner = None, time.monotonic(), None
-        while True:
-            job.refresh_from_db()
-            line = f"{job.status} {job.progress}% {job.step}"
-            if line != last:
-                self.stdout.write(line)
-                last = line
-            if not job.is_active:
-                break
-            if runner is None and job.status == JobStatus.PENDING and \
-                    time.monotonic() - started > WORKER_GRACE_SECONDS:
-                self.stdout.write("No job worker took the job; running it here.")
-                runner = threading.Thread(target=self._run_here, args=(job.pk,), daemon=True)
-                runner.start()
-            time.sleep(0.5)
-        if runner is not None:
-            runner.join()
+        job = job_wait(job, write=self.stdout.write, grace_seconds=WORKER_GRACE_SECONDS)
         if job.status != JobStatus.SUCCEEDED:
             raise CommandError(job.error or job.status, returncode=PortalError.exit_code)
-
-    @staticmethod
-    def _run_here(job_id) -> None:
-        try:
-            run_job(job_id)
-        finally:
-            close_old_connections()

@@ -109,6 +109,6 @@ class Command(BaseCommand):
         cred_file.write_text(json.dumps(creds, indent=2))
         os.chmod(cred_file, 0o600)
         out("")
-        out("Logins (kept in var/credentials.json):")
+        out(f"Logins (kept in {cred_file}):")
         out(f"  admin / {creds['admin']}   (portal and /admin/)")
         out(f"  demo  / {creds['demo']}   (quota: 3 VMs, 4 vCPUs, 1536 MiB, 20 GiB)")
