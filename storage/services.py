@@ -323,7 +323,15 @@ def volume_materialize(*, volume: Volume) -> Volume:
                 volume.path = info.path
             return volume
     else:
-        driver.delete_volume(pool=pool, name=volume.name)  # what an interrupted attempt left, if anything
+        # What an interrupted attempt left, if anything. Looked up first, by name: deleting a missing volume
+        # refreshes the pool, which libvirt refuses while another volume of it is being built (concurrent
+        # creates on one host would fail).
+        try:
+            driver.volume_info(pool=pool, name=volume.name)
+        except NotFound:
+            pass
+        else:
+            driver.delete_volume(pool=pool, name=volume.name)
     if volume.copy_of_id is not None:
         source = Image.objects.select_related("pool").get(pk=volume.copy_of_id)
         info = driver.clone_volume(pool=pool, source=source.volume_name, name=volume.name,

@@ -765,7 +765,10 @@ class LibvirtDriver:
             except libvirt.libvirtError as exc:
                 if exc.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_VOL:
                     if not self.is_test:
-                        p.refresh(0)  # maybe the file appeared behind libvirt's back
+                        try:
+                            p.refresh(0)  # maybe the file appeared behind libvirt's back
+                        except libvirt.libvirtError:
+                            return  # the pool is busy building another volume: this one is not there
                         try:
                             vol = p.storageVolLookupByName(name)
                         except libvirt.libvirtError:

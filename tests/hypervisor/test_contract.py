@@ -6,6 +6,7 @@ Domains here are firmware-only (no OS): they start in well under a second under 
 from __future__ import annotations
 
 import dataclasses
+import os
 import hashlib
 import re
 import threading
@@ -335,3 +336,39 @@ def test_a_cdrom_drive_is_not_added_to_a_running_domain(driver, spec):
     with pytest.raises(HypervisorInvalidState, match="only while the VM is stopped"):
         driver.attach_cdrom(spec.uuid, CdromSpec(target="hdd", bus="ide", path=None))
     assert driver.domain_cdroms(spec.uuid, inactive=True) == []
+
+
+def test_volumes_are_made_and_missing_ones_deleted_while_another_volume_of_the_pool_is_being_built(driver):
+    """Concurrent creates on one host: while libvirt builds one volume (a full copy), it refuses to refresh
+    the pool ("has asynchronous jobs running"). Deleting a missing volume (which refreshes the pool to look
+    for a file that appeared behind libvirt's back) is still success then, and the portal's materialize
+    path looks a volume up by name first, so a thin overlay is made meanwhile without a refresh."""
+    pool = settings.STORAGE_POOL
+    tag = uuid.uuid4().hex[:6]
+    base = f"{settings.DOMAIN_PREFIX}-bbase-{tag}.img"
+    copy, over = f"{settings.DOMAIN_PREFIX}-bcopy-{tag}.qcow2", f"{settings.DOMAIN_PREFIX}-bover-{tag}.qcow2"
+    mib = 1024 * 1024
+    errors: list[BaseException] = []
+    try:
+        b = driver.upload_bytes(pool=pool, name=base, data=os.urandom(64 * mib), fmt="raw")
+
+        def build() -> None:
+            try:
+                get_driver(driver.uri).clone_volume(pool=pool, source=base, name=copy, capacity_bytes=512 * mib)
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+
+        builder = threading.Thread(target=build)
+        builder.start()
+        deletes = 0
+        while builder.is_alive() or deletes == 0:
+            driver.delete_volume(pool=pool, name=f"{settings.DOMAIN_PREFIX}-missing-{tag}")  # success, always
+            deletes += 1
+        builder.join()
+        assert not errors, errors
+        o = driver.create_volume(pool=pool, name=over, capacity_bytes=64 * mib, backing_path=b.path,
+                                 backing_format="raw")
+        assert o.name == over
+    finally:
+        for name in (over, copy, base):
+            driver.delete_volume(pool=pool, name=name)
