@@ -179,6 +179,20 @@ class ConsoleStream:
                     pass
 
 
+def _refresh_when_idle(pool: libvirt.virStoragePool, *, attempts: int = 20, delay: float = 0.25) -> bool:
+    """Refresh a pool, waiting a little while libvirt refuses because another volume of it is being built
+    (a full copy); False if it stayed busy (the caller's volume is there all the same, its details may lag)."""
+    for _ in range(attempts):
+        try:
+            pool.refresh(0)
+            return True
+        except libvirt.libvirtError as exc:
+            if "asynchronous jobs" not in str(exc):
+                raise
+            time.sleep(delay)
+    return False
+
+
 class LibvirtDriver:
     """One hypervisor host, addressed by its libvirt URI."""
 
@@ -815,7 +829,7 @@ class LibvirtDriver:
                 except libvirt.libvirtError:
                     pass
                 raise
-            p.refresh(0)
+            _refresh_when_idle(p)  # libvirt then reads the uploaded file's real format and allocation
             return self._vol_info(pool, p.storageVolLookupByName(name))
 
         return self._call(f"upload volume {name}", fn)

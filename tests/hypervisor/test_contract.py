@@ -6,8 +6,8 @@ Domains here are firmware-only (no OS): they start in well under a second under 
 from __future__ import annotations
 
 import dataclasses
-import os
 import hashlib
+import os
 import re
 import threading
 import uuid
