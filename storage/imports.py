@@ -39,6 +39,9 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.db import IntegrityError, transaction
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from cluster.choices import HostStatus
 from cluster.models import Host
@@ -61,7 +64,9 @@ from quotas.services import quota_reserve
 
 from . import imageio
 from .models import Image, StoragePool, Upload, Volume
+from .pools import image_volume_name, pool_ensure
 from .uploads import check_image_size, upload_claim, upload_finish, upload_path
+from .validation import IMAGE_NAME_RE, check_login_user
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +94,6 @@ def volume_prefix() -> str:
 
 
 def check_image_name(name: object) -> str:
-    from .services import IMAGE_NAME_RE  # services imports this module (image_register): resolved late
 
     text = str(name or "").strip()
     if not IMAGE_NAME_RE.match(text):
@@ -178,7 +182,6 @@ def image_import(*, actor: Actor, via: str, source: str, upload: object = None, 
     template or iso (default: iso for ISO files, template for OVA appliances, disk otherwise).
     Users import into their own space (`owner` is the actor; private unless shared); administrators
     import into the library (no owner; public by default) or for the `owner` they name."""
-    from .services import _check_login_user  # services imports this module: resolved late
 
     user = None if actor is None else require_user(actor, "Sign in to import images.")
     admin = actor is None or is_admin(actor)
@@ -208,7 +211,7 @@ def image_import(*, actor: Actor, via: str, source: str, upload: object = None, 
             raise ValidationFailed(f"You are not a member of {', '.join(foreign)}.", field="groups")
     if visibility == Image.Visibility.GROUP and not groups:
         raise ValidationFailed("Name the groups that may use an image shared with groups.", field="groups")
-    _check_login_user(login_user)
+    check_login_user(login_user)
     sha = check_sha256(sha256)
     if not isinstance(min_disk_gib, int) or min_disk_gib < 1:
         raise ValidationFailed("Minimum disk must be a whole number of GiB, 1 or more.", field="min_disk_gib")
@@ -351,10 +354,6 @@ class _PublicOnly:
 def _public_session() -> requests.Session:
     """A requests session for users' downloads: no proxies from the environment, and every connection's
     peer address checked."""
-    from requests.adapters import HTTPAdapter
-    from urllib3.connection import HTTPConnection, HTTPSConnection
-    from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-
     class PublicHTTPConnection(_PublicOnly, HTTPConnection):
         pass
 
@@ -588,7 +587,6 @@ def volume_taken(pool: StoragePool, volume: str) -> bool:
 def _new_volume_name(driver: Any, pool: StoragePool, name: str, ext: str) -> str:
     """A volume name of the image's own (its name and a random token, like a template's), free in the
     pool and among the rows: an import never replaces a volume it did not write."""
-    from .services import image_volume_name  # services imports this module: resolved late
 
     for _ in range(5):
         volume = image_volume_name(f"{name}-{secrets.token_hex(4)}", fmt=ext)
@@ -607,7 +605,6 @@ def _store(host: Host, disks: list[Prepared], names: list[str], progress: Progre
     """Copy each prepared file into the host's pool as a new volume of its own; returns the volume paths.
     Volumes are added to `written` (and `on_volume` told) before they are created, so a failure can
     remove them."""
-    from .services import pool_ensure  # services imports this module: resolved late
 
     pool = pool_ensure(host=host)
     driver = get_driver(host.uri)
@@ -795,7 +792,6 @@ def image_import_run(ctx: JobContext) -> dict:
 
 def _register(ctx: JobContext, *, plan: _Plan, names: list[str], paths: list[str], host: Host, owner: Any,
               charge: int, where: str, written: list[tuple[StoragePool, str]]) -> list[Image]:
-    from .services import pool_ensure  # services imports this module: resolved late
 
     params = ctx.params
     pool = pool_ensure(host=host)

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import secrets
 from collections.abc import Iterable
 from typing import Any
 
-from django.conf import settings
 from django.contrib.auth.models import Group, User
 from django.db import transaction
 from django.db.models import ProtectedError, QuerySet
@@ -28,21 +26,14 @@ from quotas.services import quota_reserve
 from . import imageio
 from .imports import gib_ceil, image_prepare_and_store
 from .models import Image, StoragePool, Volume
+from .pools import image_volume_name, pool_ensure, pool_for_host
 from .recipes import RECIPES
+from .validation import IMAGE_NAME_RE, check_login_user
 
 log = logging.getLogger(__name__)
 
 GIB = 1024**3
-IMAGE_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,58}[a-z0-9]$")
-# A login name as useradd takes it (Debian's default NAME_REGEX, without the trailing "$").
-LOGIN_USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 IMAGE_BUILD = "image.build"  # the job kind (handler in storage.jobs)
-
-
-def _check_login_user(login_user: str) -> None:
-    if login_user and not LOGIN_USER_RE.match(login_user):
-        raise ValidationFailed("Login user must be a user name: lowercase letters, digits, '_' or '-', "
-                               "starting with a letter or '_', at most 32 characters.", field="login_user")
 
 
 def image_check_manage(*, actor: Actor, image: Image, verb: str) -> None:
@@ -51,18 +42,6 @@ def image_check_manage(*, actor: Actor, image: Image, verb: str) -> None:
     if is_admin(user) or (image.owner_id is not None and image.owner_id == user.pk):
         return
     raise PermissionDenied(f"Only administrators and the image's owner may {verb} image {image.name}.")
-
-
-def pool_ensure(*, host: Host, name: str | None = None, path: str | None = None) -> StoragePool:
-    """The host's portal pool, defined and started in libvirt if needed."""
-    name = name or settings.STORAGE_POOL
-    path = path or settings.STORAGE_DIR
-    driver = get_driver(host.uri)
-    if driver.capabilities().storage_files:
-        os.makedirs(path, exist_ok=True)
-    driver.ensure_pool(name, path)
-    pool, _ = StoragePool.objects.get_or_create(host=host, name=name, defaults={"path": path})
-    return pool
 
 
 def pools_ensure_on_host(*, host: Host) -> None:
@@ -118,23 +97,6 @@ def volume_owner(*, pool: StoragePool, name: str, path: str) -> str | None:
     return None
 
 
-def pool_for_host(host: Host) -> StoragePool:
-    """The portal pool of a host (created when the host was registered)."""
-    pools = StoragePool.objects.filter(host=host)
-    pool = pools.filter(name=settings.STORAGE_POOL).first() or pools.first()
-    if pool is None:
-        raise Conflict(f"Host {host.name} has no storage pool {settings.STORAGE_POOL!r}; "
-                       "an administrator must refresh the host.")
-    return pool
-
-
-def image_volume_name(name: str, *, fmt: str = "qcow2") -> str:
-    """The base volume of image `name` in its pool. Portals sharing one libvirtd keep their image
-    volumes apart by instance id."""
-    prefix = "image" if settings.INSTANCE_ID == "default" else f"image-{settings.INSTANCE_ID}"
-    return f"{prefix}-{name}.{fmt}"
-
-
 def image_register(*, actor: Actor, via: str = Via.CLI, host: Host, name: str, title: str, source_path: str,
                    fmt: str | None = "qcow2", description: str = "", os_name: str = "",
                    boot_mode: str = Image.BootMode.DISK, kernel_path: str = "", initrd_path: str = "",
@@ -151,7 +113,7 @@ def image_register(*, actor: Actor, via: str = Via.CLI, host: Host, name: str, t
     require_admin(actor, "Only administrators add images.")
     if not IMAGE_NAME_RE.match(name or ""):
         raise ValidationFailed("Image name must be 2–60 lowercase letters, digits or hyphens.", field="name")
-    _check_login_user(login_user)
+    check_login_user(login_user)
     if fmt and fmt not in imageio.FORMATS:
         raise ValidationFailed(f"Image format must be one of {', '.join(imageio.FORMATS)}.", field="format")
     if not os.path.isfile(source_path):
@@ -512,7 +474,7 @@ def image_update(*, actor: Actor, via: str, image: Image, title: str | None = No
     if title is not None and not title.strip():
         raise ValidationFailed("Title is required.", field="title")
     if login_user is not None:
-        _check_login_user(login_user)
+        check_login_user(login_user)
     if visibility is not None and visibility not in Image.Visibility.values:
         raise ValidationFailed(f"Visibility must be one of {', '.join(Image.Visibility.values)}.", field="visibility")
     if is_default and not is_admin(actor):
