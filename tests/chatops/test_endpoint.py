@@ -71,7 +71,9 @@ def test_ssl_check_is_answered_with_an_empty_200_and_does_nothing(slack):
     response = slack.post("ssl_check=1&token=legacy-verification-token")
     assert response.status_code == 200
     assert response.content == b""
-    assert slack.fake.calls == []
+    # Nothing is sent to Slack. (Bolt's own identity check, auth.test, runs in the background when the app
+    # starts and may land during this test: it is not something the ssl_check did.)
+    assert [c for c in slack.fake.calls if c.method != "auth.test"] == []
 
 
 def test_get_is_not_allowed(slack):
