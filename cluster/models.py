@@ -4,7 +4,32 @@ from __future__ import annotations
 
 from django.db import models
 
-from .choices import DomainType, HostStatus
+from .choices import ClusterPolicy, DomainType, HostStatus
+
+
+class Cluster(models.Model):
+    """A group of hosts that VMs move between freely, with one scheduling policy."""
+
+    name = models.CharField(max_length=100, unique=True)
+    description = models.TextField(blank=True)
+    policy = models.CharField(max_length=64, default=ClusterPolicy.EVENLY_DISTRIBUTED,
+                              help_text="Scheduling policy: where new VMs go and what the balancer moves.")
+    policy_properties = models.JSONField(
+        default=dict, blank=True,
+        help_text="Policy thresholds, e.g. {\"high_utilization\": 80, \"low_utilization\": 20, "
+                  "\"max_concurrent_migrations\": 2, \"memory_overcommit_percent\": 100}.")
+    balancing_enabled = models.BooleanField(default=False,
+                                            help_text="Run the policy's balancer periodically (live migrations).")
+    power_saving_enabled = models.BooleanField(
+        default=False, help_text="Put empty hosts on standby through their power agent; wake them when short.")
+    ha_enabled = models.BooleanField(default=True, help_text="Restart highly available VMs of a dead host elsewhere.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
 
 
 class Host(models.Model):
@@ -25,6 +50,30 @@ class Host(models.Model):
     free_memory_mib = models.PositiveIntegerField(default=0)
     last_seen_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True)
+    cluster = models.ForeignKey(Cluster, null=True, blank=True, on_delete=models.PROTECT, related_name="hosts")
+    tags = models.JSONField(default=list, blank=True,
+                            help_text="Labels VMs can require (scheduler filter), e.g. [\"ssd\", \"gpu\"].")
+    migration_uri = models.CharField(
+        "migration URI", max_length=300, blank=True,
+        help_text="How other hosts' libvirtd reach this one for peer-to-peer migration, e.g. "
+                  "qemu+tcp://10.0.0.2/system. Blank: the libvirt URI, when it is a network URI.")
+    display_address = models.CharField(
+        max_length=100, blank=True,
+        help_text="Address VNC displays listen on, and that the console relay dials. Blank: 127.0.0.1 for a "
+                  "host on this machine; a remote host without one has no screen console.")
+    running_domains = models.PositiveIntegerField(default=0)
+    cpu_usage_percent = models.FloatField(null=True, blank=True)
+    status_changed_at = models.DateTimeField(null=True, blank=True)
+    failures = models.PositiveIntegerField(default=0, help_text="Heartbeats failed in a row.")
+    max_jobs = models.PositiveIntegerField(default=4, help_text="Jobs that may talk to this host at once.")
+    power_on_command = models.CharField(max_length=500, blank=True,
+                                        help_text="Power agent: command that powers the host on (e.g. ipmitool …).")
+    power_off_command = models.CharField(max_length=500, blank=True,
+                                         help_text="Power agent: command that powers the host off (fences it).")
+    power_status_command = models.CharField(max_length=500, blank=True,
+                                            help_text="Power agent: exits 0 when the host is powered on.")
+    confirmed_down_at = models.DateTimeField(
+        null=True, blank=True, help_text="Fenced or declared down by an administrator: its HA VMs may restart elsewhere.")
 
     class Meta:
         db_table = "vms_host"  # the model moved from vms: same table, no data migration

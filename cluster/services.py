@@ -24,7 +24,7 @@ from portal.hypervisor import DomainInfo, DomainSpec, get_driver
 
 from . import observers
 from .choices import DomainType, HostStatus
-from .models import ForeignDomain, Host
+from .models import Cluster, ForeignDomain, Host
 from .signals import host_up
 
 log = logging.getLogger(__name__)
@@ -46,10 +46,19 @@ def host_register(*, actor: Actor, via: str = Via.CLI, name: str, uri: str,
     if domain_type not in DomainType.values:
         raise ValidationFailed(f"Domain type must be one of {', '.join(DomainType.values)}.", field="domain_type")
     host, created = Host.objects.update_or_create(uri=uri, defaults={"name": name, "domain_type": domain_type})
+    if host.cluster_id is None:  # a host always belongs to a cluster: the default one unless an admin says
+        Host.objects.filter(pk=host.pk).update(cluster=cluster_default())
+        host.refresh_from_db(fields=["cluster"])
     host_refresh(host=host)
     audit(actor=actor, via=via, action="host.register" if created else "host.update", target=host,
           message=f"{uri} ({domain_type})")
     return host
+
+
+def cluster_default() -> Cluster:
+    """The cluster hosts join unless an administrator puts them elsewhere ("Default", made on first use)."""
+    cluster, _ = Cluster.objects.get_or_create(name="Default")
+    return cluster
 
 
 def host_refresh(*, host: Host) -> Host:

@@ -23,11 +23,15 @@
 #   log/nshost.log  the daemons' output; log/libvirtd.log, log/virtlogd.log, log/qemu/<domain>.log
 #
 # --addr gives the namespace an interface (nsh0, one end of a veth pair) with that address and a TCP listener on it
-# (qemu+tcp://ADDR/system, no authentication: for migration between namespace hosts later).
+# (qemu+tcp://ADDR/system, no authentication). The pair's other end sits on a bridge in the fabric
+# namespace (${PORTAL_NSHOST_FABRIC:-vmp-fabric}), so hosts started with --addr reach each other
+# (peer-to-peer live migration, libvirt and QEMU traffic) and nothing else; the fabric is removed
+# with its last host.
 # Needs root; no systemd. Nothing in the root namespace's routes or firewall is touched.
 set -euo pipefail
 
 BASE=${PORTAL_NSHOST_DIR:-/var/lib/vmportal/nshosts}
+FABRIC=${PORTAL_NSHOST_FABRIC:-vmp-fabric}   # the namespace whose bridge joins hosts started with --addr
 DEADLINE=${PORTAL_NSHOST_TIMEOUT:-90}    # seconds to wait for the daemon to answer / to stop
 # PORTAL_NSHOST_TINI=0 starts libvirtd daemonized even where tini is installed (the fallback).
 
@@ -185,13 +189,41 @@ netns_up() {
   fi
   ip -n "$NAME" link set lo up || return 1
   if [ -n "$ADDR" ]; then
-    # A veth pair with both ends inside (the dummy driver may be missing where modules cannot load).
+    # One end of a veth pair (nsh0) in the host, the other on the fabric's bridge: every namespace
+    # host started with --addr reaches the others (migration), never this machine's own network.
+    fabric_up || return 1
+    local port
+    port=$(fabric_port)
     if ! ip -n "$NAME" link show nsh0 >/dev/null 2>&1; then
-      ip -n "$NAME" link add nsh0 type veth peer name nsh0p || return 1
+      ip -n "$FABRIC" link del "$port" >/dev/null 2>&1 || true   # a leftover of a host that died
+      ip link add nsh0 netns "$NAME" type veth peer name "$port" netns "$FABRIC" || return 1
     fi
+    ip -n "$FABRIC" link set "$port" master br0 || return 1
+    ip -n "$FABRIC" link set "$port" up || return 1
     ip -n "$NAME" addr replace "$ADDR" dev nsh0 || return 1
-    ip -n "$NAME" link set nsh0p up || return 1
     ip -n "$NAME" link set nsh0 up || return 1
+  fi
+}
+
+# The fabric: a network namespace holding one bridge that joins the hosts' nsh0 interfaces.
+fabric_up() {
+  [ -e "/run/netns/$FABRIC" ] || ip netns add "$FABRIC" || return 1
+  ip -n "$FABRIC" link set lo up || return 1
+  if ! ip -n "$FABRIC" link show br0 >/dev/null 2>&1; then
+    ip -n "$FABRIC" link add br0 type bridge || return 1
+  fi
+  ip -n "$FABRIC" link set br0 up
+}
+
+fabric_port() {   # the fabric end of this host's veth (interface names have at most 15 characters)
+  printf 'fb%s\n' "$(printf '%s' "$NAME" | sha256sum | cut -c1-10)"
+}
+
+# The fabric goes away with its last host.
+fabric_down_if_empty() {
+  [ -e "/run/netns/$FABRIC" ] || return 0
+  if ! ip -n "$FABRIC" -o link show master br0 2>/dev/null | grep -q .; then
+    ip netns del "$FABRIC" 2>/dev/null || true
   fi
 }
 
@@ -263,6 +295,8 @@ cmd_down() {
   if netns_exists; then
     ip netns del "$NAME" || die "cannot remove network namespace $NAME"
   fi
+  ip -n "$FABRIC" link del "$(fabric_port)" >/dev/null 2>&1 || true
+  fabric_down_if_empty
   if grep -qF " $S/" /proc/mounts || grep -qF "/run/netns/$NAME " /proc/mounts; then
     die "something is still mounted for $NAME: $(grep -F -e " $S/" -e "/run/netns/$NAME " /proc/mounts)"
   fi

@@ -118,6 +118,27 @@ class Volume(models.Model):
         return self.name
 
 
+class ImageCopy(models.Model):
+    """An image's base volume (and kernel/initrd) copied into another host's pool through libvirt's
+    volume API, so VMs on that host can be built on it. `path` is set once the copy is complete."""
+
+    image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="host_copies")
+    pool = models.ForeignKey(StoragePool, on_delete=models.CASCADE, related_name="image_copies")
+    volume_name = models.CharField(max_length=200)
+    path = models.CharField(max_length=500, blank=True)
+    kernel_path = models.CharField(max_length=500, blank=True)
+    initrd_path = models.CharField(max_length=500, blank=True)
+    size_bytes = models.BigIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["image__name", "pool__host__name"]
+        constraints = [models.UniqueConstraint(fields=["image", "pool"], name="image_copy_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.image} on {self.pool.host}"
+
+
 class Upload(models.Model):
     """A resumable upload (the tus protocol): bytes arrive in chunks into a staging file on the portal
     server; once complete, an image import job probes, converts and stores them, and the file goes."""

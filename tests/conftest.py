@@ -279,7 +279,67 @@ def debian_image(ns_host):
         login_user=recipe.login_user, min_disk_gib=recipe.min_disk_gib, replace=True)
 
 
-_QEMU_FIXTURES = {"qemu_host", "ns_hypervisor", "ns_host"}
+# Two namespace hosts joined by the fabric (scripts/nshost.sh --addr): a cluster of two real hosts.
+CLUSTER_HOSTS = (("vmp-hosta", "10.99.7.1/24"), ("vmp-hostb", "10.99.7.2/24"))
+
+
+@pytest.fixture(scope="session")
+def ns_pair(_qemu_session):
+    """Two namespace hosts that reach each other over TCP (qemu+tcp://10.99.7.1|2/system), for
+    migration, HA and scheduling on real libvirt. Cleared before and after; stopped at the end."""
+    from portal.hypervisor import get_driver
+
+    from .nshost import ns_down, ns_up
+
+    hvs = []
+    try:
+        for name, addr in CLUSTER_HOSTS:
+            hvs.append(ns_up(name, addr=addr))
+    except RuntimeError as exc:
+        pytest.fail(f"a cluster namespace host did not start: {exc}")
+    for hv in hvs:
+        hv.clear()
+    yield tuple(hvs)
+    for hv in hvs:
+        try:
+            hv.clear()
+        finally:
+            get_driver(hv.uri).close()
+            ns_down(hv.name)
+
+
+def register_ns_host(hv, *, cluster=None, name: str | None = None):
+    """Register namespace host `hv` as a portal Host (pool in its own state dir, migration URI on the fabric)."""
+    from django.test import override_settings
+
+    from cluster.models import Host
+    from cluster.services import host_register
+    from storage.services import pool_ensure
+
+    path = str(hv.pool_dir)
+    with override_settings(STORAGE_DIR=path):
+        host = host_register(actor=None, name=name or hv.name, uri=hv.uri, domain_type="qemu")
+        pool_ensure(host=host, path=path)
+    Host.objects.filter(pk=host.pk).update(migration_uri=hv.tcp_uri, **({"cluster": cluster} if cluster else {}))
+    host.refresh_from_db()
+    assert host.status == "up", f"{hv.uri} is not reachable: {host.last_error}"
+    return host
+
+
+@pytest.fixture
+def cluster_hosts(transactional_db, ns_pair):
+    """Both namespace hosts registered in one cluster ("lab"); cleared of domains, networks and pools after
+    each test. Returns (host_a, host_b)."""
+    from cluster.models import Cluster
+
+    cluster, _ = Cluster.objects.get_or_create(name="lab")
+    hosts = tuple(register_ns_host(hv, cluster=cluster) for hv in ns_pair)
+    yield hosts
+    for hv in ns_pair:
+        hv.clear()
+
+
+_QEMU_FIXTURES = {"qemu_host", "ns_hypervisor", "ns_host", "ns_pair", "cluster_hosts"}
 
 
 def pytest_collection_modifyitems(config, items):

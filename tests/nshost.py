@@ -36,6 +36,12 @@ class NsHypervisor:
     name: str
     uri: str
     state_dir: Path
+    addr: str = ""  # its address on the fabric (started with --addr), without the prefix length
+
+    @property
+    def tcp_uri(self) -> str:
+        """How another namespace host's libvirtd reaches this one (peer-to-peer migration)."""
+        return f"qemu+tcp://{self.addr}/system" if self.addr else ""
 
     @property
     def pool_dir(self) -> Path:
@@ -86,7 +92,7 @@ def ns_up(name: str, *, addr: str | None = None) -> NsHypervisor:
     """Start namespace host `name` (or find it running) and return it."""
     args = ["up", name] + (["--addr", addr] if addr else [])
     uri = nshost(*args).stdout.strip().splitlines()[-1]
-    return NsHypervisor(name=name, uri=uri, state_dir=NSHOST_DIR / name)
+    return NsHypervisor(name=name, uri=uri, state_dir=NSHOST_DIR / name, addr=addr.split("/")[0] if addr else "")
 
 
 def ns_down(name: str, *, purge: bool = False) -> None:

@@ -14,6 +14,8 @@ class VMStatus(models.TextChoices):
     REBOOTING = "rebooting", "Rebooting"
     PAUSED = "paused", "Paused"
     DELETING = "deleting", "Deleting"
+    MIGRATING = "migrating", "Migrating"
+    UNKNOWN = "unknown", "Unknown (host unreachable)"
     ERROR = "error", "Error"
     DELETED = "deleted", "Deleted"
 
@@ -27,7 +29,8 @@ class VMStatus(models.TextChoices):
 VMStatus.COUNTED = tuple(s for s in VMStatus if s != VMStatus.DELETED)
 # A job owns the VM while it is in one of these; events only record what libvirt says.
 VMStatus.TRANSITIONAL = (
-    VMStatus.CREATING, VMStatus.STARTING, VMStatus.STOPPING, VMStatus.REBOOTING, VMStatus.DELETING)
+    VMStatus.CREATING, VMStatus.STARTING, VMStatus.STOPPING, VMStatus.REBOOTING, VMStatus.DELETING,
+    VMStatus.MIGRATING)
 VMStatus.ACTIVE = (VMStatus.RUNNING, VMStatus.PAUSED)
 
 

@@ -70,6 +70,15 @@ class VM(models.Model):
     adopted_at = models.DateTimeField(null=True, blank=True,
                                       help_text="When an administrator adopted this domain, made outside the portal.")
 
+    highly_available = models.BooleanField(
+        default=False, help_text="Restarted on another host when its host is confirmed down.")
+    ha_priority = models.PositiveSmallIntegerField(default=50, help_text="HA restart order: higher first (0–100).")
+    pinned_hosts = models.ManyToManyField("cluster.Host", blank=True, related_name="pinned_vms",
+                                          help_text="Run only on these hosts (empty: any host of the cluster).")
+    required_tags = models.JSONField(default=list, blank=True, help_text="Host tags the VM needs, e.g. [\"ssd\"].")
+    known_status = models.CharField(max_length=16, blank=True,
+                                    help_text="The status before its host became unreachable (shown while unknown).")
+
     class Meta:
         verbose_name = "VM"
         verbose_name_plural = "VMs"
@@ -169,3 +178,20 @@ class Snapshot(models.Model):
     @property
     def is_busy(self) -> bool:
         return self.status in SnapshotStatus.BUSY
+
+
+class AffinityGroup(models.Model):
+    """VMs that should (positive) or must not (negative) share a host; enforcing groups are hard rules."""
+
+    name = models.CharField(max_length=100, unique=True)
+    description = models.TextField(blank=True)
+    positive = models.BooleanField(default=False, help_text="Together on one host (ticked) or apart (unticked).")
+    enforcing = models.BooleanField(default=True, help_text="A hard rule (filter) rather than a preference (weight).")
+    vms = models.ManyToManyField(VM, blank=True, related_name="affinity_groups")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
