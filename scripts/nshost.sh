@@ -152,6 +152,10 @@ prepare_state() {
     printf 'cgroup_controllers = [ ]\n'
     if [ -n "$ADDR" ]; then
       printf 'migration_address = "%s"\nmigration_host = "%s"\n' "${ADDR%/*}" "${ADDR%/*}"
+      # Cluster hosts share pools on this machine's one file system (a stand-in for NFS): QEMU runs as
+      # root and libvirt leaves owners alone, or a migration's source would hand a disk back to root
+      # while the destination's QEMU still uses it (libvirt skips that only on a real shared FS).
+      printf 'user = "root"\ngroup = "root"\ndynamic_ownership = 0\n'
     fi
   } >>"$S/etc/qemu.conf"
   printf '\nlog_outputs = "3:file:%s"\n' "$S/log/virtlogd.log" >>"$S/etc/virtlogd.conf"

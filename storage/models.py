@@ -14,6 +14,9 @@ class StoragePool(models.Model):
     host = models.ForeignKey("cluster.Host", on_delete=models.CASCADE, related_name="pools")
     name = models.CharField(max_length=100)
     path = models.CharField(max_length=500)
+    shared = models.BooleanField(
+        default=False, help_text="The same storage on every host that has a pool of this name and path (NFS, "
+                                 "GlusterFS): VMs on it migrate without copying disks and restart elsewhere (HA).")
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["host", "name"], name="pool_unique_per_host")]

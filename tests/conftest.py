@@ -339,7 +339,25 @@ def cluster_hosts(transactional_db, ns_pair):
         hv.clear()
 
 
-_QEMU_FIXTURES = {"qemu_host", "ns_hypervisor", "ns_host", "ns_pair", "cluster_hosts"}
+@pytest.fixture
+def cluster_shared_pools(cluster_hosts):
+    """A pool marked shared on both cluster hosts, at one path of this machine's file system (a stand-in for
+    NFS): VMs on it migrate without copying disks and can restart on the other host (HA)."""
+    from storage.models import StoragePool
+    from storage.services import pool_ensure
+
+    from .nshost import NSHOST_DIR
+
+    path = NSHOST_DIR / "shared-images"
+    path.mkdir(parents=True, exist_ok=True)
+    pools = [pool_ensure(host=h, name="vmportal-shared", path=str(path)) for h in cluster_hosts]
+    StoragePool.objects.filter(pk__in=[p.pk for p in pools]).update(shared=True)
+    for p in pools:
+        p.shared = True
+    return tuple(pools)
+
+
+_QEMU_FIXTURES = {"qemu_host", "ns_hypervisor", "ns_host", "ns_pair", "cluster_hosts", "cluster_shared_pools"}
 
 
 def pytest_collection_modifyitems(config, items):

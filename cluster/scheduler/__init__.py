@@ -1,0 +1,92 @@
+"""The Scheduler API: where a VM runs.
+
+Placement is a pipeline: *filters* drop hosts that cannot take the VM (each says why), *weights*
+rank the rest (soft preferences, lower total is better), and *balancers* propose migrations. A
+cluster's policy names the filters, weights (with factors) and balancer it uses. Third parties add
+their own as Python classes (settings or package entry points); see docs/scheduler.md.
+
+This module is the stable surface the rest of the portal uses:
+- `VMRequest` — what is being placed (built by vms, which knows VMs; cluster does not);
+- `schedule()` — pick a host, with an `explanation` kept on the job;
+- `propose_balancing()` — the moves a cluster's balancer proposes now.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db.models import QuerySet
+
+from cluster.choices import HostStatus
+from cluster.models import Cluster, Host
+from portal.exceptions import Conflict
+
+
+@dataclass(frozen=True)
+class AffinityRule:
+    """An affinity group the VM is in: where the group's *other* VMs run now."""
+
+    group: str
+    positive: bool  # together (True) or apart (False)
+    enforcing: bool  # a filter (True) or a weight (False)
+    host_ids: frozenset[int] = frozenset()
+
+
+@dataclass(frozen=True)
+class VMRequest:
+    """What the scheduler places: sizes and the VM's constraints."""
+
+    vcpus: int
+    memory_mib: int
+    vm_id: int | None = None
+    name: str = ""
+    current_host_id: int | None = None  # a migration's source: never chosen, its load not counted twice
+    required_tags: frozenset[str] = frozenset()
+    pinned_host_ids: frozenset[int] = frozenset()  # empty: any host
+    allowed_host_ids: frozenset[int] | None = None  # narrowed by what the VM needs (networks, storage)
+    allowed_reason: str = ""  # why, for the refusal ("carries the network lab")
+    affinity: tuple[AffinityRule, ...] = ()
+
+
+@dataclass(frozen=True)
+class Move:
+    """A migration a balancer proposes."""
+
+    vm_id: int
+    source_host_id: int
+    target_host_id: int
+    reason: str
+
+
+@dataclass
+class Placement:
+    """The chosen host and why: which hosts each filter removed, the weights, the policy."""
+
+    host: Host
+    explanation: dict[str, Any] = field(default_factory=dict)
+
+
+def schedule(*, request: VMRequest, cluster: Cluster | None = None, exclude_host_ids: frozenset[int] = frozenset(),
+             lock: bool = False, hosts: QuerySet[Host] | None = None) -> Placement:
+    """The best host for `request` in `cluster` (None: every cluster), by the cluster's policy.
+
+    `lock`: called inside the record-phase transaction; the candidate clusters' rows are locked first
+    so concurrent placements see each other's VMs (never overcommitting a host).
+    Raises Conflict (with the explanation's summary) when no host fits.
+    """
+    from .engine import run_schedule  # the pipeline; kept out of this module so importing the API is cheap
+
+    return run_schedule(request=request, cluster=cluster, exclude_host_ids=exclude_host_ids, lock=lock,
+                        hosts=hosts)
+
+
+def propose_balancing(*, cluster: Cluster) -> list[Move]:
+    """The migrations the cluster's balancer proposes now (nothing is moved here)."""
+    from .engine import run_balance
+
+    return run_balance(cluster=cluster)
+
+
+__all__ = ["AffinityRule", "Conflict", "HostStatus", "Move", "Placement", "VMRequest", "propose_balancing",
+           "schedule"]
