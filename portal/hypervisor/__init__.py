@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import atexit
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .types import (  # noqa: F401
     Capabilities,
@@ -47,8 +47,23 @@ def get_driver(uri: str) -> LibvirtDriver:
     with _lock:
         driver = _drivers.get(uri)
         if driver is None:
-            driver = _drivers[uri] = LibvirtDriver(uri)
+            driver = _drivers[uri] = LibvirtDriver(uri, **_connection_settings())
         return driver
+
+
+def _connection_settings() -> dict[str, Any]:
+    """Connect deadline and keepalive from the settings (PORTAL_LIBVIRT_CONNECT_TIMEOUT,
+    PORTAL_LIBVIRT_KEEPALIVE_INTERVAL, PORTAL_LIBVIRT_KEEPALIVE_COUNT), defaults outside Django."""
+    try:
+        from django.conf import settings
+
+        return {
+            "connect_timeout": float(getattr(settings, "LIBVIRT_CONNECT_TIMEOUT", 10)),
+            "keepalive_interval": int(getattr(settings, "LIBVIRT_KEEPALIVE_INTERVAL", 3)),
+            "keepalive_count": int(getattr(settings, "LIBVIRT_KEEPALIVE_COUNT", 3)),
+        }
+    except Exception:  # settings not configured (a script using the gateway alone)
+        return {}
 
 
 def reset_drivers() -> None:

@@ -193,51 +193,165 @@ def _refresh_when_idle(pool: libvirt.virStoragePool, *, attempts: int = 20, dela
     return False
 
 
-class LibvirtDriver:
-    """One hypervisor host, addressed by its libvirt URI."""
+class _Opening:
+    """One `libvirt.open` in a thread of its own: the caller waits with a deadline, never for ever."""
 
     def __init__(self, uri: str) -> None:
         self.uri = uri
+        self.started = time.monotonic()
+        self.done = threading.Event()
+        self.conn: libvirt.virConnect | None = None
+        self.error: BaseException | None = None
+        threading.Thread(target=self._run, name=f"libvirt-open {uri}", daemon=True).start()
+
+    def _run(self) -> None:
+        try:
+            self.conn = libvirt.open(self.uri)
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting caller
+            self.error = exc
+        finally:
+            self.done.set()
+
+
+def _close_quietly(conn: libvirt.virConnect) -> None:
+    try:
+        conn.close()
+    except libvirt.libvirtError:
+        pass
+
+
+# The power state a lifecycle event implies (read without a call to the host: the event thread is
+# shared by every connection and must never wait on one that froze).
+_EVENT_STATE = {
+    libvirt.VIR_DOMAIN_EVENT_STARTED: PowerState.RUNNING,
+    libvirt.VIR_DOMAIN_EVENT_RESUMED: PowerState.RUNNING,
+    libvirt.VIR_DOMAIN_EVENT_SUSPENDED: PowerState.PAUSED,
+    libvirt.VIR_DOMAIN_EVENT_STOPPED: PowerState.SHUTOFF,
+    libvirt.VIR_DOMAIN_EVENT_SHUTDOWN: PowerState.SHUTTING_DOWN,
+    libvirt.VIR_DOMAIN_EVENT_CRASHED: PowerState.CRASHED,
+    libvirt.VIR_DOMAIN_EVENT_PMSUSPENDED: PowerState.PMSUSPENDED,
+}
+
+
+class LibvirtDriver:
+    """One hypervisor host, addressed by its libvirt URI.
+
+    The connection is opened lazily and never hangs the caller: `libvirt.open` runs in a worker
+    thread with a deadline (`connect_timeout`; at most one attempt per host is in flight, a later
+    caller adopts its connection if it ends up answering). Right after open, libvirt's keepalive is
+    switched on (`keepalive_interval` s, `keepalive_count` missed answers), so a call to a host that
+    died or froze fails within about interval x (count + 1) seconds instead of blocking for minutes.
+    A connection that died (keepalive, EOF, libvirtd restarted) is dropped and re-opened on next use;
+    lifecycle watches (`register_lifecycle`) are forgotten with the dead connection and registered
+    once on the new one.
+    """
+
+    def __init__(self, uri: str, *, connect_timeout: float = 10.0, keepalive_interval: int = 3,
+                 keepalive_count: int = 3) -> None:
+        self.uri = uri
+        self.connect_timeout = connect_timeout
+        self.keepalive_interval = keepalive_interval
+        self.keepalive_count = keepalive_count
         self._conn: libvirt.virConnect | None = None
         self._lock = threading.RLock()
-        self._callbacks: list[int] = []
+        self._callbacks: dict[int, int] = {}  # watch handle -> libvirt callback id on self._conn
+        self._watchers: dict[int, Callable[[LifecycleEvent], None]] = {}
+        self._next_watch = 1
+        self._opening: _Opening | None = None  # the open attempt still in flight, if one hung
 
     # -- connection -------------------------------------------------------------------------
     @property
     def is_test(self) -> bool:
         return self.uri.startswith("test:")
 
+    def _unavailable(self, why: str, code: int | None = None) -> HypervisorUnavailable:
+        return HypervisorUnavailable(detail=f"cannot connect to the hypervisor at {self.uri}: {why}",
+                                     libvirt_code=code)
+
     def _open(self) -> libvirt.virConnect:
+        """A new connection within `connect_timeout` seconds, keepalive on (called with the lock held)."""
         _ensure_event_loop()
         _silence_libvirt_stderr()
-        try:
-            conn = libvirt.open(self.uri)
-        except libvirt.libvirtError as exc:
-            raise HypervisorUnavailable(
-                detail=f"cannot connect to the hypervisor at {self.uri}: {exc.get_error_message()}",
-                libvirt_code=exc.get_error_code(),
-            ) from exc
-        if not self.is_test:
+        if self.is_test:  # in-process: cannot hang
             try:
-                conn.setKeepAlive(5, 3)
-            except libvirt.libvirtError:
-                pass
+                return libvirt.open(self.uri)
+            except libvirt.libvirtError as exc:
+                raise self._unavailable(exc.get_error_message(), exc.get_error_code()) from exc
+        opening = self._opening
+        if opening is None or (opening.done.is_set() and opening.conn is None):
+            opening = self._opening = _Opening(self.uri)
+        # One attempt per host at a time, with one deadline: while an attempt hangs (a frozen daemon,
+        # dropped packets) later callers fail at once instead of queueing behind it.
+        remaining = opening.started + self.connect_timeout - time.monotonic()
+        if not opening.done.wait(max(0.0, remaining)):
+            # The attempt goes on in its thread (libvirt cannot cancel it); a later caller adopts it.
+            raise self._unavailable(f"no answer within {self.connect_timeout:g} s (connect timeout)")
+        self._opening = None
+        if opening.conn is None:
+            error = opening.error
+            if isinstance(error, libvirt.libvirtError):
+                raise self._unavailable(error.get_error_message(), error.get_error_code()) from error
+            raise self._unavailable(str(error))
+        conn = opening.conn
+        try:
+            conn.setKeepAlive(self.keepalive_interval, self.keepalive_count)
+        except libvirt.libvirtError as exc:  # a transport without keepalive (e.g. a local driver)
+            log.debug("no keepalive on %s: %s", self.uri, exc)
+        try:
+            conn.registerCloseCallback(self._on_closed, None)
+        except libvirt.libvirtError as exc:
+            log.debug("no close callback on %s: %s", self.uri, exc)
         return conn
+
+    def _on_closed(self, conn: libvirt.virConnect, reason: int, _opaque: Any) -> None:
+        """libvirt closed the connection (keepalive timeout, EOF, daemon gone): forget it.
+
+        Runs in libvirt's event thread, which must not wait: when the lock is busy, the next use finds
+        the connection dead all the same (isAlive) and drops it then.
+        """
+        log.warning("libvirt connection to %s closed (reason %s); it is re-opened on next use", self.uri, reason)
+        if self._lock.acquire(blocking=False):
+            try:
+                if self._conn is conn:
+                    self._drop_locked()
+            finally:
+                self._lock.release()
+
+    def _drop_locked(self) -> None:
+        """Forget the current connection and the callbacks registered on it (lock held)."""
+        conn, self._conn, self._callbacks = self._conn, None, {}
+        if conn is None:
+            return
+        # Closing a dead connection may block on its socket: in a thread of its own, never here.
+        threading.Thread(target=_close_quietly, args=(conn,), name="libvirt-close", daemon=True).start()
 
     def connection(self) -> libvirt.virConnect:
         with self._lock:
+            if self._conn is not None and not self.is_test:
+                try:
+                    alive = bool(self._conn.isAlive())
+                except libvirt.libvirtError:
+                    alive = False
+                if not alive:
+                    log.warning("libvirt connection to %s is dead; reconnecting", self.uri)
+                    self._drop_locked()
             if self._conn is None:
-                self._conn = self._open()
+                conn = self._open()
+                self._conn = conn
+                try:
+                    for handle, callback in self._watchers.items():
+                        self._register_locked(conn, handle, callback)
+                except libvirt.libvirtError as exc:
+                    self._drop_locked()
+                    raise classify(exc, what="register events") from exc
             return self._conn
 
     def close(self) -> None:
+        """Close the connection (lifecycle watches stay: they are registered again on the next one)."""
         with self._lock:
-            if self._conn is not None:
-                try:
-                    self._conn.close()
-                except libvirt.libvirtError:
-                    pass
-                self._conn = None
+            conn, self._conn, self._callbacks = self._conn, None, {}
+            if conn is not None:
+                _close_quietly(conn)
 
     def _call(self, what: str, fn: Callable[[libvirt.virConnect], T]) -> T:
         """Run fn(conn), classify errors, and retry once on a fresh connection if it was lost."""
@@ -249,7 +363,8 @@ class LibvirtDriver:
                 if attempt == 1 and is_connection_error(exc):
                     log.warning("libvirt connection to %s lost (%s); reconnecting", self.uri, exc)
                     with self._lock:
-                        self._conn = None
+                        if self._conn is conn:
+                            self._drop_locked()
                     continue
                 raise classify(exc, what=what) from exc
         raise AssertionError("unreachable")
@@ -663,29 +778,65 @@ class LibvirtDriver:
                 pass
 
     # -- events -----------------------------------------------------------------------------
-    def register_lifecycle(self, callback: Callable[[LifecycleEvent], None]) -> None:
-        """Call `callback` (in libvirt's event thread) for every domain lifecycle event."""
-
+    def _register_locked(self, conn: libvirt.virConnect, handle: int,
+                         callback: Callable[[LifecycleEvent], None]) -> None:
         def on_event(_conn: Any, dom: libvirt.virDomain, event: int, detail: int, _opaque: Any) -> None:
-            try:
-                state = _STATE.get(dom.info()[0], PowerState.NOSTATE)
-            except libvirt.libvirtError:
-                state = PowerState.SHUTOFF
-            try:
-                callback(LifecycleEvent(uuid=dom.UUIDString(), name=dom.name(),
-                                        event=_EVENT.get(event, str(event)), detail=detail, state=state))
+            try:  # name and UUID are local to the domain object: no call to the host here
+                callback(LifecycleEvent(uuid=dom.UUIDString(), name=dom.name(), event=_EVENT.get(event, str(event)),
+                                        detail=detail, state=_EVENT_STATE.get(event, PowerState.NOSTATE)))
             except Exception:
                 log.exception("lifecycle callback failed")
 
-        def fn(conn: libvirt.virConnect) -> None:
-            self._callbacks.append(conn.domainEventRegisterAny(
-                None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, on_event, None))
+        self._callbacks[handle] = conn.domainEventRegisterAny(None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE,
+                                                              on_event, None)
 
-        self._call("register events", fn)
+    def register_lifecycle(self, callback: Callable[[LifecycleEvent], None]) -> int:
+        """Call `callback` (in libvirt's event thread, so it must not block) for every domain lifecycle
+        event, from now on and on every connection opened later; returns a handle for
+        `unregister_lifecycle`. Register once: after a lost connection the watch is registered again on
+        the new one. Raises HypervisorUnavailable when the host does not answer now (the watch stays,
+        and starts when a later call connects)."""
+        with self._lock:
+            handle = self._next_watch
+            self._next_watch += 1
+            self._watchers[handle] = callback
+            conn = self._conn
+            if conn is not None:
+                try:
+                    self._register_locked(conn, handle, callback)
+                except libvirt.libvirtError as exc:
+                    if is_connection_error(exc):
+                        self._drop_locked()
+                    raise classify(exc, what="register events") from exc
+                return handle
+        self.connection()  # registers every watch on the new connection
+        return handle
+
+    def unregister_lifecycle(self, handle: int) -> None:
+        """Stop a watch made by `register_lifecycle` (unknown handles: nothing)."""
+        with self._lock:
+            self._watchers.pop(handle, None)
+            cbid = self._callbacks.pop(handle, None)
+            if cbid is not None and self._conn is not None:
+                try:
+                    self._conn.domainEventDeregisterAny(cbid)
+                except libvirt.libvirtError:
+                    pass
+
+    @property
+    def watching(self) -> bool:
+        """Whether every lifecycle watch is registered on a live connection right now."""
+        with self._lock:
+            return self._conn is not None and set(self._callbacks) >= set(self._watchers) and self.is_alive()
 
     def is_alive(self) -> bool:
         with self._lock:
-            return self._conn is not None and bool(self._conn.isAlive())
+            if self._conn is None:
+                return False
+            try:
+                return bool(self._conn.isAlive())
+            except libvirt.libvirtError:
+                return False
 
     # -- storage ----------------------------------------------------------------------------
     def ensure_pool(self, name: str, path: str, *, only_if_missing: bool = False) -> None:

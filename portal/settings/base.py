@@ -210,6 +210,12 @@ LOGGING = {
 # --- The hypervisor ---
 # URI of the default host created at set-up; more hosts are added in the admin.
 LIBVIRT_URI = env.get_str("LIBVIRT_URI", "qemu:///system")
+# A host that does not answer: opening a connection gives up after CONNECT_TIMEOUT seconds, and an open
+# connection whose peer misses KEEPALIVE_COUNT keepalives sent every KEEPALIVE_INTERVAL seconds is
+# dropped (its calls fail within about interval x (count + 1) s; the host is marked non-responsive).
+LIBVIRT_CONNECT_TIMEOUT = env.get_float("LIBVIRT_CONNECT_TIMEOUT", 10.0)
+LIBVIRT_KEEPALIVE_INTERVAL = env.get_int("LIBVIRT_KEEPALIVE_INTERVAL", 3)
+LIBVIRT_KEEPALIVE_COUNT = env.get_int("LIBVIRT_KEEPALIVE_COUNT", 3)
 # auto: KVM where it really boots a guest (probed once per host), plain QEMU emulation otherwise.
 DOMAIN_TYPE = env.get_str("DOMAIN_TYPE", "auto")
 # Directory of the libvirt dir pool that holds images and VM disks.
