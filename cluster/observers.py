@@ -29,6 +29,9 @@ class DomainObserver(Protocol):
 
     def observe(self, *, host: Host, uuid: str) -> None: ...
 
+    # Optional: `host_unreachable(*, host)` is called by host_sync when the host does not answer (its
+    # state is in HostStatus.UNREACHABLE): the observer shows what it owns there as unknown.
+
 
 _observers: list[DomainObserver] = []
 

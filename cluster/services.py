@@ -61,8 +61,31 @@ def cluster_default() -> Cluster:
     return cluster
 
 
+# States an administrator (or the maintenance and power-saving flows) set: a heartbeat never overrides
+# them. A maintenance or standby host that does not answer keeps its state (it is expected to be quiet).
+_ADMIN_STATES = (HostStatus.PREPARING_FOR_MAINTENANCE, HostStatus.MAINTENANCE, HostStatus.STANDBY)
+
+
+def _host_transition(host: Host, status: str, **fields: Any) -> None:
+    """Write the host's new state (and `fields`); `status_changed_at` moves only when the state does."""
+    if status != host.status:
+        fields["status_changed_at"] = timezone.now()
+    fields["status"] = status
+    Host.objects.filter(pk=host.pk).update(**fields)
+    for key, value in fields.items():
+        setattr(host, key, value)
+
+
 def host_refresh(*, host: Host) -> Host:
-    """Read the host's facts from libvirt; an unreachable host is marked down, with the reason.
+    """The heartbeat: read the host's facts and load from libvirt and keep its state true.
+
+    A host that answers is up (an administrator's maintenance/preparing/standby state is kept);
+    `failures` goes back to 0, `last_error` is cleared, and a host that was non-responsive or down is
+    audited `host.up`. A host that fails counts `failures` and keeps the newest reason in `last_error`:
+    after HOST_NON_RESPONSIVE_FAILURES failures in a row an up host is non-responsive (audited
+    `host.non_responsive`; its VMs show as unknown, their actions are refused); a host that never
+    answered, or stayed non-responsive for HOST_DOWN_AFTER_SECONDS, is down (audited `host.down`).
+    Each try is bounded by the gateway's connect deadline and keepalive.
 
     A reachable host sends `host_up`, so the apps that keep things on hosts (storage pools) make
     sure they are there: a fresh test driver, or a pool undefined by hand, is repaired.
@@ -70,27 +93,46 @@ def host_refresh(*, host: Host) -> Host:
     try:
         info = get_driver(host.uri).host_info()
     except HypervisorUnavailable as exc:
-        was = host.status
-        reason = exc.detail or exc.message  # hosts are for administrators: the hypervisor's own words
-        Host.objects.filter(pk=host.pk).update(status=HostStatus.DOWN, last_error=reason)
-        host.status, host.last_error = HostStatus.DOWN, reason
-        if was == HostStatus.UP:
-            audit(actor=None, via=Via.SYSTEM, action="host.down", target=host, message=reason)
+        _host_failed(host, exc.detail or exc.message)  # hosts are for administrators: the hypervisor's words
         return host
-    fields = {
+    was = host.status
+    fields: dict[str, Any] = {
         "hostname": info.hostname, "libvirt_version": info.libvirt_version, "cpus": info.cpus,
         "memory_mib": info.memory_mib, "free_memory_mib": info.free_memory_mib, "last_seen_at": timezone.now(),
-        "last_error": "",
+        "running_domains": info.running_domains, "cpu_usage_percent": info.cpu_usage_percent,
+        "last_error": "", "failures": 0,
     }
-    if host.status != HostStatus.MAINTENANCE:
-        fields["status"] = HostStatus.UP
-    Host.objects.filter(pk=host.pk).update(**fields)
-    for key, value in fields.items():
-        setattr(host, key, value)
+    _host_transition(host, was if was in _ADMIN_STATES else HostStatus.UP, **fields)
+    if was in (HostStatus.NON_RESPONSIVE, HostStatus.DOWN):
+        audit(actor=None, via=Via.SYSTEM, action="host.up", target=host,
+              message=f"{host.name} answers again (was {HostStatus(was).label.lower()})")
     for receiver, result in host_up.send_robust(sender=Host, host=host):
         if isinstance(result, Exception):
             log.warning("host_up receiver %r failed for %s: %s", receiver, host.name, result)
     return host
+
+
+def _host_failed(host: Host, reason: str) -> None:
+    """One failed heartbeat: count it, keep the reason fresh, move the state on when it is time."""
+    failures = host.failures + 1
+    was = host.status
+    status = was
+    if was in _ADMIN_STATES:
+        pass
+    elif host.last_seen_at is None:
+        status = HostStatus.DOWN  # it never answered: nothing to wait for
+    elif was == HostStatus.NON_RESPONSIVE:
+        since = host.status_changed_at or timezone.now()
+        if (timezone.now() - since).total_seconds() >= settings.HOST_DOWN_AFTER_SECONDS:
+            status = HostStatus.DOWN
+    elif was != HostStatus.DOWN and failures >= settings.HOST_NON_RESPONSIVE_FAILURES:
+        status = HostStatus.NON_RESPONSIVE
+    _host_transition(host, status, failures=failures, last_error=reason)
+    if status != was:
+        action = "host.down" if status == HostStatus.DOWN else "host.non_responsive"
+        audit(actor=None, via=Via.SYSTEM, action=action, target=host,
+              message=f"{host.name} does not answer ({failures} failed heartbeat(s)): {reason}")
+    log.warning("heartbeat of %s failed (%d in a row, %s): %s", host.name, failures, status, reason)
 
 
 def host_set_enabled(*, actor: Actor, via: str, host: Host, enabled: bool) -> Host:
@@ -179,8 +221,14 @@ def host_sync(*, host: Host) -> dict[str, Any]:
     """Reconcile one host: observers bring their records in line, the rest is listed as foreign."""
     driver = get_driver(host.uri)
     host_refresh(host=host)
-    if host.status == HostStatus.DOWN:
-        return {"host": host.name, "status": "down", "error": host.last_error}
+    if host.last_error:  # the heartbeat failed: nothing can be listed; an unreachable host's VMs are unknown
+        if host.status in HostStatus.UNREACHABLE:
+            for observer in observers.registered():
+                hook = getattr(observer, "host_unreachable", None)
+                if hook is not None:
+                    hook(host=host)
+        return {"host": host.name, "status": host.status if host.status != HostStatus.UP else "error",
+                "error": host.last_error, "failures": host.failures}
     try:
         domains = driver.list_domains()
     except PortalError as exc:
@@ -207,7 +255,7 @@ def host_sync(*, host: Host) -> dict[str, Any]:
                 host=host, uuid=d.uuid, defaults={"name": d.name, "state": d.state, "owner_hint": hint})
             seen.append(d.uuid)
         ForeignDomain.objects.filter(host=host).exclude(uuid__in=seen).delete()
-    return {"host": host.name, "status": "up", "domains": len(domains), "drifted": drifted,
+    return {"host": host.name, "status": host.status, "domains": len(domains), "drifted": drifted,
             "foreign": len(seen)}
 
 

@@ -10,6 +10,7 @@ class VmsConfig(AppConfig):
         from cluster.observers import register_observer
         from cluster.placement import register_load
         from networks.usage import register_network_users
+        from portal.jobs import register_job_guard
         from portal.jobs.labels import register_job_labels
         from portal.jobs.selectors import register_target_visibility
         from portal.live import register_live_config
@@ -27,4 +28,5 @@ class VmsConfig(AppConfig):
         register_observer(VMObserver())
         register_target_visibility("vm", lambda user: vm_owned_ids(user=user))
         register_job_labels(JOB_LABELS)
+        register_job_guard("vms.host_reachable", jobs.vm_job_guard)
         register_live_config(live_config)

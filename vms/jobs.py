@@ -12,10 +12,19 @@ from django.conf import settings
 from django.contrib.auth.models import Group, User
 from django.utils import timezone
 
+from cluster.choices import HostStatus
+from cluster.models import Host
 from networks.models import Network
 from networks.services import network_ensure_on_host
 from portal.audit import audit
-from portal.exceptions import Conflict, HypervisorBusy, InvalidState, NotFound, PortalError
+from portal.exceptions import (
+    Conflict,
+    HypervisorBusy,
+    HypervisorUnavailable,
+    InvalidState,
+    NotFound,
+    PortalError,
+)
 from portal.hypervisor import CdromSpec, DomainInfo, NicSpec, PowerState, get_driver
 from portal.jobs import JobContext, job_handler
 from portal.models import AuditEvent, Job
@@ -53,6 +62,28 @@ def _vm(job: Job) -> VM:
     return VM.objects.select_related("host", "image", "owner").get(pk=int(job.target_id))
 
 
+# --- hosts that do not answer -------------------------------------------------------------------
+# A job never dials a host known to be unreachable: it fails at once (the guard below), and the
+# failure clean-ups leave the host alone (the VM shows as unknown; the next reconcile after the host
+# answers restores the truth from libvirt, and Delete finishes any clean-up left pending).
+
+def _host_unreachable(host_id: int) -> bool:
+    """The host's state now (not the one read when the job started) is not in HostStatus.REACHABLE."""
+    status = Host.objects.filter(pk=host_id).values_list("status", flat=True).first()
+    return status is not None and status not in HostStatus.REACHABLE
+
+
+def vm_job_guard(job: Job) -> None:
+    """Registered with portal.jobs (VmsConfig.ready): a VM job whose host does not answer fails at once."""
+    if job.target_type != "vm" or not job.kind.startswith("vm."):
+        return
+    row = VM.objects.filter(pk=int(job.target_id)).values_list("host_id", "host__name").first()
+    if row is not None and _host_unreachable(row[0]):
+        raise HypervisorUnavailable(
+            f"Host {row[1]} is not responding; the VM's state is unknown. Try again when the host is back, "
+            "or ask an administrator.", detail=f"job {job.kind} refused: host {row[1]} is not reachable")
+
+
 def _done(job: Job, vm: VM, action: str, message: str) -> None:
     audit(actor=job.actor, via=job.via, action=action, target=vm, job=job, message=message)
 
@@ -63,8 +94,15 @@ def _failed_audit(job: Job, vm: VM, error: str) -> None:
 
 
 def _restore_from_libvirt(job: Job, error: str) -> None:
-    """After a failed power action: the VM shows what libvirt says, with the reason."""
+    """After a failed power action: the VM shows what libvirt says, with the reason (unknown, without
+    asking, when its host does not answer)."""
     vm = _vm(job)
+    if _host_unreachable(vm.host_id):
+        previous = job.params.get("previous", "")
+        vm_set_status(vm, VMStatus.UNKNOWN, last_error=error,
+                      known_status=previous if previous != VMStatus.UNKNOWN else vm.known_status)
+        _failed_audit(job, vm, error)
+        return
     try:
         state = get_driver(vm.host.uri).domain_info(str(vm.uuid)).state
         status = status_for(state)
@@ -89,15 +127,18 @@ def _create_failed(job: Job, error: str) -> None:
         _failed_audit(job, vm, error)
         return
     problems = []
-    try:
-        get_driver(vm.host.uri).undefine(str(vm.uuid))
-    except PortalError as exc:
-        problems.append(exc.message)
-    for volume in vm.volumes.select_related("pool__host"):  # their attachments go with them
+    if _host_unreachable(vm.host_id):
+        problems.append(f"host {vm.host.name} is not responding")
+    else:
         try:
-            volume_destroy(volume=volume)
+            get_driver(vm.host.uri).undefine(str(vm.uuid))
         except PortalError as exc:
             problems.append(exc.message)
+        for volume in vm.volumes.select_related("pool__host"):  # their attachments go with them
+            try:
+                volume_destroy(volume=volume)
+            except PortalError as exc:
+                problems.append(exc.message)
     if problems:
         vm_set_status(vm, VMStatus.ERROR, last_error=(
             f"Create failed: {error}. Clean-up could not finish ({problems[0]}); Delete removes what is left."))
@@ -245,7 +286,7 @@ def delete(ctx: JobContext) -> dict:
 def _template_failed(job: Job, error: str) -> None:
     """No half-made template stays: its copy goes (no Image row was written); the VM is as it was."""
     pool = StoragePool.objects.select_related("host").filter(pk=job.params.get("pool_id")).first()
-    if pool is not None and job.params.get("volume_name"):
+    if pool is not None and job.params.get("volume_name") and not _host_unreachable(pool.host_id):
         try:
             image_volume_discard(pool=pool, name=job.params["volume_name"])
         except PortalError:
@@ -299,7 +340,8 @@ def _snapshot_create_failed(job: Job, error: str) -> None:
     snapshot = _snapshot(job)
     if snapshot is not None:  # gone already when the name was taken on the host: that one is not ours
         try:
-            get_driver(vm.host.uri).snapshot_delete(str(vm.uuid), job.params["snapshot"])
+            if not _host_unreachable(vm.host_id):
+                get_driver(vm.host.uri).snapshot_delete(str(vm.uuid), job.params["snapshot"])
         except PortalError:
             pass  # the domain or host is gone: the row goes; a retake of the name is refused while one is there
         snapshot.delete()
@@ -488,6 +530,8 @@ def _nic_add_failed(job: Job, error: str) -> None:
         VMNic.objects.filter(pk=nic.pk).delete()
         driver = get_driver(vm.host.uri)
         try:
+            if _host_unreachable(vm.host_id):
+                raise HypervisorUnavailable(detail=f"host {vm.host.name} is not responding")
             if driver.capabilities().nic_hotplug:
                 driver.detach_interface(str(vm.uuid), spec, timeout=5)
             elif driver.domain_exists(str(vm.uuid)) and not driver.domain_info(str(vm.uuid)).state.is_active:

@@ -36,6 +36,8 @@ def vm_observe(*, vm: VM, state: PowerState | None, source: str) -> bool:
     recorded: the job writes the outcome.
     """
     now = timezone.now()
+    if vm.status == VMStatus.UNKNOWN:
+        return vm_restore_known(vm=vm, state=state, source=source)
     snapshot_busy = getattr(vm, "snapshot_busy", None)  # annotated by reconcile; one query otherwise
     if snapshot_busy is None:
         snapshot_busy = vm.snapshots.filter(status__in=SnapshotStatus.BUSY).exists()
@@ -142,6 +144,43 @@ def vm_observe_event(*, host: Host, uuid: str) -> None:
     vm_observe(vm=vm, state=state, source="event")
 
 
+# --- hosts that do not answer: their VMs are unknown until libvirt says again ---------------------
+
+def vm_mark_unknown(*, host: Host) -> int:
+    """Show the VMs of an unreachable host as unknown, remembering each one's status in `known_status`
+    (the quota still counts them). A VM a job owns is left to the job (which fails fast on a host that
+    does not answer); VMs being created or deleted are the reaper's. Returns how many changed."""
+    changed = 0
+    vms = (VM.objects.filter(host=host).exclude(status__in=(VMStatus.DELETED, VMStatus.UNKNOWN, VMStatus.CREATING,
+                                                           VMStatus.DELETING))
+           .select_related("owner"))
+    for vm in vms:
+        if Job.objects.filter(target_type="vm", target_id=str(vm.pk), status__in=JobStatus.ACTIVE).exists():
+            continue
+        vm_set_status(vm, VMStatus.UNKNOWN, known_status=vm.status)
+        changed += 1
+    if changed:
+        log.warning("%s does not answer: %d VM(s) shown as unknown", host.name, changed)
+    return changed
+
+
+def vm_restore_known(*, vm: VM, state: PowerState | None, source: str) -> bool:
+    """The host of an unknown VM answers again: its status is what libvirt says now. Audited as drift
+    only when that differs from the status it had before the host stopped answering."""
+    wanted = status_for(state)
+    known = vm.known_status
+    error = "" if state is not None else (
+        "The domain is missing on the host (removed while the host did not answer). Start re-creates it "
+        "from the portal's record; Delete cleans up.")
+    vm_set_status(vm, wanted, last_error=error, known_status="", power_state=state or "", observed_at=timezone.now())
+    drifted = bool(known) and wanted != known
+    if drifted:
+        audit(actor=None, via=Via.SYSTEM, action="vm.drift", target=vm,
+              message=f"{vm.name} was {known} before its host stopped answering; libvirt now says "
+                      f"{state or 'the domain is missing'} ({source})")
+    return drifted
+
+
 class VMObserver:
     """The VMs' side of reconciliation, registered with cluster.observers."""
 
@@ -150,3 +189,6 @@ class VMObserver:
 
     def observe(self, *, host: Host, uuid: str) -> None:
         vm_observe_event(host=host, uuid=uuid)
+
+    def host_unreachable(self, *, host: Host) -> None:
+        vm_mark_unknown(host=host)

@@ -17,6 +17,8 @@ from django.contrib.auth.models import Group, User
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from cluster.choices import HostStatus
+from cluster.models import Host
 from cluster.placement import pick_host
 from networks.models import Network
 from networks.selectors import hosts_with_networks, network_default_for, network_resolve
@@ -117,14 +119,34 @@ def _check_actor(actor: Actor) -> User:
     return require_user(actor, "Sign in to manage VMs.")
 
 
-def _lock_visible(*, actor: Actor, vm: VM | int) -> VM:
-    """Re-read the VM under a row lock, through the visibility rule."""
+def _lock_visible(*, actor: Actor, vm: VM | int, confirmed_down_ok: bool = False) -> VM:
+    """Re-read the VM under a row lock, through the visibility rule; refused while its host does not
+    answer (see vm_require_host_reachable; `confirmed_down_ok` is the hook for force-off/delete on a
+    host an administrator confirmed down)."""
     actor = _check_actor(actor)
     pk = vm.pk if isinstance(vm, VM) else vm
     if not vm_visible(user=actor).filter(pk=pk).exists():
         raise NotFound(f"VM {pk} not found.")
     # Lock the bare row (FOR UPDATE cannot apply to DISTINCT or outer joins).
-    return VM.objects.select_for_update().get(pk=pk)
+    locked = VM.objects.select_for_update().get(pk=pk)
+    vm_require_host_reachable(locked, confirmed_down_ok=confirmed_down_ok)
+    return locked
+
+
+def vm_require_host_reachable(vm: VM, *, confirmed_down_ok: bool = False) -> None:
+    """Refuse (Conflict, HTTP 409) any action on a VM whose host is not in HostStatus.REACHABLE: what
+    runs there is unknown, and a job would only fail against it. Every record-phase entry point goes
+    through `_lock_visible`, which calls this; other apps (consoles) call it before dialling the host.
+
+    Hook for HA: with `confirmed_down_ok`, a host an administrator (or fencing) confirmed down
+    (Host.confirmed_down_at) lets the action through; no entry point passes it yet."""
+    host = Host.objects.only("name", "status", "confirmed_down_at").get(pk=vm.host_id)
+    if host.status in HostStatus.REACHABLE:
+        return
+    if confirmed_down_ok and host.confirmed_down_at is not None:
+        return
+    raise Conflict(f"Host {host.name} is not responding; the VM's state is unknown. Try again when the host "
+                   "is back, or ask an administrator.", host=host.name, host_status=host.status)
 
 
 def _resolve_size(*, flavor: Flavor | str | None, vcpus: object, memory_mib: object, disk_gib: object,

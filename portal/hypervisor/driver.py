@@ -258,6 +258,7 @@ class LibvirtDriver:
         self._watchers: dict[int, Callable[[LifecycleEvent], None]] = {}
         self._next_watch = 1
         self._opening: _Opening | None = None  # the open attempt still in flight, if one hung
+        self._cpu_sample: tuple[int, int] | None = None  # (total, idle) ns of the previous host_info()
 
     # -- connection -------------------------------------------------------------------------
     @property
@@ -403,7 +404,13 @@ class LibvirtDriver:
                 hv = ver(conn.getVersion())
             except libvirt.libvirtError:
                 hv = ""
+            try:
+                running = conn.numOfDomains()
+            except libvirt.libvirtError:
+                running = 0
             return HostInfo(
+                running_domains=running,
+                cpu_usage_percent=self._cpu_usage(conn),
                 hostname=conn.getHostname(),
                 uri=self.uri,
                 driver=conn.getType(),
@@ -418,6 +425,22 @@ class LibvirtDriver:
             )
 
         return self._call("host info", fn)
+
+    def _cpu_usage(self, conn: libvirt.virConnect) -> float | None:
+        """Busy share of the node's CPU time since the previous sample (None without one)."""
+        if self.is_test:  # the test driver's statistics are fixed numbers
+            return None
+        try:
+            stats = conn.getCPUStats(libvirt.VIR_NODE_CPU_STATS_ALL_CPUS, 0)
+        except libvirt.libvirtError:
+            return None
+        idle = stats.get("idle", 0) + stats.get("iowait", 0)
+        total = sum(stats.get(k, 0) for k in ("kernel", "user", "idle", "iowait"))
+        previous, self._cpu_sample = self._cpu_sample, (total, idle)
+        if previous is None or total <= previous[0]:
+            return None
+        busy = (total - previous[0]) - (idle - previous[1])
+        return round(max(0.0, min(100.0, 100.0 * busy / (total - previous[0]))), 1)
 
     def domain_types(self) -> tuple[str, ...]:
         return self.host_info().domain_types

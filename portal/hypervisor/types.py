@@ -224,6 +224,10 @@ class HostInfo:
     # The host's UUID from its capabilities ("" where none is given, as on the test driver); libvirt
     # refuses to migrate between two daemons that report the same one.
     uuid: str = ""
+    # Load: domains running now, and the share of CPU time busy since the previous host_info() on this
+    # connection (None on the first read or where libvirt gives no node CPU statistics).
+    running_domains: int = 0
+    cpu_usage_percent: float | None = None
 
 
 @dataclass(frozen=True)

@@ -62,6 +62,17 @@ def _announce_finished(job: Job) -> None:
             log.error("job_finished receiver %r failed for job %s", receiver, job.pk, exc_info=result)
 
 
+# Checks run before any handler, with the job: one that raises a PortalError fails the job at once (its
+# on_failure clean-up runs), e.g. vms refuses to act on a VM whose host does not answer instead of
+# holding a worker while the call times out. Registered by the apps (AppConfig.ready).
+_guards: dict[str, Callable[[Job], None]] = {}
+
+
+def register_job_guard(name: str, guard: Callable[[Job], None]) -> None:
+    """Run `guard(job)` before every job's handler (registering a name again replaces it)."""
+    _guards[name] = guard
+
+
 def job_handler(kind: str, *, on_failure: Callable[[Job, str], None] | None = None) -> Callable[[HandlerFn], HandlerFn]:
     """Register the function that performs jobs of `kind` (the act phase)."""
 
@@ -205,6 +216,8 @@ def run_job(job_id: uuid.UUID | str) -> str | None:
     try:
         if handler is None:
             raise RuntimeError(f"no handler for job kind {job.kind!r}")
+        for guard in list(_guards.values()):
+            guard(job)
         result = _run_retrying(handler, JobContext(job))
     except PortalError as exc:
         error = user_message(exc)  # plain words: the owner reads this on every door

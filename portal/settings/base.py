@@ -216,6 +216,10 @@ LIBVIRT_URI = env.get_str("LIBVIRT_URI", "qemu:///system")
 LIBVIRT_CONNECT_TIMEOUT = env.get_float("LIBVIRT_CONNECT_TIMEOUT", 10.0)
 LIBVIRT_KEEPALIVE_INTERVAL = env.get_int("LIBVIRT_KEEPALIVE_INTERVAL", 3)
 LIBVIRT_KEEPALIVE_COUNT = env.get_int("LIBVIRT_KEEPALIVE_COUNT", 3)
+# Heartbeats (the monitor's, every RECONCILE_SECONDS, sooner with backoff while a host fails): an up host
+# is non-responsive after this many failures in a row, and down after that long non-responsive.
+HOST_NON_RESPONSIVE_FAILURES = env.get_int("HOST_NON_RESPONSIVE_FAILURES", 2)
+HOST_DOWN_AFTER_SECONDS = env.get_int("HOST_DOWN_AFTER_SECONDS", 300)
 # auto: KVM where it really boots a guest (probed once per host), plain QEMU emulation otherwise.
 DOMAIN_TYPE = env.get_str("DOMAIN_TYPE", "auto")
 # Directory of the libvirt dir pool that holds images and VM disks.
