@@ -50,6 +50,13 @@ def image_is_on_host(*, image: Image, host: Host) -> bool:
     return image.pool.host_id == host.pk
 
 
+def image_copy_ready(*, image: Image, host: Host) -> bool:
+    """Whether VMs on `host` can be built on the image now, as the database says: its own host, or a
+    complete copy there (image_copy_ensure still checks the copy's volume in libvirt)."""
+    return image_is_on_host(image=image, host=host) or ImageCopy.objects.filter(
+        image=image, pool__host=host).exclude(path="").exists()
+
+
 def _own(image: Image) -> ImageCopy:
     """The image itself, as an (unsaved) copy on its own host."""
     return ImageCopy(image=image, pool=image.pool, volume_name=image.volume_name, path=image.path,
@@ -176,8 +183,18 @@ def _copy(*, image: Image, host: Host, pool: StoragePool, row: ImageCopy, claim:
             disk_total[0] = total
             tick(sent, total + kernel_size + initrd_size)
 
-        info = source.copy_volume_to(pool=image.pool.name, name=image.volume_name, dest=dest, dest_pool=pool.name,
-                                     dest_name=names[0], progress=disk_progress)
+        try:
+            info = source.copy_volume_to(pool=image.pool.name, name=image.volume_name, dest=dest,
+                                         dest_pool=pool.name, dest_name=names[0], progress=disk_progress)
+        except NotFound as exc:  # said in the image's words, not as "a disk of this VM is missing"
+            raise Conflict(f"The volume of image {image.name} is missing on its host {image.pool.host.name}; "
+                           f"it cannot be copied to host {host.name}. An administrator must register the "
+                           "image again.", detail=exc.detail) from exc
+        except PortalError as exc:
+            if getattr(exc, "transient", False):  # a busy host: the job runner tries again as it is
+                raise
+            raise Conflict(f"Copying image {image.name} from host {image.pool.host.name} to host {host.name} "
+                           f"failed: {exc.message}", detail=exc.detail) from exc
         kernel = initrd = ""
         done = disk_total[0]
         if image.kernel_path:

@@ -20,7 +20,7 @@ from portal.exceptions import Conflict, HypervisorBusy, InvalidState, NotFound, 
 from portal.hypervisor import CdromSpec, DomainInfo, NicSpec, PowerState, get_driver
 from portal.jobs import JobContext, job_handler
 from portal.models import AuditEvent, Job
-from storage.copies import image_copy_ensure, image_is_on_host
+from storage.copies import image_copy_ensure, image_copy_ready
 from storage.models import Image, StoragePool, Volume
 from storage.selectors import image_media_path
 from storage.services import (
@@ -88,7 +88,8 @@ def _copy_images_to_host(ctx: JobContext, vm: VM) -> None:
     for disk in vm.disks.select_related("volume__backing_image", "volume__copy_of"):
         images |= {disk.volume.backing_image, disk.volume.copy_of}
     for image in sorted((i for i in images if i is not None), key=lambda i: i.name):
-        if image_is_on_host(image=image, host=vm.host):
+        if image_copy_ready(image=image, host=vm.host):
+            image_copy_ensure(image=image, host=vm.host)  # checks it is still there (else copies it again)
             continue
         step = f"Copying image {image.name} to host {vm.host.name}"
         ctx.progress(2, step)
