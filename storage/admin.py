@@ -104,7 +104,7 @@ class ImageAdmin(ServiceDeleteMixin, ServiceSaveMixin, admin.ModelAdmin):
     change_readonly = ("name", "kind", "owner", "pool", "volume_name", "path", "format", "source", "source_format",
                        "size", "actual_size", "checksum_sha256", "default_vcpus", "default_memory_mib", "boot_mode",
                        "kernel_path", "initrd_path", "cmdline", "ready_marker", "min_disk", "created", "vms_link",
-                       "disks", "full_copies")
+                       "disks", "full_copies", "host_copies")
 
     def get_queryset(self, request):
         return super().get_queryset(request).annotate(
@@ -149,6 +149,7 @@ class ImageAdmin(ServiceDeleteMixin, ServiceSaveMixin, admin.ModelAdmin):
             ("Template defaults", {"fields": ("default_vcpus", "default_memory_mib")}),
             ("Boot", {"fields": ("boot_mode", "kernel_path", "initrd_path", "cmdline", "ready_marker")}),
             ("Used by", {"fields": ("vms_link", "disks", "full_copies")}),
+            ("Copies on other hosts", {"fields": ("host_copies",)}),
         )
 
     # adding: an import job (storage.imports.image_import) from a file on the server or a URL
@@ -211,6 +212,17 @@ class ImageAdmin(ServiceDeleteMixin, ServiceSaveMixin, admin.ModelAdmin):
         if count is None:
             count = obj.copies.count()
         return changelist_link(Volume, count, copy_of__id__exact=obj.pk)
+
+    @admin.display(description="host copies")
+    def host_copies(self, obj):
+        """Its copies in other hosts' pools (storage.copies; made when a VM there needs them, read-only)."""
+        copies = list(obj.host_copies.select_related("pool__host").order_by("pool__host__name"))
+        if not copies:
+            return "None: VMs on other hosts get a copy when they are created there."
+        return format_html_join(
+            "", "<div>{}: {} ({}){}</div>",
+            ((c.pool.host.name, c.path or c.volume_name, human_bytes(c.size_bytes) if c.path else "being copied",
+              f"; kernel {c.kernel_path}, initrd {c.initrd_path}" if c.kernel_path else "") for c in copies))
 
     @admin.display(description="created", ordering="created_at")
     def created(self, obj):
@@ -304,6 +316,17 @@ class VolumeAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     @admin.display(description="host", ordering="pool__host__name")
     def host(self, obj):
         return link(obj.pool.host)
+
+    @admin.display(description="host copies")
+    def host_copies(self, obj):
+        """Its copies in other hosts' pools (storage.copies; made when a VM there needs them, read-only)."""
+        copies = list(obj.host_copies.select_related("pool__host").order_by("pool__host__name"))
+        if not copies:
+            return "None: VMs on other hosts get a copy when they are created there."
+        return format_html_join(
+            "", "<div>{}: {} ({}){}</div>",
+            ((c.pool.host.name, c.path or c.volume_name, human_bytes(c.size_bytes) if c.path else "being copied",
+              f"; kernel {c.kernel_path}, initrd {c.initrd_path}" if c.kernel_path else "") for c in copies))
 
     @admin.display(description="created", ordering="created_at")
     def created(self, obj):

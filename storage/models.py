@@ -132,6 +132,10 @@ class ImageCopy(models.Model):
     kernel_path = models.CharField(max_length=500, blank=True)
     initrd_path = models.CharField(max_length=500, blank=True)
     size_bytes = models.BigIntegerField(default=0)
+    # Who is copying it now (storage.copies): a token and when it was last renewed. A claim not renewed
+    # for a while is a dead copier's; the next ensure deletes its half copy and copies again.
+    claim = models.CharField(max_length=32, blank=True)
+    claimed_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -4,6 +4,7 @@ the import pipeline alike)."""
 from __future__ import annotations
 
 import os
+from urllib.parse import urlsplit
 
 from django.conf import settings
 
@@ -14,12 +15,25 @@ from portal.hypervisor import get_driver
 from .models import StoragePool
 
 
+def uri_is_this_machine(uri: str) -> bool:
+    """Whether a libvirt URI names a daemon of this machine, whose file system is ours: a local URI
+    (qemu:///system) or a local UNIX socket (qemu+unix:///system?socket=...), no host name in it."""
+    parts = urlsplit(uri)
+    transport = parts.scheme.partition("+")[2]
+    return transport in ("", "unix") and not parts.hostname
+
+
 def pool_ensure(*, host: Host, name: str | None = None, path: str | None = None) -> StoragePool:
-    """The host's portal pool, defined and started in libvirt if needed."""
+    """The host's portal pool, defined and started in libvirt if needed. Its path: the one given, else
+    the one the portal has listed for it already (a host registered with a pool path of its own keeps
+    it), else STORAGE_DIR. The directory is made here only on this machine; on another host libvirt
+    builds it (the pool's build), since this machine's file system is not that host's."""
     name = name or settings.STORAGE_POOL
-    path = path or settings.STORAGE_DIR
+    if not path:
+        listed = StoragePool.objects.filter(host=host, name=name).values_list("path", flat=True).first()
+        path = listed or settings.STORAGE_DIR
     driver = get_driver(host.uri)
-    if driver.capabilities().storage_files:
+    if driver.capabilities().storage_files and uri_is_this_machine(host.uri):
         os.makedirs(path, exist_ok=True)
     driver.ensure_pool(name, path)
     pool, _ = StoragePool.objects.get_or_create(host=host, name=name, defaults={"path": path})

@@ -8,13 +8,14 @@ from dataclasses import dataclass
 from django.contrib.auth.models import Group
 from django.db.models import BigIntegerField, Exists, ExpressionWrapper, F, OuterRef, Q, QuerySet, Sum
 
+from cluster.models import Host
 from cluster.services import ProbeBoot
 from portal.actors import Actor, is_admin
 from portal.choices import JobStatus
 from portal.exceptions import NotFound
 from portal.models import Job
 
-from .models import Image
+from .models import Image, ImageCopy
 from .recipes import RECIPES, Recipe
 from .services import GIB, IMAGE_BUILD
 
@@ -59,6 +60,28 @@ def image_quota_usage(*, user: Actor = None, group: Group | None = None) -> dict
     per_image = ExpressionWrapper((F("size_bytes") + (GIB - 1)) / GIB, output_field=BigIntegerField())
     total = Image.objects.filter(owner_id=user_id).aggregate(gib=Sum(per_image))["gib"]
     return {"disk_gib": int(total or 0)}
+
+
+def _copy_on(image: Image, host: Host) -> ImageCopy | None:
+    """The image's complete copy on `host` (storage.copies), or None (on its own host: none needed)."""
+    if image.pool.host_id == host.pk:
+        return None
+    return ImageCopy.objects.filter(image=image, pool__host=host).exclude(path="").first()
+
+
+def image_boot_files(*, image: Image, host: Host) -> tuple[str, str]:
+    """The kernel and initrd a VM on `host` boots for a direct-kernel image: those of the image's copy on
+    that host, else (its own host, or no copy made yet) the image's own files ("" when it has none)."""
+    copy = _copy_on(image, host)
+    if copy is not None:
+        return copy.kernel_path, copy.initrd_path
+    return image.kernel_path, image.initrd_path
+
+
+def image_media_path(*, image: Image, host: Host) -> str:
+    """Where an ISO is for a CD-ROM drive of a VM on `host`: its copy there, else its own volume."""
+    copy = _copy_on(image, host)
+    return copy.path if copy is not None else image.path
 
 
 def image_probe_boot() -> ProbeBoot | None:

@@ -24,8 +24,9 @@ from portal.models import Job
 from quotas.services import quota_reserve
 
 from . import imageio
+from .copies import Progress, image_copies_remove, image_copy_ensure
 from .imports import gib_ceil, image_prepare_and_store
-from .models import Image, StoragePool, Volume
+from .models import Image, ImageCopy, StoragePool, Volume
 from .pools import image_volume_name, pool_ensure, pool_for_host
 from .recipes import RECIPES
 from .validation import IMAGE_NAME_RE, check_login_user
@@ -128,7 +129,9 @@ def image_register(*, actor: Actor, via: str = Via.CLI, host: Host, name: str, t
         if existing.volumes.exists():
             raise ValidationFailed(f"Image {name!r} is in use by VM disks and cannot be replaced.", field="name")
         get_driver(existing.pool.host.uri).delete_volume(pool=existing.pool.name, name=existing.volume_name)
+        copies = list(existing.host_copies.select_related("pool__host"))
         existing.delete()
+        image_copies_remove(copies=copies)
     pool = pool_ensure(host=host)
     disk, volume_name, volume_path = image_prepare_and_store(host=host, name=name, source_path=source_path,
                                                              declared=fmt)
@@ -255,18 +258,19 @@ def volume_plan(*, pool: StoragePool, name: str, capacity_gib: int, backing_imag
                 fmt: str = "qcow2", copy_of: Image | None = None) -> Volume:
     """The row of a new disk, written in a record phase before anything exists in libvirt
     (volume_materialize creates a qcow2 one idempotently in the job; volume_write fills a raw one).
-    `backing_image`: a thin overlay on that image; `copy_of`: a full, standalone copy of it."""
+    `backing_image`: a thin overlay on that image; `copy_of`: a full, standalone copy of it. On a host
+    other than the image's, both are made from the image's copy on that host (storage.copies)."""
     if backing_image is not None and copy_of is not None:
         raise ValueError("a volume is either a thin overlay or a full copy of an image, not both")
-    if copy_of is not None and copy_of.pool_id != pool.pk:
-        raise Conflict(f"Image {copy_of.name} is stored on another host; a full copy is made in its own pool.")
     return Volume.objects.create(pool=pool, name=name, format=fmt, capacity_gib=capacity_gib,
                                  backing_image=backing_image, copy_of=copy_of)
 
 
-def volume_materialize(*, volume: Volume) -> Volume:
+def volume_materialize(*, volume: Volume, progress: Progress | None = None) -> Volume:
     """Create the volume in libvirt (idempotent): a thin qcow2 overlay on the image's base volume, or,
-    for a full copy, a standalone copy of it (backing chain flattened) grown to the volume's size.
+    for a full copy, a standalone copy of it (backing chain flattened) grown to the volume's size. On a
+    host other than the image's, the base is the image's copy on that host, made first if needed
+    (image_copy_ensure; `progress(copied, total)` while it copies).
 
     The row's `path` is written only once the volume is complete, and is what says so: libvirt lists a
     volume as soon as a copy starts (and goes on copying if the worker dies), so a volume in libvirt
@@ -294,16 +298,20 @@ def volume_materialize(*, volume: Volume) -> Volume:
             pass
         else:
             driver.delete_volume(pool=pool, name=volume.name)
+    host = volume.pool.host
     if volume.copy_of_id is not None:
-        source = Image.objects.select_related("pool").get(pk=volume.copy_of_id)
+        source = image_copy_ensure(image=Image.objects.select_related("pool__host").get(pk=volume.copy_of_id),
+                                   host=host, progress=progress)
         info = driver.clone_volume(pool=pool, source=source.volume_name, name=volume.name,
                                    capacity_bytes=volume.capacity_gib * GIB, fmt="qcow2",
                                    source_pool=source.pool.name)
     else:
         image = volume.backing_image
+        base = image_copy_ensure(image=image, host=host, progress=progress) if image is not None else None
         info = driver.create_volume(
             pool=pool, name=volume.name, capacity_bytes=volume.capacity_gib * GIB, fmt="qcow2",
-            backing_path=image.path if image else None, backing_format=image.format if image else "qcow2")
+            backing_path=base.path if base is not None else None,
+            backing_format=image.format if image else "qcow2")
     Volume.objects.filter(pk=volume.pk).update(path=info.path)  # complete: from now on it is used as it is
     volume.path = info.path
     return volume
@@ -429,7 +437,8 @@ def _remove_base_volume(*, uri: str, pool: str, name: str, image_name: str) -> N
 
 
 def image_delete(*, actor: Actor, via: str, image: Image) -> None:
-    """Remove an image from the library and its base volume from libvirt; refused while VMs depend on it
+    """Remove an image from the library and its base volume from libvirt, with its copies on other hosts
+    (storage.copies: VMs there built on a copy depend on the image as on the original); refused while VMs depend on it
     (an ISO in their CD-ROM drive, thin clones, full copies being made, VMs booting its kernel), naming
     them (a user is told the names of their own and their groups' VMs only; the rest are counted).
     Full copies made already do not depend on it. Administrators delete any image, users their own.
@@ -448,8 +457,11 @@ def image_delete(*, actor: Actor, via: str, image: Image) -> None:
             image_check_manage(actor=actor, image=image, verb="delete")
             viewer = require_user(actor)
         _refuse_while_used(viewer=viewer, image=image)
+        # Its copies on other hosts go with it (their rows by cascade, their volumes after the commit).
+        copies: list[ImageCopy] = list(image.host_copies.select_related("pool__host"))
+        on_hosts = f" and its copies on {_names(c.pool.host.name for c in copies)}" if copies else ""
         audit(actor=actor, via=via, action="image.delete", target=image,
-              message=f"Deleted image {image.name} and its base volume {image.volume_name}")
+              message=f"Deleted image {image.name} and its base volume {image.volume_name}{on_hosts}")
         remove = {"uri": image.pool.host.uri, "pool": image.pool.name, "name": image.volume_name,
                   "image_name": image.name}
         try:
@@ -458,6 +470,8 @@ def image_delete(*, actor: Actor, via: str, image: Image) -> None:
             raise Conflict(f"Image {image.name} is still in use; delete what uses it first.",
                            image=image.name) from None
         transaction.on_commit(lambda: _remove_base_volume(**remove))
+        if copies:
+            transaction.on_commit(lambda: image_copies_remove(copies=copies))
 
 
 def image_update(*, actor: Actor, via: str, image: Image, title: str | None = None, description: str | None = None,

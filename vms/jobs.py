@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.contrib.auth.models import Group, User
+from django.db.models import Q
 from django.utils import timezone
 
 from cluster.choices import HostStatus
@@ -28,7 +29,9 @@ from portal.exceptions import (
 from portal.hypervisor import CdromSpec, DomainInfo, NicSpec, PowerState, get_driver
 from portal.jobs import JobContext, job_handler
 from portal.models import AuditEvent, Job
+from storage.copies import image_copy_ensure, image_copy_ready
 from storage.models import Image, StoragePool, Volume
+from storage.selectors import image_media_path
 from storage.services import (
     image_from_volume,
     image_volume_discard,
@@ -116,6 +119,26 @@ def _restore_from_libvirt(job: Job, error: str) -> None:
 
 # --- create -------------------------------------------------------------------------------------
 
+def _copy_images_to_host(ctx: JobContext, vm: VM) -> None:
+    """The images the VM is built on (its disks' base, its kernel, the ISO in its drive), copied to its
+    host first when they are stored on another one (storage.copies; a copy made already is reused)."""
+    images = {vm.image, vm.cdrom}
+    for disk in vm.disks.select_related("volume__backing_image", "volume__copy_of"):
+        images |= {disk.volume.backing_image, disk.volume.copy_of}
+    for image in sorted((i for i in images if i is not None), key=lambda i: i.name):
+        if image_copy_ready(image=image, host=vm.host):
+            image_copy_ensure(image=image, host=vm.host)  # checks it is still there (else copies it again)
+            continue
+        step = f"Copying image {image.name} to host {vm.host.name}"
+        ctx.progress(2, step)
+
+        def report(done: int, total: int, step: str = step) -> None:
+            percent = 100 * done // max(total, 1)  # in the step's text by tens: the job's log has each once
+            ctx.progress(2 + 8 * percent // 100, f"{step} ({percent // 10 * 10}%)")
+
+        image_copy_ensure(image=image, host=vm.host, progress=report)
+
+
 def _create_failed(job: Job, error: str) -> None:
     """A create that failed before the VM existed leaves nothing behind: domain, disks, quota.
 
@@ -158,6 +181,7 @@ def create(ctx: JobContext) -> dict:
             return {"domain": vm.domain_name, "already_created": True}  # a retry after the work was done
         raise InvalidState(f"{vm.name} is {vm.status}, not creating")
     driver = get_driver(vm.host.uri)
+    _copy_images_to_host(ctx, vm)
     ctx.progress(10, "Copying the image's disk" if vm.disks.filter(volume__copy_of__isnull=False).exists()
                  else "Creating the disk")
     for disk in vm.disks.select_related("volume__pool__host", "volume__backing_image"):
@@ -440,7 +464,7 @@ def _media_after_revert(vm: VM, driver: LibvirtDriver, *, running: bool) -> str:
     uuid = str(vm.uuid)
     target = vm.cdrom_target or CDROM_TARGET
     media = vm.cdrom
-    wanted = media.path if media else None
+    wanted = image_media_path(image=media, host=vm.host) if media else None  # its copy on another host
     config = [c.path for c in driver.domain_cdroms(uuid, inactive=True) if c.target == target]
     if not config:
         return ""  # the snapshot predates the drive: nothing in it (the next insert adds it)
@@ -448,7 +472,8 @@ def _media_after_revert(vm: VM, driver: LibvirtDriver, *, running: bool) -> str:
     if all(p == wanted for p in config + live):
         return ""
     held = {p for p in config + live if p and p != wanted}
-    portal_held = Image.objects.filter(pool__host=vm.host, path__in=held)
+    portal_held = Image.objects.filter(Q(pool__host=vm.host, path__in=held)
+                                       | Q(host_copies__pool__host=vm.host, host_copies__path__in=held)).distinct()
     if media is None and not portal_held.exists():
         return ""  # the domain's own media (not the portal's): left in the drive
     try:
@@ -628,7 +653,8 @@ def media_change(ctx: JobContext) -> dict:
         if vm.adopted_at is not None and ctx.job.params.get("add_drive") and not running:
             _place_adopted_drive(vm, driver)
         target = vm.cdrom_target or CDROM_TARGET
-        path, fmt = (media.path, media.format) if media else (None, "raw")
+        # The ISO's copy on the VM's host (made now if needed), or the ISO itself on its own host.
+        path, fmt = (image_copy_ensure(image=media, host=vm.host).path, media.format) if media else (None, "raw")
         has_drive = any(c.target == target for c in driver.domain_cdroms(uuid, inactive=not running))
         if has_drive:
             driver.change_media(uuid, target=target, path=path, fmt=fmt)

@@ -12,6 +12,7 @@ from typing import Any
 from django.conf import settings
 
 from portal.hypervisor import CdromSpec, DiskSpec, DomainSpec, NicSpec
+from storage.selectors import image_boot_files, image_media_path
 
 from .models import VM, VMNic
 
@@ -49,12 +50,14 @@ def build_spec(vm: VM, *, domain_type: str) -> DomainSpec:
     if vm.cdrom_drive:
         media = vm.cdrom
         cdroms = (CdromSpec(target=vm.cdrom_target or CDROM_TARGET, bus=vm.cdrom_bus or "ide",
-                            path=media.path if media else None,
+                            path=image_media_path(image=media, host=vm.host) if media else None,
                             format=media.format if media else "raw"),)
     kernel = initrd = cmdline = None
     # A VM installed from an ISO boots its firmware (CD first, then its disk), never a kernel file.
     if image is not None and image.boot_mode == image.BootMode.KERNEL and image.kind != image.Kind.ISO:
-        kernel, initrd = image.kernel_path or None, image.initrd_path or None
+        # Files of the VM's host: the image's copy there, or the image's own on the image's host.
+        kernel_path, initrd_path = image_boot_files(image=image, host=vm.host)
+        kernel, initrd = kernel_path or None, initrd_path or None
         cmdline = image.cmdline.replace("{hostname}", vm.name) if image.cmdline else None
     extra: dict[str, Any] = {}
     for contributor in _contributors:

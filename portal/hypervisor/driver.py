@@ -879,7 +879,9 @@ class LibvirtDriver:
                 if only_if_missing:
                     return
             if not pool.isActive():
-                pool.create(0)
+                # With build: libvirt makes the pool's directory on its own host if it went missing (a
+                # remote host's file system is not this machine's); the test driver has no build.
+                pool.create(0 if self.is_test else libvirt.VIR_STORAGE_POOL_CREATE_WITH_BUILD)
             try:
                 pool.setAutostart(1)
             except libvirt.libvirtError:
@@ -1363,3 +1365,84 @@ class LibvirtDriver:
             return self._vol_info(pool, p.storageVolLookupByName(name))
 
         return self._call(f"upload volume {name}", fn)
+
+    # -- copies of volumes between hosts (images on several hosts, issue #12) ------------------
+    COPY_CHUNK = 1 << 20  # bytes per stream read: a copy never holds more of the volume in memory
+
+    def copy_volume_to(self, *, pool: str, name: str, dest: LibvirtDriver, dest_pool: str, dest_name: str,
+                       progress: Callable[[int, int], None] | None = None) -> VolumeInfo:
+        """Copy volume `name` of `pool` on this host into `dest_pool` on host `dest` as `dest_name`,
+        byte for byte (the file as stored: a qcow2 stays a qcow2 of the same content), streamed from
+        this connection's volume download into the destination's volume upload, one chunk at a time.
+        `progress(sent, total)` is called as the bytes go. The destination volume must not exist; on
+        any failure both streams are aborted and what was made of it is deleted.
+
+        libvirt's test driver has no volume streams: there the copy is an empty volume of the
+        source's size and format (its volumes hold no data)."""
+
+        def fn(conn: libvirt.virConnect) -> VolumeInfo:
+            src = conn.storagePoolLookupByName(pool).storageVolLookupByName(name)
+            _type, capacity, allocation = src.info()
+            try:  # the stored file's length (what the download sends), not its virtual size
+                _type, _capacity, physical = src.infoFlags(libvirt.VIR_STORAGE_VOL_GET_PHYSICAL)
+            except (libvirt.libvirtError, AttributeError):
+                physical = allocation
+            fmt, _backing = domain_xml.volume_format(src.XMLDesc(0))
+            dconn = dest.connection()
+            dpool = dconn.storagePoolLookupByName(dest_pool)
+            if self.is_test or dest.is_test:
+                vol = dpool.createXML(domain_xml.volume_xml(name=dest_name, capacity_bytes=capacity,
+                                                            fmt=fmt or "raw"), 0)
+                if progress is not None:
+                    progress(physical, physical)
+                return dest._vol_info(dest_pool, vol)
+            # Made raw (a plain file of the stored length); the uploaded bytes make it what the source is,
+            # and the pool's refresh then reads its real format and allocation (as upload_volume does).
+            dvol = dpool.createXML(domain_xml.volume_xml(name=dest_name, capacity_bytes=max(physical, 1),
+                                                         fmt="raw"), 0)
+            down = conn.newStream(0)
+            up = dconn.newStream(0)
+            try:
+                src.download(down, 0, 0, 0)
+                dvol.upload(up, 0, 0, 0)
+                sent = 0
+                while True:
+                    chunk = down.recv(self.COPY_CHUNK)
+                    if isinstance(chunk, int):  # -2: would block (only on non-blocking streams)
+                        if chunk == -2:
+                            continue
+                        raise libvirt.libvirtError("volume download stream failed")
+                    if not chunk:
+                        break  # end of the volume
+                    offset = 0
+                    while offset < len(chunk):
+                        n = up.send(chunk if offset == 0 else chunk[offset:])
+                        if n == -2:
+                            continue
+                        if n < 0:
+                            raise libvirt.libvirtError("volume upload stream failed")
+                        offset += n
+                    sent += len(chunk)
+                    if progress is not None:
+                        progress(sent, max(physical, sent))
+                down.finish()
+                up.finish()
+            except BaseException as exc:
+                for stream in (down, up):
+                    try:
+                        stream.abort()
+                    except libvirt.libvirtError:
+                        pass
+                try:
+                    dvol.delete(0)  # no half copy stays behind
+                except libvirt.libvirtError:
+                    log.warning("copy of %s to %s failed and its half copy %s could not be removed", name,
+                                dest.uri, dest_name)
+                if isinstance(exc, libvirt.libvirtError) and is_connection_error(exc):
+                    with dest._lock:  # it may be the destination's connection that broke: open it anew
+                        dest._conn = None
+                raise
+            _refresh_when_idle(dpool)
+            return dest._vol_info(dest_pool, dpool.storageVolLookupByName(dest_name))
+
+        return self._call(f"copy volume {name} to {dest.uri}", fn)
