@@ -113,7 +113,7 @@ class HostChangeForm(HostSettingsForm):
 @admin.register(Host)
 class HostAdmin(ServiceSaveMixin, admin.ModelAdmin):
     form = HostChangeForm
-    list_display = ("name", "cluster", "status_badge", "enabled", "committed_memory", "running_vms", "cpus",
+    list_display = ("name", "uri", "cluster", "status_badge", "enabled", "committed_memory", "running_vms", "cpus",
                     "memory", "vms_link", "effective_type", "last_seen")
     list_filter = ("cluster", "status", "enabled", "domain_type")
     list_select_related = ("cluster",)
