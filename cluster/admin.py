@@ -7,6 +7,8 @@ call cluster.services with `via=Via.ADMIN`. VMs and pools are reached through th
 
 from __future__ import annotations
 
+import threading
+
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import ActionLocation
@@ -15,6 +17,7 @@ from django.db.models import Count, Q
 from django.http import HttpResponseRedirect
 
 from portal.admin_helpers import (
+    EMPTY,
     ServiceSaveMixin,
     admin_url,
     badge,
@@ -27,38 +30,115 @@ from portal.admin_helpers import (
     when,
 )
 from portal.choices import Via
+from portal.exceptions import ValidationFailed
 
-from . import services
+from . import hostconfig, services
 from .choices import HostStatus
 from .models import ForeignDomain, Host
+from .placement import HostLoad, host_loads
 
 BOTH = [ActionLocation.CHANGE_LIST, ActionLocation.CHANGE_FORM]
 
 
 # --- hosts --------------------------------------------------------------------------------------
 
-class HostAddForm(forms.ModelForm):
+# Colours of the host states that portal.admin_helpers has no word for.
+STATUS_TONES = {HostStatus.PREPARING_FOR_MAINTENANCE: "busy", HostStatus.NON_RESPONSIVE: "bad",
+                HostStatus.STANDBY: "info"}
+_request_loads = threading.local()  # committed load per host, computed once per admin request
+
+
+def _loads() -> dict[int, HostLoad]:
+    loads = getattr(_request_loads, "value", None)
+    if loads is None:
+        loads = _request_loads.value = host_loads()
+    return loads
+
+
+class HostSettingsForm(forms.ModelForm):
+    """The administrator's settings of a host; checked by cluster.hostconfig (the service's own rules)."""
+
+    tags = forms.CharField(required=False, help_text="Comma-separated labels VMs can require, e.g. ssd, gpu.")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if "tags" in self.fields and self.instance.pk:
+            self.initial["tags"] = ", ".join(self.instance.tags or [])
+
+    def _host_for_checks(self) -> Host:
+        return self.instance if self.instance.pk else Host(name=self.cleaned_data.get("name") or "the host",
+                                                           uri=self.cleaned_data.get("uri") or "")
+
+    def clean(self):
+        cleaned = super().clean()
+        changes = {name: cleaned[name] for name in hostconfig.CONFIG_FIELDS
+                   if name in cleaned and name != "cluster"}
+        if not changes or "uri" in self.errors:
+            return cleaned
+        try:
+            cleaned.update(hostconfig.host_settings_clean(host=self._host_for_checks(), changes=changes))
+        except ValidationFailed as exc:
+            for field, errs in exc.errors.items():
+                for err in errs:
+                    self.add_error(field if field in self.fields else None, err)
+        return cleaned
+
+
+class HostAddForm(HostSettingsForm):
     class Meta:
         model = Host
-        fields = ["name", "uri", "domain_type", "enabled"]
-        help_texts = {"uri": "e.g. qemu:///system, qemu+ssh://root@host/system, test:///default"}
+        fields = ["name", "uri", "domain_type", "enabled", "cluster", "tags", "display_address", "migration_uri"]
+        labels = {"cluster": "Cluster (blank: Default)"}
+        help_texts = {"uri": hostconfig.URI_HELP + " For qemu+ssh, the portal's user needs SSH keys for the "
+                                                   "host (ssh-copy-id) and its key in known_hosts."}
+
+    def clean_uri(self):
+        try:
+            return hostconfig.host_uri_check(self.cleaned_data.get("uri", ""))
+        except ValidationFailed as exc:
+            raise forms.ValidationError(exc.message) from None
+
+
+class HostChangeForm(HostSettingsForm):
+    class Meta:
+        model = Host
+        fields = ["name", "enabled", "domain_type", *hostconfig.CONFIG_FIELDS]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if "cluster" in self.fields:
+            self.fields["cluster"].required = True  # a registered host always belongs to a cluster
 
 
 @admin.register(Host)
 class HostAdmin(ServiceSaveMixin, admin.ModelAdmin):
-    list_display = ("name", "uri", "status_badge", "enabled", "effective_type", "kvm_probe", "cpus",
-                    "memory", "vms_link", "last_seen")
-    list_filter = ("status", "enabled", "domain_type")
+    form = HostChangeForm
+    list_display = ("name", "uri", "cluster", "status_badge", "enabled", "committed_memory", "running_vms", "cpus",
+                    "memory", "vms_link", "effective_type", "last_seen")
+    list_filter = ("cluster", "status", "enabled", "domain_type")
+    list_select_related = ("cluster",)
     search_fields = ("name", "uri", "hostname")
     actions = ["refresh_facts", "reconcile_now", "delete_selected"]
-    readonly_fields = ("status_badge", "effective_type", "kvm_probe", "hostname", "libvirt_version", "cpus",
-                       "memory", "free_memory", "last_seen", "last_error", "vms_link", "foreign_link",
-                       "pools_link")
+    readonly_fields = ("status_badge", "status_since", "effective_type", "kvm_probe", "hostname", "libvirt_version",
+                       "cpus", "memory", "memory_in_use", "committed_memory", "free_memory", "running_vms",
+                       "cpu_usage", "failures", "last_seen", "last_error", "confirmed_down", "vms_link",
+                       "foreign_link", "pools_link")
     fieldsets = (
-        (None, {"fields": ("name", "uri", "enabled", "domain_type")}),
-        ("What libvirt reports", {"fields": ("status_badge", "effective_type", "kvm_probe", "hostname",
-                                             "libvirt_version", "cpus", "memory", "free_memory", "last_seen",
-                                             "last_error")}),
+        (None, {"fields": ("name", "uri", "enabled", "domain_type", "cluster", "tags")}),
+        ("Network", {"fields": ("display_address", "migration_uri"),
+                     "description": "The display address is where this host's VNC displays listen and where the "
+                                    "console relay dials: required for a screen console on a host that is not "
+                                    "this machine (never a loopback address). A change applies to VMs as they "
+                                    "are next started."}),
+        ("Capacity and load", {"fields": ("cpus", "memory", "memory_in_use", "committed_memory", "free_memory",
+                                          "running_vms", "cpu_usage", "max_jobs")}),
+        ("State", {"fields": ("status_badge", "status_since", "failures", "last_error", "confirmed_down",
+                              "last_seen", "effective_type", "kvm_probe", "hostname", "libvirt_version")}),
+        ("Power management", {"classes": ("collapse",), "fields": hostconfig.POWER_FIELDS,
+                              "description": "Commands the power agent runs (no shell: an absolute executable "
+                                             "path, then arguments with shell-like quoting), e.g. "
+                                             "/usr/bin/ipmitool -I lanplus -H bmc2 -U admin -f /etc/vmportal/ipmi "
+                                             "chassis power on."}),
         ("On this host", {"fields": ("vms_link", "foreign_link", "pools_link")}),
     )
 
@@ -67,6 +147,14 @@ class HostAdmin(ServiceSaveMixin, admin.ModelAdmin):
         return super().get_queryset(request).annotate(
             live_vms=Count("vms", filter=Q(vms__deleted_at__isnull=True)))
 
+    def changelist_view(self, request, extra_context=None):
+        _request_loads.value = None
+        return super().changelist_view(request, extra_context)
+
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        _request_loads.value = None
+        return super().changeform_view(request, object_id, form_url, extra_context)
+
     def get_readonly_fields(self, request, obj=None):
         if obj is None:
             return ()
@@ -74,7 +162,8 @@ class HostAdmin(ServiceSaveMixin, admin.ModelAdmin):
 
     def get_fieldsets(self, request, obj=None):
         if obj is None:
-            return ((None, {"fields": ("name", "uri", "domain_type", "enabled"),
+            return ((None, {"fields": ("name", "uri", "domain_type", "enabled", "cluster", "tags",
+                                       "display_address", "migration_uri"),
                             "description": "The host is registered through the host service: its facts are "
                                            "read from libvirt and the portal's storage pool is created."}),)
         return self.fieldsets
@@ -87,7 +176,40 @@ class HostAdmin(ServiceSaveMixin, admin.ModelAdmin):
     # columns
     @admin.display(description="status", ordering="status")
     def status_badge(self, obj):
-        return badge(obj.status, obj.get_status_display(), title=obj.last_error)
+        return badge(obj.status, obj.get_status_display(), tone=STATUS_TONES.get(obj.status), title=obj.last_error)
+
+    @admin.display(description="status since")
+    def status_since(self, obj):
+        return when(obj.status_changed_at)
+
+    @admin.display(description="confirmed down")
+    def confirmed_down(self, obj):
+        return when(obj.confirmed_down_at)
+
+    @admin.display(description="committed memory")
+    def committed_memory(self, obj):
+        """Memory of the VMs placed here (placement's loads) against the host's memory."""
+        committed = _loads().get(obj.pk, HostLoad()).memory_mib
+        if not obj.memory_mib:
+            return mib(committed) if committed else EMPTY
+        percent = 100 * committed / obj.memory_mib
+        tone = "bad" if percent > 100 else "warn" if percent >= 85 else "ok"
+        return badge("", f"{percent:.0f}%", tone=tone, title=f"{mib(committed)} of {mib(obj.memory_mib)}")
+
+    @admin.display(description="memory in use")
+    def memory_in_use(self, obj):
+        if not obj.memory_mib:
+            return EMPTY
+        used = max(0, obj.memory_mib - obj.free_memory_mib)
+        return f"{mib(used)} of {mib(obj.memory_mib)} ({100 * used / obj.memory_mib:.0f}%)"
+
+    @admin.display(description="running VMs", ordering="running_domains")
+    def running_vms(self, obj):
+        return obj.running_domains
+
+    @admin.display(description="CPU usage", ordering="cpu_usage_percent")
+    def cpu_usage(self, obj):
+        return EMPTY if obj.cpu_usage_percent is None else f"{obj.cpu_usage_percent:.0f}%"
 
     @admin.display(description="domain type")
     def effective_type(self, obj):
@@ -126,15 +248,14 @@ class HostAdmin(ServiceSaveMixin, admin.ModelAdmin):
     def pools_link(self, obj):
         return changelist_link(obj.pools.model, f"{obj.pools.count()} pool(s)", host__id__exact=obj.pk)
 
-    # saving goes through the host service
+    # saving goes through the host services (cluster.services, cluster.hostconfig)
     def save_model(self, request, obj, form, change):
+        settings_changed = {name: form.cleaned_data[name] for name in hostconfig.CONFIG_FIELDS
+                            if name in form.changed_data}
         if not change:
-            host = self.call_service(request, lambda: services.host_register(
-                actor=request.user, via=Via.ADMIN, name=obj.name, uri=obj.uri, domain_type=obj.domain_type))
+            host = self.call_service(request, lambda: self._register(request, obj, settings_changed))
             if host is None:
                 return
-            if not obj.enabled:
-                services.host_set_enabled(actor=request.user, via=Via.ADMIN, host=host, enabled=False)
             obj.pk = host.pk
             obj.refresh_from_db()
             self._report_host(request, obj, "Registered")
@@ -148,6 +269,18 @@ class HostAdmin(ServiceSaveMixin, admin.ModelAdmin):
         if "enabled" in changed:
             self.call_service(request, lambda: services.host_set_enabled(
                 actor=request.user, via=Via.ADMIN, host=obj, enabled=obj.enabled))
+        if settings_changed:
+            self.call_service(request, lambda: hostconfig.host_configure(
+                actor=request.user, via=Via.ADMIN, host=obj, **settings_changed))
+
+    def _register(self, request, obj, settings_changed):
+        host = services.host_register(actor=request.user, via=Via.ADMIN, name=obj.name, uri=obj.uri,
+                                      domain_type=obj.domain_type)
+        if not obj.enabled:
+            services.host_set_enabled(actor=request.user, via=Via.ADMIN, host=host, enabled=False)
+        if settings_changed:
+            host = hostconfig.host_configure(actor=request.user, via=Via.ADMIN, host=host, **settings_changed)
+        return host
 
     def _report_host(self, request, host, verb):
         if host.status == HostStatus.DOWN:

@@ -6,7 +6,7 @@ from django.db.models import QuerySet
 
 from portal.exceptions import NotFound
 
-from .models import Host
+from .models import Cluster, Host
 
 
 def host_list() -> QuerySet[Host]:
@@ -20,3 +20,19 @@ def host_get(*, name_or_id: object) -> Host:
     if host is None:
         raise NotFound(f"Host {text[:60]!r} not found.")
     return host
+
+
+# --- clusters (issue #12: the API's read-only list) ---------------------------------------------------
+
+def cluster_list() -> QuerySet[Cluster]:
+    """Every cluster with its hosts (one query for them)."""
+    return Cluster.objects.prefetch_related("hosts")
+
+
+def cluster_get(*, name_or_id: object) -> Cluster:
+    """A cluster by numeric id or name."""
+    text = str(name_or_id)
+    found = (cluster_list().filter(pk=int(text)) if text.isdigit() else cluster_list().filter(name=text)).first()
+    if found is None:
+        raise NotFound(f"Cluster {text[:60]!r} not found.")
+    return found

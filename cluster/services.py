@@ -24,6 +24,7 @@ from portal.hypervisor import DomainInfo, DomainSpec, get_driver
 
 from . import observers
 from .choices import DomainType, HostStatus
+from .hostconfig import host_uri_check
 from .models import Cluster, ForeignDomain, Host
 from .signals import host_up
 
@@ -45,6 +46,7 @@ def host_register(*, actor: Actor, via: str = Via.CLI, name: str, uri: str,
     require_admin(actor, "Only administrators register hosts.")
     if domain_type not in DomainType.values:
         raise ValidationFailed(f"Domain type must be one of {', '.join(DomainType.values)}.", field="domain_type")
+    uri = host_uri_check(uri)  # known transports only (cluster.hostconfig), for every door
     host, created = Host.objects.update_or_create(uri=uri, defaults={"name": name, "domain_type": domain_type})
     if host.cluster_id is None:  # a host always belongs to a cluster: the default one unless an admin says
         Host.objects.filter(pk=host.pk).update(cluster=cluster_default())

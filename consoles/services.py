@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import secrets
+import socket
 import string
 import time
 from dataclasses import dataclass
@@ -29,6 +30,8 @@ from django.db.models import F, QuerySet
 from django.urls import reverse
 from django.utils import timezone
 
+from cluster.hostconfig import address_is_loopback, address_is_wildcard, host_display_address, host_is_local
+from cluster.models import Host
 from portal.actors import Actor, require_user
 from portal.audit import audit
 from portal.choices import Via
@@ -141,6 +144,9 @@ def _check_console_possible(vm: VM, kind: str) -> None:
     caps = get_driver(vm.host.uri).capabilities()
     if not (caps.graphics if kind == ConsoleKind.SCREEN else caps.console):
         raise ConsoleUnavailable(f"Consoles are not available for VMs on {vm.host.name}: its hypervisor driver has none.")
+    reason = screen_unavailable_reason(vm) if kind == ConsoleKind.SCREEN else None
+    if reason:
+        raise ConsoleUnavailable(reason)
 
 
 # --- limits per user -------------------------------------------------------------------------------
@@ -391,7 +397,10 @@ def console_ticket_redeem(*, token: str | None, vm_id: int | str, kind: str, ses
 
     target_host = target_port = password = None
     if kind == ConsoleKind.SCREEN:
-        target_host, target_port, password = _graphics_target(vm)
+        try:
+            target_host, target_port, password = console_screen_target(vm)
+        except ConsoleUnavailable as exc:  # no route to this host's displays: a refusal, audited
+            raise _deny(ticket, exc, tier) from None
 
     try:
         with transaction.atomic():
@@ -452,15 +461,61 @@ def _check_running(vm: VM) -> None:
                                   status=vm.status)
 
 
-def _graphics_target(vm: VM) -> tuple[str, int, str | None]:
-    """Where the VM's VNC server listens, from libvirt's live XML on the VM's host (never user input)."""
-    endpoint = get_driver(vm.host.uri).graphics_endpoint(str(vm.uuid), secure=True)
+def screen_unavailable_reason(vm: VM) -> str | None:
+    """Why the VM's host offers no screen console (no display address the relay may dial), or None."""
+    if host_display_address(vm.host) is None:
+        return (f"The screen console is not available for VMs on host {vm.host.name}: an administrator must "
+                "set its display address.")
+    return None
+
+
+def console_screen_target(vm: VM) -> tuple[str, int, str | None]:
+    """Where the relay dials for the VM's screen: (address, port, VNC password). Raises ConsoleRefused.
+
+    The address is the host's display address (cluster.hostconfig.host_display_address), never a
+    loopback address for a host that is not this machine; the port and password come from the live
+    XML of this domain (by UUID) on this VM's host, whose listen address must be that display
+    address (a domain defined with another one is refused, not dialled). Nothing from the browser.
+    """
+    host = vm.host
+    reason = screen_unavailable_reason(vm)
+    if reason:
+        raise ConsoleUnavailable(reason)
+    expected = host_display_address(host) or ""
+    endpoint = get_driver(host.uri).graphics_endpoint(str(vm.uuid), secure=True)
     if endpoint is None:
         raise ConsoleVMNotRunning(f"{vm.name} stopped: it has no display right now.")
     listen, port, password = endpoint
-    if listen in {"", "0.0.0.0", "::", "[::]"}:
-        listen = urlsplit(vm.host.uri).hostname or "127.0.0.1"
-    return listen, port, password
+    if listen.strip() != expected:
+        log.warning("console of %s refused: its display listens on %r, host %s's display address is %r",
+                    vm.name, listen, host.name, expected)
+        raise ConsoleUnavailable(f"The display of {vm.name} does not listen on its host's display address: "
+                                 "stop and start the VM to apply it.")
+    return _dial_address(host=host, address=expected), port, password
+
+
+def _dial_address(*, host: Host, address: str) -> str:
+    """The IP address to dial for `address`: a wildcard on this machine is its loopback; for any other
+    host the name is resolved once here and refused if it leads to a loopback or wildcard address."""
+    local = host_is_local(host)
+    if address_is_wildcard(address):
+        if local:
+            return "127.0.0.1"
+        raise ConsoleUnavailable(f"The screen console is not available for VMs on host {host.name}: its display "
+                                 "address is a wildcard; an administrator must set the address to dial.")
+    if local:
+        return address
+    try:
+        infos = socket.getaddrinfo(address.strip("[]"), None, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        raise ConsoleUnavailable(f"The screen console of host {host.name} is unavailable: its display address "
+                                 f"{address[:60]} does not resolve.") from None
+    ips = [str(info[4][0]) for info in infos]
+    if not ips or any(address_is_loopback(ip) or address_is_wildcard(ip) for ip in ips):
+        log.warning("console refused: display address %r of remote host %s resolves to %s", address, host.name, ips)
+        raise ConsoleUnavailable(f"The screen console is not available for VMs on host {host.name}: its display "
+                                 "address leads to this machine; an administrator must correct it.")
+    return ips[0]
 
 
 def _stale_before():

@@ -11,6 +11,7 @@ from typing import Any
 
 from django.conf import settings
 
+from cluster.hostconfig import host_graphics_listen
 from portal.hypervisor import CdromSpec, DiskSpec, DomainSpec, NicSpec
 from storage.selectors import image_boot_files, image_media_path
 
@@ -76,7 +77,7 @@ def build_spec(vm: VM, *, domain_type: str) -> DomainSpec:
         kernel=kernel,
         initrd=initrd,
         cmdline=cmdline,
-        graphics_listen=settings.GRAPHICS_LISTEN,
+        graphics_listen=host_graphics_listen(vm.host),  # per host: cluster.hostconfig.host_display_address
         metadata=domain_metadata(vm),
         **extra,
     )
