@@ -72,8 +72,10 @@ def host_refresh(*, host: Host) -> Host:
     except HypervisorUnavailable as exc:
         was = host.status
         reason = exc.detail or exc.message  # hosts are for administrators: the hypervisor's own words
-        Host.objects.filter(pk=host.pk).update(status=HostStatus.DOWN, last_error=reason)
-        host.status, host.last_error = HostStatus.DOWN, reason
+        # A host put on standby (powered off to save power) stays on standby while it does not answer.
+        status = HostStatus.STANDBY if was == HostStatus.STANDBY else HostStatus.DOWN
+        Host.objects.filter(pk=host.pk).update(status=status, last_error=reason)
+        host.status, host.last_error = status, reason
         if was == HostStatus.UP:
             audit(actor=None, via=Via.SYSTEM, action="host.down", target=host, message=reason)
         return host
@@ -82,8 +84,10 @@ def host_refresh(*, host: Host) -> Host:
         "memory_mib": info.memory_mib, "free_memory_mib": info.free_memory_mib, "last_seen_at": timezone.now(),
         "last_error": "",
     }
-    if host.status != HostStatus.MAINTENANCE:
+    if host.status not in (HostStatus.MAINTENANCE, HostStatus.PREPARING_FOR_MAINTENANCE):
         fields["status"] = HostStatus.UP
+    if host.confirmed_down_at is not None:
+        fields["confirmed_down_at"] = None  # it answers again: no longer confirmed down (cluster.power)
     Host.objects.filter(pk=host.pk).update(**fields)
     for key, value in fields.items():
         setattr(host, key, value)
