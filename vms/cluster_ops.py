@@ -15,6 +15,7 @@ that use it, so this module does not depend on it at import time.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import threading
 import time
@@ -96,10 +97,8 @@ def policy_value(cluster: Cluster | None, key: str) -> int:
 
 
 def _vm_migrate() -> Callable[..., Any]:
-    # Imported at call time: vms.migration is its own module (live migration) and may load after this one.
-    from .migration import vm_migrate
-
-    return vm_migrate
+    # Looked up at call time: vms.migration (live migration) is its own module, written alongside this one.
+    return importlib.import_module("vms.migration").vm_migrate
 
 
 def vm_request(vm: VM) -> VMRequest:
@@ -466,7 +465,8 @@ def ha_restart(ctx: JobContext) -> dict:
                        "restarted elsewhere.")
     ctx.progress(20, "Looking for the VM on the cluster's other hosts")
     running_on, info, leftovers = None, None, []
-    for other in Host.objects.filter(cluster_id=source.cluster_id, status__in=HostStatus.REACHABLE).exclude(pk=source.pk):
+    others = Host.objects.filter(cluster=source.cluster, status__in=HostStatus.REACHABLE).exclude(pk=source.pk)
+    for other in others:
         try:
             found = get_driver(other.uri).domain_info(uuid)
         except NotFound:
@@ -644,7 +644,7 @@ def balancing_plan(*, cluster: Cluster, proposals: list[Move] | None = None,
 
 def _apply_moves(*, actor: Actor, via: str, cluster: Cluster, moves: list[Move]) -> list[dict]:
     migrate = _vm_migrate()
-    started = []
+    started: list[dict[str, Any]] = []
     for move in moves:
         vm = VM.objects.get(pk=move.vm_id)
         target = Host.objects.get(pk=move.target_host_id)

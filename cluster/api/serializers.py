@@ -6,6 +6,7 @@ from rest_framework import serializers
 
 from cluster.models import Host
 from cluster.placement import HostLoad, host_loads
+from portal.jobs.api.serializers import JobSummarySerializer
 
 
 class HostSerializer(serializers.ModelSerializer):
@@ -24,3 +25,18 @@ class HostSerializer(serializers.ModelSerializer):
         if "host_loads" not in self.context:
             self.context["host_loads"] = host_loads()
         return self.context["host_loads"].get(host.pk, HostLoad()).vms
+
+
+# --- host operations (maintenance, HA, power): cluster.maintenance, cluster.power -----------------
+
+class HostMaintenanceSerializer(serializers.Serializer):
+    stop_unmovable = serializers.BooleanField(
+        default=False, help_text="Shut down the VMs that cannot be live-migrated away (else the host waits).")
+
+
+class HostOperationSerializer(serializers.Serializer):
+    """What a host operation did: a message, the host as it is now, and the job (maintenance) if any."""
+
+    message = serializers.CharField()
+    host = HostSerializer()
+    job = JobSummarySerializer(allow_null=True)
