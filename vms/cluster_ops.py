@@ -209,7 +209,6 @@ def maintenance(ctx: JobContext) -> dict:
     in_flight: dict[int, Job] = {}
     tried: set[int] = set()
     aborted = ""
-    migrate = _vm_migrate()
     while True:
         if not Host.objects.filter(pk=host.pk, status=HostStatus.PREPARING_FOR_MAINTENANCE).exists():
             aborted = f"{host.name} left preparing for maintenance (activated): the remaining VMs stay"
@@ -235,7 +234,7 @@ def maintenance(ctx: JobContext) -> dict:
                 break
             tried.add(vm.pk)
             try:
-                result = migrate(actor=ctx.job.actor, via=ctx.job.via, vm=vm, host=None,
+                result = _vm_migrate()(actor=ctx.job.actor, via=ctx.job.via, vm=vm, host=None,
                                  reason=f"maintenance of {host.name}")
             except PortalError as exc:
                 failed[vm.pk] = {"vm": vm.name, "vm_id": vm.pk, "reason": exc.message}
