@@ -231,3 +231,57 @@ def test_api_maintenance_of_an_empty_host_reaches_maintenance(db, client_for, ad
     assert r.status_code == 200 and "already in maintenance" in r.json()["message"]
     r = api.post(f"/api/hosts/{host.pk}/activate/")
     assert r.status_code == 200 and r.json()["host"]["status"] == "up"
+
+
+# --- the admin ----------------------------------------------------------------------------------
+
+def _action(admin_client, action: str, host: Host, **extra):
+    from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+    from django.urls import reverse
+
+    return admin_client.post(reverse("admin:cluster_host_changelist"),
+                             {"action": action, ACTION_CHECKBOX_NAME: [host.pk], **extra}, follow=True)
+
+
+def test_admin_declare_down_asks_first_then_calls_the_service(admin_client, db):
+    host = gone_host()
+    page = _action(admin_client, "declare_down", host)
+    text = page.content.decode()
+    assert "Do you confirm these hosts are powered off?" in text and "only confirm what you checked" in text
+    host.refresh_from_db()
+    assert host.confirmed_down_at is None  # nothing happened yet
+    page = _action(admin_client, "declare_down", host, post="yes")
+    assert "v1 is declared down; its HA VMs restart elsewhere." in page.content.decode()
+    host.refresh_from_db()
+    assert host.confirmed_down_at is not None
+    assert AuditEvent.objects.get(action="host.declare_down").via == Via.ADMIN
+
+
+def test_admin_fence_without_agent_and_power_agent_fields(admin_client, db, agent):
+    from django.urls import reverse
+
+    host = gone_host()
+    page = _action(admin_client, "fence", host, post="yes")
+    assert "declare it down by hand instead" in page.content.decode()
+    data = {"name": host.name, "enabled": "on", "domain_type": host.domain_type,
+            "power_off_command": f"{agent['script']} off {{host}}", "power_on_command": "",
+            "power_status_command": ""}
+    response = admin_client.post(reverse("admin:cluster_host_change", args=[host.pk]), data, follow=True)
+    assert response.status_code == 200
+    host.refresh_from_db()
+    assert host.power_off_command.endswith("off {host}")
+    assert AuditEvent.objects.get(action="host.power_agent").via == Via.ADMIN
+    page = _action(admin_client, "power_off", host, post="yes")
+    assert "Powered off hv1" in page.content.decode() and calls(agent) == ["off hv1"]
+
+
+def test_admin_start_maintenance_and_activate(admin_client, db, django_capture_on_commit_callbacks):
+    host = gone_host()
+    page = _action(admin_client, "start_maintenance", host)
+    assert "Shut down the VMs that cannot be live-migrated away" in page.content.decode()
+    with django_capture_on_commit_callbacks(execute=True):
+        _action(admin_client, "start_maintenance", host, post="yes")
+    host.refresh_from_db()
+    assert host.status == HostStatus.MAINTENANCE
+    page = _action(admin_client, "activate", host)
+    assert "v1 is active again." in page.content.decode()
