@@ -45,6 +45,6 @@ class VmsConfig(AppConfig):
         register_housekeeping("vms.ha", cluster_ops.ha_pass)
         register_housekeeping("vms.maintenance", cluster_ops.maintenance_pass)
         register_housekeeping("vms.balancing", cluster_ops.balancing_pass)
-        register_housekeeping("vms.power_saving", cluster_ops.power_saving_pass)
+        register_housekeeping("vms.power_saving", lambda: cluster_ops.power_saving_pass(wait=False))
         host_down_confirmed.connect(cluster_ops.ha_on_host_down, dispatch_uid="vms.cluster_ops.ha")
         register_job_labels(cluster_ops.JOB_LABELS)

@@ -15,6 +15,7 @@ that use it, so this module does not depend on it at import time.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import logging
 import threading
@@ -777,22 +778,53 @@ def _standby(host: Host, reason: str) -> bool:
     return True
 
 
-def power_saving_pass() -> dict[str, dict[str, list[str]]]:
-    """Every cluster with power saving on: standby and wake what its plan says (the power agent, audited)."""
+_power_busy: set[int] = set()  # hosts whose agent command runs now (this process): not acted on again meanwhile
+_power_lock = threading.Lock()
+
+
+def _power_act(host: Host, act: Callable[[], object], *, wait: bool) -> bool:
+    """Run one agent act for `host` (at most one at a time per host); in a thread when not `wait`ing, so an
+    agent command (up to its timeout) never holds up the monitor's turn. True when it ran (or was started)."""
+    with _power_lock:
+        if host.pk in _power_busy:
+            return False
+        _power_busy.add(host.pk)
+
+    def run() -> bool:
+        try:
+            return bool(act())
+        except PortalError as exc:
+            log.warning("power saving on %s: %s", host.name, exc.message)
+            return False
+        finally:
+            with _power_lock:
+                _power_busy.discard(host.pk)
+            if not wait:
+                close_old_connections()
+
+    if wait:
+        return run()
+    threading.Thread(target=run, name=f"power-{host.name}", daemon=True).start()
+    return True
+
+
+def power_saving_pass(*, wait: bool = True) -> dict[str, dict[str, list[str]]]:
+    """Every cluster with power saving on: standby and wake what its plan says (the power agent, audited).
+
+    `wait=False` (the monitor's housekeeping): the agent commands run in threads of their own."""
     done: dict[str, dict[str, list[str]]] = {}
     for cluster in Cluster.objects.filter(power_saving_enabled=True):
         plan = power_saving_plan(cluster=cluster)
         acted: dict[str, list[str]] = {"standby": [], "woken": []}
         for host in plan.standby:
-            if _standby(host, plan.reasons.get(host.name, "")):
+            reason = plan.reasons.get(host.name, "")
+            if _power_act(host, functools.partial(_standby, host, reason), wait=wait):
                 acted["standby"].append(host.name)
         for host in plan.wake:
-            try:
-                host_power_on(actor=None, via=Via.SYSTEM, host=host,
-                              reason=f"power saving: {plan.reasons.get(host.name, 'capacity is short')}")
+            why = f"power saving: {plan.reasons.get(host.name, 'capacity is short')}"
+            if _power_act(host, functools.partial(host_power_on, actor=None, via=Via.SYSTEM, host=host, reason=why),
+                          wait=wait):
                 acted["woken"].append(host.name)
-            except PortalError as exc:
-                log.warning("power saving: could not wake %s: %s", host.name, exc.message)
         if acted["standby"] or acted["woken"]:
             done[cluster.name] = acted
     return done
