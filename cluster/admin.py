@@ -15,6 +15,7 @@ from django.contrib.admin import ActionLocation
 from django.contrib.admin.actions import delete_selected as django_delete_selected
 from django.db.models import Count, Q
 from django.http import HttpResponseRedirect
+from django.template.response import TemplateResponse
 
 from portal.admin_helpers import (
     EMPTY,
@@ -22,6 +23,7 @@ from portal.admin_helpers import (
     admin_url,
     badge,
     changelist_link,
+    job_report,
     link,
     live_vms_link,
     mib,
@@ -32,9 +34,9 @@ from portal.admin_helpers import (
 from portal.choices import Via
 from portal.exceptions import ValidationFailed
 
-from . import hostconfig, services
+from . import hostconfig, maintenance, power, services
 from .choices import HostStatus
-from .models import ForeignDomain, Host
+from .models import Cluster, ForeignDomain, Host
 from .placement import HostLoad, host_loads
 
 BOTH = [ActionLocation.CHANGE_LIST, ActionLocation.CHANGE_FORM]
@@ -402,3 +404,133 @@ class ForeignDomainAdmin(admin.ModelAdmin):
     @admin.display(description="last seen", ordering="last_seen_at")
     def last_seen(self, obj):
         return when(obj.last_seen_at)
+
+
+# --- host operations: maintenance, activate, fence, declare down, power on/off (cluster.maintenance,
+# cluster.power); each asks for confirmation first, then calls the service once per host ----------
+
+def _confirm(modeladmin, request, queryset, *, action: str, title: str, question: str, consequence: str,
+             confirm_label: str, offer_stop: bool = False, note=None):
+    """The confirmation page of a host operation (the same shape as Django's delete confirmation)."""
+    hosts = list(queryset)
+    for host in hosts:
+        host.note = note(host) if note else ""
+    context = {**modeladmin.admin_site.each_context(request), "title": title, "subtitle": None,
+               "opts": modeladmin.model._meta, "hosts": hosts, "action": action, "question": question,
+               "consequence": consequence, "confirm_label": confirm_label, "offer_stop": offer_stop,
+               "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME}
+    return TemplateResponse(request, "admin/cluster/host/confirm_action.html", context)
+
+
+def _vm_note(host) -> str:
+    running = host.vms.filter(status__in=("running", "paused")).count()  # reverse relation: cluster imports no vms
+    return f"{running} VM(s) running" if running else "no VM running"
+
+
+@admin.action(permissions=["change"], description="Start maintenance (live-migrate its VMs away)", location=BOTH)
+def start_maintenance(modeladmin, request, queryset):
+    if not request.POST.get("post"):
+        return _confirm(modeladmin, request, queryset, action="start_maintenance", title="Start maintenance",
+                        question="Put these hosts into maintenance?", confirm_label="Yes, start maintenance",
+                        consequence="No new VM lands on them; their running VMs are live-migrated to the hosts "
+                                    "the scheduler picks. Stopped VMs stay defined where they are.",
+                        offer_stop=True, note=_vm_note)
+    stop = bool(request.POST.get("stop_unmovable"))
+
+    def call(host):
+        job = maintenance.host_maintenance_start(actor=request.user, via=Via.ADMIN, host=host, stop_unmovable=stop)
+        if job is None:
+            return messages.INFO, f"{host.name} is already in maintenance."
+        return job_report(job, f"{host.name}: maintenance started, moving its VMs away.")
+
+    per_object(modeladmin, request, queryset, call, verb="Started maintenance of")
+    return None
+
+
+@admin.action(permissions=["change"], description="Activate (out of maintenance)", location=BOTH)
+def activate(modeladmin, request, queryset):
+    def call(host):
+        host = maintenance.host_activate(actor=request.user, via=Via.ADMIN, host=host)
+        return messages.SUCCESS, f"{host.name} is active again."
+
+    per_object(modeladmin, request, queryset, call, verb="Activated")
+
+
+@admin.action(permissions=["change"], description="Fence (power agent): power off, confirmed down", location=BOTH)
+def fence(modeladmin, request, queryset):
+    if not request.POST.get("post"):
+        return _confirm(modeladmin, request, queryset, action="fence", title="Fence hosts",
+                        question="Fence these hosts through their power agent?", confirm_label="Yes, fence them",
+                        consequence="Their power-off command runs now (whatever runs there stops at once); they "
+                                    "are then confirmed down and their highly available VMs restart on other hosts.",
+                        note=_vm_note)
+
+    def call(host):
+        result = power.host_fence(actor=request.user, via=Via.ADMIN, host=host)
+        return messages.SUCCESS, f"Fenced {host.name} ({result.summary()}): confirmed down; its HA VMs restart elsewhere."
+
+    per_object(modeladmin, request, queryset, call, verb="Fenced")
+    return None
+
+
+@admin.action(permissions=["change"], description="Declare down (you confirm it is off)", location=BOTH)
+def declare_down(modeladmin, request, queryset):
+    if not request.POST.get("post"):
+        return _confirm(modeladmin, request, queryset, action="declare_down", title="Declare hosts down",
+                        question="Do you confirm these hosts are powered off?", confirm_label="Yes, they are off",
+                        consequence="Their highly available VMs are started on other hosts, on the same shared "
+                                    "disks. If a host is in fact still running them, they would run twice: "
+                                    "only confirm what you checked.", note=_vm_note)
+
+    def call(host):
+        host = power.host_declare_down(actor=request.user, via=Via.ADMIN, host=host)
+        return messages.SUCCESS, f"{host.name} is declared down; its HA VMs restart elsewhere."
+
+    per_object(modeladmin, request, queryset, call, verb="Declared down")
+    return None
+
+
+@admin.action(permissions=["change"], description="Power on (power agent)", location=BOTH)
+def power_on(modeladmin, request, queryset):
+    def call(host):
+        result = power.host_power_on(actor=request.user, via=Via.ADMIN, host=host, reason="from the admin")
+        return messages.SUCCESS, f"Powered on {host.name} ({result.summary()}); it is up once the monitor sees it."
+
+    per_object(modeladmin, request, queryset, call, verb="Powered on")
+
+
+@admin.action(permissions=["change"], description="Power off (power agent, standby)", location=BOTH)
+def power_off(modeladmin, request, queryset):
+    if not request.POST.get("post"):
+        return _confirm(modeladmin, request, queryset, action="power_off", title="Power hosts off",
+                        question="Power these hosts off through their power agent?", confirm_label="Yes, power off",
+                        consequence="They go on standby and get no VMs until powered on. A host on which domains "
+                                    "run is refused: put it into maintenance first.", note=_vm_note)
+
+    def call(host):
+        result = power.host_power_off(actor=request.user, via=Via.ADMIN, host=host, reason="from the admin")
+        return messages.SUCCESS, f"Powered off {host.name} ({result.summary()}): on standby."
+
+    per_object(modeladmin, request, queryset, call, verb="Powered off")
+    return None
+
+
+HostAdmin.actions = [*HostAdmin.actions, start_maintenance, activate, fence, declare_down, power_on, power_off]
+
+
+@admin.action(permissions=["change"], description="Balance now (apply the policy's proposed migrations)")
+def balance_now(modeladmin, request, queryset):
+    """For the clusters' admin (ClusterAdmin.actions): one balancing pass per selected cluster, now."""
+    def call(cluster):
+        started = maintenance.cluster_balance_now(actor=request.user, via=Via.ADMIN, cluster=cluster)
+        if not started:
+            return messages.INFO, f"{cluster.name}: nothing to move (or held back by the limits and the cooldown)."
+        return messages.SUCCESS, f"{cluster.name}: " + ", ".join(
+            f"{s['vm']} → {s['to']}" + (f" (refused: {s['error']})" if "error" in s else "") for s in started)
+
+    per_object(modeladmin, request, queryset, call, verb="Balanced")
+
+
+if admin.site.is_registered(Cluster):  # ClusterAdmin (its own block) may be defined above: it gets the action
+    _cluster_admin = admin.site.get_model_admin(Cluster)
+    _cluster_admin.actions = [*(_cluster_admin.actions or []), balance_now]

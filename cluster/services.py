@@ -66,6 +66,7 @@ def cluster_default() -> Cluster:
 # States an administrator (or the maintenance and power-saving flows) set: a heartbeat never overrides
 # them. A maintenance or standby host that does not answer keeps its state (it is expected to be quiet).
 _ADMIN_STATES = (HostStatus.PREPARING_FOR_MAINTENANCE, HostStatus.MAINTENANCE, HostStatus.STANDBY)
+_MAINTENANCE_STATES = (HostStatus.PREPARING_FOR_MAINTENANCE, HostStatus.MAINTENANCE)
 
 
 def _host_transition(host: Host, status: str, **fields: Any) -> None:
@@ -104,7 +105,10 @@ def host_refresh(*, host: Host) -> Host:
         "running_domains": info.running_domains, "cpu_usage_percent": info.cpu_usage_percent,
         "last_error": "", "failures": 0,
     }
-    _host_transition(host, was if was in _ADMIN_STATES else HostStatus.UP, **fields)
+    if host.confirmed_down_at is not None:
+        fields["confirmed_down_at"] = None  # it answers again: no longer confirmed down (cluster.power)
+    # Maintenance states are the administrator's; a standby host that answers has been woken (cluster.power).
+    _host_transition(host, was if was in _MAINTENANCE_STATES else HostStatus.UP, **fields)
     if was in (HostStatus.NON_RESPONSIVE, HostStatus.DOWN):
         audit(actor=None, via=Via.SYSTEM, action="host.up", target=host,
               message=f"{host.name} answers again (was {HostStatus(was).label.lower()})")

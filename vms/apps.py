@@ -30,3 +30,23 @@ class VmsConfig(AppConfig):
         register_job_labels(JOB_LABELS)
         register_job_guard("vms.host_reachable", jobs.vm_job_guard)
         register_live_config(live_config)
+        self._register_cluster_ops()
+
+    def _register_cluster_ops(self) -> None:
+        """Maintenance, HA, balancing and power saving: the VM side of cluster operations (vms.cluster_ops)."""
+        # Imported here, not at module level: they import models, which need the app registry.
+        from cluster.housekeeping import register_housekeeping
+        from cluster.maintenance import BALANCE, EVACUATE, register_operation
+        from cluster.signals import host_down_confirmed
+        from portal.jobs.labels import register_job_labels
+
+        from . import cluster_ops
+
+        register_operation(EVACUATE, cluster_ops.host_evacuate)
+        register_operation(BALANCE, cluster_ops.cluster_balance)
+        register_housekeeping("vms.ha", cluster_ops.ha_pass)
+        register_housekeeping("vms.maintenance", cluster_ops.maintenance_pass)
+        register_housekeeping("vms.balancing", cluster_ops.balancing_pass)
+        register_housekeeping("vms.power_saving", lambda: cluster_ops.power_saving_pass(wait=False))
+        host_down_confirmed.connect(cluster_ops.ha_on_host_down, dispatch_uid="vms.cluster_ops.ha")
+        register_job_labels(cluster_ops.JOB_LABELS)

@@ -7,6 +7,7 @@ from rest_framework import serializers
 from cluster.hostconfig import POWER_FIELDS, host_display_address
 from cluster.models import Cluster, Host
 from cluster.placement import HostLoad, host_loads
+from portal.jobs.api.serializers import JobSummarySerializer
 
 
 class HostSerializer(serializers.ModelSerializer):
@@ -70,3 +71,18 @@ class ClusterSerializer(serializers.ModelSerializer):
         fields = ["id", "name", "description", "policy", "policy_properties", "balancing_enabled",
                   "power_saving_enabled", "ha_enabled", "hosts"]
         read_only_fields = fields
+
+
+# --- host operations (maintenance, HA, power): cluster.maintenance, cluster.power -----------------
+
+class HostMaintenanceSerializer(serializers.Serializer):
+    stop_unmovable = serializers.BooleanField(
+        default=False, help_text="Shut down the VMs that cannot be live-migrated away (else the host waits).")
+
+
+class HostOperationSerializer(serializers.Serializer):
+    """What a host operation did: a message, the host as it is now, and the job (maintenance) if any."""
+
+    message = serializers.CharField()
+    host = HostSerializer()
+    job = JobSummarySerializer(allow_null=True)
