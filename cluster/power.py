@@ -252,31 +252,3 @@ def cluster_capacity_short(*, cluster_id: int | None, reason: str) -> None:
         return
     audit(actor=None, via="system", action="cluster.capacity_short", target_type="cluster",
           target_id=str(cluster_id), message=reason[:500])
-
-
-def host_set_power_agent(*, actor: Actor, via: str, host: Host, power_on_command: str | None = None,
-                         power_off_command: str | None = None, power_status_command: str | None = None) -> Host:
-    """Set the host's power agent commands (None: unchanged); each must parse as shell words. Audited by which
-    command changed, not its text (an agent command may carry a BMC password)."""
-    require_admin(actor, "Only administrators set power agents.")
-    given = {"power_on_command": power_on_command, "power_off_command": power_off_command,
-             "power_status_command": power_status_command}
-    changes = {k: (v or "").strip() for k, v in given.items() if v is not None}
-    for key, value in changes.items():
-        try:
-            shlex.split(value)
-        except ValueError as exc:
-            raise ValidationFailed(f"The command cannot be parsed: {exc}.", field=key) from None
-    with transaction.atomic():
-        locked = Host.objects.select_for_update().get(pk=host.pk)
-        changed = [k for k, v in changes.items() if getattr(locked, k) != v]
-        if not changed:
-            return locked
-        Host.objects.filter(pk=host.pk).update(**{k: changes[k] for k in changed})
-        for k in changed:
-            setattr(locked, k, changes[k])
-            setattr(host, k, changes[k])
-        audit(actor=actor, via=via, action="host.power_agent", target=locked,
-              message=f"Power agent of {locked.name}: changed " + ", ".join(k.replace("_", " ") for k in changed),
-              data={"changed": changed})
-    return locked

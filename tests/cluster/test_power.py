@@ -17,7 +17,6 @@ from cluster.power import (
     host_power_off,
     host_power_on,
     host_power_status,
-    host_set_power_agent,
     power_agent_run,
     power_command,
 )
@@ -190,12 +189,14 @@ def test_only_admins(db, alice, agent):
 
 
 def test_set_power_agent_checks_the_words_and_audits_what_changed(db, admin_user):
+    from cluster.hostconfig import host_configure
+
     host = gone_host()
-    with pytest.raises(ValidationFailed, match="cannot be parsed"):
-        host_set_power_agent(actor=admin_user, via=Via.ADMIN, host=host, power_off_command="ipmitool 'unclosed")
-    host_set_power_agent(actor=admin_user, via=Via.ADMIN, host=host, power_off_command="ipmitool -P secret off")
-    event = AuditEvent.objects.get(action="host.power_agent")
-    assert "secret" not in event.message and event.data == {"changed": ["power_off_command"]}
+    with pytest.raises(ValidationFailed):
+        host_configure(actor=admin_user, via=Via.ADMIN, host=host, power_off_command="/usr/bin/ipmitool 'unclosed")
+    host_configure(actor=admin_user, via=Via.ADMIN, host=host, power_off_command="/usr/bin/ipmitool -P secret off")
+    event = AuditEvent.objects.get(action="host.configure")
+    assert "secret" not in event.message and event.data == {"power_off_command": "set"}
 
 
 # --- the API ------------------------------------------------------------------------------------
@@ -264,13 +265,15 @@ def test_admin_fence_without_agent_and_power_agent_fields(admin_client, db, agen
     page = _action(admin_client, "fence", host, post="yes")
     assert "declare it down by hand instead" in page.content.decode()
     data = {"name": host.name, "enabled": "on", "domain_type": host.domain_type,
+            "cluster": host.cluster_id or "", "tags": "", "migration_uri": "", "display_address": "",
+            "max_jobs": host.max_jobs,
             "power_off_command": f"{agent['script']} off {{host}}", "power_on_command": "",
             "power_status_command": ""}
     response = admin_client.post(reverse("admin:cluster_host_change", args=[host.pk]), data, follow=True)
     assert response.status_code == 200
     host.refresh_from_db()
     assert host.power_off_command.endswith("off {host}")
-    assert AuditEvent.objects.get(action="host.power_agent").via == Via.ADMIN
+    assert AuditEvent.objects.get(action="host.configure").via == Via.ADMIN
     page = _action(admin_client, "power_off", host, post="yes")
     assert "Powered off hv1" in page.content.decode() and calls(agent) == ["off hv1"]
 
