@@ -51,7 +51,7 @@ class AllowedHostsFilter(Filter):
 
     def check(self, host: HostView, request: VMRequest, ctx: Context) -> str | None:
         if request.allowed_host_ids is not None and host.id not in request.allowed_host_ids:
-            return f"does not {request.allowed_reason}" if request.allowed_reason else "lacks what the VM needs"
+            return f"is not one that {request.allowed_reason}" if request.allowed_reason else "lacks what the VM needs"
         return None
 
 
