@@ -57,11 +57,11 @@ def cluster_properties(policy: Policy, properties: dict[str, Any] | None) -> dic
 
 def _policies(cluster_ids: set[int | None]) -> tuple[dict[int | None, tuple[str, dict[str, Any]]], str | None]:
     """{cluster id: (policy name, cluster's properties)} and the default cluster's policy name."""
-    rows = {pk: (policy, props or {}) for pk, policy, props in
+    rows: dict[int | None, tuple[str, dict[str, Any]]] = {pk: (policy, props or {}) for pk, policy, props in
             Cluster.objects.filter(pk__in=[c for c in cluster_ids if c is not None])
             .values_list("pk", "policy", "policy_properties")}
     default = Cluster.objects.filter(name="Default").values_list("policy", flat=True).first()
-    return dict(rows), default
+    return rows, default
 
 
 def _lock(scope: QuerySet[Host]) -> None:
@@ -242,9 +242,9 @@ def run_balance(*, cluster: Cluster, recently_moved: Iterable[int] | None = None
     for view in views:
         view.vms = []
     for vm in placed_vms(by_id):
-        view = by_id.get(vm.host_id)
-        if view is not None and view.vms is not None:
-            view.vms.append(vm)
+        holder = by_id.get(vm.host_id)
+        if holder is not None and holder.vms is not None:
+            holder.vms.append(vm)
     in_flight = sum(1 for v in views for vm in (v.vms or []) if vm.migrating)
     guard = int(props.get("migration_guard_minutes", 10))
     recent = frozenset(set(recently_moved or ()) | migrated_since(guard))

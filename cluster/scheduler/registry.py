@@ -55,7 +55,9 @@ class Registry:
     errors: list[str] = field(default_factory=list)
 
     def table(self, kind: str) -> dict[str, Any]:
-        return {"filter": self.filters, "weight": self.weights, "balancer": self.balancers}[kind]
+        tables: dict[str, dict[str, Any]] = {"filter": self.filters, "weight": self.weights,
+                                             "balancer": self.balancers}
+        return tables[kind]
 
     def add(self, cls: type, origin: str) -> None:
         kind = next((k for k, base in KINDS.items() if isinstance(cls, type) and issubclass(cls, base)), None)
