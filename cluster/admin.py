@@ -531,6 +531,87 @@ def balance_now(modeladmin, request, queryset):
     per_object(modeladmin, request, queryset, call, verb="Balanced")
 
 
-if admin.site.is_registered(Cluster):  # ClusterAdmin (its own block) may be defined above: it gets the action
-    _cluster_admin = admin.site.get_model_admin(Cluster)
-    _cluster_admin.actions = [*(_cluster_admin.actions or []), balance_now]
+
+
+# --- clusters: scheduling policy (cluster.clusters validates; cluster.scheduler previews) ---------
+
+from portal.exceptions import ValidationFailed as _ValidationFailed  # noqa: E402  (self-contained block)
+
+from . import clusters as cluster_services  # noqa: E402
+from .scheduler import Move, policy_names, propose_balancing  # noqa: E402
+
+
+class ClusterForm(forms.ModelForm):
+    """The policy is one of the registry's names; policy_properties are checked by the cluster service."""
+
+    policy = forms.ChoiceField(choices=())
+
+    class Meta:
+        model = Cluster
+        fields = ["name", "description", "policy", "policy_properties", "balancing_enabled", "power_saving_enabled",
+                  "ha_enabled"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["policy"].choices = [(name, name) for name in policy_names()]
+
+    def _service_check(self, fieldname: str, check):
+        try:
+            return check(self.cleaned_data.get(fieldname))
+        except _ValidationFailed as exc:
+            raise forms.ValidationError(next(iter(exc.errors.values()))) from None
+
+    def clean_policy(self):
+        return self._service_check("policy", cluster_services.validate_policy)
+
+    def clean_policy_properties(self):
+        return self._service_check("policy_properties", cluster_services.validate_policy_properties)
+
+
+def _vm_names(ids: list[int]) -> dict[int, str]:
+    # VMs through the host's reverse relation: cluster sits below vms and does not import it.
+    vm_model = Host._meta.get_field("vms").related_model
+    return dict(vm_model.objects.filter(pk__in=ids).values_list("pk", "name"))
+
+
+@admin.register(Cluster)
+class ClusterAdmin(ServiceSaveMixin, admin.ModelAdmin):
+    form = ClusterForm
+    list_display = ("name", "policy", "balancing_enabled", "power_saving_enabled", "ha_enabled", "hosts_link")
+    list_filter = ("policy", "balancing_enabled", "power_saving_enabled")
+    search_fields = ("name",)
+    actions = ["preview_balancing", balance_now]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(n_hosts=Count("hosts"))
+
+    @admin.display(description="hosts", ordering="n_hosts")
+    def hosts_link(self, obj):
+        return changelist_link(Host, obj.n_hosts, cluster__id__exact=obj.pk)
+
+    def save_model(self, request, obj, form, change):
+        data = {k: form.cleaned_data[k] for k in form.Meta.fields if k in form.cleaned_data}
+
+        def save():
+            target = obj if change else Cluster.objects.create(name=data["name"])
+            if not change:
+                obj.pk = target.pk
+            return cluster_services.cluster_update(actor=request.user, via=Via.ADMIN, cluster=target, **data)
+
+        self.call_service(request, save)
+
+    @admin.action(description="Preview balancing (the moves the policy proposes now; nothing is moved)")
+    def preview_balancing(self, request, queryset):
+        for cluster in queryset:
+            moves: list[Move] = propose_balancing(cluster=cluster)
+            if not moves:
+                self.message_user(request, f"{cluster.name} ({cluster.policy}): no move proposed.", messages.INFO)
+                continue
+            hosts = dict(Host.objects.filter(pk__in={m.source_host_id for m in moves}
+                                             | {m.target_host_id for m in moves}).values_list("pk", "name"))
+            names = _vm_names([m.vm_id for m in moves])
+            for move in moves:
+                self.message_user(
+                    request, f"{cluster.name} ({cluster.policy}): move {names.get(move.vm_id, move.vm_id)} from "
+                             f"{hosts.get(move.source_host_id)} to {hosts.get(move.target_host_id)}: {move.reason}",
+                    messages.INFO)

@@ -4,3 +4,8 @@ from django.apps import AppConfig
 class ClusterConfig(AppConfig):
     name = "cluster"
     verbose_name = "Hosts and placement"
+
+    def ready(self) -> None:
+        # Registers the scheduler's start-up check (plugin name clashes, unknown policy parts); imported
+        # here because the registry reads settings and the models' modules.
+        from .scheduler import registry  # noqa: F401

@@ -1,12 +1,16 @@
-"""Placement: filters drop hosts that cannot take the VM, weights rank the rest.
+"""What hosts carry, for the scheduler (cluster.scheduler): loads and the VMs placed on them.
 
 What hosts already carry comes from the apps that place things on them: vms registers a load
-provider (committed memory and VM count per host), so placement stays below vms.
+provider (committed memory, vCPUs and VM count per host, one aggregate query) and a source of the
+VMs on a set of hosts (for balancing), so placement stays below vms.
+
+`pick_host` is the old first-fit-by-free-memory choice, kept for callers outside the create path;
+new code calls `cluster.scheduler.schedule()`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from django.db.models import QuerySet
@@ -26,6 +30,18 @@ class HostLoad:
     vms: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class PlacedVM:
+    """A VM as the balancer sees it: where it is and what it holds (no ORM object)."""
+
+    id: int
+    host_id: int
+    memory_mib: int
+    vcpus: int
+    name: str = ""
+    migrating: bool = False  # a migration is under way: never proposed again
+
+
 # provider() -> {host id: HostLoad}
 LoadProvider = Callable[[], dict[int, HostLoad]]
 _load_providers: list[LoadProvider] = []
@@ -35,6 +51,22 @@ def register_load(provider: LoadProvider) -> None:
     """Add a source of committed load per host (once)."""
     if provider not in _load_providers:
         _load_providers.append(provider)
+
+
+# provider(host ids) -> the VMs on those hosts that still hold resources
+PlacedVMsProvider = Callable[[Iterable[int]], list[PlacedVM]]
+_placed_providers: list[PlacedVMsProvider] = []
+
+
+def register_placed_vms(provider: PlacedVMsProvider) -> None:
+    """Add a source of the VMs on a set of hosts (once): the balancers move them."""
+    if provider not in _placed_providers:
+        _placed_providers.append(provider)
+
+
+def placed_vms(host_ids: Iterable[int]) -> list[PlacedVM]:
+    ids = list(host_ids)
+    return [vm for provider in _placed_providers for vm in provider(ids)]
 
 
 def host_loads() -> dict[int, HostLoad]:

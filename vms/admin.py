@@ -719,3 +719,48 @@ def dashboard_view(request):
 def _jobs_url(**query) -> str | None:
     return admin_url(Job, "changelist", **query)
 
+
+
+# --- affinity groups (scheduler: together or apart; enforcing = a filter, else a weight) ---------
+
+from portal.audit import audit  # noqa: E402  (self-contained block)
+from vms.models import AffinityGroup  # noqa: E402
+
+
+@admin.register(AffinityGroup)
+class AffinityGroupAdmin(admin.ModelAdmin):
+    list_display = ("name", "kind", "enforcing", "members")
+    list_filter = ("positive", "enforcing")
+    search_fields = ("name", "vms__name")
+    filter_horizontal = ("vms",)
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(n_vms=Count("vms"))
+
+    @admin.display(description="rule", ordering="positive")
+    def kind(self, obj):
+        return "together" if obj.positive else "apart"
+
+    @admin.display(description="VMs", ordering="n_vms")
+    def members(self, obj):
+        return obj.n_vms
+
+    def formfield_for_manytomany(self, db_field, request, **kwargs):
+        if db_field.name == "vms":
+            kwargs["queryset"] = VM.objects.exclude(status=VMStatus.DELETED).order_by("name")
+        return super().formfield_for_manytomany(db_field, request, **kwargs)
+
+    def save_related(self, request, form, formsets, change):
+        super().save_related(request, form, formsets, change)
+        group = form.instance
+        names = sorted(group.vms.values_list("name", flat=True))
+        audit(actor=request.user, via=Via.ADMIN, action="affinity_group.change" if change else "affinity_group.create",
+              target=group, message=f"{'Change' if change else 'Create'} affinity group {group.name} "
+                                    f"({'together' if group.positive else 'apart'}, "
+                                    f"{'enforcing' if group.enforcing else 'preferred'}): {', '.join(names) or 'no VMs'}",
+              data={"vms": names, "positive": group.positive, "enforcing": group.enforcing})
+
+    def delete_model(self, request, obj):
+        audit(actor=request.user, via=Via.ADMIN, action="affinity_group.delete", target=obj,
+              message=f"Delete affinity group {obj.name}")
+        super().delete_model(request, obj)

@@ -25,6 +25,7 @@ class VmsConfig(AppConfig):
         register_usage(vm_quota_usage)
         register_network_users(network_nic_users)
         register_load(vm_host_loads)
+        self._register_scheduling()
         register_observer(VMObserver())
         register_target_visibility("vm", lambda user: vm_owned_ids(user=user))
         register_job_labels(JOB_LABELS)
@@ -50,3 +51,15 @@ class VmsConfig(AppConfig):
         register_housekeeping("vms.power_saving", lambda: cluster_ops.power_saving_pass(wait=False))
         host_down_confirmed.connect(cluster_ops.ha_on_host_down, dispatch_uid="vms.cluster_ops.ha")
         register_job_labels(cluster_ops.JOB_LABELS)
+
+    def _register_scheduling(self) -> None:
+        # The scheduler's view of VMs (cluster sits below vms): migrating VMs' destinations, the VMs the
+        # balancers move, and what each VM asks of a host.
+        from cluster.placement import register_load, register_placed_vms
+        from cluster.scheduler.registry import register_request_builder
+
+        from .scheduling import migration_target_loads, placed_vms_on, vm_requests
+
+        register_load(migration_target_loads)
+        register_placed_vms(placed_vms_on)
+        register_request_builder(vm_requests)

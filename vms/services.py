@@ -19,9 +19,10 @@ from django.utils import timezone
 
 from cluster.choices import HostStatus
 from cluster.models import Host
-from cluster.placement import pick_host
+from cluster.power import cluster_capacity_short
+from cluster.scheduler import NoHostAvailable, VMRequest, schedule
 from networks.models import Network
-from networks.selectors import hosts_with_networks, network_default_for, network_resolve
+from networks.selectors import network_default_for, network_resolve
 from networks.validation import random_mac, validate_mac
 from portal.actors import Actor, require_user
 from portal.audit import audit
@@ -39,6 +40,7 @@ from storage.services import image_new_check, image_volume_name, pool_for_host, 
 from . import lifecycle
 from .choices import SnapshotStatus, VMStatus
 from .models import VM, Flavor, Snapshot, VMDisk, VMNic
+from .scheduling import networks_constraint
 from .selectors import vm_snapshot_get, vm_visible
 from .validation import (
     validate_description,
@@ -313,9 +315,7 @@ def vm_create(*, actor: Actor, via: str, name: str, image: Image | str | int | N
     if user_data and not image.cloud_init:
         raise ValidationFailed(f"Image {image.name} does not take cloud-init, so it has no use for user-data.",
                                field="user_data")
-    host = pick_host(vcpus=vcpus, memory_mib=memory_mib, among=hosts_with_networks(nets),
-                     why_among=f"carries the network{'s' if len(nets) > 1 else ''} "
-                               f"{', '.join(n.name for n in nets)}")
+    allowed_hosts, allowed_reason = networks_constraint(nets)
     whose = "You already have" if owner == actor else f"{owner.get_username()} already has"
     try:
         with transaction.atomic():
@@ -323,6 +323,12 @@ def vm_create(*, actor: Actor, via: str, name: str, image: Image | str | int | N
             quota_reserve(user=owner, group=group, vcpus=vcpus, memory_mib=memory_mib, disk_gib=disk_gib)
             if VM.objects.filter(owner=owner, name=name).exclude(status=VMStatus.DELETED).exists():
                 raise ValidationFailed(f"{whose} a VM named {name!r}.", field="name")
+            # Placement inside the record phase: the clusters' rows are locked, so concurrent creates see each
+            # other's VMs and never overcommit a host (cluster.scheduler).
+            placement = schedule(request=VMRequest(vcpus=vcpus, memory_mib=memory_mib, name=name,
+                                                   allowed_host_ids=allowed_hosts, allowed_reason=allowed_reason),
+                                 lock=True)
+            host = placement.host
             vm = VM.objects.create(
                 name=name, description=description, owner=owner, group=group, host=host, image=image,
                 flavor=flavor, vcpus=vcpus, memory_mib=memory_mib, disk_gib=disk_gib,
@@ -348,8 +354,9 @@ def vm_create(*, actor: Actor, via: str, name: str, image: Image | str | int | N
             list(Network.objects.select_for_update().filter(pk__in=[n.pk for n in nets]))
             for network in nets:
                 VMNic.objects.create(vm=vm, network=network, mac=_new_mac(), status=VMNic.Status.ATTACHED)
-            job = job_create(kind="vm.create", actor=actor, via=via, target=vm, params={"start": start},
-                             max_attempts=2)
+            job = job_create(kind="vm.create", actor=actor, via=via, target=vm,
+                             params={"start": start, "placement": placement.explanation}, max_attempts=2)
+            _log_placement(job, placement.explanation)
             for_whom = "" if owner == actor else f" for {owner.get_username()}"
             audit(actor=actor, via=via, action="vm.create", target=vm, job=job,
                   outcome=AuditEvent.Outcome.REQUESTED,
@@ -361,7 +368,22 @@ def vm_create(*, actor: Actor, via: str, name: str, image: Image | str | int | N
             vm_publish(vm)
     except IntegrityError:  # the unique (owner, name) constraint lost a race with a twin request
         raise ValidationFailed(f"{whose} a VM named {name!r}.", field="name") from None
+    except NoHostAvailable as exc:  # recorded after the rollback: power saving wakes a standby host
+        capacity_short(reason=exc.message)
+        raise
     return ActionResult(vm, job, f"Creating {name}.")
+
+
+def capacity_short(*, reason: str) -> None:
+    """No host had room: each cluster with a host on standby hears of it (cluster.power wakes one)."""
+    for cluster_id in Host.objects.filter(status=HostStatus.STANDBY).values_list("cluster_id", flat=True).distinct():
+        cluster_capacity_short(cluster_id=cluster_id, reason=reason)
+
+
+def _log_placement(job: Job, explanation: dict) -> None:
+    """The job's first log line: where the scheduler put the VM, and why."""
+    job.log += f"{timezone.now():%H:%M:%S} Placed on {explanation.get('reason') or explanation.get('chosen')}\n"
+    Job.objects.filter(pk=job.pk).update(log=job.log)
 
 
 def _domain_prefix() -> str:

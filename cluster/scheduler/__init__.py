@@ -3,7 +3,8 @@
 Placement is a pipeline: *filters* drop hosts that cannot take the VM (each says why), *weights*
 rank the rest (soft preferences, lower total is better), and *balancers* propose migrations. A
 cluster's policy names the filters, weights (with factors) and balancer it uses. Third parties add
-their own as Python classes (settings or package entry points); see docs/scheduler.md.
+their own as Python classes (settings or package entry points); see docs/scheduler.md. The plugin
+interface (Filter, Weight, Balancer, HostView) is in cluster.scheduler.base.
 
 This module is the stable surface the rest of the portal uses:
 - `VMRequest` — what is being placed (built by vms, which knows VMs; cluster does not);
@@ -13,6 +14,7 @@ This module is the stable surface the rest of the portal uses:
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,6 +69,18 @@ class Placement:
     explanation: dict[str, Any] = field(default_factory=dict)
 
 
+class NoHostAvailable(Conflict):
+    """No host can take the VM. The message is one sentence for the user ("No host has 6000 MiB free:
+    host-a has 2048 MiB left, host-b is in maintenance."); `explanation` is the whole decision, for
+    administrators (also in `detail`, as text)."""
+
+    def __init__(self, message: str, *, explanation: dict[str, Any]) -> None:
+        from .engine import explain_text
+
+        super().__init__(message, detail=explain_text(explanation))
+        self.explanation = explanation
+
+
 def schedule(*, request: VMRequest, cluster: Cluster | None = None, exclude_host_ids: frozenset[int] = frozenset(),
              lock: bool = False, hosts: QuerySet[Host] | None = None) -> Placement:
     """The best host for `request` in `cluster` (None: every cluster), by the cluster's policy.
@@ -81,12 +95,30 @@ def schedule(*, request: VMRequest, cluster: Cluster | None = None, exclude_host
                         hosts=hosts)
 
 
-def propose_balancing(*, cluster: Cluster) -> list[Move]:
-    """The migrations the cluster's balancer proposes now (nothing is moved here)."""
+def propose_balancing(*, cluster: Cluster, recently_moved: Iterable[int] | None = None) -> list[Move]:
+    """The migrations the cluster's balancer proposes now (nothing is moved here).
+
+    `recently_moved`: VM ids the caller knows were migrated lately (never proposed again: no ping-pong),
+    besides those the registry's guard finds (migration jobs within migration_guard_minutes).
+    """
     from .engine import run_balance
 
-    return run_balance(cluster=cluster)
+    return run_balance(cluster=cluster, recently_moved=recently_moved)
 
 
-__all__ = ["AffinityRule", "Conflict", "HostStatus", "Move", "Placement", "VMRequest", "propose_balancing",
-           "schedule"]
+def explain_text(explanation: dict[str, Any]) -> str:
+    """A placement's explanation as a few lines of text (for the job log and administrators)."""
+    from .engine import explain_text as text
+
+    return text(explanation)
+
+
+def policy_names() -> list[str]:
+    """Every policy a cluster may name: the built-ins and those in settings."""
+    from .registry import policy_names as names
+
+    return names()
+
+
+__all__ = ["AffinityRule", "Conflict", "HostStatus", "Move", "NoHostAvailable", "Placement", "VMRequest",
+           "explain_text", "policy_names", "propose_balancing", "schedule"]

@@ -66,12 +66,13 @@ def test_every_admin_changelist_change_and_add_page_renders_for_a_superuser(
 
     from cluster.services import host_sync
     from quotas.services import quota_get_or_create, quota_request_create
-    from vms.models import Flavor
+    from vms.models import AffinityGroup, Flavor
 
     vm = _vm(alice, "web-1")
     team = Group.objects.create(name="team-a")
     quota_get_or_create(group=team)
     Flavor.objects.create(name="small", vcpus=1, memory_mib=512, disk_gib=5)
+    AffinityGroup.objects.create(name="apart").vms.add(vm)  # the scheduler's affinity group admin
     host_sync(host=test_host)  # lists libvirt's own "test" domain as foreign
     quota_request_create(actor=alice, via=Via.WEB, max_vms=5, reason="more room")
     assert vm.status == "running"
