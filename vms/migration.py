@@ -122,7 +122,8 @@ def _vm_request(vm: VM) -> VMRequest:
 
 # --- record phase ---------------------------------------------------------------------------------
 
-def vm_migrate(*, actor: Actor, via: str, vm: VM | int, host: Host | None = None, reason: str = "") -> ActionResult:
+def vm_migrate(*, actor: Actor, via: str, vm: VM | int, host: Host | str | int | None = None,
+               reason: str = "") -> ActionResult:
     """Live-migrate a running or paused VM to `host` (None: the best host of its cluster by its policy).
 
     Administrators only (and the system actor, None: maintenance, balancing, HA); users cannot choose
@@ -131,6 +132,8 @@ def vm_migrate(*, actor: Actor, via: str, vm: VM | int, host: Host | None = None
     passes the scheduler's filters.
     """
     require_admin(actor, "Only administrators migrate VMs between hosts.")
+    host = migration_host_resolve(host)  # a name or id from a door; unknown: ValidationFailed
+    reason = str(reason or "").strip()[:200]
     pk = vm.pk if isinstance(vm, VM) else vm
     refused: PortalError | None = None
     with transaction.atomic():
