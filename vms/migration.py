@@ -81,6 +81,13 @@ def migration_host_resolve(key: Host | str | int | None) -> Host | None:
     return host
 
 
+def migration_hosts(vm: VM) -> list[Host]:
+    """The hosts a door may offer as destinations: the other enabled hosts of the VM's cluster (the
+    service still decides)."""
+    qs = Host.objects.filter(enabled=True).exclude(pk=vm.host_id).order_by("name")
+    return list(qs.filter(cluster_id=vm.host.cluster_id) if vm.host.cluster_id else qs.none())
+
+
 @dataclass(frozen=True)
 class DiskMove:
     """One disk of a migrating VM: its volume now, the destination's pool, and how it gets there."""

@@ -2,7 +2,8 @@
 VMs that move behind the portal's back (`virsh migrate`): never lost, never started twice.
 
 One real Linux guest boot (the counter keeps counting across two migrations); the rest are
-firmware-only domains (SeaBIOS, no OS).
+firmware-only domains (SeaBIOS, no OS). The doors (API, admin, CLI, Slack, web) are checked on the
+test driver at the end: their record-phase answers, and a job that fails leaving the VM where it was.
 """
 
 from __future__ import annotations
@@ -29,8 +30,6 @@ from vms import services
 from vms.choices import VMStatus
 from vms.migration import vm_migrate
 from vms.models import VM
-
-pytestmark = pytest.mark.qemu
 
 GUEST_DIR = Path(settings.GUEST_DIR)
 
@@ -248,3 +247,103 @@ def test_shared_pool_migration_and_vms_moved_behind_the_portals_back(cluster_hos
     time.sleep(0)  # (no waiting needed: every step above is synchronous)
     get_driver(host_a.uri).undefine(str(vm.uuid))
     job_ok(services.vm_delete(actor=alice, via="cli", vm=vm))
+
+
+# --- the doors, on libvirt's test driver --------------------------------------------------------------
+
+@pytest.fixture
+def door_vm(test_host, alice):
+    """A running VM on the test host, and a second host of its cluster whose libvirtd cannot be reached."""
+    from django.db import transaction
+
+    result = services.vm_create(actor=alice, via="cli", name="door-1", vcpus=1, memory_mib=128, disk_gib=1)
+    job_ok(result)
+    with transaction.atomic():
+        other = Host.objects.create(name="other", uri="qemu+tcp://127.0.0.1:1/system", status="up",
+                                    cluster=test_host.cluster, memory_mib=8192, cpus=4)
+        StoragePool.objects.create(host=other, name=settings.STORAGE_POOL, path="/nonexistent/pool")
+    return VM.objects.get(pk=result.vm.pk), other
+
+
+@pytest.mark.django_db(transaction=True)
+def test_api_migrate_refuses_users_unknown_hosts_and_stopped_vms_and_a_failed_job_keeps_the_vm(
+        door_vm, alice, admin_user, client_for, test_host):
+    vm, other = door_vm
+    url = f"/api/vms/{vm.pk}/migrate/"
+    response = client_for(alice).post(url, {"host": "other"}, format="json")
+    assert response.status_code == 403, response.content
+    admin = client_for(admin_user)
+    response = admin.post(url, {"host": "no-such-host"}, format="json")
+    assert response.status_code == 400 and "Unknown host" in response.json()["detail"]
+    response = admin.post(url, {"host": str(test_host.pk)}, format="json")
+    assert response.status_code == 400  # its own host
+
+    # Accepted; the job fails (the destination cannot be reached) and the VM stays running on its host.
+    response = admin.post(url, {"host": "other", "reason": "test"}, format="json")
+    assert response.status_code == 202, response.content
+    job = Job.objects.get(pk=response.json()["job"]["id"])
+    assert job.kind == "vm.migrate" and job.status == "failed"
+    assert job.params["target_host_id"] == other.pk and job.params["source_host_id"] == test_host.pk
+    vm.refresh_from_db()
+    assert vm.host_id == test_host.pk and vm.status == VMStatus.RUNNING and "Migration to other failed" in vm.last_error
+    assert get_driver(test_host.uri).domain_info(str(vm.uuid)).state == PowerState.RUNNING
+    assert not Volume.objects.filter(pool__host=other).exists()
+    assert AuditEvent.objects.filter(action="vm.migrate", outcome="failed", target_id=str(vm.pk)).exists()
+
+    job_ok(services.vm_force_off(actor=alice, via="cli", vm=vm))
+    response = admin.post(url, {}, format="json")
+    assert response.status_code == 409 and "running or paused" in response.json()["detail"]
+    schema = admin.get("/api/schema/").content.decode()
+    assert "/api/vms/{id}/migrate/" in schema
+
+
+@pytest.mark.django_db(transaction=True)
+def test_admin_cli_slack_and_web_doors_reach_the_service(door_vm, alice, admin_user, client_for):
+    from io import StringIO
+
+    from django.core.management import CommandError, call_command
+    from django.test import Client
+    from django.urls import reverse
+
+    from chatops import commands as c
+
+    def signed_in(user):
+        web = Client()
+        web.force_login(user)
+        return web
+
+    vm, other = door_vm
+    # Django admin: "Migrate to the best host" (the job fails: the only other host is unreachable).
+    client = signed_in(admin_user)
+    response = client.post(reverse("admin:vms_vm_changelist"),
+                           {"action": "migrate_best_host", "_selected_action": [str(vm.pk)]}, follow=True)
+    messages = [str(m) for m in response.context["messages"]]
+    assert Job.objects.filter(kind="vm.migrate").exists(), messages
+    job = Job.objects.filter(kind="vm.migrate").latest("created_at")
+    assert job.via == "admin" and job.params["target_host_id"] == other.pk and job.status == "failed"
+    vm.refresh_from_db()
+    assert vm.status == VMStatus.RUNNING
+
+    # CLI: users are refused; administrators name the host.
+    with pytest.raises(CommandError, match="Only administrators"):
+        call_command("vm", "--user", "alice", "migrate", "door-1", "--host", "other", stdout=StringIO())
+    out = StringIO()
+    call_command("vm", "--user", admin_user.username, "migrate", "door-1", "--host", "other", stdout=out)
+    assert "Migrating door-1 to other" in out.getvalue()
+
+    # Slack: the command parses (the handler calls the same service).
+    assert c.parse("migrate door-1 other") == c.Migrate(name="door-1", host="other")
+    assert c.parse("migrate door-1") == c.Migrate(name="door-1", host=None)
+    with pytest.raises(c.ParseError):
+        c.parse("migrate")
+
+    # Web: administrators see the control (with the other host); users do not.
+    page = client.get(reverse("vms:detail", args=[vm.pk])).content.decode()
+    assert 'id="migrate"' in page and ">other (" in page
+    assert 'id="migrate"' not in signed_in(alice).get(reverse("vms:detail", args=[vm.pk])).content.decode()
+    response = client.post(reverse("vms:migrate", args=[vm.pk]), {"host": str(other.pk)})
+    assert response.status_code == 302
+    assert Job.objects.filter(kind="vm.migrate", via="web").exists()
+    jobs = Job.objects.filter(kind="vm.migrate").count()
+    signed_in(alice).post(reverse("vms:migrate", args=[vm.pk]), {})  # refused (the page says so)
+    assert Job.objects.filter(kind="vm.migrate").count() == jobs
