@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -186,8 +187,9 @@ def _check_migration(vm: VM, host: Host | None) -> tuple[Host, dict]:
     if (job := _active_job(vm)) is not None:
         raise InvalidState(f"Cannot migrate {vm.name}: a {job.kind.split('.', 1)[-1].replace('.', ' ')} job is "
                            f"{job.get_status_display().lower()}. Try again when it has finished.", status=vm.status)
-    if vm.cdrom_id and not vm.cdrom.pool.shared:
-        raise InvalidState(f"Cannot migrate {vm.name}: the CD {vm.cdrom.name} in its drive is stored on its host "
+    cdrom = vm.cdrom
+    if cdrom is not None and not cdrom.pool.shared:
+        raise InvalidState(f"Cannot migrate {vm.name}: the CD {cdrom.name} in its drive is stored on its host "
                            "only. Eject it first.", status=vm.status)
     request = _vm_request(vm)
     if host is not None:
@@ -270,7 +272,7 @@ def _prepare_destination(ctx: JobContext, vm: VM, moves: list[DiskMove], dest: H
     return path_map, copied
 
 
-def _progress_reporter(ctx: JobContext):  # type: ignore[no-untyped-def]
+def _progress_reporter(ctx: JobContext) -> Callable[[MigrationProgress], None]:
     last = {"percent": -100, "at": 0.0}
 
     def report(p: MigrationProgress) -> None:
