@@ -116,6 +116,14 @@ class Revert:
 
 
 @dataclass(frozen=True)
+class Migrate:
+    """Administrators: live-migrate a VM to a host, or (no host) to the best host of its cluster."""
+
+    name: str
+    host: str | None = None
+
+
+@dataclass(frozen=True)
 class Quota:
     pass
 
@@ -156,7 +164,7 @@ class Subscriptions:
 
 
 Command = (Help | Link | Unlink | ListVMs | Create | Action | Console | Info | Networks | Images | Quota | QuotaRequest | Hosts
-           | Subscribe | Unsubscribe | Subscriptions | TakeSnapshot | ListSnapshots | Revert | GrowDisk | ListKeys)
+           | Subscribe | Unsubscribe | Subscriptions | TakeSnapshot | ListSnapshots | Revert | GrowDisk | ListKeys | Migrate)
 
 # The VM actions, as the lifecycle table names them (force_off also as force-off), and a few aliases.
 ACTION_ALIASES = {"unpause": "resume", "restart": "reboot", "forceoff": "force_off", "rm": "delete"}
@@ -369,6 +377,11 @@ def parse(text: str, *, prefix: str = "/vm") -> Command:
     if verb in ("snapshots", "snaps"):
         positional, _ = _options(rest, {}, verb)
         return ListSnapshots(name=_one_name("snapshots", positional, prefix))
+    if verb in ("migrate", "move"):
+        positional, _ = _options(rest, {}, verb)
+        if not 1 <= len(positional) <= 2:
+            raise ParseError(f"Type `{prefix} migrate NAME [HOST]` (no host: the best host of its cluster).")
+        return Migrate(name=positional[0], host=positional[1] if len(positional) > 1 else None)
     if verb == "revert":
         positional, _ = _options(rest, {}, verb)
         if len(positional) != 2:

@@ -179,6 +179,8 @@ def help_reply(prefix: str, *, is_staff: bool = False, linked: bool = True) -> R
     ]
     if is_staff:
         lines.append(f"`{prefix} hosts` — hypervisor hosts and their load (administrators)")
+        lines.append(f"`{prefix} migrate NAME [HOST]` — move a running VM live to HOST, or to the best host "
+                     "(administrators)")
     if not linked:
         lines.append(f"\n:link: Your Slack account is not linked yet: start with `{prefix} link`.")
     return Reply(text="\n".join(lines), blocks=[section("\n".join(lines))])

@@ -37,6 +37,7 @@ from quotas.services import (
 )
 from storage.selectors import image_list
 from vms.dashboard import host_capacity_for
+from vms.migration import vm_migrate
 from vms.selectors import vm_get_by_name, vm_list, vm_nics, vm_snapshot_get, vm_snapshots, vm_ssh_command
 from vms.services import snapshot_create, snapshot_revert, vm_action, vm_create, vm_delete, vm_grow_disk
 
@@ -142,7 +143,8 @@ def _announce(ctx: SlackContext, *, job: Any, text: str, source: SourceMessage |
 
 # --- slash commands -------------------------------------------------------------------------------
 
-ACTING = (c.Create, c.Action, c.QuotaRequest, c.Subscribe, c.Unsubscribe, c.TakeSnapshot, c.GrowDisk, c.Unlink)
+ACTING = (c.Create, c.Action, c.QuotaRequest, c.Subscribe, c.Unsubscribe, c.TakeSnapshot, c.GrowDisk, c.Unlink,
+          c.Migrate)
 
 
 def handle_command(body: dict[str, Any], *, bot_team_id: str | None, raw_body: str = "") -> f.Reply:
@@ -263,6 +265,16 @@ def _grow_disk(ctx, user, command: c.GrowDisk, prefix: str) -> f.Reply:
 
     def ask():
         result = vm_grow_disk(actor=user, via=Via.SLACK, vm=vm, disk_gib=command.disk_gib)
+        return result.message, result.job
+
+    return _run_job_request(ctx, source=None, ask=ask) or f.Reply(text="")
+
+
+def _migrate(ctx, user, command: c.Migrate, prefix: str) -> f.Reply:
+    vm = vm_get_by_name(user=user, name=command.name)
+
+    def ask():
+        result = vm_migrate(actor=user, via=Via.SLACK, vm=vm, host=command.host)
         return result.message, result.job
 
     return _run_job_request(ctx, source=None, ask=ask) or f.Reply(text="")
@@ -402,6 +414,7 @@ COMMANDS = {
     c.Subscriptions: _subscriptions,
     c.TakeSnapshot: _take_snapshot,
     c.GrowDisk: _grow_disk,
+    c.Migrate: _migrate,
     c.ListSnapshots: _list_snapshots,
     c.Revert: _revert,
     c.Unlink: _unlink,

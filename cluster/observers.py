@@ -22,6 +22,9 @@ class Reconciled:
 
     claimed: set[str] = field(default_factory=set)
     drifted: int = 0
+    # Unclaimed domains the observer knows something about: the hint shown with them in the foreign
+    # list (a stale copy of a VM that runs elsewhere), instead of the generic one.
+    hints: dict[str, str] = field(default_factory=dict)
 
 
 class DomainObserver(Protocol):

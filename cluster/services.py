@@ -241,17 +241,21 @@ def host_sync(*, host: Host) -> dict[str, Any]:
         return {"host": host.name, "status": "error", "error": exc.detail or exc.message}
     claimed: set[str] = set()
     drifted = 0
+    hints: dict[str, str] = {}
     for observer in observers.registered():
         outcome = observer.reconcile(host=host, domains=domains)
         claimed |= outcome.claimed
         drifted += outcome.drifted
+        hints.update(outcome.hints)
     seen = []
     with transaction.atomic():
         for d in domains:
             if d.uuid in claimed:
                 continue
             meta = d.metadata or {}
-            if _ours(d):
+            if d.uuid in hints:
+                hint = hints[d.uuid][:200]
+            elif _ours(d):
                 hint = f"orphan of this portal (VM #{meta['vm-id']} has no live record)"
             elif meta:
                 hint = f"portal instance {meta.get('instance', '?')}"

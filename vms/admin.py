@@ -53,6 +53,7 @@ from storage.models import Image
 from . import adoption, lifecycle, services
 from .choices import VMStatus
 from .dashboard import dashboard
+from .migration import vm_migrate
 from .models import VM, Flavor, Snapshot, VMDisk, VMNic
 from .selectors import vm_jobs, vm_ssh_command
 from .validation import NAME_HELP, validate_description, validate_vm_name
@@ -265,7 +266,7 @@ class VMAdmin(ServiceSaveMixin, admin.ModelAdmin):
     search_fields = ("name", "owner__username", "uuid", "domain_name", "description")
     list_select_related = ("owner", "host", "image", "group")
     date_hierarchy = "created_at"
-    actions = [*lifecycle.POWER_ACTIONS, "release", "delete_selected"]
+    actions = [*lifecycle.POWER_ACTIONS, "migrate_best_host", "release", "delete_selected"]
     inlines = [DiskInline, NicInline, SnapshotInline]
     change_list_template = "admin/vms/vm/change_list.html"
     readonly_fields = (
@@ -490,6 +491,16 @@ class VMAdmin(ServiceSaveMixin, admin.ModelAdmin):
         if queryset.model.objects.filter(pk__in=[vm.pk for vm in queryset]).count() == 0:
             return HttpResponseRedirect(admin_url(VM, "changelist"))
         return None
+
+    @admin.action(permissions=["change"], description="Migrate to the best host (live; the cluster's scheduler "
+                                                       "picks the host)",
+                  description_plural="Migrate selected VMs to the best host (live)", location=BOTH)
+    def migrate_best_host(self, request, queryset):
+        def call(vm):
+            result = vm_migrate(actor=request.user, via=Via.ADMIN, vm=vm.pk, reason="admin action: best host")
+            return job_report(result.job, result.message)
+
+        per_object(self, request, queryset, call, verb="Migrating")
 
     # power actions: one admin action per row of the lifecycle table (see below the class)
     def _power(self, request, queryset, action: str) -> None:

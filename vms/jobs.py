@@ -44,6 +44,7 @@ from . import lifecycle
 from .choices import SnapshotStatus, VMStatus
 from .cloudinit import build_seed
 from .lifecycle import status_for
+from .migration import vm_locate_for_start
 from .models import VM, Snapshot, VMNic
 from .services import (
     SEED_TARGET,
@@ -251,6 +252,8 @@ def power(ctx: JobContext) -> dict:
     driver = get_driver(vm.host.uri)
     ctx.progress(10 if transition.waits_for_power_off else 30, transition.progress)
     if transition.redefines_missing:
+        vm = vm_locate_for_start(vm)  # never a second copy: it may live on another host (migrated by hand)
+        driver = get_driver(vm.host.uri)
         _ensure_networks(vm)
     if transition.redefines_missing and not driver.domain_exists(str(vm.uuid)):
         # Removed behind our back (drift): define it again from the portal's record.

@@ -93,10 +93,11 @@ POWER_ACTIONS: dict[str, Transition] = {t.action: t for t in (
         done="vm.resumed", done_message="Resumed {name}", why_not={_S.STOPPED: "is stopped: start it instead"}),
 )}
 
-# Delete: refused while a create, start or reboot is under way; a delete is not repeated.
+# Delete: refused while a create, start, reboot or migration is under way; a delete is not repeated.
 DELETE = Transition(
     action="delete", label="Delete", help="Remove the VM and its disks",
-    allowed=frozenset(set(VMStatus.values) - {_S.CREATING, _S.STARTING, _S.REBOOTING, _S.DELETING, _S.DELETED}),
+    allowed=frozenset(set(VMStatus.values) - {_S.CREATING, _S.STARTING, _S.REBOOTING, _S.DELETING, _S.DELETED,
+                                               _S.MIGRATING}),
     noop=frozenset({_S.DELETING}), transitional=_S.DELETING, job_kind="vm.delete", verb="undefine",
     result=_S.DELETED, doing="Deleting", progress="Powering off", done="vm.deleted", done_message="Deleted {name}", destructive=True,
     confirm="This powers the VM off and removes it and its disks for good. There is no undo.")
@@ -161,4 +162,5 @@ JOB_LABELS: dict[str, str] = {
     "vm.nic.remove": "Remove NIC",
     "vm.cdrom.insert": "Insert CD",
     "vm.cdrom.eject": "Eject CD",
+    "vm.migrate": "Migrate",
 }

@@ -10,19 +10,22 @@ from __future__ import annotations
 import logging
 import uuid as uuidlib
 
+from django.conf import settings
 from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
-from cluster.models import Host
+from cluster.choices import HostStatus
+from cluster.models import ForeignDomain, Host
 from cluster.observers import Reconciled
 from portal.audit import audit
 from portal.choices import JobStatus, Via
 from portal.exceptions import NotFound, PortalError
 from portal.hypervisor import DomainInfo, PowerState, get_driver
-from portal.models import Job
+from portal.models import AuditEvent, Job
 
 from .choices import SnapshotStatus, VMStatus
 from .lifecycle import status_for
+from .migration import vm_find_elsewhere, vm_moved
 from .models import VM, Snapshot, VMNic
 from .services import nics_publish, vm_set_status
 
@@ -50,7 +53,7 @@ def vm_observe(*, vm: VM, state: PowerState | None, source: str) -> bool:
         if busy:
             VM.objects.filter(pk=vm.pk).update(power_state=state or "", observed_at=now)
             return False
-        if vm.status in (VMStatus.CREATING, VMStatus.DELETING):
+        if vm.status in (VMStatus.CREATING, VMStatus.DELETING, VMStatus.MIGRATING):
             return False  # left to the job reaper: it finishes or cleans up
     if vm.status == VMStatus.DELETED:
         return False
@@ -83,10 +86,79 @@ def vm_reconcile_host(*, host: Host, domains: list[DomainInfo]) -> Reconciled:
     for vm in vms.annotate(snapshot_busy=Exists(busy)):
         claimed.add(str(vm.uuid))
         info = by_uuid.get(str(vm.uuid))
+        if info is None and _moved_away(vm):
+            drifted += 1
+            continue
         if vm_observe(vm=vm, state=info.state if info else None, source="reconcile"):
             drifted += 1
+    hints: dict[str, str] = {}
+    drifted += _arrivals(host=host, domains=[d for d in domains if d.uuid not in claimed], claimed=claimed,
+                         hints=hints)
     nic_addresses_refresh(host=host)
-    return Reconciled(claimed=claimed, drifted=drifted)
+    return Reconciled(claimed=claimed, drifted=drifted, hints=hints)
+
+
+# --- VMs that moved between hosts (issue #12) -------------------------------------------------------
+# A migrating VM belongs to its job on both hosts. A domain of this portal found on another host than
+# its record's (moved by `virsh migrate`) takes the record with it (vm.moved): never "missing", never
+# an orphan. A copy on two hosts: the running one wins; the stale definition is listed for
+# administrators with a hint saying whose it is, and never deleted here.
+
+def _moved_away(vm: VM) -> bool:
+    """The VM's domain is missing on its host: did it move to another host of the cluster?"""
+    if vm.status in VMStatus.TRANSITIONAL or vm.status == VMStatus.DELETED:
+        return False
+    try:
+        where = vm_find_elsewhere(vm)
+    except PortalError:
+        return False
+    if where is None:
+        return False
+    vm_moved(vm=vm, host=where[0], state=where[1], source="missing here, found there by reconcile")
+    return True
+
+
+def _arrivals(*, host: Host, domains: list[DomainInfo], claimed: set[str], hints: dict[str, str]) -> int:
+    """Domains of this portal on `host` whose VM's record names another host."""
+    moved = 0
+    for d in domains:
+        meta = d.metadata or {}
+        if meta.get("instance") != settings.INSTANCE_ID or not meta.get("vm-id"):
+            continue
+        vm = (VM.objects.select_related("host", "owner").filter(uuid=uuidlib.UUID(d.uuid))
+              .exclude(status=VMStatus.DELETED).exclude(host=host).first())
+        if vm is None:
+            continue
+        if vm.status == VMStatus.MIGRATING:
+            claimed.add(d.uuid)  # arriving: the job records it
+            continue
+        there: PowerState | None = None
+        reachable = vm.host.status in HostStatus.REACHABLE  # a dead host is never dialled from here
+        if reachable:
+            try:
+                there = get_driver(vm.host.uri).domain_info(d.uuid).state
+            except NotFound:
+                pass
+            except PortalError:
+                reachable = False
+        if d.state.is_active and not (there is not None and there.is_active):
+            vm_moved(vm=vm, host=host, state=d.state, source="found running here by reconcile")
+        elif not d.state.is_active and reachable and there is None:
+            vm_moved(vm=vm, host=host, state=d.state, source="found defined here by reconcile")
+        else:
+            where = "runs" if there is not None and there.is_active else "is recorded"
+            hints[d.uuid] = (f"stale copy of VM {vm.name} (#{vm.pk}), which {where} on {vm.host.name}: "
+                             "check, then undefine")
+            if not ForeignDomain.objects.filter(host=host, uuid=d.uuid).exists():
+                audit(actor=None, via=Via.SYSTEM, action="vm.stale_copy", target=vm,
+                      outcome=AuditEvent.Outcome.FAILED,
+                      message=f"A second definition of {vm.name} ({d.state}) is on {host.name}; the VM {where} on "
+                              f"{vm.host.name}. It is listed with the foreign domains of {host.name} and left "
+                              "alone: an administrator removes it.")
+            continue
+        claimed.add(d.uuid)
+        moved += 1
+    return moved
 
 
 def nic_addresses_refresh(*, host: Host) -> int:
@@ -140,6 +212,8 @@ def vm_observe_event(*, host: Host, uuid: str) -> None:
     except PortalError as exc:
         log.warning("event for %s on %s: cannot read its state: %s", vm.name, host.name,
                     exc.detail or exc.message)
+        return
+    if state is None and _moved_away(vm):
         return
     vm_observe(vm=vm, state=state, source="event")
 

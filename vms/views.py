@@ -30,6 +30,7 @@ from . import lifecycle, services
 from .choices import VMStatus
 from .consumers import live_state
 from .forms import CUSTOM, NAME_PATTERN_HTML, VMCreateForm, VMTemplateForm, VMUpdateForm
+from .migration import migration_hosts, vm_migrate
 from .models import VMNic
 from .selectors import (
     flavor_list,
@@ -194,6 +195,7 @@ def _detail(request: HttpRequest, vm, *, edit_form: VMUpdateForm | None = None,
         "template_groups": list(request.user.groups.order_by("name")),
         "template_visibilities": Image.Visibility.choices,
         "can_template": vm.owner_id == request.user.pk or request.user.is_staff,
+        "migrate_hosts": migration_hosts(vm) if request.user.is_staff else None,
         "name_pattern": NAME_PATTERN_HTML,
         "name_help": NAME_HELP,
         "description_max": DESCRIPTION_MAX,
@@ -283,6 +285,17 @@ def vm_grow_disk_view(request: HttpRequest, pk: int) -> HttpResponse:
     result = services.vm_grow_disk(actor=request.user, via=Via.WEB, vm=pk, disk_gib=request.POST.get("disk_gib", ""))
     (messages.success if result.job else messages.info)(request, result.message)
     return redirect(reverse("vms:detail", args=[pk]) + "#settings")
+
+
+@login_required
+@require_POST
+@portal_view
+def vm_migrate_view(request: HttpRequest, pk: int) -> HttpResponse:
+    """Administrators: live-migrate the VM to the chosen host, or the best host; the job shows its progress."""
+    vm = vm_get(user=request.user, vm_id=pk)
+    result = vm_migrate(actor=request.user, via=Via.WEB, vm=vm, host=request.POST.get("host") or None)
+    messages.success(request, result.message)
+    return redirect(reverse("vms:detail", args=[pk]) + "#overview")
 
 
 def _snapshot_context(vm) -> dict:

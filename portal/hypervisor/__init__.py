@@ -23,6 +23,8 @@ from .types import (  # noqa: F401
     InterfaceInfo,
     Lease,
     LifecycleEvent,
+    MigrationProgress,
+    MigrationStats,
     NetworkInfo,
     NetworkSpec,
     NicSpec,

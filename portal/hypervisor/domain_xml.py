@@ -446,3 +446,27 @@ def network_shape(xml: str) -> tuple:
         root.find("bridge").get("name") if forward is not None and forward.get("mode") == "bridge" else None,  # type: ignore[union-attr]
     )
 
+
+
+# --- live migration (issue #12) ------------------------------------------------------------------
+
+def retarget_paths(xml: str, path_map: dict[str, str], *, graphics_listen: str | None = None) -> str:
+    """The domain XML with the files it uses moved: each disk's `<source file>` and the `<kernel>` /
+    `<initrd>` whose path is a key of `path_map` names the value instead; everything else unchanged
+    (the destination's definition of a migrating domain whose files live elsewhere there)."""
+    root = ET.fromstring(xml)
+    for source in root.findall("devices/disk/source"):
+        path = source.get("file")
+        if path and path in path_map:
+            source.set("file", path_map[path])
+    for tag in ("os/kernel", "os/initrd"):
+        el = root.find(tag)
+        if el is not None and el.text and el.text.strip() in path_map:
+            el.text = path_map[el.text.strip()]
+    if graphics_listen:  # the display listens on the destination host's display address, not the source's
+        for g in root.findall("devices/graphics[@type='vnc']"):
+            g.set("listen", graphics_listen)
+            for listen in g.findall("listen"):
+                if listen.get("type") == "address":
+                    listen.set("address", graphics_listen)
+    return ET.tostring(root, encoding="unicode")

@@ -18,7 +18,15 @@ from typing import Any, TypeVar
 
 import libvirt
 
-from portal.exceptions import DomainNotFound, HypervisorInvalidState, HypervisorUnavailable, Unsupported
+from portal.exceptions import (
+    DomainNotFound,
+    HypervisorBusy,
+    HypervisorError,
+    HypervisorInvalidState,
+    HypervisorUnavailable,
+    OperationFailed,
+    Unsupported,
+)
 
 from . import domain_xml
 from .errors import classify, is_connection_error
@@ -34,6 +42,8 @@ from .types import (
     InterfaceInfo,
     Lease,
     LifecycleEvent,
+    MigrationProgress,
+    MigrationStats,
     NetworkInfo,
     NetworkSpec,
     NicSpec,
@@ -1446,3 +1456,144 @@ class LibvirtDriver:
             return dest._vol_info(dest_pool, dpool.storageVolLookupByName(dest_name))
 
         return self._call(f"copy volume {name} to {dest.uri}", fn)
+    # -- live migration (issue #12) ---------------------------------------------------------------
+    # Peer to peer: the source libvirtd dials `dest_uri` itself (the destination host's migration URI),
+    # QEMU streams the memory (and, with copy_storage, the disks over NBD) straight to the destination.
+    # libvirt cannot tell a shared file system from a local one on this kind of machine (a dir pool on
+    # a path both daemons see): disks on a pool the portal marks shared are migrated with
+    # VIR_MIGRATE_UNSAFE, which skips that check; the caller says when (unsafe=True).
+    def migration_xml(self, uuid: str, path_map: dict[str, str], *,
+                      graphics_listen: str | None = None) -> tuple[str, str]:
+        """The running domain's migratable XML and its persistent definition, with the files in
+        `path_map` moved to their destination paths (VIR_MIGRATE_PARAM_DEST_XML / PERSIST_XML)."""
+
+        def fn(conn: libvirt.virConnect) -> tuple[str, str]:
+            dom = self._lookup(conn, uuid)
+            live = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_MIGRATABLE | libvirt.VIR_DOMAIN_XML_SECURE)
+            persistent = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_MIGRATABLE | libvirt.VIR_DOMAIN_XML_SECURE
+                                     | libvirt.VIR_DOMAIN_XML_INACTIVE)
+            return (domain_xml.retarget_paths(live, path_map, graphics_listen=graphics_listen),
+                    domain_xml.retarget_paths(persistent, path_map, graphics_listen=graphics_listen))
+
+        return self._call(f"migration XML of {uuid}", fn)
+
+    def migrate(self, uuid: str, *, dest_uri: str, dest_driver: LibvirtDriver, dest_xml: str | None = None,
+                persist_xml: str | None = None, copy_storage: bool = False, migrate_disks: tuple[str, ...] = (),
+                unsafe: bool = False, progress: Callable[[MigrationProgress], None] | None = None,
+                max_downtime_ms: int | None = None, timeout: float | None = None,
+                poll_interval: float = 0.25) -> MigrationStats:
+        """Live-migrate the running domain to `dest_uri` (peer to peer; persistent there, undefined here).
+
+        `copy_storage`: the disks in `migrate_disks` (targets, e.g. "vda") are copied whole, backing chain
+        included, into volumes that must exist already on the destination at the paths `dest_xml` names
+        (VIR_MIGRATE_NON_SHARED_DISK). `progress` is called from the calling thread about every
+        `poll_interval` s while libvirt works in a helper thread; past `timeout` s the job is aborted.
+        When it fails, libvirt leaves the domain running here: a HypervisorError says so.
+        The result's downtime and total time come from the destination's completed job (`dest_driver`).
+        """
+        flags = (libvirt.VIR_MIGRATE_LIVE | libvirt.VIR_MIGRATE_PEER2PEER | libvirt.VIR_MIGRATE_PERSIST_DEST
+                 | libvirt.VIR_MIGRATE_UNDEFINE_SOURCE)
+        if copy_storage:
+            flags |= libvirt.VIR_MIGRATE_NON_SHARED_DISK
+        if unsafe:
+            flags |= libvirt.VIR_MIGRATE_UNSAFE
+        params: dict[str, Any] = {}
+        if dest_xml:
+            params[libvirt.VIR_MIGRATE_PARAM_DEST_XML] = dest_xml
+        if persist_xml:
+            params[libvirt.VIR_MIGRATE_PARAM_PERSIST_XML] = persist_xml
+        if copy_storage and migrate_disks:
+            params[libvirt.VIR_MIGRATE_PARAM_MIGRATE_DISKS] = list(migrate_disks)
+        where = dest_uri.split("//", 1)[-1].split("/", 1)[0] or dest_uri
+        try:
+            dom = self._lookup(self.connection(), uuid)
+        except libvirt.libvirtError as exc:
+            raise classify(exc, what=f"migrate {uuid}") from exc
+        outcome: dict[str, Any] = {}
+
+        def run() -> None:
+            try:
+                dom.migrateToURI3(dest_uri, params, flags)
+            except libvirt.libvirtError as exc:
+                outcome["error"] = exc
+            except Exception as exc:  # pragma: no cover - surfaced in the calling thread
+                outcome["error"] = exc
+
+        started = time.monotonic()
+        worker = threading.Thread(target=run, name=f"migrate-{uuid[:8]}", daemon=True)
+        worker.start()
+        downtime_set = max_downtime_ms is None
+        aborted = False
+        while worker.is_alive():
+            worker.join(poll_interval)
+            if not worker.is_alive():
+                break
+            elapsed = time.monotonic() - started
+            stats = self._job_stats(dom)
+            if stats and not downtime_set:
+                try:
+                    dom.migrateSetMaxDowntime(int(max_downtime_ms or 0), 0)
+                    downtime_set = True
+                except libvirt.libvirtError:
+                    pass  # the job has not started yet: next time
+            if progress is not None and stats:
+                progress(MigrationProgress(elapsed_seconds=elapsed, data_total=int(stats.get("data_total", 0)),
+                                           data_processed=int(stats.get("data_processed", 0)),
+                                           data_remaining=int(stats.get("data_remaining", 0))))
+            if timeout is not None and elapsed > timeout and not aborted:
+                aborted = True
+                try:
+                    dom.abortJob()
+                except libvirt.libvirtError as exc:
+                    log.warning("aborting the migration of %s: %s", uuid, exc)
+        wall = time.monotonic() - started
+        error = outcome.get("error")
+        if error is not None:
+            raise self._migration_error(error, where=where, aborted=aborted, timeout=timeout)
+        return self._completed_stats(dest_driver, uuid, wall)
+
+    @staticmethod
+    def _job_stats(dom: libvirt.virDomain) -> dict[str, Any]:
+        try:
+            stats = dom.jobStats(0)
+        except libvirt.libvirtError:
+            return {}
+        if not stats or stats.get("type", libvirt.VIR_DOMAIN_JOB_NONE) == libvirt.VIR_DOMAIN_JOB_NONE:
+            return {}
+        return dict(stats)
+
+    @staticmethod
+    def _migration_error(error: BaseException, *, where: str, aborted: bool, timeout: float | None) -> HypervisorError:
+        """What failed, in plain words; libvirt keeps the domain running on the source in every case."""
+        if not isinstance(error, libvirt.libvirtError):
+            return OperationFailed(f"The live migration to {where} failed; the VM keeps running on its host.",
+                                   detail=f"migrate: {error!r}")
+        base = classify(error, what=f"migrate to {where}")
+        if isinstance(base, HypervisorBusy):
+            return base  # transient: the job runs the handler again shortly
+        if aborted:
+            return OperationFailed(f"The live migration did not finish within {timeout:.0f} s and was cancelled; "
+                                   "the VM keeps running on its host.", detail=base.detail,
+                                   libvirt_code=error.get_error_code())
+        if isinstance(base, HypervisorUnavailable):
+            return OperationFailed(f"The source host could not reach the destination {where} to migrate; the VM "
+                                   "keeps running on its host. Check the destination's migration URI and that its "
+                                   "libvirtd listens there.", detail=base.detail, libvirt_code=error.get_error_code())
+        return OperationFailed(f"The live migration to {where} failed; the VM keeps running on its host.",
+                               detail=base.detail, libvirt_code=error.get_error_code())
+
+    def _completed_stats(self, dest_driver: LibvirtDriver, uuid: str, wall: float) -> MigrationStats:
+        """QEMU's figures for the finished migration, from the destination (best effort)."""
+        try:
+            dom = dest_driver._lookup(dest_driver.connection(), uuid)
+            stats = dict(dom.jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED) or {})
+        except (libvirt.libvirtError, HypervisorError) as exc:
+            log.warning("completed migration stats of %s on %s: %s", uuid, dest_driver.uri, exc)
+            stats = {}
+        downtime = stats.get("downtime")
+        total = stats.get("time_elapsed")
+        return MigrationStats(wall_seconds=wall, downtime_ms=int(downtime) if downtime is not None else None,
+                              total_ms=int(total) if total is not None else None,
+                              data_total=int(stats.get("data_total", 0)),
+                              data_processed=int(stats.get("data_processed", 0)),
+                              disk_processed=int(stats.get("disk_processed", 0)))

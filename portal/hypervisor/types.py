@@ -276,3 +276,34 @@ class LifecycleEvent:
     event: str
     detail: int
     state: PowerState
+
+
+# --- live migration (issue #12) ------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class MigrationProgress:
+    """A migration under way, as the source's job statistics say (bytes; 0 when not known yet)."""
+
+    elapsed_seconds: float
+    data_total: int = 0
+    data_processed: int = 0
+    data_remaining: int = 0
+
+    @property
+    def percent(self) -> int:
+        if not self.data_total:
+            return 0
+        return max(0, min(99, int(100 * self.data_processed / self.data_total)))
+
+
+@dataclass(frozen=True)
+class MigrationStats:
+    """A finished live migration: the call's wall time, and QEMU's figures from the destination's
+    completed job (`downtime_ms` is how long the guest was paused; None when libvirt did not say)."""
+
+    wall_seconds: float
+    downtime_ms: int | None = None
+    total_ms: int | None = None
+    data_total: int = 0
+    data_processed: int = 0
+    disk_processed: int = 0

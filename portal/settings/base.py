@@ -220,6 +220,10 @@ LIBVIRT_KEEPALIVE_COUNT = env.get_int("LIBVIRT_KEEPALIVE_COUNT", 3)
 # is non-responsive after this many failures in a row, and down after that long non-responsive.
 HOST_NON_RESPONSIVE_FAILURES = env.get_int("HOST_NON_RESPONSIVE_FAILURES", 2)
 HOST_DOWN_AFTER_SECONDS = env.get_int("HOST_DOWN_AFTER_SECONDS", 300)
+# Live migration: a migration still running after this long is aborted (the VM stays on its source);
+# the longest pause libvirt may allow at the switch-over (0: QEMU's default, 300 ms).
+MIGRATION_TIMEOUT_SECONDS = env.get_int("MIGRATION_TIMEOUT_SECONDS", 600)
+MIGRATION_MAX_DOWNTIME_MS = env.get_int("MIGRATION_MAX_DOWNTIME_MS", 0)
 # auto: KVM where it really boots a guest (probed once per host), plain QEMU emulation otherwise.
 DOMAIN_TYPE = env.get_str("DOMAIN_TYPE", "auto")
 # Directory of the libvirt dir pool that holds images and VM disks.

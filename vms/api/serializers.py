@@ -218,6 +218,16 @@ class VMGrowDiskSerializer(serializers.Serializer):
     disk_gib = RawSizeField(help_text="The new size in GiB: more than the current one (disks only grow).")
 
 
+class VMMigrateSerializer(serializers.Serializer):
+    """A live migration (administrators only): to the named host, or to the best host of the cluster."""
+
+    host = serializers.CharField(required=False, allow_blank=True, max_length=100,
+                                 help_text="The destination host's name or id; leave out for the best host the "
+                                           "cluster's scheduler picks.")
+    reason = serializers.CharField(required=False, allow_blank=True, max_length=200,
+                                   help_text="Why (kept in the audit log).")
+
+
 class NicOperationSerializer(serializers.Serializer):
     """What a NIC add or remove answers: a message, the NIC and the job that carries it out."""
 

@@ -28,6 +28,7 @@ from portal.choices import Via
 from portal.jobs.api.serializers import JobSerializer
 from portal.models import Job
 from vms.adoption import foreign_domain_list, foreign_domain_lookup, vm_adopt, vm_delete_note, vm_release
+from vms.migration import vm_migrate
 from vms.models import VM, Flavor, VMNic
 from vms.selectors import (
     flavor_get,
@@ -78,6 +79,7 @@ from .serializers import (
     VMEventSerializer,
     VMGrowDiskSerializer,
     VMListQuerySerializer,
+    VMMigrateSerializer,
     VMOperationSerializer,
     VMSerializer,
     VMTemplateSerializer,
@@ -139,7 +141,8 @@ class VMViewSet(viewsets.GenericViewSet):
                           "snapshots": SnapshotCreateSerializer, "snapshot": SnapshotSerializer,
                           "snapshot_revert": SnapshotSerializer, "grow_disk": VMGrowDiskSerializer,
                           "nics": NicAddSerializer, "nic": NicSerializer, "cdrom": CdromInsertSerializer,
-                          "release": ReleaseSerializer, "template": VMTemplateSerializer}
+                          "release": ReleaseSerializer, "template": VMTemplateSerializer,
+                          "migrate": VMMigrateSerializer}
 
     def get_serializer_class(self):
         return self.action_serializers.get(self.action, VMSerializer)
@@ -266,6 +269,31 @@ class VMViewSet(viewsets.GenericViewSet):
         data.is_valid(raise_exception=True)
         result = vm_grow_disk(actor=request.user, via=Via.API, vm=self.get_object(),
                               disk_gib=data.validated_data["disk_gib"])
+        return _operation(request, result)
+
+    @extend_schema(
+        parameters=[VM_ID], request=VMMigrateSerializer,
+        responses={
+            202: OpenApiResponse(VMOperationSerializer, description="Accepted: the job migrates the VM live; its "
+                                                                    "progress, downtime and wall time are on the job."),
+            400: OpenApiResponse(ErrorSerializer, description="Unknown host, or one that cannot take the VM (other "
+                                                              "cluster, disabled, down, the VM's own host)."),
+            403: OpenApiResponse(ErrorSerializer, description="Only administrators migrate VMs."),
+            404: NOT_FOUND,
+            409: OpenApiResponse(ErrorSerializer, description="The VM is not running or paused, is busy, or no host "
+                                                              "has room for it."),
+        },
+        tags=["vms"],
+    )
+    @action(detail=True, methods=["post"], url_path="migrate", url_name="migrate")
+    def migrate(self, request, pk=None):
+        """Live-migrate the running VM to `host` (name or id), or to the best host of its cluster without one.
+        Administrators only; a failed migration leaves the VM running where it was."""
+        data = VMMigrateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        vm = self.get_object()
+        result = vm_migrate(actor=request.user, via=Via.API, vm=vm, host=data.validated_data.get("host") or None,
+                            reason=data.validated_data.get("reason", ""))
         return _operation(request, result)
 
     @extend_schema(

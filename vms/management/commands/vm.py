@@ -22,6 +22,7 @@ from portal.models import Job
 from quotas.selectors import quota_usage
 from storage.cli import add_image_verbs, run_image_verb
 from vms import adoption, lifecycle, selectors, services
+from vms.migration import vm_migrate
 
 # Verbs that apps above vms add (consoles: `console`), registered from their AppConfig.ready, so this
 # command never imports them: name -> (help, add_arguments(parser), run(command, actor, vm, options)).
@@ -60,7 +61,7 @@ WORKER_GRACE_SECONDS = 5.0  # --wait: how long a job may stay unclaimed before t
 class Command(BaseCommand):
     help = ("VM lifecycle as a given user: list, show, create, start, stop, force-off, reboot, pause, resume, "
             "delete, grow-disk; snapshot, snapshots, revert, delete-snapshot; nic-add, nic-remove; cdrom; template; "
-            "adopt, release (administrators); image import|list|delete (the image library); and verbs "
+            "adopt, release, migrate (administrators); image import|list|delete (the image library); and verbs "
             "other apps add (console: one-time console URLs).")
 
     def add_arguments(self, parser):
@@ -130,6 +131,12 @@ class Command(BaseCommand):
                                                  "stay on the host as they are.")
         release.add_argument("name")
         release.add_argument("--reason", default="", help="Why (written in the audit log).")
+        migrate = sub.add_parser("migrate", help="Administrators: live-migrate a running VM to --host, or to the "
+                                                 "best host of its cluster.")
+        migrate.add_argument("name")
+        migrate.add_argument("--host", default=None, help="The destination host's name or id (default: the best "
+                                                          "host the cluster's scheduler picks).")
+        migrate.add_argument("--reason", default="", help="Why (written in the audit log).")
         nic_remove = sub.add_parser("nic-remove", help="Remove a NIC, given by its MAC or its id.")
         nic_remove.add_argument("name")
         nic_remove.add_argument("nic", metavar="MAC|ID")
@@ -192,6 +199,8 @@ class Command(BaseCommand):
             adoption.vm_release(actor=actor, via=Via.CLI, vm=vm, reason=opts["reason"])
             return _Outcome(f"Released {vm.name}: the portal forgot it; domain {vm.domain_name} and its disks stay "
                             f"on {vm.host.name}.", None)
+        if verb == "migrate":
+            return vm_migrate(actor=actor, via=Via.CLI, vm=vm, host=opts["host"], reason=opts["reason"])
         if verb in ("show", "info"):
             self._show(vm)
             return None
