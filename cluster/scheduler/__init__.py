@@ -74,10 +74,12 @@ class NoHostAvailable(Conflict):
     host-a has 2048 MiB left, host-b is in maintenance."); `explanation` is the whole decision, for
     administrators (also in `detail`, as text)."""
 
-    def __init__(self, message: str, *, explanation: dict[str, Any]) -> None:
+    def __init__(self, message: str, *, explanation: dict[str, Any] | None = None, **kwargs: Any) -> None:
         from .engine import explain_text
 
-        super().__init__(message, detail=explain_text(explanation))
+        explanation = explanation or {}
+        kwargs.setdefault("detail", explain_text(explanation) if explanation else "")
+        super().__init__(message, **kwargs)
         self.explanation = explanation
 
 
