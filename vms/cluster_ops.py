@@ -16,7 +16,6 @@ that use it, so this module does not depend on it at import time.
 from __future__ import annotations
 
 import functools
-import importlib
 import logging
 import threading
 import time
@@ -55,6 +54,7 @@ from portal.models import AuditEvent, Job
 from storage.models import StoragePool, Volume
 from storage.pools import pool_ensure
 
+from . import migration, scheduling
 from .choices import VMStatus
 from .lifecycle import status_for
 from .models import VM
@@ -98,15 +98,13 @@ def policy_value(cluster: Cluster | None, key: str) -> int:
 
 
 def _vm_migrate() -> Callable[..., Any]:
-    # Looked up at call time: vms.migration (live migration) is its own module, written alongside this one.
-    return importlib.import_module("vms.migration").vm_migrate
+    """vms.migration.vm_migrate (a function, so tests can stand in for the act of migrating)."""
+    return migration.vm_migrate
 
 
 def vm_request(vm: VM) -> VMRequest:
-    """What the scheduler places for `vm` when it must leave its host."""
-    return VMRequest(vcpus=vm.vcpus, memory_mib=vm.memory_mib, vm_id=vm.pk, name=vm.name,
-                     current_host_id=vm.host_id, required_tags=frozenset(vm.required_tags or ()),
-                     pinned_host_ids=frozenset(vm.pinned_hosts.values_list("pk", flat=True)))
+    """What the scheduler places for `vm` when it must leave its host (pinning, tags, affinity)."""
+    return scheduling.vm_request(vm, for_migration=True)
 
 
 def _active_job(vm_id: int) -> Job | None:

@@ -3,12 +3,11 @@
 The decisions (plans) are checked on synthetic clusters: hosts libvirt cannot reach, VM rows, job and
 audit rows. The acts run once on the real two-host harness (namespace hosts, real QEMU): HA after killing
 a host's libvirtd and QEMU by PID, power saving with the command agent taking a host down and up, and
-maintenance with live migration (that one needs vms.migration.vm_migrate).
+maintenance with live migration.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import signal
 import stat
@@ -37,7 +36,6 @@ from vms.models import VM, VMDisk
 
 ROOT = Path(__file__).resolve().parents[2]
 NSHOST = ROOT / "scripts" / "nshost.sh"
-HAS_MIGRATE = importlib.util.find_spec("vms.migration") is not None
 
 
 # --- synthetic clusters -------------------------------------------------------------------------
@@ -511,7 +509,6 @@ def test_power_saving_standby_and_wake_with_the_command_agent(cluster_hosts, ns_
         register_ns_host(hv_b, cluster=host_a.cluster)
 
 
-@pytest.mark.skipif(not HAS_MIGRATE, reason="needs vms.migration.vm_migrate (merged by the integrator): must run then")
 def test_maintenance_live_migrates_every_vm_away(cluster_hosts, shared_vm_factory, ns_pair, admin_user):
     host_a, host_b = cluster_hosts
     vms = [shared_vm_factory(f"mnt-{i}", on=host_a) for i in range(3)]
