@@ -42,6 +42,7 @@ from portal.tokens import new_token, token_hash
 from vms.choices import VMStatus
 from vms.models import VM
 from vms.selectors import vm_visible
+from vms.services import vm_require_host_reachable
 
 if TYPE_CHECKING:  # the stream class lives in the gateway driver, which loads libvirt
     from portal.hypervisor.driver import ConsoleStream
@@ -138,6 +139,7 @@ def _visible_vm(*, actor: Actor, vm: VM | int) -> VM:
 
 
 def _check_console_possible(vm: VM, kind: str) -> None:
+    vm_require_host_reachable(vm)  # a host that does not answer is not dialled (409, its VMs are unknown)
     if vm.status not in CONSOLE_STATES:
         raise ConsoleVMNotRunning(
             f"{vm.name} is {vm.get_status_display().lower()}: start it to use the console.", status=vm.status)

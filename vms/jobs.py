@@ -77,9 +77,13 @@ def _host_unreachable(host_id: int) -> bool:
     return status is not None and status not in HostStatus.REACHABLE
 
 
+# Jobs that act away from the VM's recorded host: an HA restart exists because that host is dead.
+GUARD_EXEMPT_KINDS = frozenset({"vm.ha_restart"})
+
+
 def vm_job_guard(job: Job) -> None:
     """Registered with portal.jobs (VmsConfig.ready): a VM job whose host does not answer fails at once."""
-    if job.target_type != "vm" or not job.kind.startswith("vm."):
+    if job.target_type != "vm" or not job.kind.startswith("vm.") or job.kind in GUARD_EXEMPT_KINDS:
         return
     row = VM.objects.filter(pk=int(job.target_id)).values_list("host_id", "host__name").first()
     if row is not None and _host_unreachable(row[0]):
