@@ -71,11 +71,16 @@ def placed_vms(host_ids: Iterable[int]) -> list[PlacedVM]:
 
 def host_loads() -> dict[int, HostLoad]:
     """Committed load per host id, summed over every provider."""
-    total: dict[int, HostLoad] = {}
-    for provider in _load_providers:
-        for host_id, load in provider().items():
-            was = total.get(host_id, HostLoad())
-            total[host_id] = HostLoad(was.memory_mib + load.memory_mib, was.vcpus + load.vcpus, was.vms + load.vms)
+    parts = [loads for loads in (provider() for provider in _load_providers) if loads]
+    if not parts:
+        return {}
+    parts.sort(key=len, reverse=True)
+    total = dict(parts[0])  # the biggest as it is; the others (usually a few migrating VMs) added to it
+    for loads in parts[1:]:
+        for host_id, load in loads.items():
+            was = total.get(host_id)
+            total[host_id] = load if was is None else HostLoad(
+                was.memory_mib + load.memory_mib, was.vcpus + load.vcpus, was.vms + load.vms)
     return total
 
 

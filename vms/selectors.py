@@ -148,9 +148,11 @@ def vm_quota_usage(*, user: User | None = None, group: Group | None = None) -> d
 
 def vm_host_loads() -> dict[int, HostLoad]:
     """Memory, vCPUs and VMs committed per host by the VMs that still hold resources (for placement)."""
-    rows = (VM.objects.filter(status__in=VMStatus.COUNTED).values("host_id")
-            .annotate(memory=Sum("memory_mib"), vcpus=Sum("vcpus"), n=Count("id")))
-    return {r["host_id"]: HostLoad(memory_mib=r["memory"] or 0, vcpus=r["vcpus"] or 0, vms=r["n"]) for r in rows}
+    # One aggregate over the vm_host_load index (every state but deleted holds resources), as plain tuples.
+    rows = (VM.objects.exclude(status=VMStatus.DELETED).order_by().values("host_id")
+            .annotate(memory=Sum("memory_mib"), vcpus=Sum("vcpus"), n=Count("id"))
+            .values_list("host_id", "memory", "vcpus", "n"))
+    return {host_id: HostLoad(memory or 0, vcpus or 0, n) for host_id, memory, vcpus, n in rows}
 
 
 # --- NICs and how to reach a VM -------------------------------------------------------------------

@@ -7,13 +7,16 @@ balancing adds the VMs on the cluster's hosts (one values query) and the ping-po
 
 from __future__ import annotations
 
+import functools
+import json
 import re
 from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
 from django.db import transaction
-from django.db.models import QuerySet
+from django.db.models import QuerySet, TextField
+from django.db.models.functions import Cast
 
 from cluster.models import Cluster, Host
 from cluster.placement import HostLoad, PlacedVM, host_loads, placed_vms
@@ -27,11 +30,23 @@ MAX_NAMES = 20  # hosts named per filter and in the weights table of an explanat
 MAX_NAMES_IN_REFUSAL = 5
 DEFAULT_POLICY = "evenly_distributed"
 
-_HOST_FIELDS = ("id", "name", "cluster_id", "status", "enabled", "cpus", "memory_mib", "free_memory_mib", "tags",
+_HOST_FIELDS = ("id", "name", "cluster_id", "status", "enabled", "cpus", "memory_mib", "free_memory_mib", "tags_text",
                 "cpu_usage_percent")
 
 
 # --- snapshots ------------------------------------------------------------------------------------
+
+@functools.lru_cache(maxsize=4096)
+def _tags(text: str | None) -> frozenset[str]:
+    """A host's tags from their JSON text: a cluster has few distinct tag sets, each parsed once."""
+    if not text or text == "[]":
+        return frozenset()
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return frozenset()
+    return frozenset(str(t) for t in value) if isinstance(value, list) else frozenset()
+
 
 def _views(rows: Iterable[tuple], loads: dict[int, HostLoad]) -> list[HostView]:
     empty = HostLoad()
@@ -40,11 +55,16 @@ def _views(rows: Iterable[tuple], loads: dict[int, HostLoad]) -> list[HostView]:
         load = loads.get(hid, empty)
         views.append(HostView(
             id=hid, name=name, cluster_id=cluster_id, status=status, enabled=enabled, cpus=cpus or 0,
-            memory_mib=memory or 0, free_memory_mib=free or 0,
-            tags=frozenset(str(t) for t in tags) if isinstance(tags, list) else frozenset(),
+            memory_mib=memory or 0, free_memory_mib=free or 0, tags=_tags(tags),
             committed_memory_mib=load.memory_mib, committed_vcpus=load.vcpus, vm_count=load.vms,
             cpu_usage_percent=cpu_use))
     return views
+
+
+def _host_rows(scope: QuerySet[Host]) -> Iterable[tuple]:
+    """The hosts in scope as flat rows; tags as their JSON text (parsed once per distinct value by _tags)."""
+    return (scope.order_by().annotate(tags_text=Cast("tags", output_field=TextField()))
+            .values_list(*_HOST_FIELDS))
 
 
 def cluster_properties(policy: Policy, properties: dict[str, Any] | None) -> dict[str, Any]:
@@ -157,7 +177,7 @@ def run_schedule(*, request: VMRequest, cluster: Cluster | None, exclude_host_id
 def _place(request: VMRequest, scope: QuerySet[Host], cluster: Cluster | None,
            exclude_host_ids: frozenset[int]) -> Placement:
     reg = registry()
-    views = _views(scope.order_by().values_list(*_HOST_FIELDS), host_loads())
+    views = _views(_host_rows(scope), host_loads())
     names = {v.id: v.name for v in views}
     cluster_ids = {v.cluster_id for v in views}
     if cluster is not None:
@@ -237,7 +257,7 @@ def run_balance(*, cluster: Cluster, recently_moved: Iterable[int] | None = None
     policy = reg.policies.get(cluster.policy) or reg.policy(DEFAULT_POLICY)
     props = cluster_properties(policy, cluster.policy_properties)
     balancer = reg.balancers[policy.balancer]
-    views = _views(Host.objects.filter(cluster=cluster).order_by().values_list(*_HOST_FIELDS), host_loads())
+    views = _views(_host_rows(Host.objects.filter(cluster=cluster)), host_loads())
     by_id = {v.id: v for v in views}
     for view in views:
         view.vms = []
