@@ -1,6 +1,6 @@
 """Policies: a named list of filters, weights with factors, and one balancer.
 
-Built-ins are below; settings.PORTAL_SCHEDULER_POLICIES adds or replaces policies by name, e.g.
+Built-ins are below; settings.SCHEDULER_POLICIES (env PORTAL_SCHEDULER_POLICIES: JSON, or @/path/to/file.json) adds or replaces policies by name, e.g.
 
     PORTAL_SCHEDULER_POLICIES = {
         "gpu_first": {

@@ -1,10 +1,10 @@
 """Where the scheduler finds its filters, weights, balancers and policies.
 
-Sources, in order: the built-ins; classes named in settings.PORTAL_SCHEDULER_PLUGINS (dotted paths);
+Sources, in order: the built-ins; classes named in settings.SCHEDULER_PLUGINS (env PORTAL_SCHEDULER_PLUGINS) (dotted paths);
 classes advertised by installed packages under the entry point group "vmportal.scheduler". Two
 plugins of one kind with one name are an error, reported at start-up by a system check
 (`scheduler.E001`), as is a path that does not import (`scheduler.E002`) or a policy naming something
-unknown (`scheduler.E003`). Policies: the built-ins, then settings.PORTAL_SCHEDULER_POLICIES.
+unknown (`scheduler.E003`). Policies: the built-ins, then settings.SCHEDULER_POLICIES (env PORTAL_SCHEDULER_POLICIES).
 
 Hooks the apps above register (cluster does not import them):
 - `register_request_builder(fn)`: fn(vm_ids) -> {vm id: VMRequest}, so balancing honours each VM's
@@ -114,7 +114,7 @@ def build() -> Registry:
     reg = Registry()
     for cls in (*BUILTIN_FILTERS, *BUILTIN_WEIGHTS, *BUILTIN_BALANCERS):
         reg.add(cls, f"built-in {cls.__module__}.{cls.__name__}")
-    for path in getattr(settings, "PORTAL_SCHEDULER_PLUGINS", ()) or ():
+    for path in getattr(settings, "SCHEDULER_PLUGINS", ()) or ():
         try:
             loaded = _import(path)
         except Exception as exc:
@@ -127,7 +127,7 @@ def build() -> Registry:
         else:
             reg.add(loaded, origin)
     reg.policies = dict(BUILTIN_POLICIES)
-    for name, data in (getattr(settings, "PORTAL_SCHEDULER_POLICIES", None) or {}).items():
+    for name, data in (getattr(settings, "SCHEDULER_POLICIES", None) or {}).items():
         try:
             reg.policies[name] = Policy.from_dict(name, data)
         except (TypeError, ValueError, AttributeError) as exc:

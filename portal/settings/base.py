@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from django.core.exceptions import ImproperlyConfigured
@@ -220,6 +222,17 @@ LIBVIRT_KEEPALIVE_COUNT = env.get_int("LIBVIRT_KEEPALIVE_COUNT", 3)
 # is non-responsive after this many failures in a row, and down after that long non-responsive.
 HOST_NON_RESPONSIVE_FAILURES = env.get_int("HOST_NON_RESPONSIVE_FAILURES", 2)
 HOST_DOWN_AFTER_SECONDS = env.get_int("HOST_DOWN_AFTER_SECONDS", 300)
+# Scheduler plugins (docs/scheduler.md): dotted paths of Filter/Weight/Balancer classes, comma-separated;
+# policies as JSON (inline, or "@/path/to/policies.json"). Checked at start-up (scheduler.E001-E003).
+SCHEDULER_PLUGINS = env.get_list("SCHEDULER_PLUGINS", [])
+_policies_text = env.get_str("SCHEDULER_POLICIES", "").strip()
+if _policies_text.startswith("@"):
+    _policies_text = Path(_policies_text[1:]).read_text()
+try:
+    SCHEDULER_POLICIES = json.loads(_policies_text) if _policies_text else {}
+except ValueError as _exc:
+    raise ImproperlyConfigured(f"PORTAL_SCHEDULER_POLICIES is not valid JSON: {_exc}") from None
+
 # Live migration: a migration still running after this long is aborted (the VM stays on its source);
 # the longest pause libvirt may allow at the switch-over (0: QEMU's default, 300 ms).
 MIGRATION_TIMEOUT_SECONDS = env.get_int("MIGRATION_TIMEOUT_SECONDS", 600)

@@ -369,9 +369,9 @@ CUSTOM_POLICY = {"custom": {"filters": ["host_state", "memory", "even_hosts"], "
                             "balancer": "none"}}
 
 
-@override_settings(PORTAL_SCHEDULER_PLUGINS=["tests.cluster.test_scheduler.EvenIdFilter",
+@override_settings(SCHEDULER_PLUGINS=["tests.cluster.test_scheduler.EvenIdFilter",
                                              "tests.cluster.test_scheduler.HighestNameWeight"],
-                   PORTAL_SCHEDULER_POLICIES=CUSTOM_POLICY)
+                   SCHEDULER_POLICIES=CUSTOM_POLICY)
 def test_a_plugin_registered_by_settings_is_used_by_a_policy(lab, host):
     scheduler_registry.reload()
     for i in range(1, 6):
@@ -386,8 +386,8 @@ def test_a_plugin_registered_by_settings_is_used_by_a_policy(lab, host):
     assert scheduler_registry.check_scheduler_plugins() == []
 
 
-@override_settings(PORTAL_SCHEDULER_PLUGINS=["tests.cluster.test_scheduler.ClashingFilter", "no.such.Plugin"],
-                   PORTAL_SCHEDULER_POLICIES={"broken": {"filters": ["memory", "nope"], "balancer": "none"}})
+@override_settings(SCHEDULER_PLUGINS=["tests.cluster.test_scheduler.ClashingFilter", "no.such.Plugin"],
+                   SCHEDULER_POLICIES={"broken": {"filters": ["memory", "nope"], "balancer": "none"}})
 def test_a_name_clash_or_a_bad_path_is_a_start_up_error():
     found = {(m.id, m.level) for m in scheduler_registry.check_scheduler_plugins()}
     assert ("scheduler.E001", checks.ERROR) in found
