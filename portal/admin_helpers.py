@@ -32,6 +32,7 @@ _TONES = {
     "running": "ok", "up": "ok", "succeeded": "ok",
     "stopped": "muted", "unknown": "muted", "cancelled": "muted", "deleted": "muted", "requested": "info",
     "creating": "busy", "starting": "busy", "stopping": "busy", "rebooting": "busy", "deleting": "busy",
+    "migrating": "busy", "preparing": "busy", "non_responsive": "bad", "standby": "muted",
     "pending": "busy", "maintenance": "warn", "paused": "warn", "denied": "warn",
     "error": "bad", "down": "bad", "failed": "bad", "errored": "bad",
 }
