@@ -75,14 +75,28 @@ def address_is_loopback(address: str) -> bool:
     text = address.strip().strip("[]").lower()
     if text == "localhost" or text.endswith(".localhost") or text == "localhost.localdomain":
         return True
+    ip = _ip(text)
+    return ip is not None and ip.is_loopback
+
+
+def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The IP address `text` names (an IPv4-mapped IPv6 address as its IPv4 address: ::ffff:127.0.0.1 is
+    127.0.0.1 on a dual-stack socket), None for a name."""
     try:
-        return ipaddress.ip_address(text).is_loopback
+        ip = ipaddress.ip_address(text.strip().strip("[]").split("%", 1)[0])
     except ValueError:
-        return False
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
 
 
 def address_is_wildcard(address: str) -> bool:
-    return address.strip() in WILDCARDS
+    """0.0.0.0, :: (any spelling, IPv4-mapped too)."""
+    if address.strip() in WILDCARDS:
+        return True
+    ip = _ip(address)
+    return ip is not None and ip.is_unspecified
 
 
 def host_display_address(host: Host) -> str | None:
