@@ -161,6 +161,10 @@ def power_command_check(value: str, *, field: str) -> str:
 
 # --- other settings ------------------------------------------------------------------------------------
 
+# Parameters of a libvirt URI that name a program its client runs (the ssh transports' `command`, the
+# remote `netcat`): a migration URI is dialled by the *source host's* libvirtd, as root.
+MIGRATION_URI_COMMAND_PARAMS = ("command", "netcat")
+
 CONFIG_FIELDS = ("cluster", "tags", "migration_uri", "display_address", "max_jobs", *POWER_FIELDS)
 
 
@@ -201,6 +205,11 @@ def host_settings_clean(*, host: Host, changes: dict[str, Any]) -> dict[str, Any
                     if not urlsplit(text).hostname:
                         raise ValidationFailed("The migration URI is how other hosts reach this one: give a "
                                                "network URI such as qemu+tcp://10.0.0.2/system.")
+                    run = sorted(set(parse_qs(urlsplit(text).query)) & set(MIGRATION_URI_COMMAND_PARAMS))
+                    if run:
+                        raise ValidationFailed(
+                            f"The migration URI cannot set {', '.join(run)}: the source host's libvirtd (root) "
+                            "would run that program. Install the transport's tools on the hosts instead.")
                 clean[name] = text
             elif name == "display_address":
                 clean[name] = host_display_address_check(host=host, address=value)
