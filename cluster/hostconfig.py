@@ -75,14 +75,28 @@ def address_is_loopback(address: str) -> bool:
     text = address.strip().strip("[]").lower()
     if text == "localhost" or text.endswith(".localhost") or text == "localhost.localdomain":
         return True
+    ip = _ip(text)
+    return ip is not None and ip.is_loopback
+
+
+def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The IP address `text` names (an IPv4-mapped IPv6 address as its IPv4 address: ::ffff:127.0.0.1 is
+    127.0.0.1 on a dual-stack socket), None for a name."""
     try:
-        return ipaddress.ip_address(text).is_loopback
+        ip = ipaddress.ip_address(text.strip().strip("[]").split("%", 1)[0])
     except ValueError:
-        return False
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
 
 
 def address_is_wildcard(address: str) -> bool:
-    return address.strip() in WILDCARDS
+    """0.0.0.0, :: (any spelling, IPv4-mapped too)."""
+    if address.strip() in WILDCARDS:
+        return True
+    ip = _ip(address)
+    return ip is not None and ip.is_unspecified
 
 
 def host_display_address(host: Host) -> str | None:
@@ -147,6 +161,10 @@ def power_command_check(value: str, *, field: str) -> str:
 
 # --- other settings ------------------------------------------------------------------------------------
 
+# Parameters of a libvirt URI that name a program its client runs (the ssh transports' `command`, the
+# remote `netcat`): a migration URI is dialled by the *source host's* libvirtd, as root.
+MIGRATION_URI_COMMAND_PARAMS = ("command", "netcat")
+
 CONFIG_FIELDS = ("cluster", "tags", "migration_uri", "display_address", "max_jobs", *POWER_FIELDS)
 
 
@@ -187,6 +205,11 @@ def host_settings_clean(*, host: Host, changes: dict[str, Any]) -> dict[str, Any
                     if not urlsplit(text).hostname:
                         raise ValidationFailed("The migration URI is how other hosts reach this one: give a "
                                                "network URI such as qemu+tcp://10.0.0.2/system.")
+                    run = sorted(set(parse_qs(urlsplit(text).query)) & set(MIGRATION_URI_COMMAND_PARAMS))
+                    if run:
+                        raise ValidationFailed(
+                            f"The migration URI cannot set {', '.join(run)}: the source host's libvirtd (root) "
+                            "would run that program. Install the transport's tools on the hosts instead.")
                 clean[name] = text
             elif name == "display_address":
                 clean[name] = host_display_address_check(host=host, address=value)

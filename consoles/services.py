@@ -509,9 +509,10 @@ def _dial_address(*, host: Host, address: str) -> str:
         return address
     try:
         infos = socket.getaddrinfo(address.strip("[]"), None, type=socket.SOCK_STREAM)
-    except (OSError, UnicodeError):
+    except (OSError, UnicodeError):  # the address is the administrators' to see (logged), not the user's
+        log.warning("console refused: display address %r of host %s does not resolve", address, host.name)
         raise ConsoleUnavailable(f"The screen console of host {host.name} is unavailable: its display address "
-                                 f"{address[:60]} does not resolve.") from None
+                                 "does not resolve; an administrator must correct it.") from None
     ips = [str(info[4][0]) for info in infos]
     if not ips or any(address_is_loopback(ip) or address_is_wildcard(ip) for ip in ips):
         log.warning("console refused: display address %r of remote host %s resolves to %s", address, host.name, ips)

@@ -29,7 +29,7 @@ from django.utils import timezone
 from cluster.models import Host
 from portal.audit import audit
 from portal.choices import Via
-from portal.exceptions import Conflict, NotFound, PortalError, ValidationFailed
+from portal.exceptions import Conflict, NotFound, PortalError
 from portal.hypervisor import get_driver
 
 from .models import Image, ImageCopy, StoragePool
@@ -105,9 +105,10 @@ def _discard(driver_uri: str, pool: str, names: tuple[str, ...]) -> list[str]:
 def _file_size(image: Image, path: str, what: str) -> int:
     try:
         return os.path.getsize(path)
-    except OSError:
-        raise ValidationFailed(f"The {what} of image {image.name} ({path}) is missing on the portal server; "
-                               "it cannot be copied to another host.", field=f"{what}_path") from None
+    except OSError as exc:  # the path is for administrators (detail): a VM's owner reads this job error
+        raise Conflict(f"The {what} of image {image.name} is missing on the portal server; it cannot be copied "
+                       "to another host. An administrator must register the image again.",
+                       detail=f"{what} {path}: {exc.strerror or exc}") from None
 
 
 def image_copy_ensure(*, image: Image, host: Host, progress: Progress | None = None,

@@ -358,6 +358,11 @@ def migrate(ctx: JobContext) -> dict:
         ctx.progress(90, f"{vm.name} runs on {dest.name} already: recording it")
         outcome = _Outcome()
         note = " (found running there on a retry)"
+    elif state is not None:
+        # Active on both: an earlier attempt's migration is still under way (its worker died, libvirt's
+        # job did not). Its disks there are in use: never re-made; the VM stays on its source.
+        raise Conflict(f"A migration of {vm.name} to {dest.name} is still under way on the hosts; try again "
+                       "when it has finished.")
     else:
         ctx.progress(5, f"Preparing {dest.name}")
         path_map, copied = _prepare_destination(ctx, vm, moves, dest)
@@ -411,24 +416,39 @@ def _migrate_failed(job: Job, error: str) -> None:
         state = None
     except PortalError:
         state = PowerState(job.params.get("previous") == VMStatus.PAUSED and "paused" or "running")
-    if state is None:
-        try:
-            there = _active_state(dest.uri, uuid)
-        except PortalError:
-            there = None
-        if there is not None:
-            moves = disk_moves(vm, dest)
-            _finish(job, vm, vm.host, dest, moves, there, _Outcome(), note=" (the job failed after the move)")
-            _remove_source_disks(moves, vm.host)
-            return
-    else:
+    # Where the destination stands: the domain there (None: absent), or unknown (it does not answer).
+    dest_known = True
+    try:
+        there: PowerState | None = get_driver(dest.uri).domain_info(uuid).state
+    except NotFound:
+        there = None
+    except PortalError:
+        there, dest_known = None, False
+    if state is None and there is not None and there.is_active:
+        moves = disk_moves(vm, dest)
+        _finish(job, vm, vm.host, dest, moves, there, _Outcome(), note=" (the job failed after the move)")
+        _remove_source_disks(moves, vm.host)
+        return
+    if state is not None:
+        # The destination's new volumes go only when its libvirtd says the domain is not there: a domain
+        # defined or running there (the source did not answer, or an earlier attempt's migration goes on)
+        # may be using them. What stays is named for an administrator (orphans beat a lost disk).
         names = list(vm.volumes.values_list("name", flat=True))
-        for volume in (Volume.objects.filter(pool__host=dest, name__in=names, attachments__isnull=True)
-                       .select_related("pool__host")):
-            try:
-                volume_destroy(volume=volume)
-            except PortalError as exc:
-                log.warning("pre-created disk %s on %s: %s", volume.name, dest.name, exc.detail or exc.message)
+        leftovers = (Volume.objects.filter(pool__host=dest, name__in=names, attachments__isnull=True)
+                     .select_related("pool__host"))
+        if dest_known and there is None:
+            for volume in leftovers:
+                try:
+                    volume_destroy(volume=volume)
+                except PortalError as exc:
+                    log.warning("pre-created disk %s on %s: %s", volume.name, dest.name, exc.detail or exc.message)
+        elif leftovers:
+            why = (f"{dest.name} does not answer" if not dest_known
+                   else f"the VM's domain is {there} on {dest.name}")
+            audit(actor=job.actor, via=job.via, action="vm.migrate", target=vm, job=job,
+                  outcome=AuditEvent.Outcome.FAILED,
+                  message=f"Migration of {vm.name}: the disks made on {dest.name} are kept ({why}): "
+                          + ", ".join(v.name for v in leftovers) + ". An administrator checks and removes them.")
     vm_set_status(vm, status_for(state), last_error=f"Migration to {dest.name} failed: {error}",
                   power_state=state or "", observed_at=timezone.now())
     audit(actor=job.actor, via=job.via, action="vm.migrate", target=vm, job=job, outcome=AuditEvent.Outcome.FAILED,

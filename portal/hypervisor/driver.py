@@ -1564,10 +1564,13 @@ class LibvirtDriver:
 
     @staticmethod
     def _migration_error(error: BaseException, *, where: str, aborted: bool, timeout: float | None) -> HypervisorError:
-        """What failed, in plain words; libvirt keeps the domain running on the source in every case."""
+        """What failed, in plain words; libvirt keeps the domain running on the source in every case.
+
+        The destination's address (`where`, from its migration URI) is a host internal: it goes into the
+        administrators' `detail` only, never into the message the VM's owner reads."""
         if not isinstance(error, libvirt.libvirtError):
-            return OperationFailed(f"The live migration to {where} failed; the VM keeps running on its host.",
-                                   detail=f"migrate: {error!r}")
+            return OperationFailed("The live migration failed; the VM keeps running on its host.",
+                                   detail=f"migrate to {where}: {error!r}")
         base = classify(error, what=f"migrate to {where}")
         if isinstance(base, HypervisorBusy):
             return base  # transient: the job runs the handler again shortly
@@ -1576,10 +1579,10 @@ class LibvirtDriver:
                                    "the VM keeps running on its host.", detail=base.detail,
                                    libvirt_code=error.get_error_code())
         if isinstance(base, HypervisorUnavailable):
-            return OperationFailed(f"The source host could not reach the destination {where} to migrate; the VM "
+            return OperationFailed("The source host could not reach the destination host to migrate; the VM "
                                    "keeps running on its host. Check the destination's migration URI and that its "
                                    "libvirtd listens there.", detail=base.detail, libvirt_code=error.get_error_code())
-        return OperationFailed(f"The live migration to {where} failed; the VM keeps running on its host.",
+        return OperationFailed("The live migration failed; the VM keeps running on its host.",
                                detail=base.detail, libvirt_code=error.get_error_code())
 
     def _completed_stats(self, dest_driver: LibvirtDriver, uuid: str, wall: float) -> MigrationStats:

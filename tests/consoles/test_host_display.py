@@ -170,3 +170,23 @@ def test_a_display_address_is_dialled_and_a_domain_listening_elsewhere_is_refuse
     vm.host.refresh_from_db()
     with pytest.raises(ConsoleUnavailable, match="does not listen on its host's display address"):
         console_screen_target(vm)
+
+
+# --- security review (issue #12) -------------------------------------------------------------------------
+
+def test_ipv4_mapped_loopback_and_wildcards_are_refused_for_a_remote_host(db, admin_user):
+    """::ffff:127.0.0.1 reaches this machine's loopback on a dual-stack socket: refused like 127.0.0.1,
+    when an administrator sets it and when the relay dials (it is what getaddrinfo returns for it)."""
+    remote = Host.objects.create(name="kvm3", uri="qemu+tcp://10.0.0.3/system")
+    for bad in ("::ffff:127.0.0.1", "::ffff:7f00:1", "[::ffff:127.0.0.1]", "::ffff:0.0.0.0", "0:0::0"):
+        with pytest.raises(ValidationFailed):
+            host_configure(actor=admin_user, via="cli", host=remote, display_address=bad)
+        with pytest.raises(ConsoleUnavailable, match="kvm3"):
+            _dial_address(host=remote, address=bad)
+
+
+def test_an_unresolvable_display_address_is_not_shown_to_the_user():
+    remote = Host(name="kvm4", uri="qemu+tcp://10.0.0.4/system")
+    with pytest.raises(ConsoleUnavailable) as caught:
+        _dial_address(host=remote, address="no-such-name.invalid")
+    assert "kvm4" in caught.value.message and "no-such-name" not in caught.value.message

@@ -104,3 +104,14 @@ def test_jobs_need_authentication():
 
     assert response.status_code == 401
     assert response.json()["code"] == "not_authenticated"
+
+
+def test_the_placement_explanation_is_for_staff_only(alice, admin_user, client_for):
+    """Issue #12 keeps the scheduler's explanation (every host's free memory and scores) on the job: a
+    VM's owner reads the job without it; administrators see it."""
+    created = client_for(alice).post("/api/vms/", {"name": "web-1", **SMALL}, format="json").json()
+    url = created["job"]["url"]
+    job = client_for(alice).get(url).json()
+    assert "placement" not in job["params"] and job["params"]["start"] is not None
+    staff = client_for(admin_user).get(url).json()
+    assert staff["params"]["placement"]["chosen"]

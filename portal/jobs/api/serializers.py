@@ -60,3 +60,16 @@ class JobSerializer(JobSummarySerializer):
         """The admin-only detail of a failure (libvirt's text, host URIs): staff only."""
         request = self.context.get("request")
         return job.error_detail if request is not None and request.user.is_staff else ""
+
+    # The scheduler's explanation (every candidate host, its free memory, scores) is the administrators'
+    # (issue #12 keeps it on the job): a VM's owner reads the job without it.
+    STAFF_ONLY_KEYS = ("placement", "explanation")
+
+    def to_representation(self, job: Job) -> dict:
+        data = super().to_representation(job)
+        request = self.context.get("request")
+        if request is None or not request.user.is_staff:
+            for name in ("params", "result"):
+                if isinstance(data.get(name), dict):
+                    data[name] = {k: v for k, v in data[name].items() if k not in self.STAFF_ONLY_KEYS}
+        return data
