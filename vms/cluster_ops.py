@@ -463,14 +463,21 @@ def ha_restart(ctx: JobContext) -> dict:
                        "restarted elsewhere.")
     ctx.progress(20, "Looking for the VM on the cluster's other hosts")
     running_on, info, leftovers = None, None, []
-    others = Host.objects.filter(cluster=source.cluster, status__in=HostStatus.REACHABLE).exclude(pk=source.pk)
+    others = Host.objects.filter(cluster=source.cluster).exclude(pk=source.pk)
     for other in others:
+        # Never twice: a host that cannot be asked might run it (moved there by hand); the restart waits for
+        # it, unless it is on standby (emptied, then powered off) or confirmed down as well.
+        silent = Conflict(f"{other.name} does not answer either: {vm.name} might run there, so the restart waits.")
+        if other.status not in HostStatus.REACHABLE:
+            if other.status != HostStatus.STANDBY and other.confirmed_down_at is None:
+                raise silent
+            continue
         try:
             found = get_driver(other.uri).domain_info(uuid)
         except NotFound:
             continue
         except PortalError:
-            continue  # unreachable after all: nothing was started there by us
+            raise silent from None
         if found.state.is_active:
             running_on, info = other, found
             break

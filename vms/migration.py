@@ -499,7 +499,7 @@ def vm_moved(*, vm: VM, host: Host, state: PowerState | None, source: str) -> VM
 
 def _look_elsewhere(vm: VM) -> tuple[list[tuple[Host, PowerState]], list[Host]]:
     """Where else the VM's uuid is defined: (host, state) on the other reachable hosts of its cluster
-    (every enabled host when it has none), and the hosts that could not be asked."""
+    (every enabled host when it has none), and the hosts that could not be asked (which may run it)."""
     uuid = str(vm.uuid)
     others = Host.objects.exclude(pk=vm.host_id)
     others = others.filter(cluster_id=vm.host.cluster_id) if vm.host.cluster_id else others.filter(enabled=True)
@@ -507,7 +507,9 @@ def _look_elsewhere(vm: VM) -> tuple[list[tuple[Host, PowerState]], list[Host]]:
     unreachable: list[Host] = []
     for host in others:
         if host.status not in HostStatus.REACHABLE:
-            if host.enabled:
+            # A disabled host may still run VMs; a host on standby (emptied, then powered off) or confirmed
+            # down (fenced, or declared off by an administrator) runs nothing.
+            if host.status != HostStatus.STANDBY and host.confirmed_down_at is None:
                 unreachable.append(host)
             continue
         try:
