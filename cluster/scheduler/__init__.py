@@ -70,15 +70,22 @@ class Placement:
 
 
 class NoHostAvailable(Conflict):
-    """No host can take the VM. The message is one sentence for the user ("No host has 6000 MiB free:
-    host-a has 2048 MiB left, host-b is in maintenance."); `explanation` is the whole decision, for
-    administrators (also in `detail`, as text)."""
+    """No host can take the VM. The message is for everyone and names no host ("No host has 6000 MiB free;
+    ask an administrator."); `hosts` says which hosts were ruled out and why ("host-a has 2048 MiB left,
+    host-b is in maintenance") and `explanation` is the whole decision: both for administrators (in
+    `detail`, which only staff see)."""
 
-    def __init__(self, message: str, *, explanation: dict[str, Any] | None = None, **kwargs: Any) -> None:
+    def __init__(self, message: str, *, explanation: dict[str, Any] | None = None, hosts: str = "",
+                 headline: str = "", **kwargs: Any) -> None:
         from .engine import explain_text
 
         explanation = explanation or {}
-        kwargs.setdefault("detail", explain_text(explanation) if explanation else "")
+        self.hosts = hosts
+        self.headline = headline or message
+        if "detail" not in kwargs:
+            kwargs["detail"] = "\n".join(part for part in (
+                f"{self.headline}: {hosts}." if hosts else "", explain_text(explanation) if explanation else "")
+                if part)
         super().__init__(message, **kwargs)
         self.explanation = explanation
 

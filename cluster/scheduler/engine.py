@@ -134,10 +134,11 @@ def _filter_entry(name: str, removed: dict[int, str], names: dict[int, str]) -> 
 
 
 def _refusal(request: VMRequest, steps: list[tuple[Filter | None, dict[int, str]]], names: dict[int, str],
-             scope_empty: bool, cluster: Cluster | None) -> str:
+             scope_empty: bool, cluster: Cluster | None) -> tuple[str, str]:
+    """(the headline, for everyone; the hosts and why each was ruled out, for administrators)."""
     if scope_empty:
         where = f" in cluster {cluster.name}" if cluster is not None else ""
-        return f"No hypervisor host is registered{where} for new VMs; ask an administrator."
+        return f"No hypervisor host is registered{where} for new VMs", ""
     counted = [(f, removed) for f, removed in steps if removed]
     # The headline comes from the filter that removed the most hosts; host state only when nothing else did,
     # and later (more specific) filters win ties.
@@ -159,7 +160,7 @@ def _refusal(request: VMRequest, steps: list[tuple[Filter | None, dict[int, str]
     text = ", ".join(listed[:MAX_NAMES_IN_REFUSAL])
     if total > MAX_NAMES_IN_REFUSAL:
         text += f", and {total - MAX_NAMES_IN_REFUSAL} more"
-    return f"{headline}: {text}."
+    return headline, text
 
 
 def run_schedule(*, request: VMRequest, cluster: Cluster | None, exclude_host_ids: frozenset[int], lock: bool,
@@ -213,8 +214,9 @@ def _place(request: VMRequest, scope: QuerySet[Host], cluster: Cluster | None,
     explanation: dict[str, Any] = {"policy": policy.name, "request": _request_dict(request), "filters": entries,
                                    "weights": {}, "chosen": None, "candidates": len(alive), "hosts": len(views)}
     if not alive:
-        message = _refusal(request, steps, names, not views, cluster)
-        raise NoHostAvailable(message, explanation=explanation)
+        headline, hosts_text = _refusal(request, steps, names, not views, cluster)
+        raise NoHostAvailable(f"{headline}; ask an administrator.", explanation=explanation,
+                              hosts=hosts_text, headline=headline)
 
     weights = [(reg.weights[w], factor) for w, factor in policy.weights]
     scored: list[tuple[float, str, HostView, dict[str, float]]] = []

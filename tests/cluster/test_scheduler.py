@@ -103,7 +103,8 @@ def test_cpu_filter_per_vm_and_with_the_overcommit_ratio(lab, host, vm_on):
     vm_on(big, vcpus=6)
     with pytest.raises(NoHostAvailable) as caught:
         schedule(request=_req(vcpus=4), cluster=lab)
-    assert str(caught.value) == "No host has 4 vCPUs free: big has 2 vCPUs left, small has only 2 CPUs."
+    assert str(caught.value) == "No host has 4 vCPUs free; ask an administrator."
+    assert caught.value.hosts == "big has 2 vCPUs left, small has only 2 CPUs"
     assert small.pk  # (both named in the refusal)
 
 
@@ -150,7 +151,8 @@ def test_allowed_hosts_filter_says_what_the_vm_needs(lab, host):
     assert _removed(placement.explanation, "allowed_hosts") == {"a": "is not one that carries the network lab"}
     with pytest.raises(NoHostAvailable) as caught:
         schedule(request=_req(allowed_host_ids=frozenset(), allowed_reason="carries the network lab"), cluster=lab)
-    assert str(caught.value).startswith("No available host carries the network lab: a is not one that")
+    assert str(caught.value) == "No available host carries the network lab; ask an administrator."
+    assert caught.value.hosts.startswith("a is not one that")
     assert a.pk
 
 
@@ -234,7 +236,9 @@ def test_refusal_says_why_in_one_sentence_and_carries_the_explanation(lab, host,
     with pytest.raises(NoHostAvailable) as caught:
         schedule(request=_req(6000, name="big"), cluster=lab)
     exc = caught.value
-    assert str(exc) == "No host has 6000 MiB free: host-a has 2048 MiB left, host-b is in maintenance."
+    assert str(exc) == "No host has 6000 MiB free; ask an administrator."  # users see no host
+    assert exc.hosts == "host-a has 2048 MiB left, host-b is in maintenance"  # administrators do (detail)
+    assert "host-a has 2048 MiB left" in exc.detail
     assert exc.code == "conflict" and exc.http_status == 409
     assert exc.explanation["chosen"] is None
     assert exc.explanation["request"] == {"vcpus": 1, "memory_mib": 6000, "name": "big"}
@@ -259,7 +263,7 @@ def test_explanation_is_capped_for_many_hosts(lab, host):
     assert memory["reasons"] == {"has N MiB left": MAX_NAMES + 15}
     with pytest.raises(NoHostAvailable) as caught:
         schedule(request=_req(4096), cluster=lab, exclude_host_ids=frozenset({ok.pk}))
-    assert str(caught.value).endswith(", and 31 more.")
+    assert caught.value.hosts.endswith(", and 31 more")
     text = explain_text(placement.explanation)
     assert "Chosen roomy" in text and "and 15 more" in text
 

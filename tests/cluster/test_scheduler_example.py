@@ -9,7 +9,9 @@ and every explanation names the plugin's filter and weight.
 
 from __future__ import annotations
 
+import json
 import re
+import shlex
 from pathlib import Path
 
 import pytest
@@ -30,21 +32,23 @@ DOC = Path(__file__).resolve().parents[2] / "docs" / "scheduler.md"
 DOC_MODULE = "mycompany.scheduling"
 
 
-def _doc_block(first_line: str) -> str:
-    """The doc's python code block that starts with `first_line`."""
-    for block in re.findall(r"```python\n(.*?)```", DOC.read_text(), re.S):
+def _doc_block(first_line: str, lang: str = "python") -> str:
+    """The doc's code block in `lang` that starts with `first_line`."""
+    for block in re.findall(rf"```{lang}\n(.*?)```", DOC.read_text(), re.S):
         if block.startswith(first_line):
             return block
-    raise AssertionError(f"docs/scheduler.md has no python block starting with {first_line!r}")
+    raise AssertionError(f"docs/scheduler.md has no {lang} block starting with {first_line!r}")
 
 
 def _doc_settings() -> dict:
-    """The doc's settings block, run as it stands (the module path pointing at the tested copy)."""
-    block = _doc_block("PORTAL_SCHEDULER_PLUGINS")
+    """The doc's environment block as the settings read it (comma list; JSON), the module path pointing at
+    the tested copy."""
+    block = _doc_block("PORTAL_SCHEDULER_PLUGINS", lang="sh")
     assert DOC_MODULE in block
-    namespace: dict = {}
-    exec(block.replace(DOC_MODULE + ".", example_plugin.__name__ + "."), namespace)
-    return {key: namespace[key] for key in ("PORTAL_SCHEDULER_PLUGINS", "PORTAL_SCHEDULER_POLICIES")}
+    env = dict(word.split("=", 1) for word in shlex.split(block.replace(DOC_MODULE + ".",
+                                                                        example_plugin.__name__ + ".")))
+    return {"SCHEDULER_PLUGINS": [p.strip() for p in env["PORTAL_SCHEDULER_PLUGINS"].split(",") if p.strip()],
+            "SCHEDULER_POLICIES": json.loads(env["PORTAL_SCHEDULER_POLICIES"])}
 
 
 def test_the_module_is_the_docs_example():
@@ -119,8 +123,8 @@ def test_no_gpu_host_refuses_a_gpu_vm_with_the_plugins_headline(gpu_cluster, ali
     with pytest.raises(NoHostAvailable) as caught:
         services.vm_create(actor=alice, via="api", name="gpu-infer", vcpus=1, memory_mib=256, disk_gib=1,
                            start=False)
-    assert str(caught.value).startswith("No GPU host can take gpu-infer:")
-    assert f"{gpu_host.name} has no GPU" in str(caught.value) and "plain has no GPU" in str(caught.value)
+    assert str(caught.value) == "No GPU host can take gpu-infer; ask an administrator."
+    assert f"{gpu_host.name} has no GPU" in caught.value.hosts and "plain has no GPU" in caught.value.hosts
     assert _filter(caught.value.explanation, "gpu")["count"] == 2
     assert caught.value.http_status == 409
     assert not VM.objects.filter(name="gpu-infer").exists()

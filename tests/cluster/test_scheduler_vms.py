@@ -86,7 +86,8 @@ def test_vm_create_refused_when_no_host_has_room(test_host, alice, admin_user):
     _vm(admin_user, test_host, "hog", memory=900)
     with pytest.raises(NoHostAvailable) as caught:
         services.vm_create(actor=alice, via="api", name="nofit", vcpus=1, memory_mib=256, disk_gib=1, start=False)
-    assert str(caught.value) == "No host has 256 MiB free: testhost has 124 MiB left."
+    assert str(caught.value) == "No host has 256 MiB free; ask an administrator."
+    assert caught.value.hosts == "testhost has 124 MiB left"
     assert not VM.objects.filter(name="nofit").exists()  # the record phase rolled back (quota is counted from VMs)
     memory = next(f for f in caught.value.explanation["filters"] if f["name"] == "memory")
     assert memory["removed"] == {"testhost": "has 124 MiB left"}
