@@ -94,6 +94,11 @@ def power_command(host: Host, action: str) -> list[str]:
     except ValueError as exc:
         raise ValidationFailed(f"The power {action} command of {host.name} cannot be parsed: {exc}.",
                                field=_FIELDS[action]) from None
+    for placeholder, value in (("{host}", host.name), ("{uri}", host.uri)):
+        if value.startswith("-") and any(w.startswith(placeholder) for w in words):
+            # a word that starts with the placeholder would become an option of the agent's program
+            raise ValidationFailed(f"The power {action} command of {host.name} would pass {value!r} as an option.",
+                                   field=_FIELDS[action])
     return [w.replace("{host}", host.name).replace("{uri}", host.uri) for w in words]
 
 

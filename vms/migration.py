@@ -376,7 +376,7 @@ def migrate(ctx: JobContext) -> dict:
             uuid, dest_uri=migration_uri(dest), dest_driver=dest_driver, dest_xml=dest_xml, persist_xml=persist_xml,
             copy_storage=bool(copied), migrate_disks=tuple(copied), unsafe=any(m.shared for m in moves),
             progress=_progress_reporter(ctx), max_downtime_ms=settings.MIGRATION_MAX_DOWNTIME_MS or None,
-            timeout=settings.MIGRATION_TIMEOUT_SECONDS)
+            timeout=settings.MIGRATION_TIMEOUT_SECONDS or None)
         outcome = _Outcome(wall_seconds=round(stats.wall_seconds, 3), downtime_ms=stats.downtime_ms,
                            data_mib=(stats.data_processed + stats.disk_processed) // MIB)
         state = get_driver(dest.uri).domain_info(uuid).state

@@ -54,6 +54,7 @@ from .types import (
 )
 
 log = logging.getLogger(__name__)
+ABORT_GRACE_SECONDS = 120.0  # a cancelled live migration gets this long to stop before its job stops waiting
 T = TypeVar("T")
 
 _STATE = {
@@ -1450,7 +1451,7 @@ class LibvirtDriver:
                                 dest.uri, dest_name)
                 if isinstance(exc, libvirt.libvirtError) and is_connection_error(exc):
                     with dest._lock:  # it may be the destination's connection that broke: open it anew
-                        dest._conn = None
+                        dest._drop_locked()
                 raise
             _refresh_when_idle(dpool)
             return dest._vol_info(dest_pool, dpool.storageVolLookupByName(dest_name))
@@ -1530,7 +1531,7 @@ class LibvirtDriver:
                 break
             elapsed = time.monotonic() - started
             stats = self._job_stats(dom)
-            if stats and not downtime_set:
+            if stats and not downtime_set and max_downtime_ms:
                 try:
                     dom.migrateSetMaxDowntime(int(max_downtime_ms or 0), 0)
                     downtime_set = True
@@ -1540,6 +1541,12 @@ class LibvirtDriver:
                 progress(MigrationProgress(elapsed_seconds=elapsed, data_total=int(stats.get("data_total", 0)),
                                            data_processed=int(stats.get("data_processed", 0)),
                                            data_remaining=int(stats.get("data_remaining", 0))))
+            if aborted and timeout is not None and elapsed > timeout + ABORT_GRACE_SECONDS:
+                # libvirt did not end the cancelled job: stop waiting (reconcile finds the domain where it is)
+                outcome.setdefault("error", OperationFailed(
+                    "The cancelled live migration did not stop; the VM is where libvirt says.",
+                    detail=f"migrateToURI3 still running {elapsed:.0f} s after the start"))
+                break
             if timeout is not None and elapsed > timeout and not aborted:
                 aborted = True
                 try:
@@ -1568,6 +1575,8 @@ class LibvirtDriver:
 
         The destination's address (`where`, from its migration URI) is a host internal: it goes into the
         administrators' `detail` only, never into the message the VM's owner reads."""
+        if isinstance(error, HypervisorError):  # ours already (a cancelled job that would not stop)
+            return error
         if not isinstance(error, libvirt.libvirtError):
             return OperationFailed("The live migration failed; the VM keeps running on its host.",
                                    detail=f"migrate to {where}: {error!r}")
