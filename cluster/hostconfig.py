@@ -168,18 +168,20 @@ MIGRATION_URI_COMMAND_PARAMS = ("command", "netcat")
 CONFIG_FIELDS = ("cluster", "tags", "migration_uri", "display_address", "max_jobs", *POWER_FIELDS)
 
 
-def _tags(value: Any) -> list[str]:
+def validate_tags(value: Any, *, field: str = "tags") -> list[str]:
+    """Host tags (and the tags a VM requires, vms.scheduling): a list or comma-separated words, each
+    letters, digits, - _ . : (at most 50); blanks dropped, duplicates folded, order kept."""
     if isinstance(value, str):
         value = value.split(",")
     if not isinstance(value, (list, tuple)):
-        raise ValidationFailed("Tags are a list of words, e.g. ssd,gpu.", field="tags")
+        raise ValidationFailed("Tags are a list of words, e.g. ssd,gpu.", field=field)
     out: list[str] = []
     for tag in value:
         tag = str(tag).strip()
         if not tag:
             continue
         if len(tag) > 50 or not all(c.isalnum() or c in "-_.:" for c in tag):
-            raise ValidationFailed(f"Tag {tag[:50]!r}: letters, digits, - _ . : only (at most 50).", field="tags")
+            raise ValidationFailed(f"Tag {tag[:50]!r}: letters, digits, - _ . : only (at most 50).", field=field)
         if tag not in out:
             out.append(tag)
     return out
@@ -197,7 +199,7 @@ def host_settings_clean(*, host: Host, changes: dict[str, Any]) -> dict[str, Any
             if name == "cluster":
                 clean[name] = _cluster(value)
             elif name == "tags":
-                clean[name] = _tags(value)
+                clean[name] = validate_tags(value)
             elif name == "migration_uri":
                 text = str(value or "").strip()
                 if text:

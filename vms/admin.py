@@ -55,6 +55,7 @@ from .choices import VMStatus
 from .dashboard import dashboard
 from .migration import vm_migrate
 from .models import VM, Flavor, Snapshot, VMDisk, VMNic
+from .scheduling import SCHEDULING_FIELDS, vm_scheduling_clean, vm_scheduling_update
 from .selectors import vm_jobs, vm_ssh_command
 from .validation import NAME_HELP, validate_description, validate_vm_name
 
@@ -153,6 +154,52 @@ class VMChangeForm(forms.ModelForm):
 
     def clean_description(self):
         return self._check(validate_description, "description")
+
+
+class VMSchedulingChangeForm(VMChangeForm):
+    """The VM change page: name and description, plus the administrators' scheduling settings (HA, HA
+    priority, pinned hosts, required tags), checked by vms.scheduling (errors next to their fields) and
+    saved by vm_scheduling_update in VMAdmin.save_model, never by the form itself."""
+
+    highly_available = forms.BooleanField(
+        required=False, label="Highly available",
+        help_text="Restarted on another host of its cluster when its host is confirmed down (fenced or declared "
+                  "down). Needs its disks on shared storage.")
+    ha_priority = forms.IntegerField(label="HA priority", help_text="0–100: higher restarts first.")
+    pinned_hosts = forms.ModelMultipleChoiceField(
+        queryset=Host.objects.select_related("cluster").order_by("cluster__name", "name"), required=False,
+        label="Pinned hosts", help_text="Run only on these hosts of its cluster (none: any host). Applies at the "
+                                        "next placement or migration; the VM is not moved now.")
+    required_tags = forms.CharField(
+        required=False, label="Required host tags",
+        help_text="Comma-separated; only hosts with every one of these tags take the VM, e.g. ssd, gpu.")
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if self.instance.pk:
+            self.initial["required_tags"] = ", ".join(self.instance.required_tags or [])
+            self.initial["pinned_hosts"] = [h.pk for h in self.instance.pinned_hosts.all()]
+        self.fields["pinned_hosts"].label_from_instance = (
+            lambda h: f"{h.name} ({h.cluster.name if h.cluster else 'no cluster'}"
+                      f"{'' if h.enabled else ', disabled'})")
+
+    def clean(self):
+        cleaned = super().clean()
+        changes = {name: cleaned[name] for name in SCHEDULING_FIELDS
+                   if name in cleaned and name in self.changed_data}
+        if "pinned_hosts" in changes:
+            changes["pinned_hosts"] = list(changes["pinned_hosts"])
+        if changes and self.instance.pk:
+            try:
+                cleaned.update(vm_scheduling_clean(vm=self.instance, changes=changes))
+            except ValidationFailed as exc:
+                for field, errs in exc.errors.items():
+                    for err in errs:
+                        self.add_error(field if field in self.fields else None, err)
+        return cleaned
+
+    def _save_m2m(self):
+        """Pinned hosts are saved by vm_scheduling_update (validated, audited), never written from here."""
 
 
 class VMAdminCreateForm(forms.Form):
@@ -257,7 +304,7 @@ class NicInline(ReadOnlyAdminMixin, admin.TabularInline):
 
 @admin.register(VM)
 class VMAdmin(ServiceSaveMixin, admin.ModelAdmin):
-    form = VMChangeForm
+    form = VMSchedulingChangeForm
     list_display = ("name", "owner_link", "group", "status_badge", "power_state", "host_link", "size",
                     "image", "addresses", "created_via", "created", "status_since")
     list_filter = (LifecycleFilter, "status", "host", ("owner", admin.RelatedOnlyFieldListFilter),
@@ -280,6 +327,9 @@ class VMAdmin(ServiceSaveMixin, admin.ModelAdmin):
                                                          "observed", "created", "created_via", "deleted")}),
         ("Placement and size", {"fields": ("host_link", "domain_name", "uuid", "domain_type", "flavor", "image",
                                            "vcpus", "memory", "disk", "ssh_line", "cdrom_media", "adopted")}),
+        ("Scheduling and HA", {"fields": SCHEDULING_FIELDS,
+                               "description": "Where the VM may run and whether it is restarted elsewhere when its "
+                                              "host dies. Administrators only; audited as vm.scheduling."}),
         ("Recent jobs", {"fields": ("recent_jobs",)}),
         ("Recent activity", {"classes": ("collapse",), "fields": ("recent_activity",)}),
     )
@@ -429,17 +479,25 @@ class VMAdmin(ServiceSaveMixin, admin.ModelAdmin):
                            '<th>action</th><th>outcome</th><th>message</th></tr></thead><tbody>{}</tbody>'
                            '</table><p>{}</p>', rows, more)
 
-    # saving: name and description through vm_update
+    # saving: name and description through vm_update, the scheduling settings through vm_scheduling_update
     def save_model(self, request, obj, form, change):
         if not change:  # pragma: no cover - add is disabled
             raise PermissionError("VMs are created through vms.services.vm_create")
         if not form.changed_data:
             return
-        vm = self.call_service(request, lambda: services.vm_update(
-            actor=request.user, via=Via.ADMIN, vm=obj.pk,
-            name=form.cleaned_data["name"], description=form.cleaned_data["description"]))
-        if vm is not None:
-            obj.refresh_from_db()
+        if {"name", "description"} & set(form.changed_data):
+            vm = self.call_service(request, lambda: services.vm_update(
+                actor=request.user, via=Via.ADMIN, vm=obj.pk,
+                name=form.cleaned_data["name"], description=form.cleaned_data["description"]))
+            if vm is None:
+                return
+        scheduling = {name: form.cleaned_data[name] for name in SCHEDULING_FIELDS if name in form.changed_data}
+        if scheduling:
+            result = self.call_service(request, lambda: vm_scheduling_update(
+                actor=request.user, via=Via.ADMIN, vm=obj.pk, **scheduling))
+            for warning in result.warnings if result is not None else ():
+                self.message_user(request, warning, messages.WARNING)
+        obj.refresh_from_db()
 
     # deleting: through vm_delete (power off, undefine, remove every disk), never a row delete
     def get_deleted_objects(self, objs, request):

@@ -115,7 +115,9 @@ def test_vm_change_page_shows_disks_and_jobs_read_only(transactional_db, test_ho
     assert volume.name in html  # the disks inline
     assert "vm.create" in html and reverse("admin:portal_job_change", args=[vm_jobs_first(vm).pk]) in html
     form = response.context["adminform"].form
-    assert set(form.fields) == {"name", "description"}  # everything else is read-only
+    # everything else is read-only, but for the administrators' scheduling settings (vm_scheduling_update)
+    assert set(form.fields) == {"name", "description", "highly_available", "ha_priority", "pinned_hosts",
+                                "required_tags"}
 
 
 def vm_jobs_first(vm):

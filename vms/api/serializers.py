@@ -12,6 +12,7 @@ from rest_framework import serializers
 from rest_framework.reverse import reverse
 
 from cluster.models import ForeignDomain
+from portal.actors import is_admin
 from portal.jobs.api.serializers import JobSummarySerializer
 from portal.models import AuditEvent
 from vms.choices import VMStatus
@@ -77,9 +78,28 @@ class VMCreateSerializer(serializers.Serializer):
                   "template's own sizes are used.")
 
 
+class HostNamesField(serializers.ListField):
+    """Host names in, host names out (also from a VM's pinned_hosts manager: the browsable API's form)."""
+
+    def to_representation(self, data):
+        if hasattr(data, "all"):
+            return [host.name for host in data.all()]
+        return super().to_representation(data)
+
+
 class VMUpdateSerializer(serializers.Serializer):
     name = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False)
     description = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False)
+    # Administrators only (anyone else sending one of these gets 403): vms.scheduling.vm_scheduling_update.
+    highly_available = serializers.BooleanField(
+        required=False, help_text="Administrators: restart the VM on another host when its host is confirmed down.")
+    ha_priority = serializers.IntegerField(required=False, help_text="Administrators: HA restart order, 0–100.")
+    pinned_hosts = HostNamesField(
+        child=serializers.CharField(), required=False, allow_empty=True,
+        help_text="Administrators: host names (or ids) of the VM's cluster it may run on; [] unpins.")
+    required_tags = serializers.ListField(
+        child=serializers.CharField(), required=False, allow_empty=True,
+        help_text="Administrators: host tags the VM needs, e.g. [\"ssd\"]; [] clears.")
 
 
 class VMActionSerializer(serializers.Serializer):
@@ -148,14 +168,35 @@ class VMSerializer(serializers.ModelSerializer):
     cdrom = serializers.SlugRelatedField(slug_field="name", read_only=True, allow_null=True,
                                          help_text="The ISO image in the CD-ROM drive (null: none, or an empty tray).")
     cdrom_url = serializers.SerializerMethodField()
+    highly_available = serializers.BooleanField(
+        read_only=True, help_text="Restarted on another host when its host is confirmed down.")
+    ha_priority = serializers.IntegerField(read_only=True, help_text="Administrators only: HA restart order, 0–100.")
+    pinned_hosts = serializers.SlugRelatedField(
+        slug_field="name", many=True, read_only=True,
+        help_text="Administrators only: the hosts the VM may run on (empty: any host of its cluster).")
+    required_tags = serializers.ListField(child=serializers.CharField(), read_only=True,
+                                          help_text="Administrators only: host tags the VM needs.")
 
     class Meta:
         model = VM
         fields = ["id", "uuid", "name", "description", "status", "status_label", "power_state", "owner",
                   "group", "host", "image", "flavor", "vcpus", "memory_mib", "disk_gib", "domain_name",
                   "created_via", "last_error", "created_at", "updated_at", "status_changed_at", "nics", "ssh",
-                  "cdrom_drive", "cdrom", "url", "jobs_url", "snapshots_url", "events_url", "nics_url", "cdrom_url"]
+                  "cdrom_drive", "cdrom", "url", "jobs_url", "snapshots_url", "events_url", "nics_url", "cdrom_url",
+                  "highly_available", "ha_priority", "pinned_hosts", "required_tags"]
         read_only_fields = fields
+
+    ADMIN_ONLY = ("ha_priority", "pinned_hosts", "required_tags")  # owners see highly_available only
+
+    def get_fields(self):
+        """Administrators see every scheduling field; anyone else sees `highly_available` only. (Without a
+        request — the OpenAPI schema — every field is listed.)"""
+        fields = super().get_fields()
+        request = self.context.get("request")
+        if request is not None and not is_admin(getattr(request, "user", None)):
+            for name in self.ADMIN_ONLY:
+                fields.pop(name, None)
+        return fields
 
     def get_ssh(self, vm: VM) -> str | None:
         return vm_ssh_command(vm=vm, nics=list(vm.nics.all()))  # (the list view prefetches the NICs)

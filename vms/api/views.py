@@ -6,6 +6,7 @@ rule from vms.services; domain errors become responses in portal.api.exception_h
 
 from __future__ import annotations
 
+from django.db import transaction
 from django.db.models import Prefetch, QuerySet
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
@@ -30,6 +31,7 @@ from portal.models import Job
 from vms.adoption import foreign_domain_list, foreign_domain_lookup, vm_adopt, vm_delete_note, vm_release
 from vms.migration import vm_migrate
 from vms.models import VM, Flavor, VMNic
+from vms.scheduling import SCHEDULING_FIELDS, vm_scheduling_update
 from vms.selectors import (
     flavor_get,
     flavor_list,
@@ -156,7 +158,7 @@ class VMViewSet(viewsets.GenericViewSet):
         query = VMListQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         qs = vm_list(user=request.user, **query.validated_data).prefetch_related(
-            Prefetch("nics", queryset=VMNic.objects.select_related("network")))
+            Prefetch("nics", queryset=VMNic.objects.select_related("network")), "pinned_hosts")
         page = self.paginate_queryset(qs)
         return self.get_paginated_response(VMSerializer(page, many=True, context={"request": request}).data)
 
@@ -186,13 +188,29 @@ class VMViewSet(viewsets.GenericViewSet):
         return Response(VMSerializer(self.get_object(), context={"request": request}).data)
 
     @extend_schema(parameters=[VM_ID], request=VMUpdateSerializer,
-                   responses={200: VMSerializer, 400: INVALID, 404: NOT_FOUND})
+                   responses={200: VMSerializer, 400: INVALID, 404: NOT_FOUND,
+                              403: OpenApiResponse(ErrorSerializer, description="A scheduling field sent by "
+                                                                                "someone who is not an administrator.")})
     def partial_update(self, request, pk=None):
-        """Rename the VM or change its description."""
+        """Rename the VM or change its description. Administrators may also set `highly_available`,
+        `ha_priority`, `pinned_hosts` (host names) and `required_tags`; anyone else sending one of these
+        gets 403 and nothing changes. All given fields change together or not at all; the answer's
+        `warnings` list what the scheduling settings do not do yet (e.g. a pin applies at the next move)."""
         data = VMUpdateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        vm = vm_update(actor=request.user, via=Via.API, vm=self.get_object(), **data.validated_data)
-        return Response(VMSerializer(vm, context={"request": request}).data)
+        fields = dict(data.validated_data)
+        scheduling = {name: fields.pop(name) for name in SCHEDULING_FIELDS if name in fields}
+        vm = self.get_object()
+        warnings: tuple[str, ...] = ()
+        with transaction.atomic():
+            if scheduling:
+                warnings = vm_scheduling_update(actor=request.user, via=Via.API, vm=vm, **scheduling).warnings
+            if fields or not scheduling:
+                vm = vm_update(actor=request.user, via=Via.API, vm=vm, **fields)
+        body = VMSerializer(vm_get(user=request.user, vm_id=vm.pk), context={"request": request}).data
+        if scheduling:
+            body["warnings"] = list(warnings)
+        return Response(body)
 
     @extend_schema(parameters=[VM_ID], request=None,
                    responses={202: VMOperationSerializer, 200: OpenApiResponse(

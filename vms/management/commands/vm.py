@@ -23,6 +23,7 @@ from quotas.selectors import quota_usage
 from storage.cli import add_image_verbs, run_image_verb
 from vms import adoption, lifecycle, selectors, services
 from vms.migration import vm_migrate
+from vms.scheduling import vm_scheduling_update
 
 # Verbs that apps above vms add (consoles: `console`), registered from their AppConfig.ready, so this
 # command never imports them: name -> (help, add_arguments(parser), run(command, actor, vm, options)).
@@ -61,7 +62,7 @@ WORKER_GRACE_SECONDS = 5.0  # --wait: how long a job may stay unclaimed before t
 class Command(BaseCommand):
     help = ("VM lifecycle as a given user: list, show, create, start, stop, force-off, reboot, pause, resume, "
             "delete, grow-disk; snapshot, snapshots, revert, delete-snapshot; nic-add, nic-remove; cdrom; template; "
-            "adopt, release, migrate (administrators); image import|list|delete (the image library); and verbs "
+            "adopt, release, migrate, set (administrators); image import|list|delete (the image library); and verbs "
             "other apps add (console: one-time console URLs).")
 
     def add_arguments(self, parser):
@@ -137,6 +138,19 @@ class Command(BaseCommand):
         migrate.add_argument("--host", default=None, help="The destination host's name or id (default: the best "
                                                           "host the cluster's scheduler picks).")
         migrate.add_argument("--reason", default="", help="Why (written in the audit log).")
+        vm_set = sub.add_parser("set", help="Administrators: the VM's scheduling settings — HA, HA priority, "
+                                            "pinned hosts, required host tags (apply at its next placement).")
+        vm_set.add_argument("name")
+        vm_set.add_argument("--ha", dest="ha", action=argparse.BooleanOptionalAction, default=None,
+                            help="--ha: restart it on another host when its host is confirmed down; --no-ha: don't.")
+        vm_set.add_argument("--ha-priority", default=None, metavar="N", help="HA restart order, 0–100 (higher first).")
+        pin = vm_set.add_mutually_exclusive_group()
+        pin.add_argument("--pin", default=None, metavar="HOST[,HOST]", help="Run only on these hosts of its cluster.")
+        pin.add_argument("--unpin", action="store_true", help="Any host of its cluster again.")
+        tags = vm_set.add_mutually_exclusive_group()
+        tags.add_argument("--tags", default=None, metavar="TAG[,TAG]",
+                          help="Host tags the VM needs (only hosts with all of them take it).")
+        tags.add_argument("--no-tags", action="store_true", help="Require no tags.")
         nic_remove = sub.add_parser("nic-remove", help="Remove a NIC, given by its MAC or its id.")
         nic_remove.add_argument("name")
         nic_remove.add_argument("nic", metavar="MAC|ID")
@@ -199,6 +213,8 @@ class Command(BaseCommand):
             adoption.vm_release(actor=actor, via=Via.CLI, vm=vm, reason=opts["reason"])
             return _Outcome(f"Released {vm.name}: the portal forgot it; domain {vm.domain_name} and its disks stay "
                             f"on {vm.host.name}.", None)
+        if verb == "set":
+            return self._set(actor, vm, opts)
         if verb == "migrate":
             return vm_migrate(actor=actor, via=Via.CLI, vm=vm, host=opts["host"], reason=opts["reason"])
         if verb in ("show", "info"):
@@ -242,6 +258,20 @@ class Command(BaseCommand):
         if verb == "delete-snapshot":
             return services.snapshot_delete(actor=actor, via=Via.CLI, vm=vm, snapshot=opts["snapshot"])
         return services.vm_action(actor=actor, via=Via.CLI, vm=vm, action=verb.replace("-", "_"))
+
+    def _set(self, actor, vm, opts) -> _Outcome:
+        """`vm set`: vm_scheduling_update; prints what changed, the warnings, then the settings."""
+        pinned = [] if opts["unpin"] else (None if opts["pin"] is None else opts["pin"].split(","))
+        tags = [] if opts["no_tags"] else opts["tags"]
+        result = vm_scheduling_update(actor=actor, via=Via.CLI, vm=vm, highly_available=opts["ha"],
+                                      ha_priority=opts["ha_priority"], pinned_hosts=pinned, required_tags=tags)
+        vm = result.vm
+        pins = ", ".join(vm.pinned_hosts.order_by("name").values_list("name", flat=True)) or "any host of its cluster"
+        lines = [result.message, *(f"warning: {w}" for w in result.warnings),
+                 f"{'highly available':<17} {'yes' if vm.highly_available else 'no'}",
+                 f"{'HA priority':<17} {vm.ha_priority}", f"{'pinned hosts':<17} {pins}",
+                 f"{'required tags':<17} {', '.join(vm.required_tags or []) or 'none'}"]
+        return _Outcome("\n".join(lines), None)
 
     def _show(self, vm) -> None:
         for field in ("pk", "uuid", "name", "status", "power_state", "vcpus", "memory_mib", "disk_gib",
