@@ -56,10 +56,12 @@ class VmsConfig(AppConfig):
         # The scheduler's view of VMs (cluster sits below vms): migrating VMs' destinations, the VMs the
         # balancers move, and what each VM asks of a host.
         from cluster.placement import register_load, register_placed_vms
-        from cluster.scheduler.registry import register_request_builder
+        from cluster.scheduler.registry import register_host_failures, register_request_builder
 
+        from .create_retry import recent_host_failures
         from .scheduling import migration_target_loads, placed_vms_on, vm_requests
 
         register_load(migration_target_loads)
         register_placed_vms(placed_vms_on)
         register_request_builder(vm_requests)
+        register_host_failures(recent_host_failures)  # the recent_failures weight: creates failed per host
