@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import libvirt
 import pytest
 from django.conf import settings
 from django.utils import timezone
@@ -59,14 +58,15 @@ def test_hosts_with_recent_failed_creates_are_avoided_and_the_explanation_says_s
 def test_a_create_that_fails_for_a_host_reason_with_no_other_host_names_the_hosts_tried(test_host, alice):
     """The test driver's pool is stopped: the disk cannot be made (a host reason). No other host exists,
     so the job fails saying so."""
-    conn = libvirt.open("test:///default")
-    pool = conn.storagePoolLookupByName(settings.STORAGE_POOL)
-    pool.destroy()
+    from portal.hypervisor import get_driver
+
+    gateway = get_driver(test_host.uri)  # the test driver's pool, stopped and started through the gateway
+    gateway._call("stop pool", lambda conn: conn.storagePoolLookupByName(settings.STORAGE_POOL).destroy())
     try:
         result = services.vm_create(actor=alice, via="api", name="no-room", vcpus=1, memory_mib=128, disk_gib=1,
                                     networks=[])
     finally:
-        pool.create(0)
+        gateway._call("start pool", lambda conn: conn.storagePoolLookupByName(settings.STORAGE_POOL).create(0))
     job = Job.objects.get(pk=result.job.pk)
     assert job.status == "failed", (job.status, job.error, job.traceback)
     assert "no other host can take it" in job.error and f"Hosts tried: {test_host.name}." in job.error, job.error
