@@ -96,7 +96,10 @@ def create_retry_elsewhere(ctx: JobContext, vm: VM, exc: HypervisorError) -> VM:
     request = vm_request(vm)
     exclude = frozenset(tried)
 
-    def no_host(no: NoHostAvailable) -> Conflict:
+    def no_host(no: NoHostAvailable) -> PortalError:
+        excluded = sum(f.get("count", 0) for f in no.explanation.get("filters", []) if f.get("name") == "excluded")
+        if excluded >= no.explanation.get("hosts", 0):
+            return exc  # no other host at all (a one-host portal): the host's own error says it best
         return Conflict(f"Could not create {vm.name}: host {failed_name} failed ({exc.message}) and no other host "
                         f"can take it: {no.message} Hosts tried: {_host_names(tried)}.",
                         detail=f"{reason}\n{no.detail}")
@@ -104,7 +107,10 @@ def create_retry_elsewhere(ctx: JobContext, vm: VM, exc: HypervisorError) -> VM:
     try:
         schedule(request=request, exclude_host_ids=exclude)  # a look first: no clean-up when nobody can take it
     except NoHostAvailable as no:
-        raise no_host(no) from exc
+        error = no_host(no)
+        if error is exc:
+            raise exc from None
+        raise error from exc
     try:
         layout = _clean_up_on(vm)
     except PortalError as cleanup:
@@ -129,7 +135,10 @@ def create_retry_elsewhere(ctx: JobContext, vm: VM, exc: HypervisorError) -> VM:
             ctx.job.params["placement"] = placement.explanation
             Job.objects.filter(pk=ctx.job.pk).update(params=ctx.job.params, updated_at=timezone.now())
     except NoHostAvailable as no:  # taken meanwhile by concurrent creates
-        raise no_host(no) from exc
+        error = no_host(no)
+        if error is exc:
+            raise exc from None
+        raise error from exc
     vm = VM.objects.select_related("host", "image", "owner").get(pk=vm.pk)
     ctx.log(f"Host {failed_name} failed: {reason}; retrying on {host.name}")
     ctx.log(f"Placed on {placement.explanation.get('reason') or host.name}")

@@ -56,8 +56,10 @@ def test_hosts_with_recent_failed_creates_are_avoided_and_the_explanation_says_s
 
 @pytest.mark.django_db(transaction=True)
 def test_a_create_that_fails_for_a_host_reason_with_no_other_host_names_the_hosts_tried(test_host, alice):
-    """The test driver's pool is stopped: the disk cannot be made (a host reason). No other host exists,
-    so the job fails saying so."""
+    """The test driver's pool is stopped: the disk cannot be made (a host reason). The only other host is
+    in maintenance, so the job fails saying so, naming the host tried."""
+    Host.objects.create(name="spare", uri="test:///nonexistent/spare.xml", status=HostStatus.MAINTENANCE,
+                        memory_mib=8192, cpus=8)
     from portal.hypervisor import get_driver
 
     gateway = get_driver(test_host.uri)  # the test driver's pool, stopped and started through the gateway
@@ -69,7 +71,8 @@ def test_a_create_that_fails_for_a_host_reason_with_no_other_host_names_the_host
         gateway._call("start pool", lambda conn: conn.storagePoolLookupByName(settings.STORAGE_POOL).create(0))
     job = Job.objects.get(pk=result.job.pk)
     assert job.status == "failed", (job.status, job.error, job.traceback)
-    assert "no other host can take it" in job.error and f"Hosts tried: {test_host.name}." in job.error, job.error
+    assert "no other host can take it" in job.error and "spare is in maintenance" in job.error, job.error
+    assert f"Hosts tried: {test_host.name}." in job.error, job.error
     assert job.params["failed_hosts"] == [test_host.pk]
     # The clean-up ran while the pool was still stopped: the VM stays visible (error) with its disk rows,
     # and Delete removes what is left once the pool is back.
