@@ -30,6 +30,7 @@ class VmsConfig(AppConfig):
         register_target_visibility("vm", lambda user: vm_owned_ids(user=user))
         register_job_labels(JOB_LABELS)
         register_job_guard("vms.host_reachable", jobs.vm_job_guard)
+        self._register_host_job_bound()
         register_live_config(live_config)
         self._register_cluster_ops()
 
@@ -51,6 +52,15 @@ class VmsConfig(AppConfig):
         register_housekeeping("vms.power_saving", lambda: cluster_ops.power_saving_pass(wait=False))
         host_down_confirmed.connect(cluster_ops.ha_on_host_down, dispatch_uid="vms.cluster_ops.ha")
         register_job_labels(cluster_ops.JOB_LABELS)
+
+    def _register_host_job_bound(self) -> None:
+        """At most Host.max_jobs jobs talk to one host at once (vms.host_jobs)."""
+        from portal.jobs import job_finished, register_claim_gate
+
+        from .host_jobs import host_job_gate, wake_waiting
+
+        register_claim_gate("vms.host_max_jobs", host_job_gate)
+        job_finished.connect(wake_waiting, dispatch_uid="vms.host_jobs.wake_waiting")
 
     def _register_scheduling(self) -> None:
         # The scheduler's view of VMs (cluster sits below vms): migrating VMs' destinations, the VMs the
