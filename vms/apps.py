@@ -30,6 +30,7 @@ class VmsConfig(AppConfig):
         register_target_visibility("vm", lambda user: vm_owned_ids(user=user))
         register_job_labels(JOB_LABELS)
         register_job_guard("vms.host_reachable", jobs.vm_job_guard)
+        self._register_host_job_bound()
         register_live_config(live_config)
         self._register_cluster_ops()
 
@@ -52,14 +53,25 @@ class VmsConfig(AppConfig):
         host_down_confirmed.connect(cluster_ops.ha_on_host_down, dispatch_uid="vms.cluster_ops.ha")
         register_job_labels(cluster_ops.JOB_LABELS)
 
+    def _register_host_job_bound(self) -> None:
+        """At most Host.max_jobs jobs talk to one host at once (vms.host_jobs)."""
+        from portal.jobs import job_finished, register_claim_gate
+
+        from .host_jobs import host_job_gate, wake_waiting
+
+        register_claim_gate("vms.host_max_jobs", host_job_gate)
+        job_finished.connect(wake_waiting, dispatch_uid="vms.host_jobs.wake_waiting")
+
     def _register_scheduling(self) -> None:
         # The scheduler's view of VMs (cluster sits below vms): migrating VMs' destinations, the VMs the
         # balancers move, and what each VM asks of a host.
         from cluster.placement import register_load, register_placed_vms
-        from cluster.scheduler.registry import register_request_builder
+        from cluster.scheduler.registry import register_host_failures, register_request_builder
 
+        from .create_retry import recent_host_failures
         from .scheduling import migration_target_loads, placed_vms_on, vm_requests
 
         register_load(migration_target_loads)
         register_placed_vms(placed_vms_on)
         register_request_builder(vm_requests)
+        register_host_failures(recent_host_failures)  # the recent_failures weight: creates failed per host

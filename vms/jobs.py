@@ -21,6 +21,7 @@ from portal.audit import audit
 from portal.exceptions import (
     Conflict,
     HypervisorBusy,
+    HypervisorError,
     HypervisorUnavailable,
     InvalidState,
     NotFound,
@@ -43,6 +44,7 @@ from storage.services import (
 from . import lifecycle
 from .choices import SnapshotStatus, VMStatus
 from .cloudinit import build_seed
+from .create_retry import create_retry_elsewhere, is_host_failure
 from .lifecycle import status_for
 from .migration import vm_locate_for_start
 from .models import VM, Snapshot, VMNic
@@ -180,6 +182,21 @@ def _create_failed(job: Job, error: str) -> None:
 
 @job_handler("vm.create", on_failure=_create_failed)
 def create(ctx: JobContext) -> dict:
+    """Create the VM on its host; when the host fails it for a host reason, on another one
+    (vms.create_retry: the failed host cleaned up, the VM placed again, at most CREATE_RETRY_HOSTS times)."""
+    while True:
+        try:
+            return _create_here(ctx)
+        except HypervisorError as exc:
+            if not is_host_failure(exc):
+                raise
+            vm = _vm(ctx.job)
+            if vm.status not in (VMStatus.CREATING, VMStatus.STOPPED):
+                raise
+            create_retry_elsewhere(ctx, vm, exc)  # raises when no other host may take it
+
+
+def _create_here(ctx: JobContext) -> dict:
     vm = _vm(ctx.job)
     if vm.status != VMStatus.CREATING:
         if vm.status in (VMStatus.RUNNING, VMStatus.STOPPED) and get_driver(vm.host.uri).domain_exists(str(vm.uuid)):

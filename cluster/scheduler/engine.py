@@ -235,6 +235,9 @@ def _place(request: VMRequest, scope: QuerySet[Host], cluster: Cluster | None,
     explanation["factors"] = {w.name: factor for w, factor in weights}
     explanation["chosen"] = best.name
     explanation["chosen_id"] = best.id
+    failures = ctx.cache.get("recent_failures") or {}
+    if any(failures.get(v.id) for v in alive):  # read by the recent_failures weight: shown by host name
+        explanation["recent_failures"] = {v.name: failures[v.id] for v in alive if failures.get(v.id)}
     explanation["reason"] = _chosen_reason(policy, best, scored, request)
     return Placement(host=Host.objects.get(pk=best.id), explanation=explanation)
 
@@ -317,6 +320,9 @@ def explain_text(explanation: dict[str, Any]) -> str:
         lines.append(f"Filter {entry['name']} removed {entry['count']}: {shown}{more}.")
     if explanation.get("chosen"):
         lines.append(f"Chosen {explanation['reason'] if explanation.get('reason') else explanation['chosen']}.")
+        if explanation.get("recent_failures"):
+            lines.append("Recent failed creates (avoided): " + "; ".join(
+                f"{h} {n}" for h, n in explanation["recent_failures"].items()) + ".")
         ranked = list(explanation.get("weights", {}).items())[:5]
         if ranked:
             lines.append("Weights (lower is better): " + "; ".join(

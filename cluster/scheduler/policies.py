@@ -50,11 +50,13 @@ BUILTIN_POLICIES: dict[str, Policy] = {p.name: p for p in (
            weights=(("none", 1.0),), balancer="none"),
     Policy("evenly_distributed", "Spread VMs: the least used host (memory, then CPU); the balancer moves VMs off "
                                  "hosts above high_utilization.",
-           weights=(("memory_load", 1.0), ("cpu_load", 0.5), ("affinity", 10.0)), balancer="evenly_distributed"),
+           weights=(("memory_load", 1.0), ("cpu_load", 0.5), ("affinity", 10.0), ("recent_failures", 2.0)),
+           balancer="evenly_distributed"),
     Policy("power_saving", "Pack VMs onto few hosts below high_utilization; the balancer empties hosts below "
                            "low_utilization so they can go to standby.",
-           weights=(("power_saving", 1.0), ("affinity", 10.0)), balancer="power_saving"),
+           weights=(("power_saving", 1.0), ("affinity", 10.0), ("recent_failures", 2.0)), balancer="power_saving"),
     Policy("vm_count", "The same number of VMs on every host; the balancer evens the counts out.",
-           weights=(("vm_count", 1.0), ("memory_load", 0.1), ("affinity", 10.0)), balancer="vm_count",
+           weights=(("vm_count", 1.0), ("memory_load", 0.1), ("affinity", 10.0), ("recent_failures", 2.0)),
+           balancer="vm_count",
            properties={"vm_count_spread": 2}),
 )}

@@ -10,7 +10,9 @@ Hooks the apps above register (cluster does not import them):
 - `register_request_builder(fn)`: fn(vm_ids) -> {vm id: VMRequest}, so balancing honours each VM's
   pinning, tags and affinity (vms registers `vms.scheduling.vm_requests`);
 - `register_recent_moves(fn)`: fn(minutes) -> ids of VMs migrated that recently (the ping-pong guard;
-  the default reads the portal's "vm.migrate" jobs).
+  the default reads the portal's "vm.migrate" jobs);
+- `register_host_failures(fn)`: fn(seconds) -> {host id: creates that failed there for a host reason that
+  recently} (the `recent_failures` weight; vms registers one aggregate over its create jobs).
 """
 
 from __future__ import annotations
@@ -205,3 +207,27 @@ def migrated_since(minutes: int) -> set[int]:
     for provider in _recent_moves:
         ids |= set(provider(minutes))
     return ids
+
+
+# --- recent failures per host (the recent_failures weight) ---------------------------------------
+
+HostFailures = Callable[[int], "dict[int, int]"]
+_host_failures: list[HostFailures] = []
+
+
+def register_host_failures(provider: HostFailures) -> None:
+    """Add a source of {host id: recent failures} (once); called with the window in seconds."""
+    if provider not in _host_failures:
+        _host_failures.append(provider)
+
+
+def host_failures(seconds: int | None = None) -> dict[int, int]:
+    """Failures per host id in the last `seconds` (settings.HOST_FAILURE_WINDOW_SECONDS), summed over providers."""
+    window = int(seconds if seconds is not None else getattr(settings, "HOST_FAILURE_WINDOW_SECONDS", 600))
+    total: dict[int, int] = {}
+    if window <= 0:
+        return total
+    for provider in _host_failures:
+        for host_id, count in provider(window).items():
+            total[host_id] = total.get(host_id, 0) + int(count)
+    return total

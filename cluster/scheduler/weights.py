@@ -75,6 +75,23 @@ class AffinityWeight(Weight):
         return 100.0 * broken / len(rules)
 
 
+class RecentFailuresWeight(Weight):
+    """Hosts where creates failed lately for a host reason (libvirt refused to define or start the VM, a
+    volume could not be made, the host did not answer) come last: a host that keeps failing would
+    otherwise look emptiest and attract every create. 50 per failure in the window
+    (settings.HOST_FAILURE_WINDOW_SECONDS), at most 100. The counts come from the providers registered
+    with `registry.register_host_failures` (one query per placement)."""
+
+    name = "recent_failures"
+    description = "Avoid hosts where creates failed recently (host reasons)."
+
+    def score(self, host: HostView, request: VMRequest, ctx: Context) -> float:
+        from .registry import host_failures  # the registry imports this module
+
+        failures = ctx.memo("recent_failures", host_failures)
+        return min(100.0, 50.0 * failures.get(host.id, 0))
+
+
 class FirstFitWeight(Weight):
     """None policy: no preference (the host's name decides, for a stable answer)."""
 
@@ -86,4 +103,5 @@ class FirstFitWeight(Weight):
 
 
 BUILTIN_WEIGHTS: tuple[type[Weight], ...] = (
-    MemoryLoadWeight, CpuLoadWeight, PowerSavingWeight, VMCountWeight, AffinityWeight, FirstFitWeight)
+    MemoryLoadWeight, CpuLoadWeight, PowerSavingWeight, VMCountWeight, AffinityWeight, RecentFailuresWeight,
+    FirstFitWeight)

@@ -73,6 +73,20 @@ def register_job_guard(name: str, guard: Callable[[Job], None]) -> None:
     _guards[name] = guard
 
 
+# Checks run inside the claim's transaction, before a pending job becomes running: one that returns a
+# reason holds the job back (it stays pending, its step says why, starting with WAITING_PREFIX); whoever
+# frees what it waits for offers it to a worker again (`enqueue`), and `jobs_reap_stale` does so anyway
+# after JOB_HOST_WAIT_RECHECK_SECONDS. E.g. vms bounds the jobs that run on one host at once
+# (Host.max_jobs), counting them under a row lock on the host so two workers never both take the last place.
+WAITING_PREFIX = "Waiting: "
+_claim_gates: dict[str, Callable[[Job], str | None]] = {}
+
+
+def register_claim_gate(name: str, gate: Callable[[Job], str | None]) -> None:
+    """Run `gate(job)` inside the claim's transaction; a reason (not None) holds the job back, pending."""
+    _claim_gates[name] = gate
+
+
 def job_handler(kind: str, *, on_failure: Callable[[Job, str], None] | None = None) -> Callable[[HandlerFn], HandlerFn]:
     """Register the function that performs jobs of `kind` (the act phase)."""
 
@@ -200,12 +214,42 @@ def _finish(job: Job, *, status: str, error: str = "", detail: str = "", tb: str
         transaction.on_commit(lambda: _announce_finished(job))
 
 
-def run_job(job_id: uuid.UUID | str) -> str | None:
-    """Claim a pending job and run its handler; returns the final status (None if not claimed)."""
+def _claim(job_id: uuid.UUID | str) -> int:
     now = timezone.now()
-    claimed = Job.objects.filter(pk=job_id, status=JobStatus.PENDING).update(
+    return Job.objects.filter(pk=job_id, status=JobStatus.PENDING).update(
         status=JobStatus.RUNNING, started_at=now, heartbeat_at=now, attempts=F("attempts") + 1,
         worker=_worker_name(), step="Started", updated_at=now)
+
+
+def _hold(job: Job, why: str) -> None:
+    """Leave the job pending, saying what it waits for (the log has each reason once)."""
+    step = (WAITING_PREFIX + why)[:200]
+    if step != job.step:
+        job.log += f"{timezone.now():%H:%M:%S} {step}\n"
+    job.step = step
+    Job.objects.filter(pk=job.pk, status=JobStatus.PENDING).update(step=step, log=job.log, updated_at=timezone.now())
+    transaction.on_commit(functools.partial(publish_job, job))
+
+
+def _claim_gated(job_id: uuid.UUID | str) -> int:
+    """The claim, after the gates agree, in one transaction (the gates' row locks last until it ends)."""
+    with transaction.atomic():
+        job = Job.objects.filter(pk=job_id, status=JobStatus.PENDING).first()
+        if job is None:
+            return 0
+        for gate in list(_claim_gates.values()):
+            why = gate(job)
+            if why:
+                _hold(job, why)
+                log.info("job %s (%s) held back: %s", job.pk, job.kind, why)
+                return 0
+        return _claim(job_id)
+
+
+def run_job(job_id: uuid.UUID | str) -> str | None:
+    """Claim a pending job and run its handler; returns the final status (None if not claimed, or held
+    back by a claim gate)."""
+    claimed = _claim_gated(job_id) if _claim_gates else _claim(job_id)
     if not claimed:
         return None
     job = Job.objects.get(pk=job_id)
@@ -278,6 +322,7 @@ def jobs_reap_stale() -> list[Job]:
     """
     cutoff = timezone.now() - timedelta(seconds=settings.JOB_STALE_SECONDS)
     reaped = []
+    _offer_waiting_again()
     for job in Job.objects.filter(status=JobStatus.RUNNING, heartbeat_at__lt=cutoff):
         if job.attempts < job.max_attempts:
             n = Job.objects.filter(pk=job.pk, status=JobStatus.RUNNING, heartbeat_at__lt=cutoff).update(
@@ -297,6 +342,15 @@ def jobs_reap_stale() -> list[Job]:
                             f"{job.attempts} attempt(s).")
                 reaped.append(job)
     return reaped
+
+
+def _offer_waiting_again() -> None:
+    """Jobs held back by a claim gate for a while are offered to a worker again (a wake-up may be lost)."""
+    since = timezone.now() - timedelta(seconds=getattr(settings, "JOB_HOST_WAIT_RECHECK_SECONDS", 30))
+    for pk in Job.objects.filter(status=JobStatus.PENDING, step__startswith=WAITING_PREFIX,
+                                 updated_at__lt=since).values_list("pk", flat=True):
+        Job.objects.filter(pk=pk, status=JobStatus.PENDING).update(updated_at=timezone.now())
+        transaction.on_commit(functools.partial(enqueue, pk))
 
 
 def job_wait(job: Job, *, write: Callable[[str], None], grace_seconds: float = 5.0, poll: float = 0.5) -> Job:

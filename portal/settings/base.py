@@ -237,6 +237,14 @@ except ValueError as _exc:
 # the longest pause libvirt may allow at the switch-over (0: QEMU's default, 300 ms).
 MIGRATION_TIMEOUT_SECONDS = env.get_int("MIGRATION_TIMEOUT_SECONDS", 600)
 MIGRATION_MAX_DOWNTIME_MS = env.get_int("MIGRATION_MAX_DOWNTIME_MS", 0)
+# A create that fails on its host for a host reason is placed again on another host, at most this many
+# times; hosts where creates failed in the last HOST_FAILURE_WINDOW_SECONDS are avoided by the scheduler
+# (the recent_failures weight).
+CREATE_RETRY_HOSTS = env.get_int("CREATE_RETRY_HOSTS", 2)
+HOST_FAILURE_WINDOW_SECONDS = env.get_int("HOST_FAILURE_WINDOW_SECONDS", 600)
+# A job that waits for its host (Host.max_jobs running there) is offered to a worker again when a job
+# on that host finishes, and at the latest after this many seconds (the monitor's housekeeping).
+JOB_HOST_WAIT_RECHECK_SECONDS = env.get_int("JOB_HOST_WAIT_RECHECK_SECONDS", 30)
 # auto: KVM where it really boots a guest (probed once per host), plain QEMU emulation otherwise.
 DOMAIN_TYPE = env.get_str("DOMAIN_TYPE", "auto")
 # Directory of the libvirt dir pool that holds images and VM disks.

@@ -189,7 +189,7 @@ def test_evenly_distributed_picks_the_least_used_host(lab, host, vm_on):
     weights = placement.explanation["weights"]
     assert list(weights) == ["b", "c", "a"]  # best first
     assert weights["b"]["total"] < weights["c"]["total"] < weights["a"]["total"]
-    assert set(weights["b"]) == {"memory_load", "cpu_load", "affinity", "total"}
+    assert set(weights["b"]) == {"memory_load", "cpu_load", "affinity", "recent_failures", "total"}
     assert placement.explanation["reason"].startswith("b: least used of 3 hosts that fit")
 
 
