@@ -357,6 +357,46 @@ def cluster_shared_pools(cluster_hosts):
     return tuple(pools)
 
 
+@pytest.fixture
+def shared_vm_factory(cluster_hosts, cluster_shared_pools, tmp_path, admin_user, transactional_db):
+    """VMs whose disk is on the shared pool (a SeaBIOS-only blank image registered there): created through
+    vm_create with the shared pool as the portal's pool for the call."""
+    from django.test import override_settings
+
+    from cluster.models import Host
+    from storage.services import image_register
+    from vms.choices import VMStatus
+    from vms.models import VM
+    from vms.services import vm_create
+
+    host_a, host_b = cluster_hosts
+    path = cluster_shared_pools[0].path
+    src = tmp_path / "blank.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(src), "16M"], check=True)
+    with override_settings(STORAGE_POOL="vmportal-shared", STORAGE_DIR=path):
+        image = image_register(actor=None, host=host_a, name="test-firmware-shared", title="Firmware only (shared)",
+                               source_path=str(src), fmt="qcow2", replace=True)
+
+    def make(name: str, *, on, **fields):
+        others = Host.objects.exclude(pk=on.pk)
+        enabled = {h.pk: h.enabled for h in others}
+        others.update(enabled=False)  # placement picks `on`
+        try:
+            with override_settings(STORAGE_POOL="vmportal-shared", STORAGE_DIR=path):
+                result = vm_create(actor=admin_user, via="cli", name=name, image=image, vcpus=1, memory_mib=64,
+                                   disk_gib=1, networks=[])
+        finally:
+            for pk, was in enabled.items():
+                Host.objects.filter(pk=pk).update(enabled=was)
+        vm = VM.objects.get(pk=result.vm.pk)
+        assert vm.status == VMStatus.RUNNING and vm.host_id == on.pk, (vm.status, vm.last_error)
+        VM.objects.filter(pk=vm.pk).update(**fields)
+        vm.refresh_from_db()
+        return vm
+
+    return make
+
+
 _QEMU_FIXTURES = {"qemu_host", "ns_hypervisor", "ns_host", "ns_pair", "cluster_hosts", "cluster_shared_pools"}
 
 
