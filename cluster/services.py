@@ -47,6 +47,10 @@ def host_register(*, actor: Actor, via: str = Via.CLI, name: str, uri: str,
     if domain_type not in DomainType.values:
         raise ValidationFailed(f"Domain type must be one of {', '.join(DomainType.values)}.", field="domain_type")
     uri = host_uri_check(uri)  # known transports only (cluster.hostconfig), for every door
+    other = Host.objects.filter(name=name).exclude(uri=uri).values_list("uri", flat=True).first()
+    if other is not None:  # names are unique: say so rather than fail on the constraint
+        raise ValidationFailed(f"A host named {name!r} is already registered ({other}); choose another name.",
+                               field="name")
     host, created = Host.objects.update_or_create(uri=uri, defaults={"name": name, "domain_type": domain_type})
     if host.cluster_id is None:  # a host always belongs to a cluster: the default one unless an admin says
         Host.objects.filter(pk=host.pk).update(cluster=cluster_default())

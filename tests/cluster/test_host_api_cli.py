@@ -101,3 +101,16 @@ def test_the_host_command_refuses_bad_input_before_registering(db, admin_user, a
     with pytest.raises(CommandError, match="absolute path") as caught:
         _host("--user", admin_user.username, "set", "kvm2", "--power-off", "ipmitool off")
     assert caught.value.returncode == 2
+
+
+def test_adding_a_host_never_renames_another_or_fails_on_a_taken_name(db):
+    Host.objects.create(name="kvm2", uri="qemu+unix:///system?socket=/nope2")
+    # the same URI under a new name: refused, the registered host keeps its name (no silent rename)
+    with pytest.raises(CommandError, match="already registered as host 'kvm2'") as caught:
+        _host("add", "kvm3", "qemu+unix:///system?socket=/nope2")
+    assert caught.value.returncode == 2
+    assert list(Host.objects.values_list("name", flat=True)) == ["kvm2"]
+    # a taken name with another URI: a clear error, not a database constraint's traceback
+    with pytest.raises(CommandError, match="A host named 'kvm2' is already registered"):
+        _host("add", "kvm2", "qemu+unix:///system?socket=/elsewhere")
+    assert Host.objects.count() == 1

@@ -27,7 +27,7 @@ from cluster.placement import HostLoad, host_loads
 from cluster.selectors import host_get, host_list
 from portal.actors import require_admin
 from portal.choices import Via
-from portal.exceptions import NotFound, PortalError, admin_message, user_message
+from portal.exceptions import NotFound, PortalError, ValidationFailed, admin_message, user_message
 from portal.units import mib
 
 # option name -> host setting (cluster.hostconfig.CONFIG_FIELDS)
@@ -90,6 +90,9 @@ class Command(BaseCommand):
 
     def _add(self, actor: Any, opts: dict[str, Any]) -> None:
         uri = hostconfig.host_uri_check(opts["uri"])
+        known = Host.objects.filter(uri=uri).exclude(name=opts["name"]).values_list("name", flat=True).first()
+        if known is not None:  # `add` never renames a host behind the administrator's back
+            raise ValidationFailed(f"{uri} is already registered as host {known!r}.", field="uri")
         changes = _settings(opts)
         # Every setting is checked before the host is registered, so a typo registers nothing.
         hostconfig.host_settings_clean(host=Host(name=opts["name"], uri=uri), changes=changes)
