@@ -195,19 +195,41 @@ netns_up() {
   if [ -n "$ADDR" ]; then
     # One end of a veth pair (nsh0) in the host, the other on the fabric's bridge: every namespace
     # host started with --addr reaches the others (migration), never this machine's own network.
-    fabric_up || return 1
-    local port
-    port=$(fabric_port)
-    if ! ip -n "$NAME" link show nsh0 >/dev/null 2>&1; then
-      ip -n "$FABRIC" link del "$port" >/dev/null 2>&1 || true   # a leftover of a host that died
-      ip link add nsh0 netns "$NAME" type veth peer name "$port" netns "$FABRIC" || return 1
-    fi
-    ip -n "$FABRIC" link set "$port" master br0 || return 1
-    ip -n "$FABRIC" link set "$port" up || return 1
-    ip -n "$NAME" addr replace "$ADDR" dev nsh0 || return 1
-    ip -n "$NAME" link set nsh0 up || return 1
+    fabric_lock
+    fabric_attach
+    local rc=$?
+    fabric_unlock
+    return $rc
   fi
 }
+
+# Under the fabric lock: the bridge, this host's veth pair on it, and its address.
+fabric_attach() {
+  fabric_up || return 1
+  local port
+  port=$(fabric_port)
+  if ! ip -n "$FABRIC" link show "$port" >/dev/null 2>&1; then
+    ip -n "$NAME" link del nsh0 >/dev/null 2>&1 || true   # its peer is on a fabric that went away
+  fi
+  if ! ip -n "$NAME" link show nsh0 >/dev/null 2>&1; then
+    ip -n "$FABRIC" link del "$port" >/dev/null 2>&1 || true   # a leftover of a host that died
+    ip link add nsh0 netns "$NAME" type veth peer name "$port" netns "$FABRIC" || return 1
+  fi
+  ip -n "$FABRIC" link set "$port" master br0 || return 1
+  ip -n "$FABRIC" link set "$port" up || return 1
+  ip -n "$NAME" addr replace "$ADDR" dev nsh0 || return 1
+  ip -n "$NAME" link set nsh0 up || return 1
+}
+
+# One fabric change at a time on this machine (the per-host lock does not cover it): a host going
+# down must never see the bridge "empty" while another host is being attached, nor remove the fabric
+# under a host that is on it.
+fabric_lock() {
+  mkdir -p "$BASE"
+  exec 8>"$BASE/.fabric-$FABRIC.lock"
+  flock 8
+}
+fabric_unlock() { exec 8>&-; }
 
 # The fabric: a network namespace holding one bridge that joins the hosts' nsh0 interfaces.
 fabric_up() {
@@ -226,7 +248,10 @@ fabric_port() {   # the fabric end of this host's veth (interface names have at 
 # The fabric goes away with its last host.
 fabric_down_if_empty() {
   [ -e "/run/netns/$FABRIC" ] || return 0
-  if ! ip -n "$FABRIC" -o link show master br0 2>/dev/null | grep -q .; then
+  local ports
+  # Only a listing that worked and shows no port means empty (a failed `ip` must not remove the fabric).
+  ports=$(ip -n "$FABRIC" -o link show master br0 2>/dev/null) || return 0
+  if [ -z "$ports" ]; then
     ip netns del "$FABRIC" 2>/dev/null || true
   fi
 }
@@ -299,8 +324,10 @@ cmd_down() {
   if netns_exists; then
     ip netns del "$NAME" || die "cannot remove network namespace $NAME"
   fi
+  fabric_lock
   ip -n "$FABRIC" link del "$(fabric_port)" >/dev/null 2>&1 || true
   fabric_down_if_empty
+  fabric_unlock
   if grep -qF " $S/" /proc/mounts || grep -qF "/run/netns/$NAME " /proc/mounts; then
     die "something is still mounted for $NAME: $(grep -F -e " $S/" -e "/run/netns/$NAME " /proc/mounts)"
   fi
@@ -320,6 +347,8 @@ cmd_up() {
   [ "$(id -u)" = 0 ] || die "needs root"
   local pid launcher tini_pid end
   if main_pid >/dev/null; then
+    # Running already: with --addr, make sure it is (still) on the fabric with that address.
+    if [ -n "$ADDR" ]; then netns_up || die "cannot attach $NAME to the fabric"; fi
     end=$((SECONDS + DEADLINE))
     until answers; do
       [ $SECONDS -lt $end ] || die "$NAME runs (pid $(cat "$S/pid")) but does not answer; try: $0 down $NAME"

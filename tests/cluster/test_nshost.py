@@ -118,3 +118,24 @@ def test_up_is_idempotent_and_down_leaves_no_namespace_mount_or_process(_qemu_se
     assert nshost("status", name, check=False).returncode == 3
     ns_down(name, purge=True)
     assert not state_dir.exists()
+
+
+def test_up_puts_a_running_host_back_on_a_fabric_that_went_away(_qemu_session, monkeypatch):
+    # A fabric of its own, so that the shared one of other runs is never touched.
+    fabric, name = "vmp-fabtry", "vmp-fabt1"
+    monkeypatch.setenv("PORTAL_NSHOST_FABRIC", fabric)
+    ns_down(name)
+    hv = ns_up(name, addr="10.99.251.1/24")
+    try:
+        assert "10.99.251.1/24" in hv.exec(["ip", "-o", "addr", "show", "nsh0"]).stdout
+        # The fabric is removed under the running host (its veth pair goes with it)...
+        subprocess.run(["ip", "netns", "del", fabric], check=True)
+        # ...`up --addr` on the running host attaches it again (it used to answer "up" and do nothing).
+        assert ns_up(name, addr="10.99.251.1/24").uri == hv.uri
+        assert "10.99.251.1/24" in hv.exec(["ip", "-o", "addr", "show", "nsh0"]).stdout
+        ports = subprocess.run(["ip", "-n", fabric, "-o", "link", "show", "master", "br0"],
+                               capture_output=True, text=True, check=True).stdout
+        assert len(ports.splitlines()) == 1
+    finally:
+        ns_down(name, purge=True)
+    assert not Path(f"/run/netns/{fabric}").exists()  # the fabric went with its last host
