@@ -767,6 +767,10 @@ def console_link_create(*, actor: Actor, via: str, vm: VM | int, kind: str = "sc
     if kind not in CONSOLE_LINK_KINDS:
         raise ValidationFailed(f"Unknown console kind {str(kind)[:20]!r} (screen or terminal).", field="kind")
     vm = _visible_vm(actor=actor, vm=vm)
+    # A host without a display address has no screen console: say so now, not after the link is opened.
+    reason = screen_unavailable_reason(vm) if kind == ConsoleKind.SCREEN else None
+    if reason:
+        raise ConsoleUnavailable(reason)
     console_rate_check(user=actor)
     ttl = max(0, int(settings.CONSOLE_LINK_TTL_SECONDS))
     token = new_token(32)

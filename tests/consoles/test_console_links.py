@@ -118,3 +118,18 @@ def test_rows_written_before_the_move_survive_the_migrations(vm, alice):
     executor.migrate(executor.loader.graph.leaf_nodes())
     link = console_link_redeem(actor=alice, token=token)
     assert (link.vm_id, link.kind) == (vm.pk, "terminal")
+
+
+def test_no_screen_link_for_a_vm_on_a_host_without_a_display_address(vm, alice):
+    from cluster.models import Host
+    from consoles.exceptions import ConsoleUnavailable
+
+    # The VM's host is another machine whose administrator has not set a display address yet.
+    Host.objects.filter(pk=vm.host_id).update(uri="qemu+tcp://10.0.0.2/system", display_address="")
+    vm.refresh_from_db()
+    with pytest.raises(ConsoleUnavailable, match="an administrator must set its display address"):
+        console_link_create(actor=alice, via="api", vm=vm, kind="screen")
+    assert not ConsoleLink.objects.exists()
+    assert console_link_create(actor=alice, via="api", vm=vm, kind="terminal").kind == "terminal"  # serial works
+    response = _client(alice).post(f"/api/vms/{vm.pk}/console/", {"kind": "screen"}, content_type="application/json")
+    assert response.status_code == 409 and "display address" in response.json()["detail"]
