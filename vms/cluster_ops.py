@@ -148,6 +148,12 @@ def evacuation_plan(host: Host) -> EvacuationPlan:
                           stay=[v for v in vms if v.status not in (*VMStatus.ACTIVE, *VMStatus.TRANSITIONAL)])
 
 
+def _evacuation_count(plan: EvacuationPlan, *, tried: set[int]) -> int:
+    """The VMs an evacuation deals with: those it tried to move (moved, failed or migrating) and those on the
+    host, running or in a job, not tried yet. A VM being migrated (tried, and `migrating`: in plan.busy) counts once."""
+    return len(tried) + len([v for v in (*plan.migrate, *plan.busy) if v.pk not in tried])
+
+
 def host_evacuate(*, actor: Actor, via: str, host: Host, stop_unmovable: bool = False) -> Job:
     """Record phase of emptying a host (called by cluster.maintenance.host_maintenance_start, in its transaction)."""
     plan = evacuation_plan(host)
@@ -225,8 +231,7 @@ def maintenance(ctx: JobContext) -> dict:
                 failed[vm_id] = {"vm": vm.name, "vm_id": vm.pk, "reason": job.error or f"migration {job.status}"}
                 ctx.log(f"{vm.name} could not move: {failed[vm_id]['reason']}")
         plan = evacuation_plan(host)
-        total = max(total, len(moved) + len(failed) + len(in_flight) + len(plan.busy)
-                    + len([v for v in plan.migrate if v.pk not in tried]))
+        total = max(total, _evacuation_count(plan, tried=tried))
         waiting = [v for v in plan.migrate if v.pk not in tried]
         for vm in waiting:
             if len(in_flight) >= limit:

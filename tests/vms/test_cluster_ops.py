@@ -492,3 +492,17 @@ def test_maintenance_live_migrates_every_vm_away(cluster_hosts, shared_vm_factor
     assert sorted(m["vm"] for m in job.result["moved"]) == ["mnt-0", "mnt-1"]
     assert job.result["stays_stopped"] == ["mnt-off"]
     host_activate(actor=admin_user, via="admin", host=host_a)
+
+
+def test_a_vm_being_migrated_counts_once_in_the_evacuation_total():
+    from types import SimpleNamespace
+
+    from vms.cluster_ops import EvacuationPlan, _evacuation_count
+
+    a, b, c = (SimpleNamespace(pk=n) for n in (1, 2, 3))
+    # before: a and b run, c is starting (in a job)
+    assert _evacuation_count(EvacuationPlan(migrate=[a, b], busy=[c], stay=[]), tried=set()) == 3
+    # a and b are migrating (status `migrating`: busy) and tried; c still starting: 3, not 5
+    assert _evacuation_count(EvacuationPlan(migrate=[], busy=[a, b, c], stay=[]), tried={1, 2}) == 3
+    # a moved away, b failed and runs on the host again, c runs now and is tried
+    assert _evacuation_count(EvacuationPlan(migrate=[b], busy=[c], stay=[]), tried={1, 2, 3}) == 3
