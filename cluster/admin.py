@@ -423,8 +423,17 @@ def _confirm(modeladmin, request, queryset, *, action: str, title: str, question
 
 
 def _vm_note(host) -> str:
-    running = host.vms.filter(status__in=("running", "paused")).count()  # reverse relation: cluster imports no vms
-    return f"{running} VM(s) running" if running else "no VM running"
+    # reverse relation: cluster imports no vms. A host that does not answer shows its VMs as unknown: those
+    # last seen running count too (they are the ones an administrator must be sure are off).
+    live = ("running", "paused", "starting", "stopping", "rebooting", "migrating")
+    vms = host.vms.filter(Q(status__in=live[:2]) | Q(status="unknown", known_status__in=live))
+    running = vms.count()
+    if not running:
+        return "no VM running"
+    unknown = vms.filter(status="unknown").count()
+    ha = vms.filter(highly_available=True).count()
+    return (f"{running} VM(s) running" + (f" when last seen ({unknown} now unknown)" if unknown else "")
+            + (f", {ha} highly available" if ha else ""))
 
 
 @admin.action(permissions=["change"], description="Start maintenance (live-migrate its VMs away)", location=BOTH)

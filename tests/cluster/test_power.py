@@ -288,3 +288,17 @@ def test_admin_start_maintenance_and_activate(admin_client, db, django_capture_o
     assert host.status == HostStatus.MAINTENANCE
     page = _action(admin_client, "activate", host)
     assert "v1 is active again." in page.content.decode()
+
+
+def test_admin_declare_down_counts_the_vms_last_seen_running_on_a_silent_host(admin_client, db, django_user_model):
+    from vms.models import VM
+
+    host = gone_host()
+    Host.objects.filter(pk=host.pk).update(status=HostStatus.NON_RESPONSIVE)
+    owner = django_user_model.objects.create_user("carol", password="x")
+    VM.objects.create(name="db1", owner=owner, host=host, vcpus=1, memory_mib=64, disk_gib=1, status="unknown",
+                      known_status="running", highly_available=True)
+    VM.objects.create(name="off1", owner=owner, host=host, vcpus=1, memory_mib=64, disk_gib=1, status="unknown",
+                      known_status="stopped")
+    text = _action(admin_client, "declare_down", host).content.decode()
+    assert "1 VM(s) running when last seen (1 now unknown), 1 highly available" in text  # not "no VM running"
