@@ -145,6 +145,8 @@ def _arrivals(*, host: Host, domains: list[DomainInfo], claimed: set[str], hints
             vm_moved(vm=vm, host=host, state=d.state, source="found running here by reconcile")
         elif not d.state.is_active and reachable and there is None:
             vm_moved(vm=vm, host=host, state=d.state, source="found defined here by reconcile")
+        elif not d.state.is_active and _ha_cleanup_pending(vm, host):
+            pass  # the old definition of a VM restarted elsewhere by HA: ha_cleanup_stale undefines it
         else:
             where = "runs" if there is not None and there.is_active else "is recorded"
             hints[d.uuid] = (f"stale copy of VM {vm.name} (#{vm.pk}), which {where} on {vm.host.name}: "
@@ -159,6 +161,14 @@ def _arrivals(*, host: Host, domains: list[DomainInfo], claimed: set[str], hints
         claimed.add(d.uuid)
         moved += 1
     return moved
+
+
+def _ha_cleanup_pending(vm: VM, host: Host) -> bool:
+    """An HA restart moved `vm` off `host`, and the clean-up of its old definition there has not run yet
+    (vms.cluster_ops.ha_cleanup_stale, on the monitor's next housekeeping turn): not a stale copy to report."""
+    results = Job.objects.filter(kind="vm.ha_restart", status=JobStatus.SUCCEEDED, target_type="vm",
+                                 target_id=str(vm.pk)).values_list("result", flat=True)
+    return any((r or {}).get("stale_host_id") == host.pk and not (r or {}).get("stale_cleaned") for r in results)
 
 
 def nic_addresses_refresh(*, host: Host) -> int:

@@ -434,6 +434,14 @@ def test_ha_restarts_a_vm_of_a_killed_host_on_the_other_once(cluster_hosts, shar
         register_ns_host(hv_a, cluster=host_a.cluster)
     host_a.refresh_from_db()
     assert host_a.status == HostStatus.UP and host_a.confirmed_down_at is None
+    # A reconcile of a before the clean-up: the old definition is not reported as a stale copy for an
+    # administrator to remove (the clean-up does it), nor listed as a foreign domain.
+    from cluster.models import ForeignDomain
+    from cluster.services import host_sync
+    host_sync(host=host_a)
+    stale = list(AuditEvent.objects.filter(action="vm.stale_copy", target_id=str(vm.pk)).values_list("at", "message"))
+    assert not stale, stale
+    assert not ForeignDomain.objects.filter(host=host_a, uuid=uuid).exists()
     ha_pass()  # cleans the old definition on a (never started again there)
     assert _domains_with(uuid, ns_pair) == [(ns_pair[1].name, "running")]
 
