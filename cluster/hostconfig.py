@@ -36,7 +36,8 @@ LOCAL_SCHEMES = ("qemu", "qemu+unix", "test")
 REMOTE_SCHEMES = ("qemu+ssh", "qemu+libssh", "qemu+libssh2", "qemu+tcp", "qemu+tls")
 URI_HELP = ("qemu:///system (this machine); qemu+ssh://root@host/system (SSH keys of the portal's user); "
             "qemu+tcp://host/system (trusted networks only: no encryption, no authentication); "
-            "qemu+tls://host/system (certificates); test:///default (demo).")
+            "qemu+tls://host/system (certificates); qemu+unix:///system?socket=/path/to/libvirt-sock (another "
+            "libvirtd's socket on this machine); test:///default (demo).")
 
 
 def host_uri_check(uri: str) -> str:
