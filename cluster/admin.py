@@ -609,10 +609,11 @@ class ClusterAdmin(ServiceSaveMixin, admin.ModelAdmin):
         data = {k: form.cleaned_data[k] for k in form.Meta.fields if k in form.cleaned_data}
 
         def save():
-            target = obj if change else Cluster.objects.create(name=data["name"])
-            if not change:
-                obj.pk = target.pk
-            return cluster_services.cluster_update(actor=request.user, via=Via.ADMIN, cluster=target, **data)
+            if change:
+                return cluster_services.cluster_update(actor=request.user, via=Via.ADMIN, cluster=obj, **data)
+            created = cluster_services.cluster_create(actor=request.user, via=Via.ADMIN, **data)
+            obj.pk = created.pk
+            return created
 
         self.call_service(request, save)
 
