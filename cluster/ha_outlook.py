@@ -27,7 +27,7 @@ def _stay(n: int) -> str:
 
 def ha_outlook(host: Host) -> str:
     """E.g. "1 highly available VM will restart elsewhere; 2 VMs with disks on host-local storage stay down"."""
-    was_running = host.vms.filter(  # type: ignore[attr-defined]
+    was_running = host.vms.filter(
         Q(status__in=WAS_RUNNING) | Q(status="unknown", known_status__in=WAS_RUNNING))
     if not was_running.exists():
         return "no VM was running there"
@@ -35,8 +35,9 @@ def ha_outlook(host: Host) -> str:
     others = was_running.filter(highly_available=False).count()
     parts: list[str] = []
     n_ha = ha.count()
-    if n_ha and not (host.cluster_id and host.cluster.ha_enabled):
-        where = f"cluster {host.cluster.name}" if host.cluster_id else "its cluster"
+    cluster = host.cluster
+    if n_ha and not (cluster is not None and cluster.ha_enabled):
+        where = f"cluster {cluster.name}" if cluster is not None else "its cluster"
         parts.append(f"HA is off in {where}: its {_vms(n_ha)} marked highly available {_stay(n_ha)} down")
     elif n_ha:
         local = ha.filter(Q(disks__volume__pool__shared=False)
