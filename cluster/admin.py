@@ -36,6 +36,7 @@ from portal.exceptions import ValidationFailed
 
 from . import hostconfig, maintenance, power, services
 from .choices import HostStatus
+from .ha_outlook import ha_outlook
 from .models import Cluster, ForeignDomain, Host
 from .placement import HostLoad, host_loads
 
@@ -436,6 +437,11 @@ def _vm_note(host) -> str:
             + (f", {ha} highly available" if ha else ""))
 
 
+def _down_note(host) -> str:
+    """The VMs on the host, and what confirming it down does to them (cluster.ha_outlook)."""
+    return f"{_vm_note(host)}; once confirmed down: {ha_outlook(host)}"
+
+
 @admin.action(permissions=["change"], description="Start maintenance (live-migrate its VMs away)", location=BOTH)
 def start_maintenance(modeladmin, request, queryset):
     if not request.POST.get("post"):
@@ -471,12 +477,13 @@ def fence(modeladmin, request, queryset):
         return _confirm(modeladmin, request, queryset, action="fence", title="Fence hosts",
                         question="Fence these hosts through their power agent?", confirm_label="Yes, fence them",
                         consequence="Their power-off command runs now (whatever runs there stops at once); they "
-                                    "are then confirmed down and their highly available VMs restart on other hosts.",
-                        note=_vm_note)
+                                    "are then confirmed down and their highly available VMs on shared storage "
+                                    "restart on other hosts.",
+                        note=_down_note)
 
     def call(host):
         result = power.host_fence(actor=request.user, via=Via.ADMIN, host=host)
-        return messages.SUCCESS, f"Fenced {host.name} ({result.summary()}): confirmed down; its HA VMs restart elsewhere."
+        return messages.SUCCESS, f"Fenced {host.name} ({result.summary()}): confirmed down; {ha_outlook(host)}."
 
     per_object(modeladmin, request, queryset, call, verb="Fenced")
     return None
@@ -489,11 +496,11 @@ def declare_down(modeladmin, request, queryset):
                         question="Do you confirm these hosts are powered off?", confirm_label="Yes, they are off",
                         consequence="Their highly available VMs are started on other hosts, on the same shared "
                                     "disks. If a host is in fact still running them, they would run twice: "
-                                    "only confirm what you checked.", note=_vm_note)
+                                    "only confirm what you checked.", note=_down_note)
 
     def call(host):
         host = power.host_declare_down(actor=request.user, via=Via.ADMIN, host=host)
-        return messages.SUCCESS, f"{host.name} is declared down; its HA VMs restart elsewhere."
+        return messages.SUCCESS, f"{host.name} is declared down: {ha_outlook(host)}."
 
     per_object(modeladmin, request, queryset, call, verb="Declared down")
     return None
@@ -602,10 +609,11 @@ class ClusterAdmin(ServiceSaveMixin, admin.ModelAdmin):
         data = {k: form.cleaned_data[k] for k in form.Meta.fields if k in form.cleaned_data}
 
         def save():
-            target = obj if change else Cluster.objects.create(name=data["name"])
-            if not change:
-                obj.pk = target.pk
-            return cluster_services.cluster_update(actor=request.user, via=Via.ADMIN, cluster=target, **data)
+            if change:
+                return cluster_services.cluster_update(actor=request.user, via=Via.ADMIN, cluster=obj, **data)
+            created = cluster_services.cluster_create(actor=request.user, via=Via.ADMIN, **data)
+            obj.pk = created.pk
+            return created
 
         self.call_service(request, save)
 

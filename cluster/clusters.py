@@ -1,6 +1,6 @@
 """Clusters' scheduling settings: the one place that checks a policy name and its properties.
 
-Every door (the admin today) calls `cluster_update`; a bad policy or threshold is a ValidationFailed
+Every door (the admin, `manage.py cluster`) calls `cluster_create` / `cluster_update`; a bad policy or threshold is a ValidationFailed
 keyed by field, which the admin shows on the form.
 """
 
@@ -10,6 +10,7 @@ from typing import Any
 
 from django.db import transaction
 
+from portal.actors import require_admin
 from portal.audit import audit
 from portal.exceptions import ValidationFailed
 
@@ -68,6 +69,7 @@ def cluster_update(*, actor: Any, via: str, cluster: Cluster, name: str | None =
                    policy_properties: dict[str, Any] | None = None, balancing_enabled: bool | None = None,
                    power_saving_enabled: bool | None = None, ha_enabled: bool | None = None) -> Cluster:
     """Change a cluster's name, policy, properties or switches (None: unchanged), validated and audited."""
+    require_admin(actor, "Only administrators change clusters.")
     changes: dict[str, Any] = {}
     errors: dict[str, list[str]] = {}
     if name is not None:
@@ -108,3 +110,19 @@ def cluster_update(*, actor: Any, via: str, cluster: Cluster, name: str | None =
     for key, value in changes.items():
         setattr(cluster, key, value)
     return locked
+
+
+def cluster_create(*, actor: Any, via: str, name: str, **settings: Any) -> Cluster:
+    """A new cluster with the given settings (those of `cluster_update`), validated and audited `cluster.create`;
+    nothing is made when a setting is refused."""
+    require_admin(actor, "Only administrators create clusters.")
+    text = (name or "").strip()
+    if not text or len(text) > 100:
+        raise ValidationFailed("A cluster needs a name of 1 to 100 characters.", field="name")
+    if Cluster.objects.filter(name=text).exists():
+        raise ValidationFailed(f"A cluster named {text!r} already exists.", field="name")
+    settings.pop("name", None)
+    with transaction.atomic():
+        cluster = Cluster.objects.create(name=text)
+        audit(actor=actor, via=via, action="cluster.create", target=cluster, message=f"Create cluster {text}")
+        return cluster_update(actor=actor, via=via, cluster=cluster, **settings)

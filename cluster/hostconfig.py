@@ -36,7 +36,8 @@ LOCAL_SCHEMES = ("qemu", "qemu+unix", "test")
 REMOTE_SCHEMES = ("qemu+ssh", "qemu+libssh", "qemu+libssh2", "qemu+tcp", "qemu+tls")
 URI_HELP = ("qemu:///system (this machine); qemu+ssh://root@host/system (SSH keys of the portal's user); "
             "qemu+tcp://host/system (trusted networks only: no encryption, no authentication); "
-            "qemu+tls://host/system (certificates); test:///default (demo).")
+            "qemu+tls://host/system (certificates); qemu+unix:///system?socket=/path/to/libvirt-sock (another "
+            "libvirtd's socket on this machine); test:///default (demo).")
 
 
 def host_uri_check(uri: str) -> str:
@@ -157,6 +158,28 @@ def power_command_check(value: str, *, field: str) -> str:
         raise ValidationFailed(f"Start with the executable's absolute path (e.g. /usr/bin/ipmitool), not "
                                f"{argv[0][:60]!r}: the agent runs no shell and no PATH look-up.", field=field)
     return value
+
+
+# --- storage paths ---------------------------------------------------------------------------------------
+
+def storage_path_check(path: object, *, field: str = "path") -> str:
+    """A directory on a host for a storage pool (`host add --storage-dir`, storage's pool_add): absolute, no
+    `..`, no control characters, not `/`; returned normalised (no trailing slash). It lives on the *host*,
+    whose file system the portal may not see, so existence is left to libvirt (its pool build makes it)."""
+    text = str(path or "").strip()
+    if not text or not os.path.isabs(text):
+        raise ValidationFailed("Give the absolute path of a directory on the host, e.g. /srv/nfs/vmportal.",
+                               field=field)
+    if any(ord(c) < 32 or ord(c) == 127 for c in text) or ".." in text.split("/") or len(text) > 400:
+        raise ValidationFailed("A storage path has no '..' parts, no control characters and at most 400 "
+                               "characters.", field=field)
+    norm = os.path.normpath(text)
+    if norm.startswith("//"):
+        norm = "/" + norm.lstrip("/")
+    if norm == "/":
+        raise ValidationFailed("A storage pool cannot be the root directory: give a directory of its own.",
+                               field=field)
+    return norm
 
 
 # --- other settings ------------------------------------------------------------------------------------

@@ -24,9 +24,9 @@ from portal.hypervisor import DomainInfo, DomainSpec, get_driver
 
 from . import observers
 from .choices import DomainType, HostStatus
-from .hostconfig import host_uri_check
+from .hostconfig import host_uri_check, storage_path_check
 from .models import Cluster, ForeignDomain, Host
-from .signals import host_up
+from .signals import host_registering, host_up
 
 log = logging.getLogger(__name__)
 
@@ -41,20 +41,25 @@ class ProbeBoot:
 
 
 def host_register(*, actor: Actor, via: str = Via.CLI, name: str, uri: str,
-                  domain_type: str = DomainType.AUTO) -> Host:
-    """Add (or update) a host, read its facts; a reachable host gets the portal's storage (host_up)."""
+                  domain_type: str = DomainType.AUTO, storage_dir: str | None = None) -> Host:
+    """Add (or update) a host, read its facts; a reachable host gets the portal's storage (host_up), in
+    `storage_dir` on that host when given (else STORAGE_DIR; an existing pool keeps its path)."""
     require_admin(actor, "Only administrators register hosts.")
     if domain_type not in DomainType.values:
         raise ValidationFailed(f"Domain type must be one of {', '.join(DomainType.values)}.", field="domain_type")
     uri = host_uri_check(uri)  # known transports only (cluster.hostconfig), for every door
+    if storage_dir:
+        storage_dir = storage_path_check(storage_dir, field="storage_dir")
     other = Host.objects.filter(name=name).exclude(uri=uri).values_list("uri", flat=True).first()
     if other is not None:  # names are unique: say so rather than fail on the constraint
         raise ValidationFailed(f"A host named {name!r} is already registered ({other}); choose another name.",
                                field="name")
-    host, created = Host.objects.update_or_create(uri=uri, defaults={"name": name, "domain_type": domain_type})
-    if host.cluster_id is None:  # a host always belongs to a cluster: the default one unless an admin says
-        Host.objects.filter(pk=host.pk).update(cluster=cluster_default())
-        host.refresh_from_db(fields=["cluster"])
+    with transaction.atomic():
+        host, created = Host.objects.update_or_create(uri=uri, defaults={"name": name, "domain_type": domain_type})
+        if host.cluster_id is None:  # a host always belongs to a cluster: the default one unless an admin says
+            Host.objects.filter(pk=host.pk).update(cluster=cluster_default())
+            host.refresh_from_db(fields=["cluster"])
+        host_registering.send(sender=Host, host=host, storage_dir=storage_dir or None)
     host_refresh(host=host)
     audit(actor=actor, via=via, action="host.register" if created else "host.update", target=host,
           message=f"{uri} ({domain_type})")

@@ -250,17 +250,70 @@ class ImageAdmin(ServiceDeleteMixin, ServiceSaveMixin, admin.ModelAdmin):
         return messages.SUCCESS, f"Deleted image {image.name} and its base volume."
 
 
-@admin.register(StoragePool)
-class StoragePoolAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    """Pools are created by host registration (pool_ensure); shown here for reference."""
+POOL_NOTE = ("Each host has the portal's pool (made when the host is registered, in PORTAL_STORAGE_DIR or the "
+             "host's --storage-dir). “Add storage pool” makes another dir pool on a host through libvirt. A pool "
+             "marked shared is the same storage at the same path on every host that has it (an NFS mount, say): "
+             "disks on it migrate without copying, and highly available VMs on it restart on other hosts. The portal "
+             "cannot tell a shared file system from a local one: marking it shared is your word.")
 
-    list_display = ("name", "host_link", "path", "images_link", "volumes_link")
-    list_filter = ("host",)
+
+class StoragePoolAddForm(forms.Form):
+    """What pool_add needs: the host, the pool's name and its directory on that host, shared or not."""
+
+    host = forms.ModelChoiceField(queryset=Host.objects.order_by("name"))
+    name = forms.CharField(max_length=100, help_text="The libvirt pool's name, e.g. nfs (letters, digits, . _ -).")
+    path = forms.CharField(max_length=400, help_text="Absolute directory on that host, e.g. /srv/nfs/vmportal "
+                                                     "(libvirt makes it if missing).")
+    shared = forms.BooleanField(required=False, help_text="The same storage at the same path on every host "
+                                                          "(e.g. NFS mounted there).")
+
+
+@admin.register(StoragePool)
+class StoragePoolAdmin(ServiceSaveMixin, admin.ModelAdmin):
+    """Pools: added through storage.services.pool_add (a libvirt pool on the host), `shared` changed through
+    pool_configure; everything else is libvirt's and read-only. Removing a pool is not offered here."""
+
+    list_display = ("name", "host_link", "path", "shared", "images_link", "volumes_link")
+    list_filter = ("host", "shared")
     search_fields = ("name", "path", "host__name")
     list_select_related = ("host",)
     readonly_fields = ("name", "host_link", "path", "images_link", "volumes_link")
-    fields = readonly_fields
+    fields = ("name", "host_link", "path", "shared", "images_link", "volumes_link")
+    change_list_template = "admin/portal/change_list_note.html"
     actions = None
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def changelist_view(self, request, extra_context=None):
+        return super().changelist_view(request, note_context(POOL_NOTE, extra_context))
+
+    def add_view(self, request, form_url="", extra_context=None):
+        if not self.has_add_permission(request):
+            raise DjangoPermissionDenied
+        form = StoragePoolAddForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            d = form.cleaned_data
+            try:
+                pool = services.pool_add(actor=request.user, via=Via.ADMIN, host=d["host"], name=d["name"],
+                                         path=d["path"], shared=d["shared"])
+            except PortalError as exc:
+                form_error(form, exc, user=request.user)
+            else:
+                self.message_user(request, f"Added pool {pool.name} on {pool.host.name} at {pool.path}"
+                                           + (" (shared)." if pool.shared else "."), messages.SUCCESS)
+                return HttpResponseRedirect(admin_url(StoragePool, "changelist"))
+        context = {
+            **self.admin_site.each_context(request), "title": "Add a storage pool", "form": form,
+            "opts": self.model._meta, "has_view_permission": True, "subtitle": None, "note": POOL_NOTE,
+            "submit_label": "Add pool", "nothing_done": "No pool was added: please correct the errors below.",
+        }
+        return TemplateResponse(request, "admin/storage/form.html", context, status=400 if form.errors else 200)
+
+    def save_model(self, request, obj, form, change):
+        if change and "shared" in form.changed_data:
+            self.call_service(request, lambda: services.pool_configure(
+                actor=request.user, via=Via.ADMIN, pool=obj, shared=form.cleaned_data["shared"]))
 
     def get_queryset(self, request):
         return super().get_queryset(request).annotate(n_images=Count("images", distinct=True),

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import secrets
 from collections.abc import Iterable
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.models import Group, User
 from django.db import transaction
 from django.db.models import ProtectedError, QuerySet
 
 from cluster.choices import HostStatus
+from cluster.hostconfig import storage_path_check
 from cluster.models import Host
 from portal.actors import Actor, is_admin, require_admin, require_user
 from portal.audit import audit
@@ -73,6 +76,98 @@ def pool_register(*, actor: Actor, via: str, host: Host, name: str) -> StoragePo
             audit(actor=actor, via=via, action="pool.register", target=pool,
                   message=f"Listed the existing libvirt pool {name} ({info.type}, {info.path}) of host {host.name}")
     return pool
+
+
+# --- pools an administrator adds and configures (admin, manage.py pool, host add --storage-dir) ---------------
+
+POOL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+def _shared_path_check(*, pool_name: str, path: str, host: Host) -> None:
+    """A shared pool is the same storage at the same path on every host: migration and HA re-point disks to the
+    pool of that name *and path* on the other host, so a shared twin at another path is refused."""
+    twin = (StoragePool.objects.filter(name=pool_name, shared=True).exclude(host=host).exclude(path=path)
+            .select_related("host").first())
+    if twin is not None:
+        raise ValidationFailed(f"Pool {pool_name} is shared on host {twin.host.name} at {twin.path}: a shared pool "
+                               f"has the same path on every host (mount the storage at {twin.path} here too).",
+                               field="shared")
+
+
+def pool_configure(*, actor: Actor, via: str, pool: StoragePool, shared: bool) -> StoragePool:
+    """Mark a pool shared (the same storage on every host that has a pool of this name and path: NFS, GlusterFS;
+    disks on it migrate without copying, HA restarts its VMs elsewhere) or host-local. Administrators only,
+    audited `pool.configure`. The portal cannot tell a shared file system from a local one: this is the
+    administrator's word."""
+    require_admin(actor, "Only administrators configure storage pools.")
+    shared = bool(shared)
+    with transaction.atomic():
+        locked = StoragePool.objects.select_for_update().select_related("host").get(pk=pool.pk)
+        if shared:
+            _shared_path_check(pool_name=locked.name, path=locked.path, host=locked.host)
+        before = locked.shared
+        if before != shared:
+            StoragePool.objects.filter(pk=locked.pk).update(shared=shared)
+            locked.shared = shared
+        audit(actor=actor, via=via, action="pool.configure", target=locked,
+              message=f"Pool {locked.name} of host {locked.host.name} ({locked.path}): "
+                      + ("shared" if shared else "host-local") + ("" if before != shared else " (no change)"),
+              data={"shared": {"from": before, "to": shared}} if before != shared else {})
+    pool.shared = shared
+    return locked
+
+
+def pool_add(*, actor: Actor, via: str, host: Host, name: str, path: str, shared: bool = False) -> StoragePool:
+    """A new portal pool on a host: a libvirt dir pool `name` at `path` on that host (made and started there,
+    pool_ensure), listed in the portal, optionally marked shared. Administrators only, audited `pool.add`.
+    An existing libvirt pool of that name is taken only when it has that path."""
+    require_admin(actor, "Only administrators add storage pools.")
+    name = str(name or "").strip()
+    if not POOL_NAME_RE.match(name):
+        raise ValidationFailed("A pool name is 1 to 100 letters, digits, '.', '_' or '-', starting with a letter "
+                               "or digit.", field="name")
+    path = storage_path_check(path)
+    if StoragePool.objects.filter(host=host, name=name).exists():
+        raise ValidationFailed(f"Host {host.name} has a pool named {name} already (change it with pool set).",
+                               field="name")
+    same_dir = StoragePool.objects.filter(host=host, path=path).first()
+    if same_dir is not None:
+        raise ValidationFailed(f"Pool {same_dir.name} of host {host.name} uses {path} already: two pools in one "
+                               "directory would list each other's volumes.", field="path")
+    if shared:
+        _shared_path_check(pool_name=name, path=path, host=host)
+    if host.status in HostStatus.UNREACHABLE:
+        raise Conflict(f"Host {host.name} is {host.status}: a pool is made on a host that answers.")
+    driver = get_driver(host.uri)
+    try:
+        info = driver.pool_info(name)
+    except NotFound:
+        info = None
+    if info is not None and os.path.normpath(info.path) != path:
+        raise ValidationFailed(f"Host {host.name} has a libvirt pool {name} at {info.path} already: choose another "
+                               "name, or list that pool as it is.", field="name")
+    pool = pool_ensure(host=host, name=name, path=path)
+    with transaction.atomic():
+        if shared:
+            StoragePool.objects.filter(pk=pool.pk).update(shared=True)
+            pool.shared = True
+        audit(actor=actor, via=via, action="pool.add", target=pool,
+              message=f"Pool {name} of host {host.name} at {path}" + (", shared" if shared else ""))
+    return pool
+
+
+def pool_storage_dir(*, host: Host, storage_dir: str | None) -> None:
+    """`host add --storage-dir`: the host's portal pool is listed at that directory before the host is first
+    read, so host_up makes it there instead of in STORAGE_DIR. A pool keeps its path: another one is refused."""
+    if not storage_dir:
+        return
+    name = settings.STORAGE_POOL
+    existing = StoragePool.objects.filter(host=host, name=name).first()
+    if existing is None:
+        StoragePool.objects.create(host=host, name=name, path=storage_dir)
+    elif os.path.normpath(existing.path) != storage_dir:
+        raise Conflict(f"Host {host.name}'s portal pool {name} is at {existing.path}: a pool keeps its path. Add "
+                       "another pool instead (manage.py pool add).")
 
 
 def volume_adopt(*, pool: StoragePool, name: str, path: str, fmt: str, capacity_bytes: int,

@@ -14,6 +14,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from cluster import maintenance, power
+from cluster.ha_outlook import ha_outlook
 from cluster.models import Cluster, Host
 from cluster.selectors import cluster_get, cluster_list, host_get, host_list
 from portal.api import CatalogViewSet
@@ -72,14 +73,14 @@ class HostViewSet(CatalogViewSet):
         """Power the host off through its power agent and record it confirmed down (HA VMs restart elsewhere)."""
         host = self.find(request, str(pk))
         result = power.host_fence(actor=request.user, via=Via.API, host=host)
-        return self._answer(request, host, f"Fenced {host.name} ({result.summary()}): confirmed down.")
+        return self._answer(request, host, f"Fenced {host.name} ({result.summary()}): confirmed down; {ha_outlook(host)}.")
 
     @extend_schema(request=None, responses={200: HostOperationSerializer})
     @action(detail=True, methods=["post"], url_path="declare-down", url_name="declare-down")
     def declare_down(self, request: Request, pk: str | None = None) -> Response:
         """Confirm the host is off (no power agent): its highly available VMs restart on other hosts."""
         host = power.host_declare_down(actor=request.user, via=Via.API, host=self.find(request, str(pk)))
-        return self._answer(request, host, f"{host.name} is declared down: its HA VMs restart elsewhere.")
+        return self._answer(request, host, f"{host.name} is declared down: {ha_outlook(host)}.")
 
 
 class ClusterViewSet(CatalogViewSet):

@@ -252,7 +252,7 @@ def test_admin_declare_down_asks_first_then_calls_the_service(admin_client, db):
     host.refresh_from_db()
     assert host.confirmed_down_at is None  # nothing happened yet
     page = _action(admin_client, "declare_down", host, post="yes")
-    assert "v1 is declared down; its HA VMs restart elsewhere." in page.content.decode()
+    assert "v1 is declared down: no VM was running there." in page.content.decode()  # (the message starts capitalised)
     host.refresh_from_db()
     assert host.confirmed_down_at is not None
     assert AuditEvent.objects.get(action="host.declare_down").via == Via.ADMIN

@@ -69,6 +69,9 @@ class Command(BaseCommand):
         add.add_argument("uri", help=hostconfig.URI_HELP)
         add.add_argument("--domain-type", default=DomainType.AUTO, choices=DomainType.values)
         add.add_argument("--disabled", action="store_true", help="Register it without placing new VMs on it.")
+        add.add_argument("--storage-dir", metavar="PATH",
+                         help="Directory on the host for the portal's storage pool (default: PORTAL_STORAGE_DIR), "
+                              "e.g. an NFS mount; mark it shared with manage.py pool set.")
         _settings_arguments(add, add=True)
         sub.add_parser("list", help="Hosts with cluster, status, capacity and load.")
         sub.add_parser("show", help="One host: every setting and fact.").add_argument("name")
@@ -97,7 +100,7 @@ class Command(BaseCommand):
         # Every setting is checked before the host is registered, so a typo registers nothing.
         hostconfig.host_settings_clean(host=Host(name=opts["name"], uri=uri), changes=changes)
         host = services.host_register(actor=actor, via=Via.CLI, name=opts["name"], uri=uri,
-                                      domain_type=opts["domain_type"])
+                                      domain_type=opts["domain_type"], storage_dir=opts.get("storage_dir"))
         if opts["disabled"]:
             host = services.host_set_enabled(actor=actor, via=Via.CLI, host=host, enabled=False)
         if changes:
@@ -108,6 +111,10 @@ class Command(BaseCommand):
         else:
             self.stdout.write(f"Registered {host.name} in cluster {host.cluster}: {host.status}, {host.cpus} CPUs, "
                               f"{mib(host.memory_mib)}.")
+        # the storage app's pools, through the reverse relation (cluster imports no storage)
+        pools = ", ".join(f"{name} at {path}" for name, path in host.pools.values_list("name", "path"))  # type: ignore[attr-defined]
+        if pools:
+            self.stdout.write(f"Storage pools: {pools}.")
 
     def _list(self, actor: Any, opts: dict[str, Any]) -> None:
         require_admin(actor, "Only administrators see hosts.")

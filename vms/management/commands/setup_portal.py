@@ -12,6 +12,8 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 
+from cluster.hostconfig import host_uri_check
+from cluster.models import Host
 from cluster.services import host_probe_kvm, host_register
 from portal.choices import Via
 from portal.exceptions import PortalError
@@ -40,7 +42,9 @@ class Command(BaseCommand):
 
     def handle(self, *args, no_probe=False, quiet=False, **options):
         out = (lambda msg: None) if quiet else (lambda msg: self.stdout.write(msg))
-        host = host_register(actor=None, via=Via.CLI, name="local", uri=settings.LIBVIRT_URI,
+        # A host already registered with this URI keeps its name (host_register updates by URI): only a new one is "local".
+        known = Host.objects.filter(uri=host_uri_check(settings.LIBVIRT_URI)).values_list("name", flat=True).first()
+        host = host_register(actor=None, via=Via.CLI, name=known or "local", uri=settings.LIBVIRT_URI,
                              domain_type=settings.DOMAIN_TYPE)
         out(f"Host {host.name}: {host.uri} is {host.status}"
             + (f" ({host.last_error})" if host.last_error else f", libvirt {host.libvirt_version}"))
