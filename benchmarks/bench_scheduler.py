@@ -42,9 +42,21 @@ from django.db import connection, transaction  # noqa: E402
 
 from benchmarks.report import write_section  # noqa: E402
 from cluster.models import Cluster, Host  # noqa: E402
-from cluster.placement import pick_host  # noqa: E402
+from cluster.placement import HostLoad, host_loads  # noqa: E402
 from cluster.scheduler import VMRequest, propose_balancing, schedule  # noqa: E402
 from vms.models import VM  # noqa: E402
+
+
+def pick_host(*, vcpus: int, memory_mib: int) -> Host:
+    """The placement before the Scheduler API (first fit by free memory over ORM objects), for comparison."""
+    hosts = Host.objects.filter(enabled=True).exclude(status__in=["down", "maintenance"])
+    loads = host_loads()
+    candidates = []
+    for host in hosts:
+        load = loads.get(host.pk, HostLoad())
+        candidates.append(((host.memory_mib or 0) - load.memory_mib, -load.vms, -host.pk, host))
+    candidates.sort(key=lambda c: c[:3], reverse=True)
+    return candidates[0][3]
 
 
 def timed(fn, runs: int) -> list[float]:

@@ -3,22 +3,13 @@
 What hosts already carry comes from the apps that place things on them: vms registers a load
 provider (committed memory, vCPUs and VM count per host, one aggregate query) and a source of the
 VMs on a set of hosts (for balancing), so placement stays below vms.
-
-`pick_host` is the old first-fit-by-free-memory choice, kept for callers outside the create path;
-new code calls `cluster.scheduler.schedule()`.
+Where a VM goes is `cluster.scheduler.schedule()`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-
-from django.db.models import QuerySet
-
-from portal.exceptions import Conflict
-
-from .choices import HostStatus
-from .models import Host
 
 
 @dataclass(frozen=True)
@@ -82,26 +73,3 @@ def host_loads() -> dict[int, HostLoad]:
             total[host_id] = load if was is None else HostLoad(
                 was.memory_mib + load.memory_mib, was.vcpus + load.vcpus, was.vms + load.vms)
     return total
-
-
-def pick_host(*, vcpus: int, memory_mib: int, among: QuerySet[Host] | None = None,
-              why_among: str = "") -> Host:
-    """The enabled, reachable host with the most memory left after what is committed on it.
-
-    `among` narrows the choice (hosts that carry the VM's networks); `why_among` says why, for the
-    refusal when none of them is available.
-    """
-    hosts = (among if among is not None else Host.objects.all()).filter(enabled=True).exclude(
-        status__in=[HostStatus.DOWN, HostStatus.MAINTENANCE])
-    loads = host_loads()
-    candidates = []
-    for host in hosts:
-        load = loads.get(host.pk, HostLoad())
-        free = (host.memory_mib or 0) - load.memory_mib
-        candidates.append((free, -load.vms, -host.pk, host))
-    if not candidates:
-        if among is not None and why_among:
-            raise Conflict(f"No available hypervisor host {why_among}; ask an administrator.")
-        raise Conflict("No hypervisor host is available for new VMs; ask an administrator.")
-    candidates.sort(key=lambda c: c[:3], reverse=True)
-    return candidates[0][3]
