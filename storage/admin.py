@@ -170,8 +170,9 @@ class ImageAdmin(ServiceDeleteMixin, ServiceSaveMixin, admin.ModelAdmin):
         context = {
             **self.admin_site.each_context(request), "title": "Import an image", "form": form,
             "opts": self.model._meta, "has_view_permission": True, "subtitle": None, "note": IMAGE_NOTE,
+            "submit_label": "Import image", "nothing_done": "Nothing was imported: please correct the errors below.",
         }
-        return TemplateResponse(request, "admin/storage/image/import.html", context,
+        return TemplateResponse(request, "admin/storage/form.html", context,
                                 status=400 if form.errors else 200)
 
     def get_readonly_fields(self, request, obj=None):
