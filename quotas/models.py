@@ -22,6 +22,7 @@ class Quota(models.Model):
     max_vcpus = models.PositiveIntegerField("vCPUs", default=4)
     max_memory_mib = models.PositiveIntegerField("memory (MiB)", default=2048)
     max_disk_gib = models.PositiveIntegerField("disk (GiB)", default=40)
+    max_backup_gib = models.PositiveIntegerField("backup space (GiB)", default=40)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -65,6 +66,7 @@ class QuotaRequest(models.Model):
     max_vcpus = models.PositiveIntegerField("vCPUs", null=True, blank=True)
     max_memory_mib = models.PositiveIntegerField("memory (MiB)", null=True, blank=True)
     max_disk_gib = models.PositiveIntegerField("disk (GiB)", null=True, blank=True)
+    max_backup_gib = models.PositiveIntegerField("backup space (GiB)", null=True, blank=True)
     previous = models.JSONField(default=dict, blank=True, help_text="Limits when the request was made.")
     reason = models.TextField(blank=True)
     via = models.CharField(max_length=16, choices=Via.choices, default=Via.WEB)

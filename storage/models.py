@@ -9,14 +9,35 @@ from django.db import models
 
 
 class StoragePool(models.Model):
-    """A libvirt dir pool on a host, holding image base volumes and VM disks."""
+    """A storage domain as one host sees it: a libvirt pool holding image base volumes and VM disks
+    (content "data") or backups (content "backup"). Pools of one name on several hosts are one domain;
+    a shared or GlusterFS domain is the same storage on every host that has it."""
+
+    class Kind(models.TextChoices):
+        DIR = "dir", "Local directory"
+        SHARED = "shared", "Shared directory (NFS: mounted at the same path on every host)"
+        GLUSTERFS = "glusterfs", "GlusterFS volume"
+
+    class Content(models.TextChoices):
+        DATA = "data", "Images and disks"
+        BACKUP = "backup", "Backups"
 
     host = models.ForeignKey("cluster.Host", on_delete=models.CASCADE, related_name="pools")
     name = models.CharField(max_length=100)
     path = models.CharField(max_length=500)
+    kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.DIR)
+    content = models.CharField(max_length=8, choices=Content.choices, default=Content.DATA)
     shared = models.BooleanField(
         default=False, help_text="The same storage on every host that has a pool of this name and path (NFS, "
                                  "GlusterFS): VMs on it migrate without copying disks and restart elsewhere (HA).")
+    source_host = models.CharField(max_length=255, blank=True, help_text="GlusterFS: the server to mount from.")
+    source_name = models.CharField(max_length=255, blank=True, help_text="GlusterFS: the volume's name.")
+    capacity_bytes = models.BigIntegerField(default=0, help_text="Size of the storage, as libvirt last reported it.")
+    allocation_bytes = models.BigIntegerField(default=0, help_text="Space in use, as libvirt last reported it.")
+    available_bytes = models.BigIntegerField(default=0, help_text="Free space, as libvirt last reported it.")
+    refreshed_at = models.DateTimeField(null=True, blank=True)
+    active = models.BooleanField(default=True, help_text="Running in libvirt when last refreshed.")
+    last_error = models.CharField(max_length=500, blank=True, help_text="Why the last refresh failed (blank: it did not).")
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["host", "name"], name="pool_unique_per_host")]
@@ -111,6 +132,15 @@ class Volume(models.Model):
     # volume no longer needs it, so the image may go (the link is cleared).
     copy_of = models.ForeignKey(Image, null=True, blank=True, on_delete=models.SET_NULL, related_name="copies",
                                 help_text="A full copy: the image it was copied from (it has no backing file).")
+    # A data disk (made by a user, attachable to VMs, may outlive them) has an owner and counts against
+    # that owner's (or group's) disk quota itself; a VM's boot disk and seed have none (the VM counts them).
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT,
+                              related_name="volumes", help_text="Data disks: whose quota it counts against.")
+    group = models.ForeignKey("auth.Group", null=True, blank=True, on_delete=models.PROTECT, related_name="volumes",
+                              help_text="Data disks of a team: the group whose quota it counts against.")
+    label = models.CharField(max_length=63, blank=True, help_text="Data disks: the name users know it by.")
+    shareable = models.BooleanField(default=False,
+                                    help_text="May be attached read-only to several VMs at once.")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 from django.conf import settings
 
 from cluster.models import Host
-from portal.exceptions import Conflict
+from portal.exceptions import Conflict, ValidationFailed
 from portal.hypervisor import get_driver
 
 from .models import StoragePool
@@ -40,9 +40,15 @@ def pool_ensure(*, host: Host, name: str | None = None, path: str | None = None)
     return pool
 
 
-def pool_for_host(host: Host) -> StoragePool:
-    """The portal pool of a host (created when the host was registered)."""
-    pools = StoragePool.objects.filter(host=host)
+def pool_for_host(host: Host, name: str | None = None) -> StoragePool:
+    """The data pool named `name` on a host (a storage domain the host sees), else the host's portal pool
+    (created when the host was registered)."""
+    pools = StoragePool.objects.filter(host=host, content=StoragePool.Content.DATA)
+    if name:
+        named = pools.filter(name=name).first()
+        if named is None:
+            raise ValidationFailed(f"There is no storage domain {name[:100]!r} on host {host.name}.", field="pool")
+        return named
     pool = pools.filter(name=settings.STORAGE_POOL).first() or pools.first()
     if pool is None:
         raise Conflict(f"Host {host.name} has no storage pool {settings.STORAGE_POOL!r}; "

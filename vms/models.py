@@ -103,13 +103,26 @@ class VM(models.Model):
 
 
 class VMDisk(models.Model):
-    """A volume attached to a VM: where the guest sees it (target, bus) and whether it may write to it."""
+    """A volume attached to a VM: where the guest sees it (target, bus), whether it may write to it,
+    and its validated device properties (vms.properties). Rows change only in vms services."""
+
+    class Bus(models.TextChoices):
+        VIRTIO = "virtio", "virtio-blk"
+        SCSI = "scsi", "virtio-SCSI"
+
+    class Status(models.TextChoices):
+        ATTACHING = "attaching", "Attaching"
+        ATTACHED = "attached", "Attached"
+        DETACHING = "detaching", "Detaching"
 
     vm = models.ForeignKey(VM, on_delete=models.CASCADE, related_name="disks")
     volume = models.ForeignKey("storage.Volume", on_delete=models.CASCADE, related_name="attachments")
     target = models.CharField(max_length=16, default="vda")
     bus = models.CharField(max_length=16, default="virtio")
     readonly = models.BooleanField(default=False)
+    properties = models.JSONField(default=dict, blank=True,
+                                  help_text="Validated device properties: cache, io, discard, serial, boot order, limits.")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.ATTACHED)
 
     class Meta:
         verbose_name = "VM disk"
@@ -144,6 +157,7 @@ class VMNic(models.Model):
     ip_address = models.GenericIPAddressField("IP address", null=True, blank=True,
                                               help_text="From the network's DHCP leases, refreshed by the monitor.")
     ip_seen_at = models.DateTimeField(null=True, blank=True)
+    properties = models.JSONField(default=dict, blank=True, help_text="Validated device properties: boot order.")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -168,6 +182,8 @@ class Snapshot(models.Model):
     created_via = models.CharField(max_length=16, choices=Via.choices, default=Via.WEB)
     created_at = models.DateTimeField(auto_now_add=True)
     taken_at = models.DateTimeField(null=True, blank=True)
+    size_bytes = models.BigIntegerField(default=0, help_text="Space it holds in the VM's disks (counts against the "
+                                                             "disk quota): its RAM state and the disks' data then.")
     reverted_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
@@ -197,3 +213,25 @@ class AffinityGroup(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class DevicePropertyRule(models.Model):
+    """Whether users may set one device property (vms.properties lists them all), and to which values.
+    Without a rule a property is for administrators only."""
+
+    class Device(models.TextChoices):
+        DISK = "disk", "Disk"
+        NIC = "nic", "NIC"
+
+    device = models.CharField(max_length=8, choices=Device.choices)
+    name = models.CharField(max_length=40)
+    users_may_set = models.BooleanField(default=True)
+    allowed_values = models.JSONField(default=list, blank=True,
+                                      help_text="Values users may choose (empty: every valid value).")
+
+    class Meta:
+        ordering = ["device", "name"]
+        constraints = [models.UniqueConstraint(fields=["device", "name"], name="device_property_rule_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.device} {self.name}"

@@ -27,12 +27,23 @@ class PowerState(StrEnum):
 
 @dataclass(frozen=True)
 class DiskSpec:
+    """A disk device. bus: "virtio" (virtio-blk) or "scsi" (on the domain's one virtio-SCSI controller).
+    The optional fields are validated device properties (vms.properties): None leaves QEMU's default."""
+
     path: str
     target: str = "vda"
     bus: str = "virtio"
     format: str = "qcow2"
     device: str = "disk"
     readonly: bool = False
+    shareable: bool = False
+    cache: str | None = None  # none, writethrough, writeback, directsync, unsafe
+    io: str | None = None  # threads, native, io_uring
+    discard: str | None = None  # ignore, unmap
+    detect_zeroes: str | None = None  # off, on, unmap
+    serial: str | None = None
+    boot_order: int | None = None
+    iotune: tuple[tuple[str, int], ...] = ()  # (("total_iops_sec", 500), ...): libvirt's <iotune> elements
 
 
 @dataclass(frozen=True)
@@ -54,6 +65,7 @@ class NicSpec:
     network: str
     mac: str | None = None
     model: str = "virtio"
+    boot_order: int | None = None
 
 
 @dataclass(frozen=True)

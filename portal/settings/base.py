@@ -47,6 +47,7 @@ INSTALLED_APPS = [
     "networks",
     "vms",
     "consoles",
+    "backups",
     "chatops",
 ]
 
