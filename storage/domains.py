@@ -223,13 +223,14 @@ def domain_add(*, actor: Actor, via: str, name: str, kind: str, hosts: list[Host
     defined: list[tuple[Host, str]] = []
     usage: dict[int, PoolUsage] = {}
     for host in unique:
-        driver = get_driver(host.uri)
+        existed = False
         try:
-            existed = True
-            driver.pool_info(name)
-        except NotFound:
-            existed = False
-        try:
+            driver = get_driver(host.uri)
+            try:
+                driver.pool_info(name)
+                existed = True
+            except NotFound:
+                pass
             usage[host.pk] = driver.define_pool(spec)
         except PortalError as exc:
             _undo(defined)
