@@ -55,7 +55,11 @@ def gluster_domain(qemu_host, gluster_volume, admin_user):
     driver = get_driver(qemu_host.uri)
     for vm in VM.objects.filter(disks__volume__pool__name=name).distinct():  # a failed test's VM
         driver.undefine(str(vm.uuid))
-    for vol in driver.list_volumes(pool=name):
+    try:
+        leftovers = driver.list_volumes(pool=name)
+    except NotFound:  # the test removed the domain itself
+        return
+    for vol in leftovers:
         driver.delete_volume(pool=name, name=vol.name)
     driver.remove_pool(name)
 
