@@ -107,6 +107,9 @@ def pool_configure(*, actor: Actor, via: str, pool: StoragePool, shared: bool) -
     shared = bool(shared)
     with transaction.atomic():
         locked = StoragePool.objects.select_for_update().select_related("host").get(pk=pool.pk)
+        if not shared and locked.kind != StoragePool.Kind.DIR:  # storage domains (issue #11)
+            raise ValidationFailed(f"Pool {locked.name} is a {locked.get_kind_display()} domain: the same storage on "
+                                   "every host that has it, so it stays shared.", field="shared")
         if shared:
             _shared_path_check(pool_name=locked.name, path=locked.path, host=locked.host)
         before = locked.shared

@@ -28,7 +28,7 @@ from storage.domains import (
     domains_refresh_due,
 )
 from storage.models import StoragePool, Volume
-from storage.services import pool_add
+from storage.services import pool_add, pool_configure
 from vms import services as vm_services
 from vms.models import VM
 
@@ -107,6 +107,8 @@ def test_add_a_shared_domain_to_several_hosts_and_see_which_hosts_see_it(test_ho
     with pytest.raises(ValidationFailed, match="already"):
         domain_add(actor=admin_user, via=Via.API, name=name, kind=Kind.GLUSTERFS, hosts=[test_host],
                    source_host="gluster1.example.org", source_name="vms")
+    with pytest.raises(ValidationFailed, match="stays shared"):
+        pool_configure(actor=admin_user, via=Via.API, pool=pools[0], shared=False)
 
 
 def test_a_host_where_the_pool_fails_undoes_the_others(test_host, admin_user):
