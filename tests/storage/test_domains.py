@@ -194,6 +194,13 @@ def test_vm_disks_go_to_the_storage_domain_and_only_its_hosts_are_eligible(test_
                                    storage_domain=name)
     root = result.vm.disks.get(target="vda").volume
     assert root.pool.name == name and root.pool.host_id == test_host.pk
+    # a create retried on another host keeps the disks in the domain: only its hosts are eligible
+    from vms.create_retry import _keep_storage_domain
+    from vms.scheduling import vm_request
+
+    kept, request = _keep_storage_domain(result.vm, vm_request(result.vm))
+    assert kept == name and request.allowed_host_ids == frozenset({test_host.pk})
+    assert "sees the storage domain" in request.allowed_reason
     with pytest.raises(Conflict, match="in use"):
         domain_remove(actor=admin_user, via=Via.API, name=name)
 
