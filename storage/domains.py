@@ -234,6 +234,9 @@ def domain_add(*, actor: Actor, via: str, name: str, kind: str, hosts: list[Host
             usage[host.pk] = driver.define_pool(spec)
         except PortalError as exc:
             _undo(defined)
+            if existed:
+                raise ValidationFailed(f"Host {host.name} has a libvirt pool {name} of another kind or path already: "
+                                       "choose another name.", field="name") from exc
             if kind == Kind.GLUSTERFS:
                 error = ValidationFailed(
                     f"GlusterFS volume {source_name} on {source_host} could not be mounted on host {host.name}: "
@@ -241,9 +244,6 @@ def domain_add(*, actor: Actor, via: str, name: str, kind: str, hosts: list[Host
                     field="source_name")
                 error.detail = exc.detail or exc.message
                 raise error from exc
-            if existed:
-                raise ValidationFailed(f"Host {host.name} has a libvirt pool {name} of another kind or path already: "
-                                       "choose another name.", field="name") from exc
             raise
         if not existed:
             defined.append((host, name))

@@ -121,6 +121,11 @@ def test_a_host_where_the_pool_fails_undoes_the_others(test_host, admin_user):
     with pytest.raises(NotFound):
         get_driver(test_host.uri).pool_info(name)  # undone on testhost
     assert not StoragePool.objects.filter(name=name).exists()
+    # a libvirt pool of that name made outside the portal, elsewhere: refused, and left as it is
+    get_driver(test_host.uri).ensure_pool(name, "/srv/outside")
+    with pytest.raises(ValidationFailed, match="another kind or path") as info:
+        domain_add(actor=admin_user, via=Via.API, name=name, kind=Kind.DIR, hosts=[test_host], path="/srv/d/z")
+    assert "name" in info.value.errors and get_driver(test_host.uri).pool_info(name).path == "/srv/outside"
 
 
 def test_refresh_on_demand_and_by_housekeeping(test_host, admin_user, alice, settings):
