@@ -34,7 +34,8 @@ find_python() {
 APT_RUN=(libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 qemu-utils
          libvirt-dev pkg-config gcc dnsmasq-base cpio e2fsprogs ovmf debootstrap genisoimage)
 APT_TEST=(chromium openssh-client tini    # tini: PID 1 of the test namespace hosts (scripts/nshost.sh)
-          xorriso isolinux syslinux-common)  # the guest as a bootable ISO (scripts/build-guest-iso.sh)
+          xorriso isolinux syslinux-common   # the guest as a bootable ISO (scripts/build-guest-iso.sh)
+          glusterfs-server glusterfs-client) # GlusterFS storage domains (scripts/gluster.sh, tests' gluster_volume)
 missing=()
 pkgs=("${APT_RUN[@]}")
 [ "$MODE" = "--test" ] && pkgs+=("${APT_TEST[@]}")

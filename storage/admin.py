@@ -15,7 +15,7 @@ from django.db.models import Count, Q
 from django.http import HttpResponseNotAllowed, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
-from django.utils.html import format_html_join
+from django.utils.html import format_html, format_html_join
 
 from cluster.models import Host
 from portal.admin_helpers import (
@@ -37,7 +37,7 @@ from portal.choices import Via
 from portal.exceptions import PortalError
 from portal.web import form_error
 
-from . import imageio, selectors, services
+from . import domains, imageio, selectors, services
 from .imports import image_import
 from .models import Image, StoragePool, Volume
 
@@ -251,40 +251,62 @@ class ImageAdmin(ServiceDeleteMixin, ServiceSaveMixin, admin.ModelAdmin):
         return messages.SUCCESS, f"Deleted image {image.name} and its base volume."
 
 
-POOL_NOTE = ("Each host has the portal's pool (made when the host is registered, in PORTAL_STORAGE_DIR or the "
-             "host's --storage-dir). “Add storage pool” makes another dir pool on a host through libvirt. A pool "
-             "marked shared is the same storage at the same path on every host that has it (an NFS mount, say): "
-             "disks on it migrate without copying, and highly available VMs on it restart on other hosts. The portal "
-             "cannot tell a shared file system from a local one: marking it shared is your word.")
+POOL_NOTE = ("Each row is a storage pool on one host; pools of one name make a storage domain (the “hosts” column "
+             "lists every host that sees it). Each host has the portal's pool (made when the host is registered, in "
+             "PORTAL_STORAGE_DIR or the host's --storage-dir). “Add storage pool” adds a domain to one or more hosts "
+             "through libvirt: a local directory, a shared directory mounted at the same path on every host (NFS: "
+             "disks migrate without copying, HA restarts VMs elsewhere; marking it shared is your word), or a "
+             "GlusterFS volume libvirt mounts. Paths lie inside PORTAL_STORAGE_ALLOWED_ROOTS. Capacity and use are "
+             "refreshed by the monitor and by the “Refresh capacity” action; a domain in use cannot be deleted.")
 
 
 class StoragePoolAddForm(forms.Form):
-    """What pool_add needs: the host, the pool's name and its directory on that host, shared or not."""
+    """What pool_add (one dir pool) or domains.domain_add (a domain of any kind on several hosts) needs."""
 
     host = forms.ModelChoiceField(queryset=Host.objects.order_by("name"))
+    other_hosts = forms.ModelMultipleChoiceField(
+        queryset=Host.objects.order_by("name"), required=False,
+        help_text="More hosts that get the same domain (a shared or GlusterFS domain: every host that mounts it).")
     name = forms.CharField(max_length=100, help_text="The libvirt pool's name, e.g. nfs (letters, digits, . _ -).")
-    path = forms.CharField(max_length=400, help_text="Absolute directory on that host, e.g. /srv/nfs/vmportal "
-                                                     "(libvirt makes it if missing).")
+    kind = forms.ChoiceField(choices=[("", "Local directory (one host)"), *StoragePool.Kind.choices], required=False)
+    content = forms.ChoiceField(choices=StoragePool.Content.choices, initial=StoragePool.Content.DATA, required=False)
+    path = forms.CharField(max_length=400, required=False,
+                           help_text="Absolute directory on the host(s), inside PORTAL_STORAGE_ALLOWED_ROOTS, e.g. "
+                                     "/srv/nfs/vmportal (libvirt makes it if missing). GlusterFS: the mount point "
+                                     "(default PORTAL_STORAGE_MOUNT_DIR/name).")
     shared = forms.BooleanField(required=False, help_text="The same storage at the same path on every host "
                                                           "(e.g. NFS mounted there).")
+    source_host = forms.CharField(max_length=255, required=False, help_text="GlusterFS: the server.")
+    source_name = forms.CharField(max_length=255, required=False, help_text="GlusterFS: the volume's name.")
+
+
+def _usage_bar(used: int, capacity: int) -> str:
+    percent = round(100 * used / capacity) if capacity else 0
+    colour = "#ba2121" if percent >= 90 else "#e0a800" if percent >= 75 else "#417690"
+    return format_html('<div title="{} of {} used ({}%)" style="width:8em;height:.8em;background:#ddd;'
+                       'border-radius:2px"><div style="width:{}%;height:100%;background:{};border-radius:2px">'
+                       '</div></div><small>{} free of {}</small>', human_bytes(used), human_bytes(capacity),
+                       percent, min(percent, 100), colour, human_bytes(max(capacity - used, 0)),
+                       human_bytes(capacity))
 
 
 @admin.register(StoragePool)
-class StoragePoolAdmin(ServiceSaveMixin, admin.ModelAdmin):
-    """Pools: added through storage.services.pool_add (a libvirt pool on the host), `shared` changed through
-    pool_configure; everything else is libvirt's and read-only. Removing a pool is not offered here."""
+class StoragePoolAdmin(ServiceDeleteMixin, ServiceSaveMixin, admin.ModelAdmin):
+    """Pools (a storage domain on one host): added through storage.services.pool_add / domains.domain_add (made in
+    libvirt on the hosts), `shared` changed through pool_configure, capacity refreshed and pools deleted through
+    storage.domains (refused while in use); everything else is libvirt's and read-only."""
 
-    list_display = ("name", "host_link", "path", "shared", "images_link", "volumes_link")
-    list_filter = ("host", "shared")
-    search_fields = ("name", "path", "host__name")
+    list_display = ("name", "host_link", "kind", "content", "usage", "domain_hosts", "path", "shared",
+                    "images_link", "volumes_link", "state")
+    list_filter = ("kind", "content", "host", "shared", "active")
+    search_fields = ("name", "path", "host__name", "source_host", "source_name")
     list_select_related = ("host",)
-    readonly_fields = ("name", "host_link", "path", "images_link", "volumes_link")
-    fields = ("name", "host_link", "path", "shared", "images_link", "volumes_link")
+    readonly_fields = ("name", "host_link", "kind", "content", "path", "source_host", "source_name", "usage",
+                       "domain_hosts", "state", "refreshed_at", "images_link", "volumes_link")
+    fields = ("name", "host_link", "kind", "content", "path", "source_host", "source_name", "shared", "usage",
+              "domain_hosts", "state", "refreshed_at", "images_link", "volumes_link")
     change_list_template = "admin/portal/change_list_note.html"
-    actions = None
-
-    def has_delete_permission(self, request, obj=None):
-        return False
+    actions = ["refresh_capacity", "delete_selected"]
 
     def changelist_view(self, request, extra_context=None):
         return super().changelist_view(request, note_context(POOL_NOTE, extra_context))
@@ -295,14 +317,25 @@ class StoragePoolAdmin(ServiceSaveMixin, admin.ModelAdmin):
         form = StoragePoolAddForm(request.POST or None)
         if request.method == "POST" and form.is_valid():
             d = form.cleaned_data
+            hosts = [d["host"], *[h for h in d["other_hosts"] if h != d["host"]]]
+            d["content"] = d["content"] or StoragePool.Content.DATA
             try:
-                pool = services.pool_add(actor=request.user, via=Via.ADMIN, host=d["host"], name=d["name"],
-                                         path=d["path"], shared=d["shared"])
+                if not d["kind"] and len(hosts) == 1 and d["content"] == StoragePool.Content.DATA:
+                    pool = services.pool_add(actor=request.user, via=Via.ADMIN, host=d["host"], name=d["name"],
+                                             path=d["path"], shared=d["shared"])
+                    text = (f"Added pool {pool.name} on {pool.host.name} at {pool.path}"
+                            + (" (shared)." if pool.shared else "."))
+                else:
+                    kind = d["kind"] or (StoragePool.Kind.SHARED if d["shared"] else StoragePool.Kind.DIR)
+                    pools = domains.domain_add(actor=request.user, via=Via.ADMIN, name=d["name"], kind=kind,
+                                               hosts=hosts, path=d["path"], content=d["content"],
+                                               source_host=d["source_host"], source_name=d["source_name"])
+                    text = (f"Added storage domain {pools[0].name} ({kind}, {d['content']}) on "
+                            f"{', '.join(p.host.name for p in pools)} at {pools[0].path}.")
             except PortalError as exc:
                 form_error(form, exc, user=request.user)
             else:
-                self.message_user(request, f"Added pool {pool.name} on {pool.host.name} at {pool.path}"
-                                           + (" (shared)." if pool.shared else "."), messages.SUCCESS)
+                self.message_user(request, text, messages.SUCCESS)
                 return HttpResponseRedirect(admin_url(StoragePool, "changelist"))
         context = {
             **self.admin_site.each_context(request), "title": "Add a storage pool", "form": form,
@@ -320,9 +353,49 @@ class StoragePoolAdmin(ServiceSaveMixin, admin.ModelAdmin):
         return super().get_queryset(request).annotate(n_images=Count("images", distinct=True),
                                                       n_volumes=Count("volumes", distinct=True))
 
+    @admin.action(description="Refresh capacity and use of the selected pools' domains")
+    def refresh_capacity(self, request, queryset):
+        names = sorted(set(queryset.values_list("name", flat=True)))
+        for name in names:
+            try:
+                domain = domains.domain_refresh(actor=request.user, via=Via.ADMIN, name=name)[0]
+            except PortalError as exc:
+                self.message_user(request, format_html("{}: {}", name, admin_error_text(exc)), messages.ERROR)
+                continue
+            level = messages.WARNING if domain.errors else messages.SUCCESS
+            self.message_user(request, f"{name}: {human_bytes(domain.allocation_bytes)} used of "
+                                       f"{human_bytes(domain.capacity_bytes)}" + "".join(f"; {e}" for e in domain.errors),
+                              level)
+
+    # deleting: through domains.domain_remove, refused while images, disks, copies or backups use the pool
+    def _in_use(self, pool) -> str | None:
+        users = domains.pool_users(pool)
+        if users:
+            return f"Cannot delete pool {pool.name} of host {pool.host.name}: in use ({'; '.join(users)})."
+        return None
+
+    def _delete(self, request, pool):
+        domains.domain_remove(actor=request.user, via=Via.ADMIN, name=pool.name, host=pool.host)
+        return messages.SUCCESS, f"Removed pool {pool.name} from host {pool.host.name} (its files stay)."
+
     @admin.display(description="host", ordering="host__name")
     def host_link(self, obj):
         return link(obj.host)
+
+    @admin.display(description="capacity and use")
+    def usage(self, obj):
+        if not obj.refreshed_at:
+            return EMPTY
+        return _usage_bar(obj.allocation_bytes, obj.capacity_bytes)
+
+    @admin.display(description="hosts of the domain")
+    def domain_hosts(self, obj):
+        names = StoragePool.objects.filter(name=obj.name).order_by("host__name").values_list("host__name", flat=True)
+        return ", ".join(names)
+
+    @admin.display(description="state", boolean=False)
+    def state(self, obj):
+        return "running" if obj.active else f"not running: {obj.last_error or 'stopped'}"
 
     @admin.display(description="images", ordering="n_images")
     def images_link(self, obj):

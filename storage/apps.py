@@ -23,3 +23,7 @@ class StorageConfig(AppConfig):
         register_job_labels({"image.build": "Build image", "image.import": "Import image"})
         register_usage(image_quota_usage)
         register_housekeeping("uploads_expire", uploads_expire)
+        # --- storage domains (issue #11): capacity and use, refreshed on the monitor's turn ---
+        from .domains import domains_refresh_due
+
+        register_housekeeping("storage.domains_refresh", domains_refresh_due)

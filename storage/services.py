@@ -28,6 +28,7 @@ from quotas.services import quota_reserve
 
 from . import imageio
 from .copies import Progress, image_copies_remove, image_copy_ensure
+from .domains import allowed_root_check, pool_define_again
 from .imports import gib_ceil, image_prepare_and_store
 from .models import Image, ImageCopy, StoragePool, Volume
 from .pools import image_volume_name, pool_ensure, pool_for_host
@@ -57,6 +58,9 @@ def pools_ensure_on_host(*, host: Host) -> None:
         return
     for pool in pools:
         try:
+            if pool.kind == StoragePool.Kind.GLUSTERFS:  # a netfs pool: defined again as one (storage.domains)
+                pool_define_again(pool)
+                continue
             get_driver(host.uri).ensure_pool(pool.name, pool.path, only_if_missing=True)
         except PortalError as exc:
             log.warning("storage pool %s on %s: %s", pool.name, host.name, exc.detail or exc.message)
@@ -103,6 +107,9 @@ def pool_configure(*, actor: Actor, via: str, pool: StoragePool, shared: bool) -
     shared = bool(shared)
     with transaction.atomic():
         locked = StoragePool.objects.select_for_update().select_related("host").get(pk=pool.pk)
+        if not shared and locked.kind != StoragePool.Kind.DIR:  # storage domains (issue #11)
+            raise ValidationFailed(f"Pool {locked.name} is a {locked.get_kind_display()} domain: the same storage on "
+                                   "every host that has it, so it stays shared.", field="shared")
         if shared:
             _shared_path_check(pool_name=locked.name, path=locked.path, host=locked.host)
         before = locked.shared
@@ -127,6 +134,7 @@ def pool_add(*, actor: Actor, via: str, host: Host, name: str, path: str, shared
         raise ValidationFailed("A pool name is 1 to 100 letters, digits, '.', '_' or '-', starting with a letter "
                                "or digit.", field="name")
     path = storage_path_check(path)
+    path = allowed_root_check(path)  # storage domains (issue #11): inside STORAGE_ALLOWED_ROOTS
     if StoragePool.objects.filter(host=host, name=name).exists():
         raise ValidationFailed(f"Host {host.name} has a pool named {name} already (change it with pool set).",
                                field="name")

@@ -413,3 +413,28 @@ def _fresh_cache():
 
     cache.clear()
     yield
+
+
+# --- storage domains (issue #11): a GlusterFS volume on this machine ---
+
+GLUSTER_SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "gluster.sh"
+
+
+@pytest.fixture(scope="session")
+def gluster_volume(_qemu_session):
+    """A started single-brick GlusterFS volume (`scripts/gluster.sh up`: glusterd without systemd, a host name
+    in /etc/hosts for 127.0.0.1) and a created but stopped one, as {"host", "volume", "stopped"}. Under the
+    qemu lock; stopped again at the end only when this session started it."""
+    if not Path("/usr/sbin/glusterd").exists():
+        pytest.fail("glusterd is missing: scripts/setup.sh --test installs glusterfs-server (make test does)")
+    was_up = subprocess.run([str(GLUSTER_SCRIPT), "status"], capture_output=True).returncode == 0
+    up = subprocess.run([str(GLUSTER_SCRIPT), "up"], capture_output=True, text=True)
+    assert up.returncode == 0, f"scripts/gluster.sh up failed: {up.stdout}{up.stderr}"
+    volume = os.environ.get("PORTAL_GLUSTER_VOLUME", "vmportal")
+    yield {"host": os.environ.get("PORTAL_GLUSTER_HOST", "vmportal-gluster"), "volume": volume,
+           "stopped": f"{volume}-stopped"}
+    if not was_up:
+        subprocess.run([str(GLUSTER_SCRIPT), "down"], capture_output=True)
+
+
+_QEMU_FIXTURES |= {"gluster_volume"}

@@ -14,6 +14,7 @@ A host whose creates keep failing looks emptiest and would attract every create.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
 from django.conf import settings
@@ -22,12 +23,13 @@ from django.utils import timezone
 
 from cluster.choices import HostStatus
 from cluster.models import Host
-from cluster.scheduler import NoHostAvailable, schedule
+from cluster.scheduler import NoHostAvailable, VMRequest, schedule
 from portal.audit import audit
 from portal.exceptions import Conflict, HypervisorError, PortalError, admin_message
 from portal.hypervisor import get_driver
 from portal.jobs import JobContext
 from portal.models import AuditEvent, Job
+from storage.domains import domain_host_ids
 from storage.models import Image
 from storage.services import pool_for_host, volume_destroy, volume_plan
 
@@ -94,6 +96,7 @@ def create_retry_elsewhere(ctx: JobContext, vm: VM, exc: HypervisorError) -> VM:
         raise Conflict(f"Could not create {vm.name}: it failed on {len(tried)} hosts ({_host_names(tried)}); "
                        f"on {failed_name}: {exc.message}", detail=exc.detail or reason) from exc
     request = vm_request(vm)
+    domain, request = _keep_storage_domain(vm, request)  # storage domains (issue #11)
     exclude = frozenset(tried)
 
     def no_host(no: NoHostAvailable) -> PortalError:
@@ -124,7 +127,7 @@ def create_retry_elsewhere(ctx: JobContext, vm: VM, exc: HypervisorError) -> VM:
         with transaction.atomic():
             placement = schedule(request=request, exclude_host_ids=exclude, lock=True)
             host = placement.host
-            pool = pool_for_host(host)
+            pool = pool_for_host(host, domain)
             VM.objects.filter(pk=vm.pk).update(host=host, updated_at=timezone.now())
             images = Image.objects.in_bulk([i for row in layout for i in row[6:] if i is not None])
             for target, bus, readonly, name, capacity, fmt, backing_id, copy_id in layout:
@@ -161,3 +164,17 @@ def recent_host_failures(seconds: int) -> dict[int, int]:
             if isinstance(host_id, int):
                 counts[host_id] = counts.get(host_id, 0) + 1
     return counts
+
+
+# --- storage domains (issue #11): a retried create keeps its disks in the VM's storage domain ---
+
+def _keep_storage_domain(vm: VM, request: VMRequest) -> tuple[str | None, VMRequest]:
+    """The storage domain the VM's root disk was planned in (None: the portal's own pool), and `request`
+    narrowed to the hosts that see it."""
+    name = (VMDisk.objects.filter(vm=vm, target="vda").values_list("volume__pool__name", flat=True).first())
+    if not name or name == settings.STORAGE_POOL:
+        return None, request
+    hosts, why = domain_host_ids(name)
+    allowed = hosts if request.allowed_host_ids is None else request.allowed_host_ids & hosts
+    reason = f"{request.allowed_reason} and {why}" if request.allowed_reason else why
+    return name, replace(request, allowed_host_ids=allowed, allowed_reason=reason)

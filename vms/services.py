@@ -33,6 +33,7 @@ from portal.hypervisor import get_driver
 from portal.jobs import job_create
 from portal.models import AuditEvent, Job
 from quotas.services import quota_reserve
+from storage.domains import domain_host_ids  # storage domains (issue #11)
 from storage.models import Image
 from storage.selectors import image_list, image_visible
 from storage.services import image_new_check, image_volume_name, pool_for_host, volume_plan
@@ -276,7 +277,8 @@ def vm_create(*, actor: Actor, via: str, name: str, image: Image | str | int | N
               flavor: Flavor | str | None = None, vcpus: object = None, memory_mib: object = None,
               disk_gib: object = None, description: str = "", group: Group | str | None = None, start: bool = True,
               owner: User | None = None, networks: Iterable[NetworkKey] | None = None,
-              user_data: str = "", clone: str | None = None) -> ActionResult:
+              user_data: str = "", clone: str | None = None,
+              storage_domain: str | None = None) -> ActionResult:
     """Validate, reserve quota under a row lock, write the VM as `creating` and queue the create job.
 
     `clone`: "thin" (the default) makes the disk a qcow2 overlay on the image's base volume (fast; the
@@ -316,6 +318,12 @@ def vm_create(*, actor: Actor, via: str, name: str, image: Image | str | int | N
         raise ValidationFailed(f"Image {image.name} does not take cloud-init, so it has no use for user-data.",
                                field="user_data")
     allowed_hosts, allowed_reason = networks_constraint(nets)
+    # --- storage domains (issue #11): `storage_domain` (a data domain's name) holds the disks; only hosts
+    # that see it are eligible ---
+    if storage_domain:
+        domain_hosts, domain_reason = domain_host_ids(storage_domain, field="storage_domain")
+        allowed_hosts = domain_hosts if allowed_hosts is None else allowed_hosts & domain_hosts
+        allowed_reason = f"{allowed_reason} and {domain_reason}" if allowed_reason else domain_reason
     whose = "You already have" if owner == actor else f"{owner.get_username()} already has"
     try:
         with transaction.atomic():
@@ -336,7 +344,7 @@ def vm_create(*, actor: Actor, via: str, name: str, image: Image | str | int | N
             )
             vm.domain_name = f"{_domain_prefix()}-{vm.uuid.hex[:12]}"
             VM.objects.filter(pk=vm.pk).update(domain_name=vm.domain_name)
-            pool = pool_for_host(host)
+            pool = pool_for_host(host, storage_domain)
             # An ISO install: a blank root disk, the ISO in the CD-ROM drive, CD first at boot.
             installs = image.kind == Image.Kind.ISO
             full = clone == CLONE_FULL

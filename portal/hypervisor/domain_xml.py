@@ -470,3 +470,22 @@ def retarget_paths(xml: str, path_map: dict[str, str], *, graphics_listen: str |
                 if listen.get("type") == "address":
                     listen.set("address", graphics_listen)
     return ET.tostring(root, encoding="unicode")
+
+
+# --- storage domains (issue #11) ---
+
+from .types import PoolSpec  # noqa: E402  (kept in this block: merged beside other helpers' blocks)
+
+
+def pool_spec_xml(spec: PoolSpec) -> str:
+    """A storage pool's XML: a dir pool, or a netfs pool mounted from `source_host:/source_dir`."""
+    pool = ET.Element("pool", {"type": spec.type})
+    _sub(pool, "name", spec.name)
+    if spec.type == "netfs":
+        source = _sub(pool, "source")
+        _sub(source, "host", name=spec.source_host)
+        _sub(source, "dir", path=spec.source_dir)
+        _sub(source, "format", type=spec.source_format or "auto")
+    target = _sub(pool, "target")
+    _sub(target, "path", spec.path)
+    return ET.tostring(pool, encoding="unicode")

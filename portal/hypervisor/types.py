@@ -319,3 +319,32 @@ class MigrationStats:
     data_total: int = 0
     data_processed: int = 0
     disk_processed: int = 0
+
+
+# --- storage domains (issue #11) ---
+
+@dataclass(frozen=True)
+class PoolSpec:
+    """A storage pool to define: a `dir` pool at `path`, or a `netfs` pool libvirt mounts at `path` from
+    `source_host:/source_dir` (`source_format` "glusterfs": a GlusterFS volume over FUSE; "nfs": NFS)."""
+
+    name: str
+    path: str
+    type: str = "dir"
+    source_host: str = ""
+    source_dir: str = ""
+    source_format: str = ""
+
+
+@dataclass(frozen=True)
+class PoolUsage:
+    """A pool's size, space in use and free space in bytes, as libvirt reports it after a refresh, and
+    whether it runs (an inactive pool reports zeros)."""
+
+    name: str
+    type: str
+    path: str
+    active: bool
+    capacity_bytes: int = 0
+    allocation_bytes: int = 0
+    available_bytes: int = 0

@@ -376,3 +376,13 @@ CONSOLE_MAX_SESSIONS_PER_USER = env.get_int("CONSOLE_MAX_SESSIONS_PER_USER", 8)
 # Console tickets and one-time console links one user may ask for, as N/second|minute|hour|day (empty: no
 # cap). Counted in Django's cache (per process unless CACHES is shared); over it: HTTP 429 with Retry-After.
 CONSOLE_TICKET_RATE = env.get_str("CONSOLE_TICKET_RATE", "30/minute")
+
+# --- Storage domains (storage/domains.py, docs/storage.md; issue #11) ---
+# Directories a storage domain's path (a dir pool, a shared mount, a GlusterFS mount point) may be in
+# (comma-separated); anything else is refused.
+STORAGE_ALLOWED_ROOTS = env.get_list("STORAGE_ALLOWED_ROOTS", [
+    STORAGE_DIR, "/var/lib/vmportal", "/var/lib/libvirt/images", "/srv", "/mnt"])
+# Where a GlusterFS domain is mounted on its hosts when no path is given: <dir>/<domain name>.
+STORAGE_MOUNT_DIR = env.get_str("STORAGE_MOUNT_DIR", "/var/lib/vmportal/mnt")
+# The monitor's housekeeping refreshes each pool's capacity and use at most this often.
+STORAGE_REFRESH_SECONDS = env.get_int("STORAGE_REFRESH_SECONDS", 300)

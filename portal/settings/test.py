@@ -19,3 +19,5 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
+# Storage domains (issue #11): tests make pools in their temporary directories too.
+STORAGE_ALLOWED_ROOTS = [*STORAGE_ALLOWED_ROOTS, __import__("tempfile").gettempdir()]  # noqa: F405

@@ -76,6 +76,11 @@ class VMCreateSerializer(serializers.Serializer):
         help_text='How the disk is made from the image: "thin" (default; a qcow2 overlay on the image, which is '
                   'kept while thin clones exist) or "full" (a standalone copy). Without a flavor or sizes, a '
                   "template's own sizes are used.")
+    # --- storage domains (issue #11) ---
+    storage_domain = serializers.CharField(
+        required=False, allow_blank=True, allow_null=True, max_length=100,
+        help_text="The data storage domain the VM's disks go to (GET /api/storage-domains/); default: the portal's "
+                  "own pool. Only hosts that see it are eligible.")
 
 
 class HostNamesField(serializers.ListField):

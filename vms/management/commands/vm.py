@@ -102,6 +102,8 @@ class Command(BaseCommand):
         create.add_argument("--no-start", action="store_true")
         create.add_argument("--clone", choices=("thin", "full"), default=None,
                             help="thin (default): a qcow2 overlay on the image; full: a standalone copy of it.")
+        create.add_argument("--storage-domain", default=None,  # storage domains (issue #11)
+                            help="The data storage domain for the VM's disks (manage.py pool list).")
         template = sub.add_parser("template", help="Seal a stopped VM into a template (an image with its sizes).")
         template.add_argument("name")
         template.add_argument("--name", dest="template_name", required=True, metavar="TEMPLATE",
@@ -200,7 +202,8 @@ class Command(BaseCommand):
                 actor=actor, via=Via.CLI, name=opts["name"], image=opts["image"], flavor=opts["flavor"],
                 vcpus=opts["vcpus"], memory_mib=opts["memory_mib"], disk_gib=opts["disk_gib"],
                 description=opts["description"], start=not opts["no_start"],
-                networks=networks_option(opts["networks"]), clone=opts["clone"])
+                networks=networks_option(opts["networks"]), clone=opts["clone"],
+                storage_domain=opts.get("storage_domain"))
         if verb == "adopt":
             host = host_get(name_or_id=opts["host"])
             fd = adoption.foreign_domain_get(host=host, key=opts["domain"])
