@@ -291,8 +291,9 @@ def vm_cmd(*args: str) -> str:
 
 def test_cli_disk_verbs(alice, vm_of):
     vm_of(alice, "cli-1")
-    out = vm_cmd("--user", "alice", "disk", "add", "cli-1", "--size", "2", "--label", "cli-data", "--bus", "scsi")
-    assert "cli-data" in out and "job " in out
+    out = vm_cmd("--user", "alice", "disk", "add", "cli-1", "--size", "2", "--label", "cli-data", "--bus", "scsi",
+                 "--wait")
+    assert "cli-data" in out and "job " in out and "succeeded" in out
     listed = vm_cmd("--user", "alice", "disk", "list", "cli-1")
     assert "vda" in listed and "cli-data" in listed and "scsi" in listed
     assert "already 2 GiB" in vm_cmd("--user", "alice", "disk", "grow", "cli-1", "cli-data", "2")
