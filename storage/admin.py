@@ -407,19 +407,39 @@ class StoragePoolAdmin(ServiceDeleteMixin, ServiceSaveMixin, admin.ModelAdmin):
                                pool__id__exact=obj.pk)
 
 
+class DataDiskFilter(admin.SimpleListFilter):
+    """Data disks (users' and teams', attachable, may outlive VMs) or VMs' own disks (boot disks, seeds)."""
+
+    title = "kind"
+    parameter_name = "data_disk"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "Data disks"), ("no", "VMs' own disks (boot, seed)")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "yes":
+            return queryset.filter(owner__isnull=False)
+        if self.value() == "no":
+            return queryset.filter(owner__isnull=True)
+        return queryset
+
+
 VOLUME_NOTE = ("VM disks are created by the VM's create job and removed by its delete job (through the VM "
-               "actions); they are read-only here.")
+               "actions). Data disks (with an owner) are added, attached and detached by their users (a VM's Disks "
+               "panel, the API, the CLI); a detached data disk can be deleted here. Everything else is read-only.")
 
 
 @admin.register(Volume)
 class VolumeAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ("name", "attached_to", "capacity", "format", "backing_image", "copy_of", "host", "created")
-    list_filter = ("pool__host", "format", ("backing_image", admin.RelatedOnlyFieldListFilter),
+    list_display = ("name", "label", "owner_link", "shareable", "attached_to", "capacity", "format", "backing_image",
+                    "copy_of", "host", "created")
+    list_filter = (DataDiskFilter, "shareable", "pool__host", "format", ("owner", admin.RelatedOnlyFieldListFilter),
+                   ("backing_image", admin.RelatedOnlyFieldListFilter),
                    ("copy_of", admin.RelatedOnlyFieldListFilter), "pool")
-    search_fields = ("name", "path", "attachments__vm__name", "attachments__vm__uuid")
-    list_select_related = ("pool__host", "backing_image", "copy_of")
-    readonly_fields = ("name", "attached_to", "pool", "path", "format", "capacity", "backing_image", "copy_of",
-                       "created")
+    search_fields = ("name", "label", "path", "owner__username", "attachments__vm__name", "attachments__vm__uuid")
+    list_select_related = ("pool__host", "backing_image", "copy_of", "owner", "group")
+    readonly_fields = ("name", "label", "owner_link", "group", "shareable", "attached_to", "pool", "path", "format",
+                       "capacity", "backing_image", "copy_of", "created")
     fields = readonly_fields
     change_list_template = "admin/portal/change_list_note.html"
     actions = None
@@ -429,6 +449,11 @@ class VolumeAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
     def changelist_view(self, request, extra_context=None):
         return super().changelist_view(request, note_context(VOLUME_NOTE, extra_context))
+
+    @admin.display(description="owner", ordering="owner__username")
+    def owner_link(self, obj):
+        """Data disks: whose quota it counts against (a team's: the group); boot disks and seeds: none."""
+        return link(obj.owner) if obj.owner_id else EMPTY
 
     @admin.display(description="attached to")
     def attached_to(self, obj):

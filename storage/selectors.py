@@ -15,7 +15,7 @@ from portal.choices import JobStatus
 from portal.exceptions import NotFound
 from portal.models import Job
 
-from .models import Image, ImageCopy
+from .models import Image, ImageCopy, Volume
 from .recipes import RECIPES, Recipe
 from .services import GIB, IMAGE_BUILD
 
@@ -110,3 +110,19 @@ def image_recipe_states() -> list[RecipeState]:
     for job in active:
         jobs.setdefault(str(job.params.get("recipe", "")), job)
     return [RecipeState(recipe=r, image=images.get(name), job=jobs.get(name)) for name, r in RECIPES.items()]
+
+
+# --- data disks (issue #11) ------------------------------------------------------------------------
+
+def data_volume_quota_usage(*, user: Actor = None, group: Group | None = None) -> dict[str, int]:
+    """What data disks charge to a disk quota (registered with quotas): each its size, to its group's quota
+    when it has a group, else to its owner's. A VM's boot disk and seed have no owner: the VM's own
+    disk_gib counts them (vms), so nothing is counted twice."""
+    if group is not None:
+        qs = Volume.objects.filter(group=group)
+    elif getattr(user, "pk", None) is not None:
+        qs = Volume.objects.filter(owner_id=user.pk, group__isnull=True)  # type: ignore[union-attr]
+    else:
+        return {}
+    total = qs.filter(owner__isnull=False).aggregate(gib=Sum("capacity_gib"))["gib"]
+    return {"disk_gib": int(total or 0)}

@@ -28,6 +28,7 @@ from cluster.models import ForeignDomain, Host
 from portal.admin_helpers import (
     EMPTY,
     ReadOnlyAdminMixin,
+    ServiceDeleteMixin,
     ServiceSaveMixin,
     admin_error_text,
     admin_url,
@@ -48,11 +49,14 @@ from portal.models import AuditEvent, Job
 from portal.web import form_error
 from quotas.admin import GroupQuotaInline, QuotaInlineMixin, UserQuotaInline
 from quotas.models import Quota
-from storage.models import Image
+from storage.admin import VolumeAdmin
+from storage.models import Image, Volume
 
 from . import adoption, lifecycle, services
 from .choices import VMStatus
 from .dashboard import dashboard
+from .disk_doors import is_data_disk, properties_text
+from .disks import data_volume_delete
 from .migration import vm_migrate
 from .models import VM, Flavor, Snapshot, VMDisk, VMNic
 from .scheduling import SCHEDULING_FIELDS, vm_scheduling_clean, vm_scheduling_update
@@ -238,7 +242,8 @@ class DiskInline(ReadOnlyAdminMixin, admin.TabularInline):
     model = VMDisk
     extra = 0
     can_delete = False
-    fields = ("volume_link", "target", "bus", "readonly", "format", "capacity", "backing_image", "path")
+    fields = ("volume_link", "target", "bus", "readonly", "shareable", "status", "label", "format", "capacity",
+              "properties_text", "backing_image", "path")
     readonly_fields = fields
     verbose_name = "disk"
     verbose_name_plural = "disks (storage volumes)"
@@ -253,6 +258,18 @@ class DiskInline(ReadOnlyAdminMixin, admin.TabularInline):
     @admin.display(description="format")
     def format(self, obj):
         return obj.volume.format
+
+    @admin.display(description="shareable", boolean=True)
+    def shareable(self, obj):
+        return obj.volume.shareable
+
+    @admin.display(description="label")
+    def label(self, obj):
+        return obj.volume.label or EMPTY
+
+    @admin.display(description="properties")
+    def properties_text(self, obj):
+        return properties_text(obj.properties) if obj.properties else EMPTY
 
     @admin.display(description="capacity")
     def capacity(self, obj):
@@ -680,6 +697,39 @@ class AdoptableForeignDomainAdmin(ForeignDomainAdmin):
         }
         return TemplateResponse(request, "admin/cluster/foreigndomain/adopt.html", context,
                                 status=400 if form.errors else 200)
+
+
+# --- data disks (issue #11): deleting a detached one goes through vms.disks.data_volume_delete ---
+
+admin.site.unregister(Volume)
+
+
+@admin.register(Volume)
+class DataVolumeAdmin(ServiceDeleteMixin, VolumeAdmin):
+    """storage.admin's volume list (owner, label, shareable, attachments), and deleting detached data disks
+    through the service (a job removes the volume; the service refuses attached or boot disks)."""
+
+    actions = ["delete_selected"]
+
+    def has_delete_permission(self, request, obj=None):
+        return request.user.is_staff and (obj is None or is_data_disk(obj))
+
+    def get_deleted_objects(self, objs, request):
+        # The job removes the volume, not the operator: no permission needed on the attachment rows.
+        deleted, model_count, _perms_needed, protected = super().get_deleted_objects(objs, request)
+        return deleted, model_count, set(), protected
+
+    def _in_use(self, obj) -> str | None:
+        if not is_data_disk(obj):
+            return f"{obj.name} is a VM's own disk (boot disk or seed): it is deleted with its VM."
+        users = sorted({a.vm.name for a in obj.attachments.all() if a.vm.deleted_at is None})
+        if users:
+            return f"Cannot delete {obj.label or obj.name}: attached to {', '.join(users)}. Detach it first."
+        return None
+
+    def _delete(self, request, obj):
+        _volume, job, message = data_volume_delete(actor=request.user, via=Via.ADMIN, volume=obj.pk)
+        return job_report(job, message)
 
 
 # --- users and groups: their quota inline (quotas) and their VMs ---------------------------------

@@ -89,3 +89,46 @@ class VMTemplateForm(forms.Form):
                 "visibility": data["visibility"] or "private",
                 "groups": [g for g in ([chosen] if isinstance(chosen, str) else chosen) if g],
                 "library": bool(data["library"])}
+
+
+# --- disks (issue #11) ---------------------------------------------------------------------------
+
+class DiskAddForm(forms.Form):
+    """Add a disk: a new blank one (size, bus, label, flags, storage domain) or an existing data disk
+    (`volume`). Plain fields: vms.disks.vm_disk_add says what is wrong."""
+
+    source = forms.CharField(required=False)  # "new" (default) or "existing"
+    size_gib = forms.CharField(required=False, label="Size (GiB)")
+    bus = forms.CharField(required=False)
+    label = forms.CharField(required=False, strip=False)
+    readonly = forms.BooleanField(required=False, label="Read-only")
+    shareable = forms.BooleanField(required=False)
+    pool = forms.CharField(required=False, label="Storage domain")
+    volume = forms.CharField(required=False, label="Data disk")
+
+    def service_kwargs(self) -> dict:
+        d = self.cleaned_data
+        kwargs: dict = {"bus": d["bus"] or "virtio", "readonly": bool(d["readonly"])}
+        if d["source"] == "existing":
+            kwargs["volume"] = d["volume"] or ""
+        else:
+            kwargs.update(size_gib=d["size_gib"], label=d["label"], shareable=bool(d["shareable"]),
+                          pool=d["pool"] or None)
+        return kwargs
+
+
+def posted_properties(data, fields, current: dict | None) -> dict[str, object]:
+    """The properties a properties form changed: `prop_<name>` values that differ from `current`
+    ("" clears one). Only the catalog's fields are read."""
+    current = current or {}
+    changed: dict[str, object] = {}
+    for field in fields:
+        key = f"prop_{field.name}"
+        if key not in data:
+            continue
+        value = str(data.get(key, "")).strip()
+        old = current.get(field.name)
+        if value == ("" if old is None else str(old)):
+            continue
+        changed[field.name] = value
+    return changed

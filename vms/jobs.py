@@ -45,9 +45,10 @@ from . import lifecycle
 from .choices import SnapshotStatus, VMStatus
 from .cloudinit import build_seed
 from .create_retry import create_retry_elsewhere, is_host_failure
+from .disks import disks_publish
 from .lifecycle import status_for
 from .migration import vm_locate_for_start
-from .models import VM, Snapshot, VMNic
+from .models import VM, Snapshot, VMDisk, VMNic
 from .services import (
     SEED_TARGET,
     TEMPLATE_JOB,
@@ -58,7 +59,7 @@ from .services import (
     vm_root_disk,
     vm_set_status,
 )
-from .specs import CDROM_TARGET, build_spec, domain_metadata
+from .specs import CDROM_TARGET, build_spec, disk_spec, domain_metadata
 
 if TYPE_CHECKING:  # the driver class is only needed for annotations
     from portal.hypervisor.driver import LibvirtDriver
@@ -318,6 +319,10 @@ def delete(ctx: JobContext) -> dict:
     ctx.progress(60, "Deleting disks")
     removed = []
     for volume in vm.volumes.select_related("pool__host"):
+        if not _deleted_with(volume, vm):
+            # A data disk that stays (shareable, or attached to another VM too): only detached (issue #11).
+            VMDisk.objects.filter(vm=vm, volume=volume).delete()
+            continue
         volume_destroy(volume=volume)
         removed.append(volume.name)
     vm.snapshots.all().delete()  # they lived inside the disks just removed
@@ -535,27 +540,50 @@ def snapshot_delete(ctx: JobContext) -> dict:
 # --- disk ---------------------------------------------------------------------------------------
 
 def _grow_failed(job: Job, error: str) -> None:
-    """The disk keeps its old size: the VM row and the quota charge go back to it."""
+    """The disk keeps its old size: the VM row (boot disk) or the data disk's volume, and with it the quota
+    charge, go back to it."""
     vm = _vm(job)
+    disk = _grown_disk(job, vm)
+    if disk is not None and disk.volume.owner_id is not None:  # a data disk: charged through its volume
+        Volume.objects.filter(pk=disk.volume_id, capacity_gib=job.params["disk_gib"]).update(
+            capacity_gib=job.params["previous_gib"])
+        _failed_audit(job, vm, f"Growing disk {job.params.get('label') or disk.target} to {job.params['disk_gib']} "
+                               f"GiB failed: {error}")
+        disks_publish(vm)
+        return
     VM.objects.filter(pk=vm.pk, disk_gib=job.params["disk_gib"]).update(disk_gib=job.params["previous_gib"])
     vm.refresh_from_db()
     _failed_audit(job, vm, f"Growing the disk to {job.params['disk_gib']} GiB failed: {error}")
     vm_publish(vm)
 
 
+def _grown_disk(job: Job, vm: VM) -> VMDisk | None:
+    """The disk a grow job grows: the one it names (`disk_id`), else (jobs queued before disks had ids in
+    their params) the VM's boot disk."""
+    if job.params.get("disk_id"):
+        return VMDisk.objects.select_related("volume__pool").filter(pk=job.params["disk_id"], vm=vm).first()
+    return vm_root_disk(vm)
+
+
 @job_handler("vm.disk.grow", on_failure=_grow_failed)
 def grow_disk(ctx: JobContext) -> dict:
     vm = _vm(ctx.job)
-    # The one writable disk (vda for VMs the portal made; an adopted VM's may be called anything).
-    disk = vm.disks.select_related("volume__pool").get(readonly=False)
+    # The disk named in the job (any writable disk: issue #11), or the boot disk.
+    disk = _grown_disk(ctx.job, vm)
+    if disk is None:
+        raise NotFound(f"The disk of {vm.name} to grow is gone.")
     volume = disk.volume
     size = ctx.job.params["disk_gib"]
-    ctx.progress(30, f"Growing the disk to {size} GiB")
+    ctx.progress(30, f"Growing disk {disk.target} to {size} GiB")
     get_driver(vm.host.uri).grow_disk(str(vm.uuid), target=disk.target, pool=volume.pool.name, volume=volume.name,
                                       capacity_bytes=size * 1024**3)
     Volume.objects.filter(pk=volume.pk).update(capacity_gib=size)
-    _done(ctx.job, vm, "vm.disk.grown", f"Grew the disk of {vm.name} to {size} GiB")
-    return {"disk_gib": size}
+    if volume.owner_id is not None:
+        _done(ctx.job, vm, "vm.disk.grown", f"Grew disk {volume.label} ({disk.target}) of {vm.name} to {size} GiB")
+        disks_publish(vm)
+    else:
+        _done(ctx.job, vm, "vm.disk.grown", f"Grew the disk of {vm.name} to {size} GiB")
+    return {"disk_gib": size, "target": disk.target}
 
 
 # --- NICs ---------------------------------------------------------------------------------------
@@ -719,3 +747,165 @@ def _place_adopted_drive(vm: VM, driver: LibvirtDriver) -> None:
 
 for _kind in ("vm.cdrom.insert", "vm.cdrom.eject"):
     job_handler(_kind, on_failure=_media_failed)(media_change)
+
+
+# --- disks hot-plug (issue #11) ---------------------------------------------------------------------
+# vm.disk.add / vm.disk.remove / vm.disk.update on a VM, volume.delete on a detached data disk. The record
+# (vms.disks) is written first; these make libvirt follow: the running guest (hot-plug) and the definition.
+
+def _deleted_with(volume: Volume, vm: VM) -> bool:
+    """Whether a deleted VM's volume goes with it: its own disks (boot, seed: no owner) always; a data disk
+    only when it is not shareable and no other VM has it attached. A shareable data disk stays (it is the
+    owner's, counted on their quota, until they delete it)."""
+    if volume.owner_id is None:
+        return True
+    others = VMDisk.objects.filter(volume=volume).exclude(vm=vm).exclude(vm__status=VMStatus.DELETED)
+    return not volume.shareable and not others.exists()
+
+
+def _disk_row(job: Job) -> VMDisk | None:
+    return VMDisk.objects.select_related("volume__pool__host", "vm__host").filter(pk=job.params.get("disk_id")).first()
+
+
+def _disk_add_failed(job: Job, error: str) -> None:
+    """Nothing half-attached stays: the disk leaves the domain (if libvirt took it), its row goes, and a
+    volume the job created is deleted (its quota charge with it)."""
+    vm = _vm(job)
+    disk = _disk_row(job)
+    problem = ""
+    if disk is not None:
+        volume = disk.volume
+        target = disk.target
+        disk.delete()
+        try:
+            if _host_unreachable(vm.host_id):
+                raise HypervisorUnavailable(detail=f"host {vm.host.name} is not responding")
+            driver = get_driver(vm.host.uri)
+            if driver.domain_exists(str(vm.uuid)):
+                if driver.capabilities().disk_hotplug:
+                    driver.detach_disk(str(vm.uuid), target, timeout=10)
+                elif not driver.domain_info(str(vm.uuid)).state.is_active:
+                    _redefine_stopped(vm, driver)
+            if job.params.get("created"):
+                volume_destroy(volume=Volume.objects.select_related("pool__host").get(pk=volume.pk))
+        except PortalError as exc:
+            problem = f" (clean-up: {exc.message}; the disk {volume.label} is kept, detached: delete it later)"
+    _failed_audit(job, vm, f"Adding disk {job.params.get('label')} failed: {error}{problem}")
+    disks_publish(vm)
+
+
+@job_handler("vm.disk.add", on_failure=_disk_add_failed)
+def disk_add(ctx: JobContext) -> dict:
+    vm = _vm(ctx.job)
+    disk = _disk_row(ctx.job)
+    if disk is None:
+        raise NotFound("The disk was removed before it was added.")
+    volume = disk.volume
+    if ctx.job.params.get("created"):
+        ctx.progress(20, f"Creating disk {volume.label} ({volume.capacity_gib} GiB)")
+        volume_materialize(volume=volume)
+        disk.volume.refresh_from_db()
+    ctx.progress(50, f"Attaching disk {volume.label} as {disk.target}")
+    driver = get_driver(vm.host.uri)
+    uuid = str(vm.uuid)
+    live = False
+    if driver.domain_exists(uuid):  # else: defined from the record at the next start
+        live = driver.domain_info(uuid).state.is_active
+        hotplug = driver.capabilities().disk_hotplug
+        if live and not hotplug:
+            raise Conflict(f"The host of {vm.name} cannot hot-plug disks; stop the VM and add it again.")
+        if hotplug:
+            driver.attach_disk(uuid, disk_spec(disk), live=live)
+        else:
+            _redefine_stopped(vm, driver)  # the record holds the new disk already
+    VMDisk.objects.filter(pk=disk.pk).update(status=VMDisk.Status.ATTACHED)
+    how = " (hot-plugged)" if live else ""
+    _done(ctx.job, vm, "vm.disk.added", f"Added disk {volume.label} to {vm.name} as {disk.target}{how}")
+    disks_publish(vm)
+    return {"target": disk.target, "label": volume.label, "live": live}
+
+
+def _disk_remove_failed(job: Job, error: str) -> None:
+    VMDisk.objects.filter(pk=job.params.get("disk_id")).update(status=VMDisk.Status.ATTACHED)
+    vm = _vm(job)
+    _failed_audit(job, vm, f"Removing disk {job.params.get('label')} failed: {error}")
+    disks_publish(vm)
+
+
+@job_handler("vm.disk.remove", on_failure=_disk_remove_failed)
+def disk_remove(ctx: JobContext) -> dict:
+    vm = _vm(ctx.job)
+    disk = _disk_row(ctx.job)
+    if disk is None:
+        return {"target": ctx.job.params.get("target"), "already_removed": True}
+    volume = disk.volume
+    driver = get_driver(vm.host.uri)
+    uuid = str(vm.uuid)
+    ctx.progress(30, f"Detaching disk {volume.label} ({disk.target})")
+    if driver.domain_exists(uuid):
+        if driver.capabilities().disk_hotplug:
+            timeout = settings.DISK_DETACH_TIMEOUT_SECONDS
+            if not driver.detach_disk(uuid, disk.target, timeout=timeout):
+                raise Conflict(f"The guest of {vm.name} did not release disk {disk.target} within {timeout} s; it "
+                               "stays attached. Unmount it in the guest and try again, or stop the VM first.")
+        elif driver.domain_info(uuid).state.is_active:
+            raise Conflict(f"The host of {vm.name} cannot hot-unplug disks; stop the VM and remove it again.")
+        else:
+            _redefine_stopped(vm, driver)  # a detaching disk is no longer in the record's spec
+    disk.delete()
+    deleted = False
+    if ctx.job.params.get("delete_volume"):
+        if VMDisk.objects.filter(volume=volume).exclude(vm__status=VMStatus.DELETED).exists():
+            note = " (kept: it was attached to another VM meanwhile)"
+        else:
+            ctx.progress(70, f"Deleting disk {volume.label}")
+            volume_destroy(volume=Volume.objects.select_related("pool__host").get(pk=volume.pk))
+            deleted, note = True, " and deleted it"
+    else:
+        note = ""
+    _done(ctx.job, vm, "vm.disk.removed", f"Detached disk {volume.label} ({disk.target}) from {vm.name}{note}")
+    disks_publish(vm)
+    return {"target": disk.target, "label": volume.label, "deleted": deleted}
+
+
+def _disk_update_failed(job: Job, error: str) -> None:
+    vm = _vm(job)
+    _failed_audit(job, vm, f"Changing disk {job.params.get('target')} failed: {error} (the properties are saved: "
+                           "they apply when the VM is next defined)")
+    disks_publish(vm)
+
+
+@job_handler("vm.disk.update", on_failure=_disk_update_failed)
+def disk_update(ctx: JobContext) -> dict:
+    """The definition gets the disk's new properties; a running guest keeps the old ones until its next start."""
+    vm = _vm(ctx.job)
+    disk = _disk_row(ctx.job)
+    if disk is None:
+        return {"already_removed": True}
+    driver = get_driver(vm.host.uri)
+    ctx.progress(40, f"Updating disk {disk.target}")
+    if driver.domain_exists(str(vm.uuid)):
+        driver.replace_disk_config(str(vm.uuid), disk_spec(disk))
+    _done(ctx.job, vm, "vm.disk.updated", f"Updated the properties of disk {disk.target} of {vm.name}")
+    disks_publish(vm)
+    return {"target": disk.target, "properties": disk.properties}
+
+
+def _volume_delete_failed(job: Job, error: str) -> None:
+    audit(actor=job.actor, via=job.via, action=job.kind, target_type="volume", target_id=job.target_id,
+          target_name=str(job.params.get("label", "")), job=job, outcome=AuditEvent.Outcome.FAILED, message=error)
+
+
+@job_handler("volume.delete", on_failure=_volume_delete_failed)
+def volume_delete(ctx: JobContext) -> dict:
+    volume = Volume.objects.select_related("pool__host").filter(pk=ctx.job.params.get("volume_id")).first()
+    label = ctx.job.params.get("label", "")
+    if volume is None:
+        return {"label": label, "already_deleted": True}
+    if VMDisk.objects.filter(volume=volume).exclude(vm__status=VMStatus.DELETED).exists():
+        raise Conflict(f"Disk {label} was attached to a VM meanwhile: it is kept.")
+    ctx.progress(40, f"Deleting disk {label}")
+    volume_destroy(volume=volume)
+    audit(actor=ctx.job.actor, via=ctx.job.via, action="volume.deleted", target_type="volume",
+          target_id=ctx.job.target_id, target_name=label, job=ctx.job, message=f"Deleted disk {label}")
+    return {"label": label}

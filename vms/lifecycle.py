@@ -160,6 +160,11 @@ JOB_LABELS: dict[str, str] = {
     "vm.snapshot.delete": "Delete snapshot",
     "vm.nic.add": "Add NIC",
     "vm.nic.remove": "Remove NIC",
+    # disks (issue #11)
+    "vm.disk.add": "Add disk",
+    "vm.disk.remove": "Remove disk",
+    "vm.disk.update": "Change disk",
+    "volume.delete": "Delete disk",
     "vm.cdrom.insert": "Insert CD",
     "vm.cdrom.eject": "Eject CD",
     "vm.migrate": "Migrate",

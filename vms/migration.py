@@ -118,6 +118,11 @@ def disk_moves(vm: VM, dest: Host) -> list[DiskMove]:
     moves = []
     for disk in vm.disks.select_related("volume__pool").order_by("target"):
         volume = disk.volume
+        # issue #11: a data disk other VMs use stays where they are; only shared storage lets it go along.
+        if not volume.pool.shared and VMDisk.objects.filter(volume=volume).exclude(vm=vm).exclude(
+                vm__status=VMStatus.DELETED).exists():
+            raise Conflict(f"Disk {volume.label or disk.target} of {vm.name} is attached to other VMs on host "
+                           f"{volume.pool.host.name}: detach it first (or keep it on shared storage).")
         moves.append(DiskMove(disk=disk, volume=volume, dest_pool=_dest_pool(volume.pool, dest),
                               shared=volume.pool.shared,
                               seed=disk.readonly and disk.target == SEED_TARGET and volume.format == "raw"))

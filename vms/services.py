@@ -412,6 +412,7 @@ def _power_action(action: str, *, actor: Actor, via: str, vm: VM | int) -> Actio
             return ActionResult(vm, None, f"{vm.name} is already {state}.")
         busy = _snapshot_busy(vm)
         nic_busy = vm.nics.exclude(status=VMNic.Status.ATTACHED).first()
+        disk_busy = vm.disks.exclude(status=VMDisk.Status.ATTACHED).first()  # issue #11: a disk change under way
         if vm.status not in transition.allowed:
             refused = InvalidState(transition.refusal(name=vm.name, status=vm.status, transitional=vm.is_transitional),
                                    status=vm.status)
@@ -421,6 +422,10 @@ def _power_action(action: str, *, actor: Actor, via: str, vm: VM | int) -> Actio
         elif nic_busy is not None and transition.waits_for_snapshots:
             refused = InvalidState(f"Cannot {action.replace('_', ' ')} {vm.name}: NIC {nic_busy.mac} is still "
                                    f"{nic_busy.get_status_display().lower()}. Try again when it has finished.",
+                                   status=vm.status)
+        elif disk_busy is not None and transition.waits_for_snapshots:
+            refused = InvalidState(f"Cannot {action.replace('_', ' ')} {vm.name}: disk {disk_busy.target} is still "
+                                   f"{disk_busy.get_status_display().lower()}. Try again when it has finished.",
                                    status=vm.status)
         elif (sealing := _template_job(vm)) is not None:
             refused = InvalidState(f"Cannot {action.replace('_', ' ')} {vm.name}: template "
@@ -503,6 +508,11 @@ def vm_delete(*, actor: Actor, via: str, vm: VM | int, confirm_name: str | None 
             raise InvalidState(f"Cannot delete {vm.name}: NIC {nic_busy.mac} is still "
                                f"{nic_busy.get_status_display().lower()}. Try again when it has finished.",
                                status=vm.status)
+        disk_busy = vm.disks.exclude(status=VMDisk.Status.ATTACHED).first()  # issue #11
+        if disk_busy is not None:
+            raise InvalidState(f"Cannot delete {vm.name}: disk {disk_busy.target} is still "
+                               f"{disk_busy.get_status_display().lower()}. Try again when it has finished.",
+                               status=vm.status)
         sealing = _template_job(vm)
         if sealing is not None:
             raise InvalidState(f"Cannot delete {vm.name}: template {sealing.params.get('name')} is being made from "
@@ -567,9 +577,9 @@ def vm_grow_disk(*, actor: Actor, via: str, vm: VM | int, disk_gib: object) -> A
             raise ValidationFailed(f"A disk can only grow: {vm.name}'s is {vm.disk_gib} GiB, so give more than that.",
                                    field="disk_gib")
         _refuse_while_busy(vm, "grow the disk of")
-        disks = vm.disks.filter(readonly=False).count()
-        if disks != 1:
-            raise Conflict(f"{vm.name} has {disks} disks; only a single-disk VM can be grown here.")
+        root = vm_root_disk(vm)  # the boot disk (data disks grow through vms.disks.vm_disk_grow)
+        if root is None:
+            raise Conflict(f"{vm.name} has no boot disk to grow.")
         old_size = vm.disk_gib
         quota_reserve(user=vm.owner, group=vm.group, vcpus=0, memory_mib=0, disk_gib=new_size - old_size, vms=0)
         if not get_driver(vm.host.uri).capabilities().live_disk_resize:
@@ -577,7 +587,8 @@ def vm_grow_disk(*, actor: Actor, via: str, vm: VM | int, disk_gib: object) -> A
         VM.objects.filter(pk=vm.pk).update(disk_gib=new_size, updated_at=timezone.now())
         vm.disk_gib = new_size
         job = job_create(kind="vm.disk.grow", actor=actor, via=via, target=vm,
-                         params={"previous_gib": old_size, "disk_gib": new_size})
+                         params={"previous_gib": old_size, "disk_gib": new_size, "disk_id": root.pk,
+                                 "target": root.target})
         audit(actor=actor, via=via, action="vm.disk.grow", target=vm, job=job, outcome=AuditEvent.Outcome.REQUESTED,
               message=f"Grow the disk of {vm.name} from {old_size} to {new_size} GiB",
               data={"previous_gib": old_size, "disk_gib": new_size})
@@ -712,6 +723,11 @@ def snapshot_create(*, actor: Actor, via: str, vm: VM | int, name: str | None = 
     user = _check_actor(actor)
     with transaction.atomic():
         vm = _snapshot_ready_vm(actor=user, vm=vm, verb="snapshot")
+        # issue #11: internal snapshots live inside qcow2 files: every writable disk must be one.
+        raw = vm.disks.filter(readonly=False).exclude(volume__format="qcow2").select_related("volume").first()
+        if raw is not None:
+            raise Conflict(f"Cannot snapshot {vm.name}: disk {raw.target} is {raw.volume.format}, and internal "
+                           "snapshots need qcow2 on every writable disk.")
         count = vm.snapshots.count()
         if count >= settings.SNAPSHOTS_PER_VM:
             raise InvalidState(f"{vm.name} already has {count} snapshots (at most {settings.SNAPSHOTS_PER_VM}): "

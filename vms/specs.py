@@ -15,7 +15,8 @@ from cluster.hostconfig import host_graphics_listen
 from portal.hypervisor import CdromSpec, DiskSpec, DomainSpec, NicSpec
 from storage.selectors import image_boot_files, image_media_path
 
-from .models import VM, VMNic
+from .models import VM, VMDisk, VMNic
+from .properties import disk_spec_properties
 
 CDROM_TARGET = "hdc"  # the drive of VMs the portal makes: IDE secondary master, as on a PC (VM.cdrom_target)
 SpecContributor = Callable[[VM], dict[str, Any]]
@@ -39,10 +40,8 @@ def domain_metadata(vm: VM) -> dict[str, str]:
 
 def build_spec(vm: VM, *, domain_type: str) -> DomainSpec:
     image = vm.image
-    disks = tuple(
-        DiskSpec(path=d.volume.path, target=d.target, bus=d.bus, format=d.volume.format, readonly=d.readonly)
-        for d in vm.disks.select_related("volume").order_by("target")
-    )
+    disks = tuple(disk_spec(d) for d in vm.disks.select_related("volume").exclude(
+        status=VMDisk.Status.DETACHING).order_by("target"))
     nics = tuple(
         NicSpec(network=n.network.libvirt_name, mac=n.mac, model=n.model)
         for n in vm.nics.select_related("network").exclude(status=VMNic.Status.DETACHING).order_by("created_at", "id")
@@ -81,3 +80,15 @@ def build_spec(vm: VM, *, domain_type: str) -> DomainSpec:
         metadata=domain_metadata(vm),
         **extra,
     )
+
+
+# --- disks (issue #11) ---------------------------------------------------------------------------
+
+def disk_spec(disk: VMDisk) -> DiskSpec:
+    """The gateway's view of one attached disk: its volume, where the guest sees it, read-only and
+    shareable (a shared disk is always attached read-only), and its device properties."""
+    extra: dict[str, Any] = {}
+    if disk.properties:
+        extra = disk_spec_properties(disk.properties)
+    return DiskSpec(path=disk.volume.path, target=disk.target, bus=disk.bus, format=disk.volume.format,
+                    readonly=disk.readonly, shareable=disk.volume.shareable and disk.readonly, **extra)

@@ -22,4 +22,11 @@ urlpatterns = [
     path("vms/<int:pk>/nics/<int:nic_id>/remove/", views.nic_remove_view, name="nic-remove"),
     path("vms/<int:pk>/cdrom/", views.cdrom_view, name="cdrom"),
     path("vms/<int:pk>/cdrom/eject/", views.cdrom_eject_view, name="cdrom-eject"),
+    # --- disks (issue #11) ---
+    path("vms/<int:pk>/disks/", views.disk_list_view, name="disks"),
+    path("vms/<int:pk>/disks/<int:disk_id>/remove/", views.disk_remove_view, name="disk-remove"),
+    path("vms/<int:pk>/disks/<int:disk_id>/grow/", views.disk_grow_view, name="disk-grow"),
+    path("vms/<int:pk>/disks/<int:disk_id>/properties/", views.disk_properties_view, name="disk-properties"),
+    path("disks/", views.volume_list_view, name="volumes"),
+    path("disks/<int:volume_id>/delete/", views.volume_delete_view, name="volume-delete"),
 ]

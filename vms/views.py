@@ -26,12 +26,21 @@ from quotas.selectors import quota_usage
 from storage.models import Image
 from storage.selectors import image_list
 
-from . import lifecycle, services
+from . import disks, lifecycle, services
 from .choices import VMStatus
 from .consumers import live_state
-from .forms import CUSTOM, NAME_PATTERN_HTML, VMCreateForm, VMTemplateForm, VMUpdateForm
+from .disk_doors import data_volumes, disk_property_fields, is_data_disk, size_field, vm_disk_get, vm_disks
+from .forms import (
+    CUSTOM,
+    NAME_PATTERN_HTML,
+    DiskAddForm,
+    VMCreateForm,
+    VMTemplateForm,
+    VMUpdateForm,
+    posted_properties,
+)
 from .migration import migration_hosts, vm_migrate
-from .models import VMNic
+from .models import VMDisk, VMNic
 from .selectors import (
     flavor_list,
     vm_active_jobs,
@@ -174,7 +183,8 @@ def _quota_view(usage) -> dict:
 
 
 def _detail(request: HttpRequest, vm, *, edit_form: VMUpdateForm | None = None,
-            template_form: VMTemplateForm | None = None, status: int = 200) -> HttpResponse:
+            template_form: VMTemplateForm | None = None, disk_form: DiskAddForm | None = None,
+            status: int = 200) -> HttpResponse:
     rules = lifecycle.action_rules()
     _annotate(vm, rules)
     jobs = list(vm_jobs(vm=vm)[:20])
@@ -188,6 +198,7 @@ def _detail(request: HttpRequest, vm, *, edit_form: VMUpdateForm | None = None,
         **_snapshot_context(vm),
         **_nic_context(vm, user=request.user),
         **_cdrom_context(vm, user=request.user),
+        **_disk_context(vm, user=request.user, form=disk_form),
         "jobs": jobs,
         "events": events,
         "edit_form": edit_form,
@@ -416,6 +427,133 @@ def cdrom_eject_view(request: HttpRequest, pk: int) -> HttpResponse:
     result = services.vm_cdrom_eject(actor=request.user, via=Via.WEB, vm=pk)
     (messages.success if result.job else messages.info)(request, result.message)
     return redirect(reverse("vms:detail", args=[pk]) + "#cdrom")
+
+
+# --- disks (issue #11): the Disks panel of the VM page and the "My disks" page -------------------
+# Every rule is in vms.disks; these views parse the form, call one service and render.
+
+def _disk_context(vm, *, user, form: DiskAddForm | None = None) -> dict:
+    """What the Disks panel shows: the disks, what the Add disk form offers, and its errors."""
+    rows = vm_disks(vm=vm)
+    for disk in rows:
+        disk.is_data = is_data_disk(disk.volume)
+        disk.props = sorted((disk.properties or {}).items())
+    try:
+        attached_here = {d.volume_id for d in rows}
+        attachable = [v for v in data_volumes(actor=user) if v.pk not in attached_here]
+    except NotImplementedError:  # the disk services are not there yet: the panel still renders
+        attachable = []
+    states = getattr(disks, "DISK_STATES", services.NIC_STATES)
+    return {
+        "disks": rows,
+        "disks_running": vm.status in VMStatus.ACTIVE,
+        "disks_busy": any(d.status != VMDisk.Status.ATTACHED for d in rows),
+        "disks_allowed": vm.status in states,
+        "disk_buses": VMDisk.Bus.choices,
+        "disk_pools": list(vm.host.pools.filter(content="data").order_by("name").values_list("name", flat=True))
+        if vm.host_id else [],
+        "disk_attachable": attachable,
+        "disk_prop_fields": disk_property_fields(user=user),
+        "disk_form": form or DiskAddForm(initial={"source": "new", "bus": VMDisk.Bus.VIRTIO}),
+    }
+
+
+def _disks_redirect(pk: int) -> HttpResponse:
+    return redirect(reverse("vms:detail", args=[pk]) + "#disks")
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+@portal_view
+def disk_list_view(request: HttpRequest, pk: int) -> HttpResponse:
+    """GET: the Disks panel (live.js fetches it again when the disks change). POST: add a new disk or
+    attach an existing data disk; errors are shown next to the form's fields."""
+    vm = vm_get(user=request.user, vm_id=pk)
+    if request.method == "POST":
+        form = DiskAddForm(request.POST)
+        if form.is_valid():
+            try:
+                with size_field():
+                    _disk, _job, message = disks.vm_disk_add(actor=request.user, via=Via.WEB, vm=vm,
+                                                             **form.service_kwargs())
+            except PortalError as exc:
+                if is_web_404(exc):
+                    raise
+                form_error(form, exc, user=request.user)
+            else:
+                messages.success(request, message)
+                return _disks_redirect(vm.pk)
+        return _detail(request, vm_get(user=request.user, vm_id=pk), disk_form=form, status=400)
+    response = render(request, "vms/_disks.html", {"vm": vm, **_disk_context(vm, user=request.user)})
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+def _truthy(value: object) -> bool:
+    return str(value or "").strip().lower() in ("1", "on", "true", "yes")
+
+
+@login_required
+@require_POST
+@portal_view
+def disk_remove_view(request: HttpRequest, pk: int, disk_id: int) -> HttpResponse:
+    """Detach a data disk, or detach and delete it (confirmed in the page first); a job does it."""
+    _disk, _job, message = disks.vm_disk_remove(actor=request.user, via=Via.WEB, vm=pk, disk=disk_id,
+                                                delete_volume=_truthy(request.POST.get("delete_volume")))
+    messages.success(request, message)
+    return _disks_redirect(pk)
+
+
+@login_required
+@require_POST
+@portal_view
+def disk_grow_view(request: HttpRequest, pk: int, disk_id: int) -> HttpResponse:
+    """Grow one disk (confirmed in the page first); live while the VM runs."""
+    _disk, job, message = disks.vm_disk_grow(actor=request.user, via=Via.WEB, vm=pk, disk=disk_id,
+                                             size_gib=request.POST.get("size_gib", ""))
+    (messages.success if job else messages.info)(request, message)
+    return _disks_redirect(pk)
+
+
+@login_required
+@require_POST
+@portal_view
+def disk_properties_view(request: HttpRequest, pk: int, disk_id: int) -> HttpResponse:
+    """Change a disk's device properties: the fields of the catalog that the user changed."""
+    vm = vm_get(user=request.user, vm_id=pk)
+    disk = vm_disk_get(vm=vm, key=disk_id)
+    changed = posted_properties(request.POST, disk_property_fields(user=request.user), disk.properties)
+    if not changed:
+        messages.info(request, f"Nothing changed on {disk.target}.")
+        return _disks_redirect(vm.pk)
+    _disk, job, message = disks.vm_disk_update(actor=request.user, via=Via.WEB, vm=vm, disk=disk,
+                                               properties=changed)
+    (messages.success if job else messages.info)(request, message)
+    return _disks_redirect(vm.pk)
+
+
+@login_required
+@require_GET
+@portal_view
+def volume_list_view(request: HttpRequest) -> HttpResponse:
+    """My disks: the data disks you may use, the VMs they are attached to; detached ones can be deleted."""
+    try:
+        volumes = list(data_volumes(actor=request.user))
+    except NotImplementedError:
+        volumes = []
+    for volume in volumes:
+        volume.vm_attachments = [a for a in volume.attachments.all() if a.vm.deleted_at is None]
+    return render(request, "vms/volumes.html", {"volumes": volumes, "usage": quota_usage(user=request.user)})
+
+
+@login_required
+@require_POST
+@portal_view(fallback="vms:volumes")
+def volume_delete_view(request: HttpRequest, volume_id: int) -> HttpResponse:
+    """Delete a detached data disk (confirmed in the page first); a job removes it from its storage."""
+    _volume, _job, message = disks.data_volume_delete(actor=request.user, via=Via.WEB, volume=volume_id)
+    messages.success(request, message)
+    return redirect("vms:volumes")
 
 
 @require_GET

@@ -9,6 +9,7 @@ from .types import (
     CdromSpec,
     DhcpHost,
     DiskInfo,
+    DiskSpec,
     DomainDefinition,
     DomainSpec,
     InterfaceInfo,
@@ -69,15 +70,7 @@ def build_domain_xml(spec: DomainSpec) -> str:
 
     devices = _sub(dom, "devices")
     for disk in spec.disks:
-        d = _sub(devices, "disk", type="file", device=disk.device)
-        if disk.readonly:
-            d.set("snapshot", "no")  # a read-only disk (the cloud-init seed) has nothing to snapshot
-        # Format is always explicit: never let QEMU probe a guest-writable image.
-        _sub(d, "driver", name="qemu", type=disk.format)
-        _sub(d, "source", file=disk.path)
-        _sub(d, "target", dev=disk.target, bus=disk.bus)
-        if disk.readonly:
-            _sub(d, "readonly")
+        devices.append(_disk_element(disk))
     for cdrom in spec.cdroms:
         devices.append(_cdrom(cdrom))
     if any(disk.bus == "scsi" for disk in spec.disks) or spec.domain_type != "test":
@@ -489,3 +482,65 @@ def pool_spec_xml(spec: PoolSpec) -> str:
     target = _sub(pool, "target")
     _sub(target, "path", spec.path)
     return ET.tostring(pool, encoding="unicode")
+# --- disks hot-plug (issue #11) ------------------------------------------------------------------
+# One function builds a disk's <disk> element, for a whole domain (build_domain_xml) and for one device
+# (attach/detach): the device properties (cache, io, serial, boot order, I/O limits) are added here too.
+
+def _disk_element(disk: DiskSpec) -> ET.Element:
+    """One <disk> device of a DiskSpec."""
+    d = ET.Element("disk", {"type": "file", "device": disk.device})
+    if disk.readonly:
+        d.set("snapshot", "no")  # a read-only disk (the cloud-init seed, a shared disk) has nothing to snapshot
+    # Format is always explicit: never let QEMU probe a guest-writable image.
+    _sub(d, "driver", name="qemu", type=disk.format)
+    _sub(d, "source", file=disk.path)
+    _sub(d, "target", dev=disk.target, bus=disk.bus)
+    if disk.readonly:
+        _sub(d, "readonly")
+    if disk.shareable:
+        _sub(d, "shareable")  # several domains may open it (always read-only: vms.disks)
+    return d
+
+
+def disk_xml(disk: DiskSpec) -> str:
+    """One <disk> device, for attachDeviceFlags."""
+    return ET.tostring(_disk_element(disk), encoding="unicode")
+
+
+def parse_disks(xml: str) -> list[DiskInfo]:
+    """The disk devices (not CD-ROMs) of a domain's XML, in device order."""
+    root = ET.fromstring(xml)
+    return [_disk(d) for d in root.findall("devices/disk") if (d.get("device") or "disk") == "disk"]
+
+
+def disk_device_xml(xml: str, target: str) -> str | None:
+    """The <disk> element at `target` in a domain's XML, as libvirt wrote it (for detachDeviceFlags)."""
+    root = ET.fromstring(xml)
+    for d in root.findall("devices/disk"):
+        t = d.find("target")
+        if t is not None and t.get("dev") == target:
+            return ET.tostring(d, encoding="unicode")
+    return None
+
+
+def add_disk(xml: str, disk: DiskSpec) -> str:
+    """The domain XML with one more disk (after its other disks): for drivers without device attach."""
+    root = ET.fromstring(xml)
+    devices = root.find("devices")
+    if devices is None:
+        devices = ET.SubElement(root, "devices")
+    children = list(devices)
+    disks = [i for i, child in enumerate(children) if child.tag == "disk"]
+    devices.insert(disks[-1] + 1 if disks else 0, _disk_element(disk))
+    return ET.tostring(root, encoding="unicode")
+
+
+def remove_disk(xml: str, target: str) -> str:
+    """The domain XML without the disk at `target`: for drivers without device detach."""
+    root = ET.fromstring(xml)
+    devices = root.find("devices")
+    for d in list(devices) if devices is not None else []:
+        t = d.find("target")
+        if d.tag == "disk" and t is not None and t.get("dev") == target:
+            devices.remove(d)  # type: ignore[union-attr]
+    return ET.tostring(root, encoding="unicode")

@@ -268,6 +268,8 @@ class Capabilities:
     storage_files: bool
     nic_hotplug: bool = False
     live_media_change: bool = False  # insert or eject a CD in a running domain
+    # --- disks hot-plug (issue #11) ---
+    disk_hotplug: bool = False  # attach or detach a disk in a running domain (and edit a definition's disks)
 
 
 @dataclass(frozen=True)

@@ -296,6 +296,9 @@ RECONCILE_SECONDS = env.get_int("RECONCILE_SECONDS", 10)
 NICS_PER_VM = env.get_int("NICS_PER_VM", 4)
 USER_DATA_MAX_BYTES = env.get_int("USER_DATA_MAX_BYTES", 16384)
 NIC_DETACH_TIMEOUT_SECONDS = env.get_int("NIC_DETACH_TIMEOUT_SECONDS", 30)
+# --- disks hot-plug (issue #11) ---
+DISKS_PER_VM = env.get_int("DISKS_PER_VM", 8)  # every disk of a VM (boot disk and data disks; not the cloud-init seed)
+DISK_DETACH_TIMEOUT_SECONDS = env.get_int("DISK_DETACH_TIMEOUT_SECONDS", 30)  # how long a guest gets to release a disk
 JOB_HEARTBEAT_SECONDS = env.get_int("JOB_HEARTBEAT_SECONDS", 5)
 JOB_STALE_SECONDS = env.get_int("JOB_STALE_SECONDS", 60)
 # A job whose host is busy with the VM (libvirt's state change lock) runs its handler again, up to

@@ -51,6 +51,9 @@
     $all(document, attrEq("data-cdrom-panel", ev.id)).forEach(function (panel) {
       if (panel.dataset.vmStatus !== ev.status && !leaving) reloadPanel("cdrom", panel);
     });
+    $all(document, attrEq("data-disks-panel", ev.id)).forEach(function (panel) {
+      if (panel.dataset.vmStatus !== ev.status && !leaving) reloadPanel("disks", panel);
+    });
     $all(document, attrEq("data-nics-panel", ev.id)).forEach(function (panel) {
       if (leaving) return;
       var nicsChanged = ev.nics !== undefined && panel.dataset.nicsSig !== ev.nics;
@@ -201,6 +204,9 @@
     if (ev.target_type === "vm" && String(ev.job_kind || "").indexOf("vm.cdrom.") === 0) {
       refreshPanels("cdrom", ev);
     }
+    if (ev.target_type === "vm" && String(ev.job_kind || "").indexOf("vm.disk") === 0) {
+      refreshPanels("disks", ev);
+    }
     if (!active && known.length) {
       if (ev.status === "failed" || ev.status === "errored") {
         announce((config.jobLabels[ev.job_kind] || ev.job_kind) + " failed: " + (ev.error || ""));
@@ -213,7 +219,9 @@
   var PANELS = {
     snapshots: { attr: "data-snapshots-panel", url: "snapshotsUrl", keep: ["#id_snapshot_name"] },
     nics: { attr: "data-nics-panel", url: "nicsUrl", keep: ["#id_nic_network", "#id_nic_model"] },
-    cdrom: { attr: "data-cdrom-panel", url: "cdromUrl", keep: ["#id_cdrom_image"] }
+    cdrom: { attr: "data-cdrom-panel", url: "cdromUrl", keep: ["#id_cdrom_image"] },
+    disks: { attr: "data-disks-panel", url: "disksUrl",
+             keep: ["#id_disk_size_gib", "#id_disk_label", "#id_disk_bus", "#id_disk_pool", "#id_disk_volume"] }
   };
 
   var panelJobStatus = {};
@@ -293,6 +301,9 @@
     }
     else if (ev.kind === "vm_cdrom") {
       $all(document, attrEq("data-cdrom-panel", ev.id)).forEach(function (p) { reloadPanel("cdrom", p); });
+    }
+    else if (ev.kind === "vm_disks") {
+      $all(document, attrEq("data-disks-panel", ev.id)).forEach(function (p) { reloadPanel("disks", p); });
     }
   }
 

@@ -15,8 +15,9 @@ from cluster.models import ForeignDomain
 from portal.actors import is_admin
 from portal.jobs.api.serializers import JobSummarySerializer
 from portal.models import AuditEvent
+from storage.models import Volume
 from vms.choices import VMStatus
-from vms.models import VM, Flavor, Snapshot, VMNic
+from vms.models import VM, Flavor, Snapshot, VMDisk, VMNic
 from vms.selectors import vm_ssh_command
 from vms.services import VM_ACTIONS
 
@@ -169,6 +170,7 @@ class VMSerializer(serializers.ModelSerializer):
         help_text="A ready `ssh` command line once a NIC's address is known (null until then, or for images "
                   "without an SSH login).")
     nics_url = serializers.SerializerMethodField()
+    disks_url = serializers.SerializerMethodField()
     cdrom_drive = serializers.BooleanField(read_only=True, help_text="The VM has a CD-ROM drive (boots from it first).")
     cdrom = serializers.SlugRelatedField(slug_field="name", read_only=True, allow_null=True,
                                          help_text="The ISO image in the CD-ROM drive (null: none, or an empty tray).")
@@ -187,7 +189,7 @@ class VMSerializer(serializers.ModelSerializer):
         fields = ["id", "uuid", "name", "description", "status", "status_label", "power_state", "owner",
                   "group", "host", "image", "flavor", "vcpus", "memory_mib", "disk_gib", "domain_name",
                   "created_via", "last_error", "created_at", "updated_at", "status_changed_at", "nics", "ssh",
-                  "cdrom_drive", "cdrom", "url", "jobs_url", "snapshots_url", "events_url", "nics_url", "cdrom_url",
+                  "cdrom_drive", "cdrom", "url", "jobs_url", "snapshots_url", "events_url", "nics_url", "disks_url", "cdrom_url",
                   "highly_available", "ha_priority", "pinned_hosts", "required_tags"]
         read_only_fields = fields
 
@@ -208,6 +210,9 @@ class VMSerializer(serializers.ModelSerializer):
 
     def get_nics_url(self, vm: VM) -> str:
         return reverse("api-vm-nics", kwargs={"pk": vm.pk}, request=self.context.get("request"))
+
+    def get_disks_url(self, vm: VM) -> str:
+        return reverse("api-vm-disks", kwargs={"pk": vm.pk}, request=self.context.get("request"))
 
     def get_cdrom_url(self, vm: VM) -> str:
         return reverse("api-vm-cdrom", kwargs={"pk": vm.pk}, request=self.context.get("request"))
@@ -360,3 +365,116 @@ class ReleaseSerializer(serializers.Serializer):
 
 class ReleaseResultSerializer(serializers.Serializer):
     message = serializers.CharField()
+
+
+# --- disks (issue #11) ---------------------------------------------------------------------------
+
+PROPERTIES_HELP = ("Device properties from the catalog (vms.properties): cache, io, discard, detect_zeroes, serial, "
+                   "boot_order, I/O limits; administrators decide which ones users may set. null or \"\" removes one.")
+
+
+class DiskAddSerializer(serializers.Serializer):
+    """Add a new blank disk (`size_gib`) or attach an existing data disk (`volume`): exactly one of them."""
+
+    size_gib = RawSizeField(required=False, allow_null=True, help_text="A new blank disk of this size in GiB.")
+    volume = NameOrIdField(required=False, allow_null=True, allow_blank=True,
+                           help_text="Attach this existing data disk (id or label) instead of making a new one.")
+    bus = serializers.CharField(required=False, allow_blank=True, default=VMDisk.Bus.VIRTIO,
+                                help_text="virtio (virtio-blk, default) or scsi (virtio-SCSI).")
+    readonly = serializers.BooleanField(required=False, default=False)
+    shareable = serializers.BooleanField(required=False, default=False,
+                                         help_text="New disks: may be attached read-only to several VMs at once.")
+    label = serializers.CharField(required=False, allow_blank=True, default="", max_length=200,
+                                  help_text="New disks: the name you know it by.")
+    pool = serializers.CharField(required=False, allow_blank=True, allow_null=True, default=None,
+                                 help_text="New disks: the storage domain (default: the host's).")
+    properties = serializers.DictField(required=False, allow_empty=True, default=dict, help_text=PROPERTIES_HELP)
+
+
+class DiskUpdateSerializer(serializers.Serializer):
+    """Grow the disk and/or change its properties (at least one)."""
+
+    size_gib = RawSizeField(required=False, help_text="The new size in GiB: more than the current one (disks only grow).")
+    properties = serializers.DictField(required=False, allow_empty=False, help_text=PROPERTIES_HELP)
+
+    def validate(self, attrs):
+        if "size_gib" not in attrs and "properties" not in attrs:
+            raise serializers.ValidationError({"non_field_errors": ["Give size_gib, properties, or both."]})
+        return attrs
+
+
+class DiskSerializer(serializers.ModelSerializer):
+    """A disk of a VM: where the guest sees it (target, bus), its size, flags, status and properties."""
+
+    bus_label = serializers.CharField(source="get_bus_display", read_only=True)
+    status_label = serializers.CharField(source="get_status_display", read_only=True)
+    size_gib = serializers.IntegerField(source="volume.capacity_gib", read_only=True)
+    label = serializers.CharField(source="volume.label", read_only=True)
+    shareable = serializers.BooleanField(source="volume.shareable", read_only=True)
+    storage_domain = serializers.CharField(source="volume.pool.name", read_only=True)
+    volume = serializers.IntegerField(source="volume_id", read_only=True,
+                                      help_text="The data disk's id in /api/disks/ (boot disks are not listed there).")
+    data_disk = serializers.SerializerMethodField(help_text="A data disk (may be detached); false: the boot disk or "
+                                                            "the cloud-init seed.")
+    properties = serializers.DictField(read_only=True)
+    url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = VMDisk
+        fields = ["id", "target", "bus", "bus_label", "size_gib", "label", "readonly", "shareable", "status",
+                  "status_label", "properties", "data_disk", "volume", "storage_domain", "url"]
+        read_only_fields = fields
+
+    def get_data_disk(self, disk: VMDisk) -> bool:
+        return disk.volume.owner_id is not None
+
+    def get_url(self, disk: VMDisk) -> str:
+        return reverse("api-vm-disk", kwargs={"pk": disk.vm_id, "disk_id": disk.pk}, request=self.context.get("request"))
+
+
+class DiskOperationSerializer(serializers.Serializer):
+    """What a disk add, remove, grow or update answers: a message, the disk and the job (null: no job)."""
+
+    message = serializers.CharField()
+    disk = DiskSerializer()
+    job = JobSummarySerializer(allow_null=True)
+
+
+class DiskAttachmentSerializer(serializers.Serializer):
+    vm = serializers.CharField(source="vm.name")
+    vm_id = serializers.IntegerField()
+    target = serializers.CharField()
+    readonly = serializers.BooleanField()
+
+
+class DataVolumeSerializer(serializers.ModelSerializer):
+    """A data disk: its label, size, who it belongs to, and the VMs it is attached to."""
+
+    size_gib = serializers.IntegerField(source="capacity_gib", read_only=True)
+    owner = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    group = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    storage_domain = serializers.CharField(source="pool.name", read_only=True)
+    attachments = serializers.SerializerMethodField()
+    url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Volume
+        fields = ["id", "label", "size_gib", "shareable", "owner", "group", "storage_domain", "attachments",
+                  "created_at", "url"]
+        read_only_fields = fields
+
+    @extend_schema_field(DiskAttachmentSerializer(many=True))
+    def get_attachments(self, volume: Volume) -> list:
+        rows = [a for a in volume.attachments.all() if a.vm.deleted_at is None]
+        return DiskAttachmentSerializer(rows, many=True).data
+
+    def get_url(self, volume: Volume) -> str:
+        return reverse("api-disk-detail", kwargs={"pk": volume.pk}, request=self.context.get("request"))
+
+
+class DataVolumeOperationSerializer(serializers.Serializer):
+    """What deleting a data disk answers: a message, the disk and the job that removes it."""
+
+    message = serializers.CharField()
+    disk = DataVolumeSerializer()
+    job = JobSummarySerializer(allow_null=True)

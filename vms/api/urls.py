@@ -8,4 +8,5 @@ router = SimpleRouter()
 router.register("vms", views.VMViewSet, basename="api-vm")
 router.register("foreign-domains", views.ForeignDomainViewSet, basename="api-foreign-domain")
 router.register("flavors", views.FlavorViewSet, basename="api-flavor")
+router.register("disks", views.DataVolumeViewSet, basename="api-disk")  # data disks (issue #11)
 urlpatterns = router.urls

@@ -26,11 +26,15 @@ from portal.api import (
     QuotaErrorSerializer,
 )
 from portal.choices import Via
+from portal.exceptions import ValidationFailed
 from portal.jobs.api.serializers import JobSerializer
 from portal.models import Job
+from storage.models import Volume
+from vms import disks as disk_services
 from vms.adoption import foreign_domain_list, foreign_domain_lookup, vm_adopt, vm_delete_note, vm_release
+from vms.disk_doors import data_volume_get, data_volumes, size_field, vm_disk_get, vm_disks
 from vms.migration import vm_migrate
-from vms.models import VM, Flavor, VMNic
+from vms.models import VM, Flavor, VMDisk, VMNic
 from vms.scheduling import SCHEDULING_FIELDS, vm_scheduling_update
 from vms.selectors import (
     flavor_get,
@@ -66,6 +70,12 @@ from .serializers import (
     AdoptResultSerializer,
     AdoptSerializer,
     CdromInsertSerializer,
+    DataVolumeOperationSerializer,
+    DataVolumeSerializer,
+    DiskAddSerializer,
+    DiskOperationSerializer,
+    DiskSerializer,
+    DiskUpdateSerializer,
     FlavorSerializer,
     ForeignDomainSerializer,
     NicAddSerializer,
@@ -95,6 +105,11 @@ VM_ID = OpenApiParameter("id", OpenApiTypes.STR, OpenApiParameter.PATH,
 
 SNAPSHOT_ID = OpenApiParameter("sid", OpenApiTypes.STR, OpenApiParameter.PATH,
                                description="The snapshot's numeric id or its name.")
+DISK_ID = OpenApiParameter("disk_id", OpenApiTypes.STR, OpenApiParameter.PATH,
+                           description="The disk's numeric id, its target (vdb, sda) or its data disk's label.")
+DELETE_VOLUME = OpenApiParameter("delete_volume", OpenApiTypes.BOOL, OpenApiParameter.QUERY, required=False,
+                                 description="true: also delete the data disk (refused while other VMs use it); "
+                                             "default false: detach it and keep it.")
 NIC_ID = OpenApiParameter("nic_id", OpenApiTypes.STR, OpenApiParameter.PATH,
                           description="The NIC's numeric id or its MAC.")
 
@@ -144,7 +159,8 @@ class VMViewSet(viewsets.GenericViewSet):
                           "snapshot_revert": SnapshotSerializer, "grow_disk": VMGrowDiskSerializer,
                           "nics": NicAddSerializer, "nic": NicSerializer, "cdrom": CdromInsertSerializer,
                           "release": ReleaseSerializer, "template": VMTemplateSerializer,
-                          "migrate": VMMigrateSerializer}
+                          "migrate": VMMigrateSerializer,
+                          "disks": DiskAddSerializer, "disk": DiskUpdateSerializer}
 
     def get_serializer_class(self):
         return self.action_serializers.get(self.action, VMSerializer)
@@ -438,6 +454,98 @@ class VMViewSet(viewsets.GenericViewSet):
         return _operation(request, vm_cdrom_insert(actor=request.user, via=Via.API, vm=vm,
                                                    image=data.validated_data["image"]))
 
+    # --- disks (issue #11): list, add or attach, grow and tune, detach or delete -----------------
+    @extend_schema(
+        methods=["GET"], parameters=[VM_ID], request=None,
+        responses={200: DiskSerializer(many=True), 404: NOT_FOUND})
+    @extend_schema(
+        methods=["POST"], parameters=[VM_ID], request=DiskAddSerializer,
+        responses={202: OpenApiResponse(DiskOperationSerializer, description="Accepted: the job adds the disk "
+                                                                             "(hot-plugged while the VM runs)."),
+                   400: INVALID, 404: NOT_FOUND,
+                   403: OpenApiResponse(QuotaErrorSerializer, description="Disk quota exceeded, or a property you "
+                                                                          "may not set."),
+                   409: OpenApiResponse(ErrorSerializer, description="VM busy or in the wrong state, or the data "
+                                                                     "disk is in use (read-write attach of a disk "
+                                                                     "another VM uses).")})
+    @action(detail=True, methods=["get", "post"], url_path="disks", url_name="disks")
+    def disks(self, request, pk=None):
+        """GET: the VM's disks in target order. POST: add a new blank disk (`size_gib`) or attach one of your
+        data disks (`volume`, by id or label), on virtio-blk or virtio-SCSI, read-only or not."""
+        vm = self.get_object()
+        if request.method == "GET":
+            page = self.paginate_queryset(vm_disks(vm=vm))
+            return self.get_paginated_response(DiskSerializer(page, many=True, context={"request": request}).data)
+        data = DiskAddSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        fields = dict(data.validated_data)
+        volume = fields.pop("volume", None)
+        size = fields.pop("size_gib", None)
+        with size_field():
+            result = disk_services.vm_disk_add(
+                actor=request.user, via=Via.API, vm=vm, size_gib=size,
+                volume=volume if volume not in ("", None) else None, bus=fields["bus"] or VMDisk.Bus.VIRTIO,
+                readonly=fields["readonly"], shareable=fields["shareable"], label=fields["label"],
+                pool=fields["pool"] or None, properties=fields["properties"] or None)
+        return self._disk_operation(request, result, created=True)
+
+    @extend_schema(methods=["GET"], parameters=[VM_ID, DISK_ID], request=None,
+                   responses={200: DiskSerializer, 404: NOT_FOUND})
+    @extend_schema(methods=["PATCH"], parameters=[VM_ID, DISK_ID], request=DiskUpdateSerializer,
+                   responses={202: OpenApiResponse(DiskOperationSerializer, description="Accepted: a job grows it "
+                                                                                        "or applies the properties."),
+                              200: OpenApiResponse(DiskOperationSerializer, description="Done without a job (e.g. "
+                                                                                        "properties for the next start)."),
+                              400: INVALID, 404: NOT_FOUND,
+                              403: OpenApiResponse(QuotaErrorSerializer, description="Disk quota exceeded, or a "
+                                                                                     "property you may not set."),
+                              409: WRONG_STATE})
+    @extend_schema(methods=["DELETE"], parameters=[VM_ID, DISK_ID, DELETE_VOLUME], request=None,
+                   responses={202: OpenApiResponse(DiskOperationSerializer, description="Accepted: the job detaches "
+                                                                                        "(and deletes) it."),
+                              400: INVALID, 404: NOT_FOUND,
+                              409: OpenApiResponse(ErrorSerializer, description="The boot disk, a busy VM, or a disk "
+                                                                                "other VMs still use.")})
+    @action(detail=True, methods=["get", "patch", "delete"], url_path=r"disks/(?P<disk_id>[^/]+)", url_name="disk")
+    def disk(self, request, pk=None, disk_id=None):
+        """GET: one disk (by id, target or label). PATCH: grow it (`size_gib`) and/or change its `properties`.
+        DELETE: detach it (`?delete_volume=true`: and delete it)."""
+        vm = self.get_object()
+        found = vm_disk_get(vm=vm, key=disk_id)
+        if request.method == "GET":
+            return Response(DiskSerializer(found, context={"request": request}).data)
+        if request.method == "DELETE":
+            flag = str(request.query_params.get("delete_volume", "false")).strip().lower()
+            if flag not in ("true", "false", "1", "0", "yes", "no", ""):
+                raise ValidationFailed("delete_volume is true or false.", field="delete_volume")
+            return self._disk_operation(request, disk_services.vm_disk_remove(
+                actor=request.user, via=Via.API, vm=vm, disk=found, delete_volume=flag in ("true", "1", "yes")))
+        data = DiskUpdateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        fields = data.validated_data
+        messages: list[str] = []
+        job = None
+        with transaction.atomic(), size_field():
+            if "size_gib" in fields:
+                found, job, message = disk_services.vm_disk_grow(actor=request.user, via=Via.API, vm=vm, disk=found,
+                                                                 size_gib=fields["size_gib"])
+                messages.append(message)
+            if "properties" in fields:
+                found, prop_job, message = disk_services.vm_disk_update(
+                    actor=request.user, via=Via.API, vm=vm, disk=found, properties=fields["properties"])
+                job = job or prop_job
+                messages.append(message)
+        return self._disk_operation(request, (vm_disk_get(vm=vm, key=found.pk), job, " ".join(messages)))
+
+    def _disk_operation(self, request, result: tuple[VMDisk, Job | None, str], *, created: bool = False) -> Response:
+        disk, job, message = result
+        body = DiskOperationSerializer({"message": message, "disk": disk, "job": job},
+                                       context={"request": request}).data
+        if job is None:
+            return Response(body, status=status.HTTP_200_OK)
+        headers = {"Location": body["disk"]["url"]} if created else {}
+        return Response(body, status=status.HTTP_202_ACCEPTED, headers=headers)
+
     def _nic_operation(self, request, result: tuple[VMNic, Job, str], *, created: bool = False) -> Response:
         nic, job, message = result
         body = NicOperationSerializer({"message": message, "nic": nic, "job": job}, context={"request": request}).data
@@ -508,3 +616,43 @@ class FlavorViewSet(CatalogViewSet):
 
     def find(self, request: Request, key: str) -> Flavor:
         return flavor_get(user=request.user, name_or_id=key)
+
+
+@extend_schema_view(
+    list=extend_schema(responses={200: DataVolumeSerializer(many=True)}, tags=["disks"]),
+    retrieve=extend_schema(parameters=[OpenApiParameter("id", OpenApiTypes.STR, OpenApiParameter.PATH,
+                                                        description="The data disk's id or label.")],
+                           responses={200: DataVolumeSerializer, 404: NOT_FOUND}, tags=["disks"]),
+)
+class DataVolumeViewSet(viewsets.GenericViewSet):
+    """Your data disks (and your teams', and shareable ones you may use): which VMs they are attached to;
+    a detached one can be deleted. New ones are made on a VM: POST /api/vms/{id}/disks/."""
+
+    serializer_class = DataVolumeSerializer
+    pagination_class = Pagination
+    filter_backends: list = []
+    lookup_value_regex = "[^/]+"
+    queryset = Volume.objects.none()  # for schema introspection; reads go through vms.disks
+
+    def list(self, request):
+        page = self.paginate_queryset(data_volumes(actor=request.user))
+        return self.get_paginated_response(DataVolumeSerializer(page, many=True, context={"request": request}).data)
+
+    def retrieve(self, request, pk=None):
+        return Response(DataVolumeSerializer(data_volume_get(actor=request.user, key=pk),
+                                             context={"request": request}).data)
+
+    @extend_schema(parameters=[OpenApiParameter("id", OpenApiTypes.STR, OpenApiParameter.PATH,
+                                                description="The data disk's id or label.")],
+                   request=None, tags=["disks"],
+                   responses={202: OpenApiResponse(DataVolumeOperationSerializer, description="Accepted: the job "
+                                                                                              "deletes it."),
+                              404: NOT_FOUND, 403: OpenApiResponse(ErrorSerializer, description="Not yours."),
+                              409: OpenApiResponse(ErrorSerializer, description="Still attached to a VM.")})
+    def destroy(self, request, pk=None):
+        """Delete a detached data disk and its data."""
+        volume = data_volume_get(actor=request.user, key=pk)
+        volume, job, message = disk_services.data_volume_delete(actor=request.user, via=Via.API, volume=volume)
+        body = DataVolumeOperationSerializer({"message": message, "disk": volume, "job": job},
+                                             context={"request": request}).data
+        return Response(body, status=status.HTTP_202_ACCEPTED if job is not None else status.HTTP_200_OK)

@@ -21,7 +21,7 @@ from portal.jobs import job_wait
 from portal.models import Job
 from quotas.selectors import quota_usage
 from storage.cli import add_image_verbs, run_image_verb
-from vms import adoption, lifecycle, selectors, services
+from vms import adoption, disk_doors, disks, lifecycle, selectors, services
 from vms.migration import vm_migrate
 from vms.scheduling import vm_scheduling_update
 
@@ -57,11 +57,60 @@ def networks_option(values: list[str] | None) -> list[str] | None:
     return names
 
 
+def _properties_option(values: list[str] | None) -> dict[str, str]:
+    """`KEY=VALUE` arguments as a properties mapping (`KEY=` removes one); the service validates them."""
+    props: dict[str, str] = {}
+    for item in values or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValidationFailed(f"{item!r}: give properties as KEY=VALUE (KEY= removes one).", field="properties")
+        props[key.strip()] = value.strip()
+    return props
+
+
+def _add_disk_verbs(parser) -> None:
+    """`vm disk list|add|remove|grow|set NAME …`, `vm disk volumes`, `vm disk delete VOLUME`."""
+    sub = parser.add_subparsers(dest="disk_verb", required=True)
+    sub.add_parser("list", help="The VM's disks: id, target, bus, size, label, flags, status, properties.") \
+        .add_argument("name")
+    add = sub.add_parser("add", help="Add a new blank disk (--size) or attach a data disk (--volume); "
+                                     "hot-plugged while the VM runs.")
+    add.add_argument("name")
+    what = add.add_mutually_exclusive_group(required=True)
+    what.add_argument("--size", metavar="GIB", help="A new blank disk of this size in GiB.")
+    what.add_argument("--volume", metavar="ID|LABEL", help="Attach this existing data disk.")
+    add.add_argument("--bus", default="virtio", help="virtio (virtio-blk, default) or scsi (virtio-SCSI).")
+    add.add_argument("--label", default="", help="New disks: the name you know it by.")
+    add.add_argument("--readonly", action="store_true", help="The guest may only read it.")
+    add.add_argument("--shareable", action="store_true",
+                     help="New disks: may be attached read-only to several VMs at once.")
+    add.add_argument("--pool", default=None, metavar="DOMAIN", help="New disks: the storage domain "
+                                                                      "(default: the host's).")
+    add.add_argument("--set", dest="props", action="append", metavar="KEY=VALUE", help="A device property "
+                                                                                       "(repeatable).")
+    remove = sub.add_parser("remove", help="Detach a data disk (--delete: and delete it).")
+    remove.add_argument("name")
+    remove.add_argument("disk", metavar="ID|TARGET|LABEL")
+    remove.add_argument("--delete", action="store_true", help="Also delete the disk and its data.")
+    grow = sub.add_parser("grow", help="Grow a disk (never shrinks); live while the VM runs.")
+    grow.add_argument("name")
+    grow.add_argument("disk", metavar="ID|TARGET|LABEL")
+    grow.add_argument("size_gib", help="New size in GiB.")
+    dset = sub.add_parser("set", help="Set device properties: KEY=VALUE … (KEY= removes one).")
+    dset.add_argument("name")
+    dset.add_argument("disk", metavar="ID|TARGET|LABEL")
+    dset.add_argument("props", nargs="+", metavar="KEY=VALUE")
+    sub.add_parser("volumes", help="Your data disks and the VMs they are attached to.")
+    sub.add_parser("delete", help="Delete a detached data disk.").add_argument("volume", metavar="ID|LABEL")
+    for p in sub.choices.values():
+        p.add_argument("--wait", action="store_true", default=argparse.SUPPRESS, help="Wait for the job to finish.")
+
+
 WORKER_GRACE_SECONDS = 5.0  # --wait: how long a job may stay unclaimed before this command runs it
 
 class Command(BaseCommand):
     help = ("VM lifecycle as a given user: list, show, create, start, stop, force-off, reboot, pause, resume, "
-            "delete, grow-disk; snapshot, snapshots, revert, delete-snapshot; nic-add, nic-remove; cdrom; template; "
+            "delete, grow-disk; disk list|add|remove|grow|set|volumes|delete; snapshot, snapshots, revert, delete-snapshot; nic-add, nic-remove; cdrom; template; "
             "adopt, release, migrate, set (administrators); image import|list|delete (the image library); and verbs "
             "other apps add (console: one-time console URLs).")
 
@@ -162,6 +211,9 @@ class Command(BaseCommand):
         media = cdrom.add_mutually_exclusive_group(required=True)
         media.add_argument("--insert", metavar="ISO", help="An ISO image you may use, by name or id.")
         media.add_argument("--eject", action="store_true", help="Empty the drive: the VM boots from its disk.")
+        _add_disk_verbs(sub.add_parser("disk", help="A VM's disks: list, add (new or an existing data disk), "
+                                                    "remove (detach, --delete), grow, set properties; "
+                                                    "volumes (your data disks), delete (a detached one)."))
         # `--wait` after the subcommand too (`create web-1 --flavor tiny --wait`). SUPPRESS: a subcommand
         # given without it must not reset a `--wait` given before it.
         for verb_parser in {id(p): p for p in sub.choices.values()}.values():  # aliases share a parser
@@ -211,6 +263,8 @@ class Command(BaseCommand):
                                    group=opts["group"], name=opts["vm_name"], override_reason=opts["reason"])
             return _Outcome(f"Adopted {fd.name} as {vm.name} for {vm.owner.get_username()}, without restarting it.\n"
                             f"{adoption.vm_delete_note(vm=vm)}", None)
+        if verb == "disk":
+            return self._disk(actor, opts)
         vm = selectors.vm_get_by_name(user=actor, name=opts["name"])
         if verb == "release":
             adoption.vm_release(actor=actor, via=Via.CLI, vm=vm, reason=opts["reason"])
@@ -261,6 +315,47 @@ class Command(BaseCommand):
         if verb == "delete-snapshot":
             return services.snapshot_delete(actor=actor, via=Via.CLI, vm=vm, snapshot=opts["snapshot"])
         return services.vm_action(actor=actor, via=Via.CLI, vm=vm, action=verb.replace("-", "_"))
+
+    # --- disks (issue #11) ---------------------------------------------------------------------
+    def _disk(self, actor, opts) -> _Outcome | None:
+        """`vm disk …`: one vms.disks service per verb; `list` and `volumes` print tables."""
+        action = opts["disk_verb"]
+        if action == "volumes":
+            for v in disk_doors.data_volumes(actor=actor):
+                used = ", ".join(f"{a.vm.name}:{a.target}{'(ro)' if a.readonly else ''}"
+                                 for a in v.attachments.all() if a.vm.deleted_at is None) or "detached"
+                self.stdout.write(f"{v.pk:>5}  {v.label or v.name:<24} {v.capacity_gib:>5} GiB  "
+                                  f"{'shareable' if v.shareable else '-':<9}  {used}")
+            return None
+        if action == "delete":
+            _volume, job, message = disks.data_volume_delete(actor=actor, via=Via.CLI, volume=opts["volume"])
+            return _Outcome(message, job)
+        vm = selectors.vm_get_by_name(user=actor, name=opts["name"])
+        if action == "list":
+            for d in disk_doors.vm_disks(vm=vm):
+                flags = ",".join(f for f, on in (("ro", d.readonly), ("shareable", d.volume.shareable)) if on) or "-"
+                self.stdout.write(f"{d.pk:>5}  {d.target:<5} {d.bus:<6} {d.volume.capacity_gib:>5} GiB  "
+                                  f"{d.volume.label or '-':<20} {flags:<12} {d.status:<10} "
+                                  f"{disk_doors.properties_text(d.properties)}")
+            return None
+        if action == "add":
+            _disk, job, message = disks.vm_disk_add(
+                actor=actor, via=Via.CLI, vm=vm, size_gib=opts["size"], volume=opts["volume"], bus=opts["bus"],
+                readonly=opts["readonly"], shareable=opts["shareable"], label=opts["label"], pool=opts["pool"],
+                properties=_properties_option(opts["props"]) or None)
+            return _Outcome(message, job)
+        if action == "remove":
+            _disk, job, message = disks.vm_disk_remove(actor=actor, via=Via.CLI, vm=vm, disk=opts["disk"],
+                                                       delete_volume=opts["delete"])
+            return _Outcome(message, job)
+        if action == "grow":
+            _disk, grow_job, message = disks.vm_disk_grow(actor=actor, via=Via.CLI, vm=vm, disk=opts["disk"],
+                                                          size_gib=opts["size_gib"])
+            return _Outcome(message, grow_job)
+        # set
+        _disk, set_job, message = disks.vm_disk_update(actor=actor, via=Via.CLI, vm=vm, disk=opts["disk"],
+                                                       properties=_properties_option(opts["props"]))
+        return _Outcome(message, set_job)
 
     def _set(self, actor, vm, opts) -> _Outcome:
         """`vm set`: vm_scheduling_update; prints what changed, the warnings, then the settings."""
