@@ -16,6 +16,7 @@ from portal.hypervisor import CdromSpec, DiskSpec, DomainSpec, NicSpec
 from storage.selectors import image_boot_files, image_media_path
 
 from .models import VM, VMNic
+from .properties import disk_spec_properties, nic_spec_properties
 
 CDROM_TARGET = "hdc"  # the drive of VMs the portal makes: IDE secondary master, as on a PC (VM.cdrom_target)
 SpecContributor = Callable[[VM], dict[str, Any]]
@@ -40,11 +41,12 @@ def domain_metadata(vm: VM) -> dict[str, str]:
 def build_spec(vm: VM, *, domain_type: str) -> DomainSpec:
     image = vm.image
     disks = tuple(
-        DiskSpec(path=d.volume.path, target=d.target, bus=d.bus, format=d.volume.format, readonly=d.readonly)
+        DiskSpec(path=d.volume.path, target=d.target, bus=d.bus, format=d.volume.format, readonly=d.readonly,
+                 **disk_spec_properties(d.properties or {}))
         for d in vm.disks.select_related("volume").order_by("target")
     )
     nics = tuple(
-        NicSpec(network=n.network.libvirt_name, mac=n.mac, model=n.model)
+        NicSpec(network=n.network.libvirt_name, mac=n.mac, model=n.model, **nic_spec_properties(n.properties or {}))
         for n in vm.nics.select_related("network").exclude(status=VMNic.Status.DETACHING).order_by("created_at", "id")
     )
     cdroms: tuple[CdromSpec, ...] = ()

@@ -9,6 +9,7 @@ from .types import (
     CdromSpec,
     DhcpHost,
     DiskInfo,
+    DiskSpec,
     DomainDefinition,
     DomainSpec,
     InterfaceInfo,
@@ -55,7 +56,7 @@ def build_domain_xml(spec: DomainSpec) -> str:
             _sub(os_el, "initrd", spec.initrd)
         if spec.cmdline:
             _sub(os_el, "cmdline", spec.cmdline)
-    else:
+    elif not _has_boot_order(spec):  # libvirt refuses <os><boot dev> beside per-device boot orders
         if spec.cdroms:
             _sub(os_el, "boot", dev="cdrom")  # CD first: an ISO install; an empty tray falls through
         _sub(os_el, "boot", dev="hd")
@@ -69,15 +70,7 @@ def build_domain_xml(spec: DomainSpec) -> str:
 
     devices = _sub(dom, "devices")
     for disk in spec.disks:
-        d = _sub(devices, "disk", type="file", device=disk.device)
-        if disk.readonly:
-            d.set("snapshot", "no")  # a read-only disk (the cloud-init seed) has nothing to snapshot
-        # Format is always explicit: never let QEMU probe a guest-writable image.
-        _sub(d, "driver", name="qemu", type=disk.format)
-        _sub(d, "source", file=disk.path)
-        _sub(d, "target", dev=disk.target, bus=disk.bus)
-        if disk.readonly:
-            _sub(d, "readonly")
+        devices.append(_disk_element(disk))
     for cdrom in spec.cdroms:
         devices.append(_cdrom(cdrom))
     if any(disk.bus == "scsi" for disk in spec.disks) or spec.domain_type != "test":
@@ -102,6 +95,36 @@ def build_domain_xml(spec: DomainSpec) -> str:
         balloon = _sub(devices, "memballoon", model="virtio")
         _sub(balloon, "stats", period="5")
     return ET.tostring(dom, encoding="unicode")
+
+
+def _disk_element(disk: DiskSpec) -> ET.Element:
+    """One <disk> of a DiskSpec, with its validated device properties (vms.properties)."""
+    d = ET.Element("disk", {"type": "file", "device": disk.device})
+    if disk.readonly:
+        d.set("snapshot", "no")  # a read-only disk (the cloud-init seed) has nothing to snapshot
+    # Format is always explicit: never let QEMU probe a guest-writable image.
+    driver = _sub(d, "driver", name="qemu", type=disk.format)
+    for attr in ("cache", "io", "discard", "detect_zeroes"):
+        value = getattr(disk, attr)
+        if value:
+            driver.set(attr, value)
+    _sub(d, "source", file=disk.path)
+    _sub(d, "target", dev=disk.target, bus=disk.bus)
+    if disk.iotune:
+        iotune = _sub(d, "iotune")
+        for key, number in disk.iotune:
+            _sub(iotune, key, str(int(number)))
+    if disk.boot_order:
+        _sub(d, "boot", order=str(int(disk.boot_order)))
+    if disk.readonly:
+        _sub(d, "readonly")
+    if disk.serial:
+        _sub(d, "serial", disk.serial)
+    return d
+
+
+def _has_boot_order(spec: DomainSpec) -> bool:
+    return any(d.boot_order for d in spec.disks) or any(n.boot_order for n in spec.nics)
 
 
 def parse_metadata(xml: str) -> dict[str, str] | None:
@@ -366,6 +389,8 @@ def _interface(nic: NicSpec) -> ET.Element:
         _sub(i, "mac", address=nic.mac)
     _sub(i, "source", network=nic.network)
     _sub(i, "model", type=nic.model)
+    if nic.boot_order:
+        _sub(i, "boot", order=str(int(nic.boot_order)))
     return i
 
 
@@ -470,3 +495,21 @@ def retarget_paths(xml: str, path_map: dict[str, str], *, graphics_listen: str |
                 if listen.get("type") == "address":
                     listen.set("address", graphics_listen)
     return ET.tostring(root, encoding="unicode")
+
+
+# --- device properties and snapshot space (issue #11) ---------------------------------------------
+
+def snapshot_disk_paths(xml: str) -> list[str]:
+    """Files of a domain's disks that internal snapshots live in: writable qcow2 file disks."""
+    root = ET.fromstring(xml)
+    out = []
+    for d in root.findall("devices/disk[@device='disk']"):
+        source, driver = d.find("source"), d.find("driver")
+        if (d.get("type") or "file") != "file" or source is None or not source.get("file"):
+            continue
+        if d.find("readonly") is not None or d.get("snapshot") == "no":
+            continue
+        if driver is not None and (driver.get("type") or "qcow2") != "qcow2":
+            continue
+        out.append(source.get("file") or "")
+    return out
