@@ -478,7 +478,8 @@ def snapshot_list_reply(vm, snapshots: list, *, prefix: str = "/vm") -> Reply:
     for snap in snapshots:
         holds = "disks and memory" if snap.has_memory else "disks"
         when = snap.taken_at or snap.created_at
-        line = (f"`{esc(snap.name)}` · {holds} · {snap.get_status_display().lower()} · "
+        size = f" · {filesize(snap.size_bytes)}" if snap.size_bytes else ""  # counts against the disk quota
+        line = (f"`{esc(snap.name)}` · {holds}{size} · {snap.get_status_display().lower()} · "
                 f"<!date^{int(when.timestamp())}^{{date_short_pretty}} {{time}}|{when:%Y-%m-%d %H:%M} UTC>")
         if snap.description:
             line += f"\n_{esc(snap.description[:200])}_"

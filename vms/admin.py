@@ -883,3 +883,98 @@ class AffinityGroupAdmin(admin.ModelAdmin):
         audit(actor=request.user, via=Via.ADMIN, action="affinity_group.delete", target=obj,
               message=f"Delete affinity group {obj.name}")
         super().delete_model(request, obj)
+
+
+# --- device property rules (issue #11) -------------------------------------------------------------
+
+from portal.exceptions import ValidationFailed as _PropertyInvalid  # noqa: E402  (self-contained block)
+from vms import properties as device_properties  # noqa: E402
+from vms.models import DevicePropertyRule  # noqa: E402
+
+
+def _property_choices() -> list[tuple[str, list[tuple[str, str]]]]:
+    return [(device.upper() if device == "nic" else device.capitalize(),
+             [(p.name, f"{p.name} — {p.label}") for p in device_properties.property_catalog(device)])
+            for device in (device_properties.DISK, device_properties.NIC)]
+
+
+def _catalog_help() -> str:
+    lines = []
+    for device in (device_properties.DISK, device_properties.NIC):
+        for p in device_properties.property_catalog(device):
+            values = ", ".join(p.choices) if p.kind == "choice" else (
+                f"{p.minimum}–{p.maximum}" if p.kind == "int" else "text")
+            lines.append(f"{device} {p.name}: {values}")
+    return "Comma-separated values users may choose (empty: every valid value). " + "; ".join(lines)
+
+
+class DevicePropertyRuleForm(forms.ModelForm):
+    """A rule names a property of the catalog (vms.properties); its allowed values must be valid ones."""
+
+    name = forms.ChoiceField(choices=_property_choices, help_text="A property of the catalog for the device kind.")
+    allowed_values = forms.CharField(required=False, widget=forms.TextInput(attrs={"size": 60}),
+                                     help_text=_catalog_help)
+
+    class Meta:
+        model = DevicePropertyRule
+        fields = ("device", "name", "users_may_set", "allowed_values")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.instance.pk:
+            self.initial["allowed_values"] = ", ".join(str(v) for v in self.instance.allowed_values or [])
+
+    def clean(self):
+        data = super().clean()
+        device, name = data.get("device"), data.get("name")
+        if not device or not name:
+            return data
+        info = device_properties.property_info(device, name)
+        if info is None:
+            self.add_error("name", f"A {device} has no property {name}.")
+            return data
+        values = []
+        for raw in (v.strip() for v in (data.get("allowed_values") or "").split(",")):
+            if not raw:
+                continue
+            try:
+                values.append(device_properties.normalise_value(info, raw))
+            except _PropertyInvalid as exc:
+                self.add_error("allowed_values", exc.message)
+                return data
+        data["allowed_values"] = list(dict.fromkeys(values))
+        return data
+
+
+@admin.register(DevicePropertyRule)
+class DevicePropertyRuleAdmin(admin.ModelAdmin):
+    """Which device properties users may set, and to which values; without a rule, administrators only."""
+
+    form = DevicePropertyRuleForm
+    list_display = ("device", "name", "label", "users_may_set", "allowed")
+    list_filter = ("device", "users_may_set")
+    list_editable = ("users_may_set",)
+
+    @admin.display(description="property")
+    def label(self, obj):
+        info = device_properties.property_info(obj.device, obj.name)
+        return info.label if info else "(not in the catalog)"
+
+    @admin.display(description="allowed values")
+    def allowed(self, obj):
+        return ", ".join(str(v) for v in obj.allowed_values or []) or "any valid value"
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        audit(actor=request.user, via=Via.ADMIN, action="device_property_rule.change" if change else
+              "device_property_rule.create", target_type="device_property_rule", target_id=str(obj.pk),
+              target_name=str(obj), message=f"{obj.device} {obj.name}: users "
+                                            f"{'may' if obj.users_may_set else 'may not'} set it"
+                                            f"{' (' + ', '.join(map(str, obj.allowed_values)) + ')' if obj.allowed_values else ''}",
+              data={"users_may_set": obj.users_may_set, "allowed_values": obj.allowed_values})
+
+    def delete_model(self, request, obj):
+        audit(actor=request.user, via=Via.ADMIN, action="device_property_rule.delete",
+              target_type="device_property_rule", target_id=str(obj.pk), target_name=str(obj),
+              message=f"Delete the rule for {obj.device} {obj.name}: administrators only")
+        super().delete_model(request, obj)

@@ -143,6 +143,7 @@ def vm_quota_usage(*, user: User | None = None, group: Group | None = None) -> d
         memory_mib=Coalesce(Sum("memory_mib"), 0),
         disk_gib=Coalesce(Sum("disk_gib"), 0),
     )
+    agg["disk_gib"] += snapshot_space_gib(user=user, group=group)  # snapshots hold disk space too (issue #11)
     return dict(agg)
 
 
@@ -207,3 +208,13 @@ def vm_nic_states(*, vms: QuerySet[VM] | list[VM]) -> dict[int, tuple[str, str]]
             first[vm_id] = ip
     return {vm_id: (hashlib.blake2s(";".join(parts).encode(), digest_size=6).hexdigest(), first.get(vm_id, ""))
             for vm_id, parts in rows.items()}
+
+
+# --- snapshot space (issue #11) ------------------------------------------------------------------
+
+def snapshot_space_gib(*, user: User | None = None, group: Group | None = None) -> int:
+    """The space the snapshots of a subject's VMs hold (Snapshot.size_bytes: measured when taken, the
+    estimate while being taken), rounded up to whole GiB for the subject: part of the disk quota's use."""
+    total = Snapshot.objects.filter(vm__in=_charged(user=user, group=group)).aggregate(
+        n=Coalesce(Sum("size_bytes"), 0))["n"]
+    return -(-int(total) // 1024**3)

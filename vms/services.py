@@ -8,7 +8,7 @@ call the gateway outside any long transaction and write the outcome in a short o
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -736,10 +736,11 @@ def snapshot_create(*, actor: Actor, via: str, vm: VM | int, name: str | None = 
             name = timezone.localtime().strftime("snap-%Y%m%d-%H%M%S")
         if vm.snapshots.filter(name=name).exists():
             raise ValidationFailed(f"{vm.name} already has a snapshot named {name!r}.", field="name")
+        estimate = snapshot_space_reserve(vm)  # QuotaExceeded when the disk quota cannot take it
         try:
             with transaction.atomic():
                 snapshot = Snapshot.objects.create(vm=vm, name=name, description=description, created_by=user,
-                                                   created_via=via, vm_state=vm.status)
+                                                   created_via=via, vm_state=vm.status, size_bytes=estimate)
         except IntegrityError:
             raise ValidationFailed(f"{vm.name} already has a snapshot named {name!r}.", field="name") from None
         with_ram = " with its memory" if vm.status in VMStatus.ACTIVE else ""
@@ -997,3 +998,84 @@ def vm_cdrom_eject(*, actor: Actor, via: str, vm: VM | int) -> ActionResult:
         job = _media_job(actor=user, via=via, vm=vm, kind="vm.cdrom.eject", media=None,
                          message=f"Eject {name} from {vm.name}", data={"image": name})
     return ActionResult(vm, job, f"Ejecting {name} from {vm.name}.")
+
+
+# --- NIC properties (issue #11) ------------------------------------------------------------------
+# A NIC's model and its device properties (vms.properties: the boot order) are written into the VM's
+# definition at once; QEMU takes them when the VM next starts (a running guest keeps its NIC as it is).
+
+def vm_nic_update(*, actor: Actor, via: str, vm: VM | int, nic: VMNic | int | str, model: str | None = None,
+                  properties: Mapping[str, object] | None = None) -> tuple[VMNic, Job | None, str]:
+    """Change a NIC's model and/or device properties (validated by vms.properties; a boot order unique
+    among the VM's devices). Applies at the VM's next start; the message says so. No job: the definition
+    is written in the same transaction (a failure leaves the record as it was)."""
+    from .properties import NIC, check_boot_order, validate_properties
+    from .specs import build_spec
+
+    user = _check_actor(actor)
+    if model not in (None, "") and model not in VMNic.Model.values:
+        raise ValidationFailed(f"NIC model must be one of: {', '.join(VMNic.Model.values)}.", field="model")
+    with transaction.atomic():
+        vm = _nic_ready_vm(actor=user, vm=vm, verb="change a NIC of")
+        found = _nic_of(vm, nic)
+        if vm.adopted_at is not None:
+            raise Conflict(f"{vm.name} was adopted: its definition is its own, so the portal does not change its "
+                           "NICs' model or properties.")
+        new_props = validate_properties(device=NIC, properties=properties, actor=user, current=found.properties or {})
+        check_boot_order(vm=vm, properties=new_props, nic_id=found.pk)
+        new_model = model or found.model
+        if new_model == found.model and new_props == (found.properties or {}):
+            return found, None, f"NIC {found.mac} of {vm.name} is already like that."
+        VMNic.objects.filter(pk=found.pk).update(model=new_model, properties=new_props)
+        found.model, found.properties = new_model, new_props
+        driver = get_driver(vm.host.uri)
+        driver.define(build_spec(vm, domain_type=vm.domain_type
+                                 or driver.resolve_domain_type(vm.host.effective_domain_type)))
+        when = "at its next start" if vm.status in VMStatus.ACTIVE else "when it starts"
+        audit(actor=user, via=via, action="vm.nic.update", target=vm, outcome=AuditEvent.Outcome.SUCCEEDED,
+              message=f"Change NIC {found.mac} of {vm.name}: model {new_model}, properties {new_props or 'none'}",
+              data={"mac": found.mac, "model": new_model, "properties": new_props})
+        nics_publish(vm)
+    return found, None, f"Changed NIC {found.mac} of {vm.name}; it applies {when}."
+
+
+# --- snapshot space (issue #11) ------------------------------------------------------------------
+# A snapshot holds space in the VM's disks and counts against the owner's (or team's) disk quota
+# (vms.selectors.vm_quota_usage adds every snapshot's size_bytes). Before one is taken, an estimate is
+# reserved: the VM's memory when it runs (the RAM state) plus what its disks have allocated (the data
+# the snapshot pins). The row carries the estimate while it is taken, so concurrent snapshots see each
+# other; the job then stores what was measured (LibvirtDriver.snapshot_space).
+
+from portal import units  # noqa: E402  (self-contained block)
+from portal.exceptions import PortalError, QuotaExceeded  # noqa: E402
+
+
+def snapshot_space_estimate(vm: VM) -> int:
+    """Bytes a new snapshot of `vm` may hold: its memory when it runs, plus its writable disks' allocation
+    as libvirt reports it (each disk's full size when the host cannot say)."""
+    estimate = vm.memory_mib * 1024**2 if vm.status in VMStatus.ACTIVE else 0
+    driver = get_driver(vm.host.uri)
+    for disk in vm.disks.select_related("volume__pool").filter(readonly=False):
+        volume = disk.volume
+        try:
+            estimate += driver.volume_info(pool=volume.pool.name, name=volume.name).allocation_bytes
+        except PortalError:
+            estimate += volume.capacity_gib * 1024**3  # the most it can hold
+    return estimate
+
+
+def snapshot_space_reserve(vm: VM) -> int:
+    """Check that the disk quota of the VM's owner (or team) can take a new snapshot's estimate (whole GiB,
+    as the usage counts); returns the estimate in bytes. Inside the transaction that writes the row."""
+    estimate = snapshot_space_estimate(vm)
+    if estimate:
+        try:
+            quota_reserve(user=vm.owner, group=vm.group, vcpus=0, memory_mib=0, disk_gib=-(-estimate // 1024**3),
+                          vms=0)
+        except QuotaExceeded as exc:
+            what = "its memory and its disks' data" if vm.status in VMStatus.ACTIVE else "its disks' data"
+            exc.message = (f"{exc.message}. A snapshot of {vm.name} counts against the disk quota ({what}, "
+                           f"up to {units.filesize(estimate)}): delete a snapshot or ask for more disk quota.")
+            exc.args = (exc.message,)
+            raise
+    return estimate

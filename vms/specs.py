@@ -16,7 +16,7 @@ from portal.hypervisor import CdromSpec, DiskSpec, DomainSpec, NicSpec
 from storage.selectors import image_boot_files, image_media_path
 
 from .models import VM, VMDisk, VMNic
-from .properties import disk_spec_properties
+from .properties import disk_spec_properties, nic_spec_properties
 
 CDROM_TARGET = "hdc"  # the drive of VMs the portal makes: IDE secondary master, as on a PC (VM.cdrom_target)
 SpecContributor = Callable[[VM], dict[str, Any]]
@@ -43,7 +43,7 @@ def build_spec(vm: VM, *, domain_type: str) -> DomainSpec:
     disks = tuple(disk_spec(d) for d in vm.disks.select_related("volume").exclude(
         status=VMDisk.Status.DETACHING).order_by("target"))
     nics = tuple(
-        NicSpec(network=n.network.libvirt_name, mac=n.mac, model=n.model)
+        NicSpec(network=n.network.libvirt_name, mac=n.mac, model=n.model, **nic_spec_properties(n.properties or {}))
         for n in vm.nics.select_related("network").exclude(status=VMNic.Status.DETACHING).order_by("created_at", "id")
     )
     cdroms: tuple[CdromSpec, ...] = ()

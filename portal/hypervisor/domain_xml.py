@@ -56,7 +56,7 @@ def build_domain_xml(spec: DomainSpec) -> str:
             _sub(os_el, "initrd", spec.initrd)
         if spec.cmdline:
             _sub(os_el, "cmdline", spec.cmdline)
-    else:
+    elif not _has_boot_order(spec):  # libvirt refuses <os><boot dev> beside per-device boot orders
         if spec.cdroms:
             _sub(os_el, "boot", dev="cdrom")  # CD first: an ISO install; an empty tray falls through
         _sub(os_el, "boot", dev="hd")
@@ -95,6 +95,38 @@ def build_domain_xml(spec: DomainSpec) -> str:
         balloon = _sub(devices, "memballoon", model="virtio")
         _sub(balloon, "stats", period="5")
     return ET.tostring(dom, encoding="unicode")
+
+
+def _disk_element(disk: DiskSpec) -> ET.Element:
+    """One <disk> of a DiskSpec, with its validated device properties (vms.properties)."""
+    d = ET.Element("disk", {"type": "file", "device": disk.device})
+    if disk.readonly:
+        d.set("snapshot", "no")  # a read-only disk (the cloud-init seed, a shared disk) has nothing to snapshot
+    # Format is always explicit: never let QEMU probe a guest-writable image.
+    driver = _sub(d, "driver", name="qemu", type=disk.format)
+    for attr in ("cache", "io", "discard", "detect_zeroes"):
+        value = getattr(disk, attr)
+        if value:
+            driver.set(attr, value)
+    _sub(d, "source", file=disk.path)
+    _sub(d, "target", dev=disk.target, bus=disk.bus)
+    if disk.iotune:
+        iotune = _sub(d, "iotune")
+        for key, number in disk.iotune:
+            _sub(iotune, key, str(int(number)))
+    if disk.boot_order:
+        _sub(d, "boot", order=str(int(disk.boot_order)))
+    if disk.readonly:
+        _sub(d, "readonly")
+    if disk.shareable:
+        _sub(d, "shareable")  # several domains may open it (always read-only: vms.disks)
+    if disk.serial:
+        _sub(d, "serial", disk.serial)
+    return d
+
+
+def _has_boot_order(spec: DomainSpec) -> bool:
+    return any(d.boot_order for d in spec.disks) or any(n.boot_order for n in spec.nics)
 
 
 def parse_metadata(xml: str) -> dict[str, str] | None:
@@ -359,6 +391,8 @@ def _interface(nic: NicSpec) -> ET.Element:
         _sub(i, "mac", address=nic.mac)
     _sub(i, "source", network=nic.network)
     _sub(i, "model", type=nic.model)
+    if nic.boot_order:
+        _sub(i, "boot", order=str(int(nic.boot_order)))
     return i
 
 
@@ -486,22 +520,6 @@ def pool_spec_xml(spec: PoolSpec) -> str:
 # One function builds a disk's <disk> element, for a whole domain (build_domain_xml) and for one device
 # (attach/detach): the device properties (cache, io, serial, boot order, I/O limits) are added here too.
 
-def _disk_element(disk: DiskSpec) -> ET.Element:
-    """One <disk> device of a DiskSpec."""
-    d = ET.Element("disk", {"type": "file", "device": disk.device})
-    if disk.readonly:
-        d.set("snapshot", "no")  # a read-only disk (the cloud-init seed, a shared disk) has nothing to snapshot
-    # Format is always explicit: never let QEMU probe a guest-writable image.
-    _sub(d, "driver", name="qemu", type=disk.format)
-    _sub(d, "source", file=disk.path)
-    _sub(d, "target", dev=disk.target, bus=disk.bus)
-    if disk.readonly:
-        _sub(d, "readonly")
-    if disk.shareable:
-        _sub(d, "shareable")  # several domains may open it (always read-only: vms.disks)
-    return d
-
-
 def disk_xml(disk: DiskSpec) -> str:
     """One <disk> device, for attachDeviceFlags."""
     return ET.tostring(_disk_element(disk), encoding="unicode")
@@ -544,3 +562,19 @@ def remove_disk(xml: str, target: str) -> str:
         if d.tag == "disk" and t is not None and t.get("dev") == target:
             devices.remove(d)  # type: ignore[union-attr]
     return ET.tostring(root, encoding="unicode")
+# --- device properties and snapshot space (issue #11) ---------------------------------------------
+
+def snapshot_disk_paths(xml: str) -> list[str]:
+    """Files of a domain's disks that internal snapshots live in: writable qcow2 file disks."""
+    root = ET.fromstring(xml)
+    out = []
+    for d in root.findall("devices/disk[@device='disk']"):
+        source, driver = d.find("source"), d.find("driver")
+        if (d.get("type") or "file") != "file" or source is None or not source.get("file"):
+            continue
+        if d.find("readonly") is not None or d.get("snapshot") == "no":
+            continue
+        if driver is not None and (driver.get("type") or "qcow2") != "qcow2":
+            continue
+        out.append(source.get("file") or "")
+    return out

@@ -66,13 +66,15 @@ def test_every_admin_changelist_change_and_add_page_renders_for_a_superuser(
 
     from cluster.services import host_sync
     from quotas.services import quota_get_or_create, quota_request_create
-    from vms.models import AffinityGroup, Flavor
+    from vms.models import AffinityGroup, DevicePropertyRule, Flavor
 
     vm = _vm(alice, "web-1")
     team = Group.objects.create(name="team-a")
     quota_get_or_create(group=team)
     Flavor.objects.create(name="small", vcpus=1, memory_mib=512, disk_gib=5)
     AffinityGroup.objects.create(name="apart").vms.add(vm)  # the scheduler's affinity group admin
+    # A device property rule (a transactional test starts without the rows the migration seeds).
+    DevicePropertyRule.objects.get_or_create(device="disk", name="cache")
     host_sync(host=test_host)  # lists libvirt's own "test" domain as foreign
     quota_request_create(actor=alice, via=Via.WEB, max_vms=5, reason="more room")
     assert vm.status == "running"

@@ -147,7 +147,7 @@ class NicSerializer(serializers.ModelSerializer):
     class Meta:
         model = VMNic
         fields = ["id", "network", "mac", "model", "status", "status_label", "ip_address", "ip_seen_at",
-                  "created_at", "url"]
+                  "created_at", "url", "properties"]
         read_only_fields = fields
 
     def get_url(self, nic: VMNic) -> str:
@@ -301,7 +301,7 @@ class SnapshotSerializer(serializers.ModelSerializer):
     class Meta:
         model = Snapshot
         fields = ["id", "name", "description", "status", "status_label", "has_memory", "vm_state", "created_by",
-                  "created_via", "created_at", "taken_at", "reverted_at", "url"]
+                  "created_via", "created_at", "taken_at", "reverted_at", "url", "size_bytes"]
         read_only_fields = fields
 
     def get_url(self, snapshot: Snapshot) -> str:
@@ -477,4 +477,22 @@ class DataVolumeOperationSerializer(serializers.Serializer):
 
     message = serializers.CharField()
     disk = DataVolumeSerializer()
+# --- NIC properties (issue #11) --------------------------------------------------------------------
+
+class NicUpdateSerializer(serializers.Serializer):
+    """A NIC's model and device properties; both apply at the VM's next start."""
+
+    model = serializers.CharField(required=False, allow_blank=True, allow_null=True, default=None,
+                                  help_text="virtio, e1000 or rtl8139 (unchanged when omitted).")
+    properties = serializers.DictField(
+        required=False, allow_null=True, default=None,
+        help_text="Device properties to change, e.g. {\"boot_order\": 2}; null or \"\" removes one. "
+                  "Users may set those an administrator allows (docs/storage.md, Device properties).")
+
+
+class NicUpdateResultSerializer(serializers.Serializer):
+    """What a NIC change answers: a message and the NIC (no job: the definition is written at once)."""
+
+    message = serializers.CharField()
+    nic = NicSerializer()
     job = JobSummarySerializer(allow_null=True)

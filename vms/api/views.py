@@ -62,6 +62,7 @@ from vms.services import (
     vm_grow_disk,
     vm_nic_add,
     vm_nic_remove,
+    vm_nic_update,
     vm_template_create,
     vm_update,
 )
@@ -81,6 +82,8 @@ from .serializers import (
     NicAddSerializer,
     NicOperationSerializer,
     NicSerializer,
+    NicUpdateResultSerializer,
+    NicUpdateSerializer,
     ReleaseResultSerializer,
     ReleaseSerializer,
     SnapshotCreateSerializer,
@@ -421,13 +424,24 @@ class VMViewSet(viewsets.GenericViewSet):
     @extend_schema(methods=["DELETE"], parameters=[VM_ID, NIC_ID], request=None,
                    responses={202: OpenApiResponse(NicOperationSerializer, description="Accepted: the job removes it."),
                               404: NOT_FOUND, 409: WRONG_STATE})
-    @action(detail=True, methods=["get", "delete"], url_path=r"nics/(?P<nic_id>[^/]+)", url_name="nic")
+    @extend_schema(methods=["PATCH"], parameters=[VM_ID, NIC_ID], request=NicUpdateSerializer,
+                   responses={200: NicUpdateResultSerializer, 400: INVALID, 404: NOT_FOUND, 409: WRONG_STATE})
+    @action(detail=True, methods=["get", "delete", "patch"], url_path=r"nics/(?P<nic_id>[^/]+)", url_name="nic")
     def nic(self, request, pk=None, nic_id=None):
-        """GET: one NIC (by id or MAC). DELETE: remove it; a running guest is asked to release it."""
+        """GET: one NIC (by id or MAC). DELETE: remove it; a running guest is asked to release it.
+        PATCH: change its model and device properties (boot_order); they apply at the VM's next start."""
         vm = self.get_object()
         found = vm_nic_get(vm=vm, key=nic_id)
         if request.method == "GET":
             return Response(NicSerializer(found, context={"request": request}).data)
+        if request.method == "PATCH":
+            data = NicUpdateSerializer(data=request.data)
+            data.is_valid(raise_exception=True)
+            nic, job, message = vm_nic_update(actor=request.user, via=Via.API, vm=vm, nic=found,
+                                              model=data.validated_data.get("model"),
+                                              properties=data.validated_data.get("properties"))
+            return Response(NicUpdateResultSerializer({"message": message, "nic": nic, "job": job},
+                                                      context={"request": request}).data)
         return self._nic_operation(request, vm_nic_remove(actor=request.user, via=Via.API, vm=vm, nic=found))
 
     @extend_schema(

@@ -19,6 +19,7 @@ from portal.choices import Via
 from portal.exceptions import NotFound, PortalError, ValidationFailed, user_message
 from portal.jobs import job_wait
 from portal.models import Job
+from portal.units import filesize
 from quotas.selectors import quota_usage
 from storage.cli import add_image_verbs, run_image_verb
 from vms import adoption, disk_doors, disks, lifecycle, selectors, services
@@ -304,7 +305,8 @@ class Command(BaseCommand):
             for snap in selectors.vm_snapshots(vm=vm):
                 holds = "disks+memory" if snap.has_memory else "disks"
                 when = snap.taken_at or snap.created_at
-                self.stdout.write(f"{snap.name:<32} {snap.status:<10} {holds:<13} {when:%Y-%m-%d %H:%M:%S}")
+                self.stdout.write(f"{snap.name:<32} {snap.status:<10} {holds:<13} {when:%Y-%m-%d %H:%M:%S}  "
+                                  f"{filesize(snap.size_bytes) if snap.size_bytes else '-'}")
             return None
         # Snapshot results carry a message and a job too, like ActionResult.
         if verb == "snapshot":
@@ -391,3 +393,38 @@ class Command(BaseCommand):
         job = job_wait(job, write=self.stdout.write, grace_seconds=WORKER_GRACE_SECONDS)
         if job.status != "succeeded":
             raise CommandError(job.error or job.status, returncode=PortalError.exit_code)
+
+
+# --- NIC properties (issue #11) ------------------------------------------------------------------
+
+def parse_property_options(values: list[str] | None, unset: list[str] | None) -> dict[str, object] | None:
+    """`--prop NAME=VALUE` (repeatable) and `--unset NAME` as the properties a service takes."""
+    out: dict[str, object] = {}
+    for item in values or ():
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise ValidationFailed(f"--prop takes NAME=VALUE, not {item[:40]!r}.", field="properties")
+        out[name.strip()] = value.strip()
+    for name in unset or ():
+        out[name.strip()] = None
+    return out or None
+
+
+def _nic_set_arguments(parser: Any) -> None:
+    parser.add_argument("name")
+    parser.add_argument("nic", metavar="MAC|ID")
+    parser.add_argument("--model", default=None, help="virtio, e1000 or rtl8139.")
+    parser.add_argument("--prop", action="append", dest="props", metavar="NAME=VALUE",
+                        help="A device property, e.g. boot_order=2 (repeatable; docs/storage.md).")
+    parser.add_argument("--unset", action="append", default=[], metavar="NAME", help="Remove a property.")
+
+
+def _nic_set(command: Command, actor: Any, vm: Any, opts: dict) -> _Outcome:
+    nic, job, message = services.vm_nic_update(actor=actor, via=Via.CLI, vm=vm, nic=opts["nic"], model=opts["model"],
+                                               properties=parse_property_options(opts["props"], opts["unset"]))
+    props = " ".join(f"{k}={v}" for k, v in sorted((nic.properties or {}).items())) or "none"
+    return _Outcome(f"{message}\nmodel {nic.model}, properties {props}", job)
+
+
+register_verb("nic-set", help="Change a NIC's model and device properties (boot_order); they apply at the "
+                              "VM's next start.", add_arguments=_nic_set_arguments, run=_nic_set)
