@@ -973,3 +973,15 @@ def vm_cdrom_eject(*, actor: Actor, via: str, vm: VM | int) -> ActionResult:
         job = _media_job(actor=user, via=via, vm=vm, kind="vm.cdrom.eject", media=None,
                          message=f"Eject {name} from {vm.name}", data={"image": name})
     return ActionResult(vm, job, f"Ejecting {name} from {vm.name}.")
+
+
+# --- backups (issue #11): what the backups app needs of the VM rules -----------------------------
+
+def vm_lock_for_action(*, actor: Actor, vm: VM | int) -> VM:
+    """The VM under a row lock, through the visibility rule, its host answering (for other apps' actions)."""
+    return _lock_visible(actor=actor, vm=vm)
+
+
+def vm_refuse_while_busy(vm: VM, verb: str) -> None:
+    """Refuse (InvalidState) while the VM is transitional, a snapshot operation or another job runs on it."""
+    _refuse_while_busy(vm, verb)
