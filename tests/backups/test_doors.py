@@ -143,8 +143,24 @@ def test_api_refuses_a_backup_beyond_the_backup_space_quota(api, alice, vm):
     assert not Backup.objects.filter(status__in=["queued", "running", "ready"]).exists()
 
 
+def test_api_backup_then_restore_to_a_new_vm(api, vm):
+    started = api.post(f"/api/vms/{vm.pk}/backups/", {"kind": "full", "note": "before upgrade"}, format="json")
+    assert started.status_code == 202, started.content
+    body = started.json()
+    assert body["job"]["kind"].startswith("backup.") and started["Location"] == body["backup"]["url"]
+    backup = api.get(body["backup"]["url"]).json()
+    assert backup["status"] == "ready" and backup["note"] == "before upgrade", backup
+    restored = api.post(f"/api/backups/{backup['id']}/restore/", {"name": "web-2"}, format="json")
+    assert restored.status_code == 202, restored.content
+    assert restored.json()["vm"]["name"] == "web-2" and restored["Location"] == restored.json()["vm"]["url"]
+    assert VM.objects.filter(name="web-2", owner=vm.owner).exists()
+
+
 def test_api_restore_refuses_bad_input(api, vm):
-    backup = make_backup(vm)
+    from backups.services import backup_create
+    from portal.choices import Via
+
+    backup, _job, _message = backup_create(actor=vm.owner, via=Via.API, vm=vm, kind="full")
     bad_name = api.post(f"/api/backups/{backup.pk}/restore/", {"name": "Not A Name!"}, format="json")
     assert bad_name.status_code == 400, bad_name.content
     in_place_running = api.post(f"/api/backups/{backup.pk}/restore/", {"in_place": True}, format="json")
