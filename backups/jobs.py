@@ -11,6 +11,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.utils import timezone
@@ -214,6 +215,7 @@ def backup_restore(ctx: JobContext) -> dict:
             raise Conflict(f"The new VM {vm.name} is {vm.get_status_display().lower()}, not stopped: "
                            "its disks were not restored.")
     tip = chain[-1]
+    assert tip.pool is not None  # restore_chain_check saw to it
     source = get_driver(tip.pool.host.uri)
     for i, disk in enumerate(tip.disks):
         target = disk["target"]
@@ -245,7 +247,7 @@ def backup_restore(ctx: JobContext) -> dict:
 
 # --- schedules and retention (housekeeping) --------------------------------------------------------
 
-def backups_housekeeping(now: object = None) -> dict[str, int]:
+def backups_housekeeping(now: datetime | None = None) -> dict[str, int]:
     """Start the due scheduled backups (a full one every incrementals+1, else incremental when possible),
     then delete whole chains beyond each schedule's keep_chains (oldest first)."""
     from .services import backup_create, backup_delete  # services imports nothing of this module's
@@ -271,7 +273,7 @@ def backups_housekeeping(now: object = None) -> dict[str, int]:
             error = exc.message if hasattr(exc, "message") else str(exc)
         BackupSchedule.objects.filter(pk=schedule.pk).update(
             last_run_at=now, last_error=error[:2000],
-            next_run_at=now + timezone.timedelta(hours=schedule.interval_hours))
+            next_run_at=now + timedelta(hours=schedule.interval_hours))
     for schedule in BackupSchedule.objects.select_related("vm"):
         fulls = list(Backup.objects.filter(vm=schedule.vm, kind=Backup.Kind.FULL, status=Backup.Status.READY)
                      .order_by("-created_at", "-id"))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.db.models import Q, QuerySet
 
 from portal.actors import Actor, is_admin, is_signed_in
@@ -58,7 +60,7 @@ def backup_chain(backup: Backup) -> list[Backup]:
     return chain
 
 
-def backup_quota_usage(*, user: object = None, group: object = None) -> dict[str, int]:
+def backup_quota_usage(*, user: Any = None, group: Any = None) -> dict[str, int]:
     """Backup space charged to a user's personal quota or a group's (quotas' usage provider): the real
     size of ready backups, the estimate of those being made, rounded up to whole GiB."""
     live = Backup.objects.exclude(status=Backup.Status.FAILED)

@@ -101,7 +101,7 @@ def _estimate_bytes(vm: VM, disks: list[VMDisk], *, incremental: bool) -> int:
 
 def _vm_config(vm: VM) -> dict[str, Any]:
     return {"vcpus": vm.vcpus, "memory_mib": vm.memory_mib, "disk_gib": vm.disk_gib, "image_id": vm.image_id,
-            "image": vm.image.name if vm.image_id else "", "description": vm.description,
+            "image": vm.image.name if vm.image is not None else "", "description": vm.description,
             "user_data": vm.user_data, "group_id": vm.group_id}
 
 
@@ -227,9 +227,10 @@ def restore_chain_check(backup: Backup) -> list[Backup]:
         if member.status != Backup.Status.READY:
             raise Conflict(f"The chain of backup {backup.pk} is broken: backup {member.pk} is "
                            f"{member.get_status_display().lower()}.")
-        if member.mode != Backup.Mode.PUSH or member.pool_id is None or not member.disks:
+        pool = member.pool
+        if member.mode != Backup.Mode.PUSH or pool is None or not member.disks:
             raise Conflict(f"Backup {member.pk} has no files here (a pull backup is kept by the tool that read it).")
-        present = {v.name for v in get_driver(member.pool.host.uri).list_volumes(pool=member.pool.name)}
+        present = {v.name for v in get_driver(pool.host.uri).list_volumes(pool=pool.name)}
         missing = [d["volume"] for d in member.disks if d["volume"] not in present]
         if missing:
             raise Conflict(f"The chain of backup {backup.pk} is broken: the files of backup {member.pk} "

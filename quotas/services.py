@@ -164,7 +164,8 @@ def quota_request_create(*, actor: Actor, via: str, group: Group | None = None, 
     reason = _validate_reason(reason)
     asked = {
         limit.field: _validate_limit(limit, value)
-        for limit, value in zip(LIMITS, (max_vms, max_vcpus, max_memory_mib, max_disk_gib, max_backup_gib), strict=True)
+        for limit, value in zip(LIMITS, (max_vms, max_vcpus, max_memory_mib, max_disk_gib, max_backup_gib),
+                                strict=True)
     }
     with transaction.atomic():
         quota_get_or_create(user=None if group else actor, group=group)
@@ -192,11 +193,12 @@ def quota_request_create(*, actor: Actor, via: str, group: Group | None = None, 
 
 
 def quota_request_for_size(*, actor: Actor, via: str, vcpus: int, memory_mib: int, disk_gib: int,
-                           group: Group | None = None, reason: str = "", vms: int = 1) -> QuotaRequest:
+                           group: Group | None = None, reason: str = "", vms: int = 1,
+                           backup_gib: int = 0) -> QuotaRequest:
     """Ask for just enough quota for one more VM of this size (the "Request more" button); `vms=0`:
     for an existing VM to grow by these amounts."""
     actor = _check_actor(actor)
-    need = {"vms": vms, "vcpus": vcpus, "memory_mib": memory_mib, "disk_gib": disk_gib}
+    need = {"vms": vms, "vcpus": vcpus, "memory_mib": memory_mib, "disk_gib": disk_gib, "backup_gib": backup_gib}
     limits = {}
     for usage in quota_usage(user=None if group else actor, group=group):
         amount = need[usage.resource]
