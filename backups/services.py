@@ -206,9 +206,9 @@ def backup_delete(*, actor: Actor, via: str, backup: Backup | int | str) -> tupl
         if children:
             raise Conflict(f"Backup {found.pk} of {found.vm_name} is the base of incremental backup(s) "
                            f"{', '.join(map(str, children))}: delete those first (newest first).")
-        restoring = Job.objects.filter(kind="backup.restore", status__in=JobStatus.ACTIVE,
-                                       params__chain__contains=[found.pk]).first()
-        if restoring is not None:
+        restoring = [p for p in Job.objects.filter(kind="backup.restore", status__in=JobStatus.ACTIVE)
+                     .values_list("params", flat=True) if found.pk in (p or {}).get("chain", [])]
+        if restoring:
             raise InvalidState(f"Backup {found.pk} is being restored from.", status=found.status)
         Backup.objects.filter(pk=found.pk).update(status=Backup.Status.DELETING)
         found.status = Backup.Status.DELETING
