@@ -224,8 +224,8 @@ def backup_restore(ctx: JobContext) -> dict:
         volume = attached.volume
         dest = get_driver(volume.pool.host.uri)
         capacity = max(1, math.ceil(disk["capacity_bytes"] / GIB))
-        dest.delete_volume(pool=volume.pool.name, name=volume.name)
         if source.is_test or dest.is_test:  # the test driver has no files: an empty volume stands for it
+            dest.delete_volume(pool=volume.pool.name, name=volume.name)
             info = dest.create_volume(pool=volume.pool.name, name=volume.name, capacity_bytes=capacity * GIB)
         else:
             paths = [next(d["path"] for d in member.disks if d["target"] == target) for member in chain]
@@ -233,7 +233,8 @@ def backup_restore(ctx: JobContext) -> dict:
             os.makedirs(staging, exist_ok=True)
             with tempfile.TemporaryDirectory(dir=staging) as tmp:
                 flat = os.path.join(tmp, "restore.qcow2")
-                chain_convert(paths, flat)
+                chain_convert(paths, flat)  # first: a chain that cannot be read leaves the disk as it was
+                dest.delete_volume(pool=volume.pool.name, name=volume.name)
                 info = dest.upload_volume(pool=volume.pool.name, name=volume.name, source_path=flat)
         Volume.objects.filter(pk=volume.pk).update(path=info.path, backing_image=None, copy_of=None,
                                                    capacity_gib=capacity)

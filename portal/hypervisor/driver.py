@@ -593,8 +593,11 @@ class LibvirtDriver:
             if dom.isActive():
                 dom.destroy()
             base = libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+            # backups (issue #11): libvirt refuses to undefine a domain that has checkpoints without this
+            cps = libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA
             # Drivers without NVRAM support (the test driver) refuse its flag: drop it, keep the rest.
-            for flags in (base | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM, base):
+            for flags in (base | cps | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM, base | cps,
+                          base | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM, base):
                 try:
                     dom.undefineFlags(flags)
                     return

@@ -113,8 +113,12 @@ def test_full_incremental_restore_broken_chain_and_pull(qemu_host, guest_image, 
         with pytest.raises(Conflict, match="broken"):
             services.backup_restore(actor=alice, via="cli", backup=inc, name="bk-broken")
         assert VM.objects.count() == count
+
+        # A VM with checkpoints is deleted like any other (libvirt needs the checkpoints' metadata dropped).
+        job_ok(vm_services.vm_delete(actor=alice, via="cli", vm=vm).job)
+        assert not driver.domain_exists(str(vm.uuid))
     finally:
-        for b in Backup.objects.filter(vm=vm).order_by("-id"):
+        for b in Backup.objects.filter(vm_name="bk-guest").order_by("-id"):
             for d in b.disks:
                 try:
                     driver.delete_volume(pool=settings.BACKUP_POOL, name=d["volume"])
