@@ -135,6 +135,7 @@ class QuotaRequest:
     max_memory_mib: str | None = None
     max_disk_gib: str | None = None
     reason: str = ""
+    max_backup_gib: str | None = None  # backup space (issue #11)
 
 
 @dataclass(frozen=True)
@@ -163,8 +164,38 @@ class Subscriptions:
     pass
 
 
+# --- backups (issue #11) ---
+@dataclass(frozen=True)
+class TakeBackup:
+    """Back a VM up: kind auto (incremental when possible, else full), full or incremental."""
+
+    name: str
+    kind: str = "auto"
+
+
+@dataclass(frozen=True)
+class ListBackups:
+    """The caller's backups (also of deleted VMs), or one VM's."""
+
+    name: str | None = None
+
+
+@dataclass(frozen=True)
+class RestoreBackup:
+    """Restore a backup (its chain) to a new VM."""
+
+    backup: str
+    name: str
+
+
+BACKUP_KINDS = {"auto": "auto", "full": "full", "incremental": "incremental", "incr": "incremental",
+                "inc": "incremental"}
+# --- end backups ---
+
+
 Command = (Help | Link | Unlink | ListVMs | Create | Action | Console | Info | Networks | Images | Quota | QuotaRequest | Hosts
-           | Subscribe | Unsubscribe | Subscriptions | TakeSnapshot | ListSnapshots | Revert | GrowDisk | ListKeys | Migrate)
+           | Subscribe | Unsubscribe | Subscriptions | TakeSnapshot | ListSnapshots | Revert | GrowDisk | ListKeys | Migrate
+           | TakeBackup | ListBackups | RestoreBackup)
 
 # The VM actions, as the lifecycle table names them (force_off also as force-off), and a few aliases.
 ACTION_ALIASES = {"unpause": "resume", "restart": "reboot", "forceoff": "force_off", "rm": "delete"}
@@ -192,6 +223,7 @@ QUOTA_OPTIONS = {
     "cpus": "max_vcpus", "vcpus": "max_vcpus",
     "memory": "max_memory_mib", "mem": "max_memory_mib", "ram": "max_memory_mib",
     "disk": "max_disk_gib",
+    "backup": "max_backup_gib", "backups": "max_backup_gib",  # backup space (issue #11)
     "reason": "reason",
 }
 EVENT_ALIASES = {
@@ -388,4 +420,23 @@ def parse(text: str, *, prefix: str = "/vm") -> Command:
             raise ParseError(f"Type `{prefix} revert NAME SNAPSHOT-NAME` "
                              f"(`{prefix} snapshots NAME` lists them).")
         return Revert(name=positional[0], snapshot=positional[1])
+    # --- backups (issue #11) ---
+    if verb == "backup":
+        positional, _ = _options(rest, {}, verb)
+        if not 1 <= len(positional) <= 2 or (len(positional) == 2 and positional[1].lower() not in BACKUP_KINDS):
+            raise ParseError(f"Type `{prefix} backup NAME [full|incremental]` (default: incremental when "
+                             "possible, else full).")
+        kind = BACKUP_KINDS[positional[1].lower()] if len(positional) == 2 else "auto"
+        return TakeBackup(name=positional[0], kind=kind)
+    if verb == "backups":
+        positional, _ = _options(rest, {}, verb)
+        if len(positional) > 1:
+            raise ParseError(f"Type `{prefix} backups` for all your backups, or `{prefix} backups NAME` for one VM's.")
+        return ListBackups(name=positional[0] if positional else None)
+    if verb == "restore":
+        positional, _ = _options(rest, {}, verb)
+        if len(positional) != 2:
+            raise ParseError(f"Type `{prefix} restore BACKUP-ID NEW-NAME` (`{prefix} backups` lists them with "
+                             "their ids).")
+        return RestoreBackup(backup=positional[0].lstrip("#"), name=positional[1])
     raise ParseError(f"Unknown command {_short(verb, 30)!r}. Type `{prefix} help` for the list.")

@@ -168,10 +168,14 @@ def help_reply(prefix: str, *, is_staff: bool = False, linked: bool = True) -> R
         f"`{prefix} grow-disk NAME GiB` — grow the VM's disk (never shrinks; counts against your quota)",
         f"`{prefix} snapshot NAME [SNAPSHOT]` — snapshot disks and memory · `{prefix} snapshots NAME` — "
         f"list them · `{prefix} revert NAME SNAPSHOT` — go back to one (asks first)",
+        # backups (issue #11)
+        f"`{prefix} backup NAME [full|incremental]` — back the VM up (default: incremental when possible) · "
+        f"`{prefix} backups [NAME]` — your backups with sizes, and Restore buttons · "
+        f"`{prefix} restore BACKUP-ID NEW-NAME` — restore one to a new VM",
         f"`{prefix} console NAME` — a link to the VM's screen in the portal (only you see it)",
         f"`{prefix} keys` — your SSH keys (add them in the portal: they go into the VMs you create)",
         f"`{prefix} quota` — usage and limits · "
-        f"`{prefix} quota request --vms N --cpus N --memory MiB --disk GiB REASON` — ask for more",
+        f"`{prefix} quota request --vms N --cpus N --memory MiB --disk GiB --backup GiB REASON` — ask for more",
         f"`{prefix} subscribe [here|me] [jobs|failures|vm-state|all]` · `{prefix} unsubscribe [here|me]` · "
         f"`{prefix} subscriptions` — notifications in this channel or by direct message",
         f"`{prefix} link` — link your Slack account to your portal account · "
@@ -304,19 +308,20 @@ def bar(percent: int, width: int = 10) -> str:
 
 def quota_text(usage: list) -> str:
     rows = []
+    width = max([7, *(len(u.label) for u in usage)])  # "Backup space" (issue #11) is longer than the others
     for u in usage:
         if u.resource == "memory_mib":
             numbers = f"{mib(u.used)} / {mib(u.limit)}"
         else:
             unit = f" {u.unit}" if u.unit else ""
             numbers = f"{u.used} / {u.limit}{unit}"
-        rows.append(f"{u.label:<7} {bar(u.percent)} {numbers}")
+        rows.append(f"{u.label:<{width}} {bar(u.percent)} {numbers}")
     return "```\n" + "\n".join(rows) + "\n```"
 
 
 def quota_reply(usage: list, *, prefix: str, pending=None) -> Reply:
     text = "*Your quota*\n" + quota_text(usage)
-    hint = f"Need more? `{prefix} quota request --vms N --cpus N --memory MiB --disk GiB REASON`"
+    hint = f"Need more? `{prefix} quota request --vms N --cpus N --memory MiB --disk GiB --backup GiB REASON`"
     if pending is not None:
         hint = f"Quota request #{pending.pk} is waiting for an administrator."
     return Reply(text=text + "\n" + hint, blocks=[section(text), context(hint)])
@@ -662,3 +667,60 @@ def subscriptions_reply(subs: list, labels: dict[str, str], *, prefix: str = "/v
         where = "direct messages" if s.is_direct else f"<#{esc(s.channel_id)}>"
         lines.append(f"• {where}: {', '.join(labels.get(e, e) for e in s.events)}")
     return Reply(text="\n".join(lines))
+
+
+# --- backups (issue #11) ---------------------------------------------------------------------------
+
+A_BACKUP_RESTORE = "vm_backup_restore"  # (bolt routes vm_* action ids)
+
+_DONE.update({
+    "backup.create": "💾 *{name}* was backed up.",
+    "backup.restore": "♻️ *{name}* was restored from its backup.",
+    "backup.delete": "🗑️ A backup of *{name}* was deleted.",
+})
+
+
+def backup_restore_name(backup) -> str:
+    """The new VM's name a Restore button uses: the VM's name and the backup's id (`web-1-r42`)."""
+    suffix = f"-r{backup.pk}"
+    return backup.vm_name[: 63 - len(suffix)].rstrip("-") + suffix
+
+
+def backup_line(backup) -> str:
+    kind = backup.get_kind_display().lower()
+    if backup.parent_id:
+        kind += f" on #{backup.parent_id}"
+    state = backup.get_status_display().lower()
+    if backup.status == "running":
+        state += f" {backup.progress}%"
+    size = filesize(backup.size_bytes) if backup.size_bytes else "—"
+    when = backup.created_at
+    gone = " _(VM deleted)_" if not backup.vm_id else ""
+    return (f"`#{backup.pk}` *{esc(backup.vm_name)}*{gone} · {kind} · {size} · {state} · "
+            f"<!date^{int(when.timestamp())}^{{date_short_pretty}} {{time}}|{when:%Y-%m-%d %H:%M} UTC>")
+
+
+def backup_list_reply(backups: list, *, total: int, vm=None, prefix: str = "/vm") -> Reply:
+    """Backups with their sizes; a Restore button (to a new VM, asked first) on each ready one."""
+    if not backups:
+        text = (f"*{esc(vm.name)}* has no backups. Back it up with `{prefix} backup {esc(vm.name)}`." if vm is not None
+                else f"You have no backups. Back a VM up with `{prefix} backup NAME`.")
+        return Reply(text=text, blocks=[section(text)])
+    title = f"*Backups of {esc(vm.name)}* ({total})" if vm is not None else f"*Your backups* ({total})"
+    lines = [title]
+    blocks: list[dict[str, Any]] = [section(title)]
+    for backup in backups:
+        line = backup_line(backup)
+        lines.append(line)
+        block = section(line)
+        if backup.status == "ready":
+            new_name = backup_restore_name(backup)
+            block["accessory"] = button("Restore", A_BACKUP_RESTORE, str(backup.pk), confirm=confirm_dialog(
+                f"Restore backup #{backup.pk}?", f"A new VM {esc(new_name)} is made from backup #{backup.pk} of "
+                f"{esc(backup.vm_name)} (it counts against your quota).", "Restore", style="primary"))
+        blocks.append(block)
+    if total > len(backups):
+        more = f"… and {total - len(backups)} more in the portal."
+        lines.append(more)
+        blocks.append(context(more))
+    return Reply(text="\n".join(lines), blocks=blocks[:50])

@@ -23,6 +23,8 @@ from django.contrib.auth.models import Group
 from django.urls import reverse
 
 from accounts.selectors import sshkey_list
+from backups import selectors as backup_selectors
+from backups import services as backup_services
 from consoles.services import CONSOLE_LINK_KINDS, console_link_create
 from networks.selectors import network_default_for, network_usable
 from portal.audit import audit_context
@@ -144,7 +146,8 @@ def _announce(ctx: SlackContext, *, job: Any, text: str, source: SourceMessage |
 # --- slash commands -------------------------------------------------------------------------------
 
 ACTING = (c.Create, c.Action, c.QuotaRequest, c.Subscribe, c.Unsubscribe, c.TakeSnapshot, c.GrowDisk, c.Unlink,
-          c.Migrate)
+          c.Migrate,
+          c.TakeBackup, c.RestoreBackup)  # backups (issue #11)
 
 
 def handle_command(body: dict[str, Any], *, bot_team_id: str | None, raw_body: str = "") -> f.Reply:
@@ -347,7 +350,7 @@ def _quota(ctx, user, command: c.Quota, prefix: str) -> f.Reply:
 def _quota_request(ctx, user, command: c.QuotaRequest, prefix: str) -> f.Reply:
     request = quota_request_create(actor=user, via=Via.SLACK, max_vms=command.max_vms, max_vcpus=command.max_vcpus,
                                    max_memory_mib=command.max_memory_mib, max_disk_gib=command.max_disk_gib,
-                                   reason=command.reason)
+                                   reason=command.reason, max_backup_gib=command.max_backup_gib)
     return _quota_request_sent(request)
 
 
@@ -397,7 +400,55 @@ def _subscriptions(ctx, user, command: c.Subscriptions, prefix: str) -> f.Reply:
     return f.subscriptions_reply(list(services.subscription_list(actor=user)), services.EVENT_LABELS, prefix=prefix)
 
 
+# --- backups (issue #11) ---
+
+def _take_backup(ctx, user, command: c.TakeBackup, prefix: str) -> f.Reply:
+    vm = vm_get_by_name(user=user, name=command.name)
+
+    def ask():
+        backup, job, message = backup_services.backup_create(actor=user, via=Via.SLACK, vm=vm, kind=command.kind)
+        return f"{message} (backup #{backup.pk})", job
+
+    return _run_job_request(ctx, source=None, ask=ask) or f.Reply(text="")
+
+
+def _list_backups(ctx, user, command: c.ListBackups, prefix: str) -> f.Reply:
+    if command.name:
+        vm = vm_get_by_name(user=user, name=command.name)
+        backups = backup_selectors.vm_backups(actor=user, vm=vm)
+        return f.backup_list_reply(backups[: f.MAX_LISTED], total=len(backups), vm=vm, prefix=prefix)
+    visible = backup_selectors.backups_visible(user)
+    return f.backup_list_reply(list(visible[: f.MAX_LISTED]), total=visible.count(), prefix=prefix)
+
+
+def _restore_backup(ctx, user, command: c.RestoreBackup, prefix: str) -> f.Reply:
+    backup = backup_selectors.backup_get(actor=user, key=command.backup)
+
+    def ask():
+        _vm, job, message = backup_services.backup_restore(actor=user, via=Via.SLACK, backup=backup,
+                                                           name=command.name)
+        return message, job
+
+    return _run_job_request(ctx, source=None, ask=ask) or f.Reply(text="")
+
+
+def _click_backup_restore(ctx: SlackContext, user, value: str, source: SourceMessage) -> None:
+    backup = backup_selectors.backup_get(actor=user, key=_int(value))
+
+    def ask():
+        _vm, job, message = backup_services.backup_restore(actor=user, via=Via.SLACK, backup=backup,
+                                                           name=f.backup_restore_name(backup))
+        return message, job
+
+    _run_job_request(ctx, source=source, ask=ask)
+
+# --- end backups ---
+
+
 COMMANDS = {
+    c.TakeBackup: _take_backup,  # backups (issue #11)
+    c.ListBackups: _list_backups,
+    c.RestoreBackup: _restore_backup,
     c.ListVMs: _list,
     c.Create: _create,
     c.Action: _action,
@@ -468,6 +519,8 @@ def handle_action(body: dict[str, Any], action: dict[str, Any], *, bot_team_id: 
                 _run_vm_action(ctx, user, action=f.ACTION_BY_ID[action_id], vm_id=_int(value), source=source)
             elif action_id == f.A_SNAPSHOT_REVERT:
                 _click_revert(ctx, user, value, source)
+            elif action_id == f.A_BACKUP_RESTORE:  # backups (issue #11)
+                _click_backup_restore(ctx, user, value, source)
             elif action_id == f.A_QUOTA_REQUEST:
                 _click_quota_request(ctx, user, value)
             elif action_id == f.A_QUOTA_APPROVE:

@@ -11,7 +11,8 @@ class PortalAPIRootView(APIRootView):
 
     api_root_dict = {"vms": "api-vm-list", "jobs": "api-job-list", "images": "api-image-list",
                      "flavors": "api-flavor-list", "networks": "api-network-list", "hosts": "api-host-list",
-                     "keys": "api-key-list", "uploads": "api-upload-list"}
+                     "keys": "api-key-list", "uploads": "api-upload-list",
+                     "backups": "api-backup-list"}  # backups: issue #11
 
 
 urlpatterns = [
@@ -25,4 +26,5 @@ urlpatterns = [
     path("", include("quotas.api.urls")),
     path("", include("accounts.api.urls")),
     path("", include("consoles.api.urls")),
+    path("", include("backups.api.urls")),  # issue #11
 ]

@@ -22,6 +22,7 @@ urlpatterns = [
     path("networks/", include("networks.urls")),
     path("images/", include("storage.urls")),
     path("consoles/", include("consoles.urls")),
+    path("backups/", include("backups.urls")),  # issue #11
     path("slack/", include("chatops.urls")),
     path("", include("vms.urls")),
 ]

@@ -90,7 +90,8 @@ class SubjectFilter(admin.SimpleListFilter):
 @admin.register(Quota)
 class QuotaAdmin(ServiceSaveMixin, admin.ModelAdmin):
     form = QuotaForm
-    list_display = ("subject", "vms_used", "vcpus_used", "memory_used", "disk_used", "vms_link", "updated")
+    list_display = ("subject", "vms_used", "vcpus_used", "memory_used", "disk_used", "backup_used", "vms_link",
+                    "updated")
     list_filter = (SubjectFilter, ("user", admin.RelatedOnlyFieldListFilter), ("group", admin.RelatedOnlyFieldListFilter))
     search_fields = ("user__username", "group__name")
     list_select_related = ("user", "group")
@@ -131,10 +132,15 @@ class QuotaAdmin(ServiceSaveMixin, admin.ModelAdmin):
     def disk_used(self, obj):
         return _usage_cell(obj, "disk_gib")
 
+    @admin.display(description="backup space")  # issue #11
+    def backup_used(self, obj):
+        return _usage_cell(obj, "backup_gib")
+
     @admin.display(description="usage (used / limit)")
     def usage_summary(self, obj):
-        return format_html("VMs {} · vCPUs {} · memory {} · disk {}", _usage_cell(obj, "vms"),
-                           _usage_cell(obj, "vcpus"), _usage_cell(obj, "memory_mib"), _usage_cell(obj, "disk_gib"))
+        return format_html("VMs {} · vCPUs {} · memory {} · disk {} · backup space {}", _usage_cell(obj, "vms"),
+                           _usage_cell(obj, "vcpus"), _usage_cell(obj, "memory_mib"), _usage_cell(obj, "disk_gib"),
+                           _usage_cell(obj, "backup_gib"))
 
     @admin.display(description="their VMs")
     def vms_link(self, obj):
@@ -191,9 +197,9 @@ class QuotaInline(admin.StackedInline):
     def usage(self, obj):
         if obj is None or obj.pk is None:
             return "No quota row yet: the defaults below apply."
-        return format_html("VMs {} · vCPUs {} · memory {} · disk {} — {}", _usage_cell(obj, "vms"),
+        return format_html("VMs {} · vCPUs {} · memory {} · disk {} · backup space {} — {}", _usage_cell(obj, "vms"),
                            _usage_cell(obj, "vcpus"), _usage_cell(obj, "memory_mib"), _usage_cell(obj, "disk_gib"),
-                           link(obj, "quota page"))
+                           _usage_cell(obj, "backup_gib"), link(obj, "quota page"))
 
 
 class UserQuotaInline(QuotaInline):

@@ -47,6 +47,7 @@ LIMITS = (
     Limit("max_vcpus", "vCPUs", "", 10_000),
     Limit("max_memory_mib", "Memory", "MiB", 64 * 1024 * 1024),
     Limit("max_disk_gib", "Disk", "GiB", 1024 * 1024),
+    Limit("max_backup_gib", "Backup space", "GiB", 1024 * 1024),  # backups (issue #11)
 )
 REASON_MAX = 1000
 

@@ -46,7 +46,7 @@ def quota_get_or_create(*, user: Any = None, group: Group | None = None) -> Quot
 
 
 def quota_reserve(*, user: Any = None, group: Group | None = None, vcpus: int, memory_mib: int, disk_gib: int,
-                  vms: int = 1) -> Quota:
+                  vms: int = 1, backup_gib: int = 0) -> Quota:
     """Lock the subject's quota row and check that one more VM of this size fits (`vms=0`: that an
     existing VM may grow by these amounts).
 
@@ -58,7 +58,7 @@ def quota_reserve(*, user: Any = None, group: Group | None = None, vcpus: int, m
     lookup = {"user": user} if group is None else {"group": group}
     quota = Quota.objects.select_for_update().get(**lookup)
     usage = {u.resource: u for u in quota_usage(user=user, group=group, quota=quota)}  # limits of the locked row
-    wanted = {"vms": vms, "vcpus": vcpus, "memory_mib": memory_mib, "disk_gib": disk_gib}
+    wanted = {"vms": vms, "vcpus": vcpus, "memory_mib": memory_mib, "disk_gib": disk_gib, "backup_gib": backup_gib}
     for resource, amount in wanted.items():
         u = usage[resource]
         if amount and u.used + amount > u.limit:
@@ -67,12 +67,12 @@ def quota_reserve(*, user: Any = None, group: Group | None = None, vcpus: int, m
     return quota
 
 
-QUOTA_LIMIT_FIELDS = ("max_vms", "max_vcpus", "max_memory_mib", "max_disk_gib")
+QUOTA_LIMIT_FIELDS = ("max_vms", "max_vcpus", "max_memory_mib", "max_disk_gib", "max_backup_gib")
 
 
 def quota_set(*, actor: Actor, via: str, user: Any = None, group: Group | None = None, max_vms: int | None = None,
               max_vcpus: int | None = None, max_memory_mib: int | None = None,
-              max_disk_gib: int | None = None) -> Quota:
+              max_disk_gib: int | None = None, max_backup_gib: int | None = None) -> Quota:
     """Change the limits of a user's or a group's quota (created from the defaults if missing).
 
     Lowering a limit below the current usage is allowed: running VMs keep running, new ones are
@@ -82,7 +82,7 @@ def quota_set(*, actor: Actor, via: str, user: Any = None, group: Group | None =
     if (user is None) == (group is None):
         raise ValidationFailed("A quota belongs to exactly one user or one group.", field="user")
     wanted = {"max_vms": max_vms, "max_vcpus": max_vcpus, "max_memory_mib": max_memory_mib,
-              "max_disk_gib": max_disk_gib}
+              "max_disk_gib": max_disk_gib, "max_backup_gib": max_backup_gib}
     errors = {f: ["Must be a whole number, 0 or more."] for f, v in wanted.items()
               if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0)}
     if errors:
@@ -156,7 +156,7 @@ def _emit(signal: Signal, request: QuotaRequest) -> None:
 
 def quota_request_create(*, actor: Actor, via: str, group: Group | None = None, max_vms: object = None,
                          max_vcpus: object = None, max_memory_mib: object = None, max_disk_gib: object = None,
-                         reason: str = "") -> QuotaRequest:
+                         reason: str = "", max_backup_gib: object = None) -> QuotaRequest:
     """Record a request for higher limits (only increases count); one pending request per quota."""
     actor = _check_actor(actor)
     if group is not None and not actor.is_staff and not actor.groups.filter(pk=group.pk).exists():
@@ -164,7 +164,8 @@ def quota_request_create(*, actor: Actor, via: str, group: Group | None = None, 
     reason = _validate_reason(reason)
     asked = {
         limit.field: _validate_limit(limit, value)
-        for limit, value in zip(LIMITS, (max_vms, max_vcpus, max_memory_mib, max_disk_gib), strict=True)
+        for limit, value in zip(LIMITS, (max_vms, max_vcpus, max_memory_mib, max_disk_gib, max_backup_gib),
+                                strict=True)
     }
     with transaction.atomic():
         quota_get_or_create(user=None if group else actor, group=group)
@@ -192,11 +193,12 @@ def quota_request_create(*, actor: Actor, via: str, group: Group | None = None, 
 
 
 def quota_request_for_size(*, actor: Actor, via: str, vcpus: int, memory_mib: int, disk_gib: int,
-                           group: Group | None = None, reason: str = "", vms: int = 1) -> QuotaRequest:
+                           group: Group | None = None, reason: str = "", vms: int = 1,
+                           backup_gib: int = 0) -> QuotaRequest:
     """Ask for just enough quota for one more VM of this size (the "Request more" button); `vms=0`:
     for an existing VM to grow by these amounts."""
     actor = _check_actor(actor)
-    need = {"vms": vms, "vcpus": vcpus, "memory_mib": memory_mib, "disk_gib": disk_gib}
+    need = {"vms": vms, "vcpus": vcpus, "memory_mib": memory_mib, "disk_gib": disk_gib, "backup_gib": backup_gib}
     limits = {}
     for usage in quota_usage(user=None if group else actor, group=group):
         amount = need[usage.resource]

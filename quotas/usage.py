@@ -19,6 +19,7 @@ RESOURCES: tuple[tuple[str, str, str, str], ...] = (
     ("vcpus", "vCPUs", "", "max_vcpus"),
     ("memory_mib", "Memory", "MiB", "max_memory_mib"),
     ("disk_gib", "Disk", "GiB", "max_disk_gib"),
+    ("backup_gib", "Backup space", "GiB", "max_backup_gib"),  # backups (issue #11)
 )
 
 # provider(user=..., group=...) -> {resource: amount in use}; user for personal use, group for a team's.

@@ -1079,3 +1079,13 @@ def snapshot_space_reserve(vm: VM) -> int:
             exc.args = (exc.message,)
             raise
     return estimate
+# --- backups (issue #11): what the backups app needs of the VM rules -----------------------------
+
+def vm_lock_for_action(*, actor: Actor, vm: VM | int) -> VM:
+    """The VM under a row lock, through the visibility rule, its host answering (for other apps' actions)."""
+    return _lock_visible(actor=actor, vm=vm)
+
+
+def vm_refuse_while_busy(vm: VM, verb: str) -> None:
+    """Refuse (InvalidState) while the VM is transitional, a snapshot operation or another job runs on it."""
+    _refuse_while_busy(vm, verb)

@@ -11,6 +11,9 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from .types import (  # noqa: F401
+    BackupDiskSpec,
+    BackupProgress,
+    BackupStart,
     Capabilities,
     CdromSpec,
     DhcpHost,

@@ -350,3 +350,38 @@ class PoolUsage:
     capacity_bytes: int = 0
     allocation_bytes: int = 0
     available_bytes: int = 0
+# --- backups with checkpoints (issue #11) --------------------------------------------------------
+
+@dataclass(frozen=True)
+class BackupDiskSpec:
+    """One disk of a backup: push mode writes `file` (a qcow2 the backup creates); pull mode keeps the
+    changes the guest makes meanwhile in `scratch` (a qcow2 libvirt creates and removes)."""
+
+    target: str
+    file: str = ""
+    scratch: str = ""
+
+
+@dataclass(frozen=True)
+class BackupStart:
+    """A backup job started on a domain: pull mode's NBD exports ({target: URI}), empty for push."""
+
+    exports: dict[str, str]
+
+
+@dataclass(frozen=True)
+class BackupProgress:
+    """The domain's backup job: bytes done of the total; `done` once it has ended (`error` when it failed)."""
+
+    total: int = 0
+    processed: int = 0
+    done: bool = False
+    error: str = ""
+
+    @property
+    def percent(self) -> int:
+        if self.done:
+            return 100
+        if not self.total:
+            return 0
+        return max(0, min(99, int(100 * self.processed / self.total)))

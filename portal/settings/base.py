@@ -251,6 +251,16 @@ DOMAIN_TYPE = env.get_str("DOMAIN_TYPE", "auto")
 # Directory of the libvirt dir pool that holds images and VM disks.
 STORAGE_POOL = env.get_str("STORAGE_POOL", "vmportal")
 STORAGE_DIR = env.get_str("STORAGE_DIR", "/var/lib/vmportal/images")
+# --- backups (issue #11) ---
+# The backup storage domain on each host (a dir pool with content "backup"): backup files of the VMs
+# there. A full backup runs every BACKUP_FULL_EVERY-th time of a chain at most; schedules say more.
+BACKUP_POOL = env.get_str("BACKUP_POOL", "vmportal-backups")
+BACKUP_DIR = env.get_str("BACKUP_DIR", "/var/lib/vmportal/backups")
+# An incremental backup is reserved at this percentage of the disks' allocated size (then charged by
+# its real size); a backup job that has not finished after this long is aborted.
+BACKUP_INCREMENTAL_ESTIMATE_PERCENT = env.get_int("BACKUP_INCREMENTAL_ESTIMATE_PERCENT", 25)
+BACKUP_TIMEOUT_SECONDS = env.get_int("BACKUP_TIMEOUT_SECONDS", 6 * 3600)
+# --- end backups ---
 GUEST_DIR = env.get_str("GUEST_DIR", "/var/lib/vmportal/guest")
 # Where scripts/build-debian-image.sh puts the Debian 12 cloud-init image (the image.build job runs it).
 DEBIAN_IMAGE_DIR = env.get_str("DEBIAN_IMAGE_DIR", "/var/lib/vmportal/debian-12")
@@ -311,6 +321,7 @@ DEFAULT_QUOTA = {
     "max_vcpus": env.get_int("DEFAULT_QUOTA_VCPUS", 4),
     "max_memory_mib": env.get_int("DEFAULT_QUOTA_MEMORY_MIB", 2048),
     "max_disk_gib": env.get_int("DEFAULT_QUOTA_DISK_GIB", 40),
+    "max_backup_gib": env.get_int("DEFAULT_QUOTA_BACKUP_GIB", 40),  # backups (issue #11)
 }
 # SSH public keys one user may keep (accounts: put into their VMs by cloud-init).
 SSH_KEYS_PER_USER = env.get_int("SSH_KEYS_PER_USER", 20)

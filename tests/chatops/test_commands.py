@@ -128,8 +128,10 @@ def test_quota_shows_usage_bars_with_numbers(slack, alice, link, test_host):
     link(alice, "UALICE")
     _vm(alice, test_host, "alice-web")
     text = reply_text(slack.command("quota"))
-    assert "VMs     ███░░░░░░░ 1 / 3" in text
-    assert "Memory  █░░░░░░░░░ 128 MiB / 2 GiB" in text
+    # The labels are padded to the longest one, "Backup space" (issue #11).
+    assert "VMs          ███░░░░░░░ 1 / 3" in text
+    assert "Memory       █░░░░░░░░░ 128 MiB / 2 GiB" in text
+    assert "Backup space ░░░░░░░░░░ 0 / " in text
     assert "quota request" in text
 
 

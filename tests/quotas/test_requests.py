@@ -24,7 +24,8 @@ def test_create_records_only_increases_and_audits(alice):
     request = quota_request_create(actor=alice, via="web", max_vms=5, max_vcpus=2, max_memory_mib=4096,
                                    reason="load test")
     assert (request.max_vms, request.max_vcpus, request.max_memory_mib, request.max_disk_gib) == (5, None, 4096, None)
-    assert request.previous == {"max_vms": 3, "max_vcpus": 4, "max_memory_mib": 2048, "max_disk_gib": 20}
+    assert request.previous == {"max_vms": 3, "max_vcpus": 4, "max_memory_mib": 2048, "max_disk_gib": 20,
+                                "max_backup_gib": 40}
     assert quota_request_summary(request) == "VMs 3 → 5, Memory 2048 → 4096 MiB"
     event = AuditEvent.objects.get(action="quota_request.create")
     assert event.outcome == "requested" and "load test" in event.message
@@ -33,7 +34,7 @@ def test_create_records_only_increases_and_audits(alice):
 def test_asking_for_nothing_more_is_refused(alice):
     with pytest.raises(ValidationFailed) as exc:
         quota_request_create(actor=alice, via="web", max_vms=3, max_vcpus=1)
-    assert "Ask for more than the current quota (VMs 3, vCPUs 4, Memory 2048, Disk 20)." == exc.value.message
+    assert "Ask for more than the current quota (VMs 3, vCPUs 4, Memory 2048, Disk 20, Backup space 40)." == exc.value.message
 
 
 @pytest.mark.parametrize("value", ["lots", -1, True, 10**9])

@@ -37,6 +37,18 @@ def register_verb(name: str, *, help: str, add_arguments: Callable[[Any], None],
     _extra_verbs[name] = (help, add_arguments, run)
 
 
+# --- verbs that name no VM (backups: `restore BACKUP_ID`, `backups [NAME]`) (issue #11) ---
+_vmless_verbs: set[str] = set()
+
+
+def register_vmless_verb(name: str, *, help: str, add_arguments: Callable[[Any], None],
+                         run: Callable[..., None]) -> None:
+    """Like register_verb, for a verb whose arguments name no VM (or look it up themselves):
+    `run(command, actor, None, options)`."""
+    _vmless_verbs.add(name)
+    register_verb(name, help=help, add_arguments=add_arguments, run=run)
+
+
 @dataclass(frozen=True)
 class _Outcome:
     """What a verb printed and the job it queued (like vms.services.ActionResult)."""
@@ -266,6 +278,8 @@ class Command(BaseCommand):
                             f"{adoption.vm_delete_note(vm=vm)}", None)
         if verb == "disk":
             return self._disk(actor, opts)
+        if verb in _vmless_verbs:  # issue #11: verbs that look up what they act on themselves
+            return _extra_verbs[verb][2](self, actor, None, opts)
         vm = selectors.vm_get_by_name(user=actor, name=opts["name"])
         if verb == "release":
             adoption.vm_release(actor=actor, via=Via.CLI, vm=vm, reason=opts["reason"])
