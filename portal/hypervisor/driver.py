@@ -1850,27 +1850,6 @@ class LibvirtDriver:
         return total
 
 
-def _qemu_img_info(path: str) -> dict[str, Any] | None:
-    """`qemu-img info` of a local qcow2 file (shared: the domain may run), or None when unreadable here."""
-    import json
-    import subprocess
-
-    if not os.path.isfile(path):
-        return None
-    try:
-        done = subprocess.run(["qemu-img", "info", "--force-share", "--output=json", "-f", "qcow2", path],
-                              capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        log.warning("qemu-img info %s: %s", path, exc)
-        return None
-    if done.returncode != 0:
-        log.warning("qemu-img info %s: %s", path, done.stderr.strip()[:300])
-        return None
-    try:
-        info = json.loads(done.stdout)
-    except ValueError:
-        return None
-    return info if isinstance(info, dict) else None
     # --- backups with checkpoints (issue #11) ------------------------------------------------------
     # libvirt's backup API (libvirt 9.0 / QEMU 7.2, see docs/backups.md): a backup job needs a running
     # domain; push mode writes qcow2 files, pull mode exports the disks over NBD until it is ended. A
@@ -2070,3 +2049,26 @@ def _qemu_img_info(path: str) -> dict[str, Any] | None:
             flags |= libvirt.VIR_DOMAIN_CHECKPOINT_DELETE_METADATA_ONLY
         for cp in cps:
             cp.delete(flags)
+
+
+def _qemu_img_info(path: str) -> dict[str, Any] | None:
+    """`qemu-img info` of a local qcow2 file (shared: the domain may run), or None when unreadable here."""
+    import json
+    import subprocess
+
+    if not os.path.isfile(path):
+        return None
+    try:
+        done = subprocess.run(["qemu-img", "info", "--force-share", "--output=json", "-f", "qcow2", path],
+                              capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        log.warning("qemu-img info %s: %s", path, exc)
+        return None
+    if done.returncode != 0:
+        log.warning("qemu-img info %s: %s", path, done.stderr.strip()[:300])
+        return None
+    try:
+        info = json.loads(done.stdout)
+    except ValueError:
+        return None
+    return info if isinstance(info, dict) else None
