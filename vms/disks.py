@@ -38,6 +38,7 @@ from storage.pools import pool_for_host
 
 from .choices import VMStatus
 from .models import VM, VMDisk
+from .properties import DISK, IOTUNE_KEYS, check_boot_order, validate_properties
 from .services import (
     NIC_STATES,
     SEED_TARGET,
@@ -129,8 +130,6 @@ def _validate_properties(properties: Mapping[str, object] | None, *, actor: Acto
                          current: Mapping[str, object] | None = None) -> dict:
     if not properties:
         return dict(current or {})
-    from .properties import DISK, validate_properties
-
     return validate_properties(device=DISK, properties=properties, actor=actor, current=current)
 
 
@@ -261,6 +260,7 @@ def vm_disk_add(*, actor: Actor, via: str, vm: VM | int, size_gib: object = None
         if count >= settings.DISKS_PER_VM:
             raise InvalidState(f"{vm.name} already has {count} disks (the most a VM may have is "
                                f"{settings.DISKS_PER_VM}).", status=vm.status)
+        _check_boot_order(vm, props)
         running = vm.status in VMStatus.ACTIVE
         if running and not get_driver(vm.host.uri).capabilities().disk_hotplug:
             raise Conflict(f"The host of {vm.name} ({vm.host.name}) cannot add disks to a running VM; stop it "
@@ -414,6 +414,8 @@ def vm_disk_update(*, actor: Actor, via: str, vm: VM | int, disk: VMDisk | int |
         props = _validate_properties(properties, actor=user, current=found.properties)
         if props == (found.properties or {}):
             return found, None, f"Disk {found.target} of {locked.name} has these properties already."
+        _check_boot_order(locked, props, disk_id=found.pk)
+        old_props = dict(found.properties or {})
         VMDisk.objects.filter(pk=found.pk).update(properties=props)
         VM.objects.filter(pk=locked.pk).update(updated_at=timezone.now())
         found.properties = props
@@ -424,8 +426,25 @@ def vm_disk_update(*, actor: Actor, via: str, vm: VM | int, disk: VMDisk | int |
                       + (", ".join(f"{k}={v}" for k, v in sorted(props.items())) or "none"),
               data={"target": found.target, "properties": props})
         disks_publish(locked)
-    when = " (they take effect at its next start)" if locked.status in VMStatus.ACTIVE else ""
+    when = ""
+    if locked.status in VMStatus.ACTIVE:
+        changed = {k for k in set(props) | set(old_props) if props.get(k) != old_props.get(k)}
+        live = changed & set(IOTUNE_KEYS)
+        later = changed - live
+        if live and not later:
+            when = " (I/O limits apply at once)"
+        elif live:
+            when = " (I/O limits apply at once; the others at its next start)"
+        else:
+            when = " (they take effect at its next start)"
     return found, job, f"Saved the properties of disk {found.target} of {locked.name}{when}."
+
+
+def _check_boot_order(vm: VM, properties: Mapping[str, object], *, disk_id: int | None = None) -> None:
+    """A disk's boot order must be unique among the VM's disks and NICs (vms.properties.check_boot_order)."""
+    if properties.get("boot_order") is None:
+        return
+    check_boot_order(vm=vm, properties=properties, disk_id=disk_id)
 
 
 # --- data disks without a VM --------------------------------------------------------------------

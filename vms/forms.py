@@ -33,6 +33,7 @@ class VMCreateForm(forms.Form):
     networks_shown = forms.CharField(required=False, widget=forms.HiddenInput)
     user_data = forms.CharField(required=False, strip=False, widget=forms.Textarea, label="cloud-init user-data")
     clone = forms.CharField(required=False)  # thin (default) or full, for templates
+    storage_domain = forms.CharField(required=False, label="Storage domain")  # blank: the host's own pool
 
     def __init__(self, *args, flavors=(), images=(), networks=(), default_network=None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -55,6 +56,8 @@ class VMCreateForm(forms.Form):
         kwargs = {"name": data["name"], "description": data["description"], "image": data["image"] or None,
                   "group": data["group"] or None, "user_data": data["user_data"] or "",
                   "clone": data["clone"] or None}
+        if data["storage_domain"]:
+            kwargs["storage_domain"] = data["storage_domain"]
         if data["networks_shown"]:
             chosen = data["networks"] or []
             kwargs["networks"] = [v for v in ([chosen] if isinstance(chosen, str) else chosen) if v]

@@ -49,6 +49,7 @@ from .disks import disks_publish
 from .lifecycle import status_for
 from .migration import vm_locate_for_start
 from .models import VM, Snapshot, VMDisk, VMNic
+from .properties import iotune_of
 from .services import (
     SEED_TARGET,
     TEMPLATE_JOB,
@@ -884,11 +885,16 @@ def disk_update(ctx: JobContext) -> dict:
         return {"already_removed": True}
     driver = get_driver(vm.host.uri)
     ctx.progress(40, f"Updating disk {disk.target}")
+    live = False
     if driver.domain_exists(str(vm.uuid)):
         driver.replace_disk_config(str(vm.uuid), disk_spec(disk))
+        # I/O limits change on the running guest too (libvirt's setBlockIoTune); the rest waits for a start.
+        if driver.domain_info(str(vm.uuid)).state.is_active and driver.capabilities().real_guests:
+            driver.set_block_iotune(str(vm.uuid), disk.target, iotune_of(disk.properties or {}), live=True)
+            live = True
     _done(ctx.job, vm, "vm.disk.updated", f"Updated the properties of disk {disk.target} of {vm.name}")
     disks_publish(vm)
-    return {"target": disk.target, "properties": disk.properties}
+    return {"target": disk.target, "properties": disk.properties, "iotune_live": live}
 
 
 def _volume_delete_failed(job: Job, error: str) -> None:

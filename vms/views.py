@@ -23,7 +23,8 @@ from portal.live import live_context
 from portal.units import mib
 from portal.web import form_error, is_web_404, portal_view, safe_next
 from quotas.selectors import quota_usage
-from storage.models import Image
+from storage.domains import domain_list
+from storage.models import Image, StoragePool
 from storage.selectors import image_list
 
 from . import disks, lifecycle, services
@@ -167,6 +168,9 @@ def vm_create_view(request: HttpRequest) -> HttpResponse:
         "selected_networks": form.selected_networks(),
         "nics_max": settings.NICS_PER_VM,
         "cloud_init_images": [i for i in images if i.cloud_init],
+        # Where the VM's disks go, when there is a choice (storage.domains: data domains only, no paths).
+        "storage_domains": domain_list(content=StoragePool.Content.DATA),
+        "selected_storage_domain": str(form["storage_domain"].value() or ""),
         "template_images": [i for i in images if i.kind == Image.Kind.TEMPLATE],
         "selected_clone": str(form["clone"].value() or ""),
         "user_data_max": settings.USER_DATA_MAX_BYTES,

@@ -1,7 +1,8 @@
 """Data disks on the real qemu:///system hypervisor, seen from inside the busybox guest (one guest for the
 module): a disk hot-plugged on virtio-SCSI shows up in /sys/block, a read-only disk refuses writes, a
 hot-unplugged disk leaves /sys/block, a live grow is seen in the guest's size, a snapshot of a VM with
-several disks works, and deleting the VM deletes its own data disks.
+several disks works, device properties (cache, serial, a live IOPS limit) reach the
+guest, and deleting the VM deletes its own data disks.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from portal.models import Job
 from storage.models import Volume
 from tests.guest_shell import GuestShell
 from vms import services
-from vms.disks import vm_disk_add, vm_disk_grow, vm_disk_remove
-from vms.models import VM
+from vms.disks import vm_disk_add, vm_disk_grow, vm_disk_remove, vm_disk_update
+from vms.models import VM, DevicePropertyRule
 
 pytestmark = pytest.mark.qemu
 
@@ -84,14 +85,32 @@ def test_disks_hot_plug_read_only_unplug_and_live_grow_in_the_guest(qemu_host, g
         wait_for(shell, "cat /sys/block/vdc/size", str(2 * GIB_SECTORS))
         assert Volume.objects.get(label="growing").capacity_gib == 2
 
+        # Device properties through the disk service: cache=none and a serial on a hot-plugged disk are in
+        # the live XML and the guest reads the serial; an IOPS limit changed later applies to the running guest.
+        for name in ("cache", "serial", "total_iops_sec"):
+            DevicePropertyRule.objects.update_or_create(device="disk", name=name, defaults={"users_may_set": True})
+        tuned, job, _ = vm_disk_add(actor=alice, via="api", vm=vm, size_gib=1, label="tuned",
+                                    properties={"cache": "none", "serial": "vmp-data-7"})
+        job_ok(job)
+        assert tuned.target == "vdd"
+        live_xml = driver.domain_xml(uuid)
+        assert "cache=\"none\"" in live_xml.replace("'", '"') and "<serial>vmp-data-7</serial>" in live_xml
+        wait_for(shell, "cat /sys/block/vdd/serial 2>/dev/null", "vmp-data-7")
+        _, job, message = vm_disk_update(actor=alice, via="api", vm=vm, disk="tuned",
+                                         properties={"total_iops_sec": 500})
+        assert "at once" in message
+        assert job_ok(job).result["iotune_live"] is True
+        assert driver.block_iotune(uuid, "vdd")["total_iops_sec"] == 500
+        assert driver.block_iotune(uuid, "vdd", inactive=True)["total_iops_sec"] == 500
+
         # A snapshot with the RAM of a VM with several disks (the read-only one is left out of it).
         snapshot, job, _ = services.snapshot_create(actor=alice, via="api", vm=vm, name="many-disks")
         job_ok(job)
         assert shell.run("echo alive-$((6*7))").output.strip() == "alive-42"
 
     # Deleting the VM deletes its own data disks (not shared, attached only to it), in libvirt too.
-    names = set(Volume.objects.filter(label__in=["scratch", "growing"]).values_list("name", flat=True))
-    assert len(names) == 2
+    names = set(Volume.objects.filter(label__in=["scratch", "growing", "tuned"]).values_list("name", flat=True))
+    assert len(names) == 3
     job_ok(services.vm_delete(actor=alice, via="api", vm=vm).job)
-    assert not Volume.objects.filter(label__in=["scratch", "growing"]).exists()
+    assert not Volume.objects.filter(label__in=["scratch", "growing", "tuned"]).exists()
     assert not names & {v.name for v in driver.list_volumes(pool=settings.STORAGE_POOL)}
