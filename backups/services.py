@@ -289,11 +289,23 @@ def backup_restore(*, actor: Actor, via: str, backup: Backup | int | str, name: 
                            owner=owner, user_data=cfg.get("user_data", "") if image.cloud_init else "")
         vm = result.vm
         root = vm.disks.select_related("volume__pool").get(target="vda")
-        for disk in found.disks:
-            if disk["target"] == "vda":
-                continue
+        # The backup's other disks come back as the new VM's data disks: its owner's (or team's), counted
+        # on their disk quota like any data disk (checked here, under the quota row lock vm_create took).
+        extra = [d for d in found.disks if d["target"] != "vda"]
+        sizes = {d["target"]: max(1, math.ceil(d["capacity_bytes"] / GIB)) for d in extra}
+        if extra:
+            quota_reserve(user=vm.owner, group=vm.group, vcpus=0, memory_mib=0, disk_gib=sum(sizes.values()), vms=0)
+        taken = set(Volume.objects.filter(owner=vm.owner).values_list("label", flat=True))
+        for disk in extra:
+            label = base = f"{vm.name}-{disk['target']}"[:63]
+            n = 1
+            while label in taken:
+                n += 1
+                label = f"{base[:58]}-{n}"
+            taken.add(label)
             volume = Volume.objects.create(pool=root.volume.pool, name=f"{vm.domain_name}-{disk['target']}.qcow2",
-                                           capacity_gib=max(1, math.ceil(disk["capacity_bytes"] / GIB)))
+                                           capacity_gib=sizes[disk["target"]], owner=vm.owner, group=vm.group,
+                                           label=label)
             VMDisk.objects.create(vm=vm, volume=volume, target=disk["target"], bus=disk.get("bus", "virtio"))
         job = job_create(kind="backup.restore", actor=user, via=via, target=vm,
                          params={**params, "create_job": str(result.job.pk) if result.job else ""}, max_attempts=1)
