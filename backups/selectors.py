@@ -31,7 +31,7 @@ def backup_get(*, actor: Actor, key: Backup | int | str) -> Backup:
     qs = backups_visible(actor)
     text = str(key.pk if isinstance(key, Backup) else key).strip()
     found = None
-    if text.isdigit():
+    if text.isascii() and text.isdigit() and len(text) <= 18:  # "²".isdigit() is True; int() refuses it
         found = qs.filter(pk=int(text)).first()
     elif len(text) in (32, 36):
         try:

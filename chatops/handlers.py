@@ -535,7 +535,7 @@ def handle_action(body: dict[str, Any], action: dict[str, Any], *, bot_team_id: 
 
 
 def _int(value: str) -> int:
-    if not value.isdigit():
+    if not (value.isascii() and value.isdigit() and len(value) <= 18):
         raise ValidationFailed("This button carries no valid id.")
     return int(value)
 

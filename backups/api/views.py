@@ -74,7 +74,7 @@ class BackupViewSet(viewsets.GenericViewSet):
         qs = selectors.backups_visible(request.user).select_related("owner", "group")
         wanted = query.validated_data
         if "vm" in wanted:
-            if not wanted["vm"].isdigit():
+            if not (wanted["vm"].isascii() and wanted["vm"].isdigit() and len(wanted["vm"]) <= 18):
                 raise ValidationFailed("vm: give the VM's numeric id.", field="vm")
             qs = qs.filter(vm_id=int(wanted["vm"]))
         if "status" in wanted:

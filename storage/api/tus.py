@@ -208,7 +208,7 @@ class UploadDetailView(_TusView):
             raise ValidationFailed("Upload-Offset is required.", field="offset")
         upload = self._get(request, pk)
         raw_length = request.META.get("CONTENT_LENGTH") or ""
-        length = int(raw_length) if raw_length.isdigit() else None
+        length = int(raw_length) if raw_length.isascii() and raw_length.isdigit() else None
         # The Django request itself is the body stream (WSGI: limited to Content-Length; ASGI: the spooled
         # body), read in pieces; request.data would parse, and request.body would load it into memory.
         upload = uploads.upload_append(actor=request.user, upload=upload, offset=offset,

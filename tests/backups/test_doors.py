@@ -264,3 +264,14 @@ def test_admin_pages(client, admin_user, vm):
         response = client.get(url)
         assert response.status_code == 200, url
     assert b"web-1" in client.get("/admin/backups/backup/").content
+
+
+@pytest.mark.django_db
+def test_unicode_digits_and_huge_ids_are_404_or_400_not_500(client_for, alice):
+    """"²".isdigit() is True but int("²") fails: backup ids and the ?vm= filter take ASCII digits only."""
+    api = client_for(alice)
+    for path in ("/api/backups/²/", f"/api/backups/{'9' * 5000}/"):
+        assert api.get(path).status_code == 404
+    for value in ("²", "9" * 5000):
+        response = api.get("/api/backups/", {"vm": value})
+        assert response.status_code == 400, response.content
