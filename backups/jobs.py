@@ -158,7 +158,9 @@ def backup_finish(ctx: JobContext) -> dict:
 
 
 def _delete_failed(job: Job, error: str) -> None:
-    Backup.objects.filter(pk=job.params["backup_id"]).update(status=Backup.Status.READY, last_error=error[:2000])
+    """The backup is as it was before (a failed one does not come back ready), with the reason."""
+    previous = job.params.get("previous") or Backup.Status.READY
+    Backup.objects.filter(pk=job.params["backup_id"]).update(status=previous, last_error=error[:2000])
 
 
 @job_handler("backup.delete", on_failure=_delete_failed)
@@ -275,22 +277,31 @@ def backups_housekeeping(now: datetime | None = None) -> dict[str, int]:
         BackupSchedule.objects.filter(pk=schedule.pk).update(
             last_run_at=now, last_error=error[:2000],
             next_run_at=now + timedelta(hours=schedule.interval_hours))
-    for schedule in BackupSchedule.objects.select_related("vm"):
-        fulls = list(Backup.objects.filter(vm=schedule.vm, kind=Backup.Kind.FULL, status=Backup.Status.READY)
+    # Retention: only enabled schedules, only the chains they made (a backup made by hand or a pull
+    # backup is its owner's to delete; a chain holding one is kept whole).
+    for schedule in BackupSchedule.objects.select_related("vm").filter(enabled=True):
+        fulls = list(Backup.objects.filter(vm=schedule.vm, schedule=schedule, mode=Backup.Mode.PUSH,
+                                           kind=Backup.Kind.FULL, status=Backup.Status.READY)
                      .order_by("-created_at", "-id"))
         for old in fulls[schedule.keep_chains:]:
-            deleted += _delete_chain(old, backup_delete)
+            deleted += _delete_chain(old, backup_delete, schedule=schedule)
     return {"started": started, "deleted": deleted}
 
 
-def _delete_chain(full: Backup, backup_delete: object) -> int:
-    """Delete a full backup and every incremental on it, tips first."""
+def _delete_chain(full: Backup, backup_delete: object, *, schedule: BackupSchedule) -> int:
+    """Delete a full backup and every incremental on it, tips first; nothing when one of them is not the
+    schedule's own (made by hand, or a pull backup)."""
     members: list[Backup] = [full]
     frontier = [full]
     while frontier:
         children = list(Backup.objects.filter(parent__in=frontier))
         members.extend(children)
         frontier = children
+    foreign = [m.pk for m in members if m.schedule_id != schedule.pk and m.status != Backup.Status.FAILED]
+    if foreign:
+        log.info("retention: the chain of backup %s is kept: backup(s) %s were not made by its schedule",
+                 full.pk, foreign)
+        return 0
     count = 0
     actor = full.created_by or full.owner
     for member in reversed(members):

@@ -210,9 +210,11 @@ def backup_delete(*, actor: Actor, via: str, backup: Backup | int | str) -> tupl
                      .values_list("params", flat=True) if found.pk in (p or {}).get("chain", [])]
         if restoring:
             raise InvalidState(f"Backup {found.pk} is being restored from.", status=found.status)
+        previous = found.status  # a failed delete puts it back (a failed backup stays failed)
         Backup.objects.filter(pk=found.pk).update(status=Backup.Status.DELETING)
         found.status = Backup.Status.DELETING
-        job = job_create(kind="backup.delete", actor=user, via=via, target=found, params={"backup_id": found.pk})
+        job = job_create(kind="backup.delete", actor=user, via=via, target=found,
+                         params={"backup_id": found.pk, "previous": previous})
         audit(actor=user, via=via, action="backup.delete", target=found, job=job,
               outcome=AuditEvent.Outcome.REQUESTED, message=f"Delete backup {found.pk} of {found.vm_name}")
     return found, job, f"Deleting backup {found.pk} of {found.vm_name}."

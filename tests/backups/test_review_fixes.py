@@ -70,3 +70,56 @@ def test_vm_is_not_started_or_deleted_while_a_backup_job_is_on_it(test_host, ali
     assert vm.status == "stopped"
     Job.objects.filter(pk=pending.pk).update(status=JobStatus.SUCCEEDED)
     job_ok(vm_services.vm_start(actor=alice, via="cli", vm=vm).job)
+
+
+# --- 12: a failed delete keeps the backup's status ----------------------------------------------------
+
+def test_a_failed_backup_whose_delete_fails_stays_failed(test_host, alice, monkeypatch):
+    from portal.exceptions import OperationFailed
+    from portal.hypervisor.driver import LibvirtDriver
+
+    vm = make_vm(alice)
+    b = backup(alice, vm)
+    Backup.objects.filter(pk=b.pk).update(status=Backup.Status.FAILED)
+
+    def refuse(self, uuid, name):
+        raise OperationFailed("The host refused.", detail="checkpoint delete: boom")
+
+    monkeypatch.setattr(LibvirtDriver, "checkpoint_delete", refuse)
+    _, job, _ = services.backup_delete(actor=alice, via="cli", backup=b)
+    assert Job.objects.get(pk=job.pk).status == "failed"
+    b.refresh_from_db()
+    assert b.status == "failed"
+    monkeypatch.undo()
+    good = backup(alice, vm)
+    monkeypatch.setattr(LibvirtDriver, "checkpoint_delete", refuse)
+    services.backup_delete(actor=alice, via="cli", backup=good)
+    good.refresh_from_db()
+    assert good.status == "ready"
+
+
+# --- 13: retention deletes only what an enabled schedule made ------------------------------------------
+
+def _due(schedule):
+    BackupSchedule.objects.filter(pk=schedule.pk).update(next_run_at="2000-01-01T00:00:00Z")
+
+
+def test_retention_keeps_manual_and_pull_backups_and_pauses_with_its_schedule(test_host, alice):
+    vm = make_vm(alice)
+    manual = backup(alice, vm, kind="full")
+    pull = backup(alice, vm, mode="pull")
+    job_ok(services.backup_finish(actor=alice, via="cli", backup=pull)[1])
+    schedule = services.backup_schedule_set(actor=alice, via="cli", vm=vm, interval_hours=1, incrementals=0,
+                                            keep_chains=1)
+    for _ in range(2):
+        _due(schedule)
+        assert backups_housekeeping()["started"] == 1
+    scheduled = list(Backup.objects.filter(schedule=schedule).order_by("id"))
+    assert len(scheduled) == 1  # the older scheduled chain went
+    assert Backup.objects.filter(pk__in=[manual.pk, pull.pk]).count() == 2
+    # Paused: its chains stay, however many.
+    services.backup_schedule_set(actor=alice, via="cli", vm=vm, enabled=False, interval_hours=1, incrementals=0,
+                                 keep_chains=1)
+    extra = backup(alice, vm, kind="full", schedule=schedule)
+    assert backups_housekeeping()["deleted"] == 0
+    assert Backup.objects.filter(pk__in=[scheduled[0].pk, extra.pk]).count() == 2
