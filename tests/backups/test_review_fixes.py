@@ -123,3 +123,22 @@ def test_retention_keeps_manual_and_pull_backups_and_pauses_with_its_schedule(te
     extra = backup(alice, vm, kind="full", schedule=schedule)
     assert backups_housekeeping()["deleted"] == 0
     assert Backup.objects.filter(pk__in=[scheduled[0].pk, extra.pk]).count() == 2
+
+
+# --- 7: QEMU's words (host paths) are for administrators only -------------------------------------------
+
+def test_a_failed_backup_tells_users_plain_words_and_admins_the_hypervisors(test_host, alice, monkeypatch):
+    from portal.hypervisor import BackupProgress
+    from portal.hypervisor.driver import LibvirtDriver
+
+    vm = make_vm(alice)
+    raw = "error writing /var/lib/vmportal/backups/secret-vda.qcow2: No space left on device"
+    monkeypatch.setattr(LibvirtDriver, "backup_progress",
+                        lambda self, uuid: BackupProgress(total=1, processed=0, done=True, error=raw))
+    b, job, _ = services.backup_create(actor=alice, via="cli", vm=vm)
+    job = Job.objects.get(pk=job.pk)
+    b.refresh_from_db()
+    assert job.status == "failed" and b.status == "failed"
+    for shown in (job.error, b.last_error):
+        assert "/var/lib" not in shown and "No space" not in shown and "failed" in shown
+    assert raw in job.error_detail  # the administrators' detail
