@@ -17,13 +17,15 @@ from django.conf import settings
 from django.utils import timezone
 
 from portal.audit import audit
+from portal.choices import JobStatus
 from portal.exceptions import Conflict, NotFound, OperationFailed, PortalError
-from portal.hypervisor import BackupDiskSpec, BackupProgress, PowerState, get_driver
+from portal.hypervisor import BackupDiskSpec, BackupProgress, PowerState, VolumeInfo, get_driver
 from portal.jobs import JobContext, job_handler
 from portal.models import AuditEvent, Job
 from storage.models import Volume
 from vms.choices import VMStatus
-from vms.models import VM
+from vms.models import VM, VMDisk
+from vms.specs import disk_spec
 
 from .models import Backup, BackupSchedule
 from .pools import backup_pool_ensure
@@ -198,13 +200,29 @@ def chain_convert(paths: list[str], dest: str) -> None:
 
 
 def _restore_failed(job: Job, error: str) -> None:
+    """In place: the VM keeps its disks (the job swaps them in only once all are restored). To a new VM:
+    the VM made for it is deleted (nothing half-made stays charged)."""
     vm = VM.objects.filter(pk=int(job.target_id)).first()
     audit(actor=job.actor, via=job.via, action=job.kind, target=vm, job=job, outcome=AuditEvent.Outcome.FAILED,
           message=f"Restore from backup {job.params.get('backup_id')} failed: {error}")
+    if vm is None or job.params.get("in_place") or vm.status in (VMStatus.DELETING, VMStatus.DELETED):
+        return
+    from vms.services import vm_delete  # the VM rules: delete it like its owner would
+
+    # This job is over: say so first, so that it no longer holds the VM it made (vm_delete waits for it).
+    Job.objects.filter(pk=job.pk).update(status=JobStatus.FAILED)
+    try:
+        vm_delete(actor=job.actor, via=job.via, vm=vm.pk)
+    except PortalError as exc:
+        log.warning("restore %s failed and its new VM %s could not be deleted: %s", job.pk, vm.pk, exc)
+        VM.objects.filter(pk=vm.pk).update(last_error=f"Its restore failed ({error}); delete it."[:2000])
 
 
 @job_handler("backup.restore", on_failure=_restore_failed)
 def backup_restore(ctx: JobContext) -> dict:
+    """Each disk is restored into a new volume first; only when every one is there does the VM take them
+    (its definition points at the new files, the old ones are deleted). A failure before that leaves the
+    VM's disks as they were and no restored file behind."""
     chain = [Backup.objects.select_related("pool__host").get(pk=pk) for pk in ctx.params["chain"]]
     vm = VM.objects.select_related("host").get(pk=int(ctx.job.target_id))
     if not ctx.params.get("in_place"):
@@ -219,33 +237,64 @@ def backup_restore(ctx: JobContext) -> dict:
     tip = chain[-1]
     assert tip.pool is not None  # restore_chain_check saw to it
     source = get_driver(tip.pool.host.uri)
-    for i, disk in enumerate(tip.disks):
-        target = disk["target"]
-        ctx.progress(10 + int(80 * i / len(tip.disks)), f"Restoring disk {target}")
-        attached = vm.disks.select_related("volume__pool__host").get(target=target)
+    token = str(ctx.job.pk).replace("-", "")[:8]
+    begun: list[tuple[str, str, str]] = []  # (host uri, pool, name) of every new volume, for the clean-up
+    staged: list[tuple[VMDisk, VolumeInfo, int]] = []
+    try:
+        for i, disk in enumerate(tip.disks):
+            target = disk["target"]
+            ctx.progress(10 + int(80 * i / len(tip.disks)), f"Restoring disk {target}")
+            attached = vm.disks.select_related("volume__pool__host").get(target=target)
+            volume = attached.volume
+            dest = get_driver(volume.pool.host.uri)
+            capacity = max(1, math.ceil(disk["capacity_bytes"] / GIB))
+            name = f"{vm.domain_name}-{target}-restore-{token}.qcow2"
+            begun.append((volume.pool.host.uri, volume.pool.name, name))
+            if source.is_test or dest.is_test:  # the test driver has no files: an empty volume stands for it
+                info = dest.create_volume(pool=volume.pool.name, name=name, capacity_bytes=capacity * GIB)
+            else:
+                paths = [next(d["path"] for d in member.disks if d["target"] == target) for member in chain]
+                staging = settings.IMAGE_STAGING_DIR
+                os.makedirs(staging, exist_ok=True)
+                with tempfile.TemporaryDirectory(dir=staging) as tmp:
+                    flat = os.path.join(tmp, "restore.qcow2")
+                    chain_convert(paths, flat)
+                    info = dest.upload_volume(pool=volume.pool.name, name=name, source_path=flat)
+            staged.append((attached, info, capacity))
+    except BaseException:
+        _drop_volumes(begun)
+        raise
+    ctx.progress(92, "Swapping the restored disks in")
+    host = get_driver(vm.host.uri)
+    for n, (attached, info, capacity) in enumerate(staged):
         volume = attached.volume
-        dest = get_driver(volume.pool.host.uri)
-        capacity = max(1, math.ceil(disk["capacity_bytes"] / GIB))
-        if source.is_test or dest.is_test:  # the test driver has no files: an empty volume stands for it
-            dest.delete_volume(pool=volume.pool.name, name=volume.name)
-            info = dest.create_volume(pool=volume.pool.name, name=volume.name, capacity_bytes=capacity * GIB)
-        else:
-            paths = [next(d["path"] for d in member.disks if d["target"] == target) for member in chain]
-            staging = settings.IMAGE_STAGING_DIR
-            os.makedirs(staging, exist_ok=True)
-            with tempfile.TemporaryDirectory(dir=staging) as tmp:
-                flat = os.path.join(tmp, "restore.qcow2")
-                chain_convert(paths, flat)  # first: a chain that cannot be read leaves the disk as it was
-                dest.delete_volume(pool=volume.pool.name, name=volume.name)
-                info = dest.upload_volume(pool=volume.pool.name, name=volume.name, source_path=flat)
-        Volume.objects.filter(pk=volume.pk).update(path=info.path, backing_image=None, copy_of=None,
+        old = volume.name
+        volume.name, volume.path = info.name, info.path
+        try:
+            host.replace_disk_config(str(vm.uuid), disk_spec(attached))
+        except BaseException:
+            _drop_volumes(begun[n:])  # the disks not swapped yet keep their old files
+            raise
+        Volume.objects.filter(pk=volume.pk).update(name=info.name, path=info.path, backing_image=None, copy_of=None,
                                                    capacity_gib=capacity)
-    get_driver(vm.host.uri).checkpoints_drop(str(vm.uuid))  # they described the disks just replaced
+        try:
+            get_driver(volume.pool.host.uri).delete_volume(pool=volume.pool.name, name=old)
+        except PortalError as exc:
+            log.warning("restore of %s: the old file %s stays: %s", vm.pk, old, exc)
+    host.checkpoints_drop(str(vm.uuid))  # they described the disks just replaced
     if target_gib := tip.vm_config.get("disk_gib"):
         VM.objects.filter(pk=vm.pk).update(disk_gib=target_gib)
     audit(actor=ctx.job.actor, via=ctx.job.via, action="backup.restored", target=vm, job=ctx.job,
           message=f"Restored {vm.name} from backup {tip.pk} ({len(chain)} in the chain)")
     return {"vm": vm.pk, "chain": [b.pk for b in chain]}
+
+
+def _drop_volumes(names: list[tuple[str, str, str]]) -> None:
+    for uri, pool, name in names:
+        try:
+            get_driver(uri).delete_volume(pool=pool, name=name)
+        except PortalError:
+            pass  # never made (the failure was before it), or the host is gone: nothing to keep
 
 
 # --- schedules and retention (housekeeping) --------------------------------------------------------
@@ -268,6 +317,11 @@ def backups_housekeeping(now: datetime | None = None) -> dict[str, int]:
             since_full += 1
         last = Backup.objects.filter(vm=vm, status=Backup.Status.READY, mode=Backup.Mode.PUSH).exists()
         kind = "auto" if last and since_full < schedule.incrementals else "full"
+        # An incremental that failed (a bitmap or checkpoint missing in the disk, say) is not tried again:
+        # the schedule's next backup is a full one.
+        newest = Backup.objects.filter(vm=vm, schedule=schedule).order_by("-created_at", "-id").first()
+        if newest is not None and newest.status == Backup.Status.FAILED and newest.kind == Backup.Kind.INCREMENTAL:
+            kind = "full"
         try:
             backup_create(actor=schedule.created_by or vm.owner, via="system", vm=vm, kind=kind, schedule=schedule)
             started += 1

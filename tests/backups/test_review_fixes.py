@@ -142,3 +142,111 @@ def test_a_failed_backup_tells_users_plain_words_and_admins_the_hypervisors(test
     for shown in (job.error, b.last_error):
         assert "/var/lib" not in shown and "No space" not in shown and "failed" in shown
     assert raw in job.error_detail  # the administrators' detail
+
+
+# --- 2: a failed restore leaves nothing half-made -----------------------------------------------------
+
+def _fail_restored_volumes(monkeypatch):
+    from portal.exceptions import OperationFailed
+    from portal.hypervisor.driver import LibvirtDriver
+
+    real = LibvirtDriver.create_volume
+
+    def create_volume(self, *, pool, name, capacity_bytes, **kw):
+        if "-restore-" in name or (self.is_test and getattr(create_volume, "restoring", False)):
+            raise OperationFailed("The host ran out of space.", detail=f"create {name}: no space")
+        return real(self, pool=pool, name=name, capacity_bytes=capacity_bytes, **kw)
+
+    monkeypatch.setattr(LibvirtDriver, "create_volume", create_volume)
+    return create_volume
+
+
+def test_a_failed_restore_in_place_keeps_the_vms_disks(test_host, alice, monkeypatch):
+    vm = make_vm(alice)
+    full = backup(alice, vm)
+    job_ok(vm_services.vm_force_off(actor=alice, via="cli", vm=vm).job)
+    root = vm.disks.get(target="vda").volume
+    driver = get_driver(test_host.uri)
+    before = {v.name for v in driver.list_volumes(pool=root.pool.name)}
+    hook = _fail_restored_volumes(monkeypatch)
+    hook.restoring = True  # every volume made from now on fails, whatever its name
+    _, job, _ = services.backup_restore(actor=alice, via="cli", backup=full, in_place=True)
+    assert Job.objects.get(pk=job.pk).status == "failed"
+    assert {v.name for v in driver.list_volumes(pool=root.pool.name)} == before  # the disk is there, no leftover
+    root.refresh_from_db()
+    assert root.name in before
+    monkeypatch.undo()
+    _, job, _ = services.backup_restore(actor=alice, via="cli", backup=full, in_place=True)
+    job_ok(job)
+    old_name = root.name
+    root.refresh_from_db()
+    names = {v.name for v in driver.list_volumes(pool=root.pool.name)}
+    assert "-restore-" in root.name and root.name in names and old_name not in names  # swapped, old file gone
+    assert root.path in driver.domain_xml(str(vm.uuid), inactive=True)
+
+
+def test_a_failed_restore_to_a_new_vm_deletes_that_vm(test_host, alice, monkeypatch):
+    vm = make_vm(alice)
+    full = backup(alice, vm)
+    _fail_restored_volumes(monkeypatch)
+    new, job, _ = services.backup_restore(actor=alice, via="cli", backup=full, name="web-back")
+    assert Job.objects.get(pk=job.pk).status == "failed"
+    new.refresh_from_db()
+    assert new.status == "deleted"  # its blank disks went with it: nothing charged
+    assert not get_driver(test_host.uri).domain_exists(str(new.uuid))
+
+
+# --- 3 and 11: a disk swapped at the same target ------------------------------------------------------
+
+def _swap_root(test_host, vm):
+    from storage.models import Volume
+
+    name = f"{vm.domain_name}-other.qcow2"
+    disk = vm.disks.select_related("volume__pool").get(target="vda")
+    get_driver(test_host.uri).create_volume(pool=disk.volume.pool.name, name=name, capacity_bytes=GIB)
+    other = Volume.objects.create(pool=disk.volume.pool, name=name, capacity_gib=1)
+    vm.disks.filter(pk=disk.pk).update(volume=other)
+    return other
+
+
+def test_restore_in_place_writes_only_the_disks_backed_up(test_host, alice):
+    vm = make_vm(alice)
+    full = backup(alice, vm)
+    job_ok(vm_services.vm_force_off(actor=alice, via="cli", vm=vm).job)
+    _swap_root(test_host, vm)
+    with pytest.raises(Conflict, match="not the ones backed up"):
+        services.backup_restore(actor=alice, via="cli", backup=full, in_place=True)
+    assert not Job.objects.filter(kind="backup.restore").exists()
+
+
+def test_restore_in_place_charges_a_larger_disk(test_host, alice):
+    from portal.exceptions import QuotaExceeded
+    from quotas.models import Quota
+
+    vm = make_vm(alice)
+    full = backup(alice, vm)
+    job_ok(vm_services.vm_force_off(actor=alice, via="cli", vm=vm).job)
+    disks = [{**d, "capacity_bytes": 50 * GIB} for d in full.disks]  # the backed-up disk was larger
+    Backup.objects.filter(pk=full.pk).update(disks=disks)
+    Quota.objects.filter(user=alice).update(max_disk_gib=20)
+    with pytest.raises(QuotaExceeded):
+        services.backup_restore(actor=alice, via="cli", backup=full, in_place=True)
+
+
+def test_a_swapped_disk_makes_the_next_backup_full_and_a_failed_incremental_too(test_host, alice):
+    vm = make_vm(alice)
+    backup(alice, vm)
+    _swap_root(test_host, vm)
+    with pytest.raises(Conflict, match="changed"):
+        services.backup_create(actor=alice, via="cli", vm=vm, kind="incremental")
+    assert backup(alice, vm).kind == "full"
+    # A scheduled incremental that failed in libvirt: the schedule's next one is full.
+    schedule = services.backup_schedule_set(actor=alice, via="cli", vm=vm, interval_hours=1, incrementals=5)
+    _due(schedule)
+    backups_housekeeping()
+    inc = Backup.objects.filter(schedule=schedule).get()
+    assert inc.kind == "incremental"
+    Backup.objects.filter(pk=inc.pk).update(status=Backup.Status.FAILED)
+    _due(schedule)
+    backups_housekeeping()
+    assert Backup.objects.filter(schedule=schedule).order_by("-id").first().kind == "full"
