@@ -7,11 +7,13 @@ import json
 import logging
 import math
 import os
+import re
 import socket
 import subprocess
 import tempfile
 import time
 from datetime import datetime, timedelta
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.utils import timezone
@@ -40,10 +42,29 @@ def _backup(job: Job) -> Backup:
     return Backup.objects.select_related("vm__host", "pool__host", "parent").get(pk=job.params["backup_id"])
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def _nbd_port(backup: Backup, vm: VM) -> int:
+    """A port for a pull backup's export on the VM host's loopback: one of BACKUP_NBD_PORT_MIN..MAX that
+    no other export on that host uses and, when the host is this machine, that is free here. (On a remote
+    host a port taken by something else makes libvirt refuse the backup: it fails and cleans up.)"""
+    taken = set()
+    for uri in (Backup.objects.filter(mode=Backup.Mode.PULL, status__in=(Backup.Status.QUEUED, Backup.Status.RUNNING),
+                                      vm__host_id=vm.host_id).exclude(pk=backup.pk).values_list("nbd_uri", flat=True)):
+        if found := re.match(r"nbd://[^/]*:(\d+)", uri or ""):
+            taken.add(int(found.group(1)))
+    local = urlsplit(vm.host.uri).hostname in (None, "", "localhost", "127.0.0.1", "::1")
+    for port in range(settings.BACKUP_NBD_PORT_MIN, settings.BACKUP_NBD_PORT_MAX + 1):
+        if port in taken:
+            continue
+        if local:
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+        return port
+    raise Conflict(f"No NBD port is free on the host of {vm.name} "
+                   f"({settings.BACKUP_NBD_PORT_MIN}-{settings.BACKUP_NBD_PORT_MAX} are in use): finish a pull "
+                   "backup there first.")
 
 
 def _discard_files(backup: Backup) -> None:
@@ -94,7 +115,7 @@ def backup_create(ctx: JobContext) -> dict:
     if live and driver.domain_info(uuid).state not in (PowerState.RUNNING, PowerState.PAUSED):
         raise Conflict(f"{vm.name} stopped before its backup began; back it up again (a full copy).")
     if backup.mode == Backup.Mode.PULL:
-        port = _free_port()
+        port = _nbd_port(backup, vm)
         specs = [BackupDiskSpec(target=d["target"], scratch=os.path.join(base, f"{d['volume']}.scratch"))
                  for d in backup.disks]
         started = driver.backup_begin(uuid, disks=specs, mode="pull", port=port,
@@ -154,7 +175,8 @@ def backup_finish(ctx: JobContext) -> dict:
     backup = _backup(ctx.job)
     if backup.vm is not None:
         get_driver(backup.vm.host.uri).backup_abort(str(backup.vm.uuid))
-    Backup.objects.filter(pk=backup.pk).update(status=Backup.Status.READY, nbd_uri="", progress=100,
+    # Its scratch files are gone with the export: a pull backup keeps nothing here, so it counts nothing.
+    Backup.objects.filter(pk=backup.pk).update(status=Backup.Status.READY, nbd_uri="", progress=100, size_bytes=0,
                                                finished_at=timezone.now())
     return {"backup": backup.pk}
 
@@ -299,13 +321,44 @@ def _drop_volumes(names: list[tuple[str, str, str]]) -> None:
 
 # --- schedules and retention (housekeeping) --------------------------------------------------------
 
+def _end_stale_exports(now: datetime) -> int:
+    """Pull backups exported for longer than BACKUP_PULL_TIMEOUT_SECONDS: the export ends, the checkpoint
+    made with it goes (the tool may not have read everything), the backup is failed with the reason."""
+    limit = now - timedelta(seconds=settings.BACKUP_PULL_TIMEOUT_SECONDS)
+    ended = 0
+    stale = Backup.objects.select_related("vm__host").filter(mode=Backup.Mode.PULL, status=Backup.Status.RUNNING,
+                                                             started_at__lt=limit)
+    for backup in stale:
+        vm = backup.vm
+        if vm is not None:
+            driver = get_driver(vm.host.uri)
+            try:
+                driver.backup_abort(str(vm.uuid))
+                if backup.checkpoint:
+                    driver.checkpoint_delete(str(vm.uuid), backup.checkpoint)
+            except PortalError as exc:
+                log.warning("pull backup %s: ending the export failed: %s", backup.pk, exc)
+                continue  # the host does not answer: tried again on the next turn
+        hours = settings.BACKUP_PULL_TIMEOUT_SECONDS / 3600
+        error = f"The NBD export was not finished within {hours:g} h and was ended."
+        Backup.objects.filter(pk=backup.pk, status=Backup.Status.RUNNING).update(
+            status=Backup.Status.FAILED, nbd_uri="", size_bytes=0, last_error=error, finished_at=now)
+        audit(actor=backup.created_by, via="system", action="backup.export.timeout", target=vm, target_type="vm",
+              target_id=str(backup.vm_id or ""), target_name=backup.vm_name, outcome=AuditEvent.Outcome.FAILED,
+              message=f"Pull backup {backup.pk} of {backup.vm_name}: {error}")
+        ended += 1
+    return ended
+
+
 def backups_housekeeping(now: datetime | None = None) -> dict[str, int]:
-    """Start the due scheduled backups (a full one every incrementals+1, else incremental when possible),
-    then delete whole chains beyond each schedule's keep_chains (oldest first)."""
+    """End pull exports past their timeout, start the due scheduled backups (a full one every
+    incrementals+1, else incremental when possible), then delete whole chains beyond each schedule's
+    keep_chains (oldest first)."""
     from .services import backup_create, backup_delete  # services imports nothing of this module's
 
     now = now or timezone.now()
     started = deleted = 0
+    _end_stale_exports(now)
     for schedule in BackupSchedule.objects.select_related("vm__owner").filter(enabled=True, next_run_at__lte=now):
         vm = schedule.vm
         if vm.status in (VMStatus.DELETING, VMStatus.DELETED):

@@ -162,7 +162,9 @@ def backup_create(*, actor: Actor, via: str, vm: VM | int, kind: str = "auto", m
             if kind == "incremental" and parent is None:
                 raise Conflict(reason)
         chosen = Backup.Kind.INCREMENTAL if parent is not None else Backup.Kind.FULL
-        estimate = 0 if mode == Backup.Mode.PULL else _estimate_bytes(vm, disks, incremental=parent is not None)
+        # A pull backup keeps no files here, but its scratch files (the guest's writes during the export)
+        # grow on the host until it is finished: charged like an incremental's estimate meanwhile.
+        estimate = _estimate_bytes(vm, disks, incremental=parent is not None or mode == Backup.Mode.PULL)
         if estimate:
             quota_reserve(user=vm.owner, group=vm.group, vcpus=0, memory_mib=0, disk_gib=0, vms=0,
                           backup_gib=estimate // GIB)

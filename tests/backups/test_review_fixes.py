@@ -250,3 +250,33 @@ def test_a_swapped_disk_makes_the_next_backup_full_and_a_failed_incremental_too(
     _due(schedule)
     backups_housekeeping()
     assert Backup.objects.filter(schedule=schedule).order_by("-id").first().kind == "full"
+
+
+# --- 8: pull exports are charged, get a port of the range, and end on a timeout -------------------------
+
+def test_a_pull_backup_is_charged_while_exported_and_ends_on_its_timeout(test_host, alice, settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from quotas.selectors import quota_usage
+
+    vm = make_vm(alice)
+    pull = backup(alice, vm, mode="pull")
+    assert pull.size_bytes >= GIB  # the scratch files' estimate
+    assert {u.resource: u.used for u in quota_usage(user=alice)}["backup_gib"] >= 1
+    port = int(pull.nbd_uri.split(":")[2].split("/")[0])
+    assert settings.BACKUP_NBD_PORT_MIN <= port <= settings.BACKUP_NBD_PORT_MAX
+    # The range is the limit: with its only port exported, another VM's pull backup on that host fails.
+    settings.BACKUP_NBD_PORT_MIN = settings.BACKUP_NBD_PORT_MAX = port
+    other = make_vm(alice, name="web-2")
+    b2, job, _ = services.backup_create(actor=alice, via="cli", vm=other, mode="pull")
+    assert Job.objects.get(pk=job.pk).status == "failed" and "No NBD port" in Job.objects.get(pk=job.pk).error
+    # Not finished in time: the export ends, its checkpoint goes, the backup is failed and counts nothing.
+    Backup.objects.filter(pk=pull.pk).update(started_at=timezone.now() - timedelta(
+        seconds=settings.BACKUP_PULL_TIMEOUT_SECONDS + 60))
+    backups_housekeeping()
+    pull.refresh_from_db()
+    assert pull.status == "failed" and not pull.nbd_uri and pull.size_bytes == 0 and "not finished" in pull.last_error
+    assert pull.checkpoint not in get_driver(test_host.uri).list_checkpoints(str(vm.uuid))
+    assert {u.resource: u.used for u in quota_usage(user=alice)}["backup_gib"] == 0
