@@ -12,6 +12,7 @@ class BackupsConfig(AppConfig):
         from portal.jobs.selectors import register_target_visibility
         from quotas.usage import register_usage
         from storage.usage import register_pool_users
+        from vms.services import register_exclusive_job_kinds
 
         from . import doors, jobs
         from .selectors import backup_owned_ids, backup_pool_users, backup_quota_usage
@@ -22,3 +23,5 @@ class BackupsConfig(AppConfig):
         register_housekeeping("backups.schedules", jobs.backups_housekeeping)
         register_pool_users(backup_pool_users)  # a backup domain holding backups cannot be removed
         doors.register()  # the `manage.py vm` verbs and the VM page's Backups panel
+        # A VM being copied for a backup or restored is not started or deleted until the job ends.
+        register_exclusive_job_kinds("backup.create", "backup.restore")

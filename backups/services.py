@@ -66,6 +66,22 @@ def volume_name(backup: Backup, target: str) -> str:
     return f"{settings.DOMAIN_PREFIX}-backup-{backup.uuid.hex[:12]}-{target}.qcow2"
 
 
+def same_disks(recorded: list[dict[str, Any]], disks: list[VMDisk]) -> bool:
+    """Whether `disks` are the very volumes a backup recorded, at the same targets (a disk removed and
+    another attached at its target is not the same: its checkpoint bitmaps are not there)."""
+    now = {d.target: d for d in disks}
+    if sorted(now) != sorted(r["target"] for r in recorded):
+        return False
+    for r in recorded:
+        disk = now[r["target"]]
+        if "volume_id" in r:
+            if r["volume_id"] != disk.volume_id:
+                return False
+        elif (r.get("source_pool"), r.get("source_volume")) != (disk.volume.pool.name, disk.volume.name):
+            return False
+    return True
+
+
 def incremental_parent(vm: VM, disks: list[VMDisk], *, mode: str = Backup.Mode.PUSH) -> tuple[Backup | None, str]:
     """The backup an incremental of `vm` would start from, or None and why there is none."""
     ready = Backup.objects.filter(vm=vm, status=Backup.Status.READY)
@@ -77,7 +93,7 @@ def incremental_parent(vm: VM, disks: list[VMDisk], *, mode: str = Backup.Mode.P
     if not last.checkpoint:
         return None, (f"The last backup of {vm.name} was a copy of the stopped VM (no checkpoint): "
                       "the next one is a full backup.")
-    if sorted(d["target"] for d in last.disks) != sorted(d.target for d in disks):
+    if not same_disks(last.disks, disks):
         return None, f"The disks of {vm.name} changed since its last backup: the next one is a full backup."
     if last.checkpoint not in get_driver(vm.host.uri).list_checkpoints(str(vm.uuid)):
         return None, (f"libvirt no longer has the checkpoint of {vm.name}'s last backup (a snapshot was "
@@ -146,7 +162,9 @@ def backup_create(*, actor: Actor, via: str, vm: VM | int, kind: str = "auto", m
             if kind == "incremental" and parent is None:
                 raise Conflict(reason)
         chosen = Backup.Kind.INCREMENTAL if parent is not None else Backup.Kind.FULL
-        estimate = 0 if mode == Backup.Mode.PULL else _estimate_bytes(vm, disks, incremental=parent is not None)
+        # A pull backup keeps no files here, but its scratch files (the guest's writes during the export)
+        # grow on the host until it is finished: charged like an incremental's estimate meanwhile.
+        estimate = _estimate_bytes(vm, disks, incremental=parent is not None or mode == Backup.Mode.PULL)
         if estimate:
             quota_reserve(user=vm.owner, group=vm.group, vcpus=0, memory_mib=0, disk_gib=0, vms=0,
                           backup_gib=estimate // GIB)
@@ -155,7 +173,8 @@ def backup_create(*, actor: Actor, via: str, vm: VM | int, kind: str = "auto", m
                         note=note, created_by=user, created_via=via, schedule=schedule)
         if running:
             backup.checkpoint = f"{settings.DOMAIN_PREFIX}-cp-{backup.uuid.hex[:12]}"
-        backup.disks = [{"target": d.target, "bus": d.bus, "boot": i == 0, "source_pool": d.volume.pool.name,
+        backup.disks = [{"target": d.target, "bus": d.bus, "boot": i == 0, "volume_id": d.volume_id,
+                         "source_pool": d.volume.pool.name,
                          "source_volume": d.volume.name, "capacity_bytes": d.volume.capacity_gib * GIB,
                          "volume": volume_name(backup, d.target), "format": "qcow2"}
                         for i, d in enumerate(disks)]
@@ -210,9 +229,11 @@ def backup_delete(*, actor: Actor, via: str, backup: Backup | int | str) -> tupl
                      .values_list("params", flat=True) if found.pk in (p or {}).get("chain", [])]
         if restoring:
             raise InvalidState(f"Backup {found.pk} is being restored from.", status=found.status)
+        previous = found.status  # a failed delete puts it back (a failed backup stays failed)
         Backup.objects.filter(pk=found.pk).update(status=Backup.Status.DELETING)
         found.status = Backup.Status.DELETING
-        job = job_create(kind="backup.delete", actor=user, via=via, target=found, params={"backup_id": found.pk})
+        job = job_create(kind="backup.delete", actor=user, via=via, target=found,
+                         params={"backup_id": found.pk, "previous": previous})
         audit(actor=user, via=via, action="backup.delete", target=found, job=job,
               outcome=AuditEvent.Outcome.REQUESTED, message=f"Delete backup {found.pk} of {found.vm_name}")
     return found, job, f"Deleting backup {found.pk} of {found.vm_name}."
@@ -264,11 +285,27 @@ def backup_restore(*, actor: Actor, via: str, backup: Backup | int | str, name: 
             if vm.snapshots.exists():
                 raise Conflict(f"{vm.name} has snapshots, which live inside the disks a restore replaces: "
                                "delete them first.")
-            have = {d.target for d in _writable_disks(vm)}
+            have = {d.target: d for d in _writable_disks(vm)}
             lacking = [d["target"] for d in found.disks if d["target"] not in have]
             if lacking:
                 raise Conflict(f"{vm.name} no longer has disk(s) {', '.join(lacking)} of the backup: restore it "
                                "to a new VM.")
+            # Only the very disks backed up are written (not another disk attached at the same target since),
+            # and none that another VM has attached too.
+            other = [d["target"] for d in found.disks if not same_disks([d], [have[d["target"]]])]
+            if other:
+                raise Conflict(f"Disk(s) {', '.join(other)} of {vm.name} are not the ones backed up (a disk was "
+                               "replaced since): restore the backup to a new VM.")
+            shared = [d["target"] for d in found.disks
+                      if VMDisk.objects.filter(volume_id=have[d["target"]].volume_id).exclude(vm=vm)
+                      .exclude(vm__status=VMStatus.DELETED).exists()]
+            if shared:
+                raise Conflict(f"Disk(s) {', '.join(shared)} of {vm.name} are attached to another VM too: detach "
+                               "them there first, or restore the backup to a new VM.")
+            grow = sum(max(0, math.ceil(d["capacity_bytes"] / GIB) - have[d["target"]].volume.capacity_gib)
+                       for d in found.disks)
+            if grow:  # a restored disk larger than the one it replaces: charged like any disk growth
+                quota_reserve(user=vm.owner, group=vm.group, vcpus=0, memory_mib=0, disk_gib=grow, vms=0)
             job = job_create(kind="backup.restore", actor=user, via=via, target=vm, params=params, max_attempts=1)
             audit(actor=user, via=via, action="backup.restore", target=vm, job=job,
                   outcome=AuditEvent.Outcome.REQUESTED,

@@ -427,6 +427,8 @@ def _power_action(action: str, *, actor: Actor, via: str, vm: VM | int) -> Actio
             refused = InvalidState(f"Cannot {action.replace('_', ' ')} {vm.name}: disk {disk_busy.target} is still "
                                    f"{disk_busy.get_status_display().lower()}. Try again when it has finished.",
                                    status=vm.status)
+        elif action == "start" and (exclusive := _exclusive_job(vm)) is not None:  # issue #11 review: backups
+            refused = InvalidState(_exclusive_text(vm, "start", exclusive), status=vm.status)
         elif (sealing := _template_job(vm)) is not None:
             refused = InvalidState(f"Cannot {action.replace('_', ' ')} {vm.name}: template "
                                    f"{sealing.params.get('name')} is being made from its disk. "
@@ -513,6 +515,9 @@ def vm_delete(*, actor: Actor, via: str, vm: VM | int, confirm_name: str | None 
             raise InvalidState(f"Cannot delete {vm.name}: disk {disk_busy.target} is still "
                                f"{disk_busy.get_status_display().lower()}. Try again when it has finished.",
                                status=vm.status)
+        exclusive = _exclusive_job(vm)  # issue #11 review: a backup or restore reads or rewrites its disks
+        if exclusive is not None:
+            raise InvalidState(_exclusive_text(vm, "delete", exclusive), status=vm.status)
         sealing = _template_job(vm)
         if sealing is not None:
             raise InvalidState(f"Cannot delete {vm.name}: template {sealing.params.get('name')} is being made from "
@@ -1089,3 +1094,31 @@ def vm_lock_for_action(*, actor: Actor, vm: VM | int) -> VM:
 def vm_refuse_while_busy(vm: VM, verb: str) -> None:
     """Refuse (InvalidState) while the VM is transitional, a snapshot operation or another job runs on it."""
     _refuse_while_busy(vm, verb)
+
+
+# --- jobs that own the VM's disks (issue #11 review, finding 1) ------------------------------------
+# Other apps' jobs that read or rewrite a VM's disks outside a VM status (the backups app registers
+# backup.create and backup.restore): while one is queued or running on the VM it is not started (QEMU
+# would open a disk being copied or replaced) nor deleted. Disk changes, snapshots and templates wait
+# for any job on the VM already (_refuse_while_busy).
+
+_EXCLUSIVE_JOB_KINDS: set[str] = set()
+
+
+def register_exclusive_job_kinds(*kinds: str) -> None:
+    """Job kinds (target: a VM) during which that VM may not be started or deleted."""
+    _EXCLUSIVE_JOB_KINDS.update(kinds)
+
+
+def _exclusive_job(vm: VM) -> Job | None:
+    if not _EXCLUSIVE_JOB_KINDS:
+        return None
+    return (Job.objects.filter(target_type="vm", target_id=str(vm.pk), status__in=JobStatus.ACTIVE,
+                               kind__in=sorted(_EXCLUSIVE_JOB_KINDS)).order_by("created_at").first())
+
+
+def _exclusive_text(vm: VM, verb: str, job: Job) -> str:
+    from portal.jobs.labels import job_label
+
+    return (f"Cannot {verb} {vm.name}: a \"{job_label(job.kind)}\" job is {job.get_status_display().lower()} "
+            "on its disks. Try again when it has finished.")

@@ -1962,7 +1962,9 @@ class LibvirtDriver:
             state = self.backup_progress(uuid)
             if state.done:
                 if state.error:
-                    raise OperationFailed(f"The backup failed: {state.error}", detail=state.error)
+                    # QEMU's words name files on the host: administrators read them, users the plain words.
+                    raise OperationFailed("The backup failed on the VM's host.",
+                                          detail=f"backup of {uuid}: {state.error}")
                 return state
             if progress is not None:
                 progress(state)

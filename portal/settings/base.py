@@ -260,6 +260,12 @@ BACKUP_DIR = env.get_str("BACKUP_DIR", "/var/lib/vmportal/backups")
 # its real size); a backup job that has not finished after this long is aborted.
 BACKUP_INCREMENTAL_ESTIMATE_PERCENT = env.get_int("BACKUP_INCREMENTAL_ESTIMATE_PERCENT", 25)
 BACKUP_TIMEOUT_SECONDS = env.get_int("BACKUP_TIMEOUT_SECONDS", 6 * 3600)
+# Pull backups: the NBD export (on the VM host's loopback, no TLS, no auth) is ended, and the backup
+# marked failed, when it has not been finished after this long; its port is one of this range that no
+# other export on that host uses (and, for a host on this machine, free here).
+BACKUP_PULL_TIMEOUT_SECONDS = env.get_int("BACKUP_PULL_TIMEOUT_SECONDS", 12 * 3600)
+BACKUP_NBD_PORT_MIN = env.get_int("BACKUP_NBD_PORT_MIN", 10809)
+BACKUP_NBD_PORT_MAX = env.get_int("BACKUP_NBD_PORT_MAX", 10908)
 # --- end backups ---
 GUEST_DIR = env.get_str("GUEST_DIR", "/var/lib/vmportal/guest")
 # Where scripts/build-debian-image.sh puts the Debian 12 cloud-init image (the image.build job runs it).
