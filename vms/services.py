@@ -44,6 +44,7 @@ from .models import VM, Flavor, Snapshot, VMDisk, VMNic
 from .scheduling import networks_constraint
 from .selectors import vm_snapshot_get, vm_visible
 from .validation import (
+    parse_id,
     validate_description,
     validate_size,
     validate_snapshot_name,
@@ -188,7 +189,7 @@ def _resolve_size(*, flavor: Flavor | str | None, vcpus: object, memory_mib: obj
 
 def _is_id(text: str) -> bool:
     """A row id typed as text: ASCII digits only ("²" is a digit to isdigit(), not to int())."""
-    return text.isascii() and text.isdigit()
+    return parse_id(text) is not None
 
 
 def _lock_image(image: Image) -> None:
@@ -880,7 +881,8 @@ def _nic_of(vm: VM, key: VMNic | int | str) -> VMNic:
         found = qs.filter(pk=key.pk).first()
     else:
         text = str(key).strip().lower()
-        found = qs.filter(pk=int(text)).first() if text.isdigit() else qs.filter(mac=text.replace("-", ":")).first()
+        pk = parse_id(text)
+        found = qs.filter(pk=pk).first() if pk is not None else qs.filter(mac=text.replace("-", ":")).first()
     if found is None:
         raise NotFound(f"{vm.name} has no NIC {str(key)[:40]}.")
     return found
