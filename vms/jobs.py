@@ -941,13 +941,20 @@ def volume_delete(ctx: JobContext) -> dict:
 
 import logging  # noqa: E402  (self-contained block)
 
+from .services import snapshots_charged  # noqa: E402
+
 
 def snapshot_measured_size(driver: LibvirtDriver, vm: VM, snapshot: Snapshot) -> int:
-    """What the snapshot just taken holds (LibvirtDriver.snapshot_space); the estimate reserved when it
-    was asked for (still on the row) where nothing can be measured: libvirt's test driver, or an error."""
+    """What the snapshot just taken adds: the space of the VM's disks' files now (LibvirtDriver.
+    snapshot_space) less what its other snapshots are charged (so data an earlier snapshot pinned is not
+    counted twice; after a snapshot was deleted, the next one takes up what the deleted one's charge
+    left uncounted). The estimate reserved when it was asked for (still on the row) where nothing can be
+    measured: libvirt's test driver, or an error."""
     try:
-        measured = driver.snapshot_space(str(vm.uuid), snapshot.name)
+        measured = driver.snapshot_space(str(vm.uuid))
     except PortalError as exc:
         logging.getLogger(__name__).warning("measuring snapshot %s of %s: %s", snapshot.name, vm.name, exc)
         measured = 0
-    return measured or snapshot.size_bytes
+    if not measured:
+        return snapshot.size_bytes
+    return max(0, measured - snapshots_charged(vm, exclude=snapshot))
