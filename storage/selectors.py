@@ -43,7 +43,8 @@ def image_get(*, user: Actor, name_or_id: object) -> Image:
     qs = image_list(user=user)
     text = str(name_or_id).strip()
     try:
-        if text.isascii() and text.isdigit():  # "²" is a digit to isdigit(), not to int()
+        # "²" is a digit to isdigit(), not to int(); an id has at most 18 digits (int() refuses 4300+)
+        if text.isascii() and text.isdigit() and len(text) <= 18:
             return qs.get(pk=int(text))
         return qs.get(name=text)
     except Image.DoesNotExist:

@@ -17,6 +17,7 @@ from storage.models import Volume
 
 from . import disks as disk_services
 from .models import VM, DevicePropertyRule, VMDisk
+from .validation import parse_id
 
 
 @dataclass(frozen=True)
@@ -43,12 +44,12 @@ def vm_disk_get(*, vm: VM, key: object) -> VMDisk:
     text = str(key).strip()
     qs = vm.disks.select_related("volume__pool", "volume__owner", "volume__group")
     found = None
-    if text.isdigit():
-        found = qs.filter(pk=int(text)).first()
+    if (pk := parse_id(text)) is not None:
+        found = qs.filter(pk=pk).first()
     if found is None and text:
         found = qs.filter(target=text).first() or qs.filter(volume__label=text).first()
     if found is None:
-        raise NotFound(f"{vm.name} has no disk {text!r}.")
+        raise NotFound(f"{vm.name} has no disk {text[:63]!r}.")
     return found
 
 
@@ -69,11 +70,11 @@ def data_volume_get(*, actor: Actor, key: object) -> Volume:
     """One data disk the actor may see, by id or label (others' are not found, like missing ones)."""
     text = str(key).strip()
     qs = data_volumes(actor=actor)
-    found = qs.filter(pk=int(text)).first() if text.isdigit() else None
+    found = qs.filter(pk=pk).first() if (pk := parse_id(text)) is not None else None
     if found is None and text:
         found = qs.filter(label=text).first()
     if found is None:
-        raise NotFound(f"No disk {text!r}.")
+        raise NotFound(f"No disk {text[:63]!r}.")
     return found
 
 

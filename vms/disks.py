@@ -52,9 +52,10 @@ from .services import (
     vm_grow_disk,
     vm_root_disk,
 )
-from .validation import validate_size
+from .validation import parse_id, validate_size
 
 DISK_ADD, DISK_REMOVE, DISK_GROW, DISK_UPDATE = "vm.disk.add", "vm.disk.remove", "vm.disk.grow", "vm.disk.update"
+APPLY_PROPERTIES = "apply_properties"  # a grow job's param: write the disk's properties to the definition too
 VOLUME_DELETE = "volume.delete"  # a detached data disk deleted (target: the volume)
 BUSES = tuple(VMDisk.Bus.values)  # virtio (virtio-blk: vdX), scsi (the VM's one virtio-SCSI controller: sdX)
 _PREFIX: dict[str, str] = {VMDisk.Bus.VIRTIO: "vd", VMDisk.Bus.SCSI: "sd"}
@@ -155,6 +156,15 @@ def _disk_ready_vm(*, actor: Actor, vm: VM | int, verb: str) -> VM:
     return vm
 
 
+def _refuse_with_snapshots(vm: VM, verb: str) -> None:
+    """Disks are not added or removed while the VM has snapshots: an internal snapshot lives in each disk
+    it covers, and reverting to it would rewrite a disk that now belongs elsewhere (or miss a new one)."""
+    count = vm.snapshots.count()
+    if count:
+        raise Conflict(f"Cannot {verb} {vm.name}: it has {count} snapshot{'s' if count != 1 else ''}, which cover "
+                       "its disks as they are. Delete its snapshots first.")
+
+
 def _free_target(vm: VM, bus: str) -> str:
     """The first target of the bus no disk of the VM has (in any status: a target the guest may still
     hold is never reused)."""
@@ -173,7 +183,7 @@ def _disk_of(vm: VM, key: VMDisk | int | str) -> VMDisk:
         found = qs.filter(pk=key.pk).first()
     else:
         text = str(key).strip()
-        found = qs.filter(pk=int(text)).first() if text.isascii() and text.isdigit() else None
+        found = qs.filter(pk=pk).first() if (pk := parse_id(text)) is not None else None
         found = found or qs.filter(target=text).first() or qs.filter(volume__label=text).first()
     if found is None:
         raise NotFound(f"{vm.name} has no disk {str(key)[:40]}.")
@@ -187,7 +197,7 @@ def _resolve_volume(*, actor: User, key: Volume | int | str) -> Volume:
         text = key.label or str(key.pk)
     else:
         text = str(key).strip()
-        found = qs.filter(pk=int(text)).first() if text.isascii() and text.isdigit() else None
+        found = qs.filter(pk=pk).first() if (pk := parse_id(text)) is not None else None
         if found is None:
             named = qs.filter(label=text)
             found = named.filter(owner=actor).first() or named.first()
@@ -256,6 +266,7 @@ def vm_disk_add(*, actor: Actor, via: str, vm: VM | int, size_gib: object = None
     props = _validate_properties(properties, actor=user)
     with transaction.atomic():
         vm = _disk_ready_vm(actor=user, vm=vm, verb="add a disk to")
+        _refuse_with_snapshots(vm, "add a disk to")
         count = vm.disks.exclude(target=SEED_TARGET).count()
         if count >= settings.DISKS_PER_VM:
             raise InvalidState(f"{vm.name} already has {count} disks (the most a VM may have is "
@@ -322,6 +333,7 @@ def vm_disk_remove(*, actor: Actor, via: str, vm: VM | int, disk: VMDisk | int |
     delete_volume = _validate_flag(delete_volume, "delete_volume")
     with transaction.atomic():
         vm = _disk_ready_vm(actor=user, vm=vm, verb="remove a disk from")
+        _refuse_with_snapshots(vm, "remove a disk from")
         found = _disk_of(vm, disk)
         if not is_data_disk(found):
             what = "its cloud-init seed" if found.target == SEED_TARGET else "its boot disk"
@@ -406,28 +418,53 @@ def vm_disk_grow(*, actor: Actor, via: str, vm: VM | int, disk: VMDisk | int | s
 def vm_disk_update(*, actor: Actor, via: str, vm: VM | int, disk: VMDisk | int | str,
                    properties: Mapping[str, object]) -> tuple[VMDisk, Job | None, str]:
     """Change a disk's device properties (validated by vms.properties); applied live where libvirt can
-    (I/O limits), else at the VM's next start (the message says which)."""
+    (I/O limits), else at the VM's next start (the message says which). Refused on adopted VMs: their
+    definition is their own."""
     user = _check_actor(actor)
     with transaction.atomic():
         locked = _disk_ready_vm(actor=user, vm=vm, verb="change a disk of")
         found = _disk_of(locked, disk)
-        props = _validate_properties(properties, actor=user, current=found.properties)
-        if props == (found.properties or {}):
+        changed = _store_properties(user, locked, found, properties)
+        if changed is None:
             return found, None, f"Disk {found.target} of {locked.name} has these properties already."
-        _check_boot_order(locked, props, disk_id=found.pk)
-        old_props = dict(found.properties or {})
-        VMDisk.objects.filter(pk=found.pk).update(properties=props)
-        VM.objects.filter(pk=locked.pk).update(updated_at=timezone.now())
-        found.properties = props
+        props, old_props = changed
         job = job_create(kind=DISK_UPDATE, actor=user, via=via, target=locked,
                          params={"disk_id": found.pk, "target": found.target})
-        audit(actor=user, via=via, action=DISK_UPDATE, target=locked, job=job, outcome=AuditEvent.Outcome.REQUESTED,
-              message=f"Set the properties of disk {found.target} of {locked.name}: "
-                      + (", ".join(f"{k}={v}" for k, v in sorted(props.items())) or "none"),
-              data={"target": found.target, "properties": props})
+        _audit_properties(user, via, locked, found, job)
         disks_publish(locked)
+    return found, job, f"Saved the properties of disk {found.target} of {locked.name}{_when(locked, props, old_props)}."
+
+
+def _store_properties(user: User, vm: VM, disk: VMDisk, properties: Mapping[str, object]
+                      ) -> tuple[dict, dict] | None:
+    """Validate and write a disk's new properties (the VM locked and ready); (new, old), or None when
+    nothing changes."""
+    if vm.adopted_at is not None:
+        raise Conflict(f"{vm.name} was adopted: its definition is its own, so the portal does not change its "
+                       "disks' properties.")
+    props = _validate_properties(properties, actor=user, current=disk.properties)
+    if props == (disk.properties or {}):
+        return None
+    _check_boot_order(vm, props, disk_id=disk.pk)
+    old_props = dict(disk.properties or {})
+    VMDisk.objects.filter(pk=disk.pk).update(properties=props)
+    VM.objects.filter(pk=vm.pk).update(updated_at=timezone.now())
+    disk.properties = props
+    return props, old_props
+
+
+def _audit_properties(user: User, via: str, vm: VM, disk: VMDisk, job: Job) -> None:
+    props = disk.properties or {}
+    audit(actor=user, via=via, action=DISK_UPDATE, target=vm, job=job, outcome=AuditEvent.Outcome.REQUESTED,
+          message=f"Set the properties of disk {disk.target} of {vm.name}: "
+                  + (", ".join(f"{k}={v}" for k, v in sorted(props.items())) or "none"),
+          data={"target": disk.target, "properties": props})
+
+
+def _when(vm: VM, props: Mapping[str, object], old_props: Mapping[str, object]) -> str:
+    """When changed properties take effect, for the message."""
     when = ""
-    if locked.status in VMStatus.ACTIVE:
+    if vm.status in VMStatus.ACTIVE:
         changed = {k for k in set(props) | set(old_props) if props.get(k) != old_props.get(k)}
         live = changed & set(IOTUNE_KEYS)
         later = changed - live
@@ -437,7 +474,37 @@ def vm_disk_update(*, actor: Actor, via: str, vm: VM | int, disk: VMDisk | int |
             when = " (I/O limits apply at once; the others at its next start)"
         else:
             when = " (they take effect at its next start)"
-    return found, job, f"Saved the properties of disk {found.target} of {locked.name}{when}."
+    return when
+
+
+def vm_disk_change(*, actor: Actor, via: str, vm: VM | int, disk: VMDisk | int | str, size_gib: object = None,
+                   properties: Mapping[str, object] | None = None) -> tuple[VMDisk, Job | None, str]:
+    """Grow a disk and/or change its properties in one request (the API's PATCH). Both together: the
+    properties are saved first and the grow job applies them to the definition after growing (one job:
+    a second would be refused while the first is queued)."""
+    if properties is None:
+        return vm_disk_grow(actor=actor, via=via, vm=vm, disk=disk, size_gib=size_gib)
+    if size_gib is None:
+        return vm_disk_update(actor=actor, via=via, vm=vm, disk=disk, properties=properties)
+    user = _check_actor(actor)
+    with transaction.atomic():
+        locked = _disk_ready_vm(actor=user, vm=vm, verb="change a disk of")
+        found = _disk_of(locked, disk)
+        changed = _store_properties(user, locked, found, properties)
+        found, job, message = vm_disk_grow(actor=user, via=via, vm=locked, disk=found, size_gib=size_gib)
+        if changed is None:
+            return found, job, message
+        props, old_props = changed
+        if job is None:  # the size was right already: the properties' own job
+            job = job_create(kind=DISK_UPDATE, actor=user, via=via, target=locked,
+                             params={"disk_id": found.pk, "target": found.target})
+        else:
+            Job.objects.filter(pk=job.pk).update(params={**job.params, APPLY_PROPERTIES: True})
+            job.params = {**job.params, APPLY_PROPERTIES: True}
+        _audit_properties(user, via, locked, found, job)
+        disks_publish(locked)
+    return found, job, (f"{message} Saved the properties of disk {found.target} of {locked.name}"
+                        f"{_when(locked, props, old_props)}.")
 
 
 def _check_boot_order(vm: VM, properties: Mapping[str, object], *, disk_id: int | None = None) -> None:

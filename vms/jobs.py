@@ -549,13 +549,19 @@ def _grow_failed(job: Job, error: str) -> None:
         Volume.objects.filter(pk=disk.volume_id, capacity_gib=job.params["disk_gib"]).update(
             capacity_gib=job.params["previous_gib"])
         _failed_audit(job, vm, f"Growing disk {job.params.get('label') or disk.target} to {job.params['disk_gib']} "
-                               f"GiB failed: {error}")
+                               f"GiB failed: {error}{_saved_properties_note(job)}")
         disks_publish(vm)
         return
     VM.objects.filter(pk=vm.pk, disk_gib=job.params["disk_gib"]).update(disk_gib=job.params["previous_gib"])
     vm.refresh_from_db()
-    _failed_audit(job, vm, f"Growing the disk to {job.params['disk_gib']} GiB failed: {error}")
+    _failed_audit(job, vm, f"Growing the disk to {job.params['disk_gib']} GiB failed: {error}"
+                           f"{_saved_properties_note(job)}")
     vm_publish(vm)
+
+
+def _saved_properties_note(job: Job) -> str:
+    return " (the disk's new properties are saved: they apply when the VM is next defined)" \
+        if job.params.get("apply_properties") else ""
 
 
 def _grown_disk(job: Job, vm: VM) -> VMDisk | None:
@@ -579,6 +585,10 @@ def grow_disk(ctx: JobContext) -> dict:
     get_driver(vm.host.uri).grow_disk(str(vm.uuid), target=disk.target, pool=volume.pool.name, volume=volume.name,
                                       capacity_bytes=size * 1024**3)
     Volume.objects.filter(pk=volume.pk).update(capacity_gib=size)
+    if ctx.job.params.get("apply_properties"):  # a PATCH that also changed its properties (vms.disks.vm_disk_change)
+        ctx.progress(80, f"Updating disk {disk.target}")
+        disk.refresh_from_db()
+        _apply_disk_properties(vm, disk)
     if volume.owner_id is not None:
         _done(ctx.job, vm, "vm.disk.grown", f"Grew disk {volume.label} ({disk.target}) of {vm.name} to {size} GiB")
         disks_publish(vm)
@@ -756,10 +766,16 @@ for _kind in ("vm.cdrom.insert", "vm.cdrom.eject"):
 
 def _deleted_with(volume: Volume, vm: VM) -> bool:
     """Whether a deleted VM's volume goes with it: its own disks (boot, seed: no owner) always; a data disk
-    only when it is not shareable and no other VM has it attached. A shareable data disk stays (it is the
-    owner's, counted on their quota, until they delete it)."""
+    only when the VM's owner (a team VM: its group) owns it, it is not shareable and no other VM has it
+    attached. Other data disks stay, detached: a shareable one, or one of someone else (a team member's
+    own disk attached to the team's VM is not the team's to destroy) - counted on its owner's quota until
+    they delete it."""
     if volume.owner_id is None:
         return True
+    same_owner = volume.group_id == vm.group_id if vm.group_id else \
+        (volume.owner_id == vm.owner_id and volume.group_id is None)
+    if not same_owner:
+        return False
     others = VMDisk.objects.filter(volume=volume).exclude(vm=vm).exclude(vm__status=VMStatus.DELETED)
     return not volume.shareable and not others.exists()
 
@@ -876,6 +892,19 @@ def _disk_update_failed(job: Job, error: str) -> None:
     disks_publish(vm)
 
 
+def _apply_disk_properties(vm: VM, disk: VMDisk) -> bool:
+    """Write the disk's stored properties to the definition; True when the I/O limits changed live too."""
+    driver = get_driver(vm.host.uri)
+    if not driver.domain_exists(str(vm.uuid)):
+        return False
+    driver.replace_disk_config(str(vm.uuid), disk_spec(disk))
+    # I/O limits change on the running guest too (libvirt's setBlockIoTune); the rest waits for a start.
+    if driver.domain_info(str(vm.uuid)).state.is_active and driver.capabilities().real_guests:
+        driver.set_block_iotune(str(vm.uuid), disk.target, iotune_of(disk.properties or {}), live=True)
+        return True
+    return False
+
+
 @job_handler("vm.disk.update", on_failure=_disk_update_failed)
 def disk_update(ctx: JobContext) -> dict:
     """The definition gets the disk's new properties; a running guest keeps the old ones until its next start."""
@@ -883,15 +912,8 @@ def disk_update(ctx: JobContext) -> dict:
     disk = _disk_row(ctx.job)
     if disk is None:
         return {"already_removed": True}
-    driver = get_driver(vm.host.uri)
     ctx.progress(40, f"Updating disk {disk.target}")
-    live = False
-    if driver.domain_exists(str(vm.uuid)):
-        driver.replace_disk_config(str(vm.uuid), disk_spec(disk))
-        # I/O limits change on the running guest too (libvirt's setBlockIoTune); the rest waits for a start.
-        if driver.domain_info(str(vm.uuid)).state.is_active and driver.capabilities().real_guests:
-            driver.set_block_iotune(str(vm.uuid), disk.target, iotune_of(disk.properties or {}), live=True)
-            live = True
+    live = _apply_disk_properties(vm, disk)
     _done(ctx.job, vm, "vm.disk.updated", f"Updated the properties of disk {disk.target} of {vm.name}")
     disks_publish(vm)
     return {"target": disk.target, "properties": disk.properties, "iotune_live": live}
@@ -919,13 +941,20 @@ def volume_delete(ctx: JobContext) -> dict:
 
 import logging  # noqa: E402  (self-contained block)
 
+from .services import snapshots_charged  # noqa: E402
+
 
 def snapshot_measured_size(driver: LibvirtDriver, vm: VM, snapshot: Snapshot) -> int:
-    """What the snapshot just taken holds (LibvirtDriver.snapshot_space); the estimate reserved when it
-    was asked for (still on the row) where nothing can be measured: libvirt's test driver, or an error."""
+    """What the snapshot just taken adds: the space of the VM's disks' files now (LibvirtDriver.
+    snapshot_space) less what its other snapshots are charged (so data an earlier snapshot pinned is not
+    counted twice; after a snapshot was deleted, the next one takes up what the deleted one's charge
+    left uncounted). The estimate reserved when it was asked for (still on the row) where nothing can be
+    measured: libvirt's test driver, or an error."""
     try:
-        measured = driver.snapshot_space(str(vm.uuid), snapshot.name)
+        measured = driver.snapshot_space(str(vm.uuid))
     except PortalError as exc:
         logging.getLogger(__name__).warning("measuring snapshot %s of %s: %s", snapshot.name, vm.name, exc)
         measured = 0
-    return measured or snapshot.size_bytes
+    if not measured:
+        return snapshot.size_bytes
+    return max(0, measured - snapshots_charged(vm, exclude=snapshot))

@@ -12,8 +12,9 @@ What is checked here, on the merged result (`current` with the change over it):
   read_*/write_* limits of the same kind (libvirt: "total and read/write of the same kind cannot be set
   at the same time");
 - who may set what: administrators (and the system) everything valid; users only properties whose rule
-  allows them, only its allowed values when it lists some. Only what changes is checked, so a user can
-  resubmit a device's properties that an administrator set.
+  allows them, only its allowed values when it lists some — and then users cannot remove the property
+  (its default is none of those values). Only what changes is checked, so a user can resubmit a
+  device's properties that an administrator set.
 A boot order must also be unique among the VM's devices: that needs the VM, so `check_boot_order`
 does it (callers that know the VM call it too). libvirt refuses `<os><boot dev>` together with
 per-device boot orders; the domain XML emits the former only when no device has an order, so a VM whose
@@ -29,6 +30,8 @@ from typing import Any
 
 from portal.actors import is_admin
 from portal.exceptions import ValidationFailed
+
+from .validation import parse_whole_number
 
 DISK = "disk"
 NIC = "nic"
@@ -117,13 +120,16 @@ def normalise_value(info: PropertyInfo, value: object) -> str | int:
             raise _fail(f"{info.name} must be a whole number, not {value!r}.")
         if isinstance(value, int):
             number = value
-        elif isinstance(value, str) and value.strip().isdigit():
-            number = int(value.strip())
+        elif isinstance(value, str) and (parsed := parse_whole_number(value, digits=30)) is not None:
+            number = parsed
+        elif isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
+            raise _fail(f"{info.name} must be between {info.minimum or 0} and {info.maximum}.")  # 31+ digits
         else:
             raise _fail(f"{info.name} must be a whole number, not {str(value)[:40]!r}.")
         low = info.minimum if info.minimum is not None else 0
         if number < low or (info.maximum is not None and number > info.maximum):
-            raise _fail(f"{info.name} must be between {low} and {info.maximum}, not {number}.")
+            got = f", not {number}" if -10**20 < number < 10**20 else ""  # str() of a huge int fails
+            raise _fail(f"{info.name} must be between {low} and {info.maximum}{got}.")
         return number
     if not isinstance(value, str):
         raise _fail(f"{info.name} must be text, not {str(value)[:40]!r}.")
@@ -161,8 +167,11 @@ def _user_may_set(device: str, name: str, value: object) -> None:
     rule = DevicePropertyRule.objects.filter(device=device, name=name).first()
     if rule is None or not rule.users_may_set:
         raise _fail(f"{name} may be set by administrators only.")
-    if value is None or not rule.allowed_values:
+    if not rule.allowed_values:
         return
+    if value is None:  # the default is no value the rule lists: removing it is for administrators
+        raise _fail(f"{name} is limited to {', '.join(str(v) for v in rule.allowed_values)}: only an administrator "
+                    "may remove it.")
     info = property_info(device, name)
     assert info is not None
     allowed = []

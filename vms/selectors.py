@@ -20,6 +20,7 @@ from portal.models import AuditEvent, Job
 
 from .choices import VMStatus
 from .models import VM, Flavor, Snapshot, VMNic
+from .validation import parse_id
 
 
 def vm_visible(*, user: Actor) -> QuerySet[VM]:
@@ -51,8 +52,11 @@ def vm_get(*, user: Actor, vm_id: object) -> VM:
     qs = vm_visible(user=user)
     text = str(vm_id).strip()
     try:
-        if text.isdigit():
-            return qs.get(pk=int(text))
+        if text.isdigit():  # ids; "²" or 30 digits are no VM's
+            pk = parse_id(text)
+            if pk is None:
+                raise VM.DoesNotExist
+            return qs.get(pk=pk)
         return qs.get(uuid=uuid.UUID(text))
     except (VM.DoesNotExist, ValueError):
         raise NotFound(f"VM {text[:64]} not found.") from None
@@ -91,8 +95,9 @@ def vm_snapshot_get(*, vm: VM, key: Snapshot | int | str) -> Snapshot:
     qs = vm_snapshots(vm=vm)
     if hasattr(key, "pk"):
         found = qs.filter(pk=key.pk).first()
-    elif isinstance(key, int) or str(key).strip().isdigit():
-        found = qs.filter(pk=int(key)).first()
+    elif isinstance(key, int) or str(key).strip().isdigit():  # digits never name a snapshot
+        pk = parse_id(key)
+        found = qs.filter(pk=pk).first() if pk is not None else None
     else:
         found = qs.filter(name=str(key).strip()).first()
     if found is None:
@@ -115,7 +120,8 @@ def flavor_get(*, user: Actor, name_or_id: object) -> Flavor:
     """One flavor the user may choose, by name or numeric id."""
     qs = flavor_list(user=user)
     text = str(name_or_id).strip()
-    flavor = qs.filter(pk=int(text)).first() if text.isdigit() else qs.filter(name=text).first()
+    pk = parse_id(text)
+    flavor = qs.filter(pk=pk).first() if pk is not None else qs.filter(name=text).first()
     if flavor is None:
         raise NotFound(f"Flavor {text[:40]!r} not found.")
     return flavor
@@ -188,7 +194,8 @@ def vm_nic_get(*, vm: VM, key: object) -> VMNic:
     """One NIC of the VM, by id or MAC."""
     text = str(key).strip().lower()
     qs = vm.nics.select_related("network")
-    found = qs.filter(pk=int(text)).first() if text.isdigit() else qs.filter(mac=text.replace("-", ":")).first()
+    pk = parse_id(text)
+    found = qs.filter(pk=pk).first() if pk is not None else qs.filter(mac=text.replace("-", ":")).first()
     if found is None:
         raise NotFound(f"{vm.name} has no NIC {text[:40]}.")
     return found

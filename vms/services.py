@@ -44,6 +44,7 @@ from .models import VM, Flavor, Snapshot, VMDisk, VMNic
 from .scheduling import networks_constraint
 from .selectors import vm_snapshot_get, vm_visible
 from .validation import (
+    parse_id,
     validate_description,
     validate_size,
     validate_snapshot_name,
@@ -188,7 +189,7 @@ def _resolve_size(*, flavor: Flavor | str | None, vcpus: object, memory_mib: obj
 
 def _is_id(text: str) -> bool:
     """A row id typed as text: ASCII digits only ("²" is a digit to isdigit(), not to int())."""
-    return text.isascii() and text.isdigit()
+    return parse_id(text) is not None
 
 
 def _lock_image(image: Image) -> None:
@@ -885,7 +886,8 @@ def _nic_of(vm: VM, key: VMNic | int | str) -> VMNic:
         found = qs.filter(pk=key.pk).first()
     else:
         text = str(key).strip().lower()
-        found = qs.filter(pk=int(text)).first() if text.isdigit() else qs.filter(mac=text.replace("-", ":")).first()
+        pk = parse_id(text)
+        found = qs.filter(pk=pk).first() if pk is not None else qs.filter(mac=text.replace("-", ":")).first()
     if found is None:
         raise NotFound(f"{vm.name} has no NIC {str(key)[:40]}.")
     return found
@@ -1046,27 +1048,42 @@ def vm_nic_update(*, actor: Actor, via: str, vm: VM | int, nic: VMNic | int | st
 
 # --- snapshot space (issue #11) ------------------------------------------------------------------
 # A snapshot holds space in the VM's disks and counts against the owner's (or team's) disk quota
-# (vms.selectors.vm_quota_usage adds every snapshot's size_bytes). Before one is taken, an estimate is
-# reserved: the VM's memory when it runs (the RAM state) plus what its disks have allocated (the data
-# the snapshot pins). The row carries the estimate while it is taken, so concurrent snapshots see each
-# other; the job then stores what was measured (LibvirtDriver.snapshot_space).
+# (vms.selectors.vm_quota_usage adds every snapshot's size_bytes). Each snapshot is charged what it
+# adds: the disks' files' space after it is taken less what the VM's other snapshots are charged
+# already (the data an earlier snapshot pinned is not counted again). Before one is taken, an estimate
+# is reserved: the VM's memory when it runs (the RAM state) plus what its disks have allocated beyond
+# the other snapshots' charges (the data the snapshot pins). The row carries the estimate while it is
+# taken, so concurrent snapshots see each other; the job then stores what was measured
+# (LibvirtDriver.snapshot_space, less the other snapshots' charges: vms.jobs.snapshot_measured_size).
 
-from portal import units  # noqa: E402  (self-contained block)
+from django.db.models import Sum  # noqa: E402  (self-contained block)
+
+from portal import units  # noqa: E402
 from portal.exceptions import PortalError, QuotaExceeded  # noqa: E402
 
 
 def snapshot_space_estimate(vm: VM) -> int:
-    """Bytes a new snapshot of `vm` may hold: its memory when it runs, plus its writable disks' allocation
-    as libvirt reports it (each disk's full size when the host cannot say)."""
-    estimate = vm.memory_mib * 1024**2 if vm.status in VMStatus.ACTIVE else 0
+    """Bytes a new snapshot of `vm` may add: its memory when it runs, plus its writable disks' allocation
+    as libvirt reports it (each disk's full size when the host cannot say) less what the VM's snapshots
+    are charged already (the data they pin is counted once)."""
+    memory = vm.memory_mib * 1024**2 if vm.status in VMStatus.ACTIVE else 0
     driver = get_driver(vm.host.uri)
+    allocated = 0
     for disk in vm.disks.select_related("volume__pool").filter(readonly=False):
         volume = disk.volume
         try:
-            estimate += driver.volume_info(pool=volume.pool.name, name=volume.name).allocation_bytes
+            allocated += driver.volume_info(pool=volume.pool.name, name=volume.name).allocation_bytes
         except PortalError:
-            estimate += volume.capacity_gib * 1024**3  # the most it can hold
-    return estimate
+            allocated += volume.capacity_gib * 1024**3  # the most it can hold
+    return memory + max(0, allocated - snapshots_charged(vm))
+
+
+def snapshots_charged(vm: VM, *, exclude: Snapshot | None = None) -> int:
+    """Bytes the VM's snapshots (but `exclude`) are charged."""
+    qs = Snapshot.objects.filter(vm=vm)
+    if exclude is not None:
+        qs = qs.exclude(pk=exclude.pk)
+    return int(qs.aggregate(n=Sum("size_bytes"))["n"] or 0)
 
 
 def snapshot_space_reserve(vm: VM) -> int:

@@ -59,6 +59,30 @@ def validate_snapshot_name(name: object) -> str:
     return value
 
 
+ID_DIGITS_MAX = 18  # a row id (a 64-bit key) has at most 19 digits; 18 keeps int() and the database safe
+
+
+def parse_id(key: object) -> int | None:
+    """A row id typed as text (or an int), else None: ASCII digits only ("²" and "٣" are digits to
+    str.isdigit(), not to int()) and at most ID_DIGITS_MAX of them (int() refuses more than 4300)."""
+    if isinstance(key, bool):
+        return None
+    if isinstance(key, int):
+        return key if 0 <= key < 10**ID_DIGITS_MAX else None
+    text = str(key).strip()
+    if not text or len(text) > ID_DIGITS_MAX or not text.isascii() or not text.isdigit():
+        return None
+    return int(text)
+
+
+def parse_whole_number(text: str, *, digits: int = 15) -> int | None:
+    """A whole number typed as text (ASCII digits, at most `digits` of them), else None."""
+    text = text.strip()
+    if not text or len(text) > digits or not text.isascii() or not text.isdigit():
+        return None
+    return int(text)
+
+
 _LABELS = {"vcpus": ("vCPUs", ""), "memory_mib": ("Memory", " MiB"), "disk_gib": ("Disk", " GiB")}
 
 
@@ -66,17 +90,20 @@ def validate_size(field: str, value: object) -> int:
     label, unit = _LABELS[field]
     if isinstance(value, bool):
         raise ValidationFailed(f"{label} must be a whole number.", field=field)
+    low, high = settings.VM_LIMITS[field]
     if isinstance(value, str):
-        value = value.strip()
-        if not value.isdigit():
-            raise ValidationFailed(f"{label} must be a whole number (got {value[:20]!r}).", field=field)
-        value = int(value)
+        text = value.strip()
+        number = parse_whole_number(text, digits=30)
+        if number is None:
+            if text.isascii() and text.isdigit():  # more digits than any limit
+                raise ValidationFailed(f"{label} must be between {low} and {high}{unit}.", field=field)
+            raise ValidationFailed(f"{label} must be a whole number (got {text[:20]!r}).", field=field)
+        value = number
     if not isinstance(value, int):
         raise ValidationFailed(f"{label} must be a whole number.", field=field)
-    low, high = settings.VM_LIMITS[field]
     if value < low or value > high:
-        raise ValidationFailed(f"{label} must be between {low} and {high}{unit} (got {value}{unit}).",
-                               field=field)
+        got = f" (got {value}{unit})" if -10**20 < value < 10**20 else ""  # str() of a huge int fails
+        raise ValidationFailed(f"{label} must be between {low} and {high}{unit}{got}.", field=field)
     return value
 
 

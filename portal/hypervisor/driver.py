@@ -1819,13 +1819,13 @@ class LibvirtDriver:
 
         return self._call(f"I/O limits of {target} of {uuid}", fn)
 
-    def snapshot_space(self, uuid: str, name: str) -> int:
-        """Bytes an internal snapshot holds in the domain's writable qcow2 disks: its RAM state plus the
-        guest data the disks held when it was taken (every cluster of which the snapshot keeps, however
-        the guest overwrites it later), i.e. per disk the file's allocation less all snapshots' RAM
-        states in it. Measure right after taking it. Read with `qemu-img info --force-share` where the
-        files are visible to this machine; elsewhere libvirt's block allocation (without the RAM state,
-        which only the file tells). 0 on libvirt's test driver (no files)."""
+    def snapshot_space(self, uuid: str) -> int:
+        """Bytes the domain's writable qcow2 disks take in their files: every internal snapshot's RAM state
+        and the clusters the snapshots keep, plus the live data. Measured right after a snapshot is taken,
+        this less what the domain's other snapshots are charged is what that one adds (the growth since
+        the previous measurement; vms.jobs charges that, so no data is counted twice). Read with `qemu-img info --force-share`
+        (`actual-size`) where the files are visible to this machine; elsewhere libvirt's block
+        allocation. 0 on libvirt's test driver (no files)."""
         if self.is_test:
             return 0
 
@@ -1842,11 +1842,7 @@ class LibvirtDriver:
         total = 0
         for path, allocation in self._call(f"disks of {uuid}", fn):
             info = _qemu_img_info(path)
-            if info is None:
-                total += allocation
-                continue
-            states = {s.get("name"): int(s.get("vm-state-size") or 0) for s in info.get("snapshots") or []}
-            total += states.get(name, 0) + max(0, int(info.get("actual-size") or 0) - sum(states.values()))
+            total += allocation if info is None else int(info.get("actual-size") or 0)
         return total
 
 

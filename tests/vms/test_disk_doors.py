@@ -13,6 +13,7 @@ from io import StringIO
 import pytest
 from django.core.management import CommandError, call_command
 
+from portal.exceptions import NotFound
 from storage.models import Volume
 from vms.models import VM, VMDisk
 
@@ -348,3 +349,36 @@ def test_admin_shows_disks_and_deletes_detached_data_disks_through_the_service(a
     boot = VM.objects.get(pk=vm["id"]).disks.get(target="vda").volume
     assert client.get(f"/admin/storage/volume/{boot.pk}/delete/").status_code in (302, 403)
     assert Volume.objects.filter(pk=boot.pk).exists()
+
+
+# --- review fixes (issue #11) -----------------------------------------------------------------------
+
+ODD_IDS = ["²", "١", "9" * 5000, "1" + "0" * 30]  # digits to str.isdigit(), not to int(); too long for it
+
+
+def test_api_odd_digit_ids_and_sizes_are_404_and_400_never_500(alice, client_for, vm_of):
+    client = client_for(alice)
+    vm = vm_of(alice)
+    base = f"/api/vms/{vm['id']}"
+    for key in ODD_IDS:
+        for url in (f"{base}/disks/{key}/", f"/api/disks/{key}/", f"{base}/nics/{key}/", f"{base}/snapshots/{key}/"):
+            response = client.get(url)
+            assert response.status_code == 404, (url[:80], response.status_code)
+        added = _add(client, vm, size_gib=key)
+        assert added.status_code == 400 and "size_gib" in added.json()["errors"], added.json()
+        assert len(added.json()["errors"]["size_gib"][0]) < 200
+    assert VMDisk.objects.filter(vm_id=vm["id"]).count() == 1
+
+
+def test_disk_lookups_of_the_services_take_odd_digits_as_labels(alice, vm_of):
+    from vms import disk_doors
+    from vms.validation import parse_id
+
+    vm = VM.objects.get(pk=vm_of(alice)["id"])
+    for key in ODD_IDS:
+        assert parse_id(key) is None
+        with pytest.raises(NotFound):
+            disk_doors.vm_disk_get(vm=vm, key=key)
+        with pytest.raises(NotFound):
+            disk_doors.data_volume_get(actor=alice, key=key)
+    assert parse_id(" 12 ") == 12 and parse_id(7) == 7 and parse_id(True) is None

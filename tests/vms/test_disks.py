@@ -229,3 +229,79 @@ def test_grow_rules_for_data_disks(test_host, alice):
     with pytest.raises(ValidationFailed, match="read-only"):
         vm_disk_grow(actor=alice, via="api", vm=two, disk="grow", size_gib=3)
     assert Volume.objects.get(label="grow").capacity_gib == 2
+
+
+# --- review fixes (issue #11) -----------------------------------------------------------------------
+
+def test_deleting_a_team_vm_keeps_a_members_own_disk_and_deletes_the_teams(test_host, alice, bob, driver):
+    from django.contrib.auth.models import Group
+
+    from quotas.models import Quota
+
+    team = Group.objects.create(name="team-d")
+    alice.groups.add(team)
+    bob.groups.add(team)
+    Quota.objects.create(group=team, max_vms=2, max_vcpus=4, max_memory_mib=2048, max_disk_gib=20)
+    vm = make_vm(alice, name="team-1", group=team)
+    job_ok(vm_disk_add(actor=alice, via="api", vm=vm, size_gib=1, label="teams")[1])  # the team's
+    own, job, _ = vm_disk_add(actor=bob, via="api", vm=make_vm(bob, name="bobs"), size_gib=1, label="bobs-own")
+    job_ok(job)
+    job_ok(vm_disk_remove(actor=bob, via="api", vm=own.vm, disk="bobs-own")[1])
+    job_ok(vm_disk_add(actor=bob, via="api", vm=vm, volume="bobs-own")[1])  # bob's own disk on the team's VM
+    bobs = Volume.objects.get(label="bobs-own")
+    assert (bobs.owner, bobs.group) == (bob, None)
+    job_ok(services.vm_delete(actor=alice, via="api", vm=vm).job)
+    assert not Volume.objects.filter(label="teams").exists()
+    kept = Volume.objects.get(pk=bobs.pk)  # detached, still bob's (and on his quota)
+    assert not VMDisk.objects.filter(volume=kept).exists()
+    assert kept.name in {v.name for v in driver.list_volumes(pool=kept.pool.name)}
+
+
+def test_disks_are_not_added_or_removed_while_the_vm_has_snapshots(test_host, alice):
+    from vms.models import Snapshot
+
+    vm = make_vm(alice)
+    disk, job, _ = vm_disk_add(actor=alice, via="api", vm=vm, size_gib=1, label="before")
+    job_ok(job)
+    snap = Snapshot.objects.create(vm=vm, name="s1", status="ready")
+    with pytest.raises(Conflict, match="it has 1 snapshot, which cover its disks as they are. Delete its snapshots"):
+        vm_disk_add(actor=alice, via="api", vm=vm, size_gib=1, label="after")
+    with pytest.raises(Conflict, match="Cannot remove a disk from web-1: it has 1 snapshot"):
+        vm_disk_remove(actor=alice, via="api", vm=vm, disk="before")
+    assert not Volume.objects.filter(label="after").exists()
+    assert VMDisk.objects.get(pk=disk.pk).status == "attached"
+    snap.delete()
+    job_ok(vm_disk_remove(actor=alice, via="api", vm=vm, disk="before")[1])
+
+
+def test_an_adopted_vms_disk_properties_are_its_own(test_host, alice, admin_user):
+    from django.utils import timezone
+
+    from vms.disks import vm_disk_change, vm_disk_update
+
+    vm = make_vm(alice)
+    VM.objects.filter(pk=vm.pk).update(adopted_at=timezone.now())
+    for call in (lambda: vm_disk_update(actor=admin_user, via="api", vm=vm, disk="vda", properties={"cache": "none"}),
+                 lambda: vm_disk_change(actor=admin_user, via="api", vm=vm, disk="vda", size_gib=1,
+                                        properties={"cache": "none"})):
+        with pytest.raises(Conflict, match="was adopted: its definition is its own"):
+            call()
+    assert VMDisk.objects.get(vm=vm, target="vda").properties in ({}, None)
+    assert not Job.objects.filter(kind="vm.disk.update").exists()
+
+
+def test_a_patch_with_size_and_properties_is_one_request(test_host, alice, admin_user):
+    """Both together: the properties first, then the size; a refused grow (the test driver cannot grow)
+    leaves the properties as they were; an unchanged size with new properties is the properties' job."""
+    from vms.disks import vm_disk_change
+
+    vm = make_vm(admin_user)
+    disk, job, _ = vm_disk_add(actor=admin_user, via="api", vm=vm, size_gib=1, label="d")
+    job_ok(job)
+    with pytest.raises(Conflict, match="cannot grow disks"):
+        vm_disk_change(actor=admin_user, via="api", vm=vm, disk="d", size_gib=2, properties={"cache": "none"})
+    assert VMDisk.objects.get(pk=disk.pk).properties == {}
+    _, job, message = vm_disk_change(actor=admin_user, via="api", vm=vm, disk="d", size_gib=1,
+                                     properties={"cache": "none"})
+    assert job_ok(job).kind == "vm.disk.update" and "already 1 GiB" in message and "Saved the properties" in message
+    assert VMDisk.objects.get(pk=disk.pk).properties == {"cache": "none"}

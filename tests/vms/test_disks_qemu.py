@@ -1,6 +1,7 @@
 """Data disks on the real qemu:///system hypervisor, seen from inside the busybox guest (one guest for the
 module): a disk hot-plugged on virtio-SCSI shows up in /sys/block, a read-only disk refuses writes, a
-hot-unplugged disk leaves /sys/block, a live grow is seen in the guest's size, a snapshot of a VM with
+hot-unplugged disk leaves /sys/block, a live grow is seen in the guest's size (with a property change too,
+in one job), a snapshot of a VM with
 several disks works, device properties (cache, serial, a live IOPS limit) reach the
 guest, and deleting the VM deletes its own data disks.
 """
@@ -17,7 +18,7 @@ from portal.models import Job
 from storage.models import Volume
 from tests.guest_shell import GuestShell
 from vms import services
-from vms.disks import vm_disk_add, vm_disk_grow, vm_disk_remove, vm_disk_update
+from vms.disks import vm_disk_add, vm_disk_change, vm_disk_grow, vm_disk_remove, vm_disk_update
 from vms.models import VM, DevicePropertyRule
 
 pytestmark = pytest.mark.qemu
@@ -102,6 +103,14 @@ def test_disks_hot_plug_read_only_unplug_and_live_grow_in_the_guest(qemu_host, g
         assert job_ok(job).result["iotune_live"] is True
         assert driver.block_iotune(uuid, "vdd")["total_iops_sec"] == 500
         assert driver.block_iotune(uuid, "vdd", inactive=True)["total_iops_sec"] == 500
+
+        # Size and properties in one request (the API's PATCH): one grow job that applies both.
+        _, job, message = vm_disk_change(actor=alice, via="api", vm=vm, disk="growing", size_gib=3,
+                                         properties={"total_iops_sec": 300})
+        assert job_ok(job).kind == "vm.disk.grow" and "Saved the properties" in message
+        wait_for(shell, "cat /sys/block/vdc/size", str(3 * GIB_SECTORS))
+        assert driver.block_iotune(uuid, "vdc")["total_iops_sec"] == 300
+        assert driver.block_iotune(uuid, "vdc", inactive=True)["total_iops_sec"] == 300
 
         # A snapshot with the RAM of a VM with several disks (the read-only one is left out of it).
         snapshot, job, _ = services.snapshot_create(actor=alice, via="api", vm=vm, name="many-disks")

@@ -286,3 +286,24 @@ def test_nic_set_on_the_command_line(nic_vm, alice, test_host):
     assert VMNic.objects.get(pk=nic.pk).properties == {}
     with pytest.raises(CommandError, match="--prop takes NAME=VALUE"):
         call_command("vm", "--user", "alice", "nic-set", "web-1", str(nic.pk), "--prop", "boot_order")
+
+
+# --- review fixes (issue #11) -----------------------------------------------------------------------
+
+@pytest.mark.django_db
+def test_users_cannot_remove_a_property_whose_rule_lists_allowed_values(alice, admin_user):
+    DevicePropertyRule.objects.filter(device="disk", name="cache").update(allowed_values=["none", "writeback"])
+    current = {"cache": "none", "serial": "S1"}
+    for removal in (None, "", "  "):
+        with pytest.raises(ValidationFailed, match="cache is limited to none, writeback: only an administrator"):
+            validate({"cache": removal}, actor=alice, current=current)
+    assert validate({"cache": "writeback"}, actor=alice, current=current)["cache"] == "writeback"
+    assert validate({"serial": None}, actor=alice, current=current) == {"cache": "none"}  # no list: removable
+    assert validate({"cache": None}, actor=admin_user, current=current) == {"serial": "S1"}
+
+
+@pytest.mark.parametrize("value", ["²", "١٢", "9" * 5000, "1" + "0" * 40])
+def test_odd_digit_strings_are_a_validation_error_not_a_crash(value):
+    with pytest.raises(ValidationFailed) as err:
+        validate({"boot_order": value})
+    assert "boot_order" in err.value.message and len(err.value.message) < 200

@@ -1,6 +1,7 @@
 """Device properties and snapshot space on the real qemu:///system hypervisor, with ONE busybox guest:
 a root disk with cache=none and a serial (the live XML has them, the guest reads the serial), an IOPS
-limit changed live, and the space a snapshot of the running guest holds, measured from its qcow2 file.
+limit changed live, and the space snapshots of the running guest hold, measured from its qcow2 file
+(a second one charged only what it adds).
 """
 
 from __future__ import annotations
@@ -25,6 +26,11 @@ SERIAL = "PORTAL-SER_1.a"
 
 def vda(xml: str) -> ET.Element:
     return next(d for d in ET.fromstring(xml).findall("devices/disk") if d.find("target").get("dev") == "vda")
+
+
+def qemu_img_info(path: str) -> dict:
+    return json.loads(subprocess.run(["qemu-img", "info", "--force-share", "--output=json", "-f", "qcow2", path],
+                                     capture_output=True, text=True, check=True).stdout)
 
 
 def job_ok(job):
@@ -68,11 +74,20 @@ def test_disk_properties_reach_the_guest_and_a_snapshot_s_space_is_measured(qemu
     snapshot.refresh_from_db()
     assert snapshot.has_memory
     # What it holds, from the file itself: its RAM state plus the guest data of the disk then.
-    info = json.loads(subprocess.run(["qemu-img", "info", "--force-share", "--output=json", "-f", "qcow2",
-                                      root.volume.path], capture_output=True, text=True, check=True).stdout)
+    info = qemu_img_info(root.volume.path)
     state = {s["name"]: int(s["vm-state-size"]) for s in info["snapshots"]}["with-ram"]
     assert state > 1024**2  # a running guest's RAM state: more than a MiB
     assert state < snapshot.size_bytes <= state + int(info["actual-size"])
     assert snapshot_space_gib(user=alice) == -(-snapshot.size_bytes // 1024**3)
     assert vm_quota_usage(user=alice)["disk_gib"] == 1 + snapshot_space_gib(user=alice)
+    # A second snapshot is charged what it adds (its RAM state and the data written since), not the
+    # disk's data again: both together hold no more than the file takes now.
+    again, job, _ = services.snapshot_create(actor=alice, via="api", vm=vm, name="again")
+    job_ok(job)
+    again.refresh_from_db()
+    info = qemu_img_info(root.volume.path)
+    state_again = {s["name"]: int(s["vm-state-size"]) for s in info["snapshots"]}["again"]
+    assert state_again <= again.size_bytes
+    assert snapshot.size_bytes + again.size_bytes <= int(info["actual-size"])
+    assert vm_quota_usage(user=alice)["disk_gib"] == 1 + -(-(snapshot.size_bytes + again.size_bytes) // 1024**3)
     job_ok(services.vm_force_off(actor=alice, via="api", vm=vm).job)

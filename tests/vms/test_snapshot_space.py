@@ -96,3 +96,22 @@ def test_the_snapshot_lists_show_the_space(test_host, alice, client_for):
     from chatops.formatting import snapshot_list_reply
 
     assert "3 MiB" in snapshot_list_reply(vm, list(vm.snapshots.all())).text
+
+
+def test_each_snapshot_is_charged_only_what_it_adds(test_host, alice):
+    """The disks' data pinned by the first snapshot is not charged again by later ones (review finding
+    10): on the test driver each snapshot keeps its estimate, which is the memory plus the disks'
+    allocation beyond what the VM's snapshots are charged already."""
+    vm = make_vm(alice)
+    job_ok(services.vm_force_off(actor=alice, via="cli", vm=vm).job)
+    vm.refresh_from_db()
+    allocated = services.snapshot_space_estimate(vm)  # a stopped VM: its disks' data only
+    assert allocated > 0
+    for name in ("s1", "s2", "s3"):
+        job_ok(services.snapshot_create(actor=alice, via="api", vm=vm, name=name).job)
+    sizes = dict(Snapshot.objects.filter(vm=vm).values_list("name", "size_bytes"))
+    assert sizes == {"s1": allocated, "s2": 0, "s3": 0}
+    assert vm_quota_usage(user=alice)["disk_gib"] == 1 + -(-allocated // GIB)
+    job_ok(services.vm_start(actor=alice, via="cli", vm=vm).job)
+    vm.refresh_from_db()
+    assert services.snapshot_space_estimate(vm) == 128 * 1024**2  # a running VM's next one: its memory

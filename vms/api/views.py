@@ -537,19 +537,11 @@ class VMViewSet(viewsets.GenericViewSet):
         data = DiskUpdateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         fields = data.validated_data
-        messages: list[str] = []
-        job = None
-        with transaction.atomic(), size_field():
-            if "size_gib" in fields:
-                found, job, message = disk_services.vm_disk_grow(actor=request.user, via=Via.API, vm=vm, disk=found,
-                                                                 size_gib=fields["size_gib"])
-                messages.append(message)
-            if "properties" in fields:
-                found, prop_job, message = disk_services.vm_disk_update(
-                    actor=request.user, via=Via.API, vm=vm, disk=found, properties=fields["properties"])
-                job = job or prop_job
-                messages.append(message)
-        return self._disk_operation(request, (vm_disk_get(vm=vm, key=found.pk), job, " ".join(messages)))
+        with size_field():
+            found, job, message = disk_services.vm_disk_change(
+                actor=request.user, via=Via.API, vm=vm, disk=found, size_gib=fields.get("size_gib"),
+                properties=fields["properties"] if "properties" in fields else None)
+        return self._disk_operation(request, (vm_disk_get(vm=vm, key=found.pk), job, message))
 
     def _disk_operation(self, request, result: tuple[VMDisk, Job | None, str], *, created: bool = False) -> Response:
         disk, job, message = result
