@@ -259,7 +259,7 @@ def _cluster(value: Any) -> Cluster:
     if isinstance(value, Cluster):
         return value
     text = str(value or "").strip()
-    found = (Cluster.objects.filter(pk=int(text)).first() if text.isdigit()
+    found = (Cluster.objects.filter(pk=int(text)).first() if (text.isascii() and text.isdigit() and len(text) <= 18)
              else Cluster.objects.filter(name=text).first())
     if found is None:
         raise ValidationFailed(f"No cluster named {text[:60]!r}.")

@@ -16,7 +16,7 @@ def host_list() -> QuerySet[Host]:
 def host_get(*, name_or_id: object) -> Host:
     """A host by numeric id or name."""
     text = str(name_or_id)
-    host = Host.objects.filter(pk=int(text)).first() if text.isdigit() else Host.objects.filter(name=text).first()
+    host = Host.objects.filter(pk=int(text)).first() if (text.isascii() and text.isdigit() and len(text) <= 18) else Host.objects.filter(name=text).first()
     if host is None:
         raise NotFound(f"Host {text[:60]!r} not found.")
     return host
@@ -32,7 +32,7 @@ def cluster_list() -> QuerySet[Cluster]:
 def cluster_get(*, name_or_id: object) -> Cluster:
     """A cluster by numeric id or name."""
     text = str(name_or_id)
-    found = (cluster_list().filter(pk=int(text)) if text.isdigit() else cluster_list().filter(name=text)).first()
+    found = (cluster_list().filter(pk=int(text)) if (text.isascii() and text.isdigit() and len(text) <= 18) else cluster_list().filter(name=text)).first()
     if found is None:
         raise NotFound(f"Cluster {text[:60]!r} not found.")
     return found

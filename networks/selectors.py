@@ -45,9 +45,9 @@ def network_resolve(*, user: User, key: Network | str | int, field: str = "netwo
             raise ValidationFailed(f"You may not use the network {key.name}.", field=field)
         return key
     text = str(key).strip()
-    found = usable.filter(pk=int(text)).first() if text.isdigit() else usable.filter(name=text.lower()).first()
+    found = usable.filter(pk=int(text)).first() if (text.isascii() and text.isdigit() and len(text) <= 18) else usable.filter(name=text.lower()).first()
     if found is None:
-        exists = Network.objects.filter(pk=int(text)).exists() if text.isdigit() else \
+        exists = Network.objects.filter(pk=int(text)).exists() if (text.isascii() and text.isdigit() and len(text) <= 18) else \
             Network.objects.filter(name=text.lower()).exists()
         if exists:
             raise ValidationFailed(f"You may not use the network {text[:40]}.", field=field)
@@ -77,7 +77,7 @@ def network_get(*, user: Actor, key: Network | str | int) -> Network:
         key = key.pk
     text = str(key).strip().lower()
     usable = network_usable(user=user)
-    found = usable.filter(pk=int(text)).first() if text.isdigit() else usable.filter(name=text).first()
+    found = usable.filter(pk=int(text)).first() if (text.isascii() and text.isdigit() and len(text) <= 18) else usable.filter(name=text).first()
     if found is None:
         raise NotFound(f"No network named {text[:40]!r}.")
     return found

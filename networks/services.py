@@ -139,7 +139,7 @@ def _hosts(hosts: Iterable[Host | int | str]) -> list[Host]:
             out.append(key)
             continue
         text = str(key).strip()
-        host = Host.objects.filter(pk=int(text)).first() if text.isdigit() else Host.objects.filter(name=text).first()
+        host = Host.objects.filter(pk=int(text)).first() if (text.isascii() and text.isdigit() and len(text) <= 18) else Host.objects.filter(name=text).first()
         if host is None:
             raise ValidationFailed(f"Unknown host {text[:60]!r}.", field="hosts")
         out.append(host)
@@ -153,7 +153,7 @@ def _groups(groups: Iterable[Group | int | str]) -> list[Group]:
             out.append(key)
             continue
         text = str(key).strip()
-        group = Group.objects.filter(pk=int(text)).first() if text.isdigit() else Group.objects.filter(name=text).first()
+        group = Group.objects.filter(pk=int(text)).first() if (text.isascii() and text.isdigit() and len(text) <= 18) else Group.objects.filter(name=text).first()
         if group is None:
             raise ValidationFailed(f"Unknown group {text[:80]!r}.", field="groups")
         out.append(group)

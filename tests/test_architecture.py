@@ -59,3 +59,15 @@ def test_a_service_importing_a_door_breaks_the_rules_contract(tmp_path):
     result = _lint(tmp_path)
     assert result.returncode == 1
     assert "Rules never import doors" in result.stdout and "quotas.services -> quotas.api.views" in result.stdout
+
+
+@pytest.mark.django_db
+def test_lookups_by_id_take_ascii_digits_only():
+    """"²".isdigit() is True but int("²") raises: every lookup by id or name answers "not found" instead."""
+    from cluster.selectors import cluster_get, host_get
+    from portal.exceptions import PortalError
+
+    for lookup in (host_get, cluster_get):
+        for key in ("²", "9" * 5000):
+            with pytest.raises(PortalError):
+                lookup(name_or_id=key)

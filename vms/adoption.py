@@ -168,7 +168,7 @@ def foreign_domain_lookup(*, key: object) -> ForeignDomain:
     """A foreign domain by its numeric id or its UUID."""
     text = str(key).strip()
     qs = foreign_domain_list()
-    fd = qs.filter(pk=int(text)).first() if text.isdigit() else qs.filter(uuid=text.lower()).first()
+    fd = qs.filter(pk=int(text)).first() if (text.isascii() and text.isdigit() and len(text) <= 18) else qs.filter(uuid=text.lower()).first()
     if fd is None:
         raise NotFound(f"Foreign domain {text[:60]!r} not found.")
     return fd

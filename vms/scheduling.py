@@ -163,7 +163,8 @@ def _pinned_clean(vm: VM, value: Iterable[Host | str | int] | str) -> list[Host]
         shown = key.name if isinstance(key, Host) else str(key)[:60]
         if isinstance(key, Host):
             host = hosts_qs.filter(pk=key.pk).first()
-        elif (isinstance(key, int) and not isinstance(key, bool)) or (isinstance(key, str) and key.isdigit()):
+        elif (isinstance(key, int) and not isinstance(key, bool)) or (
+                isinstance(key, str) and key.isascii() and key.isdigit() and len(key) <= 18):
             # an id; a host may also be named with digits only
             host = hosts_qs.filter(pk=int(key)).first() or hosts_qs.filter(name=str(key)).first()
         else:
@@ -184,7 +185,7 @@ def _pinned_clean(vm: VM, value: Iterable[Host | str | int] | str) -> list[Host]
 
 
 def _priority_clean(value: object) -> int:
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+    if isinstance(value, str) and value.strip().lstrip("-").isascii() and value.strip().lstrip("-").isdigit() and len(value.strip()) <= 6:
         value = int(value.strip())
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 100:
         raise ValidationFailed("The HA priority is a whole number from 0 to 100 (higher restarts first).",
