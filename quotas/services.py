@@ -62,8 +62,10 @@ def quota_reserve(*, user: Any = None, group: Group | None = None, vcpus: int, m
     for resource, amount in wanted.items():
         u = usage[resource]
         if amount and u.used + amount > u.limit:
+            # What was asked for (a "request more" button offers it); backup space only when some was asked.
+            asked = {k: v for k, v in wanted.items() if k != "backup_gib" or v}
             raise QuotaExceeded(resource=u.label, requested=amount, limit=u.limit, in_use=u.used, unit=u.unit,
-                                requested_resources=wanted, group_id=group.pk if group is not None else None)
+                                requested_resources=asked, group_id=group.pk if group is not None else None)
     return quota
 
 

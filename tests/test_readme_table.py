@@ -827,7 +827,8 @@ def slack_snapshots(test_host, alice, link, slack) -> None:
     assert "📸 Snapshot `before-upgrade` of *web-1* taken." in said
     assert_snapshot(vm, "before-upgrade", via=Via.SLACK)
     said = slack_run(slack, "snapshots web-1")
-    assert "*Snapshots of web-1* (1)" in said and "`before-upgrade` · disks and memory · ready" in said
+    assert "*Snapshots of web-1* (1)" in said
+    assert re.search(r"`before-upgrade` · disks and memory · [0-9.]+ [KMG]i?B · ready", said), said  # its size too
     force_off(vm)
     said = slack_run(slack, "revert web-1 before-upgrade")  # asks first; slack_run confirms
     assert "Revert *web-1* to snapshot `before-upgrade`?" in said
@@ -890,7 +891,7 @@ def api_quota(test_host, alice) -> None:
     make_vm(alice, **QUOTA_VM)
     body = api_client(alice).get("/api/quota/").json()
     usage = {r["resource"]: (r["used"], r["limit"]) for r in body["user"]["resources"]}
-    assert usage == {"vms": (1, 3), "vcpus": (2, 4), "memory_mib": (512, 2048), "disk_gib": (2, 20)}
+    assert usage == {"vms": (1, 3), "vcpus": (2, 4), "memory_mib": (512, 2048), "disk_gib": (2, 20), "backup_gib": (0, 40)}
 
 
 @claim("quota", "Slack")
@@ -907,7 +908,7 @@ def slack_quota(test_host, alice, link, slack) -> None:
 def cli_quota(test_host, alice) -> None:
     make_vm(alice, **QUOTA_VM)
     lines = [" ".join(line.split()) for line in cli("quota").splitlines()]
-    assert lines == ["VMs 1 / 3", "vCPUs 2 / 4", "Memory 512 / 2048 MiB", "Disk 2 / 20 GiB"]
+    assert lines == ["VMs 1 / 3", "vCPUs 2 / 4", "Memory 512 / 2048 MiB", "Disk 2 / 20 GiB", "Backup space 0 / 40 GiB"]
 
 
 @claim("quota", "Admin")

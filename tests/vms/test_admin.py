@@ -401,7 +401,7 @@ def test_quota_list_shows_usage_against_limits_and_edits_go_through_quota_set(
     assert "1 / 3" in html and "128 MiB / 2 GiB" in html
 
     response = staff_client.post(reverse("admin:quotas_quota_change", args=[quota.pk]), {
-        "max_vms": 5, "max_vcpus": 4, "max_memory_mib": 2048, "max_disk_gib": 20}, follow=True)
+        "max_vms": 5, "max_vcpus": 4, "max_memory_mib": 2048, "max_disk_gib": 20, "max_backup_gib": 40}, follow=True)
     assert response.status_code == 200
     quota.refresh_from_db()
     assert quota.max_vms == 5

@@ -74,7 +74,7 @@ def test_reconcile_lists_it_and_adoption_makes_it_a_running_vm_of_the_owner(test
     host_sync(host=test_host)  # the next reconcile claims it as the portal's
     assert not ForeignDomain.objects.filter(uuid=spec.uuid).exists()
     assert {u.resource: u.used for u in quota_usage(user=alice)} == {"vms": 1, "vcpus": 2, "memory_mib": 512,
-                                                                      "disk_gib": 2}
+                                                                      "disk_gib": 2, "backup_gib": 0}
     event = AuditEvent.objects.get(action="vm.adopt", target_id=str(vm.pk))
     assert event.actor == admin_user and "Adopted domain" in event.message and event.data["owner"] == "alice"
 
