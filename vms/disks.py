@@ -55,6 +55,7 @@ from .services import (
 from .validation import parse_id, validate_size
 
 DISK_ADD, DISK_REMOVE, DISK_GROW, DISK_UPDATE = "vm.disk.add", "vm.disk.remove", "vm.disk.grow", "vm.disk.update"
+PREVIOUS_PROPERTIES = "previous_properties"  # a vm.disk.update job's: put back in the row when it fails
 APPLY_PROPERTIES = "apply_properties"  # a grow job's param: write the disk's properties to the definition too
 VOLUME_DELETE = "volume.delete"  # a detached data disk deleted (target: the volume)
 BUSES = tuple(VMDisk.Bus.values)  # virtio (virtio-blk: vdX), scsi (the VM's one virtio-SCSI controller: sdX)
@@ -62,6 +63,7 @@ _PREFIX: dict[str, str] = {VMDisk.Bus.VIRTIO: "vd", VMDisk.Bus.SCSI: "sd"}
 # vda: the boot disk, vdz: the cloud-init seed; SCSI disks from sda.
 _LETTERS: dict[str, str] = {VMDisk.Bus.VIRTIO: "bcdefghijklmnopqrstuvwxy", VMDisk.Bus.SCSI: "abcdefghijklmnopqrstuvwxyz"}
 LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+TARGET_LIKE_RE = re.compile(r"^(vd|sd|hd|xvd)[a-z]+$", re.IGNORECASE)
 
 
 def disks_publish(vm: VM) -> None:
@@ -106,6 +108,10 @@ def _validate_label(label: object) -> str:
     if not LABEL_RE.match(text):
         raise ValidationFailed("A disk's label is 1 to 63 letters, digits, dots, dashes or underscores, starting "
                                "with a letter or digit.", field="label")
+    # Disks are found by id, target or label alike: a label must not look like either (trial #6).
+    if text.isdigit() or TARGET_LIKE_RE.match(text):
+        raise ValidationFailed(f"A disk's label cannot be a number or look like a disk target (vda, sdb, hdc): "
+                               f"{text!r} would be mistaken for one.", field="label")
     return text
 
 
@@ -422,14 +428,16 @@ def vm_disk_update(*, actor: Actor, via: str, vm: VM | int, disk: VMDisk | int |
     definition is their own."""
     user = _check_actor(actor)
     with transaction.atomic():
+        _precheck_properties(user, vm, disk, properties)
         locked = _disk_ready_vm(actor=user, vm=vm, verb="change a disk of")
         found = _disk_of(locked, disk)
+        previous = dict(found.properties or {})
         changed = _store_properties(user, locked, found, properties)
         if changed is None:
             return found, None, f"Disk {found.target} of {locked.name} has these properties already."
         props, old_props = changed
         job = job_create(kind=DISK_UPDATE, actor=user, via=via, target=locked,
-                         params={"disk_id": found.pk, "target": found.target})
+                         params={"disk_id": found.pk, "target": found.target, PREVIOUS_PROPERTIES: previous})
         _audit_properties(user, via, locked, found, job)
         disks_publish(locked)
     return found, job, f"Saved the properties of disk {found.target} of {locked.name}{_when(locked, props, old_props)}."
@@ -488,6 +496,7 @@ def vm_disk_change(*, actor: Actor, via: str, vm: VM | int, disk: VMDisk | int |
         return vm_disk_update(actor=actor, via=via, vm=vm, disk=disk, properties=properties)
     user = _check_actor(actor)
     with transaction.atomic():
+        _precheck_properties(user, vm, disk, properties)
         locked = _disk_ready_vm(actor=user, vm=vm, verb="change a disk of")
         found = _disk_of(locked, disk)
         changed = _store_properties(user, locked, found, properties)
@@ -505,6 +514,16 @@ def vm_disk_change(*, actor: Actor, via: str, vm: VM | int, disk: VMDisk | int |
         disks_publish(locked)
     return found, job, (f"{message} Saved the properties of disk {found.target} of {locked.name}"
                         f"{_when(locked, props, old_props)}.")
+
+
+def _precheck_properties(user: User, vm: VM | int, disk: VMDisk | int | str, properties: Mapping[str, object]
+                         ) -> None:
+    """Bad properties are a 400 even while another disk job is pending (trial #13): validated once before
+    the busy checks (and again, locked, when stored)."""
+    found_vm = _lock_visible(actor=user, vm=vm)
+    found = _disk_of(found_vm, disk)
+    props = _validate_properties(properties, actor=user, current=found.properties)
+    _check_boot_order(found_vm, props, disk_id=found.pk)
 
 
 def _check_boot_order(vm: VM, properties: Mapping[str, object], *, disk_id: int | None = None) -> None:

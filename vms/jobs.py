@@ -887,8 +887,14 @@ def disk_remove(ctx: JobContext) -> dict:
 
 def _disk_update_failed(job: Job, error: str) -> None:
     vm = _vm(job)
-    _failed_audit(job, vm, f"Changing disk {job.params.get('target')} failed: {error} (the properties are saved: "
-                           "they apply when the VM is next defined)")
+    previous = job.params.get("previous_properties")
+    if isinstance(previous, dict):  # the definition kept the old device: so does the row (trial #1)
+        VMDisk.objects.filter(pk=job.params.get("disk_id"), vm=vm).update(properties=previous)
+        _failed_audit(job, vm, f"Changing disk {job.params.get('target')} failed: {error} (its previous "
+                               "properties are back)")
+    else:
+        _failed_audit(job, vm, f"Changing disk {job.params.get('target')} failed: {error} (the properties are "
+                               "saved: they apply when the VM is next defined)")
     disks_publish(vm)
 
 

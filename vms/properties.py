@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from portal.actors import is_admin
-from portal.exceptions import ValidationFailed
+from portal.exceptions import PermissionDenied, ValidationFailed
 
 from .validation import parse_whole_number
 
@@ -122,6 +122,8 @@ def normalise_value(info: PropertyInfo, value: object) -> str | int:
             number = value
         elif isinstance(value, str) and (parsed := parse_whole_number(value, digits=30)) is not None:
             number = parsed
+        elif isinstance(value, str) and re.fullmatch(r"-[0-9]{1,30}", value.strip()):
+            number = int(value.strip())  # negative: the range message below (trial #12)
         elif isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
             raise _fail(f"{info.name} must be between {info.minimum or 0} and {info.maximum}.")  # 31+ digits
         else:
@@ -129,7 +131,8 @@ def normalise_value(info: PropertyInfo, value: object) -> str | int:
         low = info.minimum if info.minimum is not None else 0
         if number < low or (info.maximum is not None and number > info.maximum):
             got = f", not {number}" if -10**20 < number < 10**20 else ""  # str() of a huge int fails
-            raise _fail(f"{info.name} must be between {low} and {info.maximum}{got}.")
+            span = f"between {low} and {info.maximum}" if info.maximum is not None else f"{low} or more"
+            raise _fail(f"{info.name} must be {span}{got}.")
         return number
     if not isinstance(value, str):
         raise _fail(f"{info.name} must be text, not {str(value)[:40]!r}.")
@@ -166,12 +169,12 @@ def _user_may_set(device: str, name: str, value: object) -> None:
 
     rule = DevicePropertyRule.objects.filter(device=device, name=name).first()
     if rule is None or not rule.users_may_set:
-        raise _fail(f"{name} may be set by administrators only.")
+        raise PermissionDenied(f"{name} may be set by administrators only.")
     if not rule.allowed_values:
         return
     if value is None:  # the default is no value the rule lists: removing it is for administrators
-        raise _fail(f"{name} is limited to {', '.join(str(v) for v in rule.allowed_values)}: only an administrator "
-                    "may remove it.")
+        raise PermissionDenied(f"{name} is limited to {', '.join(str(v) for v in rule.allowed_values)}: only an "
+                               "administrator may remove it.")
     info = property_info(device, name)
     assert info is not None
     allowed = []
@@ -181,8 +184,8 @@ def _user_may_set(device: str, name: str, value: object) -> None:
         except ValidationFailed:
             continue  # a rule value the catalog no longer accepts allows nothing
     if value not in allowed:
-        raise _fail(f"{name} may be one of: {', '.join(str(a) for a in allowed) or '(nothing)'} "
-                    f"(not {value!r}); ask an administrator for others.")
+        raise PermissionDenied(f"{name} may be one of: {', '.join(str(a) for a in allowed) or '(nothing)'} "
+                               f"(not {value!r}); ask an administrator for others.")
 
 
 def validate_properties(*, device: str, properties: Mapping[str, object] | None, actor: Any,
@@ -225,6 +228,11 @@ def check_boot_order(*, vm: Any, properties: Mapping[str, Any], disk_id: int | N
     order = properties.get("boot_order")
     if order is None:
         return
+    image = getattr(vm, "image", None)
+    if image is not None and image.boot_mode == image.BootMode.KERNEL and image.kind != image.Kind.ISO:
+        # libvirt refuses per-device boot orders beside the kernel boot's <os> (trial #1)
+        raise _fail(f"boot_order does not apply to {vm.name}: it boots its image's kernel directly, not from a "
+                    "device.")
     disks = vm.disks.exclude(pk=disk_id) if disk_id is not None else vm.disks.all()
     nics = vm.nics.exclude(pk=nic_id) if nic_id is not None else vm.nics.all()
     for kind, qs in (("disk", disks), ("NIC", nics)):

@@ -94,6 +94,8 @@ def validate_size(field: str, value: object) -> int:
     if isinstance(value, str):
         text = value.strip()
         number = parse_whole_number(text, digits=30)
+        if number is None and re.fullmatch(r"-[0-9]{1,30}", text):  # a negative number: out of range (trial #12)
+            number = int(text)
         if number is None:
             if text.isascii() and text.isdigit():  # more digits than any limit
                 raise ValidationFailed(f"{label} must be between {low} and {high}{unit}.", field=field)

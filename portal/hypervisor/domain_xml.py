@@ -578,3 +578,15 @@ def snapshot_disk_paths(xml: str) -> list[str]:
             continue
         out.append(source.get("file") or "")
     return out
+
+
+# --- per-device boot order in a written definition (issue #11, trial finding 1) ---------------------
+
+def drop_os_boot(xml: str) -> str:
+    """The domain XML without <os><boot dev=...>: libvirt refuses them beside a per-device boot order
+    (build_domain_xml leaves them out then, too)."""
+    root = ET.fromstring(xml)
+    os_el = root.find("os")
+    for boot in list(os_el.findall("boot")) if os_el is not None else []:
+        os_el.remove(boot)  # type: ignore[union-attr]
+    return ET.tostring(root, encoding="unicode")

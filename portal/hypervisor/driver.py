@@ -1786,12 +1786,20 @@ class LibvirtDriver:
             dom = self._lookup(conn, uuid)
             config_xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
             old = domain_xml.disk_device_xml(config_xml, disk.target)
-            if self.is_test:
-                conn.defineXML(domain_xml.add_disk(domain_xml.remove_disk(config_xml, disk.target), disk))
+            # A boot order replaces the firmware's <os><boot dev> (libvirt refuses both): the definition is
+            # written whole then (as on the test driver, which attaches nothing): refused, it stays as it was.
+            if self.is_test or (disk.boot_order and domain_xml.boot_order(config_xml)):
+                new_xml = domain_xml.add_disk(domain_xml.remove_disk(config_xml, disk.target), disk)
+                conn.defineXML(domain_xml.drop_os_boot(new_xml) if disk.boot_order else new_xml)
                 return
             if old is not None:
                 dom.detachDeviceFlags(old, libvirt.VIR_DOMAIN_AFFECT_CONFIG)
-            dom.attachDeviceFlags(domain_xml.disk_xml(disk), libvirt.VIR_DOMAIN_AFFECT_CONFIG)
+            try:
+                dom.attachDeviceFlags(domain_xml.disk_xml(disk), libvirt.VIR_DOMAIN_AFFECT_CONFIG)
+            except libvirt.libvirtError:
+                if old is not None:  # refused: the definition keeps the device it had (trial #1)
+                    dom.attachDeviceFlags(old, libvirt.VIR_DOMAIN_AFFECT_CONFIG)
+                raise
 
         self._call(f"update disk {disk.target} of {uuid}", fn)
     # --- device properties and snapshot space (issue #11) -----------------------------------------

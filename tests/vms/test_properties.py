@@ -10,7 +10,7 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from portal.exceptions import ValidationFailed
+from portal.exceptions import PermissionDenied, ValidationFailed
 from portal.hypervisor import DiskSpec, DomainSpec, NicSpec, get_driver
 from portal.hypervisor.domain_xml import boot_order, build_domain_xml
 from portal.models import AuditEvent
@@ -109,7 +109,7 @@ def test_the_seeded_rules_let_users_set_the_safe_properties_only(alice, admin_us
     assert set(DevicePropertyRule.objects.filter(users_may_set=True).values_list("device", "name")) == SEEDED_USER
     assert validate({"cache": "none", "serial": "DATA1", "boot_order": 1}, actor=alice)["serial"] == "DATA1"
     for name, value in (("io", "threads"), ("total_iops_sec", 100)):
-        with pytest.raises(ValidationFailed, match=f"{name} may be set by administrators only"):
+        with pytest.raises(PermissionDenied, match=f"{name} may be set by administrators only"):
             validate({name: value}, actor=alice)
     assert validate({"io": "threads", "total_iops_sec": 100}, actor=admin_user) == {"io": "threads",
                                                                                      "total_iops_sec": 100}
@@ -120,7 +120,7 @@ def test_users_keep_or_resubmit_what_an_administrator_set_but_cannot_change_or_r
     current = {"total_iops_sec": 100, "cache": "none"}
     assert validate({"total_iops_sec": "100", "cache": "writeback"}, actor=alice, current=current) == {
         "total_iops_sec": 100, "cache": "writeback"}
-    with pytest.raises(ValidationFailed, match="total_iops_sec may be set by administrators only"):
+    with pytest.raises(PermissionDenied, match="total_iops_sec may be set by administrators only"):
         validate({"total_iops_sec": None}, actor=alice, current=current)
 
 
@@ -128,10 +128,10 @@ def test_users_keep_or_resubmit_what_an_administrator_set_but_cannot_change_or_r
 def test_allowed_values_limit_users_and_a_missing_rule_means_administrators_only(alice):
     DevicePropertyRule.objects.filter(device="disk", name="cache").update(allowed_values=["none", "WRITEBACK"])
     assert validate({"cache": "writeback"}, actor=alice) == {"cache": "writeback"}
-    with pytest.raises(ValidationFailed, match=r"cache may be one of: none, writeback \(not 'unsafe'\)"):
+    with pytest.raises(PermissionDenied, match=r"cache may be one of: none, writeback \(not 'unsafe'\)"):
         validate({"cache": "unsafe"}, actor=alice)
     DevicePropertyRule.objects.filter(device="nic", name="boot_order").delete()
-    with pytest.raises(ValidationFailed, match="boot_order may be set by administrators only"):
+    with pytest.raises(PermissionDenied, match="boot_order may be set by administrators only"):
         validate({"boot_order": 1}, actor=alice, device="nic")
 
 
@@ -152,6 +152,10 @@ def test_the_rule_admin_form_validates_allowed_values_against_the_catalog():
                                      "allowed_values": "0, 500, abc"},
                                     instance=DevicePropertyRule.objects.get(device="disk", name="total_iops_sec"))
     assert not limits.is_valid() and "total_iops_sec must be a whole number" in limits.errors["allowed_values"][0]
+    negative = DevicePropertyRuleForm({"device": "disk", "name": "total_iops_sec", "users_may_set": "on",
+                                       "allowed_values": "-5"},
+                                      instance=DevicePropertyRule.objects.get(device="disk", name="total_iops_sec"))
+    assert not negative.is_valid() and "total_iops_sec must be between 0 and" in negative.errors["allowed_values"][0]
 
 
 @pytest.mark.django_db
@@ -295,7 +299,7 @@ def test_users_cannot_remove_a_property_whose_rule_lists_allowed_values(alice, a
     DevicePropertyRule.objects.filter(device="disk", name="cache").update(allowed_values=["none", "writeback"])
     current = {"cache": "none", "serial": "S1"}
     for removal in (None, "", "  "):
-        with pytest.raises(ValidationFailed, match="cache is limited to none, writeback: only an administrator"):
+        with pytest.raises(PermissionDenied, match="cache is limited to none, writeback: only an administrator"):
             validate({"cache": removal}, actor=alice, current=current)
     assert validate({"cache": "writeback"}, actor=alice, current=current)["cache"] == "writeback"
     assert validate({"serial": None}, actor=alice, current=current) == {"cache": "none"}  # no list: removable

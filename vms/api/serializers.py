@@ -386,9 +386,23 @@ class DiskAddSerializer(serializers.Serializer):
                                          help_text="New disks: may be attached read-only to several VMs at once.")
     label = serializers.CharField(required=False, allow_blank=True, default="", max_length=200,
                                   help_text="New disks: the name you know it by.")
+    storage_domain = serializers.CharField(required=False, allow_blank=True, allow_null=True, default=None,
+                                           help_text="New disks: the storage domain (default: the host's).")
     pool = serializers.CharField(required=False, allow_blank=True, allow_null=True, default=None,
-                                 help_text="New disks: the storage domain (default: the host's).")
+                                 help_text="Old name of storage_domain (still accepted).")
     properties = serializers.DictField(required=False, allow_empty=True, default=dict, help_text=PROPERTIES_HELP)
+
+    def validate(self, attrs):
+        # Unknown fields are refused rather than ignored (a misspelt field put the disk elsewhere, trial #5).
+        unknown = sorted(set(getattr(self, "initial_data", {}) or {}) - set(self.fields))
+        if unknown:
+            raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
+        domain, pool = attrs.pop("storage_domain", None) or None, attrs.pop("pool", None) or None
+        if domain and pool and domain != pool:
+            raise serializers.ValidationError({"storage_domain": ["Give storage_domain (or its old name pool), "
+                                                                  "not both."]})
+        attrs["pool"] = domain or pool
+        return attrs
 
 
 class DiskUpdateSerializer(serializers.Serializer):

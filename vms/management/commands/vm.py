@@ -97,8 +97,8 @@ def _add_disk_verbs(parser) -> None:
     add.add_argument("--readonly", action="store_true", help="The guest may only read it.")
     add.add_argument("--shareable", action="store_true",
                      help="New disks: may be attached read-only to several VMs at once.")
-    add.add_argument("--pool", default=None, metavar="DOMAIN", help="New disks: the storage domain "
-                                                                      "(default: the host's).")
+    add.add_argument("--storage-domain", "--pool", dest="pool", default=None, metavar="DOMAIN",
+                     help="New disks: the storage domain (default: the host's; --pool is its old name).")
     add.add_argument("--set", dest="props", action="append", metavar="KEY=VALUE", help="A device property "
                                                                                        "(repeatable).")
     remove = sub.add_parser("remove", help="Detach a data disk (--delete: and delete it).")
