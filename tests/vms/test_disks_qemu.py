@@ -8,18 +8,21 @@ guest, and deleting the VM deletes its own data disks.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import pytest
 from django.conf import settings
 
+from portal.exceptions import PortalError
 from portal.hypervisor import get_driver
 from portal.models import Job
 from storage.models import Volume
 from tests.guest_shell import GuestShell
 from vms import services
 from vms.disks import vm_disk_add, vm_disk_change, vm_disk_grow, vm_disk_remove, vm_disk_update
-from vms.models import VM, DevicePropertyRule
+from vms.models import VM, DevicePropertyRule, VMDisk
+from vms.specs import disk_spec
 
 pytestmark = pytest.mark.qemu
 
@@ -111,6 +114,15 @@ def test_disks_hot_plug_read_only_unplug_and_live_grow_in_the_guest(qemu_host, g
         wait_for(shell, "cat /sys/block/vdc/size", str(3 * GIB_SECTORS))
         assert driver.block_iotune(uuid, "vdc")["total_iops_sec"] == 300
         assert driver.block_iotune(uuid, "vdc", inactive=True)["total_iops_sec"] == 300
+
+        # A definition change libvirt refuses (trial #1): the gateway puts the old device back, so the
+        # definition keeps the disk (detached first, the new one refused, the old one attached again).
+        refused = dataclasses.replace(disk_spec(VMDisk.objects.get(pk=tuned.pk)), cache="bogus")
+        with pytest.raises(PortalError):
+            driver.replace_disk_config(uuid, refused)
+        kept = {d.target for d in driver.domain_disks(uuid, inactive=True)}
+        assert "vdd" in kept, kept
+        assert "<serial>vmp-data-7</serial>" in driver.domain_xml(uuid, inactive=True)
 
         # A snapshot with the RAM of a VM with several disks (the read-only one is left out of it).
         snapshot, job, _ = services.snapshot_create(actor=alice, via="api", vm=vm, name="many-disks")
