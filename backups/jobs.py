@@ -92,8 +92,9 @@ def _create_failed(job: Job, error: str) -> None:
         except PortalError as exc:
             log.warning("backup %s: clean-up in libvirt failed: %s", backup.pk, exc)
     _discard_files(backup)
+    # Its files are gone: it no longer holds the backup domain (which can then be removed).
     Backup.objects.filter(pk=backup.pk).update(status=Backup.Status.FAILED, last_error=error[:2000], size_bytes=0,
-                                               nbd_uri="", finished_at=timezone.now())
+                                               nbd_uri="", pool=None, finished_at=timezone.now())
     audit(actor=job.actor, via=job.via, action=job.kind, target=vm, target_type="vm", target_id=str(backup.vm_id or ""),
           target_name=backup.vm_name, job=job, outcome=AuditEvent.Outcome.FAILED,
           message=f"Backup of {backup.vm_name} failed: {error}")
@@ -176,8 +177,9 @@ def backup_finish(ctx: JobContext) -> dict:
     if backup.vm is not None:
         get_driver(backup.vm.host.uri).backup_abort(str(backup.vm.uuid))
     # Its scratch files are gone with the export: a pull backup keeps nothing here, so it counts nothing.
+    # ... and holds no backup domain (pool=None: removing the domain is not blocked by it).
     Backup.objects.filter(pk=backup.pk).update(status=Backup.Status.READY, nbd_uri="", progress=100, size_bytes=0,
-                                               finished_at=timezone.now())
+                                               pool=None, finished_at=timezone.now())
     return {"backup": backup.pk}
 
 
@@ -195,6 +197,7 @@ def backup_delete(ctx: JobContext) -> dict:
         get_driver(vm.host.uri).checkpoint_delete(str(vm.uuid), backup.checkpoint)
     _discard_files(backup)
     Backup.objects.filter(parent=backup, status=Backup.Status.FAILED).update(parent=None)
+    Backup.objects.filter(parent=backup, mode=Backup.Mode.PULL).update(parent=None)  # file-less: nothing to keep
     pk, name = backup.pk, backup.vm_name
     backup.delete()
     audit(actor=ctx.job.actor, via=ctx.job.via, action="backup.deleted", target_type="backup", target_id=str(pk),
@@ -342,7 +345,7 @@ def _end_stale_exports(now: datetime) -> int:
         hours = settings.BACKUP_PULL_TIMEOUT_SECONDS / 3600
         error = f"The NBD export was not finished within {hours:g} h and was ended."
         Backup.objects.filter(pk=backup.pk, status=Backup.Status.RUNNING).update(
-            status=Backup.Status.FAILED, nbd_uri="", size_bytes=0, last_error=error, finished_at=now)
+            status=Backup.Status.FAILED, nbd_uri="", size_bytes=0, pool=None, last_error=error, finished_at=now)
         audit(actor=backup.created_by, via="system", action="backup.export.timeout", target=vm, target_type="vm",
               target_id=str(backup.vm_id or ""), target_name=backup.vm_name, outcome=AuditEvent.Outcome.FAILED,
               message=f"Pull backup {backup.pk} of {backup.vm_name}: {error}")

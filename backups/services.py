@@ -15,6 +15,7 @@ row and the job; act phase in backups.jobs. Rules (docs/backups.md):
 from __future__ import annotations
 
 import math
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
@@ -220,7 +221,10 @@ def backup_delete(*, actor: Actor, via: str, backup: Backup | int | str) -> tupl
             raise InvalidState(f"Backup {found.pk} of {found.vm_name} is {what}.", status=found.status)
         if found.status == Backup.Status.DELETING:
             return found, None, f"Backup {found.pk} is being deleted already."
+        # Failed children and pull ones (no files here, never restored) do not depend on it: the delete
+        # job unlinks them.
         children = list(Backup.objects.filter(parent=found).exclude(status=Backup.Status.FAILED)
+                        .exclude(mode=Backup.Mode.PULL, status=Backup.Status.READY)
                         .values_list("pk", flat=True))
         if children:
             raise Conflict(f"Backup {found.pk} of {found.vm_name} is the base of incremental backup(s) "
@@ -241,6 +245,9 @@ def backup_delete(*, actor: Actor, via: str, backup: Backup | int | str) -> tupl
 
 def restore_chain_check(backup: Backup) -> list[Backup]:
     """The chain of `backup`, every member ready with its files in place; Conflict (nothing made) if not."""
+    if backup.mode == Backup.Mode.PULL:
+        raise Conflict(f"Backup {backup.pk} is a pull backup: it has no files here to restore (an external tool "
+                       "read its disks over NBD and keeps what it read).")
     chain = backup_chain(backup)
     if chain[0].kind != Backup.Kind.FULL:
         raise Conflict(f"The chain of backup {backup.pk} is broken: its full backup is gone.")
@@ -268,6 +275,8 @@ def backup_restore(*, actor: Actor, via: str, backup: Backup | int | str, name: 
     """Restore the chain ending at `backup`: to a new VM called `name` (quota checked), or in place onto
     its stopped VM's disks. Refused when the chain is broken (a backup missing or failed)."""
     user = _user(actor)
+    if in_place and name:
+        raise ValidationFailed("Give either a new VM name or in place, not both.", field="name")
     found = backup_get(actor=user, key=backup)
     _may_manage(user, found)
     chain = restore_chain_check(found)
@@ -363,25 +372,36 @@ def _positive(field: str, value: object, *, low: int, high: int) -> int:
     return number
 
 
-def backup_schedule_set(*, actor: Actor, via: str, vm: VM | int, enabled: bool = True, interval_hours: object = 24,
-                        incrementals: object = 6, keep_chains: object = 2) -> BackupSchedule:
-    """Create or change a VM's backup schedule."""
+def backup_schedule_set(*, actor: Actor, via: str, vm: VM | int, enabled: bool | None = None,
+                        interval_hours: object = None, incrementals: object = None,
+                        keep_chains: object = None) -> BackupSchedule:
+    """Create or change a VM's backup schedule. A value left out (None) keeps the schedule's current one
+    (a new schedule: enabled, every 24 h, 6 incrementals, 2 chains). A changed interval moves the next run
+    to the last run plus the new interval (now, if that is past or there was no run yet)."""
     user = _user(actor)
-    interval = _positive("interval_hours", interval_hours, low=1, high=24 * 365)
-    incs = _positive("incrementals", incrementals, low=0, high=1000)
-    keep = _positive("keep_chains", keep_chains, low=1, high=1000)
     with transaction.atomic():
         vm = vm_lock_for_action(actor=user, vm=vm)
-        schedule, made = BackupSchedule.objects.update_or_create(
-            vm=vm, defaults={"enabled": bool(enabled), "interval_hours": interval, "incrementals": incs,
-                             "keep_chains": keep, "created_by": user})
-        if made or schedule.next_run_at is None:
-            BackupSchedule.objects.filter(pk=schedule.pk).update(next_run_at=timezone.now())
-            schedule.next_run_at = timezone.now()
+        current = BackupSchedule.objects.select_for_update().filter(vm=vm).first()
+        base = current or BackupSchedule(vm=vm)
+        interval = _positive("interval_hours", base.interval_hours if interval_hours is None else interval_hours,
+                             low=1, high=24 * 365)
+        incs = _positive("incrementals", base.incrementals if incrementals is None else incrementals,
+                         low=0, high=1000)
+        keep = _positive("keep_chains", base.keep_chains if keep_chains is None else keep_chains, low=1, high=1000)
+        enabled = base.enabled if enabled is None else bool(enabled)
+        now = timezone.now()
+        next_run = base.next_run_at
+        if current is None or next_run is None:
+            next_run = now
+        elif interval != current.interval_hours:
+            next_run = max(now, current.last_run_at + timedelta(hours=interval)) if current.last_run_at else now
+        schedule, _made = BackupSchedule.objects.update_or_create(
+            vm=vm, defaults={"enabled": enabled, "interval_hours": interval, "incrementals": incs,
+                             "keep_chains": keep, "created_by": user, "next_run_at": next_run})
         audit(actor=user, via=via, action="backup.schedule.set", target=vm,
               message=f"Back {vm.name} up every {interval} h ({incs} incrementals per full, keep {keep} chains)"
                       + ("" if enabled else ", paused"),
-              data={"enabled": bool(enabled), "interval_hours": interval, "incrementals": incs, "keep_chains": keep})
+              data={"enabled": enabled, "interval_hours": interval, "incrementals": incs, "keep_chains": keep})
     return schedule
 
 

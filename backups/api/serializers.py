@@ -11,6 +11,7 @@ from rest_framework.reverse import reverse
 from backups.models import Backup, BackupSchedule
 from portal.jobs.api.serializers import JobSummarySerializer
 from vms.api.serializers import VMSerializer
+from vms.choices import VMStatus
 
 # What a backup's `disks` entry shows: never its path on a host, nor the volume's name in the pool.
 DISK_KEYS = ("target", "capacity_bytes", "size_bytes", "format", "readonly", "bus", "boot")
@@ -36,6 +37,11 @@ class BackupRestoreSerializer(serializers.Serializer):
                                         help_text="Restore onto the backed-up VM's own disks (it must be stopped); "
                                                   "no `name` then.")
 
+    def validate(self, attrs):
+        if attrs.get("in_place") and attrs.get("name"):
+            raise serializers.ValidationError({"name": "Give either a new VM name or in_place, not both."})
+        return attrs
+
 
 class BackupListQuerySerializer(serializers.Serializer):
     vm = serializers.CharField(required=False, help_text="Only backups of this VM (numeric id).")
@@ -44,13 +50,16 @@ class BackupListQuerySerializer(serializers.Serializer):
 
 
 class BackupScheduleInputSerializer(serializers.Serializer):
-    enabled = serializers.BooleanField(required=False, default=True)
-    interval_hours = serializers.JSONField(required=False, default=24,
-                                           help_text="Hours between two backups (a whole number).")
-    incrementals = serializers.JSONField(required=False, default=6,
-                                         help_text="Incremental backups between two full ones.")
-    keep_chains = serializers.JSONField(required=False, default=2,
-                                        help_text="Full backups (with their incrementals) kept; older ones are deleted.")
+    """Every field is optional: one left out keeps the schedule's current value (a new schedule: enabled,
+    every 24 h, 6 incrementals, 2 chains)."""
+
+    enabled = serializers.BooleanField(required=False)
+    interval_hours = serializers.JSONField(required=False,
+                                           help_text="Hours between two backups (a whole number; default 24).")
+    incrementals = serializers.JSONField(required=False,
+                                         help_text="Incremental backups between two full ones (default 6).")
+    keep_chains = serializers.JSONField(required=False, help_text="Full backups (with their incrementals) kept; "
+                                                                  "older ones are deleted (default 2).")
 
 
 # --- output --------------------------------------------------------------------------------------
@@ -58,17 +67,23 @@ class BackupScheduleInputSerializer(serializers.Serializer):
 @extend_schema_field({"type": "array", "items": {"type": "object", "properties": {
     "target": {"type": "string"}, "capacity_bytes": {"type": "integer"}, "size_bytes": {"type": "integer"},
     "format": {"type": "string"}, "readonly": {"type": "boolean"}, "bus": {"type": "string"},
-    "boot": {"type": "boolean"}}}})
+    "boot": {"type": "boolean"}, "nbd_uri": {"type": "string", "description": "Pull mode, while running: "
+                                              "where to read this disk over NBD."}}}})
 class BackupDisksField(serializers.Field):
     """The backed-up disks, without where their files are."""
 
-    def to_representation(self, value):
-        return [{k: d[k] for k in DISK_KEYS if k in d} for d in (value or []) if isinstance(d, dict)]
+    def __init__(self, **kwargs):
+        super().__init__(source="*", **kwargs)
+
+    def to_representation(self, value: Backup):
+        # A pull backup's per-disk NBD URI shows while it is being read (the export ends with it).
+        keys = DISK_KEYS + (("nbd_uri",) if value.mode == Backup.Mode.PULL and value.status == Backup.Status.RUNNING
+                            and value.nbd_uri else ())
+        return [{k: d[k] for k in keys if k in d} for d in (value.disks or []) if isinstance(d, dict)]
 
 
 class BackupSerializer(serializers.ModelSerializer):
-    vm = serializers.PrimaryKeyRelatedField(read_only=True, allow_null=True,
-                                            help_text="The VM's id (null once the VM is deleted).")
+    vm = serializers.SerializerMethodField(help_text="The VM's id (null once the VM is deleted).")
     owner = serializers.SlugRelatedField(slug_field="username", read_only=True)
     group = serializers.SlugRelatedField(slug_field="name", read_only=True, allow_null=True)
     parent = serializers.PrimaryKeyRelatedField(read_only=True, allow_null=True,
@@ -93,19 +108,34 @@ class BackupSerializer(serializers.ModelSerializer):
     def _reverse(self, name: str, **kwargs) -> str:
         return reverse(name, kwargs=kwargs, request=self.context.get("request"))
 
+    @staticmethod
+    def _vm_id(backup: Backup) -> int | None:
+        # VMs are soft-deleted (status deleted): their backups stay but point nowhere.
+        if backup.vm_id is None or backup.vm is None or backup.vm.status == VMStatus.DELETED:
+            return None
+        return backup.vm_id
+
+    @extend_schema_field({"type": "integer", "nullable": True})
+    def get_vm(self, backup: Backup) -> int | None:
+        return self._vm_id(backup)
+
     def get_nbd_uri(self, backup: Backup) -> str:
-        return backup.nbd_uri if backup.mode == Backup.Mode.PULL else ""
+        running = backup.mode == Backup.Mode.PULL and backup.status == Backup.Status.RUNNING
+        return backup.nbd_uri if running else ""
 
     def get_url(self, backup: Backup) -> str:
         return self._reverse("api-backup-detail", pk=backup.pk)
 
     def get_vm_url(self, backup: Backup) -> str | None:
-        return self._reverse("api-vm-detail", pk=backup.vm_id) if backup.vm_id else None
+        vm_id = self._vm_id(backup)
+        return self._reverse("api-vm-detail", pk=vm_id) if vm_id else None
 
     def get_finish_url(self, backup: Backup) -> str:
         return self._reverse("api-backup-finish", pk=backup.pk)
 
-    def get_restore_url(self, backup: Backup) -> str:
+    def get_restore_url(self, backup: Backup) -> str | None:
+        if backup.mode == Backup.Mode.PULL:  # nothing stored here to restore
+            return None
         return self._reverse("api-backup-restore", pk=backup.pk)
 
 

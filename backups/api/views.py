@@ -122,7 +122,8 @@ class BackupViewSet(viewsets.GenericViewSet):
     @action(detail=True, methods=["post"], url_path="restore", url_name="restore")
     def restore(self, request: Request, pk: str | None = None) -> Response:
         """Restore the chain ending at this backup: to a new VM called `name`, or with `in_place: true` onto its
-        stopped VM's disks. Answers 202 with the VM and the job."""
+        stopped VM's disks (not both: 400). Pull backups have nothing stored here (409). Answers 202 with the VM
+        and the job."""
         data = BackupRestoreSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         vm, job, message = services.backup_restore(
@@ -190,7 +191,8 @@ class VMBackupScheduleView(APIView):
                    operation_id="vms_backup_schedule_update", tags=["backups"])
     def put(self, request: Request, vm_id: str) -> Response:
         """Create or change the schedule: a backup every `interval_hours`, a full one then `incrementals`
-        incremental ones, keeping the newest `keep_chains` chains."""
+        incremental ones, keeping the newest `keep_chains` chains. Fields left out keep their current values
+        (a new schedule: enabled, 24 h, 6, 2); a changed interval moves `next_run_at` to the last run plus it."""
         vm = vm_get(user=request.user, vm_id=vm_id)
         data = BackupScheduleInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
