@@ -17,6 +17,7 @@ from storage.models import Volume
 
 from . import disks as disk_services
 from .models import VM, DevicePropertyRule, VMDisk
+from .properties import DISK, property_catalog
 from .validation import parse_id
 
 
@@ -80,13 +81,8 @@ def data_volume_get(*, actor: Actor, key: object) -> Volume:
 
 def disk_property_fields(*, user: Actor) -> list[PropertyField]:
     """The disk properties this user may set (administrators: all; users: those a DevicePropertyRule
-    opens, with its allowed values). Empty while the catalog is not available."""
-    from . import properties
-
-    try:
-        catalog = properties.property_catalog(properties.DISK)
-    except NotImplementedError:
-        return []
+    opens, with its allowed values)."""
+    catalog = property_catalog(DISK)
     admin = is_admin(user)
     rules = {r.name: r for r in DevicePropertyRule.objects.filter(device=DevicePropertyRule.Device.DISK)}
     fields = []

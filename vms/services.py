@@ -41,8 +41,10 @@ from storage.services import image_new_check, image_volume_name, pool_for_host, 
 from . import lifecycle
 from .choices import SnapshotStatus, VMStatus
 from .models import VM, Flavor, Snapshot, VMDisk, VMNic
+from .properties import NIC, check_boot_order, validate_properties
 from .scheduling import networks_constraint
 from .selectors import vm_snapshot_get, vm_visible
+from .specs import build_spec
 from .validation import (
     parse_id,
     validate_description,
@@ -1016,9 +1018,6 @@ def vm_nic_update(*, actor: Actor, via: str, vm: VM | int, nic: VMNic | int | st
     """Change a NIC's model and/or device properties (validated by vms.properties; a boot order unique
     among the VM's devices). Applies at the VM's next start; the message says so. No job: the definition
     is written in the same transaction (a failure leaves the record as it was)."""
-    from .properties import NIC, check_boot_order, validate_properties
-    from .specs import build_spec
-
     user = _check_actor(actor)
     if model not in (None, "") and model not in VMNic.Model.values:
         raise ValidationFailed(f"NIC model must be one of: {', '.join(VMNic.Model.values)}.", field="model")

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import logging
 import os
+import subprocess
 import threading
 import time
 import xml.etree.ElementTree as ET
@@ -2059,9 +2061,6 @@ class LibvirtDriver:
 
 def _qemu_img_info(path: str) -> dict[str, Any] | None:
     """`qemu-img info` of a local qcow2 file (shared: the domain may run), or None when unreadable here."""
-    import json
-    import subprocess
-
     if not os.path.isfile(path):
         return None
     try:
