@@ -49,6 +49,7 @@ def test_thin_or_full_is_offered_for_templates_only(live_portal, browser, transa
     """Choosing a template shows "Disk from a template"; another image hides it (and goes back to thin);
     a full copy with the template's sizes is what the service records."""
     from storage.models import Image
+    from portal.models import AuditEvent
     from vms.models import VM
 
     blank = Image.objects.get(name="test-blank")
@@ -81,5 +82,8 @@ def test_thin_or_full_is_offered_for_templates_only(live_portal, browser, transa
     page.wait_for_url("**/vms/*/")
     vm = VM.objects.get(name="full-1")
     assert (vm.vcpus, vm.memory_mib, vm.disk_gib) == (1, 256, 2)
-    assert vm.disks.get(target="vda").volume.copy_of.name == "tpl-web"
+    # What the service recorded at create (the audit), not the disk rows: the worker's own test:///default
+    # has no copy of the template, so its job fails and removes them, maybe before this line runs.
+    event = AuditEvent.objects.get(action="vm.create", target_id=str(vm.pk), outcome=AuditEvent.Outcome.REQUESTED)
+    assert (event.data["clone"], event.data["image"]) == ("full", "tpl-web")
     assert problems == []
