@@ -454,7 +454,7 @@ def main() -> None:
     if args.quick:
         args.duration = 5.0
     warmup = 1.0 if args.quick else 3.0
-    mode = "quick mode" if args.quick else "full run"
+    mode = "quick mode" if args.quick else "full run" if args.duration == 30 else "a shortened run"
     if shutil.which("wrk") is None:
         sys.exit("bench_load: wrk is missing (apt-get install wrk; scripts/setup.sh --test installs it)")
     names = [n.strip() for n in args.servers.split(",") if n.strip()]
