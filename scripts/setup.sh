@@ -36,6 +36,7 @@ APT_RUN=(libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients qemu-s
 APT_TEST=(chromium openssh-client tini    # tini: PID 1 of the test namespace hosts (scripts/nshost.sh)
           xorriso isolinux syslinux-common   # the guest as a bootable ISO (scripts/build-guest-iso.sh)
           glusterfs-server glusterfs-client) # GlusterFS storage domains (scripts/gluster.sh, tests' gluster_volume)
+APT_TEST+=(wrk)                              # HTTP load generator (benchmarks/bench_load.py)
 missing=()
 pkgs=("${APT_RUN[@]}")
 [ "$MODE" = "--test" ] && pkgs+=("${APT_TEST[@]}")
