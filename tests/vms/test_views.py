@@ -457,3 +457,14 @@ def test_snapshot_mistakes_are_messages_and_others_get_404(client, alice, bob, m
     assert client.post(f"/vms/{vm.pk}/snapshots/", {"name": "theirs"}).status_code == 404
     assert client.post(f"/vms/{vm.pk}/snapshots/{snap.pk}/delete/").status_code == 404
     assert list(vm.snapshots.values_list("name", flat=True)) == ["mine"]
+
+
+def test_a_vm_without_an_image_shows_a_dash_on_the_list_and_its_page(client, alice, make_vm):
+    """An adopted VM, or one whose image was deleted, has no image: both pages render (they answered 500)."""
+    vm = make_vm(alice)
+    VM.objects.filter(pk=vm.pk).update(image=None)
+    client.force_login(alice)
+    for url in (reverse("vms:list"), reverse("vms:detail", args=[vm.pk])):
+        response = client.get(url)
+        assert response.status_code == 200, url
+        assert "—" in response.content.decode()
