@@ -125,6 +125,9 @@ if _redis:
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 500}}}
 
+# --- Processes: web processes `runportal` starts (gunicorn with uvicorn workers, portal.gunicorn_conf) ---
+WEB_WORKERS = env.get_int("WEB_WORKERS", 2)
+
 # --- Tasks: django.tasks with the durable database backend (django-tasks-db) ---
 TASKS = {
     "default": {
@@ -207,6 +210,11 @@ LOGGING = {
         "django.server": {"handlers": ["django.server"], "level": "INFO", "propagate": False, "filters": _REDACT},
         "django.channels.server": {"filters": _REDACT},
         "daphne.access": {"filters": _REDACT},
+        # uvicorn under gunicorn (portal.gunicorn_conf): its access log and its websocket handshake lines
+        # (with console tickets in their query strings). Through the root handler at the root's level;
+        # uvicorn's gunicorn worker would otherwise give them gunicorn's handlers, unfiltered.
+        "uvicorn.access": {"filters": _REDACT, "propagate": True, "level": "NOTSET"},
+        "uvicorn.error": {"filters": _REDACT, "propagate": True, "level": "NOTSET"},
     },
 }
 
