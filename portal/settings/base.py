@@ -119,7 +119,9 @@ if _redis:
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             # socket_timeout None: redis-py 8 would drop idle consumers after 5 s.
-            "CONFIG": {"hosts": [{"address": _redis, "socket_timeout": None}], "capacity": 500},
+            # prefix (PORTAL_REDIS_PREFIX): portals or test runs sharing one Redis keep their channels apart.
+            "CONFIG": {"hosts": [{"address": _redis, "socket_timeout": None}], "capacity": 500,
+                       "prefix": env.get_str("REDIS_PREFIX", "asgi")},
         }
     }
 else:
