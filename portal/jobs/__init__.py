@@ -7,6 +7,14 @@ whose worker died. A handler that meets a busy host (HypervisorBusy, a `transien
 again within the job, with exponential backoff (settings JOB_TRANSIENT_RETRIES,
 JOB_TRANSIENT_DELAY_SECONDS).
 
+A job is run by one worker at a time, and ends once: every write of a running job is fenced by its
+attempt (status running, `attempts` as claimed). A worker whose job was taken away from it (reaped
+after its heartbeat stopped, e.g. a database outage, and given to another worker) finds out at its next
+heartbeat or progress report, stops the handler (JobLost) and writes nothing more: no result, no
+clean-up, no second "finished". A worker killed outright leaves its job running without heartbeats;
+the reaper retries it (another attempt) or fails it. A job still pending long after it was queued
+(its task was lost with a worker that died before claiming it) is offered to a worker again.
+
 `job.error` holds plain words for everyone (`portal.exceptions.user_message`); the hypervisor's own
 text goes to `job.error_detail`, which only administrators see.
 """
@@ -23,12 +31,12 @@ import traceback
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
 from django.db import close_old_connections, transaction
-from django.db.models import F
+from django.db.models import F, QuerySet
 from django.dispatch import Signal
 from django.utils import timezone
 
@@ -41,6 +49,10 @@ log = logging.getLogger(__name__)
 
 
 HandlerFn = Callable[["JobContext"], dict | None]
+
+
+class JobLost(Exception):
+    """This worker no longer owns the job it runs (reaped and retried elsewhere, or failed): stop."""
 
 
 @dataclass(frozen=True)
@@ -164,14 +176,20 @@ class JobContext:
         if step[:200] != self.job.step:  # the log has each step once, not once per percent
             self.job.log += f"{timezone.now():%H:%M:%S} {step}\n"
         self.job.step = step[:200]
-        Job.objects.filter(pk=self.job.pk).update(
-            progress=self.job.progress, step=self.job.step, log=self.job.log,
-            heartbeat_at=timezone.now(), updated_at=timezone.now())
+        if not _owned(self.job).update(progress=self.job.progress, step=self.job.step, log=self.job.log,
+                                       heartbeat_at=timezone.now(), updated_at=timezone.now()):
+            raise JobLost(f"job {self.job.pk} attempt {self.job.attempts} is no longer this worker's")
         publish_job(self.job)
 
     def log(self, line: str) -> None:
         self.job.log += f"{timezone.now():%H:%M:%S} {line}\n"
-        Job.objects.filter(pk=self.job.pk).update(log=self.job.log)
+        if not _owned(self.job).update(log=self.job.log):
+            raise JobLost(f"job {self.job.pk} attempt {self.job.attempts} is no longer this worker's")
+
+
+def _owned(job: Job) -> QuerySet[Job]:
+    """The job's row while it is still running the attempt this worker claimed (else no row)."""
+    return Job.objects.filter(pk=job.pk, status=JobStatus.RUNNING, attempts=job.attempts)
 
 
 def _worker_name() -> str:
@@ -179,21 +197,30 @@ def _worker_name() -> str:
 
 
 class _Heartbeat(threading.Thread):
-    def __init__(self, job_id: uuid.UUID | str) -> None:
-        super().__init__(name=f"job-heartbeat-{job_id}", daemon=True)
-        self.job_id = job_id
+    def __init__(self, job: Job) -> None:
+        super().__init__(name=f"job-heartbeat-{job.pk}", daemon=True)
+        self.job = job
         self.stop = threading.Event()
 
     def run(self) -> None:
         try:
             while not self.stop.wait(settings.JOB_HEARTBEAT_SECONDS):
-                Job.objects.filter(pk=self.job_id, status=JobStatus.RUNNING).update(heartbeat_at=timezone.now())
+                try:
+                    if not _owned(self.job).update(heartbeat_at=timezone.now()):
+                        log.warning("job %s attempt %s was taken from this worker; the handler stops at its "
+                                    "next progress report", self.job.pk, self.job.attempts)
+                        return
+                except Exception:  # a database hiccup: beat again next time (the reaper waits long enough)
+                    log.warning("job %s heartbeat failed", self.job.pk, exc_info=True)
+                    close_old_connections()
         finally:
             close_old_connections()
 
 
 def _finish(job: Job, *, status: str, error: str = "", detail: str = "", tb: str = "",
-            result: dict | None = None) -> None:
+            result: dict | None = None, reaped: bool = False) -> bool:
+    """Record the job's end, once: only while it still runs this attempt (or, `reaped`, when the reaper
+    has just marked it failed). False (and nothing written) when the job is no longer this worker's."""
     job.status = status
     job.error = error
     job.error_detail = detail
@@ -205,13 +232,18 @@ def _finish(job: Job, *, status: str, error: str = "", detail: str = "", tb: str
         job.step = "Done"
     else:
         job.step = "Failed" if status == JobStatus.FAILED else "Error"
+    rows = Job.objects.filter(pk=job.pk, status=JobStatus.FAILED) if reaped else _owned(job)
     with transaction.atomic():
-        Job.objects.filter(pk=job.pk).update(
-            status=job.status, error=job.error, error_detail=job.error_detail, traceback=job.traceback,
-            result=job.result, finished_at=job.finished_at, progress=job.progress, step=job.step,
-            updated_at=timezone.now())
+        if not rows.update(
+                status=job.status, error=job.error, error_detail=job.error_detail, traceback=job.traceback,
+                result=job.result, finished_at=job.finished_at, progress=job.progress, step=job.step,
+                updated_at=timezone.now()):
+            log.warning("job %s attempt %s ended as %s here, but the job is no longer this worker's: "
+                        "outcome dropped", job.pk, job.attempts, status)
+            return False
         publish_job(job)
         transaction.on_commit(lambda: _announce_finished(job))
+    return True
 
 
 def _claim(job_id: uuid.UUID | str) -> int:
@@ -255,7 +287,7 @@ def run_job(job_id: uuid.UUID | str) -> str | None:
     job = Job.objects.get(pk=job_id)
     publish_job(job)
     handler = HANDLERS.get(job.kind)
-    heartbeat = _Heartbeat(job.pk)
+    heartbeat = _Heartbeat(job)
     heartbeat.start()
     try:
         if handler is None:
@@ -263,19 +295,22 @@ def run_job(job_id: uuid.UUID | str) -> str | None:
         for guard in list(_guards.values()):
             guard(job)
         result = _run_retrying(handler, JobContext(job))
+    except JobLost as exc:
+        log.warning("%s: stopped without recording an outcome", exc)
+        return None
     except PortalError as exc:
         error = user_message(exc)  # plain words: the owner reads this on every door
         log.info("job %s (%s) failed: %s %s", job.pk, job.kind, exc.message, exc.detail)
-        _fail(job, handler, status=JobStatus.FAILED, error=error, detail=admin_detail(exc, shown=error))
+        recorded = _fail(job, handler, status=JobStatus.FAILED, error=error, detail=admin_detail(exc, shown=error))
     except Exception as exc:  # a bug: keep the traceback for admins
         log.exception("job %s (%s) errored", job.pk, job.kind)
-        _fail(job, handler, status=JobStatus.ERRORED, error=f"Internal error: {exc.__class__.__name__}",
-              tb=traceback.format_exc())
+        recorded = _fail(job, handler, status=JobStatus.ERRORED,
+                         error=f"Internal error: {exc.__class__.__name__}", tb=traceback.format_exc())
     else:
-        _finish(job, status=JobStatus.SUCCEEDED, result=result)
+        recorded = _finish(job, status=JobStatus.SUCCEEDED, result=result)
     finally:
         heartbeat.stop.set()
-    return job.status
+    return job.status if recorded else None  # None: taken over, this worker recorded nothing
 
 
 _sleep = time.sleep  # the backoff wait (tests record it instead)
@@ -305,14 +340,19 @@ def _run_retrying(handler: Handler, ctx: JobContext) -> dict:
 
 
 def _fail(job: Job, handler: Handler | None, *, status: str, error: str, detail: str = "",
-          tb: str = "") -> None:
+          tb: str = "", reaped: bool = False) -> bool:
+    if not reaped and not _owned(job).exists():
+        # Taken over: the clean-up would undo what the attempt now running does.
+        log.warning("job %s attempt %s failed here after it was taken from this worker: no clean-up",
+                    job.pk, job.attempts)
+        return False
     if handler is not None and handler.on_failure is not None:
         try:
             handler.on_failure(job, error)
         except Exception:
             log.exception("on_failure of job %s failed", job.pk)
             tb = tb + "\n--- cleanup failed ---\n" + traceback.format_exc()
-    _finish(job, status=status, error=error, detail=detail, tb=tb)
+    return _finish(job, status=status, error=error, detail=detail, tb=tb, reaped=reaped)
 
 
 def jobs_reap_stale() -> list[Job]:
@@ -323,6 +363,7 @@ def jobs_reap_stale() -> list[Job]:
     cutoff = timezone.now() - timedelta(seconds=settings.JOB_STALE_SECONDS)
     reaped = []
     _offer_waiting_again()
+    _offer_lost_again(cutoff)
     for job in Job.objects.filter(status=JobStatus.RUNNING, heartbeat_at__lt=cutoff):
         if job.attempts < job.max_attempts:
             n = Job.objects.filter(pk=job.pk, status=JobStatus.RUNNING, heartbeat_at__lt=cutoff).update(
@@ -339,7 +380,7 @@ def jobs_reap_stale() -> list[Job]:
                 job.refresh_from_db()
                 _fail(job, HANDLERS.get(job.kind), status=JobStatus.FAILED,
                       error="The worker running this job stopped; the job was abandoned after "
-                            f"{job.attempts} attempt(s).")
+                            f"{job.attempts} attempt(s).", reaped=True)
                 reaped.append(job)
     return reaped
 
@@ -351,6 +392,20 @@ def _offer_waiting_again() -> None:
                                  updated_at__lt=since).values_list("pk", flat=True):
         Job.objects.filter(pk=pk, status=JobStatus.PENDING).update(updated_at=timezone.now())
         transaction.on_commit(functools.partial(enqueue, pk))
+
+
+def _offer_lost_again(cutoff: datetime) -> None:
+    """Jobs still pending (not waiting for a host) JOB_STALE_SECONDS after they were queued or last offered:
+    their task may be lost (a worker killed between taking the task and claiming the job, or a process
+    killed between the commit and the enqueue), so they are offered again. A second task for a job that
+    does run is harmless: the claim is atomic and the other task finds nothing pending."""
+    for pk in (Job.objects.filter(status=JobStatus.PENDING, updated_at__lt=cutoff)
+               .exclude(step__startswith=WAITING_PREFIX).values_list("pk", flat=True)):
+        if Job.objects.filter(pk=pk, status=JobStatus.PENDING, updated_at__lt=cutoff).update(
+                updated_at=timezone.now()):
+            log.warning("job %s still pending %s s after it was queued; offering it to a worker again", pk,
+                        settings.JOB_STALE_SECONDS)
+            transaction.on_commit(functools.partial(enqueue, pk))
 
 
 def job_wait(job: Job, *, write: Callable[[str], None], grace_seconds: float = 5.0, poll: float = 0.5) -> Job:

@@ -119,11 +119,16 @@ if _redis:
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             # socket_timeout None: redis-py 8 would drop idle consumers after 5 s.
-            "CONFIG": {"hosts": [{"address": _redis, "socket_timeout": None}], "capacity": 500},
+            # prefix (PORTAL_REDIS_PREFIX): portals or test runs sharing one Redis keep their channels apart.
+            "CONFIG": {"hosts": [{"address": _redis, "socket_timeout": None}], "capacity": 500,
+                       "prefix": env.get_str("REDIS_PREFIX", "asgi")},
         }
     }
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 500}}}
+
+# --- Processes: web processes `runportal` starts (gunicorn with uvicorn workers, portal.gunicorn_conf) ---
+WEB_WORKERS = env.get_int("WEB_WORKERS", 2)
 
 # --- Tasks: django.tasks with the durable database backend (django-tasks-db) ---
 TASKS = {
@@ -207,6 +212,11 @@ LOGGING = {
         "django.server": {"handlers": ["django.server"], "level": "INFO", "propagate": False, "filters": _REDACT},
         "django.channels.server": {"filters": _REDACT},
         "daphne.access": {"filters": _REDACT},
+        # uvicorn under gunicorn (portal.gunicorn_conf): its access log and its websocket handshake lines
+        # (with console tickets in their query strings). Through the root handler at the root's level;
+        # uvicorn's gunicorn worker would otherwise give them gunicorn's handlers, unfiltered.
+        "uvicorn.access": {"filters": _REDACT, "propagate": True, "level": "NOTSET"},
+        "uvicorn.error": {"filters": _REDACT, "propagate": True, "level": "NOTSET"},
     },
 }
 

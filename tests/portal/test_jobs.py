@@ -114,6 +114,8 @@ def test_progress_logs_each_step_once_however_often_its_percent_moves(db, alice)
     from portal.jobs import JobContext, job_create
 
     job = job_create(kind="image.import", actor=alice, via="cli")  # any kind: only its progress is used
+    Job.objects.filter(pk=job.pk).update(status=JobStatus.RUNNING, attempts=1)  # as claimed by a worker
+    job.refresh_from_db()
     ctx = JobContext(job)
     for percent in range(10, 60):
         ctx.progress(percent, "Converting the image")
@@ -123,3 +125,62 @@ def test_progress_logs_each_step_once_however_often_its_percent_moves(db, alice)
     lines = [line.split(" ", 1)[1] for line in job.log.splitlines()]
     assert lines == ["Converting the image", "Computing the checksum"]
     assert (job.progress, job.step) == (90, "Computing the checksum")
+
+
+@pytest.fixture
+def takeover_kind():
+    """A job kind whose handler finds its job taken over by another worker (reaped, claimed again) mid-run,
+    then reports progress or fails; records what ran."""
+    from django.db.models import F
+
+    from portal import jobs
+    from portal.exceptions import PortalError
+
+    seen: dict[str, list] = {"runs": [], "cleanups": [], "finished": []}
+
+    def run(ctx):
+        seen["runs"].append(ctx.job.attempts)
+        Job.objects.filter(pk=ctx.job.pk).update(attempts=F("attempts") + 1, worker="another")
+        if ctx.params.get("then") == "fail":
+            raise PortalError("the host said no")
+        ctx.progress(50, "Half way")
+        return {"done": True}
+
+    def finished(sender, job, **kwargs):
+        seen["finished"].append(job.pk)
+
+    jobs.HANDLERS["test.takeover"] = jobs.Handler(run, lambda job, error: seen["cleanups"].append(error))
+    jobs.job_finished.connect(finished)
+    yield seen
+    jobs.job_finished.disconnect(finished)
+    del jobs.HANDLERS["test.takeover"]
+
+
+@pytest.mark.parametrize("then", ["progress", "fail"])
+def test_a_worker_whose_job_was_taken_over_writes_nothing_more(alice, lost_enqueue, takeover_kind, then):
+    """Reaped while still alive (its heartbeat stalled) and run by another worker: the first worker stops
+    at its next report, and neither its progress, its outcome nor its clean-up reaches the job."""
+    from portal.jobs import job_create
+
+    with lost_enqueue():
+        job = job_create(kind="test.takeover", actor=alice, via="cli", params={"then": then})
+    assert run_job(job.pk) is None
+    job.refresh_from_db()
+    assert takeover_kind["runs"] == [1]
+    assert (job.status, job.attempts, job.worker, job.finished_at) == (JobStatus.RUNNING, 2, "another", None)
+    assert job.step == "Started" and "Half way" not in job.log and job.result == {}
+    assert takeover_kind["cleanups"] == [] and takeover_kind["finished"] == []
+
+
+def test_a_job_left_pending_by_a_lost_task_is_offered_again(test_host, alice, lost_enqueue, settings):
+    """The task was lost (its worker died before claiming the job): the reaper offers the job again once it
+    has waited JOB_STALE_SECONDS, and it runs once; a job queued recently is left to its task."""
+    with lost_enqueue():
+        old = services.vm_create(actor=alice, via="api", name="lost-task", vcpus=1, memory_mib=128, disk_gib=1)
+        new = services.vm_create(actor=alice, via="api", name="queued", vcpus=1, memory_mib=128, disk_gib=1)
+    Job.objects.filter(pk=old.job.pk).update(updated_at=timezone.now() - timedelta(seconds=settings.JOB_STALE_SECONDS + 5))
+    jobs_reap_stale()
+    old_job, new_job = Job.objects.get(pk=old.job.pk), Job.objects.get(pk=new.job.pk)
+    assert (old_job.status, old_job.attempts) == (JobStatus.SUCCEEDED, 1)
+    assert (new_job.status, new_job.attempts) == (JobStatus.PENDING, 0)
+    services.vm_delete(actor=alice, via="api", vm=VM.objects.get(pk=old.vm.pk))

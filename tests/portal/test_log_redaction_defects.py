@@ -102,7 +102,9 @@ def test_every_propagated_record_passes_the_console_handlers_filter():
     assert record.getMessage() == "127.0.0.1: Path: '/vm/1/screen/?ticket=…'"
 
 
-def test_runportal_serves_through_the_redacting_daphne_command(monkeypatch):
+def test_runportal_serves_through_the_redacting_servers(monkeypatch, tmp_path):
+    """The single-process demo serves through portal.serve (daphne, logged); the supervised portal through
+    gunicorn with the portal's uvicorn workers (portal.gunicorn_conf), whose loggers are redacted."""
     from daphne import cli
 
     import portal.serve
@@ -113,8 +115,22 @@ def test_runportal_serves_through_the_redacting_daphne_command(monkeypatch):
     monkeypatch.setattr(cli.CommandLineInterface, "run", lambda self, argv: seen.setdefault("argv", argv))
     portal.serve.main(["-p", "1", "portal.asgi:application"])
     assert cli.AccessLogGenerator is LoggedAccessLog and seen["argv"] == ["-p", "1", "portal.asgi:application"]
-    source = inspect.getsource(runportal)
-    assert '"-m", "portal.serve"' in source and '"-m", "daphne"' not in source
+    assert "from portal.serve import main" in inspect.getsource(runportal.Command._single_process)
+    conf = runportal.supervisor_config(run_dir=tmp_path, base_dir=tmp_path, python="/py", bind="127.0.0.1",
+                                       port=8000, workers=1, web_workers=2, secret="x")
+    assert "command=/py -m gunicorn -c python:portal.gunicorn_conf -b 127.0.0.1:8000 -w 2 " \
+           "portal.asgi:application" in conf and "daphne" not in conf
+
+
+@pytest.mark.parametrize("name", ["uvicorn.access", "uvicorn.error"])
+def test_uvicorns_loggers_are_redacted_and_reach_the_root_handler(collect, name):
+    """uvicorn's gunicorn worker gives these loggers gunicorn's (unfiltered) handlers before Django starts;
+    settings.LOGGING takes them back: redacted, propagated to the root's console handler."""
+    logger = logging.getLogger(name)
+    assert logger.propagate and logger.level == logging.NOTSET
+    lines = collect(name).lines
+    logger.info('%s - "WebSocket %s" [accepted]', "127.0.0.1:5", f"/ws/consoles/vm/1/serial/?ticket={SECRET}")
+    assert lines == ['127.0.0.1:5 - "WebSocket /ws/consoles/vm/1/serial/?ticket=…" [accepted]']
 
 
 def test_a_logged_entry_keeps_the_ncsa_shape(collect):
