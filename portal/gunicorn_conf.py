@@ -15,6 +15,8 @@ command line overrides them) and the worker class. It imports no Django: gunicor
   truth; the portal reads them itself, from PORTAL_TRUSTED_PROXIES proxies only (portal.net).
 - Request bodies: uvicorn hands Django everything received since the last read (up to its 64 KiB
   flow-control mark per read, more when the socket delivered more), not daphne's fixed 8 KiB pieces.
+- Database connections: each worker keeps a pool of PORTAL_DATABASE_POOL_MAX (default here 16) PostgreSQL
+  connections (portal.settings.base), whatever the number of concurrent requests.
 - A worker whose master is killed (SIGKILL) stops too (Linux parent-death signal), so it never keeps the
   port from the master that the supervisor starts again.
 """
@@ -62,6 +64,8 @@ class PortalUvicornWorker(UvicornWorker):
 # --- gunicorn settings (https://gunicorn.org/reference/settings/) ---
 bind = ["127.0.0.1:8000"]
 workers = _env_int("WEB_WORKERS", 2)
+# Inherited by the workers, which read it in portal.settings.base: a bounded pool per process.
+os.environ.setdefault("PORTAL_DATABASE_POOL_MAX", "16")
 worker_class = "portal.gunicorn_conf.PortalUvicornWorker"
 # Seconds a worker may stay silent before the master replaces it, and may take to finish at a stop.
 timeout = 60

@@ -106,7 +106,23 @@ def _database(url: str | None) -> dict:
         "HOST": parsed.hostname or "",
         "PORT": str(parsed.port or ""),
         "CONN_MAX_AGE": 0,
+        **_pool_options(),
     }
+
+
+def _pool_options() -> dict:
+    """PORTAL_DATABASE_POOL_MAX > 0: this process keeps a pool of at most that many PostgreSQL connections
+    (psycopg_pool through Django) instead of one connection per request thread: under ASGI each concurrent
+    request has its own thread, and 50 clients on one process would take 50 of PostgreSQL's 100. A request
+    waits up to PORTAL_DATABASE_POOL_TIMEOUT seconds for a free connection. The web tier turns it on
+    (portal.gunicorn_conf); the job workers and the monitor have a bounded number of threads."""
+    size = env.get_int("DATABASE_POOL_MAX", 0)
+    if size < 0:
+        raise ImproperlyConfigured(f"PORTAL_DATABASE_POOL_MAX must be 0 or more (got {size})")
+    if not size:
+        return {}
+    return {"OPTIONS": {"pool": {"min_size": min(2, size), "max_size": size,
+                                 "timeout": env.get_float("DATABASE_POOL_TIMEOUT", 10.0)}}}
 
 
 DATABASES = {"default": _database(env.get("DATABASE_URL"))}
