@@ -4,7 +4,8 @@ Seeds its own PostgreSQL database (10,000 VM rows, 2,000 of them one user's, the
 a few finished jobs each; rows only, on a test-driver host row: no libvirt domain), then starts the web
 tier as separate processes on 127.0.0.1, each in turn:
 
-- gunicorn: `gunicorn -k uvicorn_worker.UvicornWorker -w 2 portal.asgi:application` (the production way);
+- gunicorn: `gunicorn -c python:portal.gunicorn_conf -w 2 portal.asgi:application` (the production way: uvicorn
+  workers, a pooled database connection per worker);
 - daphne: one `python -m portal.serve` process (today's way);
 
 both with DEBUG off, a secret key, PORTAL_ALLOWED_HOSTS=127.0.0.1 and a Redis channel layer. On each,
@@ -206,7 +207,7 @@ def stop(proc: subprocess.Popen) -> None:
 def servers(names: list[str], workers: int) -> list[Server]:
     python = sys.executable
     known = {
-        "gunicorn": lambda port: [python, "-m", "gunicorn", "-k", "uvicorn_worker.UvicornWorker", "-w", str(workers),
+        "gunicorn": lambda port: [python, "-m", "gunicorn", "-c", "python:portal.gunicorn_conf", "-w", str(workers),
                                   "-b", f"127.0.0.1:{port}", "--graceful-timeout", "5", "portal.asgi:application"],
         "daphne": lambda port: [python, "-m", "portal.serve", "-b", "127.0.0.1", "-p", str(port),
                                 "portal.asgi:application"],
@@ -411,7 +412,7 @@ def report(results: list[Result], server_errors: dict[str, collections.Counter[s
         f"{os.cpu_count()} cores shared by the servers, wrk, PostgreSQL {pg_version} (max_connections {max_connections}) "
         f"and whatever else runs on the machine.",
         "",
-        f"- **gunicorn**: `gunicorn -k uvicorn_worker.UvicornWorker -w {args.workers} portal.asgi:application` "
+        f"- **gunicorn**: `gunicorn -c python:portal.gunicorn_conf -w {args.workers} portal.asgi:application` "
         "(the production way); **daphne**: one `python -m portal.serve` process (today's `runportal`).",
         "- *API list*: `GET /api/vms/` (a page of 50 and the count, API token); *bare view*: the same 50 rows "
         "and count from the same selector as JSON by `values()` + `JsonResponse`, no DRF "
