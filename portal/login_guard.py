@@ -9,6 +9,7 @@ error (HTTP 429), and writes an audit row for each refused login.
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Any
 
@@ -16,6 +17,7 @@ from django.conf import settings
 from django.forms.utils import ErrorDict
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
+from django.urls import Resolver404, resolve
 
 from .audit import audit
 from .choices import Via
@@ -39,10 +41,24 @@ def lockout_message() -> str:
             f"{minutes} minute{'s' if minutes != 1 else ''}, or ask an administrator to unlock it.")
 
 
-def lockout_response(request: HttpRequest, original_response: HttpResponse | None,
+def _login_page(request: HttpRequest) -> HttpResponse | None:
+    """The login page the form was posted to, as a GET shows it."""
+    try:
+        match = resolve(request.path_info)
+    except Resolver404:
+        return None
+    page_request = copy.copy(request)
+    page_request.method = "GET"
+    return match.func(page_request, *match.args, **match.kwargs)
+
+
+def lockout_response(request: HttpRequest, original_response: Any = None,
                      credentials: dict | None = None) -> HttpResponse:
     """The login page again (the portal's or the admin's), its form saying why it refused; 429."""
     message = lockout_message()
+    if not isinstance(original_response, HttpResponse):
+        # axes 8's async middleware passes the credentials where the view's response belongs.
+        original_response = _login_page(request)
     context = getattr(original_response, "context_data", None)
     form = context.get("form") if isinstance(context, dict) else None
     if isinstance(original_response, TemplateResponse) and form is not None:

@@ -479,6 +479,7 @@ if env.get_bool("CSP", True):
 # The client address is portal.net's trusted-proxies rule; the API token endpoint keeps its own DRF
 # throttle ('token' above) and is not counted here (portal.login_guard).
 from datetime import timedelta  # noqa: E402
+from typing import Any  # noqa: E402
 
 AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
 AXES_ENABLED = env.get_bool("LOGIN_LOCKOUT", True)
@@ -491,7 +492,6 @@ AXES_WHITELIST_CALLABLE = "portal.login_guard.not_counted"
 AXES_LOCKOUT_CALLABLE = "portal.login_guard.lockout_response"
 AXES_DISABLE_ACCESS_LOG = True  # successful logins are not written to axes' table (the audit has what matters)
 AXES_VERBOSE = False
-LOGGING["loggers"]["axes"] = {"level": "WARNING"}  # one line per failed login, not three
 
 # Logs: PORTAL_LOG_FORMAT=json writes one JSON object per line (python-json-logger); plain otherwise.
 # Every record carries the request id, user, VM and job where known (portal.logcontext); the token
@@ -499,15 +499,17 @@ LOGGING["loggers"]["axes"] = {"level": "WARNING"}  # one line per failed login, 
 LOG_FORMAT = env.get_str("LOG_FORMAT", "plain")
 if LOG_FORMAT not in {"plain", "json"}:
     raise ImproperlyConfigured(f"PORTAL_LOG_FORMAT must be plain or json (got {LOG_FORMAT!r})")
-LOGGING["filters"]["log_context"] = {"()": "portal.logcontext.LogContext"}
-LOGGING["formatters"]["plain"] = {"()": "portal.logcontext.PlainFormatter",
+_logging: dict[str, Any] = LOGGING  # the same dict, typed for the changes below
+_logging["filters"]["log_context"] = {"()": "portal.logcontext.LogContext"}
+_logging["formatters"]["plain"] = {"()": "portal.logcontext.PlainFormatter",
                                   "format": "%(asctime)s %(levelname)s %(name)s%(context)s: %(message)s"}
-LOGGING["formatters"]["json"] = {
+_logging["formatters"]["json"] = {
     "()": "pythonjsonlogger.json.JsonFormatter",
     "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s",
     "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
 }
-LOGGING["handlers"]["console"].update(formatter=LOG_FORMAT, filters=[*_REDACT, "log_context"])
+_logging["handlers"]["console"].update(formatter=LOG_FORMAT, filters=[*_REDACT, "log_context"])
+_logging["loggers"]["axes"] = {"level": "WARNING"}  # one line per failed login, not three
 # A request id from X-Request-ID is taken only from a trusted proxy (PORTAL_TRUSTED_PROXIES > 0).
 REQUEST_ID_HEADER = "HTTP_X_REQUEST_ID"
 # /readyz: 503 unless the database and the channel layer answer and, by this rule, the enabled hosts are

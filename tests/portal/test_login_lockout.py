@@ -95,3 +95,23 @@ def test_the_limit_is_a_setting_and_the_api_token_endpoint_keeps_its_own_throttl
         answer = client.post("/api/auth/token/", {"username": "bob-unknown", "password": "guess"})
         assert answer.status_code == 400
         assert answer.json()["detail"] == "Unable to log in with provided credentials."
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("path", ["/login/", "/admin/login/"])
+def test_the_refusal_renders_the_login_page_even_without_the_views_response(path):
+    """axes' async middleware (daphne, uvicorn) hands the lockout callable the credentials instead of the
+    view's response: the login page is then rendered afresh, with the same error."""
+    from django.contrib.auth.models import AnonymousUser
+    from django.contrib.sessions.backends.db import SessionStore
+    from django.test import RequestFactory
+
+    from portal.login_guard import lockout_response
+
+    request = RequestFactory().post(path, {"username": "alice", "password": "guess"})
+    request.user, request.session = AnonymousUser(), SessionStore()
+
+    response = lockout_response(request, {"username": "alice"}, None)
+
+    assert response.status_code == 429 and LOCKED in response.content.decode()
+    assert 'name="password"' in response.content.decode()
