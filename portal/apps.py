@@ -4,3 +4,11 @@ from django.apps import AppConfig
 class PortalConfig(AppConfig):
     name = "portal"
     verbose_name = "Portal"
+
+    def ready(self) -> None:
+        # Imported here: both need the app registry (axes' models, the audit model).
+        from axes.signals import user_locked_out
+
+        from .login_guard import audit_locked_out
+
+        user_locked_out.connect(audit_locked_out, dispatch_uid="portal.login_guard.audit_locked_out")

@@ -10,10 +10,17 @@ from django.core.exceptions import ImproperlyConfigured
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
+_FALSE = {"0", "false", "no", "off"}
+
+
 def _load_dotenv() -> None:
-    """Read `.env` (yours) and `var/fallback.env` (written by set-up when no hypervisor could be
-    started) as KEY=VALUE lines, without overriding the real environment."""
-    for path in (BASE_DIR / ".env", BASE_DIR / "var" / "fallback.env"):
+    """Read `.env` (yours), `var/demo.env` (written by scripts/setup.sh: the demo asks for DEBUG) and
+    `var/fallback.env` (written by set-up when no hypervisor could be started) as KEY=VALUE lines,
+    without overriding the real environment. A production start says PORTAL_DEBUG=0 in its real
+    environment (deploy/portal.env.example): then only the environment is read."""
+    if os.environ.get("PORTAL_DEBUG", "").strip().lower() in _FALSE:
+        return
+    for path in (BASE_DIR / ".env", BASE_DIR / "var" / "demo.env", BASE_DIR / "var" / "fallback.env"):
         if path.is_file():
             _load_file(path)
 
@@ -44,7 +51,7 @@ def get_bool(name: str, default: bool) -> bool:
         return default
     if raw.lower() in {"1", "true", "yes", "on"}:
         return True
-    if raw.lower() in {"0", "false", "no", "off"}:
+    if raw.lower() in _FALSE:
         return False
     raise ImproperlyConfigured(f"PORTAL_{name} must be a boolean (got {raw!r})")
 
@@ -76,8 +83,11 @@ def get_list(name: str, default: list[str]) -> list[str]:
     return [item.strip() for item in raw.split(",") if item.strip()]
 
 
-def require(name: str) -> str:
+def require(name: str, hint: str = "") -> str:
+    """PORTAL_<name>, which a production portal (DEBUG off) must be given: a clear start-up error if unset."""
     value = os.environ.get(f"PORTAL_{name}")
-    if not value:
-        raise ImproperlyConfigured(f"PORTAL_{name} must be set in production (PORTAL_DEBUG=0)")
+    if not value or not value.strip():
+        raise ImproperlyConfigured(
+            f"PORTAL_{name} must be set: DEBUG is off (production; PORTAL_DEBUG=1 asks for a development "
+            f"portal). {hint}See deploy/portal.env.example and docs/deployment.md.")
     return value

@@ -1,20 +1,46 @@
 """The project URL conf: assembles each app's pages, API and admin (see docs/architecture.md)."""
 
+from urllib.parse import urlparse
+
+from django.conf import settings
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from django.views.decorators.csp import csp_override
+from drf_spectacular.settings import spectacular_settings
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
+from portal.health import healthz_view, readyz_view
 from vms.admin import dashboard_view
 
+
+def _api_docs_view():
+    """Swagger UI loads its bundle from drf-spectacular's CDN: the CSP allows that origin on this page only
+    (the split view serves its start-up script from here, so no inline script is needed)."""
+    view = SpectacularSwaggerSplitView.as_view(url_name="api-schema")
+    if not settings.SECURE_CSP:
+        return view
+    dist = urlparse(spectacular_settings.SWAGGER_UI_DIST)
+    cdn = f"{dist.scheme}://{dist.netloc}" if dist.netloc else None
+    if cdn is None:
+        return view
+    policy = {key: list(value) for key, value in settings.SECURE_CSP.items()}
+    for directive in ("script-src", "style-src", "img-src"):
+        policy[directive] = [*policy.get(directive, []), cdn]
+    return csp_override(policy)(view)
+
+
 urlpatterns = [
+    # Probes for load balancers and supervisors (portal/health.py; issue #13).
+    path("healthz", healthz_view, name="healthz"),
+    path("readyz", readyz_view, name="readyz"),
     # Staff-only operations dashboard (before admin.site.urls, whose catch-all would take it).
     path("admin/dashboard/", admin.site.admin_view(dashboard_view), name="admin-dashboard"),
     path("admin/", admin.site.urls),
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("api/docs/", _api_docs_view(), name="api-docs"),
     path("api/", include("portal.api_urls")),
     path("jobs/", include("portal.jobs.urls")),
     path("account/", include("accounts.urls")),

@@ -110,6 +110,10 @@ if [ "$MODE" = "--test" ]; then
   scripts/start-postgres.sh
 fi
 
+# DEBUG is off unless asked for: this checkout runs the demo, so it asks (portal/env.py reads the file
+# unless the real environment says PORTAL_DEBUG=0, as a production start does: docs/deployment.md).
+[ -f var/demo.env ] || printf '# Written by scripts/setup.sh: this checkout runs the demo.\nPORTAL_DEBUG=1\n' >var/demo.env
+
 step "Migrating and seeding the database"
 "$VENV/bin/python" manage.py migrate -v0
 "$VENV/bin/python" manage.py collectstatic --noinput -v0

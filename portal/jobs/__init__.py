@@ -43,6 +43,7 @@ from django.utils import timezone
 from portal.choices import JobStatus
 from portal.events import STAFF_GROUP, publish, user_group
 from portal.exceptions import HypervisorError, PortalError, admin_detail, user_message
+from portal.logcontext import log_context
 from portal.models import Job
 
 log = logging.getLogger(__name__)
@@ -280,7 +281,14 @@ def _claim_gated(job_id: uuid.UUID | str) -> int:
 
 def run_job(job_id: uuid.UUID | str) -> str | None:
     """Claim a pending job and run its handler; returns the final status (None if not claimed, or held
-    back by a claim gate)."""
+    back by a claim gate). Its log lines carry the job's id, its actor and its VM (portal.logcontext)."""
+    about = Job.objects.filter(pk=job_id).values_list("target_type", "target_id", "actor__username").first()
+    target_type, target_id, actor = about or ("", "", None)
+    with log_context(job_id=job_id, user=actor, vm_id=target_id if target_type == "vm" else None):
+        return _run_job(job_id)
+
+
+def _run_job(job_id: uuid.UUID | str) -> str | None:
     claimed = _claim_gated(job_id) if _claim_gates else _claim(job_id)
     if not claimed:
         return None

@@ -11,14 +11,19 @@ from django.core.exceptions import ImproperlyConfigured
 from portal import env
 
 BASE_DIR = env.BASE_DIR
-DEBUG = env.get_bool("DEBUG", True)
+# DEBUG is off unless asked for: `make run` (the demo) and the test settings set PORTAL_DEBUG=1.
+DEBUG = env.get_bool("DEBUG", False)
 
 if DEBUG:
     SECRET_KEY = env.get_str("SECRET_KEY", "dev-insecure-secret-key-change-me")
 else:
-    SECRET_KEY = env.require("SECRET_KEY")
+    SECRET_KEY = env.require("SECRET_KEY", "Generate one with: python3 -c 'import secrets; "
+                                           "print(secrets.token_urlsafe(50))'. ")
 
-ALLOWED_HOSTS = env.get_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"])
+# Production names its host names explicitly (a comma-separated list, e.g. portal.example.org).
+ALLOWED_HOSTS = (env.get_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"]) if DEBUG
+                 else env.require("ALLOWED_HOSTS", "The portal's host names, comma-separated. ").split(","))
+ALLOWED_HOSTS = [host.strip() for host in ALLOWED_HOSTS if host.strip()]
 CSRF_TRUSTED_ORIGINS = env.get_list(
     "CSRF_TRUSTED_ORIGINS", ["http://127.0.0.1:8000", "http://localhost:8000"]
 )
@@ -38,6 +43,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "channels",
     "django_tasks_db",
+    "axes",  # web login lockout (issue #13)
     # The core first, then the domain apps from the bottom of the import graph up (docs/architecture.md).
     "portal",
     "accounts",
@@ -53,6 +59,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Content-Security-Policy from SECURE_CSP (the hardening block at the end; issue #13).
+    "django.middleware.csp.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     # Errors Django itself answers under /api/ (unknown URL, 500, bad Host) become the API's JSON.
     "portal.api.api_json_errors_middleware",
@@ -60,8 +68,12 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Request id, user and VM into the log records of this request (portal.logcontext; issue #13).
+    "portal.logcontext.RequestContextMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Web login lockout after repeated failures (django-axes; last, as axes asks; issue #13).
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "portal.urls"
@@ -79,6 +91,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "portal.context_processors.portal",
+                "django.template.context_processors.csp",  # csp_nonce for any inline <script nonce=...>
             ],
         },
     },
@@ -432,3 +445,105 @@ STORAGE_ALLOWED_ROOTS = env.get_list("STORAGE_ALLOWED_ROOTS", [
 STORAGE_MOUNT_DIR = env.get_str("STORAGE_MOUNT_DIR", "/var/lib/vmportal/mnt")
 # The monitor's housekeeping refreshes each pool's capacity and use at most this often.
 STORAGE_REFRESH_SECONDS = env.get_int("STORAGE_REFRESH_SECONDS", 300)
+
+# --- Production hardening and observability (issue #13 parts 4 and 6; docs/deployment.md) ---
+# With DEBUG off the portal is served over HTTPS behind nginx: every knob below defaults to the safe value
+# then, and to plain HTTP for the demo. `manage.py check --deploy` is clean with deploy/portal.env.example.
+SECURE_SSL_REDIRECT = env.get_bool("SECURE_SSL_REDIRECT", not DEBUG)
+SECURE_HSTS_SECONDS = env.get_int("HSTS_SECONDS", 0 if DEBUG else 31536000)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.get_bool("HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env.get_bool("HSTS_PRELOAD", False)
+SESSION_COOKIE_SECURE = env.get_bool("SECURE_COOKIES", not DEBUG)
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+# Behind trusted proxies the scheme the client used comes from the proxy's X-Forwarded-Proto (nginx sets
+# it, overwriting the client's); without one, a client's own header must not make a request "secure".
+if env.get_bool("PROXY_SSL_HEADER", TRUSTED_PROXIES > 0):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+if not DEBUG:
+    # Production: the portal's own URL is explicit (links in Slack and e-mails, console origins), and so
+    # are the origins allowed to post forms and open consoles (by default: that URL's origin only).
+    PORTAL_BASE_URL = env.require("BASE_URL", "The portal's public URL, e.g. https://portal.example.org. ")
+    _origin = "{0.scheme}://{0.netloc}".format(urlparse(PORTAL_BASE_URL))
+    CSRF_TRUSTED_ORIGINS = env.get_list("CSRF_TRUSTED_ORIGINS", [_origin])
+    CONSOLE_ALLOWED_ORIGINS = env.get_list("CONSOLE_ALLOWED_ORIGINS", [_origin])
+
+
+def _ws_origin(url: str) -> str:
+    """The websocket origin (ws:// or wss://) of an http(s) or ws(s) URL."""
+    parsed = urlparse(url)
+    return f"{ {'https': 'wss', 'http': 'ws'}.get(parsed.scheme, parsed.scheme)}://{parsed.netloc}"
+
+
+# Content-Security-Policy (Django's own middleware): scripts only from the portal's static files (no
+# inline script; a template that needs one writes <script nonce="{{ csp_nonce }}">); styles may be
+# inline because xterm.js writes <style> elements and progress bars set their width; websockets to the
+# portal and to the console proxy (PORTAL_CONSOLE_PROXY_URL). PORTAL_CSP_REPORT_ONLY=1 only reports.
+from django.utils.csp import CSP  # noqa: E402  (settings read top to bottom; the policy needs the URLs above)
+
+_CSP_POLICY = {
+    "default-src": [CSP.SELF],
+    "script-src": [CSP.SELF, CSP.NONCE],
+    "style-src": [CSP.SELF, CSP.UNSAFE_INLINE],
+    "img-src": [CSP.SELF, "data:"],
+    "font-src": [CSP.SELF, "data:"],
+    "connect-src": list(dict.fromkeys([CSP.SELF, _ws_origin(PORTAL_BASE_URL),
+                                       *([_ws_origin(CONSOLE_PROXY_URL)] if CONSOLE_PROXY_URL else [])])),
+    "object-src": [CSP.NONE],
+    "base-uri": [CSP.SELF],
+    "form-action": [CSP.SELF],
+    "frame-ancestors": [CSP.NONE],
+}
+if env.get_bool("CSP", True):
+    if env.get_bool("CSP_REPORT_ONLY", False):
+        SECURE_CSP_REPORT_ONLY = _CSP_POLICY
+    else:
+        SECURE_CSP = _CSP_POLICY
+
+# Web login brute-force protection (django-axes, in the database so every web process counts alike):
+# after LOGIN_FAILURE_LIMIT failed logins for one username from one client address, that pair is locked
+# out for LOGIN_LOCKOUT_SECONDS (failures older than that are forgotten; a good login resets the count).
+# The client address is portal.net's trusted-proxies rule; the API token endpoint keeps its own DRF
+# throttle ('token' above) and is not counted here (portal.login_guard).
+from datetime import timedelta  # noqa: E402
+from typing import Any  # noqa: E402
+
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_ENABLED = env.get_bool("LOGIN_LOCKOUT", True)
+AXES_FAILURE_LIMIT = env.get_int("LOGIN_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = timedelta(seconds=env.get_int("LOGIN_LOCKOUT_SECONDS", 900))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "portal.net.request_client_ip"
+AXES_WHITELIST_CALLABLE = "portal.login_guard.not_counted"
+AXES_LOCKOUT_CALLABLE = "portal.login_guard.lockout_response"
+AXES_DISABLE_ACCESS_LOG = True  # successful logins are not written to axes' table (the audit has what matters)
+AXES_VERBOSE = False
+
+# Logs: PORTAL_LOG_FORMAT=json writes one JSON object per line (python-json-logger); plain otherwise.
+# Every record carries the request id, user, VM and job where known (portal.logcontext); the token
+# redaction filter stays on every handler's way out.
+LOG_FORMAT = env.get_str("LOG_FORMAT", "plain")
+if LOG_FORMAT not in {"plain", "json"}:
+    raise ImproperlyConfigured(f"PORTAL_LOG_FORMAT must be plain or json (got {LOG_FORMAT!r})")
+_logging: dict[str, Any] = LOGGING  # the same dict, typed for the changes below
+_logging["filters"]["log_context"] = {"()": "portal.logcontext.LogContext"}
+_logging["formatters"]["plain"] = {"()": "portal.logcontext.PlainFormatter",
+                                  "format": "%(asctime)s %(levelname)s %(name)s%(context)s: %(message)s"}
+_logging["formatters"]["json"] = {
+    "()": "pythonjsonlogger.json.JsonFormatter",
+    "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s",
+    "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
+}
+_logging["handlers"]["console"].update(formatter=LOG_FORMAT, filters=[*_REDACT, "log_context"])
+_logging["loggers"]["axes"] = {"level": "WARNING"}  # one line per failed login, not three
+# A request id from X-Request-ID is taken only from a trusted proxy (PORTAL_TRUSTED_PROXIES > 0).
+REQUEST_ID_HEADER = "HTTP_X_REQUEST_ID"
+# /readyz: 503 unless the database and the channel layer answer and, by this rule, the enabled hosts are
+# up (from the database, as the monitor last saw them): any (one is enough; none enabled counts as
+# ready), all, or none (hosts are reported, never make the portal unready).
+READY_HOSTS = env.get_str("READY_HOSTS", "any")
+if READY_HOSTS not in {"any", "all", "none"}:
+    raise ImproperlyConfigured(f"PORTAL_READY_HOSTS must be any, all or none (got {READY_HOSTS!r})")
+# The probes answer over plain HTTP on the web tier's own address (load balancers, systemd checks).
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
+# --- end of issue #13 parts 4 and 6 ---

@@ -3,7 +3,10 @@
 import os
 import uuid
 
-from .base import *  # noqa: F403
+# The suite asks for DEBUG like the demo does (DEBUG is off unless asked for); its subprocesses inherit it.
+os.environ.setdefault("PORTAL_DEBUG", "1")
+
+from .base import *  # noqa: E402, F403
 
 # Every test run marks its domains with its own instance id, so reconcile never touches
 # a developer's portal domains on the same libvirtd, and leftovers are easy to find.

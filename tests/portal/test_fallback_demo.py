@@ -58,7 +58,8 @@ def fallback_db():
 
 def test_run_command_on_the_test_driver_serves_one_process_that_keeps_vms_true(fallback_db, tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("PORTAL_") and k != "DJANGO_SETTINGS_MODULE"}
-    env.update(PORTAL_DATABASE_URL=fallback_db, PORTAL_LIBVIRT_URI="test:///default", PORTAL_DATA_DIR=str(tmp_path),
+    env.update(PORTAL_DEBUG="1",  # the demo asks for DEBUG (scripts/setup.sh writes it to var/demo.env)
+               PORTAL_DATABASE_URL=fallback_db, PORTAL_LIBVIRT_URI="test:///default", PORTAL_DATA_DIR=str(tmp_path),
                PORTAL_RECONCILE_SECONDS="1", PORTAL_INSTANCE_ID=settings.INSTANCE_ID,
                PORTAL_DOMAIN_PREFIX=settings.DOMAIN_PREFIX, PORTAL_GUEST_DIR=settings.GUEST_DIR)
     with processes(tmp_path, env, inherit=False) as procs:  # as a user starts it: no test settings
