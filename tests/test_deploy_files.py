@@ -77,8 +77,10 @@ def test_the_units_run_the_portals_commands_with_its_environment_and_restart():
             assert command in commands, f"{path.name}: manage.py {command} does not exist"
             started.add(command)
         else:
-            assert argv[0].endswith("/gunicorn") and "uvicorn_worker.UvicornWorker" in argv, path.name
-            assert argv[-1] == "portal.asgi:application" and "${PORTAL_WEB_WORKERS}" in argv
+            # The project's gunicorn configuration (its worker class, worker count and pool): what runportal runs.
+            assert argv[0].endswith("/gunicorn") and "python:portal.gunicorn_conf" in argv, path.name
+            assert argv[argv.index("python:portal.gunicorn_conf") - 1] == "-c"
+            assert argv[-1] == "portal.asgi:application"
             started.add("web")
     assert started == {"web", "db_worker", "hypervisor_monitor", "console_proxy"}
     assert (DEPLOY / "systemd" / "vmportal-worker@.service").is_file()  # a template: several workers
