@@ -203,7 +203,7 @@ def vm_nic_get(*, vm: VM, key: object) -> VMNic:
     return found
 
 
-def vm_nic_states(*, vms: QuerySet[VM] | list[VM]) -> dict[int, tuple[str, str]]:
+def vm_nic_states(*, vms: QuerySet | list[VM]) -> dict[int, tuple[str, str]]:
     """Per VM: a short fingerprint of what its NIC panel shows (networks, MACs, states, addresses) and its
     first known address. Live pages compare the fingerprint to know when to fetch the panel again: the
     monitor and the job workers change NICs in other processes, where a pushed event may not reach."""
