@@ -71,7 +71,9 @@ class Backup(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
-        indexes = [models.Index(fields=["vm", "status", "created_at"], name="backup_vm_status")]
+        indexes = [models.Index(fields=["vm", "status", "created_at"], name="backup_vm_status"),
+                   # the lists' order, newest first: read in index order, no sort of every row (issue #13)
+                   models.Index(fields=["-created_at", "-id"], name="backup_newest_first")]
 
     def __str__(self) -> str:
         return f"{self.vm_name} {self.kind} backup of {self.created_at:%Y-%m-%d %H:%M}"

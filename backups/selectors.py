@@ -22,8 +22,9 @@ def backups_visible(actor: Actor) -> QuerySet[Backup]:
         return qs.none()
     if is_admin(actor):
         return qs
+    # `vm` and `group` are foreign keys: id subqueries, never joins, so no DISTINCT over whole rows (issue #13).
     return qs.filter(Q(owner=actor) | Q(vm__in=vm_visible(user=actor).values("pk"))
-                     | Q(group__in=actor.groups.all())).distinct()
+                     | Q(group__in=actor.groups.all()))
 
 
 def backup_get(*, actor: Actor, key: Backup | int | str) -> Backup:
@@ -70,9 +71,9 @@ def backup_quota_usage(*, user: Any = None, group: Any = None) -> dict[str, int]
     return {"backup_gib": -(-total // 1024**3)}
 
 
-def backup_owned_ids(*, user: Actor) -> list[int]:
-    """Ids of the backups a user may see (job visibility)."""
-    return list(backups_visible(user).values_list("pk", flat=True))
+def backup_owned_ids(*, user: Actor) -> QuerySet:
+    """Ids of the backups a user may see (job visibility): a subquery, not a list."""
+    return backups_visible(user).order_by().values_list("pk", flat=True)
 
 
 def backup_pool_users(pool: StoragePool) -> list[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 
 from django.contrib.auth.models import User
-from django.db.models import Q, QuerySet
+from django.db.models import Exists, OuterRef, Q, QuerySet
 
 from cluster.models import Host
 from portal.actors import Actor, is_admin, require_user
@@ -20,7 +20,9 @@ def network_usable(*, user: Actor) -> QuerySet[Network]:
     qs = Network.objects.all()
     if is_admin(user):
         return qs
-    return qs.filter(Q(is_public=True) | Q(groups__in=user.groups.all())).distinct()
+    # An EXISTS over the groups' link table rather than a join and DISTINCT over whole rows (issue #13).
+    shared = Network.groups.through.objects.filter(network_id=OuterRef("pk"), group__user=user.pk)
+    return qs.filter(Q(is_public=True) | Exists(shared))
 
 
 def network_default_for(*, user: User) -> Network | None:

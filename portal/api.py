@@ -9,7 +9,9 @@ internals; staff also get the hypervisor's own words in `admin_detail`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import re
+import uuid
+from collections.abc import Callable, Mapping
 from http import HTTPStatus
 from inspect import iscoroutinefunction
 from typing import Any
@@ -24,15 +26,17 @@ from django.core.exceptions import (
 )
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.urls import NoReverseMatch
 from django.utils.decorators import sync_and_async_middleware
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, viewsets
 from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.exceptions import ValidationError as DRFValidationError
-from rest_framework.pagination import PageNumberPagination
+from rest_framework.pagination import CursorPagination, PageNumberPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.reverse import reverse
 from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -143,11 +147,112 @@ def api_json_errors_middleware(get_response: Callable) -> Callable:
     return middleware
 
 
+# --- row URLs: one reverse() per route and response, not one per row (issue #13) --------------------
+
+_UUID_TEXT = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def _sentinel(kind: str, index: int) -> str:
+    """A value of `kind` that no real id or host name contains, distinct per keyword (none is inside another)."""
+    if kind == "int":
+        return f"98765432101234{index}"
+    return f"f0e1d2c3-b4a5-4697-8887-76655443322{index}"
+
+
+def _kind(value: object) -> str | None:
+    """"int" for ids (digits), "uuid" for canonical UUIDs; None: anything else (reversed row by row)."""
+    if isinstance(value, uuid.UUID):
+        return "uuid"
+    text = str(value)
+    if text.isascii() and text.isdigit() and len(text) <= 18:
+        return "int"
+    return "uuid" if _UUID_TEXT.fullmatch(text) else None
+
+
+def row_url(context: Mapping[str, Any], viewname: str, **kwargs: object) -> str:
+    """`rest_framework.reverse.reverse(viewname, kwargs=kwargs, request=context["request"])`, the same string,
+    at the cost of a string replacement: the route is reversed (and made absolute) once per serializer
+    context with stand-in values, then each row's ids are put in their place. Ids that are not digits or
+    UUIDs are reversed as usual. Raises NoReverseMatch where reverse() would."""
+    kinds = tuple((name, _kind(value)) for name, value in sorted(kwargs.items()))
+    request = context.get("request")
+    if any(kind is None for _, kind in kinds):
+        return reverse(viewname, kwargs=kwargs, request=request)
+    cache = context.get("_row_urls")
+    if cache is None:
+        cache = {}
+        if isinstance(context, dict):  # a serializer's context: one per response
+            context["_row_urls"] = cache
+    key = (viewname, kinds)
+    if key not in cache:
+        stand_ins = {name: _sentinel(kind or "", i) for i, (name, kind) in enumerate(kinds)}
+        try:
+            cache[key] = (reverse(viewname, kwargs=stand_ins, request=request), stand_ins)
+        except NoReverseMatch:
+            cache[key] = None
+    entry = cache[key]
+    if entry is None:
+        raise NoReverseMatch(f"Reverse for {viewname!r} with keyword arguments {sorted(kwargs)} not found.")
+    url, stand_ins = entry
+    for name, stand_in in stand_ins.items():
+        url = url.replace(stand_in, str(kwargs[name]))
+    return url
+
+
 class Pagination(PageNumberPagination):
-    """`?page=N`, and `?page_size=` up to 200 (default 50 from settings)."""
+    """`?page=N`, and `?page_size=` up to 200 (default 50 from settings).
+
+    On lists whose view names an order for it (`view.get_cursor_ordering()`: the VM and job lists),
+    `?pagination=cursor` (or a `?cursor=` from a previous page) switches to DRF's cursor pagination: no
+    `count`, `next`/`previous` links that hold a position, a constant cost however deep the page (issue #13).
+    Page numbers stay the default."""
 
     page_size_query_param = "page_size"
     max_page_size = 200
+    MODES = ("page", "cursor")
+    _cursor: CursorPagination | None = None
+
+    def _cursor_for(self, request: Request, view: Any) -> CursorPagination | None:
+        mode = request.query_params.get("pagination", "")
+        if mode and mode not in self.MODES:
+            raise ValidationFailed(f"pagination: one of {', '.join(self.MODES)} (got {mode[:20]!r}).",
+                                   field="pagination")
+        ordering = view.get_cursor_ordering() if hasattr(view, "get_cursor_ordering") else None
+        wanted = mode == "cursor" or (not mode and "cursor" in request.query_params)
+        if not wanted:
+            return None
+        if not ordering:
+            raise ValidationFailed("pagination: this list has page numbers only.", field="pagination")
+        cursor = CursorPagination()
+        cursor.ordering = tuple(ordering)
+        cursor.page_size = self.page_size
+        cursor.page_size_query_param = self.page_size_query_param
+        cursor.max_page_size = self.max_page_size
+        return cursor
+
+    def paginate_queryset(self, queryset: Any, request: Request, view: Any = None) -> list | None:
+        self._cursor = self._cursor_for(request, view)
+        if self._cursor is not None:
+            return self._cursor.paginate_queryset(queryset, request, view)
+        return super().paginate_queryset(queryset, request, view)
+
+    def get_paginated_response(self, data: Any) -> Response:
+        if self._cursor is not None:
+            return self._cursor.get_paginated_response(data)
+        return super().get_paginated_response(data)
+
+    def get_schema_operation_parameters(self, view: Any) -> list[dict]:
+        params = super().get_schema_operation_parameters(view)
+        if getattr(view, "action", None) == "list" and hasattr(view, "get_cursor_ordering"):
+            params += [
+                {"name": "pagination", "required": False, "in": "query",
+                 "description": "`cursor`: cursor pagination (no count; follow `next`); default `page`.",
+                 "schema": {"type": "string", "enum": list(self.MODES)}},
+                {"name": "cursor", "required": False, "in": "query",
+                 "description": "The position a cursor page's `next` or `previous` link holds.",
+                 "schema": {"type": "string"}},
+            ]
+        return params
 
 
 # --- documented error bodies (used in extend_schema responses) -----------------------------------

@@ -87,7 +87,8 @@ def quota_request_list(*, user: Actor, status: str | None = None) -> QuerySet[Qu
     if not is_signed_in(user):
         return qs.none()
     if not is_admin(user):
-        qs = qs.filter(Q(requester=user) | Q(group__in=user.groups.all())).distinct()
+        # `group` is a foreign key: an id subquery, no join, so no DISTINCT (issue #13).
+        qs = qs.filter(Q(requester=user) | Q(group__in=user.groups.all()))
     if status:
         qs = qs.filter(status=status)
     return qs

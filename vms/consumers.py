@@ -47,9 +47,10 @@ def live_state(*, user) -> dict[str, list[dict[str, Any]]]:
     NICs and addresses change in the job workers and the monitor, other processes whose pushed events
     the default in-memory channel layer does not carry here, so this poll is what notices them.
     """
-    vms = list(vm_visible(user=user).select_related(None)
-               .only("id", "uuid", "name", "status", "power_state", "last_error", "updated_at"))
-    nics = vm_nic_states(vms=vms) if vms else {}
+    visible = vm_visible(user=user).select_related(None)
+    vms = list(visible.only("id", "uuid", "name", "status", "power_state", "last_error", "updated_at"))
+    # The NICs of the same VMs through a subquery, not a list of every visible id as parameters (issue #13).
+    nics = vm_nic_states(vms=visible.order_by().values("pk")) if vms else {}
     since = timezone.now() - RECENT_JOBS
     jobs = (job_visible(user=user).select_related(None)
             .filter(Q(status__in=JobStatus.ACTIVE) | Q(updated_at__gte=since))

@@ -81,7 +81,8 @@ def data_volumes_visible(actor: Actor) -> QuerySet[Volume]:
     if is_admin(actor):
         return qs
     user: User = actor
-    return qs.filter(Q(owner=user, group__isnull=True) | Q(group__in=user.groups.all())).distinct()
+    # `group` is a foreign key: an id subquery, never a join, so no DISTINCT over whole rows (issue #13).
+    return qs.filter(Q(owner=user, group__isnull=True) | Q(group__in=user.groups.all()))
 
 
 def is_data_disk(disk: VMDisk) -> bool:

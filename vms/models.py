@@ -88,7 +88,12 @@ class VM(models.Model):
                                     name="vm_name_unique_per_owner"),
         ]
         # The scheduler's one aggregate of committed load per host reads only this index (PostgreSQL).
-        indexes = [models.Index(fields=["host", "status", "memory_mib", "vcpus"], name="vm_host_load")]
+        indexes = [
+            models.Index(fields=["host", "status", "memory_mib", "vcpus"], name="vm_host_load"),
+            # The lists (API, web, admin) show VMs that are not deleted in name order: read in index order and
+            # stop at the page's end instead of sorting every row (all of them for administrators, issue #13).
+            models.Index(fields=["name", "id"], condition=~Q(status="deleted"), name="vm_live_by_name"),
+        ]
 
     def __str__(self) -> str:
         return self.name

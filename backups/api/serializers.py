@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
-from rest_framework.reverse import reverse
 
 from backups.models import Backup, BackupSchedule
+from portal.api import row_url
 from portal.jobs.api.serializers import JobSummarySerializer
 from vms.api.serializers import VMSerializer
 from vms.choices import VMStatus
@@ -106,7 +106,7 @@ class BackupSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
     def _reverse(self, name: str, **kwargs) -> str:
-        return reverse(name, kwargs=kwargs, request=self.context.get("request"))
+        return row_url(self.context, name, **kwargs)
 
     @staticmethod
     def _vm_id(backup: Backup) -> int | None:

@@ -8,10 +8,10 @@ from typing import Any
 
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
-from rest_framework.reverse import reverse
 
 from networks.models import Network, NetworkHost, Reservation
 from networks.usage import network_users
+from portal.api import row_url
 
 
 @extend_schema_field({"oneOf": [{"type": "string"}, {"type": "integer"}]})
@@ -86,8 +86,7 @@ class ReservationSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
     def get_url(self, reservation: Reservation) -> str:
-        return reverse("api-network-reservation", kwargs={"pk": reservation.network_id, "rid": reservation.pk},
-                       request=self.context.get("request"))
+        return row_url(self.context, "api-network-reservation", pk=reservation.network_id, rid=reservation.pk)
 
 
 class NetworkPlacementSerializer(serializers.ModelSerializer):
@@ -119,7 +118,7 @@ class NetworkSerializer(serializers.ModelSerializer):
         return self.context.get("preselected_id") == network.pk
 
     def get_url(self, network: Network) -> str:
-        return reverse("api-network-detail", kwargs={"pk": network.pk}, request=self.context.get("request"))
+        return row_url(self.context, "api-network-detail", pk=network.pk)
 
 
 class NetworkStaffSerializer(NetworkSerializer):

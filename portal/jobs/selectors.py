@@ -10,7 +10,8 @@ import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from django.db.models import Q, QuerySet
+from django.db.models import CharField, Q, QuerySet
+from django.db.models.functions import Cast
 
 from portal.actors import Actor, is_admin, is_signed_in
 from portal.exceptions import NotFound
@@ -34,9 +35,16 @@ def job_visible(*, user: Actor) -> QuerySet[Job]:
         return qs
     visible = Q(actor=user)
     for target_type, visible_ids in _target_visibility.items():
-        ids = [str(pk) for pk in visible_ids(user)]
-        visible |= Q(target_type=target_type, target_id__in=ids)
+        visible |= Q(target_type=target_type, target_id__in=_as_text(visible_ids(user)))
     return qs.filter(visible)
+
+
+def _as_text(ids: Iterable[Any]) -> Any:
+    """Target ids as `Job.target_id` holds them (text). A queryset of ids stays a subquery of the jobs query
+    (issue #13: a user with 2,000 VMs made a list of 2,000 ids per request); other iterables become a list."""
+    if isinstance(ids, QuerySet):
+        return ids.order_by().values_list(Cast("pk", output_field=CharField()), flat=True)
+    return [str(pk) for pk in ids]
 
 
 def job_get(*, user: Actor, job_id: object) -> Job:

@@ -25,10 +25,9 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_sche
 from rest_framework import permissions, serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.reverse import reverse
 from rest_framework.views import APIView
 
-from portal.api import INVALID, NOT_FOUND, ErrorSerializer, QuotaErrorSerializer
+from portal.api import INVALID, NOT_FOUND, ErrorSerializer, QuotaErrorSerializer, row_url
 from portal.choices import Via
 from portal.exceptions import PortalError, ValidationFailed
 from storage import uploads
@@ -85,7 +84,7 @@ class UploadSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
     def get_url(self, upload: Upload) -> str:
-        return reverse("api-upload-detail", kwargs={"pk": str(upload.pk)}, request=self.context.get("request"))
+        return row_url(self.context, "api-upload-detail", pk=str(upload.pk))
 
 
 class _TusPermission(permissions.IsAuthenticated):

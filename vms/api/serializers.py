@@ -9,10 +9,10 @@ from __future__ import annotations
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
-from rest_framework.reverse import reverse
 
 from cluster.models import ForeignDomain
 from portal.actors import is_admin
+from portal.api import row_url
 from portal.jobs.api.serializers import JobSummarySerializer
 from portal.models import AuditEvent
 from storage.models import Volume
@@ -151,7 +151,7 @@ class NicSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
     def get_url(self, nic: VMNic) -> str:
-        return reverse("api-vm-nic", kwargs={"pk": nic.vm_id, "nic_id": nic.pk}, request=self.context.get("request"))
+        return row_url(self.context, "api-vm-nic", pk=nic.vm_id, nic_id=nic.pk)
 
 
 class VMSerializer(serializers.ModelSerializer):
@@ -209,25 +209,25 @@ class VMSerializer(serializers.ModelSerializer):
         return vm_ssh_command(vm=vm, nics=list(vm.nics.all()))  # (the list view prefetches the NICs)
 
     def get_nics_url(self, vm: VM) -> str:
-        return reverse("api-vm-nics", kwargs={"pk": vm.pk}, request=self.context.get("request"))
+        return row_url(self.context, "api-vm-nics", pk=vm.pk)
 
     def get_disks_url(self, vm: VM) -> str:
-        return reverse("api-vm-disks", kwargs={"pk": vm.pk}, request=self.context.get("request"))
+        return row_url(self.context, "api-vm-disks", pk=vm.pk)
 
     def get_cdrom_url(self, vm: VM) -> str:
-        return reverse("api-vm-cdrom", kwargs={"pk": vm.pk}, request=self.context.get("request"))
+        return row_url(self.context, "api-vm-cdrom", pk=vm.pk)
 
     def get_url(self, vm: VM) -> str:
-        return reverse("api-vm-detail", kwargs={"pk": vm.pk}, request=self.context.get("request"))
+        return row_url(self.context, "api-vm-detail", pk=vm.pk)
 
     def get_jobs_url(self, vm: VM) -> str:
-        return reverse("api-vm-jobs", kwargs={"pk": vm.pk}, request=self.context.get("request"))
+        return row_url(self.context, "api-vm-jobs", pk=vm.pk)
 
     def get_snapshots_url(self, vm: VM) -> str:
-        return reverse("api-vm-snapshots", kwargs={"pk": vm.pk}, request=self.context.get("request"))
+        return row_url(self.context, "api-vm-snapshots", pk=vm.pk)
 
     def get_events_url(self, vm: VM) -> str:
-        return reverse("api-vm-events", kwargs={"pk": vm.pk}, request=self.context.get("request"))
+        return row_url(self.context, "api-vm-events", pk=vm.pk)
 
 
 class VMEventSerializer(serializers.ModelSerializer):
@@ -305,8 +305,7 @@ class SnapshotSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
     def get_url(self, snapshot: Snapshot) -> str:
-        return reverse("api-vm-snapshot", kwargs={"pk": snapshot.vm_id, "sid": snapshot.pk},
-                       request=self.context.get("request"))
+        return row_url(self.context, "api-vm-snapshot", pk=snapshot.vm_id, sid=snapshot.pk)
 
 
 class SnapshotOperationSerializer(serializers.Serializer):
@@ -338,7 +337,7 @@ class ForeignDomainSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
     def get_adopt_url(self, fd: ForeignDomain) -> str:
-        return reverse("api-foreign-domain-adopt", kwargs={"pk": fd.pk}, request=self.context.get("request"))
+        return row_url(self.context, "api-foreign-domain-adopt", pk=fd.pk)
 
 
 class AdoptSerializer(serializers.Serializer):
@@ -443,7 +442,7 @@ class DiskSerializer(serializers.ModelSerializer):
         return disk.volume.owner_id is not None
 
     def get_url(self, disk: VMDisk) -> str:
-        return reverse("api-vm-disk", kwargs={"pk": disk.vm_id, "disk_id": disk.pk}, request=self.context.get("request"))
+        return row_url(self.context, "api-vm-disk", pk=disk.vm_id, disk_id=disk.pk)
 
 
 class DiskOperationSerializer(serializers.Serializer):
@@ -483,7 +482,7 @@ class DataVolumeSerializer(serializers.ModelSerializer):
         return DiskAttachmentSerializer(rows, many=True).data
 
     def get_url(self, volume: Volume) -> str:
-        return reverse("api-disk-detail", kwargs={"pk": volume.pk}, request=self.context.get("request"))
+        return row_url(self.context, "api-disk-detail", pk=volume.pk)
 
 
 class DataVolumeOperationSerializer(serializers.Serializer):

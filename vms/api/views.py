@@ -7,7 +7,7 @@ rule from vms.services; domain errors become responses in portal.api.exception_h
 from __future__ import annotations
 
 from django.db import transaction
-from django.db.models import Prefetch, QuerySet
+from django.db.models import Prefetch, QuerySet, prefetch_related_objects
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import status, viewsets
@@ -117,6 +117,10 @@ NIC_ID = OpenApiParameter("nic_id", OpenApiTypes.STR, OpenApiParameter.PATH,
                           description="The NIC's numeric id or its MAC.")
 
 
+# What VMSerializer reads beyond the VM's row (its selectors join owner, group, host, image, flavor, CD).
+VM_PREFETCH = (Prefetch("nics", queryset=VMNic.objects.select_related("network")), "pinned_hosts")
+
+
 def _operation(request, result: ActionResult, *, created: bool = False) -> Response:
     """202 with the job when work was queued, 200 with a message for a no-op."""
     body = VMOperationSerializer(
@@ -171,13 +175,17 @@ class VMViewSet(viewsets.GenericViewSet):
     def get_object(self) -> VM:
         return vm_get(user=self.request.user, vm_id=self.kwargs["pk"])
 
+    def get_cursor_ordering(self) -> tuple[str, ...] | None:
+        """The VM list offers `?pagination=cursor` (portal.api.Pagination), in its own order."""
+        return ("name", "id") if self.action == "list" else None
+
     @extend_schema(parameters=[VMListQuerySerializer], responses={200: VMSerializer(many=True), 400: INVALID})
     def list(self, request):
-        """VMs you can see, by name; filter by status or a search term (staff: also owner and host)."""
+        """VMs you can see, by name; filter by status or a search term (staff: also owner and host).
+        `?pagination=cursor`: cursor pages (no count; follow `next`)."""
         query = VMListQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
-        qs = vm_list(user=request.user, **query.validated_data).prefetch_related(
-            Prefetch("nics", queryset=VMNic.objects.select_related("network")), "pinned_hosts")
+        qs = vm_list(user=request.user, **query.validated_data).prefetch_related(*VM_PREFETCH)
         page = self.paginate_queryset(qs)
         return self.get_paginated_response(VMSerializer(page, many=True, context={"request": request}).data)
 
@@ -204,7 +212,9 @@ class VMViewSet(viewsets.GenericViewSet):
 
     def retrieve(self, request, pk=None):
         """One VM, by id or UUID."""
-        return Response(VMSerializer(self.get_object(), context={"request": request}).data)
+        vm = self.get_object()
+        prefetch_related_objects([vm], *VM_PREFETCH)  # its NICs once (with networks), not once per use
+        return Response(VMSerializer(vm, context={"request": request}).data)
 
     @extend_schema(parameters=[VM_ID], request=VMUpdateSerializer,
                    responses={200: VMSerializer, 400: INVALID, 404: NOT_FOUND,

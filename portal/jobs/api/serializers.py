@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from django.urls import NoReverseMatch
 from rest_framework import serializers
-from rest_framework.reverse import reverse
 
+from portal.api import row_url
 from portal.choices import JobStatus
 from portal.models import Job
 
@@ -25,7 +25,7 @@ class JobSummarySerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
     def get_url(self, job: Job) -> str:
-        return reverse("api-job-detail", kwargs={"pk": str(job.pk)}, request=self.context.get("request"))
+        return row_url(self.context, "api-job-detail", pk=str(job.pk))
 
 
 class JobSerializer(JobSummarySerializer):
@@ -47,8 +47,7 @@ class JobSerializer(JobSummarySerializer):
         if not job.target_type or not job.target_id:
             return None
         try:
-            return reverse(f"api-{job.target_type}-detail", kwargs={"pk": job.target_id},
-                           request=self.context.get("request"))
+            return row_url(self.context, f"api-{job.target_type}-detail", pk=job.target_id)
         except NoReverseMatch:
             return None
 

@@ -24,9 +24,13 @@ class JobViewSet(viewsets.GenericViewSet):
     queryset = Job.objects.none()
     lookup_value_regex = "[^/]+"
 
+    def get_cursor_ordering(self) -> tuple[str, ...] | None:
+        """The job list offers `?pagination=cursor` (portal.api.Pagination), newest first."""
+        return ("-created_at", "id") if self.action == "list" else None
+
     @extend_schema(parameters=[JobListQuerySerializer], responses={200: JobSerializer(many=True), 400: INVALID})
     def list(self, request: Request) -> Response:
-        """Jobs, newest first; filter by status or kind."""
+        """Jobs, newest first; filter by status or kind. `?pagination=cursor`: cursor pages (no count)."""
         query = JobListQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         qs = job_visible(user=request.user)
