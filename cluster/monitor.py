@@ -6,6 +6,11 @@ events and reconciles (a change to a VM on a healthy host shows in a fraction of
 another host does). A watcher whose host fails backs off (2, 4, 8 ... s, at most the reconcile
 interval) before it tries again; the gateway's connect deadline and keepalive bound each try.
 
+Several monitors may run (several machines, on PostgreSQL): each host is watched by one of them, and one
+of them, the leader, runs the chores, once per interval cluster-wide (PostgreSQL session advisory locks,
+cluster.leadership). A monitor that dies releases its locks with its database session; the others take
+its hosts, and the lead, on their next turn.
+
 Run by `manage.py hypervisor_monitor` (its own process) or, for the single-process demo on libvirt's
 test driver, in a thread of `manage.py runportal` (see there).
 """
@@ -26,6 +31,7 @@ from portal.jobs import jobs_reap_stale
 
 from .choices import HostStatus
 from .housekeeping import housekeeping_run
+from .leadership import CHORES, MonitorLocks, host_lock
 from .models import Host
 from .services import host_observe_event, host_sync
 
@@ -61,47 +67,78 @@ def _run_once() -> None:
             log.info("reconciled %s: %s", host.name, host_sync(host=host))
         except Exception:
             log.exception("reconcile of %s failed", host.name)
-    _chores()
+    chores_unless_led()
 
 
-def _chores() -> None:
-    """The shared periodic work: once per turn for all hosts, never per host."""
+def chores_unless_led() -> dict[str, object] | None:
+    """Run the chores now, unless a running monitor leads (it runs them every interval): None then."""
+    locks = MonitorLocks()
+    try:
+        if not locks.acquire(CHORES):
+            log.info("chores skipped: a running monitor leads and runs them")
+            return None
+        return _chores()
+    finally:
+        locks.close()
+
+
+def _chores() -> dict[str, object]:
+    """The shared periodic work: once per turn for all hosts, never per host (by the leader only)."""
+    log.debug("running the chores")
     for job in jobs_reap_stale():
         log.warning("reaped stale job %s (%s): now %s", job.pk, job.kind, job.status)
-    housekeeping_run()
+    return housekeeping_run()
 
 
 class _Monitor:
-    """Keeps one `HostWatcher` per enabled host (started for new hosts, stopped for removed or
-    disabled ones, restarted when a host's URI changes) and runs the chores every interval."""
+    """Keeps one `HostWatcher` per enabled host this monitor owns (started for new hosts, stopped for
+    removed or disabled ones, restarted when a host's URI changes) and, while it leads, runs the chores
+    every interval. Ownership and the lead are advisory locks (cluster.leadership), tried every turn:
+    what another monitor held is taken over within a turn of its session ending."""
 
     def __init__(self, interval: float) -> None:
         self.interval = interval
         self.watchers: dict[int, HostWatcher] = {}
         self.next_chores = 0.0
+        self.locks = MonitorLocks()
+        self.leading: bool | None = None  # not known yet: the first turn says which
 
     def turn(self) -> None:
         close_old_connections()
+        if not self.locks.check():  # the lock session died: nothing is ours any more
+            self._stop_watchers()
         hosts = {h.pk: h for h in Host.objects.filter(enabled=True)}
         for pk, watcher in list(self.watchers.items()):
             host = hosts.get(pk)
-            if host is None or host.uri != watcher.uri or not watcher.is_alive():
+            if host is None or host.uri != watcher.uri or not watcher.is_alive() or not self.locks.holds(host_lock(pk)):
                 watcher.stop()
                 del self.watchers[pk]
+        for key in [k for k in self.locks.held if k != CHORES and k[1] not in hosts]:
+            self.locks.release(key)  # removed or disabled: free for nobody in particular
         for pk, host in hosts.items():
-            if pk not in self.watchers:
+            if pk not in self.watchers and self.locks.acquire(host_lock(pk)):
                 self.watchers[pk] = HostWatcher(host, self.interval)
                 self.watchers[pk].start()
-        if time.monotonic() >= self.next_chores:
+        leading = self.locks.acquire(CHORES)
+        if leading != self.leading:
+            log.info("%s the chores (stale jobs, housekeeping) for the cluster",
+                     "leading: this monitor runs" if leading else "another monitor leads and runs")
+            self.leading = leading
+            self.next_chores = 0.0
+        if leading and time.monotonic() >= self.next_chores:
             _chores()
             self.next_chores = time.monotonic() + self.interval
 
-    def stop(self) -> None:
+    def _stop_watchers(self) -> None:
         for watcher in self.watchers.values():
             watcher.stop()
         for watcher in self.watchers.values():
             watcher.join(timeout=2.0)
         self.watchers.clear()
+
+    def stop(self) -> None:
+        self._stop_watchers()
+        self.locks.close()
 
 
 class HostWatcher(threading.Thread):

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
-from portal.hypervisor import DomainInfo
+from portal.hypervisor import DomainState
 
 if TYPE_CHECKING:  # models import the app registry; observers are registered during ready()
     from .models import Host
@@ -28,7 +28,7 @@ class Reconciled:
 
 
 class DomainObserver(Protocol):
-    def reconcile(self, *, host: Host, domains: list[DomainInfo]) -> Reconciled: ...
+    def reconcile(self, *, host: Host, domains: list[DomainState]) -> Reconciled: ...
 
     def observe(self, *, host: Host, uuid: str) -> None: ...
 

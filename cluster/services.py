@@ -8,6 +8,7 @@ whatever no observer claims is recorded as a foreign domain, listed for admins a
 from __future__ import annotations
 
 import logging
+import threading
 import uuid as uuidlib
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +21,7 @@ from portal.actors import Actor, require_admin
 from portal.audit import audit
 from portal.choices import Via
 from portal.exceptions import Conflict, HypervisorUnavailable, PortalError, ValidationFailed
-from portal.hypervisor import DomainInfo, DomainSpec, get_driver
+from portal.hypervisor import DomainSpec, DomainState, get_driver
 
 from . import observers
 from .choices import DomainType, HostStatus
@@ -227,13 +228,52 @@ def host_probe_kvm(*, host: Host, boot: ProbeBoot | None, timeout: float = 15.0,
     return result
 
 
-def _ours(info: DomainInfo) -> bool:
-    meta = info.metadata or {}
+def _ours(meta: dict[str, str]) -> bool:
     return meta.get("instance") == settings.INSTANCE_ID and "vm-id" in meta
 
 
+# The bulk listing (list_domain_states) carries no metadata. Domains nobody claims by UUID (foreign ones,
+# copies of VMs recorded on another host) need theirs, so it is read once per domain and kept here per
+# process: host pk -> uuid -> (name, metadata). An entry goes when the domain does or is claimed, when its
+# name changes, and on any lifecycle event for it (a domain defined again may carry other metadata): a
+# steady host costs the reconcile one listing call, whatever its number of domains.
+_metadata: dict[int, dict[str, tuple[str, dict[str, str]]]] = {}
+_metadata_lock = threading.Lock()
+
+
+def host_domain_metadata(*, host: Host, domain: DomainState) -> dict[str, str] | None:
+    """The portal metadata of `domain` on `host` ({} for a domain the portal did not create), read from
+    libvirt only the first time (see `_metadata`); None when it cannot be read now (gone, host failing)."""
+    with _metadata_lock:
+        known = _metadata.get(host.pk, {}).get(domain.uuid)
+    if known is not None and known[0] == domain.name:
+        return known[1]
+    try:
+        meta = get_driver(host.uri).domain_metadata(domain.uuid) or {}
+    except PortalError as exc:
+        log.debug("metadata of %s on %s: %s", domain.name, host.name, exc.detail or exc.message)
+        return None
+    with _metadata_lock:
+        _metadata.setdefault(host.pk, {})[domain.uuid] = (domain.name, meta)
+    return meta
+
+
+def _metadata_keep(host: Host, uuids: set[str]) -> None:
+    """Keep only the metadata of `host`'s unclaimed domains: a domain gone, or claimed by an observer
+    (adopted: its metadata is rewritten, and again when it is released), is read anew when it is next
+    unclaimed."""
+    with _metadata_lock:
+        known = _metadata.get(host.pk)
+        if known:
+            for uuid in set(known) - uuids:
+                del known[uuid]
+
+
 def host_sync(*, host: Host) -> dict[str, Any]:
-    """Reconcile one host: observers bring their records in line, the rest is listed as foreign."""
+    """Reconcile one host: observers bring their records in line, the rest is listed as foreign.
+
+    The host's domains come from one bulk call (state only); the only other per-domain calls are for
+    domains whose metadata was never read (see `_metadata`) and what observers do about drift."""
     driver = get_driver(host.uri)
     host_refresh(host=host)
     if host.last_error:  # the heartbeat failed: nothing can be listed; an unreachable host's VMs are unknown
@@ -245,7 +285,7 @@ def host_sync(*, host: Host) -> dict[str, Any]:
         return {"host": host.name, "status": host.status if host.status != HostStatus.UP else "error",
                 "error": host.last_error, "failures": host.failures}
     try:
-        domains = driver.list_domains()
+        domains = driver.list_domain_states()
     except PortalError as exc:
         return {"host": host.name, "status": "error", "error": exc.detail or exc.message}
     claimed: set[str] = set()
@@ -256,26 +296,36 @@ def host_sync(*, host: Host) -> dict[str, Any]:
         claimed |= outcome.claimed
         drifted += outcome.drifted
         hints.update(outcome.hints)
-    seen = []
+    foreign = [d for d in domains if d.uuid not in claimed]
+    _metadata_keep(host, {d.uuid for d in foreign})
+    rows = {fd.uuid: fd for fd in ForeignDomain.objects.filter(host=host)}
+    unchanged: list[int] = []
     with transaction.atomic():
-        for d in domains:
-            if d.uuid in claimed:
-                continue
-            meta = d.metadata or {}
+        for d in foreign:
+            meta = host_domain_metadata(host=host, domain=d) if d.uuid not in hints else {}
             if d.uuid in hints:
                 hint = hints[d.uuid][:200]
-            elif _ours(d):
+            elif meta is None:  # not readable now: the hint it had
+                hint = rows[d.uuid].owner_hint if d.uuid in rows else ""
+            elif _ours(meta):
                 hint = f"orphan of this portal (VM #{meta['vm-id']} has no live record)"
             elif meta:
                 hint = f"portal instance {meta.get('instance', '?')}"
             else:
                 hint = ""
-            ForeignDomain.objects.update_or_create(
-                host=host, uuid=d.uuid, defaults={"name": d.name, "state": d.state, "owner_hint": hint})
-            seen.append(d.uuid)
-        ForeignDomain.objects.filter(host=host).exclude(uuid__in=seen).delete()
+            row = rows.get(d.uuid)
+            if row is None or (row.name, row.state, row.owner_hint) != (d.name, d.state, hint):
+                ForeignDomain.objects.update_or_create(
+                    host=host, uuid=d.uuid, defaults={"name": d.name, "state": d.state, "owner_hint": hint})
+            else:
+                unchanged.append(row.pk)
+        if unchanged:  # seen again as they were: one update for all of them
+            ForeignDomain.objects.filter(pk__in=unchanged).update(last_seen_at=timezone.now())
+        gone = set(rows) - {d.uuid for d in foreign}
+        if gone:
+            ForeignDomain.objects.filter(host=host, uuid__in=gone).delete()
     return {"host": host.name, "status": host.status, "domains": len(domains), "drifted": drifted,
-            "foreign": len(seen)}
+            "foreign": len(foreign)}
 
 
 def foreign_domain_forget(*, host: Host, uuid: str) -> None:
@@ -296,6 +346,9 @@ def host_sync_all() -> list[dict[str, Any]]:
 
 
 def host_observe_event(*, host: Host, uuid: str) -> None:
-    """A lifecycle event from libvirt for a domain on `host`: every observer reads its state now."""
+    """A lifecycle event from libvirt for a domain on `host`: every observer reads its state now (and the
+    domain's metadata is read again on the next reconcile: it may have been defined anew)."""
+    with _metadata_lock:
+        _metadata.get(host.pk, {}).pop(uuid, None)
     for observer in observers.registered():
         observer.observe(host=host, uuid=uuid)

@@ -17,10 +17,11 @@ from django.utils import timezone
 from cluster.choices import HostStatus
 from cluster.models import ForeignDomain, Host
 from cluster.observers import Reconciled
+from cluster.services import host_domain_metadata
 from portal.audit import audit
 from portal.choices import JobStatus, Via
 from portal.exceptions import NotFound, PortalError
-from portal.hypervisor import DomainInfo, PowerState, get_driver
+from portal.hypervisor import DomainState, PowerState, get_driver
 from portal.models import AuditEvent, Job
 
 from .choices import SnapshotStatus, VMStatus
@@ -76,7 +77,7 @@ def vm_observe(*, vm: VM, state: PowerState | None, source: str) -> bool:
     return drifted
 
 
-def vm_reconcile_host(*, host: Host, domains: list[DomainInfo]) -> Reconciled:
+def vm_reconcile_host(*, host: Host, domains: list[DomainState]) -> Reconciled:
     """Every live VM on `host` against the host's domains; the VMs' domains are claimed as ours."""
     by_uuid = {d.uuid: d for d in domains}
     drifted = 0
@@ -118,16 +119,26 @@ def _moved_away(vm: VM) -> bool:
     return True
 
 
-def _arrivals(*, host: Host, domains: list[DomainInfo], claimed: set[str], hints: dict[str, str]) -> int:
-    """Domains of this portal on `host` whose VM's record names another host."""
+def _arrivals(*, host: Host, domains: list[DomainState], claimed: set[str], hints: dict[str, str]) -> int:
+    """Domains of this portal on `host` whose VM's record names another host.
+
+    One query finds the unclaimed domains whose UUID is a live VM's elsewhere; only those have their
+    metadata read (is it this portal's domain?), so the rest of the host's domains cost no call."""
     moved = 0
+    uuids = []
     for d in domains:
-        meta = d.metadata or {}
-        if meta.get("instance") != settings.INSTANCE_ID or not meta.get("vm-id"):
+        try:
+            uuids.append(uuidlib.UUID(d.uuid))
+        except ValueError:
             continue
-        vm = (VM.objects.select_related("host", "owner").filter(uuid=uuidlib.UUID(d.uuid))
-              .exclude(status=VMStatus.DELETED).exclude(host=host).first())
+    elsewhere = {str(vm.uuid): vm for vm in VM.objects.select_related("host", "owner").filter(uuid__in=uuids)
+                 .exclude(status=VMStatus.DELETED).exclude(host=host)} if uuids else {}
+    for d in domains:
+        vm = elsewhere.get(d.uuid)
         if vm is None:
+            continue
+        meta = host_domain_metadata(host=host, domain=d) or {}
+        if meta.get("instance") != settings.INSTANCE_ID or not meta.get("vm-id"):
             continue
         if vm.status == VMStatus.MIGRATING:
             claimed.add(d.uuid)  # arriving: the job records it
@@ -268,7 +279,7 @@ def vm_restore_known(*, vm: VM, state: PowerState | None, source: str) -> bool:
 class VMObserver:
     """The VMs' side of reconciliation, registered with cluster.observers."""
 
-    def reconcile(self, *, host: Host, domains: list[DomainInfo]) -> Reconciled:
+    def reconcile(self, *, host: Host, domains: list[DomainState]) -> Reconciled:
         return vm_reconcile_host(host=host, domains=domains)
 
     def observe(self, *, host: Host, uuid: str) -> None:

@@ -15,8 +15,9 @@ import subprocess
 import threading
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Callable
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar, cast
 
 import libvirt
 
@@ -37,6 +38,7 @@ from .types import (
     BackupDiskSpec,
     BackupProgress,
     BackupStart,
+    CallCount,
     Capabilities,
     CdromSpec,
     DhcpHost,
@@ -45,6 +47,7 @@ from .types import (
     DomainDefinition,
     DomainInfo,
     DomainSpec,
+    DomainState,
     HostInfo,
     InterfaceInfo,
     Lease,
@@ -253,6 +256,43 @@ _EVENT_STATE = {
 }
 
 
+# Calls libvirt answers from the object in hand, with no round trip to the daemon: not counted.
+_LOCAL_CALLS = frozenset({"name", "UUID", "UUIDString", "ID", "connect", "isAlive"})
+
+
+class _Counted:
+    """A libvirt object whose calls are added to `count` (LibvirtDriver.counting_calls); the libvirt
+    objects it returns are counted too, and unwrapped again when handed back to libvirt."""
+
+    __slots__ = ("_count", "_target")
+
+    def __init__(self, target: Any, count: CallCount) -> None:
+        self._target = target
+        self._count = count
+
+    def __getattr__(self, attr: str) -> Any:
+        value = getattr(self._target, attr)
+        if attr in _LOCAL_CALLS or not callable(value):
+            return value
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            self._count.add(attr)
+            plain = [a._target if isinstance(a, _Counted) else a for a in args]
+            return _counted(value(*plain, **kwargs), self._count)
+
+        return counted
+
+
+def _counted(value: Any, count: CallCount) -> Any:
+    if isinstance(value, list):
+        return [_counted(v, count) for v in value]
+    if isinstance(value, tuple):
+        return tuple(_counted(v, count) for v in value)
+    if type(value).__module__ == "libvirt" and type(value).__name__.startswith("vir"):
+        return _Counted(value, count)
+    return value
+
+
 class LibvirtDriver:
     """One hypervisor host, addressed by its libvirt URI.
 
@@ -279,6 +319,7 @@ class LibvirtDriver:
         self._next_watch = 1
         self._opening: _Opening | None = None  # the open attempt still in flight, if one hung
         self._cpu_sample: tuple[int, int] | None = None  # (total, idle) ns of the previous host_info()
+        self._count: CallCount | None = None  # while counting_calls() is on
 
     # -- connection -------------------------------------------------------------------------
     @property
@@ -378,8 +419,9 @@ class LibvirtDriver:
         """Run fn(conn), classify errors, and retry once on a fresh connection if it was lost."""
         for attempt in (1, 2):
             conn = self.connection()
+            count = self._count
             try:
-                return fn(conn)
+                return fn(conn if count is None else cast(libvirt.virConnect, _Counted(conn, count)))
             except libvirt.libvirtError as exc:
                 if attempt == 1 and is_connection_error(exc):
                     log.warning("libvirt connection to %s lost (%s); reconnecting", self.uri, exc)
@@ -389,6 +431,18 @@ class LibvirtDriver:
                     continue
                 raise classify(exc, what=what) from exc
         raise AssertionError("unreachable")
+
+    @contextmanager
+    def counting_calls(self) -> Iterator[CallCount]:
+        """Count the libvirt calls this driver makes inside the block, whichever thread makes them (tests
+        and benchmarks: what the monitor costs a host). Only calls made through `_call` are seen (not
+        event registration or console streams); one count at a time per driver."""
+        count = CallCount()
+        previous, self._count = self._count, count
+        try:
+            yield count
+        finally:
+            self._count = previous
 
     # -- host -------------------------------------------------------------------------------
     def capabilities(self) -> Capabilities:
@@ -503,8 +557,28 @@ class LibvirtDriver:
 
         return self._call("list domains", fn)
 
+    def list_domain_states(self) -> list[DomainState]:
+        """Every domain on the host with its state, in one libvirt call whatever their number.
+
+        virConnectGetAllDomainStats with the state group only is one RPC over remote transports and reads
+        no guest (no monitor, no job), where listAllDomains followed by info/XMLDesc/isPersistent costs
+        three round trips per domain. The name and UUID come with each domain object (no call)."""
+        def fn(conn: libvirt.virConnect) -> list[DomainState]:
+            return [DomainState(name=dom.name(), uuid=dom.UUIDString(),
+                                state=_STATE.get(stats.get("state.state", -1), PowerState.NOSTATE),
+                                reason=int(stats.get("state.reason", 0)))
+                    for dom, stats in conn.getAllDomainStats(libvirt.VIR_DOMAIN_STATS_STATE, 0)]
+
+        return self._call("list domain states", fn)
+
     def domain_info(self, uuid: str) -> DomainInfo:
         return self._call(f"domain {uuid}", lambda conn: self._info(self._lookup(conn, uuid)))
+
+    def domain_metadata(self, uuid: str) -> dict[str, str] | None:
+        """The portal's metadata of one domain (None for a domain the portal did not create): the detail
+        the bulk listing lacks, in two calls (lookup, XML) instead of domain_info's four."""
+        return self._call(f"domain {uuid}",
+                          lambda conn: domain_xml.parse_metadata(self._lookup(conn, uuid).XMLDesc(0)))
 
     def domain_exists(self, uuid: str) -> bool:
         try:

@@ -222,6 +222,32 @@ class DomainInfo:
 
 
 @dataclass(frozen=True)
+class DomainState:
+    """One line of a host's bulk listing (`list_domain_states`): what reconcile needs of every domain,
+    read for all of them at once. `reason` is libvirt's state reason code (an int, meaning per state);
+    details (metadata, title, size, persistence) are `domain_info(uuid)`, asked only for the domains
+    that need them."""
+
+    name: str
+    uuid: str
+    state: PowerState
+    reason: int = 0
+
+
+@dataclass
+class CallCount:
+    """libvirt calls made through one driver while `LibvirtDriver.counting_calls()` is on: the total and
+    per method name. Calls libvirt answers locally (a domain's name, UUID, id) are not counted."""
+
+    total: int = 0
+    by_name: dict[str, int] = field(default_factory=dict)
+
+    def add(self, name: str) -> None:
+        self.total += 1
+        self.by_name[name] = self.by_name.get(name, 0) + 1
+
+
+@dataclass(frozen=True)
 class HostInfo:
     hostname: str
     uri: str
