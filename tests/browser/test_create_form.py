@@ -48,8 +48,8 @@ def test_owner_choice_switches_the_quota_the_size_is_checked_against(live_portal
 def test_thin_or_full_is_offered_for_templates_only(live_portal, browser, transactional_db, test_host, alice):
     """Choosing a template shows "Disk from a template"; another image hides it (and goes back to thin);
     a full copy with the template's sizes is what the service records."""
-    from storage.models import Image
     from portal.models import AuditEvent
+    from storage.models import Image
     from vms.models import VM
 
     blank = Image.objects.get(name="test-blank")
