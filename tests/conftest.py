@@ -458,10 +458,11 @@ def _delete_flush(original):
     (which only writes them: no app of this project listens to it) is not sent."""
 
     def sql_flush(self, style, tables, *, reset_sequences=False, allow_cascade=False):
+        tables = [t for t in tables if t not in _KEPT_TABLES]
         if reset_sequences or not tables:
             return original(self, style, tables, reset_sequences=reset_sequences, allow_cascade=allow_cascade)
         return [f"{style.SQL_KEYWORD('DELETE')} {style.SQL_KEYWORD('FROM')} {style.SQL_FIELD(self.quote_name(t))};"
-                for t in tables if t not in _KEPT_TABLES]
+                for t in tables]
 
     return sql_flush
 
