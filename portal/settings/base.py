@@ -58,6 +58,10 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # Request id, user and VM into the log records of this request (portal.logcontext; issue #13). First,
+    # so that what the others answer themselves (HTTPS redirect, bad Host, static files) has an id too; the
+    # user is read when a line is written, once AuthenticationMiddleware has run.
+    "portal.logcontext.RequestContextMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Content-Security-Policy from SECURE_CSP (the hardening block at the end; issue #13).
     "django.middleware.csp.ContentSecurityPolicyMiddleware",
@@ -68,8 +72,6 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
-    # Request id, user and VM into the log records of this request (portal.logcontext; issue #13).
-    "portal.logcontext.RequestContextMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # Web login lockout after repeated failures (django-axes; last, as axes asks; issue #13).
