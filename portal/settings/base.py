@@ -524,6 +524,8 @@ AXES_VERBOSE = False
 # Logs: PORTAL_LOG_FORMAT=json writes one JSON object per line (python-json-logger); plain otherwise.
 # Every record carries the request id, user, VM and job where known (portal.logcontext); the token
 # redaction filter stays on every handler's way out.
+import pythonjsonlogger.core  # noqa: E402  (its reserved attributes, for the JSON formatter below)
+
 LOG_FORMAT = env.get_str("LOG_FORMAT", "plain")
 if LOG_FORMAT not in {"plain", "json"}:
     raise ImproperlyConfigured(f"PORTAL_LOG_FORMAT must be plain or json (got {LOG_FORMAT!r})")
@@ -535,6 +537,8 @@ _logging["formatters"]["json"] = {
     "()": "pythonjsonlogger.json.JsonFormatter",
     "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s",
     "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
+    # uvicorn adds `color_message` (the message with terminal colour codes) to its records: not a field.
+    "reserved_attrs": [*pythonjsonlogger.core.RESERVED_ATTRS, "color_message"],
 }
 _logging["handlers"]["console"].update(formatter=LOG_FORMAT, filters=[*_REDACT, "log_context"])
 _logging["loggers"]["axes"] = {"level": "WARNING"}  # one line per failed login, not three

@@ -1,12 +1,19 @@
 """Found trying the production setup as an operator (issue #13): every response carries its request id,
-also those the outer middleware answers itself (HTTPS redirect, bad Host header)."""
+also those the outer middleware answers itself (HTTPS redirect, bad Host header), and the JSON log
+lines hold no terminal colour codes (uvicorn's `color_message`)."""
 
 from __future__ import annotations
 
+import json
+import logging
 import re
 
 import pytest
+from django.conf import settings
 from django.test import Client, override_settings
+from pythonjsonlogger.json import JsonFormatter
+
+from portal.logcontext import LogContext
 
 HEX_ID = re.compile(r"^[0-9a-f]{32}$")
 
@@ -25,3 +32,16 @@ def test_a_refused_host_header_is_answered_with_a_request_id():
     assert response.status_code == 400
     assert HEX_ID.match(response.get("X-Request-ID", ""))
 
+
+def test_json_log_lines_carry_no_terminal_colour_codes():
+    record = logging.LogRecord("uvicorn.error", logging.INFO, __file__, 1, "Started server process [%d]",
+                               (42,), None)
+    record.color_message = "Started server process [\x1b[36m%d\x1b[0m]"  # what uvicorn adds
+    LogContext().filter(record)
+    options = {k: v for k, v in settings.LOGGING["formatters"]["json"].items() if k != "()"}
+    line = JsonFormatter(**options).format(record)
+
+    assert "\x1b" not in line and "\\u001b" not in line
+    parsed = json.loads(line)
+    assert parsed["message"] == "Started server process [42]" and "color_message" not in parsed
+    assert parsed["logger"] == "uvicorn.error" and "request_id" in parsed
