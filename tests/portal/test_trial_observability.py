@@ -45,3 +45,25 @@ def test_json_log_lines_carry_no_terminal_colour_codes():
     parsed = json.loads(line)
     assert parsed["message"] == "Started server process [42]" and "color_message" not in parsed
     assert parsed["logger"] == "uvicorn.error" and "request_id" in parsed
+
+
+# --- check --deploy: a plain-HTTP base URL while the portal insists on HTTPS ---------------------------
+
+def _deploy_warnings() -> list[str]:
+    from django.core.checks import run_checks
+
+    return [m.id for m in run_checks(include_deployment_checks=True) if m.id and m.id.startswith("portal.")]
+
+
+@override_settings(PORTAL_BASE_URL="http://portal.example.org", SESSION_COOKIE_SECURE=True,
+                   CSRF_COOKIE_SECURE=True, SECURE_SSL_REDIRECT=False)
+def test_check_deploy_warns_of_an_http_base_url_with_secure_cookies():
+    assert _deploy_warnings() == ["portal.W001"]
+
+
+@pytest.mark.parametrize("base_url,secure", [("https://portal.example.org", True),
+                                             ("http://127.0.0.1:8000", False)])
+def test_check_deploy_is_quiet_when_the_base_url_fits_the_https_settings(base_url, secure):
+    with override_settings(PORTAL_BASE_URL=base_url, SESSION_COOKIE_SECURE=secure, CSRF_COOKIE_SECURE=secure,
+                           SECURE_SSL_REDIRECT=secure):
+        assert _deploy_warnings() == []
