@@ -67,3 +67,20 @@ def test_check_deploy_is_quiet_when_the_base_url_fits_the_https_settings(base_ur
     with override_settings(PORTAL_BASE_URL=base_url, SESSION_COOKIE_SECURE=secure, CSRF_COOKIE_SECURE=secure,
                            SECURE_SSL_REDIRECT=secure):
         assert _deploy_warnings() == []
+
+
+# --- forged cursors: a clear 4xx, never a 500 -----------------------------------------------------------
+
+@pytest.mark.parametrize("url,position", [
+    ("/api/vms/", "a\x00b"),          # PostgreSQL refuses NUL in text: was a DataError (500)
+    ("/api/jobs/", "not-a-date"),     # the job list's position is a time: was a ValidationError (500)
+])
+def test_a_forged_cursor_position_is_an_invalid_cursor_not_a_500(client_for, alice, url, position):
+    from base64 import b64encode
+    from urllib.parse import quote
+
+    cursor = quote(b64encode(f"p={position}".encode()).decode())
+    response = client_for(alice).get(f"{url}?pagination=cursor&cursor={cursor}")
+
+    assert response.status_code == 404, response.content
+    assert response.json() == {"detail": "Invalid cursor", "code": "not_found"}
