@@ -217,10 +217,11 @@ class _Cursor(CursorPagination):
         cursor = super().decode_cursor(request)
         if cursor is None or cursor.position is None:
             return cursor
+        position = str(cursor.position)
         try:
-            if "\x00" in cursor.position:
+            if "\x00" in position:
                 raise ValueError("NUL in the position")
-            self._model._meta.get_field(self.ordering[0].lstrip("-")).to_python(cursor.position)
+            self._model._meta.get_field(self.ordering[0].lstrip("-")).to_python(position)
         except (ValueError, DjangoValidationError) as exc:
             raise NotFound(self.invalid_cursor_message) from exc
         return cursor
