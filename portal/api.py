@@ -131,7 +131,12 @@ def _api_error_as_json(request: HttpRequest, response: HttpResponse) -> HttpResp
     except ValueError:
         phrase = "Error"
     code, detail = _PLAIN_ERRORS.get(status, (phrase.lower().replace(" ", "_"), f"{phrase}."))
-    return JsonResponse({"code": code, "detail": detail}, status=status)
+    json_response = JsonResponse({"code": code, "detail": detail}, status=status)
+    # Django logged the error it answered (with its traceback) and marked that response: keep the mark, or
+    # the handler logs the same error again for this new response (a second line, without the traceback).
+    if getattr(response, "_has_been_logged", False):
+        json_response._has_been_logged = True  # type: ignore[attr-defined]
+    return json_response
 
 
 @sync_and_async_middleware

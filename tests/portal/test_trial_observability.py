@@ -11,6 +11,7 @@ import re
 import pytest
 from django.conf import settings
 from django.test import Client, override_settings
+from django.urls import path
 from pythonjsonlogger.json import JsonFormatter
 
 from portal.logcontext import LogContext
@@ -84,3 +85,23 @@ def test_a_forged_cursor_position_is_an_invalid_cursor_not_a_500(client_for, ali
 
     assert response.status_code == 404, response.content
     assert response.json() == {"detail": "Invalid cursor", "code": "not_found"}
+
+
+
+# --- an API error turned into JSON is logged once, not twice -------------------------------------------
+
+def _broken_view(request):
+    raise RuntimeError("boom")
+
+
+urlpatterns = [path("api/broken/", _broken_view)]
+
+
+@override_settings(ROOT_URLCONF=__name__)
+def test_an_api_server_error_turned_into_json_is_logged_once(caplog):
+    with caplog.at_level(logging.WARNING, logger="django.request"):
+        response = Client(raise_request_exception=False).get("/api/broken/")
+
+    assert response.status_code == 500 and response.json()["code"] == "server_error"
+    assert [r.getMessage() for r in caplog.records if r.name == "django.request"] == [
+        "Internal Server Error: /api/broken/"]
