@@ -24,6 +24,7 @@ from django.core.exceptions import (
     TooManyFieldsSent,
     TooManyFilesSent,
 )
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import NoReverseMatch
@@ -32,6 +33,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, viewsets
 from rest_framework.authtoken.views import ObtainAuthToken
+from rest_framework.exceptions import NotFound
 from rest_framework.exceptions import ValidationError as DRFValidationError
 from rest_framework.pagination import CursorPagination, PageNumberPagination
 from rest_framework.request import Request
@@ -129,7 +131,12 @@ def _api_error_as_json(request: HttpRequest, response: HttpResponse) -> HttpResp
     except ValueError:
         phrase = "Error"
     code, detail = _PLAIN_ERRORS.get(status, (phrase.lower().replace(" ", "_"), f"{phrase}."))
-    return JsonResponse({"code": code, "detail": detail}, status=status)
+    json_response = JsonResponse({"code": code, "detail": detail}, status=status)
+    # Django logged the error it answered (with its traceback) and marked that response: keep the mark, or
+    # the handler logs the same error again for this new response (a second line, without the traceback).
+    if getattr(response, "_has_been_logged", False):
+        json_response._has_been_logged = True  # type: ignore[attr-defined]
+    return json_response
 
 
 @sync_and_async_middleware
@@ -199,6 +206,32 @@ def row_url(context: Mapping[str, Any], viewname: str, **kwargs: object) -> str:
     return url
 
 
+class _Cursor(CursorPagination):
+    """DRF's cursor pagination that refuses a forged position like any bad cursor (404 "Invalid cursor").
+
+    A cursor is the client's text: its position must be a value of the first ordering field (a time on the
+    job list) and free of NUL (PostgreSQL refuses it in text), or the query would fail with a 500."""
+
+    _model: Any = None
+
+    def paginate_queryset(self, queryset: Any, request: Request, view: Any = None) -> list | None:
+        self._model = queryset.model
+        return super().paginate_queryset(queryset, request, view)
+
+    def decode_cursor(self, request: Request) -> Any:
+        cursor = super().decode_cursor(request)
+        if cursor is None or cursor.position is None:
+            return cursor
+        position = str(cursor.position)
+        try:
+            if "\x00" in position:
+                raise ValueError("NUL in the position")
+            self._model._meta.get_field(self.ordering[0].lstrip("-")).to_python(position)
+        except (ValueError, DjangoValidationError) as exc:
+            raise NotFound(self.invalid_cursor_message) from exc
+        return cursor
+
+
 class Pagination(PageNumberPagination):
     """`?page=N`, and `?page_size=` up to 200 (default 50 from settings).
 
@@ -223,7 +256,7 @@ class Pagination(PageNumberPagination):
             return None
         if not ordering:
             raise ValidationFailed("pagination: this list has page numbers only.", field="pagination")
-        cursor = CursorPagination()
+        cursor = _Cursor()
         cursor.ordering = tuple(ordering)
         cursor.page_size = self.page_size
         cursor.page_size_query_param = self.page_size_query_param

@@ -58,6 +58,10 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # Request id, user and VM into the log records of this request (portal.logcontext; issue #13). First,
+    # so that what the others answer themselves (HTTPS redirect, bad Host, static files) has an id too; the
+    # user is read when a line is written, once AuthenticationMiddleware has run.
+    "portal.logcontext.RequestContextMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Content-Security-Policy from SECURE_CSP (the hardening block at the end; issue #13).
     "django.middleware.csp.ContentSecurityPolicyMiddleware",
@@ -68,8 +72,6 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
-    # Request id, user and VM into the log records of this request (portal.logcontext; issue #13).
-    "portal.logcontext.RequestContextMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # Web login lockout after repeated failures (django-axes; last, as axes asks; issue #13).
@@ -522,6 +524,8 @@ AXES_VERBOSE = False
 # Logs: PORTAL_LOG_FORMAT=json writes one JSON object per line (python-json-logger); plain otherwise.
 # Every record carries the request id, user, VM and job where known (portal.logcontext); the token
 # redaction filter stays on every handler's way out.
+import pythonjsonlogger.core  # noqa: E402  (its reserved attributes, for the JSON formatter below)
+
 LOG_FORMAT = env.get_str("LOG_FORMAT", "plain")
 if LOG_FORMAT not in {"plain", "json"}:
     raise ImproperlyConfigured(f"PORTAL_LOG_FORMAT must be plain or json (got {LOG_FORMAT!r})")
@@ -533,6 +537,8 @@ _logging["formatters"]["json"] = {
     "()": "pythonjsonlogger.json.JsonFormatter",
     "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s",
     "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
+    # uvicorn adds `color_message` (the message with terminal colour codes) to its records: not a field.
+    "reserved_attrs": [*pythonjsonlogger.core.RESERVED_ATTRS, "color_message"],
 }
 _logging["handlers"]["console"].update(formatter=LOG_FORMAT, filters=[*_REDACT, "log_context"])
 _logging["loggers"]["axes"] = {"level": "WARNING"}  # one line per failed login, not three
