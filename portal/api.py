@@ -44,6 +44,7 @@ from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from .exceptions import PortalError, ValidationFailed, error_body
+from .login_guard import lockout_response
 from .net import request_client_ip
 
 
@@ -350,3 +351,14 @@ class TokenView(ObtainAuthToken):
     throttle_scope = "token"
     # ObtainAuthToken names DRF's own parsers; use the portal's (a too-deep JSON body is a 400).
     parser_classes = APIView.parser_classes
+
+    def post(self, request, *args, **kwargs):
+        """Failed tries count towards the web login's lockout (portal.login_guard), and a username locked
+        out for this address gets no token: 429 `locked_out`, even with the right password."""
+        try:
+            response = super().post(request, *args, **kwargs)
+        except DRFValidationError:
+            if getattr(request, "axes_locked_out", False):  # set by axes on DRF's request, not Django's
+                return lockout_response(request._request)
+            raise
+        return response

@@ -15,7 +15,7 @@ from typing import Any
 
 from django.conf import settings
 from django.forms.utils import ErrorDict
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.template.response import TemplateResponse
 from django.urls import Resolver404, resolve
 
@@ -26,9 +26,15 @@ from .models import AuditEvent
 LOCKED_STATUS = 429
 
 
+TOKEN_PATH = "/api/auth/token/"
+
+
 def not_counted(request: Any, credentials: dict | None = None) -> bool:
-    """Axes' whitelist: API token requests are left to the API's own throttle (REST_FRAMEWORK 'token')."""
-    return str(getattr(request, "path", "") or "").startswith("/api/")
+    """Axes' whitelist: nothing under /api/ but the token endpoint signs in with a password (token requests
+    count and are refused like the web login's: a locked-out username gets no token either; the endpoint
+    also keeps its own per-address throttle)."""
+    path = str(getattr(request, "path", "") or "")
+    return path.startswith("/api/") and path != TOKEN_PATH
 
 
 def lockout_minutes() -> int:
@@ -56,6 +62,10 @@ def lockout_response(request: HttpRequest, original_response: Any = None,
                      credentials: dict | None = None) -> HttpResponse:
     """The login page again (the portal's or the admin's), its form saying why it refused; 429."""
     message = lockout_message()
+    if str(getattr(request, "path", "") or "").startswith("/api/"):  # the API's error format
+        response = JsonResponse({"code": "locked_out", "detail": message}, status=LOCKED_STATUS)
+        response["Retry-After"] = str(int(settings.AXES_COOLOFF_TIME.total_seconds()))
+        return response
     if not isinstance(original_response, HttpResponse):
         # axes 8's async middleware passes the credentials where the view's response belongs.
         original_response = _login_page(request)

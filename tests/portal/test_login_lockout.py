@@ -85,16 +85,25 @@ def test_behind_a_trusted_proxy_the_address_it_forwards_is_the_one_locked(alice)
 
 @pytest.mark.django_db
 @override_settings(AXES_FAILURE_LIMIT=2)
-def test_the_limit_is_a_setting_and_the_api_token_endpoint_keeps_its_own_throttle(alice):
+def test_the_limit_is_a_setting_and_the_api_token_endpoint_counts_and_refuses_too(alice):
+    """A username locked out on the web login gets no API token either, and password guesses on the token
+    endpoint count towards the same lockout (they went around it: trial finding)."""
     client = Client(REMOTE_ADDR="192.0.2.13")
     assert _login(client, "guess").status_code == 200
     assert _login(client, "guess").status_code == 429
 
-    # The token endpoint is left to the API's throttle: failures there neither count nor lock.
-    for _ in range(3):
-        answer = client.post("/api/auth/token/", {"username": "bob-unknown", "password": "guess"})
-        assert answer.status_code == 400
-        assert answer.json()["detail"] == "Unable to log in with provided credentials."
+    answer = client.post("/api/auth/token/", {"username": "alice", "password": "pw-alice"})  # the right one
+    assert answer.status_code == 429
+    assert answer.json()["code"] == "locked_out" and "Too many failed sign-in attempts" in answer.json()["detail"]
+    assert "token" not in answer.json()
+
+    other = Client(REMOTE_ADDR="192.0.2.14")
+    assert other.post("/api/auth/token/", {"username": "alice", "password": "guess"}).status_code == 400
+    locked = other.post("/api/auth/token/", {"username": "alice", "password": "guess"})
+    assert locked.status_code == 429 and locked.json()["code"] == "locked_out"
+    assert _login(other, "pw-alice").status_code == 429  # the web login of that address is locked as well
+    assert Client(REMOTE_ADDR="192.0.2.15").post(
+        "/api/auth/token/", {"username": "alice", "password": "pw-alice"}).json()["token"]
 
 
 @pytest.mark.django_db
