@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import secrets
 import shlex
+import shutil
 import sys
 import threading
 from pathlib import Path
@@ -90,8 +91,13 @@ def supervisor_config(*, run_dir: Path, base_dir: Path, python: str, bind: str, 
         "username=portal",
         f"password={secret}",
     ]
+    # Each program ends with supervisord (Linux's parent-death signal, set by util-linux's setpriv before it
+    # execs the program: same PID): a supervisord killed with SIGKILL leaves no web, worker or monitor behind
+    # to hold the port or run a second monitor next to the next runportal's.
+    setpriv = shutil.which("setpriv")
+    deathsig = f"{_q(setpriv)} --pdeathsig TERM -- " if setpriv else ""
     for name, command in programs.items():
-        lines += ["", f"[program:{name}]", f"command={command}", f"directory={_p(base_dir)}",
+        lines += ["", f"[program:{name}]", f"command={deathsig}{command}", f"directory={_p(base_dir)}",
                   "autostart=true", "autorestart=true", f"startsecs={STARTSECS}", f"startretries={STARTRETRIES}",
                   "stopsignal=TERM", f"stopwaitsecs={STOPWAIT[name]}", "killasgroup=true",
                   "redirect_stderr=true", "stdout_logfile_maxbytes=10MB", "stdout_logfile_backups=3"]
