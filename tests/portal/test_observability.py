@@ -131,7 +131,9 @@ def test_healthz_answers_without_touching_the_database(django_assert_num_queries
 
 @pytest.mark.django_db
 def test_readyz_is_ready_with_the_database_the_channel_layer_and_an_up_host(test_host):
-    Host.objects.filter(pk=test_host.pk).update(status=HostStatus.UP)
+    from django.utils import timezone
+
+    Host.objects.filter(pk=test_host.pk).update(status=HostStatus.UP, last_seen_at=timezone.now())
 
     response = Client().get("/readyz")
 
@@ -141,6 +143,27 @@ def test_readyz_is_ready_with_the_database_the_channel_layer_and_an_up_host(test
     assert {name: check["ready"] for name, check in body["checks"].items()} == {
         "database": True, "channel_layer": True, "hosts": True}
     assert body["checks"]["hosts"]["summary"] == "1 of 1 enabled hosts up"
+
+
+@pytest.mark.django_db
+def test_readyz_does_not_count_an_up_host_no_monitor_has_seen_lately(test_host, admin_user):
+    """With every monitor stopped, the recorded "up" ages: readiness says so instead of reporting it up
+    (trial finding 3)."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    Host.objects.filter(pk=test_host.pk).update(status=HostStatus.UP,
+                                                last_seen_at=timezone.now() - timedelta(minutes=10))
+    response = Client().get("/readyz")
+    assert response.status_code == 503
+    assert response.json()["checks"]["hosts"]["summary"] == (
+        "0 of 1 enabled hosts up; 1 not seen by a monitor for over 60 s")
+    staff_client = Client()
+    staff_client.force_login(admin_user)
+    assert "is a monitor running?" in staff_client.get("/readyz").json()["checks"]["hosts"]["detail"]["testhost"]["status"]
+    Host.objects.filter(pk=test_host.pk).update(last_seen_at=timezone.now())
+    assert Client().get("/readyz").status_code == 200
 
 
 @pytest.mark.django_db
