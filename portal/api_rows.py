@@ -155,7 +155,8 @@ def _plan_step(serializer: Any, model: type[models.Model], field: drf_fields.Fie
 
 
 class FastRowsMixin:
-    """`to_representation` from a plan of the readable fields: see the module's docstring."""
+    # `to_representation` from a plan of the readable fields: see the module's docstring. (No docstring
+    # here: drf-spectacular would describe every serializer without one of its own by it.)
 
     def _row_plan(self) -> list[_Step]:
         plan = self.__dict__.get("_fast_row_plan")
