@@ -125,3 +125,26 @@ def _typed(value):
     if isinstance(value, list):
         return [_typed(item) for item in value]
     return (type(value).__name__, value)
+
+
+def test_row_url_s_integer_fast_path_leaves_other_ids_to_reverse(rf):
+    """Once a route is cached for integer ids, ids that are not small non-negative ints (a 19-digit id, a digit
+    string, a negative id, a bool) still get what reverse() gives: its URL or its error."""
+    from django.urls import NoReverseMatch
+    from rest_framework.request import Request
+    from rest_framework.reverse import reverse
+
+    from portal.api import row_url
+
+    def outcome(call):
+        try:
+            return call()
+        except NoReverseMatch:
+            return NoReverseMatch
+
+    context = {"request": Request(rf.get("/api/vms/"))}
+    for pk in [7, 8, 10**18 - 1, 10**18, 12345678901234567890, "42", -1, True, False, 0, 9]:
+        assert outcome(lambda pk=pk: row_url(context, "api-vm-detail", pk=pk)) == outcome(
+            lambda pk=pk: reverse("api-vm-detail", kwargs={"pk": pk}, request=context["request"])), pk
+    assert row_url(context, "api-vm-nic", pk=3, nic_id=4) == "http://testserver/api/vms/3/nics/4/"
+    assert row_url(context, "api-vm-nic", nic_id=6, pk=5) == "http://testserver/api/vms/5/nics/6/"
