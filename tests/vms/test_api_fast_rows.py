@@ -148,3 +148,47 @@ def test_row_url_s_integer_fast_path_leaves_other_ids_to_reverse(rf):
             lambda pk=pk: reverse("api-vm-detail", kwargs={"pk": pk}, request=context["request"])), pk
     assert row_url(context, "api-vm-nic", pk=3, nic_id=4) == "http://testserver/api/vms/3/nics/4/"
     assert row_url(context, "api-vm-nic", nic_id=6, pk=5) == "http://testserver/api/vms/5/nics/6/"
+
+
+@pytest.mark.parametrize("role", ["owner", "admin"])
+def test_job_list_and_detail_are_byte_for_byte_drf_s(world, monkeypatch, role):
+    """Jobs (portal.jobs.api.serializers) in every status, with and without actor, target, times, the
+    administrators' keys of params and result, and a 19-digit or unknown target."""
+    from portal.choices import JobStatus, Via
+    from portal.jobs.api.serializers import JobSummarySerializer
+    from portal.models import Job
+
+    later = timezone.now() + datetime.timedelta(hours=5, microseconds=3)
+    vm_id = str(world.vm_ids[0])
+    targets = [("vm", vm_id, "vm-000000"), ("", "", ""), ("nothing", "7", "x"), ("vm", "1234567890123456789", "big"),
+               ("backup", "5", "b")]
+    for i, status in enumerate(JobStatus):
+        target_type, target_id, target_name = targets[i % len(targets)]
+        Job.objects.create(
+            kind=f"vm.kind{i}", status=status, progress=i * 9, step="step ü" if i % 2 else "",
+            actor=world.owner if i % 3 else None, via=list(Via)[i % len(Via)], target_type=target_type,
+            target_id=target_id, target_name=target_name,
+            params={"placement": {"host": "h"}, "n": i, "nested": [1, None, "x"]} if i % 2 else {},
+            result={"explanation": "why", "ok": True} if i % 2 == 0 else {"list": [1.5]},
+            error="failed" if status == JobStatus.FAILED else "", error_detail="libvirt said no", traceback="Tb",
+            log="line\n" * i, attempts=i % 3, started_at=later if i % 2 else None,
+            finished_at=later if i % 4 == 0 else None)
+    client = APIClient()
+    client.force_authenticate(getattr(world, role))
+    paths = ["/api/jobs/", "/api/jobs/?page_size=4&page=2", "/api/jobs/?pagination=cursor&page_size=3"]
+    paths += [f"/api/jobs/{pk}/" for pk in Job.objects.values_list("pk", flat=True)]
+
+    def pages():
+        return {path: (lambda r: (r.status_code, r.content))(client.get(path)) for path in paths}
+
+    with timezone.override("Asia/Kathmandu"):
+        fast = pages()
+        summary = JobSummarySerializer(list(Job.objects.order_by("created_at")), many=True).data
+        _drf_path(monkeypatch)
+        slow = pages()
+        plain_summary = JobSummarySerializer(list(Job.objects.order_by("created_at")), many=True).data
+    for path in paths:
+        assert fast[path] == slow[path], path
+    assert sum(body.count(b'"kind":"vm.kind') for status, body in fast.values() if status == 200) > 2 * len(JobStatus)
+    assert any(b'"placement"' in body for _, body in fast.values()) == (role == "admin")
+    assert _typed(list(summary)) == _typed(list(plain_summary))
