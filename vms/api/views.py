@@ -119,6 +119,10 @@ NIC_ID = OpenApiParameter("nic_id", OpenApiTypes.STR, OpenApiParameter.PATH,
 
 # What VMSerializer reads beyond the VM's row (its selectors join owner, group, host, image, flavor, CD).
 VM_PREFETCH = (Prefetch("nics", queryset=VMNic.objects.select_related("network")), "pinned_hosts")
+# The list's page joins five of them and fetches the CD-ROM's image apart (no query while no VM of the page
+# has one): PostgreSQL took longer to plan the page with a sixth join (~3.5 ms) than with five (~1.3 ms)
+# and to run it (~0.7 ms) at 10,000 VMs (issue #13).
+VM_LIST_JOINS = ("owner", "group", "host", "image", "flavor")
 
 
 def _operation(request, result: ActionResult, *, created: bool = False) -> Response:
@@ -185,7 +189,8 @@ class VMViewSet(viewsets.GenericViewSet):
         `?pagination=cursor`: cursor pages (no count; follow `next`)."""
         query = VMListQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
-        qs = vm_list(user=request.user, **query.validated_data).prefetch_related(*VM_PREFETCH)
+        qs = (vm_list(user=request.user, **query.validated_data).select_related(None).select_related(*VM_LIST_JOINS)
+              .prefetch_related(*VM_PREFETCH, "cdrom"))
         page = self.paginate_queryset(qs)
         return self.get_paginated_response(VMSerializer(page, many=True, context={"request": request}).data)
 
