@@ -177,11 +177,23 @@ def _kind(value: object) -> str | None:
     return "uuid" if _UUID_TEXT.fullmatch(text) else None
 
 
+_INT_IDS = 10**18  # integer ids below this are "int" for _kind (at most 18 digits)
+
+
 def row_url(context: Mapping[str, Any], viewname: str, **kwargs: object) -> str:
     """`rest_framework.reverse.reverse(viewname, kwargs=kwargs, request=context["request"])`, the same string,
     at the cost of a string replacement: the route is reversed (and made absolute) once per serializer
     context with stand-in values, then each row's ids are put in their place. Ids that are not digits or
     UUIDs are reversed as usual. Raises NoReverseMatch where reverse() would."""
+    # The common case first (integer ids, a route already reversed for this context): one dict lookup.
+    by_names = context.get("_row_urls_int")
+    if by_names is not None:
+        entry = by_names.get((viewname, *kwargs))
+        if entry is not None and all(type(v) is int and 0 <= v < _INT_IDS for v in kwargs.values()):  # noqa: E721
+            url, stand_ins = entry
+            for name, stand_in in stand_ins.items():
+                url = url.replace(stand_in, str(kwargs[name]))
+            return url
     kinds = tuple((name, _kind(value)) for name, value in sorted(kwargs.items()))
     request = context.get("request")
     if any(kind is None for _, kind in kinds):
@@ -201,6 +213,8 @@ def row_url(context: Mapping[str, Any], viewname: str, **kwargs: object) -> str:
     entry = cache[key]
     if entry is None:
         raise NoReverseMatch(f"Reverse for {viewname!r} with keyword arguments {sorted(kwargs)} not found.")
+    if isinstance(context, dict) and all(kind == "int" for _, kind in kinds):
+        context.setdefault("_row_urls_int", {})[(viewname, *kwargs)] = entry
     url, stand_ins = entry
     for name, stand_in in stand_ins.items():
         url = url.replace(stand_in, str(kwargs[name]))

@@ -13,6 +13,7 @@ from rest_framework import serializers
 from cluster.models import ForeignDomain
 from portal.actors import is_admin
 from portal.api import row_url
+from portal.api_rows import FastRowsMixin
 from portal.jobs.api.serializers import JobSummarySerializer
 from portal.models import AuditEvent
 from storage.models import Volume
@@ -133,7 +134,7 @@ class VMListQuerySerializer(serializers.Serializer):
 
 # --- output --------------------------------------------------------------------------------------
 
-class NicSerializer(serializers.ModelSerializer):
+class NicSerializer(FastRowsMixin, serializers.ModelSerializer):
     """A NIC of a VM: its network, MAC, model, state and the address its network's DHCP gave it."""
 
     network = serializers.SlugRelatedField(slug_field="name", read_only=True)
@@ -154,7 +155,7 @@ class NicSerializer(serializers.ModelSerializer):
         return row_url(self.context, "api-vm-nic", pk=nic.vm_id, nic_id=nic.pk)
 
 
-class VMSerializer(serializers.ModelSerializer):
+class VMSerializer(FastRowsMixin, serializers.ModelSerializer):
     owner = serializers.SlugRelatedField(slug_field="username", read_only=True)
     group = serializers.SlugRelatedField(slug_field="name", read_only=True)
     host = serializers.SlugRelatedField(slug_field="name", read_only=True)

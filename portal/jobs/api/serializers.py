@@ -6,6 +6,7 @@ from django.urls import NoReverseMatch
 from rest_framework import serializers
 
 from portal.api import row_url
+from portal.api_rows import FastRowsMixin
 from portal.choices import JobStatus
 from portal.models import Job
 
@@ -16,7 +17,7 @@ class JobListQuerySerializer(serializers.Serializer):
 
 
 
-class JobSummarySerializer(serializers.ModelSerializer):
+class JobSummarySerializer(FastRowsMixin, serializers.ModelSerializer):
     url = serializers.SerializerMethodField()
 
     class Meta:
