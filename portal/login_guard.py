@@ -63,9 +63,9 @@ def lockout_response(request: HttpRequest, original_response: Any = None,
     """The login page again (the portal's or the admin's), its form saying why it refused; 429."""
     message = lockout_message()
     if str(getattr(request, "path", "") or "").startswith("/api/"):  # the API's error format
-        response = JsonResponse({"code": "locked_out", "detail": message}, status=LOCKED_STATUS)
-        response["Retry-After"] = str(int(settings.AXES_COOLOFF_TIME.total_seconds()))
-        return response
+        api_response = JsonResponse({"code": "locked_out", "detail": message}, status=LOCKED_STATUS)
+        api_response["Retry-After"] = str(int(settings.AXES_COOLOFF_TIME.total_seconds()))
+        return api_response
     if not isinstance(original_response, HttpResponse):
         # axes 8's async middleware passes the credentials where the view's response belongs.
         original_response = _login_page(request)
@@ -75,9 +75,10 @@ def lockout_response(request: HttpRequest, original_response: Any = None,
         form.cleaned_data = {}
         form._errors = ErrorDict()
         form.add_error(None, message)  # the admin's login page shows the form's own errors
-        context = {**context, "login_locked": message}  # the portal's login page shows this one
-        response = TemplateResponse(request, original_response.template_name, context, status=LOCKED_STATUS)
-        response.render()
+        context = {**(context or {}), "login_locked": message}  # the portal's login page shows this one
+        page = TemplateResponse(request, original_response.template_name, context, status=LOCKED_STATUS)
+        page.render()
+        response: HttpResponse = page
     else:
         response = HttpResponse(message, status=LOCKED_STATUS, content_type="text/plain; charset=utf-8")
     response["Retry-After"] = str(int(settings.AXES_COOLOFF_TIME.total_seconds()))
