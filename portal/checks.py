@@ -9,7 +9,7 @@ from django.core.checks import Tags, Warning, register
 
 
 @register(Tags.security, deploy=True)
-def base_url_scheme_check(app_configs, **kwargs) -> list[Warning]:
+def base_url_scheme_check(app_configs: object, **kwargs: object) -> list[Warning]:
     """PORTAL_BASE_URL on http:// while the portal insists on HTTPS cannot work: the browser drops the
     secure CSRF and session cookies on that URL (sign-in answers "CSRF verification failed"), and the
     origins allowed for forms and consoles are derived from it."""
