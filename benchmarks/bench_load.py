@@ -69,6 +69,11 @@ SERVER_ENV = {
     "PORTAL_DEBUG": "0",
     "PORTAL_SECRET_KEY": secrets.token_urlsafe(50),
     "PORTAL_ALLOWED_HOSTS": "127.0.0.1",
+    # Plain HTTP on loopback (docs/deployment.md's trial set-up): TLS would be nginx's, in front.
+    "PORTAL_BASE_URL": "http://127.0.0.1",
+    "PORTAL_SECURE_SSL_REDIRECT": "0",
+    "PORTAL_SECURE_COOKIES": "0",
+    "PORTAL_HSTS_SECONDS": "0",
     "PORTAL_DATABASE_URL": DB_URL,
     "PORTAL_REDIS_URL": REDIS_URL,
     "PORTAL_DATA_DIR": TMP,
