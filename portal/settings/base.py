@@ -65,7 +65,7 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     # Content-Security-Policy from SECURE_CSP (the hardening block at the end; issue #13).
     "django.middleware.csp.ContentSecurityPolicyMiddleware",
-    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "portal.static_files.StaticFilesMiddleware",  # WhiteNoise, async-capable (portal/static_files.py)
     # Errors Django itself answers under /api/ (unknown URL, 500, bad Host) become the API's JSON.
     "portal.api.api_json_errors_middleware",
     "django.contrib.sessions.middleware.SessionMiddleware",

@@ -118,8 +118,9 @@ def test_runportal_serves_through_the_redacting_servers(monkeypatch, tmp_path):
     assert "from portal.serve import main" in inspect.getsource(runportal.Command._single_process)
     conf = runportal.supervisor_config(run_dir=tmp_path, base_dir=tmp_path, python="/py", bind="127.0.0.1",
                                        port=8000, workers=1, web_workers=2, secret="x")
-    assert "command=/py -m gunicorn -c python:portal.gunicorn_conf -b 127.0.0.1:8000 -w 2 " \
-           "portal.asgi:application" in conf and "daphne" not in conf
+    # (each command after util-linux's setpriv, which sets the parent-death signal and execs it)
+    assert "/setpriv --pdeathsig TERM -- /py -m gunicorn -c python:portal.gunicorn_conf -b 127.0.0.1:8000 -w 2 " \
+           "portal.asgi:application\n" in conf and "daphne" not in conf
 
 
 @pytest.mark.parametrize("name", ["uvicorn.access", "uvicorn.error"])
