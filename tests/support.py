@@ -34,6 +34,33 @@ def screenshot_dir(environ: Mapping[str, str] | None = None) -> Path:
     return base / "var" / "screenshots"
 
 
+def wait_for(predicate, timeout: float, what: str, *, poll: float = 0.1):
+    """Poll `predicate()` until it is truthy and return its value; fail naming `what` after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()):
+        assert time.monotonic() < deadline, f"{what} not seen within {timeout} s"
+        time.sleep(poll)
+    return value
+
+
+def api_client(user):
+    """DRF's test client, authenticated as `user`."""
+    from rest_framework.test import APIClient
+
+    client = APIClient()
+    client.force_authenticate(user)
+    return client
+
+
+def web_client(user):
+    """Django's test client with `user` signed in."""
+    from django.test import Client
+
+    client = Client()
+    client.force_login(user)
+    return client
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import pytest
 from django.db import connection
-from django.test import Client
 from django.test.utils import CaptureQueriesContext
-from rest_framework.test import APIClient
 
 from tests.scale import scale_world
+from tests.support import api_client, web_client
 
 pytestmark = pytest.mark.django_db
 
@@ -46,18 +45,6 @@ def _assert_constant(world, client, paths: list[str]) -> None:
     assert all(n > 0 for n in large.values())  # the reads did reach the database
 
 
-def _api(user) -> APIClient:
-    client = APIClient()
-    client.force_authenticate(user)
-    return client
-
-
-def _web(user) -> Client:
-    client = Client()
-    client.force_login(user)
-    return client
-
-
 def _api_paths(world) -> list[str]:
     vm = world.vm_ids[1]  # shared with the group: every user of the world sees it
     return ["/api/vms/", "/api/vms/?status=running", "/api/vms/?search=vm-0", "/api/vms/?pagination=cursor",
@@ -69,25 +56,25 @@ def _api_paths(world) -> list[str]:
 @pytest.mark.parametrize("role", ["owner", "member"])
 def test_api_reads_of_a_user_cost_the_same_at_10_and_1000_vms(world, role):
     """An owner sees every VM of the world; a member of its group half of them (the shared ones)."""
-    _assert_constant(world, _api(getattr(world, role)), _api_paths(world))
+    _assert_constant(world, api_client(getattr(world, role)), _api_paths(world))
 
 
 def test_api_reads_of_an_administrator_cost_the_same_at_10_and_1000_vms(world):
     paths = [*_api_paths(world), "/api/vms/?owner=scale-owner", "/api/vms/?host=scale-host", "/api/hosts/"]
-    _assert_constant(world, _api(world.admin), paths)
+    _assert_constant(world, api_client(world.admin), paths)
 
 
 @pytest.mark.parametrize("role", ["owner", "member", "admin"])
 def test_web_vm_list_and_its_live_state_cost_the_same_at_10_and_1000_vms(world, role):
     """The VM list page (its first and second page, filtered) and /vms/status.json (live.js's fallback)."""
     paths = ["/", "/?status=running", "/?q=vm-0", "/?page=2", "/vms/status.json"]
-    _assert_constant(world, _web(getattr(world, role)), paths)
+    _assert_constant(world, web_client(getattr(world, role)), paths)
 
 
 def test_admin_changelists_cost_the_same_at_10_and_1000_vms(world):
     paths = ["/admin/vms/vm/", "/admin/portal/job/", "/admin/storage/volume/", "/admin/portal/auditevent/",
              "/admin/vms/vm/?q=vm-0", "/admin/portal/job/?status__exact=succeeded"]
-    _assert_constant(world, _web(world.admin), paths)
+    _assert_constant(world, web_client(world.admin), paths)
 
 
 @pytest.mark.parametrize("role", ["owner", "member", "admin"])

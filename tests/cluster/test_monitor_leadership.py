@@ -16,7 +16,7 @@ from cluster.choices import HostStatus
 from cluster.leadership import CHORES, MonitorLocks, host_lock
 from cluster.models import Host
 from tests.browser.conftest import _postgres_url
-from tests.support import MANAGE, processes
+from tests.support import MANAGE, processes, wait_for
 
 pytestmark = [
     pytest.mark.postgres,
@@ -30,14 +30,6 @@ LEADS = "leading: this monitor runs the chores"
 FOLLOWS = "another monitor leads and runs the chores"
 
 
-def _wait_for(predicate, timeout: float, what: str) -> float:
-    start = time.monotonic()
-    while not predicate():
-        assert time.monotonic() - start < timeout, f"{what} not seen within {timeout} s"
-        time.sleep(0.1)
-    return time.monotonic() - start
-
-
 def test_a_lock_is_held_by_one_session_and_freed_when_it_ends():
     a, b = MonitorLocks(), MonitorLocks()
     try:
@@ -47,7 +39,7 @@ def test_a_lock_is_held_by_one_session_and_freed_when_it_ends():
         a.release(CHORES)
         assert b.acquire(CHORES)
         b.close()  # the session ends: every lock it held is free (once the server has ended it)
-        _wait_for(lambda: a.acquire(CHORES) and a.acquire(host_lock(7)), 10, "the locks of a closed session")
+        wait_for(lambda: a.acquire(CHORES) and a.acquire(host_lock(7)), 10, "the locks of a closed session")
         assert a.held == {CHORES, host_lock(7)}
     finally:
         a.close()
@@ -69,7 +61,7 @@ def test_two_monitors_run_the_chores_once_and_the_survivor_takes_over(tmp_path):
             return procs.log(name).count(CHORES_RAN)
 
         started, at_start = time.monotonic(), runs("monitor-a")
-        _wait_for(lambda: runs("monitor-a") >= at_start + 5, 30, "five more chore runs by the leader")
+        wait_for(lambda: runs("monitor-a") >= at_start + 5, 30, "five more chore runs by the leader")
         elapsed = time.monotonic() - started
         assert runs("monitor-b") == 0, procs.log("monitor-b")[-3000:]
         # Once per interval (1 s), not once per monitor: at most one run per second since, plus one.
@@ -78,8 +70,10 @@ def test_two_monitors_run_the_chores_once_and_the_survivor_takes_over(tmp_path):
 
         os.kill(first.pid, signal.SIGKILL)  # the leader dies without a word
         first.wait()
-        took = _wait_for(lambda: LEADS in procs.log("monitor-b"), 30, "monitor b leading")
+        killed_at = time.monotonic()
+        wait_for(lambda: LEADS in procs.log("monitor-b"), 30, "monitor b leading")
+        took = time.monotonic() - killed_at
         procs.wait_for_log("monitor-b", "watching lifecycle events of watched", timeout=30)
         before = runs("monitor-b")
-        _wait_for(lambda: runs("monitor-b") >= before + 2, 30, "chores run by the new leader")
+        wait_for(lambda: runs("monitor-b") >= before + 2, 30, "chores run by the new leader")
         print(f"monitor b took the lead {took:.1f} s after monitor a was killed")

@@ -7,9 +7,7 @@ import json
 from types import SimpleNamespace
 
 import pytest
-from django.test import Client
 from django.urls import reverse
-from rest_framework.test import APIClient
 
 from cluster.models import Host
 from portal.exceptions import (
@@ -23,6 +21,7 @@ from portal.exceptions import (
     user_message,
 )
 from portal.models import Job
+from tests.support import api_client, web_client
 from vms import services
 from vms.choices import VMStatus
 from vms.models import VM
@@ -32,18 +31,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 # libvirt's remote driver on a socket that does not exist: a real "cannot connect" from libvirt.
 BAD_URI = "qemu+unix:///system?socket=/nonexistent/libvirt-sock"
 INTERNALS = ("qemu+unix", "qemu:///", "/nonexistent", "libvirt-sock", "socket=")
-
-
-def _api(user) -> APIClient:
-    client = APIClient()
-    client.force_authenticate(user)
-    return client
-
-
-def _web(user) -> Client:
-    client = Client()
-    client.force_login(user)
-    return client
 
 
 def _assert_clean(text: str) -> None:
@@ -75,7 +62,7 @@ def test_the_owner_never_sees_the_uri_or_socket_in_the_api_web_slack_or_live_eve
     from portal.jobs import job_event
 
     vm, job = failed_reboot
-    api = _api(alice)
+    api = api_client(alice)
     job_json = api.get(f"/api/jobs/{job.pk}/").json()
     vm_json = api.get(f"/api/vms/{vm.pk}/").json()
     assert job_json["error"] == HypervisorUnavailable.plain and job_json["error_detail"] == ""
@@ -83,7 +70,7 @@ def test_the_owner_never_sees_the_uri_or_socket_in_the_api_web_slack_or_live_eve
     for body in (job_json, vm_json, api.get("/api/jobs/").json(), api.get(f"/api/vms/{vm.pk}/jobs/").json()):
         _assert_clean(json.dumps(body))
 
-    web = _web(alice)
+    web = web_client(alice)
     for url in (reverse("jobs:detail", args=[job.pk]), reverse("jobs:list"), reverse("vms:detail", args=[vm.pk]),
                 reverse("vms:status")):
         page = web.get(url)
@@ -97,12 +84,12 @@ def test_the_owner_never_sees_the_uri_or_socket_in_the_api_web_slack_or_live_eve
 
 def test_administrators_see_the_hypervisors_words_on_the_job_page_and_in_the_api(failed_reboot, admin_user):
     _vm, job = failed_reboot
-    body = _api(admin_user).get(f"/api/jobs/{job.pk}/").json()
+    body = api_client(admin_user).get(f"/api/jobs/{job.pk}/").json()
     assert body["error"] == HypervisorUnavailable.plain
     assert BAD_URI in body["error_detail"]
-    page = _web(admin_user).get(reverse("jobs:detail", args=[job.pk])).content.decode()
+    page = web_client(admin_user).get(reverse("jobs:detail", args=[job.pk])).content.decode()
     assert "Hypervisor detail" in page and "/nonexistent/libvirt-sock" in page
-    admin_page = _web(admin_user).get(reverse("admin:portal_job_change", args=[job.pk])).content.decode()
+    admin_page = web_client(admin_user).get(reverse("admin:portal_job_change", args=[job.pk])).content.decode()
     assert "/nonexistent/libvirt-sock" in admin_page
 
 

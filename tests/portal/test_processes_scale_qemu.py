@@ -16,7 +16,6 @@ import json
 import os
 import re
 import signal
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -30,7 +29,7 @@ from rest_framework.authtoken.models import Token
 
 from portal.models import Job
 from tests.browser.conftest import _postgres_url
-from tests.support import MANAGE, free_port, processes
+from tests.support import MANAGE, free_port, processes, wait_for
 from vms import services
 from vms.choices import VMStatus
 from vms.models import VM
@@ -52,16 +51,6 @@ def portal_env():
             "PORTAL_DATABASE_URL": _postgres_url(connection.settings_dict),
             "PORTAL_REDIS_URL": REDIS_URL, "PORTAL_REDIS_PREFIX": f"test-procs-{uuid.uuid4().hex[:8]}",
             "PORTAL_LOG_LEVEL": "INFO"}
-
-
-def _wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"{what} not seen within {timeout} s"
-        time.sleep(0.2)
 
 
 def _http(method: str, url: str, *, token: str | None = None, session: str | None = None, body: bytes | None = None,
@@ -136,7 +125,7 @@ def test_api_on_one_process_websockets_and_console_on_another(guest_image, alice
         procs.start("monitor", [*MANAGE, "hypervisor_monitor"])
         procs.wait_for_port("web-a", port_a, timeout=90)
         procs.wait_for_port("web-b", port_b, timeout=90)
-        _wait_for(lambda: _http("GET", f"{b}/login/")[0] == 200, 90, "process B answering")
+        wait_for(lambda: _http("GET", f"{b}/login/")[0] == 200, 90, "process B answering")
 
         # The websocket on B is open before the job exists: its events come from the worker through Redis.
         status, body = _json_api("POST", f"{a}/api/vms/", token, {
@@ -170,7 +159,7 @@ def test_api_on_one_process_websockets_and_console_on_another(guest_image, alice
 
         status, body = _json_api("DELETE", f"{a}/api/vms/{vm_id}/", token)
         assert status == 202, body
-        _wait_for(lambda: not Job.objects.get(pk=body["job"]["id"]).is_active, 120, "the delete job ending")
+        wait_for(lambda: not Job.objects.get(pk=body["job"]["id"]).is_active, 120, "the delete job ending")
         assert Job.objects.get(pk=body["job"]["id"]).status == "succeeded"
 
 
@@ -202,19 +191,19 @@ def test_supervised_processes_come_back_after_sigkill_and_the_job_ends_once(firm
         with processes(tmp_path, env) as procs:
             runportal = procs.start("runportal", [*MANAGE, "runportal", "--port", str(port), "--run-dir", str(run_dir),
                                                   "--workers", "1", "--web-workers", "2"], group=True)
-            pids = _wait_for(lambda: (p := _supervised(procs, run_dir)).keys() >= {"web", "worker-1", "monitor"}
+            pids = wait_for(lambda: (p := _supervised(procs, run_dir)).keys() >= {"web", "worker-1", "monitor"}
                              and p, 60, "web, worker-1 and monitor running")
             procs.wait_for_port("runportal", port, timeout=90)
 
             queued = procs.run([*MANAGE, "vm", "--user", alice.username, "stop", vm.name])
             assert queued.returncode == 0, queued.stderr
             job = Job.objects.get(kind="vm.stop", target_id=str(vm.pk))
-            _wait_for(lambda: Job.objects.get(pk=job.pk).status == "running", 60, "the stop job running")
+            wait_for(lambda: Job.objects.get(pk=job.pk).status == "running", 60, "the stop job running")
             assert f":{pids['worker-1']}:" in Job.objects.get(pk=job.pk).worker
             os.kill(pids["worker-1"], signal.SIGKILL)
-            again = _wait_for(lambda: (p := _supervised(procs, run_dir)).get("worker-1", pids["worker-1"])
+            again = wait_for(lambda: (p := _supervised(procs, run_dir)).get("worker-1", pids["worker-1"])
                               != pids["worker-1"] and p, 60, "worker-1 started again")
-            _wait_for(lambda: not Job.objects.get(pk=job.pk).is_active, 90, "the job ending")
+            wait_for(lambda: not Job.objects.get(pk=job.pk).is_active, 90, "the job ending")
             job.refresh_from_db()
             assert (job.status, job.attempts) == ("failed", 2), (job.status, job.attempts, job.log)
             assert "did not power off" in job.error and f":{again['worker-1']}:" in job.worker
@@ -226,10 +215,10 @@ def test_supervised_processes_come_back_after_sigkill_and_the_job_ends_once(firm
             old_workers = [int(p) for p in procs.run(["pgrep", "-P", str(pids["web"])]).stdout.split()]
             assert len(old_workers) == 2
             os.kill(pids["web"], signal.SIGKILL)
-            _wait_for(lambda: _supervised(procs, run_dir).get("web", pids["web"]) != pids["web"], 60,
+            wait_for(lambda: _supervised(procs, run_dir).get("web", pids["web"]) != pids["web"], 60,
                       "web started again")
-            _wait_for(lambda: _http("GET", f"http://127.0.0.1:{port}/login/")[0] == 200, 90, "the portal answering")
-            _wait_for(lambda: not any(map(_alive, old_workers)), 30, "the old web workers gone")
+            wait_for(lambda: _http("GET", f"http://127.0.0.1:{port}/login/")[0] == 200, 90, "the portal answering")
+            wait_for(lambda: not any(map(_alive, old_workers)), 30, "the old web workers gone")
 
             # SIGTERM to runportal (supervisord) stops every process, and it exits cleanly.
             children = list(_supervised(procs, run_dir).values())

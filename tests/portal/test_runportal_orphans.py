@@ -7,24 +7,15 @@ from __future__ import annotations
 import os
 import re
 import signal
-import time
 import uuid
 
 import pytest
 from django.db import connection
 
 from tests.browser.conftest import _postgres_url
-from tests.support import MANAGE, free_port, processes
+from tests.support import MANAGE, free_port, processes, wait_for
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
-
-
-def _wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        assert time.monotonic() < deadline, f"{what} not seen within {timeout} s"
-        time.sleep(0.2)
-    return value
 
 
 def _alive(pid: int) -> bool:
@@ -55,11 +46,11 @@ def test_a_killed_supervisord_leaves_no_process_behind(tmp_path):
             out = procs.run(ctl).stdout or ""
             return {m[1].split(":")[-1]: int(m[2]) for m in re.finditer(r"^(\S+)\s+RUNNING\s+pid (\d+)", out, re.M)}
 
-        pids = _wait_for(lambda: (p := running()).keys() >= {"web", "worker-1", "monitor"} and p, 60,
+        pids = wait_for(lambda: (p := running()).keys() >= {"web", "worker-1", "monitor"} and p, 60,
                          "web, worker-1 and monitor running")
         web_workers = [int(p) for p in procs.run(["pgrep", "-P", str(pids["web"])]).stdout.split()]
         assert web_workers
         os.kill(runportal.pid, signal.SIGKILL)  # runportal execs supervisord: the same PID
         runportal.wait(timeout=10)
         everyone = [*pids.values(), *web_workers]
-        _wait_for(lambda: not any(map(_alive, everyone)), 60, "every supervised process gone")
+        wait_for(lambda: not any(map(_alive, everyone)), 60, "every supervised process gone")
