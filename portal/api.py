@@ -17,6 +17,7 @@ from inspect import iscoroutinefunction
 from typing import Any
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.core.exceptions import (
     BadRequest,
     RequestDataTooBig,
@@ -32,6 +33,7 @@ from django.utils.decorators import sync_and_async_middleware
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, viewsets
+from rest_framework.authtoken.serializers import AuthTokenSerializer
 from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.exceptions import NotFound
 from rest_framework.exceptions import ValidationError as DRFValidationError
@@ -353,6 +355,17 @@ class CatalogViewSet(viewsets.GenericViewSet):
         return Response(self.get_serializer(self.find(request, str(pk))).data)
 
 
+class TokenSerializer(AuthTokenSerializer):
+    """DRF's, refusing a username longer than any account's before it is looked up (axes records the
+    username of a failed try in a 255-character column: a longer one answered 500)."""
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        username_field = get_user_model()._meta.get_field(get_user_model().USERNAME_FIELD)
+        if len(attrs.get("username") or "") > (getattr(username_field, "max_length", None) or 150):
+            raise serializers.ValidationError("Unable to log in with provided credentials.", code="authorization")
+        return super().validate(attrs)
+
+
 class TokenView(ObtainAuthToken):
     """Trade a username and password for an API token (`Authorization: Token …`).
 
@@ -363,6 +376,7 @@ class TokenView(ObtainAuthToken):
 
     throttle_classes = [ClientScopedRateThrottle]
     throttle_scope = "token"
+    serializer_class = TokenSerializer
     # ObtainAuthToken names DRF's own parsers; use the portal's (a too-deep JSON body is a 400).
     parser_classes = APIView.parser_classes
 

@@ -1410,7 +1410,16 @@ class LibvirtDriver:
                                       detail=f"live media change is not supported by {self.uri}")
                 conn.defineXML(domain_xml.set_cdrom_media(config_xml, wanted))
                 return
-            dom.updateDeviceFlags(domain_xml.cdrom_xml(wanted), flags | libvirt.VIR_DOMAIN_DEVICE_MODIFY_FORCE)
+            # A tray the guest has locked is forced open, but QEMU may report it still closed for a moment
+            # ("Tray of device ... is not open", seen while SeaBIOS runs): asked again, briefly, it goes.
+            for delay in (0.1, 0.2, 0.4, 0.8, 1.6, None):
+                try:
+                    dom.updateDeviceFlags(domain_xml.cdrom_xml(wanted), flags | libvirt.VIR_DOMAIN_DEVICE_MODIFY_FORCE)
+                    return
+                except libvirt.libvirtError as exc:
+                    if delay is None or "is not open" not in (exc.get_error_message() or ""):
+                        raise
+                    time.sleep(delay)
 
         self._call(f"change media in {target} of {uuid}", fn)
 

@@ -547,8 +547,9 @@ def test_token_endpoint_is_throttled_against_password_guessing(alice, test_host)
 
     cache.clear()
     anonymous = APIClient()
-    for _ in range(10):
-        wrong = anonymous.post("/api/auth/token/", {"username": "alice", "password": "guess"}, format="json")
+    # Guesses at ten usernames (one username's fifth failure would lock it out first: test_login_lockout).
+    for n in range(10):
+        wrong = anonymous.post("/api/auth/token/", {"username": f"user-{n}", "password": "guess"}, format="json")
         assert wrong.status_code == 400
     refused = anonymous.post("/api/auth/token/", {"username": "alice", "password": "pw-alice"}, format="json")
     assert refused.status_code == 429
