@@ -13,6 +13,7 @@ from django.test.utils import CaptureQueriesContext
 
 from tests.scale import scale_world
 from tests.support import api_client, web_client
+from vms.consumers import live_state
 
 pytestmark = pytest.mark.django_db
 
@@ -80,7 +81,6 @@ def test_admin_changelists_cost_the_same_at_10_and_1000_vms(world):
 @pytest.mark.parametrize("role", ["owner", "member", "admin"])
 def test_live_snapshot_on_connect_costs_the_same_at_10_and_1000_vms(world, role):
     """The state a websocket sends when it connects (and on each poll): vms.consumers.live_state."""
-    from vms.consumers import live_state
 
     user = getattr(world, role)
     live_state(user=user)  # warm-up

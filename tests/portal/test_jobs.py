@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 from datetime import timedelta
 
 import pytest
+from django.db.models import F
 from django.utils import timezone
 
+from portal import jobs
 from portal.choices import JobStatus
+from portal.exceptions import PortalError
 from portal.hypervisor import get_driver
-from portal.jobs import jobs_reap_stale, run_job
+from portal.jobs import JobContext, job_create, jobs_reap_stale, run_job
 from portal.models import Job
 from vms import services
 from vms.choices import VMStatus
@@ -21,9 +25,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 @pytest.fixture
 def lost_enqueue(monkeypatch):
     """Within the block, enqueued jobs are dropped, as if the worker died before finishing them."""
-    import contextlib
 
-    from portal import jobs
 
     @contextlib.contextmanager
     def block():
@@ -82,7 +84,6 @@ def test_a_job_runs_once_even_if_delivered_twice(test_host, alice):
 
 
 def test_a_bug_in_a_handler_is_errored_with_traceback_not_failed(test_host, alice, monkeypatch):
-    from portal import jobs
 
     def boom(ctx):
         raise RuntimeError("kaboom")
@@ -99,7 +100,6 @@ def test_a_bug_in_a_handler_is_errored_with_traceback_not_failed(test_host, alic
 
 def test_job_pages_keep_the_status_filter_when_paging(client, alice):
     """The pager (one template for every list) keeps the other query parameters."""
-    from portal.models import Job
 
     Job.objects.bulk_create([Job(kind="vm.start", actor=alice, status="failed", target_name=f"vm-{i}")
                              for i in range(55)])
@@ -111,7 +111,6 @@ def test_job_pages_keep_the_status_filter_when_paging(client, alice):
 
 
 def test_progress_logs_each_step_once_however_often_its_percent_moves(db, alice):
-    from portal.jobs import JobContext, job_create
 
     job = job_create(kind="image.import", actor=alice, via="cli")  # any kind: only its progress is used
     Job.objects.filter(pk=job.pk).update(status=JobStatus.RUNNING, attempts=1)  # as claimed by a worker
@@ -131,10 +130,7 @@ def test_progress_logs_each_step_once_however_often_its_percent_moves(db, alice)
 def takeover_kind():
     """A job kind whose handler finds its job taken over by another worker (reaped, claimed again) mid-run,
     then reports progress or fails; records what ran."""
-    from django.db.models import F
 
-    from portal import jobs
-    from portal.exceptions import PortalError
 
     seen: dict[str, list] = {"runs": [], "cleanups": [], "finished": []}
 
@@ -160,7 +156,6 @@ def takeover_kind():
 def test_a_worker_whose_job_was_taken_over_writes_nothing_more(alice, lost_enqueue, takeover_kind, then):
     """Reaped while still alive (its heartbeat stalled) and run by another worker: the first worker stops
     at its next report, and neither its progress, its outcome nor its clean-up reaches the job."""
-    from portal.jobs import job_create
 
     with lost_enqueue():
         job = job_create(kind="test.takeover", actor=alice, via="cli", params={"then": then})

@@ -5,8 +5,11 @@ address is portal.net's trusted-proxies rule, never a raw X-Forwarded-For."""
 from __future__ import annotations
 
 import pytest
-from django.test import Client, override_settings
+from django.contrib.auth.models import AnonymousUser
+from django.contrib.sessions.backends.db import SessionStore
+from django.test import Client, RequestFactory, override_settings
 
+from portal.login_guard import lockout_response
 from portal.models import AuditEvent
 
 LIMIT = 5  # PORTAL_LOGIN_FAILURE_LIMIT's default
@@ -111,11 +114,7 @@ def test_the_limit_is_a_setting_and_the_api_token_endpoint_counts_and_refuses_to
 def test_the_refusal_renders_the_login_page_even_without_the_views_response(path):
     """axes' async middleware (daphne, uvicorn) hands the lockout callable the credentials instead of the
     view's response: the login page is then rendered afresh, with the same error."""
-    from django.contrib.auth.models import AnonymousUser
-    from django.contrib.sessions.backends.db import SessionStore
-    from django.test import RequestFactory
 
-    from portal.login_guard import lockout_response
 
     request = RequestFactory().post(path, {"username": "alice", "password": "guess"})
     request.user, request.session = AnonymousUser(), SessionStore()

@@ -6,12 +6,14 @@ from __future__ import annotations
 import json
 import logging
 import re
+from datetime import timedelta
 
 import pytest
 from channels.layers import channel_layers
 from django.conf import settings
 from django.db import OperationalError
 from django.test import Client, override_settings
+from django.utils import timezone
 from pythonjsonlogger.json import JsonFormatter
 
 from cluster.choices import HostStatus
@@ -131,7 +133,6 @@ def test_healthz_answers_without_touching_the_database(django_assert_num_queries
 
 @pytest.mark.django_db
 def test_readyz_is_ready_with_the_database_the_channel_layer_and_an_up_host(test_host):
-    from django.utils import timezone
 
     Host.objects.filter(pk=test_host.pk).update(status=HostStatus.UP, last_seen_at=timezone.now())
 
@@ -149,9 +150,7 @@ def test_readyz_is_ready_with_the_database_the_channel_layer_and_an_up_host(test
 def test_readyz_does_not_count_an_up_host_no_monitor_has_seen_lately(test_host, admin_user):
     """With every monitor stopped, the recorded "up" ages: readiness says so instead of reporting it up
     (trial finding 3)."""
-    from datetime import timedelta
 
-    from django.utils import timezone
 
     Host.objects.filter(pk=test_host.pk).update(status=HostStatus.UP,
                                                 last_seen_at=timezone.now() - timedelta(minutes=10))

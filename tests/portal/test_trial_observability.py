@@ -7,9 +7,12 @@ from __future__ import annotations
 import json
 import logging
 import re
+from base64 import b64encode
+from urllib.parse import quote
 
 import pytest
 from django.conf import settings
+from django.core.checks import run_checks
 from django.test import Client, override_settings
 from django.urls import path
 from pythonjsonlogger.json import JsonFormatter
@@ -51,7 +54,6 @@ def test_json_log_lines_carry_no_terminal_colour_codes():
 # --- check --deploy: a plain-HTTP base URL while the portal insists on HTTPS ---------------------------
 
 def _deploy_warnings() -> list[str]:
-    from django.core.checks import run_checks
 
     return [m.id for m in run_checks(include_deployment_checks=True) if m.id and m.id.startswith("portal.")]
 
@@ -77,8 +79,6 @@ def test_check_deploy_is_quiet_when_the_base_url_fits_the_https_settings(base_ur
     ("/api/jobs/", "not-a-date"),     # the job list's position is a time: was a ValidationError (500)
 ])
 def test_a_forged_cursor_position_is_an_invalid_cursor_not_a_500(client_for, alice, url, position):
-    from base64 import b64encode
-    from urllib.parse import quote
 
     cursor = quote(b64encode(f"p={position}".encode()).decode())
     response = client_for(alice).get(f"{url}?pagination=cursor&cursor={cursor}")

@@ -8,11 +8,20 @@ from __future__ import annotations
 import datetime
 
 import pytest
+from django.urls import NoReverseMatch
 from django.utils import timezone
 from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.reverse import reverse
 from rest_framework.test import APIClient
 
+from cluster.models import Host
+from portal.api import row_url
 from portal.api_rows import FastRowsMixin
+from portal.choices import JobStatus, Via
+from portal.jobs.api.serializers import JobSummarySerializer
+from portal.models import Job
+from storage.models import Image
 from tests.scale import scale_world
 from vms.api.serializers import NicSerializer, VMSerializer
 from vms.choices import VMStatus
@@ -23,8 +32,6 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def world():
-    from cluster.models import Host
-    from storage.models import Image
 
     world = scale_world("fast")
     world.grow(6)  # image, flavor, one NIC with an address each; every other one shared with the group
@@ -93,7 +100,6 @@ def test_list_and_detail_are_byte_for_byte_drf_s(world, monkeypatch, role, zone)
 
 def test_each_row_equals_the_drf_row_with_the_same_types(world, rf):
     """Row by row, outside a view too (no request: every field, like the schema), a value of the same type."""
-    from rest_framework.request import Request
 
     request = Request(rf.get("/api/vms/"))
     request.user = world.admin
@@ -130,11 +136,7 @@ def _typed(value):
 def test_row_url_s_integer_fast_path_leaves_other_ids_to_reverse(rf):
     """Once a route is cached for integer ids, ids that are not small non-negative ints (a 19-digit id, a digit
     string, a negative id, a bool) still get what reverse() gives: its URL or its error."""
-    from django.urls import NoReverseMatch
-    from rest_framework.request import Request
-    from rest_framework.reverse import reverse
 
-    from portal.api import row_url
 
     def outcome(call):
         try:
@@ -154,9 +156,6 @@ def test_row_url_s_integer_fast_path_leaves_other_ids_to_reverse(rf):
 def test_job_list_and_detail_are_byte_for_byte_drf_s(world, monkeypatch, role):
     """Jobs (portal.jobs.api.serializers) in every status, with and without actor, target, times, the
     administrators' keys of params and result, and a 19-digit or unknown target."""
-    from portal.choices import JobStatus, Via
-    from portal.jobs.api.serializers import JobSummarySerializer
-    from portal.models import Job
 
     later = timezone.now() + datetime.timedelta(hours=5, microseconds=3)
     vm_id = str(world.vm_ids[0])
