@@ -45,6 +45,7 @@ def is_connection_error(exc: libvirt.libvirtError) -> bool:
     message = (exc.get_error_message() or "").lower()
     return code in {libvirt.VIR_ERR_SYSTEM_ERROR, libvirt.VIR_ERR_INTERNAL_ERROR} and (
         "socket" in message or "connection" in message or "end of file" in message
+        or "broken pipe" in message  # "Cannot write data: Broken pipe": the daemon died under us
     )
 
 

@@ -93,3 +93,20 @@ def test_an_unreachable_uri_is_not_in_the_message_but_in_the_detail():
         LibvirtDriver(uri).list_domains()
     assert caught.value.message == HypervisorUnavailable.plain
     assert uri in caught.value.detail and "/nonexistent/libvirt-sock" in caught.value.detail
+
+
+def test_a_broken_pipe_to_a_dead_daemon_is_a_lost_connection_not_a_failed_operation():
+    """A host whose libvirtd was killed answers the next call with "Cannot write data: Broken pipe": the
+    gateway reconnects (and then finds the host unreachable) instead of reporting an operation failure
+    (a flaky HA test: the host's heartbeat failed with OperationFailed instead of going non-responsive)."""
+    import libvirt
+
+    from portal.hypervisor.errors import is_connection_error
+
+    exc = libvirt.libvirtError("Cannot write data: Broken pipe")
+    exc.err = (libvirt.VIR_ERR_SYSTEM_ERROR, libvirt.VIR_FROM_RPC, "Cannot write data: Broken pipe", 2,
+               None, None, None, -1, 0)
+    assert is_connection_error(exc)
+    exc.err = (libvirt.VIR_ERR_SYSTEM_ERROR, libvirt.VIR_FROM_RPC, "Cannot write data: No space left", 2,
+               None, None, None, -1, 0)
+    assert not is_connection_error(exc)
