@@ -54,6 +54,10 @@ INSTALLED_APPS = [
     "vms",
     "consoles",
     "backups",
+    "monitoring",
+    "pools",
+    "reports",
+    "metrics",
     "chatops",
 ]
 
