@@ -12,7 +12,8 @@ class PortalAPIRootView(APIRootView):
     api_root_dict = {"vms": "api-vm-list", "jobs": "api-job-list", "images": "api-image-list",
                      "flavors": "api-flavor-list", "networks": "api-network-list", "hosts": "api-host-list",
                      "keys": "api-key-list", "uploads": "api-upload-list",
-                     "backups": "api-backup-list"}  # backups: issue #11
+                     "backups": "api-backup-list",  # backups: issue #11
+                     "pools": "api-pool-list"}  # issue #14
 
 
 urlpatterns = [
@@ -27,4 +28,5 @@ urlpatterns = [
     path("", include("accounts.api.urls")),
     path("", include("consoles.api.urls")),
     path("", include("backups.api.urls")),  # issue #11
+    path("", include("pools.api.urls")),  # issue #14
 ]

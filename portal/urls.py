@@ -49,6 +49,7 @@ urlpatterns = [
     path("images/", include("storage.urls")),
     path("consoles/", include("consoles.urls")),
     path("backups/", include("backups.urls")),  # issue #11
+    path("pools/", include("pools.urls")),  # issue #14
     path("slack/", include("chatops.urls")),
     path("", include("vms.urls")),
 ]

@@ -51,6 +51,7 @@ from .migration import vm_locate_for_start
 from .models import VM, Snapshot, VMDisk, VMNic
 from .properties import iotune_of
 from .services import (
+    RESET_JOB,
     SEED_TARGET,
     TEMPLATE_JOB,
     cdrom_publish,
@@ -333,6 +334,43 @@ def delete(ctx: JobContext) -> dict:
     return {"removed_volumes": removed}
 
 
+
+
+# --- reset (a stateless pool's VM on return) ----------------------------------------------------
+
+@job_handler(RESET_JOB, on_failure=_restore_from_libvirt)
+def reset(ctx: JobContext) -> dict:
+    """Power off, make each writable thin clone again from its image (an empty overlay: every change is gone),
+    then start again when asked. Idempotent: a retry recreates the overlays once more."""
+    vm = _vm(ctx.job)
+    driver = get_driver(vm.host.uri)
+    ctx.progress(10, "Powering off")
+    try:
+        driver.destroy(str(vm.uuid))
+    except NotFound:
+        pass
+    ctx.progress(30, "Discarding the disk's changes")
+    reset_disks = []
+    for disk in vm.disks.filter(readonly=False, volume__backing_image__isnull=False).select_related(
+            "volume__pool__host", "volume__backing_image"):
+        volume = disk.volume
+        try:
+            driver.delete_volume(pool=volume.pool.name, name=volume.name)
+        except NotFound:
+            pass
+        Volume.objects.filter(pk=volume.pk).update(path="")  # not made: volume_materialize makes it again
+        volume.path = ""
+        volume_materialize(volume=volume)
+        reset_disks.append(disk.target)
+    if not ctx.params.get("start", True):
+        vm_set_status(vm, VMStatus.STOPPED, last_error="", power_state=PowerState.SHUTOFF)
+    else:
+        ctx.progress(70, "Starting")
+        _ensure_networks(vm)
+        info = driver.start(str(vm.uuid))
+        vm_set_status(vm, VMStatus.RUNNING, last_error="", power_state=info.state, observed_at=timezone.now())
+    _done(ctx.job, vm, "vm.reset.done", f"Reset {vm.name}: disk(s) {', '.join(reset_disks)} made again from the image")
+    return {"disks": reset_disks}
 
 
 # --- templates ----------------------------------------------------------------------------------

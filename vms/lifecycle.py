@@ -168,4 +168,5 @@ JOB_LABELS: dict[str, str] = {
     "vm.cdrom.insert": "Insert CD",
     "vm.cdrom.eject": "Eject CD",
     "vm.migrate": "Migrate",
+    "vm.reset": "Reset to image",
 }

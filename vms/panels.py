@@ -18,15 +18,18 @@ class VMPanel:
     title: str
     template: str  # rendered with the page's context plus what `context(request, vm)` returns
     context: Callable[[Any, Any], dict]
+    shows: Callable[[Any], bool] | None = None  # `shows(vm)`: whether this VM's page has the panel (None: all)
 
 
 _panels: dict[str, VMPanel] = {}
 
 
-def register_vm_panel(key: str, *, title: str, template: str, context: Callable[[Any, Any], dict]) -> None:
-    """Add (or replace: idempotent) a section of the VM page."""
-    _panels[key] = VMPanel(key, title, template, context)
+def register_vm_panel(key: str, *, title: str, template: str, context: Callable[[Any, Any], dict],
+                      shows: Callable[[Any], bool] | None = None) -> None:
+    """Add (or replace: idempotent) a section of the VM page (`shows(vm)`: only on some VMs' pages)."""
+    _panels[key] = VMPanel(key, title, template, context, shows)
 
 
-def vm_panels() -> list[VMPanel]:
-    return list(_panels.values())
+def vm_panels(vm: Any = None) -> list[VMPanel]:
+    """The panels of `vm`'s page (without a VM: every panel)."""
+    return [p for p in _panels.values() if vm is None or p.shows is None or p.shows(vm)]

@@ -18,6 +18,7 @@ from portal.exceptions import NotFound
 from portal.jobs.selectors import job_visible
 from portal.models import AuditEvent, Job
 
+from .access import granted
 from .choices import VMStatus
 from .models import VM, Flavor, Snapshot, VMNic
 from .validation import parse_id
@@ -32,7 +33,9 @@ def vm_visible(*, user: Actor) -> QuerySet[VM]:
         return qs
     # `group` is a foreign key: `group_id IN (the user's group ids)` is a subquery, never a join, so no row
     # comes twice and no DISTINCT over whole rows is needed (issue #13: it cost more than the page itself).
-    return qs.filter(Q(owner=user) | Q(group__in=user.groups.all()))
+    rule = Q(owner=user) | Q(group__in=user.groups.all())
+    extra = granted(user)  # grants other apps registered (vms.access: a pool VM's taker)
+    return qs.filter(rule if extra is None else rule | extra)
 
 
 def vm_list(*, user: Actor, status: str | None = None, search: str | None = None, owner: str | None = None,
@@ -131,7 +134,9 @@ def flavor_get(*, user: Actor, name_or_id: object) -> Flavor:
 
 def vm_owned_ids(*, user: User) -> QuerySet:
     """Ids of the VMs (deleted ones too) owned by `user` or their groups: whose jobs they may see."""
-    return VM.objects.filter(Q(owner=user) | Q(group__in=user.groups.all())).order_by().values_list("pk", flat=True)
+    rule = Q(owner=user) | Q(group__in=user.groups.all())
+    extra = granted(user)  # a pool VM's taker sees its jobs too (vms.access)
+    return VM.objects.filter(rule if extra is None else rule | extra).order_by().values_list("pk", flat=True)
 
 
 def _charged(*, user: User | None = None, group: Group | None = None) -> QuerySet[VM]:

@@ -39,6 +39,7 @@ from storage.selectors import image_list, image_visible
 from storage.services import image_new_check, image_volume_name, pool_for_host, volume_plan
 
 from . import lifecycle
+from .access import check_action
 from .choices import SnapshotStatus, VMStatus
 from .models import VM, Flavor, Snapshot, VMDisk, VMNic
 from .properties import NIC, check_boot_order, validate_properties
@@ -58,6 +59,7 @@ SEED_TARGET = "vdz"  # the cloud-init seed's disk (vms.cloudinit finds it by lab
 CLONE_THIN, CLONE_FULL = "thin", "full"
 CLONE_MODES = (CLONE_THIN, CLONE_FULL)  # how a new VM's disk is made from its image
 TEMPLATE_JOB = "vm.template"  # sealing a stopped VM's disk into a template (handler in vms.jobs)
+RESET_JOB = "vm.reset"  # discarding a VM's disk changes: its thin clones made again from the image (vms.jobs)
 
 
 @dataclass(frozen=True)
@@ -385,6 +387,36 @@ def vm_create(*, actor: Actor, via: str, name: str, image: Image | str | int | N
     return ActionResult(vm, job, f"Creating {name}.")
 
 
+def vm_reset(*, actor: Actor, via: str, vm: VM | int, start: bool = True) -> ActionResult:
+    """Discard every change made to the VM's disks since it was created: power it off, make each writable
+    thin clone again as an empty overlay on its image, and (`start`) power it on again. Owner and
+    administrators only (the pools app resets a stateless pool's VM on return). VMs with snapshots or
+    without a thin-clone disk are refused: there is nothing pristine to go back to."""
+    user = _check_actor(actor)
+    with transaction.atomic():
+        vm = _lock_visible(actor=user, vm=vm)
+        if vm.owner_id != user.pk and not user.is_staff:
+            raise PermissionDenied(f"Only the owner of {vm.name} or an administrator may reset it.")
+        if vm.status not in lifecycle.SNAPSHOT_STATES | {VMStatus.ERROR}:
+            state = vm.get_status_display().lower()
+            raise InvalidState(f"Cannot reset {vm.name}: it is {state}.", status=vm.status)
+        busy_job = _active_job(vm)
+        if busy_job is not None:
+            raise InvalidState(f"Cannot reset {vm.name}: a {busy_job.kind.split('.', 1)[-1].replace('.', ' ')} job is "
+                               f"{busy_job.get_status_display().lower()}. Try again when it has finished.",
+                               status=vm.status)
+        if vm.snapshots.exists():
+            raise InvalidState(f"Cannot reset {vm.name}: it has snapshots (they live in the disk a reset discards); "
+                               "delete them first.", status=vm.status)
+        if not vm.disks.filter(readonly=False, volume__backing_image__isnull=False).exists():
+            raise InvalidState(f"Cannot reset {vm.name}: no disk of it is a thin clone of an image.", status=vm.status)
+        job = job_create(kind=RESET_JOB, actor=user, via=via, target=vm, params={"previous": vm.status, "start": start})
+        vm_set_status(vm, VMStatus.REBOOTING)
+        audit(actor=user, via=via, action="vm.reset", target=vm, job=job, outcome=AuditEvent.Outcome.REQUESTED,
+              message=f"Reset {vm.name} to its image (disk changes discarded)")
+    return ActionResult(vm, job, f"Resetting {vm.name}.")
+
+
 def capacity_short(*, reason: str) -> None:
     """No host had room: each cluster with a host on standby hears of it (cluster.power wakes one)."""
     for cluster_id in Host.objects.filter(status=HostStatus.STANDBY).values_list("cluster_id", flat=True).distinct():
@@ -497,6 +529,7 @@ def vm_delete(*, actor: Actor, via: str, vm: VM | int, confirm_name: str | None 
     transition = lifecycle.DELETE
     with transaction.atomic():
         vm = _lock_visible(actor=actor, vm=vm)
+        check_action(actor=actor, vm=vm, verb="delete")  # registered guards (vms.access: pools)
         if confirm_name is not None and confirm_name.strip() != vm.name:
             raise ValidationFailed(f"Type the VM's name ({vm.name}) to confirm deletion.", field="confirm_name")
         if vm.status in transition.noop:
@@ -731,6 +764,7 @@ def snapshot_create(*, actor: Actor, via: str, vm: VM | int, name: str | None = 
     user = _check_actor(actor)
     with transaction.atomic():
         vm = _snapshot_ready_vm(actor=user, vm=vm, verb="snapshot")
+        check_action(actor=user, vm=vm, verb="snapshot")  # registered guards (vms.access: pools)
         # issue #11: internal snapshots live inside qcow2 files: every writable disk must be one.
         raw = vm.disks.filter(readonly=False).exclude(volume__format="qcow2").select_related("volume").first()
         if raw is not None:

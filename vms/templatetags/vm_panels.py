@@ -13,9 +13,9 @@ register = template.Library()
 
 
 @register.simple_tag
-def vm_panel_tabs() -> SafeString:
-    """One tab link per registered panel."""
-    return format_html_join("", '<a href="#{}">{}</a>', ((p.key, p.title) for p in vm_panels()))
+def vm_panel_tabs(vm=None) -> SafeString:
+    """One tab link per registered panel (of `vm`'s page)."""
+    return format_html_join("", '<a href="#{}">{}</a>', ((p.key, p.title) for p in vm_panels(vm)))
 
 
 @register.simple_tag(takes_context=True)
@@ -24,7 +24,7 @@ def vm_panel_sections(context, vm) -> SafeString:
     what the panel's `context(request, vm)` returns."""
     request = context.get("request")
     parts = []
-    for panel in vm_panels():
+    for panel in vm_panels(vm):
         inner = render_to_string(panel.template, {"vm": vm, **panel.context(request, vm)}, request=request)
         parts.append(format_html('<section class="card" id="{0}" aria-labelledby="{0}-title">'
                                  '<h2 class="card-title" id="{0}-title">{1}</h2>{2}</section>',
