@@ -90,7 +90,9 @@ class VMPoolAdmin(ServiceDeleteMixin, admin.ModelAdmin):
         obj.pk = saved.pk
 
     def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
-        return None  # the groups went through the service in save_model; the VMs inline is read-only
+        # The groups went through the service in save_model; the VMs inline is read-only (saves nothing).
+        for formset in formsets:
+            self.save_formset(request, form, formset, change=change)
 
     def changeform_view(self, request: HttpRequest, object_id: str | None = None, form_url: str = "",
                         extra_context: dict | None = None) -> Any:

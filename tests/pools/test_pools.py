@@ -17,9 +17,10 @@ from pools.models import PoolMember, VMPool
 from pools.selectors import pool_list
 from portal.exceptions import Conflict, NotFound, PermissionDenied, ValidationFailed
 from portal.hypervisor import get_driver
-from portal.models import Job
+from portal.models import AuditEvent, Job
 from quotas.models import Quota
 from quotas.selectors import quota_usage
+from storage.models import Image
 from tests.support import web_client
 from vms import services as vm_services
 from vms.choices import VMStatus
@@ -229,3 +230,20 @@ def test_a_quota_that_is_full_stops_replenishing_without_error(test_host, pool_a
     pool = make_pool(pool_admin, prestarted=3, max_size=3)
     assert services.pool_replenish(pool=pool) == ["lab-01"]
     assert services.pool_replenish(pool=pool) == []
+
+
+def test_admin_creates_a_pool_through_the_service_and_a_refusal_saves_nothing(test_host, pool_admin, students):
+    web = web_client(pool_admin)
+    image = Image.objects.get(name="test-blank")
+    form = {"name": "kiosk", "description": "", "image": image.pk, "flavor": "", "vcpus": "1", "memory_mib": "64",
+            "disk_gib": "1", "prestarted": "4", "max_size": "2", "stateless": "on", "owner": pool_admin.pk,
+            "groups": [students.pk], "members-TOTAL_FORMS": "0", "members-INITIAL_FORMS": "0",
+            "members-MIN_NUM_FORMS": "0", "members-MAX_NUM_FORMS": "1000"}
+    refused = web.post("/admin/pools/vmpool/add/", form, follow=True)
+    assert b"cannot exceed the pool" in refused.content
+    assert not VMPool.objects.exists()
+    form["prestarted"] = "1"
+    assert web.post("/admin/pools/vmpool/add/", form).status_code == 302
+    pool = VMPool.objects.get()
+    assert (pool.name, pool.max_size, [g.name for g in pool.groups.all()]) == ("kiosk", 2, ["students"])
+    assert AuditEvent.objects.filter(action="pool.create", via="admin", target_name="kiosk").exists()
