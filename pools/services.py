@@ -281,10 +281,15 @@ def pool_replenish(*, pool: VMPool | int) -> list[str]:
             pk=pool.pk if isinstance(pool, VMPool) else pool)
         PoolMember.objects.filter(pool=pool, vm__status=VMStatus.DELETED).delete()
         live = pool.members.exclude(vm__status__in=GONE).select_related("vm")
-        free = [m for m in live if m.taken_by_id is None]
+        # A free VM in error counts towards the maximum but not towards K: it cannot be handed out.
+        free = [m for m in live if m.taken_by_id is None and m.vm.status != VMStatus.ERROR]
         for member in free:
             if member.vm.status == VMStatus.STOPPED:
-                vm_start(actor=pool.owner, via=Via.SYSTEM, vm=member.vm)
+                try:
+                    with transaction.atomic():
+                        vm_start(actor=pool.owner, via=Via.SYSTEM, vm=member.vm)
+                except PortalError as exc:  # busy, or its host does not answer: the next pass tries again
+                    log.warning("VM pool %s: could not start %s: %s", pool.name, member.vm.name, exc.message)
         wanted = min(pool.prestarted - len(free), pool.max_size - len(live))
         for name in _next_names(pool, max(wanted, 0)):
             try:

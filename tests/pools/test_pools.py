@@ -247,3 +247,14 @@ def test_admin_creates_a_pool_through_the_service_and_a_refusal_saves_nothing(te
     pool = VMPool.objects.get()
     assert (pool.name, pool.max_size, [g.name for g in pool.groups.all()]) == ("kiosk", 2, ["students"])
     assert AuditEvent.objects.filter(action="pool.create", via="admin", target_name="kiosk").exists()
+
+
+def test_replenish_starts_a_free_vm_found_stopped(test_host, pool_admin, students):
+    pool = make_pool(pool_admin, prestarted=1, max_size=1)
+    services.pool_replenish(pool=pool)
+    vm = VM.objects.get(name="lab-01")
+    vm_services.vm_stop(actor=pool_admin, via="cli", vm=vm)
+    assert VM.objects.get(pk=vm.pk).status == VMStatus.STOPPED
+    assert services.pool_replenish(pool=pool) == []
+    assert VM.objects.get(pk=vm.pk).status == VMStatus.RUNNING
+    jobs_ok()
