@@ -5,7 +5,7 @@ Under gunicorn each worker is its own process: prometheus_client's multiprocess 
 values in files under PROMETHEUS_MULTIPROC_DIR (portal.gunicorn_conf makes and wipes that directory), and
 /metrics sums them, so a scrape served by any worker reports every worker's requests.
 
-Labels stay few: `view` is the URL pattern's name (`api:vm-list`, `vms:detail`, ...) or `unmatched`
+Labels stay few: `view` is the URL pattern's name (`api-vm-list`, `vms:list`, ...) or `unmatched`
 (static files, unknown URLs), the method one of the HTTP methods or `other`, the status its class (2xx).
 The time is to the response object (a streamed body's transfer is not in it); websockets are not HTTP
 requests here and are not counted.
