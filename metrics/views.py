@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import hmac
+import re
 
 from django.conf import settings
 from django.http import Http404, HttpRequest, HttpResponse
@@ -20,6 +21,8 @@ from rest_framework.authentication import TokenAuthentication
 from rest_framework.exceptions import AuthenticationFailed
 
 from .collector import exposition_registry
+
+_API_KEY = re.compile(r"[0-9A-Za-z]{20,64}")
 
 
 def _credentials(request: HttpRequest) -> tuple[str, str] | None:
@@ -36,7 +39,10 @@ def _is_metrics_token(credential: str) -> bool:
 
 
 def _is_staff_api_token(credential: str) -> bool:
-    """A staff user's DRF API token (DRF's own lookup: an inactive user's token is refused)."""
+    """A staff user's DRF API token (DRF's own lookup: an inactive user's token is refused). Only what could
+    be a key (DRF's are 40 hex digits) is looked up: no query for anything else."""
+    if not _API_KEY.fullmatch(credential):
+        return False
     try:
         user, _ = TokenAuthentication().authenticate_credentials(credential)
     except AuthenticationFailed:

@@ -78,6 +78,11 @@ def test_no_token_is_asked_for_and_a_wrong_token_is_refused(metrics_on, alice):
         assert refused.status_code in (401, 403), header
         assert b"vmportal_" not in refused.content, header
     assert _scrape(token=TOKEN + "x").status_code == 403
+    # Nothing that cannot be an API key reaches the database (and nothing odd makes a 500).
+    for odd in ("x" * 5000, "é" * 40, "a'b\"c;--" * 5, "%00" * 20):
+        with CaptureQueriesContext(connection) as ctx:
+            assert _scrape(token=odd).status_code == 403, odd[:20]
+        assert not [q for q in ctx.captured_queries if "authtoken" in q["sql"]], odd[:20]
     # A user's own API token (not staff) is not a metrics token, however it is sent.
     key = Token.objects.create(user=alice).key
     assert _scrape(token=key, scheme="Token").status_code == 403
