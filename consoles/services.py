@@ -200,10 +200,16 @@ def _stale_seconds() -> int:
     return 3 * max(1, settings.CONSOLE_POLL_SECONDS) + 5
 
 
+def console_sessions_open() -> QuerySet[ConsoleSession]:
+    """Console sessions open now: not closed, not asked to end, and their relay checked in lately (a relay
+    that died stops counting after a few poll intervals). The session limit and /metrics count these."""
+    return ConsoleSession.objects.filter(closed_at__isnull=True, terminate_requested_at__isnull=True,
+                                         last_seen_at__gte=_stale_before())
+
+
 def console_open_session_count(*, user: User) -> int:
-    """Consoles `user` has open now (a relay that died stops counting after a few poll intervals)."""
-    return ConsoleSession.objects.filter(user=user, closed_at__isnull=True, terminate_requested_at__isnull=True,
-                                         last_seen_at__gte=_stale_before()).count()
+    """Consoles `user` has open now."""
+    return console_sessions_open().filter(user=user).count()
 
 
 def _check_session_limit(*, user: User) -> None:

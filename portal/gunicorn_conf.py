@@ -19,13 +19,21 @@ command line overrides them) and the worker class. It imports no Django: gunicor
   connections (portal.settings.base), whatever the number of concurrent requests.
 - A worker whose master is killed (SIGKILL) stops too (Linux parent-death signal), so it never keeps the
   port from the master that the supervisor starts again.
+- Prometheus (metrics/, issue #14): the workers keep their request durations in prometheus_client's
+  multiprocess files, in one directory per master: PROMETHEUS_MULTIPROC_DIR if the environment names one
+  (its *.db files are removed at start: they belong to an earlier run), else a fresh temporary directory
+  removed when the master exits. /metrics, served by any worker, sums every worker's files; a dead
+  worker's counts stay in the sum (counters never go back), its live gauges are removed (child_exit).
 """
 
 from __future__ import annotations
 
 import ctypes
+import glob
 import os
+import shutil
 import signal
+import tempfile
 from typing import Any
 
 from uvicorn_worker import UvicornWorker
@@ -75,3 +83,36 @@ accesslog = None
 # gunicorn's control socket (~/.gunicorn/gunicorn.ctl) would be shared by every instance of a user:
 # the process manager (supervisord under runportal, systemd in production) is the control.
 control_socket_disable = True
+
+
+# --- Prometheus multiprocess mode (see the module's docstring; metrics/middleware.py) ---
+_METRICS_DIRS_MADE: list[str] = []
+
+
+def on_starting(server: Any) -> None:
+    """Before any worker starts: one empty directory for their metric files, named in the environment the
+    workers inherit (prometheus_client picks its file-backed values when a worker first imports it)."""
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "").strip()
+    if path:
+        os.makedirs(path, exist_ok=True)
+        for stale in glob.glob(os.path.join(path, "*.db")):
+            os.remove(stale)
+    else:
+        path = tempfile.mkdtemp(prefix="vmportal-metrics-")
+        _METRICS_DIRS_MADE.append(path)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """A worker ended: prometheus_client's clean-up of its live gauges (its counters and histograms stay)."""
+    # Imported here, not at the top: the master must not import prometheus_client before on_starting has
+    # set PROMETHEUS_MULTIPROC_DIR, or the forked workers would inherit its in-memory (per-process) values.
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server: Any) -> None:
+    """The master ends: the directory it made goes (one named by the environment stays, wiped next start)."""
+    while _METRICS_DIRS_MADE:
+        shutil.rmtree(_METRICS_DIRS_MADE.pop(), ignore_errors=True)

@@ -10,6 +10,7 @@ from django.views.decorators.csp import csp_override
 from drf_spectacular.settings import spectacular_settings
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
+from metrics.views import metrics_view
 from portal.health import healthz_view, readyz_view
 from vms.admin import dashboard_view
 
@@ -34,6 +35,8 @@ urlpatterns = [
     # Probes for load balancers and supervisors (portal/health.py; issue #13).
     path("healthz", healthz_view, name="healthz"),
     path("readyz", readyz_view, name="readyz"),
+    # Prometheus exposition, token-protected; 404 while PORTAL_METRICS_TOKEN is unset (metrics/; issue #14).
+    path("metrics", metrics_view, name="metrics"),
     # Staff-only operations dashboard (before admin.site.urls, whose catch-all would take it).
     path("admin/dashboard/", admin.site.admin_view(dashboard_view), name="admin-dashboard"),
     path("admin/", admin.site.urls),

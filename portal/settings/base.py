@@ -66,6 +66,9 @@ MIDDLEWARE = [
     # so that what the others answer themselves (HTTPS redirect, bad Host, static files) has an id too; the
     # user is read when a line is written, once AuthenticationMiddleware has run.
     "portal.logcontext.RequestContextMiddleware",
+    # Request durations for Prometheus (vmportal_http_request_duration_seconds; metrics/middleware.py,
+    # issue #14): second, so that the time of everything below it is counted.
+    "metrics.middleware.RequestDurationMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Content-Security-Policy from SECURE_CSP (the hardening block at the end; issue #13).
     "django.middleware.csp.ContentSecurityPolicyMiddleware",
@@ -557,3 +560,11 @@ if READY_HOSTS not in {"any", "all", "none"}:
 # The probes answer over plain HTTP on the web tier's own address (load balancers, systemd checks).
 SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
 # --- end of issue #13 parts 4 and 6 ---
+
+# --- Prometheus metrics (issue #14 part 4; metrics/, README "Prometheus metrics") ---
+# /metrics answers only requests that carry `Authorization: Bearer <PORTAL_METRICS_TOKEN>` (or a staff
+# user's API token). Unset: the endpoint does not exist (404) -- metrics are never public by accident.
+METRICS_TOKEN = env.get_str("METRICS_TOKEN", "").strip()
+# Per-VM and per-host gauges come from the collector's latest raw sample; an older one (a stopped VM, a
+# host the collector no longer reaches) is not exported.
+METRICS_SAMPLE_MAX_AGE_SECONDS = env.get_int("METRICS_SAMPLE_MAX_AGE_SECONDS", 300)
