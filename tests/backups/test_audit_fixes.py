@@ -127,3 +127,19 @@ def test_a_plain_pool_listed_under_the_backup_domains_name_takes_no_backup(test_
     backup.refresh_from_db()
     assert job.status == "failed" and backup.status == "failed" and backup.pool is None
     assert "holds VM disks, not backups" in backup.last_error
+
+
+def test_an_external_tool_follows_progress_and_restores_a_stopped_vm_in_place(client_for, alice, test_host,
+                                                                              backup_domain_name):
+    vm = make_vm(alice)
+    api = client_for(alice)
+    started = api.post(f"/api/vms/{vm.pk}/backups/", {"kind": "full"}, format="json")
+    assert started.status_code == 202, started.content
+    backup = api.get(started["Location"]).json()
+    assert (backup["status"], backup["progress"]) == ("ready", 100)
+    job_ok(vm_services.vm_force_off(actor=alice, via=Via.CLI, vm=vm).job)
+    restored = api.post(f"/api/backups/{backup['id']}/restore/", {"in_place": True}, format="json")
+    assert restored.status_code == 202, restored.content
+    assert restored.json()["vm"]["id"] == vm.pk and VM.objects.filter(owner=alice).count() == 1
+    job_ok(Job.objects.filter(kind="backup.restore").latest("pk"))
+    assert Job.objects.filter(kind="backup.restore").latest("pk").target_id == str(vm.pk)
