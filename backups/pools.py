@@ -1,5 +1,6 @@
-"""The backup storage domain of a host: a dir pool (content "backup") named BACKUP_POOL at BACKUP_DIR,
-defined and started through the gateway the first time a backup needs it."""
+"""The backup storage domain of a host: the pool (content "backup") named BACKUP_POOL — the one an administrator
+added under that name (any kind: a shared or GlusterFS domain too), else a dir pool at BACKUP_DIR defined and
+started through the gateway the first time a backup needs it."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import os
 from django.conf import settings
 
 from cluster.models import Host
+from portal.exceptions import Conflict
 from portal.hypervisor import get_driver
 from storage.models import StoragePool
 from storage.pools import uri_is_this_machine
@@ -18,6 +20,9 @@ def backup_pool_ensure(host: Host) -> StoragePool:
     name, path = settings.BACKUP_POOL, settings.BACKUP_DIR
     listed = StoragePool.objects.filter(host=host, name=name).first()
     if listed is not None:
+        if listed.content != StoragePool.Content.BACKUP:  # e.g. listed by hand as a plain pool before
+            raise Conflict(f"Storage pool {name} of host {host.name} holds VM disks, not backups: an administrator "
+                           "makes it a backup domain (content backup) or sets PORTAL_BACKUP_POOL to another name.")
         path = listed.path
     driver = get_driver(host.uri)
     if driver.capabilities().storage_files and uri_is_this_machine(host.uri):

@@ -194,6 +194,10 @@ def domain_add(*, actor: Actor, via: str, name: str, kind: str, hosts: list[Host
         raise ValidationFailed(f"Kind must be one of {', '.join(Kind.values)}.", field="kind")
     if content not in Content.values:
         raise ValidationFailed(f"Content must be one of {', '.join(Content.values)}.", field="content")
+    if name == settings.BACKUP_POOL and content != Content.BACKUP:
+        # Backups go to the domain of this name on the VM's host (backups.pools): never among VM disks.
+        raise ValidationFailed(f"{name} is the backup storage domain's name (PORTAL_BACKUP_POOL): add it with "
+                               "content backup, or give a data domain another name.", field="content")
     source_host, source_name = str(source_host or "").strip(), str(source_name or "").strip().lstrip("/")
     if kind == Kind.GLUSTERFS:
         if not HOSTNAME_RE.match(source_host):

@@ -133,6 +133,9 @@ def pool_add(*, actor: Actor, via: str, host: Host, name: str, path: str, shared
     if not POOL_NAME_RE.match(name):
         raise ValidationFailed("A pool name is 1 to 100 letters, digits, '.', '_' or '-', starting with a letter "
                                "or digit.", field="name")
+    if name == settings.BACKUP_POOL:  # a data pool never takes the backup domain's name (storage.domains)
+        raise ValidationFailed(f"{name} is the backup storage domain's name (PORTAL_BACKUP_POOL): add it as a "
+                               "storage domain with --content backup.", field="name")
     path = storage_path_check(path)
     path = allowed_root_check(path)  # storage domains (issue #11): inside STORAGE_ALLOWED_ROOTS
     if StoragePool.objects.filter(host=host, name=name).exists():

@@ -69,8 +69,13 @@ def test_a_new_disk_is_made_attached_and_charged_to_the_owners_quota(test_host, 
     xml = ET.fromstring(driver.domain_xml(str(vm.uuid), inactive=True))
     assert xml.find("devices/controller[@type='scsi']").get("model") == "virtio-scsi"
     assert disks_in(driver, vm)["sda"]["bus"] == "scsi"
-    assert AuditEvent.objects.filter(action="vm.disk.add", outcome="requested").count() == 2
-    assert AuditEvent.objects.filter(action="vm.disk.added").count() == 2
+    # A second SCSI disk shares that controller: one virtio-SCSI controller per VM.
+    scsi2, job, _ = vm_disk_add(actor=alice, via="api", vm=vm, size_gib=1, bus="scsi")
+    job_ok(job)
+    xml = ET.fromstring(driver.domain_xml(str(vm.uuid), inactive=True))
+    assert scsi2.target == "sdb" and len(xml.findall("devices/controller[@type='scsi']")) == 1
+    assert AuditEvent.objects.filter(action="vm.disk.add", outcome="requested").count() == 3
+    assert AuditEvent.objects.filter(action="vm.disk.added").count() == 3
 
 
 def test_bad_input_is_refused_and_nothing_is_made(test_host, alice, bob, settings):
