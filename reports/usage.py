@@ -90,7 +90,7 @@ def _parse_moment(raw: str, *, name: str, end: bool) -> datetime:
             moment = datetime.combine(day + timedelta(days=1) if end else day, time.min)
         else:
             moment = parse_datetime(text)
-    except ValueError:
+    except (ValueError, OverflowError):  # e.g. the day after 9999-12-31
         moment = None
     if moment is None:
         raise ValidationFailed(f"{name!r} must be a date (2026-12-01) or a date and time (2026-12-01T08:00Z); "
@@ -108,6 +108,8 @@ def period_parse(*, start: str | None, end: str | None, now: datetime | None = N
     begin = _parse_moment(start, name="from", end=False) if start else stop - DEFAULT_PERIOD
     if stop <= begin:
         raise ValidationFailed("'to' must be after 'from'.", field="to")
+    if stop.year >= 9999:
+        raise ValidationFailed("'to' is too far in the future.", field="to")
     if stop - begin > MAX_PERIOD:
         raise ValidationFailed("A report covers at most ten years.", field="from")
     return Period(begin, stop)

@@ -73,7 +73,7 @@ class UsageView(_ReportView):
         top = request.query_params.get("top")
         rows = report.rows
         if top:
-            if not top.isdigit() or int(top) < 1:
+            if not (top.isascii() and top.isdigit() and len(top) <= 6) or int(top) < 1:  # "²".isdigit() is True
                 raise ValidationFailed("'top' must be a positive whole number.", field="top")
             rows = rows[: int(top)]
         if self.wants_csv(request):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import io
-from datetime import timedelta
 
 import pytest
 from django.contrib.auth.models import Group
@@ -81,7 +80,8 @@ def test_api_bad_dates_and_by_are_400_json(admin_user):
     assert client.get("/api/reports/usage/?from=2026-11-03&to=2026-11-01").json()["detail"] == \
         "'to' must be after 'from'."
     assert "'by' must be one of" in client.get("/api/reports/usage/?by=planet").json()["detail"]
-    assert client.get("/api/reports/usage/?top=-1").status_code == 400
+    for top in ("-1", "²", "9" * 50):
+        assert client.get(f"/api/reports/usage/?top={top}").status_code == 400, top
     assert client.get("/api/reports/idle/?days=many").status_code == 400
 
 
