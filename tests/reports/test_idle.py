@@ -14,6 +14,7 @@ from portal.models import AuditEvent, Job
 from reports import services as report_services
 from reports.services import idle_auto_stop, idle_vms_stop
 from reports.usage import idle_vms
+from tests.support import api_client
 from vms import services as vm_services
 from vms.choices import VMStatus
 from vms.models import VM
@@ -92,14 +93,18 @@ def _quiet_vm_on_test_driver(alice):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_stop_idle_stops_the_domain_through_its_job(test_host, alice, admin_user):
-    """On test:///default: the idle VM's vm.stop job runs and the domain is shut off; both the stop and the batch
-    are audited under the administrator."""
+def test_stop_idle_through_the_api_stops_the_domain_through_its_job(test_host, alice, admin_user):
+    """On test:///default, POST /api/reports/idle/stop/: the idle VM's vm.stop job runs and the domain is shut
+    off; both the stop and the batch are audited under the administrator, via the API."""
     machine = _quiet_vm_on_test_driver(alice)
-    results = idle_vms_stop(actor=admin_user, via="admin", vm_ids=[machine.pk])
-    assert [r.stopped for r in results] == [True]
-    job = Job.objects.get(pk=results[0].job_id)
-    assert (job.kind, job.status, job.via) == ("vm.stop", "succeeded", "admin")
+    listed = api_client(admin_user).get("/api/reports/idle/").json()
+    assert [(r["name"], r["owner"], r["avg_cpu_pct"]) for r in listed["results"]] == [("sleepy", "alice", 0.5)]
+    response = api_client(admin_user).post("/api/reports/idle/stop/", {"vms": [machine.pk]}, format="json")
+    assert response.status_code == 202, response.content
+    body = response.json()
+    assert body["stopped"] == 1 and body["results"][0]["message"] == "Stopping sleepy."
+    job = Job.objects.get(pk=body["results"][0]["job"])
+    assert (job.kind, job.status, job.via) == ("vm.stop", "succeeded", "api")
     machine.refresh_from_db()
     assert machine.status == VMStatus.STOPPED
     assert get_driver("test:///default").domain_info(str(machine.uuid)).state == PowerState.SHUTOFF
