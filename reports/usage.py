@@ -312,9 +312,11 @@ def _limits(by: str, ids: list[int]) -> tuple[dict[int, str], dict[int, dict[str
     limits: dict[int, dict[str, float | None]] = {}
     default = settings.DEFAULT_QUOTA
 
-    def quota_limits(row: Any) -> dict[str, float | None]:
-        source = row if row is not None else None
-        get = (lambda f: getattr(source, f)) if source is not None else (lambda f: default.get(f, 0))
+    def quota_limits(quota: Quota | None) -> dict[str, float | None]:
+        # A subject without a quota row has the defaults (what quotas.selectors.quota_limits says too).
+        def get(name: str) -> float:
+            return float(getattr(quota, name) if quota is not None else default.get(name, 0))
+
         return {"vms": get("max_vms"), "vcpus": get("max_vcpus"), "memory_gib": get("max_memory_mib") / 1024,
                 "disk_gib": get("max_disk_gib")}
 
