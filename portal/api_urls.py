@@ -29,4 +29,5 @@ urlpatterns = [
     path("", include("consoles.api.urls")),
     path("", include("backups.api.urls")),  # issue #11
     path("", include("pools.api.urls")),  # issue #14
+    path("", include("reports.api.urls")),  # issue #14: usage reports (administrators)
 ]

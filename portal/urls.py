@@ -12,6 +12,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitVie
 
 from metrics.views import metrics_view
 from portal.health import healthz_view, readyz_view
+from reports.admin import idle_view, usage_view
 from vms.admin import dashboard_view
 
 
@@ -39,6 +40,9 @@ urlpatterns = [
     path("metrics", metrics_view, name="metrics"),
     # Staff-only operations dashboard (before admin.site.urls, whose catch-all would take it).
     path("admin/dashboard/", admin.site.admin_view(dashboard_view), name="admin-dashboard"),
+    # Usage reports and idle VMs (issue #14), staff only like the dashboard.
+    path("admin/reports/usage/", admin.site.admin_view(usage_view), name="admin-reports-usage"),
+    path("admin/reports/idle/", admin.site.admin_view(idle_view), name="admin-reports-idle"),
     path("admin/", admin.site.urls),
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),

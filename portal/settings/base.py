@@ -385,6 +385,18 @@ VM_LIMITS = {
     "memory_mib": (64, env.get_int("MAX_MEMORY_MIB", 65536)),
     "disk_gib": (1, env.get_int("MAX_DISK_GIB", 2048)),
 }
+# Usage reports (issue #14, reports): a running VM is idle when its average CPU stayed below IDLE_CPU_PCT
+# percent over the last IDLE_DAYS days, with samples covering at least IDLE_MIN_COVERAGE of that time.
+IDLE_CPU_PCT = env.get_float("IDLE_CPU_PCT", 5.0)
+IDLE_DAYS = env.get_float("IDLE_DAYS", 3.0)
+IDLE_MIN_COVERAGE = env.get_float("IDLE_MIN_COVERAGE", 0.8)
+# Stopping idle VMs on the monitor's housekeeping turn (off by default): at most every
+# IDLE_AUTO_STOP_EVERY_SECONDS, recorded in the audit as the administrator IDLE_AUTO_STOP_AS (a username).
+IDLE_AUTO_STOP = env.get_bool("IDLE_AUTO_STOP", False)
+IDLE_AUTO_STOP_AS = env.get_str("IDLE_AUTO_STOP_AS", "")
+IDLE_AUTO_STOP_EVERY_SECONDS = env.get_int("IDLE_AUTO_STOP_EVERY_SECONDS", 3600)
+# How many rows "top consumers" shows.
+REPORT_TOP = env.get_int("REPORT_TOP", 10)
 
 # --- Slack (chatops) ---
 SLACK_BOT_TOKEN = env.get("SLACK_BOT_TOKEN")
