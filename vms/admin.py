@@ -297,12 +297,13 @@ class SnapshotInline(ReadOnlyAdminMixin, admin.TabularInline):
 
 class NicInline(ReadOnlyAdminMixin, admin.TabularInline):
     """The VM's NICs as the services recorded them, with the address last seen in the network's DHCP leases
-    (read-only: NICs are added and removed by their owners on the VM's page, the API or the CLI)."""
+    (read-only, as the disks: NICs are added, removed and tuned by their owners on the VM's page, the API
+    or the CLI)."""
 
     model = VMNic
     extra = 0
     can_delete = False
-    fields = ("network_link", "mac", "model", "status", "ip_address", "ip_seen")
+    fields = ("network_link", "mac", "model", "properties_text", "status", "ip_address", "ip_seen")
     readonly_fields = fields
     verbose_name = "NIC"
     verbose_name_plural = "NICs (networks)"
@@ -313,6 +314,10 @@ class NicInline(ReadOnlyAdminMixin, admin.TabularInline):
     @admin.display(description="network")
     def network_link(self, obj):
         return link(obj.network)
+
+    @admin.display(description="properties")
+    def properties_text(self, obj):
+        return properties_text(obj.properties) if obj.properties else EMPTY
 
     @admin.display(description="address seen")
     def ip_seen(self, obj):

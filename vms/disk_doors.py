@@ -1,5 +1,5 @@
 """What the disk doors (web, API, CLI, admin) read: a VM's disks, one disk by id/target/label, one
-visible data disk, and the property fields a user may set. Read-only helpers for the doors of issue #11
+visible data disk, and the property fields a user may set (disks' and NICs'). Read-only helpers for the doors of issue #11
 (part 6); every rule stays in vms.disks (add, remove, grow, properties, delete) and vms.properties.
 """
 
@@ -17,7 +17,7 @@ from storage.models import Volume
 
 from . import disks as disk_services
 from .models import VM, DevicePropertyRule, VMDisk
-from .properties import DISK, property_catalog
+from .properties import DISK, NIC, property_catalog
 from .validation import parse_id
 
 
@@ -82,9 +82,18 @@ def data_volume_get(*, actor: Actor, key: object) -> Volume:
 def disk_property_fields(*, user: Actor) -> list[PropertyField]:
     """The disk properties this user may set (administrators: all; users: those a DevicePropertyRule
     opens, with its allowed values)."""
-    catalog = property_catalog(DISK)
+    return _property_fields(user=user, device=DISK)
+
+
+def nic_property_fields(*, user: Actor) -> list[PropertyField]:
+    """The NIC properties (boot_order) this user may set, as disk_property_fields (the web NICs panel)."""
+    return _property_fields(user=user, device=NIC)
+
+
+def _property_fields(*, user: Actor, device: str) -> list[PropertyField]:
+    catalog = property_catalog(device)
     admin = is_admin(user)
-    rules = {r.name: r for r in DevicePropertyRule.objects.filter(device=DevicePropertyRule.Device.DISK)}
+    rules = {r.name: r for r in DevicePropertyRule.objects.filter(device=device)}
     fields = []
     for info in catalog:
         rule = rules.get(info.name)

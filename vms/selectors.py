@@ -209,15 +209,16 @@ def vm_nic_get(*, vm: VM, key: object) -> VMNic:
 
 
 def vm_nic_states(*, vms: QuerySet | list[VM]) -> dict[int, tuple[str, str]]:
-    """Per VM: a short fingerprint of what its NIC panel shows (networks, MACs, states, addresses) and its
+    """Per VM: a short fingerprint of what its NIC panel shows (networks, MACs, models, boot orders, states, addresses) and its
     first known address. Live pages compare the fingerprint to know when to fetch the panel again: the
     monitor and the job workers change NICs in other processes, where a pushed event may not reach."""
     rows: dict[int, list[str]] = {}
     first: dict[int, str] = {}
     qs = VMNic.objects.filter(vm__in=vms).order_by("vm_id", "created_at", "id")
-    for vm_id, nic_id, network_id, mac, model, status, ip in qs.values_list(
-            "vm_id", "id", "network_id", "mac", "model", "status", "ip_address"):
-        rows.setdefault(vm_id, []).append(f"{nic_id}/{network_id}/{mac}/{model}/{status}/{ip or ''}")
+    for vm_id, nic_id, network_id, mac, model, props, status, ip in qs.values_list(
+            "vm_id", "id", "network_id", "mac", "model", "properties", "status", "ip_address"):
+        order = (props or {}).get("boot_order", "")
+        rows.setdefault(vm_id, []).append(f"{nic_id}/{network_id}/{mac}/{model}/{order}/{status}/{ip or ''}")
         if ip and vm_id not in first:
             first[vm_id] = ip
     return {vm_id: (hashlib.blake2s(";".join(parts).encode(), digest_size=6).hexdigest(), first.get(vm_id, ""))

@@ -20,6 +20,7 @@ urlpatterns = [
     path("vms/<int:pk>/snapshots/<int:sid>/<slug:op>/", views.snapshot_op_view, name="snapshot-op"),
     path("vms/<int:pk>/nics/", views.nic_list_view, name="nics"),
     path("vms/<int:pk>/nics/<int:nic_id>/remove/", views.nic_remove_view, name="nic-remove"),
+    path("vms/<int:pk>/nics/<int:nic_id>/", views.nic_update_view, name="nic-update"),
     path("vms/<int:pk>/cdrom/", views.cdrom_view, name="cdrom"),
     path("vms/<int:pk>/cdrom/eject/", views.cdrom_eject_view, name="cdrom-eject"),
     # --- disks (issue #11) ---

@@ -30,7 +30,15 @@ from storage.selectors import image_list
 from . import disks, lifecycle, services
 from .choices import VMStatus
 from .consumers import live_state
-from .disk_doors import data_volumes, disk_property_fields, is_data_disk, size_field, vm_disk_get, vm_disks
+from .disk_doors import (
+    data_volumes,
+    disk_property_fields,
+    is_data_disk,
+    nic_property_fields,
+    size_field,
+    vm_disk_get,
+    vm_disks,
+)
 from .forms import (
     CUSTOM,
     NAME_PATTERN_HTML,
@@ -42,6 +50,7 @@ from .forms import (
 )
 from .migration import migration_hosts, vm_migrate
 from .models import VMDisk, VMNic
+from .properties import NIC, property_catalog
 from .selectors import (
     flavor_list,
     vm_active_jobs,
@@ -49,6 +58,7 @@ from .selectors import (
     vm_get,
     vm_jobs,
     vm_list,
+    vm_nic_get,
     vm_nic_states,
     vm_nics,
     vm_snapshots,
@@ -384,6 +394,8 @@ def _nic_context(vm, *, user) -> dict:
         "nics_allowed": vm.status in services.NIC_STATES,
         "nic_networks": list(network_usable(user=user)),
         "nic_models": VMNic.Model.choices,
+        "nic_prop_fields": nic_property_fields(user=user),
+        "nics_editable": vm.adopted_at is None,
     }
 
 
@@ -412,6 +424,26 @@ def nic_remove_view(request: HttpRequest, pk: int, nic_id: int) -> HttpResponse:
     _nic, _job, message = services.vm_nic_remove(actor=request.user, via=Via.WEB, vm=pk, nic=nic_id)
     messages.success(request, message)
     return redirect(reverse("vms:detail", args=[pk]) + "#network")
+
+
+@login_required
+@require_POST
+@portal_view
+def nic_update_view(request: HttpRequest, pk: int, nic_id: int) -> HttpResponse:
+    """Change a NIC's model and/or boot order (vms.services.vm_nic_update). Every property of the NIC
+    catalog is read, not only those the form shows, so one a rule forbids is refused by the service
+    (an error message, as the disks panel's properties form), never ignored."""
+    vm = vm_get(user=request.user, vm_id=pk)
+    nic = vm_nic_get(vm=vm, key=nic_id)
+    changed = posted_properties(request.POST, property_catalog(NIC), nic.properties)
+    model = request.POST.get("model", "").strip()
+    if not changed and model in ("", nic.model):
+        messages.info(request, f"Nothing changed on NIC {nic.mac}.")
+    else:
+        _nic, _job, message = services.vm_nic_update(actor=request.user, via=Via.WEB, vm=vm, nic=nic,
+                                                     model=model or None, properties=changed)
+        messages.success(request, message)
+    return redirect(reverse("vms:detail", args=[vm.pk]) + "#network")
 
 
 def _cdrom_context(vm, *, user) -> dict:
