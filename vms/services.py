@@ -98,6 +98,12 @@ def _vm_groups(vm: VM) -> list[str]:
     return groups
 
 
+def vm_job_groups(target_id: str) -> list[str]:
+    """Who hears live of the jobs on a VM, whoever started them (portal.jobs.register_job_audience)."""
+    vm = VM.objects.filter(pk=int(target_id)).only("owner_id", "group_id").first() if target_id.isdigit() else None
+    return _vm_groups(vm) if vm is not None else []
+
+
 def vm_publish(vm: VM) -> None:
     publish(_vm_groups(vm), vm_event(vm))
 
