@@ -6,7 +6,10 @@ credential anywhere else (401 there), and a user's token or session is none here
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib.auth.models import AnonymousUser
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
 from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.permissions import BasePermission
@@ -47,3 +50,14 @@ class IsPlugin(BasePermission):
 
     def has_permission(self, request: Request, view: object) -> bool:
         return isinstance(request.auth, PluginToken)
+
+
+class PluginTokenScheme(OpenApiAuthenticationExtension):
+    """The plugin token in the OpenAPI schema (drf-spectacular finds it by subclassing)."""
+
+    target_class = PluginTokenAuthentication
+    name = "pluginToken"
+
+    def get_security_definition(self, auto_schema: Any) -> dict[str, str]:
+        return {"type": "apiKey", "in": "header", "name": "Authorization",
+                "description": "`Plugin <token>` (manage.py plugin-token create)."}
