@@ -702,8 +702,10 @@ def _busy_text(snapshot: Snapshot) -> str:
 
 
 def _active_job(vm: VM) -> Job | None:
-    """A queued or running job on the VM (pause and resume have no transitional state to show it)."""
-    return Job.objects.filter(target_type="vm", target_id=str(vm.pk), status__in=JobStatus.ACTIVE).first()
+    """A queued or running job on the VM (pause and resume have no transitional state to show it). An external
+    plugin's job never holds the VM: its work is outside the portal (portal.jobs.services)."""
+    return Job.objects.filter(target_type="vm", target_id=str(vm.pk), status__in=JobStatus.ACTIVE,
+                              external=False).first()
 
 
 def _refuse_while_busy(vm: VM, verb: str) -> None:

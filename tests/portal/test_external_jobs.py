@@ -376,3 +376,16 @@ def test_plugin_token_cli_and_admin(admin_user, vm):
                          follow=True)
     assert "Revoked the token of plugin from-admin." in revoked.content.decode()
     assert plugin_client(shown).get(EXTERNAL).status_code == 401
+
+
+def test_a_running_plugin_job_does_not_hold_the_vm(vm, alice, plugin):
+    """A plugin's job is work outside the portal: the owner's own actions on the VM go on meanwhile."""
+    _, client = plugin
+    job = _start(client, vm)
+    snapshot = user_client(alice).post(f"/api/vms/{vm.pk}/snapshots/", {"name": "during-backup"}, format="json")
+    assert snapshot.status_code == 202, snapshot.content
+    paused = user_client(alice).post(f"/api/vms/{vm.pk}/pause/")
+    assert paused.status_code == 202, paused.content
+    vm.refresh_from_db()
+    assert vm.status == "paused"
+    assert Job.objects.get(pk=job["id"]).status == "running"
