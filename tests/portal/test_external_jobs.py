@@ -338,6 +338,9 @@ def test_pending_power_job_can_be_cancelled_and_create_cannot(vm, alice, setting
     with pytest.raises(CommandError) as exc:
         call_command("job", "--user", "alice", "cancel", str(other.job.pk))
     assert exc.value.returncode == 5 and "cannot be cancelled" in str(exc.value)
+    shown = io.StringIO()
+    call_command("job", "show", str(result.job.pk), stdout=shown)  # as the system: every job
+    assert f"{result.job.pk} Stop web-1 — cancelled 0% Cancelled: Cancelled before it started. [by alice]" in shown.getvalue()
 
 
 def test_plugin_token_cli_and_admin(admin_user, vm):
