@@ -596,7 +596,7 @@ def job_result_reply(job, vm, *, slack_user_id: str = "") -> Reply:
 def job_notice(job, vm) -> Reply:
     """A subscription notice: one line per finished or failed job."""
     reply = job_result_reply(job, vm)
-    actor = job.actor.get_username() if job.actor_id else "the system"
+    actor = job.started_by if job.actor_id or job.plugin_id else "the system"  # a user, or "plugin NAME"
     reply.text += f"\n_by {esc(actor)} via {job.get_via_display()}_"
     reply.blocks = [section(reply.text)]
     return reply

@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.db.models import QuerySet
 
 from portal.exceptions import NotFound
+from portal.models import PluginToken
 
 from .models import Cluster, Host
 
@@ -20,6 +21,13 @@ def host_get(*, name_or_id: object) -> Host:
     if host is None:
         raise NotFound(f"Host {text[:60]!r} not found.")
     return host
+
+
+def host_for_plugin(plugin: PluginToken, key: str) -> Host:
+    """A host an external plugin may attach jobs to: only plugins scoped to all targets reach hosts."""
+    if not plugin.all_targets:
+        raise NotFound(f"Host {str(key)[:60]!r} not found.")
+    return host_get(name_or_id=key)
 
 
 # --- clusters (issue #12: the API's read-only list) ---------------------------------------------------

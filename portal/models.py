@@ -10,6 +10,35 @@ from django.db import models
 from .choices import JobStatus, Via
 
 
+class PluginToken(models.Model):
+    """An external plugin's credential (portal.plugins): only its hash is stored; revoked tokens stay for
+    the record (their jobs keep naming them). `all_targets` or `groups` say where it may attach jobs."""
+
+    name = models.CharField(max_length=64, help_text="The plugin's name, shown as who started its jobs.")
+    token_hash = models.CharField(max_length=64, unique=True, editable=False)
+    prefix = models.CharField(max_length=12, editable=False, help_text="The token's first characters, to tell it apart.")
+    all_targets = models.BooleanField(default=False, help_text="May attach jobs to every VM and host.")
+    groups = models.ManyToManyField("auth.Group", blank=True, related_name="plugin_tokens",
+                                    help_text="Without all targets: the VMs of these groups only (no hosts).")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [models.UniqueConstraint(fields=["name"], condition=models.Q(revoked_at__isnull=True),
+                                               name="plugin_token_one_active_per_name")]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…{', revoked' if self.revoked_at else ''})"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None
+
+
 class Job(models.Model):
     """A long operation: created with its audit event in the record phase, run by a worker."""
 
@@ -39,6 +68,11 @@ class Job(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
+    # External-plugin jobs (portal.jobs.external): run by the plugin, not by a worker; only it updates them.
+    external = models.BooleanField(default=False)
+    plugin = models.ForeignKey(PluginToken, null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs")
+    cancellable = models.BooleanField(default=False, help_text="Its owner may ask the plugin to cancel it.")
+    cancel_requested_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
@@ -50,6 +84,19 @@ class Job(models.Model):
     @property
     def is_active(self) -> bool:
         return self.status in JobStatus.ACTIVE
+
+    @property
+    def started_by(self) -> str:
+        """Who started the job, in words: its user, its plugin, or the system."""
+        if self.actor_id and self.actor is not None:
+            return self.actor.get_username()
+        if self.plugin_id and self.plugin is not None:
+            return f"plugin {self.plugin.name}"
+        return "system"
+
+    @property
+    def cancel_requested(self) -> bool:
+        return self.cancel_requested_at is not None
 
     @property
     def duration_seconds(self) -> float | None:

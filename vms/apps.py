@@ -28,11 +28,24 @@ class VmsConfig(AppConfig):
         self._register_scheduling()
         register_observer(VMObserver())
         register_target_visibility("vm", lambda user: vm_owned_ids(user=user))
+        self._register_plugin_jobs()
         register_job_labels(JOB_LABELS)
         register_job_guard("vms.host_reachable", jobs.vm_job_guard)
         self._register_host_job_bound()
         register_live_config(live_config)
         self._register_cluster_ops()
+
+    def _register_plugin_jobs(self) -> None:
+        """External plugins attach jobs to VMs (within their scope); a VM's people hear of its jobs live."""
+        # Imported here, not at module level: they import models, which need the app registry.
+        from portal.jobs import register_job_audience
+        from portal.plugins import register_plugin_target
+
+        from .selectors import vm_for_plugin
+        from .services import vm_job_groups
+
+        register_plugin_target("vm", vm_for_plugin)
+        register_job_audience("vm", vm_job_groups)
 
     def _register_cluster_ops(self) -> None:
         """Maintenance, HA, balancing and power saving: the VM side of cluster operations (vms.cluster_ops)."""

@@ -108,7 +108,9 @@ def vm_request(vm: VM) -> VMRequest:
 
 
 def _active_job(vm_id: int) -> Job | None:
-    return Job.objects.filter(target_type="vm", target_id=str(vm_id), status__in=JobStatus.ACTIVE).first()
+    # An external plugin's job never holds the VM (portal.jobs.services): HA and balancing may move it.
+    return Job.objects.filter(target_type="vm", target_id=str(vm_id), status__in=JobStatus.ACTIVE,
+                              external=False).first()
 
 
 def _run_unclaimed(jobs: Iterable[Job], grace: float = 5.0) -> None:

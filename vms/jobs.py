@@ -295,8 +295,21 @@ def power(ctx: JobContext) -> dict:
 _RESULT_POWER_STATE: dict[str, PowerState] = {VMStatus.RUNNING: PowerState.RUNNING, VMStatus.STOPPED: PowerState.SHUTOFF,
                        VMStatus.PAUSED: PowerState.PAUSED}
 
+def _cancel_pending_power(job: Job) -> None:
+    """A power job cancelled before a worker took it: nothing reached the host, so the VM goes back to the
+    state it had when the action was asked for (portal.jobs.services.job_cancel)."""
+    vm = _vm(job)
+    transition = lifecycle.by_job_kind(job.kind)
+    previous = job.params.get("previous")
+    if previous and vm.status == (transition.transitional or vm.status):
+        vm_set_status(vm, previous)
+    audit(actor=job.actor, via=job.via, action=job.kind, target=vm, job=job, outcome=AuditEvent.Outcome.FAILED,
+          message=f"{transition.label} {vm.name} cancelled before it started")
+
+
 for _transition in lifecycle.POWER_ACTIONS.values():
-    job_handler(_transition.job_kind, on_failure=_restore_from_libvirt)(power)
+    # Cancellable while pending: a power action queued behind others (Host.max_jobs) can be taken back.
+    job_handler(_transition.job_kind, on_failure=_restore_from_libvirt, on_cancel=_cancel_pending_power)(power)
 
 
 # --- delete -------------------------------------------------------------------------------------

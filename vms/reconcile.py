@@ -50,7 +50,8 @@ def vm_observe(*, vm: VM, state: PowerState | None, source: str) -> bool:
         VM.objects.filter(pk=vm.pk).update(power_state=state or "", observed_at=now)
         return False
     if vm.status in VMStatus.TRANSITIONAL:
-        busy = Job.objects.filter(target_type="vm", target_id=str(vm.pk), status__in=JobStatus.ACTIVE).exists()
+        busy = Job.objects.filter(target_type="vm", target_id=str(vm.pk), status__in=JobStatus.ACTIVE,
+                                  external=False).exists()  # a plugin's job owns no VM state
         if busy:
             VM.objects.filter(pk=vm.pk).update(power_state=state or "", observed_at=now)
             return False

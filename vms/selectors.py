@@ -16,7 +16,7 @@ from portal.actors import Actor, is_admin, is_signed_in
 from portal.choices import JobStatus
 from portal.exceptions import NotFound
 from portal.jobs.selectors import job_visible
-from portal.models import AuditEvent, Job
+from portal.models import AuditEvent, Job, PluginToken
 
 from .access import granted
 from .choices import VMStatus
@@ -86,7 +86,7 @@ def vm_active_jobs(*, user: Actor) -> dict[str, Job]:
 
 
 def vm_jobs(*, vm: VM) -> QuerySet[Job]:
-    return Job.objects.filter(target_type="vm", target_id=str(vm.pk)).select_related("actor")
+    return Job.objects.filter(target_type="vm", target_id=str(vm.pk)).select_related("actor", "plugin")
 
 
 def vm_snapshots(*, vm: VM) -> QuerySet:
@@ -233,3 +233,23 @@ def snapshot_space_gib(*, user: User | None = None, group: Group | None = None) 
     total = Snapshot.objects.filter(vm__in=_charged(user=user, group=group)).aggregate(
         n=Coalesce(Sum("size_bytes"), 0))["n"]
     return -(-int(total) // 1024**3)
+
+
+def vm_for_plugin(plugin: PluginToken, key: str) -> VM:
+    """A VM an external plugin may attach jobs to, by id, UUID or name: any VM for an all-targets plugin,
+    else the VMs of its groups; never a deleted one. Others are NotFound alike (portal.plugins)."""
+    qs = VM.objects.exclude(status=VMStatus.DELETED)
+    if not plugin.all_targets:
+        qs = qs.filter(group__in=plugin.groups.all())
+    text = str(key).strip()
+    if text.isdigit():
+        pk = parse_id(text)
+        vm = qs.filter(pk=pk).first() if pk is not None else None
+    else:
+        try:
+            vm = qs.filter(uuid=uuid.UUID(text)).first()
+        except ValueError:
+            vm = qs.filter(name=text[:63]).order_by("pk").first()
+    if vm is None:
+        raise NotFound(f"VM {text[:64]} not found.")
+    return vm

@@ -100,6 +100,12 @@ def _vm_groups(vm: VM) -> list[str]:
     return groups
 
 
+def vm_job_groups(target_id: str) -> list[str]:
+    """Who hears live of the jobs on a VM, whoever started them (portal.jobs.register_job_audience)."""
+    vm = VM.objects.filter(pk=int(target_id)).only("owner_id", "group_id").first() if target_id.isdigit() else None
+    return _vm_groups(vm) if vm is not None else []
+
+
 def vm_publish(vm: VM) -> None:
     publish(_vm_groups(vm), vm_event(vm))
 
@@ -729,8 +735,10 @@ def _busy_text(snapshot: Snapshot) -> str:
 
 
 def _active_job(vm: VM) -> Job | None:
-    """A queued or running job on the VM (pause and resume have no transitional state to show it)."""
-    return Job.objects.filter(target_type="vm", target_id=str(vm.pk), status__in=JobStatus.ACTIVE).first()
+    """A queued or running job on the VM (pause and resume have no transitional state to show it). An external
+    plugin's job never holds the VM: its work is outside the portal (portal.jobs.services)."""
+    return Job.objects.filter(target_type="vm", target_id=str(vm.pk), status__in=JobStatus.ACTIVE,
+                              external=False).first()
 
 
 def _refuse_while_busy(vm: VM, verb: str) -> None:

@@ -15,6 +15,11 @@ clean-up, no second "finished". A worker killed outright leaves its job running 
 the reaper retries it (another attempt) or fails it. A job still pending long after it was queued
 (its task was lost with a worker that died before claiming it) is offered to a worker again.
 
+Jobs run by external plugins (`external`, portal.jobs.services) are never queued: the plugin reports
+through the API and finishes them itself. The reaper leaves them to `external_jobs_expire` (a plugin that
+stopped reporting, or did not answer a cancel request in time). A pending job of a kind registered with
+`on_cancel` may be cancelled before a worker claims it (portal.jobs.services.job_cancel).
+
 `job.error` holds plain words for everyone (`portal.exceptions.user_message`); the hypervisor's own
 text goes to `job.error_detail`, which only administrators see.
 """
@@ -60,6 +65,8 @@ class JobLost(Exception):
 class Handler:
     run: Callable[[JobContext], dict | None]
     on_failure: Callable[[Job, str], None] | None = None
+    # Set for kinds that may be cancelled while still pending: undoes the record phase (nothing ran yet).
+    on_cancel: Callable[[Job], None] | None = None
 
 
 HANDLERS: dict[str, Handler] = {}
@@ -100,11 +107,14 @@ def register_claim_gate(name: str, gate: Callable[[Job], str | None]) -> None:
     _claim_gates[name] = gate
 
 
-def job_handler(kind: str, *, on_failure: Callable[[Job, str], None] | None = None) -> Callable[[HandlerFn], HandlerFn]:
-    """Register the function that performs jobs of `kind` (the act phase)."""
+def job_handler(kind: str, *, on_failure: Callable[[Job, str], None] | None = None,
+                on_cancel: Callable[[Job], None] | None = None) -> Callable[[HandlerFn], HandlerFn]:
+    """Register the function that performs jobs of `kind` (the act phase). `on_cancel`: jobs of the kind
+    may be cancelled while pending, and it undoes what their record phase wrote (run in the cancel's
+    transaction, with the job already cancelled: no worker will run it)."""
 
     def register(fn: HandlerFn) -> HandlerFn:
-        HANDLERS[kind] = Handler(fn, on_failure)
+        HANDLERS[kind] = Handler(fn, on_failure, on_cancel)
         return fn
 
     return register
@@ -121,13 +131,30 @@ def job_event(job: Job) -> dict[str, Any]:
         "error": job.error,
         "target_type": job.target_type,
         "target_id": job.target_id,
+        "cancel_requested": job.cancel_requested_at is not None,
     }
+
+
+# target type -> function(target id) giving the channel-layer groups that hear about its jobs live
+# (vms: a VM's owner and team), so a job someone else started (an admin, a plugin) reaches them too.
+_audiences: dict[str, Callable[[str], list[str]]] = {}
+
+
+def register_job_audience(target_type: str, groups: Callable[[str], list[str]]) -> None:
+    """Publish the jobs on targets of `target_type` to `groups(target_id)` as well."""
+    _audiences[target_type] = groups
 
 
 def publish_job(job: Job) -> None:
     groups = [STAFF_GROUP]
     if job.actor_id:
         groups.append(user_group(job.actor_id))
+    audience = _audiences.get(job.target_type)
+    if audience is not None and job.target_id:
+        try:
+            groups += [g for g in audience(job.target_id) if g not in groups]
+        except Exception:  # a live update must never break the job it describes
+            log.warning("job %s: could not find who hears of its target", job.pk, exc_info=True)
     publish(groups, job_event(job))
 
 
@@ -231,6 +258,8 @@ def _finish(job: Job, *, status: str, error: str = "", detail: str = "", tb: str
     if status == JobStatus.SUCCEEDED:
         job.progress = 100
         job.step = "Done"
+    elif status == JobStatus.CANCELLED:
+        job.step = "Cancelled"
     else:
         job.step = "Failed" if status == JobStatus.FAILED else "Error"
     rows = Job.objects.filter(pk=job.pk, status=JobStatus.FAILED) if reaped else _owned(job)
@@ -372,7 +401,7 @@ def jobs_reap_stale() -> list[Job]:
     reaped = []
     _offer_waiting_again()
     _offer_lost_again(cutoff)
-    for job in Job.objects.filter(status=JobStatus.RUNNING, heartbeat_at__lt=cutoff):
+    for job in Job.objects.filter(status=JobStatus.RUNNING, heartbeat_at__lt=cutoff, external=False):
         if job.attempts < job.max_attempts:
             n = Job.objects.filter(pk=job.pk, status=JobStatus.RUNNING, heartbeat_at__lt=cutoff).update(
                 status=JobStatus.PENDING, step="Retrying after the worker stopped", updated_at=timezone.now())
@@ -390,13 +419,16 @@ def jobs_reap_stale() -> list[Job]:
                       error="The worker running this job stopped; the job was abandoned after "
                             f"{job.attempts} attempt(s).", reaped=True)
                 reaped.append(job)
+    from .services import external_jobs_expire  # services imports this module: a circular pair, resolved late
+
+    reaped += external_jobs_expire()
     return reaped
 
 
 def _offer_waiting_again() -> None:
     """Jobs held back by a claim gate for a while are offered to a worker again (a wake-up may be lost)."""
     since = timezone.now() - timedelta(seconds=getattr(settings, "JOB_HOST_WAIT_RECHECK_SECONDS", 30))
-    for pk in Job.objects.filter(status=JobStatus.PENDING, step__startswith=WAITING_PREFIX,
+    for pk in Job.objects.filter(status=JobStatus.PENDING, step__startswith=WAITING_PREFIX, external=False,
                                  updated_at__lt=since).values_list("pk", flat=True):
         Job.objects.filter(pk=pk, status=JobStatus.PENDING).update(updated_at=timezone.now())
         transaction.on_commit(functools.partial(enqueue, pk))
@@ -407,7 +439,7 @@ def _offer_lost_again(cutoff: datetime) -> None:
     their task may be lost (a worker killed between taking the task and claiming the job, or a process
     killed between the commit and the enqueue), so they are offered again. A second task for a job that
     does run is harmless: the claim is atomic and the other task finds nothing pending."""
-    for pk in (Job.objects.filter(status=JobStatus.PENDING, updated_at__lt=cutoff)
+    for pk in (Job.objects.filter(status=JobStatus.PENDING, updated_at__lt=cutoff, external=False)
                .exclude(step__startswith=WAITING_PREFIX).values_list("pk", flat=True)):
         if Job.objects.filter(pk=pk, status=JobStatus.PENDING, updated_at__lt=cutoff).update(
                 updated_at=timezone.now()):

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
-from django.views.decorators.http import require_GET
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_POST
 
-from portal.choices import JobStatus
+from portal.choices import JobStatus, Via
 from portal.live import live_context
-from portal.web import portal_view
+from portal.web import portal_view, safe_next
 
+from .labels import job_label
 from .selectors import job_get, job_visible
+from .services import job_can_cancel, job_cancel
 
 PAGE_SIZE = 50
 
@@ -43,4 +46,17 @@ def job_list_view(request: HttpRequest) -> HttpResponse:
 def job_detail_view(request: HttpRequest, job_id: str) -> HttpResponse:
     """One job: progress, step, result or error, and its log (tracebacks only for admins)."""
     job = job_get(user=request.user, job_id=job_id)
-    return render(request, "jobs/detail.html", {"job": job, **live_context()})
+    return render(request, "jobs/detail.html", {"job": job, "can_cancel": job_can_cancel(job), **live_context()})
+
+
+@login_required
+@require_POST
+@portal_view(fallback="jobs:list")
+def job_cancel_view(request: HttpRequest, job_id: str) -> HttpResponse:
+    """Cancel: an external job's plugin is asked to stop; a pending job of a cancellable kind stops at once."""
+    job = job_cancel(actor=request.user, via=Via.WEB, job_id=job_id)
+    if job.status == JobStatus.CANCELLED:
+        messages.success(request, f"{job_label(job.kind)} {job.target_name} was cancelled.")
+    else:
+        messages.info(request, f"Asked the plugin to cancel {job_label(job.kind)} {job.target_name}.")
+    return redirect(safe_next(request, "jobs:detail", job_id=job.pk))

@@ -369,6 +369,10 @@ JOB_STALE_SECONDS = env.get_int("JOB_STALE_SECONDS", 60)
 # this many times, waiting DELAY, 2*DELAY, 4*DELAY, ... seconds in between.
 JOB_TRANSIENT_RETRIES = env.get_int("JOB_TRANSIENT_RETRIES", 3)
 JOB_TRANSIENT_DELAY_SECONDS = env.get_float("JOB_TRANSIENT_DELAY_SECONDS", 2.0)
+# External-plugin jobs (portal.jobs.services): a plugin asked to cancel has this long to finish the job as
+# cancelled before the portal marks it so; a job whose plugin stopped reporting this long fails.
+EXTERNAL_JOB_CANCEL_GRACE_SECONDS = env.get_int("EXTERNAL_JOB_CANCEL_GRACE_SECONDS", 300)
+EXTERNAL_JOB_TIMEOUT_SECONDS = env.get_int("EXTERNAL_JOB_TIMEOUT_SECONDS", 24 * 3600)
 # Quota for users and groups that have no quota row yet: vms, vcpus, memory MiB, disk GiB.
 DEFAULT_QUOTA = {
     "max_vms": env.get_int("DEFAULT_QUOTA_VMS", 3),

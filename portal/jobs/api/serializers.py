@@ -31,6 +31,8 @@ class JobSummarySerializer(FastRowsMixin, serializers.ModelSerializer):
 
 class JobSerializer(JobSummarySerializer):
     actor: serializers.SlugRelatedField = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    plugin = serializers.SerializerMethodField(help_text="The plugin that runs an external job; null otherwise.")
+    cancel_requested = serializers.SerializerMethodField()
     target_url = serializers.SerializerMethodField()
     traceback = serializers.SerializerMethodField(help_text="Only for staff; empty otherwise.")
     error_detail = serializers.SerializerMethodField(
@@ -40,8 +42,15 @@ class JobSerializer(JobSummarySerializer):
         model = Job
         fields = ["id", "kind", "status", "progress", "step", "actor", "via", "target_type", "target_id",
                   "target_name", "target_url", "params", "result", "error", "error_detail", "log", "attempts", "max_attempts",
-                  "created_at", "started_at", "finished_at", "updated_at", "traceback", "url"]
+                  "created_at", "started_at", "finished_at", "updated_at", "traceback", "url",
+                  "external", "plugin", "cancellable", "cancel_requested"]
         read_only_fields = fields
+
+    def get_plugin(self, job: Job) -> str | None:
+        return job.plugin.name if job.plugin_id and job.plugin is not None else None
+
+    def get_cancel_requested(self, job: Job) -> bool:
+        return job.cancel_requested_at is not None
 
     def get_target_url(self, job: Job) -> str | None:
         """The API URL of the job's target: the `api-<target type>-detail` route of the app that owns it."""
@@ -73,3 +82,54 @@ class JobSerializer(JobSummarySerializer):
                 if isinstance(data.get(name), dict):
                     data[name] = {k: v for k, v in data[name].items() if k not in self.STAFF_ONLY_KEYS}
         return data
+
+
+# --- the plugin door (external jobs) ------------------------------------------------------------------
+
+class ExternalJobCreateSerializer(serializers.Serializer):
+    kind = serializers.CharField(help_text="external.<name>, e.g. external.backup-agent.")
+    target_type = serializers.CharField(help_text="vm or host.")
+    target = serializers.CharField(help_text="The VM's id, UUID or name; the host's id or name.")
+    description = serializers.CharField(required=False, allow_blank=True, help_text="At most 500 characters.")
+    step = serializers.CharField(required=False, allow_blank=True, help_text="The first step (default Started).")
+    cancellable = serializers.BooleanField(required=False, default=False,
+                                           help_text="The VM's owner may ask the plugin to cancel the job.")
+
+
+class ExternalJobReportSerializer(serializers.Serializer):
+    progress = serializers.JSONField(required=False, help_text="0-100.")
+    step = serializers.CharField(required=False, allow_blank=True, help_text="At most 200 characters.")
+    log = serializers.JSONField(required=False, help_text="A line or a list of at most 100 lines (500 characters "
+                                                          "each; control characters are removed).")
+
+
+class ExternalJobFinishSerializer(serializers.Serializer):
+    status = serializers.CharField(required=False, default="succeeded", help_text="succeeded, failed or cancelled.")
+    error = serializers.CharField(required=False, allow_blank=True, help_text="Required when failed.")
+    result = serializers.JSONField(required=False, help_text="A JSON object (at most 16 KiB).")
+    log = serializers.JSONField(required=False)
+
+
+class ExternalJobSerializer(serializers.ModelSerializer):
+    """A plugin's view of its own job."""
+
+    description = serializers.SerializerMethodField()
+    cancel_requested = serializers.SerializerMethodField(
+        help_text="The job's owner asked to cancel it: clean up and finish it as cancelled.")
+    url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Job
+        fields = ["id", "kind", "status", "progress", "step", "description", "target_type", "target_id",
+                  "target_name", "cancellable", "cancel_requested", "error", "result", "created_at", "finished_at",
+                  "updated_at", "url"]
+        read_only_fields = fields
+
+    def get_description(self, job: Job) -> str:
+        return str(job.params.get("description", ""))
+
+    def get_cancel_requested(self, job: Job) -> bool:
+        return job.cancel_requested_at is not None
+
+    def get_url(self, job: Job) -> str:
+        return row_url(self.context, "api-external-job-detail", pk=str(job.pk))
