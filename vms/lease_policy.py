@@ -135,6 +135,8 @@ def lease_for_new_vm(*, actor: Actor, group: Group | None, lease_days: object = 
     rules = lease_rules(group)
     now = timezone.now()
     days = parse_lease_days(lease_days)
+    if expires_at == "":
+        expires_at = None
     if expires_at is not None and days is not None:
         raise ValidationFailed("Give the lease in days or an expiry date, not both.", field="lease_days")
     target: datetime | None
