@@ -125,15 +125,16 @@ class LeaseState:
     delete_at: datetime | None  # when an expired VM is deleted (policy), else None
 
 
-def lease_state(vm: VM, *, now: datetime | None = None) -> LeaseState | None:
-    """None without a lease; `soon` within the earliest reminder (PORTAL_LEASE_REMINDER_DAYS)."""
+def lease_state(vm: VM, *, now: datetime | None = None, with_policy: bool = True) -> LeaseState | None:
+    """None without a lease; `soon` within the earliest reminder (PORTAL_LEASE_REMINDER_DAYS). Without
+    `with_policy` (lists: no query per row) `delete_at` stays None."""
     if vm.expires_at is None:
         return None
     now = now or timezone.now()
     reach = max(settings.LEASE_REMINDER_DAYS or [0])
     expired = vm.expires_at <= now
     delete_at = None
-    if expired:
+    if expired and with_policy:
         rules = lease_rules(vm.group)
         delete_at = vm.expires_at + timedelta(days=rules.grace_days) if rules.delete_expired else None
     return LeaseState(vm.expires_at, expired, not expired and vm.expires_at - now <= timedelta(days=reach), delete_at)
@@ -182,11 +183,13 @@ def _stop_expired(vm: VM, now: datetime, counts: dict[str, int]) -> None:
     ignored the signal within STOP_TIMEOUT_SECONDS) is forced off on a later turn; a paused one at once."""
     force = vm.status != VMStatus.RUNNING
     if vm.lease_stopped_at is not None and not force:
+        # The pass asked before: if its stop (the system's, the VM's last power job) failed, the guest ignored
+        # the signal; anything since (the owner started it again) means a fresh graceful stop.
         last = _last_power_job(vm)
-        if last is not None and last.created_at >= vm.lease_stopped_at:
+        if last is not None and last.via == Via.SYSTEM and last.kind == "vm.stop":
             if last.status not in JobStatus.FINISHED:  # type: ignore[attr-defined]
                 return  # the stop is still under way
-            force = last.kind == "vm.stop" and last.status in (JobStatus.FAILED, JobStatus.ERRORED)
+            force = last.status in (JobStatus.FAILED, JobStatus.ERRORED)
     VM.objects.filter(pk=vm.pk).update(lease_stopped_at=now)
     vm.lease_stopped_at = now
     result = (vm_force_off if force else vm_stop)(actor=None, via=Via.SYSTEM, vm=vm.pk)

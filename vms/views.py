@@ -115,7 +115,7 @@ def vm_list_view(request: HttpRequest) -> HttpResponse:
         _annotate(vm, rules)
         vm.active_job = active.get(str(vm.pk))
         vm.address = nic_states.get(vm.pk, ("", ""))[1]
-        vm.lease = lease_state(vm)
+        vm.lease = lease_state(vm, with_policy=False)
     return render(request, "vms/list.html", {
         "expiring": [vm for vm in rows if vm.lease and (vm.lease.soon or vm.lease.expired)],
         "page": page,
