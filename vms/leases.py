@@ -187,7 +187,7 @@ def _stop_expired(vm: VM, now: datetime, counts: dict[str, int]) -> None:
         # the signal; anything since (the owner started it again) means a fresh graceful stop.
         last = _last_power_job(vm)
         if last is not None and last.via == Via.SYSTEM and last.kind == "vm.stop":
-            if last.status not in JobStatus.FINISHED:  # type: ignore[attr-defined]
+            if last.status not in JobStatus.FINISHED:
                 return  # the stop is still under way
             force = last.status in (JobStatus.FAILED, JobStatus.ERRORED)
     VM.objects.filter(pk=vm.pk).update(lease_stopped_at=now)
