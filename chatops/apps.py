@@ -12,6 +12,7 @@ class ChatopsConfig(AppConfig):
         from portal.jobs import job_finished
         from portal.models import AuditEvent
         from quotas.services import quota_request_created, quota_request_decided
+        from vms.leases import lease_expired, lease_reminder
 
         from . import checks, notifications, services, slack  # noqa: F401  (checks and setting_changed register)
 
@@ -23,3 +24,5 @@ class ChatopsConfig(AppConfig):
                                       dispatch_uid="chatops.quota_request_decided")
         services.identity_link_refused.connect(notifications.on_identity_link_refused,
                                                dispatch_uid="chatops.identity_link_refused")
+        lease_reminder.connect(notifications.on_lease_reminder, dispatch_uid="chatops.lease_reminder")
+        lease_expired.connect(notifications.on_lease_expired, dispatch_uid="chatops.lease_expired")

@@ -7,12 +7,14 @@ services as the web form and the API, so every door gives the same message for t
 from __future__ import annotations
 
 import html
+import re
 import shlex
 from dataclasses import dataclass, field
 
 from vms import lifecycle
 
 MAX_TEXT = 1000
+_LEASE_DAYS = re.compile(r"^\d{1,5}\s*(d|days?)?$", re.IGNORECASE)
 
 
 class ParseError(Exception):
@@ -55,6 +57,7 @@ class Create:
     group: str | None = None
     networks: tuple[str, ...] | None = None  # None: the default network; (): no NIC (`--net none`)
     clone: str | None = None  # thin (default) or full: how the disk is made from the image (a template)
+    lease: str | None = None  # lease in days ("7d"; "none": no lease); not given: the group's default
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,16 @@ class Action:
 
     action: str  # start, stop, pause, resume, reboot, force_off, delete
     name: str
+
+
+@dataclass(frozen=True)
+class Extend:
+    """Move a VM's lease end: by days ("7d"), to a date ("2030-01-31"), or (administrators) "none" to remove it."""
+
+    name: str
+    days: str | None = None
+    until: str | None = None
+    remove: bool = False
 
 
 @dataclass(frozen=True)
@@ -195,7 +208,7 @@ BACKUP_KINDS = {"auto": "auto", "full": "full", "incremental": "incremental", "i
 
 Command = (Help | Link | Unlink | ListVMs | Create | Action | Console | Info | Networks | Images | Quota | QuotaRequest | Hosts
            | Subscribe | Unsubscribe | Subscriptions | TakeSnapshot | ListSnapshots | Revert | GrowDisk | ListKeys | Migrate
-           | TakeBackup | ListBackups | RestoreBackup)
+           | TakeBackup | ListBackups | RestoreBackup | Extend)
 
 # The VM actions, as the lifecycle table names them (force_off also as force-off), and a few aliases.
 ACTION_ALIASES = {"unpause": "resume", "restart": "reboot", "forceoff": "force_off", "rm": "delete"}
@@ -217,6 +230,7 @@ CREATE_OPTIONS = {
     "group": "group", "team": "group",
     "net": "networks", "nets": "networks", "network": "networks", "networks": "networks",
     "clone": "clone",
+    "lease": "lease", "expires": "lease",
 }
 QUOTA_OPTIONS = {
     "vms": "max_vms",
@@ -342,6 +356,17 @@ def parse(text: str, *, prefix: str = "/vm") -> Command:
     if verb in ACTION_VERBS:
         positional, _ = _options(rest, {}, verb)
         return Action(action=ACTION_VERBS[verb], name=_one_name(verb, positional, prefix))
+    if verb in ("extend", "renew", "lease"):
+        positional, _ = _options(rest, {}, verb)
+        if len(positional) != 2:
+            raise ParseError(f"Type `{prefix} extend NAME 7d` (days more) or `{prefix} extend NAME 2030-01-31` "
+                             "(the new end).")
+        name, amount = positional[0], positional[1].strip()
+        if amount.lower() in ("none", "never"):
+            return Extend(name=name, remove=True)
+        if _LEASE_DAYS.match(amount):
+            return Extend(name=name, days=amount)
+        return Extend(name=name, until=amount)
     if verb == "console":
         positional, _ = _options(rest, {}, verb)
         return Console(name=_one_name("console", positional, prefix))

@@ -15,6 +15,7 @@ from typing import Any
 
 from django.conf import settings
 from django.urls import reverse
+from django.utils import timezone
 
 from portal.choices import JobStatus
 from portal.exceptions import PortalError, QuotaExceeded, user_message
@@ -156,7 +157,9 @@ def help_reply(prefix: str, *, is_staff: bool = False, linked: bool = True) -> R
         f"`{prefix} create NAME --flavor small --image demo` — create and start a VM "
         "(or `--cpus N --memory MiB --disk GiB`; also `--description TEXT`, `--group TEAM`, "
         "`--net NAME[,NAME]` for its networks, `--net none` for no NIC; default: your default network; "
-        "from a template: `--image TEMPLATE` takes its sizes, `--clone full` makes a standalone copy of it)",
+        "from a template: `--image TEMPLATE` takes its sizes, `--clone full` makes a standalone copy of it; "
+        "`--lease 7d` gives it a lease, `--lease none` none, within your group's policy)",
+        f"`{prefix} extend NAME 7d` · `{prefix} extend NAME 2030-01-31` — extend the VM's lease (within policy)",
         f"`{prefix} info NAME` — the VM's state, size, NICs with their addresses, and its ssh line",
         f"`{prefix} networks` — the networks you can put VMs on (the default one marked)",
         f"`{prefix} images [disk|iso|template]` — the images you can create VMs from "
@@ -261,6 +264,28 @@ def link_refused_dm(*, linked_to: str, tried_by: str, prefix: str) -> Reply:
     text = (f":warning: The portal account *{esc(tried_by)}* tried to link your Slack account, which is linked "
             f"to *{esc(linked_to)}*. Nothing was changed. If you want to switch portal accounts, type "
             f"`{prefix} unlink` first, then `{prefix} link`.")
+    return Reply(text=text, blocks=[section(text)])
+
+
+def lease_reminder_dm(vm, *, expires_at, days_before: int, prefix: str) -> Reply:
+    """To a VM's owner: its lease ends soon (vms.leases reminders)."""
+    when = timezone.localtime(expires_at).strftime("%Y-%m-%d %H:%M %Z")
+    left = "in less than a day" if days_before <= 1 else f"in less than {days_before} days"
+    text = (f":hourglass_flowing_sand: The lease of your VM *{esc(vm.name)}* ends {left} ({when}); then it is "
+            f"stopped. To keep it, type `{prefix} extend {esc(vm.name)} 7d` or use Extend on <{vm_url(vm)}|its page>.")
+    return Reply(text=text, blocks=[section(text)])
+
+
+def lease_expired_dm(vm, *, expires_at, what: str, prefix: str) -> Reply:
+    """To a VM's owner: its lease ended and the expiry pass stopped (or, after the grace period, deleted) it."""
+    when = timezone.localtime(expires_at).strftime("%Y-%m-%d %H:%M %Z")
+    if what == "deleted":
+        text = (f":wastebasket: Your VM *{esc(vm.name)}* is being deleted: its lease ended {when} and the grace "
+                "period is over.")
+    else:
+        text = (f":stopwatch: The lease of your VM *{esc(vm.name)}* ended {when}: it is stopped. "
+                f"Extend it (`{prefix} extend {esc(vm.name)} 7d`) before anything else happens to it, "
+                f"then start it again.")
     return Reply(text=text, blocks=[section(text)])
 
 

@@ -39,6 +39,8 @@ from quotas.services import (
 )
 from storage.selectors import image_list
 from vms.dashboard import host_capacity_for
+from vms.lease_policy import fmt_when
+from vms.leases import vm_lease_extend, vm_lease_set
 from vms.migration import vm_migrate
 from vms.selectors import vm_get_by_name, vm_list, vm_nics, vm_snapshot_get, vm_snapshots, vm_ssh_command
 from vms.services import snapshot_create, snapshot_revert, vm_action, vm_create, vm_delete, vm_grow_disk
@@ -146,7 +148,7 @@ def _announce(ctx: SlackContext, *, job: Any, text: str, source: SourceMessage |
 # --- slash commands -------------------------------------------------------------------------------
 
 ACTING = (c.Create, c.Action, c.QuotaRequest, c.Subscribe, c.Unsubscribe, c.TakeSnapshot, c.GrowDisk, c.Unlink,
-          c.Migrate,
+          c.Migrate, c.Extend,
           c.TakeBackup, c.RestoreBackup)  # backups (issue #11)
 
 
@@ -217,10 +219,19 @@ def _create(ctx: SlackContext, user, command: c.Create, prefix: str) -> f.Reply:
                        flavor=command.flavor, vcpus=command.vcpus, memory_mib=command.memory_mib,
                        disk_gib=command.disk_gib, description=command.description, group=command.group,
                        networks=None if command.networks is None else list(command.networks),
-                       clone=command.clone)
+                       clone=command.clone, lease_days=command.lease)
     _announce(ctx, job=result.job, source=None,
               text=f.creating_text(slack_user_id=ctx.slack_user_id, vm=result.vm, job=result.job))
     return f.Reply(text="")  # the channel message says it all
+
+
+def _extend(ctx: SlackContext, user, command: c.Extend, prefix: str) -> f.Reply:
+    vm = vm_get_by_name(user=user, name=command.name)
+    if command.remove:
+        vm = vm_lease_set(actor=user, via=Via.SLACK, vm=vm, expires_at=None)
+        return f.Reply(text=f"The lease of *{f.esc(vm.name)}* is removed: it no longer expires.")
+    vm = vm_lease_extend(actor=user, via=Via.SLACK, vm=vm, days=command.days, until=command.until)
+    return f.Reply(text=f"The lease of *{f.esc(vm.name)}* now ends {fmt_when(vm.expires_at)}.")
 
 
 def _action(ctx: SlackContext, user, command: c.Action, prefix: str) -> f.Reply:
@@ -452,6 +463,7 @@ COMMANDS = {
     c.ListVMs: _list,
     c.Create: _create,
     c.Action: _action,
+    c.Extend: _extend,
     c.Console: _console,
     c.Info: _info,
     c.Networks: _networks,

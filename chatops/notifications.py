@@ -4,7 +4,8 @@ Connected in ChatopsConfig.ready:
 - portal.jobs.job_finished -> the thread (or response_url) that asked for the job, then subscribers;
 - AuditEvent rows `vm.drift` (state changed outside the portal) and `host.down` -> subscribers;
 - quotas.services signals -> the admins' channel and the requester's direct messages;
-- chatops.services.identity_link_refused -> the Slack user whose link someone tried to take.
+- chatops.services.identity_link_refused -> the Slack user whose link someone tried to take;
+- vms.leases.lease_reminder / lease_expired -> the VM owner's direct messages.
 Every post is best-effort (chatops.slack): a Slack failure never changes a portal outcome. When an
 event happens while a Slack request is being answered, its posts wait for the acknowledgement
 (chatops.outbox).
@@ -191,6 +192,27 @@ def quota_request_decided_tell(*, request: QuotaRequest) -> None:
     dm = f.quota_request_decided_dm(request, summary, decider=decider)
     for identity in SlackIdentity.objects.filter(user=request.requester):
         slack.post_message(channel=identity.slack_user_id, text=dm.text, blocks=dm.blocks)
+
+
+# --- VM leases (vms.leases signals) ------------------------------------------------------------------
+
+def on_lease_reminder(sender, *, vm: VM, expires_at, days_before: int, **kwargs) -> None:
+    """A VM's lease ends soon: its owner's linked Slack users get a direct message."""
+    if slack.is_configured():
+        outbox.defer(functools.partial(lease_tell, vm=vm, reply=f.lease_reminder_dm(
+            vm, expires_at=expires_at, days_before=days_before, prefix=settings.SLACK_COMMAND)))
+
+
+def on_lease_expired(sender, *, vm: VM, expires_at, what: str, **kwargs) -> None:
+    """A VM's lease ended (stopped) or its grace period did (deleted): its owner hears of it."""
+    if slack.is_configured():
+        outbox.defer(functools.partial(lease_tell, vm=vm, reply=f.lease_expired_dm(
+            vm, expires_at=expires_at, what=what, prefix=settings.SLACK_COMMAND)))
+
+
+def lease_tell(*, vm: VM, reply: f.Reply) -> None:
+    for identity in SlackIdentity.objects.filter(user_id=vm.owner_id):
+        slack.post_message(channel=identity.slack_user_id, text=reply.text, blocks=reply.blocks)
 
 
 # --- links ----------------------------------------------------------------------------------------

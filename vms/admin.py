@@ -58,7 +58,7 @@ from .dashboard import dashboard
 from .disk_doors import is_data_disk, properties_text
 from .disks import data_volume_delete
 from .migration import vm_migrate
-from .models import VM, Flavor, Snapshot, VMDisk, VMNic
+from .models import VM, Flavor, LeasePolicy, Snapshot, VMDisk, VMNic
 from .scheduling import SCHEDULING_FIELDS, vm_scheduling_clean, vm_scheduling_update
 from .selectors import vm_jobs, vm_ssh_command
 from .validation import NAME_HELP, validate_description, validate_vm_name
@@ -328,7 +328,7 @@ class NicInline(ReadOnlyAdminMixin, admin.TabularInline):
 class VMAdmin(ServiceSaveMixin, admin.ModelAdmin):
     form = VMSchedulingChangeForm
     list_display = ("name", "owner_link", "group", "status_badge", "power_state", "host_link", "size",
-                    "image", "addresses", "created_via", "created", "status_since")
+                    "image", "addresses", "created_via", "created", "status_since", "expires_at")
     list_filter = (LifecycleFilter, "status", "host", ("owner", admin.RelatedOnlyFieldListFilter),
                    ("group", admin.RelatedOnlyFieldListFilter), "created_via",
                    ("image", admin.RelatedOnlyFieldListFilter), ("nics__network", admin.RelatedOnlyFieldListFilter))
@@ -982,4 +982,26 @@ class DevicePropertyRuleAdmin(admin.ModelAdmin):
         audit(actor=request.user, via=Via.ADMIN, action="device_property_rule.delete",
               target_type="device_property_rule", target_id=str(obj.pk), target_name=str(obj),
               message=f"Delete the rule for {obj.device} {obj.name}: administrators only")
+        super().delete_model(request, obj)
+
+
+@admin.register(LeasePolicy)
+class LeasePolicyAdmin(admin.ModelAdmin):
+    """A group's VM lease rules (vms.lease_policy); blank fields follow the site's PORTAL_LEASE_* settings."""
+
+    list_display = ("group", "default_days", "max_days", "max_extension_days", "max_total_days", "grace_days",
+                    "delete_expired")
+    search_fields = ("group__name",)
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        fields = ("default_days", "max_days", "max_extension_days", "max_total_days", "grace_days", "delete_expired")
+        data = {name: getattr(obj, name) for name in fields}
+        audit(actor=request.user, via=Via.ADMIN, action="lease_policy.change" if change else "lease_policy.create",
+              target_type="lease_policy", target_id=str(obj.pk), target_name=str(obj),
+              message=f"{obj}: " + ", ".join(f"{k} {'site' if v is None else v}" for k, v in data.items()), data=data)
+
+    def delete_model(self, request, obj):
+        audit(actor=request.user, via=Via.ADMIN, action="lease_policy.delete", target_type="lease_policy",
+              target_id=str(obj.pk), target_name=str(obj), message=f"Delete {obj}: the site's lease rules apply")
         super().delete_model(request, obj)

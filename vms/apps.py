@@ -55,7 +55,7 @@ class VmsConfig(AppConfig):
         from cluster.signals import host_down_confirmed
         from portal.jobs.labels import register_job_labels
 
-        from . import cluster_ops
+        from . import cluster_ops, leases
 
         register_operation(EVACUATE, cluster_ops.host_evacuate)
         register_operation(BALANCE, cluster_ops.cluster_balance)
@@ -63,6 +63,7 @@ class VmsConfig(AppConfig):
         register_housekeeping("vms.maintenance", cluster_ops.maintenance_pass)
         register_housekeeping("vms.balancing", cluster_ops.balancing_pass)
         register_housekeeping("vms.power_saving", lambda: cluster_ops.power_saving_pass(wait=False))
+        register_housekeeping("vms.leases", leases.lease_pass)  # VM leases (issue #14): reminders and expiry
         host_down_confirmed.connect(cluster_ops.ha_on_host_down, dispatch_uid="vms.cluster_ops.ha")
         register_job_labels(cluster_ops.JOB_LABELS)
 

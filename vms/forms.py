@@ -34,6 +34,7 @@ class VMCreateForm(forms.Form):
     user_data = forms.CharField(required=False, strip=False, widget=forms.Textarea, label="cloud-init user-data")
     clone = forms.CharField(required=False)  # thin (default) or full, for templates
     storage_domain = forms.CharField(required=False, label="Storage domain")  # blank: the host's own pool
+    lease_days = forms.CharField(required=False, label="Lease (days)")  # blank: the group's default (issue #14)
 
     def __init__(self, *args, flavors=(), images=(), networks=(), default_network=None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -58,6 +59,8 @@ class VMCreateForm(forms.Form):
                   "clone": data["clone"] or None}
         if data["storage_domain"]:
             kwargs["storage_domain"] = data["storage_domain"]
+        if data["lease_days"]:
+            kwargs["lease_days"] = data["lease_days"]
         if data["networks_shown"]:
             chosen = data["networks"] or []
             kwargs["networks"] = [v for v in ([chosen] if isinstance(chosen, str) else chosen) if v]

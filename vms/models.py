@@ -78,6 +78,11 @@ class VM(models.Model):
     required_tags = models.JSONField(default=list, blank=True, help_text="Host tags the VM needs, e.g. [\"ssd\"].")
     known_status = models.CharField(max_length=16, blank=True,
                                     help_text="The status before its host became unreachable (shown while unknown).")
+    # --- leases (issue #14): vms.leases owns these ---
+    expires_at = models.DateTimeField(null=True, blank=True, db_index=True,
+                                      help_text="Lease end: the VM is stopped then (blank: no lease).")
+    lease_stopped_at = models.DateTimeField(null=True, blank=True,
+                                            help_text="When the expiry pass asked for the expired VM's stop.")
 
     class Meta:
         verbose_name = "VM"
@@ -240,3 +245,53 @@ class DevicePropertyRule(models.Model):
 
     def __str__(self) -> str:
         return f"{self.device} {self.name}"
+
+
+class LeasePolicy(models.Model):
+    """A group's VM lease rules; a blank field takes the site's setting (PORTAL_LEASE_*). Days; 0: none/unlimited."""
+
+    group = models.OneToOneField(Group, on_delete=models.CASCADE, related_name="lease_policy")
+    default_days = models.PositiveIntegerField(null=True, blank=True,
+                                               help_text="Lease a new VM of this group gets when none is asked "
+                                                         "(0: no lease).")
+    max_days = models.PositiveIntegerField(null=True, blank=True,
+                                           help_text="Longest lease from now, at creation or extension (0: unlimited).")
+    max_extension_days = models.PositiveIntegerField(null=True, blank=True,
+                                                     help_text="Most days one extension may add (0: unlimited).")
+    max_total_days = models.PositiveIntegerField(null=True, blank=True,
+                                                 help_text="Longest life from creation to expiry (0: unlimited).")
+    grace_days = models.PositiveIntegerField(null=True, blank=True,
+                                             help_text="Days an expired (stopped) VM is kept before deletion.")
+    delete_expired = models.BooleanField(null=True, blank=True,
+                                         help_text="Delete expired VMs after the grace period (no: only stop them).")
+
+    class Meta:
+        verbose_name = "lease policy"
+        verbose_name_plural = "lease policies"
+        ordering = ["group__name"]
+
+    def __str__(self) -> str:
+        return f"Lease policy of {self.group.name}"
+
+
+class LeaseNotice(models.Model):
+    """A lease notice told to a VM's owner, once per lease end: a reminder N days before, the stop, the deletion."""
+
+    class Kind(models.TextChoices):
+        REMINDER = "reminder", "Reminder"
+        EXPIRED = "expired", "Expired (stopped)"
+        DELETED = "deleted", "Deleted after the grace period"
+
+    vm = models.ForeignKey(VM, on_delete=models.CASCADE, related_name="lease_notices")
+    expires_at = models.DateTimeField(help_text="The lease end the notice was about (an extension starts afresh).")
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    days_before = models.PositiveSmallIntegerField(default=0)
+    sent_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["vm", "sent_at", "id"]
+        constraints = [models.UniqueConstraint(fields=["vm", "expires_at", "kind", "days_before"],
+                                               name="lease_notice_once")]
+
+    def __str__(self) -> str:
+        return f"{self.kind} ({self.days_before} d) for {self.vm.name}"

@@ -41,6 +41,7 @@ from storage.services import image_new_check, image_volume_name, pool_for_host, 
 from . import lifecycle
 from .access import check_action
 from .choices import SnapshotStatus, VMStatus
+from .lease_policy import lease_for_new_vm
 from .models import VM, Flavor, Snapshot, VMDisk, VMNic
 from .properties import NIC, check_boot_order, validate_properties
 from .scheduling import networks_constraint
@@ -137,10 +138,13 @@ def _lock_visible(*, actor: Actor, vm: VM | int, confirmed_down_ok: bool = False
     """Re-read the VM under a row lock, through the visibility rule; refused while its host does not
     answer (see vm_require_host_reachable; `confirmed_down_ok` is the hook for force-off/delete on a
     host an administrator confirmed down)."""
-    actor = _check_actor(actor)
     pk = vm.pk if isinstance(vm, VM) else vm
-    if not vm_visible(user=actor).filter(pk=pk).exists():
-        raise NotFound(f"VM {pk} not found.")
+    # None is the system itself (the lease expiry pass, issue #14), which acts on every VM; doors always pass
+    # the signed-in user (an anonymous visitor is refused here).
+    if actor is not None:
+        actor = _check_actor(actor)
+        if not vm_visible(user=actor).filter(pk=pk).exists():
+            raise NotFound(f"VM {pk} not found.")
     # Lock the bare row (FOR UPDATE cannot apply to DISTINCT or outer joins).
     locked = VM.objects.select_for_update().get(pk=pk)
     vm_require_host_reachable(locked, confirmed_down_ok=confirmed_down_ok)
@@ -289,7 +293,8 @@ def vm_create(*, actor: Actor, via: str, name: str, image: Image | str | int | N
               disk_gib: object = None, description: str = "", group: Group | str | None = None, start: bool = True,
               owner: User | None = None, networks: Iterable[NetworkKey] | None = None,
               user_data: str = "", clone: str | None = None,
-              storage_domain: str | None = None) -> ActionResult:
+              storage_domain: str | None = None, lease_days: object = None,
+              expires_at: object = None) -> ActionResult:
     """Validate, reserve quota under a row lock, write the VM as `creating` and queue the create job.
 
     `clone`: "thin" (the default) makes the disk a qcow2 overlay on the image's base volume (fast; the
@@ -299,6 +304,7 @@ def vm_create(*, actor: Actor, via: str, name: str, image: Image | str | int | N
     `owner` (administrators only): create the VM for another user, on that user's (or team's) quota.
     `networks`: one NIC on each (None: the owner's default network, if any; []: no NIC). Images that
     take cloud-init get a NoCloud seed with the owner's SSH keys and `user_data`.
+    `lease_days` (0: no lease) or `expires_at`: the VM's lease (vms.leases; None: the group's default).
     """
     actor = _check_actor(actor)
     owner = owner or actor
@@ -328,6 +334,7 @@ def vm_create(*, actor: Actor, via: str, name: str, image: Image | str | int | N
     if user_data and not image.cloud_init:
         raise ValidationFailed(f"Image {image.name} does not take cloud-init, so it has no use for user-data.",
                                field="user_data")
+    lease_end = lease_for_new_vm(actor=actor, group=group, lease_days=lease_days, expires_at=expires_at)
     allowed_hosts, allowed_reason = networks_constraint(nets)
     # --- storage domains (issue #11): `storage_domain` (a data domain's name) holds the disks; only hosts
     # that see it are eligible ---
@@ -351,7 +358,7 @@ def vm_create(*, actor: Actor, via: str, name: str, image: Image | str | int | N
             vm = VM.objects.create(
                 name=name, description=description, owner=owner, group=group, host=host, image=image,
                 flavor=flavor, vcpus=vcpus, memory_mib=memory_mib, disk_gib=disk_gib,
-                status=VMStatus.CREATING, created_via=via, user_data=user_data,
+                status=VMStatus.CREATING, created_via=via, user_data=user_data, expires_at=lease_end,
             )
             vm.domain_name = f"{_domain_prefix()}-{vm.uuid.hex[:12]}"
             VM.objects.filter(pk=vm.pk).update(domain_name=vm.domain_name)
@@ -383,7 +390,8 @@ def vm_create(*, actor: Actor, via: str, name: str, image: Image | str | int | N
                           f"image {image.name}" + (" (ISO in the CD-ROM drive, blank disk)" if installs else "")
                           + (" (full copy)" if full else ""),
                   data={"vcpus": vcpus, "memory_mib": memory_mib, "disk_gib": disk_gib, "image": image.name,
-                        "clone": clone, "owner": owner.get_username(), "networks": [n.name for n in nets]})
+                        "clone": clone, "owner": owner.get_username(), "networks": [n.name for n in nets],
+                        "expires_at": lease_end.isoformat() if lease_end else None})
             vm_publish(vm)
     except IntegrityError:  # the unique (owner, name) constraint lost a race with a twin request
         raise ValidationFailed(f"{whose} a VM named {name!r}.", field="name") from None

@@ -16,6 +16,7 @@ urlpatterns = [
     path("vms/<int:pk>/disk/", views.vm_grow_disk_view, name="grow-disk"),
     path("vms/<int:pk>/template/", views.vm_template_view, name="template"),
     path("vms/<int:pk>/migrate/", views.vm_migrate_view, name="migrate"),
+    path("vms/<int:pk>/extend/", views.vm_extend_view, name="extend"),
     path("vms/<int:pk>/snapshots/", views.snapshot_list_view, name="snapshots"),
     path("vms/<int:pk>/snapshots/<int:sid>/<slug:op>/", views.snapshot_op_view, name="snapshot-op"),
     path("vms/<int:pk>/nics/", views.nic_list_view, name="nics"),

@@ -48,6 +48,8 @@ from .forms import (
     VMUpdateForm,
     posted_properties,
 )
+from .lease_policy import fmt_when, lease_rules
+from .leases import lease_state, vm_lease_extend, vm_lease_set
 from .migration import migration_hosts, vm_migrate
 from .models import VMDisk, VMNic
 from .properties import NIC, property_catalog
@@ -123,7 +125,9 @@ def vm_list_view(request: HttpRequest) -> HttpResponse:
         _annotate(vm, rules)
         vm.active_job = active.get(str(vm.pk))
         vm.address = nic_states.get(vm.pk, ("", ""))[1]
+        vm.lease = lease_state(vm, with_policy=False)
     return render(request, "vms/list.html", {
+        "expiring": [vm for vm in rows if vm.lease and (vm.lease.soon or vm.lease.expired)],
         "page": page,
         "vms": rows,
         "next_path": request.get_full_path(),
@@ -201,6 +205,7 @@ def vm_create_view(request: HttpRequest) -> HttpResponse:
         "template_images": [i for i in images if i.kind == Image.Kind.TEMPLATE],
         "selected_clone": str(form["clone"].value() or ""),
         "user_data_max": settings.USER_DATA_MAX_BYTES,
+        "lease_rules": lease_rules(None),
     }, status=400 if form.errors else 200)
 
 
@@ -226,6 +231,8 @@ def _detail(request: HttpRequest, vm, *, edit_form: VMUpdateForm | None = None,
         template_form = VMTemplateForm(initial={"name": f"{vm.name}-template"[:60], "visibility": "private"})
     return render(request, "vms/detail.html", {
         "vm": vm,
+        "lease": lease_state(vm),
+        "lease_rules": lease_rules(vm.group),
         **_snapshot_context(vm),
         **_nic_context(vm, user=request.user),
         **_cdrom_context(vm, user=request.user),
@@ -327,6 +334,24 @@ def vm_grow_disk_view(request: HttpRequest, pk: int) -> HttpResponse:
     result = services.vm_grow_disk(actor=request.user, via=Via.WEB, vm=pk, disk_gib=request.POST.get("disk_gib", ""))
     (messages.success if result.job else messages.info)(request, result.message)
     return redirect(reverse("vms:detail", args=[pk]) + "#settings")
+
+
+@login_required
+@require_POST
+@portal_view
+def vm_extend_view(request: HttpRequest, pk: int) -> HttpResponse:
+    """Extend the lease (days more, or a new end) within policy; administrators may also set any end or remove it."""
+    if request.POST.get("remove"):
+        vm = vm_lease_set(actor=request.user, via=Via.WEB, vm=pk, expires_at=None)
+        messages.success(request, f"The lease of {vm.name} is removed: it no longer expires.")
+    elif request.POST.get("set"):
+        vm = vm_lease_set(actor=request.user, via=Via.WEB, vm=pk, expires_at=request.POST.get("until", ""))
+        messages.success(request, f"The lease of {vm.name} now ends {fmt_when(vm.expires_at)}.")
+    else:
+        vm = vm_lease_extend(actor=request.user, via=Via.WEB, vm=pk, days=request.POST.get("days") or None,
+                             until=request.POST.get("until") or None)
+        messages.success(request, f"The lease of {vm.name} now ends {fmt_when(vm.expires_at)}.")
+    return redirect(reverse("vms:detail", args=[pk]) + "#lease")
 
 
 @login_required

@@ -352,6 +352,15 @@ INSTANCE_ID = env.get_str("INSTANCE_ID", "default")
 DOMAIN_PREFIX = env.get_str("DOMAIN_PREFIX", "vmp")
 GRAPHICS_LISTEN = env.get_str("GRAPHICS_LISTEN", "127.0.0.1")
 STOP_TIMEOUT_SECONDS = env.get_int("STOP_TIMEOUT_SECONDS", 90)
+# --- VM leases (issue #14): the site's lease policy; a group's LeasePolicy (admin) overrides it field by field.
+# Days; 0 means none/unlimited. Reminders are sent this many days before expiry, each once.
+LEASE_DEFAULT_DAYS = env.get_int("LEASE_DEFAULT_DAYS", 0)
+LEASE_MAX_DAYS = env.get_int("LEASE_MAX_DAYS", 0)
+LEASE_MAX_EXTENSION_DAYS = env.get_int("LEASE_MAX_EXTENSION_DAYS", 0)
+LEASE_MAX_TOTAL_DAYS = env.get_int("LEASE_MAX_TOTAL_DAYS", 0)
+LEASE_GRACE_DAYS = env.get_int("LEASE_GRACE_DAYS", 7)
+LEASE_DELETE_EXPIRED = env.get_bool("LEASE_DELETE_EXPIRED", False)
+LEASE_REMINDER_DAYS = [int(d) for d in env.get_list("LEASE_REMINDER_DAYS", ["3", "1"])]
 # Internal snapshots live inside the VM's qcow2 disk (and hold its RAM when taken running): cap them.
 SNAPSHOTS_PER_VM = env.get_int("SNAPSHOTS_PER_VM", 5)
 RECONCILE_SECONDS = env.get_int("RECONCILE_SECONDS", 10)

@@ -66,11 +66,12 @@ def test_every_admin_changelist_change_and_add_page_renders_for_a_superuser(
 
     from cluster.services import host_sync
     from quotas.services import quota_get_or_create, quota_request_create
-    from vms.models import AffinityGroup, DevicePropertyRule, Flavor
+    from vms.models import AffinityGroup, DevicePropertyRule, Flavor, LeasePolicy
 
     vm = _vm(alice, "web-1")
     team = Group.objects.create(name="team-a")
     quota_get_or_create(group=team)
+    LeasePolicy.objects.create(group=team, max_days=30)  # VM leases (issue #14): the lease policy admin
     Flavor.objects.create(name="small", vcpus=1, memory_mib=512, disk_gib=5)
     AffinityGroup.objects.create(name="apart").vms.add(vm)  # the scheduler's affinity group admin
     # A device property rule (a transactional test starts without the rows the migration seeds).

@@ -83,6 +83,20 @@ class VMCreateSerializer(serializers.Serializer):
         required=False, allow_blank=True, allow_null=True, max_length=100,
         help_text="The data storage domain the VM's disks go to (GET /api/storage-domains/); default: the portal's "
                   "own pool. Only hosts that see it are eligible.")
+    # --- leases (issue #14) ---
+    lease_days = RawSizeField(required=False, allow_null=True,
+                              help_text='Lease in days (7 or "7d"; 0 or "none": no lease, where the policy allows). '
+                                        "Omitted: the group's (or site's) default lease.")
+    expires_at = serializers.CharField(required=False, allow_null=True, allow_blank=True,
+                                       help_text="Or the lease's end: an ISO date or date-time.")
+
+
+class VMExtendSerializer(serializers.Serializer):
+    days = RawSizeField(required=False, allow_null=True, help_text='Days to add (7 or "7d"): from the current end, or '
+                                                                   "from now once expired.")
+    until = serializers.CharField(required=False, allow_null=True, allow_blank=True,
+                                  help_text="Or the new end (ISO date or date-time). Administrators: null removes "
+                                            "the lease.")
 
 
 class HostNamesField(serializers.ListField):
@@ -189,7 +203,7 @@ class VMSerializer(FastRowsMixin, serializers.ModelSerializer):
         model = VM
         fields = ["id", "uuid", "name", "description", "status", "status_label", "power_state", "owner",
                   "group", "host", "image", "flavor", "vcpus", "memory_mib", "disk_gib", "domain_name",
-                  "created_via", "last_error", "created_at", "updated_at", "status_changed_at", "nics", "ssh",
+                  "created_via", "last_error", "created_at", "updated_at", "status_changed_at", "expires_at", "nics", "ssh",
                   "cdrom_drive", "cdrom", "url", "jobs_url", "snapshots_url", "events_url", "nics_url", "disks_url", "cdrom_url",
                   "highly_available", "ha_priority", "pinned_hosts", "required_tags"]
         read_only_fields = fields

@@ -34,6 +34,7 @@ from storage.models import Volume
 from vms import disks as disk_services
 from vms.adoption import foreign_domain_list, foreign_domain_lookup, vm_adopt, vm_delete_note, vm_release
 from vms.disk_doors import data_volume_get, data_volumes, size_field, vm_disk_get, vm_disks
+from vms.leases import vm_lease_extend, vm_lease_set
 from vms.migration import vm_migrate
 from vms.models import VM, Flavor, VMDisk, VMNic
 from vms.scheduling import SCHEDULING_FIELDS, vm_scheduling_update
@@ -93,6 +94,7 @@ from .serializers import (
     VMActionSerializer,
     VMCreateSerializer,
     VMEventSerializer,
+    VMExtendSerializer,
     VMGrowDiskSerializer,
     VMListQuerySerializer,
     VMMigrateSerializer,
@@ -322,6 +324,28 @@ class VMViewSet(viewsets.GenericViewSet):
             404: NOT_FOUND, 409: OpenApiResponse(ErrorSerializer, description="VM busy, or the host cannot grow disks."),
         },
     )
+    @extend_schema(parameters=[VM_ID], request=VMExtendSerializer,
+                   responses={200: VMSerializer, 400: OpenApiResponse(ErrorSerializer, description="Beyond the lease "
+                              "policy (max lease, max extension, max total), or neither days nor until."),
+                              403: OpenApiResponse(ErrorSerializer, description="Only administrators remove a lease."),
+                              404: NOT_FOUND}, tags=["vms"])
+    @action(detail=True, methods=["post"], url_path="extend", url_name="extend")
+    def extend(self, request, pk=None):
+        """Extend the VM's lease by `days`, or to `until`, within the lease policy of its group (administrators:
+        any end; `{"until": null}` removes the lease). Answers the VM with its new `expires_at`."""
+        data = VMExtendSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        fields = data.validated_data
+        vm = self.get_object()
+        if "until" in fields and fields["until"] is None and fields.get("days") is None:
+            vm = vm_lease_set(actor=request.user, via=Via.API, vm=vm, expires_at=None)
+        else:
+            vm = vm_lease_extend(actor=request.user, via=Via.API, vm=vm, days=fields.get("days"),
+                                 until=fields.get("until"))
+        vm = self.get_object()
+        prefetch_related_objects([vm], *vm_prefetch(request.user))
+        return Response(VMSerializer(vm, context={"request": request}).data)
+
     @action(detail=True, methods=["post"], url_path="grow_disk", url_name="grow-disk")
     def grow_disk(self, request, pk=None):
         """Grow the VM's disk to `disk_gib` (never shrinks); live while it runs. Charged to the disk quota."""

@@ -23,6 +23,8 @@ from portal.units import filesize
 from quotas.selectors import quota_usage
 from storage.cli import add_image_verbs, run_image_verb
 from vms import adoption, disk_doors, disks, lifecycle, selectors, services
+from vms.lease_policy import fmt_when
+from vms.leases import vm_lease_extend, vm_lease_set
 from vms.migration import vm_migrate
 from vms.scheduling import vm_scheduling_update
 
@@ -166,6 +168,10 @@ class Command(BaseCommand):
                             help="thin (default): a qcow2 overlay on the image; full: a standalone copy of it.")
         create.add_argument("--storage-domain", default=None,  # storage domains (issue #11)
                             help="The data storage domain for the VM's disks (manage.py pool list).")
+        create.add_argument("--lease", default=None, metavar="DAYS",  # leases (issue #14)
+                            help="Lease in days (7 or 7d; 0 or none: no lease). Default: the group's default lease.")
+        create.add_argument("--expires", default=None, metavar="DATE",
+                            help="Or the lease's end: an ISO date or date-time.")
         template = sub.add_parser("template", help="Seal a stopped VM into a template (an image with its sizes).")
         template.add_argument("name")
         template.add_argument("--name", dest="template_name", required=True, metavar="TEMPLATE",
@@ -268,7 +274,7 @@ class Command(BaseCommand):
                 vcpus=opts["vcpus"], memory_mib=opts["memory_mib"], disk_gib=opts["disk_gib"],
                 description=opts["description"], start=not opts["no_start"],
                 networks=networks_option(opts["networks"]), clone=opts["clone"],
-                storage_domain=opts.get("storage_domain"))
+                storage_domain=opts.get("storage_domain"), lease_days=opts["lease"], expires_at=opts["expires"])
         if verb == "adopt":
             host = host_get(name_or_id=opts["host"])
             fd = adoption.foreign_domain_get(host=host, key=opts["domain"])
@@ -389,7 +395,7 @@ class Command(BaseCommand):
 
     def _show(self, vm) -> None:
         for field in ("pk", "uuid", "name", "status", "power_state", "vcpus", "memory_mib", "disk_gib",
-                      "domain_name", "domain_type", "last_error"):
+                      "domain_name", "domain_type", "last_error", "expires_at"):
             self.stdout.write(f"{field:<12} {getattr(vm, field)}")
         nics = selectors.vm_nics(vm=vm)
         for nic in nics:  # one line each: network, MAC, model, state, address (blank until a lease is seen)
@@ -442,3 +448,23 @@ def _nic_set(command: Command, actor: Any, vm: Any, opts: dict) -> _Outcome:
 
 register_verb("nic-set", help="Change a NIC's model and device properties (boot_order); they apply at the "
                               "VM's next start.", add_arguments=_nic_set_arguments, run=_nic_set)
+
+
+# --- leases (issue #14) ---
+def _extend_arguments(parser: Any) -> None:
+    parser.add_argument("name")
+    parser.add_argument("--days", default=None, help="Days to add (from the current end, or from now once expired).")
+    parser.add_argument("--until", default=None, metavar="DATE", help="Or the new end: an ISO date or date-time.")
+    parser.add_argument("--no-lease", action="store_true", help="Administrators: remove the lease.")
+
+
+def _extend(command: Command, actor: Any, vm: Any, opts: dict) -> _Outcome:
+    if opts["no_lease"]:
+        vm = vm_lease_set(actor=actor, via=Via.CLI, vm=vm, expires_at=None)
+        return _Outcome(f"The lease of {vm.name} is removed: it no longer expires.", None)
+    vm = vm_lease_extend(actor=actor, via=Via.CLI, vm=vm, days=opts["days"], until=opts["until"])
+    return _Outcome(f"The lease of {vm.name} now ends {fmt_when(vm.expires_at)}.", None)
+
+
+register_verb("extend", help="Extend a VM's lease within its group's policy (administrators: any end, or "
+                             "--no-lease).", add_arguments=_extend_arguments, run=_extend)
