@@ -31,7 +31,7 @@ from django.utils import timezone
 from cluster.scheduler import NoHostAvailable
 from portal.actors import Actor
 from portal.audit import audit
-from portal.exceptions import Conflict, IdempotencyKeyReused, ValidationFailed
+from portal.exceptions import Conflict, IdempotencyKeyReused, PermissionDenied, ValidationFailed
 from portal.jobs import job_create_parent
 from portal.models import AuditEvent, Job
 from quotas.selectors import quota_usage
@@ -196,7 +196,7 @@ def _fit(plan: CreatePlan, count: int) -> tuple[int, str]:
 def vm_bulk_create(*, actor: Actor, via: str, count: object, name_pattern: object, start_number: object = 1,
                    image: Image | str | int | None = None, flavor: Flavor | str | None = None, vcpus: object = None,
                    memory_mib: object = None, disk_gib: object = None, description: str = "",
-                   group: Group | str | None = None, owner: User | None = None,
+                   group: Group | str | None = None, owner: User | str | None = None,
                    networks: Iterable[NetworkKey] | None = None, user_data: str = "", clone: str | None = None,
                    storage_domain: str | None = None, start: bool = True, partial: bool = False,
                    idempotency_key: object = None) -> BulkResult:
@@ -217,6 +217,7 @@ def vm_bulk_create(*, actor: Actor, via: str, count: object, name_pattern: objec
         earlier = _replay(actor=user, key=key, fingerprint=fingerprint)
         if earlier is not None:
             return earlier
+    owner = _resolve_owner(actor=user, owner=owner)
     plan = vm_create_plan(actor=user, names=names, image=image, flavor=flavor, vcpus=vcpus, memory_mib=memory_mib,
                           disk_gib=disk_gib, description=description, group=group, owner=owner, networks=networks,
                           user_data=user_data, clone=clone, storage_domain=storage_domain)
@@ -234,6 +235,21 @@ def vm_bulk_create(*, actor: Actor, via: str, count: object, name_pattern: objec
             if earlier is not None:
                 return earlier
         raise ValidationFailed(f"{plan.whose} a VM with one of these names.", field="name_pattern") from None
+
+
+def _resolve_owner(*, actor: User, owner: User | str | None) -> User | None:
+    """The owner given by username (API, Slack, CLI): administrators only, as vm_create_plan says."""
+    if owner is None or isinstance(owner, User):
+        return owner
+    text = str(owner).strip()
+    if not text or text == actor.get_username():
+        return None
+    if not actor.is_staff:
+        raise PermissionDenied("Only administrators create VMs for other users.")
+    found = User.objects.filter(username=text).first()
+    if found is None:
+        raise ValidationFailed(f"Unknown user {text[:80]!r}.", field="owner")
+    return found
 
 
 def _clashes(plan: CreatePlan) -> list[str]:
