@@ -38,6 +38,7 @@ from quotas.services import (
     quota_request_for_size,
 )
 from storage.selectors import image_list
+from vms.bulk import vm_bulk_create
 from vms.dashboard import host_capacity_for
 from vms.migration import vm_migrate
 from vms.selectors import vm_get_by_name, vm_list, vm_nics, vm_snapshot_get, vm_snapshots, vm_ssh_command
@@ -145,7 +146,7 @@ def _announce(ctx: SlackContext, *, job: Any, text: str, source: SourceMessage |
 
 # --- slash commands -------------------------------------------------------------------------------
 
-ACTING = (c.Create, c.Action, c.QuotaRequest, c.Subscribe, c.Unsubscribe, c.TakeSnapshot, c.GrowDisk, c.Unlink,
+ACTING = (c.Create, c.CreateMany, c.Action, c.QuotaRequest, c.Subscribe, c.Unsubscribe, c.TakeSnapshot, c.GrowDisk, c.Unlink,
           c.Migrate,
           c.TakeBackup, c.RestoreBackup)  # backups (issue #11)
 
@@ -220,6 +221,18 @@ def _create(ctx: SlackContext, user, command: c.Create, prefix: str) -> f.Reply:
                        clone=command.clone)
     _announce(ctx, job=result.job, source=None,
               text=f.creating_text(slack_user_id=ctx.slack_user_id, vm=result.vm, job=result.job))
+    return f.Reply(text="")  # the channel message says it all
+
+
+def _create_many(ctx: SlackContext, user, command: c.CreateMany, prefix: str) -> f.Reply:
+    result = vm_bulk_create(actor=user, via=Via.SLACK, count=command.count, name_pattern=command.pattern,
+                            start_number=command.start_number, image=command.image, flavor=command.flavor,
+                            vcpus=command.vcpus, memory_mib=command.memory_mib, disk_gib=command.disk_gib,
+                            description=command.description, group=command.group,
+                            networks=None if command.networks is None else list(command.networks),
+                            clone=command.clone, partial=command.partial)
+    _announce(ctx, job=result.job, source=None,
+              text=f.creating_many_text(slack_user_id=ctx.slack_user_id, result=result))
     return f.Reply(text="")  # the channel message says it all
 
 
@@ -451,6 +464,7 @@ COMMANDS = {
     c.RestoreBackup: _restore_backup,
     c.ListVMs: _list,
     c.Create: _create,
+    c.CreateMany: _create_many,
     c.Action: _action,
     c.Console: _console,
     c.Info: _info,

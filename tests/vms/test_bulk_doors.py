@@ -78,15 +78,15 @@ def test_api_schema_documents_bulk(test_host, alice, client_for):
 
 def test_cli_bulk_create(test_host, alice):
     out, err = io.StringIO(), io.StringIO()
-    call_command("vm", "--user", "alice", "bulk-create", "cli-{n}", "2", "--vcpus", "1", "--memory", "128",
-                 "--disk", "1", "--idempotency-key", "k-cli", stdout=out, stderr=err)
+    call_command("vm", "--user", "alice", "bulk-create", "cli-{n}", "2", "--vcpus", "1", "--memory-mib", "128",
+                 "--disk-gib", "1", "--idempotency-key", "k-cli", stdout=out, stderr=err)
     assert "Creating 2 VMs" in out.getvalue()
     assert set(VM.objects.values_list("name", flat=True)) == {"cli-1", "cli-2"}
     parent = Job.objects.get(kind="vm.bulk_create")
     assert parent.via == "cli" and parent.status == JobStatus.SUCCEEDED
     out = io.StringIO()
-    call_command("vm", "--user", "alice", "bulk-create", "cli-{n}", "2", "--vcpus", "1", "--memory", "128",
-                 "--disk", "1", "--idempotency-key", "k-cli", stdout=out, stderr=err)
+    call_command("vm", "--user", "alice", "bulk-create", "cli-{n}", "2", "--vcpus", "1", "--memory-mib", "128",
+                 "--disk-gib", "1", "--idempotency-key", "k-cli", stdout=out, stderr=err)
     assert "already made" in out.getvalue() and VM.objects.count() == 2
 
 
