@@ -218,9 +218,17 @@ def vm_bulk_create(*, actor: Actor, via: str, count: object, name_pattern: objec
         if earlier is not None:
             return earlier
     owner = _resolve_owner(actor=user, owner=owner)
-    plan = vm_create_plan(actor=user, names=names, image=image, flavor=flavor, vcpus=vcpus, memory_mib=memory_mib,
-                          disk_gib=disk_gib, description=description, group=group, owner=owner, networks=networks,
-                          user_data=user_data, clone=clone, storage_domain=storage_domain)
+    try:
+        plan = vm_create_plan(actor=user, names=names, image=image, flavor=flavor, vcpus=vcpus,
+                              memory_mib=memory_mib, disk_gib=disk_gib, description=description, group=group,
+                              owner=owner, networks=networks, user_data=user_data, clone=clone,
+                              storage_domain=storage_domain)
+    except ValidationFailed as exc:
+        if "name" not in exc.errors:
+            raise
+        # A name made from the pattern: the pattern is what the caller typed (and what a form shows it next to).
+        errors = {("name_pattern" if k == "name" else k): v for k, v in exc.errors.items()}
+        raise ValidationFailed(errors) from None
     if len(set(plan.names)) != len(plan.names):
         raise ValidationFailed("The name pattern gives the same name twice.", field="name_pattern")
     try:
@@ -317,5 +325,5 @@ def _record(plan: CreatePlan, *, via: str, count: int, start: bool, partial: boo
                       f"{plan.memory_mib} MiB, {plan.disk_gib} GiB each, image {plan.image.name}"
                       + (f" ({result['why_fewer']})" if result["why_fewer"] else ""),
               data={**result, "image": plan.image.name, "owner": plan.owner.get_username(), "partial": partial})
-    return BulkResult(job=parent, requested=count, created=len(made), vms=made, why_fewer=result["why_fewer"])
+    return BulkResult(job=parent, requested=count, created=len(made), vms=made, why_fewer=str(result["why_fewer"]))
 

@@ -293,7 +293,7 @@ class CreatePlan:
     group: Group | None
     nets: tuple[Network, ...]
     user_data: str
-    allowed_hosts: set[int] | None
+    allowed_hosts: frozenset[int] | None
     allowed_reason: str
     storage_domain: str | None
 

@@ -12,7 +12,7 @@ from portal.choices import JobStatus
 from portal.live import live_context
 from portal.web import portal_view
 
-from .selectors import job_get, job_visible
+from .selectors import job_get, job_visible, with_children_count
 
 PAGE_SIZE = 50
 
@@ -24,7 +24,7 @@ def job_list_view(request: HttpRequest) -> HttpResponse:
     """Every job the user may see, newest first, with progress, step and result."""
     status = request.GET.get("status", "")
     status = status if status in JobStatus.values else ""
-    jobs = job_visible(user=request.user).order_by("-created_at")
+    jobs = with_children_count(job_visible(user=request.user)).order_by("-created_at")
     if status:
         jobs = jobs.filter(status=status)
     page = Paginator(jobs, PAGE_SIZE).get_page(request.GET.get("page"))
@@ -41,6 +41,10 @@ def job_list_view(request: HttpRequest) -> HttpResponse:
 @require_GET
 @portal_view(fallback="jobs:list")
 def job_detail_view(request: HttpRequest, job_id: str) -> HttpResponse:
-    """One job: progress, step, result or error, and its log (tracebacks only for admins)."""
+    """One job: progress, step, result or error, and its log (tracebacks only for admins); a batch's parent
+    lists its children (each with its own progress), a child links to its parent."""
     job = job_get(user=request.user, job_id=job_id)
-    return render(request, "jobs/detail.html", {"job": job, **live_context()})
+    children = list(job_visible(user=request.user).filter(parent=job).order_by("created_at"))
+    parent = job_visible(user=request.user).filter(pk=job.parent_id).first() if job.parent_id else None
+    return render(request, "jobs/detail.html", {"job": job, "children": children, "parent": parent,
+                                                **live_context()})

@@ -102,7 +102,12 @@ def test_web_bulk_form_and_parent_job_page(test_host, alice, client):
     assert r["Location"] == f"/jobs/{parent.pk}/"
     assert set(VM.objects.values_list("status", flat=True)) == {VMStatus.RUNNING}
     page = client.get(f"/jobs/{parent.pk}/").content.decode()
-    assert "web-1" in page and "web-2" in page and 'role="progressbar"' in page
+    assert "web-1" in page and "web-2" in page and 'role="progressbar"' in page and "2 jobs in this batch" in page
+    listing = client.get("/jobs/").content.decode()
+    assert "Create several" in listing and "· 2 jobs" in listing
+    child = parent.children.first()
+    assert f"/jobs/{parent.pk}/" in client.get(f"/jobs/{child.pk}/").content.decode()
+    assert "Create several" in client.get("/").content.decode()  # the VMs page links to the form
     # A refusal is shown on the form, next to the field, and nothing is created.
     r = client.post("/vms/bulk/", {"count": "2", "name_pattern": "web", "vcpus": "1", "memory_mib": "128",
                                    "disk_gib": "1", "clone": "thin"})
@@ -119,4 +124,14 @@ def test_admin_bulk_create_for_a_user(test_host, admin_user, alice, client):
                                                     "disk_gib": "1", "clone": "thin", "start": "on"})
     assert r.status_code == 302, r.content.decode()[:3000]
     assert set(VM.objects.values_list("owner__username", "name")) == {("alice", "adm-1"), ("alice", "adm-2")}
-    assert Job.objects.get(kind="vm.bulk_create").via == "admin"
+    parent = Job.objects.get(kind="vm.bulk_create")
+    assert parent.via == "admin"
+    page = client.get(f"/admin/portal/job/{parent.pk}/change/").content.decode()
+    assert "adm-1" in page and "adm-2" in page
+    child = parent.children.first()
+    assert f"/admin/portal/job/{parent.pk}/change/" in client.get(f"/admin/portal/job/{child.pk}/change/").content.decode()
+    # Refused: the owner's quota (alice may have 3 VMs) shown on the form; nothing created.
+    r = client.post("/admin/vms/vm/bulk-create/", {"owner": alice.pk, "count": "2", "name_pattern": "more-{n}",
+                                                    "vcpus": "1", "memory_mib": "128", "disk_gib": "1"})
+    assert r.status_code == 400 and "Quota exceeded for VMs" in r.content.decode()
+    assert VM.objects.count() == 2

@@ -88,7 +88,7 @@ class VMCreateSerializer(serializers.Serializer):
 class VMBulkCreateSerializer(VMCreateSerializer):
     """Many VMs from one image or template (issue #14): VMCreateSerializer's fields but `name`, and the batch's."""
 
-    name = None  # type: ignore[assignment]  (the names come from name_pattern)
+    name = None  # type: ignore[assignment]  # the names come from name_pattern
     count = RawSizeField(help_text="How many VMs (1 to the portal's PORTAL_BULK_MAX_COUNT, 100 by default).")
     name_pattern = serializers.CharField(
         allow_blank=True, trim_whitespace=False,

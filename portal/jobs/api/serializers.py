@@ -14,7 +14,8 @@ from portal.models import Job
 class JobListQuerySerializer(serializers.Serializer):
     status = serializers.ChoiceField(choices=JobStatus.choices, required=False)
     kind = serializers.CharField(required=False, help_text="Job kind, e.g. vm.create.")
-    parent = serializers.UUIDField(required=False, help_text="Only the children of this batch's parent job.")
+    parent = serializers.UUIDField(  # type: ignore[assignment]  # DRF pops declared fields off the class
+        required=False, help_text="Only the children of this batch's parent job.")
 
 
 
@@ -36,7 +37,7 @@ class JobSerializer(JobSummarySerializer):
     traceback = serializers.SerializerMethodField(help_text="Only for staff; empty otherwise.")
     error_detail = serializers.SerializerMethodField(
         help_text="The hypervisor's own words behind `error`. Only for staff; empty otherwise.")
-    parent = serializers.UUIDField(source="parent_id", read_only=True, allow_null=True,
+    parent = serializers.UUIDField(source="parent_id", read_only=True, allow_null=True,  # type: ignore[assignment]
                                    help_text="The batch's parent job (e.g. vm.bulk_create) this job belongs to.")
     children_count = serializers.IntegerField(
         read_only=True, default=0,
