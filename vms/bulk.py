@@ -29,6 +29,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from cluster.scheduler import NoHostAvailable
+from networks.models import Network
 from portal.actors import Actor
 from portal.audit import audit
 from portal.exceptions import Conflict, IdempotencyKeyReused, PermissionDenied, ValidationFailed
@@ -204,13 +205,15 @@ def vm_bulk_create(*, actor: Actor, via: str, count: object, name_pattern: objec
     `partial`, as many as fit, saying why not more). A replay of the same user's `idempotency_key` with the
     same parameters returns the first request's result (`replayed`) and creates nothing."""
     user = _check_actor(actor)
+    if networks is not None and not isinstance(networks, (str, Network)):
+        networks = list(networks)  # read once: the fingerprint and the plan both need it
     key = validate_idempotency_key(idempotency_key)
     n = bulk_count(count)
     names = bulk_names(name_pattern, count=n, start_number=start_number)
     fingerprint = _fingerprint({k: _key_of(v) for k, v in {
         "count": n, "name_pattern": name_pattern, "start_number": start_number, "image": image, "flavor": flavor,
         "vcpus": vcpus, "memory_mib": memory_mib, "disk_gib": disk_gib, "description": description,
-        "group": group, "owner": owner, "networks": None if networks is None else list(networks),
+        "group": group, "owner": owner, "networks": networks,
         "user_data": user_data, "clone": clone, "storage_domain": storage_domain, "start": bool(start),
         "partial": bool(partial)}.items()})
     if key is not None:

@@ -429,6 +429,12 @@ def _offer_lost_again(cutoff: datetime) -> None:
 # died between the commit and the signal) and re-offers waiting children, so a worker restart loses nothing.
 
 
+# How a child held back by its batch's bound says so (its step is WAITING_PREFIX + this + ...): the batch wakes
+# it, so other wake-ups (vms.host_jobs) leave it alone.
+BATCH_WAIT_REASON = "this batch has "
+BATCH_WAIT_STEP = WAITING_PREFIX + BATCH_WAIT_REASON
+
+
 def job_create_parent(*, kind: str, actor: Any, via: str, params: dict | None = None, target: Any = None,
                       step: str = "Queued") -> Job:
     """Create a batch's parent job (running, no worker: its children's ends move it; see batch_settle)."""
@@ -462,8 +468,8 @@ def batch_gate(job: Job) -> str | None:
     limit = _batch_limit(parent)
     running = Job.objects.filter(parent_id=parent.pk, status=JobStatus.RUNNING).count()
     if running >= limit:
-        return (f"{running} jobs of this batch are running (at most {limit} at once); this one starts when "
-                "one of them finishes")
+        return (f"{BATCH_WAIT_REASON}{running} jobs running (at most {limit} at once); this one starts when one "
+                "of them finishes")
     return None
 
 
@@ -523,9 +529,10 @@ def batch_child_finished(sender: Any = None, *, job: Job, **kwargs: Any) -> None
     parent = batch_settle(job.parent_id)
     if parent is None:
         return
+    free = _batch_limit(parent) - Job.objects.filter(parent_id=job.parent_id, status=JobStatus.RUNNING).count()
     waiting = list(Job.objects.filter(parent_id=job.parent_id, status=JobStatus.PENDING,
                                       step__startswith=WAITING_PREFIX).order_by("created_at")
-                   .values_list("pk", flat=True)[:_batch_limit(parent)])
+                   .values_list("pk", flat=True)[:max(1, free)])
     for pk in waiting:
         enqueue(pk)
 

@@ -191,7 +191,7 @@ def test_parallelism_gate_holds_children_and_wakes_them(test_host, alice, monkey
     Job.objects.filter(pk=a.pk).update(status=JobStatus.RUNNING)
     assert jobs.run_job(b.pk) is None
     b.refresh_from_db()
-    assert b.status == JobStatus.PENDING and b.step.startswith("Waiting: 1 jobs of this batch are running")
+    assert b.status == JobStatus.PENDING and b.step.startswith("Waiting: this batch has 1 jobs running (at most 1 at once)")
     Job.objects.filter(pk=a.pk).update(status=JobStatus.SUCCEEDED)
     jobs.batch_settle(parent.pk)
     parent.refresh_from_db()
