@@ -167,7 +167,7 @@ def portal_run(user, image: Image, n: int, parallelism: int, pattern: str) -> tu
 
 
 def portal_cleanup(user) -> None:
-    deletes = [services.vm_delete(actor=user, via="cli", vm=vm).job for vm in VM.objects.filter(owner=user)]
+    deletes = [services.vm_delete(actor=user, via="cli", vm=vm).job for vm in VM.objects.filter(owner=user).exclude(status="deleted")]
     for job in deletes:
         while Job.objects.filter(pk=job.pk).values_list("status", flat=True).get() not in JobStatus.FINISHED:
             time.sleep(0.05)
