@@ -61,6 +61,25 @@ class Create:
 
 
 @dataclass(frozen=True)
+class CreateMany:
+    """Several VMs from one image or template (issue #14): names from a pattern such as lab-{n:02}."""
+
+    pattern: str
+    count: str
+    flavor: str | None = None
+    image: str | None = None
+    vcpus: str | None = None
+    memory_mib: str | None = None
+    disk_gib: str | None = None
+    description: str = ""
+    group: str | None = None
+    networks: tuple[str, ...] | None = None
+    clone: str | None = None
+    start_number: str = "1"
+    partial: bool = False
+
+
+@dataclass(frozen=True)
 class Action:
     """A power action or delete on one VM (the destructive ones are confirmed with buttons first)."""
 
@@ -206,7 +225,7 @@ BACKUP_KINDS = {"auto": "auto", "full": "full", "incremental": "incremental", "i
 # --- end backups ---
 
 
-Command = (Help | Link | Unlink | ListVMs | Create | Action | Console | Info | Networks | Images | Quota | QuotaRequest | Hosts
+Command = (Help | Link | Unlink | ListVMs | Create | CreateMany | Action | Console | Info | Networks | Images | Quota | QuotaRequest | Hosts
            | Subscribe | Unsubscribe | Subscriptions | TakeSnapshot | ListSnapshots | Revert | GrowDisk | ListKeys | Migrate
            | TakeBackup | ListBackups | RestoreBackup | Extend)
 
@@ -232,6 +251,7 @@ CREATE_OPTIONS = {
     "clone": "clone",
     "lease": "lease", "expires": "lease",
 }
+CREATE_MANY_OPTIONS = {**CREATE_OPTIONS, "start": "start_number", "from": "start_number", "partial": "partial"}
 QUOTA_OPTIONS = {
     "vms": "max_vms",
     "cpus": "max_vcpus", "vcpus": "max_vcpus",
@@ -353,6 +373,18 @@ def parse(text: str, *, prefix: str = "/vm") -> Command:
         name = _one_name("create", positional, prefix)
         networks = _networks(options.pop("networks", None), prefix)
         return Create(name=name, networks=networks, **options)
+    if verb in ("create-many", "bulk-create", "create-several"):
+        positional, options = _options(rest, CREATE_MANY_OPTIONS, "create-many")
+        if len(positional) != 2:
+            raise ParseError(f"Type `{prefix} create-many PATTERN COUNT --image IMAGE`, e.g. "
+                             f"`{prefix} create-many lab-{{n:02}} 20 --image lab-template` ({{n}} is each VM's number).")
+        networks = _networks(options.pop("networks", None), prefix)
+        partial = options.pop("partial", None)
+        if partial is not None and partial.lower() not in ("yes", "no", "true", "false", "1", "0"):
+            raise ParseError("`--partial yes` creates as many as fit your quota; `--partial no` (the default): all "
+                             "or nothing.")
+        return CreateMany(pattern=positional[0], count=positional[1], networks=networks,
+                          partial=(partial or "no").lower() in ("yes", "true", "1"), **options)
     if verb in ACTION_VERBS:
         positional, _ = _options(rest, {}, verb)
         return Action(action=ACTION_VERBS[verb], name=_one_name(verb, positional, prefix))

@@ -139,6 +139,13 @@ def vm_url(vm) -> str:
         return portal_url("/")
 
 
+def job_url(job) -> str:
+    try:
+        return portal_url(reverse("jobs:detail", args=[job.pk]))
+    except Exception:  # the web views are optional for the bot
+        return portal_url("/")
+
+
 def specs(vm) -> str:
     image = f" · {esc(vm.image.name)}" if vm.image_id else ""
     return f"{vm.vcpus} vCPU · {mib(vm.memory_mib)} · {vm.disk_gib} GiB{image}"
@@ -160,6 +167,9 @@ def help_reply(prefix: str, *, is_staff: bool = False, linked: bool = True) -> R
         "from a template: `--image TEMPLATE` takes its sizes, `--clone full` makes a standalone copy of it; "
         "`--lease 7d` gives it a lease, `--lease none` none, within your group's policy)",
         f"`{prefix} extend NAME 7d` · `{prefix} extend NAME 2030-01-31` — extend the VM's lease (within policy)",
+        f"`{prefix} create-many PATTERN COUNT --image IMAGE` — several VMs at once, named by the pattern "
+        "(`lab-{n:02}` gives lab-01, lab-02, …; same options as create, `--start N` for the first number, "
+        "`--partial yes` for as many as fit your quota)",
         f"`{prefix} info NAME` — the VM's state, size, NICs with their addresses, and its ssh line",
         f"`{prefix} networks` — the networks you can put VMs on (the default one marked)",
         f"`{prefix} images [disk|iso|template]` — the images you can create VMs from "
@@ -545,6 +555,17 @@ def creating_text(*, slack_user_id: str, vm, job) -> str:
             f"job `{short_id(job)}`. I'll reply in this thread when it runs.")
 
 
+def creating_many_text(*, slack_user_id: str, result) -> str:
+    """A bulk create (issue #14): how many, their names, why fewer than asked, and the parent job."""
+    names = [vm.name for vm in result.vms]
+    shown = ", ".join(names[:5]) + (f" … {names[-1]}" if len(names) > 5 else "")
+    fewer = f" ({esc(result.why_fewer)})" if result.why_fewer else ""
+    asked = f" of {result.requested}" if result.created != result.requested else ""
+    return (f"{mention(slack_user_id)} is creating {result.created}{asked} VMs: {esc(shown)}{fewer} · job "
+            f"`{short_id(result.job)}` (<{job_url(result.job)}|progress>). I'll reply in this thread when they "
+            "have all finished.")
+
+
 def started_action_text(*, slack_user_id: str, message: str, job) -> str:
     """After a click or command: what was asked, by whom, and which job carries it out."""
     job_part = f" · job `{short_id(job)}`" if job is not None else ""
@@ -591,6 +612,7 @@ _DONE = {
     "vm.snapshot.revert": "⏪ *{name}* was reverted to snapshot `{snapshot}`.",
     "vm.snapshot.delete": "🗑️ Snapshot `{snapshot}` of *{name}* deleted.",
     "vm.template": "🧬 Template `{template}` made from *{name}*.",
+    "vm.bulk_create": "✅ *{name}*: every VM was created.",
 }
 
 

@@ -38,6 +38,7 @@ from quotas.services import (
     quota_request_for_size,
 )
 from storage.selectors import image_list
+from vms.bulk import vm_bulk_create
 from vms.dashboard import host_capacity_for
 from vms.lease_policy import fmt_when
 from vms.leases import vm_lease_extend, vm_lease_set
@@ -147,7 +148,7 @@ def _announce(ctx: SlackContext, *, job: Any, text: str, source: SourceMessage |
 
 # --- slash commands -------------------------------------------------------------------------------
 
-ACTING = (c.Create, c.Action, c.QuotaRequest, c.Subscribe, c.Unsubscribe, c.TakeSnapshot, c.GrowDisk, c.Unlink,
+ACTING = (c.Create, c.CreateMany, c.Action, c.QuotaRequest, c.Subscribe, c.Unsubscribe, c.TakeSnapshot, c.GrowDisk, c.Unlink,
           c.Migrate, c.Extend,
           c.TakeBackup, c.RestoreBackup)  # backups (issue #11)
 
@@ -232,6 +233,18 @@ def _extend(ctx: SlackContext, user, command: c.Extend, prefix: str) -> f.Reply:
         return f.Reply(text=f"The lease of *{f.esc(vm.name)}* is removed: it no longer expires.")
     vm = vm_lease_extend(actor=user, via=Via.SLACK, vm=vm, days=command.days, until=command.until)
     return f.Reply(text=f"The lease of *{f.esc(vm.name)}* now ends {fmt_when(vm.expires_at)}.")
+
+
+def _create_many(ctx: SlackContext, user, command: c.CreateMany, prefix: str) -> f.Reply:
+    result = vm_bulk_create(actor=user, via=Via.SLACK, count=command.count, name_pattern=command.pattern,
+                            start_number=command.start_number, image=command.image, flavor=command.flavor,
+                            vcpus=command.vcpus, memory_mib=command.memory_mib, disk_gib=command.disk_gib,
+                            description=command.description, group=command.group,
+                            networks=None if command.networks is None else list(command.networks),
+                            clone=command.clone, partial=command.partial)
+    _announce(ctx, job=result.job, source=None,
+              text=f.creating_many_text(slack_user_id=ctx.slack_user_id, result=result))
+    return f.Reply(text="")  # the channel message says it all
 
 
 def _action(ctx: SlackContext, user, command: c.Action, prefix: str) -> f.Reply:
@@ -462,6 +475,7 @@ COMMANDS = {
     c.RestoreBackup: _restore_backup,
     c.ListVMs: _list,
     c.Create: _create,
+    c.CreateMany: _create_many,
     c.Action: _action,
     c.Extend: _extend,
     c.Console: _console,

@@ -9,8 +9,9 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
+from django.urls import reverse
 from django.utils import timezone
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 
 from .admin_helpers import (
     EMPTY,
@@ -68,7 +69,8 @@ class JobAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     date_hierarchy = "created_at"
     actions = ["cancel_jobs"]
     fieldsets = (
-        (None, {"fields": ("id", "kind", "target", "status_badge", "progress_col", "step", "actor", "via")}),
+        (None, {"fields": ("id", "kind", "target", "status_badge", "progress_col", "step", "actor", "via",
+                           "batch")}),
         ("External plugin", {"fields": ("external", "plugin", "cancellable", "cancel_requested_at")}),
         ("Outcome", {"fields": ("error", "error_detail", "result_json", "log_text", "traceback_text")}),
         ("Timing", {"fields": ("created", "started", "finished", "duration", "attempts", "max_attempts", "worker",
@@ -78,7 +80,20 @@ class JobAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     readonly_fields = ("id", "kind", "target", "status_badge", "progress_col", "step", "actor", "via",
                        "external", "plugin", "cancellable", "cancel_requested_at", "error",
                        "error_detail", "result_json", "log_text", "traceback_text", "created", "started", "finished",
-                       "duration", "attempts", "max_attempts", "worker", "heartbeat", "params_json", "audit_link")
+                       "duration", "attempts", "max_attempts", "worker", "heartbeat", "params_json", "audit_link",
+                       "batch")
+
+    @admin.display(description="batch")
+    def batch(self, obj):
+        """A batch's parent lists its children, a child links to its parent (issue #14)."""
+        if obj.parent_id:
+            return format_html('part of <a href="{}">{}</a>', reverse("admin:portal_job_change", args=[obj.parent_id]),
+                               obj.parent_id)
+        children = list(obj.children.order_by("created_at").values_list("pk", "target_name", "status")[:200])
+        if not children:
+            return "—"
+        return format_html_join(", ", '<a href="{}">{}</a> ({})', (
+            (reverse("admin:portal_job_change", args=[pk]), name or pk, status) for pk, name, status in children))
 
     @admin.display(description="target", ordering="target_name")
     def target(self, obj):

@@ -82,6 +82,13 @@ class Conflict(PortalError):
     exit_code = 5
 
 
+class IdempotencyKeyReused(Conflict):
+    """An idempotency key sent again with different parameters (a retry must repeat its request exactly)."""
+
+    code = "idempotency_key_reused"
+    http_status = 422
+
+
 class QuotaExceeded(PortalError):
     code = "quota_exceeded"
     http_status = 403

@@ -54,6 +54,8 @@ class Job(models.Model):
     target_id = models.CharField(max_length=64, blank=True, db_index=True)
     target_name = models.CharField(max_length=200, blank=True)
     params = models.JSONField(default=dict, blank=True)
+    # A batch's parent job (e.g. vm.bulk_create): it finishes when all its children have (portal.jobs.batches).
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children")
     result = models.JSONField(default=dict, blank=True)
     error = models.TextField(blank=True)
     # For administrators only: the hypervisor's own words behind `error` (libvirt text, URIs, paths).

@@ -53,6 +53,7 @@ from storage.admin import VolumeAdmin
 from storage.models import Image, Volume
 
 from . import adoption, lifecycle, services
+from .bulk import vm_bulk_create
 from .choices import VMStatus
 from .dashboard import dashboard
 from .disk_doors import is_data_disk, properties_text
@@ -236,6 +237,28 @@ class VMAdminCreateForm(forms.Form):
                 "group": data["group"], "description": data["description"], "start": data["start"], **sizes}
 
 
+class VMAdminBulkCreateForm(VMAdminCreateForm):
+    """Create several VMs for a user (issue #14): vms.bulk.vm_bulk_create checks everything."""
+
+    name = None  # type: ignore[assignment]  # the names come from the pattern
+    name_pattern = forms.CharField(strip=False, initial="lab-{n:02}",
+                                   help_text="{n} is each VM's number: lab-{n:02} gives lab-01, lab-02, …")
+    count = forms.CharField(initial="5", help_text="How many VMs.")
+    start_number = forms.CharField(required=False, initial="1", help_text="The first number.")
+    partial = forms.BooleanField(required=False, help_text="As many as fit the quota and the hosts (default: all "
+                                                           "or nothing).")
+    field_order = ["owner", "name_pattern", "count", "start_number"]
+
+    def service_kwargs(self) -> dict:
+        data = self.cleaned_data
+        sizes = {} if data["flavor"] else {"vcpus": data["vcpus"], "memory_mib": data["memory_mib"],
+                                           "disk_gib": data["disk_gib"]}
+        return {"owner": data["owner"], "name_pattern": data["name_pattern"], "count": data["count"],
+                "start_number": data["start_number"] or 1, "image": data["image"], "flavor": data["flavor"],
+                "group": data["group"], "description": data["description"], "start": data["start"],
+                "partial": data["partial"], **sizes}
+
+
 class DiskInline(ReadOnlyAdminMixin, admin.TabularInline):
     """The VM's disks: each attachment and its storage volume, as the services recorded them (read-only)."""
 
@@ -381,6 +404,32 @@ class VMAdmin(ServiceSaveMixin, admin.ModelAdmin):
         context = {
             **self.admin_site.each_context(request), "title": "Create a VM for a user", "form": form,
             "opts": self.model._meta, "has_view_permission": True, "subtitle": None,
+        }
+        return TemplateResponse(request, "admin/vms/vm/add.html", context, status=400 if form.errors else 200)
+
+    def get_urls(self):
+        name = f"{self.model._meta.app_label}_{self.model._meta.model_name}_bulk_create"
+        return [path("bulk-create/", self.admin_site.admin_view(self.bulk_create_view), name=name),
+                *super().get_urls()]
+
+    def bulk_create_view(self, request):
+        """Create several VMs for a user with one parent job (vms.bulk), like the portal's "Create several"."""
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        form = VMAdminBulkCreateForm(request.POST or None, initial={"start": True})
+        if request.method == "POST" and form.is_valid():
+            try:
+                result = vm_bulk_create(actor=request.user, via=Via.ADMIN, **form.service_kwargs())
+            except PortalError as exc:
+                form_error(form, exc, user=request.user)
+            else:
+                level, text = job_report(result.job, result.message)
+                self.message_user(request, text, level)
+                return HttpResponseRedirect(admin_url(result.job, "change") or "../")
+        context = {
+            **self.admin_site.each_context(request), "title": "Create several VMs for a user", "form": form,
+            "opts": self.model._meta, "has_view_permission": True, "subtitle": None,
+            "submit_label": "Create the VMs", "what": "No VM was created",
         }
         return TemplateResponse(request, "admin/vms/vm/add.html", context, status=400 if form.errors else 200)
 

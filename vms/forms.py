@@ -138,3 +138,35 @@ def posted_properties(data, fields, current: dict | None) -> dict[str, object]:
             continue
         changed[field.name] = value
     return changed
+
+
+class VMBulkCreateForm(forms.Form):
+    """Create several VMs (issue #14): a name pattern, a count and one VM's choices (vms.bulk decides)."""
+
+    name_pattern = forms.CharField(required=False, strip=False, label="Name pattern")
+    count = forms.CharField(required=False, label="How many")
+    start_number = forms.CharField(required=False, label="First number")
+    flavor = forms.CharField(required=False)
+    vcpus = forms.CharField(required=False, label="vCPUs")
+    memory_mib = forms.CharField(required=False, label="Memory (MiB)")
+    disk_gib = forms.CharField(required=False, label="Disk (GiB)")
+    image = forms.CharField(required=False)
+    group = forms.CharField(required=False, label="Team")
+    clone = forms.CharField(required=False)
+    description = forms.CharField(required=False, strip=False, widget=forms.Textarea, max_length=DESCRIPTION_MAX * 2)
+    start = forms.BooleanField(required=False, initial=True, label="Start them")
+    partial = forms.BooleanField(required=False, label="As many as fit")
+
+    def service_kwargs(self) -> dict:
+        """The arguments for vms.bulk.vm_bulk_create: a flavor name, or the three custom sizes."""
+        data = self.cleaned_data
+        kwargs = {"name_pattern": data["name_pattern"], "count": data["count"],
+                  "start_number": data["start_number"] or 1, "image": data["image"] or None,
+                  "group": data["group"] or None, "clone": data["clone"] or None,
+                  "description": data["description"], "start": bool(data["start"]),
+                  "partial": bool(data["partial"])}
+        if data["flavor"] and data["flavor"] != CUSTOM:
+            kwargs["flavor"] = data["flavor"]
+        else:
+            kwargs.update(vcpus=data["vcpus"], memory_mib=data["memory_mib"], disk_gib=data["disk_gib"])
+        return kwargs

@@ -21,7 +21,7 @@ from django.db import transaction
 from cluster.choices import HostStatus
 from cluster.models import Host
 from portal.choices import JobStatus
-from portal.jobs import WAITING_PREFIX, enqueue
+from portal.jobs import BATCH_WAIT_STEP, WAITING_PREFIX, enqueue
 from portal.models import Job
 
 from .models import VM
@@ -97,7 +97,9 @@ def wake_waiting(sender: Any = None, *, job: Job, **kwargs: Any) -> None:
     with transaction.atomic():
         # Claims under way on these hosts hold their rows: their held-back jobs are committed before we look.
         list(Host.objects.select_for_update().filter(pk__in=hosts).order_by("pk").values_list("pk", flat=True))
+        # Not those a batch holds back (portal.jobs' batch gate): their batch wakes them as its jobs finish.
         waiting = list(Job.objects.filter(status=JobStatus.PENDING, step__startswith=WAITING_PREFIX, target_type="vm")
+                       .exclude(step__startswith=BATCH_WAIT_STEP)
                        .order_by("created_at").values_list("pk", "target_id", "kind", "params"))
     if not waiting:
         return

@@ -152,6 +152,7 @@ def status_for(state: PowerState | None) -> str:
 # What each VM job does, in the words of the buttons that start it (registered with portal.jobs.labels).
 JOB_LABELS: dict[str, str] = {
     "vm.create": "Create",
+    "vm.bulk_create": "Create several",  # a batch's parent job (vms.bulk)
     **{t.job_kind: t.label for t in ACTIONS.values()},
     "vm.disk.grow": "Grow disk",
     "vm.template": "Make template",

@@ -295,3 +295,21 @@ class LeaseNotice(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} ({self.days_before} d) for {self.vm.name}"
+
+
+class IdempotencyKey(models.Model):
+    """A bulk request's idempotency key (issue #14): the same user's same key with the same parameters
+    (`fingerprint`) answers with the same parent job and creates nothing new; a key is forgotten after
+    settings.IDEMPOTENCY_TTL_SECONDS."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    key = models.CharField(max_length=200)
+    fingerprint = models.CharField(max_length=64)
+    job = models.ForeignKey("portal.Job", null=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "key"], name="idempotency_key_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.key} ({self.user_id})"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import NamedTuple
 
 from django.conf import settings
@@ -288,24 +289,41 @@ def _new_mac() -> str:
     raise Conflict("Could not find a free MAC address; try again.")
 
 
-def vm_create(*, actor: Actor, via: str, name: str, image: Image | str | int | None = None,
-              flavor: Flavor | str | None = None, vcpus: object = None, memory_mib: object = None,
-              disk_gib: object = None, description: str = "", group: Group | str | None = None, start: bool = True,
-              owner: User | None = None, networks: Iterable[NetworkKey] | None = None,
-              user_data: str = "", clone: str | None = None,
-              storage_domain: str | None = None, lease_days: object = None,
-              expires_at: object = None) -> ActionResult:
-    """Validate, reserve quota under a row lock, write the VM as `creating` and queue the create job.
+@dataclass(frozen=True)
+class CreatePlan:
+    """A validated VM creation (every rule checked but the record phase's): one VM, or many (vms.bulk)."""
 
-    `clone`: "thin" (the default) makes the disk a qcow2 overlay on the image's base volume (fast; the
-    image is kept while such clones exist); "full" a standalone copy of it (slower, independent).
-    Without a flavor or sizes, a template's own sizes are the defaults.
+    actor: User
+    owner: User
+    names: tuple[str, ...]
+    description: str
+    clone: str
+    image: Image
+    flavor: Flavor | None
+    vcpus: int
+    memory_mib: int
+    disk_gib: int
+    group: Group | None
+    nets: tuple[Network, ...]
+    user_data: str
+    allowed_hosts: frozenset[int] | None
+    allowed_reason: str
+    storage_domain: str | None
+    expires_at: datetime | None = None  # the VM's lease end (vms.leases; None: no lease)
 
-    `owner` (administrators only): create the VM for another user, on that user's (or team's) quota.
-    `networks`: one NIC on each (None: the owner's default network, if any; []: no NIC). Images that
-    take cloud-init get a NoCloud seed with the owner's SSH keys and `user_data`.
-    `lease_days` (0: no lease) or `expires_at`: the VM's lease (vms.leases; None: the group's default).
-    """
+    @property
+    def whose(self) -> str:
+        return "You already have" if self.owner == self.actor else f"{self.owner.get_username()} already has"
+
+
+def vm_create_plan(*, actor: Actor, names: Iterable[str], image: Image | str | int | None = None,
+                   flavor: Flavor | str | None = None, vcpus: object = None, memory_mib: object = None,
+                   disk_gib: object = None, description: str = "", group: Group | str | None = None,
+                   owner: User | None = None, networks: Iterable[NetworkKey] | None = None,
+                   user_data: str = "", clone: str | None = None, storage_domain: str | None = None,
+                   lease_days: object = None, expires_at: object = None) -> CreatePlan:
+    """Every check of a create that needs no lock: who for, names, size, image, group, networks, lease
+    (vm_create's and vms.bulk's one set of rules)."""
     actor = _check_actor(actor)
     owner = owner or actor
     if owner != actor:
@@ -314,7 +332,7 @@ def vm_create(*, actor: Actor, via: str, name: str, image: Image | str | int | N
         if not owner.is_active:
             raise ValidationFailed(f"{owner.get_username()} is inactive: VMs cannot be created for them.",
                                    field="owner")
-    name = validate_vm_name(name)
+    valid_names = tuple(validate_vm_name(name) for name in names)
     description = validate_description(description)
     clone = (clone or CLONE_THIN).strip().lower()
     if clone not in CLONE_MODES:
@@ -342,62 +360,108 @@ def vm_create(*, actor: Actor, via: str, name: str, image: Image | str | int | N
         domain_hosts, domain_reason = domain_host_ids(storage_domain, field="storage_domain")
         allowed_hosts = domain_hosts if allowed_hosts is None else allowed_hosts & domain_hosts
         allowed_reason = f"{allowed_reason} and {domain_reason}" if allowed_reason else domain_reason
-    whose = "You already have" if owner == actor else f"{owner.get_username()} already has"
+    return CreatePlan(actor=actor, owner=owner, names=valid_names, description=description, clone=clone,
+                      image=image, flavor=flavor, vcpus=vcpus, memory_mib=memory_mib, disk_gib=disk_gib,
+                      group=group, nets=tuple(nets), user_data=user_data, allowed_hosts=allowed_hosts,
+                      allowed_reason=allowed_reason, storage_domain=storage_domain, expires_at=lease_end)
+
+
+def vm_create(*, actor: Actor, via: str, name: str, image: Image | str | int | None = None,
+              flavor: Flavor | str | None = None, vcpus: object = None, memory_mib: object = None,
+              disk_gib: object = None, description: str = "", group: Group | str | None = None, start: bool = True,
+              owner: User | None = None, networks: Iterable[NetworkKey] | None = None,
+              user_data: str = "", clone: str | None = None,
+              storage_domain: str | None = None, lease_days: object = None,
+              expires_at: object = None) -> ActionResult:
+    """Validate, reserve quota under a row lock, write the VM as `creating` and queue the create job.
+
+    `clone`: "thin" (the default) makes the disk a qcow2 overlay on the image's base volume (fast; the
+    image is kept while such clones exist); "full" a standalone copy of it (slower, independent).
+    Without a flavor or sizes, a template's own sizes are the defaults.
+
+    `owner` (administrators only): create the VM for another user, on that user's (or team's) quota.
+    `networks`: one NIC on each (None: the owner's default network, if any; []: no NIC). Images that
+    take cloud-init get a NoCloud seed with the owner's SSH keys and `user_data`.
+    `lease_days` (0: no lease) or `expires_at`: the VM's lease (vms.leases; None: the group's default).
+    """
+    plan = vm_create_plan(actor=actor, names=[name], image=image, flavor=flavor, vcpus=vcpus, memory_mib=memory_mib,
+                          disk_gib=disk_gib, description=description, group=group, owner=owner, networks=networks,
+                          user_data=user_data, clone=clone, storage_domain=storage_domain,
+                          lease_days=lease_days, expires_at=expires_at)
+    name = plan.names[0]
     try:
         with transaction.atomic():
-            _lock_image(image)  # first: an image_delete under way finishes, or waits for this VM's rows
-            quota_reserve(user=owner, group=group, vcpus=vcpus, memory_mib=memory_mib, disk_gib=disk_gib)
-            if VM.objects.filter(owner=owner, name=name).exclude(status=VMStatus.DELETED).exists():
-                raise ValidationFailed(f"{whose} a VM named {name!r}.", field="name")
-            # Placement inside the record phase: the clusters' rows are locked, so concurrent creates see each
-            # other's VMs and never overcommit a host (cluster.scheduler).
-            placement = schedule(request=VMRequest(vcpus=vcpus, memory_mib=memory_mib, name=name,
-                                                   allowed_host_ids=allowed_hosts, allowed_reason=allowed_reason),
-                                 lock=True)
-            host = placement.host
-            vm = VM.objects.create(
-                name=name, description=description, owner=owner, group=group, host=host, image=image,
-                flavor=flavor, vcpus=vcpus, memory_mib=memory_mib, disk_gib=disk_gib,
-                status=VMStatus.CREATING, created_via=via, user_data=user_data, expires_at=lease_end,
-            )
-            vm.domain_name = f"{_domain_prefix()}-{vm.uuid.hex[:12]}"
-            VM.objects.filter(pk=vm.pk).update(domain_name=vm.domain_name)
-            pool = pool_for_host(host, storage_domain)
-            # An ISO install: a blank root disk, the ISO in the CD-ROM drive, CD first at boot.
-            installs = image.kind == Image.Kind.ISO
-            full = clone == CLONE_FULL
-            root = volume_plan(pool=pool, name=f"{vm.domain_name}-disk0.qcow2", capacity_gib=disk_gib,
-                               backing_image=None if (full or installs) else image, copy_of=image if full else None)
-            if installs:
-                VM.objects.filter(pk=vm.pk).update(cdrom_drive=True, cdrom=image)
-                vm.cdrom_drive, vm.cdrom = True, image
-            VMDisk.objects.create(vm=vm, volume=root, target="vda", bus="virtio")
-            if image.cloud_init:
-                seed = volume_plan(pool=pool, name=f"{vm.domain_name}-cidata.iso", capacity_gib=0,
-                                   backing_image=None, fmt="raw")
-                VMDisk.objects.create(vm=vm, volume=seed, target=SEED_TARGET, bus="virtio", readonly=True)
-            # Locked: a network being deleted or reshaped waits for this VM's NICs, or this create waits for it.
-            list(Network.objects.select_for_update().filter(pk__in=[n.pk for n in nets]))
-            for network in nets:
-                VMNic.objects.create(vm=vm, network=network, mac=_new_mac(), status=VMNic.Status.ATTACHED)
-            job = job_create(kind="vm.create", actor=actor, via=via, target=vm,
-                             params={"start": start, "placement": placement.explanation}, max_attempts=2)
-            _log_placement(job, placement.explanation)
-            for_whom = "" if owner == actor else f" for {owner.get_username()}"
-            audit(actor=actor, via=via, action="vm.create", target=vm, job=job,
-                  outcome=AuditEvent.Outcome.REQUESTED,
-                  message=f"Create {name}{for_whom}: {vcpus} vCPU, {memory_mib} MiB, {disk_gib} GiB, "
-                          f"image {image.name}" + (" (ISO in the CD-ROM drive, blank disk)" if installs else "")
-                          + (" (full copy)" if full else ""),
-                  data={"vcpus": vcpus, "memory_mib": memory_mib, "disk_gib": disk_gib, "image": image.name,
-                        "clone": clone, "owner": owner.get_username(), "networks": [n.name for n in nets],
-                        "expires_at": lease_end.isoformat() if lease_end else None})
-            vm_publish(vm)
+            _lock_image(plan.image)  # first: an image_delete under way finishes, or waits for this VM's rows
+            quota_reserve(user=plan.owner, group=plan.group, vcpus=plan.vcpus, memory_mib=plan.memory_mib,
+                          disk_gib=plan.disk_gib)
+            result = vm_create_record(plan, via=via, name=name, start=start)
     except IntegrityError:  # the unique (owner, name) constraint lost a race with a twin request
-        raise ValidationFailed(f"{whose} a VM named {name!r}.", field="name") from None
+        raise ValidationFailed(f"{plan.whose} a VM named {name!r}.", field="name") from None
     except NoHostAvailable as exc:  # recorded after the rollback: power saving wakes a standby host
         capacity_short(reason=exc.message)
         raise
+    return result
+
+
+def vm_create_lock(plan: CreatePlan) -> None:
+    """The first lock of a create's record phase (an image_delete under way finishes, or waits for it)."""
+    _lock_image(plan.image)
+
+
+def vm_create_record(plan: CreatePlan, *, via: str, name: str, start: bool = True,
+                     parent: Job | None = None) -> ActionResult:
+    """The record phase of one VM of `plan`, inside the caller's transaction, after its image lock and quota
+    check: the name clash, placement, the rows (VM, disks, NICs), the vm.create job (a child of `parent`,
+    when a batch's) and the audit event."""
+    assert transaction.get_connection().in_atomic_block, "vm_create_record needs the caller's transaction"
+    actor, owner, image = plan.actor, plan.owner, plan.image
+    vcpus, memory_mib, disk_gib = plan.vcpus, plan.memory_mib, plan.disk_gib
+    if VM.objects.filter(owner=owner, name=name).exclude(status=VMStatus.DELETED).exists():
+        raise ValidationFailed(f"{plan.whose} a VM named {name!r}.", field="name")
+    # Placement inside the record phase: the clusters' rows are locked, so concurrent creates see each
+    # other's VMs and never overcommit a host (cluster.scheduler).
+    placement = schedule(request=VMRequest(vcpus=vcpus, memory_mib=memory_mib, name=name,
+                                           allowed_host_ids=plan.allowed_hosts, allowed_reason=plan.allowed_reason),
+                         lock=True)
+    host = placement.host
+    vm = VM.objects.create(
+        name=name, description=plan.description, owner=owner, group=plan.group, host=host, image=image,
+        flavor=plan.flavor, vcpus=vcpus, memory_mib=memory_mib, disk_gib=disk_gib,
+        status=VMStatus.CREATING, created_via=via, user_data=plan.user_data, expires_at=plan.expires_at,
+    )
+    vm.domain_name = f"{_domain_prefix()}-{vm.uuid.hex[:12]}"
+    VM.objects.filter(pk=vm.pk).update(domain_name=vm.domain_name)
+    pool = pool_for_host(host, plan.storage_domain)
+    # An ISO install: a blank root disk, the ISO in the CD-ROM drive, CD first at boot.
+    installs = image.kind == Image.Kind.ISO
+    full = plan.clone == CLONE_FULL
+    root = volume_plan(pool=pool, name=f"{vm.domain_name}-disk0.qcow2", capacity_gib=disk_gib,
+                       backing_image=None if (full or installs) else image, copy_of=image if full else None)
+    if installs:
+        VM.objects.filter(pk=vm.pk).update(cdrom_drive=True, cdrom=image)
+        vm.cdrom_drive, vm.cdrom = True, image
+    VMDisk.objects.create(vm=vm, volume=root, target="vda", bus="virtio")
+    if image.cloud_init:
+        seed = volume_plan(pool=pool, name=f"{vm.domain_name}-cidata.iso", capacity_gib=0,
+                           backing_image=None, fmt="raw")
+        VMDisk.objects.create(vm=vm, volume=seed, target=SEED_TARGET, bus="virtio", readonly=True)
+    # Locked: a network being deleted or reshaped waits for this VM's NICs, or this create waits for it.
+    list(Network.objects.select_for_update().filter(pk__in=[n.pk for n in plan.nets]))
+    for network in plan.nets:
+        VMNic.objects.create(vm=vm, network=network, mac=_new_mac(), status=VMNic.Status.ATTACHED)
+    job = job_create(kind="vm.create", actor=actor, via=via, target=vm,
+                     params={"start": start, "placement": placement.explanation}, max_attempts=2, parent=parent)
+    _log_placement(job, placement.explanation)
+    for_whom = "" if owner == actor else f" for {owner.get_username()}"
+    audit(actor=actor, via=via, action="vm.create", target=vm, job=job,
+          outcome=AuditEvent.Outcome.REQUESTED,
+          message=f"Create {name}{for_whom}: {vcpus} vCPU, {memory_mib} MiB, {disk_gib} GiB, "
+                  f"image {image.name}" + (" (ISO in the CD-ROM drive, blank disk)" if installs else "")
+                  + (" (full copy)" if full else ""),
+          data={"vcpus": vcpus, "memory_mib": memory_mib, "disk_gib": disk_gib, "image": image.name,
+                "clone": plan.clone, "owner": owner.get_username(), "networks": [n.name for n in plan.nets],
+                "expires_at": plan.expires_at.isoformat() if plan.expires_at else None})
+    vm_publish(vm)
     return ActionResult(vm, job, f"Creating {name}.")
 
 

@@ -8,6 +8,7 @@ app_name = "vms"
 urlpatterns = [
     path("", views.vm_list_view, name="list"),
     path("vms/new/", views.vm_create_view, name="create"),
+    path("vms/bulk/", views.vm_bulk_create_view, name="bulk-create"),
     path("vms/status.json", views.status_json_view, name="status"),
     path("vms/<int:pk>/", views.vm_detail_view, name="detail"),
     path("vms/<int:pk>/edit/", views.vm_update_view, name="update"),

@@ -28,6 +28,7 @@ from storage.models import Image, StoragePool
 from storage.selectors import image_list
 
 from . import disks, lifecycle, services
+from .bulk import vm_bulk_create
 from .choices import VMStatus
 from .consumers import live_state
 from .disk_doors import (
@@ -43,6 +44,7 @@ from .forms import (
     CUSTOM,
     NAME_PATTERN_HTML,
     DiskAddForm,
+    VMBulkCreateForm,
     VMCreateForm,
     VMTemplateForm,
     VMUpdateForm,
@@ -138,6 +140,32 @@ def vm_list_view(request: HttpRequest) -> HttpResponse:
         "status_choices": [(v, label) for v, label in VMStatus.choices if v != VMStatus.DELETED],
         "action_confirm": ACTION_CONFIRM,
         **live_context(),
+    })
+
+
+@login_required
+@portal_view(fallback="vms:list")
+def vm_bulk_create_view(request: HttpRequest) -> HttpResponse:
+    """Create several: a name pattern and a count, one VM's choices; one parent job (vms.bulk)."""
+    flavors = list(flavor_list(user=request.user))
+    images = list(image_list(user=request.user))
+    form = VMBulkCreateForm(request.POST or None, initial={"name_pattern": "lab-{n:02}", "count": "5",
+                                                           "start_number": "1", "start": True})
+    if request.method == "POST" and form.is_valid():
+        try:
+            result = vm_bulk_create(actor=request.user, via=Via.WEB, **form.service_kwargs())
+        except PortalError as exc:
+            form_error(form, exc, user=request.user)
+        else:
+            messages.success(request, result.message)
+            return redirect("jobs:detail", job_id=result.job.pk)
+    default_image = next((i for i in images if i.is_default), images[0] if images else None)
+    return render(request, "vms/bulk_create.html", {
+        "form": form, "flavors": flavors, "images": images, "usage": quota_usage(user=request.user),
+        "teams": list(request.user.groups.order_by("name")), "custom": CUSTOM,
+        "selected_flavor": form["flavor"].value() or (flavors[0].name if flavors else CUSTOM),
+        "selected_image": str(form["image"].value() or (default_image.pk if default_image else "")),
+        "max_count": settings.BULK_MAX_COUNT, "limits": settings.VM_LIMITS,
     })
 
 

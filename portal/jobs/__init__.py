@@ -159,8 +159,9 @@ def publish_job(job: Job) -> None:
 
 
 def job_create(*, kind: str, actor: Any, via: str, target: Any = None, params: dict | None = None,
-               max_attempts: int = 2) -> Job:
-    """Create a pending job and enqueue it once the surrounding transaction commits."""
+               max_attempts: int = 2, parent: Job | None = None) -> Job:
+    """Create a pending job and enqueue it once the surrounding transaction commits (`parent`: a batch's
+    parent job, see job_create_parent)."""
     if kind not in HANDLERS:
         raise ValueError(f"no handler registered for job kind {kind!r}")
     job = Job.objects.create(
@@ -173,6 +174,7 @@ def job_create(*, kind: str, actor: Any, via: str, target: Any = None, params: d
         params=params or {},
         max_attempts=max_attempts,
         step="Queued",
+        parent=parent,
     )
     publish_job(job)
     transaction.on_commit(lambda: enqueue(job.id))
@@ -401,6 +403,7 @@ def jobs_reap_stale() -> list[Job]:
     reaped = []
     _offer_waiting_again()
     _offer_lost_again(cutoff)
+    _settle_batches()
     for job in Job.objects.filter(status=JobStatus.RUNNING, heartbeat_at__lt=cutoff, external=False):
         if job.attempts < job.max_attempts:
             n = Job.objects.filter(pk=job.pk, status=JobStatus.RUNNING, heartbeat_at__lt=cutoff).update(
@@ -446,6 +449,137 @@ def _offer_lost_again(cutoff: datetime) -> None:
             log.warning("job %s still pending %s s after it was queued; offering it to a worker again", pk,
                         settings.JOB_STALE_SECONDS)
             transaction.on_commit(functools.partial(enqueue, pk))
+
+
+# --- batches: a parent job and its children (issue #14) --------------------------------------------
+# A parent job (e.g. vm.bulk_create) is no worker's: it is created running, with no heartbeat (so the reaper
+# never takes it), and follows its children: its progress is the share of children finished, and it
+# finishes when the last one does (succeeded when all did; failed with a summary otherwise, what succeeded
+# kept). At most `params["parallelism"]` (default BULK_PARALLELISM) children of one parent run at once: a
+# claim gate counts them under a row lock on the parent, and a finished child offers its waiting siblings
+# to the workers again. The reaper settles a parent whose last child's announcement was lost (its process
+# died between the commit and the signal) and re-offers waiting children, so a worker restart loses nothing.
+
+
+# How a child held back by its batch's bound says so (its step is WAITING_PREFIX + this + ...): the batch wakes
+# it, so other wake-ups (vms.host_jobs) leave it alone.
+BATCH_WAIT_REASON = "this batch has "
+BATCH_WAIT_STEP = WAITING_PREFIX + BATCH_WAIT_REASON
+
+
+def job_create_parent(*, kind: str, actor: Any, via: str, params: dict | None = None, target: Any = None,
+                      step: str = "Queued") -> Job:
+    """Create a batch's parent job (running, no worker: its children's ends move it; see batch_settle)."""
+    now = timezone.now()
+    job = Job.objects.create(
+        kind=kind, status=JobStatus.RUNNING, started_at=now, heartbeat_at=None,
+        actor=actor if getattr(actor, "pk", None) else None, via=via,
+        target_type=target._meta.model_name if target is not None else "",
+        target_id=str(target.pk) if target is not None else "",
+        target_name=str(getattr(target, "name", "")) if target is not None else "",
+        params=params or {}, max_attempts=1, step=step[:200], worker="",
+    )
+    transaction.on_commit(functools.partial(publish_job, job))
+    return job
+
+
+def _batch_limit(parent: Job) -> int:
+    limit = (parent.params or {}).get("parallelism")
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+        limit = settings.BULK_PARALLELISM
+    return max(1, int(limit))
+
+
+def batch_gate(job: Job) -> str | None:
+    """Claim gate: a child waits while `parallelism` children of its parent run (parent row locked)."""
+    if job.parent_id is None:
+        return None
+    parent = Job.objects.select_for_update().filter(pk=job.parent_id).first()
+    if parent is None:
+        return None
+    limit = _batch_limit(parent)
+    running = Job.objects.filter(parent_id=parent.pk, status=JobStatus.RUNNING).count()
+    if running >= limit:
+        return (f"{BATCH_WAIT_REASON}{running} jobs running (at most {limit} at once); this one starts when one "
+                "of them finishes")
+    return None
+
+
+def _batch_summary(children: list[Job]) -> tuple[str, str]:
+    """(step, error) of a parent from its children."""
+    total = len(children)
+    done = [c for c in children if c.status in JobStatus.FINISHED]
+    failed = [c for c in done if c.status != JobStatus.SUCCEEDED]
+    step = f"{len(done)} of {total} finished" + (f", {len(failed)} failed" if failed else "")
+    error = ""
+    if failed:
+        shown = "; ".join(f"{c.target_name or c.pk}: {c.error or c.status}" for c in failed[:5])
+        more = f"; and {len(failed) - 5} more" if len(failed) > 5 else ""
+        error = (f"{len(failed)} of {total} failed ({total - len(failed)} succeeded and are kept): "
+                 f"{shown}{more}")
+    return step, error
+
+
+def batch_settle(parent_id: uuid.UUID | str) -> Job | None:
+    """Bring a parent job in line with its children: progress, step, and its end once all have finished."""
+    with transaction.atomic():
+        parent = Job.objects.select_for_update().filter(pk=parent_id, status=JobStatus.RUNNING).first()
+        if parent is None:
+            return None
+        children = list(Job.objects.filter(parent_id=parent.pk).only("pk", "status", "error", "target_name",
+                                                                     "target_id"))
+        total = len(children)
+        done = sum(1 for c in children if c.status in JobStatus.FINISHED)
+        step, error = _batch_summary(children)
+        if total and done < total:
+            progress = done * 100 // total
+            if (progress, step) != (parent.progress, parent.step):
+                parent.log += f"{timezone.now():%H:%M:%S} {step}\n"
+                parent.progress, parent.step = progress, step
+                Job.objects.filter(pk=parent.pk).update(progress=progress, step=step, log=parent.log,
+                                                        updated_at=timezone.now())
+                transaction.on_commit(functools.partial(publish_job, parent))
+            return parent
+        ok = sum(1 for c in children if c.status == JobStatus.SUCCEEDED)
+        result = {**(parent.result or {}), "children": total, "succeeded": ok, "failed": total - ok,
+                  "failed_jobs": [str(c.pk) for c in children if c.status != JobStatus.SUCCEEDED][:100]}
+        parent.log += f"{timezone.now():%H:%M:%S} {step}\n"
+        Job.objects.filter(pk=parent.pk).update(log=parent.log)
+        if total and ok == total:
+            _finish(parent, status=JobStatus.SUCCEEDED, result=result)
+        else:
+            _finish(parent, status=JobStatus.FAILED, result=result,
+                    error=error or (parent.result or {}).get("why_none") or "Nothing was created.")
+            Job.objects.filter(pk=parent.pk).update(progress=100 if total else 0)
+    return parent
+
+
+def batch_child_finished(sender: Any = None, *, job: Job, **kwargs: Any) -> None:
+    """job_finished receiver: the parent follows, and the waiting siblings are offered to the workers again."""
+    if job.parent_id is None:
+        return
+    parent = batch_settle(job.parent_id)
+    if parent is None:
+        return
+    free = _batch_limit(parent) - Job.objects.filter(parent_id=job.parent_id, status=JobStatus.RUNNING).count()
+    waiting = list(Job.objects.filter(parent_id=job.parent_id, status=JobStatus.PENDING,
+                                      step__startswith=WAITING_PREFIX).order_by("created_at")
+                   .values_list("pk", flat=True)[:max(1, free)])
+    for pk in waiting:
+        enqueue(pk)
+
+
+def _settle_batches() -> None:
+    """Parents whose children all finished but which still run (a lost announcement) are finished now."""
+    running_parents = Job.objects.filter(status=JobStatus.RUNNING, heartbeat_at__isnull=True,
+                                         children__isnull=False).values_list("pk", flat=True).distinct()
+    for pk in list(running_parents):
+        if not Job.objects.filter(parent_id=pk, status__in=JobStatus.ACTIVE).exists():
+            batch_settle(pk)
+
+
+register_claim_gate("portal.batch_parallelism", batch_gate)
+job_finished.connect(batch_child_finished, dispatch_uid="portal.jobs.batch_child_finished")
 
 
 def job_wait(job: Job, *, write: Callable[[str], None], grace_seconds: float = 5.0, poll: float = 0.5) -> Job:

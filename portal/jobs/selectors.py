@@ -10,8 +10,8 @@ import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from django.db.models import CharField, Q, QuerySet
-from django.db.models.functions import Cast
+from django.db.models import CharField, Count, IntegerField, OuterRef, Q, QuerySet, Subquery
+from django.db.models.functions import Cast, Coalesce
 
 from portal.actors import Actor, is_admin, is_signed_in
 from portal.exceptions import NotFound
@@ -64,3 +64,11 @@ def job_find(*, actor: Actor, job_id: object) -> Job:
         return Job.objects.select_related("actor", "plugin").get(pk=uuid.UUID(str(job_id)))
     except (Job.DoesNotExist, ValueError):
         raise NotFound(f"Job {str(job_id)[:40]} not found.") from None
+
+
+def with_children_count(qs: QuerySet[Job]) -> QuerySet[Job]:
+    """`children_count` on each job: how many jobs it is the parent of (a batch; one subquery per row, on the
+    parent's index)."""
+    counts = (Job.objects.filter(parent_id=OuterRef("pk")).order_by().values("parent_id")
+              .annotate(n=Count("pk")).values("n"))
+    return qs.annotate(children_count=Coalesce(Subquery(counts, output_field=IntegerField()), 0))

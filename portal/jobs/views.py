@@ -14,7 +14,7 @@ from portal.live import live_context
 from portal.web import portal_view, safe_next
 
 from .labels import job_label
-from .selectors import job_get, job_visible
+from .selectors import job_get, job_visible, with_children_count
 from .services import job_can_cancel, job_cancel
 
 PAGE_SIZE = 50
@@ -27,7 +27,7 @@ def job_list_view(request: HttpRequest) -> HttpResponse:
     """Every job the user may see, newest first, with progress, step and result."""
     status = request.GET.get("status", "")
     status = status if status in JobStatus.values else ""
-    jobs = job_visible(user=request.user).order_by("-created_at")
+    jobs = with_children_count(job_visible(user=request.user)).order_by("-created_at")
     if status:
         jobs = jobs.filter(status=status)
     page = Paginator(jobs, PAGE_SIZE).get_page(request.GET.get("page"))
@@ -44,9 +44,13 @@ def job_list_view(request: HttpRequest) -> HttpResponse:
 @require_GET
 @portal_view(fallback="jobs:list")
 def job_detail_view(request: HttpRequest, job_id: str) -> HttpResponse:
-    """One job: progress, step, result or error, and its log (tracebacks only for admins)."""
+    """One job: progress, step, result or error, and its log (tracebacks only for admins); a batch's parent
+    lists its children (each with its own progress), a child links to its parent."""
     job = job_get(user=request.user, job_id=job_id)
-    return render(request, "jobs/detail.html", {"job": job, "can_cancel": job_can_cancel(job), **live_context()})
+    children = list(job_visible(user=request.user).filter(parent=job).order_by("created_at"))
+    parent = job_visible(user=request.user).filter(pk=job.parent_id).first() if job.parent_id else None
+    return render(request, "jobs/detail.html", {"job": job, "can_cancel": job_can_cancel(job), "children": children,
+                                                "parent": parent, **live_context()})
 
 
 @login_required

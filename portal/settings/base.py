@@ -382,6 +382,12 @@ JOB_TRANSIENT_DELAY_SECONDS = env.get_float("JOB_TRANSIENT_DELAY_SECONDS", 2.0)
 # cancelled before the portal marks it so; a job whose plugin stopped reporting this long fails.
 EXTERNAL_JOB_CANCEL_GRACE_SECONDS = env.get_int("EXTERNAL_JOB_CANCEL_GRACE_SECONDS", 300)
 EXTERNAL_JOB_TIMEOUT_SECONDS = env.get_int("EXTERNAL_JOB_TIMEOUT_SECONDS", 24 * 3600)
+# Bulk creation (issue #14; env PORTAL_BULK_MAX_COUNT, PORTAL_BULK_PARALLELISM, PORTAL_IDEMPOTENCY_TTL_SECONDS):
+# at most this many VMs per request; at most this many children of one batch
+# (a parent job) run at once; an idempotency key is remembered this long.
+BULK_MAX_COUNT = env.get_int("BULK_MAX_COUNT", 100)
+BULK_PARALLELISM = env.get_int("BULK_PARALLELISM", 4)
+IDEMPOTENCY_TTL_SECONDS = env.get_int("IDEMPOTENCY_TTL_SECONDS", 24 * 3600)
 # Quota for users and groups that have no quota row yet: vms, vcpus, memory MiB, disk GiB.
 DEFAULT_QUOTA = {
     "max_vms": env.get_int("DEFAULT_QUOTA_VMS", 3),

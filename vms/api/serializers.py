@@ -99,6 +99,41 @@ class VMExtendSerializer(serializers.Serializer):
                                             "the lease.")
 
 
+class VMBulkCreateSerializer(VMCreateSerializer):
+    """Many VMs from one image or template (issue #14): VMCreateSerializer's fields but `name`, and the batch's."""
+
+    name = None  # type: ignore[assignment]  # the names come from name_pattern
+    count = RawSizeField(help_text="How many VMs (1 to the portal's PORTAL_BULK_MAX_COUNT, 100 by default).")
+    name_pattern = serializers.CharField(
+        allow_blank=True, trim_whitespace=False,
+        help_text="Names of the VMs: {n} is each VM's number, with an optional integer format, e.g. lab-{n:02} "
+                  "gives lab-01, lab-02, ... Required to contain {n} when count > 1.")
+    start_number = RawSizeField(required=False, default=1, help_text="The first number (default 1).")
+    partial = serializers.BooleanField(
+        required=False, default=False,
+        help_text="false (default): all or nothing; true: create as many as the quota and the hosts allow, and say "
+                  "why not more.")
+    owner = serializers.CharField(required=False, allow_blank=True, allow_null=True,
+                                  help_text="Administrators: the username the VMs are created for (their quota).")
+    idempotency_key = serializers.CharField(
+        required=False, allow_blank=True, allow_null=True, max_length=200,
+        help_text="Or the Idempotency-Key header: the same request sent again with the same key creates nothing "
+                  "new and answers 200 with the first one's job; the same key with other parameters is refused "
+                  "(422). Keys are kept 24 hours.")
+
+
+class VMBulkResultSerializer(serializers.Serializer):
+    """What a bulk create answers: the parent job, how many VMs were asked for and made, and why fewer."""
+
+    message = serializers.CharField()
+    job = JobSummarySerializer()
+    requested = serializers.IntegerField()
+    created = serializers.IntegerField()
+    why_fewer = serializers.CharField(help_text="Why fewer VMs than asked for were made (partial), else empty.")
+    replayed = serializers.BooleanField(help_text="true: an earlier request with this idempotency key; nothing new.")
+    vms = serializers.ListField(child=serializers.IntegerField(), help_text="The VMs' ids.")
+
+
 class HostNamesField(serializers.ListField):
     """Host names in, host names out (also from a VM's pinned_hosts manager: the browsable API's form)."""
 

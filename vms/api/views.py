@@ -33,6 +33,7 @@ from portal.models import Job
 from storage.models import Volume
 from vms import disks as disk_services
 from vms.adoption import foreign_domain_list, foreign_domain_lookup, vm_adopt, vm_delete_note, vm_release
+from vms.bulk import vm_bulk_create
 from vms.disk_doors import data_volume_get, data_volumes, size_field, vm_disk_get, vm_disks
 from vms.leases import vm_lease_extend, vm_lease_set
 from vms.migration import vm_migrate
@@ -92,6 +93,8 @@ from .serializers import (
     SnapshotOperationSerializer,
     SnapshotSerializer,
     VMActionSerializer,
+    VMBulkCreateSerializer,
+    VMBulkResultSerializer,
     VMCreateSerializer,
     VMEventSerializer,
     VMExtendSerializer,
@@ -173,7 +176,7 @@ class VMViewSet(viewsets.GenericViewSet):
     queryset = VM.objects.none()  # for schema introspection; reads go through vms.selectors
 
     # Input shapes per action (also what the browsable API renders as its form).
-    action_serializers = {"create": VMCreateSerializer, "partial_update": VMUpdateSerializer,
+    action_serializers = {"create": VMCreateSerializer, "bulk": VMBulkCreateSerializer, "partial_update": VMUpdateSerializer,
                           "actions": VMActionSerializer, "jobs": JobSerializer,
                           "events": VMEventSerializer,
                           "snapshots": SnapshotCreateSerializer, "snapshot": SnapshotSerializer,
@@ -224,6 +227,47 @@ class VMViewSet(viewsets.GenericViewSet):
         fields["user_data"] = fields.get("user_data") or ""
         result = vm_create(actor=request.user, via=Via.API, **fields)
         return _operation(request, result, created=True)
+
+    @extend_schema(
+        request=VMBulkCreateSerializer,
+        parameters=[OpenApiParameter("Idempotency-Key", OpenApiTypes.STR, OpenApiParameter.HEADER, required=False,
+                                     description="A retry with the same key and body creates nothing new (200).")],
+        responses={
+            202: OpenApiResponse(VMBulkResultSerializer, description="Accepted: the VMs are being created; `job` "
+                                                                     "is the parent job (its children: one per VM)."),
+            200: OpenApiResponse(VMBulkResultSerializer, description="A replay: this idempotency key's earlier "
+                                                                     "request, nothing new created."),
+            400: INVALID,
+            403: OpenApiResponse(QuotaErrorSerializer, description="The batch does not fit the quota (nothing was "
+                                                                   "created), or not allowed."),
+            409: OpenApiResponse(ErrorSerializer, description="No host can take the VMs."),
+            422: OpenApiResponse(ErrorSerializer, description="The idempotency key was used for another request."),
+        },
+    )
+    @action(detail=False, methods=["post"], url_path="bulk", url_name="bulk")
+    def bulk(self, request):
+        """Create several VMs from one image or template (names from `name_pattern`), with one parent job.
+
+        The quota of the whole batch is checked first: all or nothing, or with `partial` as many as fit.
+        """
+        data = VMBulkCreateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        fields = dict(data.validated_data)
+        fields["user_data"] = fields.get("user_data") or ""
+        fields["description"] = fields.get("description") or ""
+        header = request.headers.get("Idempotency-Key")
+        if header is not None and fields.get("idempotency_key") not in (None, "", header):
+            raise ValidationFailed("The Idempotency-Key header and the idempotency_key field differ.",
+                                   field="idempotency_key")
+        fields["idempotency_key"] = header if header is not None else fields.get("idempotency_key")
+        result = vm_bulk_create(actor=request.user, via=Via.API, **fields)
+        body = VMBulkResultSerializer({
+            "message": result.message, "job": result.job, "requested": result.requested, "created": result.created,
+            "why_fewer": result.why_fewer, "replayed": result.replayed,
+            "vms": [vm.pk for vm in result.vms] if result.vms else list(result.job.result.get("vms", [])),
+        }, context={"request": request}).data
+        return Response(body, status=status.HTTP_200_OK if result.replayed else status.HTTP_202_ACCEPTED,
+                        headers={"Location": body["job"]["url"]})
 
     def retrieve(self, request, pk=None):
         """One VM, by id or UUID."""

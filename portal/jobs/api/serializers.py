@@ -14,6 +14,8 @@ from portal.models import Job
 class JobListQuerySerializer(serializers.Serializer):
     status = serializers.ChoiceField(choices=JobStatus.choices, required=False)
     kind = serializers.CharField(required=False, help_text="Job kind, e.g. vm.create.")
+    parent = serializers.UUIDField(  # type: ignore[assignment]  # DRF pops declared fields off the class
+        required=False, help_text="Only the children of this batch's parent job.")
 
 
 
@@ -37,12 +39,17 @@ class JobSerializer(JobSummarySerializer):
     traceback = serializers.SerializerMethodField(help_text="Only for staff; empty otherwise.")
     error_detail = serializers.SerializerMethodField(
         help_text="The hypervisor's own words behind `error`. Only for staff; empty otherwise.")
+    parent = serializers.UUIDField(source="parent_id", read_only=True, allow_null=True,  # type: ignore[assignment]
+                                   help_text="The batch's parent job (e.g. vm.bulk_create) this job belongs to.")
+    children_count = serializers.IntegerField(
+        read_only=True, default=0,
+        help_text="How many jobs this (parent) job has; list them with /api/jobs/?parent=<id>.")
 
     class Meta:
         model = Job
         fields = ["id", "kind", "status", "progress", "step", "actor", "via", "target_type", "target_id",
                   "target_name", "target_url", "params", "result", "error", "error_detail", "log", "attempts", "max_attempts",
-                  "created_at", "started_at", "finished_at", "updated_at", "traceback", "url",
+                  "created_at", "started_at", "finished_at", "updated_at", "traceback", "parent", "children_count", "url",
                   "external", "plugin", "cancellable", "cancel_requested"]
         read_only_fields = fields
 

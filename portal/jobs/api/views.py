@@ -12,7 +12,7 @@ from rest_framework.response import Response
 
 from portal.api import INVALID, NOT_FOUND, ErrorSerializer, Pagination
 from portal.choices import Via
-from portal.jobs.selectors import job_get, job_visible
+from portal.jobs.selectors import job_get, job_visible, with_children_count
 from portal.jobs.services import (
     external_job_create,
     external_job_finish,
@@ -55,11 +55,13 @@ class JobViewSet(viewsets.GenericViewSet):
         """Jobs, newest first; filter by status or kind. `?pagination=cursor`: cursor pages (no count)."""
         query = JobListQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
-        qs = job_visible(user=request.user)
+        qs = with_children_count(job_visible(user=request.user))
         if query.validated_data.get("status"):
             qs = qs.filter(status=query.validated_data["status"])
         if query.validated_data.get("kind"):
             qs = qs.filter(kind=query.validated_data["kind"])
+        if query.validated_data.get("parent"):
+            qs = qs.filter(parent_id=query.validated_data["parent"])
         page = self.paginate_queryset(qs.order_by("-created_at"))
         return self.get_paginated_response(JobSerializer(page, many=True, context={"request": request}).data)
 
@@ -68,6 +70,7 @@ class JobViewSet(viewsets.GenericViewSet):
     def retrieve(self, request: Request, pk: str | None = None) -> Response:
         """One job: status, progress, log, result or error (traceback for staff)."""
         job = job_get(user=request.user, job_id=pk)
+        job.children_count = job.children.count()  # type: ignore[attr-defined]  # as the list annotates
         return Response(JobSerializer(job, context={"request": request}).data)
 
     @extend_schema(parameters=[JOB_ID], request=None, responses={200: JobSerializer, 404: NOT_FOUND, 409: CONFLICT})
