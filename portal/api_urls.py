@@ -27,4 +27,5 @@ urlpatterns = [
     path("", include("accounts.api.urls")),
     path("", include("consoles.api.urls")),
     path("", include("backups.api.urls")),  # issue #11
+    path("", include("monitoring.api.urls")),  # issue #14: VM and host metrics
 ]
