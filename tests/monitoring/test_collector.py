@@ -13,7 +13,14 @@ from django.test.utils import CaptureQueriesContext
 
 from cluster.observers import registered
 from cluster.services import host_sync
-from monitoring.collector import Reading, SampleObserver, memory_used_bytes, rates_between, restarted, samples_record
+from monitoring.collector import (
+    Reading,
+    SampleObserver,
+    memory_used_bytes,
+    rates_between,
+    restarted,
+    samples_record,
+)
 from monitoring.models import DomainCounters, HostSample, Resolution, VMSample
 from portal.choices import Via
 from portal.hypervisor import DomainState, DomainStats, PowerState
