@@ -47,7 +47,11 @@ def test_cpu_and_disk_use_move_when_the_guest_works(qemu_host, guest_image, alic
     job = Job.objects.get(pk=result.job.pk)
     assert job.status == "succeeded", job.error
     vm = VM.objects.get(pk=result.vm.pk)
-    stats = next(d.stats for d in get_driver(qemu_host.uri).list_domain_states(stats=True) if d.uuid == str(vm.uuid))
+    driver = get_driver(qemu_host.uri)
+    with driver.counting_calls() as calls:
+        listing = driver.list_domain_states(stats=True)
+    assert calls.by_name == {"getAllDomainStats": 1}, calls.by_name  # the counters cost no extra call
+    stats = next(d.stats for d in listing if d.uuid == str(vm.uuid))
     assert stats is not None and stats.cpu_time_ns and stats.vcpus == 1 and stats.balloon_current_kib
 
     with GuestShell(qemu_host.uri, str(vm.uuid)) as shell:
