@@ -2,7 +2,8 @@
 
 cluster lists domains and receives libvirt's lifecycle events; it does not know what a VM is. An
 app that owns domains (vms) registers an observer in its AppConfig.ready; `host_sync` hands every
-observer the host's domains and records whatever none of them claims as a foreign domain.
+observer the host's domains and records whatever none of them claims as a foreign domain. An observer
+may also just watch (monitoring samples the counters that the same listing reads when it asks).
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ class DomainObserver(Protocol):
 
     # Optional: `host_unreachable(*, host)` is called by host_sync when the host does not answer (its
     # state is in HostStatus.UNREACHABLE): the observer shows what it owns there as unknown.
+    # Optional: `wants_stats(*, host) -> bool`: asked before the host's bulk listing; when any observer
+    # says yes, the same single call also reads every running domain's counters (DomainState.stats:
+    # CPU time, balloon, vCPUs, disk and network bytes), e.g. the monitoring collector on its interval.
 
 
 _observers: list[DomainObserver] = []

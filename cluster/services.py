@@ -272,7 +272,8 @@ def _metadata_keep(host: Host, uuids: set[str]) -> None:
 def host_sync(*, host: Host) -> dict[str, Any]:
     """Reconcile one host: observers bring their records in line, the rest is listed as foreign.
 
-    The host's domains come from one bulk call (state only); the only other per-domain calls are for
+    The host's domains come from one bulk call (state only; with the counters too when an observer wants
+    them, still one call); the only other per-domain calls are for
     domains whose metadata was never read (see `_metadata`) and what observers do about drift."""
     driver = get_driver(host.uri)
     host_refresh(host=host)
@@ -284,8 +285,12 @@ def host_sync(*, host: Host) -> dict[str, Any]:
                     hook(host=host)
         return {"host": host.name, "status": host.status if host.status != HostStatus.UP else "error",
                 "error": host.last_error, "failures": host.failures}
+    want_stats = False
+    for observer in observers.registered():
+        wants = getattr(observer, "wants_stats", None)
+        want_stats = want_stats or bool(wants is not None and wants(host=host))
     try:
-        domains = driver.list_domain_states()
+        domains = driver.list_domain_states(stats=want_stats)
     except PortalError as exc:
         return {"host": host.name, "status": "error", "error": exc.detail or exc.message}
     claimed: set[str] = set()

@@ -67,3 +67,25 @@ class HostSample(models.Model):
 
     def __str__(self) -> str:
         return f"host {self.host_id} {self.resolution} @ {self.at:%Y-%m-%d %H:%M:%S}"
+
+
+class DomainCounters(models.Model):
+    """The cumulative counters of one running domain on one host as the collector last read them, so the
+    next sample's rates (and the first one after the monitor restarts) are differences of two readings.
+    `uuid` "" is the host's own row: when the host was last sampled. Kept for running domains only."""
+
+    host = models.ForeignKey("cluster.Host", on_delete=models.CASCADE, related_name="+")
+    uuid = models.CharField(max_length=36, blank=True)
+    at = models.DateTimeField()
+    domain_id = models.IntegerField(default=-1, help_text="libvirt's id of the running domain (a new one: it restarted).")
+    cpu_time_ns = models.BigIntegerField(null=True, blank=True)
+    rd_bytes = models.BigIntegerField(default=0)
+    wr_bytes = models.BigIntegerField(default=0)
+    rx_bytes = models.BigIntegerField(default=0)
+    tx_bytes = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["host", "uuid"], name="domaincounters_unique")]
+
+    def __str__(self) -> str:
+        return f"counters of {self.uuid or 'the host'} on host {self.host_id}"

@@ -30,4 +30,5 @@ urlpatterns = [
     path("", include("backups.api.urls")),  # issue #11
     path("", include("pools.api.urls")),  # issue #14
     path("", include("reports.api.urls")),  # issue #14: usage reports (administrators)
+    path("", include("monitoring.api.urls")),  # issue #14: VM and host metrics
 ]

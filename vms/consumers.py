@@ -8,6 +8,10 @@ Two sources feed one stream, with the event shapes of `vms.services.vm_event` an
 - a light database poll every `poll_interval` seconds, because the default in-memory channel layer
   does not cross processes and jobs run in a separate worker. Only what changed is sent.
 
+A page may also watch a VM it shows (`{"type": "watch", "vm": ID}`): the connection joins that VM's
+group (`portal.events.vm_watch_group`) once the VM is found visible to the user, and gets what apps
+publish there (the monitoring collector's new samples, `{"kind": "vm.sample", ...}`).
+
 `live_state` is also what `/vms/status.json` returns, for browsers whose websocket cannot connect.
 """
 
@@ -24,12 +28,13 @@ from django.db.models import Q
 from django.utils import timezone
 
 from portal.choices import JobStatus
-from portal.events import STAFF_GROUP, team_group, user_group
+from portal.events import STAFF_GROUP, team_group, user_group, vm_watch_group
+from portal.exceptions import PortalError
 from portal.jobs import job_event
 from portal.jobs.selectors import job_visible
 
 from .choices import VMStatus
-from .selectors import vm_nic_states, vm_visible
+from .selectors import vm_get, vm_nic_states, vm_visible
 from .services import vm_event
 
 log = logging.getLogger(__name__)
@@ -38,6 +43,15 @@ log = logging.getLogger(__name__)
 RECENT_JOBS = timedelta(minutes=2)
 MAX_JOBS = 100
 CLOSE_UNAUTHENTICATED = 4401
+MAX_WATCHED = 20  # VMs one connection may watch
+
+
+def _watchable(user, vm_id: object) -> int | None:
+    """The VM's id if `user` may see it, else None (a missing VM and another's look alike)."""
+    try:
+        return vm_get(user=user, vm_id=vm_id).pk
+    except PortalError:
+        return None
 
 
 def live_state(*, user) -> dict[str, list[dict[str, Any]]]:
@@ -95,6 +109,7 @@ class UpdatesConsumer(AsyncJsonWebsocketConsumer):
             await self.channel_layer.group_add(group, self.channel_name)
         self.sent_vms: dict[int, dict] = {}
         self.sent_jobs: dict[str, tuple] = {}
+        self.watched: set[int] = set()
         await self.accept()
         self.poller = asyncio.create_task(self._poll_forever())
 
@@ -108,6 +123,19 @@ class UpdatesConsumer(AsyncJsonWebsocketConsumer):
     async def receive_json(self, content: Any, **kwargs) -> None:
         if isinstance(content, dict) and content.get("type") == "ping":
             await self.send_json({"kind": "pong"})
+        elif isinstance(content, dict) and content.get("type") == "watch" and isinstance(content.get("vm"), int | str):
+            await self.watch_vm(content["vm"])
+
+    async def watch_vm(self, vm_id: object) -> None:
+        """Join the VM's watch group, if the user may see the VM (at most MAX_WATCHED per connection)."""
+        if len(self.watched) >= MAX_WATCHED:
+            return
+        pk = await database_sync_to_async(_watchable)(self.user, vm_id)
+        if pk is None or pk in self.watched:
+            return
+        self.watched.add(pk)
+        self.joined.append(vm_watch_group(pk))
+        await self.channel_layer.group_add(vm_watch_group(pk), self.channel_name)
 
     async def portal_event(self, message: dict) -> None:
         """A group message from a service: forward it as it is."""

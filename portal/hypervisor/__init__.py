@@ -24,6 +24,7 @@ from .types import (  # noqa: F401
     DomainInfo,
     DomainSpec,
     DomainState,
+    DomainStats,
     HostInfo,
     InterfaceInfo,
     Lease,

@@ -222,6 +222,25 @@ class DomainInfo:
 
 
 @dataclass(frozen=True)
+class DomainStats:
+    """A running domain's cumulative counters and allotment, read with the bulk listing when asked
+    (`list_domain_states(stats=True)`: libvirt's cpu-total, balloon, vcpu, interface and block groups in
+    the same single call). Counters count from the domain's start; None where libvirt gave nothing."""
+
+    domain_id: int = -1  # libvirt's id of the running domain: a new one means it was started again
+    cpu_time_ns: int | None = None
+    vcpus: int = 0
+    balloon_current_kib: int | None = None  # memory the guest has now
+    balloon_available_kib: int | None = None  # guest-reported (virtio balloon stats), if any
+    balloon_unused_kib: int | None = None
+    balloon_usable_kib: int | None = None
+    rd_bytes: int = 0  # summed over the domain's disks
+    wr_bytes: int = 0
+    rx_bytes: int = 0  # summed over its interfaces
+    tx_bytes: int = 0
+
+
+@dataclass(frozen=True)
 class DomainState:
     """One line of a host's bulk listing (`list_domain_states`): what reconcile needs of every domain,
     read for all of them at once. `reason` is libvirt's state reason code (an int, meaning per state);
@@ -232,6 +251,7 @@ class DomainState:
     uuid: str
     state: PowerState
     reason: int = 0
+    stats: DomainStats | None = None  # with list_domain_states(stats=True), for running domains
 
 
 @dataclass

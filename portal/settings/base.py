@@ -486,6 +486,17 @@ STORAGE_MOUNT_DIR = env.get_str("STORAGE_MOUNT_DIR", "/var/lib/vmportal/mnt")
 # The monitor's housekeeping refreshes each pool's capacity and use at most this often.
 STORAGE_REFRESH_SECONDS = env.get_int("STORAGE_REFRESH_SECONDS", 300)
 
+# --- Monitoring (monitoring/, docs/monitoring.md; issue #14 part 2) ---
+# The collector samples each host every this many seconds, in the monitor's reconcile (the same single
+# getAllDomainStats call, with the counters asked for): about the next reconcile after it is due.
+METRICS_INTERVAL_SECONDS = env.get_int("METRICS_INTERVAL_SECONDS", 30)
+# Two readings further apart than this give no rates (the monitor was down): the later one is a new start.
+METRICS_MAX_GAP_SECONDS = env.get_int("METRICS_MAX_GAP_SECONDS", 600)
+# How long each resolution is kept (the leader's housekeeping rolls raw into 5-minute and hourly rows).
+METRICS_RETENTION_RAW_HOURS = env.get_int("METRICS_RETENTION_RAW_HOURS", 24)
+METRICS_RETENTION_5M_DAYS = env.get_int("METRICS_RETENTION_5M_DAYS", 14)
+METRICS_RETENTION_1H_DAYS = env.get_int("METRICS_RETENTION_1H_DAYS", 400)
+
 # --- Production hardening and observability (issue #13 parts 4 and 6; docs/deployment.md) ---
 # With DEBUG off the portal is served over HTTPS behind nginx: every knob below defaults to the safe value
 # then, and to plain HTTP for the demo. `manage.py check --deploy` is clean with deploy/portal.env.example.

@@ -305,6 +305,20 @@
     else if (ev.kind === "vm_disks") {
       $all(document, attrEq("data-disks-panel", ev.id)).forEach(function (p) { reloadPanel("disks", p); });
     }
+    else if (ev.kind === "vm.sample") {
+      // A new monitoring sample of a VM this page watches (the charts append it: monitoring/charts.js).
+      document.dispatchEvent(new CustomEvent("portal:vm-sample", { detail: ev }));
+    }
+  }
+
+  // Elements with data-live-watch-vm="ID" ask the connection for that VM's detailed events (its new
+  // monitoring samples); the server checks the user may see the VM. Asked again on every (re)connect.
+  function sendWatches() {
+    if (!socket || socket.readyState !== 1) return;
+    $all(document, "[data-live-watch-vm]").forEach(function (node) {
+      var id = parseInt(node.getAttribute("data-live-watch-vm"), 10);
+      if (id > 0) socket.send(JSON.stringify({ type: "watch", vm: id }));
+    });
   }
 
   // --- Transport: websocket first, polling as the fallback -----------------------------------
@@ -348,6 +362,7 @@
       retries = 0;
       stopPolling();
       setIndicator("live");
+      sendWatches();
     };
     socket.onmessage = function (message) {
       try { handle(JSON.parse(message.data)); } catch (e) { /* ignore a malformed frame */ }
@@ -360,6 +375,6 @@
     };
   }
 
-  window.PortalLive = { handle: handle, poll: poll };
+  window.PortalLive = { handle: handle, poll: poll, watch: sendWatches };
   connect();
 })();
