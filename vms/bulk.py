@@ -200,22 +200,27 @@ def vm_bulk_create(*, actor: Actor, via: str, count: object, name_pattern: objec
                    group: Group | str | None = None, owner: User | str | None = None,
                    networks: Iterable[NetworkKey] | None = None, user_data: str = "", clone: str | None = None,
                    storage_domain: str | None = None, start: bool = True, partial: bool = False,
-                   idempotency_key: object = None) -> BulkResult:
+                   idempotency_key: object = None, lease_days: object = None,
+                   expires_at: object = None) -> BulkResult:
     """Record `count` VMs named by `name_pattern` with one parent job, or none at all (all or nothing; with
     `partial`, as many as fit, saying why not more). A replay of the same user's `idempotency_key` with the
-    same parameters returns the first request's result (`replayed`) and creates nothing."""
+    same parameters returns the first request's result (`replayed`) and creates nothing. `lease_days` /
+    `expires_at`: each VM's lease, as vm_create takes it (None: the group's default, vms.leases)."""
     user = _check_actor(actor)
     if networks is not None and not isinstance(networks, (str, Network)):
         networks = list(networks)  # read once: the fingerprint and the plan both need it
     key = validate_idempotency_key(idempotency_key)
     n = bulk_count(count)
     names = bulk_names(name_pattern, count=n, start_number=start_number)
-    fingerprint = _fingerprint({k: _key_of(v) for k, v in {
+    params = {
         "count": n, "name_pattern": name_pattern, "start_number": start_number, "image": image, "flavor": flavor,
         "vcpus": vcpus, "memory_mib": memory_mib, "disk_gib": disk_gib, "description": description,
         "group": group, "owner": owner, "networks": networks,
         "user_data": user_data, "clone": clone, "storage_domain": storage_domain, "start": bool(start),
-        "partial": bool(partial)}.items()})
+        "partial": bool(partial)}
+    # The lease only when given: a request without one keeps the fingerprint it had before leases.
+    params.update({k: v for k, v in (("lease_days", lease_days), ("expires_at", expires_at)) if v is not None})
+    fingerprint = _fingerprint({k: _key_of(v) for k, v in params.items()})
     if key is not None:
         earlier = _replay(actor=user, key=key, fingerprint=fingerprint)
         if earlier is not None:
@@ -225,7 +230,7 @@ def vm_bulk_create(*, actor: Actor, via: str, count: object, name_pattern: objec
         plan = vm_create_plan(actor=user, names=names, image=image, flavor=flavor, vcpus=vcpus,
                               memory_mib=memory_mib, disk_gib=disk_gib, description=description, group=group,
                               owner=owner, networks=networks, user_data=user_data, clone=clone,
-                              storage_domain=storage_domain)
+                              storage_domain=storage_domain, lease_days=lease_days, expires_at=expires_at)
     except ValidationFailed as exc:
         if "name" not in exc.errors:
             raise

@@ -135,3 +135,26 @@ def test_admin_bulk_create_for_a_user(test_host, admin_user, alice, client):
                                                     "vcpus": "1", "memory_mib": "128", "disk_gib": "1"})
     assert r.status_code == 400 and "Quota exceeded for VMs" in r.content.decode()
     assert VM.objects.count() == 2
+
+
+def test_bulk_takes_a_lease_like_a_single_create(test_host, alice, client_for, settings):
+    """The bulk body inherits create's lease_days/expires_at: they reach the service (no 500), each VM gets
+    the lease, the policy refuses beyond it with nothing created, and the key remembers the lease."""
+    settings.LEASE_MAX_DAYS = 10
+    api = client_for(alice)
+    r = api.post("/api/vms/bulk/", {**BODY, "count": 2, "lease_days": 30}, format="json")
+    assert r.status_code == 400 and r.json()["code"] == "invalid", r.content
+    assert VM.objects.count() == 0 and not Job.objects.exists()
+    r = api.post("/api/vms/bulk/", {**BODY, "count": 2, "lease_days": 3}, format="json",
+                 HTTP_IDEMPOTENCY_KEY="leased")
+    assert r.status_code == 202, r.content
+    vms = list(VM.objects.all())
+    assert len(vms) == 2 and all(vm.expires_at is not None for vm in vms)
+    assert {(vm.expires_at - vm.created_at).days for vm in vms} == {2}  # 3 days less the seconds in between
+    other = api.post("/api/vms/bulk/", {**BODY, "count": 2, "lease_days": 4}, format="json",
+                     HTTP_IDEMPOTENCY_KEY="leased")
+    assert other.status_code == 422
+    call_command("vm", "--user", "alice", "bulk-create", "cli-{n}", "1", "--vcpus", "1", "--memory-mib", "128",
+                 "--disk-gib", "1", "--lease", "2d", stdout=io.StringIO(), stderr=io.StringIO())
+    cli = VM.objects.get(name="cli-1")
+    assert cli.expires_at is not None and (cli.expires_at - cli.created_at).days == 1

@@ -421,7 +421,7 @@ class Command(BaseCommand):
             memory_mib=opts["memory_mib"], disk_gib=opts["disk_gib"], description=opts["description"],
             group=opts["group"], owner=opts["owner"], networks=networks_option(opts["networks"]),
             clone=opts["clone"], start=not opts["no_start"], partial=opts["partial"],
-            idempotency_key=opts["idempotency_key"])
+            idempotency_key=opts["idempotency_key"], lease_days=opts["lease"], expires_at=opts["expires"])
         names = ", ".join(vm.name for vm in result.vms)
         return _Outcome(result.message + (f"\n{names}" if names else ""), result.job)
 
@@ -455,6 +455,9 @@ def _add_bulk_arguments(bulk: Any) -> None:
     bulk.add_argument("--clone", choices=("thin", "full"), default=None)
     bulk.add_argument("--partial", action="store_true",
                       help="Create as many as fit the quota and the hosts (default: all or nothing).")
+    bulk.add_argument("--lease", default=None, metavar="DAYS",  # leases (issue #14), as `create`
+                      help="Each VM's lease in days (7 or 7d; 0 or none: no lease). Default: the group's default.")
+    bulk.add_argument("--expires", default=None, metavar="WHEN", help="Or the leases' end: an ISO date or date-time.")
     bulk.add_argument("--idempotency-key", default=None,
                       help="Run again with the same key: nothing new is created, the first job is shown.")
 
