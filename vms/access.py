@@ -4,8 +4,9 @@
   owner/group rule, so a user sees (and may start, stop, open the console of) the VMs a grant names.
   The pools app registers one: the taker of a pool VM uses it like their own while it is taken.
 - `register_action_guard(fn)`: `fn(actor, vm, verb) -> str | None`; a non-empty answer refuses the
-  verb (PermissionDenied with that sentence). vms asks before `delete` and `snapshot` (the pools app:
-  a taker may not delete a pool VM nor snapshot it; a stateless reset discards the disk).
+  verb (PermissionDenied with that sentence). vms asks before `delete`, `snapshot`, `update` (rename or
+  re-describe), `grow_disk` and `lease` (extend) (the pools app: a taker may do none of these to a pool VM;
+  a stateless reset discards the disk, and the next taker gets the VM as the pool made it).
 """
 
 from __future__ import annotations

@@ -28,6 +28,7 @@ from portal.choices import JobStatus, Via
 from portal.exceptions import InvalidState, NotFound, PortalError, ValidationFailed
 from portal.models import AuditEvent, Job
 
+from .access import check_action
 from .choices import VMStatus
 from .lease_policy import check_policy, fmt_when, lease_rules, parse_lease_days, parse_until
 from .models import VM, LeaseNotice
@@ -71,6 +72,7 @@ def vm_lease_extend(*, actor: Actor, via: str, vm: VM | int, days: object = None
     refused: ValidationFailed | None = None
     with transaction.atomic():
         locked = _lock(actor=user, vm=vm)
+        check_action(actor=user, vm=locked, verb="lease")  # registered guards (vms.access: pools)
         now = timezone.now()
         old = locked.expires_at
         base = max(old, now) if old is not None else now

@@ -650,6 +650,8 @@ def vm_update(*, actor: Actor, via: str, vm: VM | int, name: str | None = None,
     changes = {}
     with transaction.atomic():
         vm = _lock_visible(actor=actor, vm=vm)
+        if (name is not None and name != vm.name) or (description is not None and description != vm.description):
+            check_action(actor=actor, vm=vm, verb="update")  # registered guards (vms.access: pools)
         if name is not None:
             new_name = validate_vm_name(name)
             if new_name != vm.name:
@@ -695,6 +697,7 @@ def vm_grow_disk(*, actor: Actor, via: str, vm: VM | int, disk_gib: object) -> A
         if new_size < vm.disk_gib:
             raise ValidationFailed(f"A disk can only grow: {vm.name}'s is {vm.disk_gib} GiB, so give more than that.",
                                    field="disk_gib")
+        check_action(actor=actor, vm=vm, verb="grow_disk")  # registered guards (vms.access: pools)
         _refuse_while_busy(vm, "grow the disk of")
         root = vm_root_disk(vm)  # the boot disk (data disks grow through vms.disks.vm_disk_grow)
         if root is None:

@@ -24,6 +24,7 @@ from storage.models import Image
 from tests.support import web_client
 from vms import services as vm_services
 from vms.choices import VMStatus
+from vms.leases import vm_lease_extend
 from vms.models import VM
 from vms.selectors import vm_get, vm_list
 
@@ -258,3 +259,29 @@ def test_replenish_starts_a_free_vm_found_stopped(test_host, pool_admin, student
     assert services.pool_replenish(pool=pool) == []
     assert VM.objects.get(pk=vm.pk).status == VMStatus.RUNNING
     jobs_ok()
+
+
+def test_a_taker_cannot_rename_grow_or_lease_a_pool_vm(test_host, pool_admin, students, alice, client_for):
+    """What a taker changes the next taker would inherit (a reset only remakes the disk): the name, the disk size
+    (charged to the pool owner's quota) and a lease stay the pool's; the owner may still change them."""
+    pool = make_pool(pool_admin, prestarted=1)
+    services.pool_replenish(pool=pool)
+    vm = services.pool_take(actor=alice, via="web", pool="lab").vm
+    with pytest.raises(PermissionDenied, match="keep the name"):
+        vm_services.vm_update(actor=alice, via="web", vm=vm, name="mine")
+    with pytest.raises(PermissionDenied, match="keep the name"):
+        vm_services.vm_update(actor=alice, via="web", vm=vm, description="my box")
+    with pytest.raises(PermissionDenied, match="keeps the pool's size"):
+        vm_services.vm_grow_disk(actor=alice, via="web", vm=vm, disk_gib=3)
+    with pytest.raises(PermissionDenied, match="no lease of yours"):
+        vm_lease_extend(actor=alice, via="web", vm=vm, days=7)
+    api = client_for(alice)
+    r = api.patch(f"/api/vms/{vm.pk}/", {"name": "mine"}, format="json")
+    assert r.status_code == 403 and "keep the name" in r.json()["detail"]
+    r = api.post(f"/api/vms/{vm.pk}/extend/", {"days": 7}, format="json")
+    assert r.status_code == 403
+    vm.refresh_from_db()
+    assert (vm.name, vm.disk_gib, vm.expires_at) == ("lab-01", 1, None)
+    # Not asking for a change is no change: the same name passes.
+    vm_services.vm_update(actor=alice, via="web", vm=vm, name="lab-01")
+    assert vm_services.vm_update(actor=pool_admin, via="web", vm=vm, description="spare").description == "spare"
