@@ -221,6 +221,11 @@ def pool_take(*, actor: Actor, via: str, pool: VMPool | int | str) -> TakeResult
         if member is None:
             audit(actor=user, via=via, action="pool.take", target=pool, outcome=AuditEvent.Outcome.DENIED,
                   message=f"No free VM in pool {pool.name}")
+            live = pool.members.exclude(vm__status__in=GONE)
+            if live.count() >= pool.max_size and not live.filter(taken_by__isnull=True).exists():
+                # At its maximum with every VM held: nothing is being started, only a return frees one.
+                raise Conflict(f"Pool {pool.name} has no free VM: all its VMs are taken ({pool.max_size}, its "
+                               "maximum size). Try again once someone returns one.", pool=pool.name)
             raise Conflict(f"Pool {pool.name} has no free VM right now; more are being started. "
                            "Try again in a minute.", pool=pool.name)
         member.taken_by, member.taken_at = user, timezone.now()
