@@ -147,7 +147,9 @@ def lease_for_new_vm(*, actor: Actor, group: Group | None, lease_days: object = 
         target = now + timedelta(days=days) if days else None
         field = "lease_days"
     else:
-        default = rules.default_days or rules.max_days or rules.max_total_days
+        # The default, never beyond the maxima (a group's default may meet the site's maximum, or a larger one).
+        limits = [d for d in (rules.max_days, rules.max_total_days) if d]
+        default = min([rules.default_days or max(limits, default=0), *limits], default=0)
         return now + timedelta(days=default) if default else None
     if not user.is_staff:
         check_policy(rules=rules, target=target, now=now, created_at=now, base=None, field=field)

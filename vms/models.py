@@ -6,6 +6,7 @@ import uuid
 
 from django.conf import settings
 from django.contrib.auth.models import Group
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
 
@@ -272,6 +273,14 @@ class LeasePolicy(models.Model):
 
     def __str__(self) -> str:
         return f"Lease policy of {self.group.name}"
+
+    def clean(self) -> None:
+        """The admin's form: a default lease longer than the same policy's maximum is a contradiction."""
+        for limit in ("max_days", "max_total_days"):
+            value = getattr(self, limit)
+            if self.default_days and value and self.default_days > value:
+                raise ValidationError({"default_days": f"The default lease ({self.default_days} days) cannot be "
+                                                       f"longer than the maximum ({value} days)."})
 
 
 class LeaseNotice(models.Model):

@@ -8,6 +8,7 @@ from datetime import timedelta
 
 import pytest
 from django.contrib.auth.models import Group
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.utils import timezone
 
 from portal.exceptions import PermissionDenied, ValidationFailed
@@ -49,6 +50,20 @@ def test_site_default_is_no_lease_and_group_policy_gives_its_default(test_host, 
     assert close(vm.expires_at, timezone.now() + timedelta(days=5))
     audit = AuditEvent.objects.get(action="vm.create", target_id=str(vm.pk))
     assert audit.data["expires_at"] == vm.expires_at.isoformat()
+
+
+def test_a_default_never_goes_beyond_the_maximum(test_host, alice, team, settings):
+    """A group's default may meet a shorter maximum (the site's, field by field): the new VM gets the maximum,
+    not a lease its owner could not have asked for. The admin refuses such a policy in one row."""
+    LeasePolicy.objects.filter(group=team).update(default_days=None, max_days=None, max_total_days=None)
+    settings.LEASE_DEFAULT_DAYS, settings.LEASE_MAX_DAYS = 20, 10
+    vm = create(alice, name="lab-1", group=team)
+    assert close(vm.expires_at, timezone.now() + timedelta(days=10))
+    LeasePolicy.objects.filter(group=team).update(default_days=0, max_days=None, max_total_days=4)
+    assert close(create(alice, name="lab-2", group=team).expires_at, timezone.now() + timedelta(days=4))
+    policy = LeasePolicy(group=Group.objects.create(name="other"), default_days=20, max_days=10)
+    with pytest.raises(DjangoValidationError, match="cannot be longer than the maximum"):
+        policy.full_clean()
 
 
 def test_site_setting_gives_a_default_lease(test_host, alice, settings):
