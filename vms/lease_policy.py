@@ -25,6 +25,7 @@ from .models import LeasePolicy
 
 _DAYS = re.compile(r"^\s*(\d{1,5})\s*(d|day|days)?\s*$", re.IGNORECASE)
 NO_LEASE_WORDS = ("none", "never", "no")
+MAX_LEASE_DAYS = 36500  # the longest lease, in days or to a date (100 years)
 
 
 @dataclass(frozen=True)
@@ -75,8 +76,8 @@ def parse_lease_days(value: object, *, field: str = "lease_days") -> int | None:
         if match is None:
             raise ValidationFailed(f"Give the lease in days, e.g. 7 or 7d (not {text[:20]!r}).", field=field)
         days = int(match.group(1))
-    if days < 0 or days > 36500:
-        raise ValidationFailed("A lease is between 0 (none) and 36500 days.", field=field)
+    if days < 0 or days > MAX_LEASE_DAYS:
+        raise ValidationFailed(f"A lease is between 0 (none) and {MAX_LEASE_DAYS} days.", field=field)
     return days
 
 
@@ -86,9 +87,12 @@ def parse_until(value: object, *, field: str = "until") -> datetime:
         when = value
     else:
         text = str(value or "").strip()
-        when_or_none = parse_datetime(text) if "T" in text or " " in text else None
+        try:  # a well-formed but impossible date (2030-02-30) is a ValueError
+            when_or_none = parse_datetime(text) if "T" in text or " " in text else None
+            day = parse_date(text) if text and when_or_none is None else None
+        except ValueError:
+            when_or_none = day = None
         if when_or_none is None:
-            day = parse_date(text) if text else None
             if day is None:
                 raise ValidationFailed(f"Give a date (2030-01-31) or a date and time (2030-01-31T18:00), "
                                        f"not {text[:30]!r}.", field=field)
@@ -96,6 +100,11 @@ def parse_until(value: object, *, field: str = "until") -> datetime:
         when = when_or_none
     if timezone.is_naive(when):
         when = timezone.make_aware(when)
+    # As far as a lease in days goes (parse_lease_days): later ends overflow date arithmetic (an extension, the
+    # grace period) and mean no lease, which is said with none.
+    if when > timezone.now() + timedelta(days=MAX_LEASE_DAYS):
+        raise ValidationFailed(f"A lease ends within {MAX_LEASE_DAYS} days (100 years); for no end, remove the "
+                               "lease.", field=field)
     return when
 
 

@@ -76,7 +76,11 @@ def vm_lease_extend(*, actor: Actor, via: str, vm: VM | int, days: object = None
         now = timezone.now()
         old = locked.expires_at
         base = max(old, now) if old is not None else now
-        target = base + timedelta(days=n) if n is not None else parse_until(until)
+        try:
+            target = base + timedelta(days=n) if n is not None else parse_until(until)
+        except OverflowError:  # an end set before dates were bounded (parse_until), near year 9999
+            raise ValidationFailed(f"The lease of {locked.name} ends too far away to extend it.",
+                                   field=target_field) from None
         if not user.is_staff:
             try:
                 check_policy(rules=lease_rules(locked.group), target=target, now=now, created_at=locked.created_at,

@@ -76,6 +76,26 @@ def test_api_create_with_lease_extend_and_refusals(test_host, alice, admin_user,
         ("vm.lease.extend", "api", "succeeded"), ("vm.lease.set", "api", "succeeded")]
 
 
+def test_api_far_or_impossible_lease_ends_are_400_not_500(test_host, alice, admin_user):
+    """An end near year 9999 made every later extension overflow (500); an impossible date was a ValueError."""
+    vm = vm_create(actor=alice, via="api", name="far-1", lease_days=2, **SIZE).vm
+    admin = api_client(admin_user)
+    for until in ("9999-12-31T23:59", "2300-01-01"):
+        response = admin.post(f"/api/vms/{vm.pk}/extend/", {"until": until}, format="json")
+        assert response.status_code == 400 and "within 36500 days" in response.json()["detail"], response.content
+    response = admin.post(f"/api/vms/{vm.pk}/extend/", {"until": "2030-02-30"}, format="json")
+    assert response.status_code == 400 and "Give a date" in response.json()["detail"]
+    response = api_client(alice).post("/api/vms/", {"name": "far-2", "expires_at": "9999-12-31", **SIZE},
+                                      format="json")
+    assert response.status_code == 400 and not VM.objects.filter(name="far-2").exists()
+    # An end already that far (set before ends were bounded): extending it is refused in words.
+    VM.objects.filter(pk=vm.pk).update(expires_at=timezone.now().replace(year=9999, month=12, day=30))
+    for client in (admin, api_client(alice)):
+        response = client.post(f"/api/vms/{vm.pk}/extend/", {"days": 3}, format="json")
+        assert response.status_code == 400 and "too far away" in response.json()["detail"], response.content
+    assert admin.post(f"/api/vms/{vm.pk}/extend/", {"until": "2031-01-01"}, format="json").status_code == 200
+
+
 def test_api_extend_of_someone_elses_vm_is_404(test_host, alice, bob):
     theirs = vm_create(actor=bob, via="api", name="b-1", lease_days=2, **SIZE).vm
     response = api_client(alice).post(f"/api/vms/{theirs.pk}/extend/", {"days": 1}, format="json")
