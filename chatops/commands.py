@@ -77,6 +77,7 @@ class CreateMany:
     clone: str | None = None
     start_number: str = "1"
     partial: bool = False
+    lease: str | None = None  # each VM's lease, as Create's (`--lease 7d`; "none": no lease)
 
 
 @dataclass(frozen=True)

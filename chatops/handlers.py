@@ -241,7 +241,7 @@ def _create_many(ctx: SlackContext, user, command: c.CreateMany, prefix: str) ->
                             vcpus=command.vcpus, memory_mib=command.memory_mib, disk_gib=command.disk_gib,
                             description=command.description, group=command.group,
                             networks=None if command.networks is None else list(command.networks),
-                            clone=command.clone, partial=command.partial)
+                            clone=command.clone, partial=command.partial, lease_days=command.lease)
     _announce(ctx, job=result.job, source=None,
               text=f.creating_many_text(slack_user_id=ctx.slack_user_id, result=result))
     return f.Reply(text="")  # the channel message says it all

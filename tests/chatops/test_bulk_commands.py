@@ -50,3 +50,14 @@ def test_create_many_refusals(slack, alice_linked):
     text = reply_text(slack.command("create-many lab 2 --flavor small"))
     assert "needs {n}" in text
     assert not VM.objects.exists()
+
+
+def test_create_many_with_a_lease(slack, alice_linked):
+    """`--lease` is one of create's options, which create-many takes too: it reached the command's fields and
+    broke it; now each VM gets the lease."""
+    assert c.parse("create-many lab-{n} 2 --lease 3d").lease == "3d"
+    response = slack.command("create-many lab-{n} 2 --flavor small --lease 3d")
+    assert response.status_code == 200 and reply_of(response) == {}
+    vms = list(VM.objects.all())
+    assert len(vms) == 2 and all(vm.expires_at is not None for vm in vms)
+    assert {(vm.expires_at - vm.created_at).days for vm in vms} == {2}  # 3 days less the seconds in between
