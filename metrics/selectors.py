@@ -117,12 +117,14 @@ def host_latest_use() -> list[HostUse]:
 
 
 def vm_latest_use() -> list[VMUse]:
-    """Each VM's latest raw sample younger than the horizon (so a VM stopped for a while drops out) -- one
-    query (an index lookup per VM on vmsample_series). The host is the sample's (where the VM ran then),
-    else the VM's."""
+    """Each VM's latest raw sample younger than the horizon (so a VM that stopped reporting drops out), for
+    VMs not stopped or deleted (a stopped VM drops out at once: its last sample is no use now) -- one query
+    (an index lookup per VM on vmsample_series). The host is the sample's (where the VM ran then), else the
+    VM's."""
     latest = (VMSample.objects.filter(vm=OuterRef("pk"), resolution=Resolution.RAW, at__gte=_horizon())
               .order_by("-at").values("pk")[:1])
-    ids = VM.objects.exclude(status=VMStatus.DELETED).order_by().annotate(sample=Subquery(latest)).values("sample")
+    ids = (VM.objects.exclude(status__in=[VMStatus.DELETED, VMStatus.STOPPED]).order_by()
+           .annotate(sample=Subquery(latest)).values("sample"))
     samples = (VMSample.objects.filter(pk__in=ids).select_related("vm__owner", "vm__host", "host")
                .order_by("vm_id"))
     return [VMUse(vm_id=s.vm_id, vm=s.vm.name, owner=s.vm.owner.get_username(),

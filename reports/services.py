@@ -38,14 +38,15 @@ class IdleStop:
                 "job": self.job_id}
 
 
-def idle_vms_stop(*, actor: Actor, via: str, vm_ids: Sequence[int] | None = None,
-                  now: datetime | None = None) -> list[IdleStop]:
+def idle_vms_stop(*, actor: Actor, via: str, vm_ids: Sequence[int] | None = None, now: datetime | None = None,
+                  cpu_pct: float | None = None, days: float | None = None) -> list[IdleStop]:
     """Stop the idle VMs (all of them, or those of `vm_ids` that are idle now: a VM that is no longer idle
-    or not running is refused, never stopped). Administrators only; each stop is a `vm.stop` job."""
+    or not running is refused, never stopped), idle by the same `cpu_pct` and `days` as the list that
+    showed them (default: the settings). Administrators only; each stop is a `vm.stop` job."""
     admin = require_admin(actor, "Only administrators can stop idle VMs.")
     if admin is None:
         raise PermissionDenied("Stopping idle VMs needs an administrator's account to record them under.")
-    idle = {item.vm.pk: item for item in idle_vms(actor=admin, now=now)}
+    idle = {item.vm.pk: item for item in idle_vms(actor=admin, now=now, cpu_pct=cpu_pct, days=days)}
     wanted = list(dict.fromkeys(int(pk) for pk in vm_ids)) if vm_ids is not None else list(idle)
     results: list[IdleStop] = []
     for pk in wanted:

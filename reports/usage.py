@@ -90,7 +90,9 @@ def _parse_moment(raw: str, *, name: str, end: bool) -> datetime:
             moment = datetime.combine(day + timedelta(days=1) if end else day, time.min)
         else:
             moment = parse_datetime(text)
-    except (ValueError, OverflowError):  # e.g. the day after 9999-12-31
+    except OverflowError:  # the day after 9999-12-31: a date, but past the calendar's end
+        raise ValidationFailed(f"{name!r} is too far in the future.", field=name) from None
+    except ValueError:
         moment = None
     if moment is None:
         raise ValidationFailed(f"{name!r} must be a date (2026-12-01) or a date and time (2026-12-01T08:00Z); "

@@ -443,6 +443,7 @@ SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"] = {
 REST_FRAMEWORK["DEFAULT_AUTHENTICATION_CLASSES"] = [
     "rest_framework.authentication.TokenAuthentication",
     "rest_framework.authentication.SessionAuthentication",
+    "portal.jobs.api.authentication.PluginTokenElsewhere",  # a plugin token here: 401 saying where it belongs
 ]
 
 # --- Slack (chatops), continued: see docs/slack.md ---

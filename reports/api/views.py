@@ -113,6 +113,8 @@ def _number(request: Request, name: str) -> float | None:
 class IdleStopSerializer(serializers.Serializer):
     vms = serializers.ListField(child=serializers.IntegerField(min_value=1), required=False, max_length=10_000,
                                 help_text="The VMs to stop (ids); left out: every idle VM. VMs not idle are left alone.")
+    cpu_pct = serializers.FloatField(required=False, help_text="Idle threshold as for the list (default PORTAL_IDLE_CPU_PCT).")
+    days = serializers.FloatField(required=False, help_text="Idle window as for the list (default PORTAL_IDLE_DAYS).")
 
 
 class IdleStopView(_ReportView):
@@ -124,6 +126,8 @@ class IdleStopView(_ReportView):
     def post(self, request: Request) -> Response:
         body = IdleStopSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        results = idle_vms_stop(actor=request.user, via=Via.API, vm_ids=body.validated_data.get("vms"))
+        data = body.validated_data
+        results = idle_vms_stop(actor=request.user, via=Via.API, vm_ids=data.get("vms"), cpu_pct=data.get("cpu_pct"),
+                                days=data.get("days"))
         return Response({"stopped": sum(r.stopped for r in results), "results": [r.as_dict() for r in results]},
                         status=202)

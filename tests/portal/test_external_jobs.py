@@ -392,3 +392,27 @@ def test_a_running_plugin_job_does_not_hold_the_vm(vm, alice, plugin):
     vm.refresh_from_db()
     assert vm.status == "paused"
     assert Job.objects.get(pk=job["id"]).status == "running"
+
+
+def test_a_credential_on_the_wrong_side_is_told_where_it_belongs(vm, alice, plugin):
+    """401s that say which credential the endpoint takes, not DRF's "credentials were not provided" (a user
+    who sent a token reads that as the token being lost)."""
+    _row, client = plugin
+    for path in ("/api/vms/", f"/api/vms/{vm.pk}/", "/api/jobs/"):
+        refused = client.get(path)
+        assert refused.status_code == 401, path
+        assert "/api/jobs/external/" in refused.json()["detail"], refused.json()
+    token = Token.objects.create(user=alice)
+    as_user = APIClient()
+    as_user.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    refused = as_user.get(EXTERNAL)
+    assert refused.status_code == 401
+    assert "user's API token" in refused.json()["detail"] and "Plugin <token>" in refused.json()["detail"]
+    session = Client()
+    session.force_login(alice)
+    refused = session.get(EXTERNAL)
+    assert refused.status_code == 401 and "Plugin <token>" in refused.json()["detail"]
+    nobody = APIClient().get(EXTERNAL)
+    assert nobody.status_code == 401
+    assert nobody.json()["detail"] == "A plugin token is required: 'Authorization: Plugin <token>'."
+    assert nobody["WWW-Authenticate"] == "Plugin"

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
 from datetime import timedelta
 
 import pytest
+from django.core.management import call_command
 from django.test import override_settings
 from django.utils import timezone
 
@@ -128,3 +130,38 @@ def test_auto_stop_is_off_by_default_and_stops_as_the_named_admin(test_host, ali
     machine.refresh_from_db()
     assert machine.status == VMStatus.STOPPED
     assert AuditEvent.objects.get(action="report.idle_stop").via == "system"
+
+
+@pytest.mark.django_db
+def test_stop_judges_idleness_by_the_thresholds_the_list_used(fleet, admin_user):
+    """Listed with days=1 (the young VM is idle over one day), stopping with the same days stops it; with the
+    default window it would be left alone as 'not idle'."""
+    assert [i.vm.name for i in idle_vms(actor=admin_user, now=NOW, days=1)] == ["young", "quiet"]
+    young = fleet["young"]
+    refused = idle_vms_stop(actor=admin_user, via="api", vm_ids=[young.pk], now=NOW)
+    assert [r.stopped for r in refused] == [False]
+    results = idle_vms_stop(actor=admin_user, via="api", vm_ids=[young.pk], now=NOW, days=1)
+    assert [(r.vm_id, r.name) for r in results] == [(young.pk, "young")]
+    assert [(r.stopped, r.message) for r in results] == [(True, "Stopping young.")]
+    edge = idle_vms_stop(actor=admin_user, via="api", vm_ids=[fleet["edge"].pk], now=NOW, cpu_pct=5.01)
+    assert [(r.name, r.stopped) for r in edge] == [("edge", True)]
+
+
+@pytest.mark.django_db
+def test_api_and_cli_stop_pass_the_thresholds_on(fleet, admin_user, monkeypatch):
+    seen: list[tuple] = []
+
+    def record(*, actor, via, vm_ids=None, now=None, cpu_pct=None, days=None):
+        seen.append((via, vm_ids, cpu_pct, days))
+        return []
+
+    monkeypatch.setattr("reports.api.views.idle_vms_stop", record)
+    monkeypatch.setattr("reports.management.commands.report.idle_vms_stop", record)
+    response = api_client(admin_user).post("/api/reports/idle/stop/", {"vms": [1], "cpu_pct": 7.5, "days": 0.5},
+                                           format="json")
+    assert response.status_code == 202, response.content
+    bad = api_client(admin_user).post("/api/reports/idle/stop/", {"days": "soon"}, format="json")
+    assert bad.status_code == 400 and "days" in bad.json()["errors"]
+    call_command("report", "idle", "--stop", "--as", admin_user.username, "--cpu-pct", "3", "--days", "2",
+                 stdout=io.StringIO())
+    assert seen == [("api", [1], 7.5, 0.5), ("cli", None, 3.0, 2.0)]

@@ -11,7 +11,7 @@ from typing import Any
 from django.contrib.auth.models import AnonymousUser
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
-from rest_framework.exceptions import AuthenticationFailed
+from rest_framework.exceptions import AuthenticationFailed, NotAuthenticated
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 
@@ -43,13 +43,33 @@ class PluginTokenAuthentication(BaseAuthentication):
         return KEYWORD
 
 
+class PluginTokenElsewhere(BaseAuthentication):
+    """Listed last among the user endpoints' credentials: a plugin token there is refused in words (401) that
+    say where it belongs, rather than DRF's "Authentication credentials were not provided"."""
+
+    def authenticate(self, request: Request) -> None:
+        auth = get_authorization_header(request).split()
+        if auth and auth[0].lower() == KEYWORD.lower().encode():
+            raise AuthenticationFailed("A plugin token opens only the external-job API (/api/jobs/external/); "
+                                       "this endpoint takes a user's API token: 'Authorization: Token <key>'.")
+        return None
+
+
 class IsPlugin(BasePermission):
     """The request carries an active plugin token."""
 
     message = "A plugin token is required: 'Authorization: Plugin <token>'."
 
     def has_permission(self, request: Request, view: object) -> bool:
-        return isinstance(request.auth, PluginToken)
+        if isinstance(request.auth, PluginToken):
+            return True
+        # DRF answers an unauthenticated request with its generic "credentials were not provided", even when
+        # a user's token or session was sent: say what this door takes instead (still 401).
+        auth = get_authorization_header(request).split()
+        if auth or request._request.user.is_authenticated:
+            raise NotAuthenticated("A user's API token or session does not open the plugin API; send "
+                                   "'Authorization: Plugin <token>' (manage.py plugin-token create).")
+        raise NotAuthenticated(self.message)
 
 
 class PluginTokenScheme(OpenApiAuthenticationExtension):
@@ -61,3 +81,16 @@ class PluginTokenScheme(OpenApiAuthenticationExtension):
     def get_security_definition(self, auto_schema: Any) -> dict[str, str]:
         return {"type": "apiKey", "in": "header", "name": "Authorization",
                 "description": "`Plugin <token>` (manage.py plugin-token create)."}
+
+
+class PluginTokenElsewhereScheme(OpenApiAuthenticationExtension):
+    """No credential of its own (it only refuses one): nothing in the schema, and no warning."""
+
+    target_class = PluginTokenElsewhere
+    name: list[str] = []
+
+    def get_security_requirement(self, auto_schema: Any) -> list[dict[str, list[Any]]]:
+        return []
+
+    def get_security_definition(self, auto_schema: Any) -> list[dict[str, str]]:
+        return []

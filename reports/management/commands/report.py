@@ -2,7 +2,7 @@
 
     manage.py report usage --by user|group|host [--from 2026-11-01] [--to 2026-11-30] [--top N] [--format table|csv]
     manage.py report idle [--cpu-pct 5] [--days 3] [--format table|csv]
-    manage.py report idle --stop --as ADMIN [--vm ID ...]
+    manage.py report idle --stop --as ADMIN [--vm ID ...] [--cpu-pct 5] [--days 3]
 
 Reading runs as the system (whoever can run manage.py is an operator); stopping is recorded in the audit under
 the administrator named with --as. Errors go to stderr with the exit status of their kind.
@@ -75,7 +75,7 @@ class Command(BaseCommand):
             admin = User.objects.filter(username=as_user).first()
             if admin is None:
                 raise CommandError(f"No user {as_user!r}.", returncode=NotFound.exit_code)
-            for result in idle_vms_stop(actor=admin, via=Via.CLI, vm_ids=vms):
+            for result in idle_vms_stop(actor=admin, via=Via.CLI, vm_ids=vms, cpu_pct=cpu_pct, days=days):
                 self.stdout.write(f"{'stopping' if result.stopped else 'left alone'}: {result.message}"
                                   + (f" (job {result.job_id})" if result.job_id else ""))
             return
