@@ -1303,7 +1303,7 @@ def admin_networks(test_host, alice, admin_user) -> None:
     page = admin.get(f"/admin/vms/vm/{vm.pk}/change/")
     [inline] = [fs for fs in page.response.context["inline_admin_formsets"] if fs.opts.model is VMNic]
     assert [form.original for form in inline] == [nic]
-    assert f"lab {nic.mac} virtio (fastest; Linux guests) Attached {ADDRESS}" in page.text, page.text
+    assert f"lab {nic.mac} virtio (fastest; Linux guests) — Attached {ADDRESS}" in page.text, page.text
     assert f"Ssh: {SSH_LINE}" in page.text
     assert not (inline.has_add_permission or inline.has_change_permission or inline.has_delete_permission)
     actions = django_admin.site._registry[VM].get_actions(page.response.wsgi_request)

@@ -65,6 +65,7 @@ def test_every_admin_changelist_change_and_add_page_renders_for_a_superuser(
     from django.contrib.auth.models import Group
 
     from cluster.services import host_sync
+    from portal.plugins import plugin_token_create
     from quotas.services import quota_get_or_create, quota_request_create
     from vms.models import AffinityGroup, DevicePropertyRule, Flavor, LeasePolicy
 
@@ -72,6 +73,7 @@ def test_every_admin_changelist_change_and_add_page_renders_for_a_superuser(
     team = Group.objects.create(name="team-a")
     quota_get_or_create(group=team)
     LeasePolicy.objects.create(group=team, max_days=30)  # VM leases (issue #14): the lease policy admin
+    plugin_token_create(actor=admin_user, via=Via.CLI, name="backup-agent", all_targets=True)  # plugin tokens admin
     Flavor.objects.create(name="small", vcpus=1, memory_mib=512, disk_gib=5)
     AffinityGroup.objects.create(name="apart").vms.add(vm)  # the scheduler's affinity group admin
     # A device property rule (a transactional test starts without the rows the migration seeds).
@@ -468,7 +470,8 @@ def test_audit_and_job_admins_are_read_only(transactional_db, test_host, alice, 
         request = page.wsgi_request
         assert not model_admin.has_add_permission(request)
         assert not model_admin.has_delete_permission(request)
-        assert not model_admin.get_actions(request)
+        # Jobs have one action, Cancel (issue #14: through portal.jobs.services.job_cancel); audit has none.
+        assert set(model_admin.get_actions(request)) == ({"cancel_jobs"} if model is Job else set())
 
 
 def test_job_detail_shows_log_error_and_traceback(db, admin_user, staff_client):
