@@ -64,6 +64,8 @@ def test_api_bulk_refusals_are_json(test_host, alice, client_for):
     assert r.status_code == 400 and "needs {n}" in r.json()["detail"]
     r = api.post("/api/vms/bulk/", {**BODY, "owner": "bob"}, format="json")
     assert r.status_code == 403
+    r = api.post("/api/vms/bulk/", {**BODY, "dry_run": True}, format="json")  # an invented field makes nothing
+    assert r.status_code == 400 and "dry_run" in r.json()["errors"] and not VM.objects.exists()
     r = api.post("/api/vms/bulk/", {**BODY, "count": 5, "partial": True}, format="json")
     assert r.status_code == 202 and r.json()["created"] == 3 and "VMs 0 of 3 in use" in r.json()["why_fewer"]
     assert not VM.objects.exclude(name__in=["lab-01", "lab-02", "lab-03"]).exists()

@@ -121,6 +121,14 @@ class VMBulkCreateSerializer(VMCreateSerializer):
                   "new and answers 200 with the first one's job; the same key with other parameters is refused "
                   "(422). Keys are kept 24 hours.")
 
+    def validate(self, attrs):
+        # Unknown fields are refused rather than ignored: a batch makes many VMs, and a misspelt or invented
+        # field ("dry_run": true, trial of issue #14) must not make them anyway.
+        unknown = sorted(set(getattr(self, "initial_data", {}) or {}) - set(self.fields))
+        if unknown:
+            raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
+        return super().validate(attrs)
+
 
 class VMBulkResultSerializer(serializers.Serializer):
     """What a bulk create answers: the parent job, how many VMs were asked for and made, and why fewer."""
