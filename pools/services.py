@@ -330,8 +330,8 @@ def pools_replenish_all() -> dict[str, object]:
 # --- the grants registered with vms.access --------------------------------------------------------
 
 def pool_vm_guard(actor: Actor, vm: VM, verb: str) -> str | None:
-    """A taker may not delete a pool VM nor snapshot it, nor rename it, grow its disk (the owner's quota) or
-    move its lease: the next taker gets it as the pool made it (administrators and the pool's owner may)."""
+    """A taker may not delete a pool VM nor snapshot it, nor rename it, grow, add or change its disks (the
+    owner's quota), change its NICs or move its lease: the next taker gets it as the pool made it (administrators and the pool's owner may)."""
     if actor is None or is_admin(actor) or getattr(actor, "pk", None) == vm.owner_id:
         return None
     member = PoolMember.objects.select_related("pool").filter(vm=vm).first()
@@ -345,6 +345,11 @@ def pool_vm_guard(actor: Actor, vm: VM, verb: str) -> str | None:
         return f"{vm.name} belongs to pool {member.pool.name}: pool VMs keep the name and description the pool gave."
     if verb == "grow_disk":
         return f"{vm.name} belongs to pool {member.pool.name}: its disk keeps the pool's size."
+    if verb == "disks":
+        return (f"{vm.name} belongs to pool {member.pool.name}: its disks stay as the pool made them (the pool's "
+                "owner pays for them).")
+    if verb == "nics":
+        return f"{vm.name} belongs to pool {member.pool.name}: its network cards stay as the pool made them."
     if verb == "lease":
         return f"{vm.name} belongs to pool {member.pool.name}: pool VMs have no lease of yours; return it when done."
     return None

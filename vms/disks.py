@@ -36,6 +36,7 @@ from quotas.services import quota_reserve
 from storage.models import StoragePool, Volume
 from storage.pools import pool_for_host
 
+from .access import check_action
 from .choices import VMStatus
 from .models import VM, VMDisk
 from .properties import DISK, IOTUNE_KEYS, check_boot_order, validate_properties
@@ -145,6 +146,7 @@ def _disk_ready_vm(*, actor: Actor, vm: VM | int, verb: str) -> VM:
     """Lock the VM and check that a disk may change now: a settled state, no disk or NIC change, snapshot
     or other job under way."""
     vm = _lock_visible(actor=actor, vm=vm)
+    check_action(actor=actor, vm=vm, verb="disks")  # registered guards (vms.access: pools)
     if vm.status not in NIC_STATES:
         state = vm.get_status_display().lower()
         raise InvalidState(f"Cannot {verb} {vm.name}: it is {state}.", status=vm.status)
@@ -384,6 +386,7 @@ def vm_disk_grow(*, actor: Actor, via: str, vm: VM | int, disk: VMDisk | int | s
     user = _check_actor(actor)
     with transaction.atomic():
         locked = _lock_visible(actor=user, vm=vm)
+        check_action(actor=user, vm=locked, verb="disks")  # registered guards (vms.access: pools)
         found = _disk_of(locked, disk)
         if found.readonly:
             raise ValidationFailed(f"Disk {found.target} of {locked.name} is read-only: it cannot grow.", field="disk")

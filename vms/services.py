@@ -933,6 +933,7 @@ def nics_publish(vm: VM) -> None:
 
 def _nic_ready_vm(*, actor: Actor, vm: VM | int, verb: str) -> VM:
     vm = _lock_visible(actor=actor, vm=vm)
+    check_action(actor=actor, vm=vm, verb="nics")  # registered guards (vms.access: pools)
     if vm.status not in NIC_STATES:
         state = vm.get_status_display().lower()
         raise InvalidState(f"Cannot {verb} {vm.name}: it is {state}.", status=vm.status)

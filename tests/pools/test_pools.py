@@ -24,6 +24,7 @@ from storage.models import Image
 from tests.support import web_client
 from vms import services as vm_services
 from vms.choices import VMStatus
+from vms.disks import vm_disk_add, vm_disk_grow
 from vms.leases import vm_lease_extend
 from vms.models import VM
 from vms.selectors import vm_get, vm_list
@@ -266,7 +267,8 @@ def test_replenish_starts_a_free_vm_found_stopped(test_host, pool_admin, student
     jobs_ok()
 
 
-def test_a_taker_cannot_rename_grow_or_lease_a_pool_vm(test_host, pool_admin, students, alice, client_for):
+def test_a_taker_cannot_rename_grow_or_lease_a_pool_vm(test_host, pool_admin, students, alice, client_for,
+                                                       make_network):
     """What a taker changes the next taker would inherit (a reset only remakes the disk): the name, the disk size
     (charged to the pool owner's quota) and a lease stay the pool's; the owner may still change them."""
     pool = make_pool(pool_admin, prestarted=1)
@@ -280,9 +282,19 @@ def test_a_taker_cannot_rename_grow_or_lease_a_pool_vm(test_host, pool_admin, st
         vm_services.vm_grow_disk(actor=alice, via="web", vm=vm, disk_gib=3)
     with pytest.raises(PermissionDenied, match="no lease of yours"):
         vm_lease_extend(actor=alice, via="web", vm=vm, days=7)
+    # Nor add data disks (the pool owner's quota) or NICs that the next taker would find (trial of issue #14).
+    with pytest.raises(PermissionDenied, match="disks stay as the pool made them"):
+        vm_disk_add(actor=alice, via="web", vm=vm, size_gib=1)
+    with pytest.raises(PermissionDenied, match="disks stay as the pool made them"):
+        vm_disk_grow(actor=alice, via="web", vm=vm, disk="vda", size_gib=3)
+    with pytest.raises(PermissionDenied, match="network cards stay"):
+        vm_services.vm_nic_add(actor=alice, via="web", vm=vm, network=make_network(is_public=True).name)
+    assert vm.disks.count() == 1 and not vm.nics.exists()
     api = client_for(alice)
     r = api.patch(f"/api/vms/{vm.pk}/", {"name": "mine"}, format="json")
     assert r.status_code == 403 and "keep the name" in r.json()["detail"]
+    r = api.post(f"/api/vms/{vm.pk}/disks/", {"size_gib": 1}, format="json")
+    assert r.status_code == 403 and "disks stay" in r.json()["detail"]
     r = api.post(f"/api/vms/{vm.pk}/extend/", {"days": 7}, format="json")
     assert r.status_code == 403
     vm.refresh_from_db()
