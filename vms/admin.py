@@ -58,6 +58,7 @@ from .choices import VMStatus
 from .dashboard import dashboard
 from .disk_doors import is_data_disk, properties_text
 from .disks import data_volume_delete
+from .lease_policy import lease_policy_delete, lease_policy_save
 from .migration import vm_migrate
 from .models import VM, Flavor, LeasePolicy, Snapshot, VMDisk, VMNic
 from .scheduling import SCHEDULING_FIELDS, vm_scheduling_clean, vm_scheduling_update
@@ -1043,14 +1044,11 @@ class LeasePolicyAdmin(admin.ModelAdmin):
     search_fields = ("group__name",)
 
     def save_model(self, request, obj, form, change):
-        super().save_model(request, obj, form, change)
-        fields = ("default_days", "max_days", "max_extension_days", "max_total_days", "grace_days", "delete_expired")
-        data = {name: getattr(obj, name) for name in fields}
-        audit(actor=request.user, via=Via.ADMIN, action="lease_policy.change" if change else "lease_policy.create",
-              target_type="lease_policy", target_id=str(obj.pk), target_name=str(obj),
-              message=f"{obj}: " + ", ".join(f"{k} {'site' if v is None else v}" for k, v in data.items()), data=data)
+        lease_policy_save(actor=request.user, via=Via.ADMIN, policy=obj)
 
     def delete_model(self, request, obj):
-        audit(actor=request.user, via=Via.ADMIN, action="lease_policy.delete", target_type="lease_policy",
-              target_id=str(obj.pk), target_name=str(obj), message=f"Delete {obj}: the site's lease rules apply")
-        super().delete_model(request, obj)
+        lease_policy_delete(actor=request.user, via=Via.ADMIN, policy=obj)
+
+    def delete_queryset(self, request, queryset):
+        for policy in queryset:
+            lease_policy_delete(actor=request.user, via=Via.ADMIN, policy=policy)

@@ -15,10 +15,12 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.contrib.auth.models import Group
+from django.db import transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
-from portal.actors import Actor, require_user
+from portal.actors import Actor, require_admin, require_user
+from portal.audit import audit
 from portal.exceptions import ValidationFailed
 
 from .models import LeasePolicy
@@ -163,3 +165,32 @@ def lease_for_new_vm(*, actor: Actor, group: Group | None, lease_days: object = 
     if not user.is_staff:
         check_policy(rules=rules, target=target, now=now, created_at=now, base=None, field=field)
     return target
+
+
+# --- writes (the admin's door calls these) ------------------------------------------------------------
+
+_POLICY_FIELDS = ("default_days", "max_days", "max_extension_days", "max_total_days", "grace_days", "delete_expired")
+
+
+def lease_policy_save(*, actor: Actor, via: str, policy: LeasePolicy) -> LeasePolicy:
+    """Store a group's lease policy (administrators only; validated by the model's clean), audited."""
+    require_admin(actor, "Only administrators set lease policies.")
+    created = policy.pk is None
+    with transaction.atomic():
+        policy.full_clean()
+        policy.save()
+        data = {name: getattr(policy, name) for name in _POLICY_FIELDS}
+        audit(actor=actor, via=via, action="lease_policy.create" if created else "lease_policy.change",
+              target_type="lease_policy", target_id=str(policy.pk), target_name=str(policy),
+              message=f"{policy}: " + ", ".join(f"{k} {'site' if v is None else v}" for k, v in data.items()),
+              data=data)
+    return policy
+
+
+def lease_policy_delete(*, actor: Actor, via: str, policy: LeasePolicy) -> None:
+    """Remove a group's lease policy: the site's lease rules apply to its VMs again. Audited."""
+    require_admin(actor, "Only administrators remove lease policies.")
+    with transaction.atomic():
+        audit(actor=actor, via=via, action="lease_policy.delete", target_type="lease_policy",
+              target_id=str(policy.pk), target_name=str(policy), message=f"Delete {policy}: the site's lease rules apply")
+        policy.delete()

@@ -10,11 +10,12 @@ from django.contrib.auth.models import Group
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
+from portal.exceptions import PermissionDenied
 from portal.models import AuditEvent
 from quotas.models import Quota
 from tests.support import api_client, web_client
 from vms import leases
-from vms.lease_policy import lease_rules
+from vms.lease_policy import lease_policy_delete, lease_policy_save, lease_rules
 from vms.models import VM, LeasePolicy
 from vms.services import vm_create
 
@@ -181,3 +182,20 @@ def test_admin_edits_lease_policies_audited(admin_user, team):
     rules = lease_rules(team)
     assert (rules.max_days, rules.max_extension_days, rules.source) == (5, 0, "group class")
     assert AuditEvent.objects.filter(action="lease_policy.change", actor=admin_user).exists()
+
+
+def test_lease_policies_change_only_through_the_service(alice, admin_user, team):
+    """The admin's door calls vms.lease_policy (trial of issue #14: it wrote the row itself); users are refused,
+    deleting, one or several, is audited like a change."""
+    policy = LeasePolicy.objects.get(group=team)
+    policy.max_days = 1
+    with pytest.raises(PermissionDenied):
+        lease_policy_save(actor=alice, via="web", policy=policy)
+    assert LeasePolicy.objects.get(group=team).max_days != 1
+    web = web_client(admin_user)
+    response = web.post("/admin/vms/leasepolicy/", {"action": "delete_selected", "_selected_action": [policy.pk],
+                                                    "post": "yes"})
+    assert response.status_code == 302 and not LeasePolicy.objects.filter(group=team).exists()
+    assert AuditEvent.objects.filter(action="lease_policy.delete", actor=admin_user, target_id=str(policy.pk)).exists()
+    with pytest.raises(PermissionDenied):
+        lease_policy_delete(actor=alice, via="web", policy=policy)
