@@ -43,6 +43,9 @@ def test_a_create_failing_on_host_a_runs_on_host_b_leaves_nothing_on_a_and_the_n
     image = image_register(actor=None, host=host_a, name="test-firmware-retry", title="Firmware only",
                            source_path=str(src), fmt="qcow2", replace=True)
     Host.objects.filter(pk=host_a.pk).update(display_address="10.99.7.250")  # not an address of host a
+    # The two namespace hosts are the same machine: equal load is a tie the scheduler may break either way.
+    # Host b reports half the memory, so the first placement surely picks host a (the one that fails).
+    Host.objects.filter(pk=host_b.pk).update(memory_mib=max(1, host_b.memory_mib // 2))
 
     result = services.vm_create(actor=alice, via="cli", name="retry-1", image=image, vcpus=1, memory_mib=64,
                                 disk_gib=1, networks=[])
