@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.db.models import Q
 
 
 class PoolsConfig(AppConfig):
@@ -7,8 +8,6 @@ class PoolsConfig(AppConfig):
 
     def ready(self) -> None:
         # Imported here, not at module level: they import models, which need the app registry.
-        from django.db.models import Q
-
         from cluster.housekeeping import register_housekeeping
         from vms.access import register_action_guard, register_visibility_grant
         from vms.panels import register_vm_panel

@@ -283,25 +283,6 @@ class AuditEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     def target(self, obj):
         return target_link(obj.target_type, obj.target_id, obj.target_name)
 
-    @admin.display(description="started by")
-    def started_by_col(self, obj):
-        return obj.started_by
-
-    @admin.action(description="Cancel selected jobs (external: ask the plugin; pending: at once)")
-    def cancel_jobs(self, request, queryset):
-        """Through portal.jobs.services.job_cancel, one job at a time, each result reported."""
-        for job in queryset:
-            if not job_can_cancel(job):
-                self.message_user(request, f"{job}: cannot be cancelled.", messages.WARNING)
-                continue
-            try:
-                job = job_cancel(actor=request.user, via=Via.ADMIN, job_id=job.pk)
-            except PortalError as exc:
-                self.message_user(request, f"{job}: {user_message(exc, user=request.user)}", messages.ERROR)
-            else:
-                done = "cancelled" if job.status == JobStatus.CANCELLED else "cancel requested"
-                self.message_user(request, f"{job}: {done}.", messages.SUCCESS)
-
     @admin.display(description="outcome", ordering="outcome")
     def outcome_badge(self, obj):
         return badge(obj.outcome, obj.get_outcome_display())
