@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-APPS = ("portal", "accounts", "quotas", "cluster", "storage", "networks", "vms", "consoles", "backups", "monitoring", "pools", "reports", "metrics", "chatops")
+APPS = ("portal", "accounts", "quotas", "cluster", "storage", "networks", "vms", "consoles", "backups", "monitoring", "pools", "reports", "metrics", "clouds", "chatops")
 LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
 
 

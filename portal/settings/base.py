@@ -58,6 +58,7 @@ INSTALLED_APPS = [
     "pools",
     "reports",
     "metrics",
+    "clouds",
     "chatops",
 ]
 
@@ -611,3 +612,10 @@ METRICS_TOKEN = env.get_str("METRICS_TOKEN", "").strip()
 # Per-VM and per-host gauges come from the collector's latest raw sample; an older one (a stopped VM, a
 # host the collector no longer reaches) is not exported.
 METRICS_SAMPLE_MAX_AGE_SECONDS = env.get_int("METRICS_SAMPLE_MAX_AGE_SECONDS", 300)
+
+# --- OpenStack clouds (issue #15; clouds/, docs/openstack.md) ---
+# Secrets of cloud connections are stored encrypted with this Fernet key; unset, a key derived from
+# SECRET_KEY is used (clouds.secrets).
+SECRETS_KEY = env.get_str("SECRETS_KEY", "").strip()
+# Every call to a cloud's API gives up after this long (image bytes are streamed with their own stall limit).
+CLOUDS_API_TIMEOUT_SECONDS = env.get_int("CLOUDS_API_TIMEOUT_SECONDS", 30)
