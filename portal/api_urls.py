@@ -31,4 +31,5 @@ urlpatterns = [
     path("", include("pools.api.urls")),  # issue #14
     path("", include("reports.api.urls")),  # issue #14: usage reports (administrators)
     path("", include("monitoring.api.urls")),  # issue #14: VM and host metrics
+    path("", include("clouds.api.urls")),  # issue #15: OpenStack clouds, Glance images, Neutron networks
 ]
