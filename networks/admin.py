@@ -13,6 +13,7 @@ VMs and their NICs sit above networks: they are reached through the reverse rela
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django import forms
@@ -55,8 +56,17 @@ MODE_SHORT = {Network.Mode.ISOLATED: "isolated", Network.Mode.NAT: "NAT", Networ
 # form cannot carry the model field itself).
 SERVICE_ARG = {"on_hosts": "hosts"}
 FORM_FIELD = {"hosts": "on_hosts"}
-UPDATABLE = ("title", "description", "mode", "bridge", "cidr", "dhcp_start", "dhcp_end", "on_hosts", "groups",
-             "is_public", "is_default")
+UPDATABLE = ("title", "description", "mode", "bridge", "cidr", "dhcp_start", "dhcp_end", "gateway", "dns_servers",
+             "on_hosts", "groups", "is_public", "is_default")
+
+# Apps above networks may say what a network mirrors (e.g. clouds: "Neutron cloud:net"): callables
+# taking a Network and returning a short text or "" (networks itself knows none of them).
+MIRROR_DESCRIBERS: list[Callable[[Network], str]] = []
+
+
+def register_mirror_describer(fn: Callable[[Network], str]) -> None:
+    if fn not in MIRROR_DESCRIBERS:
+        MIRROR_DESCRIBERS.append(fn)
 
 
 class Refused(Exception):
@@ -92,12 +102,15 @@ class NetworkForm(forms.ModelForm):
         queryset=Host.objects.order_by("name"), required=False, label="Hosts", widget=forms.CheckboxSelectMultiple,
         help_text="The network is defined and started on each of these hosts; VMs on it are placed there. "
                   "A host can be taken off only while no VM there uses the network.")
+    dns_servers = forms.CharField(required=False, label="DNS servers",
+                                  help_text="Addresses separated by commas: guests resolve through the host, which "
+                                            "forwards to these (empty: the host's own resolvers).")
     refusal: Refused | None = None  # set by NetworkAdmin.get_form when the service refused this very input
 
     class Meta:
         model = Network
-        fields = ["name", "title", "description", "mode", "bridge", "cidr", "dhcp_start", "dhcp_end", "groups",
-                  "is_public", "is_default"]
+        fields = ["name", "title", "description", "mode", "bridge", "cidr", "gateway", "dhcp_start", "dhcp_end",
+                  "dns_servers", "groups", "is_public", "is_default"]
         help_texts = {
             "name": "2–40 lowercase letters, digits or hyphens; libvirt names it <prefix>-net-NAME on each host. "
                     "It cannot be changed later.",
@@ -108,6 +121,8 @@ class NetworkForm(forms.ModelForm):
         super().__init__(*args, **kwargs)
         if self.instance.pk and "on_hosts" in self.fields:
             self.fields["on_hosts"].initial = list(Host.objects.filter(network_placements__network=self.instance))
+        if self.instance.pk:
+            self.initial["dns_servers"] = ", ".join(self.instance.dns_servers or [])
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()
@@ -214,7 +229,7 @@ def _placement_badge(placement: NetworkHost) -> Any:
 class NetworkAdmin(ServiceDeleteMixin, admin.ModelAdmin):
     form = NetworkForm
     list_display = ("name", "title", "mode_col", "cidr_col", "dhcp_range", "hosts_col", "access_col", "is_public",
-                    "is_default", "nics_col")
+                    "is_default", "nics_col", "mirrors_col")
     list_filter = ("mode", "is_public", "is_default", ("placements__host", admin.RelatedOnlyFieldListFilter),
                    ("groups", admin.RelatedOnlyFieldListFilter))
     search_fields = ("name", "title", "description", "cidr", "bridge")
@@ -235,9 +250,9 @@ class NetworkAdmin(ServiceDeleteMixin, admin.ModelAdmin):
         return super().changelist_view(request, note_context(NETWORK_NOTE, extra_context))
 
     def get_fieldsets(self, request: Any, obj: Network | None = None) -> Any:
-        shape = ("Addresses", {"fields": ("mode", "cidr", "dhcp_start", "dhcp_end", "bridge"),
-                               "description": "Isolated and NAT networks: an address range, the host takes its "
-                                              "first address and serves DHCP. Bridged networks: only the name of "
+        shape = ("Addresses", {"fields": ("mode", "cidr", "gateway", "dhcp_start", "dhcp_end", "dns_servers", "bridge"),
+                               "description": "Isolated and NAT networks: an address range; the host takes its "
+                                              "first address (or the one given) and serves DHCP and DNS. Bridged networks: only the name of "
                                               "an existing bridge on each host; addresses come from that LAN."})
         access = ("Hosts and access", {"fields": ("on_hosts", "groups", "is_public", "is_default")})
         if obj is None:
@@ -269,6 +284,11 @@ class NetworkAdmin(ServiceDeleteMixin, admin.ModelAdmin):
     def mode_col(self, obj: Network) -> str:
         short = MODE_SHORT.get(Network.Mode(obj.mode), obj.mode)
         return f"{short} ({obj.bridge})" if obj.mode == Network.Mode.BRIDGE and obj.bridge else short
+
+    @admin.display(description="mirrors")
+    def mirrors_col(self, obj: Network) -> str:
+        said = [text for fn in MIRROR_DESCRIBERS if (text := fn(obj))]
+        return "; ".join(said) or EMPTY
 
     @admin.display(description="address range", ordering="cidr")
     def cidr_col(self, obj: Network) -> str:
@@ -370,7 +390,7 @@ class NetworkAdmin(ServiceDeleteMixin, admin.ModelAdmin):
                 network = services.network_create(
                     actor=request.user, via=Via.ADMIN, name=data["name"], mode=data["mode"], cidr=data["cidr"],
                     dhcp_start=data["dhcp_start"], dhcp_end=data["dhcp_end"], bridge=data["bridge"],
-                    hosts=list(data["on_hosts"]), groups=list(data["groups"]), is_public=data["is_public"],
+                    gateway=data["gateway"], dns_servers=data["dns_servers"], hosts=list(data["on_hosts"]), groups=list(data["groups"]), is_public=data["is_public"],
                     is_default=data["is_default"], title=data["title"], description=data["description"])
                 obj.pk = network.pk
             else:

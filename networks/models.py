@@ -28,9 +28,15 @@ class Network(models.Model):
     bridge = models.CharField(max_length=15, blank=True,
                               help_text="Bridged networks: the existing bridge on each host (e.g. br0).")
     cidr = models.CharField("address range", max_length=43, blank=True,
-                            help_text="IPv4 subnet, e.g. 10.100.0.0/24; the host takes the first address.")
+                            help_text="IPv4 subnet, e.g. 10.100.0.0/24.")
+    gateway = models.GenericIPAddressField("host address", protocol="IPv4", null=True, blank=True,
+                                           help_text="The host's address on the network (guests' gateway); "
+                                                     "empty: the subnet's first address.")
     dhcp_start = models.GenericIPAddressField("DHCP start", protocol="IPv4", null=True, blank=True)
     dhcp_end = models.GenericIPAddressField("DHCP end", protocol="IPv4", null=True, blank=True)
+    dns_servers = models.JSONField("DNS servers", default=list, blank=True,
+                                   help_text="Guests resolve through the host, which forwards to these servers "
+                                             "(empty: the host's own resolvers).")
     hosts = models.ManyToManyField("cluster.Host", through="NetworkHost", related_name="networks", blank=True)
     groups = models.ManyToManyField(Group, blank=True, related_name="networks",
                                     help_text="Members of these groups may put VMs on this network.")

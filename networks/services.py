@@ -25,6 +25,7 @@ from .validation import (
     check_reservation_ip,
     plan_addresses,
     validate_bridge,
+    validate_dns_servers,
     validate_hostname,
     validate_mac,
     validate_name,
@@ -47,14 +48,14 @@ def network_spec(network: Network) -> NetworkSpec:
         name=network.libvirt_name, uuid=str(network.uuid), mode=network.mode,
         gateway=str(plan.gateway) if plan else None, prefix=plan.prefix if plan else None,
         dhcp_start=str(plan.dhcp_start) if plan else None, dhcp_end=str(plan.dhcp_end) if plan else None,
-        hosts=hosts,
+        hosts=hosts, dns_forwarders=tuple(network.dns_servers or ()),
     )
 
 
 def _plan(network: Network) -> AddressPlan | None:
     if not network.cidr:
         return None
-    return plan_addresses(network.cidr, network.dhcp_start, network.dhcp_end)
+    return plan_addresses(network.cidr, network.dhcp_start, network.dhcp_end, network.gateway)
 
 
 def network_ensure_on_host(*, network: Network, host: Host) -> NetworkHost:
@@ -112,7 +113,7 @@ def _check_bridge_on_hosts(bridge: str, hosts: Iterable[Host]) -> None:
 
 
 def _shape(*, mode: str, cidr: str, dhcp_start: Any, dhcp_end: Any, bridge: str,
-           exclude: Network | None) -> dict[str, Any]:
+           exclude: Network | None, gateway: Any = None, dns_servers: Any = None) -> dict[str, Any]:
     """Checked shape fields of a network, ready to save."""
     if mode not in Network.Mode.values:
         raise ValidationFailed(f"Mode must be one of: {', '.join(Network.Mode.values)}.", field="mode")
@@ -120,16 +121,24 @@ def _shape(*, mode: str, cidr: str, dhcp_start: Any, dhcp_end: Any, bridge: str,
         if cidr or dhcp_start or dhcp_end:
             raise ValidationFailed("A bridged network gets its addresses from the bridge's own LAN: leave the "
                                    "address and DHCP ranges empty.", field="cidr")
-        return {"mode": mode, "bridge": validate_bridge(bridge), "cidr": "", "dhcp_start": None, "dhcp_end": None}
+        if gateway:
+            raise ValidationFailed("A bridged network has no host address of the portal's: leave it empty.",
+                                   field="gateway")
+        if dns_servers:
+            raise ValidationFailed("A bridged network's guests get their DNS servers from the bridge's own LAN.",
+                                   field="dns_servers")
+        return {"mode": mode, "bridge": validate_bridge(bridge), "cidr": "", "dhcp_start": None, "dhcp_end": None,
+                "gateway": None, "dns_servers": []}
     if bridge:
         raise ValidationFailed("Only bridged networks name a host bridge; libvirt makes one for this network.",
                                field="bridge")
     if not cidr:
         raise ValidationFailed("Give the network's address range, e.g. 10.100.0.0/24.", field="cidr")
-    plan = plan_addresses(cidr, dhcp_start, dhcp_end)
+    plan = plan_addresses(cidr, dhcp_start, dhcp_end, gateway)
+    dns = validate_dns_servers(dns_servers)
     _check_overlap(subnet=plan.subnet, exclude=exclude)
     return {"mode": mode, "bridge": "", "cidr": str(plan.subnet), "dhcp_start": str(plan.dhcp_start),
-            "dhcp_end": str(plan.dhcp_end)}
+            "dhcp_end": str(plan.dhcp_end), "gateway": str(plan.gateway), "dns_servers": dns}
 
 
 def _hosts(hosts: Iterable[Host | int | str]) -> list[Host]:
@@ -166,7 +175,7 @@ def network_create(*, actor: Actor, via: str, name: str, mode: str = Network.Mod
                    dhcp_start: Any = None, dhcp_end: Any = None, bridge: str = "",
                    hosts: Iterable[Host | int | str] = (), groups: Iterable[Group | int | str] = (),
                    is_public: bool = False, is_default: bool = False, title: str = "",
-                   description: str = "") -> Network:
+                   description: str = "", gateway: Any = None, dns_servers: Any = None) -> Network:
     """Add a network and define it on each of its hosts. If any host refuses, it is removed again from
     the hosts that took it and nothing is kept."""
     require_admin(actor, "Only administrators define networks.")
@@ -174,7 +183,7 @@ def network_create(*, actor: Actor, via: str, name: str, mode: str = Network.Mod
     if Network.objects.filter(name=name).exists():
         raise ValidationFailed(f"A network named {name!r} exists already.", field="name")
     shape = _shape(mode=mode, cidr=(cidr or "").strip(), dhcp_start=dhcp_start, dhcp_end=dhcp_end,
-                   bridge=(bridge or "").strip(), exclude=None)
+                   bridge=(bridge or "").strip(), exclude=None, gateway=gateway, dns_servers=dns_servers)
     host_list, group_list = _hosts(hosts), _groups(groups)
     if shape["mode"] == Network.Mode.BRIDGE:
         _check_bridge_on_hosts(shape["bridge"], host_list)
@@ -211,7 +220,7 @@ def network_create(*, actor: Actor, via: str, name: str, mode: str = Network.Mod
     return network
 
 
-_SHAPE_FIELDS = ("mode", "cidr", "dhcp_start", "dhcp_end", "bridge")
+_SHAPE_FIELDS = ("mode", "cidr", "dhcp_start", "dhcp_end", "bridge", "gateway", "dns_servers")
 
 
 def network_update(*, actor: Actor, via: str, network: Network, **changes: Any) -> Network:
@@ -230,23 +239,38 @@ def _network_update(*, actor: Actor, via: str, network: Network, changes: dict[s
         raise ValidationFailed(f"Unknown field {sorted(unknown)[0]!r}.")
     said: list[str] = []
     wanted_shape = {f: changes.get(f, getattr(network, f)) for f in _SHAPE_FIELDS}
+    if "cidr" in changes and "gateway" not in changes and str(changes["cidr"] or "").strip() != network.cidr:
+        wanted_shape["gateway"] = None  # a new subnet: the host takes its first address unless told
+    if "dns_servers" in changes:
+        wanted_shape["dns_servers"] = validate_dns_servers(changes["dns_servers"])
     current = {f: getattr(network, f) for f in _SHAPE_FIELDS}
-    normalized = {k: (str(v) if v not in (None, "") else None) for k, v in wanted_shape.items()}
-    if normalized != {k: (str(v) if v not in (None, "") else None) for k, v in current.items()}:
+
+    def norm(values: dict[str, Any]) -> dict[str, Any]:
+        out = {k: (list(v or []) if k == "dns_servers" else (str(v) if v not in (None, "") else None))
+               for k, v in values.items()}
+        if out["gateway"] is None and out["cidr"]:  # no host address given: the subnet's first one
+            try:
+                out["gateway"] = str(ipaddress.ip_network(str(out["cidr"]).strip()).network_address + 1)
+            except ValueError:
+                pass
+        return out
+
+    if norm(wanted_shape) != norm(current):
         users = network_users(network)
         if users:
             raise Conflict(f"Network {network.name} is in use ({_names(users)}): its addresses and mode cannot "
                            "change until those NICs are removed.")
         shape = _shape(mode=str(wanted_shape["mode"]), cidr=str(wanted_shape["cidr"] or "").strip(),
                        dhcp_start=wanted_shape["dhcp_start"], dhcp_end=wanted_shape["dhcp_end"],
-                       bridge=str(wanted_shape["bridge"] or "").strip(), exclude=network)
+                       bridge=str(wanted_shape["bridge"] or "").strip(), exclude=network,
+                       gateway=wanted_shape["gateway"], dns_servers=wanted_shape["dns_servers"])
         if shape["mode"] == Network.Mode.BRIDGE:
             if network.reservations.exists():
                 raise ValidationFailed("A bridged network has no DHCP of its own: remove its reservations first.",
                                        field="mode")
             _check_bridge_on_hosts(shape["bridge"], Host.objects.filter(network_placements__network=network))
         else:
-            plan = plan_addresses(shape["cidr"], shape["dhcp_start"], shape["dhcp_end"])
+            plan = plan_addresses(shape["cidr"], shape["dhcp_start"], shape["dhcp_end"], shape["gateway"])
             for reservation in network.reservations.all():
                 try:
                     check_reservation_ip(plan, reservation.ip)

@@ -95,14 +95,27 @@ def parse_subnet(value: object) -> ipaddress.IPv4Network:
     return subnet
 
 
-def plan_addresses(cidr: object, dhcp_start: object = None, dhcp_end: object = None) -> AddressPlan:
-    """Check a subnet and DHCP range; a blank range defaults to the upper part of the subnet."""
+def plan_addresses(cidr: object, dhcp_start: object = None, dhcp_end: object = None,
+                   gateway: object = None) -> AddressPlan:
+    """Check a subnet, the host's address on it (default: the first one) and the DHCP range (default:
+    the upper part of the subnet, kept clear of the host's address)."""
     subnet = parse_subnet(cidr)
-    gateway = subnet.network_address + 1
+    if gateway in (None, ""):
+        host_ip = subnet.network_address + 1
+    else:
+        host_ip = _address(gateway, "gateway")
+        if host_ip not in subnet or host_ip in (subnet.network_address, subnet.broadcast_address):
+            raise ValidationFailed(f"The host's address {host_ip} is not a usable address of {subnet}.",
+                                   field="gateway")
     last = subnet.broadcast_address - 1
     if dhcp_start in (None, "") and dhcp_end in (None, ""):
         offset = 10 if subnet.num_addresses >= 64 else 2
         start, end = subnet.network_address + offset, last
+        if start <= host_ip <= end:  # a host address inside the default range: take the larger side
+            if int(host_ip) - int(start) >= int(end) - int(host_ip):
+                end = host_ip - 1
+            else:
+                start = host_ip + 1
     elif dhcp_start in (None, "") or dhcp_end in (None, ""):
         raise ValidationFailed("Give both ends of the DHCP range, or neither.",
                                field="dhcp_end" if dhcp_start not in (None, "") else "dhcp_start")
@@ -111,11 +124,41 @@ def plan_addresses(cidr: object, dhcp_start: object = None, dhcp_end: object = N
     for field, addr in (("dhcp_start", start), ("dhcp_end", end)):
         if addr not in subnet or addr in (subnet.network_address, subnet.broadcast_address):
             raise ValidationFailed(f"{addr} is not a usable address of {subnet}.", field=field)
-        if addr == gateway:
+        if addr == host_ip:
             raise ValidationFailed(f"{addr} is the host's own address on this network.", field=field)
     if start > end:
         raise ValidationFailed(f"The DHCP range starts after it ends ({start} > {end}).", field="dhcp_end")
-    return AddressPlan(subnet=subnet, gateway=gateway, dhcp_start=start, dhcp_end=end)
+    if start <= host_ip <= end:
+        raise ValidationFailed(f"The host's address {host_ip} lies inside the DHCP range {start}–{end}: "
+                               "guests could be given it.", field="gateway")
+    return AddressPlan(subnet=subnet, gateway=host_ip, dhcp_start=start, dhcp_end=end)
+
+
+MAX_DNS_SERVERS = 8
+
+
+def validate_dns_servers(value: object) -> list[str]:
+    """DNS servers guests resolve through (libvirt's dnsmasq forwards to them): a list, or a text of
+    addresses separated by commas or spaces. IPv4 or IPv6, no duplicates, at most MAX_DNS_SERVERS."""
+    if value in (None, ""):
+        return []
+    items = re.split(r"[\s,]+", value.strip()) if isinstance(value, str) else list(value)  # type: ignore[call-overload]
+    out: list[str] = []
+    for item in items:
+        text = str(item or "").strip()
+        if not text:
+            continue
+        try:
+            addr = ipaddress.ip_address(text)
+        except ValueError:
+            raise ValidationFailed(f"{text[:40]!r} is not an IP address (DNS servers).", field="dns_servers") from None
+        if addr.is_unspecified or addr.is_multicast:
+            raise ValidationFailed(f"{addr} cannot be a DNS server.", field="dns_servers")
+        if str(addr) not in out:
+            out.append(str(addr))
+    if len(out) > MAX_DNS_SERVERS:
+        raise ValidationFailed(f"At most {MAX_DNS_SERVERS} DNS servers.", field="dns_servers")
+    return out
 
 
 def check_reservation_ip(plan: AddressPlan, value: object) -> str:

@@ -40,6 +40,10 @@ class NetworkCreateSerializer(serializers.Serializer):
     dhcp_start = serializers.CharField(required=False, allow_blank=True, allow_null=True, default=None,
                                        help_text="First DHCP address; with dhcp_end, or both omitted.")
     dhcp_end = serializers.CharField(required=False, allow_blank=True, allow_null=True, default=None)
+    gateway = serializers.CharField(required=False, allow_blank=True, allow_null=True, default=None,
+                                    help_text="The host's address on the network (default: the subnet's first).")
+    dns_servers = serializers.ListField(child=serializers.CharField(), required=False, default=list,
+                                        help_text="DNS servers the host forwards guests' queries to.")
     bridge = serializers.CharField(required=False, allow_blank=True, default="",
                                    help_text="Bridged networks: the existing bridge on each host, e.g. br0.")
     hosts = serializers.ListField(child=NameOrIdField(), required=False, default=list,
@@ -60,6 +64,8 @@ class NetworkUpdateSerializer(serializers.Serializer):
     cidr = serializers.CharField(required=False, allow_blank=True)
     dhcp_start = serializers.CharField(required=False, allow_blank=True, allow_null=True)
     dhcp_end = serializers.CharField(required=False, allow_blank=True, allow_null=True)
+    gateway = serializers.CharField(required=False, allow_blank=True, allow_null=True)
+    dns_servers = serializers.ListField(child=serializers.CharField(), required=False)
     bridge = serializers.CharField(required=False, allow_blank=True)
     hosts = serializers.ListField(child=NameOrIdField(), required=False)
     groups = serializers.ListField(child=NameOrIdField(), required=False)
@@ -131,7 +137,7 @@ class NetworkStaffSerializer(NetworkSerializer):
 
     class Meta(NetworkSerializer.Meta):
         fields = [*NetworkSerializer.Meta.fields, "uuid", "libvirt_name", "bridge", "dhcp_start", "dhcp_end",
-                  "is_public", "groups", "hosts", "reservations", "used_by", "created_at"]
+                  "gateway", "dns_servers", "is_public", "groups", "hosts", "reservations", "used_by", "created_at"]
         read_only_fields = fields
 
     def get_used_by(self, network: Network) -> list[str]:

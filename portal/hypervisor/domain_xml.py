@@ -442,6 +442,10 @@ def network_xml(spec: NetworkSpec) -> str:
         _sub(net, "bridge", name=spec.bridge, stp="on", delay="0")
     if spec.domain:
         _sub(net, "domain", name=spec.domain, localOnly="yes")
+    if spec.dns_forwarders:
+        dns = _sub(net, "dns")
+        for addr in spec.dns_forwarders:
+            _sub(dns, "forwarder", addr=addr)
     if spec.gateway and spec.prefix is not None:
         ip = _sub(net, "ip", address=spec.gateway, prefix=str(spec.prefix))
         if spec.dhcp_start and spec.dhcp_end or spec.hosts:
@@ -471,6 +475,7 @@ def network_shape(xml: str) -> tuple:
         (ip.get("address"), ip.get("prefix") or ip.get("netmask")) if ip is not None else None,
         (rng.get("start"), rng.get("end")) if rng is not None else None,
         root.find("bridge").get("name") if forward is not None and forward.get("mode") == "bridge" else None,  # type: ignore[union-attr]
+        tuple(f.get("addr") for f in root.findall("dns/forwarder")),
     )
 
 

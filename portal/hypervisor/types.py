@@ -84,7 +84,8 @@ class NetworkSpec:
     mode: "isolated" (no <forward>: guests reach each other and the host's bridge address only),
     "nat" (libvirt's NAT to the host's uplinks), or "bridge" (guests join an existing host bridge;
     libvirt manages no addresses then). For isolated and NAT, libvirt runs dnsmasq on
-    `gateway`/`prefix` with the DHCP range and reservations.
+    `gateway`/`prefix` (the host's address: any address of the subnet) with the DHCP range and
+    reservations, forwarding guests' DNS queries to `dns_forwarders` when given.
     """
 
     name: str
@@ -97,6 +98,7 @@ class NetworkSpec:
     dhcp_end: str | None = None
     hosts: tuple[DhcpHost, ...] = ()
     domain: str | None = None
+    dns_forwarders: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -94,3 +94,37 @@ def test_bridged_networks_need_an_existing_bridge_on_each_host(ns_host, ns_hyper
         assert info.active and info.bridge == "br-test"
     finally:
         ns_hypervisor.exec(["ip", "link", "del", "br-test"], timeout=10)
+
+
+def test_a_chosen_host_address_and_dns_forwarders_are_accepted_by_real_libvirt(qemu_host, admin_user):
+    """No guest boots: libvirt on qemu:///system takes the network (dnsmasq starts) and its XML shows
+    the host address that is not the subnet's first one and the DNS forwarders."""
+    import subprocess
+    import xml.etree.ElementTree as ET
+
+    from networks.services import network_delete, network_update
+    from tests.conftest import QEMU_URI
+
+    net = network_create(actor=admin_user, via="cli", name="gwdns", cidr="10.233.77.0/24", gateway="10.233.77.254",
+                         dhcp_start="10.233.77.20", dhcp_end="10.233.77.99",
+                         dns_servers=["192.0.2.53", "198.51.100.53"], hosts=[qemu_host])
+    try:
+        def dumped():
+            out = subprocess.run(["virsh", "-c", QEMU_URI, "net-dumpxml", net.libvirt_name], capture_output=True,
+                                 text=True, timeout=60, check=True).stdout
+            return ET.fromstring(out)
+
+        root = dumped()
+        assert root.find("ip").get("address") == "10.233.77.254"
+        assert root.find("ip").get("prefix") == "24" or root.find("ip").get("netmask") == "255.255.255.0"
+        rng = root.find("ip/dhcp/range")
+        assert (rng.get("start"), rng.get("end")) == ("10.233.77.20", "10.233.77.99")
+        assert [f.get("addr") for f in root.findall("dns/forwarder")] == ["192.0.2.53", "198.51.100.53"]
+        assert get_driver(qemu_host.uri).network_info(net.libvirt_name).active
+
+        # A change of DNS servers alone redefines it (no NIC uses it), and it runs again.
+        network_update(actor=admin_user, via="cli", network=net, dns_servers=["203.0.113.53"])
+        assert [f.get("addr") for f in dumped().findall("dns/forwarder")] == ["203.0.113.53"]
+        assert get_driver(qemu_host.uri).network_info(net.libvirt_name).active
+    finally:
+        network_delete(actor=admin_user, via="cli", network=net)

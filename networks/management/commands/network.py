@@ -34,9 +34,13 @@ class Command(BaseCommand):
         create.add_argument("name")
         create.add_argument("--mode", default="isolated", help="isolated (default), nat or bridge.")
         create.add_argument("--cidr", default="", help="Address range of an isolated or NAT network, e.g. "
-                                                       "10.100.0.0/24 (the host takes the first address).")
+                                                       "10.100.0.0/24.")
         create.add_argument("--dhcp-start", default=None, help="First DHCP address (default: .10 of a /24).")
         create.add_argument("--dhcp-end", default=None, help="Last DHCP address (default: the last usable one).")
+        create.add_argument("--gateway", default=None, help="The host's address on the network (default: the "
+                                                            "subnet's first address).")
+        create.add_argument("--dns", action="append", default=[], dest="dns_servers",
+                            help="A DNS server the host forwards guests' queries to (repeatable).")
         create.add_argument("--bridge", default="", help="Bridged networks: the existing host bridge, e.g. br0.")
         create.add_argument("--host", action="append", default=[], dest="hosts",
                             help="A host to define it on (repeatable).")
@@ -88,6 +92,8 @@ class Command(BaseCommand):
             ("name", n.name), ("title", n.title or "-"), ("mode", n.get_mode_display()),
             ("libvirt name", n.libvirt_name),
             ("address range", n.cidr or "-"), ("DHCP range", f"{n.dhcp_start} - {n.dhcp_end}" if n.dhcp_start else "-"),
+            ("host address", n.gateway or ("-" if not n.cidr else "first address")),
+            ("DNS servers", ", ".join(n.dns_servers or []) or "-"),
             ("bridge", n.bridge or "-"), ("access", _access(n)), ("default", "yes" if n.is_default else "no"),
         ]
         for label, value in rows:
@@ -106,6 +112,7 @@ class Command(BaseCommand):
         network = services.network_create(
             actor=actor, via=Via.CLI, name=opts["name"], mode=opts["mode"], cidr=opts["cidr"],
             dhcp_start=opts["dhcp_start"], dhcp_end=opts["dhcp_end"], bridge=opts["bridge"], hosts=opts["hosts"],
+            gateway=opts["gateway"], dns_servers=opts["dns_servers"],
             groups=opts["groups"], is_public=opts["public"], is_default=opts["default"], title=opts["title"],
             description=opts["description"])
         hosts = [p.host.name for p in selectors.network_placements(network=network)]
