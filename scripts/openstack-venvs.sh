@@ -30,7 +30,7 @@ build() {  # build NAME REQ...
     echo "  $name: up to date ($*)"
     return 0
   fi
-  echo "  $name: building $venv ($*; a few minutes on 2 cores, log: var/log/openstack-venvs.log)"
+  echo "  $name: building $venv ($*; about 30-40 s, log: var/log/openstack-venvs.log)"
   local t0=$SECONDS
   rm -rf "$venv"
   "$PY" -m venv "$venv"
