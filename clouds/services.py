@@ -144,13 +144,21 @@ def cloud_update(*, actor: Actor, via: str, cloud: Cloud, secret: str | None = N
     return locked
 
 
-def cloud_delete(*, actor: Actor, via: str, cloud: Cloud) -> None:
-    """Forget a cloud: the portal's images and networks that came from it stay (their links go)."""
-    require_admin(actor, "Only administrators remove clouds.")
+def cloud_busy_reason(cloud: Cloud) -> str | None:
+    """Why the cloud cannot be removed now (a job of it is pending or running), or None."""
     busy = Job.objects.filter(kind__in=CLOUD_JOB_KINDS, status__in=(JobStatus.PENDING, JobStatus.RUNNING),
                               params__cloud_id=cloud.pk).exists()
     if busy:
-        raise Conflict(f"An import or publication with cloud {cloud.name} is still running; wait for it or cancel it.")
+        return f"An import or publication with cloud {cloud.name} is still running; wait for it or cancel it."
+    return None
+
+
+def cloud_delete(*, actor: Actor, via: str, cloud: Cloud) -> None:
+    """Forget a cloud: the portal's images and networks that came from it stay (their links go)."""
+    require_admin(actor, "Only administrators remove clouds.")
+    reason = cloud_busy_reason(cloud)
+    if reason:
+        raise Conflict(reason)
     name = cloud.name
     cloud.delete()
     audit(actor=actor, via=via, action="cloud.delete", target_type="cloud", target_name=name,
