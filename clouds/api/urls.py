@@ -1,7 +1,9 @@
 """REST routes of the clouds app (assembled under /api/ by portal/api_urls.py)."""
 
-from django.urls import path  # noqa: F401
 from rest_framework.routers import SimpleRouter
 
+from .views import CloudViewSet
+
 router = SimpleRouter()
+router.register("clouds", CloudViewSet, basename="api-cloud")
 urlpatterns = [*router.urls]
