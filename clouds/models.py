@@ -119,6 +119,8 @@ class NeutronLink(models.Model):
     neutron_name = models.CharField(max_length=255, blank=True)
     state = models.CharField(max_length=8, choices=State.choices, default=State.IN_SYNC)
     differences = models.JSONField(default=list, blank=True)
+    notes = models.JSONField(default=list, blank=True,
+                             help_text="What of the Neutron network could not be mirrored exactly (said on import).")
     synced_at = models.DateTimeField(null=True, blank=True)
     checked_at = models.DateTimeField(null=True, blank=True)
 

@@ -2,8 +2,9 @@
 
 from rest_framework.routers import SimpleRouter
 
+from .neutron import urlpatterns as neutron_urls
 from .views import CloudViewSet
 
 router = SimpleRouter()
 router.register("clouds", CloudViewSet, basename="api-cloud")
-urlpatterns = [*router.urls]
+urlpatterns = [*neutron_urls, *router.urls]

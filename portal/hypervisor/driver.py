@@ -1275,6 +1275,10 @@ class LibvirtDriver:
     def network_info(self, name: str) -> NetworkInfo:
         return self._call(f"network {name}", lambda conn: self._network_info(conn.networkLookupByName(name)))
 
+    def network_xml_desc(self, name: str) -> str:
+        """The network's XML as libvirt has it now (addresses, DHCP range, DNS forwarders)."""
+        return self._call(f"network {name}", lambda conn: conn.networkLookupByName(name).XMLDesc(0))
+
     def list_networks(self) -> list[NetworkInfo]:
         return self._call("list networks", lambda conn: [self._network_info(n) for n in conn.listAllNetworks(0)])
 
