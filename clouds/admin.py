@@ -225,3 +225,6 @@ def _secret_state(obj: Cloud) -> str:
     if obj.secret_encrypted:
         return "stored (encrypted)"
     return "none"
+
+
+from . import admin_neutron  # noqa: E402,F401  (Neutron networks: links, the per-cloud page, the networks column)

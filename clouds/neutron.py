@@ -4,7 +4,7 @@ A Neutron network with an IPv4 subnet becomes a portal network (isolated, NAT or
 networks.services.network_create, so every rule of networks applies (overlaps refused, all hosts or none,
 audited). The mapping of one subnet:
 
-    cidr → cidr, gateway_ip → gateway (the host's address), first allocation pool → DHCP range,
+    cidr → cidr, gateway_ip → gateway (the host's address), first allocation pool (the lowest: Neutron keeps no order) → DHCP range,
     dns_nameservers → dns_servers, network name/description → title/description.
 
 A bridged import takes no addresses (guests get them from the bridge's LAN). Re-sync compares Neutron now
@@ -77,11 +77,20 @@ class NeutronNetwork:
         return [f"IPv6 subnet {s.name or s.id} ({s.cidr}) is not mirrored" for s in self.subnets if not s.usable]
 
 
+def _pool_order(pool: dict[str, str]) -> tuple:
+    """Neutron returns a subnet's pools in no fixed order: "the first" is the lowest one."""
+    try:
+        return (0, int(ipaddress.ip_address(pool["start"])))
+    except ValueError:
+        return (1, 0)
+
+
 def _subnet(raw: Any) -> NeutronSubnet:
     return NeutronSubnet(
         id=str(raw.id), name=str(raw.name or ""), cidr=str(raw.cidr or ""), ip_version=int(raw.ip_version or 4),
         gateway_ip=raw.gateway_ip or None,
-        allocation_pools=[{"start": str(p["start"]), "end": str(p["end"])} for p in (raw.allocation_pools or [])],
+        allocation_pools=sorted(({"start": str(p["start"]), "end": str(p["end"])} for p in (raw.allocation_pools or [])),
+                                key=_pool_order),
         dns_nameservers=[str(d) for d in (raw.dns_nameservers or [])], enable_dhcp=bool(raw.is_dhcp_enabled))
 
 
