@@ -25,7 +25,7 @@ from django.utils.html import format_html_join
 from django.utils.safestring import mark_safe
 
 from cluster.models import Host
-from networks.admin import register_mirror_describer
+from networks.admin import register_mirror_describer, register_mirror_filter
 from networks.models import Network
 from portal.admin_helpers import EMPTY, admin_error_text, badge, link, note_context, when
 from portal.choices import Via
@@ -40,7 +40,32 @@ NOTE = ("Portal networks that mirror a Neutron network. \"Show differences\" com
         "uses them). Networks deleted in Neutron are shown as deleted and never removed here: unlink or delete the "
         "portal network yourself. Import more from a cloud's Neutron page: ")
 
+
+
+class MirrorsNeutronFilter(admin.SimpleListFilter):
+    """On the networks changelist: networks that mirror a Neutron network, by the link's state."""
+
+    title = "mirrors Neutron"
+    parameter_name = "neutron"
+
+    def lookups(self, request: Any, model_admin: Any) -> list[tuple[str, str]]:
+        return [("yes", "Mirrors a Neutron network"), ("no", "Mirrors none"),
+                *[(value, label) for value, label in NeutronLink.State.choices]]
+
+    def queryset(self, request: Any, queryset: Any) -> Any:
+        value = self.value()
+        if not value:
+            return queryset
+        links = NeutronLink.objects.values("network_id")
+        if value == "no":
+            return queryset.exclude(pk__in=links)
+        if value in NeutronLink.State.values:
+            links = links.filter(state=value)
+        return queryset.filter(pk__in=links)
+
+
 register_mirror_describer(neutron.mirror_text)
+register_mirror_filter(MirrorsNeutronFilter)
 
 
 class ImportForm(forms.Form):

@@ -269,6 +269,7 @@ class LinkReport:
     gone: str = ""
     applied: list[str] = field(default_factory=list)
     error: str = ""
+    neutron_name: str | None = None  # Neutron's name now (None: gone)
 
 
 @dataclass
@@ -293,7 +294,7 @@ def _compare(link: NeutronLink, found: dict[str, NeutronNetwork]) -> LinkReport:
     wanted, _ = mapped_fields(neutron, subnet, bridged=bridged or subnet is None)
     diffs = _differences(link.network, wanted)
     return LinkReport(link=link, state=NeutronLink.State.DIFFERS if diffs else NeutronLink.State.IN_SYNC,
-                      differences=diffs)
+                      differences=diffs, neutron_name=neutron.name)
 
 
 def _record(report: LinkReport, *, synced: bool = False) -> None:
@@ -303,6 +304,8 @@ def _record(report: LinkReport, *, synced: bool = False) -> None:
         values["differences"] = [{"field": "gone", "portal": report.link.network.name, "neutron": report.gone}]
     if synced:
         values["synced_at"] = now
+    if report.neutron_name is not None:
+        values["neutron_name"] = report.neutron_name
     NeutronLink.objects.filter(pk=report.link.pk).update(**values)
     for key, value in values.items():
         setattr(report.link, key, value)
@@ -354,7 +357,7 @@ def neutron_sync(*, actor: Actor, via: str, cloud: Cloud, network: Network | str
                 report.applied = sorted(changes)
                 link.network.refresh_from_db()
                 report = LinkReport(link=link, state=NeutronLink.State.IN_SYNC, differences=[],
-                                    applied=report.applied)
+                                    applied=report.applied, neutron_name=report.neutron_name)
                 audit(actor=actor, via=via, action="cloud.neutron.sync", target=link.network,
                       message=f"Re-synced network {link.network.name} with Neutron network "
                               f"{link.neutron_name or link.neutron_network_id} of cloud {cloud.name}: "

@@ -69,6 +69,12 @@ def register_mirror_describer(fn: Callable[[Network], str]) -> None:
         MIRROR_DESCRIBERS.append(fn)
 
 
+def register_mirror_filter(list_filter: type[admin.SimpleListFilter]) -> None:
+    """A list filter of the networks changelist offered by an app above networks (e.g. "mirrors Neutron")."""
+    if list_filter not in NetworkAdmin.list_filter:
+        NetworkAdmin.list_filter = (*NetworkAdmin.list_filter, list_filter)
+
+
 class Refused(Exception):
     """A service said no while the admin saved: carried out of the save (rolling back the admin's
     transaction) so the form can be shown again with the service's words."""

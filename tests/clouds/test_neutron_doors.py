@@ -151,6 +151,9 @@ def test_admin_cloud_page_import_differences_apply_and_networks_column(admin_use
     assert network.gateway == "10.185.0.254"
     networks_list = web.get("/admin/networks/network/").content.decode()
     assert f"Neutron os-local:{name} (In sync)" in networks_list
+    filtered = web.get("/admin/networks/network/?neutron=no").content.decode()
+    assert f"Neutron os-local:{name}" not in filtered
+    assert f"Neutron os-local:{name} (In sync)" in web.get("/admin/networks/network/?neutron=in_sync").content.decode()
 
     conn.network.update_subnet(v4, dns_nameservers=["203.0.113.8"])
     web.post(page_url, {"do": "diff"})
