@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One idempotent set-up for running and for testing the portal:
 #   scripts/setup.sh          # what `make run` needs
-#   scripts/setup.sh --test   # plus what the test suite needs (chromium, tini, PostgreSQL)
+#   scripts/setup.sh --test   # plus what the test suite needs (chromium, tini, PostgreSQL, MariaDB,
+#                             # OpenStack Glance and Neutron venvs)
 # Installs Debian packages that are missing, the Python venv and the project, starts libvirt's
 # daemons, builds the demo guest, vendors the console JS, migrates and seeds the database.
 # Re-running is fast: every step checks before it acts.
@@ -108,6 +109,17 @@ fi
 if [ "$MODE" = "--test" ]; then
   step "Starting PostgreSQL"
   scripts/start-postgres.sh
+fi
+
+# A real Glance and Neutron for the tests (tests/openstack_servers.py): their own venvs outside .venv
+# under /var/lib/vmportal/openstack (about a minute once, then instant: stamped on the pinned versions),
+# Glance on PostgreSQL and Neutron on MariaDB.
+if [ "$MODE" = "--test" ]; then
+  step "OpenStack Glance and Neutron for the tests (venvs in ${PORTAL_OPENSTACK_DIR:-/var/lib/vmportal/openstack})"
+  PY=$(find_python) || { echo "Python 3.12 or newer is required for the OpenStack venvs." >&2; exit 1; }
+  scripts/openstack-venvs.sh "$PY"
+  step "Starting MariaDB (the tests' Neutron)"
+  scripts/start-mariadb.sh
 fi
 
 # DEBUG is off unless asked for: this checkout runs the demo, so it asks (portal/env.py reads the file

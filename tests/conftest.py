@@ -484,3 +484,42 @@ def _fast_postgres_flush():
     yield
     DatabaseOperations.sql_flush = original  # type: ignore[method-assign]
     flush.emit_post_migrate_signal = original_emit  # type: ignore[assignment]
+
+
+# --- a real local Glance and Neutron (issue #15): tests/openstack_servers.py ---
+
+
+def _openstack_server(cls):
+    from tests.openstack_servers import OpenStackHarnessError, venv_problem
+
+    problem = venv_problem(cls.venv)
+    if problem:
+        pytest.fail(f"{cls.__name__}: {problem}", pytrace=False)
+    server = cls()
+    try:
+        server.start()
+    except OpenStackHarnessError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    return server
+
+
+@pytest.fixture(scope="session")
+def glance_server():
+    """A real glance-api (PostgreSQL database of its own, file store, no Keystone), started on first use and
+    stopped at the end of the session. `.url`, `.connection()` (openstacksdk), tests/openstack_servers.py."""
+    from tests.openstack_servers import GlanceServer
+
+    server = _openstack_server(GlanceServer)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def neutron_server():
+    """A real Neutron API (MariaDB database of its own, ML2 without agents, no Keystone), started on first
+    use and stopped at the end of the session. `.url`, `.connection()`, tests/openstack_servers.py."""
+    from tests.openstack_servers import NeutronServer
+
+    server = _openstack_server(NeutronServer)
+    yield server
+    server.stop()
