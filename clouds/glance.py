@@ -60,6 +60,17 @@ def _attr(img: Any, key: str) -> Any:
     return value
 
 
+def cloud_find(*, actor: Actor, key: object) -> Cloud:
+    """A cloud by numeric id or name (administrators only: clouds are the back-office's)."""
+    require_admin(actor, "Only administrators use the portal's clouds.")
+    text = str(key or "").strip()[:64]
+    cloud = (Cloud.objects.filter(pk=int(text)).first() if text.isascii() and text.isdigit() and len(text) <= 18
+             else Cloud.objects.filter(name=text).first())
+    if cloud is None:
+        raise NotFound(f"Cloud {text!r} not found.")
+    return cloud
+
+
 def _describe(img: Any) -> dict[str, Any]:
     return {
         "id": img.id, "name": img.name or "", "status": img.status,
