@@ -56,6 +56,10 @@ def connection_kwargs(cloud: Cloud) -> dict[str, Any]:
         kwargs["network_endpoint_override"] = cloud.network_endpoint
     if cloud.auth_type != Cloud.Auth.CLOUDS_YAML:
         kwargs["verify"] = (cloud.ca_file or True) if cloud.verify_tls else False
+    elif not cloud.verify_tls:  # clouds.yaml keeps its own TLS settings unless the portal's say otherwise
+        kwargs["verify"] = False
+    elif cloud.ca_file:
+        kwargs["cacert"] = cloud.ca_file
     return kwargs
 
 
@@ -84,6 +88,19 @@ def _scrub(text: str, cloud: Cloud) -> str:
     return text
 
 
+def _underlying(exc: BaseException, kind: type[BaseException]) -> BaseException:
+    """The keystoneauth error an SDK exception was made from, if any: openstacksdk re-raises some (a refused
+    sign-in in Connection.authorize) as a bare SDKException, losing the kind; the chain still holds it."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, kind):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return exc
+
+
 @contextlib.contextmanager
 def cloud_call(cloud: Cloud, what: str) -> Iterator[None]:
     """Run SDK calls, turning failures into PortalErrors: `what` names the step for the message."""
@@ -92,7 +109,14 @@ def cloud_call(cloud: Cloud, what: str) -> Iterator[None]:
 
     where = f"cloud {cloud.name}"
     try:
-        yield
+        try:
+            yield
+        except PortalError:
+            raise
+        except sdk.SDKException as exc:
+            if type(exc) is not sdk.SDKException:
+                raise
+            raise _underlying(exc, ks.ClientException) from None
     except PortalError:
         raise
     except ks.Unauthorized:
@@ -118,6 +142,10 @@ def cloud_call(cloud: Cloud, what: str) -> Iterator[None]:
                                field="clouds_yaml_name") from None
     except sdk.HttpException as exc:
         status = getattr(exc, "status_code", None) or "error"
+        if status == 401:
+            raise ValidationFailed(f"The {where} refused the credentials (401) while trying to {what}: check the "
+                                   "user name, project and password or application credential.",
+                                   field="secret") from None
         raise Conflict(f"The {where} answered {status} while trying to {what}: "
                        f"{_scrub(getattr(exc, 'details', None) or str(exc), cloud)}") from None
     except (ks.ClientException, sdk.SDKException) as exc:

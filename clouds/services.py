@@ -13,12 +13,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from portal.actors import Actor, require_admin
 from portal.audit import audit
 from portal.choices import JobStatus
-from portal.exceptions import Conflict, PortalError, ValidationFailed
+from portal.exceptions import Conflict, PortalError, ValidationFailed, admin_message
 from portal.models import AuditEvent, Job
 
 from . import secrets
@@ -31,6 +32,7 @@ TEXT_FIELDS = ("description", "clouds_yaml_name", "auth_url", "username", "user_
                "project_domain_name", "application_credential_id", "region_name", "image_endpoint",
                "network_endpoint", "ca_file", "secret_env")
 FIELDS = frozenset({*TEXT_FIELDS, "auth_type", "verify_tls"})
+LABELS = {"glance": "Glance", "neutron": "Neutron"}
 CLOUD_JOB_KINDS = ("glance.import", "glance.publish", "image.import")
 
 
@@ -144,13 +146,22 @@ def cloud_update(*, actor: Actor, via: str, cloud: Cloud, secret: str | None = N
     return locked
 
 
+def cloud_busy_reason(cloud: Cloud) -> str | None:
+    """Why the cloud cannot be removed now (a job of it is pending or running), or None."""
+    busy = Job.objects.filter(Q(params__cloud_id=cloud.pk) | Q(params__source_params__cloud_id=cloud.pk),
+                              kind__in=CLOUD_JOB_KINDS,
+                              status__in=(JobStatus.PENDING, JobStatus.RUNNING)).exists()
+    if busy:
+        return f"An import or publication with cloud {cloud.name} is still running; wait for it or cancel it."
+    return None
+
+
 def cloud_delete(*, actor: Actor, via: str, cloud: Cloud) -> None:
     """Forget a cloud: the portal's images and networks that came from it stay (their links go)."""
     require_admin(actor, "Only administrators remove clouds.")
-    busy = Job.objects.filter(kind__in=CLOUD_JOB_KINDS, status__in=(JobStatus.PENDING, JobStatus.RUNNING),
-                              params__cloud_id=cloud.pk).exists()
-    if busy:
-        raise Conflict(f"An import or publication with cloud {cloud.name} is still running; wait for it or cancel it.")
+    reason = cloud_busy_reason(cloud)
+    if reason:
+        raise Conflict(reason)
     name = cloud.name
     cloud.delete()
     audit(actor=actor, via=via, action="cloud.delete", target_type="cloud", target_name=name,
@@ -177,21 +188,23 @@ def cloud_check(*, actor: Actor, via: str, cloud: Cloud) -> CheckResult:
         wanted = _services(cloud, conn)
         for service in wanted:
             try:
-                with cloud_call(cloud, f"list {service} {'images' if service == 'glance' else 'networks'}"):
+                with cloud_call(cloud, "list Glance images" if service == "glance" else "list Neutron networks"):
                     if service == "glance":
                         next(iter(conn.image.images(limit=1)), None)
                     else:
                         next(iter(conn.network.networks(limit=1)), None)
                 services[service] = "ok"
             except PortalError as exc:
-                services[service] = exc.message
+                services[service] = admin_message(exc)
         if not wanted:
             raise ValidationFailed("The cloud offers neither Glance nor Neutron.")
         ok = all(v == "ok" for v in services.values())
-        message = ("Connected: " if ok else "Problems: ") + "; ".join(
-            f"{k.capitalize()} {v}" for k, v in services.items())
+        if ok:
+            message = "Connected: " + "; ".join(f"{LABELS[k]} ok" for k in services)
+        else:
+            message = " ".join(f"{LABELS[k]}: {v}" if v != "ok" else f"{LABELS[k]}: ok." for k, v in services.items())
     except PortalError as exc:
-        ok, message = False, exc.message
+        ok, message = False, admin_message(exc)
     Cloud.objects.filter(pk=cloud.pk).update(last_check_at=timezone.now(), last_check_ok=ok,
                                              last_check_message=message[:1000])
     cloud.last_check_ok, cloud.last_check_message = ok, message[:1000]

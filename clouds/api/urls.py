@@ -4,12 +4,14 @@ from django.urls import path
 from rest_framework.routers import SimpleRouter
 
 from .glance import GlanceImagesView, GlanceImportView, GlancePublishView
+from .views import CloudViewSet
 
 router = SimpleRouter()
+router.register("clouds", CloudViewSet, basename="api-cloud")
 urlpatterns = [
-    *router.urls,
     path("clouds/<str:cloud>/glance/images/", GlanceImagesView.as_view(), name="api-glance-images"),
     path("clouds/<str:cloud>/glance/images/<str:glance_id>/import/", GlanceImportView.as_view(),
          name="api-glance-import"),
     path("clouds/<str:cloud>/glance/publish/", GlancePublishView.as_view(), name="api-glance-publish"),
+    *router.urls,
 ]
