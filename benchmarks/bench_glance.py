@@ -57,9 +57,9 @@ from django.conf import settings  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 
 from benchmarks.report import write_section  # noqa: E402
-from cluster.services import host_register  # noqa: E402
 from clouds.glance import fetch_to_file, glance_import  # noqa: E402
 from clouds.models import Cloud  # noqa: E402
+from cluster.services import host_register  # noqa: E402
 from portal.models import Job  # noqa: E402
 from tests.openstack_servers import GlanceServer  # noqa: E402
 
