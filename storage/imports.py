@@ -791,11 +791,11 @@ def image_import_run(ctx: JobContext) -> dict:
                 raise ValidationFailed("The upload's data is gone; upload the file again.", field="upload")
             where = f"upload {params.get('filename') or params['upload_id']}"
         elif source in _EXTRA_SOURCES:
-            extra = _EXTRA_SOURCES[source]
+            other = _EXTRA_SOURCES[source]
             src = os.path.join(work, "download")
-            what = f"Downloading the image from {extra.label or source}"
+            what = f"Downloading the image from {other.label or source}"
             progress(1, what)
-            extra.fetch(params.get("source_params") or {}, src, _scaled(progress, 1, 30, what),
+            other.fetch(params.get("source_params") or {}, src, _scaled(progress, 1, 30, what),
                         settings.IMAGE_MAX_BYTES)
             where = str((params.get("source_params") or {}).get("where") or source)
         elif source == "url":

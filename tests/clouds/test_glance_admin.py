@@ -12,7 +12,7 @@ from tests.clouds.test_glance import cloud, glance, qcow2_bytes, staging  # noqa
 
 
 def test_the_glance_page_lists_images_and_imports_one(transactional_db, cloud, glance, admin_client,  # noqa: F811
-                                                      test_host, staging, tmp_path):
+                                                      test_host, staging, tmp_path):  # noqa: F811
     image = glance("Admin Image", qcow2_bytes(tmp_path), os_distro="alpine")
     changelist = admin_client.get(reverse("admin:clouds_cloud_changelist"))
     page_url = reverse("admin:clouds_cloud_glance", args=[cloud.pk])
