@@ -5,6 +5,8 @@ publication Glance refuses leaves no Glance image."""
 from __future__ import annotations
 
 import hashlib
+import secrets
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -43,7 +45,9 @@ def test_the_busybox_guest_from_glance_boots_and_goes_back_to_glance_byte_for_by
     if not iso.exists():
         pytest.fail(f"{iso} is missing: run scripts/build-guest-iso.sh (setup.sh --test does)")
     settings.IMAGE_STAGING_DIR = str(tmp_path / "staging")
-    settings.STORAGE_ALLOWED_ROOTS = [str(tmp_path)]
+    # The domain's directory must be readable by QEMU's user (pytest's tmp_path is not): beside the pool.
+    domain = Path(conf.STORAGE_DIR).parent / f"test-glance-domain-{secrets.token_hex(4)}"
+    settings.STORAGE_ALLOWED_ROOTS = [str(domain.parent)]
     qcow2 = tmp_path / "guest.qcow2"  # the hybrid ISO boots as a hard disk (isohybrid MBR)
     subprocess.run(["qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2", str(iso), str(qcow2)], check=True)
     conn = glance_server.connection()
@@ -51,7 +55,6 @@ def test_the_busybox_guest_from_glance_boots_and_goes_back_to_glance_byte_for_by
                                        container_format="bare", min_disk=1, min_ram=128, os_distro="busybox",
                                        os_type="linux", allow_duplicates=True)
     made = [uploaded.id]
-    domain = tmp_path / "domain"
     domain_add(actor=admin_user, via="cli", name="glance-dom", kind=StoragePool.Kind.DIR, hosts=[qemu_host],
                path=str(domain))
     vm = None
@@ -70,8 +73,9 @@ def test_the_busybox_guest_from_glance_boots_and_goes_back_to_glance_byte_for_by
 
         created = services.vm_create(actor=admin_user, via="api", name="from-glance", image=image, vcpus=1,
                                      memory_mib=128, disk_gib=1, networks=[])
-        assert Job.objects.get(pk=created.job.pk).status == "succeeded"
         vm = VM.objects.get(pk=created.vm.pk)
+        made_vm = Job.objects.get(pk=created.job.pk)
+        assert made_vm.status == "succeeded", made_vm.error
         with GuestShell(qemu_host.uri, str(vm.uuid)) as shell:
             shell.read_until(b"PORTAL GUEST READY", timeout=180)
 
@@ -104,6 +108,7 @@ def test_the_busybox_guest_from_glance_boots_and_goes_back_to_glance_byte_for_by
         for image in Image.objects.filter(name="busybox"):
             image_delete(actor=admin_user, via="api", image=image)
         domain_remove(actor=admin_user, via="cli", name="glance-dom")
+        shutil.rmtree(domain, ignore_errors=True)
         for image_id in made:
             conn.image.delete_image(image_id, ignore_missing=True)
 
