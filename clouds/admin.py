@@ -22,6 +22,7 @@ from portal.choices import Via
 from portal.exceptions import PortalError, ValidationFailed
 
 from . import services
+from .admin_glance import GlanceCloudAdminMixin
 from .models import Cloud
 
 BOTH = [ActionLocation.CHANGE_LIST, ActionLocation.CHANGE_FORM]
@@ -77,9 +78,10 @@ class CloudForm(forms.ModelForm):
 
 
 @admin.register(Cloud)
-class CloudAdmin(ServiceDeleteMixin, admin.ModelAdmin):
+class CloudAdmin(GlanceCloudAdminMixin, ServiceDeleteMixin, admin.ModelAdmin):
     form = CloudForm
-    list_display = ("name", "auth_col", "endpoint_col", "secret_col", "check_col", "checked_col", "check_message")
+    list_display = ("name", "auth_col", "endpoint_col", "secret_col", "check_col", "checked_col", "check_message",
+                    "glance_link")
     list_filter = ("auth_type", "last_check_ok")
     search_fields = ("name", "description", "auth_url", "clouds_yaml_name")
     actions = ["check_connection", "delete_selected"]

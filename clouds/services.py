@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from portal.actors import Actor, require_admin
@@ -147,8 +148,9 @@ def cloud_update(*, actor: Actor, via: str, cloud: Cloud, secret: str | None = N
 
 def cloud_busy_reason(cloud: Cloud) -> str | None:
     """Why the cloud cannot be removed now (a job of it is pending or running), or None."""
-    busy = Job.objects.filter(kind__in=CLOUD_JOB_KINDS, status__in=(JobStatus.PENDING, JobStatus.RUNNING),
-                              params__cloud_id=cloud.pk).exists()
+    busy = Job.objects.filter(Q(params__cloud_id=cloud.pk) | Q(params__source_params__cloud_id=cloud.pk),
+                              kind__in=CLOUD_JOB_KINDS,
+                              status__in=(JobStatus.PENDING, JobStatus.RUNNING)).exists()
     if busy:
         return f"An import or publication with cloud {cloud.name} is still running; wait for it or cancel it."
     return None

@@ -89,6 +89,15 @@ class ImageImportForm(forms.Form):
                 "login_user": d["login_user"], "min_disk_gib": d["min_disk_gib"]}
 
 
+_image_actions: list = []
+
+
+def register_image_admin_action(action) -> None:
+    """Offer one more admin action on images (an app above storage registers it in its ready())."""
+    if action not in _image_actions:
+        _image_actions.append(action)
+
+
 @admin.register(Image)
 class ImageAdmin(ServiceDeleteMixin, ServiceSaveMixin, admin.ModelAdmin):
     list_display = ("name", "title", "os_name", "boot_mode", "format", "size", "min_disk", "cloud_init",
@@ -105,6 +114,14 @@ class ImageAdmin(ServiceDeleteMixin, ServiceSaveMixin, admin.ModelAdmin):
                        "size", "actual_size", "checksum_sha256", "default_vcpus", "default_memory_mib", "boot_mode",
                        "kernel_path", "initrd_path", "cmdline", "ready_marker", "min_disk", "created", "vms_link",
                        "disks", "full_copies", "host_copies")
+
+    def get_actions(self, request):
+        actions = super().get_actions(request)
+        for action in _image_actions:
+            found = self.get_action(action)
+            if found is not None:
+                actions[found[1]] = found
+        return actions
 
     def get_queryset(self, request):
         return super().get_queryset(request).annotate(

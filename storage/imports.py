@@ -64,7 +64,7 @@ from quotas.services import quota_reserve
 
 from . import imageio
 from .models import Image, StoragePool, Upload, Volume
-from .pools import image_volume_name, pool_ensure
+from .pools import image_volume_name, pool_ensure, pool_for_host
 from .uploads import check_image_size, upload_claim, upload_finish, upload_path
 from .validation import IMAGE_NAME_RE, check_login_user
 
@@ -81,6 +81,36 @@ MAX_REDIRECTS = 5
 REDIRECTS = (301, 302, 303, 307, 308)
 # What qemu-img convert may write beyond the virtual size (qcow2 metadata: L1/L2 tables, refcounts).
 CONVERT_MARGIN = 64 * 1024**2
+
+
+@dataclass(frozen=True)
+class ImportSource:
+    """An extra place images are imported from, offered by an app above storage (storage never imports
+    it): `check(actor, source_params)` validates in the record phase and returns the parameters to keep
+    (a "size" announced is checked against the limits; "where" is what Image.source records);
+    `fetch(params, dest_path, progress, limit)` streams the bytes into `dest_path` in the job (progress
+    0–100, at most `limit` bytes, raising a PortalError on any failure); `registered(images, params, job)`
+    runs inside the transaction that registers the images (to link them to where they came from)."""
+
+    check: Callable[[Actor, dict[str, Any]], dict[str, Any]]
+    fetch: Callable[[dict[str, Any], str, Callable[[float], None], int], None]
+    registered: Callable[[list[Image], dict[str, Any], Job], None] | None = None
+    admin_only: bool = True
+    label: str = ""
+
+
+_EXTRA_SOURCES: dict[str, ImportSource] = {}
+
+
+def register_import_source(name: str, source: ImportSource) -> None:
+    """Offer `image_import(source=name, source_params=...)` (called from an app's ready())."""
+    if name in SOURCES:
+        raise ValueError(f"{name} is a built-in import source")
+    _EXTRA_SOURCES[name] = source
+
+
+def import_sources() -> tuple[str, ...]:
+    return (*SOURCES, *_EXTRA_SOURCES)
 
 
 def gib_ceil(n: int) -> int:
@@ -173,7 +203,8 @@ def image_import(*, actor: Actor, via: str, source: str, upload: object = None, 
                  fmt: str | None = None, kind: str | None = None, visibility: str | None = None,
                  groups: Iterable[Group] = (), host: Host | None = None, owner: Any = None,
                  description: str = "", os_name: str = "", cloud_init: bool = False, login_user: str = "",
-                 min_disk_gib: int = 1) -> Job:
+                 min_disk_gib: int = 1, source_params: dict[str, Any] | None = None,
+                 storage_domain: str | None = None, default_memory_mib: int | None = None) -> Job:
     """Queue the import of an image (an `image.import` job).
 
     `source`: "upload" (`upload`: the id of one of the actor's complete uploads), "url" (`url`,
@@ -181,12 +212,17 @@ def image_import(*, actor: Actor, via: str, source: str, upload: object = None, 
     `fmt`: the format the caller says it is (refused if the file is something else); `kind`: disk,
     template or iso (default: iso for ISO files, template for OVA appliances, disk otherwise).
     Users import into their own space (`owner` is the actor; private unless shared); administrators
-    import into the library (no owner; public by default) or for the `owner` they name."""
+    import into the library (no owner; public by default) or for the `owner` they name.
+    A source registered with `register_import_source` takes its `source_params`; `storage_domain`
+    names a data domain of the host to store the image in (default: the host's portal pool)."""
 
     user = None if actor is None else require_user(actor, "Sign in to import images.")
     admin = actor is None or is_admin(actor)
-    if source not in SOURCES:
-        raise ValidationFailed(f"Source must be one of {', '.join(SOURCES)}.", field="source")
+    extra = _EXTRA_SOURCES.get(source)
+    if source not in SOURCES and extra is None:
+        raise ValidationFailed(f"Source must be one of {', '.join(import_sources())}.", field="source")
+    if extra is not None and extra.admin_only and not admin:
+        raise PermissionDenied(f"Only administrators import images from {extra.label or source}.")
     if owner is not None and not admin and getattr(owner, "pk", None) != getattr(user, "pk", None):
         raise PermissionDenied("Only administrators import images for other users.")
     if not admin:
@@ -215,12 +251,23 @@ def image_import(*, actor: Actor, via: str, source: str, upload: object = None, 
     sha = check_sha256(sha256)
     if not isinstance(min_disk_gib, int) or min_disk_gib < 1:
         raise ValidationFailed("Minimum disk must be a whole number of GiB, 1 or more.", field="min_disk_gib")
+    if default_memory_mib is not None and (not isinstance(default_memory_mib, int) or default_memory_mib < 1):
+        raise ValidationFailed("Default memory must be a whole number of MiB, 1 or more.", field="default_memory_mib")
     host = _pick_host(host)
+    pool_name = ""
+    if storage_domain:
+        if not admin:
+            raise PermissionDenied("Only administrators choose the storage domain of an import.")
+        pool_name = pool_for_host(host, str(storage_domain)).name
     params: dict[str, Any] = {
         "source": source, "name": name, "title": title, "fmt": fmt or "", "kind": kind or "",
         "visibility": visibility, "group_ids": [g.pk for g in groups], "host_id": host.pk,
         "owner_id": getattr(owner, "pk", None), "description": description, "os_name": os_name,
         "cloud_init": bool(cloud_init), "login_user": login_user, "sha256": sha, "min_disk_gib": min_disk_gib}
+    if pool_name:
+        params["pool_name"] = pool_name
+    if default_memory_mib:
+        params["default_memory_mib"] = default_memory_mib
     with transaction.atomic():
         # The host row's lock makes two imports for one host take turns (PostgreSQL), so the second
         # sees the first one's job and its name.
@@ -236,6 +283,12 @@ def image_import(*, actor: Actor, via: str, source: str, upload: object = None, 
         elif source == "url":
             params["url"] = check_url(url)
             where = params["url"]
+        elif extra is not None:
+            clean = extra.check(actor, dict(source_params or {}))
+            if clean.get("size"):
+                check_image_size(owner=owner, size=int(clean["size"]))
+            params["source_params"] = clean
+            where = str(clean.get("where") or source)
         else:
             if not admin:
                 raise PermissionDenied("Only administrators import files from the portal server.")
@@ -599,14 +652,21 @@ def _new_volume_name(driver: Any, pool: StoragePool, name: str, ext: str) -> str
     raise Conflict(f"No free volume name for image {name} in the pool; try again.")
 
 
+def _target_pool(host: Host, pool_name: str = "") -> StoragePool:
+    """Where an import stores its volumes: the data domain named (as the host sees it), else the host's
+    portal pool."""
+    return pool_for_host(host, pool_name) if pool_name else pool_ensure(host=host)
+
+
 def _store(host: Host, disks: list[Prepared], names: list[str], progress: Progress, lo: int, hi: int,
            written: list[tuple[StoragePool, str]],
-           on_volume: Callable[[list[tuple[StoragePool, str]]], None] | None = None) -> list[str]:
-    """Copy each prepared file into the host's pool as a new volume of its own; returns the volume paths.
-    Volumes are added to `written` (and `on_volume` told) before they are created, so a failure can
-    remove them."""
+           on_volume: Callable[[list[tuple[StoragePool, str]]], None] | None = None,
+           pool_name: str = "") -> list[str]:
+    """Copy each prepared file into the host's pool (or the data domain `pool_name`) as a new volume of
+    its own; returns the volume paths. Volumes are added to `written` (and `on_volume` told) before they
+    are created, so a failure can remove them."""
 
-    pool = pool_ensure(host=host)
+    pool = _target_pool(host, pool_name)
     driver = get_driver(host.uri)
     paths = []
     span = (hi - lo) // max(1, len(disks))
@@ -730,6 +790,14 @@ def image_import_run(ctx: JobContext) -> dict:
             if not os.path.isfile(src):
                 raise ValidationFailed("The upload's data is gone; upload the file again.", field="upload")
             where = f"upload {params.get('filename') or params['upload_id']}"
+        elif source in _EXTRA_SOURCES:
+            other = _EXTRA_SOURCES[source]
+            src = os.path.join(work, "download")
+            what = f"Downloading the image from {other.label or source}"
+            progress(1, what)
+            other.fetch(params.get("source_params") or {}, src, _scaled(progress, 1, 30, what),
+                        settings.IMAGE_MAX_BYTES)
+            where = str((params.get("source_params") or {}).get("where") or source)
         elif source == "url":
             src = os.path.join(work, "download")
             limit = settings.IMAGE_MAX_BYTES
@@ -759,7 +827,8 @@ def image_import_run(ctx: JobContext) -> dict:
         if owner is not None:  # fail before the copy when it cannot fit (checked again under the lock)
             with transaction.atomic():
                 quota_reserve(user=owner, vms=0, vcpus=0, memory_mib=0, disk_gib=charge)
-        paths = _store(host, plan.disks, names, progress, 80, 97, written, on_volume=remember)
+        paths = _store(host, plan.disks, names, progress, 80, 97, written, on_volume=remember,
+                       pool_name=params.get("pool_name") or "")
         progress(98, "Registering the image")
         images = _register(ctx, plan=plan, names=names, paths=paths, host=host, owner=owner, charge=charge,
                            where=where, written=written)
@@ -794,7 +863,7 @@ def _register(ctx: JobContext, *, plan: _Plan, names: list[str], paths: list[str
               charge: int, where: str, written: list[tuple[StoragePool, str]]) -> list[Image]:
 
     params = ctx.params
-    pool = pool_ensure(host=host)
+    pool = _target_pool(host, params.get("pool_name") or "")
     groups = list(Group.objects.filter(pk__in=params.get("group_ids") or []))
     title = str(params.get("title") or names[0])
     images = []
@@ -811,6 +880,8 @@ def _register(ctx: JobContext, *, plan: _Plan, names: list[str], paths: list[str
                     defaults["os_name"] = plan.appliance.os[:100]
             elif plan.appliance is not None:
                 description = f"Disk {i + 1} of the OVA appliance {plan.appliance.name!r} (template {names[0]})."
+            elif params.get("default_memory_mib"):
+                defaults = {"default_memory_mib": int(params["default_memory_mib"])}
             image = Image.objects.create(
                 name=name, kind=disk.kind, title=title if i == 0 else f"{title} (disk {i + 1})",
                 description=description, os_name=defaults.pop("os_name", params.get("os_name", "")), pool=pool,
@@ -826,6 +897,9 @@ def _register(ctx: JobContext, *, plan: _Plan, names: list[str], paths: list[str
                   message=f"Imported image {name} ({disk.source_format}, {disk.virtual_size} bytes virtual, "
                           f"sha256 {disk.sha256[:12]}…)")
             images.append(image)
+        extra = _EXTRA_SOURCES.get(params.get("source", ""))
+        if extra is not None and extra.registered is not None:
+            extra.registered(images, params.get("source_params") or {}, ctx.job)
     return images
 
 
