@@ -160,6 +160,9 @@ def test_admin_cloud_page_import_differences_apply_and_networks_column(admin_use
     html = web.get(page_url).content.decode()
     assert "Differs from Neutron" in html and "203.0.113.8" in html
     link = NeutronLink.objects.get(network=network)
+    assert web.get(f"/admin/clouds/neutronlink/{link.pk}/change/").status_code == 200
+    change = web.get(f"/admin/networks/network/{network.pk}/change/").content.decode()
+    assert 'value="10.185.0.254"' in change and 'value="192.0.2.53, 198.51.100.53"' in change
     applied = web.post("/admin/clouds/neutronlink/", {"action": "apply", "_selected_action": [link.pk]}, follow=True)
     assert f"{name}: applied dns_servers." in [m.message for m in applied.context["messages"]]
     network.refresh_from_db()
