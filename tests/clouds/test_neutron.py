@@ -226,6 +226,16 @@ def test_a_network_without_ipv4_subnet_and_unknown_ids_are_clear_errors(admin_us
         neutron.neutron_import(actor=admin_user, via="cli", cloud=cloud, neutron_network_id=str(uuid.uuid4()))
     assert not Network.objects.exists() and not NeutronLink.objects.exists()
 
+    # As bridged (addresses from the bridge's LAN; no host yet) it is mirrored by name and description only.
+    link = neutron.neutron_import(actor=admin_user, via="cli", cloud=cloud, neutron_network_id=net.id,
+                                  mode="bridge", bridge="br0", name="v6lan")
+    assert (link.network.mode, link.network.bridge, link.network.cidr, link.neutron_subnet_id) == \
+        ("bridge", "br0", "", "")
+    assert any("IPv6 subnet" in n for n in link.notes)
+    conn.network.update_network(net, description="now documented")
+    (mine,) = neutron.neutron_diff(actor=admin_user, cloud=cloud).links
+    assert mine.differences == [{"field": "description", "portal": "", "neutron": "now documented"}]
+
 
 def test_only_administrators(alice, cloud):
     from portal.exceptions import PermissionDenied
