@@ -20,7 +20,7 @@ from tests.clouds.test_neutron import URI, _test_driver_networks, cloud, lab_sub
 BASE = "/api/clouds/{}/neutron/"
 
 
-def test_api_list_import_diff_sync_unlink(admin_user, test_host, cloud, os_net, client_for):  # noqa: F811
+def test_api_list_import_diff_sync_unlink(admin_user, alice, test_host, cloud, os_net, client_for):  # noqa: F811
     conn, make = os_net
     name = f"api-{uuid.uuid4().hex[:6]}"
     net, (v4,) = make(name, lab_subnet("10.181.0"))
@@ -43,6 +43,8 @@ def test_api_list_import_diff_sync_unlink(admin_user, test_host, cloud, os_net, 
         ("10.181.0.0/24", "10.181.0.254", "10.181.0.50", "10.181.0.99", ["192.0.2.53", "198.51.100.53"])
     listed = api.get(BASE.format(cloud.name) + "networks/").json()
     assert [n["mirrored_by"] for n in listed if n["id"] == net.id] == [name]
+    # Users see it like any other network they may use (open to all users on import).
+    assert name in [n["name"] for n in client_for(alice).get("/api/networks/").json()["results"]]
 
     conn.network.update_subnet(v4, dns_nameservers=["203.0.113.7"])
     diff = api.get(BASE.format(cloud.name) + "diff/")
