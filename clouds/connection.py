@@ -63,10 +63,20 @@ def connection_kwargs(cloud: Cloud) -> dict[str, Any]:
     return kwargs
 
 
-def connect(cloud: Cloud) -> Any:
-    """A new openstacksdk Connection (not shared between threads)."""
+SERVICES = {"image": ("image_endpoint", "Glance"), "network": ("network_endpoint", "Neutron")}
+
+
+def connect(cloud: Cloud, service: str | None = None) -> Any:
+    """A new openstacksdk Connection (not shared between threads). `service` ("image" or "network") is the one
+    the caller will use: without Keystone it needs its own endpoint (openstacksdk would otherwise send its calls
+    to the other service's URL, the auth endpoint)."""
     import openstack.connection
 
+    if service is not None and cloud.auth_type == Cloud.Auth.NONE:
+        field, label = SERVICES[service]
+        if not getattr(cloud, field):
+            raise ValidationFailed(f"The cloud {cloud.name} has no {label} endpoint: without Keystone, give "
+                                   f"{label}'s URL in the connection.", field=field)
     kwargs = connection_kwargs(cloud)
     with cloud_call(cloud, "connect"):
         if cloud.auth_type == Cloud.Auth.CLOUDS_YAML:

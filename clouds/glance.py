@@ -95,7 +95,7 @@ def _imported(cloud: Cloud) -> dict[str, GlanceImport]:
 def glance_images(*, actor: Actor, cloud: Cloud) -> list[dict[str, Any]]:
     """The cloud's Glance images with their properties, and which portal image each was imported as."""
     require_admin(actor, "Only administrators browse a cloud's images.")
-    conn = connect(cloud)
+    conn = connect(cloud, "image")
     with cloud_call(cloud, "list its Glance images"):
         images = [_describe(img) for img in conn.image.images()]
     links = _imported(cloud)
@@ -115,7 +115,7 @@ def _glance_image(cloud: Cloud, glance_id: str, conn: Any = None) -> dict[str, A
     text = str(glance_id or "").strip()
     if not text or len(text) > 64 or not re.fullmatch(r"[A-Za-z0-9-]+", text):
         raise ValidationFailed("Give the id of a Glance image.", field="glance_id")
-    conn = conn or connect(cloud)
+    conn = conn or connect(cloud, "image")
     with cloud_call(cloud, f"read Glance image {text}"):
         return _describe(conn.image.get_image(text))
 
@@ -185,7 +185,7 @@ def fetch_to_file(cloud: Cloud, glance_id: str, dest: str, *, algo: str, expecte
     with `algo` against `expected`. Returns the bytes written; raises ValidationFailed on a mismatch."""
     digest = hashlib.new(algo)
     received = 0
-    conn = connect(cloud)
+    conn = connect(cloud, "image")
     with cloud_call(cloud, f"download Glance image {glance_id}"):
         response = conn.image.download_image(glance_id, stream=True, chunk_size=CHUNK)
         try:
@@ -363,7 +363,7 @@ def _file_hash(path: str, algo: str) -> str:
 
 def _delete_glance_image(cloud: Cloud, glance_id: str) -> None:
     try:
-        conn = connect(cloud)
+        conn = connect(cloud, "image")
         with cloud_call(cloud, f"delete Glance image {glance_id}"):
             conn.image.delete_image(glance_id, ignore_missing=True)
     except PortalError as exc:
@@ -396,7 +396,7 @@ def glance_publish_run(ctx: JobContext) -> dict[str, Any]:
     path = _local_file(image)
     disk_format = _disk_format(image)
     ctx.progress(1, f"Creating the Glance image in cloud {cloud.name}")
-    conn = connect(cloud)
+    conn = connect(cloud, "image")
     attrs: dict[str, Any] = {"name": params["name"], "disk_format": disk_format, "container_format": "bare",
                              "visibility": params["visibility"], "min_disk": max(1, int(image.min_disk_gib or 1)),
                              "min_ram": int(image.default_memory_mib or 0), **_os_properties(image),

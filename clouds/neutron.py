@@ -102,7 +102,7 @@ def _network(raw: Any, subnets: list[NeutronSubnet]) -> NeutronNetwork:
 
 
 def _fetch_all(cloud: Cloud) -> dict[str, NeutronNetwork]:
-    conn = connect(cloud)
+    conn = connect(cloud, "network")
     with cloud_call(cloud, "list Neutron networks"):
         raw_networks = list(conn.network.networks())
         raw_subnets = list(conn.network.subnets())
@@ -124,7 +124,7 @@ def neutron_networks(*, actor: Actor, cloud: Cloud) -> list[NeutronNetwork]:
 
 
 def _neutron_network(cloud: Cloud, neutron_network_id: str) -> NeutronNetwork:
-    conn = connect(cloud)
+    conn = connect(cloud, "network")
     with cloud_call(cloud, f"read Neutron network {neutron_network_id}"):
         raw = conn.network.get_network(neutron_network_id)
         subnets = [_subnet(s) for s in conn.network.subnets(network_id=neutron_network_id)]
