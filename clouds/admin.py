@@ -16,6 +16,9 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import ActionLocation
 from django.http import HttpRequest, HttpResponseRedirect
+from django.urls import reverse
+from django.utils.html import format_html
+from django.utils.text import Truncator
 
 from portal.admin_helpers import EMPTY, ServiceDeleteMixin, admin_error_text, badge, note_context, when
 from portal.choices import Via
@@ -77,11 +80,15 @@ class CloudForm(forms.ModelForm):
         return None
 
 
+CHECK_MESSAGE_CHARS = 70
+
+
 @admin.register(Cloud)
 class CloudAdmin(GlanceCloudAdminMixin, ServiceDeleteMixin, admin.ModelAdmin):
     form = CloudForm
-    list_display = ("name", "auth_col", "endpoint_col", "secret_col", "check_col", "checked_col", "check_message",
-                    "glance_link")
+    # the links first: the list is wider than the page once check messages are long
+    list_display = ("name", "glance_link", "neutron_link", "auth_col", "endpoint_col", "secret_col", "check_col",
+                    "checked_col", "check_message")
     list_filter = ("auth_type", "last_check_ok")
     search_fields = ("name", "description", "auth_url", "clouds_yaml_name")
     actions = ["check_connection", "delete_selected"]
@@ -165,7 +172,15 @@ class CloudAdmin(GlanceCloudAdminMixin, ServiceDeleteMixin, admin.ModelAdmin):
 
     @admin.display(description="check result")
     def check_message(self, obj: Cloud) -> str:
-        return obj.last_check_message or EMPTY
+        # the list stays narrow enough for the links after it: the first sentence, the whole on hover
+        text = obj.last_check_message
+        if len(text) <= CHECK_MESSAGE_CHARS:
+            return text or EMPTY
+        return format_html('<span title="{}">{}</span>', text, Truncator(text).chars(CHECK_MESSAGE_CHARS))
+
+    @admin.display(description="Neutron networks")
+    def neutron_link(self, obj: Cloud) -> str:
+        return format_html('<a href="{}">Neutron networks</a>', reverse("admin:clouds_neutron_cloud", args=[obj.pk]))
 
     # actions
     @admin.action(permissions=["change"], description="Check connection (sign in, list Glance and Neutron)",

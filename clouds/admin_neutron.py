@@ -204,9 +204,11 @@ class NeutronLinkAdmin(admin.ModelAdmin):
                     return HttpResponseRedirect(here)
             elif do == "diff":
                 try:
-                    neutron.neutron_diff(actor=request.user, cloud=cloud)
+                    diff = neutron.neutron_diff(actor=request.user, cloud=cloud)
                 except PortalError as exc:
                     self.message_user(request, admin_error_text(exc), messages.ERROR)
+                else:
+                    self.message_user(request, _diff_summary(diff), messages.INFO)
                 return HttpResponseRedirect(here)
             elif do == "sync":
                 try:
@@ -230,6 +232,16 @@ class NeutronLinkAdmin(admin.ModelAdmin):
         }
         return TemplateResponse(request, "admin/clouds/neutronlink/cloud.html", context,
                                 status=400 if form is not None and form.errors else 200)
+
+
+def _diff_summary(diff: neutron.DiffReport) -> str:
+    """One line after "Show differences": how many links are in sync, differ, or were deleted in Neutron."""
+    if not diff.links:
+        return "Compared with Neutron: no portal network mirrors a Neutron network of this cloud."
+    count = {state: sum(1 for r in diff.links if r.state == state) for state in NeutronLink.State.values}
+    return (f"Compared with Neutron: {count[NeutronLink.State.IN_SYNC]} in sync, "
+            f"{count[NeutronLink.State.DIFFERS]} differing, {count[NeutronLink.State.GONE]} deleted in Neutron "
+            "(nothing was changed).")
 
 
 def _report_message(model_admin: admin.ModelAdmin, request: HttpRequest, report: neutron.LinkReport) -> None:

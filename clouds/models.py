@@ -127,6 +127,7 @@ class NeutronLink(models.Model):
     class Meta:
         ordering = ["cloud", "network__name"]
         verbose_name = "network mirrored from Neutron"
+        verbose_name_plural = "networks mirrored from Neutron"
         constraints = [models.UniqueConstraint(fields=["cloud", "neutron_network_id"], name="neutron_link_unique")]
 
     def __str__(self) -> str:
