@@ -17,12 +17,13 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
+from portal.admin_helpers import ReadOnlyAdminMixin, link, when
 from portal.choices import Via
 from portal.exceptions import PortalError, admin_message
 from storage.models import Image, StoragePool
 
 from . import glance
-from .models import Cloud
+from .models import Cloud, GlanceImport, GlancePublication
 
 
 class GlanceCloudAdminMixin:
@@ -56,11 +57,14 @@ class GlanceCloudAdminMixin:
                 messages.error(request, admin_message(exc))
             else:
                 if result.image is not None:
-                    messages.info(request, f"Already imported as image {result.image.name}.")
-                elif result.created:
-                    messages.success(request, f"Import queued (job {result.job.pk if result.job else ''}).")
-                else:
-                    messages.info(request, "An import of this image is running already.")
+                    where = result.image.pool.name if result.image.pool_id else ""
+                    messages.info(request, format_html(
+                        "Already imported as image {}{} (re-imports are idempotent; to have it elsewhere, "
+                        "copy the portal image).", link(result.image, result.image.name),
+                        f" in storage domain {where}" if where else ""))
+                elif result.job is not None:
+                    verb = "Import queued" if result.created else "An import of this image is running already"
+                    messages.success(request, format_html("{}: {}.", verb, link(result.job, f"job {result.job.pk}")))
             return HttpResponseRedirect(here)
         rows: list[dict[str, Any]] = []
         error = ""
@@ -106,3 +110,43 @@ def register() -> None:
     from storage.admin import register_image_admin_action
 
     register_image_admin_action(publish_to_glance)
+
+
+@admin.register(GlanceImport)
+class GlanceImportAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """What came from Glance: which Glance image became which portal image, by which job."""
+
+    list_display = ("glance_name", "cloud", "glance_id", "image_link", "job_link", "created")
+    list_filter = ("cloud",)
+    search_fields = ("glance_name", "glance_id", "image__name")
+    list_select_related = ("cloud", "image", "job")
+
+    @admin.display(description="portal image")
+    def image_link(self, obj: GlanceImport) -> Any:
+        return link(obj.image, obj.image.name if obj.image else None)
+
+    @admin.display(description="job")
+    def job_link(self, obj: GlanceImport) -> Any:
+        return link(obj.job, f"job {obj.job_id}" if obj.job_id else None)
+
+    @admin.display(description="imported", ordering="created_at")
+    def created(self, obj: GlanceImport) -> Any:
+        return when(obj.created_at)
+
+
+@admin.register(GlancePublication)
+class GlancePublicationAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """What went to Glance: each publication, its Glance id and how it ended."""
+
+    list_display = ("image_name", "cloud", "status", "glance_id", "job_link", "created")
+    list_filter = ("cloud", "status")
+    search_fields = ("image_name", "glance_id")
+    list_select_related = ("cloud", "job")
+
+    @admin.display(description="job")
+    def job_link(self, obj: GlancePublication) -> Any:
+        return link(obj.job, f"job {obj.job_id}" if obj.job_id else None)
+
+    @admin.display(description="published", ordering="created_at")
+    def created(self, obj: GlancePublication) -> Any:
+        return when(obj.created_at)

@@ -29,8 +29,15 @@ def test_the_glance_page_lists_images_and_imports_one(transactional_db, cloud, g
     assert (made.visibility, made.os_name, made.source) == ("private", "alpine", f"glance:local/{image.id}")
     assert Job.objects.get(kind="image.import").via == "admin"
     again = admin_client.post(page_url, {"glance_id": image.id}, follow=True).content.decode()
-    assert "Already imported as image admin-image" in again
+    assert "Already imported as image" in again and ">admin-image</a>" in again and "idempotent" in again
     assert Job.objects.filter(kind="image.import").count() == 1
+    job = Job.objects.get(kind="image.import")
+    # What came from Glance is listed read-only: the Glance image, the portal image and the job.
+    imports = admin_client.get(reverse("admin:clouds_glanceimport_changelist")).content.decode()
+    assert "Admin Image" in imports and image.id in imports
+    assert reverse("admin:storage_image_change", args=[made.pk]) in imports
+    assert reverse("admin:portal_job_change", args=[job.pk]) in imports
+    assert admin_client.get(reverse("admin:clouds_glanceimport_add")).status_code == 403
     assert reverse("admin:storage_image_change", args=[made.pk]) in admin_client.get(page_url).content.decode()
 
 
