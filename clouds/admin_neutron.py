@@ -74,7 +74,13 @@ class ImportForm(forms.Form):
     mode = forms.ChoiceField(choices=Network.Mode.choices, initial=Network.Mode.ISOLATED)
     bridge = forms.CharField(required=False, help_text="Bridged: the existing bridge on each host, e.g. br0.")
     hosts = forms.ModelMultipleChoiceField(queryset=Host.objects.order_by("name"), required=False,
-                                           widget=forms.CheckboxSelectMultiple)
+                                           widget=forms.CheckboxSelectMultiple,
+                                           help_text="The portal hosts to define the network on.")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Preselected: every enabled host, as the API and CLI do when no host is named.
+        self.fields["hosts"].initial = list(Host.objects.filter(enabled=True).values_list("pk", flat=True))
     groups = forms.ModelMultipleChoiceField(queryset=Group.objects.order_by("name"), required=False)
     is_public = forms.BooleanField(required=False, label="open to all users")
 

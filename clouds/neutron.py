@@ -24,6 +24,7 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from cluster.models import Host
 from networks.models import Network
 from networks.services import network_create, network_delete, network_update
 from portal.actors import Actor, require_admin
@@ -210,12 +211,13 @@ def _differences(network: Network, wanted: dict[str, Any]) -> list[dict[str, Any
 # --- import ------------------------------------------------------------------------------------------
 
 def neutron_import(*, actor: Actor, via: str, cloud: Cloud, neutron_network_id: str, name: str | None = None,
-                   mode: str = Network.Mode.ISOLATED, bridge: str = "", hosts: Any = (), subnet_id: str | None = None,
+                   mode: str = Network.Mode.ISOLATED, bridge: str = "", hosts: Any = None, subnet_id: str | None = None,
                    groups: Any = (), is_public: bool = False) -> NeutronLink:
     """Create the portal network that mirrors a Neutron network, and the link between them.
 
-    Everything networks.network_create checks applies (an overlapping subnet is refused, a host that
-    refuses the network undoes it everywhere): on any refusal nothing is created."""
+    `hosts`: the portal hosts to define it on; None (not given): every enabled host, so the network is
+    usable at once. Everything networks.network_create checks applies (an overlapping subnet is refused, a
+    host that refuses the network undoes it everywhere): on any refusal nothing is created."""
     require_admin(actor, "Only administrators import networks.")
     neutron_network_id = str(neutron_network_id or "").strip()
     if not neutron_network_id:
@@ -235,6 +237,8 @@ def neutron_import(*, actor: Actor, via: str, cloud: Cloud, neutron_network_id: 
                                "bridged (mode bridge and a host bridge), or add an IPv4 subnet in Neutron.",
                                field="mode")
     fields, notes = mapped_fields(neutron, subnet, bridged=bridged)
+    if hosts is None:
+        hosts = list(Host.objects.filter(enabled=True).order_by("name"))
     network = network_create(actor=actor, via=via, name=name or portal_name(neutron), mode=mode, bridge=bridge,
                              hosts=hosts, groups=groups, is_public=is_public,
                              **{k: v for k, v in fields.items()})

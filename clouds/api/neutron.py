@@ -75,7 +75,8 @@ class ImportSerializer(serializers.Serializer):
                                  help_text="The portal network's name (default: from the Neutron name).")
     mode = serializers.ChoiceField(choices=Network.Mode.choices, required=False, default=Network.Mode.ISOLATED)
     bridge = serializers.CharField(required=False, allow_blank=True, default="")
-    hosts = serializers.ListField(child=serializers.CharField(), required=False, default=list)
+    hosts = serializers.ListField(child=serializers.CharField(), required=False,
+                                  help_text="Portal hosts (names or ids); not given: every enabled host.")
     groups = serializers.ListField(child=serializers.CharField(), required=False, default=list)
     is_public = serializers.BooleanField(required=False, default=False)
     subnet_id = serializers.CharField(required=False, allow_blank=True, default="",
@@ -126,7 +127,7 @@ class NeutronImportView(_Base):
         data.is_valid(raise_exception=True)
         v: dict[str, Any] = dict(data.validated_data)
         link = neutron.neutron_import(actor=request.user, via=Via.API, cloud=the_cloud, neutron_network_id=neutron_id,
-                                      name=v["name"] or None, mode=v["mode"], bridge=v["bridge"], hosts=v["hosts"],
+                                      name=v["name"] or None, mode=v["mode"], bridge=v["bridge"], hosts=v.get("hosts"),
                                       groups=v["groups"], is_public=v["is_public"], subnet_id=v["subnet_id"] or None)
         return Response(LinkSerializer(link).data, status=status.HTTP_201_CREATED)
 

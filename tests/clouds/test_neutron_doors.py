@@ -176,3 +176,23 @@ def test_admin_cloud_page_import_differences_apply_and_networks_column(admin_use
                                   "bridge": "", "hosts": [str(test_host.pk)]}, follow=True)
     assert "Nothing was imported: 10.185.0.128/25 overlaps the network" in refused.content.decode()
     assert Network.objects.count() == 1 and NeutronLink.objects.count() == 1
+
+
+def test_an_import_that_names_no_host_goes_on_every_enabled_host(admin_user, test_host, cloud, os_net,  # noqa: F811
+                                                                 client_for):
+    """The network is usable at once: without --host / "hosts" it is defined on every enabled host."""
+    _conn, make = os_net
+    net, _ = make(f"all-{uuid.uuid4().hex[:6]}", lab_subnet("10.186.0"))
+    out = io.StringIO()
+    call_command("neutron", "--user", admin_user.username, "import", cloud.name, net.id, "--name", "all-hosts",
+                 stdout=out)
+    assert f"on {test_host.name}." in out.getvalue()
+    network = Network.objects.get(name="all-hosts")
+    assert list(network.hosts.all()) == [test_host]
+    assert network.placements.get().active  # defined and running there
+
+    net2, _ = make(f"none-{uuid.uuid4().hex[:6]}", lab_subnet("10.187.0"))
+    made = client_for(admin_user).post(BASE.format(cloud.name) + f"networks/{net2.id}/import/",
+                                       {"name": "no-hosts", "hosts": []}, format="json")
+    assert made.status_code == 201, made.content
+    assert not Network.objects.get(name="no-hosts").hosts.exists()  # an empty list is taken at its word

@@ -46,12 +46,12 @@ def test_without_keystone_a_service_without_its_endpoint_is_refused_clearly(admi
 
 
 def test_the_cloud_pages_link_to_each_other(admin_user):
-    cloud = glance_only(admin_user)
-    Cloud.objects.filter(pk=cloud.pk).update(last_check_ok=False, last_check_message="Glance: " + "x" * 300)
+    the_cloud = glance_only(admin_user)
+    Cloud.objects.filter(pk=the_cloud.pk).update(last_check_ok=False, last_check_message="Glance: " + "x" * 300)
     web = Client()
     web.force_login(admin_user)
-    glance_url, neutron_url = f"/admin/clouds/cloud/{cloud.pk}/glance/", f"/admin/clouds/neutronlink/cloud/{cloud.pk}/"
-    change = web.get(f"/admin/clouds/cloud/{cloud.pk}/change/").content.decode()
+    glance_url, neutron_url = f"/admin/clouds/cloud/{the_cloud.pk}/glance/", f"/admin/clouds/neutronlink/cloud/{the_cloud.pk}/"
+    change = web.get(f"/admin/clouds/cloud/{the_cloud.pk}/change/").content.decode()
     assert f'href="{glance_url}"' in change and f'href="{neutron_url}"' in change
     listing = web.get("/admin/clouds/cloud/").content.decode()
     assert f'href="{glance_url}"' in listing and f'href="{neutron_url}"' in listing
@@ -61,7 +61,7 @@ def test_the_cloud_pages_link_to_each_other(admin_user):
     page = web.get(neutron_url)
     html = page.content.decode()
     assert page.status_code == 200 and "has no Neutron endpoint" in html
-    assert '<ol class="breadcrumbs">' in html and f'href="/admin/clouds/cloud/{cloud.pk}/change/"' in html
+    assert '<ol class="breadcrumbs">' in html and f'href="/admin/clouds/cloud/{the_cloud.pk}/change/"' in html
     assert "Networks mirrored from Neutron" in html and "Network mirrored from Neutrons" not in html
 
 

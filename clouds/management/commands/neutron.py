@@ -45,7 +45,8 @@ class Command(BaseCommand):
         imp.add_argument("--name", default=None, help="The portal network's name (default: from Neutron's).")
         imp.add_argument("--mode", default="isolated", choices=Network.Mode.values)
         imp.add_argument("--bridge", default="", help="Bridged: the existing host bridge, e.g. br0.")
-        imp.add_argument("--host", action="append", default=[], dest="hosts", help="A host (repeatable).")
+        imp.add_argument("--host", action="append", default=None, dest="hosts",
+                         help="A host (repeatable); not given: every enabled host.")
         imp.add_argument("--group", action="append", default=[], dest="groups",
                          help="A group whose members may use it (repeatable).")
         imp.add_argument("--public", action="store_true", help="Open to all users.")
@@ -89,7 +90,8 @@ class Command(BaseCommand):
                                       groups=opts["groups"], is_public=opts["public"], subnet_id=opts["subnet"])
         net = link.network
         self.stdout.write(f"Imported Neutron network {link.neutron_name or link.neutron_network_id} as network "
-                          f"{net.name} ({net.mode}{', ' + net.cidr if net.cidr else ''}).")
+                          f"{net.name} ({net.mode}{', ' + net.cidr if net.cidr else ''}) on "
+                          f"{', '.join(h.name for h in net.hosts.order_by('name')) or 'no host'}.")
         for note in link.notes:
             self.stdout.write(f"  note: {note}")
 
