@@ -400,10 +400,49 @@ def shared_vm_factory(cluster_hosts, cluster_shared_pools, tmp_path, admin_user,
 _QEMU_FIXTURES = {"qemu_host", "ns_hypervisor", "ns_host", "ns_pair", "cluster_hosts", "cluster_shared_pools"}
 
 
+# Under pytest-xdist (`make test` runs `-n 2 --dist loadgroup`), every test that starts real VMs or drives the
+# browser goes to one group, so one worker runs them one after another (in collection order, as without xdist)
+# while the other workers run the rest: real guests never share the machine with another VM test, and the
+# session-long qemu lock is only ever asked for by that one worker.
+VM_GROUP = "vms"
+
+
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if _QEMU_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.qemu)
+        if item.get_closest_marker("qemu") or item.get_closest_marker("browser"):
+            item.add_marker(pytest.mark.xdist_group(VM_GROUP))
+            if os.environ.get("PYTEST_XDIST_WORKER") and config.getvalue("loadgroup"):
+                _name_group_in_nodeid(item, VM_GROUP)
+
+
+def _name_group_in_nodeid(item, group: str) -> None:
+    """--dist loadgroup tells the controller an item's group by a "@group" suffix of its node id. pytest-xdist
+    3.8 writes it to `item._nodeid`, which pytest 9.2 no longer reads (the id is `item._id`, a NodeId): without
+    this the group's tests were spread over both workers, the second one waiting for the first's qemu lock."""
+    from _pytest.nodeid import NodeId
+
+    if not item.nodeid.endswith(f"@{group}"):
+        item._id = NodeId.parse(f"{item.nodeid}@{group}")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _worker_staging_dir():
+    """Each xdist worker stages imports and uploads in a directory of its own: the files there are named by
+    database ids, and every worker has its own test database (test_<name>_gw0, ...), so ids repeat."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if not worker:
+        yield
+        return
+    saved = settings.IMAGE_STAGING_DIR
+    path = f"{saved}-{worker}"
+    settings.IMAGE_STAGING_DIR = path
+    os.environ["PORTAL_IMAGE_STAGING_DIR"] = path  # the portal processes tests start
+    yield
+    settings.IMAGE_STAGING_DIR = saved
+    os.environ.pop("PORTAL_IMAGE_STAGING_DIR", None)
 
 
 @pytest.fixture(autouse=True)
