@@ -24,7 +24,7 @@ printf '\n==> SQLite smoke run (embedded default)\n'
 env -u PORTAL_DATABASE_URL .venv/bin/pytest -q -p no:cacheprovider -m "not qemu and not browser and not postgres" \
   tests/hypervisor tests/vms/test_services.py
 
-# Two workers (pytest-xdist): tests with real VMs or a browser form one group that one worker runs in order
+# Two workers (pytest-xdist): tests with real VMs form one group that one worker runs in order
 # (tests/conftest.py), while the other runs the rest; each worker has its own test database (test_portal_gw0, ...).
 # PORTAL_TEST_WORKERS=0 runs everything in this one process.
 printf '\n==> Full suite on PostgreSQL (%s, %s workers)\n' "$PORTAL_DATABASE_URL" "${PORTAL_TEST_WORKERS:-2}"

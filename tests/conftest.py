@@ -400,10 +400,11 @@ def shared_vm_factory(cluster_hosts, cluster_shared_pools, tmp_path, admin_user,
 _QEMU_FIXTURES = {"qemu_host", "ns_hypervisor", "ns_host", "ns_pair", "cluster_hosts", "cluster_shared_pools"}
 
 
-# Under pytest-xdist (`make test` runs `-n 2 --dist loadgroup`), every test that starts real VMs or drives the
-# browser goes to one group, so one worker runs them one after another (in collection order, as without xdist)
-# while the other workers run the rest: real guests never share the machine with another VM test, and the
-# session-long qemu lock is only ever asked for by that one worker.
+# Under pytest-xdist (`make test` runs `-n 2 --dist loadgroup`), every test that starts real VMs goes to one
+# group, so one worker runs them one after another (in collection order, as without xdist) while the other
+# workers run the rest (browser tests without a real VM included: each has its own daphne on a free port, its
+# own test database and an in-memory channel layer): real guests never share the machine with another VM
+# test, and the session-long qemu lock is only ever asked for by that one worker.
 VM_GROUP = "vms"
 
 
@@ -412,7 +413,7 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if _QEMU_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.qemu)
-        if item.get_closest_marker("qemu") or item.get_closest_marker("browser"):
+        if item.get_closest_marker("qemu"):
             item.add_marker(pytest.mark.xdist_group(VM_GROUP))
             if os.environ.get("PYTEST_XDIST_WORKER") and config.getvalue("loadgroup"):
                 _name_group_in_nodeid(item, VM_GROUP)

@@ -68,6 +68,7 @@ from .types import (
 
 log = logging.getLogger(__name__)
 ABORT_GRACE_SECONDS = 120.0  # a cancelled live migration gets this long to stop before its job stops waiting
+MEDIA_TRAY_SECONDS = 20.0  # how long a live media change retries a tray QEMU still reports closed
 T = TypeVar("T")
 
 _STATE = {
@@ -1432,15 +1433,19 @@ class LibvirtDriver:
                 conn.defineXML(domain_xml.set_cdrom_media(config_xml, wanted))
                 return
             # A tray the guest has locked is forced open, but QEMU may report it still closed for a moment
-            # ("Tray of device ... is not open", seen while SeaBIOS runs): asked again, briefly, it goes.
-            for delay in (0.1, 0.2, 0.4, 0.8, 1.6, None):
+            # ("Tray of device ... is not open", seen while SeaBIOS runs): asked again it goes, after a moment
+            # that a busy host stretches (over 3 s seen under emulation on a loaded 2-core machine).
+            deadline = time.monotonic() + MEDIA_TRAY_SECONDS
+            delay = 0.1
+            while True:
                 try:
                     dom.updateDeviceFlags(domain_xml.cdrom_xml(wanted), flags | libvirt.VIR_DOMAIN_DEVICE_MODIFY_FORCE)
                     return
                 except libvirt.libvirtError as exc:
-                    if delay is None or "is not open" not in (exc.get_error_message() or ""):
+                    if time.monotonic() >= deadline or "is not open" not in (exc.get_error_message() or ""):
                         raise
                     time.sleep(delay)
+                    delay = min(delay * 2, 1.0)
 
         self._call(f"change media in {target} of {uuid}", fn)
 
