@@ -7,7 +7,9 @@ created and removed by the host and VM services and are shown read-only here.
 from __future__ import annotations
 
 from django import forms
-from django.contrib import admin, messages
+from django.contrib import admin
+from django.contrib.admin import ActionLocation
+from django.contrib.admin.options import IS_POPUP_VAR, messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
@@ -115,12 +117,14 @@ class ImageAdmin(ServiceDeleteMixin, ServiceSaveMixin, admin.ModelAdmin):
                        "kernel_path", "initrd_path", "cmdline", "ready_marker", "min_disk", "created", "vms_link",
                        "disks", "full_copies", "host_copies")
 
-    def get_actions(self, request):
-        actions = super().get_actions(request)
+    def get_actions(self, request, action_location=ActionLocation.CHANGE_LIST):
+        actions = super().get_actions(request, action_location)
+        if not actions and (self.actions is None or IS_POPUP_VAR in request.GET):
+            return actions
         for action in _image_actions:
-            found = self.get_action(action)
+            found = self.get_action(action, action_location)
             if found is not None:
-                actions[found[1]] = found
+                actions[found.name] = found
         return actions
 
     def get_queryset(self, request):
