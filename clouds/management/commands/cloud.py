@@ -15,13 +15,13 @@ import os
 import sys
 from typing import Any
 
-from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
 from clouds import selectors, services
 from clouds.models import Cloud
 from portal.choices import Via
-from portal.exceptions import NotFound, PortalError, ValidationFailed, user_message
+from portal.cli import VerbCommand
+from portal.exceptions import ValidationFailed
 
 # option -> service field (every connection field but the name and the secret)
 OPTIONS = {
@@ -64,7 +64,7 @@ def _connection_options(parser: CommandParser) -> None:
                         help="Store no secret: the portal's processes read it from their environment variable VAR.")
 
 
-class Command(BaseCommand):
+class Command(VerbCommand):
     help = "OpenStack cloud connections (administrators): list, show, add, update, check, remove."
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -84,14 +84,6 @@ class Command(BaseCommand):
         sub.add_parser("remove", help="Forget a connection (imported images and networks stay).") \
             .add_argument("name")
 
-    def handle(self, *args: Any, user: str, verb: str, **opts: Any) -> None:
-        actor = get_user_model().objects.filter(username=user).first()
-        if actor is None:
-            raise CommandError(f"No user {user!r}.", returncode=NotFound.exit_code)
-        try:
-            getattr(self, f"_{verb}")(actor, opts)
-        except PortalError as exc:
-            raise CommandError(user_message(exc, user=actor), returncode=exc.exit_code) from None
 
     def _secret(self, opts: dict) -> str | None:
         if opts.get("secret_stdin"):

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
 from clouds import glance
 from portal.choices import JobStatus, Via
-from portal.exceptions import NotFound, PortalError, admin_message, user_message
+from portal.cli import VerbCommand
+from portal.exceptions import NotFound
 from portal.jobs import job_wait
 from storage.selectors import image_get
 
@@ -25,7 +25,7 @@ def _size(n: Any) -> str:
     return "-" if n in (None, "") else f"{int(n) / 1024**2:.1f} MiB"
 
 
-class Command(BaseCommand):
+class Command(VerbCommand):
     help = "Glance images of a cloud: list, import into the portal, publish portal images (administrators)."
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -47,18 +47,9 @@ class Command(BaseCommand):
         pub.add_argument("--visibility", default="private", choices=list(glance.GLANCE_VISIBILITY))
         pub.add_argument("--wait", action="store_true", help="Follow the job to its end.")
 
-    def handle(self, *args: Any, user: str | None, verb: str, **opts: Any) -> None:
-        actor = None
-        if user:
-            actor = get_user_model().objects.filter(username=user).first()
-            if actor is None:
-                raise CommandError(f"No user {user!r}.", returncode=NotFound.exit_code)
-        try:
-            cloud = glance.cloud_find(actor=actor, key=opts["cloud"])
-            getattr(self, f"_{verb}")(actor, cloud, opts)
-        except PortalError as exc:
-            text = admin_message(exc) if actor is None else user_message(exc, user=actor)
-            raise CommandError(text, returncode=exc.exit_code) from None
+    def run_verb(self, actor: Any, verb: str, opts: dict[str, Any]) -> None:
+        cloud = glance.cloud_find(actor=actor, key=opts["cloud"])
+        getattr(self, f"_{verb}")(actor, cloud, opts)
 
     def _images(self, actor: Any, cloud: Any, opts: dict) -> None:
         rows = glance.glance_images(actor=actor, cloud=cloud)

@@ -11,15 +11,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandParser
 
 from clouds import neutron
 from clouds.models import NeutronLink
 from clouds.selectors import cloud_get
 from networks.models import Network
 from portal.choices import Via
-from portal.exceptions import Conflict, NotFound, PortalError, user_message
+from portal.cli import VerbCommand
+from portal.exceptions import Conflict
 
 
 def _pools(subnet: neutron.NeutronSubnet) -> str:
@@ -30,7 +30,7 @@ def _diff_lines(differences: list[dict[str, Any]]) -> list[str]:
     return [f"    {d['field']}: portal {d['portal']!r} → Neutron {d['neutron']!r}" for d in differences]
 
 
-class Command(BaseCommand):
+class Command(VerbCommand):
     help = ("Neutron networks of a cloud, as an administrator: list them, import one as a portal network, "
             "show differences, re-sync, unlink.")
 
@@ -60,15 +60,9 @@ class Command(BaseCommand):
         unlink.add_argument("cloud")
         unlink.add_argument("network")
 
-    def handle(self, *args: Any, user: str, verb: str, **opts: Any) -> None:
-        actor = get_user_model().objects.filter(username=user).first()
-        if actor is None:
-            raise CommandError(f"No user {user!r}.", returncode=NotFound.exit_code)
-        try:
-            cloud = cloud_get(actor=actor, key=opts["cloud"])
-            getattr(self, f"_{verb}")(actor, cloud, opts)
-        except PortalError as exc:
-            raise CommandError(user_message(exc, user=actor), returncode=exc.exit_code) from None
+    def run_verb(self, actor: Any, verb: str, opts: dict[str, Any]) -> None:
+        cloud = cloud_get(actor=actor, key=opts["cloud"])
+        getattr(self, f"_{verb}")(actor, cloud, opts)
 
     def _networks(self, actor: Any, cloud: Any, opts: dict) -> None:
         found = neutron.neutron_networks(actor=actor, cloud=cloud)

@@ -7,14 +7,14 @@ import argparse
 import json
 from typing import Any
 
-from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
 from cluster import clusters
 from cluster.selectors import cluster_get, cluster_list
 from portal.actors import require_admin
 from portal.choices import Via
-from portal.exceptions import NotFound, PortalError, ValidationFailed, admin_message, user_message
+from portal.cli import VerbCommand
+from portal.exceptions import ValidationFailed
 
 # option -> cluster_update keyword
 SWITCHES = {"balancing": "balancing_enabled", "power_saving": "power_saving_enabled", "ha": "ha_enabled"}
@@ -47,7 +47,7 @@ def _settings(opts: dict[str, Any]) -> dict[str, Any]:
     return changes
 
 
-class Command(BaseCommand):
+class Command(VerbCommand):
     help = "Clusters: add one, list them, change their policy and switches (balancing, power saving, HA)."
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -62,17 +62,6 @@ class Command(BaseCommand):
         change.add_argument("--rename", metavar="NEW_NAME")
         _settings_arguments(change)
 
-    def handle(self, *args: Any, user: str | None = None, verb: str, **opts: Any) -> None:
-        actor = None
-        if user:
-            actor = get_user_model().objects.filter(username=user).first()
-            if actor is None:
-                raise CommandError(f"No user {user!r}.", returncode=NotFound.exit_code)
-        try:
-            getattr(self, f"_{verb}")(actor, opts)
-        except PortalError as exc:
-            text = admin_message(exc) if actor is None else user_message(exc, user=actor)
-            raise CommandError(text, returncode=exc.exit_code) from None
 
     def _describe(self, c: Any) -> str:
         switches = ", ".join(f"{label} {'on' if getattr(c, field) else 'off'}" for label, field in

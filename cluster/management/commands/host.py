@@ -17,8 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
 from cluster import hostconfig, services
 from cluster.choices import DomainType
@@ -27,7 +26,8 @@ from cluster.placement import HostLoad, host_loads
 from cluster.selectors import host_get, host_list
 from portal.actors import require_admin
 from portal.choices import Via
-from portal.exceptions import NotFound, PortalError, ValidationFailed, admin_message, user_message
+from portal.cli import VerbCommand
+from portal.exceptions import ValidationFailed
 from portal.units import mib
 
 # option name -> host setting (cluster.hostconfig.CONFIG_FIELDS)
@@ -58,7 +58,7 @@ def _settings(opts: dict[str, Any]) -> dict[str, Any]:
     return {field: opts[option] for option, field in SETTING_OPTIONS.items() if opts.get(option) is not None}
 
 
-class Command(BaseCommand):
+class Command(VerbCommand):
     help = "Hypervisor hosts: add (register), list with capacity and load, show, set their settings."
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -79,17 +79,6 @@ class Command(BaseCommand):
         change.add_argument("name")
         _settings_arguments(change, add=False)
 
-    def handle(self, *args: Any, user: str | None = None, verb: str, **opts: Any) -> None:
-        actor = None
-        if user:
-            actor = get_user_model().objects.filter(username=user).first()
-            if actor is None:
-                raise CommandError(f"No user {user!r}.", returncode=NotFound.exit_code)
-        try:
-            getattr(self, f"_{verb}")(actor, opts)
-        except PortalError as exc:
-            text = admin_message(exc) if actor is None else user_message(exc, user=actor)
-            raise CommandError(text, returncode=exc.exit_code) from None
 
     def _add(self, actor: Any, opts: dict[str, Any]) -> None:
         uri = hostconfig.host_uri_check(opts["uri"])

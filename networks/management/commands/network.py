@@ -9,19 +9,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandParser
 
 from networks import selectors, services
 from networks.models import Network
 from networks.usage import network_users
 from portal.choices import Via
-from portal.exceptions import NotFound, PortalError, user_message
+from portal.cli import VerbCommand
 
 MODES = {"isolated": "isolated", "nat": "NAT", "bridge": "bridged"}
 
 
-class Command(BaseCommand):
+class Command(VerbCommand):
     help = ("Networks, as an administrator: list, show, create, delete; reserve and unreserve DHCP addresses. "
             "Every change is defined on the network's hosts at once and audited under --user.")
 
@@ -61,14 +60,6 @@ class Command(BaseCommand):
         unreserve.add_argument("name")
         unreserve.add_argument("key", metavar="MAC|IP")
 
-    def handle(self, *args: Any, user: str, verb: str, **opts: Any) -> None:
-        actor = get_user_model().objects.filter(username=user).first()
-        if actor is None:
-            raise CommandError(f"No user {user!r}.", returncode=NotFound.exit_code)
-        try:
-            getattr(self, f"_{verb}")(actor, opts)
-        except PortalError as exc:
-            raise CommandError(user_message(exc, user=actor), returncode=exc.exit_code) from None
 
     # --- reading ---
 

@@ -8,15 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
 from pools import selectors, services
 from portal.choices import Via
-from portal.exceptions import NotFound, PortalError, user_message
+from portal.cli import VerbCommand
 
 
-class Command(BaseCommand):
+class Command(VerbCommand):
     help = "VM pools: list, show, create, delete (administrators), take and return a VM, replenish now."
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -45,14 +44,6 @@ class Command(BaseCommand):
         sub.add_parser("replenish", help="Run the replenish pass for one pool now (administrators).") \
             .add_argument("name")
 
-    def handle(self, *args: Any, user: str, verb: str, **opts: Any) -> None:
-        actor = get_user_model().objects.filter(username=user).first()
-        if actor is None:
-            raise CommandError(f"No user {user!r}.", returncode=NotFound.exit_code)
-        try:
-            getattr(self, f"_{verb}")(actor, opts)
-        except PortalError as exc:
-            raise CommandError(user_message(exc, user=actor), returncode=exc.exit_code) from None
 
     def _list(self, actor: Any, opts: dict) -> None:
         pools = list(selectors.pool_list(user=actor))

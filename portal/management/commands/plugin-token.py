@@ -13,11 +13,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
 from portal.choices import Via
-from portal.exceptions import NotFound, PortalError, ValidationFailed, admin_message, user_message
+from portal.cli import VerbCommand
+from portal.exceptions import ValidationFailed
 from portal.models import PluginToken
 from portal.plugins import plugin_token_create, plugin_token_get, plugin_token_revoke
 
@@ -35,7 +35,7 @@ def _scope(values: list[str]) -> tuple[bool, list[str]]:
     return all_targets, groups
 
 
-class Command(BaseCommand):
+class Command(VerbCommand):
     help = "Issue, list and revoke external plugins' API tokens."
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -49,17 +49,6 @@ class Command(BaseCommand):
         revoke = verbs.add_parser("revoke", help="Revoke a plugin's active token.")
         revoke.add_argument("name")
 
-    def handle(self, *args: Any, user: str | None = None, verb: str, **opts: Any) -> None:
-        actor = None
-        if user:
-            actor = get_user_model().objects.filter(username=user).first()
-            if actor is None:
-                raise CommandError(f"No user {user!r}.", returncode=NotFound.exit_code)
-        try:
-            getattr(self, f"_{verb}")(actor, opts)
-        except PortalError as exc:
-            text = admin_message(exc) if actor is None else user_message(exc, user=actor)
-            raise CommandError(text, returncode=exc.exit_code) from None
 
     def _create(self, actor: Any, opts: dict[str, Any]) -> None:
         all_targets, groups = _scope(opts["scope"])

@@ -8,13 +8,13 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
 from cluster.selectors import host_get
 from portal.actors import require_admin
 from portal.choices import Via
-from portal.exceptions import NotFound, PortalError, admin_message, user_message
+from portal.cli import VerbCommand
+from portal.exceptions import NotFound
 from storage import domains, services
 from storage.models import StoragePool
 
@@ -31,7 +31,7 @@ def _gib(size: int) -> str:
     return f"{size / 1024**3:.1f} GiB"
 
 
-class Command(BaseCommand):
+class Command(VerbCommand):
     help = ("Storage pools of the hosts and the storage domains they make: list, add (made in libvirt on the hosts), "
             "mark shared or host-local, refresh capacity, remove.")
 
@@ -68,17 +68,6 @@ class Command(BaseCommand):
                             help="--shared: the same storage on every host that has this pool at this path; "
                                  "--no-shared: host-local.")
 
-    def handle(self, *args: Any, user: str | None = None, verb: str, **opts: Any) -> None:
-        actor = None
-        if user:
-            actor = get_user_model().objects.filter(username=user).first()
-            if actor is None:
-                raise CommandError(f"No user {user!r}.", returncode=NotFound.exit_code)
-        try:
-            getattr(self, f"_{verb}")(actor, opts)
-        except PortalError as exc:
-            text = admin_message(exc) if actor is None else user_message(exc, user=actor)
-            raise CommandError(text, returncode=exc.exit_code) from None
 
     def _list(self, actor: Any, opts: dict[str, Any]) -> None:
         require_admin(actor, "Only administrators see storage pools.")
