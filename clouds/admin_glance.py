@@ -20,6 +20,7 @@ from django.utils.html import format_html
 from portal.admin_helpers import ReadOnlyAdminMixin, link, when
 from portal.choices import Via
 from portal.exceptions import PortalError, admin_message
+from storage.admin import register_image_admin_action
 from storage.models import Image, StoragePool
 
 from . import glance
@@ -107,8 +108,6 @@ def publish_to_glance(modeladmin: Any, request: HttpRequest, queryset: Any) -> H
 
 def register() -> None:
     """Called from clouds.apps: the Images admin offers Publish to Glance."""
-    from storage.admin import register_image_admin_action
-
     register_image_admin_action(publish_to_glance)
 
 

@@ -70,6 +70,9 @@ def connect(cloud: Cloud, service: str | None = None) -> Any:
     """A new openstacksdk Connection (not shared between threads). `service` ("image" or "network") is the one
     the caller will use: without Keystone it needs its own endpoint (openstacksdk would otherwise send its calls
     to the other service's URL, the auth endpoint)."""
+    # openstacksdk is imported here, not at module level: it costs ~0.6 s, and every portal process loads
+    # this module (clouds.apps registers the Glance import source) while few ever talk to a cloud.
+    import openstack
     import openstack.connection
 
     if service is not None and cloud.auth_type == Cloud.Auth.NONE:
@@ -80,8 +83,6 @@ def connect(cloud: Cloud, service: str | None = None) -> Any:
     kwargs = connection_kwargs(cloud)
     with cloud_call(cloud, "connect"):
         if cloud.auth_type == Cloud.Auth.CLOUDS_YAML:
-            import openstack
-
             return openstack.connect(**kwargs)
         return openstack.connection.Connection(**kwargs)
 
@@ -114,7 +115,7 @@ def _underlying(exc: BaseException, kind: type[BaseException]) -> BaseException:
 @contextlib.contextmanager
 def cloud_call(cloud: Cloud, what: str) -> Iterator[None]:
     """Run SDK calls, turning failures into PortalErrors: `what` names the step for the message."""
-    from keystoneauth1 import exceptions as ks
+    from keystoneauth1 import exceptions as ks  # lazily, like openstacksdk in connect()
     from openstack import exceptions as sdk
 
     where = f"cloud {cloud.name}"

@@ -353,12 +353,9 @@ class _HashingReader:
         self.fh.close()
 
 
-def _file_hash(path: str, algo: str) -> str:
-    digest = hashlib.new(algo)
+def _file_digest(path: str, algo: str) -> str:
     with open(path, "rb") as fh:
-        while piece := fh.read(CHUNK):
-            digest.update(piece)
-    return digest.hexdigest()
+        return hashlib.file_digest(fh, algo).hexdigest()
 
 
 def _delete_glance_image(cloud: Cloud, glance_id: str) -> None:
@@ -384,7 +381,9 @@ def _publication_failed(job: Job, error: str) -> None:
 
 @job_handler(GLANCE_PUBLISH, on_failure=_publication_failed)
 def glance_publish_run(ctx: JobContext) -> dict[str, Any]:
-    from openstack import exceptions as sdk_exceptions
+    from openstack import (
+        exceptions as sdk_exceptions,  # lazily, like openstacksdk in clouds.connection.connect
+    )
     from openstack.image.v2 import image as glance_image
 
     params = ctx.params
@@ -428,7 +427,7 @@ def glance_publish_run(ctx: JobContext) -> dict[str, Any]:
         algo, value = (after.hash_algo or "").lower(), (after.hash_value or "").lower()
         ours = reader.sha512.hexdigest()
         if algo and algo != "sha512":
-            ours = _file_hash(path, algo) if algo in HASH_ALGOS else ""
+            ours = _file_digest(path, algo) if algo in HASH_ALGOS else ""
         if after.status != "active" or not value or value != ours:
             raise ValidationFailed(f"Glance's checksum of the published image ({algo} {value[:16] or 'none'}…) is not "
                                    f"that of the bytes sent ({ours[:16]}…); the Glance image was deleted.",

@@ -33,7 +33,7 @@ TEXT_FIELDS = ("description", "clouds_yaml_name", "auth_url", "username", "user_
                "network_endpoint", "ca_file", "secret_env")
 FIELDS = frozenset({*TEXT_FIELDS, "auth_type", "verify_tls"})
 LABELS = {"glance": "Glance", "neutron": "Neutron"}
-CLOUD_JOB_KINDS = ("glance.import", "glance.publish", "image.import")
+CLOUD_JOB_KINDS = ("glance.publish", "image.import")  # a Glance import is an image.import job (source "glance")
 
 
 def _check_url(value: str, field: str) -> str:

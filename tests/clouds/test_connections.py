@@ -194,7 +194,7 @@ def test_unreachable_endpoint_fails_fast_and_clearly(admin_user, settings):
 def test_delete_is_refused_while_a_job_of_the_cloud_runs(admin_user):
     cloud = services.cloud_create(actor=admin_user, via="cli", name="busy", auth_type="none",
                                   image_endpoint="http://x")
-    job = Job.objects.create(kind="glance.import", status="running", params={"cloud_id": cloud.pk})
+    job = Job.objects.create(kind="glance.publish", status="running", params={"cloud_id": cloud.pk})
     with pytest.raises(Conflict, match="still running"):
         services.cloud_delete(actor=admin_user, via="cli", cloud=cloud)
     Job.objects.filter(pk=job.pk).update(status="succeeded")

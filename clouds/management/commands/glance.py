@@ -14,7 +14,6 @@ from django.core.management.base import CommandError, CommandParser
 from clouds import glance
 from portal.choices import JobStatus, Via
 from portal.cli import VerbCommand
-from portal.exceptions import NotFound
 from portal.jobs import job_wait
 from storage.selectors import image_get
 
@@ -87,15 +86,7 @@ class Command(VerbCommand):
         self._follow(result.job, opts["wait"])
 
     def _publish(self, actor: Any, cloud: Any, opts: dict) -> None:
-        if actor is None:
-            from storage.models import Image
-
-            image = Image.objects.filter(name=opts["image"]).first() or (
-                Image.objects.filter(pk=int(opts["image"])).first() if opts["image"].isdigit() else None)
-            if image is None:
-                raise NotFound(f"Image {opts['image']!r} not found.")
-        else:
-            image = image_get(user=actor, name_or_id=opts["image"])
+        image = image_get(user=actor, name_or_id=opts["image"])  # the system (no --user) sees every image
         job = glance.glance_publish(actor=actor, via=Via.CLI, cloud=cloud, image=image, name=opts["name"],
                                     visibility=opts["visibility"])
         self._follow(job, opts["wait"])
