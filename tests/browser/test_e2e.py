@@ -97,6 +97,7 @@ def test_create_watch_stop_and_delete_a_real_vm_in_the_browser(
     # --- create -----------------------------------------------------------------------------------
     page.get_by_role("link", name="Create VM").first.click()
     expect(page.get_by_role("heading", name="Create VM")).to_be_visible()
+    page.wait_for_load_state("load")  # forms.js listens before typing starts (a loaded host ran it late)
     name_input = page.get_by_label("Name")
     name_input.fill("Web<1>")  # live validation, before the server sees anything
     expect(page.locator("#name-error")).to_contain_text("Invalid name")
